@@ -1,0 +1,283 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One MFA recall: invalidate the factors and sessions of the users in scope on the named
+/// backends, force re-enrollment, and track who re-enrolled.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mfarecall.io",
+    version = "v1alpha1",
+    kind = "MfaRecall",
+    namespaced,
+    shortname = "mfar",
+    category = "mfa",
+    status = "MfaRecallStatus",
+    doc = "An MFA recall: invalidates MFA factors and sessions of the users in scope and tracks re-enrollment.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.counts.targeted"),
+    printcolumn(name = "Invalidated", type_ = "integer", json_path = ".status.counts.invalidated"),
+    printcolumn(name = "Re-enrolled", type_ = "integer", json_path = ".status.counts.reEnrolled"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.counts.failed", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "self.reason == oldSelf.reason && self.backends == oldSelf.backends && self.scope == oldSelf.scope && self.factors == oldSelf.factors && self.revokeSessions == oldSelf.revokeSessions && has(self.cutoff) == has(oldSelf.cutoff) && (!has(self.cutoff) || self.cutoff == oldSelf.cutoff)"
+).message("reason, backends, scope, factors, revokeSessions and cutoff are fixed once a recall exists: create a new MfaRecall instead (suspend, cancel and reEnrollment can change)"))]
+#[serde(rename_all = "camelCase")]
+pub struct MfaRecallSpec {
+    /// Why this recall happens, for the audit trail (for example the incident number). Required.
+    #[x_kube(validation = Rule::new("self.matches('\\\\S')").message("reason must say why the recall happens, for example the incident id"))]
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// Names of IdentityBackends in this namespace to recall from.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(b, size(b) > 0 && size(b) <= 253)").message("backend names must be non-empty IdentityBackend names"))]
+    pub backends: Vec<String>,
+    /// Which users are recalled. Name them, name groups, or say allUsers: true.
+    pub scope: RecallScope,
+    /// Factor kinds to invalidate; default all.
+    #[serde(default = "default_factors")]
+    #[schemars(length(min = 1, max = 16))]
+    pub factors: Vec<FactorKind>,
+    /// Also end the users' sessions and revoke offline/refresh tokens (default true): a stolen
+    /// session has already passed MFA.
+    #[serde(default = "default_true")]
+    pub revoke_sessions: bool,
+    /// Factors created before this instant are invalidated; factors created at or after it are
+    /// kept, whatever happens. Default: when the recall was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutoff: Option<jiff::Timestamp>,
+    /// How users re-enroll and what happens to those who have not by the deadline.
+    #[serde(default)]
+    pub re_enrollment: ReEnrollment,
+    /// Pause the recall; it resumes where it stopped when set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Stop the recall for good; what was already done stays done and audited.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+/// The users a recall targets.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.allUsers) && self.allUsers) != (size(self.groups) > 0 || size(self.users) > 0)").message("scope must name users or groups, or set allUsers: true (not both): an empty scope recalls nobody by accident"))]
+#[serde(rename_all = "camelCase")]
+pub struct RecallScope {
+    /// Recall every user of each backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_users: Option<bool>,
+    /// Recall the direct members of these groups (Keycloak: group name or path such as /staff/ops).
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub groups: Vec<String>,
+    /// Recall these usernames.
+    #[serde(default)]
+    #[schemars(length(max = 10000))]
+    pub users: Vec<String>,
+    /// Users never touched even when in scope, such as break-glass accounts.
+    #[serde(default)]
+    pub exclude: Exclusions,
+}
+
+/// Users left untouched; each is counted as excluded, with the rule that excluded it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Exclusions {
+    /// Usernames to leave alone.
+    #[serde(default)]
+    #[schemars(length(max = 10000))]
+    pub users: Vec<String>,
+    /// Groups whose direct members are left alone.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub groups: Vec<String>,
+}
+
+/// A kind of second factor, across providers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum FactorKind {
+    /// Every kind below.
+    All,
+    /// Time-based one-time passwords (authenticator apps).
+    Totp,
+    /// Counter-based one-time passwords.
+    Hotp,
+    /// WebAuthn / FIDO2 security keys used as a second factor.
+    Webauthn,
+    /// Passkeys (WebAuthn used passwordless).
+    Passkey,
+    /// Recovery or backup codes.
+    RecoveryCodes,
+    /// SMS or voice codes.
+    Sms,
+    /// Email codes.
+    Email,
+    /// Push approvals to a phone app.
+    Push,
+    /// Hardware OTP tokens.
+    HardwareToken,
+}
+
+impl FactorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactorKind::All => "all",
+            FactorKind::Totp => "totp",
+            FactorKind::Hotp => "hotp",
+            FactorKind::Webauthn => "webauthn",
+            FactorKind::Passkey => "passkey",
+            FactorKind::RecoveryCodes => "recoveryCodes",
+            FactorKind::Sms => "sms",
+            FactorKind::Email => "email",
+            FactorKind::Push => "push",
+            FactorKind::HardwareToken => "hardwareToken",
+        }
+    }
+}
+
+/// Re-enrollment rules.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReEnrollment {
+    /// Time users have to re-enroll, counted from the recall's start, as a duration such as 72h or 30m.
+    #[serde(default = "default_grace")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(h|m|s))+$')").message("gracePeriod must be a duration such as 72h, 90m or 1h30m"))]
+    pub grace_period: String,
+    /// What happens to users who have not re-enrolled when the grace period ends.
+    #[serde(default)]
+    pub on_deadline: DeadlineAction,
+    /// How often re-enrollment is checked, as a duration (default 30s).
+    #[serde(default = "default_check_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(h|m|s))+$')").message("checkInterval must be a duration such as 30s or 5m"))]
+    pub check_interval: String,
+}
+
+impl Default for ReEnrollment {
+    fn default() -> Self {
+        Self { grace_period: default_grace(), on_deadline: DeadlineAction::default(), check_interval: default_check_interval() }
+    }
+}
+
+/// The action at the re-enrollment deadline.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeadlineAction {
+    /// Leave users who did not re-enroll as they are (their re-enrollment stays required).
+    #[default]
+    Keep,
+    /// Disable the accounts of users who did not re-enroll.
+    Disable,
+}
+
+fn default_factors() -> Vec<FactorKind> {
+    vec![FactorKind::All]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_grace() -> String {
+    "72h".into()
+}
+fn default_check_interval() -> String {
+    "30s".into()
+}
+
+/// Where a recall is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecallPhase {
+    /// Accepted, waiting for its backends to be ready.
+    #[default]
+    Pending,
+    /// Invalidating factors and sessions.
+    Revoking,
+    /// Everything invalidated; waiting for users to re-enroll.
+    AwaitingReEnrollment,
+    /// Done: every user re-enrolled or the deadline passed.
+    Completed,
+    /// Paused by spec.suspend.
+    Suspended,
+    /// Stopped by spec.cancel.
+    Cancelled,
+    /// Could not run; the Ready condition says why.
+    Failed,
+}
+
+/// Progress and outcome of a recall.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaRecallStatus {
+    /// Where the recall is.
+    #[serde(default)]
+    pub phase: RecallPhase,
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The cutoff in force (spec.cutoff or the creation time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutoff: Option<jiff::Timestamp>,
+    /// When revocation started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<jiff::Timestamp>,
+    /// When every targeted user was invalidated, excluded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<jiff::Timestamp>,
+    /// Users who have not re-enrolled by then are handled per reEnrollment.onDeadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<jiff::Timestamp>,
+    /// Totals over all backends.
+    #[serde(default)]
+    pub counts: RecallCounts,
+    /// The same counts per backend, with what that backend could not do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendProgress>,
+    /// Ready, Progressing and Degraded, each with a reason and a message to act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Counts of users and factors. At the end invalidated + excluded + failed == targeted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecallCounts {
+    /// Users in scope found so far (final once every backend finished listing).
+    pub targeted: i64,
+    /// Users whose factors and sessions were invalidated.
+    pub invalidated: i64,
+    /// Invalidated users who enrolled a new factor after the cutoff.
+    pub re_enrolled: i64,
+    /// Invalidated users who lost a factor and have not re-enrolled yet.
+    pub pending: i64,
+    /// Users the recall could not finish; the audit trail names each with its error.
+    pub failed: i64,
+    /// Users left alone by an exclusion rule.
+    pub excluded: i64,
+    /// Sessions and offline tokens ended.
+    pub sessions_revoked: i64,
+    /// Factors invalidated, by kind.
+    #[serde(default)]
+    pub factors_revoked: BTreeMap<String, i64>,
+    /// Anomalies flagged during re-enrollment.
+    pub anomalies: i64,
+    /// Accounts disabled at the deadline.
+    pub disabled: i64,
+}
+
+/// Progress on one backend.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendProgress {
+    /// IdentityBackend name.
+    pub name: String,
+    /// True once every user in scope on this backend has been listed.
+    pub listed: bool,
+    /// Counts on this backend.
+    #[serde(flatten)]
+    pub counts: RecallCounts,
+    /// What this backend could not do, and why (for example "sessions: not available on this plan").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_supported: Vec<String>,
+}

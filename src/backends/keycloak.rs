@@ -1,0 +1,415 @@
+//! Keycloak Admin REST API (`/admin/realms/{realm}`), authenticated as a confidential client's
+//! service account. Credentials carry `createdDate`, so the cutoff is compared directly.
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{ClientCredentials, Limits, ProviderHttp, SecretString};
+use super::{Capabilities, Enrollment, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot};
+use crate::api::{FactorKind, KeycloakProvider};
+
+/// Users per listing request; Keycloak pages by offset.
+const PAGE_SIZE: usize = 100;
+
+pub struct Keycloak {
+    http: ProviderHttp,
+    auth: ClientCredentials,
+    admin_base: String,
+}
+
+/// Keycloak credential types that are second factors. `password` is never one of them.
+fn factor_kind(credential_type: &str) -> Option<FactorKind> {
+    match credential_type {
+        "otp" => Some(FactorKind::Totp),
+        "webauthn" => Some(FactorKind::Webauthn),
+        "webauthn-passwordless" => Some(FactorKind::Passkey),
+        "recovery-authn-codes" => Some(FactorKind::RecoveryCodes),
+        _ => None,
+    }
+}
+
+/// The required action that makes a user enroll a credential type again.
+fn required_action(credential_type: &str) -> Option<&'static str> {
+    match credential_type {
+        "otp" => Some("CONFIGURE_TOTP"),
+        "webauthn" => Some("webauthn-register"),
+        "webauthn-passwordless" => Some("webauthn-register-passwordless"),
+        "recovery-authn-codes" => Some("CONFIGURE_RECOVERY_AUTHN_CODES"),
+        _ => None,
+    }
+}
+
+fn selected(kind: FactorKind, kinds: &[FactorKind]) -> bool {
+    kinds.contains(&FactorKind::All) || kinds.contains(&kind)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Credential {
+    id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    #[serde(default)]
+    created_date: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: String,
+    username: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Group {
+    id: String,
+    name: String,
+    path: Option<String>,
+    #[serde(default)]
+    sub_groups: Vec<Group>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Consent {
+    client_id: String,
+    #[serde(default)]
+    additional_grants: Vec<Value>,
+}
+
+impl Keycloak {
+    pub fn new(
+        backend: &str,
+        spec: &KeycloakProvider,
+        client_id: SecretString,
+        client_secret: SecretString,
+        limits: Limits,
+        secret_name: &str,
+    ) -> Result<Self, ProviderError> {
+        let base = spec.url.trim_end_matches('/');
+        let auth_realm = spec.auth_realm.as_deref().unwrap_or(&spec.realm);
+        Ok(Self {
+            http: ProviderHttp::new(backend, limits)?,
+            auth: ClientCredentials::new(
+                format!("{base}/realms/{}/protocol/openid-connect/token", enc(auth_realm)),
+                client_id,
+                client_secret,
+                secret_name.to_string(),
+            ),
+            admin_base: format!("{base}/admin/realms/{}", enc(&spec.realm)),
+        })
+    }
+
+    /// One admin API call with the service-account token; a 401 refreshes the token once.
+    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
+        let url = format!("{}{path}", self.admin_base);
+        for refreshed in [false, true] {
+            let token = self.auth.bearer(&self.http).await?;
+            let mut builder = self.http.request(method.clone(), &url).query(query).bearer_auth(token.expose());
+            if let Some(body) = body {
+                builder = builder.json(body);
+            }
+            let request = builder
+                .build()
+                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
+            let response = self.http.send(request).await?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                self.auth.forget().await;
+                continue;
+            }
+            let text = response.text().await.unwrap_or_default();
+            let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+            return match status {
+                s if s.is_success() => Ok((s, value)),
+                StatusCode::NOT_FOUND => Ok((status, value)),
+                StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
+                    "IdentityBackend {}: 401 from {method} {path}: the token was refused; check the client in Secret {}",
+                    self.http.backend, self.auth.secret_name
+                ))),
+                StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
+                    "IdentityBackend {}: 403 from {method} {path}: give the client's service account the realm-management roles view-users, manage-users and view-events",
+                    self.http.backend
+                ))),
+                _ => Err(ProviderError::Rejected(format!(
+                    "IdentityBackend {}: {status} from {method} {path}: {}",
+                    self.http.backend,
+                    brief(&value)
+                ))),
+            };
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<Option<T>, ProviderError> {
+        let (status, value) = self.call(Method::GET, path, query, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        serde_json::from_value(value).map(Some).map_err(|e| {
+            ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {path}: {e}", self.http.backend))
+        })
+    }
+
+    async fn credentials(&self, user: &UserRef) -> Result<Vec<Credential>, ProviderError> {
+        self.get(&format!("/users/{}/credentials", enc(&user.id)), &[])
+            .await?
+            .ok_or_else(|| self.user_gone(user))
+    }
+
+    fn user_gone(&self, user: &UserRef) -> ProviderError {
+        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+    }
+
+    /// Finds a group by path (`/a/b`) or by name anywhere in the tree.
+    async fn find_group(&self, wanted: &str) -> Result<String, ProviderError> {
+        if wanted.starts_with('/')
+            && let Some(group) = self.get::<Group>(&format!("/group-by-path/{}", wanted.trim_start_matches('/')), &[]).await?
+        {
+            return Ok(group.id);
+        }
+        let name = wanted.rsplit('/').next().unwrap_or(wanted);
+        let groups: Vec<Group> = self
+            .get("/groups", &[("search", name.to_string()), ("exact", "true".into()), ("briefRepresentation", "true".into())])
+            .await?
+            .unwrap_or_default();
+        fn walk<'a>(groups: &'a [Group], wanted: &str, found: &mut Vec<&'a Group>) {
+            for g in groups {
+                if g.name == wanted || g.path.as_deref() == Some(wanted) {
+                    found.push(g);
+                }
+                walk(&g.sub_groups, wanted, found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&groups, wanted, &mut found);
+        match found.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(ProviderError::NotFound(format!("IdentityBackend {}: group {wanted} not found", self.http.backend))),
+            _ => Err(ProviderError::Config(format!(
+                "IdentityBackend {}: more than one group is named {wanted}: name it by path, for example /parent/{wanted}",
+                self.http.backend
+            ))),
+        }
+    }
+
+    async fn page(&self, path: &str, offset: usize, extra: &[(&str, String)]) -> Result<(Vec<UserRef>, bool), ProviderError> {
+        let mut query = vec![("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
+        query.extend(extra.iter().cloned());
+        let users: Vec<User> = self.get(path, &query).await?.unwrap_or_default();
+        let full = users.len() == PAGE_SIZE;
+        Ok((users.into_iter().map(|u| UserRef { id: u.id, username: u.username }).collect(), full))
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for Keycloak {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list_factors: true,
+            factor_creation_time: true,
+            delete_factor: true,
+            revoke_sessions: true,
+            force_re_enrollment: true,
+            enrollment_detection: true,
+            disable_user: true,
+        }
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        let (status, _) = self.call(Method::GET, "/users/count", &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(ProviderError::Config(format!("IdentityBackend {}: realm not found: check spec.keycloak.realm", self.http.backend)));
+        }
+        Ok(())
+    }
+
+    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: "<index>:<offset>", the group or username index and the offset within it.
+        let (index, offset) = cursor
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(i, o)| Some((i.parse::<usize>().ok()?, o.parse::<usize>().ok()?)))
+            .unwrap_or((0, 0));
+        match scope {
+            ScopeSelector::AllUsers => {
+                let (users, full) = self.page("/users", offset, &[]).await?;
+                Ok(UserPage { next: full.then(|| format!("0:{}", offset + users.len())), users })
+            }
+            ScopeSelector::Groups(groups) => {
+                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
+                let id = self.find_group(group).await?;
+                let (users, full) = self.page(&format!("/groups/{}/members", enc(&id)), offset, &[]).await?;
+                let next = if full {
+                    Some(format!("{index}:{}", offset + users.len()))
+                } else {
+                    (index + 1 < groups.len()).then(|| format!("{}:0", index + 1))
+                };
+                Ok(UserPage { users, next })
+            }
+            ScopeSelector::Users(names) => {
+                let chunk: Vec<&String> = names.iter().skip(index).take(PAGE_SIZE).collect();
+                let mut users = Vec::with_capacity(chunk.len());
+                for name in &chunk {
+                    let found: Vec<User> = self
+                        .get("/users", &[("username", name.to_string()), ("exact", "true".into()), ("briefRepresentation", "true".into())])
+                        .await?
+                        .unwrap_or_default();
+                    match found.into_iter().next() {
+                        Some(u) => users.push(UserRef { id: u.id, username: u.username }),
+                        // Still targeted, so the recall reports it as failed instead of skipping it.
+                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
+                    }
+                }
+                let next_index = index + chunk.len();
+                Ok(UserPage { users, next: (next_index < names.len()).then(|| format!("{next_index}:0")) })
+            }
+        }
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let id = self.find_group(group).await?;
+        let mut members = Vec::new();
+        loop {
+            let (users, full) = self.page(&format!("/groups/{}/members", enc(&id)), members.len(), &[]).await?;
+            members.extend(users);
+            if !full {
+                return Ok(members);
+            }
+        }
+    }
+
+    async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        if user.id.is_empty() {
+            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
+        }
+        let cutoff_ms = cutoff.as_millisecond();
+        let factors = self
+            .credentials(user)
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                let kind = factor_kind(&c.type_)?;
+                // A credential without a creation time is treated as old: it existed when we looked,
+                // and its id is recorded, so a resumed recall deletes only this one.
+                let before_cutoff = c.created_date.is_none_or(|created| created < cutoff_ms);
+                (before_cutoff && selected(kind, kinds)).then_some(FactorRef { id: c.id, kind, provider_type: c.type_ })
+            })
+            .collect();
+        let sessions: Vec<Value> = self.get(&format!("/users/{}/sessions", enc(&user.id)), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        let consents: Vec<Consent> = self.get(&format!("/users/{}/consents", enc(&user.id)), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        let offline: Vec<String> = consents
+            .into_iter()
+            .filter(|c| c.additional_grants.iter().any(|g| g.get("key").and_then(Value::as_str) == Some("Offline Token")))
+            .map(|c| c.client_id)
+            .collect();
+        Ok(UserSnapshot { factors, sessions: (sessions.len() + offline.len()) as u64, session_handles: offline })
+    }
+
+    async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {
+        // Logout ends online sessions and sets notBefore, so tokens issued earlier stop working.
+        let (status, _) = self.call(Method::POST, &format!("/users/{}/logout", enc(&user.id)), &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        for client in &snapshot.session_handles {
+            // Revoking the consent revokes the client's offline tokens; 404 means already gone.
+            self.call(Method::DELETE, &format!("/users/{}/consents/{}", enc(&user.id), enc(client)), &[], None).await?;
+        }
+        Ok(())
+    }
+
+    async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        let (status, _) = self
+            .call(Method::DELETE, &format!("/users/{}/credentials/{}", enc(&user.id), enc(&factor.id)), &[], None)
+            .await?;
+        Ok(if status == StatusCode::NOT_FOUND { RevokeOutcome::AlreadyGone } else { RevokeOutcome::Revoked })
+    }
+
+    async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef]) -> Result<(), ProviderError> {
+        let path = format!("/users/{}", enc(&user.id));
+        let current: Value = self.get(&path, &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        // The PUT replaces the whole list, so merge with what the user already has to do.
+        let mut actions: Vec<String> = current
+            .get("requiredActions")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        let before = actions.len();
+        for action in lost.iter().filter_map(|f| required_action(&f.provider_type)) {
+            if !actions.iter().any(|a| a == action) {
+                actions.push(action.to_string());
+            }
+        }
+        if actions.len() == before {
+            return Ok(());
+        }
+        let (status, _) = self.call(Method::PUT, &path, &[], Some(&json!({ "requiredActions": actions }))).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        Ok(())
+    }
+
+    async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        let cutoff_ms = cutoff.as_millisecond();
+        let newest = self
+            .credentials(user)
+            .await?
+            .into_iter()
+            .filter_map(|c| Some((factor_kind(&c.type_)?, c.created_date?)))
+            .filter(|(_, created)| *created >= cutoff_ms)
+            .min_by_key(|(_, created)| *created);
+        Ok(newest.and_then(|(kind, created)| Some(Enrollment { kind, at: jiff::Timestamp::from_millisecond(created).ok()? })))
+    }
+
+    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        let (status, _) = self.call(Method::PUT, &format!("/users/{}", enc(&user.id)), &[], Some(&json!({ "enabled": false }))).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        Ok(())
+    }
+}
+
+/// Percent-encodes one path segment.
+fn enc(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A short, secret-free rendering of an error body.
+fn brief(value: &Value) -> String {
+    let text = value
+        .get("errorMessage")
+        .or_else(|| value.get("error"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| value.to_string());
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_never_a_factor() {
+        assert_eq!(factor_kind("password"), None);
+        assert_eq!(factor_kind("otp"), Some(FactorKind::Totp));
+        assert_eq!(factor_kind("webauthn-passwordless"), Some(FactorKind::Passkey));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(enc("a b/c"), "a%20b%2Fc");
+        assert_eq!(enc("1f0e-Ab_9.~"), "1f0e-Ab_9.~");
+    }
+}

@@ -1,0 +1,71 @@
+//! Reconcile of IdentityBackend: can we reach the provider with these credentials? The answer
+//! goes in the Ready condition with a reason a human can act on, never the secret itself.
+//! Failures are status, not reconcile errors, so a bad backend never crash-loops anything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::{Context, FIELD_MANAGER};
+use crate::api::{self, IdentityBackend};
+use crate::backends::{self, ProviderError};
+use crate::{Error, Result};
+
+const HEALTHY_RECHECK: Duration = Duration::from_secs(300);
+const UNHEALTHY_RECHECK: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Result<Action> {
+    let generation = backend.metadata.generation;
+    let checked = match ctx.provider(&backend).await {
+        Ok(provider) => provider.check().await.map(|()| provider.capabilities().names()),
+        Err(e) => Err(e),
+    };
+    let mut status = backend.status.clone().unwrap_or_default();
+    let previous_ready = api::condition(&status.conditions, api::READY).map(|c| (c.status.clone(), c.reason.clone()));
+    status.observed_generation = generation;
+    status.provider_type = backends::provider_type(&backend).map(String::from);
+    let requeue = match &checked {
+        Ok(capabilities) => {
+            status.capabilities = capabilities.clone();
+            api::set_condition(&mut status.conditions, api::READY, true, "Reachable", "the provider answered and accepted the credentials", generation);
+            HEALTHY_RECHECK
+        }
+        Err(e) => {
+            let reason = match e {
+                ProviderError::Auth(_) => "AuthenticationFailed",
+                ProviderError::Config(_) => "InvalidConfiguration",
+                ProviderError::NotFound(_) => "NotFound",
+                ProviderError::Unavailable(_) => "Unreachable",
+                ProviderError::Rejected(_) => "Rejected",
+            };
+            api::set_condition(&mut status.conditions, api::READY, false, reason, e.to_string(), generation);
+            UNHEALTHY_RECHECK
+        }
+    };
+    let now_ready = api::condition(&status.conditions, api::READY).map(|c| (c.status.clone(), c.reason.clone()));
+    if backend.status.as_ref() != Some(&status) {
+        let api: Api<IdentityBackend> = Api::namespaced(ctx.client.clone(), &backend.namespace().unwrap_or_default());
+        let patch = json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "IdentityBackend", "status": status });
+        api.patch_status(&backend.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    if previous_ready != now_ready {
+        let (type_, reason) = if checked.is_ok() { (EventType::Normal, "Reachable") } else { (EventType::Warning, "NotReady") };
+        let note = match &checked {
+            Ok(_) => "provider reachable, credentials accepted".to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::info!(backend = %backend.name_any(), reason, "backend readiness changed");
+        ctx.publish(&*backend, type_, reason, note).await;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+pub fn error_policy(backend: Arc<IdentityBackend>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(backend = %backend.name_any(), %error, "backend reconcile failed");
+    Action::requeue(UNHEALTHY_RECHECK)
+}

@@ -1,0 +1,344 @@
+//! The long-running work of one recall, as a task per recall: revoke on every backend, then
+//! watch for re-enrollment until everyone re-enrolled or the deadline passed. Status is written
+//! at most once a second from the engine's live counts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Context, status};
+use crate::api::{BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallStatus, RecallPhase, ReEnrollment};
+use crate::audit::AuditEvent;
+use crate::backends::{IdentityProvider, ScopeSelector};
+use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
+use crate::ledger::ConfigMapLedger;
+use crate::{Error, Result, duration};
+
+/// How often status is written while a recall makes progress.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Recalls being worked on by this process, keyed by `namespace/name`.
+#[derive(Default)]
+pub struct Runs {
+    inner: Mutex<HashMap<String, RunHandle>>,
+}
+
+struct RunHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Runs {
+    /// True while a task for `key` is alive.
+    pub fn is_running(&self, key: &str) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.get(key) {
+            Some(handle) if !handle.task.is_finished() => true,
+            Some(_) => {
+                inner.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn start(&self, key: &str, recall: Arc<MfaRecall>, ctx: Arc<Context>) {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(recall, ctx, stop_rx));
+        self.inner.lock().unwrap().insert(key.to_string(), RunHandle { stop, task });
+    }
+
+    /// Asks the task to stop at a checkpoint and waits for it (in-flight users finish first).
+    pub async fn stop(&self, key: &str, timeout: Duration) {
+        let handle = self.inner.lock().unwrap().remove(key);
+        if let Some(handle) = handle {
+            let _ = handle.stop.send(true);
+            if tokio::time::timeout(timeout, handle.task).await.is_err() {
+                tracing::warn!(recall = key, "recall did not stop in time; its unfinished users resume on the next start");
+            }
+        }
+    }
+
+    pub async fn stop_all(&self, timeout: Duration) {
+        let handles: Vec<RunHandle> = self.inner.lock().unwrap().drain().map(|(_, h)| h).collect();
+        for handle in &handles {
+            let _ = handle.stop.send(true);
+        }
+        let all = futures::future::join_all(handles.into_iter().map(|h| h.task));
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("some recalls did not stop in time; their unfinished users resume on the next start");
+        }
+    }
+}
+
+/// One backend of a running recall.
+struct BackendRun {
+    job: RecallJob,
+    provider: Arc<dyn IdentityProvider>,
+    progress: SharedProgress,
+    not_supported: Vec<String>,
+}
+
+/// Shared between the work and the status writer.
+struct Live {
+    base: Mutex<MfaRecallStatus>,
+    backends: Vec<(String, SharedProgress, Vec<String>)>,
+}
+
+impl Live {
+    fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
+        let mut status = self.base.lock().unwrap().clone();
+        status.backends = self
+            .backends
+            .iter()
+            .map(|(name, progress, not_supported)| {
+                let p = progress.lock().unwrap();
+                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported: not_supported.clone() }
+            })
+            .collect();
+        status.counts = status::totals(&status.backends);
+        status.observed_generation = generation;
+        status::set_conditions(&mut status, generation);
+        status
+    }
+
+    fn set_phase(&self, phase: RecallPhase) {
+        self.base.lock().unwrap().phase = phase;
+    }
+}
+
+async fn run(recall: Arc<MfaRecall>, ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+    let key = format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any());
+    if let Err(e) = execute(&recall, &ctx, stop).await {
+        tracing::warn!(recall = %key, error = %e, "recall run stopped on an error; it resumes on the next reconcile");
+        let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
+        let mut status = recall.status.clone().unwrap_or_default();
+        if let Ok(latest) = api.get_status(&recall.name_any()).await {
+            status = latest.status.unwrap_or(status);
+        }
+        let reason = match &e {
+            Error::Provider(crate::backends::ProviderError::Auth(_)) => "BackendAuthFailed",
+            Error::Provider(crate::backends::ProviderError::Config(_)) => "BackendMisconfigured",
+            Error::Provider(_) => "BackendUnavailable",
+            Error::BackendNotFound(_) => "BackendNotFound",
+            Error::Invalid(_) => "InvalidSpec",
+            _ => "RunError",
+        };
+        crate::api::set_condition(&mut status.conditions, crate::api::READY, false, reason, e.to_string(), recall.metadata.generation);
+        if let Err(write_error) = status::write(&api, &recall, &status).await {
+            tracing::warn!(recall = %key, error = %write_error, "could not write status");
+        }
+        ctx.publish(&*recall, EventType::Warning, reason, e.to_string()).await;
+    }
+}
+
+/// The scope of one backend as the engine sees it.
+fn scope_selector(recall: &MfaRecall) -> ScopeSelector {
+    let scope = &recall.spec.scope;
+    if scope.all_users == Some(true) {
+        ScopeSelector::AllUsers
+    } else if !scope.groups.is_empty() {
+        ScopeSelector::Groups(scope.groups.clone())
+    } else {
+        ScopeSelector::Users(scope.users.clone())
+    }
+}
+
+async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Receiver<bool>) -> Result<()> {
+    let namespace = recall.namespace().unwrap_or_default();
+    let name = recall.name_any();
+    let key = format!("{namespace}/{name}");
+    let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &namespace);
+    let spec = &recall.spec;
+
+    let mut base = recall.status.clone().unwrap_or_default();
+    let created = recall.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
+    let cutoff = spec.cutoff.unwrap_or(created);
+    base.cutoff = Some(cutoff);
+    let started = *base.started_at.get_or_insert_with(jiff::Timestamp::now);
+    let grace = grace_period(&spec.re_enrollment)?;
+    base.deadline = Some(started.checked_add(grace).map_err(|e| Error::Invalid(format!("gracePeriod: {e}")))?);
+    let check_interval = duration::parse(&spec.re_enrollment.check_interval)
+        .ok_or_else(|| Error::Invalid(format!("reEnrollment.checkInterval {:?} is not a duration", spec.re_enrollment.check_interval)))?;
+
+    // Dereference every backend before touching anyone, so a typo fails fast and nothing is half-done.
+    let backends_api: Api<IdentityBackend> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut runs = Vec::new();
+    for backend_name in &spec.backends {
+        let backend = backends_api.get_opt(backend_name).await?.ok_or_else(|| {
+            Error::BackendNotFound(format!("IdentityBackend {namespace}/{backend_name} not found: create it or fix spec.backends"))
+        })?;
+        let provider = ctx.provider(&backend).await?;
+        let caps = provider.capabilities();
+        let mut not_supported = Vec::new();
+        if spec.revoke_sessions && !caps.revoke_sessions {
+            not_supported.push("sessions: this provider cannot revoke sessions".to_string());
+        }
+        if !caps.force_re_enrollment {
+            not_supported.push("re-enrollment: this provider cannot require it through its API".to_string());
+        }
+        let job = RecallJob {
+            recall: key.clone(),
+            backend: backend_name.clone(),
+            scope: scope_selector(recall),
+            exclude_users: spec.scope.exclude.users.clone(),
+            exclude_groups: spec.scope.exclude.groups.clone(),
+            kinds: spec.factors.clone(),
+            revoke_sessions: spec.revoke_sessions && caps.revoke_sessions,
+            cutoff,
+            concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
+        };
+        runs.push(BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), not_supported });
+    }
+
+    let owner = recall
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
+    let ledger = ConfigMapLedger::new(ctx.client.clone(), &namespace, owner);
+    let live = Arc::new(Live {
+        base: Mutex::new(base),
+        backends: runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.not_supported.clone())).collect(),
+    });
+
+    // Restore counts from the ledger before the first status write, so counts never go backwards.
+    for r in &runs {
+        runner(r, &ledger, ctx, stop.clone()).restore(&r.job).await?;
+    }
+
+    let writer = StatusWriter::spawn(api.clone(), recall.clone(), live.clone());
+    let outcome = work(recall, ctx, &runs, &ledger, &live, stop, check_interval).await;
+    writer.finish(outcome.is_ok()).await;
+    outcome
+}
+
+fn runner<'a>(r: &'a BackendRun, ledger: &'a ConfigMapLedger, ctx: &'a Context, stop: watch::Receiver<bool>) -> Runner<'a> {
+    Runner { provider: r.provider.as_ref(), ledger, audit: &ctx.audit, progress: r.progress.clone(), stop }
+}
+
+fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
+    let grace = duration::parse(&rules.grace_period)
+        .ok_or_else(|| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is not a duration such as 72h", rules.grace_period)))?;
+    jiff::SignedDuration::try_from(grace).map_err(|e| Error::Invalid(format!("gracePeriod: {e}")))
+}
+
+async fn work(
+    recall: &Arc<MfaRecall>,
+    ctx: &Arc<Context>,
+    runs: &[BackendRun],
+    ledger: &ConfigMapLedger,
+    live: &Arc<Live>,
+    stop: watch::Receiver<bool>,
+    check_interval: Duration,
+) -> Result<()> {
+    let phase = live.base.lock().unwrap().phase;
+    if !matches!(phase, RecallPhase::AwaitingReEnrollment) {
+        change_phase(recall, ctx, live, RecallPhase::Revoking).await?;
+        let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).revoke(&r.job).await })).await?;
+        if ends.iter().any(|e| *e == RunEnd::Stopped) {
+            return Ok(());
+        }
+        live.base.lock().unwrap().revoked_at = Some(jiff::Timestamp::now());
+        change_phase(recall, ctx, live, RecallPhase::AwaitingReEnrollment).await?;
+    }
+
+    let deadline = live.base.lock().unwrap().deadline;
+    let mut stop_wait = stop.clone();
+    loop {
+        for r in runs {
+            if runner(r, ledger, ctx, stop.clone()).check_re_enrollment(&r.job).await? == RunEnd::Stopped {
+                return Ok(());
+            }
+        }
+        if live.status(None).counts.pending == 0 {
+            break;
+        }
+        if deadline.is_some_and(|d| jiff::Timestamp::now() >= d) {
+            if recall.spec.re_enrollment.on_deadline == DeadlineAction::Disable {
+                for r in runs {
+                    if runner(r, ledger, ctx, stop.clone()).disable_pending(&r.job).await? == RunEnd::Stopped {
+                        return Ok(());
+                    }
+                }
+            }
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(check_interval) => {}
+            _ = stop_wait.changed() => return Ok(()),
+        }
+    }
+    change_phase(recall, ctx, live, RecallPhase::Completed).await
+}
+
+/// Audits, records and announces a phase change.
+async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: RecallPhase) -> Result<()> {
+    let previous = live.base.lock().unwrap().phase;
+    if previous == phase {
+        return Ok(());
+    }
+    let counts = live.status(None).counts;
+    let key = format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any());
+    let outcome = serde_json::to_value(phase)?.as_str().unwrap_or_default().to_string();
+    ctx.audit
+        .record(AuditEvent {
+            recall: key.clone(),
+            action: "recall.phase".into(),
+            outcome: outcome.clone(),
+            detail: Some(format!("reason: {}", recall.spec.reason)),
+            ..Default::default()
+        })
+        .await?;
+    live.set_phase(phase);
+    tracing::info!(recall = %key, phase = %outcome, targeted = counts.targeted, invalidated = counts.invalidated, "phase changed");
+    let note = format!("{outcome}: {} targeted, {} invalidated, {} re-enrolled, {} failed", counts.targeted, counts.invalidated, counts.re_enrolled, counts.failed);
+    ctx.publish(recall, EventType::Normal, &outcome, note).await;
+    Ok(())
+}
+
+/// Writes status about once a second while the recall runs, and once more at the end.
+struct StatusWriter {
+    done: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl StatusWriter {
+    fn spawn(api: Api<MfaRecall>, recall: Arc<MfaRecall>, live: Arc<Live>) -> Self {
+        let (done, mut done_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut last: Option<MfaRecallStatus> = None;
+            loop {
+                let finished = *done_rx.borrow();
+                let status = live.status(recall.metadata.generation);
+                if last.as_ref() != Some(&status) {
+                    match status::write(&api, &recall, &status).await {
+                        Ok(()) => last = Some(status),
+                        Err(e) => tracing::warn!(recall = %recall.name_any(), error = %e, "status write failed; retrying"),
+                    }
+                }
+                if finished {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+                    _ = done_rx.changed() => {}
+                }
+            }
+        });
+        Self { done, task }
+    }
+
+    /// Flushes the final status. After an error the run's own error status is written instead.
+    async fn finish(self, flush: bool) {
+        if flush {
+            let _ = self.done.send(true);
+            let _ = self.task.await;
+        } else {
+            self.task.abort();
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Status of an MfaRecall, built from the run's progress and written by server-side apply.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::FIELD_MANAGER;
+use crate::api::{self, BackendProgress, MfaRecall, MfaRecallStatus, RecallCounts, RecallPhase};
+
+/// Sums per-backend counts into the recall's totals.
+pub fn totals(backends: &[BackendProgress]) -> RecallCounts {
+    let mut total = RecallCounts::default();
+    for b in backends {
+        let c = &b.counts;
+        total.targeted += c.targeted;
+        total.invalidated += c.invalidated;
+        total.re_enrolled += c.re_enrolled;
+        total.pending += c.pending;
+        total.failed += c.failed;
+        total.excluded += c.excluded;
+        total.sessions_revoked += c.sessions_revoked;
+        total.anomalies += c.anomalies;
+        total.disabled += c.disabled;
+        for (kind, n) in &c.factors_revoked {
+            *total.factors_revoked.entry(kind.clone()).or_default() += n;
+        }
+    }
+    total
+}
+
+/// Sets Ready, Progressing and Degraded to match the phase and counts.
+pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
+    let c = status.counts.clone();
+    let (ready, reason, message) = match status.phase {
+        RecallPhase::Pending => (false, "Pending", "waiting to start".to_string()),
+        RecallPhase::Revoking => (false, "Revoking", format!("{} of {} users done so far", c.invalidated + c.excluded + c.failed, c.targeted)),
+        RecallPhase::AwaitingReEnrollment => (
+            false,
+            "AwaitingReEnrollment",
+            format!("all {} users invalidated, excluded or failed; {} re-enrolled, {} pending", c.targeted, c.re_enrolled, c.pending),
+        ),
+        RecallPhase::Completed => (true, "Completed", format!("{} invalidated, {} re-enrolled, {} failed, {} excluded", c.invalidated, c.re_enrolled, c.failed, c.excluded)),
+        RecallPhase::Suspended => (false, "Suspended", "suspended by spec.suspend; set it to false to resume".to_string()),
+        RecallPhase::Cancelled => (false, "Cancelled", "cancelled by spec.cancel; what was done stays done and audited".to_string()),
+        RecallPhase::Failed => (false, "Failed", "the recall could not run".to_string()),
+    };
+    api::set_condition(&mut status.conditions, api::READY, ready, reason, message.clone(), generation);
+    let progressing = matches!(status.phase, RecallPhase::Pending | RecallPhase::Revoking | RecallPhase::AwaitingReEnrollment);
+    api::set_condition(&mut status.conditions, api::PROGRESSING, progressing, reason, message, generation);
+    if c.failed > 0 {
+        api::set_condition(
+            &mut status.conditions,
+            api::DEGRADED,
+            true,
+            "UsersFailed",
+            format!("{} users could not be invalidated: the audit trail names each with its error (action user.fail)", c.failed),
+            generation,
+        );
+    } else {
+        api::set_condition(&mut status.conditions, api::DEGRADED, false, "NoFailures", "no user failed", generation);
+    }
+}
+
+/// Writes the whole status with server-side apply under the operator's field manager.
+pub async fn write(api: &Api<MfaRecall>, recall: &MfaRecall, status: &MfaRecallStatus) -> kube::Result<()> {
+    let patch = json!({
+        "apiVersion": "mfarecall.io/v1alpha1",
+        "kind": "MfaRecall",
+        "status": status,
+    });
+    api.patch_status(&recall.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}

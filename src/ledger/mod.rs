@@ -1,0 +1,153 @@
+//! Durable per-user progress of a recall, so the invariants hold across crashes: a segment of
+//! users is written with each user's snapshot (the factors that existed before the cutoff)
+//! *before* anything is revoked, and again once the segment is done. A resumed recall re-runs
+//! only unfinished users, deletes only recorded factor ids, and recomputes counts from here.
+
+mod configmap;
+
+pub use configmap::ConfigMapLedger;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::api::RecallCounts;
+use crate::backends::{Enrollment, UserRef, UserSnapshot};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UserState {
+    /// Listed, not finished yet.
+    Planned,
+    Invalidated,
+    Excluded,
+    Failed,
+}
+
+/// Everything the recall knows and did about one user on one backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub user: UserRef,
+    pub state: UserState,
+    /// What the user held before anything was touched; recorded before any revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<UserSnapshot>,
+    /// The exclusion rule, or the error that made the user fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re_enrolled: Option<Enrollment>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+impl UserRecord {
+    pub fn planned(user: UserRef) -> Self {
+        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false }
+    }
+
+    /// An invalidated user who lost at least one factor and is expected to enroll again.
+    pub fn awaits_re_enrollment(&self) -> bool {
+        self.state == UserState::Invalidated && self.re_enrolled.is_none() && self.snapshot.as_ref().is_some_and(|s| !s.factors.is_empty())
+    }
+}
+
+/// One page of users on one backend of one recall.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub backend: String,
+    pub index: u32,
+    /// Cursor of the page after this one; None when this was the last page.
+    pub next_cursor: Option<String>,
+    /// Every user of the segment is invalidated, excluded or failed.
+    pub complete: bool,
+    pub users: Vec<UserRecord>,
+}
+
+impl Segment {
+    /// Adds this segment's users to `counts`.
+    pub fn add_counts(&self, counts: &mut RecallCounts) {
+        for record in &self.users {
+            add_user(record, counts);
+        }
+    }
+}
+
+/// Counts one finished (or planned) user.
+pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
+    counts.targeted += 1;
+    match record.state {
+        UserState::Planned => {}
+        UserState::Excluded => counts.excluded += 1,
+        UserState::Failed => counts.failed += 1,
+        UserState::Invalidated => {
+            counts.invalidated += 1;
+            if let Some(snapshot) = &record.snapshot {
+                counts.sessions_revoked += snapshot.sessions as i64;
+                for factor in &snapshot.factors {
+                    *counts.factors_revoked.entry(factor.kind.as_str().to_string()).or_default() += 1;
+                }
+            }
+            if record.re_enrolled.is_some() {
+                counts.re_enrolled += 1;
+            } else if record.awaits_re_enrollment() {
+                counts.pending += 1;
+            }
+            if record.disabled {
+                counts.disabled += 1;
+            }
+        }
+    }
+}
+
+/// Where segments live. Implementations must make `write` durable before returning.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Indexes of the segments stored for `backend`, ascending.
+    async fn segments(&self, backend: &str) -> Result<Vec<u32>>;
+    async fn read(&self, backend: &str, index: u32) -> Result<Segment>;
+    async fn write(&self, segment: &Segment) -> Result<()>;
+}
+
+/// An in-process store for engine tests and dry runs.
+#[derive(Default)]
+pub struct MemoryLedger {
+    segments: Mutex<BTreeMap<(String, u32), Segment>>,
+    pub writes: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl LedgerStore for MemoryLedger {
+    async fn segments(&self, backend: &str) -> Result<Vec<u32>> {
+        Ok(self.segments.lock().unwrap().keys().filter(|(b, _)| b == backend).map(|(_, i)| *i).collect())
+    }
+    async fn read(&self, backend: &str, index: u32) -> Result<Segment> {
+        self.segments.lock().unwrap().get(&(backend.to_string(), index)).cloned().ok_or_else(|| crate::Error::Ledger {
+            name: format!("{backend}/{index}"),
+            message: "missing".into(),
+        })
+    }
+    async fn write(&self, segment: &Segment) -> Result<()> {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.segments.lock().unwrap().insert((segment.backend.clone(), segment.index), segment.clone());
+        Ok(())
+    }
+}
+
+/// Gzip-compressed JSON, as segments are stored.
+pub fn encode(segment: &Segment) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&serde_json::to_vec(segment)?).map_err(crate::Error::Audit)?;
+    encoder.finish().map_err(crate::Error::Audit)
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Segment> {
+    let decoder = flate2::read::GzDecoder::new(bytes);
+    Ok(serde_json::from_reader(decoder)?)
+}

@@ -1,0 +1,35 @@
+//! mfa-recall: a Kubernetes operator that recalls MFA factors across identity providers.
+//!
+//! The flow mirrors the modules: `controller` reconciles the resources in `api`, hands the work to
+//! the `engine`, which drives `backends` through one trait, keeps durable progress in the `ledger`
+//! and writes every action to the `audit` trail before counting it.
+
+pub mod api;
+pub mod audit;
+pub mod backends;
+pub mod controller;
+pub mod duration;
+pub mod engine;
+pub mod ledger;
+pub mod telemetry;
+
+/// Errors of the operator itself; provider errors are `backends::ProviderError`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("serialization: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Provider(#[from] backends::ProviderError),
+    #[error("audit trail: {0}")]
+    Audit(#[from] std::io::Error),
+    #[error("ledger {name}: {message}")]
+    Ledger { name: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    BackendNotFound(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
