@@ -12,6 +12,7 @@ pub mod duration;
 pub mod engine;
 pub mod ledger;
 pub mod telemetry;
+pub mod testbed;
 
 /// Errors of the operator itself; provider errors are `backends::ProviderError`.
 #[derive(Debug, thiserror::Error)]

@@ -199,7 +199,7 @@ impl Runner<'_> {
             })
             .map(|i| {
                 let record = segment.users[i].clone();
-                async move { (i, self.invalidate_user(job, &record).await) }
+                async move { (i, self.invalidate_user(job, &record, !fresh).await) }
             })
             .buffer_unordered(job.concurrency)
             .collect()
@@ -229,7 +229,8 @@ impl Runner<'_> {
 
     /// One user's ordered steps: sessions, then recorded factors, then required enrollment.
     /// The outer error is the operator's own (audit or ledger); the inner one the provider's.
-    async fn invalidate_user(&self, job: &RecallJob, record: &UserRecord) -> Result<std::result::Result<(), ProviderError>> {
+    /// `resumed`: the user may have been worked on before a crash and may already have re-enrolled.
+    async fn invalidate_user(&self, job: &RecallJob, record: &UserRecord, resumed: bool) -> Result<std::result::Result<(), ProviderError>> {
         let user = &record.user;
         let snapshot = record.snapshot.clone().unwrap_or_default();
         let outcome = async {
@@ -250,7 +251,14 @@ impl Runner<'_> {
                 })
                 .await?;
             }
-            if !snapshot.factors.is_empty() {
+            // A resumed user who already enrolled anew must not be asked to enroll yet again.
+            let already = if resumed && !snapshot.factors.is_empty() { self.provider.enrolled_since(user, job.cutoff).await? } else { None };
+            if let Some(enrollment) = already {
+                self.audit(job, Some(user), "enrollment.require", "skipped", |e| {
+                    e.detail = Some(format!("already re-enrolled {} at {}", enrollment.kind.as_str(), enrollment.at))
+                })
+                .await?;
+            } else if !snapshot.factors.is_empty() {
                 self.provider.require_enrollment(user, &snapshot.factors).await?;
                 let kinds: Vec<&str> = snapshot.factors.iter().map(|f| f.kind.as_str()).collect();
                 self.audit(job, Some(user), "enrollment.require", "done", |e| e.detail = Some(kinds.join(","))).await?;

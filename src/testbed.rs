@@ -1,0 +1,370 @@
+//! A seeded Keycloak realm for the integration tests and the demo: users holding TOTP, WebAuthn,
+//! passkey and recovery-code credentials created a day before, live sessions and offline tokens,
+//! a confidential client for the operator, and a real browser-style TOTP enrollment.
+//! Talks only to a Keycloak on loopback that the local-parts script started.
+
+use std::collections::BTreeMap;
+
+use reqwest::Client;
+use serde_json::{Value, json};
+
+/// Password of every seeded user that has one (a test fixture, not a credential of anything real).
+pub const USER_PASSWORD: &str = "Recall-Test-Pass-1";
+pub const OPERATOR_CLIENT: &str = "mfa-recall";
+pub const APP_CLIENT: &str = "app";
+
+type Result<T> = std::result::Result<T, String>;
+
+/// An admin session on a local Keycloak.
+pub struct KeycloakAdmin {
+    pub url: String,
+    http: Client,
+    token: String,
+}
+
+/// Which credentials seeded user `i` holds.
+pub fn seeded_types(i: usize) -> Vec<&'static str> {
+    if i % 10 == 7 {
+        return vec![];
+    }
+    match i % 4 {
+        0 => vec!["otp", "recovery-authn-codes"],
+        1 => vec!["webauthn", "otp"],
+        2 => vec!["webauthn", "recovery-authn-codes"],
+        _ => vec!["webauthn-passwordless"],
+    }
+}
+
+/// Users below this index get a password (and can log in).
+pub const USERS_WITH_PASSWORD: usize = 40;
+
+pub fn username(i: usize) -> String {
+    format!("user{i:04}")
+}
+
+fn credential(kind: &str, i: usize, created_ms: i64) -> Value {
+    let (secret, data) = match kind {
+        "otp" => (
+            json!({"value": format!("seededsecret{i:08}")}),
+            json!({"subType": "totp", "digits": 6, "counter": 0, "period": 30, "algorithm": "HmacSHA1"}),
+        ),
+        "recovery-authn-codes" => (
+            json!({"codes": (0..12).map(|n| json!({"number": n + 1, "encodedHashedValue": format!("seed{i}x{n}")})).collect::<Vec<_>>()}),
+            json!({"hashIterations": 1, "algorithm": "RS512", "totalCodes": 12, "remainingCodes": 12}),
+        ),
+        _ => (
+            json!({}),
+            json!({"aaguid": "00000000-0000-0000-0000-000000000000", "credentialId": format!("c2VlZGVk{i:08}"),
+                   "credentialPublicKey": "pQECAyYgASFYIA", "counter": 0, "attestationStatementFormat": "none"}),
+        ),
+    };
+    json!({"type": kind, "userLabel": format!("seeded {kind}"), "createdDate": created_ms,
+           "secretData": secret.to_string(), "credentialData": data.to_string()})
+}
+
+impl KeycloakAdmin {
+    pub async fn connect(url: &str, user: &str, password: &str) -> Result<Self> {
+        let http = Client::builder().cookie_store(false).build().map_err(|e| e.to_string())?;
+        let response = http
+            .post(format!("{url}/realms/master/protocol/openid-connect/token"))
+            .form(&[("grant_type", "password"), ("client_id", "admin-cli"), ("username", user), ("password", password)])
+            .send()
+            .await
+            .map_err(|e| format!("Keycloak at {url}: {e}"))?;
+        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        let token = body["access_token"].as_str().ok_or_else(|| format!("Keycloak admin login failed: {body}"))?.to_string();
+        Ok(Self { url: url.to_string(), http, token })
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        let mut request = self.http.request(method, format!("{}/admin/realms{path}", self.url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let (status, body) = self.request(reqwest::Method::GET, path, None).await?;
+        if status >= 300 {
+            return Err(format!("GET {path}: {status} {body}"));
+        }
+        Ok(body)
+    }
+
+    /// Creates `realm` with `users` seeded users (plus `extra` named users holding a TOTP), the
+    /// operator's confidential client with secret `client_secret`, and a public app client.
+    pub async fn create_realm(&self, realm: &str, users: usize, extra: &[&str], client_secret: &str) -> Result<()> {
+        let created = jiff::Timestamp::now().as_millisecond() - 86_400_000;
+        let mut reps: Vec<Value> = (0..users)
+            .map(|i| {
+                let mut creds: Vec<Value> = seeded_types(i).into_iter().map(|k| credential(k, i, created)).collect();
+                if i < USERS_WITH_PASSWORD {
+                    creds.push(json!({"type": "password", "value": USER_PASSWORD, "temporary": false}));
+                }
+                json!({"username": username(i), "enabled": true, "email": format!("{}@example.test", username(i)),
+                       "firstName": "Seeded", "lastName": format!("User {i}"), "emailVerified": true, "credentials": creds,
+                       "realmRoles": ["offline_access"],
+                       "groups": if i % 2 == 0 { vec!["/staff"] } else { vec!["/contractors"] }})
+            })
+            .collect();
+        for (n, name) in extra.iter().enumerate() {
+            reps.push(json!({"username": name, "enabled": true, "credentials": [credential("otp", 90000 + n, created)], "groups": ["/admins"]}));
+        }
+        reps.push(json!({"username": format!("service-account-{OPERATOR_CLIENT}"), "enabled": true, "serviceAccountClientId": OPERATOR_CLIENT,
+                         "clientRoles": {"realm-management": ["view-users", "manage-users", "view-events"]}}));
+        let realm_rep = json!({
+            "realm": realm, "enabled": true, "eventsEnabled": true,
+            "groups": [{"name": "staff"}, {"name": "contractors"}, {"name": "admins"}],
+            "clients": [
+                {"clientId": OPERATOR_CLIENT, "enabled": true, "publicClient": false, "secret": client_secret,
+                 "serviceAccountsEnabled": true, "standardFlowEnabled": false, "directAccessGrantsEnabled": false},
+                {"clientId": APP_CLIENT, "enabled": true, "publicClient": true, "directAccessGrantsEnabled": true,
+                 "standardFlowEnabled": true, "redirectUris": ["http://127.0.0.1/callback"]}
+            ],
+            "users": reps,
+        });
+        let (status, body) = self.request(reqwest::Method::POST, "", Some(realm_rep)).await?;
+        if status != 201 {
+            return Err(format!("creating realm {realm}: {status} {body}"));
+        }
+        Ok(())
+    }
+
+    /// Signs seeded users in through the app client (password grant), `sessions` times each, and
+    /// with an offline token when `offline`; only users whose factors the direct grant doesn't ask for.
+    pub async fn open_sessions(&self, realm: &str, user: &str, sessions: usize, offline: bool) -> Result<()> {
+        for n in 0..sessions {
+            let scope = if offline && n == 0 { "openid offline_access" } else { "openid" };
+            let response = self
+                .http
+                .post(format!("{}/realms/{realm}/protocol/openid-connect/token", self.url))
+                .form(&[("grant_type", "password"), ("client_id", APP_CLIENT), ("username", user), ("password", USER_PASSWORD), ("scope", scope)])
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("sign-in of {user}: {} {}", response.status(), response.text().await.unwrap_or_default()));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn user_id(&self, realm: &str, username: &str) -> Result<String> {
+        let found = self.get(&format!("/{realm}/users?username={username}&exact=true")).await?;
+        found[0]["id"].as_str().map(String::from).ok_or_else(|| format!("no user {username}"))
+    }
+
+    /// Every user of the realm: (id, username).
+    pub async fn users(&self, realm: &str) -> Result<Vec<(String, String)>> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.get(&format!("/{realm}/users?first={}&max=500&briefRepresentation=true", all.len())).await?;
+            let page = page.as_array().cloned().unwrap_or_default();
+            let n = page.len();
+            all.extend(page.into_iter().map(|u| (u["id"].as_str().unwrap_or_default().to_string(), u["username"].as_str().unwrap_or_default().to_string())));
+            if n < 500 {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The user's MFA credentials as (id, type, createdDate).
+    pub async fn mfa_credentials(&self, realm: &str, user_id: &str) -> Result<Vec<(String, String, i64)>> {
+        let creds = self.get(&format!("/{realm}/users/{user_id}/credentials")).await?;
+        Ok(creds
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "password")
+            .map(|c| (c["id"].as_str().unwrap_or_default().into(), c["type"].as_str().unwrap_or_default().into(), c["createdDate"].as_i64().unwrap_or(0)))
+            .collect())
+    }
+
+    /// Live sessions plus clients holding offline tokens.
+    pub async fn session_count(&self, realm: &str, user_id: &str) -> Result<usize> {
+        let sessions = self.get(&format!("/{realm}/users/{user_id}/sessions")).await?;
+        let consents = self.get(&format!("/{realm}/users/{user_id}/consents")).await?;
+        let offline = consents
+            .as_array()
+            .map(|a| a.iter().filter(|c| c["additionalGrants"].as_array().is_some_and(|g| g.iter().any(|g| g["key"] == "Offline Token"))).count())
+            .unwrap_or(0);
+        Ok(sessions.as_array().map(|a| a.len()).unwrap_or(0) + offline)
+    }
+
+    /// MFA credentials by Keycloak type across the realm, counting only those created before `before_ms`.
+    pub async fn census(&self, realm: &str, before_ms: i64, skip: &[&str]) -> Result<(BTreeMap<String, i64>, i64)> {
+        let mut by_type = BTreeMap::new();
+        let mut sessions = 0i64;
+        for (id, name) in self.users(realm).await? {
+            if skip.contains(&name.as_str()) || name.starts_with("service-account-") {
+                continue;
+            }
+            for (_, kind, created) in self.mfa_credentials(realm, &id).await? {
+                if created < before_ms {
+                    *by_type.entry(kind).or_insert(0) += 1;
+                }
+            }
+            sessions += self.session_count(realm, &id).await? as i64;
+        }
+        Ok((by_type, sessions))
+    }
+}
+
+/// Signs `username` in through the browser flow and completes the TOTP enrollment Keycloak
+/// requires, exactly as a person with an authenticator app would. Returns once the new
+/// credential exists.
+pub async fn enroll_totp_by_browser(keycloak_url: &str, realm: &str, username: &str) -> Result<()> {
+    let http = Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
+    let auth = format!(
+        "{keycloak_url}/realms/{realm}/protocol/openid-connect/auth?client_id={APP_CLIENT}&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcallback&response_type=code&scope=openid"
+    );
+    let page = http.get(&auth).send().await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+    let action = form_action(&page, "kc-form-login").ok_or("no login form")?;
+    let page = http
+        .post(&action)
+        .form(&[("username", username), ("password", USER_PASSWORD), ("credentialId", "")])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let page = follow(&http, page).await?;
+    let action = form_action(&page, "kc-totp-settings-form").ok_or_else(|| format!("no TOTP setup page after login: {}", &page[..page.len().min(400)]))?;
+    let secret = hidden_value(&page, "totpSecret").ok_or("no totpSecret on the setup page")?;
+    let code = totp(secret.as_bytes(), jiff::Timestamp::now().as_second() as u64 / 30);
+    let response = http
+        .post(&action)
+        .form(&[("totp", code.as_str()), ("totpSecret", secret.as_str()), ("userLabel", "new phone"), ("mode", "")])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_server_error() {
+        return Err(format!("TOTP enrollment failed: {}", response.status()));
+    }
+    Ok(())
+}
+
+async fn follow(http: &Client, mut response: reqwest::Response) -> Result<String> {
+    for _ in 0..5 {
+        if !response.status().is_redirection() {
+            break;
+        }
+        let location = response.headers().get("location").and_then(|l| l.to_str().ok()).ok_or("redirect without location")?.to_string();
+        response = http.get(&location).send().await.map_err(|e| e.to_string())?;
+    }
+    response.text().await.map_err(|e| e.to_string())
+}
+
+fn form_action(page: &str, form_id: &str) -> Option<String> {
+    let at = page.find(&format!("id=\"{form_id}\""))?;
+    let form_start = page[..at].rfind("<form")?;
+    let tag = &page[form_start..page[form_start..].find('>')? + form_start];
+    let action = tag.split("action=\"").nth(1)?.split('"').next()?;
+    Some(action.replace("&amp;", "&"))
+}
+
+fn hidden_value(page: &str, name: &str) -> Option<String> {
+    let at = page.find(&format!("name=\"{name}\""))?;
+    let tag_start = page[..at].rfind('<')?;
+    let tag_end = page[at..].find('>')? + at;
+    let tag = &page[tag_start..tag_end];
+    Some(tag.split("value=\"").nth(1)?.split('"').next()?.to_string())
+}
+
+/// RFC 6238 TOTP, HMAC-SHA1, 6 digits, as Keycloak's default OTP policy.
+pub fn totp(key: &[u8], counter: u64) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(&counter.to_be_bytes());
+    let digest = mac.finalize().into_bytes();
+    let offset = (digest[19] & 0x0f) as usize;
+    let binary = u32::from_be_bytes([digest[offset] & 0x7f, digest[offset + 1], digest[offset + 2], digest[offset + 3]]);
+    format!("{:06}", binary % 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn totp_matches_rfc6238_vector() {
+        // RFC 6238 appendix B: SHA1, T = 59 s → counter 1, 8 digits 94287082 → last 6 digits.
+        assert_eq!(super::totp(b"12345678901234567890", 1), "287082");
+    }
+}
+
+/// Kubernetes side of the testbed: namespaces, backends, recalls, waiting.
+pub mod cluster {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::api::{ObjectMeta, PostParams};
+    use kube::{Api, Client};
+    use serde_json::json;
+
+    use crate::api::{IdentityBackend, MfaRecall};
+
+    pub async fn create_namespace(client: &Client, name: &str) -> Result<(), String> {
+        let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+        match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(format!("creating namespace {name}: {e}")),
+        }
+    }
+
+    /// A Keycloak IdentityBackend and its credentials Secret.
+    pub async fn create_keycloak_backend(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        keycloak_url: &str,
+        realm: &str,
+        client_secret: &str,
+        requests_per_second: u32,
+    ) -> Result<(), String> {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("{name}-credentials")},
+            "stringData": {"client-id": super::OPERATOR_CLIENT, "client-secret": client_secret}
+        }))
+        .map_err(|e| e.to_string())?;
+        Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.map_err(|e| format!("Secret: {e}"))?;
+        let backend: IdentityBackend = serde_json::from_value(json!({
+            "apiVersion": "mfarecall.io/v1alpha1", "kind": "IdentityBackend",
+            "metadata": {"name": name},
+            "spec": {"keycloak": {"url": keycloak_url, "realm": realm, "credentialsSecretRef": {"name": format!("{name}-credentials")}},
+                     "limits": {"requestsPerSecond": requests_per_second, "maxConcurrency": 8}}
+        }))
+        .map_err(|e| e.to_string())?;
+        Api::<IdentityBackend>::namespaced(client.clone(), namespace).create(&PostParams::default(), &backend).await.map_err(|e| format!("IdentityBackend: {e}"))?;
+        Ok(())
+    }
+
+    pub async fn create_recall(client: &Client, namespace: &str, recall: serde_json::Value) -> Result<MfaRecall, String> {
+        let recall: MfaRecall = serde_json::from_value(recall).map_err(|e| e.to_string())?;
+        Api::<MfaRecall>::namespaced(client.clone(), namespace).create(&PostParams::default(), &recall).await.map_err(|e| format!("MfaRecall: {e}"))
+    }
+
+    /// Polls until `done` holds for the object, or fails after `timeout` with the last state seen.
+    pub async fn wait_for<K, F>(api: &Api<K>, name: &str, timeout: Duration, mut done: F) -> Result<K, String>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        F: FnMut(&K) -> bool,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let last = api.get_opt(name).await.map_err(|e| e.to_string())?;
+            if let Some(object) = &last
+                && done(object)
+            {
+                return Ok(object.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("timed out after {timeout:?} waiting for {name}; last seen: {last:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Shared by the integration tests: the parts started by hack/localparts.sh (read from the
+//! environment, failing loudly when absent), and the operator as a real child process.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, CustomResourceExt};
+use mfa_recall::api::{IdentityBackend, MfaRecall};
+use mfa_recall::testbed::KeycloakAdmin;
+
+pub struct Parts {
+    pub keycloak_url: String,
+    pub admin_user: String,
+    pub admin_password: String,
+    pub work_dir: PathBuf,
+}
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: these tests need the real kube-apiserver, etcd and Keycloak. Run the whole suite with \
+             `hack/test.sh`, or start the parts with `hack/localparts.sh start /tmp/parts && source /tmp/parts/env`."
+        )
+    })
+}
+
+impl Parts {
+    pub fn from_env() -> Self {
+        required("KUBECONFIG");
+        let work_dir = PathBuf::from(required("MFA_RECALL_PARTS_DIR")).join("tests");
+        std::fs::create_dir_all(&work_dir).unwrap();
+        Self {
+            keycloak_url: required("MFA_RECALL_KEYCLOAK_URL"),
+            admin_user: required("MFA_RECALL_KEYCLOAK_ADMIN_USER"),
+            admin_password: required("MFA_RECALL_KEYCLOAK_ADMIN_PASSWORD"),
+            work_dir,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let client = Client::try_default().await.expect("kube client from KUBECONFIG");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in [IdentityBackend::crd(), MfaRecall::crd()] {
+            let name = crd.metadata.name.clone().unwrap();
+            crds.patch(&name, &PatchParams::apply("mfa-recall-tests").force(), &Patch::Apply(&crd)).await.expect("install CRD");
+            mfa_recall::testbed::cluster::wait_for(&crds, &name, std::time::Duration::from_secs(30), |c| {
+                c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            })
+            .await
+            .expect("CRD established");
+        }
+        client
+    }
+
+    pub async fn keycloak(&self) -> KeycloakAdmin {
+        KeycloakAdmin::connect(&self.keycloak_url, &self.admin_user, &self.admin_password).await.expect("Keycloak admin login")
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        let path = self.work_dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+}
+
+/// The operator binary as a child process, watching one namespace.
+pub struct Operator {
+    child: Option<Child>,
+    pub namespace: String,
+    pub audit_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl Operator {
+    pub fn start(namespace: &str, audit_file: &PathBuf, log_file: &PathBuf) -> Self {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+            .args(["operator", "--namespace", namespace, "--no-audit-stdout", "--instance", &format!("op-{namespace}")])
+            .arg("--audit-file")
+            .arg(audit_file)
+            .env("MFA_RECALL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the operator");
+        Self { child: Some(child), namespace: namespace.into(), audit_file: audit_file.clone(), log_file: log_file.clone() }
+    }
+
+    /// SIGKILL: no chance to checkpoint, exactly like a node dying.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The audit trail's lines as JSON.
+pub fn audit_lines(path: &PathBuf) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Keycloak credential types mapped to the recall's factor kinds, as status reports them.
+pub fn as_factor_kinds(by_type: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for (t, n) in by_type {
+        let kind = match t.as_str() {
+            "otp" => "totp",
+            "webauthn" => "webauthn",
+            "webauthn-passwordless" => "passkey",
+            "recovery-authn-codes" => "recoveryCodes",
+            other => panic!("unexpected credential type {other}"),
+        };
+        *out.entry(kind.to_string()).or_insert(0) += n;
+    }
+    out
+}
+
+/// A name no earlier run used, so reruns against the same parts never collide.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:05x}", fastrand::u32(..0xfffff))
+}
