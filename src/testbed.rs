@@ -19,7 +19,9 @@ type Result<T> = std::result::Result<T, String>;
 pub struct KeycloakAdmin {
     pub url: String,
     http: Client,
-    token: String,
+    login: (String, String),
+    /// The master realm's admin tokens live a minute; renewed on 401.
+    token: tokio::sync::Mutex<String>,
 }
 
 /// Which credentials seeded user `i` holds.
@@ -65,6 +67,11 @@ fn credential(kind: &str, i: usize, created_ms: i64) -> Value {
 impl KeycloakAdmin {
     pub async fn connect(url: &str, user: &str, password: &str) -> Result<Self> {
         let http = Client::builder().cookie_store(false).build().map_err(|e| e.to_string())?;
+        let token = Self::login(&http, url, user, password).await?;
+        Ok(Self { url: url.to_string(), http, login: (user.to_string(), password.to_string()), token: tokio::sync::Mutex::new(token) })
+    }
+
+    async fn login(http: &Client, url: &str, user: &str, password: &str) -> Result<String> {
         let response = http
             .post(format!("{url}/realms/master/protocol/openid-connect/token"))
             .form(&[("grant_type", "password"), ("client_id", "admin-cli"), ("username", user), ("password", password)])
@@ -72,19 +79,26 @@ impl KeycloakAdmin {
             .await
             .map_err(|e| format!("Keycloak at {url}: {e}"))?;
         let body: Value = response.json().await.map_err(|e| e.to_string())?;
-        let token = body["access_token"].as_str().ok_or_else(|| format!("Keycloak admin login failed: {body}"))?.to_string();
-        Ok(Self { url: url.to_string(), http, token })
+        body["access_token"].as_str().map(String::from).ok_or_else(|| format!("Keycloak admin login failed: {body}"))
     }
 
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
-        let mut request = self.http.request(method, format!("{}/admin/realms{path}", self.url)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
+        for renewed in [false, true] {
+            let token = self.token.lock().await.clone();
+            let mut request = self.http.request(method.clone(), format!("{}/admin/realms{path}", self.url)).bearer_auth(&token);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            if status == 401 && !renewed {
+                *self.token.lock().await = Self::login(&self.http, &self.url, &self.login.0, &self.login.1).await?;
+                continue;
+            }
+            let text = response.text().await.map_err(|e| e.to_string())?;
+            return Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))));
         }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| e.to_string())?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        unreachable!("the loop returns on its second pass")
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {

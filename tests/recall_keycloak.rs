@@ -117,3 +117,192 @@ async fn full_recall_matches_keycloak_then_a_user_re_enrolls() {
     assert!(revoked_twice(&lines).is_empty());
     assert!(lines.iter().any(|l| l["action"] == "reenrollment.seen" && l["user"] == "user0000"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_recall_resumes_exactly_and_keeps_a_factor_enrolled_meanwhile() {
+    let parts = Parts::from_env();
+    let client = parts.client().await;
+    let (ns, realm) = (&support::unique("recall-kill"), &support::unique("kill"));
+    cluster::create_namespace(&client, ns).await.unwrap();
+    let keycloak = seed(&parts, realm, USERS).await;
+    let breakglass = ["breakglass-1", "breakglass-2"];
+    let (before, sessions_before) = keycloak.census(realm, i64::MAX, &breakglass).await.unwrap();
+
+    let audit_file = parts.file("kill-audit.jsonl");
+    let log_file = parts.file("kill-operator.log");
+    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    // A slow budget keeps the recall running long enough to enroll and kill in the middle of it.
+    cluster::create_keycloak_backend(&client, ns, "corp-keycloak", &parts.keycloak_url, realm, CLIENT_SECRET, 40).await.unwrap();
+    backend_ready(&client, ns, "corp-keycloak").await;
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "breach"},
+        "spec": {"reason": "INC-2 crash test", "backends": ["corp-keycloak"], "scope": {"allUsers": true,
+                 "exclude": {"groups": ["admins"]}}, "reEnrollment": {"gracePeriod": "1h", "checkInterval": "1s"}}
+    }))
+    .await
+    .unwrap();
+
+    // As soon as user0000 has lost its factors, they sign in and enroll a new TOTP while the
+    // recall is still working through the rest of the same page of users...
+    let user0 = keycloak.user_id(realm, &username(0)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let user = keycloak.get(&format!("/{realm}/users/{user0}")).await.unwrap();
+        let required = user["requiredActions"].as_array().is_some_and(|a| a.iter().any(|x| x == "CONFIGURE_TOTP"));
+        if required && keycloak.mfa_credentials(realm, &user0).await.unwrap().is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "user0000 was never invalidated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    testbed::enroll_totp_by_browser(&parts.keycloak_url, realm, &username(0)).await.unwrap();
+    let new_factor = keycloak.mfa_credentials(realm, &user0).await.unwrap();
+    assert_eq!(new_factor.len(), 1, "enrollment created no credential");
+
+    // ...then the operator dies without warning, mid-page.
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let mid = recalls.get("breach").await.unwrap().status.unwrap_or_default();
+    operator.kill();
+    assert_eq!(mid.phase, RecallPhase::Revoking, "the recall finished before the kill; the test proves nothing");
+    assert!(mid.counts.invalidated < USERS as i64, "{:?}", mid.counts);
+
+    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    let recall = cluster::wait_for(&recalls, "breach", Duration::from_secs(300), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap();
+    assert!(operator.is_running());
+    let status = recall.status.unwrap();
+    let c = &status.counts;
+    let cutoff_ms = status.cutoff.unwrap().as_millisecond();
+
+    // The factor enrolled after the cutoff survived the re-run of its page.
+    let now_held = keycloak.mfa_credentials(realm, &user0).await.unwrap();
+    assert_eq!(now_held, new_factor, "the re-enrolled TOTP was touched");
+    assert!(new_factor[0].2 >= cutoff_ms);
+    let user = keycloak.get(&format!("/{realm}/users/{user0}")).await.unwrap();
+    assert!(!user["requiredActions"].as_array().unwrap().iter().any(|a| a == "CONFIGURE_TOTP"), "re-enrolled user asked to enroll again");
+
+    // Counts are exact across the crash and match Keycloak.
+    assert_eq!(c.targeted, USERS as i64 + 2);
+    assert_eq!(c.invalidated + c.excluded + c.failed, c.targeted);
+    assert_eq!(c.failed, 0);
+    assert_eq!(c.factors_revoked, as_factor_kinds(&before));
+    assert_eq!(c.sessions_revoked, sessions_before);
+    let (after, sessions_after) = keycloak.census(realm, cutoff_ms, &breakglass).await.unwrap();
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(sessions_after, 0);
+    let recall = cluster::wait_for(&recalls, "breach", Duration::from_secs(30), |r| r.status.as_ref().is_some_and(|s| s.counts.re_enrolled == 1)).await.unwrap();
+    assert_eq!(recall.status.unwrap().counts.re_enrolled, 1);
+
+    // The chain continues across the crash; no factor was revoked twice.
+    let lines = audit_lines(&audit_file);
+    assert_eq!(audit::verify(&audit_file).unwrap(), Verification::Intact { lines: lines.len() as u64 });
+    assert!(revoked_twice(&lines).is_empty(), "revoked twice: {:?}", revoked_twice(&lines));
+    let actors: std::collections::BTreeSet<&str> = lines.iter().filter_map(|l| l["actor"].as_str()).collect();
+    assert_eq!(actors.len(), 1);
+    assert!(lines.iter().any(|l| l["action"] == "enrollment.require" && l["outcome"] == "skipped" && l["user"] == "user0000"),
+        "the resumed page did not re-run user0000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_recalls_are_rejected_or_explained_and_nothing_is_lost() {
+    let parts = Parts::from_env();
+    let client = parts.client().await;
+    let (ns, realm) = (&support::unique("recall-invalid"), &support::unique("invalid"));
+    cluster::create_namespace(&client, ns).await.unwrap();
+    let recall = |name: &str, spec: serde_json::Value| json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": name}, "spec": spec});
+
+    // The apiserver rejects what is wrong in the object itself, saying what to fix.
+    let cases = [
+        (json!({"backends": ["kc"], "scope": {"allUsers": true}}), "reason"),
+        (json!({"reason": "   ", "backends": ["kc"], "scope": {"allUsers": true}}), "reason must say why"),
+        (json!({"reason": "INC-3", "backends": ["kc"], "scope": {}}), "scope must name users or groups"),
+        (json!({"reason": "INC-3", "backends": ["kc"], "scope": {"allUsers": true, "users": ["a"]}}), "not both"),
+        (json!({"reason": "INC-3", "backends": [], "scope": {"allUsers": true}}), "backends"),
+        (json!({"reason": "INC-3", "backends": ["kc"], "scope": {"users": ["a"]}, "reEnrollment": {"gracePeriod": "3 days"}}), "gracePeriod must be a duration"),
+        (json!({"reason": "INC-3", "backends": ["kc"], "scope": {"users": ["a"]}, "factors": ["sms", "carrierPigeon"]}), "carrierPigeon"),
+    ];
+    for (n, (spec, expected)) in cases.into_iter().enumerate() {
+        let error = cluster::create_recall(&client, ns, recall(&format!("bad-{n}"), spec.clone())).await.expect_err(&format!("accepted {spec}"));
+        assert!(error.contains(expected), "rejection of {spec} does not mention {expected:?}: {error}");
+    }
+
+    // What is recalled cannot change once the recall exists; suspend can.
+    let api: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    cluster::create_recall(&client, ns, recall("typo", json!({"reason": "INC-3", "backends": ["kc-typo"], "scope": {"users": [username(1)]},
+        "reEnrollment": {"checkInterval": "1s"}}))).await.unwrap();
+    let params = kube::api::PatchParams::default();
+    let change = api.patch("typo", &params, &kube::api::Patch::Merge(json!({"spec": {"scope": {"users": [username(2)]}}}))).await;
+    assert!(change.unwrap_err().to_string().contains("fixed once a recall exists"));
+
+    // A reference to a backend that does not exist is explained in a condition...
+    let audit_file = parts.file("invalid-audit.jsonl");
+    let _operator = Operator::start(ns, &audit_file, &parts.file("invalid-operator.log"));
+    let waiting = cluster::wait_for(&api, "typo", Duration::from_secs(60), |r| {
+        r.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "BackendNotFound"))
+    })
+    .await
+    .unwrap();
+    let ready = waiting.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("kc-typo") && ready.message.contains("create it"), "{}", ready.message);
+
+    // ...and once the backend exists the same recall runs, with nothing lost.
+    let keycloak = parts.keycloak().await;
+    keycloak.create_realm(realm, 5, &[], CLIENT_SECRET).await.unwrap();
+    cluster::create_keycloak_backend(&client, ns, "kc-typo", &parts.keycloak_url, realm, CLIENT_SECRET, 100).await.unwrap();
+    let done = cluster::wait_for(&api, "typo", Duration::from_secs(90), |r| {
+        matches!(phase(r), RecallPhase::AwaitingReEnrollment | RecallPhase::Completed)
+    })
+    .await
+    .unwrap();
+    let c = done.status.unwrap().counts;
+    assert_eq!((c.targeted, c.invalidated, c.failed), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_give_a_clear_condition_and_never_leak() {
+    let parts = Parts::from_env();
+    let client = parts.client().await;
+    let (ns, realm) = (&support::unique("recall-creds"), &support::unique("creds"));
+    cluster::create_namespace(&client, ns).await.unwrap();
+    let keycloak = parts.keycloak().await;
+    keycloak.create_realm(realm, 3, &[], CLIENT_SECRET).await.unwrap();
+    let wrong_secret = "wrong-secret-do-not-print-8d1c";
+    let log_file = parts.file("creds-operator.log");
+    let audit_file = parts.file("creds-audit.jsonl");
+    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    cluster::create_keycloak_backend(&client, ns, "kc", &parts.keycloak_url, realm, wrong_secret, 50).await.unwrap();
+    let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
+    let backend = cluster::wait_for(&backends, "kc", Duration::from_secs(60), |b| {
+        b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False"))
+    })
+    .await
+    .unwrap();
+    let ready = backend.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "AuthenticationFailed");
+    assert!(ready.message.contains(&format!("Secret {ns}/kc-credentials")) && ready.message.contains("client-secret"), "{}", ready.message);
+
+    // A recall on it waits with the same explanation instead of failing users.
+    cluster::create_recall(&client, ns, json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "r"},
+        "spec": {"reason": "INC-4", "backends": ["kc"], "scope": {"allUsers": true}}})).await.unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let recall = cluster::wait_for(&recalls, "r", Duration::from_secs(60), |r| {
+        r.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "BackendAuthFailed"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(recall.status.unwrap().counts.failed, 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // No crash loop, and the secret appears nowhere: logs, status, events, audit trail.
+    assert!(operator.is_running());
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap();
+    assert!(!events.items.is_empty(), "no events were published");
+    let everything = format!(
+        "{}{}{}{}",
+        operator.log(),
+        serde_json::to_string(&events.items).unwrap(),
+        serde_json::to_string(&backends.get("kc").await.unwrap()).unwrap(),
+        std::fs::read_to_string(&audit_file).unwrap_or_default()
+    );
+    assert!(!everything.contains(wrong_secret), "the secret leaked");
+    assert!(!everything.contains(CLIENT_SECRET));
+}
