@@ -319,6 +319,7 @@ pub mod cluster {
 
     use crate::api::{IdentityBackend, MfaRecall};
 
+    /// Creates a namespace; one that already exists is fine.
     pub async fn create_namespace(client: &Client, name: &str) -> Result<(), String> {
         let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
         match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {

@@ -192,37 +192,41 @@ impl Runner<'_> {
         // 2. Work on each planned user; results are audited per action, counted per user.
         let planned: Vec<usize> = segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, _)| i).collect();
         let mut stopped = false;
-        let results: Vec<(usize, Result<std::result::Result<(), ProviderError>>)> = futures::stream::iter(planned)
+        // Each user is counted the moment its steps are audited, so status counts up user by user.
+        let results: Vec<Result<(usize, UserRecord)>> = futures::stream::iter(planned)
             .take_while(|_| {
                 stopped = self.stopping();
                 std::future::ready(!stopped)
             })
             .map(|i| {
-                let record = segment.users[i].clone();
-                async move { (i, self.invalidate_user(job, &record, !fresh).await) }
+                let mut record = segment.users[i].clone();
+                async move {
+                    match self.invalidate_user(job, &record, !fresh).await? {
+                        Ok(()) => record.state = UserState::Invalidated,
+                        Err(e) => {
+                            record.state = UserState::Failed;
+                            record.note = Some(e.to_string());
+                        }
+                    }
+                    count_finished(&record, &mut self.progress.lock().unwrap().counts);
+                    Ok((i, record))
+                }
             })
             .buffer_unordered(job.concurrency)
             .collect()
             .await;
-        let mut finished = Vec::new();
-        for (i, result) in results {
-            let record = &mut segment.users[i];
-            match result? {
-                Ok(()) => record.state = UserState::Invalidated,
-                Err(e) => {
-                    record.state = UserState::Failed;
-                    record.note = Some(e.to_string());
-                }
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok((i, record)) => segment.users[i] = record,
+                Err(e) => first_error = first_error.or(Some(e)),
             }
-            finished.push(i);
         }
+        // Record what finished even when the operator itself failed, then report the failure.
         segment.complete = segment.users.iter().all(|r| r.state != UserState::Planned);
         self.ledger.write(&segment).await?;
-        {
-            let mut progress = self.progress.lock().unwrap();
-            for i in finished {
-                count_finished(&segment.users[i], &mut progress.counts);
-            }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(if segment.complete { RunEnd::Finished } else { RunEnd::Stopped })
     }
