@@ -387,3 +387,6 @@ impl From<crate::Error> for StepError {
         StepError::Operator(e)
     }
 }
+
+#[cfg(test)]
+mod tests;

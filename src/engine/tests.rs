@@ -1,0 +1,162 @@
+//! The engine against an in-memory provider: invariants without any network.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::*;
+use crate::backends::{Capabilities, Enrollment, FactorRef, UserPage, UserSnapshot};
+use crate::ledger::MemoryLedger;
+
+const CUTOFF_MS: i64 = 1_000_000;
+
+/// Users with factors (id, kind, created ms); `broken` users fail every write.
+#[derive(Default)]
+struct FakeProvider {
+    factors: Mutex<HashMap<String, Vec<(String, FactorKind, i64)>>>,
+    broken: Vec<String>,
+    deletes: Mutex<Vec<String>>,
+    /// Ask the engine to stop once this many users have been invalidated.
+    stop_after: Option<(usize, watch::Sender<bool>)>,
+}
+
+impl FakeProvider {
+    fn with_users(n: usize) -> Self {
+        let factors = (0..n)
+            .map(|i| (format!("u{i:03}"), vec![(format!("u{i:03}-totp"), FactorKind::Totp, 10), (format!("u{i:03}-key"), FactorKind::Webauthn, 20)]))
+            .collect();
+        Self { factors: Mutex::new(factors), ..Default::default() }
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for FakeProvider {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { list_factors: true, delete_factor: true, ..Default::default() }
+    }
+    async fn check(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn list_users(&self, _: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        let mut names: Vec<String> = self.factors.lock().unwrap().keys().cloned().collect();
+        names.sort();
+        let start: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
+        let page: Vec<UserRef> = names.iter().skip(start).take(10).map(|n| UserRef { id: n.clone(), username: n.clone() }).collect();
+        let next = (start + page.len() < names.len()).then(|| (start + page.len()).to_string());
+        Ok(UserPage { users: page, next })
+    }
+    async fn group_members(&self, _: &str) -> Result<Vec<UserRef>, ProviderError> {
+        Ok(vec![])
+    }
+    async fn snapshot(&self, user: &UserRef, _: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        let factors = self.factors.lock().unwrap()[&user.id]
+            .iter()
+            .filter(|(_, _, created)| *created < cutoff.as_millisecond())
+            .map(|(id, kind, _)| FactorRef { id: id.clone(), kind: *kind, provider_type: kind.as_str().into() })
+            .collect();
+        Ok(UserSnapshot { factors, sessions: 1, session_handles: vec![] })
+    }
+    async fn revoke_sessions(&self, user: &UserRef, _: &UserSnapshot) -> Result<(), ProviderError> {
+        if self.broken.contains(&user.id) {
+            return Err(ProviderError::Rejected(format!("{}: 500 from POST /logout", user.id)));
+        }
+        Ok(())
+    }
+    async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        self.deletes.lock().unwrap().push(factor.id.clone());
+        let mut all = self.factors.lock().unwrap();
+        let held = all.get_mut(&user.id).unwrap();
+        let before = held.len();
+        held.retain(|(id, _, _)| id != &factor.id);
+        Ok(if held.len() < before { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })
+    }
+    async fn require_enrollment(&self, _: &UserRef, _: &[FactorRef]) -> Result<(), ProviderError> {
+        if let Some((after, stop)) = &self.stop_after
+            && self.deletes.lock().unwrap().len() >= after * 2
+        {
+            let _ = stop.send(true);
+        }
+        Ok(())
+    }
+    async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        Ok(self.factors.lock().unwrap()[&user.id]
+            .iter()
+            .find(|(_, _, created)| *created >= cutoff.as_millisecond())
+            .map(|(_, kind, created)| Enrollment { kind: *kind, at: jiff::Timestamp::from_millisecond(*created).unwrap() }))
+    }
+    async fn disable_user(&self, _: &UserRef) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+fn job() -> RecallJob {
+    RecallJob {
+        recall: "ns/r".into(),
+        backend: "fake".into(),
+        scope: ScopeSelector::AllUsers,
+        exclude_users: vec!["u003".into()],
+        exclude_groups: vec![],
+        kinds: vec![FactorKind::All],
+        revoke_sessions: true,
+        cutoff: jiff::Timestamp::from_millisecond(CUTOFF_MS).unwrap(),
+        concurrency: 4,
+    }
+}
+
+fn audit() -> AuditLog {
+    AuditLog::open(None, "test", false).unwrap()
+}
+
+#[tokio::test]
+async fn every_user_is_accounted_for_and_failures_carry_their_error() {
+    let mut provider = FakeProvider::with_users(25);
+    provider.broken = vec!["u007".into()];
+    let ledger = MemoryLedger::default();
+    let audit = audit();
+    let (_stop, stop_rx) = watch::channel(false);
+    let progress = SharedProgress::default();
+    let runner = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    assert_eq!(runner.revoke(&job()).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed), (25, 23, 1, 1));
+    assert_eq!(c.factors_revoked.get("totp"), Some(&23));
+    let failed = ledger.read("fake", 0).await.unwrap().users.into_iter().find(|r| r.user.id == "u007").unwrap();
+    assert!(failed.note.unwrap().contains("500 from POST /logout"));
+    // The excluded user keeps everything.
+    assert_eq!(provider.factors.lock().unwrap()["u003"].len(), 2);
+}
+
+#[tokio::test]
+async fn a_stopped_run_resumes_without_redoing_or_losing_anything_and_keeps_new_factors() {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut provider = FakeProvider::with_users(30);
+    provider.stop_after = Some((14, stop));
+    let ledger = MemoryLedger::default();
+    let audit = audit();
+    let first = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: SharedProgress::default(), stop: stop_rx };
+    assert_eq!(first.revoke(&job()).await.unwrap(), RunEnd::Stopped);
+
+    // Meanwhile a user who was already done enrolls a new factor after the cutoff.
+    provider.factors.lock().unwrap().get_mut("u000").unwrap().push(("u000-new".into(), FactorKind::Totp, CUTOFF_MS + 5));
+    provider.stop_after = None;
+    let (_stop, stop_rx) = watch::channel(false);
+    let progress = SharedProgress::default();
+    let second = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    assert_eq!(second.revoke(&job()).await.unwrap(), RunEnd::Finished);
+
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed), (30, 29, 1, 0));
+    assert_eq!(c.factors_revoked.values().sum::<i64>(), 58);
+    let deletes = provider.deletes.lock().unwrap().clone();
+    let unique: std::collections::HashSet<&String> = deletes.iter().collect();
+    assert_eq!(unique.len(), deletes.len(), "a factor was deleted twice");
+    assert!(!deletes.contains(&"u000-new".to_string()));
+    assert_eq!(provider.factors.lock().unwrap()["u000"], vec![("u000-new".to_string(), FactorKind::Totp, CUTOFF_MS + 5)]);
+
+    // Re-enrollment is then seen for that user only.
+    assert_eq!(second.check_re_enrollment(&job()).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.re_enrolled, c.pending), (1, 28));
+}
