@@ -306,3 +306,53 @@ async fn wrong_credentials_give_a_clear_condition_and_never_leak() {
     assert!(!everything.contains(wrong_secret), "the secret leaked");
     assert!(!everything.contains(CLIENT_SECRET));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_resume_cancel_and_delete_stop_cleanly() {
+    let parts = Parts::from_env();
+    let client = parts.client().await;
+    let (ns, realm) = (&support::unique("recall-control"), &support::unique("control"));
+    cluster::create_namespace(&client, ns).await.unwrap();
+    parts.keycloak().await.create_realm(realm, 150, &[], CLIENT_SECRET).await.unwrap();
+    let audit_file = parts.file("control-audit.jsonl");
+    let _operator = Operator::start(ns, &audit_file, &parts.file("control-operator.log"));
+    cluster::create_keycloak_backend(&client, ns, "kc", &parts.keycloak_url, realm, CLIENT_SECRET, 20).await.unwrap();
+    backend_ready(&client, ns, "kc").await;
+    cluster::create_recall(&client, ns, json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "r"},
+        "spec": {"reason": "INC-5", "backends": ["kc"], "scope": {"allUsers": true}}})).await.unwrap();
+    let api: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let invalidated = |r: &MfaRecall| r.status.as_ref().map(|s| s.counts.invalidated).unwrap_or(0);
+    let merge = |spec: serde_json::Value| kube::api::Patch::Merge(json!({"spec": spec}));
+    let params = kube::api::PatchParams::default();
+
+    cluster::wait_for(&api, "r", Duration::from_secs(60), |r| invalidated(r) >= 5).await.unwrap();
+    api.patch("r", &params, &merge(json!({"suspend": true}))).await.unwrap();
+    let suspended = cluster::wait_for(&api, "r", Duration::from_secs(30), |r| phase(r) == RecallPhase::Suspended).await.unwrap();
+    let at_suspend = invalidated(&suspended);
+    assert!(at_suspend < 150);
+    let revocations = |lines: &[serde_json::Value]| lines.iter().filter(|l| l["action"] == "factor.revoke").count();
+    let revoked_at_suspend = revocations(&audit_lines(&audit_file));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(revocations(&audit_lines(&audit_file)), revoked_at_suspend, "factors were revoked while suspended");
+    assert_eq!(invalidated(&api.get("r").await.unwrap()), at_suspend);
+
+    api.patch("r", &params, &merge(json!({"suspend": false}))).await.unwrap();
+    cluster::wait_for(&api, "r", Duration::from_secs(60), |r| phase(r) == RecallPhase::Revoking && invalidated(r) > at_suspend).await.unwrap();
+
+    api.patch("r", &params, &merge(json!({"cancel": true}))).await.unwrap();
+    let cancelled = cluster::wait_for(&api, "r", Duration::from_secs(30), |r| phase(r) == RecallPhase::Cancelled).await.unwrap();
+    assert!(invalidated(&cancelled) < 150, "finished before the cancel; the test proves nothing");
+    assert!(cancelled.metadata.finalizers.unwrap_or_default().contains(&"mfarecall.io/stop-recall".to_string()));
+
+    // Deleting goes through the finalizer and the object disappears.
+    api.delete("r", &Default::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while api.get_opt("r").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the recall was not released by its finalizer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lines = audit_lines(&audit_file);
+    assert_eq!(audit::verify(&audit_file).unwrap(), Verification::Intact { lines: lines.len() as u64 });
+    let phases: Vec<&str> = lines.iter().filter(|l| l["action"] == "recall.phase").filter_map(|l| l["outcome"].as_str()).collect();
+    assert_eq!(phases, ["Revoking", "Suspended", "Revoking", "Cancelled"]);
+}
