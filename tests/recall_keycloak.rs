@@ -51,10 +51,8 @@ fn revoked_twice(lines: &[serde_json::Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_recall_matches_keycloak_then_a_user_re_enrolls() {
-    let parts = Parts::from_env();
-    let client = parts.client().await;
-    let (ns, realm) = (&support::unique("recall-full"), &support::unique("full"));
-    cluster::create_namespace(&client, ns).await.unwrap();
+    let (parts, client, ns, realm) = support::scenario("full").await;
+    let (ns, realm) = (ns.as_str(), realm.as_str());
     let keycloak = seed(&parts, realm, USERS).await;
     let breakglass = ["breakglass-1", "breakglass-2"];
     let (before, sessions_before) = keycloak.census(realm, i64::MAX, &breakglass).await.unwrap();
@@ -120,10 +118,8 @@ async fn full_recall_matches_keycloak_then_a_user_re_enrolls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_recall_resumes_exactly_and_keeps_a_factor_enrolled_meanwhile() {
-    let parts = Parts::from_env();
-    let client = parts.client().await;
-    let (ns, realm) = (&support::unique("recall-kill"), &support::unique("kill"));
-    cluster::create_namespace(&client, ns).await.unwrap();
+    let (parts, client, ns, realm) = support::scenario("kill").await;
+    let (ns, realm) = (ns.as_str(), realm.as_str());
     let keycloak = seed(&parts, realm, USERS).await;
     let breakglass = ["breakglass-1", "breakglass-2"];
     let (before, sessions_before) = keycloak.census(realm, i64::MAX, &breakglass).await.unwrap();
@@ -204,10 +200,8 @@ async fn killed_mid_recall_resumes_exactly_and_keeps_a_factor_enrolled_meanwhile
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_recalls_are_rejected_or_explained_and_nothing_is_lost() {
-    let parts = Parts::from_env();
-    let client = parts.client().await;
-    let (ns, realm) = (&support::unique("recall-invalid"), &support::unique("invalid"));
-    cluster::create_namespace(&client, ns).await.unwrap();
+    let (parts, client, ns, realm) = support::scenario("invalid").await;
+    let (ns, realm) = (ns.as_str(), realm.as_str());
     let recall = |name: &str, spec: serde_json::Value| json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": name}, "spec": spec});
 
     // The apiserver rejects what is wrong in the object itself, saying what to fix.
@@ -259,10 +253,8 @@ async fn invalid_recalls_are_rejected_or_explained_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_give_a_clear_condition_and_never_leak() {
-    let parts = Parts::from_env();
-    let client = parts.client().await;
-    let (ns, realm) = (&support::unique("recall-creds"), &support::unique("creds"));
-    cluster::create_namespace(&client, ns).await.unwrap();
+    let (parts, client, ns, realm) = support::scenario("creds").await;
+    let (ns, realm) = (ns.as_str(), realm.as_str());
     let keycloak = parts.keycloak().await;
     keycloak.create_realm(realm, 3, &[], CLIENT_SECRET).await.unwrap();
     let wrong_secret = "wrong-secret-do-not-print-8d1c";
@@ -309,10 +301,8 @@ async fn wrong_credentials_give_a_clear_condition_and_never_leak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_resume_cancel_and_delete_stop_cleanly() {
-    let parts = Parts::from_env();
-    let client = parts.client().await;
-    let (ns, realm) = (&support::unique("recall-control"), &support::unique("control"));
-    cluster::create_namespace(&client, ns).await.unwrap();
+    let (parts, client, ns, realm) = support::scenario("control").await;
+    let (ns, realm) = (ns.as_str(), realm.as_str());
     parts.keycloak().await.create_realm(realm, 150, &[], CLIENT_SECRET).await.unwrap();
     let audit_file = parts.file("control-audit.jsonl");
     let _operator = Operator::start(ns, &audit_file, &parts.file("control-operator.log"));

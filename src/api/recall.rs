@@ -266,6 +266,24 @@ pub struct RecallCounts {
     pub disabled: i64,
 }
 
+impl RecallCounts {
+    /// Adds every count of `other` to these.
+    pub fn add(&mut self, other: &RecallCounts) {
+        self.targeted += other.targeted;
+        self.invalidated += other.invalidated;
+        self.re_enrolled += other.re_enrolled;
+        self.pending += other.pending;
+        self.failed += other.failed;
+        self.excluded += other.excluded;
+        self.sessions_revoked += other.sessions_revoked;
+        self.anomalies += other.anomalies;
+        self.disabled += other.disabled;
+        for (kind, n) in &other.factors_revoked {
+            *self.factors_revoked.entry(kind.clone()).or_default() += n;
+        }
+    }
+}
+
 /// Progress on one backend.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

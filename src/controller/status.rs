@@ -11,19 +11,7 @@ use crate::api::{self, BackendProgress, MfaRecall, MfaRecallStatus, RecallCounts
 pub fn totals(backends: &[BackendProgress]) -> RecallCounts {
     let mut total = RecallCounts::default();
     for b in backends {
-        let c = &b.counts;
-        total.targeted += c.targeted;
-        total.invalidated += c.invalidated;
-        total.re_enrolled += c.re_enrolled;
-        total.pending += c.pending;
-        total.failed += c.failed;
-        total.excluded += c.excluded;
-        total.sessions_revoked += c.sessions_revoked;
-        total.anomalies += c.anomalies;
-        total.disabled += c.disabled;
-        for (kind, n) in &c.factors_revoked {
-            *total.factors_revoked.entry(kind.clone()).or_default() += n;
-        }
+        total.add(&b.counts);
     }
     total
 }

@@ -358,15 +358,8 @@ impl Runner<'_> {
 fn count_finished(record: &UserRecord, counts: &mut RecallCounts) {
     let mut single = RecallCounts::default();
     ledger::add_user(record, &mut single);
-    counts.invalidated += single.invalidated;
-    counts.excluded += single.excluded;
-    counts.failed += single.failed;
-    counts.sessions_revoked += single.sessions_revoked;
-    counts.pending += single.pending;
-    counts.re_enrolled += single.re_enrolled;
-    for (kind, n) in single.factors_revoked {
-        *counts.factors_revoked.entry(kind).or_default() += n;
-    }
+    single.targeted = 0;
+    counts.add(&single);
 }
 
 /// A step fails either at the provider (the user is reported failed) or in the operator itself,

@@ -1,7 +1,7 @@
 //! The engine against an in-memory provider: invariants without any network.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use tokio::sync::watch;

@@ -138,3 +138,13 @@ pub fn as_factor_kinds(by_type: &BTreeMap<String, i64>) -> BTreeMap<String, i64>
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:05x}", fastrand::u32(..0xfffff))
 }
+
+/// Everything a test starts from: the parts, a client with the CRDs installed, and a fresh
+/// namespace and Keycloak realm name of its own.
+pub async fn scenario(name: &str) -> (Parts, Client, String, String) {
+    let parts = Parts::from_env();
+    let client = parts.client().await;
+    let namespace = unique(&format!("recall-{name}"));
+    mfa_recall::testbed::cluster::create_namespace(&client, &namespace).await.unwrap();
+    (parts, client, namespace, unique(name))
+}
