@@ -281,6 +281,48 @@ mod tests {
         }
     }
 
+    /// A loopback server that answers the given statuses in order, then 200.
+    async fn scripted_server(statuses: Vec<u16>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let status = statuses.get(n).copied().unwrap_or(200);
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let extra = if status == 429 { "Retry-After: 0\r\n" } else { "" };
+                let reply = format!("HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_permanent_ones_reported() {
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
+        let (url, hits) = scripted_server(vec![429, 503, 502]).await;
+        let response = http.send(http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        let (url, hits) = scripted_server(vec![500; 100]).await;
+        let error = http.send(http.request(Method::GET, &url).build().unwrap()).await.unwrap_err();
+        assert!(error.to_string().contains("gave up after 6 attempts"), "{error}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), MAX_ATTEMPTS as usize);
+
+        // A 4xx is the caller's to interpret, never retried.
+        let (url, hits) = scripted_server(vec![404]).await;
+        let response = http.send(http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn pacer_spaces_requests_to_the_budget() {
         let pacer = Pacer::new(10);
