@@ -346,3 +346,26 @@ async fn suspend_resume_cancel_and_delete_stop_cleanly() {
     let phases: Vec<&str> = lines.iter().filter(|l| l["action"] == "recall.phase").filter_map(|l| l["outcome"].as_str()).collect();
     assert_eq!(phases, ["Revoking", "Suspended", "Revoking", "Cancelled"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_scope_and_deadline_disable_those_who_did_not_re_enroll() {
+    let (parts, client, ns, realm) = support::scenario("deadline").await;
+    let (ns, realm) = (ns.as_str(), realm.as_str());
+    let keycloak = parts.keycloak().await;
+    keycloak.create_realm(realm, 10, &[], CLIENT_SECRET).await.unwrap();
+    let _operator = Operator::start(ns, &parts.file("deadline-audit.jsonl"), &parts.file("deadline-operator.log"));
+    cluster::create_keycloak_backend(&client, ns, "kc", &parts.keycloak_url, realm, CLIENT_SECRET, 100).await.unwrap();
+    backend_ready(&client, ns, "kc").await;
+    cluster::create_recall(&client, ns, json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "r"},
+        "spec": {"reason": "INC-6", "backends": ["kc"], "scope": {"groups": ["/staff"]},
+                 "reEnrollment": {"gracePeriod": "5s", "onDeadline": "Disable", "checkInterval": "1s"}}})).await.unwrap();
+    let api: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let done = cluster::wait_for(&api, "r", Duration::from_secs(60), |r| phase(r) == RecallPhase::Completed).await.unwrap();
+    let c = done.status.unwrap().counts;
+    // Seeded users with an even index are in /staff; all five of them held factors.
+    assert_eq!((c.targeted, c.invalidated, c.disabled, c.pending), (5, 5, 5, 5), "{c:?}");
+    for i in 0..10 {
+        let user = keycloak.get(&format!("/{realm}/users/{}", keycloak.user_id(realm, &username(i)).await.unwrap())).await.unwrap();
+        assert_eq!(user["enabled"], json!(i % 2 == 1), "{} enabled={}", username(i), user["enabled"]);
+    }
+}
