@@ -191,13 +191,9 @@ impl Runner<'_> {
 
         // 2. Work on each planned user; results are audited per action, counted per user.
         let planned: Vec<usize> = segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, _)| i).collect();
-        let mut stopped = false;
         // Each user is counted the moment its steps are audited, so status counts up user by user.
         let results: Vec<Result<(usize, UserRecord)>> = futures::stream::iter(planned)
-            .take_while(|_| {
-                stopped = self.stopping();
-                std::future::ready(!stopped)
-            })
+            .take_while(|_| std::future::ready(!self.stopping()))
             .map(|i| {
                 let mut record = segment.users[i].clone();
                 async move {

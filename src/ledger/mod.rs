@@ -118,7 +118,6 @@ pub trait LedgerStore: Send + Sync {
 #[derive(Default)]
 pub struct MemoryLedger {
     segments: Mutex<BTreeMap<(String, u32), Segment>>,
-    pub writes: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait]
@@ -133,7 +132,6 @@ impl LedgerStore for MemoryLedger {
         })
     }
     async fn write(&self, segment: &Segment) -> Result<()> {
-        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.segments.lock().unwrap().insert((segment.backend.clone(), segment.index), segment.clone());
         Ok(())
     }
