@@ -11,6 +11,8 @@ pub mod controller;
 pub mod duration;
 pub mod engine;
 pub mod ledger;
+pub mod metrics;
+pub mod simulator;
 pub mod telemetry;
 pub mod testbed;
 

@@ -18,12 +18,27 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("[has(self.keycloak)].filter(x, x).size() == 1").message("set exactly one provider block: keycloak"))]
+#[x_kube(validation = Rule::new("[has(self.keycloak), has(self.okta), has(self.entra), has(self.auth0), has(self.google), has(self.duo)].filter(x, x).size() == 1").message("set exactly one provider block: keycloak, okta, entra, auth0, google or duo"))]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityBackendSpec {
     /// A Keycloak realm, reached through its Admin REST API with a confidential client's service account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keycloak: Option<KeycloakProvider>,
+    /// An Okta org, reached through its Management API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub okta: Option<OktaProvider>,
+    /// A Microsoft Entra ID tenant, reached through Microsoft Graph with an app registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<EntraProvider>,
+    /// An Auth0 tenant, reached through its Management API v2 with a machine-to-machine application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth0: Option<Auth0Provider>,
+    /// A Google Workspace domain, reached through the Admin SDK with a service account and domain-wide delegation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleProvider>,
+    /// A Duo account, reached through its Admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duo: Option<DuoProvider>,
     /// Client-side limits on the requests the operator sends to this provider.
     #[serde(default)]
     pub limits: BackendLimits,
@@ -44,6 +59,86 @@ pub struct KeycloakProvider {
     pub auth_realm: Option<String>,
     /// Secret in this namespace with keys `client-id` and `client-secret` of a confidential client
     /// whose service account holds the realm-management roles view-users, manage-users and view-events.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Connection to one Okta org.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OktaProvider {
+    /// The org URL, for example https://example.okta.com.
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must start with https:// or http://"))]
+    pub url: String,
+    /// Secret in this namespace with either `api-token` (an SSWS API token of an admin who can manage
+    /// users and read the System Log), or `client-id` and `private-key` (PEM; optional `key-id`) of an
+    /// API service app granted okta.users.read, okta.users.manage, okta.groups.read and okta.logs.read.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Connection to one Microsoft Entra ID tenant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EntraProvider {
+    /// Directory (tenant) ID or a verified domain.
+    #[schemars(length(min = 1))]
+    pub tenant_id: String,
+    /// Microsoft Graph endpoint; default https://graph.microsoft.com (national clouds differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("graphUrl must start with https:// or http://"))]
+    pub graph_url: Option<String>,
+    /// Token authority; default https://login.microsoftonline.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("loginUrl must start with https:// or http://"))]
+    pub login_url: Option<String>,
+    /// Secret in this namespace with `client-id` and `client-secret` of an app registration granted the
+    /// application permissions User.Read.All, GroupMember.Read.All, UserAuthenticationMethod.ReadWrite.All,
+    /// User.RevokeSessions.All and AuditLog.Read.All (admin consent given).
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Connection to one Auth0 tenant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth0Provider {
+    /// The tenant URL, for example https://example.eu.auth0.com.
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must start with https:// or http://"))]
+    pub url: String,
+    /// Secret in this namespace with `client-id` and `client-secret` of a machine-to-machine application
+    /// authorized for the Management API with read:users, update:users, read:authentication_methods,
+    /// delete:authentication_methods, delete:sessions, delete:refresh_tokens and read:logs.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Connection to one Google Workspace domain.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GoogleProvider {
+    /// An administrator the service account acts as (domain-wide delegation), for example secadmin@example.com.
+    #[schemars(length(min = 3))]
+    pub admin_email: String,
+    /// Customer ID; default my_customer (the administrator's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    /// Admin SDK endpoint; default https://admin.googleapis.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must start with https:// or http://"))]
+    pub url: Option<String>,
+    /// Secret in this namespace with key `service-account.json`: the service account's JSON key, its
+    /// client ID allowed in the Admin console (domain-wide delegation) the scopes
+    /// admin.directory.user.security, admin.directory.user.readonly, admin.directory.group.readonly and
+    /// admin.reports.audit.readonly.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Connection to one Duo account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DuoProvider {
+    /// The API hostname as a URL, for example https://api-XXXXXXXX.duosecurity.com.
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must start with https:// or http://"))]
+    pub url: String,
+    /// Secret in this namespace with `integration-key` and `secret-key` of an Admin API application
+    /// granted "Grant read resource", "Grant write resource" and "Grant read log".
     pub credentials_secret_ref: SecretRef,
 }
 

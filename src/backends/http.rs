@@ -1,13 +1,19 @@
-//! HTTP plumbing shared by every adapter: pacing to a request budget, a concurrency cap,
-//! retries with backoff and jitter on 429/5xx/timeouts (honouring `Retry-After`), OAuth
-//! client-credentials tokens, and secret values that cannot be printed.
+//! HTTP plumbing shared by every adapter: pacing to a configured request budget and to the budget
+//! the provider announces in its rate-limit headers, a concurrency cap, retries with backoff and
+//! jitter on throttling, 5xx and timeouts (honouring `Retry-After`), per-operation metrics, and
+//! secret values that cannot be printed. Token acquisition lives in `auth`.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use bytes::Bytes;
 use k8s_openapi::api::core::v1::Secret;
+use reqwest::header::HeaderMap;
 use reqwest::{Method, Request, Response, StatusCode};
+use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
@@ -19,6 +25,11 @@ use crate::api::BackendLimits;
 pub struct SecretString(String);
 
 impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -33,12 +44,20 @@ impl fmt::Debug for SecretString {
 /// Reads keys of a credentials Secret, with errors that name the Secret and key but never a value.
 pub struct SecretKeys<'a> {
     secret: &'a Secret,
-    name: &'a str,
+    /// `namespace/name` of the Secret.
+    pub name: &'a str,
 }
 
 impl<'a> SecretKeys<'a> {
     pub fn new(secret: &'a Secret, name: &'a str) -> Self {
         Self { secret, name }
+    }
+
+    /// The key's value, or None when the key is absent (for credentials that come in alternatives).
+    pub fn get_opt(&self, key: &str) -> Result<Option<SecretString>, ProviderError> {
+        let present = self.secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || self.secret.string_data.as_ref().is_some_and(|d| d.contains_key(key));
+        if present { self.get(key).map(Some) } else { Ok(None) }
     }
 
     pub fn get(&self, key: &str) -> Result<SecretString, ProviderError> {
@@ -95,13 +114,67 @@ const BASE_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The HTTP client of one backend: paced, capped and retrying.
+/// One kind of provider call: `name` labels metrics, `bucket` is the provider's rate-limit
+/// bucket it counts against (calls in one bucket share the budget the provider announces).
+#[derive(Clone, Copy, Debug)]
+pub struct Op {
+    pub name: &'static str,
+    pub bucket: &'static str,
+}
+
+impl Op {
+    pub const fn new(name: &'static str, bucket: &'static str) -> Self {
+        Self { name, bucket }
+    }
+}
+
+/// A provider's answer, read whole: status, headers and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpReply {
+    /// The body as JSON; an empty body is `null`.
+    pub fn value(&self) -> Value {
+        if self.body.is_empty() { Value::Null } else { serde_json::from_slice(&self.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into())) }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Decides whether an answer means "slow down" (429 for most providers; Google says 403 with a
+/// quota reason).
+pub type ThrottleTest = fn(&HttpReply) -> bool;
+
+fn throttled_by_429(reply: &HttpReply) -> bool {
+    reply.status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// The budget a provider announced for one bucket in its `X-Rate-Limit-*` headers. Requests are
+/// spread evenly over what is left of the window, so the recall uses the budget without hitting
+/// the limit.
+#[derive(Debug)]
+struct AnnouncedBudget {
+    remaining: u64,
+    reset: Instant,
+    next_slot: Instant,
+    in_flight: u64,
+}
+
+/// The HTTP client of one backend: paced, capped, budget-aware and retrying.
 #[derive(Clone)]
 pub struct ProviderHttp {
     client: reqwest::Client,
     pacer: Arc<Pacer>,
     in_flight: Arc<Semaphore>,
-    /// `namespace/name` of the IdentityBackend, for error messages.
+    budgets: Arc<std::sync::Mutex<HashMap<&'static str, AnnouncedBudget>>>,
+    throttled: ThrottleTest,
+    /// `namespace/name` of the IdentityBackend, for error messages and metrics.
     pub backend: String,
 }
 
@@ -116,35 +189,62 @@ impl ProviderHttp {
             client,
             pacer: Arc::new(Pacer::new(limits.requests_per_second)),
             in_flight: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            budgets: Arc::default(),
+            throttled: throttled_by_429,
             backend: backend.to_string(),
         })
+    }
+
+    /// For providers that signal throttling other than with 429.
+    pub fn with_throttle_test(mut self, test: ThrottleTest) -> Self {
+        self.throttled = test;
+        self
     }
 
     pub fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         self.client.request(method, url)
     }
 
-    /// Sends `request`, retrying transient failures with exponential backoff and full jitter.
-    /// Returns the final response whatever its status (callers map 4xx themselves); errors only
-    /// when the provider stayed unavailable through every attempt.
-    pub async fn send(&self, request: Request) -> Result<Response, ProviderError> {
+    /// Sends `request`, retrying transient failures (throttling, 5xx, timeouts, dropped
+    /// connections, a success whose JSON body is cut off) with exponential backoff and full
+    /// jitter, or as long as the provider asks. Returns the final answer whatever its status
+    /// (callers map 4xx themselves); errors only when the provider stayed unavailable.
+    pub async fn send(&self, op: Op, request: Request) -> Result<HttpReply, ProviderError> {
         let what = format!("{} {}", request.method(), request.url().path());
         let mut attempt = 0;
         loop {
             attempt += 1;
             let this_try = request.try_clone().expect("provider requests have buffered bodies");
+            let started = Instant::now();
             let outcome = {
                 let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
                 self.pacer.wait_turn().await;
-                self.client.execute(this_try).await
+                self.wait_for_budget(op.bucket).await;
+                let outcome = read_whole(self.client.execute(this_try).await).await;
+                self.settle_budget(op.bucket, outcome.as_ref().ok());
+                outcome
             };
-            let (retry_after, problem) = match outcome {
-                Ok(response) if is_transient(response.status()) => {
-                    (retry_after(&response), format!("{} from {what}", response.status()))
+            let (wait, problem) = match outcome {
+                Ok(reply) => {
+                    let throttled = (self.throttled)(&reply);
+                    crate::metrics::provider_call(&self.backend, op.name, Some(reply.status.as_u16()), throttled, started.elapsed());
+                    if throttled {
+                        (self.throttle_wait(op.bucket, &reply), format!("{} (throttled) from {what}", reply.status))
+                    } else if is_transient(reply.status) {
+                        (retry_after(&reply), format!("{} from {what}", reply.status))
+                    } else if reply.status.is_success() && is_cut_off_json(&reply) {
+                        (None, format!("malformed JSON body from {what}"))
+                    } else {
+                        return Ok(reply);
+                    }
                 }
-                Ok(response) => return Ok(response),
-                Err(e) if e.is_timeout() || e.is_connect() || e.is_request() => (None, format!("{what}: {}", describe(&e))),
-                Err(e) => return Err(ProviderError::Unavailable(format!("IdentityBackend {}: {what}: {}", self.backend, describe(&e)))),
+                Err(e) => {
+                    crate::metrics::provider_call(&self.backend, op.name, None, false, started.elapsed());
+                    if !(e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()) {
+                        return Err(ProviderError::Unavailable(format!("IdentityBackend {}: {what}: {}", self.backend, describe(&e))));
+                    }
+                    (None, format!("{what}: {}", describe(&e)))
+                }
             };
             if attempt >= MAX_ATTEMPTS {
                 return Err(ProviderError::Unavailable(format!(
@@ -152,11 +252,94 @@ impl ProviderHttp {
                     self.backend
                 )));
             }
-            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+            let wait = wait.unwrap_or_else(|| backoff(attempt));
             tracing::debug!(backend = %self.backend, %problem, attempt, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
         }
     }
+
+    /// Waits for this request's share of the budget the provider last announced for `bucket`:
+    /// what is left is spread evenly until the window resets, counting requests in flight.
+    async fn wait_for_budget(&self, bucket: &'static str) {
+        let slot = {
+            let mut budgets = self.budgets.lock().unwrap();
+            let Some(budget) = budgets.get_mut(bucket) else { return };
+            let now = Instant::now();
+            budget.in_flight += 1;
+            if now >= budget.reset {
+                // A new window whose budget we have not seen yet: the next answer tells.
+                return;
+            }
+            let usable = budget.remaining.saturating_sub(budget.in_flight - 1);
+            let slot = budget.next_slot.max(now);
+            budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / usable as u32 };
+            if usable == 0 { budget.reset } else { slot }
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    /// Records the budget an answer announces (`X-Rate-Limit-Remaining` and `-Reset`).
+    fn settle_budget(&self, bucket: &'static str, reply: Option<&HttpReply>) {
+        let mut budgets = self.budgets.lock().unwrap();
+        if let Some(budget) = budgets.get_mut(bucket) {
+            budget.in_flight = budget.in_flight.saturating_sub(1);
+        }
+        let Some((remaining, reset)) = reply.and_then(announced_budget) else { return };
+        let now = Instant::now();
+        let budget = budgets.entry(bucket).or_insert(AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0 });
+        // Answers overtake each other: within one window the lowest remaining is the truth.
+        if reset > budget.reset + Duration::from_millis(500) || now >= budget.reset {
+            budget.reset = reset;
+            budget.remaining = remaining;
+        } else {
+            budget.remaining = budget.remaining.min(remaining);
+        }
+    }
+
+    /// How long to wait after being throttled: what the provider asks for (`Retry-After`, or the
+    /// announced reset), else backoff.
+    fn throttle_wait(&self, bucket: &'static str, reply: &HttpReply) -> Option<Duration> {
+        if let Some(wait) = retry_after(reply) {
+            return Some(wait);
+        }
+        let (_, reset) = announced_budget(reply)?;
+        let mut budgets = self.budgets.lock().unwrap();
+        if let Some(budget) = budgets.get_mut(bucket) {
+            budget.remaining = 0;
+        }
+        Some(reset.saturating_duration_since(Instant::now()) + Duration::from_millis(fastrand::u64(0..250)))
+    }
+}
+
+async fn read_whole(outcome: Result<Response, reqwest::Error>) -> Result<HttpReply, reqwest::Error> {
+    let response = outcome?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    Ok(HttpReply { status, headers, body })
+}
+
+/// A body that says it is JSON but does not parse (a proxy cut it off, say).
+fn is_cut_off_json(reply: &HttpReply) -> bool {
+    let json = reply.header("content-type").is_some_and(|t| t.contains("json"));
+    json && !reply.body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_err()
+}
+
+/// `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (Okta; Auth0 spells them `x-ratelimit-*`),
+/// the reset as a local instant. The provider's `Date` header is preferred to our clock, so
+/// clock skew cannot make us early.
+fn announced_budget(reply: &HttpReply) -> Option<(u64, Instant)> {
+    let number = |names: [&str; 2]| names.iter().find_map(|n| reply.header(n)?.trim().parse::<u64>().ok());
+    let remaining = number(["x-rate-limit-remaining", "x-ratelimit-remaining"])?;
+    let reset_epoch = number(["x-rate-limit-reset", "x-ratelimit-reset"])?;
+    let now_epoch = reply
+        .header("date")
+        .and_then(|d| jiff::fmt::rfc2822::parse(d).ok())
+        .map(|z| z.timestamp().as_second() as u64)
+        .unwrap_or_else(|| jiff::Timestamp::now().as_second() as u64);
+    // Date has whole seconds, so the window may end up to a second later than we think: safe side.
+    let left = Duration::from_secs(reset_epoch.saturating_sub(now_epoch) + 1);
+    Some((remaining, Instant::now() + left.min(Duration::from_secs(3600))))
 }
 
 fn is_transient(status: StatusCode) -> bool {
@@ -164,9 +347,9 @@ fn is_transient(status: StatusCode) -> bool {
 }
 
 /// `Retry-After` in seconds, capped so a confused provider cannot stall a recall for hours.
-fn retry_after(response: &Response) -> Option<Duration> {
-    let seconds: u64 = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds.min(120)))
+fn retry_after(reply: &HttpReply) -> Option<Duration> {
+    let seconds: f64 = reply.header("retry-after")?.trim().parse().ok()?;
+    Some(Duration::from_secs_f64(seconds.clamp(0.0, 120.0)))
 }
 
 /// Exponential backoff with full jitter: uniformly random in [0, min(cap, base * 2^attempt)].
@@ -176,7 +359,7 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// A reqwest error without the URL's query string, which could carry a credential for some providers.
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -195,78 +378,11 @@ fn describe(e: &reqwest::Error) -> String {
     if root.is_empty() { kind.to_string() } else { format!("{kind} ({root})") }
 }
 
-/// OAuth 2.0 client-credentials tokens, fetched once and reused until shortly before expiry.
-pub struct ClientCredentials {
-    pub token_url: String,
-    pub client_id: SecretString,
-    pub client_secret: SecretString,
-    /// Where the credentials live, to say what to fix when they are refused.
-    pub secret_name: String,
-    cached: Mutex<Option<(SecretString, Instant)>>,
-}
-
-impl ClientCredentials {
-    pub fn new(token_url: String, client_id: SecretString, client_secret: SecretString, secret_name: String) -> Self {
-        Self { token_url, client_id, client_secret, secret_name, cached: Mutex::new(None) }
-    }
-
-    /// A valid access token; fetches a new one when none is cached or it is about to expire.
-    pub async fn bearer(&self, http: &ProviderHttp) -> Result<SecretString, ProviderError> {
-        let mut cached = self.cached.lock().await;
-        if let Some((token, expires)) = cached.as_ref()
-            && Instant::now() + Duration::from_secs(15) < *expires
-        {
-            return Ok(token.clone());
-        }
-        let request = http
-            .request(Method::POST, &self.token_url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", self.client_id.expose()),
-                ("client_secret", self.client_secret.expose()),
-            ])
-            .build()
-            .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: token request: {}", http.backend, describe(&e))))?;
-        let response = http.send(request).await?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN {
-            return Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: the token endpoint refused the client credentials ({status}): check client-id and client-secret in Secret {}",
-                http.backend, self.secret_name
-            )));
-        }
-        if !status.is_success() {
-            return Err(ProviderError::Unavailable(format!(
-                "IdentityBackend {}: token endpoint answered {status}: check the url and realm",
-                http.backend
-            )));
-        }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            access_token: String,
-            #[serde(default = "default_expiry")]
-            expires_in: u64,
-        }
-        fn default_expiry() -> u64 {
-            60
-        }
-        let body: TokenResponse = response.json().await.map_err(|e| {
-            ProviderError::Unavailable(format!("IdentityBackend {}: token response: {}", http.backend, describe(&e)))
-        })?;
-        let token = SecretString(body.access_token);
-        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(body.expires_in)));
-        Ok(token)
-    }
-
-    /// Drops the cached token after the provider refused it (revoked or expired early).
-    pub async fn forget(&self) {
-        *self.cached.lock().await = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEST_OP: Op = Op::new("test", "default");
 
     #[test]
     fn secret_string_never_prints() {
@@ -307,19 +423,19 @@ mod tests {
     async fn transient_failures_are_retried_and_permanent_ones_reported() {
         let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
         let (url, hits) = scripted_server(vec![429, 503, 502]).await;
-        let response = http.send(http.request(Method::GET, &url).build().unwrap()).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        let response = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
 
         let (url, hits) = scripted_server(vec![500; 100]).await;
-        let error = http.send(http.request(Method::GET, &url).build().unwrap()).await.unwrap_err();
+        let error = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap_err();
         assert!(error.to_string().contains("gave up after 6 attempts"), "{error}");
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), MAX_ATTEMPTS as usize);
 
         // A 4xx is the caller's to interpret, never retried.
         let (url, hits) = scripted_server(vec![404]).await;
-        let response = http.send(http.request(Method::GET, &url).build().unwrap()).await.unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let response = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 

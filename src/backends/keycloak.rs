@@ -6,8 +6,11 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{ClientCredentials, Limits, ProviderHttp, SecretString};
-use super::{Capabilities, Enrollment, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot};
+use super::auth::{Grant, TokenSource};
+use super::http::{Limits, Op, ProviderHttp, SecretKeys};
+use super::{
+    Capabilities, Enrollment, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc, selected,
+};
 use crate::api::{FactorKind, KeycloakProvider};
 
 /// Users per listing request; Keycloak pages by offset.
@@ -15,7 +18,7 @@ const PAGE_SIZE: usize = 100;
 
 pub struct Keycloak {
     http: ProviderHttp,
-    auth: ClientCredentials,
+    auth: TokenSource,
     admin_base: String,
 }
 
@@ -39,10 +42,6 @@ fn required_action(credential_type: &str) -> Option<&'static str> {
         "recovery-authn-codes" => Some("CONFIGURE_RECOVERY_AUTHN_CODES"),
         _ => None,
     }
-}
-
-fn selected(kind: FactorKind, kinds: &[FactorKind]) -> bool {
-    kinds.contains(&FactorKind::All) || kinds.contains(&kind)
 }
 
 #[derive(Deserialize)]
@@ -80,23 +79,17 @@ struct Consent {
 }
 
 impl Keycloak {
-    pub fn new(
-        backend: &str,
-        spec: &KeycloakProvider,
-        client_id: SecretString,
-        client_secret: SecretString,
-        limits: Limits,
-        secret_name: &str,
-    ) -> Result<Self, ProviderError> {
+    pub fn new(backend: &str, spec: &KeycloakProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
         let base = spec.url.trim_end_matches('/');
         let auth_realm = spec.auth_realm.as_deref().unwrap_or(&spec.realm);
+        let grant = Grant::ClientSecret { client_id: keys.get("client-id")?, client_secret: keys.get("client-secret")? };
         Ok(Self {
             http: ProviderHttp::new(backend, limits)?,
-            auth: ClientCredentials::new(
+            auth: TokenSource::new(
                 format!("{base}/realms/{}/protocol/openid-connect/token", enc(auth_realm)),
-                client_id,
-                client_secret,
-                secret_name.to_string(),
+                grant,
+                Vec::new(),
+                keys.name.to_string(),
             ),
             admin_base: format!("{base}/admin/realms/{}", enc(&spec.realm)),
         })
@@ -114,14 +107,13 @@ impl Keycloak {
             let request = builder
                 .build()
                 .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
-            let response = self.http.send(request).await?;
-            let status = response.status();
+            let reply = self.http.send(op(&method, path), request).await?;
+            let status = reply.status;
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 self.auth.forget().await;
                 continue;
             }
-            let text = response.text().await.unwrap_or_default();
-            let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+            let value = reply.value();
             return match status {
                 s if s.is_success() => Ok((s, value)),
                 StatusCode::NOT_FOUND => Ok((status, value)),
@@ -215,6 +207,7 @@ impl IdentityProvider for Keycloak {
             force_re_enrollment: true,
             enrollment_detection: true,
             disable_user: true,
+            limitations: Vec::new(),
         }
     }
 
@@ -361,7 +354,7 @@ impl IdentityProvider for Keycloak {
             .filter_map(|c| Some((factor_kind(&c.type_)?, c.created_date?)))
             .filter(|(_, created)| *created >= cutoff_ms)
             .min_by_key(|(_, created)| *created);
-        Ok(newest.and_then(|(kind, created)| Some(Enrollment { kind, at: jiff::Timestamp::from_millisecond(created).ok()? })))
+        Ok(newest.and_then(|(kind, created)| Some(Enrollment { kind, at: jiff::Timestamp::from_millisecond(created).ok()?, origin: None })))
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
@@ -373,16 +366,20 @@ impl IdentityProvider for Keycloak {
     }
 }
 
-/// Percent-encodes one path segment.
-fn enc(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+/// The metrics label of an admin API call; Keycloak announces no rate-limit buckets.
+fn op(method: &Method, path: &str) -> Op {
+    let name = match (method.as_str(), path.rsplit('/').next().unwrap_or("")) {
+        ("GET", "count") => "check",
+        ("GET", "credentials") => "list_factors",
+        ("DELETE", _) if path.contains("/credentials/") => "delete_factor",
+        ("GET", "sessions") | ("GET", "consents") => "list_sessions",
+        ("POST", "logout") | ("DELETE", _) => "revoke_sessions",
+        ("PUT", _) => "update_user",
+        ("GET", "members") | ("GET", "users") => "list_users",
+        _ if path.contains("group") => "find_group",
+        _ => "get_user",
+    };
+    Op::new(name, "admin")
 }
 
 /// A short, secret-free rendering of an error body.

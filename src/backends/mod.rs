@@ -1,6 +1,7 @@
 //! Identity provider adapters behind one trait. Shared HTTP plumbing (tokens, pacing, retries)
 //! lives in `http`; each provider module only knows its own paths and shapes.
 
+pub mod auth;
 pub mod http;
 pub mod keycloak;
 
@@ -60,6 +61,39 @@ pub struct UserSnapshot {
 pub struct Enrollment {
     pub kind: FactorKind,
     pub at: jiff::Timestamp,
+    /// Where the enrollment came from, when the provider's event log says (kept for anomaly detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<EnrollmentOrigin>,
+}
+
+/// The client that enrolled a factor, as the provider's event log recorded it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentOrigin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Country, region and city as given, joined by `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+}
+
+impl std::fmt::Display for EnrollmentOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            self.ip.as_ref().map(|ip| format!("ip {ip}")),
+            self.geo.as_ref().map(|g| format!("geo {g}")),
+            self.asn.map(|a| format!("asn {a}")),
+            self.user_agent.as_ref().map(|ua| format!("agent {:?}", ua.chars().take(120).collect::<String>())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        f.write_str(&parts.join(", "))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +114,9 @@ pub struct Capabilities {
     pub force_re_enrollment: bool,
     pub enrollment_detection: bool,
     pub disable_user: bool,
+    /// What the provider cannot do, each as "area: why" (for example "sessions: Duo has no API to
+    /// end sessions"). Copied into each recall's per-backend status.
+    pub limitations: Vec<String>,
 }
 
 impl Capabilities {
@@ -143,29 +180,72 @@ pub trait IdentityProvider: Send + Sync {
 
 /// Builds the adapter an IdentityBackend describes, with its credentials from `secret`.
 pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
-    let name = kube::ResourceExt::name_any(backend);
+    let name = format!("{}/{}", kube::ResourceExt::namespace(backend).unwrap_or_default(), kube::ResourceExt::name_any(backend));
     let namespace = kube::ResourceExt::namespace(backend).unwrap_or_default();
     let limits = http::Limits::from(&backend.spec.limits);
-    if let Some(keycloak) = &backend.spec.keycloak {
-        let secret_name = format!("{namespace}/{}", keycloak.credentials_secret_ref.name);
-        let secret = secret.ok_or_else(|| {
-            ProviderError::Config(format!("IdentityBackend {namespace}/{name}: Secret {secret_name} not found: create it with keys client-id and client-secret"))
-        })?;
-        let credentials = http::SecretKeys::new(secret, &secret_name);
-        let client_id = credentials.get("client-id")?;
-        let client_secret = credentials.get("client-secret")?;
-        let adapter = keycloak::Keycloak::new(&format!("{namespace}/{name}"), keycloak, client_id, client_secret, limits, &secret_name)?;
-        return Ok(Arc::new(adapter));
+    let (Some(secret_ref), Some(kind)) = (credentials_secret_name(backend), provider_type(backend)) else {
+        return Err(ProviderError::Config(format!("IdentityBackend {name}: no provider block is set")));
+    };
+    let secret_name = format!("{namespace}/{secret_ref}");
+    let secret = secret.ok_or_else(|| {
+        ProviderError::Config(format!("IdentityBackend {name}: Secret {secret_name} not found: create it with {}", credential_keys(kind)))
+    })?;
+    let keys = http::SecretKeys::new(secret, &secret_name);
+    let spec = &backend.spec;
+    let adapter: Arc<dyn IdentityProvider> = if let Some(p) = &spec.keycloak {
+        Arc::new(keycloak::Keycloak::new(&name, p, &keys, limits)?)
+    } else {
+        return Err(ProviderError::Config(format!("IdentityBackend {name}: provider {kind} is not built into this operator yet")));
+    };
+    Ok(adapter)
+}
+
+/// The keys each provider's credentials Secret holds, for error messages.
+fn credential_keys(kind: &str) -> &'static str {
+    match kind {
+        "keycloak" | "entra" | "auth0" => "keys client-id and client-secret",
+        "okta" => "key api-token, or keys client-id and private-key",
+        "google" => "key service-account.json",
+        "duo" => "keys integration-key and secret-key",
+        _ => "the provider's credential keys",
     }
-    Err(ProviderError::Config(format!("IdentityBackend {namespace}/{name}: no provider block is set")))
 }
 
 /// The provider block an IdentityBackend sets, for status.
 pub fn provider_type(backend: &IdentityBackend) -> Option<&'static str> {
-    backend.spec.keycloak.as_ref().map(|_| "keycloak")
+    let s = &backend.spec;
+    [
+        (s.keycloak.is_some(), "keycloak"),
+        (s.okta.is_some(), "okta"),
+        (s.entra.is_some(), "entra"),
+        (s.auth0.is_some(), "auth0"),
+        (s.google.is_some(), "google"),
+        (s.duo.is_some(), "duo"),
+    ]
+    .into_iter()
+    .find_map(|(set, kind)| set.then_some(kind))
 }
 
 /// The Secret an IdentityBackend reads its credentials from.
 pub fn credentials_secret_name(backend: &IdentityBackend) -> Option<&str> {
-    backend.spec.keycloak.as_ref().map(|k| k.credentials_secret_ref.name.as_str())
+    let s = &backend.spec;
+    s.keycloak
+        .as_ref()
+        .map(|p| &p.credentials_secret_ref)
+        .or(s.okta.as_ref().map(|p| &p.credentials_secret_ref))
+        .or(s.entra.as_ref().map(|p| &p.credentials_secret_ref))
+        .or(s.auth0.as_ref().map(|p| &p.credentials_secret_ref))
+        .or(s.google.as_ref().map(|p| &p.credentials_secret_ref))
+        .or(s.duo.as_ref().map(|p| &p.credentials_secret_ref))
+        .map(|r| r.name.as_str())
+}
+
+/// Whether `kind` is among the kinds a recall asks for.
+pub fn selected(kind: FactorKind, kinds: &[FactorKind]) -> bool {
+    kinds.contains(&FactorKind::All) || kinds.contains(&kind)
+}
+
+/// Percent-encodes one URL path segment.
+pub fn enc(segment: &str) -> String {
+    auth::duo_encode(segment)
 }

@@ -81,13 +81,12 @@ struct BackendRun {
     job: RecallJob,
     provider: Arc<dyn IdentityProvider>,
     progress: SharedProgress,
-    not_supported: Vec<String>,
 }
 
 /// Shared between the work and the status writer.
 struct Live {
     base: Mutex<MfaRecallStatus>,
-    backends: Vec<(String, SharedProgress, Vec<String>)>,
+    backends: Vec<(String, SharedProgress, Arc<dyn IdentityProvider>)>,
 }
 
 impl Live {
@@ -96,9 +95,11 @@ impl Live {
         status.backends = self
             .backends
             .iter()
-            .map(|(name, progress, not_supported)| {
+            .map(|(name, progress, provider)| {
+                // Read each time: some limits show only while working (a plan without an endpoint).
+                let not_supported = provider.capabilities().limitations;
                 let p = progress.lock().unwrap();
-                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported: not_supported.clone() }
+                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported }
             })
             .collect();
         status.counts = status::totals(&status.backends);
@@ -175,13 +176,6 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
         })?;
         let provider = ctx.provider(&backend).await?;
         let caps = provider.capabilities();
-        let mut not_supported = Vec::new();
-        if spec.revoke_sessions && !caps.revoke_sessions {
-            not_supported.push("sessions: this provider cannot revoke sessions".to_string());
-        }
-        if !caps.force_re_enrollment {
-            not_supported.push("re-enrollment: this provider cannot require it through its API".to_string());
-        }
         let job = RecallJob {
             recall: key.clone(),
             backend: backend_name.clone(),
@@ -193,7 +187,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
             cutoff,
             concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
         };
-        runs.push(BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), not_supported });
+        runs.push(BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())) });
     }
 
     let owner = recall
@@ -202,7 +196,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
     let ledger = ConfigMapLedger::new(ctx.client.clone(), &namespace, owner);
     let live = Arc::new(Live {
         base: Mutex::new(base),
-        backends: runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.not_supported.clone())).collect(),
+        backends: runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone())).collect(),
     });
 
     // Restore counts from the ledger before the first status write, so counts never go backwards.

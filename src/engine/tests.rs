@@ -84,7 +84,7 @@ impl IdentityProvider for FakeProvider {
         Ok(self.factors.lock().unwrap()[&user.id]
             .iter()
             .find(|(_, _, created)| *created >= cutoff.as_millisecond())
-            .map(|(_, kind, created)| Enrollment { kind: *kind, at: jiff::Timestamp::from_millisecond(*created).unwrap() }))
+            .map(|(_, kind, created)| Enrollment { kind: *kind, at: jiff::Timestamp::from_millisecond(*created).unwrap(), origin: None }))
     }
     async fn disable_user(&self, _: &UserRef) -> Result<(), ProviderError> {
         Ok(())

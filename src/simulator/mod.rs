@@ -1,0 +1,482 @@
+//! Simulators of the SaaS identity providers that cannot run here (Okta, Entra ID, Auth0, Google
+//! Workspace, Duo). Each follows its provider's documented paths, JSON shapes, paging, auth scheme
+//! and quirks (see IDP-NOTES.md); this module gives them what they share: an HTTP server on a
+//! loopback port, per-bucket rate limits with the provider's own throttling answer, fault
+//! injection, request counts, and a control API (`/_sim/...`) for tests and benchmarks running
+//! the simulator as its own process.
+//!
+//! State is in memory and kept per user in maps, so a simulator serves a million users.
+
+pub mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{HeaderMap, Method};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::api::FactorKind;
+
+pub use server::{Running, serve};
+
+/// The login every simulator gives user `i`.
+pub fn username(i: u32) -> String {
+    format!("user{i:06}@example.com")
+}
+
+/// A request as a simulator sees it: read whole.
+#[derive(Debug)]
+pub struct SimRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl SimRequest {
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The path split on `/`, without the empty first segment, percent-decoded.
+    pub fn segments(&self) -> Vec<String> {
+        self.path.trim_start_matches('/').split('/').map(percent_decode).collect()
+    }
+
+    /// An `application/x-www-form-urlencoded` body.
+    pub fn form(&self) -> Vec<(String, String)> {
+        parse_query(&String::from_utf8_lossy(&self.body))
+    }
+
+    pub fn form_value(&self, key: &str) -> Option<String> {
+        self.form().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The token of `Authorization: <scheme> <token>`.
+    pub fn authorization(&self, scheme: &str) -> Option<&str> {
+        let value = self.header("authorization")?;
+        let (given, token) = value.split_once(' ')?;
+        given.eq_ignore_ascii_case(scheme).then_some(token.trim())
+    }
+}
+
+/// A simulator's answer.
+#[derive(Clone, Debug)]
+pub struct SimResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SimResponse {
+    pub fn json(status: u16, body: &Value) -> Self {
+        Self { status, headers: vec![("content-type".into(), "application/json".into())], body: body.to_string().into_bytes() }
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// Users, factors and sessions to create. Every user gets one factor of each kind in `factors`
+/// (in the provider's own types) created `factor_age_hours` ago, and `sessions` live sessions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Seed {
+    pub users: u32,
+    pub factors: Vec<FactorKind>,
+    pub sessions: u32,
+    /// Groups and which users are in them: user `i` is a member when `i % every == 0`.
+    pub groups: Vec<GroupSeed>,
+    pub factor_age_hours: u32,
+}
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self {
+            users: 100,
+            factors: vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::RecoveryCodes],
+            sessions: 1,
+            groups: Vec::new(),
+            factor_age_hours: 24 * 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupSeed {
+    pub name: String,
+    pub every: u32,
+}
+
+impl Seed {
+    /// When seeded factors were created.
+    pub fn factor_created(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(self.factor_age_hours as i64)
+    }
+
+    /// Names of the groups user `i` belongs to.
+    pub fn groups_of(&self, i: u32) -> impl Iterator<Item = &str> {
+        self.groups.iter().filter(move |g| g.every > 0 && i % g.every == 0).map(|g| g.name.as_str())
+    }
+}
+
+/// One factor as the simulator knows it, with its true creation time even where the provider's
+/// API does not show one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FactorView {
+    pub id: String,
+    pub kind: FactorKind,
+    pub created: jiff::Timestamp,
+}
+
+/// One user's state, for tests that compare the recall with the provider.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub active: bool,
+    pub factors: Vec<FactorView>,
+    pub sessions: u32,
+    /// Tokens, grants, app passwords or remembered devices still alive.
+    pub grants: u32,
+}
+
+/// Totals over every user.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Census {
+    pub users: u64,
+    pub active_users: u64,
+    /// Factors by kind (`FactorKind::as_str`).
+    pub factors: BTreeMap<String, u64>,
+    /// Factors created before the cutoff asked for, by kind.
+    pub factors_before_cutoff: BTreeMap<String, u64>,
+    pub sessions: u64,
+    pub grants: u64,
+}
+
+impl Census {
+    /// Adds one user to the totals.
+    pub fn count(&mut self, user: &UserView, cutoff: Option<jiff::Timestamp>) {
+        self.users += 1;
+        self.active_users += user.active as u64;
+        self.sessions += user.sessions as u64;
+        self.grants += user.grants as u64;
+        for f in &user.factors {
+            *self.factors.entry(f.kind.as_str().to_string()).or_default() += 1;
+            if cutoff.is_some_and(|c| f.created < c) {
+                *self.factors_before_cutoff.entry(f.kind.as_str().to_string()).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// One provider's API over its in-memory state.
+pub trait Provider: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The rate-limit bucket a request counts against (Okta, for one, limits per endpoint).
+    fn bucket(&self, _request: &SimRequest) -> &'static str {
+        "default"
+    }
+    /// Answers one request, authentication included.
+    fn handle(&self, request: &SimRequest) -> SimResponse;
+    /// The provider's answer when a bucket's limit is reached; `reset` is the window's end (epoch s).
+    fn throttled(&self, reset: i64) -> SimResponse;
+    /// Whether answers carry `X-Rate-Limit-Limit/-Remaining/-Reset` (Okta, Auth0).
+    fn announces_limits(&self) -> bool {
+        false
+    }
+    /// Creates users per `seed`, replacing what was there.
+    fn seed(&self, seed: &Seed);
+    /// Every user, for totals; `cutoff` splits factors by creation time.
+    fn census(&self, cutoff: Option<jiff::Timestamp>) -> Census;
+    fn user(&self, username: &str) -> Option<UserView>;
+    /// The user enrolls a new factor of `kind` now (as they would at the sign-in page); its id.
+    fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String>;
+}
+
+/// Faults to inject, for tests of retries and of what a recall reports.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Faults {
+    /// The next this many requests are answered as throttled (a 429 burst).
+    pub throttle_next: u32,
+    /// Share of requests answered 503.
+    pub error_rate: f64,
+    /// Share of requests answered after `slow_ms`.
+    pub slow_rate: f64,
+    pub slow_ms: u64,
+    /// Share of requests whose connection is closed without an answer.
+    pub drop_rate: f64,
+    /// Share of requests answered 200 with a JSON body cut off mid-way.
+    pub malformed_rate: f64,
+    /// Requests whose path contains one of these always get 500 (a permanent failure).
+    pub failing_paths: Vec<String>,
+}
+
+/// Rate limits: requests per window, per bucket.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RateLimits {
+    pub window_seconds: u64,
+    /// Limit per bucket; a bucket not named here is not limited unless `default` is set.
+    pub buckets: BTreeMap<String, u64>,
+    pub default: Option<u64>,
+}
+
+/// What the simulator served.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimStats {
+    pub requests: u64,
+    pub throttled: u64,
+    pub faults: u64,
+    /// Requests by `METHOD bucket`.
+    pub by_bucket: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+struct Windows {
+    /// Bucket → (window index, requests in it).
+    used: HashMap<&'static str, (u64, u64)>,
+}
+
+/// A provider behind the shared rate limiting, faults and statistics.
+pub struct Simulator {
+    pub provider: Arc<dyn Provider>,
+    limits: Mutex<RateLimits>,
+    windows: Mutex<Windows>,
+    faults: Mutex<Faults>,
+    stats: Mutex<SimStats>,
+}
+
+/// What to do with a request.
+pub enum Disposition {
+    Answer(SimResponse),
+    /// Close the connection without answering.
+    Drop,
+}
+
+impl Simulator {
+    pub fn new(provider: Arc<dyn Provider>) -> Arc<Self> {
+        Arc::new(Self {
+            provider,
+            limits: Mutex::default(),
+            windows: Mutex::default(),
+            faults: Mutex::default(),
+            stats: Mutex::default(),
+        })
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().unwrap() = faults;
+    }
+
+    pub fn set_limits(&self, limits: RateLimits) {
+        *self.limits.lock().unwrap() = limits;
+        *self.windows.lock().unwrap() = Windows::default();
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    /// Decides the fate of one request: control API, injected fault, throttling, or the provider.
+    pub async fn dispatch(&self, request: SimRequest) -> Disposition {
+        if let Some(path) = request.path.strip_prefix("/_sim/") {
+            return Disposition::Answer(self.control(path, &request));
+        }
+        let bucket = self.provider.bucket(&request);
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.requests += 1;
+            *stats.by_bucket.entry(format!("{} {bucket}", request.method)).or_default() += 1;
+        }
+        let (fault, slow) = self.pick_fault(&request);
+        if let Some(slow) = slow {
+            tokio::time::sleep(slow).await;
+        }
+        if let Some(fault) = fault {
+            self.stats.lock().unwrap().faults += 1;
+            return fault;
+        }
+        let (throttled, announce) = self.take_from_window(bucket);
+        if let Some(reset) = throttled {
+            self.stats.lock().unwrap().throttled += 1;
+            let mut response = self.provider.throttled(reset);
+            if let Some((limit, remaining, reset)) = announce {
+                response = with_limit_headers(response, limit, remaining, reset);
+            }
+            return Disposition::Answer(response);
+        }
+        let mut response = self.provider.handle(&request);
+        if let Some((limit, remaining, reset)) = announce {
+            response = with_limit_headers(response, limit, remaining, reset);
+        }
+        Disposition::Answer(response)
+    }
+
+    fn pick_fault(&self, request: &SimRequest) -> (Option<Disposition>, Option<Duration>) {
+        let mut faults = self.faults.lock().unwrap();
+        if faults.failing_paths.iter().any(|p| request.path.contains(p.as_str())) {
+            return (Some(Disposition::Answer(SimResponse::json(500, &json!({ "error": "injected permanent failure" })))), None);
+        }
+        if faults.throttle_next > 0 {
+            faults.throttle_next -= 1;
+            return (Some(Disposition::Answer(self.provider.throttled(jiff::Timestamp::now().as_second() + 1))), None);
+        }
+        let slow = (faults.slow_rate > 0.0 && fastrand::f64() < faults.slow_rate).then(|| Duration::from_millis(faults.slow_ms));
+        if faults.drop_rate > 0.0 && fastrand::f64() < faults.drop_rate {
+            return (Some(Disposition::Drop), slow);
+        }
+        if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
+            return (Some(Disposition::Answer(SimResponse::json(503, &json!({ "error": "injected unavailability" })))), slow);
+        }
+        if faults.malformed_rate > 0.0 && fastrand::f64() < faults.malformed_rate {
+            let cut = SimResponse { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: b"{\"id\": \"trunc".to_vec() };
+            return (Some(Disposition::Answer(cut)), slow);
+        }
+        (None, slow)
+    }
+
+    /// Counts the request against its bucket's window. Returns the reset (epoch s) when the
+    /// limit is reached, and the limit headers to send when the provider announces them.
+    fn take_from_window(&self, bucket: &'static str) -> (Option<i64>, Option<(u64, u64, i64)>) {
+        let limits = self.limits.lock().unwrap();
+        let Some(limit) = limits.buckets.get(bucket).copied().or(limits.default) else { return (None, None) };
+        let window = limits.window_seconds.max(1);
+        let now_ms = jiff::Timestamp::now().as_millisecond() as u64;
+        let index = now_ms / (window * 1000);
+        let reset = ((index + 1) * window) as i64;
+        let mut windows = self.windows.lock().unwrap();
+        let used = windows.used.entry(bucket).or_insert((index, 0));
+        if used.0 != index {
+            *used = (index, 0);
+        }
+        let announce = |remaining| self.provider.announces_limits().then_some((limit, remaining, reset));
+        if used.1 >= limit {
+            return (Some(reset), announce(0));
+        }
+        used.1 += 1;
+        (None, announce(limit - used.1))
+    }
+
+    /// `/_sim/...`: seed, census, users, faults, limits and stats, for out-of-process drivers.
+    fn control(&self, path: &str, request: &SimRequest) -> SimResponse {
+        let body = || request.json().unwrap_or(Value::Null);
+        let bad = |what: &str| SimResponse::json(400, &json!({ "error": what }));
+        match (request.method.as_str(), path.split('/').collect::<Vec<_>>().as_slice()) {
+            ("POST", ["seed"]) => match serde_json::from_value::<Seed>(body()) {
+                Ok(seed) => {
+                    self.provider.seed(&seed);
+                    SimResponse::json(200, &json!({ "seeded": seed.users }))
+                }
+                Err(e) => bad(&e.to_string()),
+            },
+            ("GET", ["census"]) => {
+                let cutoff = request.query("cutoff").and_then(|c| c.parse().ok());
+                SimResponse::json(200, &serde_json::to_value(self.provider.census(cutoff)).unwrap())
+            }
+            ("GET", ["stats"]) => SimResponse::json(200, &serde_json::to_value(self.stats()).unwrap()),
+            ("PUT", ["faults"]) => match serde_json::from_value(body()) {
+                Ok(faults) => {
+                    self.set_faults(faults);
+                    SimResponse::empty(204)
+                }
+                Err(e) => bad(&e.to_string()),
+            },
+            ("PUT", ["limits"]) => match serde_json::from_value(body()) {
+                Ok(limits) => {
+                    self.set_limits(limits);
+                    SimResponse::empty(204)
+                }
+                Err(e) => bad(&e.to_string()),
+            },
+            ("GET", ["users", name]) => match self.provider.user(&percent_decode(name)) {
+                Some(user) => SimResponse::json(200, &serde_json::to_value(user).unwrap()),
+                None => SimResponse::json(404, &json!({ "error": "no such user" })),
+            },
+            ("POST", ["users", name, "enroll"]) => {
+                let kind = request.query("kind").and_then(|k| serde_json::from_value(json!(k)).ok()).unwrap_or(FactorKind::Totp);
+                match self.provider.enroll(&percent_decode(name), kind, request.query("ip").unwrap_or("198.51.100.7")) {
+                    Some(id) => SimResponse::json(200, &json!({ "id": id })),
+                    None => SimResponse::json(404, &json!({ "error": "no such user or kind" })),
+                }
+            }
+            _ => SimResponse::json(404, &json!({ "error": "unknown control path" })),
+        }
+    }
+}
+
+fn with_limit_headers(response: SimResponse, limit: u64, remaining: u64, reset: i64) -> SimResponse {
+    response
+        .with_header("X-Rate-Limit-Limit", limit.to_string())
+        .with_header("X-Rate-Limit-Remaining", remaining.to_string())
+        .with_header("X-Rate-Limit-Reset", reset.to_string())
+}
+
+/// Splits `a=1&b=2`, percent-decoding keys and values (`+` is a space, as forms send it).
+pub fn parse_query(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")))
+        })
+        .collect()
+}
+
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A fresh opaque id, provider-styled by `prefix`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{:016x}", fastrand::u64(..))
+}
+
+/// RFC 3339 text of a timestamp, milliseconds kept.
+pub fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// The simulator of `provider`, accepting `credentials` (the same keys as the provider's Secret).
+pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, String> {
+    let _ = credentials;
+    Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo"))
+}
