@@ -111,7 +111,7 @@ pub enum FactorKind {
     Webauthn,
     /// Passkeys (WebAuthn used passwordless).
     Passkey,
-    /// Recovery or backup codes.
+    /// Recovery, backup or bypass codes (Entra temporary access passes, Duo bypass codes included).
     RecoveryCodes,
     /// SMS or voice codes.
     Sms,
@@ -121,6 +121,13 @@ pub enum FactorKind {
     Push,
     /// Hardware OTP tokens.
     HardwareToken,
+    /// Security questions used as a factor (Okta).
+    SecurityQuestion,
+    /// App-specific passwords that skip the second step (Google).
+    AppPassword,
+    /// A whole second-step enrollment where the provider cannot list factors one by one (Google
+    /// 2-Step Verification): invalidated when any second-factor kind is asked for.
+    TwoStepVerification,
 }
 
 impl FactorKind {
@@ -136,6 +143,9 @@ impl FactorKind {
             FactorKind::Email => "email",
             FactorKind::Push => "push",
             FactorKind::HardwareToken => "hardwareToken",
+            FactorKind::SecurityQuestion => "securityQuestion",
+            FactorKind::AppPassword => "appPassword",
+            FactorKind::TwoStepVerification => "twoStepVerification",
         }
     }
 }

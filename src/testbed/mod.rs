@@ -3,6 +3,8 @@
 //! a confidential client for the operator, and a real browser-style TOTP enrollment.
 //! Talks only to a Keycloak on loopback that the local-parts script started.
 
+pub mod sims;
+
 use std::collections::BTreeMap;
 
 use reqwest::Client;
