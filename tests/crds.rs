@@ -38,3 +38,30 @@ fn every_schema_field_has_a_description_for_kubectl_explain() {
     }
     assert!(missing.is_empty(), "fields without a doc comment: {missing:?}");
 }
+
+/// Every example in examples/ parses as the types it claims to be, so the docs cannot drift from the API.
+#[test]
+fn examples_match_the_api() {
+    use serde::Deserialize;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut backends = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document).unwrap();
+            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+            let checked = match kind.as_str() {
+                "IdentityBackend" => serde_yaml::from_value::<mfa_recall::api::IdentityBackend>(value).map(|b| {
+                    backends.push(mfa_recall::backends::provider_type(&b).unwrap_or("none"));
+                }),
+                "MfaRecall" => serde_yaml::from_value::<mfa_recall::api::MfaRecall>(value).map(|_| ()),
+                "Secret" => serde_yaml::from_value::<k8s_openapi::api::core::v1::Secret>(value).map(|_| ()),
+                other => panic!("{}: unexpected kind {other:?}", path.display()),
+            };
+            checked.unwrap_or_else(|e| panic!("{}: {kind} does not match the API: {e}", path.display()));
+        }
+    }
+    backends.sort();
+    assert_eq!(backends, ["auth0", "duo", "entra", "google", "keycloak", "okta"], "one example IdentityBackend per provider");
+}

@@ -319,7 +319,9 @@ pub mod cluster {
     use kube::{Api, Client};
     use serde_json::json;
 
-    use crate::api::{IdentityBackend, MfaRecall};
+    use std::collections::BTreeMap;
+
+    use crate::api::{IdentityBackend, IdentityBackendSpec, MfaRecall};
 
     /// Creates a namespace; one that already exists is fine.
     pub async fn create_namespace(client: &Client, name: &str) -> Result<(), String> {
@@ -341,20 +343,31 @@ pub mod cluster {
         client_secret: &str,
         requests_per_second: u32,
     ) -> Result<(), String> {
+        let secret = [("client-id".to_string(), super::OPERATOR_CLIENT.to_string()), ("client-secret".to_string(), client_secret.to_string())].into();
+        let spec = serde_json::from_value(json!({
+            "keycloak": {"url": keycloak_url, "realm": realm, "credentialsSecretRef": {"name": format!("{name}-credentials")}},
+            "limits": {"requestsPerSecond": requests_per_second, "maxConcurrency": 8}
+        }))
+        .map_err(|e| e.to_string())?;
+        create_backend(client, namespace, name, spec, &secret).await
+    }
+
+    /// An IdentityBackend with `spec` and its credentials Secret `<name>-credentials` holding `secret`.
+    pub async fn create_backend(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        spec: IdentityBackendSpec,
+        secret: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": format!("{name}-credentials")},
-            "stringData": {"client-id": super::OPERATOR_CLIENT, "client-secret": client_secret}
+            "stringData": secret
         }))
         .map_err(|e| e.to_string())?;
         Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.map_err(|e| format!("Secret: {e}"))?;
-        let backend: IdentityBackend = serde_json::from_value(json!({
-            "apiVersion": "mfarecall.io/v1alpha1", "kind": "IdentityBackend",
-            "metadata": {"name": name},
-            "spec": {"keycloak": {"url": keycloak_url, "realm": realm, "credentialsSecretRef": {"name": format!("{name}-credentials")}},
-                     "limits": {"requestsPerSecond": requests_per_second, "maxConcurrency": 8}}
-        }))
-        .map_err(|e| e.to_string())?;
+        let backend = IdentityBackend::new(name, spec);
         Api::<IdentityBackend>::namespaced(client.clone(), namespace).create(&PostParams::default(), &backend).await.map_err(|e| format!("IdentityBackend: {e}"))?;
         Ok(())
     }
