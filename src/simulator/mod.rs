@@ -172,6 +172,8 @@ pub struct Census {
     pub factors_before_cutoff: BTreeMap<String, u64>,
     pub sessions: u64,
     pub grants: u64,
+    /// Users holding at least one factor created before the cutoff.
+    pub users_with_old_factors: u64,
 }
 
 impl Census {
@@ -181,12 +183,15 @@ impl Census {
         self.active_users += user.active as u64;
         self.sessions += user.sessions as u64;
         self.grants += user.grants as u64;
+        let mut old = false;
         for f in &user.factors {
             *self.factors.entry(f.kind.as_str().to_string()).or_default() += 1;
             if cutoff.is_some_and(|c| f.created < c) {
                 *self.factors_before_cutoff.entry(f.kind.as_str().to_string()).or_default() += 1;
+                old = true;
             }
         }
+        self.users_with_old_factors += old as u64;
     }
 }
 
