@@ -485,3 +485,95 @@ pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, S
     let _ = credentials;
     Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::http::{Limits, Op, ProviderHttp};
+
+    /// Answers every request with `{"ok": true}`; announces its limits like Okta.
+    struct Echo;
+
+    impl Provider for Echo {
+        fn name(&self) -> &'static str {
+            "echo"
+        }
+        fn handle(&self, _: &SimRequest) -> SimResponse {
+            SimResponse::json(200, &json!({ "ok": true }))
+        }
+        fn throttled(&self, _reset: i64) -> SimResponse {
+            SimResponse::json(429, &json!({ "errorCode": "E0000047" }))
+        }
+        fn announces_limits(&self) -> bool {
+            true
+        }
+        fn seed(&self, _: &Seed) {}
+        fn census(&self, _: Option<jiff::Timestamp>) -> Census {
+            Census::default()
+        }
+        fn user(&self, _: &str) -> Option<UserView> {
+            None
+        }
+        fn enroll(&self, _: &str, _: FactorKind, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    async fn echo() -> (Arc<Simulator>, Running, ProviderHttp) {
+        let sim = Simulator::new(Arc::new(Echo));
+        let running = serve(sim.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        // Far more than the simulator allows: only the announced budget can keep the client inside it.
+        let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8 }).unwrap();
+        (sim, running, http)
+    }
+
+    async fn fire(http: &ProviderHttp, url: &str, n: usize) -> Vec<u16> {
+        let op = Op::new("echo", "default");
+        futures::future::join_all((0..n).map(|_| async {
+            http.send(op, http.request(Method::GET, &format!("{url}/x")).build().unwrap()).await.map(|r| r.status.as_u16()).unwrap_or(0)
+        }))
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_client_paces_itself_to_the_announced_budget() {
+        let (sim, running, http) = echo().await;
+        sim.set_limits(RateLimits { window_seconds: 1, default: Some(40), ..RateLimits::default() });
+        let statuses = fire(&http, &running.url, 120).await;
+        assert!(statuses.iter().all(|s| *s == 200), "every request ends in success: {statuses:?}");
+        let stats = sim.stats();
+        // The first window is spent before the first answer tells the budget: at most the
+        // concurrency cap can overshoot once; after that the client stays inside.
+        assert!(stats.throttled <= 8, "{} of {} requests were throttled", stats.throttled, stats.requests);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn injected_faults_are_survived_by_retries_and_counted() {
+        let (sim, running, http) = echo().await;
+        sim.set_faults(Faults { throttle_next: 3, error_rate: 0.2, drop_rate: 0.1, malformed_rate: 0.1, ..Faults::default() });
+        let statuses = fire(&http, &running.url, 60).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        assert!(sim.stats().faults >= 10, "{:?}", sim.stats());
+        assert!(crate::metrics::throttled("ns/echo") >= 3);
+    }
+
+    #[tokio::test]
+    async fn the_control_api_sets_faults_and_reports_stats() {
+        let (sim, running, _) = echo().await;
+        let client = reqwest::Client::new();
+        let put = client.put(format!("{}/_sim/faults", running.url)).json(&json!({ "failingPaths": ["/x"] })).send().await.unwrap();
+        assert_eq!(put.status(), 204);
+        assert_eq!(client.get(format!("{}/x", running.url)).send().await.unwrap().status(), 500);
+        let stats: SimStats = client.get(format!("{}/_sim/stats", running.url)).send().await.unwrap().json().await.unwrap();
+        assert_eq!((stats.requests, stats.faults), (1, 1));
+        assert_eq!(sim.stats().requests, 1);
+        let bad = client.put(format!("{}/_sim/limits", running.url)).json(&json!({ "windowSeconds": "soon" })).send().await.unwrap();
+        assert_eq!(bad.status(), 400);
+    }
+
+    #[test]
+    fn queries_and_forms_are_decoded() {
+        assert_eq!(parse_query("a=1&b=x%20y+z&c"), vec![("a".into(), "1".into()), ("b".into(), "x y z".into()), ("c".into(), "".into())]);
+        assert_eq!(percent_decode("%E2%9C%93%"), "✓%");
+    }
+}
