@@ -721,4 +721,92 @@ mod tests {
         assert!(looks_like_object_id("3179e48a-750b-4051-897c-87b9720928f7"));
         assert!(!looks_like_object_id("staff"));
     }
+
+    /// The adapter against the simulator, for the quirks the conformance suite's seed does not reach.
+    mod against_the_simulator {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use super::*;
+        use crate::api::BackendLimits;
+        use crate::backends::connect;
+        use crate::simulator::{Seed, username};
+        use crate::testbed::sims::SimSubject;
+
+        async fn start(factors: Vec<FactorKind>) -> (SimSubject, Arc<dyn IdentityProvider>, UserRef) {
+            let subject = SimSubject::start("entra").await.unwrap();
+            subject.sim.provider.seed(&Seed { users: 2, factors, ..Seed::default() });
+            let backend = subject.backend("test", "entra", BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
+            let provider = connect(&backend, Some(&subject.secret_object("entra-credentials", &subject.secret))).unwrap();
+            let mut page = provider.list_users(&ScopeSelector::Users(vec![username(1), "nobody@example.com".into()]), None).await.unwrap();
+            assert_eq!(page.users[1], UserRef { id: String::new(), username: "nobody@example.com".into() }, "an unknown name is still targeted");
+            (subject, provider, page.users.remove(0))
+        }
+
+        #[tokio::test]
+        async fn users_and_groups_are_paged_by_next_links() {
+            let subject = SimSubject::start("entra").await.unwrap();
+            let groups = vec![crate::simulator::GroupSeed { name: "staff".into(), every: 2 }, crate::simulator::GroupSeed { name: "admins".into(), every: 10 }];
+            subject.sim.provider.seed(&Seed { users: 2100, groups, ..Seed::default() });
+            let backend = subject.backend("test", "entra", BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
+            let provider = connect(&backend, Some(&subject.secret_object("entra-credentials", &subject.secret))).unwrap();
+            for (scope, expected) in [(ScopeSelector::AllUsers, 2100), (ScopeSelector::Groups(vec!["staff".into(), "admins".into()]), 1050 + 210)] {
+                let (mut listed, mut cursor, mut pages) = (Vec::new(), None, 0);
+                loop {
+                    let page = provider.list_users(&scope, cursor.as_deref()).await.unwrap();
+                    listed.extend(page.users.into_iter().map(|u| u.username));
+                    pages += 1;
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(listed.len(), expected, "{scope:?}");
+                assert!(pages >= 3, "{scope:?}: {pages} pages");
+            }
+            let staff = provider.group_members("staff").await.unwrap();
+            assert_eq!(staff.len(), 1050);
+            assert!(staff.iter().all(|u| !u.id.is_empty() && u.username.ends_with("@example.com")));
+            assert!(matches!(provider.group_members("nobody").await, Err(ProviderError::NotFound(_))));
+        }
+
+        #[tokio::test]
+        async fn a_default_method_is_moved_to_a_newer_one_and_then_deleted() {
+            // The phone is the default (registered first); the user adds an authenticator after the cutoff.
+            let (subject, provider, user) = start(vec![FactorKind::Sms, FactorKind::Totp]).await;
+            let cutoff = jiff::Timestamp::now();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let new_push = subject.sim.provider.enroll(&user.username, FactorKind::Push, "203.0.113.9").unwrap();
+            let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+            assert_eq!(snapshot.factors.iter().map(|f| f.kind).collect::<Vec<_>>(), [FactorKind::Totp, FactorKind::Sms], "default last");
+            for factor in &snapshot.factors {
+                assert_eq!(provider.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::Revoked, "{factor:?}");
+            }
+            let left = subject.sim.provider.user(&user.username).unwrap().factors;
+            assert_eq!(left.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [new_push.as_str()]);
+            let seen = provider.enrolled_since(&user, cutoff).await.unwrap().expect("the new authenticator is seen");
+            assert_eq!((seen.kind, seen.origin.and_then(|o| o.ip)), (FactorKind::Push, Some("203.0.113.9".to_string())));
+        }
+
+        #[tokio::test]
+        async fn a_phone_registered_again_under_its_fixed_id_is_kept() {
+            let (subject, provider, user) = start(vec![FactorKind::Sms, FactorKind::Email]).await;
+            let cutoff = jiff::Timestamp::now();
+            let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+            assert_eq!(snapshot.factors.len(), 2, "no creation time: recorded as existing before the cutoff");
+            for factor in &snapshot.factors {
+                assert_eq!(provider.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::Revoked);
+            }
+            assert!(provider.enrolled_since(&user, cutoff).await.unwrap().is_none());
+            // The user registers the same kind of phone again; a resumed recall repeats its steps.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let phone = subject.sim.provider.enroll(&user.username, FactorKind::Sms, "198.51.100.20").unwrap();
+            assert_eq!(phone, PHONE_MOBILE_ID);
+            let recorded_phone = snapshot.factors.iter().find(|f| f.kind == FactorKind::Sms).unwrap();
+            assert_eq!(provider.revoke_factor(&user, recorded_phone).await.unwrap(), RevokeOutcome::AlreadyGone);
+            let left = subject.sim.provider.user(&user.username).unwrap().factors;
+            assert!(left.iter().any(|f| f.id == PHONE_MOBILE_ID && f.created >= cutoff), "{left:?}");
+            assert_eq!(provider.enrolled_since(&user, cutoff).await.unwrap().map(|e| e.kind), Some(FactorKind::Sms));
+        }
+    }
 }

@@ -365,8 +365,7 @@ impl Entra {
         let verb = request.method.as_str();
         match segments {
             ["users"] if verb == "GET" => {
-                let all: Vec<usize> = (0..state.users.len()).collect();
-                list_page(request, &base, "users", &all, |i| state.users[i].to_json())
+                list_page(request, &base, "users", state.users.len(), |i| state.users[i].to_json())
             }
             ["users", key] => {
                 let Some(u) = state.user_index(key) else { return user_not_found(key) };
@@ -414,21 +413,20 @@ impl Entra {
             }
             ["groups"] if verb == "GET" => {
                 let Some(filter) = request.query("$filter") else {
-                    let all: Vec<usize> = (0..state.groups.len()).collect();
-                    return list_page(request, &base, "groups", &all, |i| group_json(&state.groups[i]));
+                    return list_page(request, &base, "groups", state.groups.len(), |i| group_json(&state.groups[i]));
                 };
                 let Some(name) = filter.strip_prefix("displayName eq ").and_then(odata_string) else {
                     return graph_error(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for property 'displayName' of resource 'Group'.");
                 };
                 let found: Vec<usize> = (0..state.groups.len()).filter(|i| state.groups[*i].name == name).collect();
-                list_page(request, &base, "groups", &found, |i| group_json(&state.groups[i]))
+                list_page(request, &base, "groups", found.len(), |i| group_json(&state.groups[found[i]]))
             }
             ["groups", id, "transitiveMembers", rest @ ..] if verb == "GET" && matches!(rest, [] | ["microsoft.graph.user"]) => {
                 let Some(group) = state.groups.iter().find(|g| g.id == *id) else {
                     return graph_error(404, "Request_ResourceNotFound", &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."));
                 };
-                list_page(request, &base, "users", &group.members, |i| {
-                    let mut user = state.users[i].to_json();
+                list_page(request, &base, "users", group.members.len(), |i| {
+                    let mut user = state.users[group.members[i]].to_json();
                     user["@odata.type"] = json!("#microsoft.graph.user");
                     user
                 })
@@ -602,7 +600,7 @@ fn directory_audits(state: &State, request: &SimRequest, base: &str) -> SimRespo
         }
     }
     if activity.as_deref().is_some_and(|a| a != REGISTERED) {
-        return list_page(request, base, "auditLogs/directoryAudits", &[], |_| Value::Null);
+        return list_page(request, base, "auditLogs/directoryAudits", 0, |_| Value::Null);
     }
     let candidates: Vec<usize> = match &target {
         Some(id) => state.by_id.get(id).and_then(|u| state.audit_by_user.get(u)).cloned().unwrap_or_default(),
@@ -611,8 +609,8 @@ fn directory_audits(state: &State, request: &SimRequest, base: &str) -> SimRespo
     // Newest first, as Graph orders the audit log.
     let mut matching: Vec<usize> = candidates.into_iter().filter(|i| since.is_none_or(|s| state.audit[*i].at >= s)).collect();
     matching.sort_by_key(|i| std::cmp::Reverse(state.audit[*i].at));
-    list_page(request, base, "auditLogs/directoryAudits", &matching, |i| {
-        let entry = &state.audit[i];
+    list_page(request, base, "auditLogs/directoryAudits", matching.len(), |i| {
+        let entry = &state.audit[matching[i]];
         let user = &state.users[entry.user];
         json!({
             "id": entry.id,
@@ -631,9 +629,9 @@ fn directory_audits(state: &State, request: &SimRequest, base: &str) -> SimRespo
     })
 }
 
-/// One page of `items` (indexes) as Graph pages: `$top`, an opaque `$skiptoken`, and an absolute
-/// `@odata.nextLink` repeating the query.
-fn list_page(request: &SimRequest, base: &str, entity: &str, items: &[usize], render: impl Fn(usize) -> Value) -> SimResponse {
+/// One page of a listing of `total` items (`render` draws the one at a position) as Graph pages:
+/// `$top`, an opaque `$skiptoken`, and an absolute `@odata.nextLink` repeating the query.
+fn list_page(request: &SimRequest, base: &str, entity: &str, total: usize, render: impl Fn(usize) -> Value) -> SimResponse {
     let top = match request.query("$top").map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=MAX_TOP).contains(&n) => n,
@@ -644,10 +642,10 @@ fn list_page(request: &SimRequest, base: &str, entity: &str, items: &[usize], re
         Some(Some(offset)) => offset,
         Some(None) => return graph_error(400, "Directory_ExpiredPageToken", "The specified page token value has expired and can no longer be included in your request."),
     };
-    let end = (offset + top).min(items.len());
-    let value: Vec<Value> = items.get(offset..end).unwrap_or_default().iter().map(|i| select(request, render(*i))).collect();
+    let end = (offset + top).min(total);
+    let value: Vec<Value> = (offset.min(end)..end).map(|i| select(request, render(i))).collect();
     let mut body = json!({ "@odata.context": format!("{base}/v1.0/$metadata#{entity}"), "value": value });
-    if end < items.len() {
+    if end < total {
         let mut query: Vec<(String, String)> = request.query.iter().filter(|(k, _)| k != "$skiptoken").cloned().collect();
         query.push(("$skiptoken".into(), skiptoken(end)));
         let query: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", encode_query(k), encode_query(v))).collect();
