@@ -667,7 +667,7 @@ mod tests {
 
     #[test]
     fn the_default_is_deleted_last() {
-        let mut methods = vec![
+        let mut methods = [
             ("microsoftAuthenticatorMethods", "a"),
             ("softwareOathMethods", "b"),
             ("phoneMethods", PHONE_MOBILE_ID),
