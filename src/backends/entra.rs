@@ -464,6 +464,7 @@ impl IdentityProvider for Entra {
             factor_creation_time: false,
             delete_factor: true,
             revoke_sessions: true,
+            count_sessions: false,
             force_re_enrollment: true,
             enrollment_detection: true,
             disable_user: true,

@@ -204,6 +204,7 @@ impl IdentityProvider for Keycloak {
             factor_creation_time: true,
             delete_factor: true,
             revoke_sessions: true,
+            count_sessions: true,
             force_re_enrollment: true,
             enrollment_detection: true,
             disable_user: true,

@@ -112,6 +112,9 @@ pub struct Capabilities {
     pub factor_creation_time: bool,
     pub delete_factor: bool,
     pub revoke_sessions: bool,
+    /// The provider tells how many sessions and tokens a user has; without it, sessionsRevoked
+    /// counts one revocation per user.
+    pub count_sessions: bool,
     pub force_re_enrollment: bool,
     pub enrollment_detection: bool,
     pub disable_user: bool,
@@ -127,6 +130,7 @@ impl Capabilities {
             (self.factor_creation_time, "factorCreationTime"),
             (self.delete_factor, "deleteFactor"),
             (self.revoke_sessions, "revokeSessions"),
+            (self.count_sessions, "countSessions"),
             (self.force_re_enrollment, "forceReEnrollment"),
             (self.enrollment_detection, "enrollmentDetection"),
             (self.disable_user, "disableUser"),

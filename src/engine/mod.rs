@@ -171,7 +171,14 @@ impl Runner<'_> {
                 .await;
             for (i, snapshot) in snapshots {
                 match snapshot {
-                    Ok(s) => segment.users[i].snapshot = Some(s),
+                    Ok(mut s) => {
+                        // Sessions left alone are not counted as ended.
+                        if !job.revoke_sessions {
+                            s.sessions = 0;
+                            s.session_handles.clear();
+                        }
+                        segment.users[i].snapshot = Some(s);
+                    }
                     Err(e) => {
                         segment.users[i].state = UserState::Failed;
                         segment.users[i].note = Some(e.to_string());

@@ -160,3 +160,17 @@ async fn a_stopped_run_resumes_without_redoing_or_losing_anything_and_keeps_new_
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.re_enrolled, c.pending), (1, 28));
 }
+
+#[tokio::test]
+async fn sessions_left_alone_are_not_counted_as_ended() {
+    let provider = FakeProvider::with_users(5);
+    let ledger = MemoryLedger::default();
+    let audit = audit();
+    let (_stop, stop_rx) = watch::channel(false);
+    let progress = SharedProgress::default();
+    let runner = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    let job = RecallJob { revoke_sessions: false, ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.sessions_revoked), (4, 0));
+}
