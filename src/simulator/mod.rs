@@ -205,6 +205,11 @@ pub trait Provider: Send + Sync + 'static {
     fn announces_limits(&self) -> bool {
         false
     }
+    /// How the provider spells its rate-limit headers, before `-Limit/-Remaining/-Reset`
+    /// (Okta `X-Rate-Limit`, Auth0 `x-ratelimit`).
+    fn limit_header_prefix(&self) -> &'static str {
+        "X-Rate-Limit"
+    }
     /// Creates users per `seed`, replacing what was there.
     fn seed(&self, seed: &Seed);
     /// Every user, for totals; `cutoff` splits factors by creation time.
@@ -324,13 +329,13 @@ impl Simulator {
             self.stats.lock().unwrap().throttled += 1;
             let mut response = self.provider.throttled(reset);
             if let Some((limit, remaining, reset)) = announce {
-                response = with_limit_headers(response, limit, remaining, reset);
+                response = with_limit_headers(response, self.provider.limit_header_prefix(), limit, remaining, reset);
             }
             return Disposition::Answer(response);
         }
         let mut response = self.provider.handle(&request);
         if let Some((limit, remaining, reset)) = announce {
-            response = with_limit_headers(response, limit, remaining, reset);
+            response = with_limit_headers(response, self.provider.limit_header_prefix(), limit, remaining, reset);
         }
         Disposition::Answer(response)
     }
@@ -427,11 +432,11 @@ impl Simulator {
     }
 }
 
-fn with_limit_headers(response: SimResponse, limit: u64, remaining: u64, reset: i64) -> SimResponse {
+fn with_limit_headers(response: SimResponse, prefix: &str, limit: u64, remaining: u64, reset: i64) -> SimResponse {
     response
-        .with_header("X-Rate-Limit-Limit", limit.to_string())
-        .with_header("X-Rate-Limit-Remaining", remaining.to_string())
-        .with_header("X-Rate-Limit-Reset", reset.to_string())
+        .with_header(&format!("{prefix}-Limit"), limit.to_string())
+        .with_header(&format!("{prefix}-Remaining"), remaining.to_string())
+        .with_header(&format!("{prefix}-Reset"), reset.to_string())
 }
 
 /// Splits `a=1&b=2`, percent-decoding keys and values (`+` is a space, as forms send it).
