@@ -342,7 +342,9 @@ impl Simulator {
 
     fn pick_fault(&self, request: &SimRequest) -> (Option<Disposition>, Option<Duration>) {
         let mut faults = self.faults.lock().unwrap();
-        if faults.failing_paths.iter().any(|p| request.path.contains(p.as_str())) {
+        // Ids such as Auth0's `auth0|…` arrive percent-encoded in the path: match both spellings.
+        let decoded = if faults.failing_paths.is_empty() { String::new() } else { percent_decode(&request.path) };
+        if faults.failing_paths.iter().any(|p| request.path.contains(p.as_str()) || decoded.contains(p.as_str())) {
             return (Some(Disposition::Answer(SimResponse::json(500, &json!({ "error": "injected permanent failure" })))), None);
         }
         if faults.throttle_next > 0 {
