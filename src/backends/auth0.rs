@@ -229,7 +229,7 @@ impl Auth0 {
                     self.auth.secret_name
                 ))),
                 StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 403 from {method} {path} ({}): authorize the application in Secret {} for the Management API with the scopes listed in spec.auth0.credentialsSecretRef",
+                    "IdentityBackend {}: 403 from {method} {path} ({}): grant the application in Secret {} that Management API scope (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
                     self.backend(),
                     brief(&value),
                     self.auth.secret_name
@@ -363,7 +363,7 @@ impl Auth0 {
             .request(Method::GET, &location)
             .build()
             .map_err(|_| ProviderError::Rejected(format!("IdentityBackend {}: the users export job {job} gave an unusable download location", self.backend())))?;
-        let reply = self.http.send(Op::new("download_export", "export"), request).await?;
+        let reply = self.http.send(Op::new("download_export", "exports"), request).await?;
         if !reply.status.is_success() {
             return Err(self.export_gone(job));
         }
@@ -733,7 +733,7 @@ fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timest
             kept(&m.id);
             continue;
         }
-        let linked: Vec<String> = partners.iter().map(|p| p.to_string()).collect();
+        let linked: Vec<String> = partner_methods.iter().filter(|p| factor_kind(&p.type_).is_some()).map(|p| p.id.clone()).collect();
         factors.push(FactorRef { id: m.id.clone(), kind, provider_type: provider_type(&m.type_, &linked) });
     }
     factors
@@ -888,6 +888,57 @@ mod tests {
         let capabilities = adapter.capabilities();
         assert!(!capabilities.revoke_sessions);
         assert!(capabilities.limitations.iter().any(|l| l.starts_with("sessions: not available on this Auth0 plan (Enterprise only)")), "{capabilities:?}");
+    }
+
+    /// Every Auth0 kind, push linked to its recovery code: the engine's counts and audit trail
+    /// agree with what the tenant lost.
+    #[tokio::test]
+    async fn every_kind_counts_exactly_through_the_engine() {
+        use crate::audit::AuditLog;
+        use crate::engine::{RecallJob, RunEnd, Runner, SharedProgress};
+        use crate::ledger::MemoryLedger;
+
+        let kinds = vec![
+            FactorKind::Totp,
+            FactorKind::Webauthn,
+            FactorKind::Passkey,
+            FactorKind::RecoveryCodes,
+            FactorKind::Push,
+            FactorKind::Sms,
+            FactorKind::Email,
+            FactorKind::Hotp,
+        ];
+        let bench = bench(40, kinds).await;
+        let adapter = bench.adapter();
+        let cutoff = jiff::Timestamp::now();
+        let before = bench.tenant.census(Some(cutoff));
+        assert_eq!(before.factors_before_cutoff.values().sum::<u64>(), 40 * 7, "Auth0 has no HOTP: {before:?}");
+        let job = RecallJob {
+            recall: "test/recall".into(),
+            backend: "auth0".into(),
+            scope: ScopeSelector::AllUsers,
+            exclude_users: vec![],
+            exclude_groups: vec![],
+            kinds: vec![FactorKind::All],
+            revoke_sessions: true,
+            cutoff,
+            concurrency: 4,
+        };
+        let audit_path = std::env::temp_dir().join(format!("mfa-recall-auth0-{:016x}.jsonl", fastrand::u64(..)));
+        let (ledger, audit, progress) = (MemoryLedger::default(), AuditLog::open(Some(&audit_path), "test", false).unwrap(), SharedProgress::default());
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let runner = Runner { provider: &adapter, ledger: &ledger, audit: &audit, progress: progress.clone(), stop };
+        assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+        let counts = progress.lock().unwrap().counts.clone();
+        let revoked: std::collections::BTreeMap<String, u64> = counts.factors_revoked.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();
+        assert_eq!(revoked, before.factors_before_cutoff);
+        assert_eq!(counts.sessions_revoked as u64, before.sessions + before.grants);
+        let audited = std::fs::read_to_string(&audit_path).unwrap();
+        let _ = std::fs::remove_file(&audit_path);
+        let revoked_events = audited.lines().filter(|l| l.contains("\"factor.revoke\"") && l.contains("\"revoked\"")).count();
+        assert_eq!(revoked_events as u64, 40 * 7, "each method is audited as revoked once, linked ones included");
+        let after = bench.tenant.census(Some(cutoff));
+        assert!(after.factors_before_cutoff.is_empty() && after.sessions == 0 && after.grants == 0, "{after:?}");
     }
 
     #[tokio::test]

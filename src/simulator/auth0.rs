@@ -714,15 +714,14 @@ impl Auth0 {
             let Some(job) = state.jobs.get(id) else { return error(404, "The job does not exist.", Some("inexistent_job")) };
             if job.file.is_none() && job.created.elapsed() >= EXPORT_DELAY {
                 // Copy what is needed and write the file without holding the tenant.
-                let rows: Vec<(String, String, bool)> =
-                    (0..state.users.len() as u32).map(|i| (state.user_id(i), username(i), state.users[i as usize].blocked)).collect();
-                Some((rows, job.fields.clone()))
+                let rows: Vec<(u64, bool)> = state.users.iter().map(|u| (u.key, u.blocked)).collect();
+                Some((state.tenant, rows, job.fields.clone()))
             } else {
                 None
             }
         };
-        if let Some((rows, fields)) = due {
-            let file = Arc::new(export_file(&rows, &fields));
+        if let Some((tenant, rows, fields)) = due {
+            let file = Arc::new(export_file(tenant, &rows, &fields));
             if let Some(job) = self.state.lock().unwrap().jobs.get_mut(id) {
                 job.file.get_or_insert(file);
             }
@@ -886,20 +885,28 @@ fn delete_method(state: &mut State, index: u32, id: &str) -> SimResponse {
     SimResponse::empty(204)
 }
 
-fn export_file(rows: &[(String, String, bool)], fields: &[String]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    for (user_id, email, blocked) in rows {
-        let mut line = serde_json::Map::new();
+/// Users `(key, blocked)` of `tenant`, in index order, one JSON object per line with `fields`.
+fn export_file(tenant: u32, rows: &[(u64, bool)], fields: &[String]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(rows.len() * 16), flate2::Compression::fast());
+    let mut line = String::with_capacity(128);
+    for (i, (key, blocked)) in rows.iter().enumerate() {
+        use std::fmt::Write as _;
+        line.clear();
+        line.push('{');
         for field in fields {
-            let value = match field.as_str() {
-                "user_id" => json!(user_id),
-                "email" | "name" => json!(email),
-                "blocked" => json!(blocked),
-                _ => continue,
+            // Ids and seeded emails need no JSON escaping.
+            let _ = match field.as_str() {
+                "user_id" => write!(line, "\"user_id\":\"auth0|{tenant:08x}{key:016x}\","),
+                "email" | "name" => write!(line, "\"{field}\":\"{}\",", username(i as u32)),
+                "blocked" => write!(line, "\"blocked\":{blocked},"),
+                _ => Ok(()),
             };
-            line.insert(field.clone(), value);
         }
-        let _ = writeln!(encoder, "{}", Value::Object(line));
+        if line.ends_with(',') {
+            line.pop();
+        }
+        line.push_str("}\n");
+        let _ = encoder.write_all(line.as_bytes());
     }
     encoder.finish().unwrap_or_default()
 }
