@@ -229,9 +229,10 @@ impl Auth0 {
                     self.auth.secret_name
                 ))),
                 StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 403 from {method} {path} ({}): grant the application in Secret {} that Management API scope (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
+                    "IdentityBackend {}: 403 from {method} {path} ({}): {} the application in Secret {} (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
                     self.backend(),
                     brief(&value),
+                    if error_code(&value) == Some("insufficient_scope") { "grant that scope to" } else { "check the permissions of" },
                     self.auth.secret_name
                 ))),
                 _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.backend(), brief(&value)))),
@@ -282,13 +283,13 @@ impl Auth0 {
         Ok(all)
     }
 
-    /// Counts the user's sessions or refresh tokens (`from`/`take` checkpoints); None when the
-    /// plan has no such endpoint.
-    async fn count_sessions(&self, user: &UserRef, what: &str, list: &str) -> Result<Option<u64>, ProviderError> {
+    /// Counts the user's sessions or refresh tokens (`from`/`take` checkpoints, at most `pages`);
+    /// None when the plan has no such endpoint.
+    async fn count_sessions(&self, user: &UserRef, what: &str, list: &str, pages: Option<usize>) -> Result<Option<u64>, ProviderError> {
         let path = Self::user_path(user, &format!("/{what}"));
         let mut count = 0;
         let mut from = String::new();
-        loop {
+        for _ in 0..pages.unwrap_or(usize::MAX) {
             let mut query = vec![("take", PAGE_SIZE.to_string())];
             if !from.is_empty() {
                 query.push(("from", from.clone()));
@@ -306,9 +307,10 @@ impl Auth0 {
             count += items as u64;
             match value.get("next").and_then(Value::as_str) {
                 Some(next) if items > 0 && !next.is_empty() => from = next.to_string(),
-                _ => return Ok(Some(count)),
+                _ => break,
             }
         }
+        Ok(Some(count))
     }
 
     /// Ends the user's sessions or refresh tokens; Auth0 accepts (202) and finishes asynchronously.
@@ -524,13 +526,14 @@ impl Auth0 {
 impl IdentityProvider for Auth0 {
     fn capabilities(&self) -> Capabilities {
         let limitations = self.limitations.lock().unwrap().clone();
-        let named = |area: &str| limitations.iter().any(|l| l.starts_with(area));
         Capabilities {
             list_factors: true,
             factor_creation_time: true,
             delete_factor: true,
-            revoke_sessions: !named("sessions:"),
-            force_re_enrollment: !named("enrollment: the tenant's MFA policy"),
+            // Remembered browsers can be forgotten on every plan; the Enterprise-only session
+            // and refresh-token endpoints are named in the limitations when missing.
+            revoke_sessions: true,
+            force_re_enrollment: !limitations.iter().any(|l| l.starts_with("enrollment: the tenant's MFA policy")),
             enrollment_detection: true,
             disable_user: true,
             limitations,
@@ -545,6 +548,11 @@ impl IdentityProvider for Auth0 {
                 self.backend(),
                 brief(&value)
             )));
+        }
+        // Whether the plan has the session endpoints, so the gap shows before a recall starts.
+        let users: Vec<User> = self.parse("/users", value)?;
+        if let Some(user) = users.into_iter().next().map(UserRef::from) {
+            self.count_sessions(&user, "sessions", "sessions", Some(1)).await?;
         }
         Ok(())
     }
@@ -619,7 +627,7 @@ impl IdentityProvider for Auth0 {
         let mut sessions = 0;
         if !self.sessions_unavailable() {
             for (what, list) in [("sessions", "sessions"), ("refresh-tokens", "tokens")] {
-                sessions += self.count_sessions(user, what, list).await?.unwrap_or(0);
+                sessions += self.count_sessions(user, what, list, None).await?.unwrap_or(0);
             }
         }
         Ok(UserSnapshot { factors, sessions, session_handles: Vec::new() })
@@ -886,8 +894,12 @@ mod tests {
         assert_eq!(census.sessions, 30, "sessions cannot be ended on this plan");
         assert_eq!(bench.tenant.remembers_browsers(&username(7)), Some(false), "remembered browsers are forgotten on every plan");
         let capabilities = adapter.capabilities();
-        assert!(!capabilities.revoke_sessions);
         assert!(capabilities.limitations.iter().any(|l| l.starts_with("sessions: not available on this Auth0 plan (Enterprise only)")), "{capabilities:?}");
+        // The check finds the gap before any recall.
+        let fresh = bench.adapter();
+        assert!(fresh.capabilities().limitations.is_empty());
+        fresh.check().await.unwrap();
+        assert!(fresh.capabilities().limitations.iter().any(|l| l.starts_with("sessions:")));
     }
 
     /// Every Auth0 kind, push linked to its recovery code: the engine's counts and audit trail
