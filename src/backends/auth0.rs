@@ -326,7 +326,7 @@ impl Auth0 {
         }
     }
 
-    /// Starts a users export (every connection) and waits for its file; the job id.
+    /// Starts a users export of every connection; the job id.
     async fn start_export(&self) -> Result<String, ProviderError> {
         let body = json!({ "format": "json", "fields": [{ "name": "user_id" }, { "name": "email" }] });
         let (status, value) = self.call("export_users", Method::POST, "/jobs/users-exports", &[], Some(&body)).await?;
