@@ -2,6 +2,7 @@
 //! lives in `http`; each provider module only knows its own paths and shapes.
 
 pub mod auth;
+pub mod auth0;
 pub mod entra;
 pub mod http;
 pub mod keycloak;
@@ -201,6 +202,8 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
         Arc::new(keycloak::Keycloak::new(&name, p, &keys, limits)?)
     } else if let Some(p) = &spec.entra {
         Arc::new(entra::Entra::new(&name, p, &keys, limits)?)
+    } else if let Some(p) = &spec.auth0 {
+        Arc::new(auth0::Auth0::new(&name, p, &keys, limits)?)
     } else {
         return Err(ProviderError::Config(format!("IdentityBackend {name}: provider {kind} is not built into this operator yet")));
     };

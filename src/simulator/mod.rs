@@ -7,6 +7,7 @@
 //!
 //! State is in memory and kept per user in maps, so a simulator serves a million users.
 
+pub mod auth0;
 pub mod entra;
 pub mod server;
 
@@ -211,6 +212,11 @@ pub trait Provider: Send + Sync + 'static {
     fn announces_limits(&self) -> bool {
         false
     }
+    /// How the provider spells its rate-limit headers, before `-Limit/-Remaining/-Reset`
+    /// (Okta `X-Rate-Limit`, Auth0 `x-ratelimit`).
+    fn limit_header_prefix(&self) -> &'static str {
+        "X-Rate-Limit"
+    }
     /// Creates users per `seed`, replacing what was there.
     fn seed(&self, seed: &Seed);
     /// Every user, for totals; `cutoff` splits factors by creation time.
@@ -330,20 +336,22 @@ impl Simulator {
             self.stats.lock().unwrap().throttled += 1;
             let mut response = self.provider.throttled(reset);
             if let Some((limit, remaining, reset)) = announce {
-                response = with_limit_headers(response, limit, remaining, reset);
+                response = with_limit_headers(response, self.provider.limit_header_prefix(), limit, remaining, reset);
             }
             return Disposition::Answer(response);
         }
         let mut response = self.provider.handle(&request);
         if let Some((limit, remaining, reset)) = announce {
-            response = with_limit_headers(response, limit, remaining, reset);
+            response = with_limit_headers(response, self.provider.limit_header_prefix(), limit, remaining, reset);
         }
         Disposition::Answer(response)
     }
 
     fn pick_fault(&self, request: &SimRequest) -> (Option<Disposition>, Option<Duration>) {
         let mut faults = self.faults.lock().unwrap();
-        if faults.failing_paths.iter().any(|p| request.path.contains(p.as_str())) {
+        // Ids such as Auth0's `auth0|…` arrive percent-encoded in the path: match both spellings.
+        let decoded = if faults.failing_paths.is_empty() { String::new() } else { percent_decode(&request.path) };
+        if faults.failing_paths.iter().any(|p| request.path.contains(p.as_str()) || decoded.contains(p.as_str())) {
             return (Some(Disposition::Answer(SimResponse::json(500, &json!({ "error": "injected permanent failure" })))), None);
         }
         if faults.throttle_next > 0 {
@@ -433,11 +441,11 @@ impl Simulator {
     }
 }
 
-fn with_limit_headers(response: SimResponse, limit: u64, remaining: u64, reset: i64) -> SimResponse {
+fn with_limit_headers(response: SimResponse, prefix: &str, limit: u64, remaining: u64, reset: i64) -> SimResponse {
     response
-        .with_header("X-Rate-Limit-Limit", limit.to_string())
-        .with_header("X-Rate-Limit-Remaining", remaining.to_string())
-        .with_header("X-Rate-Limit-Reset", reset.to_string())
+        .with_header(&format!("{prefix}-Limit"), limit.to_string())
+        .with_header(&format!("{prefix}-Remaining"), remaining.to_string())
+        .with_header(&format!("{prefix}-Reset"), reset.to_string())
 }
 
 /// Splits `a=1&b=2`, percent-decoding keys and values (`+` is a space, as forms send it).
@@ -484,6 +492,7 @@ pub fn rfc3339(t: jiff::Timestamp) -> String {
 /// The simulator of `provider`, accepting `credentials` (the same keys as the provider's Secret).
 pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, String> {
     match provider {
+        "auth0" => Ok(Arc::new(auth0::Auth0::new(credentials)?)),
         "entra" => Ok(Arc::new(entra::Entra::new(credentials)?)),
         _ => Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo")),
     }

@@ -1,0 +1,1035 @@
+//! Auth0 Management API v2 (`{url}/api/v2`), authenticated as a machine-to-machine application
+//! (client credentials with the Management API as audience).
+//!
+//! How Auth0's shape maps onto a recall:
+//! - All users: `GET /users` reaches only the first 1,000 records, so the complete list comes from a
+//!   users-export job (`POST /jobs/users-exports`), whose gzipped NDJSON file is read page by page.
+//!   The cursor names the job and an offset; a resumed recall downloads the file again by job id.
+//! - Groups: Auth0 has no groups, so `scope.groups` and `exclude.groups` name Auth0 roles.
+//! - Factors are authentication methods with `created_at`, compared with the cutoff. Methods that
+//!   share a link (`link_id`, such as Guardian push and its recovery code) are deleted together, so
+//!   a snapshot records the whole linked set and the second deletion's 404 counts as revoked.
+//! - Sessions and refresh tokens can be listed and ended only on the Enterprise plan; elsewhere that
+//!   is recorded as a limitation and the recall still removes factors and remembered browsers.
+//! - Re-enrollment: Auth0 has no per-user "must enroll" flag. With the MFA policy "Always", a user
+//!   left without factors must enroll at the next login; the policy is checked and a gap named.
+//!   Enrollment tickets are not created: the ticket URL is a credential with no safe channel here.
+//! - Re-enrollment is read from the authentication methods created at or after the cutoff, and its
+//!   origin (IP, user agent, geo; Auth0 gives no ASN) from the `gd_enrollment_complete` log events.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Cursor};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use flate2::read::GzDecoder;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Grant, TokenSource};
+use super::http::{Limits, Op, ProviderHttp, SecretKeys};
+use super::{
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot,
+    enc, selected,
+};
+use crate::api::{Auth0Provider, FactorKind};
+
+/// Users per page handed to the engine, and records per Management API request (Auth0's maximum).
+const PAGE_SIZE: usize = 100;
+/// Export jobs of large tenants take minutes; poll gently and give up after this long.
+const EXPORT_POLL_MAX: Duration = Duration::from_secs(5);
+const EXPORT_DEADLINE: Duration = Duration::from_secs(2 * 3600);
+const SESSIONS_LIMITATION: &str =
+    "sessions: not available on this Auth0 plan (Enterprise only); sessions and refresh tokens stay valid until they expire";
+/// The MFA policy that makes every login require MFA, and so enrollment when no factor is left.
+const MFA_ALWAYS: &str = "all-applications";
+
+/// Rate-limit buckets: Auth0 announces one budget for the Management API; the export file comes
+/// from storage outside it.
+const API: &str = "api";
+
+/// Auth0 authentication method types that are second factors. `password` never is.
+fn factor_kind(method_type: &str) -> Option<FactorKind> {
+    match method_type {
+        "totp" => Some(FactorKind::Totp),
+        "webauthn-roaming" => Some(FactorKind::Webauthn),
+        "webauthn-platform" | "passkey" => Some(FactorKind::Passkey),
+        "recovery-code" => Some(FactorKind::RecoveryCodes),
+        "push" | "guardian" => Some(FactorKind::Push),
+        "phone" | "sms" => Some(FactorKind::Sms),
+        "email" => Some(FactorKind::Email),
+        _ => None,
+    }
+}
+
+/// `FactorRef::provider_type` carries the method type and, for linked methods, the ids deleted
+/// with it (`push;linked=recovery-code|dev_…`): the ledger keeps it across restarts.
+const LINKED: &str = ";linked=";
+
+fn provider_type(method_type: &str, linked: &[String]) -> String {
+    if linked.is_empty() { method_type.to_string() } else { format!("{method_type}{LINKED}{}", linked.join(",")) }
+}
+
+fn linked_ids(provider_type: &str) -> Vec<&str> {
+    provider_type.split_once(LINKED).map(|(_, ids)| ids.split(',').filter(|id| !id.is_empty()).collect()).unwrap_or_default()
+}
+
+fn method_type(provider_type: &str) -> &str {
+    provider_type.split_once(LINKED).map_or(provider_type, |(t, _)| t)
+}
+
+#[derive(Deserialize)]
+struct AuthMethod {
+    id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    #[serde(default)]
+    created_at: Option<jiff::Timestamp>,
+    #[serde(default)]
+    link_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    user_id: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+impl From<User> for UserRef {
+    fn from(u: User) -> Self {
+        let username = u.email.filter(|e| !e.is_empty()).unwrap_or_else(|| u.user_id.clone());
+        UserRef { id: u.user_id, username }
+    }
+}
+
+#[derive(Deserialize)]
+struct Role {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RoleMembers {
+    #[serde(default)]
+    users: Vec<User>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Job {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    location: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LogEvent {
+    date: jiff::Timestamp,
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    location_info: Option<Location>,
+}
+
+#[derive(Deserialize)]
+struct Location {
+    #[serde(default)]
+    country_code: Option<String>,
+    #[serde(default)]
+    subdivision_code: Option<String>,
+    #[serde(default)]
+    city_name: Option<String>,
+}
+
+/// The export file being read, positioned at `offset` users.
+struct ExportReader {
+    job: String,
+    offset: usize,
+    lines: BufReader<GzDecoder<Cursor<Bytes>>>,
+}
+
+pub struct Auth0 {
+    http: ProviderHttp,
+    auth: TokenSource,
+    api: String,
+    export: tokio::sync::Mutex<Option<ExportReader>>,
+    roles: Mutex<HashMap<String, String>>,
+    /// (user id, method id) of methods that went with a linked method this process deleted.
+    deleted_with_link: Mutex<HashSet<(String, String)>>,
+    /// What this tenant turned out not to allow, as `Capabilities::limitations` lines.
+    limitations: Mutex<Vec<String>>,
+    /// Whether the MFA policy makes users without factors enroll; None until read.
+    mfa_required: tokio::sync::Mutex<Option<bool>>,
+}
+
+impl Auth0 {
+    pub fn new(backend: &str, spec: &Auth0Provider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+        let base = spec.url.trim_end_matches('/');
+        let grant = Grant::ClientSecret { client_id: keys.get("client-id")?, client_secret: keys.get("client-secret")? };
+        Ok(Self {
+            http: ProviderHttp::new(backend, limits)?,
+            auth: TokenSource::new(format!("{base}/oauth/token"), grant, vec![("audience", format!("{base}/api/v2/"))], keys.name.to_string()),
+            api: format!("{base}/api/v2"),
+            export: tokio::sync::Mutex::new(None),
+            roles: Mutex::default(),
+            deleted_with_link: Mutex::default(),
+            limitations: Mutex::default(),
+            mfa_required: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn backend(&self) -> &str {
+        &self.http.backend
+    }
+
+    fn limit(&self, limitation: &str) {
+        let mut limitations = self.limitations.lock().unwrap();
+        if !limitations.iter().any(|l| l == limitation) {
+            tracing::warn!(backend = %self.backend(), limitation, "Auth0 tenant limitation");
+            limitations.push(limitation.to_string());
+        }
+    }
+
+    fn sessions_unavailable(&self) -> bool {
+        self.limitations.lock().unwrap().iter().any(|l| l == SESSIONS_LIMITATION)
+    }
+
+    /// One Management API call; a 401 refreshes the token once. Success, 404 and the plan's 403
+    /// (`operation_not_supported`) are answers for the caller; anything else is an error.
+    async fn call(&self, op: &'static str, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
+        let url = format!("{}{path}", self.api);
+        for refreshed in [false, true] {
+            let token = self.auth.bearer(&self.http).await?;
+            let mut builder = self.http.request(method.clone(), &url).query(query).bearer_auth(token.expose());
+            if let Some(body) = body {
+                builder = builder.json(body);
+            }
+            let request = builder.build().map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.backend())))?;
+            let reply = self.http.send(Op::new(op, API), request).await?;
+            let status = reply.status;
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                self.auth.forget().await;
+                continue;
+            }
+            let value = reply.value();
+            return match status {
+                s if s.is_success() || s == StatusCode::NOT_FOUND => Ok((s, value)),
+                StatusCode::FORBIDDEN if error_code(&value) == Some("operation_not_supported") => Ok((status, value)),
+                StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
+                    "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the application in Secret {}",
+                    self.backend(),
+                    self.auth.secret_name
+                ))),
+                StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
+                    "IdentityBackend {}: 403 from {method} {path} ({}): {} the application in Secret {} (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
+                    self.backend(),
+                    brief(&value),
+                    if error_code(&value) == Some("insufficient_scope") { "grant that scope to" } else { "check the permissions of" },
+                    self.auth.secret_name
+                ))),
+                _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.backend(), brief(&value)))),
+            };
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// A GET whose 404 is None; the plan's 403 is an error here.
+    async fn get<T: serde::de::DeserializeOwned>(&self, op: &'static str, path: &str, query: &[(&str, String)]) -> Result<Option<T>, ProviderError> {
+        let (status, value) = self.call(op, Method::GET, path, query, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::FORBIDDEN => Err(self.refused(path, &value)),
+            _ => self.parse(path, value).map(Some),
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, path: &str, value: Value) -> Result<T, ProviderError> {
+        serde_json::from_value(value).map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {path}: {e}", self.backend())))
+    }
+
+    fn refused(&self, path: &str, value: &Value) -> ProviderError {
+        ProviderError::Rejected(format!("IdentityBackend {}: 403 from {path}: {}", self.backend(), brief(value)))
+    }
+
+    fn user_gone(&self, user: &UserRef) -> ProviderError {
+        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.backend(), user.username))
+    }
+
+    fn user_path(user: &UserRef, rest: &str) -> String {
+        format!("/users/{}{rest}", enc(&user.id))
+    }
+
+    /// Every authentication method of the user (`page`/`per_page`, plain array).
+    async fn methods(&self, user: &UserRef) -> Result<Vec<AuthMethod>, ProviderError> {
+        let path = Self::user_path(user, "/authentication-methods");
+        let mut all = Vec::new();
+        for page in 0.. {
+            let query = [("page", page.to_string()), ("per_page", PAGE_SIZE.to_string())];
+            let batch: Vec<AuthMethod> = self.get("list_factors", &path, &query).await?.ok_or_else(|| self.user_gone(user))?;
+            let full = batch.len() == PAGE_SIZE;
+            all.extend(batch);
+            if !full {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Counts the user's sessions or refresh tokens (`from`/`take` checkpoints, at most `pages`);
+    /// None when the plan has no such endpoint.
+    async fn count_sessions(&self, user: &UserRef, what: &str, list: &str, pages: Option<usize>) -> Result<Option<u64>, ProviderError> {
+        let path = Self::user_path(user, &format!("/{what}"));
+        let mut count = 0;
+        let mut from = String::new();
+        for _ in 0..pages.unwrap_or(usize::MAX) {
+            let mut query = vec![("take", PAGE_SIZE.to_string())];
+            if !from.is_empty() {
+                query.push(("from", from.clone()));
+            }
+            let (status, value) = self.call("list_sessions", Method::GET, &path, &query, None).await?;
+            match status {
+                StatusCode::NOT_FOUND => return Err(self.user_gone(user)),
+                StatusCode::FORBIDDEN => {
+                    self.limit(SESSIONS_LIMITATION);
+                    return Ok(None);
+                }
+                _ => {}
+            }
+            let items = value.get(list).and_then(Value::as_array).map_or(0, Vec::len);
+            count += items as u64;
+            match value.get("next").and_then(Value::as_str) {
+                Some(next) if items > 0 && !next.is_empty() => from = next.to_string(),
+                _ => break,
+            }
+        }
+        Ok(Some(count))
+    }
+
+    /// Ends the user's sessions or refresh tokens; Auth0 accepts (202) and finishes asynchronously.
+    async fn end_sessions(&self, user: &UserRef, what: &str) -> Result<(), ProviderError> {
+        let (status, _) = self.call("revoke_sessions", Method::DELETE, &Self::user_path(user, &format!("/{what}")), &[], None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Err(self.user_gone(user)),
+            StatusCode::FORBIDDEN => {
+                self.limit(SESSIONS_LIMITATION);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts a users export of every connection; the job id.
+    async fn start_export(&self) -> Result<String, ProviderError> {
+        let body = json!({ "format": "json", "fields": [{ "name": "user_id" }, { "name": "email" }] });
+        let (status, value) = self.call("export_users", Method::POST, "/jobs/users-exports", &[], Some(&body)).await?;
+        let id = value.get("id").and_then(Value::as_str).filter(|_| status.is_success()).ok_or_else(|| {
+            ProviderError::Rejected(format!("IdentityBackend {}: {status} from POST /jobs/users-exports: {}", self.backend(), brief(&value)))
+        })?;
+        Ok(id.to_string())
+    }
+
+    /// Waits until the export job is done; its file, downloaded whole (gzipped, so small).
+    async fn download_export(&self, job: &str) -> Result<Bytes, ProviderError> {
+        let path = format!("/jobs/{}", enc(job));
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        let location = loop {
+            let Some(state) = self.get::<Job>("export_users", &path, &[]).await? else {
+                return Err(self.export_gone(job));
+            };
+            match state.status.as_str() {
+                "completed" => break state.location.ok_or_else(|| self.export_gone(job))?,
+                "failed" => {
+                    return Err(ProviderError::Unavailable(format!("IdentityBackend {}: the users export job {job} failed; the recall will try again", self.backend())));
+                }
+                _ if started.elapsed() > EXPORT_DEADLINE => {
+                    return Err(ProviderError::Unavailable(format!("IdentityBackend {}: the users export job {job} did not finish in two hours", self.backend())));
+                }
+                _ => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(EXPORT_POLL_MAX);
+                }
+            }
+        };
+        // The location is a signed storage URL: no bearer token, and never logged or quoted.
+        let request = self
+            .http
+            .request(Method::GET, &location)
+            .build()
+            .map_err(|_| ProviderError::Rejected(format!("IdentityBackend {}: the users export job {job} gave an unusable download location", self.backend())))?;
+        let reply = self.http.send(Op::new("download_export", "exports"), request).await?;
+        if !reply.status.is_success() {
+            return Err(self.export_gone(job));
+        }
+        Ok(reply.body)
+    }
+
+    fn export_gone(&self, job: &str) -> ProviderError {
+        ProviderError::Unavailable(format!(
+            "IdentityBackend {}: the users export job {job} or its file is no longer available (Auth0 keeps them for a limited time), so listing cannot continue where it stopped; create a new MfaRecall with the same cutoff: users already done keep their new factors",
+            self.backend()
+        ))
+    }
+
+    /// `PAGE_SIZE` users of export `job` from `offset`, and whether the file has more.
+    async fn export_page(&self, job: &str, offset: usize) -> Result<(Vec<UserRef>, bool), ProviderError> {
+        let mut cached = self.export.lock().await;
+        let positioned = cached.as_ref().is_some_and(|r| r.job == job && r.offset == offset);
+        if !positioned {
+            // First page, or a resumed recall: read the file again from the start.
+            let bytes = self.download_export(job).await?;
+            let mut reader = ExportReader { job: job.to_string(), offset: 0, lines: BufReader::new(GzDecoder::new(Cursor::new(bytes))) };
+            while reader.offset < offset && self.next_exported(&mut reader)?.is_some() {}
+            *cached = Some(reader);
+        }
+        let reader = cached.as_mut().expect("positioned above");
+        let mut users = Vec::with_capacity(PAGE_SIZE);
+        while users.len() < PAGE_SIZE {
+            match self.next_exported(reader)? {
+                Some(user) => users.push(user),
+                None => break,
+            }
+        }
+        let more = !reader.lines.fill_buf().map_err(|e| self.bad_export(job, &e.to_string()))?.is_empty();
+        if !more {
+            *cached = None;
+        }
+        Ok((users, more))
+    }
+
+    /// The next user in the export file, None at its end.
+    fn next_exported(&self, reader: &mut ExportReader) -> Result<Option<UserRef>, ProviderError> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.lines.read_line(&mut line).map_err(|e| self.bad_export(&reader.job, &e.to_string()))? == 0 {
+                return Ok(None);
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            let user: User = serde_json::from_str(line.trim()).map_err(|e| self.bad_export(&reader.job, &e.to_string()))?;
+            reader.offset += 1;
+            return Ok(Some(user.into()));
+        }
+    }
+
+    fn bad_export(&self, job: &str, why: &str) -> ProviderError {
+        ProviderError::Rejected(format!("IdentityBackend {}: the users export file of job {job} is unreadable: {why}", self.backend()))
+    }
+
+    /// The id of the role named `name` (Auth0 roles stand for groups).
+    async fn find_role(&self, name: &str) -> Result<String, ProviderError> {
+        if let Some(id) = self.roles.lock().unwrap().get(name) {
+            return Ok(id.clone());
+        }
+        // name_filter matches parts of names without regard to case: pick the exact name.
+        let roles: Vec<Role> =
+            self.get("find_role", "/roles", &[("name_filter", name.to_string()), ("per_page", PAGE_SIZE.to_string())]).await?.unwrap_or_default();
+        let id = roles
+            .iter()
+            .find(|r| r.name == name)
+            .or_else(|| {
+                let folded: Vec<&Role> = roles.iter().filter(|r| r.name.eq_ignore_ascii_case(name)).collect();
+                (folded.len() == 1).then(|| folded[0])
+            })
+            .map(|r| r.id.clone())
+            .ok_or_else(|| {
+                ProviderError::NotFound(format!(
+                    "IdentityBackend {}: no Auth0 role named {name} (Auth0 has no groups: group names in a recall are role names)",
+                    self.backend()
+                ))
+            })?;
+        self.roles.lock().unwrap().insert(name.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// One page of a role's members from `checkpoint` (empty: the start); the next checkpoint.
+    async fn role_page(&self, role: &str, checkpoint: &str) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
+        let mut query = vec![("take", PAGE_SIZE.to_string())];
+        if !checkpoint.is_empty() {
+            query.push(("from", checkpoint.to_string()));
+        }
+        let path = format!("/roles/{}/users", enc(role));
+        let page: RoleMembers = self.get("list_users", &path, &query).await?.ok_or_else(|| {
+            ProviderError::NotFound(format!("IdentityBackend {}: the role {role} was deleted while the recall was listing it", self.backend()))
+        })?;
+        let next = page.next.filter(|n| !n.is_empty() && !page.users.is_empty());
+        Ok((page.users.into_iter().map(UserRef::from).collect(), next))
+    }
+
+    /// The accounts a recall's username names: an Auth0 user id (`auth0|…`) or an email address,
+    /// which several connections may share (each such account is targeted).
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        if name.contains('|') {
+            let user: Option<User> = self.get("get_user", &format!("/users/{}", enc(name)), &[]).await?;
+            return Ok(user.map(UserRef::from).into_iter().collect());
+        }
+        let users: Vec<User> = self.get("find_user", "/users-by-email", &[("email", name.to_string())]).await?.unwrap_or_default();
+        Ok(users.into_iter().map(UserRef::from).collect())
+    }
+
+    /// Whether the tenant requires MFA at every login (so users without factors must enroll).
+    /// Read once; an unreadable policy is named as a limitation rather than failing users.
+    async fn mfa_required(&self) -> bool {
+        let mut known = self.mfa_required.lock().await;
+        if let Some(required) = *known {
+            return required;
+        }
+        let required = match self.get::<Vec<String>>("read_mfa_policy", "/guardian/policies", &[]).await {
+            Ok(policies) => {
+                let required = policies.unwrap_or_default().iter().any(|p| p == MFA_ALWAYS);
+                if !required {
+                    self.limit("enrollment: the tenant's MFA policy is not \"Always\", so users left without factors are not asked to enroll; set Security > Multi-factor Auth > Require Multi-factor Auth to Always");
+                }
+                required
+            }
+            Err(e) => {
+                tracing::warn!(backend = %self.backend(), error = %e, "could not read the MFA policy");
+                self.limit("enrollment: the MFA policy could not be read (grant the read:mfa_policies scope), so it is unknown whether users without factors must enroll");
+                true
+            }
+        };
+        *known = Some(required);
+        required
+    }
+
+    /// Where a re-enrollment at `at` came from, from the Guardian enrollment log events.
+    async fn enrollment_origin(&self, user: &UserRef, cutoff: jiff::Timestamp, at: jiff::Timestamp) -> Option<EnrollmentOrigin> {
+        let q = format!("type:\"gd_enrollment_complete\" AND user_id:\"{}\" AND date:[{} TO *]", user.id, cutoff);
+        let query = [("q", q), ("sort", "date:1".to_string()), ("per_page", PAGE_SIZE.to_string())];
+        let events: Vec<LogEvent> = match self.get("read_logs", "/logs", &query).await {
+            Ok(events) => events.unwrap_or_default(),
+            Err(e) => {
+                // Logs add where it came from; the enrollment itself was seen in the methods.
+                tracing::debug!(backend = %self.backend(), error = %e, "enrollment log events unavailable");
+                return None;
+            }
+        };
+        let event = events.into_iter().min_by_key(|e| e.date.duration_since(at).abs())?;
+        let geo = event.location_info.map(|l| {
+            [l.country_code, l.subdivision_code, l.city_name].into_iter().flatten().filter(|p| !p.is_empty()).collect::<Vec<_>>().join("/")
+        });
+        Some(EnrollmentOrigin { ip: event.ip, user_agent: event.user_agent, geo: geo.filter(|g| !g.is_empty()), asn: None })
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for Auth0 {
+    fn capabilities(&self) -> Capabilities {
+        let limitations = self.limitations.lock().unwrap().clone();
+        Capabilities {
+            list_factors: true,
+            factor_creation_time: true,
+            delete_factor: true,
+            // Remembered browsers can be forgotten on every plan; the Enterprise-only session
+            // and refresh-token endpoints are named in the limitations when missing.
+            revoke_sessions: true,
+            count_sessions: !limitations.iter().any(|l| l.starts_with("sessions:")),
+            force_re_enrollment: !limitations.iter().any(|l| l.starts_with("enrollment: the tenant's MFA policy")),
+            enrollment_detection: true,
+            disable_user: true,
+            limitations,
+        }
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        let (status, value) = self.call("check", Method::GET, "/users", &[("per_page", "1".into()), ("page", "0".into())], None).await?;
+        if !status.is_success() {
+            return Err(ProviderError::Config(format!(
+                "IdentityBackend {}: {status} from GET /api/v2/users ({}): check spec.auth0.url",
+                self.backend(),
+                brief(&value)
+            )));
+        }
+        // Whether the plan has the session endpoints, so the gap shows before a recall starts.
+        let users: Vec<User> = self.parse("/users", value)?;
+        if let Some(user) = users.into_iter().next().map(UserRef::from) {
+            self.count_sessions(&user, "sessions", "sessions", Some(1)).await?;
+        }
+        Ok(())
+    }
+
+    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        match scope {
+            ScopeSelector::AllUsers => {
+                // Cursor: "export:<job id>:<offset>".
+                let (job, offset) = match cursor.and_then(|c| c.strip_prefix("export:")).and_then(|c| c.rsplit_once(':')) {
+                    Some((job, offset)) => (job.to_string(), offset.parse().unwrap_or(0)),
+                    None => (self.start_export().await?, 0),
+                };
+                let (users, more) = self.export_page(&job, offset).await?;
+                let next = more.then(|| format!("export:{job}:{}", offset + users.len()));
+                Ok(UserPage { users, next })
+            }
+            ScopeSelector::Groups(roles) => {
+                // Cursor: "<role index>:<checkpoint>", the checkpoint empty at a role's start.
+                let (index, checkpoint) = cursor
+                    .and_then(|c| c.split_once(':'))
+                    .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.to_string())))
+                    .unwrap_or((0, String::new()));
+                let Some(role) = roles.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
+                let id = self.find_role(role).await?;
+                let (users, next) = self.role_page(&id, &checkpoint).await?;
+                let next = match next {
+                    Some(checkpoint) => Some(format!("{index}:{checkpoint}")),
+                    None => (index + 1 < roles.len()).then(|| format!("{}:", index + 1)),
+                };
+                Ok(UserPage { users, next })
+            }
+            ScopeSelector::Users(names) => {
+                let index: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+                let chunk: Vec<&String> = names.iter().skip(index).take(PAGE_SIZE).collect();
+                let mut users = Vec::with_capacity(chunk.len());
+                for name in &chunk {
+                    let found = self.find_user(name).await?;
+                    if found.is_empty() {
+                        // Still targeted, so the recall reports it as failed instead of skipping it.
+                        users.push(UserRef { id: String::new(), username: name.to_string() });
+                    }
+                    users.extend(found);
+                }
+                let next_index = index + chunk.len();
+                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
+            }
+        }
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let id = self.find_role(group).await?;
+        let mut members = Vec::new();
+        let mut checkpoint = String::new();
+        loop {
+            let (users, next) = self.role_page(&id, &checkpoint).await?;
+            members.extend(users);
+            match next {
+                Some(next) => checkpoint = next,
+                None => return Ok(members),
+            }
+        }
+    }
+
+    async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        if user.id.is_empty() {
+            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no Auth0 user {}", self.backend(), user.username)));
+        }
+        let methods = self.methods(user).await?;
+        let factors = recallable(&methods, kinds, cutoff, |m| {
+            tracing::warn!(backend = %self.backend(), user = %user.username, method = %m, "kept: linked to a method enrolled after the cutoff");
+        });
+        let mut sessions = 0;
+        if !self.sessions_unavailable() {
+            for (what, list) in [("sessions", "sessions"), ("refresh-tokens", "tokens")] {
+                sessions += self.count_sessions(user, what, list, None).await?.unwrap_or(0);
+            }
+        }
+        Ok(UserSnapshot { factors, sessions, session_handles: Vec::new() })
+    }
+
+    async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
+        // Remembered browsers skip the MFA prompt; forgetting them works on every plan.
+        let path = Self::user_path(user, "/multifactor/actions/invalidate-remember-browser");
+        let (status, _) = self.call("revoke_sessions", Method::POST, &path, &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        if !self.sessions_unavailable() {
+            self.end_sessions(user, "sessions").await?;
+        }
+        if !self.sessions_unavailable() {
+            self.end_sessions(user, "refresh-tokens").await?;
+        }
+        Ok(())
+    }
+
+    async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        if factor_kind(method_type(&factor.provider_type)).is_none() {
+            return Err(ProviderError::Rejected(format!(
+                "IdentityBackend {}: refusing to delete {} method {}: not a second factor",
+                self.backend(),
+                method_type(&factor.provider_type),
+                factor.id
+            )));
+        }
+        let path = Self::user_path(user, &format!("/authentication-methods/{}", enc(&factor.id)));
+        let (status, value) = self.call("delete_factor", Method::DELETE, &path, &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            if error_code(&value) == Some("inexistent_user") {
+                return Err(self.user_gone(user));
+            }
+            // Gone with a linked method deleted a moment ago by this recall: that deletion removed it.
+            let taken = self.deleted_with_link.lock().unwrap().remove(&(user.id.clone(), factor.id.clone()));
+            return Ok(if taken { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone });
+        }
+        if status == StatusCode::FORBIDDEN {
+            return Err(self.refused(&path, &value));
+        }
+        let mut taken = self.deleted_with_link.lock().unwrap();
+        for linked in linked_ids(&factor.provider_type) {
+            taken.insert((user.id.clone(), linked.to_string()));
+        }
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+        // Auth0 has no per-user flag: the tenant's MFA policy makes a user without factors enroll
+        // at the next login. A gap is named in the limitations, not held against each user.
+        self.mfa_required().await;
+        Ok(())
+    }
+
+    async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        let first = self
+            .methods(user)
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((factor_kind(&m.type_)?, m.created_at?)))
+            .filter(|(_, created)| *created >= cutoff)
+            .min_by_key(|(_, created)| *created);
+        let Some((kind, at)) = first else { return Ok(None) };
+        let origin = self.enrollment_origin(user, cutoff, at).await;
+        Ok(Some(Enrollment { kind, at, origin }))
+    }
+
+    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        let (status, value) = self.call("update_user", Method::PATCH, &Self::user_path(user, ""), &[], Some(&json!({ "blocked": true }))).await?;
+        match status {
+            StatusCode::NOT_FOUND => Err(self.user_gone(user)),
+            StatusCode::FORBIDDEN => Err(self.refused("/users", &value)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The methods to delete: second factors of `kinds` created before `cutoff` (a method without a
+/// creation time counts as old: its id is recorded), each with the methods linked to it. Linked
+/// methods go together, so a selected method brings its partners along, and a set with a member
+/// enrolled at or after the cutoff is kept whole (`kept` hears of each old method left for that).
+fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timestamp, mut kept: impl FnMut(&str)) -> Vec<FactorRef> {
+    let by_id: HashMap<&str, &AuthMethod> = methods.iter().map(|m| (m.id.as_str(), m)).collect();
+    // Links are declared on one side or both: make them symmetric.
+    let mut links: HashMap<&str, Vec<&str>> = HashMap::new();
+    for m in methods {
+        if let Some(other) = m.link_id.as_deref().filter(|l| by_id.contains_key(l) && *l != m.id) {
+            links.entry(m.id.as_str()).or_default().push(other);
+            links.entry(other).or_default().push(m.id.as_str());
+        }
+    }
+    let old = |m: &AuthMethod| m.created_at.is_none_or(|created| created < cutoff);
+    let wanted = |m: &AuthMethod| factor_kind(&m.type_).is_some_and(|k| selected(k, kinds));
+    let mut factors = Vec::new();
+    for m in methods {
+        let Some(kind) = factor_kind(&m.type_) else { continue };
+        let mut partners: Vec<&str> = links.get(m.id.as_str()).cloned().unwrap_or_default();
+        partners.sort_unstable();
+        partners.dedup();
+        let partner_methods: Vec<&AuthMethod> = partners.iter().filter_map(|id| by_id.get(id).copied()).collect();
+        if !(wanted(m) || partner_methods.iter().any(|p| wanted(p))) {
+            continue;
+        }
+        if !old(m) {
+            continue;
+        }
+        if partner_methods.iter().any(|p| !old(p)) {
+            kept(&m.id);
+            continue;
+        }
+        let linked: Vec<String> = partner_methods.iter().filter(|p| factor_kind(&p.type_).is_some()).map(|p| p.id.clone()).collect();
+        factors.push(FactorRef { id: m.id.clone(), kind, provider_type: provider_type(&m.type_, &linked) });
+    }
+    factors
+}
+
+fn error_code(value: &Value) -> Option<&str> {
+    value.get("errorCode").and_then(Value::as_str)
+}
+
+/// A short, secret-free rendering of an error body.
+fn brief(value: &Value) -> String {
+    let text = value
+        .get("message")
+        .or_else(|| value.get("error_description"))
+        .or_else(|| value.get("error"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| value.to_string());
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::Secret;
+
+    use super::*;
+    use crate::api::SecretRef;
+    use crate::simulator::auth0::{Auth0 as Tenant, Plan};
+    use crate::simulator::{GroupSeed, Provider, Running, Seed, Simulator, serve, username};
+
+    const SECRET: &str = "client-secret-for-tests-0123456789";
+
+    struct Bench {
+        tenant: Arc<Tenant>,
+        running: Running,
+    }
+
+    async fn bench(users: u32, factors: Vec<FactorKind>) -> Bench {
+        let tenant = Arc::new(Tenant::new(&json!({ "client-id": "client", "client-secret": SECRET })).unwrap());
+        tenant.seed(&Seed { users, factors, groups: vec![GroupSeed { name: "staff".into(), every: 2 }], ..Seed::default() });
+        let running = serve(Simulator::new(tenant.clone()), ([127, 0, 0, 1], 0).into()).await.unwrap();
+        Bench { tenant, running }
+    }
+
+    impl Bench {
+        /// A new adapter, as a restarted operator would build it.
+        fn adapter(&self) -> Auth0 {
+            let secret: Secret =
+                serde_json::from_value(json!({ "metadata": { "name": "auth0" }, "stringData": { "client-id": "client", "client-secret": SECRET } })).unwrap();
+            let keys = SecretKeys::new(&secret, "test/auth0");
+            let spec = Auth0Provider { url: self.running.url.clone(), credentials_secret_ref: SecretRef { name: "auth0".into() } };
+            Auth0::new("test/auth0", &spec, &keys, Limits { requests_per_second: 5000, max_concurrency: 8 }).unwrap()
+        }
+
+        fn user(&self, i: u32) -> UserRef {
+            let view = self.tenant.user(&username(i)).unwrap();
+            UserRef { id: view.id, username: view.username }
+        }
+    }
+
+    #[tokio::test]
+    async fn all_users_come_from_an_export_past_the_search_limit_and_resume_from_a_cursor() {
+        let bench = bench(1250, vec![]).await;
+        let adapter = bench.adapter();
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..4 {
+            let page = adapter.list_users(&ScopeSelector::AllUsers, cursor.as_deref()).await.unwrap();
+            seen.extend(page.users.into_iter().map(|u| u.username));
+            cursor = page.next;
+        }
+        // The rest from a fresh adapter: it downloads the same export again by job id.
+        let resumed = bench.adapter();
+        while let Some(c) = cursor {
+            let page = resumed.list_users(&ScopeSelector::AllUsers, Some(&c)).await.unwrap();
+            seen.extend(page.users.into_iter().map(|u| u.username));
+            cursor = page.next;
+        }
+        let expected: Vec<String> = (0..1250).map(username).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn roles_stand_for_groups() {
+        let bench = bench(250, vec![]).await;
+        let adapter = bench.adapter();
+        let members = adapter.group_members("staff").await.unwrap();
+        assert_eq!(members.len(), 125);
+        let page = adapter.list_users(&ScopeSelector::Groups(vec!["staff".into()]), None).await.unwrap();
+        assert_eq!((page.users.len(), page.next.is_some()), (100, true));
+        let missing = adapter.group_members("nobody").await.unwrap_err();
+        assert!(matches!(missing, ProviderError::NotFound(_)) && missing.to_string().contains("role"), "{missing}");
+        let named = adapter.list_users(&ScopeSelector::Users(vec![username(3), "ghost@example.com".into()]), None).await.unwrap();
+        assert_eq!(named.users.iter().map(|u| u.id.is_empty()).collect::<Vec<_>>(), vec![false, true]);
+    }
+
+    #[tokio::test]
+    async fn linked_methods_go_together_and_each_counts_as_revoked_once() {
+        let bench = bench(2, vec![FactorKind::Push, FactorKind::RecoveryCodes, FactorKind::Totp]).await;
+        let adapter = bench.adapter();
+        let user = bench.user(0);
+        // Asking for push alone still records its recovery code: deleting one removes both.
+        let snapshot = adapter.snapshot(&user, &[FactorKind::Push], jiff::Timestamp::now()).await.unwrap();
+        let mut kinds: Vec<FactorKind> = snapshot.factors.iter().map(|f| f.kind).collect();
+        kinds.sort();
+        assert_eq!(kinds, vec![FactorKind::RecoveryCodes, FactorKind::Push]);
+        for factor in &snapshot.factors {
+            assert_eq!(adapter.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::Revoked);
+        }
+        let left: Vec<FactorKind> = bench.tenant.user(&username(0)).unwrap().factors.iter().map(|f| f.kind).collect();
+        assert_eq!(left, vec![FactorKind::Totp]);
+        // After a restart nothing is claimed twice.
+        let restarted = bench.adapter();
+        for factor in &snapshot.factors {
+            assert_eq!(restarted.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::AlreadyGone);
+        }
+    }
+
+    #[tokio::test]
+    async fn without_enterprise_the_recall_names_the_session_gap_and_still_removes_factors() {
+        use crate::audit::AuditLog;
+        use crate::engine::{RecallJob, RunEnd, Runner, SharedProgress};
+        use crate::ledger::MemoryLedger;
+
+        let bench = bench(30, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::RecoveryCodes]).await;
+        bench.tenant.set_plan(Plan::Professional);
+        let adapter = bench.adapter();
+        let cutoff = jiff::Timestamp::now();
+        let job = RecallJob {
+            recall: "test/recall".into(),
+            backend: "auth0".into(),
+            scope: ScopeSelector::AllUsers,
+            exclude_users: vec![],
+            exclude_groups: vec![],
+            kinds: vec![FactorKind::All],
+            revoke_sessions: true,
+            cutoff,
+            concurrency: 4,
+        };
+        let (ledger, audit, progress) = (MemoryLedger::default(), AuditLog::open(None, "test", false).unwrap(), SharedProgress::default());
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let runner = Runner { provider: &adapter, ledger: &ledger, audit: &audit, progress: progress.clone(), stop };
+        assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+        let counts = progress.lock().unwrap().counts.clone();
+        assert_eq!((counts.invalidated, counts.failed, counts.sessions_revoked), (30, 0, 0), "{counts:?}");
+        let census = bench.tenant.census(Some(cutoff));
+        assert!(census.factors_before_cutoff.is_empty(), "{census:?}");
+        assert_eq!(census.sessions, 30, "sessions cannot be ended on this plan");
+        assert_eq!(bench.tenant.remembers_browsers(&username(7)), Some(false), "remembered browsers are forgotten on every plan");
+        let capabilities = adapter.capabilities();
+        assert!(capabilities.limitations.iter().any(|l| l.starts_with("sessions: not available on this Auth0 plan (Enterprise only)")), "{capabilities:?}");
+        // The check finds the gap before any recall.
+        let fresh = bench.adapter();
+        assert!(fresh.capabilities().limitations.is_empty());
+        fresh.check().await.unwrap();
+        assert!(fresh.capabilities().limitations.iter().any(|l| l.starts_with("sessions:")));
+    }
+
+    /// Every Auth0 kind, push linked to its recovery code: the engine's counts and audit trail
+    /// agree with what the tenant lost.
+    #[tokio::test]
+    async fn every_kind_counts_exactly_through_the_engine() {
+        use crate::audit::AuditLog;
+        use crate::engine::{RecallJob, RunEnd, Runner, SharedProgress};
+        use crate::ledger::MemoryLedger;
+
+        let kinds = vec![
+            FactorKind::Totp,
+            FactorKind::Webauthn,
+            FactorKind::Passkey,
+            FactorKind::RecoveryCodes,
+            FactorKind::Push,
+            FactorKind::Sms,
+            FactorKind::Email,
+            FactorKind::Hotp,
+        ];
+        let bench = bench(40, kinds).await;
+        let adapter = bench.adapter();
+        let cutoff = jiff::Timestamp::now();
+        let before = bench.tenant.census(Some(cutoff));
+        assert_eq!(before.factors_before_cutoff.values().sum::<u64>(), 40 * 7, "Auth0 has no HOTP: {before:?}");
+        let job = RecallJob {
+            recall: "test/recall".into(),
+            backend: "auth0".into(),
+            scope: ScopeSelector::AllUsers,
+            exclude_users: vec![],
+            exclude_groups: vec![],
+            kinds: vec![FactorKind::All],
+            revoke_sessions: true,
+            cutoff,
+            concurrency: 4,
+        };
+        let audit_path = std::env::temp_dir().join(format!("mfa-recall-auth0-{:016x}.jsonl", fastrand::u64(..)));
+        let (ledger, audit, progress) = (MemoryLedger::default(), AuditLog::open(Some(&audit_path), "test", false).unwrap(), SharedProgress::default());
+        let (_stop, stop) = tokio::sync::watch::channel(false);
+        let runner = Runner { provider: &adapter, ledger: &ledger, audit: &audit, progress: progress.clone(), stop };
+        assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+        let counts = progress.lock().unwrap().counts.clone();
+        let revoked: std::collections::BTreeMap<String, u64> = counts.factors_revoked.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();
+        assert_eq!(revoked, before.factors_before_cutoff);
+        assert_eq!(counts.sessions_revoked as u64, before.sessions + before.grants);
+        let audited = std::fs::read_to_string(&audit_path).unwrap();
+        let _ = std::fs::remove_file(&audit_path);
+        let revoked_events = audited.lines().filter(|l| l.contains("\"factor.revoke\"") && l.contains("\"revoked\"")).count();
+        assert_eq!(revoked_events as u64, 40 * 7, "each method is audited as revoked once, linked ones included");
+        let after = bench.tenant.census(Some(cutoff));
+        assert!(after.factors_before_cutoff.is_empty() && after.sessions == 0 && after.grants == 0, "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn on_enterprise_sessions_and_refresh_tokens_are_counted_and_ended() {
+        let bench = bench(1, vec![FactorKind::Totp]).await;
+        let adapter = bench.adapter();
+        let user = bench.user(0);
+        let snapshot = adapter.snapshot(&user, &[FactorKind::All], jiff::Timestamp::now()).await.unwrap();
+        assert_eq!(snapshot.sessions, 2, "one session and one refresh token");
+        adapter.revoke_sessions(&user, &snapshot).await.unwrap();
+        let after = bench.tenant.user(&username(0)).unwrap();
+        assert_eq!((after.sessions, after.grants), (0, 0));
+        assert!(adapter.capabilities().limitations.is_empty());
+    }
+
+    #[tokio::test]
+    async fn re_enrollment_is_seen_with_where_it_came_from() {
+        let bench = bench(3, vec![FactorKind::Totp]).await;
+        let adapter = bench.adapter();
+        let cutoff = jiff::Timestamp::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        bench.tenant.enroll(&username(1), FactorKind::Webauthn, "203.0.113.9").unwrap();
+        let seen = adapter.enrolled_since(&bench.user(1), cutoff).await.unwrap().expect("enrolled");
+        assert_eq!(seen.kind, FactorKind::Webauthn);
+        let origin = seen.origin.expect("origin from the log events");
+        assert_eq!((origin.ip.as_deref(), origin.geo.as_deref(), origin.asn), (Some("203.0.113.9"), Some("NL/Amsterdam"), None));
+        assert!(origin.user_agent.is_some_and(|ua| ua.contains("Mozilla")));
+        assert_eq!(adapter.enrolled_since(&bench.user(2), cutoff).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_mfa_policy_other_than_always_is_named() {
+        let bench = bench(1, vec![FactorKind::Totp]).await;
+        let adapter = bench.adapter();
+        adapter.require_enrollment(&bench.user(0), &[]).await.unwrap();
+        assert!(adapter.capabilities().force_re_enrollment);
+        bench.tenant.set_mfa_required(false);
+        let adapter = bench.adapter();
+        adapter.require_enrollment(&bench.user(0), &[]).await.unwrap();
+        let capabilities = adapter.capabilities();
+        assert!(!capabilities.force_re_enrollment);
+        assert!(capabilities.limitations.iter().any(|l| l.starts_with("enrollment:")));
+    }
+
+    fn method(id: &str, type_: &str, created: &str, link: Option<&str>) -> AuthMethod {
+        AuthMethod { id: id.into(), type_: type_.into(), created_at: created.parse().ok(), link_id: link.map(String::from) }
+    }
+
+    #[test]
+    fn cutoff_and_links_decide_what_is_recalled() {
+        let cutoff: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let methods = vec![
+            method("password|1", "password", "2020-01-01T00:00:00Z", None),
+            method("totp|old", "totp", "2025-01-01T00:00:00Z", None),
+            method("totp|new", "totp", "2026-01-02T00:00:00Z", None),
+            method("webauthn-roaming|undated", "webauthn-roaming", "", None),
+            // An old recovery code linked to a push enrolled after the cutoff stays with it.
+            method("push|new", "push", "2026-01-02T00:00:00Z", Some("recovery-code|old")),
+            method("recovery-code|old", "recovery-code", "2025-01-01T00:00:00Z", None),
+        ];
+        let mut kept = Vec::new();
+        let factors = recallable(&methods, &[FactorKind::All], cutoff, |id| kept.push(id.to_string()));
+        let ids: Vec<&str> = factors.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, vec!["totp|old", "webauthn-roaming|undated"]);
+        assert_eq!(kept, vec!["recovery-code|old"]);
+
+        let linked = vec![method("push|a", "push", "2025-01-01T00:00:00Z", Some("recovery-code|b")), method("recovery-code|b", "recovery-code", "2025-01-01T00:00:00Z", None)];
+        let factors = recallable(&linked, &[FactorKind::RecoveryCodes], cutoff, |_| {});
+        assert_eq!(factors.len(), 2);
+        assert_eq!(linked_ids(&factors[0].provider_type), vec!["recovery-code|b"]);
+        assert_eq!(method_type(&factors[1].provider_type), "recovery-code");
+        assert_eq!(linked_ids(&factors[1].provider_type), vec!["push|a"]);
+    }
+
+    #[test]
+    fn password_is_never_a_factor() {
+        assert_eq!(factor_kind("password"), None);
+        assert_eq!(factor_kind("webauthn-platform"), Some(FactorKind::Passkey));
+        assert_eq!(factor_kind("phone"), Some(FactorKind::Sms));
+    }
+}
