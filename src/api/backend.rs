@@ -104,8 +104,9 @@ pub struct Auth0Provider {
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must start with https:// or http://"))]
     pub url: String,
     /// Secret in this namespace with `client-id` and `client-secret` of a machine-to-machine application
-    /// authorized for the Management API with read:users, update:users, read:authentication_methods,
-    /// delete:authentication_methods, delete:sessions, delete:refresh_tokens and read:logs.
+    /// authorized for the Management API with read:users, update:users, read:roles,
+    /// read:authentication_methods, delete:authentication_methods, read:sessions, delete:sessions,
+    /// read:refresh_tokens, delete:refresh_tokens, read:mfa_policies and read:logs.
     pub credentials_secret_ref: SecretRef,
 }
 
