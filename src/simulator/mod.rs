@@ -8,6 +8,7 @@
 //! State is in memory and kept per user in maps, so a simulator serves a million users.
 
 pub mod entra;
+pub mod okta;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -485,6 +486,7 @@ pub fn rfc3339(t: jiff::Timestamp) -> String {
 pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, String> {
     match provider {
         "entra" => Ok(Arc::new(entra::Entra::new(credentials)?)),
+        "okta" => Ok(Arc::new(okta::Okta::new(credentials)?)),
         _ => Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo")),
     }
 }
