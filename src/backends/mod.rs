@@ -5,6 +5,7 @@ pub mod auth;
 pub mod entra;
 pub mod http;
 pub mod keycloak;
+pub mod okta;
 
 use std::sync::Arc;
 
@@ -201,6 +202,8 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
         Arc::new(keycloak::Keycloak::new(&name, p, &keys, limits)?)
     } else if let Some(p) = &spec.entra {
         Arc::new(entra::Entra::new(&name, p, &keys, limits)?)
+    } else if let Some(p) = &spec.okta {
+        Arc::new(okta::Okta::new(&name, p, &keys, limits)?)
     } else {
         return Err(ProviderError::Config(format!("IdentityBackend {name}: provider {kind} is not built into this operator yet")));
     };
