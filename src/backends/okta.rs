@@ -765,4 +765,38 @@ mod tests {
         assert_eq!(origin.asn, Some(64500));
         assert_eq!(origin.user_agent.as_deref(), Some("Mozilla/5.0"));
     }
+
+    /// The service-app path end to end against the simulator: a signed client assertion buys a
+    /// scoped token, reused across calls; a key Okta does not know is refused with the Secret named.
+    #[tokio::test]
+    async fn service_app_signs_in_with_private_key_jwt() {
+        use crate::simulator::{self, Seed, Simulator};
+        let pem = crate::testbed::sims::generate_rsa_pem();
+        let provider = simulator::build("okta", &json!({ "client-id": "0oaservice", "private-key": pem, "key-id": "k1" })).unwrap();
+        provider.seed(&Seed { users: 3, ..Seed::default() });
+        let sim = Simulator::new(provider);
+        let running = simulator::serve(sim.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta-app" } })).unwrap();
+        let limits = Limits { requests_per_second: 1000, max_concurrency: 4 };
+        let connect = |key: &str| {
+            let secret: k8s_openapi::api::core::v1::Secret =
+                serde_json::from_value(json!({ "metadata": { "name": "okta-app" }, "stringData": { "client-id": "0oaservice", "private-key": key, "key-id": "k1" } }))
+                    .unwrap();
+            Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta-app"), limits).unwrap()
+        };
+
+        let okta = connect(&pem);
+        okta.check().await.unwrap();
+        let page = okta.list_users(&ScopeSelector::AllUsers, None).await.unwrap();
+        assert_eq!(page.users.len(), 3);
+        let cutoff = jiff::Timestamp::now();
+        let snapshot = okta.snapshot(&page.users[0], &[FactorKind::All], cutoff).await.unwrap();
+        assert_eq!(snapshot.factors.len(), 4, "totp, webauthn, push and the FastPass only the enrollments show: {snapshot:?}");
+        assert!(okta.enrolled_since(&page.users[0], cutoff).await.unwrap().is_none(), "the System Log is readable with the logs scope");
+        assert_eq!(sim.stats().by_bucket.get("POST token"), Some(&1), "one token for every call: {:?}", sim.stats());
+
+        let error = connect(&crate::testbed::sims::generate_rsa_pem()).check().await.unwrap_err();
+        assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
+        assert!(error.to_string().contains("sec/okta-app"), "{error}");
+    }
 }
