@@ -626,20 +626,26 @@ impl IdentityProvider for Okta {
                 Err(e) => return Err(e),
             }
         };
-        let held = self.held(user).await;
+        let mut held = None;
         if let Some(event) = event {
             let at = event["published"].as_str().and_then(|p| p.parse().ok()).unwrap_or(cutoff);
-            let factor_id = event["target"].as_array().and_then(|ts| ts.iter().find(|t| t["type"] != "User")).and_then(|t| t["id"].as_str());
-            let kind = event["debugContext"]["debugData"]["factor"]
-                .as_str()
-                .and_then(factor_kind)
-                .or_else(|| held.as_ref().ok()?.iter().find(|h| Some(h.id.as_str()) == factor_id).map(|h| h.kind));
+            let mut kind = event["debugContext"]["debugData"]["factor"].as_str().and_then(factor_kind);
+            if kind.is_none() {
+                // The entry does not say which type: its enrollment target does.
+                let factor_id = event["target"].as_array().and_then(|ts| ts.iter().find(|t| t["type"] != "User")).and_then(|t| t["id"].as_str());
+                let listed = held.insert(self.held(user).await?);
+                kind = listed.iter().find(|h| Some(h.id.as_str()) == factor_id).map(|h| h.kind);
+            }
             if let Some(kind) = kind {
                 return Ok(Some(Enrollment { kind, at, origin: Some(origin_of(&event)) }));
             }
         }
         // The log has nothing (it lags, or cannot be read): factor creation times tell.
-        let newest = held?.into_iter().filter_map(|h| Some((h.kind, h.created?))).filter(|(_, created)| *created >= cutoff).min_by_key(|(_, c)| *c);
+        let held = match held {
+            Some(held) => held,
+            None => self.held(user).await?,
+        };
+        let newest = held.into_iter().filter_map(|h| Some((h.kind, h.created?))).filter(|(_, created)| *created >= cutoff).min_by_key(|(_, c)| *c);
         Ok(newest.map(|(kind, at)| Enrollment { kind, at, origin: None }))
     }
 
@@ -798,5 +804,49 @@ mod tests {
         let error = connect(&crate::testbed::sims::generate_rsa_pem()).check().await.unwrap_err();
         assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
         assert!(error.to_string().contains("sec/okta-app"), "{error}");
+    }
+
+    /// Against the simulator with an API token: the linked FastPass is recorded, goes with its push
+    /// (AlreadyGone afterwards), a factor enrolled after the cutoff stays, and the re-enrollment is
+    /// found in the System Log with where it came from.
+    #[tokio::test]
+    async fn cascade_and_re_enrollment_through_the_api() {
+        use crate::simulator::{self, Seed, Simulator};
+        let provider = simulator::build("okta", &json!({ "api-token": "00token" })).unwrap();
+        provider.seed(&Seed { users: 2, ..Seed::default() });
+        let sim = Simulator::new(provider.clone());
+        let running = simulator::serve(sim, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta" } })).unwrap();
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "okta" }, "stringData": { "api-token": "00token" } })).unwrap();
+        let okta = Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta"), Limits { requests_per_second: 1000, max_concurrency: 4 }).unwrap();
+
+        let cutoff = jiff::Timestamp::now();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let login = simulator::username(1);
+        let new_key = provider.enroll(&login, FactorKind::Webauthn, "203.0.113.9").unwrap();
+        let user = okta.list_users(&ScopeSelector::Users(vec![login.clone()]), None).await.unwrap().users.remove(0);
+
+        // Only push was asked for: the FastPass on the same phone is lost too, so it is recorded.
+        let snapshot = okta.snapshot(&user, &[FactorKind::Push], cutoff).await.unwrap();
+        let recorded: Vec<(FactorKind, &str)> = snapshot.factors.iter().map(|f| (f.kind, f.provider_type.as_str())).collect();
+        assert_eq!(recorded, vec![(FactorKind::Push, "push"), (FactorKind::Passkey, "enrollment/signed_nonce")]);
+        let outcomes = [okta.revoke_factor(&user, &snapshot.factors[0]).await.unwrap(), okta.revoke_factor(&user, &snapshot.factors[1]).await.unwrap()];
+        assert_eq!(outcomes, [RevokeOutcome::Revoked, RevokeOutcome::AlreadyGone]);
+        let left: Vec<FactorKind> = provider.user(&login).unwrap().factors.iter().map(|f| f.kind).collect();
+        assert_eq!(left, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::Webauthn]);
+
+        let all = okta.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+        assert!(all.factors.iter().all(|f| f.id != new_key), "the key enrolled after the cutoff is never recorded");
+        let seen = okta.enrolled_since(&user, cutoff).await.unwrap().expect("the enrollment is seen");
+        assert_eq!(seen.kind, FactorKind::Webauthn);
+        let origin = seen.origin.expect("the System Log says where from");
+        assert_eq!(origin.ip.as_deref(), Some("203.0.113.9"));
+        assert!(origin.geo.is_some() && origin.asn.is_some() && origin.user_agent.is_some(), "{origin:?}");
+
+        let missing = okta.list_users(&ScopeSelector::Users(vec!["nobody@example.com".into()]), None).await.unwrap();
+        assert_eq!(missing.users, vec![UserRef { id: String::new(), username: "nobody@example.com".into() }]);
+        okta.disable_user(&user).await.unwrap();
+        okta.disable_user(&user).await.unwrap();
+        assert!(!provider.user(&login).unwrap().active, "suspended");
     }
 }
