@@ -55,7 +55,7 @@ const READ_LOG: Op = Op::new("read_log", "logs");
 
 enum Credentials {
     ApiToken(SecretString),
-    ServiceApp(TokenSource),
+    ServiceApp(Box<TokenSource>),
 }
 
 pub struct Okta {
@@ -310,12 +310,12 @@ impl Okta {
                 let key = RsaSigner::from_pem(pem.expose())
                     .map_err(|why| ProviderError::Config(format!("IdentityBackend {backend}: Secret {} key private-key: {why}", keys.name)))?;
                 let key_id = keys.get_opt("key-id")?.map(|k| k.expose().to_string());
-                Credentials::ServiceApp(TokenSource::new(
+                Credentials::ServiceApp(Box::new(TokenSource::new(
                     format!("{base}/oauth2/v1/token"),
                     Grant::PrivateKeyJwt { client_id, key, key_id },
                     vec![("scope", OAUTH_SCOPES.to_string())],
                     keys.name.to_string(),
-                ))
+                )))
             }
         };
         Ok(Self {
