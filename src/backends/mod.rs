@@ -6,6 +6,7 @@ pub mod auth0;
 pub mod entra;
 pub mod http;
 pub mod keycloak;
+pub mod okta;
 
 use std::sync::Arc;
 
@@ -204,6 +205,8 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
         Arc::new(entra::Entra::new(&name, p, &keys, limits)?)
     } else if let Some(p) = &spec.auth0 {
         Arc::new(auth0::Auth0::new(&name, p, &keys, limits)?)
+    } else if let Some(p) = &spec.okta {
+        Arc::new(okta::Okta::new(&name, p, &keys, limits)?)
     } else {
         return Err(ProviderError::Config(format!("IdentityBackend {name}: provider {kind} is not built into this operator yet")));
     };

@@ -9,6 +9,7 @@
 
 pub mod auth0;
 pub mod entra;
+pub mod okta;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -494,6 +495,7 @@ pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, S
     match provider {
         "auth0" => Ok(Arc::new(auth0::Auth0::new(credentials)?)),
         "entra" => Ok(Arc::new(entra::Entra::new(credentials)?)),
+        "okta" => Ok(Arc::new(okta::Okta::new(credentials)?)),
         _ => Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo")),
     }
 }

@@ -1,0 +1,834 @@
+//! Okta Management API (`{url}/api/v1`), authenticated with an API token (`SSWS`) or as an OAuth
+//! service app (`private_key_jwt`). Factors carry `created`, so the cutoff is compared directly.
+//!
+//! What Okta makes awkward, and how this adapter copes:
+//! - `GET /users/{id}/factors` is filtered by the enrollment policy (Okta FastPass is missing from
+//!   it), and Identity Engine's `GET /users/{id}/authenticator-enrollments` misses Classic-only
+//!   factors: both are read and merged by id. A factor only the enrollment list shows is deleted
+//!   through that list (its `provider_type` starts with `enrollment/`).
+//! - Deleting an Okta Verify `push` or `signed_nonce` factor removes every Okta Verify factor on
+//!   that device. The snapshot therefore records those linked factors too (the user loses them,
+//!   whatever kinds the recall asked for), puts the deleting one first, and refuses the user when
+//!   one of them was enrolled after the cutoff. The linked ones then answer 404: AlreadyGone.
+//! - `lifecycle/reset_factors` ignores any cutoff and is never called.
+//! - There is no per-user "enroll again" API besides that reset: the enrollment policy makes
+//!   users enroll at their next sign-in.
+//! - Rate limits are per endpoint family; every call names its bucket (users, groups, logs, token)
+//!   so the budget Okta announces in `X-Rate-Limit-*` is followed per family.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::auth::{Grant, RsaSigner, TokenSource};
+use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, SecretString};
+use super::{
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef,
+    UserSnapshot, enc, selected,
+};
+use crate::api::{FactorKind, OktaProvider};
+
+/// Users per listing request: Okta's maximum for `/users`.
+const USERS_PAGE: usize = 200;
+/// Group members per request: Okta's maximum for `/groups/{id}/users`.
+const MEMBERS_PAGE: usize = 1000;
+/// Explicitly named users looked up per page of the scope.
+const NAMES_PER_PAGE: usize = 100;
+const OAUTH_SCOPES: &str = "okta.users.read okta.users.manage okta.groups.read okta.logs.read";
+/// `provider_type` prefix of a factor that only the authenticator-enrollment list shows.
+const ENROLLMENT_ONLY: &str = "enrollment/";
+
+const LIST_USERS: Op = Op::new("list_users", "users");
+const GET_USER: Op = Op::new("get_user", "users");
+const LIST_FACTORS: Op = Op::new("list_factors", "users");
+const DELETE_FACTOR: Op = Op::new("delete_factor", "users");
+const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "users");
+const DISABLE_USER: Op = Op::new("disable_user", "users");
+const FIND_GROUP: Op = Op::new("find_group", "groups");
+const LIST_MEMBERS: Op = Op::new("list_members", "groups");
+const READ_LOG: Op = Op::new("read_log", "logs");
+
+enum Credentials {
+    ApiToken(SecretString),
+    ServiceApp(Box<TokenSource>),
+}
+
+pub struct Okta {
+    http: ProviderHttp,
+    credentials: Credentials,
+    /// The org URL without a trailing slash.
+    base: String,
+    /// `namespace/name` of the credentials Secret.
+    secret_name: String,
+    /// The System Log was refused once: said once, then factor creation times are used.
+    log_refused: AtomicBool,
+}
+
+/// Okta's factor types, as our kinds.
+fn factor_kind(factor_type: &str) -> Option<FactorKind> {
+    Some(match factor_type {
+        "token:software:totp" => FactorKind::Totp,
+        "token:hotp" => FactorKind::Hotp,
+        "token:hardware" | "token" => FactorKind::HardwareToken,
+        "webauthn" | "u2f" => FactorKind::Webauthn,
+        // Okta FastPass: a device-bound passwordless credential.
+        "signed_nonce" => FactorKind::Passkey,
+        // `web` is Duo Security as an Okta factor: a push to the Duo app.
+        "push" | "web" => FactorKind::Push,
+        "sms" | "call" => FactorKind::Sms,
+        "email" => FactorKind::Email,
+        "question" => FactorKind::SecurityQuestion,
+        // A Temporary Access Code is a bypass credential.
+        "tac" => FactorKind::RecoveryCodes,
+        _ => return None,
+    })
+}
+
+/// The factor type an Identity Engine authenticator enrollment stands for; None for the password
+/// and for enrollments that hold no secret of the user's (federated, proximity).
+fn enrollment_factor_type(type_: &str, key: &str, profile: &Value) -> Option<&'static str> {
+    let method = |m: &str| profile.get("methods").and_then(Value::as_array).is_some_and(|ms| ms.iter().any(|v| v == m));
+    Some(match (type_, key) {
+        // Removing the Okta Verify enrollment removes all its methods, FastPass included.
+        ("app", "okta_verify") if method("signed_nonce") => "signed_nonce",
+        ("app", "okta_verify") if method("push") => "push",
+        ("app", "custom_otp") => "token:hotp",
+        ("app", _) => "token:software:totp",
+        ("security_key", "yubikey_token") => "token:hardware",
+        ("security_key", _) => "webauthn",
+        ("phone", _) => "sms",
+        ("email", _) => "email",
+        ("security_question", _) => "question",
+        ("tac", _) => "tac",
+        _ => return None,
+    })
+}
+
+/// Deleting one of these removes every Okta Verify factor on the same device.
+fn deletes_device(factor_type: &str) -> bool {
+    matches!(factor_type, "push" | "signed_nonce")
+}
+
+#[derive(Deserialize)]
+struct OktaUser {
+    id: String,
+    profile: UserProfile,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct UserProfile {
+    login: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OktaFactor {
+    id: String,
+    factor_type: String,
+    #[serde(default)]
+    created: Option<jiff::Timestamp>,
+    #[serde(default)]
+    profile: Value,
+}
+
+#[derive(Deserialize)]
+struct AuthenticatorEnrollment {
+    id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    created: Option<jiff::Timestamp>,
+    #[serde(default)]
+    profile: Value,
+}
+
+#[derive(Deserialize)]
+struct OktaGroup {
+    id: String,
+    profile: GroupProfile,
+}
+
+#[derive(Deserialize)]
+struct GroupProfile {
+    name: String,
+}
+
+/// One factor the user holds, from either list.
+#[derive(Clone, Debug, PartialEq)]
+struct Held {
+    id: String,
+    factor_type: String,
+    kind: FactorKind,
+    created: Option<jiff::Timestamp>,
+    /// The Okta Verify device it lives on (`profile.deviceToken`).
+    device: Option<String>,
+    enrollment_only: bool,
+}
+
+impl Held {
+    fn is_before(&self, cutoff: jiff::Timestamp) -> bool {
+        // Without a creation time the factor counts as old: it existed when we looked, and only its
+        // recorded id is ever deleted.
+        self.created.is_none_or(|c| c < cutoff)
+    }
+
+    fn to_ref(&self) -> FactorRef {
+        let provider_type = if self.enrollment_only { format!("{ENROLLMENT_ONLY}{}", self.factor_type) } else { self.factor_type.clone() };
+        FactorRef { id: self.id.clone(), kind: self.kind, provider_type }
+    }
+}
+
+fn device_of(profile: &Value) -> Option<String> {
+    profile.get("deviceToken").and_then(Value::as_str).filter(|d| !d.is_empty()).map(String::from)
+}
+
+/// Both lists merged by id; the factors API wins where both show a factor.
+fn merge(factors: Vec<OktaFactor>, enrollments: Vec<AuthenticatorEnrollment>) -> Vec<Held> {
+    let mut held: Vec<Held> = factors
+        .into_iter()
+        .filter_map(|f| {
+            let kind = factor_kind(&f.factor_type)?;
+            Some(Held { device: device_of(&f.profile), id: f.id, kind, created: f.created, factor_type: f.factor_type, enrollment_only: false })
+        })
+        .collect();
+    for e in enrollments {
+        if held.iter().any(|h| h.id == e.id) {
+            continue;
+        }
+        let Some(factor_type) = enrollment_factor_type(&e.type_, &e.key, &e.profile) else { continue };
+        let Some(kind) = factor_kind(factor_type) else { continue };
+        held.push(Held { device: device_of(&e.profile), id: e.id, kind, created: e.created, factor_type: factor_type.into(), enrollment_only: true });
+    }
+    held
+}
+
+/// The factors to record for a recall of `kinds`: those older than the cutoff, plus every factor
+/// Okta will remove along with them (Okta Verify on the same device), each device's deleting
+/// factor first. Err names a linked factor enrolled after the cutoff.
+fn plan(held: &[Held], kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<Vec<FactorRef>, String> {
+    let mut chosen: Vec<&Held> = held.iter().filter(|h| h.is_before(cutoff) && selected(h.kind, kinds)).collect();
+    let devices: Vec<String> = chosen.iter().filter(|h| deletes_device(&h.factor_type)).filter_map(|h| h.device.clone()).collect();
+    for device in &devices {
+        for linked in held.iter().filter(|h| h.device.as_ref() == Some(device)) {
+            if !linked.is_before(cutoff) {
+                return Err(format!(
+                    "deleting its Okta Verify factors would also delete factor {} ({}) enrolled after the cutoff; remove the old Okta Verify factors by hand",
+                    linked.id, linked.factor_type
+                ));
+            }
+            if !chosen.iter().any(|c| c.id == linked.id) {
+                chosen.push(linked);
+            }
+        }
+    }
+    let mut ordered: Vec<FactorRef> = Vec::with_capacity(chosen.len());
+    for h in &chosen {
+        match h.device.as_ref().filter(|d| devices.contains(d)) {
+            None => ordered.push(h.to_ref()),
+            Some(device) if !ordered.iter().any(|o| o.id == h.id) => {
+                let group: Vec<&&Held> = chosen.iter().filter(|c| c.device.as_ref() == Some(device)).collect();
+                let first = group.iter().find(|c| deletes_device(&c.factor_type)).expect("a device is listed for its deleting factor");
+                ordered.push(first.to_ref());
+                ordered.extend(group.iter().filter(|c| c.id != first.id).map(|c| c.to_ref()));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(ordered)
+}
+
+/// The URL of `rel="next"` in Okta's `Link` headers (one header per relation, or one joined by commas).
+fn next_link(reply: &HttpReply) -> Option<String> {
+    reply
+        .headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|part| {
+            let (url, params) = part.trim().split_once(';')?;
+            let next = params.split(';').any(|p| p.trim().replace(' ', "").eq_ignore_ascii_case("rel=\"next\""));
+            next.then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        })
+}
+
+/// The `after` cursor of a next link.
+fn after_of(next: &str) -> Option<String> {
+    Url::parse(next).ok()?.query_pairs().find(|(k, _)| k == "after").map(|(_, v)| v.into_owned())
+}
+
+/// Okta's error code and summary, without anything secret (Okta never echoes the token).
+fn brief(value: &Value) -> String {
+    let code = value.get("errorCode").and_then(Value::as_str);
+    let summary = value.get("errorSummary").and_then(Value::as_str);
+    let text = match (code, summary) {
+        (Some(c), Some(s)) => format!("{c} {s}"),
+        _ => value.to_string(),
+    };
+    text.chars().take(200).collect()
+}
+
+fn origin_of(event: &Value) -> EnrollmentOrigin {
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+    let client = &event["client"];
+    let geo = &client["geographicalContext"];
+    let parts: Vec<String> = ["country", "state", "city"].iter().filter_map(|k| text(&geo[*k])).collect();
+    EnrollmentOrigin {
+        ip: text(&client["ipAddress"]),
+        user_agent: text(&client["userAgent"]["rawUserAgent"]),
+        geo: (!parts.is_empty()).then(|| parts.join("/")),
+        asn: event["securityContext"]["asNumber"].as_u64().and_then(|n| u32::try_from(n).ok()),
+    }
+}
+
+impl Okta {
+    pub fn new(backend: &str, spec: &OktaProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+        let base = spec.url.trim_end_matches('/').to_string();
+        let credentials = match keys.get_opt("api-token")? {
+            Some(token) => Credentials::ApiToken(token),
+            None => {
+                let (Some(client_id), Some(pem)) = (keys.get_opt("client-id")?, keys.get_opt("private-key")?) else {
+                    return Err(ProviderError::Config(format!(
+                        "IdentityBackend {backend}: Secret {} needs key api-token, or keys client-id and private-key",
+                        keys.name
+                    )));
+                };
+                let key = RsaSigner::from_pem(pem.expose())
+                    .map_err(|why| ProviderError::Config(format!("IdentityBackend {backend}: Secret {} key private-key: {why}", keys.name)))?;
+                let key_id = keys.get_opt("key-id")?.map(|k| k.expose().to_string());
+                Credentials::ServiceApp(Box::new(TokenSource::new(
+                    format!("{base}/oauth2/v1/token"),
+                    Grant::PrivateKeyJwt { client_id, key, key_id },
+                    vec![("scope", OAUTH_SCOPES.to_string())],
+                    keys.name.to_string(),
+                )))
+            }
+        };
+        Ok(Self {
+            http: ProviderHttp::new(backend, limits)?,
+            credentials,
+            base,
+            secret_name: keys.name.to_string(),
+            log_refused: AtomicBool::new(false),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// One API call. Answers with a 2xx status or one of `accepted` are returned; 401 and 403 are
+    /// authentication errors naming the Secret; anything else is refused with Okta's error code.
+    /// With a service app, a 401 fetches a new access token once.
+    async fn call(&self, op: Op, method: Method, url: &str, query: &[(&str, String)], accepted: &[StatusCode]) -> Result<HttpReply, ProviderError> {
+        let path = url.strip_prefix(&self.base).unwrap_or(url).split('?').next().unwrap_or_default().to_string();
+        for refreshed in [false, true] {
+            let mut builder = self.http.request(method.clone(), url).query(query).header(reqwest::header::ACCEPT, "application/json");
+            builder = match &self.credentials {
+                Credentials::ApiToken(token) => builder.header(reqwest::header::AUTHORIZATION, format!("SSWS {}", token.expose())),
+                Credentials::ServiceApp(source) => builder.bearer_auth(source.bearer(&self.http).await?.expose()),
+            };
+            let request = builder
+                .build()
+                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
+            let reply = self.http.send(op, request).await?;
+            let status = reply.status;
+            if status == StatusCode::UNAUTHORIZED
+                && !refreshed
+                && let Credentials::ServiceApp(source) = &self.credentials
+            {
+                source.forget().await;
+                continue;
+            }
+            if status.is_success() || accepted.contains(&status) {
+                return Ok(reply);
+            }
+            let detail = brief(&reply.value());
+            return Err(match status {
+                StatusCode::UNAUTHORIZED => ProviderError::Auth(format!(
+                    "IdentityBackend {}: 401 from {method} {path} ({detail}): the credentials were refused; check {} in Secret {}",
+                    self.http.backend,
+                    match self.credentials {
+                        Credentials::ApiToken(_) => "key api-token",
+                        Credentials::ServiceApp(_) => "keys client-id and private-key",
+                    },
+                    self.secret_name
+                )),
+                StatusCode::FORBIDDEN => ProviderError::Auth(format!(
+                    "IdentityBackend {}: 403 from {method} {path} ({detail}): the credentials in Secret {} lack a permission: the API token's admin needs a role that manages users and reads the System Log; a service app needs the scopes {OAUTH_SCOPES} and an admin role",
+                    self.http.backend, self.secret_name
+                )),
+                _ => ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {detail}", self.http.backend)),
+            });
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// GET one page: the body and the next page's URL; None when Okta answers 404.
+    async fn get_page<T: DeserializeOwned>(&self, op: Op, url: &str, query: &[(&str, String)]) -> Result<Option<(T, Option<String>)>, ProviderError> {
+        let reply = self.call(op, Method::GET, url, query, &[StatusCode::NOT_FOUND]).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = serde_json::from_slice(&reply.body).map_err(|e| {
+            ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {}: {e}", self.http.backend, url.strip_prefix(&self.base).unwrap_or(url)))
+        })?;
+        Ok(Some((body, next_link(&reply))))
+    }
+
+    /// Every page of a list, following `Link: rel="next"`; None when the first page is 404.
+    async fn get_all<T: DeserializeOwned>(&self, op: Op, path: &str, query: &[(&str, String)]) -> Result<Option<Vec<T>>, ProviderError> {
+        let Some((mut items, mut next)) = self.get_page::<Vec<T>>(op, &self.url(path), query).await? else { return Ok(None) };
+        while let Some(url) = next {
+            self.check_same_org(&url)?;
+            let (more, after) = self.get_page::<Vec<T>>(op, &url, &[]).await?.unwrap_or_default();
+            items.extend(more);
+            next = after;
+        }
+        Ok(Some(items))
+    }
+
+    /// A next link must point back at the org: the credentials are never sent elsewhere.
+    fn check_same_org(&self, url: &str) -> Result<(), ProviderError> {
+        let origin = |u: &str| Url::parse(u).ok().map(|u| u.origin());
+        if origin(url).is_some() && origin(url) == origin(&self.base) {
+            Ok(())
+        } else {
+            Err(ProviderError::Rejected(format!("IdentityBackend {}: Okta sent a next-page link outside the org URL; not followed", self.http.backend)))
+        }
+    }
+
+    fn user_gone(&self, user: &UserRef) -> ProviderError {
+        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+    }
+
+    fn user_path(user: &UserRef, rest: &str) -> String {
+        format!("/api/v1/users/{}{rest}", enc(&user.id))
+    }
+
+    /// The user's factors from both lists, merged.
+    async fn held(&self, user: &UserRef) -> Result<Vec<Held>, ProviderError> {
+        let factors: Vec<OktaFactor> = self.get_all(LIST_FACTORS, &Self::user_path(user, "/factors"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        // The user exists (the factors answered), so a 404 here is an org without Identity Engine.
+        let enrollments: Vec<AuthenticatorEnrollment> =
+            self.get_all(LIST_FACTORS, &Self::user_path(user, "/authenticator-enrollments"), &[]).await?.unwrap_or_default();
+        Ok(merge(factors, enrollments))
+    }
+
+    async fn find_group(&self, name: &str) -> Result<String, ProviderError> {
+        // `q` matches names by prefix: keep exact matches only.
+        let groups: Vec<OktaGroup> = self
+            .get_page(FIND_GROUP, &self.url("/api/v1/groups"), &[("q", name.to_string()), ("limit", "200".into())])
+            .await?
+            .map(|(groups, _)| groups)
+            .unwrap_or_default();
+        let exact: Vec<&OktaGroup> = groups.iter().filter(|g| g.profile.name == name).collect();
+        match exact.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(ProviderError::NotFound(format!("IdentityBackend {}: group {name} not found", self.http.backend))),
+            _ => Err(ProviderError::Config(format!(
+                "IdentityBackend {}: {} groups are named {name} (app groups can share a name with Okta groups): rename one",
+                self.http.backend,
+                exact.len()
+            ))),
+        }
+    }
+
+    async fn members_page(&self, group_id: &str, after: Option<&str>) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
+        let mut query = vec![("limit", MEMBERS_PAGE.to_string())];
+        query.extend(after.map(|a| ("after", a.to_string())));
+        let (users, next) = self
+            .get_page::<Vec<OktaUser>>(LIST_MEMBERS, &self.url(&format!("/api/v1/groups/{}/users", enc(group_id))), &query)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: group {group_id} no longer exists", self.http.backend)))?;
+        Ok((users.into_iter().map(to_ref).collect(), next.as_deref().and_then(after_of)))
+    }
+
+    /// The first `user.mfa.factor.activate` event for the user since the cutoff, from the System Log.
+    async fn first_activation(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Value>, ProviderError> {
+        let filter = format!("eventType eq \"user.mfa.factor.activate\" and target.id eq \"{}\"", user.id.replace('"', ""));
+        let query = [
+            ("since", cutoff.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+            ("filter", filter),
+            ("sortOrder", "ASCENDING".to_string()),
+            ("limit", "20".to_string()),
+        ];
+        let events: Vec<Value> = self.get_page(READ_LOG, &self.url("/api/v1/logs"), &query).await?.map(|(events, _)| events).unwrap_or_default();
+        // Okta keeps milliseconds: compare with the cutoff at that precision, as `since` did.
+        let since = jiff::Timestamp::from_millisecond(cutoff.as_millisecond()).unwrap_or(cutoff);
+        Ok(events.into_iter().find(|e| e["published"].as_str().and_then(|p| p.parse::<jiff::Timestamp>().ok()).is_some_and(|at| at >= since)))
+    }
+}
+
+fn to_ref(user: OktaUser) -> UserRef {
+    UserRef { id: user.id, username: user.profile.login }
+}
+
+#[async_trait]
+impl IdentityProvider for Okta {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list_factors: true,
+            factor_creation_time: true,
+            delete_factor: true,
+            revoke_sessions: true,
+            count_sessions: false,
+            force_re_enrollment: false,
+            enrollment_detection: true,
+            disable_user: true,
+            limitations: vec![
+                "re-enrollment: enforced by the Okta authenticator enrollment policy, not per user".into(),
+                "sessions: Okta has no API that lists a user's sign-in sessions or remembered devices; they are ended with the user's OAuth tokens and grants, and counted as one revocation per user".into(),
+            ],
+        }
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        self.call(LIST_USERS, Method::GET, &self.url("/api/v1/users"), &[("limit", "1".into())], &[]).await.map(|_| ())
+    }
+
+    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        match scope {
+            ScopeSelector::AllUsers => {
+                // Cursor: Okta's `after`. Without a filter Okta leaves out DEPROVISIONED users,
+                // who cannot sign in at all.
+                let mut query = vec![("limit", USERS_PAGE.to_string())];
+                query.extend(cursor.map(|c| ("after", c.to_string())));
+                let (users, next) = self.get_page::<Vec<OktaUser>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
+                Ok(UserPage { users: users.into_iter().map(to_ref).collect(), next: next.as_deref().and_then(after_of) })
+            }
+            ScopeSelector::Groups(groups) => {
+                // Cursor: "<group index>:<group id>:<after>".
+                let mut parts = cursor.unwrap_or("0::").splitn(3, ':');
+                let index: usize = parts.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+                let (known_id, after) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
+                let group_id = if known_id.is_empty() { self.find_group(group).await? } else { known_id.to_string() };
+                let (users, after) = self.members_page(&group_id, (!after.is_empty()).then_some(after)).await?;
+                let next = match after {
+                    Some(after) => Some(format!("{index}:{group_id}:{after}")),
+                    None => (index + 1 < groups.len()).then(|| format!("{}::", index + 1)),
+                };
+                Ok(UserPage { users, next })
+            }
+            ScopeSelector::Users(names) => {
+                let index: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+                let chunk: Vec<&String> = names.iter().skip(index).take(NAMES_PER_PAGE).collect();
+                let mut users = Vec::with_capacity(chunk.len());
+                for name in &chunk {
+                    // Okta takes the login where the id goes.
+                    match self.get_page::<OktaUser>(GET_USER, &self.url(&format!("/api/v1/users/{}", enc(name))), &[]).await? {
+                        Some((user, _)) => users.push(to_ref(user)),
+                        // Still targeted, so the recall reports it as failed instead of skipping it.
+                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
+                    }
+                }
+                let next_index = index + chunk.len();
+                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
+            }
+        }
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let id = self.find_group(group).await?;
+        let mut members = Vec::new();
+        let mut after = None;
+        loop {
+            let (users, next) = self.members_page(&id, after.as_deref()).await?;
+            members.extend(users);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(members),
+            }
+        }
+    }
+
+    async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        if user.id.is_empty() {
+            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
+        }
+        let held = self.held(user).await?;
+        let factors = plan(&held, kinds, cutoff)
+            .map_err(|why| ProviderError::Rejected(format!("IdentityBackend {}: user {}: {why}", self.http.backend, user.username)))?;
+        // Okta cannot list sessions: one revocation per user is what gets counted.
+        Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new() })
+    }
+
+    async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
+        // Ends Okta sessions, revokes OAuth access and refresh tokens, forgets remembered devices;
+        // then the consent grants, which outlive the sessions.
+        let query = [("oauthTokens", "true".to_string()), ("forgetDevices", "true".to_string())];
+        for (path, query) in [(Self::user_path(user, "/sessions"), &query[..]), (Self::user_path(user, "/grants"), &[][..])] {
+            let reply = self.call(REVOKE_SESSIONS, Method::DELETE, &self.url(&path), query, &[StatusCode::NOT_FOUND]).await?;
+            if reply.status == StatusCode::NOT_FOUND {
+                return Err(self.user_gone(user));
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        let list = if factor.provider_type.starts_with(ENROLLMENT_ONLY) { "authenticator-enrollments" } else { "factors" };
+        let path = Self::user_path(user, &format!("/{list}/{}", enc(&factor.id)));
+        let reply = self.call(DELETE_FACTOR, Method::DELETE, &self.url(&path), &[], &[StatusCode::NOT_FOUND]).await?;
+        // 404: gone already, by an earlier attempt, the user, or with its Okta Verify device.
+        Ok(if reply.status == StatusCode::NOT_FOUND { RevokeOutcome::AlreadyGone } else { RevokeOutcome::Revoked })
+    }
+
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+        // The authenticator enrollment policy asks users without factors to enroll at their next
+        // sign-in. The only per-user API, lifecycle/reset_factors, would delete factors enrolled
+        // after the cutoff.
+        Ok(())
+    }
+
+    async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        if user.id.is_empty() {
+            return Ok(None);
+        }
+        let event = if self.log_refused.load(Ordering::Relaxed) {
+            None
+        } else {
+            match self.first_activation(user, cutoff).await {
+                Ok(event) => event,
+                Err(ProviderError::Auth(why)) => {
+                    if !self.log_refused.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(backend = %self.http.backend, %why, "System Log refused; re-enrollment is detected from factor creation times, without origin");
+                    }
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut held = None;
+        if let Some(event) = event {
+            let at = event["published"].as_str().and_then(|p| p.parse().ok()).unwrap_or(cutoff);
+            let mut kind = event["debugContext"]["debugData"]["factor"].as_str().and_then(factor_kind);
+            if kind.is_none() {
+                // The entry does not say which type: its enrollment target does.
+                let factor_id = event["target"].as_array().and_then(|ts| ts.iter().find(|t| t["type"] != "User")).and_then(|t| t["id"].as_str());
+                let listed = held.insert(self.held(user).await?);
+                kind = listed.iter().find(|h| Some(h.id.as_str()) == factor_id).map(|h| h.kind);
+            }
+            if let Some(kind) = kind {
+                return Ok(Some(Enrollment { kind, at, origin: Some(origin_of(&event)) }));
+            }
+        }
+        // The log has nothing (it lags, or cannot be read): factor creation times tell.
+        let held = match held {
+            Some(held) => held,
+            None => self.held(user).await?,
+        };
+        let newest = held.into_iter().filter_map(|h| Some((h.kind, h.created?))).filter(|(_, created)| *created >= cutoff).min_by_key(|(_, c)| *c);
+        Ok(newest.map(|(kind, at)| Enrollment { kind, at, origin: None }))
+    }
+
+    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        // Suspended, not deactivated: an admin can unsuspend the user with factors and group
+        // memberships intact once they have re-enrolled.
+        let path = Self::user_path(user, "/lifecycle/suspend");
+        let reply = self.call(DISABLE_USER, Method::POST, &self.url(&path), &[], &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST]).await?;
+        match reply.status {
+            StatusCode::NOT_FOUND => Err(self.user_gone(user)),
+            StatusCode::BAD_REQUEST => {
+                // Only an ACTIVE user can be suspended: one already suspended is done.
+                let (current, _) = self.get_page::<OktaUser>(GET_USER, &self.url(&Self::user_path(user, "")), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+                if current.status == "SUSPENDED" {
+                    Ok(())
+                } else {
+                    Err(ProviderError::Rejected(format!(
+                        "IdentityBackend {}: user {} is {} and cannot be suspended: {}",
+                        self.http.backend,
+                        user.username,
+                        current.status,
+                        brief(&reply.value())
+                    )))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn factor(id: &str, factor_type: &str, created: &str, device: Option<&str>) -> OktaFactor {
+        OktaFactor { id: id.into(), factor_type: factor_type.into(), created: Some(ts(created)), profile: json!({ "deviceToken": device }) }
+    }
+
+    fn enrollment(id: &str, type_: &str, key: &str, created: &str, profile: Value) -> AuthenticatorEnrollment {
+        AuthenticatorEnrollment { id: id.into(), type_: type_.into(), key: key.into(), created: Some(ts(created)), profile }
+    }
+
+    const OLD: &str = "2026-01-01T00:00:00Z";
+    const NEW: &str = "2026-12-01T00:00:00Z";
+    const CUTOFF: &str = "2026-11-01T00:00:00Z";
+
+    #[test]
+    fn both_lists_are_merged_by_id_and_the_password_is_no_factor() {
+        let factors = vec![factor("uft1", "token:software:totp", OLD, None), factor("opf1", "push", OLD, Some("d1")), factor("rsa1", "token", OLD, None)];
+        let enrollments = vec![
+            enrollment("lae1", "password", "okta_password", OLD, json!({})),
+            enrollment("uft1", "app", "google_otp", OLD, json!({})),
+            enrollment("opf1", "app", "okta_verify", OLD, json!({ "deviceToken": "d1", "methods": ["push"] })),
+            enrollment("crp1", "app", "okta_verify", OLD, json!({ "deviceToken": "d1", "methods": ["signed_nonce"] })),
+        ];
+        let held = merge(factors, enrollments);
+        let ids: Vec<(&str, FactorKind, bool)> = held.iter().map(|h| (h.id.as_str(), h.kind, h.enrollment_only)).collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("uft1", FactorKind::Totp, false),
+                ("opf1", FactorKind::Push, false),
+                ("rsa1", FactorKind::HardwareToken, false),
+                ("crp1", FactorKind::Passkey, true),
+            ]
+        );
+        assert_eq!(held[3].to_ref().provider_type, "enrollment/signed_nonce");
+    }
+
+    #[test]
+    fn plan_keeps_new_factors_and_adds_what_goes_with_okta_verify() {
+        let held = merge(
+            vec![factor("opf1", "push", OLD, Some("d1")), factor("fwf1", "webauthn", OLD, None), factor("fwf2", "webauthn", NEW, None)],
+            vec![enrollment("crp1", "app", "okta_verify", OLD, json!({ "deviceToken": "d1", "methods": ["signed_nonce"] }))],
+        );
+        // Asked for passkeys only: FastPass goes first, and the push on its device with it.
+        let planned = plan(&held, &[FactorKind::Passkey], ts(CUTOFF)).unwrap();
+        let ids: Vec<&str> = planned.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, vec!["crp1", "opf1"]);
+        // Everything: the key enrolled after the cutoff stays.
+        let planned = plan(&held, &[FactorKind::All], ts(CUTOFF)).unwrap();
+        let ids: Vec<&str> = planned.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, vec!["opf1", "crp1", "fwf1"]);
+    }
+
+    #[test]
+    fn plan_refuses_to_take_a_new_factor_down_with_an_old_device() {
+        let held = merge(vec![factor("opf1", "push", OLD, Some("d1")), factor("crp1", "signed_nonce", NEW, Some("d1"))], vec![]);
+        let why = plan(&held, &[FactorKind::All], ts(CUTOFF)).unwrap_err();
+        assert!(why.contains("crp1"), "{why}");
+    }
+
+    #[test]
+    fn link_headers_give_the_next_cursor() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.append("link", "<https://x.okta.com/api/v1/users?limit=200>; rel=\"self\"".parse().unwrap());
+        headers.append("link", "<https://x.okta.com/api/v1/users?limit=200&after=00u1abc>; rel=\"next\"".parse().unwrap());
+        let reply = HttpReply { status: StatusCode::OK, headers, body: Default::default() };
+        let next = next_link(&reply).unwrap();
+        assert_eq!(after_of(&next).as_deref(), Some("00u1abc"));
+
+        let mut joined = reqwest::header::HeaderMap::new();
+        joined.insert("link", "<https://x/a?limit=2>; rel=\"self\", <https://x/a?limit=2&after=z%2By>; rel=\"next\"".parse().unwrap());
+        let reply = HttpReply { status: StatusCode::OK, headers: joined, body: Default::default() };
+        assert_eq!(after_of(&next_link(&reply).unwrap()).as_deref(), Some("z+y"));
+    }
+
+    #[test]
+    fn log_entries_become_origins() {
+        let event = json!({
+            "client": { "ipAddress": "203.0.113.9", "userAgent": { "rawUserAgent": "Mozilla/5.0" },
+                        "geographicalContext": { "country": "Germany", "state": "Berlin", "city": "Berlin" } },
+            "securityContext": { "asNumber": 64500 },
+        });
+        let origin = origin_of(&event);
+        assert_eq!(origin.ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(origin.geo.as_deref(), Some("Germany/Berlin/Berlin"));
+        assert_eq!(origin.asn, Some(64500));
+        assert_eq!(origin.user_agent.as_deref(), Some("Mozilla/5.0"));
+    }
+
+    /// The service-app path end to end against the simulator: a signed client assertion buys a
+    /// scoped token, reused across calls; a key Okta does not know is refused with the Secret named.
+    #[tokio::test]
+    async fn service_app_signs_in_with_private_key_jwt() {
+        use crate::simulator::{self, Seed, Simulator};
+        let pem = crate::testbed::sims::generate_rsa_pem();
+        let provider = simulator::build("okta", &json!({ "client-id": "0oaservice", "private-key": pem, "key-id": "k1" })).unwrap();
+        provider.seed(&Seed { users: 3, ..Seed::default() });
+        let sim = Simulator::new(provider);
+        let running = simulator::serve(sim.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta-app" } })).unwrap();
+        let limits = Limits { requests_per_second: 1000, max_concurrency: 4 };
+        let connect = |key: &str| {
+            let secret: k8s_openapi::api::core::v1::Secret =
+                serde_json::from_value(json!({ "metadata": { "name": "okta-app" }, "stringData": { "client-id": "0oaservice", "private-key": key, "key-id": "k1" } }))
+                    .unwrap();
+            Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta-app"), limits).unwrap()
+        };
+
+        let okta = connect(&pem);
+        okta.check().await.unwrap();
+        let page = okta.list_users(&ScopeSelector::AllUsers, None).await.unwrap();
+        assert_eq!(page.users.len(), 3);
+        let cutoff = jiff::Timestamp::now();
+        let snapshot = okta.snapshot(&page.users[0], &[FactorKind::All], cutoff).await.unwrap();
+        assert_eq!(snapshot.factors.len(), 4, "totp, webauthn, push and the FastPass only the enrollments show: {snapshot:?}");
+        assert!(okta.enrolled_since(&page.users[0], cutoff).await.unwrap().is_none(), "the System Log is readable with the logs scope");
+        assert_eq!(sim.stats().by_bucket.get("POST token"), Some(&1), "one token for every call: {:?}", sim.stats());
+
+        let error = connect(&crate::testbed::sims::generate_rsa_pem()).check().await.unwrap_err();
+        assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
+        assert!(error.to_string().contains("sec/okta-app"), "{error}");
+    }
+
+    /// Against the simulator with an API token: the linked FastPass is recorded, goes with its push
+    /// (AlreadyGone afterwards), a factor enrolled after the cutoff stays, and the re-enrollment is
+    /// found in the System Log with where it came from.
+    #[tokio::test]
+    async fn cascade_and_re_enrollment_through_the_api() {
+        use crate::simulator::{self, Seed, Simulator};
+        let provider = simulator::build("okta", &json!({ "api-token": "00token" })).unwrap();
+        provider.seed(&Seed { users: 2, ..Seed::default() });
+        let sim = Simulator::new(provider.clone());
+        let running = simulator::serve(sim, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta" } })).unwrap();
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "okta" }, "stringData": { "api-token": "00token" } })).unwrap();
+        let okta = Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta"), Limits { requests_per_second: 1000, max_concurrency: 4 }).unwrap();
+
+        let cutoff = jiff::Timestamp::now();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let login = simulator::username(1);
+        let new_key = provider.enroll(&login, FactorKind::Webauthn, "203.0.113.9").unwrap();
+        let user = okta.list_users(&ScopeSelector::Users(vec![login.clone()]), None).await.unwrap().users.remove(0);
+
+        // Only push was asked for: the FastPass on the same phone is lost too, so it is recorded.
+        let snapshot = okta.snapshot(&user, &[FactorKind::Push], cutoff).await.unwrap();
+        let recorded: Vec<(FactorKind, &str)> = snapshot.factors.iter().map(|f| (f.kind, f.provider_type.as_str())).collect();
+        assert_eq!(recorded, vec![(FactorKind::Push, "push"), (FactorKind::Passkey, "enrollment/signed_nonce")]);
+        let outcomes = [okta.revoke_factor(&user, &snapshot.factors[0]).await.unwrap(), okta.revoke_factor(&user, &snapshot.factors[1]).await.unwrap()];
+        assert_eq!(outcomes, [RevokeOutcome::Revoked, RevokeOutcome::AlreadyGone]);
+        let left: Vec<FactorKind> = provider.user(&login).unwrap().factors.iter().map(|f| f.kind).collect();
+        assert_eq!(left, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::Webauthn]);
+
+        let all = okta.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+        assert!(all.factors.iter().all(|f| f.id != new_key), "the key enrolled after the cutoff is never recorded");
+        let seen = okta.enrolled_since(&user, cutoff).await.unwrap().expect("the enrollment is seen");
+        assert_eq!(seen.kind, FactorKind::Webauthn);
+        let origin = seen.origin.expect("the System Log says where from");
+        assert_eq!(origin.ip.as_deref(), Some("203.0.113.9"));
+        assert!(origin.geo.is_some() && origin.asn.is_some() && origin.user_agent.is_some(), "{origin:?}");
+
+        let missing = okta.list_users(&ScopeSelector::Users(vec!["nobody@example.com".into()]), None).await.unwrap();
+        assert_eq!(missing.users, vec![UserRef { id: String::new(), username: "nobody@example.com".into() }]);
+        okta.disable_user(&user).await.unwrap();
+        okta.disable_user(&user).await.unwrap();
+        assert!(!provider.user(&login).unwrap().active, "suspended");
+    }
+}
