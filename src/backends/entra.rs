@@ -472,7 +472,7 @@ impl IdentityProvider for Entra {
                 "sessions: Graph cannot list or count a user's sessions; revokeSignInSessions ends all their refresh tokens and session cookies at once, so sessionsRevoked counts one revocation per user. Access tokens already issued stay valid until they expire (up to about an hour)".into(),
                 "factors: phone and email methods have no creation time in Graph and fixed ids; they are deleted only as recorded before the user was touched, and kept when the audit log shows the user registered them again since the cutoff".into(),
                 "enrollment: Graph has no call that requires re-registration; a user left without methods registers again at the next sign-in that asks for MFA, but a user who keeps methods of kinds not recalled is not asked to replace the kinds lost".into(),
-                "reEnrollment: the directory audit log gives only the IP address of a registration (no user agent, location or network), arrives minutes late and is kept 7 days (30 with Entra ID P1); older registrations are seen by method creation time, which phone and email methods lack".into(),
+                "detection: the directory audit log gives only the IP address of a registration (no user agent, location or network), arrives minutes late and is kept 7 days (30 with Entra ID P1); older registrations are seen by method creation time, which phone and email methods lack".into(),
             ],
         }
     }

@@ -485,7 +485,7 @@ impl IdentityProvider for Okta {
             enrollment_detection: true,
             disable_user: true,
             limitations: vec![
-                "re-enrollment: enforced by the Okta authenticator enrollment policy, not per user".into(),
+                "enrollment: enforced by the Okta authenticator enrollment policy, not per user".into(),
                 "sessions: Okta has no API that lists a user's sign-in sessions or remembered devices; they are ended with the user's OAuth tokens and grants, and counted as one revocation per user".into(),
             ],
         }
