@@ -103,17 +103,19 @@ fn fresh_credentials(kind: &str, served: Option<(&str, &BTreeMap<String, String>
             secret.insert("secret-key".into(), random_token(40));
         }
         "google" => {
-            let (token_uri, private_key) = match served {
+            // Same key (and key id) as before; only the token endpoint changes.
+            let (token_uri, private_key, private_key_id) = match served {
                 Some((url, earlier)) => {
                     let earlier: Value = serde_json::from_str(&earlier["service-account.json"]).map_err(|e| e.to_string())?;
-                    (format!("{url}/token"), earlier["private_key"].as_str().unwrap_or_default().to_string())
+                    let text = |k: &str| earlier[k].as_str().unwrap_or_default().to_string();
+                    (format!("{url}/token"), text("private_key"), text("private_key_id"))
                 }
-                None => ("http://127.0.0.1:1/token".to_string(), generate_rsa_pem()),
+                None => ("http://127.0.0.1:1/token".to_string(), generate_rsa_pem(), format!("{:040x}", fastrand::u128(..))),
             };
             let key = json!({
                 "type": "service_account",
                 "project_id": "recall-test",
-                "private_key_id": format!("{:040x}", fastrand::u128(..)),
+                "private_key_id": private_key_id,
                 "private_key": private_key,
                 "client_email": "recall@recall-test.iam.gserviceaccount.com",
                 "client_id": "104857600000000000001",
