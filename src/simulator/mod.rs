@@ -7,6 +7,7 @@
 //!
 //! State is in memory and kept per user in maps, so a simulator serves a million users.
 
+pub mod google;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -477,6 +478,8 @@ pub fn rfc3339(t: jiff::Timestamp) -> String {
 
 /// The simulator of `provider`, accepting `credentials` (the same keys as the provider's Secret).
 pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, String> {
-    let _ = credentials;
-    Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo"))
+    match provider {
+        "google" => Ok(Arc::new(google::Google::new(credentials)?)),
+        _ => Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo")),
+    }
 }
