@@ -2,6 +2,7 @@
 //! lives in `http`; each provider module only knows its own paths and shapes.
 
 pub mod auth;
+pub mod duo;
 pub mod google;
 pub mod http;
 pub mod keycloak;
@@ -197,6 +198,8 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
         Arc::new(keycloak::Keycloak::new(&name, p, &keys, limits)?)
     } else if let Some(p) = &spec.google {
         Arc::new(google::Google::new(&name, p, &keys, limits)?)
+    } else if let Some(p) = &spec.duo {
+        Arc::new(duo::Duo::new(&name, p, &keys, limits)?)
     } else {
         return Err(ProviderError::Config(format!("IdentityBackend {name}: provider {kind} is not built into this operator yet")));
     };

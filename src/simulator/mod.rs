@@ -7,6 +7,7 @@
 //!
 //! State is in memory and kept per user in maps, so a simulator serves a million users.
 
+pub mod duo;
 pub mod google;
 pub mod server;
 
@@ -480,6 +481,7 @@ pub fn rfc3339(t: jiff::Timestamp) -> String {
 pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, String> {
     match provider {
         "google" => Ok(Arc::new(google::Google::new(credentials)?)),
+        "duo" => Ok(Arc::new(duo::Duo::new(credentials)?)),
         _ => Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo")),
     }
 }
