@@ -589,6 +589,40 @@ mod tests {
         assert!(undated_device("duo_push") && !undated_device("webauthn_security_key"));
     }
 
+    #[tokio::test]
+    async fn undated_devices_are_deleted_only_by_recorded_id() {
+        let subject = crate::testbed::sims::SimSubject::start("duo").await.unwrap();
+        subject.sim.provider.seed(&crate::simulator::Seed { users: 3, ..Default::default() });
+        let backend = subject.backend("test", "duo", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
+        let duo = super::super::connect(&backend, Some(&subject.secret_object("duo-credentials", &subject.secret))).unwrap();
+        let users = duo.list_users(&ScopeSelector::AllUsers, None).await.unwrap().users;
+        let cutoff = jiff::Timestamp::now();
+        let provider = &subject.sim.provider;
+
+        // A phone enrolled after the snapshot has an id that was never recorded: it stays.
+        let snapshot = duo.snapshot(&users[0], &[FactorKind::All], cutoff).await.unwrap();
+        assert_eq!(snapshot.factors.len(), 4);
+        let new_phone = provider.enroll(&users[0].username, FactorKind::Push, "203.0.113.7").unwrap();
+        for factor in &snapshot.factors {
+            assert_eq!(duo.revoke_factor(&users[0], factor).await.unwrap(), RevokeOutcome::Revoked);
+            assert_eq!(duo.revoke_factor(&users[0], factor).await.unwrap(), RevokeOutcome::AlreadyGone);
+        }
+        let left: Vec<String> = provider.user(&users[0].username).unwrap().factors.into_iter().map(|f| f.id).collect();
+        assert_eq!(left, [new_phone]);
+        let seen = duo.enrolled_since(&users[0], cutoff).await.unwrap().expect("the log shows the enrollment");
+        assert_eq!((seen.kind, seen.origin.and_then(|o| o.ip)), (FactorKind::Push, Some("203.0.113.7".to_string())));
+
+        // A phone enrolled after the cutoff but before the snapshot cannot be told from the old ones.
+        provider.enroll(&users[1].username, FactorKind::Sms, "203.0.113.8").unwrap();
+        let refused = duo.snapshot(&users[1], &[FactorKind::All], cutoff).await.unwrap_err();
+        assert!(refused.to_string().contains("after the cutoff"), "{refused}");
+        // A new WebAuthn credential carries its date: the old devices are recorded, the new one is not.
+        let key = provider.enroll(&users[2].username, FactorKind::Webauthn, "203.0.113.9").unwrap();
+        let snapshot = duo.snapshot(&users[2], &[FactorKind::All], cutoff).await.unwrap();
+        assert_eq!(snapshot.factors.len(), 4);
+        assert!(snapshot.factors.iter().all(|f| f.id != key));
+    }
+
     #[test]
     fn errors_name_duo_code_and_message() {
         let body = serde_json::json!({ "stat": "FAIL", "code": 40103, "message": "Invalid signature in request credentials" });

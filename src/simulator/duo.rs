@@ -35,15 +35,31 @@ const GROUP_USERS_MAX_LIMIT: usize = 500;
 const LOGS_MAX_LIMIT: usize = 1000;
 const ADMIN_EMAIL: &str = "secadmin@example.com";
 
-/// A Duo-style object id: a two-letter prefix and 18 upper-case characters.
-fn duo_id(prefix: &str) -> String {
-    let body: String = std::iter::repeat_with(|| {
-        let c = fastrand::alphanumeric();
-        c.to_ascii_uppercase()
-    })
-    .take(18)
-    .collect();
-    format!("{prefix}{body}")
+const ID_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// Characters of an id that carry the owning user's index (30 bits, a billion users).
+const OWNER_CHARS: usize = 6;
+
+/// A Duo-style object id: a two-letter prefix and 18 upper-case characters. Ids are opaque to
+/// clients, so the simulator hides the owning user's index in the first six (the rest random):
+/// lookups need no map, and seeding a million users stays fast.
+fn duo_id(prefix: &str, owner: usize) -> String {
+    let mut id = String::with_capacity(prefix.len() + 18);
+    id.push_str(prefix);
+    for shift in 0..OWNER_CHARS {
+        id.push(ID_ALPHABET[(owner >> (5 * shift)) & 31] as char);
+    }
+    let mut bits = fastrand::u64(..);
+    for _ in OWNER_CHARS..18 {
+        id.push(ID_ALPHABET[(bits & 31) as usize] as char);
+        bits >>= 5;
+    }
+    id
+}
+
+/// The user index hidden in an id made by `duo_id` (the caller checks the id really exists).
+fn owner_of(id: &str) -> Option<usize> {
+    let body = id.get(2..2 + OWNER_CHARS)?;
+    body.bytes().enumerate().try_fold(0usize, |acc, (shift, c)| Some(acc | (ID_ALPHABET.iter().position(|&a| a == c)? << (5 * shift))))
 }
 
 struct Phone {
@@ -102,13 +118,16 @@ struct AuthLog {
 #[derive(Default)]
 struct State {
     users: Vec<User>,
-    by_id: HashMap<String, usize>,
     by_username: HashMap<String, usize>,
     groups: Vec<Group>,
-    /// Objects addressed without their user: WebAuthn key → user, bypass code id → user.
-    webauthn_owner: HashMap<String, usize>,
-    bypass_owner: HashMap<String, usize>,
     logs: Vec<AuthLog>,
+}
+
+impl State {
+    /// The user with id `id`.
+    fn user_index(&self, id: &str) -> Option<usize> {
+        owner_of(id).filter(|&i| self.users.get(i).is_some_and(|u| u.id == id))
+    }
 }
 
 pub struct Duo {
@@ -277,18 +296,20 @@ impl Duo {
         match (request.method.as_str(), segments.as_slice()) {
             ("GET", ["admin", "v1", "users"]) => list_users(request, state),
             ("GET" | "POST" | "DELETE", ["admin", "v1", "users", id, rest @ ..]) => {
-                let Some(&i) = state.by_id.get(*id) else { return not_found() };
+                let Some(i) = state.user_index(id) else { return not_found() };
                 user_call(request, state, i, rest)
             }
             ("DELETE", ["admin", "v1", "webauthncredentials", key]) => {
-                let Some(i) = state.webauthn_owner.remove(*key) else { return not_found() };
-                state.users[i].webauthn.retain(|w| w.key != *key);
-                ok(json!(""))
+                let Some(user) = owner_of(key).and_then(|i| state.users.get_mut(i)) else { return not_found() };
+                let before = user.webauthn.len();
+                user.webauthn.retain(|w| w.key != *key);
+                if user.webauthn.len() == before { not_found() } else { ok(json!("")) }
             }
             ("DELETE", ["admin", "v1", "bypass_codes", id]) => {
-                let Some(i) = state.bypass_owner.remove(*id) else { return not_found() };
-                state.users[i].bypass_codes.retain(|b| b.id != *id);
-                ok(json!(""))
+                let Some(user) = owner_of(id).and_then(|i| state.users.get_mut(i)) else { return not_found() };
+                let before = user.bypass_codes.len();
+                user.bypass_codes.retain(|b| b.id != *id);
+                if user.bypass_codes.len() == before { not_found() } else { ok(json!("")) }
             }
             ("GET", ["admin", "v1", "groups"]) => match paging(request, 100, GROUPS_MAX_LIMIT) {
                 Ok((limit, offset)) => {
@@ -329,7 +350,7 @@ impl Duo {
             Some(_) => return invalid("limit"),
         };
         let visible_until = (jiff::Timestamp::now() - *self.log_delay.lock().unwrap()).as_millisecond();
-        let users: Vec<usize> = request.query.iter().filter(|(k, _)| k == "users").filter_map(|(_, v)| state.by_id.get(v).copied()).collect();
+        let users: Vec<usize> = request.query.iter().filter(|(k, _)| k == "users").filter_map(|(_, v)| state.user_index(v)).collect();
         let wanted_users = request.query.iter().any(|(k, _)| k == "users");
         let event_types: Vec<&str> = request.query.iter().filter(|(k, _)| k == "event_types").map(|(_, v)| v.as_str()).collect();
         let after: Option<(i64, String)> = request.query("next_offset").and_then(|o| {
@@ -462,20 +483,20 @@ impl Provider for Duo {
 
     fn seed(&self, seed: &Seed) {
         let created = seed.factor_created();
-        let mut state = State::default();
-        state.groups = seed.groups.iter().map(|g| Group { id: duo_id("DG"), name: g.name.clone(), members: Vec::new() }).collect();
+        let groups = seed.groups.iter().map(|g| Group { id: duo_id("DG", 0), name: g.name.clone(), members: Vec::new() }).collect();
+        let mut state = State { groups, ..State::default() };
         state.users.reserve(seed.users as usize);
         for i in 0..seed.users {
             let index = i as usize;
             let name = username(i);
-            let id = duo_id("DU");
+            let id = duo_id("DU", index);
             // Every user has Duo Mobile on a phone; the seed's kinds map to Duo's own devices.
             let mut user = User {
                 id: id.clone(),
                 username: name.clone(),
                 status: "active",
                 created,
-                phones: vec![Phone { id: duo_id("DP"), number: format!("+1555{:07}", i % 10_000_000), activated: true, created }],
+                phones: vec![Phone { id: duo_id("DP", index), number: format!("+1555{:07}", i % 10_000_000), activated: true, created }],
                 tokens: Vec::new(),
                 webauthn: Vec::new(),
                 bypass_codes: Vec::new(),
@@ -483,7 +504,7 @@ impl Provider for Duo {
             };
             // The phone above already carries push.
             for kind in seed.factors.iter().filter(|k| **k != FactorKind::Push) {
-                add_factor(&mut state, &mut user, index, *kind, created);
+                add_factor(&mut user, index, *kind, created);
             }
             for (g, group) in state.groups.iter_mut().enumerate() {
                 if seed.groups_of(i).any(|n| n == group.name) {
@@ -491,7 +512,6 @@ impl Provider for Duo {
                     user.groups.push(g);
                 }
             }
-            state.by_id.insert(id, index);
             state.by_username.insert(name, index);
             state.users.push(user);
         }
@@ -516,29 +536,12 @@ impl Provider for Duo {
         let mut state = self.state.lock().unwrap();
         let i = *state.by_username.get(&username.to_lowercase())?;
         let now = jiff::Timestamp::now();
-        let mut user = std::mem::replace(&mut state.users[i], placeholder());
-        let added = add_factor(&mut state, &mut user, i, kind, now);
-        state.users[i] = user;
-        let (id, factor) = added?;
+        let (id, factor) = add_factor(&mut state.users[i], i, kind, now)?;
         // Bypass codes are issued by an administrator, not enrolled: no log record.
         if kind != FactorKind::RecoveryCodes {
             state.logs.push(AuthLog { user: i, time: now, txid: uuid(), factor, ip: from_ip.to_string() });
         }
         Some(id)
-    }
-}
-
-fn placeholder() -> User {
-    User {
-        id: String::new(),
-        username: String::new(),
-        status: "active",
-        created: jiff::Timestamp::UNIX_EPOCH,
-        phones: Vec::new(),
-        tokens: Vec::new(),
-        webauthn: Vec::new(),
-        bypass_codes: Vec::new(),
-        groups: Vec::new(),
     }
 }
 
@@ -549,27 +552,25 @@ fn uuid() -> String {
 }
 
 /// Gives `user` a device of `kind` created at `created`; its id and the log's factor name.
-fn add_factor(state: &mut State, user: &mut User, index: usize, kind: FactorKind, created: jiff::Timestamp) -> Option<(String, &'static str)> {
-    let token = |type_: &'static str| HardwareToken { id: duo_id("DH"), serial: format!("{:010}", fastrand::u64(..10_000_000_000)), type_, created };
+fn add_factor(user: &mut User, index: usize, kind: FactorKind, created: jiff::Timestamp) -> Option<(String, &'static str)> {
+    let token = |type_: &'static str| HardwareToken { id: duo_id("DH", index), serial: format!("{:010}", fastrand::u64(..10_000_000_000)), type_, created };
     match kind {
         FactorKind::Totp => push_token(user, token("t6"), "hardware_token"),
         FactorKind::Hotp => push_token(user, token("h6"), "hardware_token"),
         FactorKind::HardwareToken => push_token(user, token("yk"), "yubikey_code"),
         FactorKind::Webauthn | FactorKind::Passkey => {
-            let key = duo_id("WA");
-            state.webauthn_owner.insert(key.clone(), index);
+            let key = duo_id("WA", index);
             user.webauthn.push(WebauthnCredential { key: key.clone(), name: "Security Key", created });
             Some((key, "webauthn_security_key"))
         }
         FactorKind::RecoveryCodes => {
-            let id = duo_id("DB");
-            state.bypass_owner.insert(id.clone(), index);
+            let id = duo_id("DB", index);
             user.bypass_codes.push(BypassCode { id: id.clone(), created });
             Some((id, "bypass_code"))
         }
         FactorKind::Push | FactorKind::Sms => {
             let activated = kind == FactorKind::Push;
-            let id = duo_id("DP");
+            let id = duo_id("DP", index);
             user.phones.push(Phone { id: id.clone(), number: format!("+1555{:07}", fastrand::u32(..10_000_000)), activated, created });
             Some((id, if activated { "duo_push" } else { "sms_passcode" }))
         }
@@ -663,6 +664,16 @@ mod tests {
         let log = &body(&shown)["response"]["authlogs"][0];
         assert_eq!(log["event_type"], "enrollment");
         assert_eq!(log["access_device"]["ip"], "203.0.113.7");
+    }
+
+    #[test]
+    fn ids_carry_their_owner() {
+        for owner in [0, 1, 31, 32, 999_999, (1 << 30) - 1] {
+            let id = duo_id("DU", owner);
+            assert_eq!(id.len(), 20);
+            assert_eq!(owner_of(&id), Some(owner));
+        }
+        assert_eq!(owner_of("DU1"), None);
     }
 
     #[test]
