@@ -596,6 +596,10 @@ mod tests {
         let backend = subject.backend("test", "duo", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
         let duo = super::super::connect(&backend, Some(&subject.secret_object("duo-credentials", &subject.secret))).unwrap();
         let users = duo.list_users(&ScopeSelector::AllUsers, None).await.unwrap().users;
+        // Named users: the username travels in the signed query; an unknown one stays targeted.
+        let named = ScopeSelector::Users(vec![users[1].username.clone(), "nobody@example.com".into()]);
+        let page = duo.list_users(&named, None).await.unwrap();
+        assert_eq!((page.users[0].id.as_str(), page.users[1].id.as_str(), page.next), (users[1].id.as_str(), "", None));
         let cutoff = jiff::Timestamp::now();
         let provider = &subject.sim.provider;
 

@@ -394,7 +394,7 @@ impl IdentityProvider for Google {
             disable_user: true,
             limitations: vec![
                 "factors: Google lists no second factors; the whole 2-Step Verification enrollment is turned off, backup codes are invalidated as a set and app passwords deleted one by one".into(),
-                "cutoff: only app passwords carry a creation time; 2-Step Verification re-enrollment is read from the Reports API (2sv_enroll), and backup codes generated after the cutoff but before the user is reached are invalidated too".into(),
+                "cutoff: only app passwords carry a creation time; 2-Step Verification re-enrollment is read from the Reports API (2sv_enroll), which can lag, so a re-enrollment just before the user is reached may not be seen; backup codes generated after the cutoff but before the user is reached are invalidated too".into(),
                 "re-enrollment: enforced by the Workspace 2-Step Verification policy (Admin console), not per user".into(),
                 "sessions: Google shows no web sessions; signOut ends all of a user's at once and counts as one session for a user who has signed in".into(),
                 "disable: suspending users needs the scope admin.directory.user besides the recall's scopes".into(),
@@ -652,6 +652,9 @@ mod tests {
         let cutoff = jiff::Timestamp::now();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let user = google.list_users(&ScopeSelector::AllUsers, None).await.unwrap().users.remove(0);
+        let named = ScopeSelector::Users(vec![user.username.clone(), "nobody@example.com".into()]);
+        let page = google.list_users(&named, None).await.unwrap();
+        assert_eq!((page.users[0].id.as_str(), page.users[1].id.as_str()), (user.id.as_str(), ""), "an unknown name stays targeted");
         let snapshot = google.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
         let kinds: Vec<FactorKind> = snapshot.factors.iter().map(|f| f.kind).collect();
         assert_eq!(kinds, [FactorKind::RecoveryCodes, FactorKind::AppPassword, FactorKind::TwoStepVerification]);
