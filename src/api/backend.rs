@@ -127,7 +127,7 @@ pub struct GoogleProvider {
     /// Secret in this namespace with key `service-account.json`: the service account's JSON key, its
     /// client ID allowed in the Admin console (domain-wide delegation) the scopes
     /// admin.directory.user.security, admin.directory.user.readonly, admin.directory.group.readonly and
-    /// admin.reports.audit.readonly.
+    /// admin.reports.audit.readonly (and admin.directory.user when reEnrollment.onDeadline is Disable).
     pub credentials_secret_ref: SecretRef,
 }
 

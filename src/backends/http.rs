@@ -110,6 +110,9 @@ impl Pacer {
 
 /// How often a failing request is tried before the user is reported failed.
 const MAX_ATTEMPTS: u32 = 6;
+/// Throttled answers come from a provider that is up and asks us to wait, so they have a budget
+/// of their own: a burst of them must not use up the attempts left for real failures.
+const MAX_THROTTLED: u32 = 12;
 const BASE_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -212,6 +215,7 @@ impl ProviderHttp {
     pub async fn send(&self, op: Op, request: Request) -> Result<HttpReply, ProviderError> {
         let what = format!("{} {}", request.method(), request.url().path());
         let mut attempt = 0;
+        let mut throttled_answers = 0;
         loop {
             attempt += 1;
             let this_try = request.try_clone().expect("provider requests have buffered bodies");
@@ -224,11 +228,14 @@ impl ProviderHttp {
                 self.settle_budget(op.bucket, outcome.as_ref().ok());
                 outcome
             };
+            let mut was_throttled = false;
             let (wait, problem) = match outcome {
                 Ok(reply) => {
                     let throttled = (self.throttled)(&reply);
                     crate::metrics::provider_call(&self.backend, op.name, Some(reply.status.as_u16()), throttled, started.elapsed());
                     if throttled {
+                        was_throttled = true;
+                        throttled_answers += 1;
                         (self.throttle_wait(op.bucket, &reply), format!("{} (throttled) from {what}", reply.status))
                     } else if is_transient(reply.status) {
                         (retry_after(&reply), format!("{} from {what}", reply.status))
@@ -246,13 +253,15 @@ impl ProviderHttp {
                     (None, format!("{what}: {}", describe(&e)))
                 }
             };
-            if attempt >= MAX_ATTEMPTS {
+            let failures = attempt - throttled_answers;
+            if failures >= MAX_ATTEMPTS || throttled_answers >= MAX_THROTTLED {
                 return Err(ProviderError::Unavailable(format!(
                     "IdentityBackend {}: {problem} (gave up after {attempt} attempts)",
                     self.backend
                 )));
             }
-            let wait = wait.unwrap_or_else(|| backoff(attempt));
+            // Throttling and failures each back off on their own count.
+            let wait = wait.unwrap_or_else(|| backoff(if was_throttled { throttled_answers } else { failures }));
             tracing::debug!(backend = %self.backend, %problem, attempt, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
         }
@@ -426,6 +435,12 @@ mod tests {
         let response = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        // A burst of throttling leaves the attempts for real failures intact.
+        let (url, hits) = scripted_server(vec![429, 429, 429, 429, 429, 503, 502, 503]).await;
+        let response = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 9);
 
         let (url, hits) = scripted_server(vec![500; 100]).await;
         let error = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap_err();

@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod auth0;
+pub mod duo;
 pub mod entra;
+pub mod google;
 pub mod http;
 pub mod keycloak;
 pub mod okta;
@@ -207,6 +209,10 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
         Arc::new(auth0::Auth0::new(&name, p, &keys, limits)?)
     } else if let Some(p) = &spec.okta {
         Arc::new(okta::Okta::new(&name, p, &keys, limits)?)
+    } else if let Some(p) = &spec.google {
+        Arc::new(google::Google::new(&name, p, &keys, limits)?)
+    } else if let Some(p) = &spec.duo {
+        Arc::new(duo::Duo::new(&name, p, &keys, limits)?)
     } else {
         return Err(ProviderError::Config(format!("IdentityBackend {name}: provider {kind} is not built into this operator yet")));
     };

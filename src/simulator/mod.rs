@@ -8,7 +8,9 @@
 //! State is in memory and kept per user in maps, so a simulator serves a million users.
 
 pub mod auth0;
+pub mod duo;
 pub mod entra;
+pub mod google;
 pub mod okta;
 pub mod server;
 
@@ -496,6 +498,8 @@ pub fn build(provider: &str, credentials: &Value) -> Result<Arc<dyn Provider>, S
         "auth0" => Ok(Arc::new(auth0::Auth0::new(credentials)?)),
         "entra" => Ok(Arc::new(entra::Entra::new(credentials)?)),
         "okta" => Ok(Arc::new(okta::Okta::new(credentials)?)),
+        "google" => Ok(Arc::new(google::Google::new(credentials)?)),
+        "duo" => Ok(Arc::new(duo::Duo::new(credentials)?)),
         _ => Err(format!("no simulator named {provider:?}: use okta, entra, auth0, google or duo")),
     }
 }

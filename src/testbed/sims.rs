@@ -30,7 +30,12 @@ impl SimSubject {
     pub async fn start(kind: &str) -> Result<Self, String> {
         let kind = SIMULATED.iter().copied().find(|k| *k == kind).ok_or_else(|| format!("no simulator named {kind}"))?;
         let secret = fresh_credentials(kind, None)?;
-        let provider = simulator::build(kind, &json!(secret))?;
+        let provider: Arc<dyn simulator::Provider> = if kind == "duo" {
+            // Duo's authentication log lags two minutes; tests look for re-enrollment at once.
+            Arc::new(simulator::duo::Duo::new(&json!(secret))?.with_log_delay(std::time::Duration::ZERO))
+        } else {
+            simulator::build(kind, &json!(secret))?
+        };
         let sim = Simulator::new(provider);
         let running = simulator::serve(sim.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
         // Google's key names its token endpoint, which is the simulator's.
@@ -103,17 +108,19 @@ fn fresh_credentials(kind: &str, served: Option<(&str, &BTreeMap<String, String>
             secret.insert("secret-key".into(), random_token(40));
         }
         "google" => {
-            let (token_uri, private_key) = match served {
+            // Same key (and key id) as before; only the token endpoint changes.
+            let (token_uri, private_key, private_key_id) = match served {
                 Some((url, earlier)) => {
                     let earlier: Value = serde_json::from_str(&earlier["service-account.json"]).map_err(|e| e.to_string())?;
-                    (format!("{url}/token"), earlier["private_key"].as_str().unwrap_or_default().to_string())
+                    let text = |k: &str| earlier[k].as_str().unwrap_or_default().to_string();
+                    (format!("{url}/token"), text("private_key"), text("private_key_id"))
                 }
-                None => ("http://127.0.0.1:1/token".to_string(), generate_rsa_pem()),
+                None => ("http://127.0.0.1:1/token".to_string(), generate_rsa_pem(), format!("{:040x}", fastrand::u128(..))),
             };
             let key = json!({
                 "type": "service_account",
                 "project_id": "recall-test",
-                "private_key_id": format!("{:040x}", fastrand::u128(..)),
+                "private_key_id": private_key_id,
                 "private_key": private_key,
                 "client_email": "recall@recall-test.iam.gserviceaccount.com",
                 "client_id": "104857600000000000001",

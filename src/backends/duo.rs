@@ -1,0 +1,636 @@
+//! Duo Admin API, every request signed with the Admin API application's integration and secret
+//! keys (HMAC-SHA1 canonical request plus `Date`).
+//!
+//! Duo shows creation times only for WebAuthn credentials (`date_added`) and bypass codes
+//! (`created`), in whole seconds. Phones and hardware tokens have none: the snapshot records
+//! their ids and only those are deleted, and a user whose authentication log shows a phone or
+//! token enrolled since the cutoff before the snapshot is reported failed instead of guessed at.
+//! Duo has no session API, so sessions are left to the applications it protects.
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::auth::{duo_authorization, duo_canonical_params};
+use super::http::{Limits, Op, ProviderHttp, SecretKeys, SecretString};
+use super::{
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc,
+    selected,
+};
+use crate::api::{DuoProvider, FactorKind};
+
+/// Users per listing request (Duo's maximum).
+const USERS_PAGE: usize = 300;
+const GROUPS_PAGE: usize = 100;
+const GROUP_USERS_PAGE: usize = 500;
+const LOGS_PAGE: usize = 1000;
+/// Explicitly named users looked up per page of the scope.
+const NAMED_PAGE: usize = 100;
+
+const PROVIDER_TYPE_PHONE: &str = "phone";
+const PROVIDER_TYPE_TOKEN: &str = "token";
+const PROVIDER_TYPE_WEBAUTHN: &str = "webauthn";
+const PROVIDER_TYPE_BYPASS: &str = "bypass_code";
+
+const LIST_USERS: Op = Op::new("list_users", "admin");
+const GET_USER: Op = Op::new("get_user", "admin");
+const FIND_GROUP: Op = Op::new("find_group", "admin");
+const LIST_MEMBERS: Op = Op::new("list_members", "admin");
+const LIST_FACTORS: Op = Op::new("list_factors", "admin");
+const DELETE_FACTOR: Op = Op::new("delete_factor", "admin");
+const UPDATE_USER: Op = Op::new("update_user", "admin");
+const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "logs");
+
+#[derive(Deserialize)]
+struct User {
+    user_id: String,
+    username: String,
+    #[serde(default)]
+    phones: Vec<Phone>,
+    #[serde(default)]
+    tokens: Vec<Token>,
+    #[serde(default)]
+    webauthncredentials: Vec<WebauthnCredential>,
+}
+
+#[derive(Deserialize)]
+struct Phone {
+    phone_id: String,
+    #[serde(default)]
+    activated: bool,
+    #[serde(default)]
+    capabilities: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Token {
+    token_id: String,
+    #[serde(rename = "type", default)]
+    type_: String,
+}
+
+#[derive(Deserialize)]
+struct WebauthnCredential {
+    webauthnkey: String,
+    /// Epoch seconds.
+    date_added: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct BypassCode {
+    bypass_code_id: String,
+    /// Epoch seconds.
+    created: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Group {
+    group_id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct GroupMember {
+    user_id: String,
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct AuthLogs {
+    #[serde(default)]
+    authlogs: Vec<AuthLog>,
+    #[serde(default)]
+    metadata: Option<LogMetadata>,
+}
+
+#[derive(Deserialize)]
+struct LogMetadata {
+    /// `[timestamp_ms, txid]` of the last record, to continue after it.
+    next_offset: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct AuthLog {
+    /// Epoch seconds.
+    timestamp: i64,
+    isotimestamp: Option<String>,
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    factor: Option<String>,
+    #[serde(default)]
+    access_device: Option<AccessDevice>,
+}
+
+#[derive(Deserialize)]
+struct AccessDevice {
+    ip: Option<String>,
+    location: Option<Location>,
+    browser: Option<String>,
+    browser_version: Option<String>,
+    os: Option<String>,
+    os_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Location {
+    city: Option<String>,
+    state: Option<String>,
+    country: Option<String>,
+}
+
+/// Duo's answer envelope: `{stat, response, metadata}`.
+struct Envelope {
+    response: Value,
+    next_offset: Option<usize>,
+}
+
+pub struct Duo {
+    http: ProviderHttp,
+    base: String,
+    /// host[:port] as signed (lower case).
+    host: String,
+    integration_key: String,
+    secret_key: SecretString,
+    secret_name: String,
+}
+
+impl Duo {
+    pub fn new(backend: &str, spec: &DuoProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+        let base = spec.url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base).map_err(|e| ProviderError::Config(format!("IdentityBackend {backend}: spec.duo.url is not a URL: {e}")))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => return Err(ProviderError::Config(format!("IdentityBackend {backend}: spec.duo.url has no host"))),
+        };
+        Ok(Self {
+            http: ProviderHttp::new(backend, limits)?,
+            base,
+            host: host.to_lowercase(),
+            integration_key: keys.get("integration-key")?.expose().to_string(),
+            secret_key: keys.get("secret-key")?,
+            secret_name: keys.name.to_string(),
+        })
+    }
+
+    /// One signed Admin API call. GET and DELETE carry the parameters in the query, POST in a
+    /// form body, both in Duo's canonical encoding so the signed text is exactly what is sent.
+    /// Returns the envelope, or None on a status in `tolerated` (404 for things already gone).
+    async fn call(&self, op: Op, method: Method, path: &str, params: &[(&str, String)], tolerated: &[StatusCode]) -> Result<Option<Envelope>, ProviderError> {
+        let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let canonical = duo_canonical_params(&params);
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_string(&jiff::Timestamp::now())
+            .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: formatting the Date header: {e}", self.http.backend)))?;
+        let authorization = duo_authorization(&self.integration_key, &self.secret_key, &date, method.as_str(), &self.host, path, &params);
+        let in_body = method == Method::POST || method == Method::PUT;
+        let url = if in_body || canonical.is_empty() { format!("{}{path}", self.base) } else { format!("{}{path}?{canonical}", self.base) };
+        let mut builder = self.http.request(method.clone(), &url).header("authorization", authorization).header("date", date);
+        if in_body {
+            builder = builder.header("content-type", "application/x-www-form-urlencoded").body(canonical);
+        }
+        let request = builder
+            .build()
+            .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
+        // The Date is fixed when the request is built; retries stay well inside Duo's five-minute window.
+        let reply = self.http.send(op, request).await?;
+        let status = reply.status;
+        let value = reply.value();
+        if status.is_success() && value["stat"] == "OK" {
+            let next_offset = value["metadata"]["next_offset"].as_u64().map(|n| n as usize);
+            return Ok(Some(Envelope { response: value["response"].clone(), next_offset }));
+        }
+        if tolerated.contains(&status) {
+            return Ok(None);
+        }
+        let detail = brief(&value);
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ProviderError::Auth(format!(
+                "IdentityBackend {}: 401 from {method} {path} ({detail}): check integration-key and secret-key in Secret {} and the API hostname in spec.duo.url; Duo also refuses a clock more than 5 minutes off",
+                self.http.backend, self.secret_name
+            )),
+            StatusCode::FORBIDDEN => ProviderError::Auth(format!(
+                "IdentityBackend {}: 403 from {method} {path} ({detail}): grant the Admin API application \"Grant read resource\", \"Grant write resource\" and \"Grant read log\"",
+                self.http.backend
+            )),
+            _ => ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {detail}", self.http.backend)),
+        })
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, path: &str, value: Value) -> Result<T, ProviderError> {
+        serde_json::from_value(value).map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from {path}: {e}", self.http.backend)))
+    }
+
+    fn user_gone(&self, user: &UserRef) -> ProviderError {
+        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+    }
+
+    async fn user(&self, user: &UserRef) -> Result<User, ProviderError> {
+        let path = format!("/admin/v1/users/{}", enc(&user.id));
+        let envelope = self.call(GET_USER, Method::GET, &path, &[], &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
+        self.parse(&path, envelope.response)
+    }
+
+    /// The group's id, looked up by name (Duo lists groups, it does not search them).
+    async fn find_group(&self, name: &str) -> Result<String, ProviderError> {
+        let mut offset = 0;
+        loop {
+            let envelope = self
+                .call(FIND_GROUP, Method::GET, "/admin/v1/groups", &[("limit", GROUPS_PAGE.to_string()), ("offset", offset.to_string())], &[])
+                .await?
+                .unwrap_or(Envelope { response: Value::Null, next_offset: None });
+            let groups: Vec<Group> = self.parse("/admin/v1/groups", envelope.response)?;
+            if let Some(group) = groups.into_iter().find(|g| g.name == name) {
+                return Ok(group.group_id);
+            }
+            match envelope.next_offset {
+                Some(next) => offset = next,
+                None => return Err(ProviderError::NotFound(format!("IdentityBackend {}: group {name} not found", self.http.backend))),
+            }
+        }
+    }
+
+    async fn members_page(&self, group_id: &str, offset: usize) -> Result<(Vec<UserRef>, Option<usize>), ProviderError> {
+        let path = format!("/admin/v2/groups/{}/users", enc(group_id));
+        let envelope = self
+            .call(LIST_MEMBERS, Method::GET, &path, &[("limit", GROUP_USERS_PAGE.to_string()), ("offset", offset.to_string())], &[StatusCode::NOT_FOUND])
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: group {group_id} no longer exists", self.http.backend)))?;
+        let members: Vec<GroupMember> = self.parse(&path, envelope.response)?;
+        Ok((members.into_iter().map(|m| UserRef { id: m.user_id, username: m.username }).collect(), envelope.next_offset))
+    }
+
+    /// The user's enrollment records in the authentication log since `since`. Duo shows records
+    /// about two minutes late, so an empty answer is not proof of no enrollment.
+    async fn enrollments_since(&self, user: &UserRef, since: jiff::Timestamp) -> Result<Vec<AuthLog>, ProviderError> {
+        let path = "/admin/v2/logs/authentication";
+        let mut found = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let mut params = vec![
+                ("mintime", since.as_millisecond().to_string()),
+                ("maxtime", jiff::Timestamp::now().as_millisecond().to_string()),
+                ("users", user.id.clone()),
+                ("event_types", "enrollment".to_string()),
+                ("limit", LOGS_PAGE.to_string()),
+            ];
+            if let Some(offset) = &next {
+                params.push(("next_offset", offset.clone()));
+            }
+            let envelope = self.call(ENROLLMENT_EVENTS, Method::GET, path, &params, &[]).await?.unwrap_or(Envelope { response: Value::Null, next_offset: None });
+            let page: AuthLogs = self.parse(path, envelope.response)?;
+            let more = page.authlogs.len() == LOGS_PAGE;
+            found.extend(page.authlogs.into_iter().filter(|l| l.event_type.as_deref() == Some("enrollment")));
+            next = page.metadata.and_then(|m| m.next_offset).filter(|o| more && !o.is_empty()).map(|o| o.join(","));
+            if next.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+}
+
+/// What a phone is as a factor: Duo Mobile (push) when activated, else SMS and voice codes.
+fn phone_kind(phone: &Phone) -> FactorKind {
+    if phone.activated || phone.capabilities.iter().any(|c| c == "push") { FactorKind::Push } else { FactorKind::Sms }
+}
+
+fn token_kind(type_: &str) -> FactorKind {
+    match type_ {
+        "t6" | "t8" => FactorKind::Totp,
+        "h6" | "h8" => FactorKind::Hotp,
+        // yk (YubiKey OTP), d1 (Duo-D100) and anything newer.
+        _ => FactorKind::HardwareToken,
+    }
+}
+
+/// Whether a time Duo gives in whole seconds is surely before `cutoff`: the whole second must
+/// lie before it, so a factor added in the cutoff's own second is never taken for an old one.
+fn surely_before(epoch_seconds: i64, cutoff: jiff::Timestamp) -> bool {
+    (epoch_seconds + 1) * 1000 <= cutoff.as_millisecond()
+}
+
+/// Whether a logged enrollment was of a device Duo keeps no creation time for.
+fn undated_device(factor: &str) -> bool {
+    !(factor.contains("webauthn") || factor.contains("u2f") || factor.contains("bypass"))
+}
+
+fn log_kind(factor: &str) -> FactorKind {
+    match factor {
+        f if f.contains("webauthn") || f.contains("u2f") => FactorKind::Webauthn,
+        f if f.contains("push") || f.contains("duo_mobile") => FactorKind::Push,
+        f if f.contains("sms") || f.contains("phone_call") => FactorKind::Sms,
+        f if f.contains("yubikey") => FactorKind::HardwareToken,
+        f if f.contains("bypass") => FactorKind::RecoveryCodes,
+        _ => FactorKind::HardwareToken,
+    }
+}
+
+fn origin(device: &AccessDevice) -> EnrollmentOrigin {
+    let geo: Vec<&str> =
+        device.location.as_ref().map(|l| [&l.country, &l.state, &l.city].into_iter().filter_map(|p| p.as_deref().filter(|s| !s.is_empty())).collect()).unwrap_or_default();
+    let agent: Vec<String> = [(&device.browser, &device.browser_version), (&device.os, &device.os_version)]
+        .into_iter()
+        .filter_map(|(name, version)| name.as_ref().map(|n| format!("{n} {}", version.as_deref().unwrap_or_default()).trim().to_string()))
+        .collect();
+    EnrollmentOrigin {
+        ip: device.ip.clone(),
+        user_agent: (!agent.is_empty()).then(|| agent.join("; ")),
+        geo: (!geo.is_empty()).then(|| geo.join("/")),
+        asn: None,
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for Duo {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list_factors: true,
+            factor_creation_time: false,
+            delete_factor: true,
+            revoke_sessions: false,
+            count_sessions: false,
+            force_re_enrollment: false,
+            enrollment_detection: true,
+            disable_user: true,
+            limitations: vec![
+                "sessions: Duo has no API to end sessions; end them in the applications Duo protects".into(),
+                "sessions: Duo has no API to forget remembered devices; lower or turn off the remembered-devices policy in the Admin Panel".into(),
+                "enrollment: no per-user API; a user left without devices enrolls at the next sign-in only if the new-user policy is \"Require enrollment\" (check it: \"Allow access without 2FA\" would let them in with the password alone)".into(),
+                "cutoff: phones and hardware tokens show no creation time; recorded ids are deleted, and a user seen enrolling one after the cutoff before being reached is reported failed".into(),
+                "detection: the authentication log shows enrollments about two minutes late".into(),
+            ],
+        }
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        self.call(LIST_USERS, Method::GET, "/admin/v1/users", &[("limit", "1".to_string())], &[]).await?;
+        Ok(())
+    }
+
+    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        match scope {
+            ScopeSelector::AllUsers => {
+                let offset = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+                let path = "/admin/v1/users";
+                let envelope = self
+                    .call(LIST_USERS, Method::GET, path, &[("limit", USERS_PAGE.to_string()), ("offset", offset.to_string())], &[])
+                    .await?
+                    .unwrap_or(Envelope { response: Value::Null, next_offset: None });
+                let users: Vec<User> = self.parse(path, envelope.response)?;
+                Ok(UserPage { users: users.into_iter().map(|u| UserRef { id: u.user_id, username: u.username }).collect(), next: envelope.next_offset.map(|n| n.to_string()) })
+            }
+            ScopeSelector::Groups(groups) => {
+                // Cursor: "<group index>:<offset>:<group id>", the id once looked up.
+                let mut parts = cursor.unwrap_or("0:0:").splitn(3, ':');
+                let index = parts.next().and_then(|i| i.parse::<usize>().ok()).unwrap_or(0);
+                let offset = parts.next().and_then(|o| o.parse::<usize>().ok()).unwrap_or(0);
+                let known = parts.next().filter(|id| !id.is_empty()).map(String::from);
+                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
+                let group_id = match known {
+                    Some(id) => id,
+                    None => self.find_group(group).await?,
+                };
+                let (users, next_offset) = self.members_page(&group_id, offset).await?;
+                let next = match next_offset {
+                    Some(n) => Some(format!("{index}:{n}:{group_id}")),
+                    None => (index + 1 < groups.len()).then(|| format!("{}:0:", index + 1)),
+                };
+                Ok(UserPage { users, next })
+            }
+            ScopeSelector::Users(names) => {
+                let index = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+                let chunk: Vec<&String> = names.iter().skip(index).take(NAMED_PAGE).collect();
+                let mut users = Vec::with_capacity(chunk.len());
+                for name in &chunk {
+                    let path = "/admin/v1/users";
+                    let envelope = self.call(GET_USER, Method::GET, path, &[("username", name.to_string())], &[]).await?;
+                    let found: Vec<User> = self.parse(path, envelope.map(|e| e.response).unwrap_or(Value::Array(vec![])))?;
+                    match found.into_iter().next() {
+                        Some(u) => users.push(UserRef { id: u.user_id, username: u.username }),
+                        // Still targeted, so the recall reports it as failed instead of skipping it.
+                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
+                    }
+                }
+                let next_index = index + chunk.len();
+                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
+            }
+        }
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let group_id = self.find_group(group).await?;
+        let mut members = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (users, next) = self.members_page(&group_id, offset).await?;
+            members.extend(users);
+            match next {
+                Some(n) => offset = n,
+                None => return Ok(members),
+            }
+        }
+    }
+
+    async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        if user.id.is_empty() {
+            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
+        }
+        // The user object carries its phones, tokens and WebAuthn credentials.
+        let profile = self.user(user).await?;
+        let mut factors = Vec::new();
+        let mut undated = 0;
+        for phone in profile.phones {
+            let kind = phone_kind(&phone);
+            if selected(kind, kinds) {
+                undated += 1;
+                factors.push(FactorRef { id: phone.phone_id, kind, provider_type: PROVIDER_TYPE_PHONE.into() });
+            }
+        }
+        for token in profile.tokens {
+            let kind = token_kind(&token.type_);
+            if selected(kind, kinds) {
+                undated += 1;
+                factors.push(FactorRef { id: token.token_id, kind, provider_type: format!("{PROVIDER_TYPE_TOKEN}:{}", token.type_) });
+            }
+        }
+        if selected(FactorKind::Webauthn, kinds) {
+            for credential in profile.webauthncredentials {
+                // Without a date the credential existed when we looked: it is recorded.
+                if credential.date_added.is_none_or(|added| surely_before(added, cutoff)) {
+                    factors.push(FactorRef { id: credential.webauthnkey, kind: FactorKind::Webauthn, provider_type: PROVIDER_TYPE_WEBAUTHN.into() });
+                }
+            }
+        }
+        if selected(FactorKind::RecoveryCodes, kinds) {
+            let path = format!("/admin/v1/users/{}/bypass_codes", enc(&user.id));
+            let envelope = self.call(LIST_FACTORS, Method::GET, &path, &[("limit", "500".to_string())], &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
+            let codes: Vec<BypassCode> = self.parse(&path, envelope.response)?;
+            for code in codes {
+                if code.created.is_none_or(|created| surely_before(created, cutoff)) {
+                    factors.push(FactorRef { id: code.bypass_code_id, kind: FactorKind::RecoveryCodes, provider_type: PROVIDER_TYPE_BYPASS.into() });
+                }
+            }
+        }
+        // Phones and tokens have no creation time: one enrolled since the cutoff cannot be told
+        // from the old ones, so the user is left for a person to sort out rather than guessed at.
+        if undated > 0 {
+            let enrolled = self.enrollments_since(user, cutoff).await?;
+            if let Some(device) = enrolled.iter().filter_map(|l| l.factor.as_deref()).find(|f| undated_device(f)) {
+                return Err(ProviderError::Rejected(format!(
+                    "IdentityBackend {}: {} enrolled a device ({device}) after the cutoff and Duo shows no creation time for phones or tokens: remove the old ones in the Duo Admin Panel",
+                    self.http.backend, user.username
+                )));
+            }
+        }
+        Ok(UserSnapshot { factors, sessions: 0, session_handles: Vec::new() })
+    }
+
+    async fn revoke_sessions(&self, _user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
+        // Duo has no session API (see limitations); there is nothing to end here.
+        Ok(())
+    }
+
+    async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        let path = match factor.provider_type.split(':').next().unwrap_or_default() {
+            PROVIDER_TYPE_PHONE => format!("/admin/v1/users/{}/phones/{}", enc(&user.id), enc(&factor.id)),
+            PROVIDER_TYPE_TOKEN => format!("/admin/v1/users/{}/tokens/{}", enc(&user.id), enc(&factor.id)),
+            PROVIDER_TYPE_WEBAUTHN => format!("/admin/v1/webauthncredentials/{}", enc(&factor.id)),
+            PROVIDER_TYPE_BYPASS => format!("/admin/v1/bypass_codes/{}", enc(&factor.id)),
+            other => return Err(ProviderError::Rejected(format!("IdentityBackend {}: unknown Duo factor type {other}", self.http.backend))),
+        };
+        let done = self.call(DELETE_FACTOR, Method::DELETE, &path, &[], &[StatusCode::NOT_FOUND]).await?;
+        Ok(if done.is_some() { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })
+    }
+
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+        // Duo's new-user policy asks a user without devices to enroll (see limitations).
+        Ok(())
+    }
+
+    async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        let logged = self
+            .enrollments_since(user, cutoff)
+            .await?
+            .into_iter()
+            .filter_map(|l| {
+                let at = l.isotimestamp.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).or_else(|| jiff::Timestamp::from_second(l.timestamp).ok())?;
+                Some((at, l))
+            })
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, log)) = logged {
+            return Ok(Some(Enrollment { kind: log_kind(log.factor.as_deref().unwrap_or_default()), at, origin: log.access_device.as_ref().map(origin) }));
+        }
+        // The log lags; a WebAuthn credential's own date shows an enrollment at once.
+        let profile = self.user(user).await?;
+        let newest = profile
+            .webauthncredentials
+            .iter()
+            .filter_map(|w| w.date_added)
+            .filter(|added| (added + 1) * 1000 > cutoff.as_millisecond())
+            .min()
+            .and_then(|added| jiff::Timestamp::from_second(added).ok());
+        Ok(newest.map(|at| Enrollment { kind: FactorKind::Webauthn, at: at.max(cutoff), origin: None }))
+    }
+
+    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        // Never "bypass": that status skips MFA altogether.
+        let path = format!("/admin/v1/users/{}", enc(&user.id));
+        self.call(UPDATE_USER, Method::POST, &path, &[("status", "disabled".to_string())], &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(())
+    }
+}
+
+/// A short, secret-free rendering of a Duo error: its code, message and detail.
+fn brief(value: &Value) -> String {
+    let text = match (value["code"].as_u64(), value["message"].as_str()) {
+        (Some(code), Some(message)) => match value["message_detail"].as_str() {
+            Some(detail) => format!("{code} {message}: {detail}"),
+            None => format!("{code} {message}"),
+        },
+        _ => value.to_string(),
+    };
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_map_by_type_and_phones_by_activation() {
+        assert_eq!(token_kind("t6"), FactorKind::Totp);
+        assert_eq!(token_kind("h8"), FactorKind::Hotp);
+        assert_eq!(token_kind("yk"), FactorKind::HardwareToken);
+        let phone = |activated: bool, capabilities: &[&str]| Phone { phone_id: "DP1".into(), activated, capabilities: capabilities.iter().map(|c| c.to_string()).collect() };
+        assert_eq!(phone_kind(&phone(true, &[])), FactorKind::Push);
+        assert_eq!(phone_kind(&phone(false, &["sms", "phone"])), FactorKind::Sms);
+    }
+
+    #[test]
+    fn a_factor_in_the_cutoffs_own_second_is_not_old() {
+        let cutoff = jiff::Timestamp::from_millisecond(1_700_000_000_400).unwrap();
+        assert!(surely_before(1_699_999_999, cutoff));
+        assert!(!surely_before(1_700_000_000, cutoff), "added up to 600 ms after the cutoff");
+    }
+
+    #[test]
+    fn the_log_gives_ip_geo_and_agent() {
+        let log: AuthLog = serde_json::from_value(serde_json::json!({
+            "timestamp": 1_700_000_000, "isotimestamp": "2023-11-14T22:13:20.000000+00:00", "event_type": "enrollment", "factor": "duo_push",
+            "access_device": { "ip": "203.0.113.7", "browser": "Chrome", "browser_version": "131", "os": "Mac OS X", "os_version": "15.1",
+                "location": { "city": "Ann Arbor", "state": "Michigan", "country": "United States" } },
+        }))
+        .unwrap();
+        let origin = origin(log.access_device.as_ref().unwrap());
+        assert_eq!(origin.ip.as_deref(), Some("203.0.113.7"));
+        assert_eq!(origin.geo.as_deref(), Some("United States/Michigan/Ann Arbor"));
+        assert_eq!(origin.user_agent.as_deref(), Some("Chrome 131; Mac OS X 15.1"));
+        assert!(undated_device("duo_push") && !undated_device("webauthn_security_key"));
+    }
+
+    #[tokio::test]
+    async fn undated_devices_are_deleted_only_by_recorded_id() {
+        let subject = crate::testbed::sims::SimSubject::start("duo").await.unwrap();
+        subject.sim.provider.seed(&crate::simulator::Seed { users: 3, ..Default::default() });
+        let backend = subject.backend("test", "duo", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
+        let duo = super::super::connect(&backend, Some(&subject.secret_object("duo-credentials", &subject.secret))).unwrap();
+        let users = duo.list_users(&ScopeSelector::AllUsers, None).await.unwrap().users;
+        // Named users: the username travels in the signed query; an unknown one stays targeted.
+        let named = ScopeSelector::Users(vec![users[1].username.clone(), "nobody@example.com".into()]);
+        let page = duo.list_users(&named, None).await.unwrap();
+        assert_eq!((page.users[0].id.as_str(), page.users[1].id.as_str(), page.next), (users[1].id.as_str(), "", None));
+        let cutoff = jiff::Timestamp::now();
+        let provider = &subject.sim.provider;
+
+        // A phone enrolled after the snapshot has an id that was never recorded: it stays.
+        let snapshot = duo.snapshot(&users[0], &[FactorKind::All], cutoff).await.unwrap();
+        assert_eq!(snapshot.factors.len(), 4);
+        let new_phone = provider.enroll(&users[0].username, FactorKind::Push, "203.0.113.7").unwrap();
+        for factor in &snapshot.factors {
+            assert_eq!(duo.revoke_factor(&users[0], factor).await.unwrap(), RevokeOutcome::Revoked);
+            assert_eq!(duo.revoke_factor(&users[0], factor).await.unwrap(), RevokeOutcome::AlreadyGone);
+        }
+        let left: Vec<String> = provider.user(&users[0].username).unwrap().factors.into_iter().map(|f| f.id).collect();
+        assert_eq!(left, [new_phone]);
+        let seen = duo.enrolled_since(&users[0], cutoff).await.unwrap().expect("the log shows the enrollment");
+        assert_eq!((seen.kind, seen.origin.and_then(|o| o.ip)), (FactorKind::Push, Some("203.0.113.7".to_string())));
+
+        // A phone enrolled after the cutoff but before the snapshot cannot be told from the old ones.
+        provider.enroll(&users[1].username, FactorKind::Sms, "203.0.113.8").unwrap();
+        let refused = duo.snapshot(&users[1], &[FactorKind::All], cutoff).await.unwrap_err();
+        assert!(refused.to_string().contains("after the cutoff"), "{refused}");
+        // A new WebAuthn credential carries its date: the old devices are recorded, the new one is not.
+        let key = provider.enroll(&users[2].username, FactorKind::Webauthn, "203.0.113.9").unwrap();
+        let snapshot = duo.snapshot(&users[2], &[FactorKind::All], cutoff).await.unwrap();
+        assert_eq!(snapshot.factors.len(), 4);
+        assert!(snapshot.factors.iter().all(|f| f.id != key));
+    }
+
+    #[test]
+    fn errors_name_duo_code_and_message() {
+        let body = serde_json::json!({ "stat": "FAIL", "code": 40103, "message": "Invalid signature in request credentials" });
+        assert_eq!(brief(&body), "40103 Invalid signature in request credentials");
+    }
+}

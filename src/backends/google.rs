@@ -1,0 +1,721 @@
+//! Google Workspace through the Admin SDK (Directory and Reports APIs), as a service account
+//! acting for an administrator (domain-wide delegation, JWT bearer grant).
+//!
+//! Google lists no second factors: a user only says `isEnrolledIn2Sv`. So a recall invalidates
+//! the whole 2-Step Verification enrollment (`twoStepVerification/turnOff`, one pseudo-factor of
+//! kind TwoStepVerification), the backup codes (invalidated as one set) and each app-specific
+//! password, and ends sessions by deleting the user's OAuth tokens and signing them out.
+//!
+//! Invariant 1 without creation times: the Reports API logs `2sv_enroll`, so a user whose 2SV
+//! enrollment is at or after the cutoff is left alone, checked both when the snapshot is taken
+//! and again right before `turnOff`. Backup codes are recorded by a fingerprint of the set and
+//! invalidated only while that set is still the one the user holds.
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::auth::{Grant, RsaSigner, TokenSource};
+use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
+use super::{
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc,
+    selected,
+};
+use crate::api::{FactorKind, GoogleProvider};
+
+/// What a recall needs, least privilege: read users and groups, act on user security, read logs.
+const SCOPES: &str = "https://www.googleapis.com/auth/admin.directory.user.security https://www.googleapis.com/auth/admin.directory.user.readonly https://www.googleapis.com/auth/admin.directory.group.readonly https://www.googleapis.com/auth/admin.reports.audit.readonly";
+/// Suspending a user needs write access to users; asked for only when a deadline disables someone.
+const SCOPE_USER_WRITE: &str = "https://www.googleapis.com/auth/admin.directory.user";
+
+const DEFAULT_URL: &str = "https://admin.googleapis.com";
+/// Users per listing request (the Directory API's maximum).
+const USERS_PAGE: usize = 500;
+/// Group members per request (the Directory API's maximum).
+const MEMBERS_PAGE: usize = 200;
+/// Explicitly named users looked up per page of the scope.
+const NAMED_PAGE: usize = 100;
+
+const PROVIDER_TYPE_2SV: &str = "twoStepVerification";
+const PROVIDER_TYPE_CODES: &str = "verificationCodes";
+const PROVIDER_TYPE_ASP: &str = "asp";
+/// Google's `lastLoginTime` for a user who never signed in.
+const NEVER: &str = "1970-01-01T00:00:00.000Z";
+
+// Rate-limit buckets: the Directory and Reports APIs have separate quotas.
+const LIST_USERS: Op = Op::new("list_users", "directory");
+const GET_USER: Op = Op::new("get_user", "directory");
+const LIST_MEMBERS: Op = Op::new("list_members", "directory");
+const LIST_FACTORS: Op = Op::new("list_factors", "directory");
+const DELETE_FACTOR: Op = Op::new("delete_factor", "directory");
+const LIST_SESSIONS: Op = Op::new("list_sessions", "directory");
+const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "directory");
+const UPDATE_USER: Op = Op::new("update_user", "directory");
+const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "reports");
+
+/// The service-account key file, as the Cloud console downloads it.
+#[derive(Deserialize)]
+struct ServiceAccountKey {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    client_email: String,
+    private_key: String,
+    private_key_id: Option<String>,
+    token_uri: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    id: String,
+    primary_email: String,
+    #[serde(default)]
+    is_enrolled_in2_sv: bool,
+    #[serde(default)]
+    last_login_time: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserList {
+    #[serde(default)]
+    users: Vec<User>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Member {
+    id: String,
+    #[serde(default)]
+    email: String,
+    #[serde(rename = "type", default)]
+    type_: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<Member>,
+    next_page_token: Option<String>,
+}
+
+/// `items` of the Directory API's list answers (ASPs, tokens, verification codes); absent when empty.
+#[derive(Deserialize)]
+struct Items<T> {
+    #[serde(default = "Vec::new")]
+    items: Vec<T>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Asp {
+    code_id: i64,
+    /// Milliseconds since the epoch, as a string (Google's int64 encoding).
+    #[serde(default)]
+    creation_time: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OAuthToken {
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VerificationCode {
+    verification_code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Activities {
+    #[serde(default)]
+    items: Vec<Activity>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Activity {
+    id: ActivityId,
+    ip_address: Option<String>,
+    network_info: Option<NetworkInfo>,
+}
+
+#[derive(Deserialize)]
+struct ActivityId {
+    time: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NetworkInfo {
+    #[serde(default)]
+    ip_asn: Vec<u32>,
+    region_code: Option<String>,
+    subdivision_code: Option<String>,
+}
+
+pub struct Google {
+    http: ProviderHttp,
+    /// Tokens with the recall's scopes.
+    auth: TokenSource,
+    /// Tokens that may also suspend users (deadline action only).
+    admin_auth: TokenSource,
+    base: String,
+    customer: String,
+    /// The administrator's domain, for group names given without one.
+    domain: String,
+    admin_email: String,
+}
+
+impl Google {
+    pub fn new(backend: &str, spec: &GoogleProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+        let unusable = |why: &str| {
+            ProviderError::Config(format!(
+                "IdentityBackend {backend}: Secret {}: key service-account.json {why}: store the service account's JSON key as downloaded",
+                keys.name
+            ))
+        };
+        let raw = keys.get("service-account.json")?;
+        let key: ServiceAccountKey = serde_json::from_str(raw.expose()).map_err(|_| unusable("is not a service-account key (JSON with client_email, private_key and token_uri)"))?;
+        if key.type_.as_deref().is_some_and(|t| t != "service_account") {
+            return Err(unusable("is not of type service_account"));
+        }
+        if !(key.token_uri.starts_with("https://") || key.token_uri.starts_with("http://")) {
+            return Err(unusable("has a token_uri that is not a URL"));
+        }
+        let (_, domain) = spec
+            .admin_email
+            .rsplit_once('@')
+            .ok_or_else(|| ProviderError::Config(format!("IdentityBackend {backend}: spec.google.adminEmail must be an email address")))?;
+        let grant = |scope_key: &ServiceAccountKey| -> Result<Grant, ProviderError> {
+            let signer = RsaSigner::from_pem(&scope_key.private_key).map_err(|why| unusable(&format!("holds no usable private_key: {why}")))?;
+            Ok(Grant::JwtBearer { issuer: scope_key.client_email.clone(), subject: spec.admin_email.clone(), key: signer, key_id: scope_key.private_key_id.clone() })
+        };
+        let source = |scope: &str| -> Result<TokenSource, ProviderError> {
+            Ok(TokenSource::new(key.token_uri.clone(), grant(&key)?, vec![("scope", scope.to_string())], keys.name.to_string()))
+        };
+        Ok(Self {
+            http: ProviderHttp::new(backend, limits)?.with_throttle_test(throttled),
+            auth: source(SCOPES)?,
+            admin_auth: source(SCOPE_USER_WRITE)?,
+            base: spec.url.as_deref().unwrap_or(DEFAULT_URL).trim_end_matches('/').to_string(),
+            customer: spec.customer.clone().unwrap_or_else(|| "my_customer".to_string()),
+            domain: domain.to_lowercase(),
+            admin_email: spec.admin_email.clone(),
+        })
+    }
+
+    /// One API call with a delegated token; a 401 refreshes the token once. Success and the
+    /// statuses in `tolerated` come back to the caller; everything else is an error.
+    #[allow(clippy::too_many_arguments)] // one shape for every Directory and Reports request
+    async fn call(
+        &self,
+        op: Op,
+        auth: &TokenSource,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        tolerated: &[StatusCode],
+    ) -> Result<(StatusCode, Value), ProviderError> {
+        let url = format!("{}{path}", self.base);
+        for refreshed in [false, true] {
+            let token = auth.bearer(&self.http).await?;
+            let mut builder = self.http.request(method.clone(), &url).query(query).bearer_auth(token.expose());
+            if let Some(body) = body {
+                builder = builder.json(body);
+            } else if method == Method::POST {
+                builder = builder.header("content-length", "0");
+            }
+            let request = builder
+                .build()
+                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
+            let reply = self.http.send(op, request).await?;
+            let status = reply.status;
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                auth.forget().await;
+                continue;
+            }
+            let value = reply.value();
+            return match status {
+                s if s.is_success() || tolerated.contains(&s) => Ok((s, value)),
+                StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
+                    "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the service account in Secret {}",
+                    self.http.backend, auth.secret_name
+                ))),
+                StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
+                    "IdentityBackend {}: 403 from {method} {path} ({}): allow the service account's client ID the scopes {} under domain-wide delegation in the Admin console, and make {} an administrator who may manage user security",
+                    self.http.backend,
+                    brief(&value),
+                    if std::ptr::eq(auth, &self.admin_auth) { SCOPE_USER_WRITE } else { SCOPES },
+                    self.admin_email
+                ))),
+                _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.http.backend, brief(&value)))),
+            };
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// A GET whose body is parsed; None on 404.
+    async fn get<T: serde::de::DeserializeOwned>(&self, op: Op, path: &str, query: &[(&str, String)]) -> Result<Option<T>, ProviderError> {
+        let (status, value) = self.call(op, &self.auth, Method::GET, path, query, None, &[StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {path}: {e}", self.http.backend)))
+    }
+
+    fn user_path(&self, user: &UserRef, rest: &str) -> String {
+        format!("/admin/directory/v1/users/{}{rest}", enc(&user.id))
+    }
+
+    fn user_gone(&self, user: &UserRef) -> ProviderError {
+        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+    }
+
+    /// A group's key: its email; a plain name is taken to be in the administrator's domain.
+    fn group_key(&self, group: &str) -> String {
+        if group.contains('@') { group.to_string() } else { format!("{group}@{}", self.domain) }
+    }
+
+    async fn members_page(&self, group: &str, page_token: Option<&str>) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
+        let mut query = vec![("maxResults", MEMBERS_PAGE.to_string()), ("includeDerivedMembership", "true".to_string())];
+        if let Some(token) = page_token {
+            query.push(("pageToken", token.to_string()));
+        }
+        let key = self.group_key(group);
+        let page: MemberList = self
+            .get(LIST_MEMBERS, &format!("/admin/directory/v1/groups/{}/members", enc(&key)), &query)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: group {key} not found", self.http.backend)))?;
+        let users = page.members.into_iter().filter(|m| m.type_ == "USER").map(|m| UserRef { id: m.id, username: m.email }).collect();
+        Ok((users, page.next_page_token.filter(|t| !t.is_empty())))
+    }
+
+    /// The user's `2sv_enroll` events at or after `since`, from the Reports API (newest first).
+    async fn enrollments_since(&self, user: &UserRef, since: jiff::Timestamp) -> Result<Vec<Activity>, ProviderError> {
+        let path = format!("/admin/reports/v1/activity/users/{}/applications/login", enc(&user.id));
+        let mut found = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut query = vec![("eventName", "2sv_enroll".to_string()), ("startTime", since.to_string())];
+            if let Some(token) = &page_token {
+                query.push(("pageToken", token.clone()));
+            }
+            let page: Activities = self.get(ENROLLMENT_EVENTS, &path, &query).await?.ok_or_else(|| self.user_gone(user))?;
+            found.extend(page.items);
+            page_token = page.next_page_token.filter(|t| !t.is_empty());
+            if page_token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn backup_codes(&self, user: &UserRef) -> Result<Vec<String>, ProviderError> {
+        let codes: Items<VerificationCode> = self.get(LIST_FACTORS, &self.user_path(user, "/verificationCodes"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(codes.items.into_iter().map(|c| c.verification_code).collect())
+    }
+}
+
+/// Google says "slow down" with 403 and a quota reason, sometimes with 429; other 403s are
+/// permission errors and must not be retried.
+fn throttled(reply: &HttpReply) -> bool {
+    if reply.status == StatusCode::TOO_MANY_REQUESTS {
+        return true;
+    }
+    reply.status == StatusCode::FORBIDDEN
+        && reply.value()["error"]["errors"]
+            .as_array()
+            .is_some_and(|errors| errors.iter().any(|e| matches!(e["reason"].as_str(), Some("userRateLimitExceeded" | "rateLimitExceeded" | "quotaExceeded"))))
+}
+
+/// Whether a recall asking for `kinds` invalidates the 2SV enrollment: asked for by name, or any
+/// kind of second step is asked for (Google cannot remove one method alone).
+fn two_sv_selected(kinds: &[FactorKind]) -> bool {
+    kinds.iter().any(|k| !matches!(k, FactorKind::RecoveryCodes | FactorKind::AppPassword))
+}
+
+/// An id naming the backup-code set without holding a code: a short digest of the sorted codes.
+fn codes_fingerprint(codes: &[String]) -> String {
+    let mut sorted: Vec<&str> = codes.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    let digest = Sha256::digest(sorted.join(",").as_bytes());
+    format!("backupCodes:{}", &hex::encode(digest)[..16])
+}
+
+/// The pseudo-factor of `user`'s 2SV enrollment older than `cutoff`; the cutoff travels in the
+/// id so the re-enrollment check before `turnOff` can be repeated after a resume.
+fn two_sv_factor(user: &UserRef, cutoff: jiff::Timestamp) -> FactorRef {
+    FactorRef { id: format!("2sv:{}:before:{cutoff}", user.id), kind: FactorKind::TwoStepVerification, provider_type: PROVIDER_TYPE_2SV.to_string() }
+}
+
+fn cutoff_of(factor: &FactorRef) -> Option<jiff::Timestamp> {
+    factor.id.rsplit_once(":before:")?.1.parse().ok()
+}
+
+fn millis(value: &Option<Value>) -> Option<i64> {
+    match value.as_ref()? {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+fn origin(activity: &Activity) -> EnrollmentOrigin {
+    let network = activity.network_info.as_ref();
+    let geo: Vec<&str> = network.map(|n| [n.region_code.as_deref(), n.subdivision_code.as_deref()].into_iter().flatten().collect()).unwrap_or_default();
+    EnrollmentOrigin {
+        ip: activity.ip_address.clone(),
+        user_agent: None,
+        geo: (!geo.is_empty()).then(|| geo.join("/")),
+        asn: network.and_then(|n| n.ip_asn.first().copied()),
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for Google {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list_factors: false,
+            factor_creation_time: false,
+            delete_factor: false,
+            revoke_sessions: true,
+            // OAuth tokens are listed; web sessions are inferred (see the limitation).
+            count_sessions: true,
+            force_re_enrollment: false,
+            enrollment_detection: true,
+            disable_user: true,
+            limitations: vec![
+                "factors: Google lists no second factors; the whole 2-Step Verification enrollment is turned off, backup codes are invalidated as a set and app passwords deleted one by one".into(),
+                "cutoff: only app passwords carry a creation time; 2-Step Verification re-enrollment is read from the Reports API (2sv_enroll), which can lag, so a re-enrollment just before the user is reached may not be seen; backup codes generated after the cutoff but before the user is reached are invalidated too".into(),
+                "enrollment: enforced by the Workspace 2-Step Verification policy (Admin console), not per user".into(),
+                "sessions: Google shows no web sessions; signOut ends all of a user's at once and counts as one session for a user who has signed in".into(),
+                "disable: suspending users at the deadline needs the scope admin.directory.user besides the recall's scopes".into(),
+            ],
+        }
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        let query = [("customer", self.customer.clone()), ("maxResults", "1".to_string())];
+        let (status, _) = self.call(LIST_USERS, &self.auth, Method::GET, "/admin/directory/v1/users", &query, None, &[StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(ProviderError::Config(format!("IdentityBackend {}: customer {} not found: check spec.google.customer", self.http.backend, self.customer)));
+        }
+        Ok(())
+    }
+
+    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        match scope {
+            ScopeSelector::AllUsers => {
+                let mut query = vec![("customer", self.customer.clone()), ("maxResults", USERS_PAGE.to_string()), ("projection", "basic".to_string())];
+                if let Some(token) = cursor {
+                    query.push(("pageToken", token.to_string()));
+                }
+                let page: UserList = self.get(LIST_USERS, "/admin/directory/v1/users", &query).await?.ok_or_else(|| {
+                    ProviderError::Config(format!("IdentityBackend {}: customer {} not found: check spec.google.customer", self.http.backend, self.customer))
+                })?;
+                let users = page.users.into_iter().map(|u| UserRef { id: u.id, username: u.primary_email }).collect();
+                Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()) })
+            }
+            ScopeSelector::Groups(groups) => {
+                // Cursor: "<group index>:<Google page token>" (the token may be empty).
+                let (index, token) = cursor.and_then(|c| c.split_once(':')).and_then(|(i, t)| Some((i.parse::<usize>().ok()?, t))).unwrap_or((0, ""));
+                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
+                let (users, next_token) = self.members_page(group, (!token.is_empty()).then_some(token)).await?;
+                let next = match next_token {
+                    Some(t) => Some(format!("{index}:{t}")),
+                    None => (index + 1 < groups.len()).then(|| format!("{}:", index + 1)),
+                };
+                Ok(UserPage { users, next })
+            }
+            ScopeSelector::Users(names) => {
+                let index = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+                let chunk: Vec<&String> = names.iter().skip(index).take(NAMED_PAGE).collect();
+                let mut users = Vec::with_capacity(chunk.len());
+                for name in &chunk {
+                    let found: Option<User> = self.get(GET_USER, &format!("/admin/directory/v1/users/{}", enc(name)), &[("projection", "basic".into())]).await?;
+                    match found {
+                        Some(u) => users.push(UserRef { id: u.id, username: u.primary_email }),
+                        // Still targeted, so the recall reports it as failed instead of skipping it.
+                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
+                    }
+                }
+                let next_index = index + chunk.len();
+                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
+            }
+        }
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let mut members = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let (users, next) = self.members_page(group, token.as_deref()).await?;
+            members.extend(users);
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(members),
+            }
+        }
+    }
+
+    async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        if user.id.is_empty() {
+            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
+        }
+        let profile: User = self.get(GET_USER, &self.user_path(user, ""), &[("projection", "basic".into())]).await?.ok_or_else(|| self.user_gone(user))?;
+        // Order matters: turnOff takes codes and app passwords with it, so they go first and
+        // each is accounted for on its own.
+        let mut factors = Vec::new();
+        if selected(FactorKind::RecoveryCodes, kinds) {
+            let codes = self.backup_codes(user).await?;
+            if !codes.is_empty() {
+                factors.push(FactorRef { id: codes_fingerprint(&codes), kind: FactorKind::RecoveryCodes, provider_type: PROVIDER_TYPE_CODES.into() });
+            }
+        }
+        if selected(FactorKind::AppPassword, kinds) {
+            let asps: Items<Asp> = self.get(LIST_FACTORS, &self.user_path(user, "/asps"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+            let cutoff_ms = cutoff.as_millisecond();
+            for asp in asps.items {
+                // Without a creation time the app password existed when we looked: it is recorded.
+                if millis(&asp.creation_time).is_none_or(|created| created < cutoff_ms) {
+                    factors.push(FactorRef { id: asp.code_id.to_string(), kind: FactorKind::AppPassword, provider_type: PROVIDER_TYPE_ASP.into() });
+                }
+            }
+        }
+        if two_sv_selected(kinds) && profile.is_enrolled_in2_sv && self.enrollments_since(user, cutoff).await?.is_empty() {
+            factors.push(two_sv_factor(user, cutoff));
+        }
+        let tokens: Items<OAuthToken> = self.get(LIST_SESSIONS, &self.user_path(user, "/tokens"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        let signed_in = profile.last_login_time.as_deref().is_some_and(|t| t != NEVER);
+        let handles: Vec<String> = tokens.items.into_iter().map(|t| t.client_id).collect();
+        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles })
+    }
+
+    async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {
+        for client in &snapshot.session_handles {
+            // Deleting the token revokes the app's access and refresh tokens; 404: already gone.
+            self.call(REVOKE_SESSIONS, &self.auth, Method::DELETE, &self.user_path(user, &format!("/tokens/{}", enc(client))), &[], None, &[StatusCode::NOT_FOUND])
+                .await?;
+        }
+        // Ends every web and device session and resets sign-in cookies, remembered 2SV devices included.
+        let (status, _) =
+            self.call(REVOKE_SESSIONS, &self.auth, Method::POST, &self.user_path(user, "/signOut"), &[], None, &[StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        Ok(())
+    }
+
+    async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        let gone_if = |status: StatusCode| if status.is_success() { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone };
+        match factor.provider_type.as_str() {
+            PROVIDER_TYPE_CODES => {
+                // Generating codes replaces the old set: a different set means the recorded one is gone.
+                let codes = self.backup_codes(user).await?;
+                if codes.is_empty() || codes_fingerprint(&codes) != factor.id {
+                    return Ok(RevokeOutcome::AlreadyGone);
+                }
+                let (status, _) = self
+                    .call(DELETE_FACTOR, &self.auth, Method::POST, &self.user_path(user, "/verificationCodes/invalidate"), &[], None, &[StatusCode::NOT_FOUND])
+                    .await?;
+                Ok(gone_if(status))
+            }
+            PROVIDER_TYPE_ASP => {
+                let path = self.user_path(user, &format!("/asps/{}", enc(&factor.id)));
+                let (status, _) = self.call(DELETE_FACTOR, &self.auth, Method::DELETE, &path, &[], None, &[StatusCode::NOT_FOUND]).await?;
+                Ok(gone_if(status))
+            }
+            PROVIDER_TYPE_2SV => {
+                let cutoff = cutoff_of(factor).ok_or_else(|| {
+                    ProviderError::Rejected(format!("IdentityBackend {}: unreadable 2-Step Verification record {}", self.http.backend, factor.id))
+                })?;
+                // The enrollment recorded may have been replaced by a re-enrollment since: never turn that off.
+                if !self.enrollments_since(user, cutoff).await?.is_empty() {
+                    return Ok(RevokeOutcome::AlreadyGone);
+                }
+                let path = self.user_path(user, "/twoStepVerification/turnOff");
+                // 400: the user is not enrolled (any more).
+                let (status, _) =
+                    self.call(DELETE_FACTOR, &self.auth, Method::POST, &path, &[], None, &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND]).await?;
+                Ok(gone_if(status))
+            }
+            other => Err(ProviderError::Rejected(format!("IdentityBackend {}: unknown Google factor type {other}", self.http.backend))),
+        }
+    }
+
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+        // Only the Admin console's 2-Step Verification enforcement can require enrollment (see limitations).
+        Ok(())
+    }
+
+    async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        let earliest = self
+            .enrollments_since(user, cutoff)
+            .await?
+            .into_iter()
+            .filter_map(|a| Some((a.id.time.parse::<jiff::Timestamp>().ok()?, a)))
+            .filter(|(at, _)| *at >= cutoff)
+            .min_by_key(|(at, _)| *at);
+        Ok(earliest.map(|(at, activity)| Enrollment { kind: FactorKind::TwoStepVerification, at, origin: Some(origin(&activity)) }))
+    }
+
+    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        let (status, _) = self
+            .call(UPDATE_USER, &self.admin_auth, Method::PUT, &self.user_path(user, ""), &[], Some(&json!({ "suspended": true })), &[StatusCode::NOT_FOUND])
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        Ok(())
+    }
+}
+
+/// A short, secret-free rendering of a Google error body: its reason and message.
+fn brief(value: &Value) -> String {
+    let error = &value["error"];
+    let reason = error["errors"][0]["reason"].as_str().or(error["status"].as_str());
+    let message = error["message"].as_str().or(error.as_str());
+    let text = match (reason, message) {
+        (Some(r), Some(m)) => format!("{r}: {m}"),
+        (Some(t), None) | (None, Some(t)) => t.to_string(),
+        (None, None) => value.to_string(),
+    };
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use reqwest::header::HeaderMap;
+
+    fn reply(status: u16, body: Value) -> HttpReply {
+        HttpReply { status: StatusCode::from_u16(status).unwrap(), headers: HeaderMap::new(), body: Bytes::from(body.to_string()) }
+    }
+
+    #[test]
+    fn quota_403s_are_throttling_and_permission_403s_are_not() {
+        let quota = |reason: &str| reply(403, json!({ "error": { "code": 403, "errors": [{ "reason": reason }] } }));
+        assert!(throttled(&quota("userRateLimitExceeded")));
+        assert!(throttled(&quota("rateLimitExceeded")));
+        assert!(throttled(&quota("quotaExceeded")));
+        assert!(!throttled(&quota("insufficientPermissions")));
+        assert!(!throttled(&quota("forbidden")));
+        assert!(throttled(&reply(429, json!({}))));
+    }
+
+    #[test]
+    fn any_second_step_kind_selects_the_whole_enrollment() {
+        assert!(two_sv_selected(&[FactorKind::All]));
+        assert!(two_sv_selected(&[FactorKind::Webauthn]));
+        assert!(two_sv_selected(&[FactorKind::TwoStepVerification]));
+        assert!(!two_sv_selected(&[FactorKind::RecoveryCodes, FactorKind::AppPassword]));
+    }
+
+    #[test]
+    fn the_2sv_record_carries_its_cutoff() {
+        let cutoff: jiff::Timestamp = "2026-11-27T18:00:00.123Z".parse().unwrap();
+        let user = UserRef { id: "104857600000000000001".into(), username: "a@example.com".into() };
+        assert_eq!(cutoff_of(&two_sv_factor(&user, cutoff)), Some(cutoff));
+    }
+
+    #[test]
+    fn the_codes_fingerprint_hides_the_codes_and_ignores_order() {
+        let codes = vec!["12345678".to_string(), "87654321".to_string()];
+        let id = codes_fingerprint(&codes);
+        assert_eq!(id, codes_fingerprint(&[codes[1].clone(), codes[0].clone()]));
+        assert!(!id.contains("12345678") && !id.contains("87654321"));
+        assert_ne!(id, codes_fingerprint(&["12345679".to_string(), "87654321".to_string()]));
+    }
+
+    /// The adapter connected to a fresh simulator with `users` seeded users.
+    async fn connected(users: u32) -> (crate::testbed::sims::SimSubject, std::sync::Arc<dyn IdentityProvider>) {
+        let subject = crate::testbed::sims::SimSubject::start("google").await.unwrap();
+        subject.sim.provider.seed(&crate::simulator::Seed { users, ..Default::default() });
+        let backend = subject.backend("test", "google", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
+        let secret = subject.secret_object("google-credentials", &subject.secret);
+        let provider = super::super::connect(&backend, Some(&secret)).unwrap();
+        (subject, provider)
+    }
+
+    #[tokio::test]
+    async fn what_the_user_renews_after_the_snapshot_is_never_destroyed() {
+        let (subject, google) = connected(2).await;
+        let cutoff = jiff::Timestamp::now();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let user = google.list_users(&ScopeSelector::AllUsers, None).await.unwrap().users.remove(0);
+        let named = ScopeSelector::Users(vec![user.username.clone(), "nobody@example.com".into()]);
+        let page = google.list_users(&named, None).await.unwrap();
+        assert_eq!((page.users[0].id.as_str(), page.users[1].id.as_str()), (user.id.as_str(), ""), "an unknown name stays targeted");
+        let snapshot = google.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+        let kinds: Vec<FactorKind> = snapshot.factors.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [FactorKind::RecoveryCodes, FactorKind::AppPassword, FactorKind::TwoStepVerification]);
+        assert_eq!(snapshot.sessions, 2, "one OAuth token and the web sign-in");
+
+        // The user generates new backup codes and re-enrolls in 2SV before the recall reaches them.
+        let provider = &subject.sim.provider;
+        let new_codes = provider.enroll(&user.username, FactorKind::RecoveryCodes, "203.0.113.5").unwrap();
+        let new_2sv = provider.enroll(&user.username, FactorKind::Totp, "203.0.113.5").unwrap();
+        let mut outcomes = Vec::new();
+        for factor in &snapshot.factors {
+            outcomes.push(google.revoke_factor(&user, factor).await.unwrap());
+        }
+        assert_eq!(outcomes, [RevokeOutcome::AlreadyGone, RevokeOutcome::Revoked, RevokeOutcome::AlreadyGone]);
+        let kept: Vec<String> = provider.user(&user.username).unwrap().factors.into_iter().map(|f| f.id).collect();
+        assert_eq!(kept, [new_2sv, new_codes]);
+
+        let seen = google.enrolled_since(&user, cutoff).await.unwrap().expect("the re-enrollment is in Reports");
+        assert_eq!(seen.kind, FactorKind::TwoStepVerification);
+        assert_eq!(seen.origin.and_then(|o| o.ip).as_deref(), Some("203.0.113.5"));
+        // Re-run (a resumed recall): nothing left to do, nothing destroyed.
+        assert_eq!(google.revoke_factor(&user, &snapshot.factors[2]).await.unwrap(), RevokeOutcome::AlreadyGone);
+    }
+
+    #[tokio::test]
+    async fn groups_are_named_with_or_without_the_domain() {
+        let subject = crate::testbed::sims::SimSubject::start("google").await.unwrap();
+        let seed = crate::simulator::Seed { users: 450, groups: vec![crate::simulator::GroupSeed { name: "staff".into(), every: 2 }], ..Default::default() };
+        subject.sim.provider.seed(&seed);
+        let backend = subject.backend("test", "google", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
+        let google = super::super::connect(&backend, Some(&subject.secret_object("c", &subject.secret))).unwrap();
+        assert_eq!(google.group_members("staff").await.unwrap().len(), 225);
+        // Two groups paged through with one cursor: 225 members each, 200 per page.
+        let scope = ScopeSelector::Groups(vec!["staff".into(), "staff@example.com".into()]);
+        let (mut listed, mut cursor) = (0, None);
+        loop {
+            let page = google.list_users(&scope, cursor.as_deref()).await.unwrap();
+            listed += page.users.len();
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(listed, 450);
+        assert!(matches!(google.group_members("nobody").await, Err(ProviderError::NotFound(_))));
+    }
+
+    #[test]
+    fn reports_network_info_becomes_the_origin() {
+        let activity: Activity = serde_json::from_value(json!({
+            "id": { "time": "2026-11-27T18:01:00.000Z", "uniqueQualifier": "-1", "applicationName": "login" },
+            "ipAddress": "203.0.113.9",
+            "networkInfo": { "ipAsn": [64496], "regionCode": "US", "subdivisionCode": "US-CA" },
+            "events": [{ "name": "2sv_enroll" }],
+        }))
+        .unwrap();
+        let origin = origin(&activity);
+        assert_eq!(origin.ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(origin.geo.as_deref(), Some("US/US-CA"));
+        assert_eq!(origin.asn, Some(64496));
+    }
+}

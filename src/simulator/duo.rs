@@ -1,0 +1,686 @@
+//! Duo Admin API (`/admin/v1`, `/admin/v2`): every request signed with the integration's secret
+//! key (HMAC-SHA1 over date, method, host, path and parameters, sent as HTTP Basic) and a `Date`
+//! within five minutes; answers in the `{stat, response, metadata}` envelope; `limit`/`offset`
+//! paging; 429 `{code: 42901}` when throttled, with no limit headers.
+//!
+//! Quirks kept: phones and hardware tokens show no creation time (WebAuthn credentials show
+//! `date_added`, bypass codes `created`, both in epoch seconds); there is no session API;
+//! authentication-log records (enrollments included) appear only after a delay (two minutes at
+//! Duo; a setting here so tests need not wait). Every factor keeps its true creation time for the
+//! census. Census mapping: a phone with Duo Mobile activated is `push`, one without is `sms`;
+//! tokens by type (`t6`/`t8` totp, `h6`/`h8` hotp, others hardwareToken); each WebAuthn
+//! credential is `webauthn`; each bypass code is `recoveryCodes`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, username};
+use crate::api::FactorKind;
+use crate::backends::auth::duo_authorization;
+use crate::backends::http::SecretString;
+
+/// How late authentication-log records become visible at Duo.
+pub const DUO_LOG_DELAY: Duration = Duration::from_secs(120);
+/// How far the request's `Date` may be from the server's clock.
+const DATE_SKEW_SECONDS: i64 = 300;
+const USERS_MAX_LIMIT: usize = 300;
+const GROUPS_MAX_LIMIT: usize = 100;
+const GROUP_USERS_MAX_LIMIT: usize = 500;
+const LOGS_MAX_LIMIT: usize = 1000;
+const ADMIN_EMAIL: &str = "secadmin@example.com";
+
+const ID_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/// Characters of an id that carry the owning user's index (30 bits, a billion users).
+const OWNER_CHARS: usize = 6;
+
+/// A Duo-style object id: a two-letter prefix and 18 upper-case characters. Ids are opaque to
+/// clients, so the simulator hides the owning user's index in the first six (the rest random):
+/// lookups need no map, and seeding a million users stays fast.
+fn duo_id(prefix: &str, owner: usize) -> String {
+    let mut id = String::with_capacity(prefix.len() + 18);
+    id.push_str(prefix);
+    for shift in 0..OWNER_CHARS {
+        id.push(ID_ALPHABET[(owner >> (5 * shift)) & 31] as char);
+    }
+    let mut bits = fastrand::u64(..);
+    for _ in OWNER_CHARS..18 {
+        id.push(ID_ALPHABET[(bits & 31) as usize] as char);
+        bits >>= 5;
+    }
+    id
+}
+
+/// The user index hidden in an id made by `duo_id` (the caller checks the id really exists).
+fn owner_of(id: &str) -> Option<usize> {
+    let body = id.get(2..2 + OWNER_CHARS)?;
+    body.bytes().enumerate().try_fold(0usize, |acc, (shift, c)| Some(acc | (ID_ALPHABET.iter().position(|&a| a == c)? << (5 * shift))))
+}
+
+struct Phone {
+    id: String,
+    number: String,
+    /// Duo Mobile is activated on it (push); otherwise SMS and voice only.
+    activated: bool,
+    created: jiff::Timestamp,
+}
+
+struct HardwareToken {
+    id: String,
+    serial: String,
+    type_: &'static str,
+    created: jiff::Timestamp,
+}
+
+struct WebauthnCredential {
+    key: String,
+    name: &'static str,
+    created: jiff::Timestamp,
+}
+
+struct BypassCode {
+    id: String,
+    created: jiff::Timestamp,
+}
+
+struct User {
+    id: String,
+    username: String,
+    status: &'static str,
+    created: jiff::Timestamp,
+    phones: Vec<Phone>,
+    tokens: Vec<HardwareToken>,
+    webauthn: Vec<WebauthnCredential>,
+    bypass_codes: Vec<BypassCode>,
+    groups: Vec<usize>,
+}
+
+struct Group {
+    id: String,
+    name: String,
+    members: Vec<usize>,
+}
+
+/// One authentication-log record (only enrollments are recorded).
+struct AuthLog {
+    user: usize,
+    time: jiff::Timestamp,
+    txid: String,
+    factor: &'static str,
+    ip: String,
+}
+
+#[derive(Default)]
+struct State {
+    users: Vec<User>,
+    by_username: HashMap<String, usize>,
+    groups: Vec<Group>,
+    logs: Vec<AuthLog>,
+}
+
+impl State {
+    /// The user with id `id`.
+    fn user_index(&self, id: &str) -> Option<usize> {
+        owner_of(id).filter(|&i| self.users.get(i).is_some_and(|u| u.id == id))
+    }
+}
+
+pub struct Duo {
+    integration_key: String,
+    secret_key: SecretString,
+    log_delay: Mutex<Duration>,
+    state: Mutex<State>,
+}
+
+impl Duo {
+    /// From the Secret's `integration-key` and `secret-key`; log records are delayed as at Duo.
+    pub fn new(credentials: &Value) -> Result<Self, String> {
+        let key = |name: &str| credentials.get(name).and_then(Value::as_str).map(String::from).ok_or(format!("duo: credentials need {name}"));
+        Ok(Self {
+            integration_key: key("integration-key")?,
+            secret_key: SecretString::new(key("secret-key")?),
+            log_delay: Mutex::new(DUO_LOG_DELAY),
+            state: Mutex::default(),
+        })
+    }
+
+    /// How late authentication-log records appear (zero for tests that cannot wait two minutes).
+    pub fn with_log_delay(self, delay: Duration) -> Self {
+        *self.log_delay.lock().unwrap() = delay;
+        self
+    }
+
+    /// Checks the request's signature exactly as Duo does, from what was received.
+    fn authenticate(&self, request: &SimRequest) -> Result<(), SimResponse> {
+        let (Some(authorization), Some(date)) = (request.authorization("Basic"), request.header("date")) else {
+            return Err(fail(401, 40101, "Missing request credentials"));
+        };
+        let decoded = STANDARD.decode(authorization).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
+        let Some((ikey, _)) = decoded.split_once(':') else { return Err(fail(401, 40101, "Missing request credentials")) };
+        if ikey != self.integration_key {
+            return Err(fail(401, 40102, "Invalid integration key in request credentials"));
+        }
+        let params = if request.method == Method::POST || request.method == Method::PUT { request.form() } else { request.query.clone() };
+        let host = request.header("host").unwrap_or_default();
+        let expected = duo_authorization(&self.integration_key, &self.secret_key, date, request.method.as_str(), host, &request.path, &params);
+        if expected.trim_start_matches("Basic ") != authorization {
+            return Err(fail(401, 40103, "Invalid signature in request credentials"));
+        }
+        let sent = jiff::fmt::rfc2822::parse(date).map(|z| z.timestamp().as_second());
+        if sent.is_err() || sent.is_ok_and(|s| (s - jiff::Timestamp::now().as_second()).abs() > DATE_SKEW_SECONDS) {
+            return Err(fail(401, 40105, "Request date out of range"));
+        }
+        Ok(())
+    }
+}
+
+fn ok(response: Value) -> SimResponse {
+    SimResponse::json(200, &json!({ "stat": "OK", "response": response }))
+}
+
+/// A page of `items` with Duo's paging metadata.
+fn page(items: Vec<Value>, offset: usize, total: usize) -> SimResponse {
+    let mut metadata = json!({ "total_objects": total });
+    if offset + items.len() < total {
+        metadata["next_offset"] = json!(offset + items.len());
+    }
+    if offset > 0 {
+        metadata["prev_offset"] = json!(offset.saturating_sub(items.len().max(1)));
+    }
+    SimResponse::json(200, &json!({ "stat": "OK", "response": items, "metadata": metadata }))
+}
+
+fn fail(status: u16, code: u32, message: &str) -> SimResponse {
+    SimResponse::json(status, &json!({ "stat": "FAIL", "code": code, "message": message }))
+}
+
+fn not_found() -> SimResponse {
+    fail(404, 40401, "Resource not found")
+}
+
+fn invalid(detail: &str) -> SimResponse {
+    SimResponse::json(400, &json!({ "stat": "FAIL", "code": 40003, "message": "Invalid request parameters", "message_detail": detail }))
+}
+
+/// `limit` and `offset`, Duo's defaults and caps.
+fn paging(request: &SimRequest, default: usize, max: usize) -> Result<(usize, usize), SimResponse> {
+    let number = |name: &str, fallback: usize| match request.query(name) {
+        None => Ok(fallback),
+        Some(v) => v.parse::<usize>().map_err(|_| invalid(name)),
+    };
+    Ok((number("limit", default)?.clamp(1, max), number("offset", 0)?))
+}
+
+fn epoch(t: jiff::Timestamp) -> i64 {
+    t.as_second()
+}
+
+fn phone_json(p: &Phone) -> Value {
+    let capabilities: &[&str] = if p.activated { &["auto", "push", "sms", "phone", "mobile_otp"] } else { &["sms", "phone"] };
+    json!({
+        "phone_id": p.id, "number": p.number, "extension": "", "name": "", "postdelay": null, "predelay": null,
+        "type": "Mobile", "platform": if p.activated { "Apple iOS" } else { "Unknown" }, "activated": p.activated,
+        "sms_passcodes_sent": false, "capabilities": capabilities,
+        "encrypted": if p.activated { "Encrypted" } else { "" }, "fingerprint": if p.activated { "Configured" } else { "" },
+        "screenlock": if p.activated { "Locked" } else { "" }, "tampered": if p.activated { "Not tampered" } else { "" },
+        "model": if p.activated { "Apple iPhone 15" } else { "Unknown" }, "last_seen": "",
+    })
+}
+
+fn token_json(t: &HardwareToken) -> Value {
+    let step = if t.type_.starts_with('t') { json!(30) } else { Value::Null };
+    json!({ "token_id": t.id, "serial": t.serial, "type": t.type_, "totp_step": step })
+}
+
+fn webauthn_json(w: &WebauthnCredential) -> Value {
+    json!({ "webauthnkey": w.key, "credential_name": w.name, "label": "Security Key", "date_added": epoch(w.created) })
+}
+
+fn group_json(g: &Group) -> Value {
+    json!({
+        "group_id": g.id, "name": g.name, "desc": "", "status": "Active",
+        "push_enabled": true, "sms_enabled": true, "voice_enabled": true, "mobile_otp_enabled": true,
+    })
+}
+
+fn user_brief(u: &User) -> Value {
+    json!({ "user_id": u.id, "username": u.username, "realname": realname(&u.username), "email": u.username, "status": u.status, "created": epoch(u.created), "last_login": null })
+}
+
+fn realname(username: &str) -> String {
+    username.split('@').next().unwrap_or(username).to_string()
+}
+
+fn user_json(state: &State, u: &User) -> Value {
+    let name = realname(&u.username);
+    json!({
+        "user_id": u.id, "username": u.username, "realname": name, "firstname": name, "lastname": "",
+        "email": u.username, "status": u.status, "created": epoch(u.created), "last_login": null,
+        "is_enrolled": !(u.phones.is_empty() && u.tokens.is_empty() && u.webauthn.is_empty()),
+        "alias1": null, "alias2": null, "alias3": null, "alias4": null, "aliases": {}, "notes": "", "last_directory_sync": null,
+        "phones": u.phones.iter().map(phone_json).collect::<Vec<_>>(),
+        "tokens": u.tokens.iter().map(token_json).collect::<Vec<_>>(),
+        "webauthncredentials": u.webauthn.iter().map(webauthn_json).collect::<Vec<_>>(),
+        "u2ftokens": [], "desktoptokens": [],
+        "groups": u.groups.iter().map(|&g| group_json(&state.groups[g])).collect::<Vec<_>>(),
+    })
+}
+
+fn bypass_json(u: &User, b: &BypassCode) -> Value {
+    json!({
+        "bypass_code_id": b.id, "admin_email": ADMIN_EMAIL, "created": epoch(b.created), "expiration": null,
+        "remaining_uses": 1, "reuse_count": 1, "user": user_brief(u),
+    })
+}
+
+/// A sub-list of one user (`/phones`, `/tokens`...), paged.
+fn user_list(request: &SimRequest, items: Vec<Value>) -> SimResponse {
+    match paging(request, 100, 500) {
+        Ok((limit, offset)) => {
+            let total = items.len();
+            page(items.into_iter().skip(offset).take(limit).collect(), offset, total)
+        }
+        Err(e) => e,
+    }
+}
+
+impl Duo {
+    fn api(&self, request: &SimRequest, state: &mut State) -> SimResponse {
+        let segments = request.segments();
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        match (request.method.as_str(), segments.as_slice()) {
+            ("GET", ["admin", "v1", "users"]) => list_users(request, state),
+            ("GET" | "POST" | "DELETE", ["admin", "v1", "users", id, rest @ ..]) => {
+                let Some(i) = state.user_index(id) else { return not_found() };
+                user_call(request, state, i, rest)
+            }
+            ("DELETE", ["admin", "v1", "webauthncredentials", key]) => {
+                let Some(user) = owner_of(key).and_then(|i| state.users.get_mut(i)) else { return not_found() };
+                let before = user.webauthn.len();
+                user.webauthn.retain(|w| w.key != *key);
+                if user.webauthn.len() == before { not_found() } else { ok(json!("")) }
+            }
+            ("DELETE", ["admin", "v1", "bypass_codes", id]) => {
+                let Some(user) = owner_of(id).and_then(|i| state.users.get_mut(i)) else { return not_found() };
+                let before = user.bypass_codes.len();
+                user.bypass_codes.retain(|b| b.id != *id);
+                if user.bypass_codes.len() == before { not_found() } else { ok(json!("")) }
+            }
+            ("GET", ["admin", "v1", "groups"]) => match paging(request, 100, GROUPS_MAX_LIMIT) {
+                Ok((limit, offset)) => {
+                    let items = state.groups.iter().skip(offset).take(limit).map(group_json).collect();
+                    page(items, offset, state.groups.len())
+                }
+                Err(e) => e,
+            },
+            ("GET", ["admin", "v2", "groups", id, "users"]) => {
+                let Some(group) = state.groups.iter().find(|g| g.id == *id) else { return not_found() };
+                match paging(request, 100, GROUP_USERS_MAX_LIMIT) {
+                    Ok((limit, offset)) => {
+                        let items = group
+                            .members
+                            .iter()
+                            .skip(offset)
+                            .take(limit)
+                            .map(|&i| json!({ "user_id": state.users[i].id, "username": state.users[i].username }))
+                            .collect();
+                        page(items, offset, group.members.len())
+                    }
+                    Err(e) => e,
+                }
+            }
+            ("GET", ["admin", "v2", "logs", "authentication"]) => self.authentication_logs(request, state),
+            _ => not_found(),
+        }
+    }
+
+    /// `/admin/v2/logs/authentication`: records between `mintime` and `maxtime` (ms), newest
+    /// first, filtered by `users` and `event_types`, paged by `next_offset` ("ts,txid").
+    fn authentication_logs(&self, request: &SimRequest, state: &State) -> SimResponse {
+        let time = |name: &str| request.query(name).and_then(|v| v.parse::<i64>().ok());
+        let (Some(mintime), Some(maxtime)) = (time("mintime"), time("maxtime")) else { return invalid("mintime and maxtime are required") };
+        let limit = match request.query("limit").map(str::parse::<usize>) {
+            None => 100,
+            Some(Ok(l)) if (1..=LOGS_MAX_LIMIT).contains(&l) => l,
+            Some(_) => return invalid("limit"),
+        };
+        let visible_until = (jiff::Timestamp::now() - *self.log_delay.lock().unwrap()).as_millisecond();
+        let users: Vec<usize> = request.query.iter().filter(|(k, _)| k == "users").filter_map(|(_, v)| state.user_index(v)).collect();
+        let wanted_users = request.query.iter().any(|(k, _)| k == "users");
+        let event_types: Vec<&str> = request.query.iter().filter(|(k, _)| k == "event_types").map(|(_, v)| v.as_str()).collect();
+        let after: Option<(i64, String)> = request.query("next_offset").and_then(|o| {
+            let (ts, txid) = o.split_once(',')?;
+            Some((ts.parse().ok()?, txid.to_string()))
+        });
+        let mut matching: Vec<&AuthLog> = state
+            .logs
+            .iter()
+            .filter(|l| {
+                let ms = l.time.as_millisecond();
+                ms >= mintime && ms <= maxtime && ms <= visible_until
+            })
+            .filter(|l| !wanted_users || users.contains(&l.user))
+            .filter(|_| event_types.is_empty() || event_types.contains(&"enrollment"))
+            .collect();
+        matching.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.txid.cmp(&a.txid)));
+        let total = matching.len();
+        if let Some((ts, txid)) = &after {
+            matching.retain(|l| (l.time.as_millisecond(), &l.txid) < (*ts, txid));
+        }
+        let more = matching.len() > limit;
+        matching.truncate(limit);
+        let authlogs: Vec<Value> = matching.iter().map(|l| log_json(state, l)).collect();
+        let next = if more { matching.last().map(|l| json!([l.time.as_millisecond().to_string(), l.txid])) } else { None };
+        SimResponse::json(
+            200,
+            &json!({ "stat": "OK", "response": { "authlogs": authlogs, "metadata": { "next_offset": next, "total_objects": total } } }),
+        )
+    }
+}
+
+fn log_json(state: &State, l: &AuthLog) -> Value {
+    let user = &state.users[l.user];
+    let location = json!({ "city": "Ann Arbor", "state": "Michigan", "country": "United States" });
+    json!({
+        "txid": l.txid,
+        "timestamp": l.time.as_second(),
+        "isotimestamp": l.time.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+        "event_type": "enrollment",
+        "factor": l.factor,
+        "result": "success",
+        "reason": "user_marked_enrolled",
+        "email": user.username,
+        "user": { "key": user.id, "name": user.username, "groups": user.groups.iter().map(|&g| state.groups[g].name.clone()).collect::<Vec<_>>() },
+        "application": { "key": "DIY231J8BR23QK4UKBY8", "name": "Corporate VPN" },
+        "access_device": {
+            "ip": l.ip, "location": location, "browser": "Chrome", "browser_version": "131.0.6778.86",
+            "os": "Mac OS X", "os_version": "15.1", "hostname": null, "epkey": null,
+        },
+        "auth_device": { "ip": l.ip, "location": location, "name": null },
+        "alias": "",
+        "trusted_endpoint_status": "not trusted",
+        "ood_software": null,
+    })
+}
+
+fn list_users(request: &SimRequest, state: &State) -> SimResponse {
+    if let Some(name) = request.query("username") {
+        let found: Vec<Value> = state.by_username.get(&name.to_lowercase()).map(|&i| user_json(state, &state.users[i])).into_iter().collect();
+        return ok(json!(found));
+    }
+    match paging(request, 100, USERS_MAX_LIMIT) {
+        Ok((limit, offset)) => {
+            let items = state.users.iter().skip(offset).take(limit).map(|u| user_json(state, u)).collect();
+            page(items, offset, state.users.len())
+        }
+        Err(e) => e,
+    }
+}
+
+/// `/admin/v1/users/{user_id}` and what hangs below it.
+fn user_call(request: &SimRequest, state: &mut State, i: usize, rest: &[&str]) -> SimResponse {
+    match (request.method.as_str(), rest) {
+        ("GET", []) => ok(user_json(state, &state.users[i])),
+        ("POST", []) => {
+            match request.form_value("status").as_deref() {
+                None => {}
+                Some("active") => state.users[i].status = "active",
+                Some("disabled") => state.users[i].status = "disabled",
+                Some("bypass") => state.users[i].status = "bypass",
+                Some(_) => return invalid("status"),
+            }
+            ok(user_json(state, &state.users[i]))
+        }
+        ("GET", ["phones"]) => user_list(request, state.users[i].phones.iter().map(phone_json).collect()),
+        ("GET", ["tokens"]) => user_list(request, state.users[i].tokens.iter().map(token_json).collect()),
+        ("GET", ["webauthncredentials"]) => user_list(request, state.users[i].webauthn.iter().map(webauthn_json).collect()),
+        ("GET", ["bypass_codes"]) => {
+            let user = &state.users[i];
+            user_list(request, user.bypass_codes.iter().map(|b| bypass_json(user, b)).collect())
+        }
+        ("GET", ["groups"]) => user_list(request, state.users[i].groups.iter().map(|&g| group_json(&state.groups[g])).collect()),
+        ("DELETE", ["phones", phone_id]) => {
+            let phones = &mut state.users[i].phones;
+            let before = phones.len();
+            phones.retain(|p| p.id != *phone_id);
+            if phones.len() == before { not_found() } else { ok(json!("")) }
+        }
+        ("DELETE", ["tokens", token_id]) => {
+            let tokens = &mut state.users[i].tokens;
+            let before = tokens.len();
+            tokens.retain(|t| t.id != *token_id);
+            if tokens.len() == before { not_found() } else { ok(json!("")) }
+        }
+        _ => not_found(),
+    }
+}
+
+impl Provider for Duo {
+    fn name(&self) -> &'static str {
+        "duo"
+    }
+
+    fn bucket(&self, request: &SimRequest) -> &'static str {
+        if request.path.starts_with("/admin/v2/logs/") { "logs" } else { "admin" }
+    }
+
+    fn handle(&self, request: &SimRequest) -> SimResponse {
+        if let Err(refused) = self.authenticate(request) {
+            return refused;
+        }
+        let mut state = self.state.lock().unwrap();
+        self.api(request, &mut state)
+    }
+
+    fn throttled(&self, _reset: i64) -> SimResponse {
+        fail(429, 42901, "Too Many Requests")
+    }
+
+    fn seed(&self, seed: &Seed) {
+        let created = seed.factor_created();
+        let groups = seed.groups.iter().map(|g| Group { id: duo_id("DG", 0), name: g.name.clone(), members: Vec::new() }).collect();
+        let mut state = State { groups, ..State::default() };
+        state.users.reserve(seed.users as usize);
+        for i in 0..seed.users {
+            let index = i as usize;
+            let name = username(i);
+            let id = duo_id("DU", index);
+            // Every user has Duo Mobile on a phone; the seed's kinds map to Duo's own devices.
+            let mut user = User {
+                id: id.clone(),
+                username: name.clone(),
+                status: "active",
+                created,
+                phones: vec![Phone { id: duo_id("DP", index), number: format!("+1555{:07}", i % 10_000_000), activated: true, created }],
+                tokens: Vec::new(),
+                webauthn: Vec::new(),
+                bypass_codes: Vec::new(),
+                groups: Vec::new(),
+            };
+            // The phone above already carries push.
+            for kind in seed.factors.iter().filter(|k| **k != FactorKind::Push) {
+                add_factor(&mut user, index, *kind, created);
+            }
+            for (g, group) in state.groups.iter_mut().enumerate() {
+                if seed.groups_of(i).any(|n| n == group.name) {
+                    group.members.push(index);
+                    user.groups.push(g);
+                }
+            }
+            state.by_username.insert(name, index);
+            state.users.push(user);
+        }
+        *self.state.lock().unwrap() = state;
+    }
+
+    fn census(&self, cutoff: Option<jiff::Timestamp>) -> Census {
+        let state = self.state.lock().unwrap();
+        let mut census = Census::default();
+        for user in &state.users {
+            census.count(&view(user), cutoff);
+        }
+        census
+    }
+
+    fn user(&self, username: &str) -> Option<UserView> {
+        let state = self.state.lock().unwrap();
+        state.by_username.get(&username.to_lowercase()).map(|&i| view(&state.users[i]))
+    }
+
+    fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
+        let mut state = self.state.lock().unwrap();
+        let i = *state.by_username.get(&username.to_lowercase())?;
+        let now = jiff::Timestamp::now();
+        let (id, factor) = add_factor(&mut state.users[i], i, kind, now)?;
+        // Bypass codes are issued by an administrator, not enrolled: no log record.
+        if kind != FactorKind::RecoveryCodes {
+            state.logs.push(AuthLog { user: i, time: now, txid: uuid(), factor, ip: from_ip.to_string() });
+        }
+        Some(id)
+    }
+}
+
+fn uuid() -> String {
+    let n = fastrand::u128(..);
+    let hex = format!("{n:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// Gives `user` a device of `kind` created at `created`; its id and the log's factor name.
+fn add_factor(user: &mut User, index: usize, kind: FactorKind, created: jiff::Timestamp) -> Option<(String, &'static str)> {
+    let token = |type_: &'static str| HardwareToken { id: duo_id("DH", index), serial: format!("{:010}", fastrand::u64(..10_000_000_000)), type_, created };
+    match kind {
+        FactorKind::Totp => push_token(user, token("t6"), "hardware_token"),
+        FactorKind::Hotp => push_token(user, token("h6"), "hardware_token"),
+        FactorKind::HardwareToken => push_token(user, token("yk"), "yubikey_code"),
+        FactorKind::Webauthn | FactorKind::Passkey => {
+            let key = duo_id("WA", index);
+            user.webauthn.push(WebauthnCredential { key: key.clone(), name: "Security Key", created });
+            Some((key, "webauthn_security_key"))
+        }
+        FactorKind::RecoveryCodes => {
+            let id = duo_id("DB", index);
+            user.bypass_codes.push(BypassCode { id: id.clone(), created });
+            Some((id, "bypass_code"))
+        }
+        FactorKind::Push | FactorKind::Sms => {
+            let activated = kind == FactorKind::Push;
+            let id = duo_id("DP", index);
+            user.phones.push(Phone { id: id.clone(), number: format!("+1555{:07}", fastrand::u32(..10_000_000)), activated, created });
+            Some((id, if activated { "duo_push" } else { "sms_passcode" }))
+        }
+        // Duo has no email codes, security questions, app passwords or whole-2SV enrollments.
+        _ => None,
+    }
+}
+
+fn push_token(user: &mut User, token: HardwareToken, factor: &'static str) -> Option<(String, &'static str)> {
+    let id = token.id.clone();
+    user.tokens.push(token);
+    Some((id, factor))
+}
+
+/// The census kind of a token type, as the adapter maps it.
+fn token_kind(type_: &str) -> FactorKind {
+    match type_ {
+        "t6" | "t8" => FactorKind::Totp,
+        "h6" | "h8" => FactorKind::Hotp,
+        _ => FactorKind::HardwareToken,
+    }
+}
+
+fn view(user: &User) -> UserView {
+    let mut factors = Vec::new();
+    for p in &user.phones {
+        factors.push(FactorView { id: p.id.clone(), kind: if p.activated { FactorKind::Push } else { FactorKind::Sms }, created: p.created });
+    }
+    for t in &user.tokens {
+        factors.push(FactorView { id: t.id.clone(), kind: token_kind(t.type_), created: t.created });
+    }
+    for w in &user.webauthn {
+        factors.push(FactorView { id: w.key.clone(), kind: FactorKind::Webauthn, created: w.created });
+    }
+    for b in &user.bypass_codes {
+        factors.push(FactorView { id: b.id.clone(), kind: FactorKind::RecoveryCodes, created: b.created });
+    }
+    UserView { id: user.id.clone(), username: user.username.clone(), active: user.status != "disabled", factors, sessions: 0, grants: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::parse_query;
+
+    fn duo() -> Duo {
+        Duo::new(&json!({ "integration-key": "DIWJ8X6AEYOR5OMC6TQ1", "secret-key": "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep" })).unwrap().with_log_delay(Duration::ZERO)
+    }
+
+    fn signed(duo: &Duo, method: Method, path: &str, query: &str, secret: &str) -> SimRequest {
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_string(&jiff::Timestamp::now()).unwrap();
+        let params = parse_query(query);
+        let auth = duo_authorization(&duo.integration_key, &SecretString::new(secret), &date, method.as_str(), "api-test.duosecurity.com", path, &params);
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("authorization", auth.parse().unwrap());
+        headers.insert("date", date.parse().unwrap());
+        headers.insert("host", "api-test.duosecurity.com".parse().unwrap());
+        SimRequest { method, path: path.into(), query: params, headers, body: Default::default() }
+    }
+
+    fn body(response: &SimResponse) -> Value {
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    #[test]
+    fn signatures_are_checked_and_users_paged() {
+        let duo = duo();
+        duo.seed(&Seed { users: 5, ..Seed::default() });
+        let good = duo.handle(&signed(&duo, Method::GET, "/admin/v1/users", "limit=2&offset=2", "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep"));
+        let page = body(&good);
+        assert_eq!(page["stat"], "OK");
+        assert_eq!(page["response"][0]["username"], username(2));
+        assert_eq!(page["metadata"]["next_offset"], 4);
+        let bad = duo.handle(&signed(&duo, Method::GET, "/admin/v1/users", "limit=2", "not-the-secret"));
+        assert_eq!(bad.status, 401);
+        assert_eq!(body(&bad)["code"], 40103);
+    }
+
+    #[test]
+    fn enrollments_reach_the_log_after_the_delay() {
+        let duo = duo().with_log_delay(Duration::from_secs(120));
+        duo.seed(&Seed { users: 1, ..Seed::default() });
+        let id = duo.user(&username(0)).unwrap().id;
+        duo.enroll(&username(0), FactorKind::Push, "203.0.113.7").unwrap();
+        let now = jiff::Timestamp::now().as_millisecond();
+        let query = format!("mintime={}&maxtime={now}&users={id}&limit=1000", now - 60_000);
+        let hidden = duo.handle(&signed(&duo, Method::GET, "/admin/v2/logs/authentication", &query, "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep"));
+        assert_eq!(body(&hidden)["response"]["authlogs"].as_array().unwrap().len(), 0);
+        *duo.log_delay.lock().unwrap() = Duration::ZERO;
+        let shown = duo.handle(&signed(&duo, Method::GET, "/admin/v2/logs/authentication", &query, "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep"));
+        let log = &body(&shown)["response"]["authlogs"][0];
+        assert_eq!(log["event_type"], "enrollment");
+        assert_eq!(log["access_device"]["ip"], "203.0.113.7");
+    }
+
+    #[test]
+    fn ids_carry_their_owner() {
+        for owner in [0, 1, 31, 32, 999_999, (1 << 30) - 1] {
+            let id = duo_id("DU", owner);
+            assert_eq!(id.len(), 20);
+            assert_eq!(owner_of(&id), Some(owner));
+        }
+        assert_eq!(owner_of("DU1"), None);
+    }
+
+    #[test]
+    fn seeded_devices_map_to_census_kinds() {
+        let duo = duo();
+        duo.seed(&Seed { users: 1, ..Seed::default() });
+        let kinds: Vec<FactorKind> = duo.user(&username(0)).unwrap().factors.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, vec![FactorKind::Push, FactorKind::Totp, FactorKind::Webauthn, FactorKind::RecoveryCodes]);
+    }
+}
