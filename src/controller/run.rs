@@ -233,7 +233,7 @@ async fn work(
     if !matches!(phase, RecallPhase::AwaitingReEnrollment) {
         change_phase(recall, ctx, live, RecallPhase::Revoking).await?;
         let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).revoke(&r.job).await })).await?;
-        if ends.iter().any(|e| *e == RunEnd::Stopped) {
+        if ends.contains(&RunEnd::Stopped) {
             return Ok(());
         }
         live.base.lock().unwrap().revoked_at = Some(jiff::Timestamp::now());
@@ -243,20 +243,19 @@ async fn work(
     let deadline = live.base.lock().unwrap().deadline;
     let mut stop_wait = stop.clone();
     loop {
-        for r in runs {
-            if runner(r, ledger, ctx, stop.clone()).check_re_enrollment(&r.job).await? == RunEnd::Stopped {
-                return Ok(());
-            }
+        // Backends are checked side by side: a slow provider must not delay what another has seen.
+        let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).check_re_enrollment(&r.job).await })).await?;
+        if ends.contains(&RunEnd::Stopped) {
+            return Ok(());
         }
         if live.status(None).counts.pending == 0 {
             break;
         }
         if deadline.is_some_and(|d| jiff::Timestamp::now() >= d) {
             if recall.spec.re_enrollment.on_deadline == DeadlineAction::Disable {
-                for r in runs {
-                    if runner(r, ledger, ctx, stop.clone()).disable_pending(&r.job).await? == RunEnd::Stopped {
-                        return Ok(());
-                    }
+                let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).disable_pending(&r.job).await })).await?;
+                if ends.contains(&RunEnd::Stopped) {
+                    return Ok(());
                 }
             }
             break;
