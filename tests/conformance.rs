@@ -254,8 +254,7 @@ impl Bench {
         let (_stop, stop_rx) = watch::channel(false);
         let end = self.runner(progress.clone(), stop_rx).revoke(job).await.unwrap_or_else(|e| panic!("{}: recall failed: {e}", self.kind()));
         assert_eq!(end, RunEnd::Finished);
-        let counts = progress.lock().unwrap().counts.clone();
-        counts
+        progress.lock().unwrap().counts.clone()
     }
 
     fn audit_events(&self) -> Vec<Value> {

@@ -139,7 +139,7 @@ impl Seed {
 
     /// Names of the groups user `i` belongs to.
     pub fn groups_of(&self, i: u32) -> impl Iterator<Item = &str> {
-        self.groups.iter().filter(move |g| g.every > 0 && i % g.every == 0).map(|g| g.name.as_str())
+        self.groups.iter().filter(move |g| g.every > 0 && i.is_multiple_of(g.every)).map(|g| g.name.as_str())
     }
 }
 
