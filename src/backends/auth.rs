@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::ProviderError;
-use super::http::{Op, ProviderHttp, SecretString};
+use super::http::{HttpReply, Op, ProviderHttp, SecretString};
 
 const TOKEN_OP: Op = Op::new("token", "token");
 
@@ -152,6 +152,27 @@ impl TokenSource {
     /// Drops the cached token after the provider refused it (revoked or expired early).
     pub async fn forget(&self) {
         *self.cached.lock().await = None;
+    }
+
+    /// Sends the request `build` makes, with a bearer token; when the provider refuses the token
+    /// (401: revoked or expired early), fetches a new one and tries once more. The answer is the
+    /// caller's to interpret.
+    pub async fn send(&self, http: &ProviderHttp, op: Op, build: impl Fn() -> reqwest::RequestBuilder) -> Result<HttpReply, ProviderError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.bearer(http).await?;
+            let request = build()
+                .bearer_auth(token.expose())
+                .build()
+                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building a {} request: {}", http.backend, op.name, super::http::describe(&e))))?;
+            let reply = http.send(op, request).await?;
+            if reply.status == StatusCode::UNAUTHORIZED && !refreshed {
+                self.forget().await;
+                refreshed = true;
+                continue;
+            }
+            return Ok(reply);
+        }
     }
 }
 

@@ -206,39 +206,32 @@ impl Auth0 {
     /// (`operation_not_supported`) are answers for the caller; anything else is an error.
     async fn call(&self, op: &'static str, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
         let url = format!("{}{path}", self.api);
-        for refreshed in [false, true] {
-            let token = self.auth.bearer(&self.http).await?;
-            let mut builder = self.http.request(method.clone(), &url).query(query).bearer_auth(token.expose());
-            if let Some(body) = body {
-                builder = builder.json(body);
-            }
-            let request = builder.build().map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.backend())))?;
-            let reply = self.http.send(Op::new(op, API), request).await?;
-            let status = reply.status;
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.auth.forget().await;
-                continue;
-            }
-            let value = reply.value();
-            return match status {
-                s if s.is_success() || s == StatusCode::NOT_FOUND => Ok((s, value)),
-                StatusCode::FORBIDDEN if error_code(&value) == Some("operation_not_supported") => Ok((status, value)),
-                StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the application in Secret {}",
-                    self.backend(),
-                    self.auth.secret_name
-                ))),
-                StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 403 from {method} {path} ({}): {} the application in Secret {} (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
-                    self.backend(),
-                    brief(&value),
-                    if error_code(&value) == Some("insufficient_scope") { "grant that scope to" } else { "check the permissions of" },
-                    self.auth.secret_name
-                ))),
-                _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.backend(), brief(&value)))),
-            };
+        let reply = self
+            .auth
+            .send(&self.http, Op::new(op, API), || {
+                let builder = self.http.request(method.clone(), &url).query(query);
+                if let Some(body) = body { builder.json(body) } else { builder }
+            })
+            .await?;
+        let status = reply.status;
+        let value = reply.value();
+        match status {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok((s, value)),
+            StatusCode::FORBIDDEN if error_code(&value) == Some("operation_not_supported") => Ok((status, value)),
+            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the application in Secret {}",
+                self.backend(),
+                self.auth.secret_name
+            ))),
+            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 403 from {method} {path} ({}): {} the application in Secret {} (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
+                self.backend(),
+                brief(&value),
+                if error_code(&value) == Some("insufficient_scope") { "grant that scope to" } else { "check the permissions of" },
+                self.auth.secret_name
+            ))),
+            _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.backend(), brief(&value)))),
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     /// A GET whose 404 is None; the plan's 403 is an error here.
@@ -754,14 +747,7 @@ fn error_code(value: &Value) -> Option<&str> {
 
 /// A short, secret-free rendering of an error body.
 fn brief(value: &Value) -> String {
-    let text = value
-        .get("message")
-        .or_else(|| value.get("error_description"))
-        .or_else(|| value.get("error"))
-        .and_then(Value::as_str)
-        .map(String::from)
-        .unwrap_or_else(|| value.to_string());
-    text.chars().take(200).collect()
+    super::brief(value, &["/error", "/message", "/error_description"])
 }
 
 #[cfg(test)]

@@ -544,14 +544,7 @@ impl IdentityProvider for Duo {
 
 /// A short, secret-free rendering of a Duo error: its code, message and detail.
 fn brief(value: &Value) -> String {
-    let text = match (value["code"].as_u64(), value["message"].as_str()) {
-        (Some(code), Some(message)) => match value["message_detail"].as_str() {
-            Some(detail) => format!("{code} {message}: {detail}"),
-            None => format!("{code} {message}"),
-        },
-        _ => value.to_string(),
-    };
-    text.chars().take(200).collect()
+    super::brief(value, &["/code", "/message", "/message_detail"])
 }
 
 #[cfg(test)]
@@ -631,6 +624,6 @@ mod tests {
     #[test]
     fn errors_name_duo_code_and_message() {
         let body = serde_json::json!({ "stat": "FAIL", "code": 40103, "message": "Invalid signature in request credentials" });
-        assert_eq!(brief(&body), "40103 Invalid signature in request credentials");
+        assert_eq!(brief(&body), "40103: Invalid signature in request credentials");
     }
 }

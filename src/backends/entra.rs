@@ -277,37 +277,28 @@ impl Entra {
             return Err(ProviderError::Rejected(format!("IdentityBackend {}: Graph sent a next page link outside {}", self.http.backend, self.graph)));
         };
         let path = url.trim_start_matches(&self.graph).split('?').next().unwrap_or_default().to_string();
-        for refreshed in [false, true] {
-            let token = self.auth.bearer(&self.http).await?;
-            let mut builder = self.http.request(method.clone(), &url).query(query).bearer_auth(token.expose());
-            if let Some(body) = body {
-                builder = builder.json(body);
-            }
-            let request = builder
-                .build()
-                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
-            let reply = self.http.send(op, request).await?;
-            if reply.status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.auth.forget().await;
-                continue;
-            }
-            let value = reply.value();
-            return match reply.status {
-                StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 401 from {method} {path} ({}): Graph refused the app's token; check the app registration in Secret {}",
-                    self.http.backend,
-                    brief(&value),
-                    self.auth.secret_name
-                ))),
-                StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 403 from {method} {path} ({}): grant the app registration the Graph application permissions User.Read.All, GroupMember.Read.All, UserAuthenticationMethod.ReadWrite.All, User.RevokeSessions.All and AuditLog.Read.All, with admin consent",
-                    self.http.backend,
-                    brief(&value)
-                ))),
-                status => Ok((status, value)),
-            };
+        let reply = self
+            .auth
+            .send(&self.http, op, || {
+                let builder = self.http.request(method.clone(), &url).query(query);
+                if let Some(body) = body { builder.json(body) } else { builder }
+            })
+            .await?;
+        let value = reply.value();
+        match reply.status {
+            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 401 from {method} {path} ({}): Graph refused the app's token; check the app registration in Secret {}",
+                self.http.backend,
+                brief(&value),
+                self.auth.secret_name
+            ))),
+            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 403 from {method} {path} ({}): grant the app registration the Graph application permissions User.Read.All, GroupMember.Read.All, UserAuthenticationMethod.ReadWrite.All, User.RevokeSessions.All and AuditLog.Read.All, with admin consent",
+                self.http.backend,
+                brief(&value)
+            ))),
+            status => Ok((status, value)),
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     /// Like `exchange`, but any failure other than 404 is an error.
@@ -645,13 +636,7 @@ fn is_default_refusal(value: &Value) -> bool {
 
 /// A short, secret-free rendering of a Graph error body (`{"error": {"code", "message"}}`).
 fn brief(value: &Value) -> String {
-    let error = value.get("error");
-    let text = match (error.and_then(|e| e.get("code")).and_then(Value::as_str), error.and_then(|e| e.get("message")).and_then(Value::as_str)) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => value.to_string(),
-    };
-    text.chars().take(200).collect()
+    super::brief(value, &["/error/code", "/error/message"])
 }
 
 #[cfg(test)]

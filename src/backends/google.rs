@@ -226,41 +226,34 @@ impl Google {
         tolerated: &[StatusCode],
     ) -> Result<(StatusCode, Value), ProviderError> {
         let url = format!("{}{path}", self.base);
-        for refreshed in [false, true] {
-            let token = auth.bearer(&self.http).await?;
-            let mut builder = self.http.request(method.clone(), &url).query(query).bearer_auth(token.expose());
-            if let Some(body) = body {
-                builder = builder.json(body);
-            } else if method == Method::POST {
-                builder = builder.header("content-length", "0");
-            }
-            let request = builder
-                .build()
-                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
-            let reply = self.http.send(op, request).await?;
-            let status = reply.status;
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
-                auth.forget().await;
-                continue;
-            }
-            let value = reply.value();
-            return match status {
-                s if s.is_success() || tolerated.contains(&s) => Ok((s, value)),
-                StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the service account in Secret {}",
-                    self.http.backend, auth.secret_name
-                ))),
-                StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 403 from {method} {path} ({}): allow the service account's client ID the scopes {} under domain-wide delegation in the Admin console, and make {} an administrator who may manage user security",
-                    self.http.backend,
-                    brief(&value),
-                    if std::ptr::eq(auth, &self.admin_auth) { SCOPE_USER_WRITE } else { SCOPES },
-                    self.admin_email
-                ))),
-                _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.http.backend, brief(&value)))),
-            };
+        let reply = auth
+            .send(&self.http, op, || {
+                let builder = self.http.request(method.clone(), &url).query(query);
+                match body {
+                    Some(body) => builder.json(body),
+                    // Google wants a length on a POST without a body.
+                    None if method == Method::POST => builder.header("content-length", "0"),
+                    None => builder,
+                }
+            })
+            .await?;
+        let status = reply.status;
+        let value = reply.value();
+        match status {
+            s if s.is_success() || tolerated.contains(&s) => Ok((s, value)),
+            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the service account in Secret {}",
+                self.http.backend, auth.secret_name
+            ))),
+            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 403 from {method} {path} ({}): allow the service account's client ID the scopes {} under domain-wide delegation in the Admin console, and make {} an administrator who may manage user security",
+                self.http.backend,
+                brief(&value),
+                if std::ptr::eq(auth, &self.admin_auth) { SCOPE_USER_WRITE } else { SCOPES },
+                self.admin_email
+            ))),
+            _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.http.backend, brief(&value)))),
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     /// A GET whose body is parsed; None on 404.
@@ -582,15 +575,7 @@ impl IdentityProvider for Google {
 
 /// A short, secret-free rendering of a Google error body: its reason and message.
 fn brief(value: &Value) -> String {
-    let error = &value["error"];
-    let reason = error["errors"][0]["reason"].as_str().or(error["status"].as_str());
-    let message = error["message"].as_str().or(error.as_str());
-    let text = match (reason, message) {
-        (Some(r), Some(m)) => format!("{r}: {m}"),
-        (Some(t), None) | (None, Some(t)) => t.to_string(),
-        (None, None) => value.to_string(),
-    };
-    text.chars().take(200).collect()
+    super::brief(value, &["/error/errors/0/reason", "/error/message"])
 }
 
 #[cfg(test)]

@@ -98,41 +98,32 @@ impl Keycloak {
     /// One admin API call with the service-account token; a 401 refreshes the token once.
     async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
         let url = format!("{}{path}", self.admin_base);
-        for refreshed in [false, true] {
-            let token = self.auth.bearer(&self.http).await?;
-            let mut builder = self.http.request(method.clone(), &url).query(query).bearer_auth(token.expose());
-            if let Some(body) = body {
-                builder = builder.json(body);
-            }
-            let request = builder
-                .build()
-                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
-            let reply = self.http.send(op(&method, path), request).await?;
-            let status = reply.status;
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.auth.forget().await;
-                continue;
-            }
-            let value = reply.value();
-            return match status {
-                s if s.is_success() => Ok((s, value)),
-                StatusCode::NOT_FOUND => Ok((status, value)),
-                StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 401 from {method} {path}: the token was refused; check the client in Secret {}",
-                    self.http.backend, self.auth.secret_name
-                ))),
-                StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                    "IdentityBackend {}: 403 from {method} {path}: give the client's service account the realm-management roles view-users, manage-users and view-events",
-                    self.http.backend
-                ))),
-                _ => Err(ProviderError::Rejected(format!(
-                    "IdentityBackend {}: {status} from {method} {path}: {}",
-                    self.http.backend,
-                    brief(&value)
-                ))),
-            };
+        let reply = self
+            .auth
+            .send(&self.http, op(&method, path), || {
+                let builder = self.http.request(method.clone(), &url).query(query);
+                if let Some(body) = body { builder.json(body) } else { builder }
+            })
+            .await?;
+        let status = reply.status;
+        let value = reply.value();
+        match status {
+            s if s.is_success() => Ok((s, value)),
+            StatusCode::NOT_FOUND => Ok((status, value)),
+            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 401 from {method} {path}: the token was refused; check the client in Secret {}",
+                self.http.backend, self.auth.secret_name
+            ))),
+            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
+                "IdentityBackend {}: 403 from {method} {path}: give the client's service account the realm-management roles view-users, manage-users and view-events",
+                self.http.backend
+            ))),
+            _ => Err(ProviderError::Rejected(format!(
+                "IdentityBackend {}: {status} from {method} {path}: {}",
+                self.http.backend,
+                brief(&value)
+            ))),
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<Option<T>, ProviderError> {
@@ -385,13 +376,7 @@ fn op(method: &Method, path: &str) -> Op {
 
 /// A short, secret-free rendering of an error body.
 fn brief(value: &Value) -> String {
-    let text = value
-        .get("errorMessage")
-        .or_else(|| value.get("error"))
-        .and_then(Value::as_str)
-        .map(String::from)
-        .unwrap_or_else(|| value.to_string());
-    text.chars().take(200).collect()
+    super::brief(value, &["/error", "/errorMessage"])
 }
 
 #[cfg(test)]

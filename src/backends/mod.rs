@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::api::{FactorKind, IdentityBackend};
 
@@ -262,6 +263,22 @@ pub fn credentials_secret_name(backend: &IdentityBackend) -> Option<&str> {
 /// Whether `kind` is among the kinds a recall asks for.
 pub fn selected(kind: FactorKind, kinds: &[FactorKind]) -> bool {
     kinds.contains(&FactorKind::All) || kinds.contains(&kind)
+}
+
+/// A short, secret-free rendering of a provider's error body: the texts at `pointers` (JSON
+/// pointers such as `/error/message`) that are present, joined, else the whole body; at most 200
+/// characters. Error bodies describe the request, never our credentials.
+pub fn brief(value: &Value, pointers: &[&str]) -> String {
+    let parts: Vec<String> = pointers
+        .iter()
+        .filter_map(|p| match value.pointer(p)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect();
+    let text = if parts.is_empty() { value.to_string() } else { parts.join(": ") };
+    text.chars().take(200).collect()
 }
 
 /// Percent-encodes one URL path segment.

@@ -68,8 +68,8 @@ pub struct Okta {
     log_refused: AtomicBool,
 }
 
-/// Okta's factor types, as our kinds.
-fn factor_kind(factor_type: &str) -> Option<FactorKind> {
+/// Okta's factor types, as our kinds (the simulator reports its state with the same mapping).
+pub(crate) fn factor_kind(factor_type: &str) -> Option<FactorKind> {
     Some(match factor_type {
         "token:software:totp" => FactorKind::Totp,
         "token:hotp" => FactorKind::Hotp,
@@ -267,13 +267,7 @@ fn after_of(next: &str) -> Option<String> {
 
 /// Okta's error code and summary, without anything secret (Okta never echoes the token).
 fn brief(value: &Value) -> String {
-    let code = value.get("errorCode").and_then(Value::as_str);
-    let summary = value.get("errorSummary").and_then(Value::as_str);
-    let text = match (code, summary) {
-        (Some(c), Some(s)) => format!("{c} {s}"),
-        _ => value.to_string(),
-    };
-    text.chars().take(200).collect()
+    super::brief(value, &["/errorCode", "/errorSummary"])
 }
 
 fn origin_of(event: &Value) -> EnrollmentOrigin {
@@ -330,46 +324,38 @@ impl Okta {
     /// With a service app, a 401 fetches a new access token once.
     async fn call(&self, op: Op, method: Method, url: &str, query: &[(&str, String)], accepted: &[StatusCode]) -> Result<HttpReply, ProviderError> {
         let path = url.strip_prefix(&self.base).unwrap_or(url).split('?').next().unwrap_or_default().to_string();
-        for refreshed in [false, true] {
-            let mut builder = self.http.request(method.clone(), url).query(query).header(reqwest::header::ACCEPT, "application/json");
-            builder = match &self.credentials {
-                Credentials::ApiToken(token) => builder.header(reqwest::header::AUTHORIZATION, format!("SSWS {}", token.expose())),
-                Credentials::ServiceApp(source) => builder.bearer_auth(source.bearer(&self.http).await?.expose()),
-            };
-            let request = builder
-                .build()
-                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
-            let reply = self.http.send(op, request).await?;
-            let status = reply.status;
-            if status == StatusCode::UNAUTHORIZED
-                && !refreshed
-                && let Credentials::ServiceApp(source) = &self.credentials
-            {
-                source.forget().await;
-                continue;
+        let build = || self.http.request(method.clone(), url).query(query).header(reqwest::header::ACCEPT, "application/json");
+        let reply = match &self.credentials {
+            Credentials::ApiToken(token) => {
+                let request = build()
+                    .header(reqwest::header::AUTHORIZATION, format!("SSWS {}", token.expose()))
+                    .build()
+                    .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
+                self.http.send(op, request).await?
             }
-            if status.is_success() || accepted.contains(&status) {
-                return Ok(reply);
-            }
-            let detail = brief(&reply.value());
-            return Err(match status {
-                StatusCode::UNAUTHORIZED => ProviderError::Auth(format!(
-                    "IdentityBackend {}: 401 from {method} {path} ({detail}): the credentials were refused; check {} in Secret {}",
-                    self.http.backend,
-                    match self.credentials {
-                        Credentials::ApiToken(_) => "key api-token",
-                        Credentials::ServiceApp(_) => "keys client-id and private-key",
-                    },
-                    self.secret_name
-                )),
-                StatusCode::FORBIDDEN => ProviderError::Auth(format!(
-                    "IdentityBackend {}: 403 from {method} {path} ({detail}): the credentials in Secret {} lack a permission: the API token's admin needs a role that manages users and reads the System Log; a service app needs the scopes {OAUTH_SCOPES} and an admin role",
-                    self.http.backend, self.secret_name
-                )),
-                _ => ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {detail}", self.http.backend)),
-            });
+            Credentials::ServiceApp(source) => source.send(&self.http, op, build).await?,
+        };
+        let status = reply.status;
+        if status.is_success() || accepted.contains(&status) {
+            return Ok(reply);
         }
-        unreachable!("the loop returns on its second pass")
+        let detail = brief(&reply.value());
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ProviderError::Auth(format!(
+                "IdentityBackend {}: 401 from {method} {path} ({detail}): the credentials were refused; check {} in Secret {}",
+                self.http.backend,
+                match self.credentials {
+                    Credentials::ApiToken(_) => "key api-token",
+                    Credentials::ServiceApp(_) => "keys client-id and private-key",
+                },
+                self.secret_name
+            )),
+            StatusCode::FORBIDDEN => ProviderError::Auth(format!(
+                "IdentityBackend {}: 403 from {method} {path} ({detail}): the credentials in Secret {} lack a permission: the API token's admin needs a role that manages users and reads the System Log; a service app needs the scopes {OAUTH_SCOPES} and an admin role",
+                self.http.backend, self.secret_name
+            )),
+            _ => ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {detail}", self.http.backend)),
+        })
     }
 
     /// GET one page: the body and the next page's URL; None when Okta answers 404.

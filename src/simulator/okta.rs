@@ -180,22 +180,6 @@ fn okta_id(prefix: &str) -> String {
     id
 }
 
-fn factor_kind(factor_type: &str) -> Option<FactorKind> {
-    Some(match factor_type {
-        "token:software:totp" => FactorKind::Totp,
-        "token:hotp" => FactorKind::Hotp,
-        "token:hardware" | "token" => FactorKind::HardwareToken,
-        "webauthn" | "u2f" => FactorKind::Webauthn,
-        "signed_nonce" => FactorKind::Passkey,
-        "push" => FactorKind::Push,
-        "sms" | "call" => FactorKind::Sms,
-        "email" => FactorKind::Email,
-        "question" => FactorKind::SecurityQuestion,
-        "web" => FactorKind::Push,
-        _ => return None,
-    })
-}
-
 /// Factors of one seeded or enrolled `kind`, in Okta's types: (type, provider, device).
 fn okta_factors(kind: FactorKind) -> Vec<(&'static str, &'static str, Option<String>)> {
     let device = || Some(okta_id("dvt"));
@@ -875,7 +859,7 @@ fn view(u: &User) -> UserView {
         factors: u
             .factors
             .iter()
-            .filter_map(|f| Some(FactorView { id: f.id.clone(), kind: factor_kind(f.factor_type)?, created: f.created }))
+            .filter_map(|f| Some(FactorView { id: f.id.clone(), kind: crate::backends::okta::factor_kind(f.factor_type)?, created: f.created }))
             .collect(),
         sessions: u.sessions,
         grants: (u.refresh_tokens.len() + u.grants.len()) as u32 + u.remembered_devices,
