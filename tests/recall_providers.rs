@@ -68,7 +68,11 @@ async fn one_recall_over_five_providers_survives_a_kill_with_exact_counts() {
     for (name, _) in &subjects {
         let ready = cluster::wait_for(&backends, name, Duration::from_secs(60), |b| ready_condition(b).is_some()).await.unwrap();
         assert_eq!(ready_condition(&ready).unwrap().0, "True", "{name}: {:?}\n{}", ready_condition(&ready), operator.log());
-        assert!(!ready.status.unwrap().capabilities.is_empty(), "{name} lists its capabilities");
+        let status = ready.status.unwrap();
+        assert!(!status.capabilities.is_empty(), "{name} lists its capabilities");
+        if name == "corp-duo" {
+            assert!(status.limitations.iter().any(|l| l.starts_with("sessions:")), "{name} names what it cannot do: {:?}", status.limitations);
+        }
     }
 
     let cutoff = jiff::Timestamp::now();

@@ -192,6 +192,9 @@ pub struct IdentityBackendStatus {
     /// What this provider lets a recall do (listFactors, factorCreationTime, deleteFactor, revokeSessions, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
+    /// What this provider cannot do, each as "area: why"; recalls on it still do everything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limitations: Vec<String>,
     /// Ready says whether the endpoint answered and the credentials were accepted, with a reason to act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -22,7 +22,7 @@ const UNHEALTHY_RECHECK: Duration = Duration::from_secs(30);
 pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Result<Action> {
     let generation = backend.metadata.generation;
     let checked = match ctx.provider(&backend).await {
-        Ok(provider) => provider.check().await.map(|()| provider.capabilities().names()),
+        Ok(provider) => provider.check().await.map(|()| provider.capabilities()),
         Err(e) => Err(e),
     };
     let mut status = backend.status.clone().unwrap_or_default();
@@ -31,7 +31,8 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
     status.provider_type = backends::provider_type(&backend).map(String::from);
     let requeue = match &checked {
         Ok(capabilities) => {
-            status.capabilities = capabilities.clone();
+            status.capabilities = capabilities.names();
+            status.limitations = capabilities.limitations.clone();
             api::set_condition(&mut status.conditions, api::READY, true, "Reachable", "the provider answered and accepted the credentials", generation);
             HEALTHY_RECHECK
         }
