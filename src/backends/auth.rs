@@ -63,6 +63,17 @@ pub enum Grant {
     JwtBearer { issuer: String, subject: String, key: RsaSigner, key_id: Option<String> },
 }
 
+impl Grant {
+    /// The Secret keys this grant is made of, to say what to check when it is refused.
+    fn keys(&self) -> &'static str {
+        match self {
+            Grant::ClientSecret { .. } => "client-id and client-secret",
+            Grant::PrivateKeyJwt { .. } => "client-id and private-key (and the key registered with the app)",
+            Grant::JwtBearer { .. } => "service-account.json (and its client ID's domain-wide delegation)",
+        }
+    }
+}
+
 /// Access tokens from one token endpoint, cached until shortly before they expire.
 pub struct TokenSource {
     pub token_url: String,
@@ -126,8 +137,10 @@ impl TokenSource {
             // description may echo input, so only the code is kept.
             let code = reply.value().get("error").and_then(Value::as_str).map(|c| format!(", {c}")).unwrap_or_default();
             return Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: the token endpoint refused the credentials ({status}{code}): check Secret {}",
-                http.backend, self.secret_name
+                "IdentityBackend {}: the token endpoint refused the credentials ({status}{code}): check {} in Secret {}",
+                http.backend,
+                self.grant.keys(),
+                self.secret_name
             )));
         }
         if !status.is_success() {
