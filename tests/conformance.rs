@@ -42,7 +42,12 @@ trait Target: Send + Sync {
     fn secret(&self, wrong: bool) -> (Secret, BTreeMap<String, String>);
     /// The simulator, for fault injection and limits; None for a real provider.
     fn simulator(&self) -> Option<&Arc<Simulator>>;
+    /// The IP address enrollments come from, where the provider's log records it.
+    fn enrollment_ip(&self) -> Option<&'static str>;
 }
+
+/// Where simulated users enroll from (TEST-NET-3).
+const ENROLLMENT_IP: &str = "203.0.113.9";
 
 struct SimTarget {
     subject: SimSubject,
@@ -67,7 +72,7 @@ impl Target for SimTarget {
         self.subject.sim.provider.user(name).unwrap_or_else(|| panic!("{}: no user {name}", self.kind()))
     }
     async fn enroll(&self, name: &str) -> String {
-        self.subject.sim.provider.enroll(name, FactorKind::Webauthn, "203.0.113.9").unwrap_or_else(|| panic!("{}: enroll {name}", self.kind()))
+        self.subject.sim.provider.enroll(name, FactorKind::Webauthn, ENROLLMENT_IP).unwrap_or_else(|| panic!("{}: enroll {name}", self.kind()))
     }
     async fn group_members(&self, group: &str) -> HashSet<String> {
         (0..self.seed.users).filter(|i| self.seed.groups_of(*i).any(|g| g == group)).map(username).collect()
@@ -81,6 +86,9 @@ impl Target for SimTarget {
     }
     fn simulator(&self) -> Option<&Arc<Simulator>> {
         Some(&self.subject.sim)
+    }
+    fn enrollment_ip(&self) -> Option<&'static str> {
+        Some(ENROLLMENT_IP)
     }
 }
 
@@ -191,6 +199,10 @@ impl Target for KeycloakTarget {
     }
     fn simulator(&self) -> Option<&Arc<Simulator>> {
         None
+    }
+    fn enrollment_ip(&self) -> Option<&'static str> {
+        // The test's browser signs in from loopback, and Keycloak's events record that.
+        Some("127.0.0.1")
     }
 }
 
@@ -363,6 +375,10 @@ async fn cutoff_respected(kind: &str) {
         assert_eq!(counts.re_enrolled, 2, "{kind}: {counts:?}");
         let seen: Vec<Value> = bench.audit_events().into_iter().filter(|e| e["action"] == "reenrollment.seen").collect();
         assert_eq!(seen.len(), 2, "{kind}: {seen:?}");
+        // Where the provider logs where an enrollment came from, the audit trail keeps it.
+        if let Some(ip) = bench.target.enrollment_ip() {
+            assert!(seen.iter().all(|e| e["detail"].as_str().unwrap_or_default().contains(ip)), "{kind}: origin kept: {seen:?}");
+        }
     }
 }
 

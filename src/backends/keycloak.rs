@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc, selected,
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc, selected,
 };
 use crate::api::{FactorKind, KeycloakProvider};
 
@@ -178,6 +178,28 @@ impl Keycloak {
         }
     }
 
+    /// Where an enrollment came from: the IP of the realm's UPDATE_CREDENTIAL event for that
+    /// credential type closest to its creation. None when events are off or not readable: the
+    /// enrollment itself is known from the credential, so detection never fails on this.
+    async fn enrollment_origin(&self, user: &UserRef, created_ms: i64, credential_type: &str) -> Option<EnrollmentOrigin> {
+        let day = jiff::Timestamp::from_millisecond(created_ms).ok()?.strftime("%Y-%m-%d").to_string();
+        let query = [("user", user.id.clone()), ("type", "UPDATE_CREDENTIAL".to_string()), ("dateFrom", day), ("max", "100".to_string())];
+        let events: Vec<Value> = match self.get("/events", &query).await {
+            Ok(events) => events.unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(backend = %self.http.backend, error = %e, "realm events unreadable; enrollment origin unknown");
+                return None;
+            }
+        };
+        let closest = events
+            .iter()
+            .filter(|e| e.pointer("/details/credential_type").and_then(Value::as_str) == Some(credential_type))
+            .filter_map(|e| Some((e.get("time")?.as_i64()?, e.get("ipAddress")?.as_str()?)))
+            .filter(|(time, _)| (time - created_ms).abs() < 60_000)
+            .min_by_key(|(time, _)| (time - created_ms).abs())?;
+        Some(EnrollmentOrigin { ip: Some(closest.1.to_string()), ..Default::default() })
+    }
+
     async fn page(&self, path: &str, offset: usize, extra: &[(&str, String)]) -> Result<(Vec<UserRef>, bool), ProviderError> {
         let mut query = vec![("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
         query.extend(extra.iter().cloned());
@@ -339,14 +361,16 @@ impl IdentityProvider for Keycloak {
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
         let cutoff_ms = cutoff.as_millisecond();
-        let newest = self
+        let first = self
             .credentials(user)
             .await?
             .into_iter()
-            .filter_map(|c| Some((factor_kind(&c.type_)?, c.created_date?)))
-            .filter(|(_, created)| *created >= cutoff_ms)
-            .min_by_key(|(_, created)| *created);
-        Ok(newest.and_then(|(kind, created)| Some(Enrollment { kind, at: jiff::Timestamp::from_millisecond(created).ok()?, origin: None })))
+            .filter_map(|c| Some((factor_kind(&c.type_)?, c.created_date?, c.type_)))
+            .filter(|(_, created, _)| *created >= cutoff_ms)
+            .min_by_key(|(_, created, _)| *created);
+        let Some((kind, created, credential_type)) = first else { return Ok(None) };
+        let origin = self.enrollment_origin(user, created, &credential_type).await;
+        Ok(jiff::Timestamp::from_millisecond(created).ok().map(|at| Enrollment { kind, at, origin }))
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
@@ -362,6 +386,7 @@ impl IdentityProvider for Keycloak {
 fn op(method: &Method, path: &str) -> Op {
     let name = match (method.as_str(), path.rsplit('/').next().unwrap_or("")) {
         ("GET", "count") => "check",
+        ("GET", "events") => "enrollment_events",
         ("GET", "credentials") => "list_factors",
         ("DELETE", _) if path.contains("/credentials/") => "delete_factor",
         ("GET", "sessions") | ("GET", "consents") => "list_sessions",

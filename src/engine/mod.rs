@@ -306,7 +306,11 @@ impl Runner<'_> {
                         let user = segment.users[i].user.clone();
                         self.audit(job, Some(&user), "reenrollment.seen", "done", |e| {
                             e.factor_kind = Some(enrollment.kind.as_str().to_string());
-                            e.detail = Some(format!("enrolled at {}", enrollment.at));
+                            // Where from, as the provider logged it: what anomaly review starts with.
+                            e.detail = Some(match &enrollment.origin {
+                                Some(origin) => format!("enrolled at {} from {origin}", enrollment.at),
+                                None => format!("enrolled at {}", enrollment.at),
+                            });
                         })
                         .await?;
                         segment.users[i].re_enrolled = Some(enrollment);
