@@ -35,4 +35,19 @@ pub enum Error {
     BackendNotFound(String),
 }
 
+impl Error {
+    /// A short, fixed name of the error's kind, for metrics labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kubernetes",
+            Error::Json(_) => "serialization",
+            Error::Provider(_) => "provider",
+            Error::Audit(_) => "audit",
+            Error::Ledger { .. } => "ledger",
+            Error::Invalid(_) => "invalid",
+            Error::BackendNotFound(_) => "backendNotFound",
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,11 +1,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-
-
 use mfa_recall::audit::{self, Verification};
-use mfa_recall::controller::{self, Settings};
+use mfa_recall::controller::{self, LeaseSettings, Settings};
 
 #[derive(Parser)]
 #[command(name = "mfa-recall", version, about = "Recall MFA factors across identity providers")]
@@ -33,6 +30,21 @@ enum Command {
         /// Recalls reconciled at once.
         #[arg(long, default_value_t = 4)]
         concurrency: u16,
+        /// Serve /metrics, /livez and /readyz on this address, for example 0.0.0.0:8080.
+        #[arg(long, env = "MFA_RECALL_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Work only while holding the leader Lease, so that of several replicas one acts.
+        #[arg(long)]
+        leader_election: bool,
+        /// Name of the leader Lease.
+        #[arg(long, default_value = "mfa-recall-operator")]
+        lease_name: String,
+        /// Namespace of the leader Lease (the pod's own, from the downward API).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// How long a lease holder that stopped renewing keeps it, in seconds.
+        #[arg(long, default_value_t = 15)]
+        lease_seconds: u64,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
@@ -71,7 +83,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
-        Command::Operator { namespace, audit_file, no_audit_stdout, instance, concurrency } => {
+        Command::Operator { namespace, audit_file, no_audit_stdout, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -80,7 +92,12 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(1);
                 }
             };
-            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, instance, concurrency };
+            let leader_election = leader_election.then(|| LeaseSettings {
+                name: lease_name,
+                namespace: lease_namespace,
+                duration: std::time::Duration::from_secs(lease_seconds.max(3)),
+            });
+            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, instance, concurrency, metrics_addr, leader_election };
             match controller::run(client, settings).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

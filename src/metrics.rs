@@ -26,6 +26,24 @@ pub struct CallStats {
 type Key = (String, &'static str);
 
 static PROVIDER_CALLS: LazyLock<Mutex<BTreeMap<Key, CallStats>>> = LazyLock::new(Mutex::default);
+/// Counts per recall (`namespace/name`) and backend, as last written to status.
+static RECALL_PROGRESS: LazyLock<Mutex<BTreeMap<(String, String), crate::api::RecallCounts>>> = LazyLock::new(Mutex::default);
+/// Reconcile errors by controller and category.
+static RECONCILE_ERRORS: LazyLock<Mutex<BTreeMap<(&'static str, &'static str), u64>>> = LazyLock::new(Mutex::default);
+
+/// The latest counts of one recall on one backend.
+pub fn recall_progress(recall: &str, backend: &str, counts: &crate::api::RecallCounts) {
+    RECALL_PROGRESS.lock().unwrap().insert((recall.to_string(), backend.to_string()), counts.clone());
+}
+
+/// A deleted recall leaves the metrics.
+pub fn forget_recall(recall: &str) {
+    RECALL_PROGRESS.lock().unwrap().retain(|(r, _), _| r != recall);
+}
+
+pub fn reconcile_error(controller: &'static str, category: &'static str) {
+    *RECONCILE_ERRORS.lock().unwrap().entry((controller, category)).or_default() += 1;
+}
 
 /// Counts one request to a provider.
 pub fn provider_call(backend: &str, op: &'static str, status: Option<u16>, throttled: bool, latency: Duration) {
@@ -53,11 +71,37 @@ pub fn throttled(backend: &str) -> u64 {
     PROVIDER_CALLS.lock().unwrap().iter().filter(|((b, _), _)| b == backend).map(|(_, s)| s.throttled).sum()
 }
 
-/// The provider metrics in Prometheus text exposition format.
+/// A label value with the characters Prometheus escapes replaced.
+fn clean(value: &str) -> String {
+    value.replace(['"', '\\', '\n'], "_")
+}
+
+/// Every metric in Prometheus text exposition format.
 pub fn render() -> String {
     let calls = provider_calls();
     let mut out = String::new();
-    let label = |(backend, op): &Key| format!("backend=\"{}\",operation=\"{op}\"", backend.replace(['"', '\\', '\n'], "_"));
+    out.push_str("# HELP mfa_recall_users Users of each recall on each backend, by state (recall progress).\n");
+    out.push_str("# TYPE mfa_recall_users gauge\n");
+    for ((recall, backend), c) in RECALL_PROGRESS.lock().unwrap().iter() {
+        let states = [
+            ("targeted", c.targeted),
+            ("invalidated", c.invalidated),
+            ("excluded", c.excluded),
+            ("failed", c.failed),
+            ("reEnrolled", c.re_enrolled),
+            ("pending", c.pending),
+            ("disabled", c.disabled),
+        ];
+        for (state, n) in states {
+            let _ = writeln!(out, "mfa_recall_users{{recall=\"{}\",backend=\"{}\",state=\"{state}\"}} {n}", clean(recall), clean(backend));
+        }
+    }
+    out.push_str("# HELP mfa_recall_reconcile_errors_total Reconcile errors by controller and category.\n");
+    out.push_str("# TYPE mfa_recall_reconcile_errors_total counter\n");
+    for ((controller, category), n) in RECONCILE_ERRORS.lock().unwrap().iter() {
+        let _ = writeln!(out, "mfa_recall_reconcile_errors_total{{controller=\"{controller}\",category=\"{category}\"}} {n}");
+    }
+    let label = |(backend, op): &Key| format!("backend=\"{}\",operation=\"{op}\"", clean(backend));
     out.push_str("# HELP mfa_recall_provider_requests_total Requests sent to identity providers, by answer class.\n");
     out.push_str("# TYPE mfa_recall_provider_requests_total counter\n");
     for (key, stats) in &calls {

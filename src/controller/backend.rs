@@ -68,5 +68,6 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
 
 pub fn error_policy(backend: Arc<IdentityBackend>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(backend = %backend.name_any(), %error, "backend reconcile failed");
+    crate::metrics::reconcile_error("identitybackend", error.category());
     Action::requeue(UNHEALTHY_RECHECK)
 }

@@ -2,6 +2,8 @@
 //! each reconcile a `Context`.
 
 mod backend;
+pub mod health;
+pub mod leader;
 mod recall;
 mod run;
 mod status;
@@ -15,9 +17,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use crate::api::{IdentityBackend, MfaRecall};
 use crate::audit::AuditLog;
@@ -37,6 +40,18 @@ pub struct Settings {
     pub instance: String,
     /// Recalls reconciled at once.
     pub concurrency: u16,
+    /// Where `/metrics`, `/livez` and `/readyz` are served; not served when None.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Of several replicas, only the holder of this Lease works; None runs without election.
+    pub leader_election: Option<LeaseSettings>,
+}
+
+/// The Lease replicas elect their leader with.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    pub duration: Duration,
 }
 
 /// Shared by every reconcile.
@@ -91,8 +106,41 @@ impl Context {
     }
 }
 
-/// Runs both controllers until SIGTERM or Ctrl-C, then stops recalls at a checkpoint.
+/// Runs both controllers until SIGTERM or Ctrl-C, then stops recalls at a checkpoint. With
+/// leader election, waits to hold the Lease first, and stops at once if it is lost.
 pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
+    let health = Arc::new(health::Health::default());
+    if let Some(addr) = settings.metrics_addr {
+        health::serve(addr, health.clone()).await?;
+    }
+    let (terminate, terminated) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("termination signal received");
+        let _ = terminate.send(true);
+    });
+
+    let (lost_tx, lost) = watch::channel(false);
+    let lease = match &settings.leader_election {
+        Some(l) => {
+            let lock = Arc::new(leader::LeaseLock::new(client.clone(), &l.namespace, &l.name, &settings.instance, l.duration));
+            // A standby is healthy and ready to take over; it only does no work.
+            health.set_standby(true);
+            if lock.acquire(terminated.clone()).await.is_none() {
+                tracing::info!("stopped while standing by");
+                return Ok(());
+            }
+            health.set_standby(false);
+            tokio::spawn({
+                let lock = lock.clone();
+                let terminated = terminated.clone();
+                async move { lock.keep(terminated, lost_tx).await }
+            });
+            Some(lock)
+        }
+        None => None,
+    };
+
     let audit = Arc::new(AuditLog::open(settings.audit_file.as_deref(), &settings.instance, settings.audit_stdout)?);
     let recorder = Recorder::new(client.clone(), Reporter { controller: "mfa-recall".into(), instance: Some(settings.instance.clone()) });
     let ctx = Arc::new(Context {
@@ -107,9 +155,23 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         Some(ns) => (Api::<MfaRecall>::namespaced(client.clone(), ns), Api::<IdentityBackend>::namespaced(client.clone(), ns)),
         None => (Api::<MfaRecall>::all(client.clone()), Api::<IdentityBackend>::all(client.clone())),
     };
+    let shutdown = {
+        use futures::FutureExt;
+        let (mut terminated, mut lost) = (terminated.clone(), lost.clone());
+        async move {
+            tokio::select! {
+                _ = terminated.wait_for(|t| *t) => {},
+                _ = lost.wait_for(|l| *l) => {},
+            }
+        }
+        .boxed()
+        .shared()
+    };
     let config = Config::default().concurrency(settings.concurrency);
-    let shutdown = shutdown_signal();
-    let recall_controller = Controller::new(recalls, watcher::Config::default())
+    let (recall_store, recall_stream) = watched(recalls, "mfarecalls", health.clone());
+    let (backend_store, backend_stream) = watched(backends_api, "identitybackends", health.clone());
+    tracing::debug!("watches started");
+    let recall_controller = Controller::for_stream(recall_stream, recall_store)
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(recall::reconcile, recall::error_policy, ctx.clone())
@@ -118,7 +180,7 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
                 tracing::debug!(error = %e, "recall reconcile");
             }
         });
-    let backend_controller = Controller::new(backends_api, watcher::Config::default())
+    let backend_controller = Controller::for_stream(backend_stream, backend_store)
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(backend::reconcile, backend::error_policy, ctx.clone())
@@ -129,10 +191,36 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         });
     tracing::info!(instance = %settings.instance, namespace = settings.namespace.as_deref().unwrap_or("*"), "operator started");
     tokio::join!(recall_controller, backend_controller);
+    if *lost.borrow() {
+        // Another replica may start any moment: stop now. Users in flight resume from the ledger.
+        ctx.runs.stop_all(Duration::from_secs(1)).await;
+        return Err(crate::Error::Invalid("lost the leader lease; exiting so a restart stands by".into()));
+    }
+    if !*terminated.borrow() {
+        health.watch_ended("controllers");
+    }
     tracing::info!("shutting down: stopping recalls at a checkpoint");
     ctx.runs.stop_all(Duration::from_secs(25)).await;
+    if let Some(lock) = lease {
+        lock.release().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A reflector-backed watch whose progress and errors feed liveness.
+fn watched<K>(api: Api<K>, name: &'static str, health: Arc<health::Health>) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, watcher::Config::default()))
+        // Watched here rather than through Store::wait_until_ready, which wakes only one waiter
+        // and the controller already waits on it.
+        .inspect(move |event| health.watch_event(name, event.as_ref().map(|e| matches!(e, watcher::Event::InitDone)).map_err(|_| ())))
+        .default_backoff()
+        .touched_objects();
+    (reader, stream)
 }
 
 /// Resolves on SIGTERM or SIGINT; cloneable so both controllers share it.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
+use tracing::Instrument;
 use kube::{Api, ResourceExt};
 
 use super::{Context, status};
@@ -22,18 +23,21 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub async fn reconcile(recall: Arc<MfaRecall>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = recall.namespace().unwrap_or_default();
     let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &namespace);
+    let span = tracing::info_span!("reconcile", recall = %key(&recall), trace_id = %crate::telemetry::trace_id());
     finalizer(&api, FINALIZER, recall, |event| async {
         match event {
             Event::Apply(recall) => apply(recall, &ctx).await,
             Event::Cleanup(recall) => cleanup(recall, &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| Error::Invalid(format!("finalizer: {e}")))
 }
 
 pub fn error_policy(recall: Arc<MfaRecall>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(recall = %recall.name_any(), %error, "reconcile failed");
+    crate::metrics::reconcile_error("mfarecall", error.category());
     Action::requeue(Duration::from_secs(15))
 }
 
@@ -89,6 +93,7 @@ async fn set_phase(recall: &MfaRecall, ctx: &Context, phase: RecallPhase, outcom
 /// Deleting a recall stops its run at a checkpoint; what was done stays audited.
 async fn cleanup(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
     ctx.runs.stop(&key(&recall), STOP_TIMEOUT).await;
+    crate::metrics::forget_recall(&key(&recall));
     ctx.publish(&*recall, EventType::Normal, "Deleted", "recall deleted; its run stopped".into()).await;
     Ok(Action::await_change())
 }

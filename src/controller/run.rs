@@ -49,7 +49,9 @@ impl Runs {
 
     pub fn start(&self, key: &str, recall: Arc<MfaRecall>, ctx: Arc<Context>) {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(recall, ctx, stop_rx));
+        // Every log line of this run carries the recall and one trace id.
+        let span = tracing::info_span!("recall_run", recall = %key, trace_id = %crate::telemetry::trace_id());
+        let task = tokio::spawn(tracing::Instrument::instrument(run(recall, ctx, stop_rx), span));
         self.inner.lock().unwrap().insert(key.to_string(), RunHandle { stop, task });
     }
 
@@ -309,7 +311,13 @@ impl StatusWriter {
                 let status = live.status(recall.metadata.generation);
                 if last.as_ref() != Some(&status) {
                     match status::write(&api, &recall, &status).await {
-                        Ok(()) => last = Some(status),
+                        Ok(()) => {
+                            let key = format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any());
+                            for backend in &status.backends {
+                                crate::metrics::recall_progress(&key, &backend.name, &backend.counts);
+                            }
+                            last = Some(status);
+                        }
                         Err(e) => tracing::warn!(recall = %recall.name_any(), error = %e, "status write failed; retrying"),
                     }
                 }

@@ -77,9 +77,15 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &str, audit_file: &PathBuf, log_file: &PathBuf) -> Self {
+        Self::start_with(namespace, audit_file, log_file, &format!("op-{namespace}"), &[])
+    }
+
+    /// An operator named `instance`, with extra command-line arguments.
+    pub fn start_with(namespace: &str, audit_file: &PathBuf, log_file: &PathBuf, instance: &str, extra: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
-            .args(["operator", "--namespace", namespace, "--no-audit-stdout", "--instance", &format!("op-{namespace}")])
+            .args(["operator", "--namespace", namespace, "--no-audit-stdout", "--instance", instance])
+            .args(extra)
             .arg("--audit-file")
             .arg(audit_file)
             .env("MFA_RECALL_LOG", "info")
@@ -96,6 +102,21 @@ impl Operator {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// SIGTERM, as the kubelet sends it; then waits up to `grace` for the exit.
+    pub fn terminate(&mut self, grace: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -132,6 +153,20 @@ pub fn as_factor_kinds(by_type: &BTreeMap<String, i64>) -> BTreeMap<String, i64>
         *out.entry(kind.to_string()).or_insert(0) += n;
     }
     out
+}
+
+/// A loopback address with a port free right now.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// GET on the operator's own endpoints: (status, body).
+pub async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
 }
 
 /// A name no earlier run used, so reruns against the same parts never collide.

@@ -1,0 +1,145 @@
+//! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/livez` (fails when a watch has
+//! stopped making progress) and `/readyz` (true once the caches synced, or while standing by as
+//! a replica that is not the leader).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+/// A watch failing this long without one success means it no longer makes progress.
+const STALL: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct WatchState {
+    synced: bool,
+    failing_since: Option<Instant>,
+    ended: bool,
+}
+
+/// Liveness and readiness, fed by the controllers.
+#[derive(Default)]
+pub struct Health {
+    standby: AtomicBool,
+    watches: Mutex<BTreeMap<&'static str, WatchState>>,
+}
+
+impl Health {
+    /// One event from a watch: `Ok(initial_list_done)` is progress, `Err` an error (the watcher
+    /// retries with backoff).
+    pub fn watch_event(&self, watch: &'static str, event: Result<bool, ()>) {
+        let mut watches = self.watches.lock().unwrap();
+        let state = watches.entry(watch).or_default();
+        match event {
+            Ok(list_done) => {
+                state.failing_since = None;
+                state.synced |= list_done;
+            }
+            Err(()) => {
+                state.failing_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// A controller's stream ended while the process is meant to run.
+    pub fn watch_ended(&self, watch: &'static str) {
+        self.watches.lock().unwrap().entry(watch).or_default().ended = true;
+    }
+
+    /// A replica waiting for the leader lease is ready: ready to take over.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::SeqCst);
+    }
+
+    /// Standing by, or every watch has listed its objects once (the caches are synced).
+    pub fn ready(&self) -> bool {
+        let watches = self.watches.lock().unwrap();
+        self.standby.load(Ordering::SeqCst) || (!watches.is_empty() && watches.values().all(|w| w.synced))
+    }
+
+    /// Why the process is not live, if it is not.
+    pub fn not_live(&self) -> Option<String> {
+        let watches = self.watches.lock().unwrap();
+        watches.iter().find_map(|(name, state)| {
+            if state.ended {
+                return Some(format!("the {name} watch ended"));
+            }
+            let since = state.failing_since?;
+            (since.elapsed() >= STALL).then(|| format!("the {name} watch has failed for {} s without progress", since.elapsed().as_secs()))
+        })
+    }
+
+    fn answer(&self, path: &str) -> (u16, &'static str, String) {
+        match path {
+            "/metrics" => (200, "text/plain; version=0.0.4", crate::metrics::render()),
+            "/livez" => match self.not_live() {
+                None => (200, "text/plain", "ok\n".into()),
+                Some(why) => (503, "text/plain", format!("{why}\n")),
+            },
+            "/readyz" if self.ready() => (200, "text/plain", "ok\n".into()),
+            "/readyz" => (503, "text/plain", "caches not synced yet\n".into()),
+            _ => (404, "text/plain", "not found: /metrics, /livez, /readyz\n".into()),
+        }
+    }
+}
+
+/// Serves the endpoints on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let health = health.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (status, content_type, body) = health.answer(request.uri().path());
+                    async move {
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", content_type)
+                            .body(Full::new(bytes::Bytes::from(body)))
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_failing_without_progress_is_not_live() {
+        let health = Health::default();
+        assert_eq!(health.answer("/readyz").0, 503, "nothing listed yet");
+        health.watch_event("mfarecalls", Ok(false));
+        assert_eq!(health.not_live(), None);
+        health.watch_event("mfarecalls", Ok(true));
+        assert_eq!(health.answer("/readyz").0, 200, "every watch listed once");
+        health.watch_event("mfarecalls", Err(()));
+        tokio::time::advance(STALL / 2).await;
+        health.watch_event("mfarecalls", Err(()));
+        assert_eq!(health.not_live(), None, "a short outage is retried, not fatal");
+        tokio::time::advance(STALL).await;
+        assert!(health.not_live().unwrap().contains("mfarecalls"));
+        health.watch_event("mfarecalls", Ok(false));
+        assert_eq!(health.not_live(), None);
+        health.watch_ended("identitybackends");
+        assert!(health.not_live().unwrap().contains("identitybackends watch ended"));
+        assert_eq!(health.answer("/livez").0, 503);
+        assert_eq!(health.answer("/readyz").0, 503, "the ended watch never listed");
+        health.set_standby(true);
+        assert_eq!(health.answer("/readyz").0, 200);
+    }
+}
