@@ -9,6 +9,7 @@ for tool in go mvn java cargo openssl curl python3 unzip; do
 done
 
 hack/parts.sh all
+hack/parts.sh helm   # tests/helm_chart.rs runs the real helm (MFA_RECALL_HELM in the env file)
 cargo build --all-targets
 work="$(mktemp -d /tmp/mfa-recall-test.XXXXXX)"
 trap 'hack/localparts.sh stop "$work"' EXIT

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -82,17 +82,29 @@ impl Operator {
 
     /// An operator named `instance`, with extra command-line arguments.
     pub fn start_with(namespace: &str, audit_file: &PathBuf, log_file: &PathBuf, instance: &str, extra: &[&str]) -> Self {
+        Self::spawn(namespace, audit_file, log_file, instance, extra, None)
+    }
+
+    /// The operator authenticating with `kubeconfig` (another identity) instead of the test's admin.
+    pub fn start_with_kubeconfig(namespace: &str, audit_file: &PathBuf, log_file: &PathBuf, kubeconfig: &Path, extra: &[&str]) -> Self {
+        Self::spawn(namespace, audit_file, log_file, &format!("op-{namespace}"), extra, Some(kubeconfig))
+    }
+
+    fn spawn(namespace: &str, audit_file: &PathBuf, log_file: &PathBuf, instance: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Self {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-recall"));
+        command
             .args(["operator", "--namespace", namespace, "--no-audit-stdout", "--instance", instance])
             .args(extra)
             .arg("--audit-file")
             .arg(audit_file)
             .env("MFA_RECALL_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the operator");
+            .stderr(log);
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command.spawn().expect("start the operator");
         Self { child: Some(child), namespace: namespace.into(), audit_file: audit_file.clone(), log_file: log_file.clone() }
     }
 

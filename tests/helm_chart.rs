@@ -1,0 +1,567 @@
+//! The Helm chart with the real `helm` binary: lint, rendered manifests (restricted Pod Security,
+//! least-privilege RBAC in both modes), the values schema; then installed into the real test
+//! apiserver, where the operator runs under the chart's ServiceAccount and completes a recall, an
+//! access review proves what that ServiceAccount may and may not do, and uninstall keeps the CRDs.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use mfa_recall::api::{BackendLimits, MfaRecall, RecallPhase};
+use mfa_recall::simulator::{Seed, username};
+use mfa_recall::testbed::cluster;
+use mfa_recall::testbed::sims::SimSubject;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::Operator;
+
+const RELEASE: &str = "mfa-recall-operator";
+const CRDS: [&str; 2] = ["identitybackends.mfarecall.io", "mfarecalls.mfarecall.io"];
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mfa-recall-operator")
+}
+
+/// The helm binary built by hack/parts.sh; these tests never skip without it.
+fn helm_binary() -> PathBuf {
+    let path = std::env::var("MFA_RECALL_HELM").unwrap_or_else(|_| {
+        panic!(
+            "MFA_RECALL_HELM is not set: the chart tests need the real helm binary. Build it with `hack/parts.sh helm` \
+             and export MFA_RECALL_HELM=\"$(hack/parts.sh env | sed -n \"s/^export MFA_RECALL_HELM='\\(.*\\)'/\\1/p\")\", \
+             or source the env file of `hack/localparts.sh start DIR` (hack/test.sh does all of this)."
+        )
+    });
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "MFA_RECALL_HELM={} does not exist: run `hack/parts.sh helm`", path.display());
+    path
+}
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(helm_binary()).args(args).output().expect("run helm")
+}
+
+fn helm_ok(args: &[&str]) -> String {
+    let out = helm(args);
+    assert!(out.status.success(), "helm {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `helm template` with `--set` pairs, parsed into one JSON value per manifest.
+fn render(namespace: &str, sets: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec!["template", RELEASE, chart.to_str().unwrap(), "--namespace", namespace];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let yaml = helm_ok(&args);
+    serde_yaml::Deserializer::from_str(&yaml)
+        .map(|doc| serde_yaml::Value::deserialize(doc).expect("rendered YAML parses"))
+        .map(|doc| serde_json::to_value(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+/// What the operator may do, by (apiGroup, resource): the whole list, nothing beyond it.
+fn allowed_verbs() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
+    let own = ["get", "list", "watch", "patch", "update"];
+    let status = ["get", "patch", "update"];
+    [
+        (("mfarecall.io", "identitybackends"), &own[..]),
+        (("mfarecall.io", "mfarecalls"), &own[..]),
+        (("mfarecall.io", "identitybackends/status"), &status[..]),
+        (("mfarecall.io", "mfarecalls/status"), &status[..]),
+        (("mfarecall.io", "mfarecalls/finalizers"), &["update"][..]),
+        (("", "configmaps"), &["get", "list", "watch", "create", "update", "patch", "delete"][..]),
+        (("events.k8s.io", "events"), &["create", "patch"][..]),
+        (("", "secrets"), &["get", "list", "watch"][..]),
+        (("coordination.k8s.io", "leases"), &["get", "create", "update"][..]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.iter().copied().collect()))
+    .collect()
+}
+
+/// Every rule of every Role and ClusterRole stays inside `allowed_verbs`, without wildcards.
+fn check_rbac(docs: &[Value]) {
+    let allowed = allowed_verbs();
+    let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole").collect();
+    assert!(!roles.is_empty(), "the chart renders RBAC");
+    for role in roles {
+        let name = role["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(role.get("aggregationRule").is_none(), "{name}: no aggregation");
+        for rule in role["rules"].as_array().expect("rules") {
+            assert!(rule.get("nonResourceURLs").is_none(), "{name}: no non-resource URLs: {rule}");
+            let (groups, resources, verbs) = (strings(&rule["apiGroups"]), strings(&rule["resources"]), strings(&rule["verbs"]));
+            for list in [&groups, &resources, &verbs] {
+                assert!(!list.is_empty() && !list.iter().any(|s| s.contains('*')), "{name}: a wildcard or empty list in {rule}");
+            }
+            for group in &groups {
+                for resource in &resources {
+                    let may = allowed.get(&(group.as_str(), resource.as_str())).unwrap_or_else(|| panic!("{name}: {group}/{resource} is not needed"));
+                    for verb in &verbs {
+                        assert!(may.contains(verb.as_str()), "{name}: {verb} on {group}/{resource} is not needed");
+                    }
+                    if resource == "secrets" {
+                        assert!(verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str())), "{name}: Secrets are read-only");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The restricted Pod Security level, for the pod spec of `deployment`.
+fn check_restricted(deployment: &Value) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(pod.get(host).is_none_or(|v| v == false), "{host}");
+    }
+    for volume in pod["volumes"].as_array().into_iter().flatten() {
+        assert!(volume.get("hostPath").is_none(), "no hostPath volume: {volume}");
+    }
+    let pod_sc = &pod["securityContext"];
+    let containers: Vec<&Value> = ["initContainers", "containers"].iter().flat_map(|k| pod[k].as_array().into_iter().flatten()).collect();
+    assert!(!containers.is_empty());
+    for c in containers {
+        let name = &c["name"];
+        let sc = &c["securityContext"];
+        let either = |key: &str| if sc.get(key).is_some() { sc[key].clone() } else { pod_sc[key].clone() };
+        assert_eq!(either("runAsNonRoot"), json!(true), "{name}: runAsNonRoot");
+        assert_eq!(either("runAsUser"), json!(65532), "{name}: runAsUser");
+        assert_eq!(either("seccompProfile")["type"], "RuntimeDefault", "{name}: seccompProfile");
+        assert_eq!(sc["allowPrivilegeEscalation"], json!(false), "{name}: allowPrivilegeEscalation");
+        assert_eq!(sc["readOnlyRootFilesystem"], json!(true), "{name}: readOnlyRootFilesystem");
+        assert!(sc.get("privileged").is_none_or(|p| p == false), "{name}: privileged");
+        assert_eq!(strings(&sc["capabilities"]["drop"]), vec!["ALL"], "{name}: capabilities drop ALL");
+        assert!(strings(&sc["capabilities"]["add"]).is_empty(), "{name}: no capability added");
+        assert!(c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object(), "{name}: resources");
+    }
+}
+
+#[test]
+fn chart_crds_are_the_committed_crds() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfarecall.io.yaml")).unwrap();
+    let in_chart = std::fs::read_to_string(chart().join("files/mfarecall.io.yaml")).unwrap();
+    assert!(
+        committed == in_chart,
+        "charts/mfa-recall-operator/files/mfarecall.io.yaml differs from crds/mfarecall.io.yaml: \
+         run `cp crds/mfarecall.io.yaml charts/mfa-recall-operator/files/` and commit it"
+    );
+}
+
+#[test]
+fn helm_lint_is_clean_in_every_mode() {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    helm_ok(&["lint", "--strict", chart]);
+    helm_ok(&[
+        "lint", "--strict", chart, "--set", "watchNamespace=security", "--set", "networkPolicy.enabled=true",
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "audit.file=/var/lib/mfa-recall/audit.jsonl",
+        "--set", "replicas=1", "--set", "crds.install=false",
+    ]);
+}
+
+#[test]
+fn cluster_wide_rendering_is_restricted_and_least_privilege() {
+    let docs = render("ops", &[]);
+    check_rbac(&docs);
+    assert_eq!(of_kind(&docs, "ClusterRole").len(), 1, "one ClusterRole for the work in every namespace");
+    assert_eq!(of_kind(&docs, "ClusterRoleBinding").len(), 1);
+    let leases = of_kind(&docs, "Role");
+    assert_eq!(leases.len(), 1, "only the lease Role is namespaced");
+    assert_eq!(leases[0]["metadata"]["namespace"], "ops", "leases live in the release namespace");
+
+    // The CRDs, kept on uninstall, exactly the committed ones apart from the added metadata.
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    let names: Vec<&str> = crds.iter().map(|c| c["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, CRDS);
+    let committed: Vec<Value> = serde_yaml::Deserializer::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfarecall.io.yaml")).unwrap())
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .collect();
+    for (crd, committed) in crds.iter().zip(&committed) {
+        assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+        assert_eq!(crd["spec"], committed["spec"], "the chart installs the committed CRD");
+    }
+    assert!(of_kind(&render("ops", &["crds.install=false"]), "CustomResourceDefinition").is_empty());
+
+    let deployments = of_kind(&docs, "Deployment");
+    let deployment = deployments[0];
+    check_restricted(deployment);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/mfa-recall/mfa-recall:0.1.0");
+    let args = strings(&container["args"]);
+    assert_eq!(args[0], "operator");
+    assert!(!args.iter().any(|a| a.starts_with("--namespace")), "cluster-wide: no --namespace: {args:?}");
+    for expected in ["--leader-election", "--lease-name=mfa-recall-operator", "--lease-namespace=$(POD_NAMESPACE)", "--metrics-addr=0.0.0.0:8080", "--instance=$(POD_NAME)"] {
+        assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+    }
+    let env: BTreeMap<String, Value> = container["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e.clone())).collect();
+    assert_eq!(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    assert_eq!(env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+    assert_eq!(env["MFA_RECALL_LOG"]["value"], "info");
+    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/livez", "port": "metrics"}));
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+    assert_eq!(container["ports"][0], json!({"name": "metrics", "containerPort": 8080, "protocol": "TCP"}));
+    assert!(pod.get("volumes").is_none(), "no volume without audit.file");
+
+    assert_eq!(of_kind(&docs, "Service")[0]["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(of_kind(&docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"], 1);
+    assert!(of_kind(&docs, "ServiceMonitor").is_empty() && of_kind(&docs, "NetworkPolicy").is_empty(), "both optional, off by default");
+    let single = render("ops", &["replicas=1"]);
+    assert!(of_kind(&single, "PodDisruptionBudget").is_empty(), "a PDB on one replica would block every drain");
+    let without_election = helm(&["template", RELEASE, chart().to_str().unwrap(), "--set", "leaderElection.enabled=false"]);
+    assert!(!without_election.status.success(), "two replicas without leader election are refused");
+}
+
+#[test]
+fn namespace_scoped_rendering_grants_nothing_cluster_wide() {
+    let docs = render("ops", &[
+        "watchNamespace=security", "audit.file=/var/lib/mfa-recall/audit.jsonl", "networkPolicy.enabled=true",
+        "metrics.serviceMonitor.enabled=true", "image.tag=9.9.9",
+    ]);
+    check_rbac(&docs);
+    // The CRDs are installed by Helm with the user's credentials: the operator needs nothing cluster-wide.
+    assert!(of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty(), "nothing cluster-wide");
+    let mut role_namespaces: Vec<(String, String)> = of_kind(&docs, "Role")
+        .iter()
+        .map(|r| (r["metadata"]["name"].as_str().unwrap().to_string(), r["metadata"]["namespace"].as_str().unwrap().to_string()))
+        .collect();
+    role_namespaces.sort();
+    assert_eq!(role_namespaces, [("mfa-recall-operator".to_string(), "security".to_string()), ("mfa-recall-operator-leader-election".to_string(), "ops".to_string())]);
+    for binding in of_kind(&docs, "RoleBinding") {
+        assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": "ops"}]));
+    }
+
+    let deployment = of_kind(&docs, "Deployment")[0];
+    check_restricted(deployment);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/mfa-recall/mfa-recall:9.9.9");
+    let args = strings(&container["args"]);
+    assert!(args.contains(&"--namespace=security".to_string()) && args.contains(&"--audit-file=/var/lib/mfa-recall/audit.jsonl".to_string()), "{args:?}");
+    assert_eq!(container["volumeMounts"], json!([{"name": "audit", "mountPath": "/var/lib/mfa-recall"}]));
+    assert_eq!(pod["volumes"][0]["name"], "audit");
+    assert!(pod["volumes"][0]["emptyDir"].is_object());
+
+    let policy = of_kind(&docs, "NetworkPolicy")[0];
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0]["ports"], json!([{"port": "metrics", "protocol": "TCP"}]), "ingress only to the metrics port");
+    assert!(ingress[0]["from"].as_array().is_some_and(|f| !f.is_empty()), "from configured peers only");
+    assert_eq!(strings(&policy["spec"]["policyTypes"]), ["Ingress", "Egress"]);
+    let monitors = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(monitors[0]["spec"]["endpoints"][0]["port"], "metrics");
+}
+
+#[test]
+fn values_schema_rejects_bad_values() {
+    let chart = chart();
+    for (set, mention) in [("replicas=two", "replicas"), ("replica=2", "replica"), ("metrics.port=0", "port"), ("image.pullPolicy=Sometimes", "pullPolicy")] {
+        let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} must be refused");
+        assert!(stderr.contains("values don't meet the specifications of the schema") && stderr.contains(mention), "--set {set}: {stderr}");
+    }
+    let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", "audit.file=relative/audit.jsonl"]);
+    assert!(!out.status.success(), "a relative audit.file is refused");
+}
+
+/// Uninstalls the test's release if the test stops before it does.
+struct Release {
+    namespace: String,
+    installed: bool,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.installed {
+            let _ = helm(&["uninstall", RELEASE, "--namespace", &self.namespace]);
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A kubeconfig that authenticates as `namespace/name` with a fresh bearer token from the
+/// TokenRequest API, trusting the same server and CA as the admin kubeconfig. Written 0600; the
+/// token is never printed.
+async fn service_account_kubeconfig(client: &Client, namespace: &str, name: &str, path: &Path) {
+    let request = TokenRequest { spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }), ..Default::default() };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for the chart's ServiceAccount")
+        .status
+        .expect("a token")
+        .token;
+    let admin = Kubeconfig::read().expect("the admin kubeconfig");
+    let context = admin.current_context.as_deref().expect("a current context");
+    let cluster_name = admin.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| c.cluster.clone()).unwrap();
+    let cluster = admin.clusters.iter().find(|c| c.name == cluster_name).and_then(|c| c.cluster.clone()).unwrap();
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "test", "user": name, "namespace": namespace}}],
+        "current-context": name,
+    });
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path).unwrap();
+    file.write_all(serde_yaml::to_string(&config).unwrap().as_bytes()).unwrap();
+}
+
+async fn client_from(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
+    Client::try_from(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap()).unwrap()
+}
+
+/// Whether `user` may do `verb` on `group/resource[/subresource]` (named `name`) in `namespace`.
+async fn may(client: &Client, user: &str, namespace: &str, verb: &str, group: &str, resource: &str, name: Option<&str>) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let sa_namespace = user.split(':').nth(2).unwrap();
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_string()),
+            groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{sa_namespace}"), "system:authenticated".into()]),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource,
+                name: name.map(String::from),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let review = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.expect("SubjectAccessReview");
+    review.status.expect("a review status").allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_keeps_the_crds() {
+    let (parts, client, ns, _) = support::scenario("helm").await;
+    let ns = ns.as_str();
+    let chart = chart();
+
+    // Pod Security admission enforces the restricted level on this namespace.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let labels = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}});
+    namespaces.patch(ns, &PatchParams::default(), &Patch::Merge(&labels)).await.unwrap();
+
+    // The CRDs exist already (every test installs them): let this release adopt them, as a user
+    // moving from `kubectl apply -f crds/` to the chart does.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let adopt = json!({"metadata": {
+        "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": ns}}});
+    for crd in CRDS {
+        crds.patch(crd, &PatchParams::default(), &Patch::Merge(&adopt)).await.unwrap();
+    }
+
+    let mut release = Release { namespace: ns.to_string(), installed: true };
+    let install = helm(&[
+        "install", RELEASE, chart.to_str().unwrap(), "--namespace", ns, "--set", &format!("watchNamespace={ns}"),
+        "--set", "networkPolicy.enabled=true", "--set", "audit.file=/var/lib/mfa-recall/audit.jsonl",
+    ]);
+    let stderr = String::from_utf8_lossy(&install.stderr);
+    assert!(install.status.success(), "helm install failed:\n{}{stderr}", String::from_utf8_lossy(&install.stdout));
+    assert!(!stderr.contains("PodSecurity"), "the Deployment's pod template meets the restricted level: {stderr}");
+    let notes = String::from_utf8_lossy(&install.stdout);
+    assert!(notes.contains("kubectl apply") && notes.contains("get mfarecalls"), "NOTES tell what to apply next:\n{notes}");
+    for crd in CRDS {
+        let installed = crds.get(crd).await.unwrap();
+        assert_eq!(installed.metadata.annotations.unwrap()["helm.sh/resource-policy"], "keep", "{crd} is the chart's now");
+    }
+
+    // Admission enforces the restricted level on the Deployment's pod: a dry-run Pod from its
+    // template is accepted, and the same Pod with privilege escalation is refused.
+    let manifest = helm_ok(&["get", "manifest", RELEASE, "--namespace", ns]);
+    let deployment: Value = serde_yaml::Deserializer::from_str(&manifest)
+        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+        .find(|d| d["kind"] == "Deployment")
+        .expect("the Deployment");
+    let mut pod: Pod = serde_json::from_value(json!({"metadata": {"name": "restricted-check"}, "spec": deployment["spec"]["template"]["spec"]})).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.expect("the restricted level admits the operator's pod");
+    pod.spec.as_mut().unwrap().containers[0].security_context.as_mut().unwrap().allow_privilege_escalation = Some(true);
+    let refused = pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await;
+    assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403), "Pod Security enforcement is on: {refused:?}");
+
+    // The access review: what the operator needs, and nothing else.
+    let sa = format!("system:serviceaccount:{ns}:{RELEASE}");
+    let lease = Some("mfa-recall-operator");
+    let needed = [
+        ("list", "mfarecall.io", "mfarecalls", None),
+        ("watch", "mfarecall.io", "identitybackends", None),
+        ("patch", "mfarecall.io", "mfarecalls", None),
+        ("patch", "mfarecall.io", "mfarecalls/status", None),
+        ("patch", "mfarecall.io", "identitybackends/status", None),
+        ("update", "mfarecall.io", "mfarecalls/finalizers", None),
+        ("create", "events.k8s.io", "events", None),
+        ("patch", "events.k8s.io", "events", None),
+        ("get", "", "secrets", Some("corp-okta-credentials")),
+        ("create", "", "configmaps", None),
+        ("patch", "", "configmaps", None),
+        ("list", "", "configmaps", None),
+        ("create", "coordination.k8s.io", "leases", None),
+        ("get", "coordination.k8s.io", "leases", lease),
+        ("update", "coordination.k8s.io", "leases", lease),
+    ];
+    for (verb, group, resource, name) in needed {
+        assert!(may(&client, &sa, ns, verb, group, resource, name).await, "the ServiceAccount must be allowed to {verb} {group}/{resource}");
+    }
+    let other = "default";
+    let refused = [
+        (ns, "create", "", "secrets", None),
+        (ns, "update", "", "secrets", Some("corp-okta-credentials")),
+        (ns, "patch", "", "secrets", Some("corp-okta-credentials")),
+        (ns, "delete", "", "secrets", Some("corp-okta-credentials")),
+        (ns, "list", "", "secrets", None),
+        (ns, "watch", "", "secrets", None),
+        (ns, "create", "mfarecall.io", "mfarecalls", None),
+        (ns, "delete", "mfarecall.io", "mfarecalls", None),
+        (ns, "create", "mfarecall.io", "identitybackends", None),
+        (ns, "get", "", "pods", None),
+        (ns, "create", "", "pods", None),
+        (ns, "create", "", "events", None),
+        (ns, "update", "coordination.k8s.io", "leases", Some("someone-elses-lease")),
+        (ns, "delete", "coordination.k8s.io", "leases", lease),
+        (ns, "create", "rbac.authorization.k8s.io", "rolebindings", None),
+        (other, "get", "", "secrets", Some("corp-okta-credentials")),
+        (other, "list", "mfarecall.io", "mfarecalls", None),
+        (other, "patch", "mfarecall.io", "mfarecalls/status", None),
+        (other, "create", "", "configmaps", None),
+        (other, "create", "events.k8s.io", "events", None),
+        ("", "list", "mfarecall.io", "mfarecalls", None),
+        ("", "create", "apiextensions.k8s.io", "customresourcedefinitions", None),
+        ("", "update", "apiextensions.k8s.io", "customresourcedefinitions", Some(CRDS[1])),
+    ];
+    for (namespace, verb, group, resource, name) in refused {
+        assert!(!may(&client, &sa, namespace, verb, group, resource, name).await, "the ServiceAccount must be refused {verb} {group}/{resource} in {namespace:?}");
+    }
+
+    // The operator itself, run here under the ServiceAccount's identity (no kubelet runs the
+    // Deployment in this test cluster), completes a recall against a simulated Okta.
+    let kubeconfig = parts.file("helm-sa.kubeconfig");
+    service_account_kubeconfig(&client, ns, RELEASE, &kubeconfig).await;
+    let as_operator = client_from(&kubeconfig).await;
+    let denied = Api::<Secret>::namespaced(as_operator.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "planted"}})).unwrap())
+        .await;
+    assert!(matches!(&denied, Err(kube::Error::Api(s)) if s.code == 403), "writing a Secret is refused for real: {denied:?}");
+    Api::<MfaRecall>::namespaced(as_operator.clone(), ns).list(&ListParams::default()).await.expect("listing recalls works for real");
+
+    const USERS: u32 = 60;
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: USERS, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8 };
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let audit_file = parts.file("helm-audit.jsonl");
+    let log_file = parts.file("helm-operator.log");
+    // As the Deployment runs it: with leader election on the chart's Lease and the health endpoints.
+    let addr = support::free_addr();
+    let operator = Operator::start_with_kubeconfig(
+        ns,
+        &audit_file,
+        &log_file,
+        &kubeconfig,
+        &["--leader-election", "--lease-name", "mfa-recall-operator", "--lease-namespace", ns, "--metrics-addr", &addr],
+    );
+
+    let cutoff = jiff::Timestamp::now();
+    let before = subject.sim.provider.census(Some(cutoff));
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "helm-installed"},
+        "spec": {"reason": "INC-9 the chart's ServiceAccount runs a recall", "backends": ["corp-okta"], "cutoff": cutoff.to_string(),
+                 "scope": {"allUsers": true, "exclude": {"users": [username(7)]}},
+                 "reEnrollment": {"gracePeriod": "1h", "checkInterval": "2s"}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let recall = cluster::wait_for(&recalls, "helm-installed", Duration::from_secs(120), |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == RecallPhase::AwaitingReEnrollment)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let counts = recall.status.unwrap().counts;
+    assert_eq!((counts.targeted, counts.invalidated, counts.excluded, counts.failed), (USERS as i64, USERS as i64 - 1, 1, 0), "{counts:?}");
+    let after = subject.sim.provider.census(Some(cutoff));
+    let lost: BTreeMap<String, i64> = before
+        .factors_before_cutoff
+        .iter()
+        .map(|(k, n)| (k.clone(), (*n - after.factors_before_cutoff.get(k).copied().unwrap_or(0)) as i64))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let revoked: BTreeMap<String, i64> = counts.factors_revoked.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
+    assert_eq!(revoked, lost, "counts equal what the provider lost");
+    let log = operator.log();
+    assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "the operator was refused something it needs:\n{log}");
+    assert!(log.contains("became the leader"), "the chart's Lease permissions suffice for leader election:\n{log}");
+    assert_eq!(support::get(&format!("http://{addr}/readyz")).await.0, 200);
+    assert_eq!(support::get(&format!("http://{addr}/livez")).await.0, 200);
+    drop(operator);
+
+    // Upgrade to a newer chart version: the CRDs are upgraded with it (Helm's crds/ folder would
+    // leave them as first installed).
+    let newer = parts.work_dir.join(format!("chart-{ns}"));
+    copy_dir(&chart, &newer);
+    let chart_yaml = std::fs::read_to_string(newer.join("Chart.yaml")).unwrap().replace("\nversion: 0.1.0\n", "\nversion: 0.1.1\n");
+    std::fs::write(newer.join("Chart.yaml"), chart_yaml).unwrap();
+    helm_ok(&["upgrade", RELEASE, newer.to_str().unwrap(), "--namespace", ns, "--reuse-values"]);
+    std::fs::remove_dir_all(&newer).unwrap();
+    for crd in CRDS {
+        let labels = crds.get(crd).await.unwrap().metadata.labels.unwrap();
+        assert_eq!(labels["helm.sh/chart"], "mfa-recall-operator-0.1.1", "{crd} is upgraded with the release");
+    }
+
+    // Uninstall: the release's objects go, the CRDs and the recall history stay.
+    helm_ok(&["uninstall", RELEASE, "--namespace", ns]);
+    release.installed = false;
+    let roles: Api<Role> = Api::namespaced(client.clone(), ns);
+    assert!(roles.get_opt(RELEASE).await.unwrap().is_none(), "the release's Role is gone");
+    for crd in CRDS {
+        assert!(crds.get_opt(crd).await.unwrap().is_some(), "{crd} survives helm uninstall");
+    }
+    assert!(recalls.get_opt("helm-installed").await.unwrap().is_some(), "the recall's history survives helm uninstall");
+}
