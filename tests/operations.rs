@@ -142,6 +142,11 @@ async fn sigterm_checkpoints_and_exits_within_the_grace_period_then_resumes_exac
     let log = operator.log();
     assert!(log.contains("stopping recalls at a checkpoint") && log.contains("\"stopped\""), "{log}");
     assert!(!log.contains("did not stop in time"), "{log}");
+    // Log lines about the recall carry its name and a trace id.
+    let run_line = log.lines().find(|l| l.contains("\"name\":\"recall_run\"")).unwrap_or_else(|| panic!("no recall log line:\n{log}"));
+    let line: serde_json::Value = serde_json::from_str(run_line).unwrap();
+    assert_eq!(line["span"]["recall"], format!("{ns}/breach"));
+    assert_eq!(line["span"]["trace_id"].as_str().unwrap().len(), 32, "{line}");
     // What status says at exit is what was done: never more than the provider lost.
     let stopped = recalls.get("breach").await.unwrap();
     let done = invalidated(&stopped);
