@@ -267,6 +267,9 @@ pub struct SimStats {
     pub faults: u64,
     /// Requests by `METHOD bucket`.
     pub by_bucket: BTreeMap<String, u64>,
+    /// When the first request that changes state arrived (epoch ms): a recall's first revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_write_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -325,6 +328,9 @@ impl Simulator {
             let mut stats = self.stats.lock().unwrap();
             stats.requests += 1;
             *stats.by_bucket.entry(format!("{} {bucket}", request.method)).or_default() += 1;
+            if request.method != Method::GET && bucket != "token" {
+                stats.first_write_ms.get_or_insert_with(|| jiff::Timestamp::now().as_millisecond());
+            }
         }
         let (fault, slow) = self.pick_fault(&request);
         if let Some(slow) = slow {

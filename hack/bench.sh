@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Benchmarks (issue 5; docs/benchmarks.md): the operator end to end on a real apiserver against a
+# simulated Okta in its own process, at the sizes given (default 10000 100000 1000000), each with
+# the limit and the baseline script measured on the same simulator, plus one rate-limited run.
+# Writes docs/benchmarks/results.json and docs/benchmarks/timeline-<N>.csv (and .png).
+# Usage: hack/bench.sh [USERS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sizes=("${@:-10000 100000 1000000}")
+read -r -a sizes <<< "${sizes[*]}"
+"$PWD/hack/parts.sh" all
+cargo build --release --bins
+work="$(mktemp -d /tmp/mfa-recall-bench.XXXXXX)"
+trap 'hack/localparts.sh stop "$work/parts"' EXIT
+hack/localparts.sh start "$work/parts"
+source "$work/parts/env"
+"$MFA_RECALL_KUBECTL" apply -f crds/ > /dev/null
+"$MFA_RECALL_KUBECTL" wait --for=condition=Established crd/mfarecalls.mfarecall.io crd/identitybackends.mfarecall.io --timeout=30s > /dev/null
+
+mkdir -p docs/benchmarks
+results="$work/results.jsonl"
+for n in "${sizes[@]}"; do
+  echo "bench: $n users" >&2
+  target/release/mfa-recall-bench --users "$n" --work "$work/run-$n" --timeline "docs/benchmarks/timeline-$n.csv" >> "$results"
+done
+# Rate-limited: Okta-style per-minute limits per bucket, announced in X-Rate-Limit-* headers.
+echo "bench: rate-limited" >&2
+target/release/mfa-recall-bench --users 3000 --per-minute 12000 --no-references --work "$work/run-limited" >> "$results"
+
+python3 - "$results" > docs/benchmarks/results.json <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# Ratios: each recall run against the limit and the baseline measured right after it.
+for i, r in enumerate(runs):
+    if r["run"] == "unthrottled":
+        limit = next((x for x in runs[i + 1:i + 3] if x["run"] == "limit"), None)
+        base = next((x for x in runs[i + 1:i + 3] if x["run"] == "baseline-script"), None)
+        if limit: r["ratioToLimit"] = round(r["usersPerSecond"] / limit["usersPerSecond"], 3)
+        if base: r["ratioToBaselineScript"] = round(r["usersPerSecond"] / base["usersPerSecond"], 1)
+cpu = open("/proc/cpuinfo").read()
+model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "unknown")
+mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+machine = f"{cpu.count('processor' + chr(9) + ':')} cores ({model}), {mem / 1048576:.0f} GiB"
+json.dump({"machine": machine, "runs": runs}, sys.stdout, indent=2)
+PY
+# The plot of the largest run, drawn with matplotlib from a venv in the cache.
+venv="${MFA_RECALL_CACHE:-$HOME/.cache/mfa-recall}/bench-venv"
+[[ -x "$venv/bin/python" ]] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q matplotlib; }
+largest="${sizes[-1]}"
+"$venv/bin/python" hack/bench/plot.py "docs/benchmarks/timeline-$largest.csv" "docs/benchmarks/timeline-$largest.png" "$largest"
+cat docs/benchmarks/results.json

@@ -1,0 +1,301 @@
+//! `mfa-recall-bench`: the operator end to end against a provider simulator running as its own
+//! process, on a real apiserver, with the two reference points measured on the same simulator:
+//! the limit (a load generator doing the same requests as fast as this machine allows) and the
+//! baseline (a straightforward admin script deleting one factor at a time). Run by hack/bench.sh,
+//! which starts the parts; results are printed as JSON lines and written by the script.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::StreamExt;
+use kube::api::DeleteParams;
+use kube::{Api, Client};
+use mfa_recall::api::{BackendLimits, IdentityBackendSpec, MfaRecall};
+use mfa_recall::simulator::SimStats;
+use mfa_recall::testbed::cluster;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "Benchmark a recall against a simulated Okta")]
+struct Args {
+    /// Users to seed, each with TOTP, WebAuthn, recovery codes (Okta Verify) and a session.
+    #[arg(long)]
+    users: u32,
+    /// Requests per minute the simulator allows per bucket, announced in X-Rate-Limit headers; 0 = unthrottled.
+    #[arg(long, default_value_t = 0)]
+    per_minute: u64,
+    /// Users the baseline script works through (it is slow; its rate is what counts).
+    #[arg(long, default_value_t = 2000)]
+    baseline_users: u32,
+    /// Skip the two reference points (limit and baseline).
+    #[arg(long)]
+    no_references: bool,
+    /// Write users invalidated over time (seconds, users) to this CSV.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Scratch folder.
+    #[arg(long)]
+    work: PathBuf,
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().join(name)
+}
+
+/// Starts a simulator process seeded with `users`; its URL.
+fn start_sim(args: &Args, users: u32, per_minute: u64, token: &str) -> (Proc, String) {
+    let credentials = args.work.join(format!("okta-{:08x}.json", fastrand::u32(..)));
+    std::fs::write(&credentials, json!({ "api-token": token }).to_string()).unwrap();
+    let mut child = Command::new(sibling("mfa-recall-sim"))
+        .args(["--provider", "okta", "--users", &users.to_string(), "--per-minute", &per_minute.to_string(), "--credentials"])
+        .arg(&credentials)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start mfa-recall-sim");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    (Proc(child), line.trim().to_string())
+}
+
+async fn sim_stats(http: &reqwest::Client, url: &str) -> SimStats {
+    http.get(format!("{url}/_sim/stats")).send().await.unwrap().json().await.unwrap()
+}
+
+/// Peak resident memory (MiB) and CPU seconds of a process, from /proc.
+fn rss_and_cpu(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    (hwm_kb / 1024.0, ticks / 100.0)
+}
+
+/// Write requests the apiserver has served so far: (all writes, writes to mfarecalls/status).
+async fn apiserver_writes(client: &Client) -> (f64, f64) {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap_or_default();
+    let (mut all, mut status) = (0.0, 0.0);
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let write = ["verb=\"POST\"", "verb=\"PUT\"", "verb=\"PATCH\"", "verb=\"APPLY\"", "verb=\"DELETE\""].iter().any(|v| line.contains(v));
+        let n: f64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
+        if write {
+            all += n;
+            if line.contains("resource=\"mfarecalls\"") && line.contains("subresource=\"status\"") {
+                status += n;
+            }
+        }
+    }
+    (all, status)
+}
+
+/// The operator end to end: apply → every user invalidated.
+async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Value {
+    let token = format!("00{:032x}", fastrand::u128(..));
+    let started_sim = Instant::now();
+    let (_sim, url) = start_sim(args, args.users, args.per_minute, &token);
+    eprintln!("bench: simulator with {} users ready in {:.1} s at {url}", args.users, started_sim.elapsed().as_secs_f64());
+
+    let ns = format!("bench-{:05x}", fastrand::u32(..0xfffff));
+    cluster::create_namespace(client, &ns).await.unwrap();
+    // Unthrottled: the configured ceiling is far above what the machine does. Limited: the
+    // announced budget is what paces.
+    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: 64 };
+    let spec: IdentityBackendSpec = serde_json::from_value(json!({ "okta": { "url": url, "credentialsSecretRef": { "name": "okta-credentials" } }, "limits": limits })).unwrap();
+    cluster::create_backend(client, &ns, "okta", spec, &[("api-token".to_string(), token.clone())].into()).await.unwrap();
+
+    let log = std::fs::File::create(args.work.join(format!("operator-{ns}.log"))).unwrap();
+    let operator = Proc(
+        Command::new(sibling("mfa-recall"))
+            .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--concurrency", "4"])
+            .arg("--audit-file")
+            .arg(args.work.join(format!("audit-{ns}.jsonl")))
+            .env("MFA_RECALL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the operator"),
+    );
+    let pid = operator.0.id();
+    let backends: Api<mfa_recall::api::IdentityBackend> = Api::namespaced(client.clone(), &ns);
+    cluster::wait_for(&backends, "okta", Duration::from_secs(60), |b| {
+        b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await
+    .unwrap();
+    let before_stats = sim_stats(http, &url).await;
+    let (writes_before, status_before) = apiserver_writes(client).await;
+
+    let applied_at = jiff::Timestamp::now();
+    let t0 = Instant::now();
+    cluster::create_recall(client, &ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "bench"},
+        "spec": {"reason": "benchmark", "backends": ["okta"], "scope": {"allUsers": true}, "reEnrollment": {"gracePeriod": "72h", "checkInterval": "1h"}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), &ns);
+    let mut timeline = Vec::new();
+    let done_secs = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let recall = match recalls.get_status("bench").await {
+            Ok(recall) => recall,
+            Err(e) => {
+                eprintln!("bench: reading status: {e}");
+                continue;
+            }
+        };
+        let Some(status) = recall.status else { continue };
+        let c = &status.counts;
+        let t = t0.elapsed().as_secs_f64();
+        timeline.push((t, c.invalidated));
+        if status.backends.iter().all(|b| b.listed) && c.targeted == args.users as i64 && c.invalidated + c.excluded + c.failed == c.targeted {
+            break t;
+        }
+        if t > 3600.0 {
+            panic!("not done after an hour: {c:?}");
+        }
+    };
+    let recall = recalls.get_status("bench").await.unwrap();
+    let counts = recall.status.unwrap().counts;
+    let (rss_mib, cpu_seconds) = rss_and_cpu(pid);
+    let (writes_after, status_after) = apiserver_writes(client).await;
+    let stats = sim_stats(http, &url).await;
+    drop(operator);
+    let requests = stats.requests - before_stats.requests;
+    let throttled = stats.throttled - before_stats.throttled;
+    let first_revocation = stats.first_write_ms.map(|ms| (ms - applied_at.as_millisecond()) as f64 / 1000.0);
+    if let Some(path) = &args.timeline {
+        let csv: String = std::iter::once("seconds,invalidated\n".to_string()).chain(timeline.iter().map(|(t, n)| format!("{t:.2},{n}\n"))).collect();
+        std::fs::write(path, csv).unwrap();
+    }
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+    let mut result = json!({
+        "run": if args.per_minute > 0 { "rate-limited" } else { "unthrottled" },
+        "users": args.users,
+        "secondsToAllInvalidated": round(done_secs),
+        "secondsToFirstRevocation": first_revocation.map(round),
+        "usersPerSecond": round(args.users as f64 / done_secs),
+        "providerRequests": requests,
+        "providerRequestsPerSecond": round(requests as f64 / done_secs),
+        "requestsPerUser": round(requests as f64 / args.users as f64),
+        "throttled": throttled,
+        "throttledShare": round4(throttled as f64 / requests.max(1) as f64),
+        "operatorPeakRssMiB": round(rss_mib),
+        "operatorCpuSeconds": round(cpu_seconds),
+        "apiserverWrites": writes_after - writes_before,
+        "statusWrites": status_after - status_before,
+        "statusWritesPerSecond": round((status_after - status_before) / done_secs),
+        "invalidated": counts.invalidated,
+        "failed": counts.failed,
+    });
+    if args.per_minute > 0 {
+        // The budget over the run: every bucket the recall used allows per_minute per minute.
+        let buckets: Vec<&String> = stats.by_bucket.keys().filter(|k| !k.ends_with(" token")).collect();
+        let used_buckets = buckets.iter().map(|k| k.split(' ').nth(1).unwrap_or("")).collect::<std::collections::BTreeSet<_>>();
+        let allowed = args.per_minute as f64 / 60.0 * done_secs * used_buckets.len() as f64;
+        result["shareOfBudgetUsed"] = json!(round4((requests - throttled) as f64 / allowed));
+    }
+    result
+}
+
+/// The limit: the same requests the adapter makes per user, from a load generator with no
+/// pacing at all, 64 at a time.
+async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
+    let token = format!("00{:032x}", fastrand::u128(..));
+    let (_sim, url) = start_sim(args, args.users, 0, &token);
+    let auth = format!("SSWS {token}");
+    let t0 = Instant::now();
+    let requests = Arc::new(AtomicU64::new(0));
+    // Listing, as the operator does it: pages of 200 by Link.
+    let mut ids = Vec::with_capacity(args.users as usize);
+    let mut next = Some(format!("{url}/api/v1/users?limit=200"));
+    while let Some(page) = next.take() {
+        let response = http.get(&page).header("authorization", &auth).send().await.unwrap();
+        requests.fetch_add(1, Ordering::Relaxed);
+        next = response
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|l| l.to_str().ok())
+            .flat_map(|l| l.split(','))
+            .find(|entry| entry.contains("rel=\"next\""))
+            .and_then(|entry| Some(entry.split('<').nth(1)?.split('>').next()?.to_string()));
+        let users: Vec<Value> = response.json().await.unwrap();
+        ids.extend(users.into_iter().filter_map(|u| u["id"].as_str().map(String::from)));
+    }
+    futures::stream::iter(ids)
+        .for_each_concurrent(64, |id| {
+            let (http, url, auth, requests) = (http.clone(), url.clone(), auth.clone(), requests.clone());
+            async move {
+                let get = |path: String| http.get(format!("{url}{path}")).header("authorization", &auth).send();
+                let factors: Vec<Value> = get(format!("/api/v1/users/{id}/factors")).await.unwrap().json().await.unwrap_or_default();
+                let _ = get(format!("/api/v1/users/{id}/authenticator-enrollments")).await;
+                let _ = get(format!("/api/v1/users/{id}/grants")).await;
+                let mut n = 3;
+                let delete = |path: String| http.delete(format!("{url}{path}")).header("authorization", &auth).send();
+                let _ = delete(format!("/api/v1/users/{id}/sessions?oauthTokens=true&forgetDevices=true")).await;
+                let _ = delete(format!("/api/v1/users/{id}/grants")).await;
+                n += 2;
+                for f in factors {
+                    if let Some(fid) = f["id"].as_str() {
+                        let _ = delete(format!("/api/v1/users/{id}/factors/{fid}")).await;
+                        n += 1;
+                    }
+                }
+                requests.fetch_add(n, Ordering::Relaxed);
+            }
+        })
+        .await;
+    let secs = t0.elapsed().as_secs_f64();
+    let requests = requests.load(Ordering::Relaxed);
+    json!({ "run": "limit", "users": args.users, "seconds": round(secs), "usersPerSecond": round(args.users as f64 / secs),
+            "providerRequests": requests, "providerRequestsPerSecond": round(requests as f64 / secs) })
+}
+
+/// The baseline: the Python admin script responders write, one request at a time.
+fn baseline_run(args: &Args) -> Value {
+    let token = format!("00{:032x}", fastrand::u128(..));
+    let (_sim, url) = start_sim(args, args.baseline_users, 0, &token);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/bench/baseline_okta.py");
+    let output = Command::new("python3").arg(&script).args([&url, &token]).output().expect("python3 runs the baseline script");
+    assert!(output.status.success(), "baseline script failed: {}", String::from_utf8_lossy(&output.stderr));
+    let mut result: Value = serde_json::from_slice(&output.stdout).expect("the baseline prints JSON");
+    result["run"] = json!("baseline-script");
+    result
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10000.0).round() / 10000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.work).unwrap();
+    let client = Client::try_default().await.expect("KUBECONFIG of the bench apiserver");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+    println!("{}", recall_run(&args, &client, &http).await);
+    if !args.no_references {
+        println!("{}", limit_run(&args, &http).await);
+        println!("{}", baseline_run(&args));
+    }
+}
