@@ -204,11 +204,17 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
         "failed": counts.failed,
     });
     if args.per_minute > 0 {
-        // The budget over the run: every bucket the recall used allows per_minute per minute.
-        let buckets: Vec<&String> = stats.by_bucket.keys().filter(|k| !k.ends_with(" token")).collect();
-        let used_buckets = buckets.iter().map(|k| k.split(' ').nth(1).unwrap_or("")).collect::<std::collections::BTreeSet<_>>();
-        let allowed = args.per_minute as f64 / 60.0 * done_secs * used_buckets.len() as f64;
-        result["shareOfBudgetUsed"] = json!(round4((requests - throttled) as f64 / allowed));
+        // The budget of the bucket the recall leans on (Okta's users bucket), over the run.
+        let mut per_bucket: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for (key, n) in &stats.by_bucket {
+            let bucket = key.split(' ').nth(1).unwrap_or("");
+            let earlier = before_stats.by_bucket.get(key).copied().unwrap_or(0);
+            *per_bucket.entry(bucket).or_default() += n - earlier;
+        }
+        let (bucket, used) = per_bucket.iter().filter(|(b, _)| **b != "token").max_by_key(|(_, n)| **n).map(|(b, n)| (b.to_string(), *n)).unwrap_or_default();
+        let allowed = args.per_minute as f64 / 60.0 * done_secs;
+        result["budgetBucket"] = json!(bucket);
+        result["shareOfBudgetUsed"] = json!(round4((used - throttled.min(used)) as f64 / allowed));
     }
     result
 }
