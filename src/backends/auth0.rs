@@ -208,10 +208,7 @@ impl Auth0 {
         let url = format!("{}{path}", self.api);
         let reply = self
             .auth
-            .send(&self.http, Op::new(op, API), || {
-                let builder = self.http.request(method.clone(), &url).query(query);
-                if let Some(body) = body { builder.json(body) } else { builder }
-            })
+            .send(&self.http, Op::new(op, API), || self.http.json_request(&method, &url, query, body))
             .await?;
         let status = reply.status;
         let value = reply.value();
@@ -852,24 +849,14 @@ mod tests {
     #[tokio::test]
     async fn without_enterprise_the_recall_names_the_session_gap_and_still_removes_factors() {
         use crate::audit::AuditLog;
-        use crate::engine::{RecallJob, RunEnd, Runner, SharedProgress};
+        use crate::engine::{RunEnd, Runner, SharedProgress};
         use crate::ledger::MemoryLedger;
 
         let bench = bench(30, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::RecoveryCodes]).await;
         bench.tenant.set_plan(Plan::Professional);
         let adapter = bench.adapter();
         let cutoff = jiff::Timestamp::now();
-        let job = RecallJob {
-            recall: "test/recall".into(),
-            backend: "auth0".into(),
-            scope: ScopeSelector::AllUsers,
-            exclude_users: vec![],
-            exclude_groups: vec![],
-            kinds: vec![FactorKind::All],
-            revoke_sessions: true,
-            cutoff,
-            concurrency: 4,
-        };
+        let job = recall_job(cutoff);
         let (ledger, audit, progress) = (MemoryLedger::default(), AuditLog::open(None, "test", false).unwrap(), SharedProgress::default());
         let (_stop, stop) = tokio::sync::watch::channel(false);
         let runner = Runner { provider: &adapter, ledger: &ledger, audit: &audit, progress: progress.clone(), stop };
@@ -889,12 +876,27 @@ mod tests {
         assert!(fresh.capabilities().limitations.iter().any(|l| l.starts_with("sessions:")));
     }
 
+    /// A recall of every user and kind on this tenant, as the engine gets it.
+    fn recall_job(cutoff: jiff::Timestamp) -> crate::engine::RecallJob {
+        crate::engine::RecallJob {
+            recall: "test/recall".into(),
+            backend: "auth0".into(),
+            scope: ScopeSelector::AllUsers,
+            exclude_users: vec![],
+            exclude_groups: vec![],
+            kinds: vec![FactorKind::All],
+            revoke_sessions: true,
+            cutoff,
+            concurrency: 4,
+        }
+    }
+
     /// Every Auth0 kind, push linked to its recovery code: the engine's counts and audit trail
     /// agree with what the tenant lost.
     #[tokio::test]
     async fn every_kind_counts_exactly_through_the_engine() {
         use crate::audit::AuditLog;
-        use crate::engine::{RecallJob, RunEnd, Runner, SharedProgress};
+        use crate::engine::{RunEnd, Runner, SharedProgress};
         use crate::ledger::MemoryLedger;
 
         let kinds = vec![
@@ -912,17 +914,7 @@ mod tests {
         let cutoff = jiff::Timestamp::now();
         let before = bench.tenant.census(Some(cutoff));
         assert_eq!(before.factors_before_cutoff.values().sum::<u64>(), 40 * 7, "Auth0 has no HOTP: {before:?}");
-        let job = RecallJob {
-            recall: "test/recall".into(),
-            backend: "auth0".into(),
-            scope: ScopeSelector::AllUsers,
-            exclude_users: vec![],
-            exclude_groups: vec![],
-            kinds: vec![FactorKind::All],
-            revoke_sessions: true,
-            cutoff,
-            concurrency: 4,
-        };
+        let job = recall_job(cutoff);
         let audit_path = std::env::temp_dir().join(format!("mfa-recall-auth0-{:016x}.jsonl", fastrand::u64(..)));
         let (ledger, audit, progress) = (MemoryLedger::default(), AuditLog::open(Some(&audit_path), "test", false).unwrap(), SharedProgress::default());
         let (_stop, stop) = tokio::sync::watch::channel(false);

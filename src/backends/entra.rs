@@ -279,10 +279,7 @@ impl Entra {
         let path = url.trim_start_matches(&self.graph).split('?').next().unwrap_or_default().to_string();
         let reply = self
             .auth
-            .send(&self.http, op, || {
-                let builder = self.http.request(method.clone(), &url).query(query);
-                if let Some(body) = body { builder.json(body) } else { builder }
-            })
+            .send(&self.http, op, || self.http.json_request(&method, &url, query, body))
             .await?;
         let value = reply.value();
         match reply.status {

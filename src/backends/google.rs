@@ -228,13 +228,9 @@ impl Google {
         let url = format!("{}{path}", self.base);
         let reply = auth
             .send(&self.http, op, || {
-                let builder = self.http.request(method.clone(), &url).query(query);
-                match body {
-                    Some(body) => builder.json(body),
-                    // Google wants a length on a POST without a body.
-                    None if method == Method::POST => builder.header("content-length", "0"),
-                    None => builder,
-                }
+                let builder = self.http.json_request(&method, &url, query, body);
+                // Google wants a length on a POST without a body.
+                if body.is_none() && method == Method::POST { builder.header("content-length", "0") } else { builder }
             })
             .await?;
         let status = reply.status;

@@ -208,6 +208,12 @@ impl ProviderHttp {
         self.client.request(method, url)
     }
 
+    /// A request with a query and, when given, a JSON body: the shape of most admin API calls.
+    pub fn json_request(&self, method: &Method, url: &str, query: &[(&str, String)], body: Option<&Value>) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method.clone(), url).query(query);
+        if let Some(body) = body { builder.json(body) } else { builder }
+    }
+
     /// Sends `request`, retrying transient failures (throttling, 5xx, timeouts, dropped
     /// connections, a success whose JSON body is cut off) with exponential backoff and full
     /// jitter, or as long as the provider asks. Returns the final answer whatever its status

@@ -100,10 +100,7 @@ impl Keycloak {
         let url = format!("{}{path}", self.admin_base);
         let reply = self
             .auth
-            .send(&self.http, op(&method, path), || {
-                let builder = self.http.request(method.clone(), &url).query(query);
-                if let Some(body) = body { builder.json(body) } else { builder }
-            })
+            .send(&self.http, op(&method, path), || self.http.json_request(&method, &url, query, body))
             .await?;
         let status = reply.status;
         let value = reply.value();

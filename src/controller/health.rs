@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/livez` (fails when a watch has
-//! stopped making progress) and `/readyz` (true once the caches synced, or while standing by as
+//! failed for a minute without progress) and `/readyz` (true once the caches synced, or while standing by as
 //! a replica that is not the leader).
 
 use std::collections::BTreeMap;
@@ -21,7 +21,6 @@ const STALL: Duration = Duration::from_secs(60);
 struct WatchState {
     synced: bool,
     failing_since: Option<Instant>,
-    ended: bool,
 }
 
 /// Liveness and readiness, fed by the controllers.
@@ -48,11 +47,6 @@ impl Health {
         }
     }
 
-    /// A controller's stream ended while the process is meant to run.
-    pub fn watch_ended(&self, watch: &'static str) {
-        self.watches.lock().unwrap().entry(watch).or_default().ended = true;
-    }
-
     /// A replica waiting for the leader lease is ready: ready to take over.
     pub fn set_standby(&self, standby: bool) {
         self.standby.store(standby, Ordering::SeqCst);
@@ -68,9 +62,6 @@ impl Health {
     pub fn not_live(&self) -> Option<String> {
         let watches = self.watches.lock().unwrap();
         watches.iter().find_map(|(name, state)| {
-            if state.ended {
-                return Some(format!("the {name} watch ended"));
-            }
             let since = state.failing_since?;
             (since.elapsed() >= STALL).then(|| format!("the {name} watch has failed for {} s without progress", since.elapsed().as_secs()))
         })
@@ -133,12 +124,11 @@ mod tests {
         assert_eq!(health.not_live(), None, "a short outage is retried, not fatal");
         tokio::time::advance(STALL).await;
         assert!(health.not_live().unwrap().contains("mfarecalls"));
+        assert_eq!(health.answer("/livez").0, 503);
         health.watch_event("mfarecalls", Ok(false));
         assert_eq!(health.not_live(), None);
-        health.watch_ended("identitybackends");
-        assert!(health.not_live().unwrap().contains("identitybackends watch ended"));
-        assert_eq!(health.answer("/livez").0, 503);
-        assert_eq!(health.answer("/readyz").0, 503, "the ended watch never listed");
+        health.watch_event("identitybackends", Ok(false));
+        assert_eq!(health.answer("/readyz").0, 503, "a watch that has not listed yet");
         health.set_standby(true);
         assert_eq!(health.answer("/readyz").0, 200);
     }

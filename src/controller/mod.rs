@@ -170,7 +170,6 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
     let config = Config::default().concurrency(settings.concurrency);
     let (recall_store, recall_stream) = watched(recalls, "mfarecalls", health.clone());
     let (backend_store, backend_stream) = watched(backends_api, "identitybackends", health.clone());
-    tracing::debug!("watches started");
     let recall_controller = Controller::for_stream(recall_stream, recall_store)
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone())
@@ -195,9 +194,6 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         // Another replica may start any moment: stop now. Users in flight resume from the ledger.
         ctx.runs.stop_all(Duration::from_secs(1)).await;
         return Err(crate::Error::Invalid("lost the leader lease; exiting so a restart stands by".into()));
-    }
-    if !*terminated.borrow() {
-        health.watch_ended("controllers");
     }
     tracing::info!("shutting down: stopping recalls at a checkpoint");
     ctx.runs.stop_all(Duration::from_secs(25)).await;
