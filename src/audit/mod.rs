@@ -4,10 +4,11 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
 
 /// The hash that starts a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -58,59 +59,130 @@ fn chain_hash(prev: &str, seq: u64, time: &jiff::Timestamp, actor: &str, event: 
     hex::encode(hasher.finalize())
 }
 
+/// Where the next line links in.
 struct Chain {
     seq: u64,
     prev: String,
-    file: Option<std::fs::File>,
+}
+
+/// A line on its way to disk and who waits for it.
+struct Pending {
+    line: String,
+    written: tokio::sync::oneshot::Sender<std::io::Result<()>>,
 }
 
 /// The audit trail of this operator process: stdout always, plus an optional file that survives
 /// restarts (the chain continues from its last complete line).
+///
+/// Lines are chained in the order callers arrive and written by one thread with group commit:
+/// every line that arrived while the previous batch was being synced goes into the next write and
+/// the next `fdatasync`. A caller returns only once its own line is synced, so "audited before
+/// counted" holds while a recall's many concurrent users share one sync instead of queueing for
+/// one each.
 pub struct AuditLog {
     actor: String,
-    chain: Mutex<Chain>,
-    stdout: bool,
+    chain: std::sync::Mutex<Chain>,
+    writer: std::sync::mpsc::Sender<Pending>,
+    /// Set when a write failed: later lines would link to one that is not on disk, so the trail
+    /// refuses them until the operator restarts and resumes from the last complete line.
+    broken: Arc<AtomicBool>,
 }
 
 impl AuditLog {
     /// Opens the trail. A line cut short by a crash is dropped: the action it described was not
     /// counted, so the resumed recall repeats and audits it again.
     pub fn open(path: Option<&Path>, actor: &str, stdout: bool) -> std::io::Result<Self> {
-        let mut chain = Chain { seq: 0, prev: GENESIS.to_string(), file: None };
+        let mut chain = Chain { seq: 0, prev: GENESIS.to_string() };
+        let mut file = None;
         if let Some(path) = path {
             let valid_len = repair_tail(path)?;
             if let Some(last) = last_record(path)? {
                 chain.seq = last.seq + 1;
                 chain.prev = last.hash;
             }
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            file.set_len(valid_len)?;
-            chain.file = Some(file);
+            let opened = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            opened.set_len(valid_len)?;
+            file = Some(opened);
         }
-        Ok(Self { actor: actor.to_string(), chain: Mutex::new(chain), stdout })
+        let (writer, lines) = std::sync::mpsc::channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let writer_broken = broken.clone();
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || write_batches(lines, file, stdout, &writer_broken))?;
+        Ok(Self { actor: actor.to_string(), chain: std::sync::Mutex::new(chain), writer, broken })
     }
 
     /// Writes one event and returns once it is on disk.
     pub async fn record(&self, event: AuditEvent) -> std::io::Result<()> {
-        let mut chain = self.chain.lock().await;
-        let time = jiff::Timestamp::now();
-        let hash = chain_hash(&chain.prev, chain.seq, &time, &self.actor, &event);
-        let record = AuditRecord { seq: chain.seq, time, actor: self.actor.clone(), event, prev: chain.prev.clone(), hash: hash.clone() };
-        let mut line = serde_json::to_string(&record).expect("audit records serialize");
-        line.push('\n');
-        if let Some(file) = chain.file.as_mut() {
-            file.write_all(line.as_bytes())?;
-            file.sync_data()?;
+        let (written, done) = tokio::sync::oneshot::channel();
+        {
+            let mut chain = self.chain.lock().unwrap();
+            if self.broken.load(Ordering::Acquire) {
+                return Err(trail_broken());
+            }
+            let time = jiff::Timestamp::now();
+            let hash = chain_hash(&chain.prev, chain.seq, &time, &self.actor, &event);
+            let record = AuditRecord { seq: chain.seq, time, actor: self.actor.clone(), event, prev: std::mem::take(&mut chain.prev), hash };
+            let mut line = serde_json::to_string(&record).expect("audit records serialize");
+            line.push('\n');
+            // Sent under the lock, so the writer receives lines in chain order.
+            self.writer.send(Pending { line, written }).map_err(|_| trail_broken())?;
+            chain.seq += 1;
+            chain.prev = record.hash;
         }
-        if self.stdout {
-            let mut out = std::io::stdout().lock();
-            out.write_all(line.as_bytes())?;
-            out.flush()?;
-        }
-        chain.seq += 1;
-        chain.prev = hash;
-        Ok(())
+        done.await.map_err(|_| trail_broken())?
     }
+}
+
+fn trail_broken() -> std::io::Error {
+    std::io::Error::other("the audit trail could not be written; restart the operator to resume from its last complete line")
+}
+
+/// The writer thread: one write and one sync per batch of waiting lines.
+fn write_batches(lines: std::sync::mpsc::Receiver<Pending>, mut file: Option<std::fs::File>, stdout: bool, broken: &AtomicBool) {
+    /// Bounds one write so the first waiter is not held behind an unbounded batch.
+    const MAX_BATCH: usize = 4096;
+    let mut buffer = Vec::new();
+    while let Ok(first) = lines.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(more) = lines.try_recv()
+        {
+            batch.push(more);
+        }
+        let result = if broken.load(Ordering::Acquire) {
+            Err(trail_broken())
+        } else {
+            buffer.clear();
+            for pending in &batch {
+                buffer.extend_from_slice(pending.line.as_bytes());
+            }
+            write_synced(file.as_mut(), stdout, &buffer)
+        };
+        if result.is_err() {
+            broken.store(true, Ordering::Release);
+        }
+        for pending in batch {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            // A caller that stopped waiting needs no answer.
+            let _ = pending.written.send(answer);
+        }
+    }
+}
+
+fn write_synced(file: Option<&mut std::fs::File>, stdout: bool, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(file) = file {
+        file.write_all(bytes)?;
+        file.sync_data()?;
+    }
+    if stdout {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// Length of the file up to its last complete line.
@@ -212,5 +284,44 @@ mod tests {
             other => panic!("tampering not detected: {other:?}"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_syncs_and_keep_one_chain() {
+        let dir = std::env::temp_dir().join(format!("mfa-audit-concurrent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let log = Arc::new(AuditLog::open(Some(&path), "test", false).unwrap());
+        let writers: Vec<_> = (0..64)
+            .map(|w| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for n in 0..50 {
+                        log.record(event(w * 1000 + n)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 64 * 50 });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_its_callers_and_every_later_line() {
+        // /dev/full refuses every write with ENOSPC, as a full volume would.
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let (writer, lines) = std::sync::mpsc::channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let thread_broken = broken.clone();
+        std::thread::spawn(move || write_batches(lines, Some(full), false, &thread_broken));
+        let log = AuditLog { actor: "test".into(), chain: std::sync::Mutex::new(Chain { seq: 0, prev: GENESIS.into() }), writer, broken };
+        let first = log.record(event(1)).await.unwrap_err();
+        assert!(first.to_string().contains("space"), "{first}");
+        let later = log.record(event(2)).await.unwrap_err();
+        assert!(later.to_string().contains("restart the operator"), "{later}");
     }
 }

@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::Result;
 use crate::api::{FactorKind, RecallCounts};
@@ -41,6 +43,25 @@ pub struct Progress {
 }
 
 pub type SharedProgress = Arc<Mutex<Progress>>;
+
+/// Where a run continues, from the ledger.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Recorded segments with users still planned, oldest first.
+    pub unfinished: Vec<Segment>,
+    /// Cursor of the next page to list.
+    pub cursor: Option<String>,
+    pub next_index: u32,
+    /// Every page has been listed and recorded.
+    pub listed: bool,
+}
+
+/// A recorded segment handed to the workers.
+struct ToWork {
+    segment: Segment,
+    /// Recorded by an earlier run: its users may have been worked on, or have re-enrolled, since.
+    resumed: bool,
+}
 
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,44 +99,71 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Rebuilds the counts from the ledger; returns the segment to continue with and the cursor.
-    pub async fn restore(&self, job: &RecallJob) -> Result<(Option<Segment>, Option<String>, u32, bool)> {
+    /// Rebuilds the counts from the ledger; returns where to continue.
+    pub async fn restore(&self, job: &RecallJob) -> Result<Restored> {
         let mut counts = RecallCounts::default();
-        let mut unfinished = None;
-        let mut cursor = None;
-        let mut next_index = 0;
-        let mut listed = false;
+        let mut restored = Restored::default();
         for index in self.ledger.segments(&job.backend).await? {
             let segment = self.ledger.read(&job.backend, index).await?;
             segment.add_counts(&mut counts);
-            cursor = segment.next_cursor.clone();
-            listed = segment.next_cursor.is_none();
-            next_index = index + 1;
+            restored.cursor = segment.next_cursor.clone();
+            restored.listed = segment.next_cursor.is_none();
+            restored.next_index = index + 1;
             if !segment.complete {
-                unfinished = Some(segment);
+                restored.unfinished.push(segment);
             }
         }
         let mut progress = self.progress.lock().unwrap();
         progress.counts = counts;
-        progress.listed = listed;
-        Ok((unfinished, cursor, next_index, listed))
+        progress.listed = restored.listed;
+        Ok(restored)
     }
 
     /// Invalidates every user in scope on this backend, resuming from the ledger.
+    ///
+    /// Two stages run side by side so neither waits on the other: `record_segments` lists a page,
+    /// snapshots its users and writes the segment to the ledger (write-ahead), a page or two
+    /// ahead; `work_segments` keeps up to `concurrency` users in flight across page boundaries and
+    /// records each segment again once its last user is done. A user is touched only after the
+    /// segment holding their snapshot is durable.
     pub async fn revoke(&self, job: &RecallJob) -> Result<RunEnd> {
-        let (unfinished, mut cursor, mut next_index, mut listed) = self.restore(job).await?;
-        if let Some(segment) = unfinished
-            && self.work_segment(job, segment, false).await? == RunEnd::Stopped
-        {
-            return Ok(RunEnd::Stopped);
+        let restored = self.restore(job).await?;
+        // Set when working on users fails in the operator itself: stop listing more.
+        let halt = AtomicBool::new(false);
+        let (recorded, to_work) = tokio::sync::mpsc::channel(1);
+        let (finished, to_write) = tokio::sync::mpsc::unbounded_channel();
+        let (listed, worked, written) =
+            tokio::join!(self.record_segments(job, restored, recorded, &halt), self.work_segments(job, to_work, finished, &halt), self.write_finished(to_write, &halt));
+        // The operator's own failure outranks a stop; the workers' error is the most direct.
+        let all_worked = worked?;
+        written?;
+        let listed = listed?;
+        if listed && all_worked {
+            self.progress.lock().unwrap().listed = true;
+            Ok(RunEnd::Finished)
+        } else {
+            Ok(RunEnd::Stopped)
         }
-        let excluded = if listed { HashMap::new() } else { self.exclusions(job).await? };
-        while !listed {
-            if self.stopping() {
-                return Ok(RunEnd::Stopped);
+    }
+
+    /// Stage one: hands over the unfinished segments of an earlier run, then lists, snapshots and
+    /// records new ones. True once the last page has been recorded and handed over.
+    async fn record_segments(&self, job: &RecallJob, restored: Restored, recorded: mpsc::Sender<ToWork>, halt: &AtomicBool) -> Result<bool> {
+        for segment in restored.unfinished {
+            if recorded.send(ToWork { segment, resumed: true }).await.is_err() {
+                return Ok(false);
+            }
+        }
+        if restored.listed {
+            return Ok(true);
+        }
+        let excluded = self.exclusions(job).await?;
+        let (mut cursor, mut index) = (restored.cursor, restored.next_index);
+        loop {
+            if self.stopping() || halt.load(Ordering::Acquire) {
+                return Ok(false);
             }
             let page = self.provider.list_users(&job.scope, cursor.as_deref()).await?;
-            listed = page.next.is_none();
             let users = page
                 .users
                 .into_iter()
@@ -128,19 +176,19 @@ impl Runner<'_> {
                     record
                 })
                 .collect();
-            let segment = Segment { backend: job.backend.clone(), index: next_index, next_cursor: page.next.clone(), complete: false, users };
-            {
-                let mut progress = self.progress.lock().unwrap();
-                progress.counts.targeted += segment.users.len() as i64;
+            let mut segment = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users };
+            self.record_segment(job, &mut segment).await?;
+            let last = page.next.is_none();
+            if recorded.send(ToWork { segment, resumed: false }).await.is_err() {
+                // The workers stopped; what was recorded is resumed from the ledger.
+                return Ok(false);
+            }
+            if last {
+                return Ok(true);
             }
             cursor = page.next;
-            next_index += 1;
-            if self.work_segment(job, segment, true).await? == RunEnd::Stopped {
-                return Ok(RunEnd::Stopped);
-            }
+            index += 1;
         }
-        self.progress.lock().unwrap().listed = true;
-        Ok(RunEnd::Finished)
     }
 
     /// Usernames to leave alone, with the rule that excludes each.
@@ -154,84 +202,133 @@ impl Runner<'_> {
         Ok(excluded)
     }
 
-    /// Snapshots and records a fresh segment, then works on its users. A resumed segment was
-    /// recorded before the crash, so it goes straight to work on the users still planned.
-    async fn work_segment(&self, job: &RecallJob, mut segment: Segment, fresh: bool) -> Result<RunEnd> {
-        // 1. Record what each planned user holds, before touching anything (write-ahead).
-        if fresh {
-            let needs_snapshot: Vec<usize> =
-                segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, _)| i).collect();
-            let snapshots: Vec<(usize, std::result::Result<_, ProviderError>)> = futures::stream::iter(needs_snapshot)
-                .map(|i| {
-                    let user = segment.users[i].user.clone();
-                    async move { (i, self.provider.snapshot(&user, &job.kinds, job.cutoff).await) }
-                })
-                .buffer_unordered(job.concurrency)
-                .collect()
-                .await;
-            for (i, snapshot) in snapshots {
-                match snapshot {
-                    Ok(mut s) => {
-                        // Sessions left alone are not counted as ended.
-                        if !job.revoke_sessions {
-                            s.sessions = 0;
-                            s.session_handles.clear();
-                        }
-                        segment.users[i].snapshot = Some(s);
-                    }
-                    Err(e) => {
-                        segment.users[i].state = UserState::Failed;
-                        segment.users[i].note = Some(e.to_string());
-                    }
-                }
-            }
-            for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
-                let (action, outcome) = if record.state == UserState::Excluded { ("user.exclude", "excluded") } else { ("user.fail", "failed") };
-                self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone()).await?;
-            }
-            self.ledger.write(&segment).await?;
-            let mut progress = self.progress.lock().unwrap();
-            for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
-                count_finished(record, &mut progress.counts);
-            }
-        }
-
-        // 2. Work on each planned user; results are audited per action, counted per user.
-        let planned: Vec<usize> = segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, _)| i).collect();
-        // Each user is counted the moment its steps are audited, so status counts up user by user.
-        let results: Vec<Result<(usize, UserRecord)>> = futures::stream::iter(planned)
-            .take_while(|_| std::future::ready(!self.stopping()))
+    /// Records what each planned user of a fresh segment holds, before touching anything
+    /// (write-ahead). Users whose snapshot fails are failed here and never touched.
+    async fn record_segment(&self, job: &RecallJob, segment: &mut Segment) -> Result<()> {
+        let needs_snapshot: Vec<usize> = segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, _)| i).collect();
+        let snapshots: Vec<(usize, std::result::Result<_, ProviderError>)> = futures::stream::iter(needs_snapshot)
             .map(|i| {
-                let mut record = segment.users[i].clone();
-                async move {
-                    match self.invalidate_user(job, &record, !fresh).await? {
-                        Ok(()) => record.state = UserState::Invalidated,
-                        Err(e) => {
-                            record.state = UserState::Failed;
-                            record.note = Some(e.to_string());
-                        }
-                    }
-                    count_finished(&record, &mut self.progress.lock().unwrap().counts);
-                    Ok((i, record))
-                }
+                let user = segment.users[i].user.clone();
+                async move { (i, self.provider.snapshot(&user, &job.kinds, job.cutoff).await) }
             })
             .buffer_unordered(job.concurrency)
             .collect()
             .await;
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok((i, record)) => segment.users[i] = record,
-                Err(e) => first_error = first_error.or(Some(e)),
+        for (i, snapshot) in snapshots {
+            match snapshot {
+                Ok(mut s) => {
+                    // Sessions left alone are not counted as ended.
+                    if !job.revoke_sessions {
+                        s.sessions = 0;
+                        s.session_handles.clear();
+                    }
+                    segment.users[i].snapshot = Some(s);
+                }
+                Err(e) => {
+                    segment.users[i].state = UserState::Failed;
+                    segment.users[i].note = Some(e.to_string());
+                }
             }
         }
-        // Record what finished even when the operator itself failed, then report the failure.
-        segment.complete = segment.users.iter().all(|r| r.state != UserState::Planned);
-        self.ledger.write(&segment).await?;
-        if let Some(e) = first_error {
-            return Err(e);
+        for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
+            let (action, outcome) = if record.state == UserState::Excluded { ("user.exclude", "excluded") } else { ("user.fail", "failed") };
+            self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone()).await?;
         }
-        Ok(if segment.complete { RunEnd::Finished } else { RunEnd::Stopped })
+        self.ledger.write(segment).await?;
+        let mut progress = self.progress.lock().unwrap();
+        progress.counts.targeted += segment.users.len() as i64;
+        for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
+            count_finished(record, &mut progress.counts);
+        }
+        Ok(())
+    }
+
+    /// Stage two: one stream of users across all recorded segments, `concurrency` at a time. Each
+    /// user is counted the moment its steps are audited; each segment goes to `finished` once
+    /// its last user is done, and at the end whatever is left unfinished goes there as it stands.
+    /// True when every segment handed over was finished.
+    async fn work_segments(&self, job: &RecallJob, to_work: mpsc::Receiver<ToWork>, finished: mpsc::UnboundedSender<Segment>, halt: &AtomicBool) -> Result<bool> {
+        // Segments with users still to finish, by index, with how many remain.
+        let open: Mutex<HashMap<u32, (Segment, usize)>> = Mutex::default();
+        let close = |index: u32| {
+            if let Some((mut segment, _)) = open.lock().unwrap().remove(&index) {
+                segment.complete = segment.users.iter().all(|r| r.state != UserState::Planned);
+                // The writer outlives this stage; a send fails only if it already failed.
+                let _ = finished.send(segment);
+            }
+        };
+        let mut users = futures::stream::unfold(to_work, |mut to_work| async move { to_work.recv().await.map(|next| (next, to_work)) })
+            .flat_map(|ToWork { segment, resumed }| {
+                let planned: Vec<(u32, usize, UserRecord)> =
+                    segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, r)| (segment.index, i, r.clone())).collect();
+                let index = segment.index;
+                open.lock().unwrap().insert(index, (segment, planned.len()));
+                if planned.is_empty() {
+                    close(index);
+                }
+                futures::stream::iter(planned.into_iter().map(move |(index, i, record)| (index, i, record, resumed)))
+            })
+            .take_while(|_| std::future::ready(!self.stopping() && !halt.load(Ordering::Acquire)))
+            .map(|(index, i, mut record, resumed)| async move {
+                match self.invalidate_user(job, &record, resumed).await? {
+                    Ok(()) => record.state = UserState::Invalidated,
+                    Err(e) => {
+                        record.state = UserState::Failed;
+                        record.note = Some(e.to_string());
+                    }
+                }
+                count_finished(&record, &mut self.progress.lock().unwrap().counts);
+                Ok::<_, crate::Error>((index, i, record))
+            })
+            .buffer_unordered(job.concurrency)
+            // Boxed as Send here: the compiler cannot prove it for the nested closures otherwise.
+            .boxed();
+        let mut first_error = None;
+        while let Some(result) = users.next().await {
+            match result {
+                Ok((index, i, record)) => {
+                    let done = {
+                        let mut open = open.lock().unwrap();
+                        let (segment, remaining) = open.get_mut(&index).expect("a user's segment stays open until its last user is done");
+                        segment.users[i] = record;
+                        *remaining -= 1;
+                        *remaining == 0
+                    };
+                    if done {
+                        close(index);
+                    }
+                }
+                Err(e) => {
+                    // Let the users in flight finish and be recorded, then report the failure.
+                    halt.store(true, Ordering::Release);
+                    first_error = first_error.or(Some(e));
+                }
+            }
+        }
+        // Dropping the stream drops the receiver, so the recording stage stops handing over.
+        drop(users);
+        let unfinished: Vec<u32> = open.lock().unwrap().keys().copied().collect();
+        let all_done = unfinished.is_empty();
+        for index in unfinished {
+            close(index);
+        }
+        // `finished` drops on return, which ends the writing stage.
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(all_done),
+        }
+    }
+
+    /// Stage three: records finished (or, at a stop, part-finished) segments, one at a time.
+    async fn write_finished(&self, mut to_write: mpsc::UnboundedReceiver<Segment>, halt: &AtomicBool) -> Result<()> {
+        while let Some(segment) = to_write.recv().await {
+            if let Err(e) = self.ledger.write(&segment).await {
+                // The segment stays as last recorded and is redone on resume; stop the rest.
+                halt.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// One user's ordered steps: sessions, then recorded factors, then required enrollment.

@@ -1,7 +1,7 @@
 //! The engine against an in-memory provider: invariants without any network.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -20,6 +20,40 @@ struct FakeProvider {
     deletes: Mutex<Vec<String>>,
     /// Ask the engine to stop once this many users have been invalidated.
     stop_after: Option<(usize, watch::Sender<bool>)>,
+    /// When set: users whose snapshot is durable in the ledger; touching anyone else is a bug.
+    recorded: Option<Arc<Mutex<HashSet<String>>>>,
+}
+
+impl FakeProvider {
+    fn assert_recorded(&self, user: &UserRef) {
+        if let Some(recorded) = &self.recorded {
+            assert!(recorded.lock().unwrap().contains(&user.id), "{} touched before its snapshot was recorded", user.id);
+        }
+    }
+}
+
+/// A ledger that tells which users' snapshots it holds.
+struct WatchedLedger {
+    inner: MemoryLedger,
+    recorded: Arc<Mutex<HashSet<String>>>,
+}
+
+#[async_trait]
+impl LedgerStore for WatchedLedger {
+    async fn segments(&self, backend: &str) -> Result<Vec<u32>> {
+        self.inner.segments(backend).await
+    }
+    async fn read(&self, backend: &str, index: u32) -> Result<Segment> {
+        self.inner.read(backend, index).await
+    }
+    async fn write(&self, segment: &Segment) -> Result<()> {
+        // Slow enough that a run which waited on it between pages would show.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        self.inner.write(segment).await?;
+        let mut recorded = self.recorded.lock().unwrap();
+        recorded.extend(segment.users.iter().filter(|r| r.snapshot.is_some()).map(|r| r.user.id.clone()));
+        Ok(())
+    }
 }
 
 impl FakeProvider {
@@ -59,12 +93,14 @@ impl IdentityProvider for FakeProvider {
         Ok(UserSnapshot { factors, sessions: 1, session_handles: vec![] })
     }
     async fn revoke_sessions(&self, user: &UserRef, _: &UserSnapshot) -> Result<(), ProviderError> {
+        self.assert_recorded(user);
         if self.broken.contains(&user.id) {
             return Err(ProviderError::Rejected(format!("{}: 500 from POST /logout", user.id)));
         }
         Ok(())
     }
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        self.assert_recorded(user);
         self.deletes.lock().unwrap().push(factor.id.clone());
         let mut all = self.factors.lock().unwrap();
         let held = all.get_mut(&user.id).unwrap();
@@ -173,4 +209,38 @@ async fn sessions_left_alone_are_not_counted_as_ended() {
     assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.invalidated, c.sessions_revoked), (4, 0));
+}
+
+#[tokio::test]
+async fn pages_overlap_without_touching_anyone_before_their_snapshot_is_recorded() {
+    let recorded = Arc::new(Mutex::new(HashSet::new()));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut provider = FakeProvider::with_users(95);
+    provider.recorded = Some(recorded.clone());
+    provider.stop_after = Some((47, stop));
+    let ledger = WatchedLedger { inner: MemoryLedger::default(), recorded };
+    let audit = audit();
+    let job = RecallJob { concurrency: 8, ..job() };
+    let first = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: SharedProgress::default(), stop: stop_rx };
+    assert_eq!(first.revoke(&job).await.unwrap(), RunEnd::Stopped);
+    let restored = first.restore(&job).await.unwrap();
+    assert!(!restored.unfinished.is_empty(), "a stop mid-run leaves work to resume");
+
+    provider.stop_after = None;
+    let (_stop, stop_rx) = watch::channel(false);
+    let progress = SharedProgress::default();
+    let second = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    assert_eq!(second.revoke(&job).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed, c.pending), (95, 94, 1, 0, 94));
+    assert!(progress.lock().unwrap().listed);
+    // Every segment is recorded complete, in order, and nothing was deleted twice.
+    let segments = ledger.segments("fake").await.unwrap();
+    assert_eq!(segments, (0..10).collect::<Vec<u32>>());
+    for index in segments {
+        assert!(ledger.read("fake", index).await.unwrap().complete, "segment {index} left incomplete");
+    }
+    let deletes = provider.deletes.lock().unwrap().clone();
+    assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
+    assert_eq!(deletes.len(), 94 * 2);
 }
