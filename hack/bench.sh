@@ -26,7 +26,7 @@ for n in "${sizes[@]}"; do
 done
 # Rate-limited: Okta-style per-minute limits per bucket, announced in X-Rate-Limit-* headers.
 echo "bench: rate-limited" >&2
-target/release/mfa-recall-bench --users 3000 --per-minute 12000 --no-references --work "$work/run-limited" >> "$results"
+target/release/mfa-recall-bench --users 6000 --per-minute 12000 --no-references --work "$work/run-limited" >> "$results"
 
 python3 - "$results" > docs/benchmarks/results.json <<'PY'
 import json, sys

@@ -107,7 +107,7 @@ async fn apiserver_writes(client: &Client) -> (f64, f64) {
 async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Value {
     let token = format!("00{:032x}", fastrand::u128(..));
     let started_sim = Instant::now();
-    let (_sim, url) = start_sim(args, args.users, args.per_minute, &token);
+    let (sim, url) = start_sim(args, args.users, args.per_minute, &token);
     eprintln!("bench: simulator with {} users ready in {:.1} s at {url}", args.users, started_sim.elapsed().as_secs_f64());
 
     let ns = format!("bench-{:05x}", fastrand::u32(..0xfffff));
@@ -173,6 +173,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     let recall = recalls.get_status("bench").await.unwrap();
     let counts = recall.status.unwrap().counts;
     let (rss_mib, cpu_seconds) = rss_and_cpu(pid);
+    let (_, sim_cpu_seconds) = rss_and_cpu(sim.0.id());
     let (writes_after, status_after) = apiserver_writes(client).await;
     let stats = sim_stats(http, &url).await;
     drop(operator);
@@ -197,6 +198,8 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
         "throttledShare": round4(throttled as f64 / requests.max(1) as f64),
         "operatorPeakRssMiB": round(rss_mib),
         "operatorCpuSeconds": round(cpu_seconds),
+        "operatorCpuMicrosPerRequest": round(cpu_seconds * 1e6 / requests.max(1) as f64),
+        "simulatorCpuSeconds": round(sim_cpu_seconds),
         "apiserverWrites": writes_after - writes_before,
         "statusWrites": status_after - status_before,
         "statusWritesPerSecond": round((status_after - status_before) / done_secs),
@@ -204,17 +207,24 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
         "failed": counts.failed,
     });
     if args.per_minute > 0 {
-        // The budget of the bucket the recall leans on (Okta's users bucket), over the run.
-        let mut per_bucket: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-        for (key, n) in &stats.by_bucket {
-            let bucket = key.split(' ').nth(1).unwrap_or("");
-            let earlier = before_stats.by_bucket.get(key).copied().unwrap_or(0);
-            *per_bucket.entry(bucket).or_default() += n - earlier;
-        }
-        let (bucket, used) = per_bucket.iter().filter(|(b, _)| **b != "token").max_by_key(|(_, n)| **n).map(|(b, n)| (b.to_string(), *n)).unwrap_or_default();
-        let allowed = args.per_minute as f64 / 60.0 * done_secs;
+        // The bucket the recall leans on (Okta's users bucket): its budget in every window that
+        // began after the apply and ended before the last user was done. Windows are fixed and
+        // aligned to the clock, as Okta's are, so the partial first and last ones say nothing
+        // about pacing.
+        let done_at = applied_at.as_second() as f64 + done_secs;
+        let full: Vec<_> = stats
+            .windows
+            .iter()
+            .filter(|w| w.start >= applied_at.as_second() && (w.end as f64) <= done_at)
+            .collect();
+        let bucket = full.iter().max_by_key(|w| w.used).map(|w| w.bucket.clone()).unwrap_or_default();
+        let windows: Vec<_> = full.iter().filter(|w| w.bucket == bucket).collect();
+        let (used, allowed): (u64, u64) = windows.iter().fold((0, 0), |(u, a), w| (u + w.used, a + w.limit));
         result["budgetBucket"] = json!(bucket);
-        result["shareOfBudgetUsed"] = json!(round4((used - throttled.min(used)) as f64 / allowed));
+        result["fullWindows"] = json!(windows.len());
+        result["shareOfBudgetUsed"] = if allowed > 0 { json!(round4(used as f64 / allowed as f64)) } else { Value::Null };
+        result["shareOfBudgetUsedPerWindow"] = json!(windows.iter().map(|w| round4(w.used as f64 / w.limit as f64)).collect::<Vec<_>>());
+        result["throttledInFullWindows"] = json!(windows.iter().map(|w| w.throttled).sum::<u64>());
     }
     result
 }
@@ -223,9 +233,11 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
 /// pacing at all, 64 at a time.
 async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
     let token = format!("00{:032x}", fastrand::u128(..));
-    let (_sim, url) = start_sim(args, args.users, 0, &token);
+    let (sim, url) = start_sim(args, args.users, 0, &token);
     let auth = format!("SSWS {token}");
     let t0 = Instant::now();
+    // This process does nothing else meanwhile, so its CPU time is the generator's.
+    let (_, cpu_before) = rss_and_cpu(std::process::id());
     let requests = Arc::new(AtomicU64::new(0));
     // Listing, as the operator does it: pages of 200 by Link.
     let mut ids = Vec::with_capacity(args.users as usize);
@@ -269,8 +281,13 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
         .await;
     let secs = t0.elapsed().as_secs_f64();
     let requests = requests.load(Ordering::Relaxed);
+    let (_, cpu_after) = rss_and_cpu(std::process::id());
+    let (_, sim_cpu_seconds) = rss_and_cpu(sim.0.id());
     json!({ "run": "limit", "users": args.users, "seconds": round(secs), "usersPerSecond": round(args.users as f64 / secs),
-            "providerRequests": requests, "providerRequestsPerSecond": round(requests as f64 / secs) })
+            "providerRequests": requests, "providerRequestsPerSecond": round(requests as f64 / secs),
+            "generatorCpuSeconds": round(cpu_after - cpu_before),
+            "generatorCpuMicrosPerRequest": round((cpu_after - cpu_before) * 1e6 / requests.max(1) as f64),
+            "simulatorCpuSeconds": round(sim_cpu_seconds) })
 }
 
 /// The baseline: the Python admin script responders write, one request at a time.

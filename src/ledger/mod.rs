@@ -140,7 +140,7 @@ impl LedgerStore for MemoryLedger {
 /// Gzip-compressed JSON, as segments are stored.
 pub fn encode(segment: &Segment) -> Result<Vec<u8>> {
     use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(&serde_json::to_vec(segment)?).map_err(crate::Error::Audit)?;
     encoder.finish().map_err(crate::Error::Audit)
 }

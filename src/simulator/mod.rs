@@ -270,12 +270,33 @@ pub struct SimStats {
     /// When the first request that changes state arrived (epoch ms): a recall's first revocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_write_ms: Option<i64>,
+    /// Every rate-limit window a limited bucket has seen, oldest first: what share of each
+    /// window's budget a client used is read from here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowUse>,
+}
+
+/// One bucket's use of one rate-limit window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowUse {
+    pub bucket: String,
+    /// Start and end of the window (epoch s).
+    pub start: i64,
+    pub end: i64,
+    pub limit: u64,
+    /// Requests served within the limit.
+    pub used: u64,
+    /// Requests answered "too many".
+    pub throttled: u64,
 }
 
 #[derive(Default)]
 struct Windows {
     /// Bucket → (window index, requests in it).
     used: HashMap<&'static str, (u64, u64)>,
+    /// (bucket, window index) → its use, for `SimStats::windows`.
+    history: BTreeMap<(u64, &'static str), WindowUse>,
 }
 
 /// A provider behind the shared rate limiting, faults and statistics.
@@ -315,7 +336,9 @@ impl Simulator {
     }
 
     pub fn stats(&self) -> SimStats {
-        self.stats.lock().unwrap().clone()
+        let mut stats = self.stats.lock().unwrap().clone();
+        stats.windows = self.windows.lock().unwrap().history.values().cloned().collect();
+        stats
     }
 
     /// Decides the fate of one request: control API, injected fault, throttling, or the provider.
@@ -396,11 +419,19 @@ impl Simulator {
             *used = (index, 0);
         }
         let announce = |remaining| self.provider.announces_limits().then_some((limit, remaining, reset));
-        if used.1 >= limit {
+        let throttled = used.1 >= limit;
+        if !throttled {
+            used.1 += 1;
+        }
+        let remaining = limit - used.1;
+        let start = (index * window) as i64;
+        let history = windows.history.entry((index, bucket)).or_insert_with(|| WindowUse { bucket: bucket.to_string(), start, end: reset, limit, ..Default::default() });
+        if throttled {
+            history.throttled += 1;
             return (Some(reset), announce(0));
         }
-        used.1 += 1;
-        (None, announce(limit - used.1))
+        history.used += 1;
+        (None, announce(remaining))
     }
 
     /// `/_sim/...`: seed, census, users, faults, limits and stats, for out-of-process drivers.
@@ -569,6 +600,11 @@ mod tests {
         // The first window is spent before the first answer tells the budget: at most the
         // concurrency cap can overshoot once; after that the client stays inside.
         assert!(stats.throttled <= 8, "{} of {} requests were throttled", stats.throttled, stats.requests);
+        // Each window's use is on record: every request in exactly one window, none over its limit.
+        assert!(stats.windows.len() >= 2, "{:?}", stats.windows);
+        assert_eq!(stats.windows.iter().map(|w| w.used + w.throttled).sum::<u64>(), stats.requests);
+        assert!(stats.windows.iter().all(|w| w.used <= w.limit && w.end - w.start == 1 && w.bucket == "default"), "{:?}", stats.windows);
+        assert_eq!(stats.windows.iter().map(|w| w.throttled).sum::<u64>(), stats.throttled);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
