@@ -79,13 +79,18 @@ struct Group {
     members: Vec<usize>,
 }
 
+/// One System Log entry, kept compact (a million-user recall writes millions) and rendered as
+/// Okta's JSON when listed.
 struct LogEvent {
-    uuid: String,
+    uuid: u128,
     published: Timestamp,
     event_type: &'static str,
-    body: Value,
-    /// Ids in `target[]`, for `target.id eq` filters.
-    targets: Vec<String>,
+    /// The user the event is about (actor and first target).
+    user: usize,
+    factor_id: String,
+    factor_type: &'static str,
+    /// Client IP and user agent of a person's own action; None for an admin API call.
+    from: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -95,8 +100,8 @@ struct State {
     by_login: HashMap<String, usize>,
     groups: Vec<Group>,
     logs: Vec<LogEvent>,
-    /// Log entries by target id.
-    logs_by_target: HashMap<String, Vec<usize>>,
+    /// Log entries by the user they are about.
+    logs_by_user: HashMap<usize, Vec<usize>>,
     /// Access tokens the token endpoint issued: scopes and expiry.
     access_tokens: HashMap<String, (Vec<String>, Timestamp)>,
 }
@@ -525,26 +530,29 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
         }
     }
     let limit = page_limit(request, 100, LOGS_PAGE_MAX);
-    let candidates: Box<dyn Iterator<Item = usize>> = match terms.iter().find(|(f, _)| f == "target.id") {
-        Some((_, id)) => Box::new(state.logs_by_target.get(id).into_iter().flatten().copied()),
+    // A user id in target.id narrows the search to that user's entries.
+    let user_target = terms.iter().find(|(f, _)| f == "target.id").and_then(|(_, id)| state.by_id.get(id));
+    let candidates: Box<dyn Iterator<Item = usize>> = match user_target {
+        Some(user) => Box::new(state.logs_by_user.get(user).into_iter().flatten().copied()),
         None => Box::new(0..state.logs.len()),
     };
     let after = request.query("after");
+    let after_uuid = after.and_then(|a| u128::from_str_radix(a, 16).ok());
     let mut past_after = after.is_none();
     let mut page = Vec::new();
     let mut more = false;
     for i in candidates {
         let e = &state.logs[i];
         if !past_after {
-            past_after = Some(e.uuid.as_str()) == after;
+            past_after = Some(e.uuid) == after_uuid;
             continue;
         }
         let matches = e.published >= since
             && until.is_none_or(|u| e.published < u)
             && terms.iter().all(|(field, value)| match field.as_str() {
                 "eventType" => e.event_type == value,
-                "target.id" => e.targets.iter().any(|t| t == value),
-                _ => e.body["actor"]["id"] == value.as_str(),
+                "target.id" => state.users[e.user].id == *value || e.factor_id == *value,
+                _ => state.users[e.user].id == *value,
             });
         if matches {
             if page.len() == limit {
@@ -554,13 +562,13 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
             page.push(e);
         }
     }
-    let next = if more { page.last().map(|e| e.uuid.as_str()) } else { None };
+    let next = if more { page.last().map(|e| format!("{:032x}", e.uuid)) } else { None };
     let extra: String = ["since", "until", "filter"]
         .iter()
         .filter_map(|k| request.query(k).map(|v| format!("&{k}={}", crate::backends::enc(v))))
         .collect();
-    let link = link_header(&Okta::base(request), "/api/v1/logs", limit, &extra, after, next);
-    SimResponse::json(200, &Value::Array(page.iter().map(|e| e.body.clone()).collect())).with_header("Link", link)
+    let link = link_header(&Okta::base(request), "/api/v1/logs", limit, &extra, after, next.as_deref());
+    SimResponse::json(200, &Value::Array(page.iter().map(|e| log_json(state, e)).collect())).with_header("Link", link)
 }
 
 fn user_route(request: &SimRequest, state: &mut State, index: usize, method: &str, rest: &[&str]) -> SimResponse {
@@ -716,16 +724,29 @@ fn delete_factor(state: &mut State, index: usize, factor_id: &str) -> bool {
 
 /// Appends a System Log entry about user `index` and factor `factor_id`; `from` is the client IP
 /// for events a person caused (an admin API call has the operator's address, left out here).
-fn record(state: &mut State, index: usize, event_type: &'static str, factor: (&str, &str), from: Option<(&str, &str)>) {
+fn record(state: &mut State, index: usize, event_type: &'static str, factor: (&str, &'static str), from: Option<(&str, &str)>) {
     let (factor_id, factor_type) = factor;
-    let user = &state.users[index];
-    let uuid = format!("{:032x}", fastrand::u128(..));
-    let published = Timestamp::now();
-    let (ip, agent) = from.unwrap_or(("192.0.2.1", "mfa-recall"));
+    let at = state.logs.len();
+    state.logs_by_user.entry(index).or_default().push(at);
+    state.logs.push(LogEvent {
+        uuid: fastrand::u128(..),
+        published: Timestamp::now(),
+        event_type,
+        user: index,
+        factor_id: factor_id.to_string(),
+        factor_type,
+        from: from.map(|(ip, agent)| (ip.to_string(), agent.to_string())),
+    });
+}
+
+/// A System Log entry as Okta returns it.
+fn log_json(state: &State, e: &LogEvent) -> Value {
+    let user = &state.users[e.user];
+    let (ip, agent) = e.from.as_ref().map(|(ip, agent)| (ip.as_str(), agent.as_str())).unwrap_or(("192.0.2.1", "mfa-recall"));
     let (country, region, city, asn, org) = geo_of(ip);
-    let body = json!({
-        "uuid": uuid, "published": rfc3339(published), "eventType": event_type, "version": "0", "severity": "INFO",
-        "displayMessage": match event_type { "user.mfa.factor.activate" => "Activate factor or authenticator", _ => "Reset factor or authenticator" },
+    json!({
+        "uuid": format!("{:032x}", e.uuid), "published": rfc3339(e.published), "eventType": e.event_type, "version": "0", "severity": "INFO",
+        "displayMessage": match e.event_type { "user.mfa.factor.activate" => "Activate factor or authenticator", _ => "Reset factor or authenticator" },
         "actor": { "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login },
         "client": {
             "ipAddress": ip, "device": "Computer", "zone": "null",
@@ -736,16 +757,10 @@ fn record(state: &mut State, index: usize, event_type: &'static str, factor: (&s
         "outcome": { "result": "SUCCESS", "reason": null },
         "target": [
             { "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login },
-            { "id": factor_id, "type": "AuthenticatorEnrollment", "alternateId": "unknown", "displayName": factor_type },
+            { "id": e.factor_id, "type": "AuthenticatorEnrollment", "alternateId": "unknown", "displayName": e.factor_type },
         ],
-        "debugContext": { "debugData": { "factor": factor_type, "requestUri": "/idp/idx/challenge/answer" } },
-    });
-    let targets = vec![user.id.clone(), factor_id.to_string()];
-    let at = state.logs.len();
-    for t in &targets {
-        state.logs_by_target.entry(t.clone()).or_default().push(at);
-    }
-    state.logs.push(LogEvent { uuid, published, event_type, body, targets });
+        "debugContext": { "debugData": { "factor": e.factor_type, "requestUri": "/idp/idx/challenge/answer" } },
+    })
 }
 
 impl Provider for Okta {
