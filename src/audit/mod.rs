@@ -65,24 +65,27 @@ struct Chain {
     prev: String,
 }
 
-/// A line on its way to disk and who waits for it.
-struct Pending {
-    line: String,
-    written: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+/// What the writer thread is asked to do; each waiter is answered when it is done.
+enum Request {
+    /// Append a line (to the file and stdout).
+    Line { line: String, written: tokio::sync::oneshot::Sender<std::io::Result<()>> },
+    /// Make every line appended so far durable.
+    Sync { synced: tokio::sync::oneshot::Sender<std::io::Result<()>> },
 }
 
 /// The audit trail of this operator process: stdout always, plus an optional file that survives
 /// restarts (the chain continues from its last complete line).
 ///
-/// Lines are chained in the order callers arrive and written by one thread with group commit:
-/// every line that arrived while the previous batch was being synced goes into the next write and
-/// the next `fdatasync`. A caller returns only once its own line is synced, so "audited before
-/// counted" holds while a recall's many concurrent users share one sync instead of queueing for
-/// one each.
+/// Lines are chained in the order callers arrive and appended by one thread, a batch per write.
+/// `record` returns once its line is in the file: it survives the operator being killed, and the
+/// action may be counted in memory. Before anything is *reported* (the ledger, status, events),
+/// the reporter calls `sync`, which makes every line so far durable with one `fdatasync`: so
+/// "audited before reported" holds across a machine crash too, at a few syncs a second instead
+/// of one per line.
 pub struct AuditLog {
     actor: String,
     chain: std::sync::Mutex<Chain>,
-    writer: std::sync::mpsc::Sender<Pending>,
+    writer: std::sync::mpsc::Sender<Request>,
     /// Set when a write failed: later lines would link to one that is not on disk, so the trail
     /// refuses them until the operator restarts and resumes from the last complete line.
     broken: Arc<AtomicBool>,
@@ -111,7 +114,7 @@ impl AuditLog {
         Ok(Self { actor: actor.to_string(), chain: std::sync::Mutex::new(chain), writer, broken })
     }
 
-    /// Writes one event and returns once it is on disk.
+    /// Appends one event; returns once it is in the file (not yet synced: see `sync`).
     pub async fn record(&self, event: AuditEvent) -> std::io::Result<()> {
         let (written, done) = tokio::sync::oneshot::channel();
         {
@@ -125,10 +128,21 @@ impl AuditLog {
             let mut line = serde_json::to_string(&record).expect("audit records serialize");
             line.push('\n');
             // Sent under the lock, so the writer receives lines in chain order.
-            self.writer.send(Pending { line, written }).map_err(|_| trail_broken())?;
+            self.writer.send(Request::Line { line, written }).map_err(|_| trail_broken())?;
             chain.seq += 1;
             chain.prev = record.hash;
         }
+        done.await.map_err(|_| trail_broken())?
+    }
+
+    /// Returns once every line recorded before the call is on disk. Call it before reporting
+    /// what those lines describe.
+    pub async fn sync(&self) -> std::io::Result<()> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(trail_broken());
+        }
+        let (synced, done) = tokio::sync::oneshot::channel();
+        self.writer.send(Request::Sync { synced }).map_err(|_| trail_broken())?;
         done.await.map_err(|_| trail_broken())?
     }
 }
@@ -137,45 +151,51 @@ fn trail_broken() -> std::io::Error {
     std::io::Error::other("the audit trail could not be written; restart the operator to resume from its last complete line")
 }
 
-/// The writer thread: one write and one sync per batch of waiting lines.
-fn write_batches(lines: std::sync::mpsc::Receiver<Pending>, mut file: Option<std::fs::File>, stdout: bool, broken: &AtomicBool) {
+/// The writer thread: per batch of waiting requests, one write of every line in it and, when
+/// a sync was asked for, one `fdatasync` after it.
+fn write_batches(requests: std::sync::mpsc::Receiver<Request>, mut file: Option<std::fs::File>, stdout: bool, broken: &AtomicBool) {
     /// Bounds one write so the first waiter is not held behind an unbounded batch.
     const MAX_BATCH: usize = 4096;
     let mut buffer = Vec::new();
-    while let Ok(first) = lines.recv() {
+    while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH
-            && let Ok(more) = lines.try_recv()
+            && let Ok(more) = requests.try_recv()
         {
             batch.push(more);
         }
-        let result = if broken.load(Ordering::Acquire) {
-            Err(trail_broken())
-        } else {
-            buffer.clear();
-            for pending in &batch {
-                buffer.extend_from_slice(pending.line.as_bytes());
+        buffer.clear();
+        let mut sync = false;
+        for request in &batch {
+            match request {
+                Request::Line { line, .. } => buffer.extend_from_slice(line.as_bytes()),
+                Request::Sync { .. } => sync = true,
             }
-            write_synced(file.as_mut(), stdout, &buffer)
-        };
+        }
+        let result = if broken.load(Ordering::Acquire) { Err(trail_broken()) } else { append(file.as_mut(), stdout, &buffer, sync) };
         if result.is_err() {
             broken.store(true, Ordering::Release);
         }
-        for pending in batch {
+        for request in batch {
             let answer = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             };
             // A caller that stopped waiting needs no answer.
-            let _ = pending.written.send(answer);
+            let _ = match request {
+                Request::Line { written, .. } => written.send(answer),
+                Request::Sync { synced } => synced.send(answer),
+            };
         }
     }
 }
 
-fn write_synced(file: Option<&mut std::fs::File>, stdout: bool, bytes: &[u8]) -> std::io::Result<()> {
+fn append(file: Option<&mut std::fs::File>, stdout: bool, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     if let Some(file) = file {
         file.write_all(bytes)?;
-        file.sync_data()?;
+        if sync {
+            file.sync_data()?;
+        }
     }
     if stdout {
         let mut out = std::io::stdout().lock();
@@ -287,7 +307,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writers_share_syncs_and_keep_one_chain() {
+    async fn concurrent_writers_keep_one_chain() {
         let dir = std::env::temp_dir().join(format!("mfa-audit-concurrent-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.jsonl");
@@ -306,6 +326,7 @@ mod tests {
         for writer in writers {
             writer.await.unwrap();
         }
+        log.sync().await.unwrap();
         assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 64 * 50 });
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -323,5 +344,6 @@ mod tests {
         assert!(first.to_string().contains("space"), "{first}");
         let later = log.record(event(2)).await.unwrap_err();
         assert!(later.to_string().contains("restart the operator"), "{later}");
+        assert!(log.sync().await.is_err(), "nothing is reported after a failed line");
     }
 }

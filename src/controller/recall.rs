@@ -82,6 +82,7 @@ async fn set_phase(recall: &MfaRecall, ctx: &Context, phase: RecallPhase, outcom
     ctx.audit
         .record(AuditEvent { recall: key(recall), action: "recall.phase".into(), outcome: serde_json::to_value(phase)?.as_str().unwrap_or(outcome).to_string(), ..Default::default() })
         .await?;
+    ctx.audit.sync().await?;
     status.phase = phase;
     status.observed_generation = recall.metadata.generation;
     status::set_conditions(&mut status, recall.metadata.generation);

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::{Context, status};
 use crate::api::{BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallStatus, RecallPhase, ReEnrollment};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::backends::{IdentityProvider, ScopeSelector};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
 use crate::ledger::ConfigMapLedger;
@@ -206,7 +206,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
         runner(r, &ledger, ctx, stop.clone()).restore(&r.job).await?;
     }
 
-    let writer = StatusWriter::spawn(api.clone(), recall.clone(), live.clone());
+    let writer = StatusWriter::spawn(api.clone(), recall.clone(), live.clone(), ctx.audit.clone());
     let outcome = work(recall, ctx, &runs, &ledger, &live, stop, check_interval).await;
     writer.finish(outcome.is_ok()).await;
     outcome
@@ -288,6 +288,7 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
             ..Default::default()
         })
         .await?;
+    ctx.audit.sync().await?;
     live.set_phase(phase);
     tracing::info!(recall = %key, phase = %outcome, targeted = counts.targeted, invalidated = counts.invalidated, "phase changed");
     let note = format!("{outcome}: {} targeted, {} invalidated, {} re-enrolled, {} failed", counts.targeted, counts.invalidated, counts.re_enrolled, counts.failed);
@@ -302,7 +303,7 @@ struct StatusWriter {
 }
 
 impl StatusWriter {
-    fn spawn(api: Api<MfaRecall>, recall: Arc<MfaRecall>, live: Arc<Live>) -> Self {
+    fn spawn(api: Api<MfaRecall>, recall: Arc<MfaRecall>, live: Arc<Live>, audit: Arc<AuditLog>) -> Self {
         let (done, mut done_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut last: Option<MfaRecallStatus> = None;
@@ -310,7 +311,12 @@ impl StatusWriter {
                 let finished = *done_rx.borrow();
                 let status = live.status(recall.metadata.generation);
                 if last.as_ref() != Some(&status) {
-                    match status::write(&api, &recall, &status).await {
+                    // Counts are reported only once the audit lines behind them are durable.
+                    let written = match audit.sync().await {
+                        Ok(()) => status::write(&api, &recall, &status).await.map_err(Error::from),
+                        Err(e) => Err(Error::Audit(e)),
+                    };
+                    match written {
                         Ok(()) => {
                             let key = format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any());
                             for backend in &status.backends {

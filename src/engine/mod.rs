@@ -99,6 +99,12 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Records a segment in the ledger once the audit lines of everything it reports are durable.
+    async fn persist(&self, segment: &Segment) -> Result<()> {
+        self.audit.sync().await?;
+        self.ledger.write(segment).await
+    }
+
     /// Rebuilds the counts from the ledger; returns where to continue.
     pub async fn restore(&self, job: &RecallJob) -> Result<Restored> {
         let mut counts = RecallCounts::default();
@@ -234,7 +240,7 @@ impl Runner<'_> {
             let (action, outcome) = if record.state == UserState::Excluded { ("user.exclude", "excluded") } else { ("user.fail", "failed") };
             self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone()).await?;
         }
-        self.ledger.write(segment).await?;
+        self.persist(segment).await?;
         let mut progress = self.progress.lock().unwrap();
         progress.counts.targeted += segment.users.len() as i64;
         for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
@@ -322,7 +328,7 @@ impl Runner<'_> {
     /// Stage three: records finished (or, at a stop, part-finished) segments, one at a time.
     async fn write_finished(&self, mut to_write: mpsc::UnboundedReceiver<Segment>, halt: &AtomicBool) -> Result<()> {
         while let Some(segment) = to_write.recv().await {
-            if let Err(e) = self.ledger.write(&segment).await {
+            if let Err(e) = self.persist(&segment).await {
                 // The segment stays as last recorded and is redone on resume; stop the rest.
                 halt.store(true, Ordering::Release);
                 return Err(e);
@@ -418,7 +424,7 @@ impl Runner<'_> {
                 }
             }
             if !changed.is_empty() {
-                self.ledger.write(&segment).await?;
+                self.persist(&segment).await?;
                 let mut progress = self.progress.lock().unwrap();
                 progress.counts.re_enrolled += changed.len() as i64;
                 progress.counts.pending -= changed.len() as i64;
@@ -450,7 +456,7 @@ impl Runner<'_> {
                 }
             }
             if changed > 0 {
-                self.ledger.write(&segment).await?;
+                self.persist(&segment).await?;
                 self.progress.lock().unwrap().counts.disabled += changed;
             }
         }

@@ -610,10 +610,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn injected_faults_are_survived_by_retries_and_counted() {
         let (sim, running, http) = echo().await;
-        sim.set_faults(Faults { throttle_next: 3, error_rate: 0.2, drop_rate: 0.1, malformed_rate: 0.1, ..Faults::default() });
-        let statuses = fire(&http, &running.url, 60).await;
+        // About one attempt in nine fails: a request failing all six attempts is a one-in-a-million
+        // event, so the test does not flake, while 200 requests still meet some 25 faults.
+        sim.set_faults(Faults { throttle_next: 3, error_rate: 0.05, drop_rate: 0.03, malformed_rate: 0.03, ..Faults::default() });
+        let statuses = fire(&http, &running.url, 200).await;
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-        assert!(sim.stats().faults >= 10, "{:?}", sim.stats());
+        assert!(sim.stats().faults >= 12, "{:?}", sim.stats());
         assert!(crate::metrics::throttled("ns/echo") >= 3);
     }
 
