@@ -1,6 +1,6 @@
 //! Append-only audit trail: one JSON line per action, each carrying the hash of the line before,
-//! so removing or editing a line breaks the chain. An action is written (and flushed) here before
-//! it is counted anywhere else.
+//! so removing or editing a line breaks the chain. An action is appended here before it is
+//! counted, and the trail is synced to disk before anything that counts it is reported.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
