@@ -50,8 +50,14 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// The hash of a line: SHA-256 over the previous hash, a newline, and the JSON array
+/// `[seq, time, actor, event]`.
 fn chain_hash(prev: &str, seq: u64, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> String {
     let body = serde_json::to_string(&(seq, time, actor, event)).expect("audit events serialize");
+    hash_body(prev, &body)
+}
+
+fn hash_body(prev: &str, body: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev.as_bytes());
     hasher.update(b"\n");
@@ -122,15 +128,11 @@ impl AuditLog {
             if self.broken.load(Ordering::Acquire) {
                 return Err(trail_broken());
             }
-            let time = jiff::Timestamp::now();
-            let hash = chain_hash(&chain.prev, chain.seq, &time, &self.actor, &event);
-            let record = AuditRecord { seq: chain.seq, time, actor: self.actor.clone(), event, prev: std::mem::take(&mut chain.prev), hash };
-            let mut line = serde_json::to_string(&record).expect("audit records serialize");
-            line.push('\n');
+            let (line, hash) = chain_line(&chain, &jiff::Timestamp::now(), &self.actor, &event);
             // Sent under the lock, so the writer receives lines in chain order.
             self.writer.send(Request::Line { line, written }).map_err(|_| trail_broken())?;
             chain.seq += 1;
-            chain.prev = record.hash;
+            chain.prev = hash;
         }
         done.await.map_err(|_| trail_broken())?
     }
@@ -145,6 +147,20 @@ impl AuditLog {
         self.writer.send(Request::Sync { synced }).map_err(|_| trail_broken())?;
         done.await.map_err(|_| trail_broken())?
     }
+}
+
+/// The next line of the chain and its hash. The event is serialised once and used both for the
+/// hash body (what `chain_hash` computes) and for the line (what serialising an `AuditRecord`
+/// gives), so a recall's thousands of lines a second cost one serialisation each.
+fn chain_line(chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> (String, String) {
+    let event = serde_json::to_string(event).expect("audit events serialize");
+    let (time, actor) = (serde_json::to_string(time).expect("timestamps serialize"), serde_json::to_string(actor).expect("strings serialize"));
+    let seq = chain.seq;
+    let hash = hash_body(&chain.prev, &format!("[{seq},{time},{actor},{event}]"));
+    // The event's fields sit between actor and prev, as `#[serde(flatten)]` puts them.
+    let fields = &event[1..event.len() - 1];
+    let line = format!("{{\"seq\":{seq},\"time\":{time},\"actor\":{actor},{fields},\"prev\":\"{}\",\"hash\":\"{hash}\"}}\n", chain.prev);
+    (line, hash)
 }
 
 fn trail_broken() -> std::io::Error {
@@ -304,6 +320,21 @@ mod tests {
             other => panic!("tampering not detected: {other:?}"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_line_is_what_serialising_the_record_gives_and_its_hash_verifies() {
+        let chain = Chain { seq: 7, prev: GENESIS.to_string() };
+        let time = jiff::Timestamp::now();
+        let mut full = event(3);
+        full.detail = Some("quote \" and newline \n".into());
+        full.factor_kind = Some("totp".into());
+        for event in [event(1), full] {
+            let (line, hash) = chain_line(&chain, &time, "pod-\"a\"", &event);
+            let record = AuditRecord { seq: 7, time, actor: "pod-\"a\"".into(), event: event.clone(), prev: GENESIS.into(), hash: hash.clone() };
+            assert_eq!(line, serde_json::to_string(&record).unwrap() + "\n");
+            assert_eq!(hash, chain_hash(GENESIS, 7, &time, "pod-\"a\"", &event));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
