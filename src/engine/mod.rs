@@ -4,9 +4,8 @@
 //! `ledger`; every action is audited before it is counted.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -127,17 +126,17 @@ impl Runner<'_> {
 
     /// Invalidates every user in scope on this backend, resuming from the ledger.
     ///
-    /// Two stages run side by side so neither waits on the other: `record_segments` lists a page,
+    /// Three stages run side by side so none waits on another: `record_segments` lists a page,
     /// snapshots its users and writes the segment to the ledger (write-ahead), a page or two
-    /// ahead; `work_segments` keeps up to `concurrency` users in flight across page boundaries and
-    /// records each segment again once its last user is done. A user is touched only after the
-    /// segment holding their snapshot is durable.
+    /// ahead; `work_segments` keeps up to `concurrency` users in flight across page boundaries;
+    /// `write_finished` records each segment again once its last user is done. A user is touched
+    /// only after the segment holding their snapshot is durable.
     pub async fn revoke(&self, job: &RecallJob) -> Result<RunEnd> {
         let restored = self.restore(job).await?;
         // Set when working on users fails in the operator itself: stop listing more.
         let halt = AtomicBool::new(false);
-        let (recorded, to_work) = tokio::sync::mpsc::channel(1);
-        let (finished, to_write) = tokio::sync::mpsc::unbounded_channel();
+        let (recorded, to_work) = mpsc::channel(1);
+        let (finished, to_write) = mpsc::unbounded_channel();
         let (listed, worked, written) =
             tokio::join!(self.record_segments(job, restored, recorded, &halt), self.work_segments(job, to_work, finished, &halt), self.write_finished(to_write, &halt));
         // The operator's own failure outranks a stop; the workers' error is the most direct.
@@ -211,7 +210,7 @@ impl Runner<'_> {
     /// Records what each planned user of a fresh segment holds, before touching anything
     /// (write-ahead). Users whose snapshot fails are failed here and never touched.
     async fn record_segment(&self, job: &RecallJob, segment: &mut Segment) -> Result<()> {
-        let needs_snapshot: Vec<usize> = segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, _)| i).collect();
+        let needs_snapshot: Vec<usize> = segment.planned().map(|(i, _)| i).collect();
         let snapshots: Vec<(usize, std::result::Result<_, ProviderError>)> = futures::stream::iter(needs_snapshot)
             .map(|i| {
                 let user = segment.users[i].user.clone();
@@ -265,14 +264,13 @@ impl Runner<'_> {
         };
         let mut users = futures::stream::unfold(to_work, |mut to_work| async move { to_work.recv().await.map(|next| (next, to_work)) })
             .flat_map(|ToWork { segment, resumed }| {
-                let planned: Vec<(u32, usize, UserRecord)> =
-                    segment.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, r)| (segment.index, i, r.clone())).collect();
                 let index = segment.index;
+                let planned: Vec<(u32, usize, UserRecord, bool)> = segment.planned().map(|(i, r)| (index, i, r.clone(), resumed)).collect();
                 open.lock().unwrap().insert(index, (segment, planned.len()));
                 if planned.is_empty() {
                     close(index);
                 }
-                futures::stream::iter(planned.into_iter().map(move |(index, i, record)| (index, i, record, resumed)))
+                futures::stream::iter(planned)
             })
             .take_while(|_| std::future::ready(!self.stopping() && !halt.load(Ordering::Acquire)))
             .map(|(index, i, mut record, resumed)| async move {

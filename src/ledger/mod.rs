@@ -70,6 +70,11 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// The users not finished yet, with their positions.
+    pub fn planned(&self) -> impl Iterator<Item = (usize, &UserRecord)> {
+        self.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned)
+    }
+
     /// Adds this segment's users to `counts`.
     pub fn add_counts(&self, counts: &mut RecallCounts) {
         for record in &self.users {

@@ -14,7 +14,7 @@ pub mod google;
 pub mod okta;
 pub mod server;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -291,13 +291,9 @@ pub struct WindowUse {
     pub throttled: u64,
 }
 
-#[derive(Default)]
-struct Windows {
-    /// Bucket → (window index, requests in it).
-    used: HashMap<&'static str, (u64, u64)>,
-    /// (bucket, window index) → its use, for `SimStats::windows`.
-    history: BTreeMap<(u64, &'static str), WindowUse>,
-}
+/// Every window each limited bucket has seen, by (window index, bucket): the current window's
+/// count decides throttling, and all of them are reported in `SimStats::windows`.
+type Windows = BTreeMap<(u64, &'static str), WindowUse>;
 
 /// A provider behind the shared rate limiting, faults and statistics.
 pub struct Simulator {
@@ -337,7 +333,7 @@ impl Simulator {
 
     pub fn stats(&self) -> SimStats {
         let mut stats = self.stats.lock().unwrap().clone();
-        stats.windows = self.windows.lock().unwrap().history.values().cloned().collect();
+        stats.windows = self.windows.lock().unwrap().values().cloned().collect();
         stats
     }
 
@@ -414,24 +410,15 @@ impl Simulator {
         let index = now_ms / (window * 1000);
         let reset = ((index + 1) * window) as i64;
         let mut windows = self.windows.lock().unwrap();
-        let used = windows.used.entry(bucket).or_insert((index, 0));
-        if used.0 != index {
-            *used = (index, 0);
-        }
-        let announce = |remaining| self.provider.announces_limits().then_some((limit, remaining, reset));
-        let throttled = used.1 >= limit;
-        if !throttled {
-            used.1 += 1;
-        }
-        let remaining = limit - used.1;
         let start = (index * window) as i64;
-        let history = windows.history.entry((index, bucket)).or_insert_with(|| WindowUse { bucket: bucket.to_string(), start, end: reset, limit, ..Default::default() });
-        if throttled {
-            history.throttled += 1;
+        let current = windows.entry((index, bucket)).or_insert_with(|| WindowUse { bucket: bucket.to_string(), start, end: reset, limit, ..Default::default() });
+        let announce = |remaining| self.provider.announces_limits().then_some((limit, remaining, reset));
+        if current.used >= limit {
+            current.throttled += 1;
             return (Some(reset), announce(0));
         }
-        history.used += 1;
-        (None, announce(remaining))
+        current.used += 1;
+        (None, announce(limit - current.used))
     }
 
     /// `/_sim/...`: seed, census, users, faults, limits and stats, for out-of-process drivers.
