@@ -2,13 +2,14 @@
 //! continues without a PersistentVolume. Labelled with the recall's UID so a recreated recall of
 //! the same name never inherits an old ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 use super::{LedgerStore, Segment, decode, encode};
@@ -24,17 +25,35 @@ pub struct ConfigMapLedger {
     api: Api<ConfigMap>,
     recall_uid: String,
     owner: OwnerReference,
+    /// Segments this process has stored, so their next write replaces without trying to create.
+    stored: Mutex<HashSet<String>>,
 }
 
 impl ConfigMapLedger {
     pub fn new(client: Client, namespace: &str, owner: OwnerReference) -> Self {
-        Self { api: Api::namespaced(client, namespace), recall_uid: owner.uid.clone(), owner }
+        Self { api: Api::namespaced(client, namespace), recall_uid: owner.uid.clone(), owner, stored: Mutex::default() }
     }
 
     fn name(&self, backend: &str, index: u32) -> String {
         // Backend names can be long; a short stable hash keeps the name within 253 characters.
         let backend_hash = &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(backend.as_bytes()))[..10];
         format!("mfar-ledger-{}-{backend_hash}-{index:06}", self.recall_uid)
+    }
+
+    /// Creates a segment; one already there (written before a restart) is replaced.
+    async fn create(&self, name: &str, params: &PostParams, cm: &ConfigMap) -> kube::Result<()> {
+        match self.api.create(params, cm).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => self.replace(name, params, cm).await,
+            other => other.map(drop),
+        }
+    }
+
+    /// Replaces a segment unconditionally (no resourceVersion); one gone meanwhile is created.
+    async fn replace(&self, name: &str, params: &PostParams, cm: &ConfigMap) -> kube::Result<()> {
+        match self.api.replace(name, params, cm).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => self.api.create(params, cm).await.map(drop),
+            other => other.map(drop),
+        }
     }
 
     fn selector(&self, backend: &str) -> String {
@@ -97,7 +116,14 @@ impl LedgerStore for ConfigMapLedger {
             binary_data: Some(BTreeMap::from([(DATA_KEY.to_string(), ByteString(encode(segment)?))])),
             ..Default::default()
         };
-        self.api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
+        // Plain create and replace, not server-side apply: the apiserver parses an apply body as
+        // YAML and diffs managed fields, which for a segment of this size cost it several times
+        // the work of storing it. The segment is ours alone, so replacing it whole loses nothing.
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        let known = self.stored.lock().unwrap().contains(&name);
+        let stored = if known { self.replace(&name, &params, &cm).await } else { self.create(&name, &params, &cm).await };
+        stored?;
+        self.stored.lock().unwrap().insert(name);
         Ok(())
     }
 }
