@@ -5,7 +5,6 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -71,30 +70,33 @@ struct Chain {
     prev: String,
 }
 
-/// What the writer thread is asked to do; each waiter is answered when it is done.
-enum Request {
-    /// Append a line (to the file and stdout).
-    Line { line: String, written: tokio::sync::oneshot::Sender<std::io::Result<()>> },
-    /// Make every line appended so far durable.
-    Sync { synced: tokio::sync::oneshot::Sender<std::io::Result<()>> },
-}
-
 /// The audit trail of this operator process: stdout always, plus an optional file that survives
 /// restarts (the chain continues from its last complete line).
 ///
-/// Lines are chained in the order callers arrive and appended by one thread, a batch per write.
-/// `record` returns once its line is in the file: it survives the operator being killed, and the
-/// action may be counted in memory. Before anything is *reported* (the ledger, status, events),
-/// the reporter calls `sync`, which makes every line so far durable with one `fdatasync`: so
-/// "audited before reported" holds across a machine crash too, at a few syncs a second instead
-/// of one per line.
+/// `record` chains the line and writes it (one `write` to the page cache, under the chain's lock
+/// so lines land in chain order) before it returns: the line survives the operator being
+/// killed, and the action may be counted in memory. Before anything is *reported* (the ledger,
+/// status, events), the reporter calls `sync`, which makes every line so far durable with one
+/// `fdatasync`, shared by reporters that ask at once: so "audited before reported" holds across
+/// a machine crash too, at a few syncs a second instead of one per line.
 pub struct AuditLog {
     actor: String,
-    chain: std::sync::Mutex<Chain>,
-    writer: std::sync::mpsc::Sender<Request>,
-    /// Set when a write failed: later lines would link to one that is not on disk, so the trail
-    /// refuses them until the operator restarts and resumes from the last complete line.
-    broken: Arc<AtomicBool>,
+    tip: std::sync::Mutex<Tip>,
+    /// The trail file again (a second descriptor), synced off the runtime's threads.
+    sync_file: Option<Arc<std::fs::File>>,
+    /// Lines before this sequence number are durable. Held while syncing, so reporters that
+    /// arrive meanwhile find their lines covered by the sync just done.
+    durable: tokio::sync::Mutex<u64>,
+}
+
+/// The end of the chain and where lines go.
+struct Tip {
+    chain: Chain,
+    file: Option<std::fs::File>,
+    stdout: bool,
+    /// Set when a write or sync failed: later lines would link to one that may not be on disk,
+    /// so the trail refuses them until the operator restarts and resumes from the last complete line.
+    broken: bool,
 }
 
 impl AuditLog {
@@ -113,39 +115,70 @@ impl AuditLog {
             opened.set_len(valid_len)?;
             file = Some(opened);
         }
-        let (writer, lines) = std::sync::mpsc::channel();
-        let broken = Arc::new(AtomicBool::new(false));
-        let writer_broken = broken.clone();
-        std::thread::Builder::new().name("audit-writer".into()).spawn(move || write_batches(lines, file, stdout, &writer_broken))?;
-        Ok(Self { actor: actor.to_string(), chain: std::sync::Mutex::new(chain), writer, broken })
+        Self::writing_to(file, chain, actor, stdout)
     }
 
-    /// Appends one event; returns once it is in the file (not yet synced: see `sync`).
-    pub async fn record(&self, event: AuditEvent) -> std::io::Result<()> {
-        let (written, done) = tokio::sync::oneshot::channel();
-        {
-            let mut chain = self.chain.lock().unwrap();
-            if self.broken.load(Ordering::Acquire) {
-                return Err(trail_broken());
-            }
-            let (line, hash) = chain_line(&chain, &jiff::Timestamp::now(), &self.actor, &event);
-            // Sent under the lock, so the writer receives lines in chain order.
-            self.writer.send(Request::Line { line, written }).map_err(|_| trail_broken())?;
-            chain.seq += 1;
-            chain.prev = hash;
+    fn writing_to(file: Option<std::fs::File>, chain: Chain, actor: &str, stdout: bool) -> std::io::Result<Self> {
+        let sync_file = file.as_ref().map(|f| f.try_clone().map(Arc::new)).transpose()?;
+        let durable = tokio::sync::Mutex::new(chain.seq);
+        Ok(Self { actor: actor.to_string(), tip: std::sync::Mutex::new(Tip { chain, file, stdout, broken: false }), sync_file, durable })
+    }
+
+    /// Appends one event; returns once it is in the file (not yet synced: see `sync`). A write
+    /// to the page cache takes microseconds, so it is done here rather than handed to a thread.
+    pub fn record(&self, event: AuditEvent) -> std::io::Result<()> {
+        let mut tip = self.tip.lock().unwrap();
+        if tip.broken {
+            return Err(trail_broken());
         }
-        done.await.map_err(|_| trail_broken())?
+        let (line, hash) = chain_line(&tip.chain, &jiff::Timestamp::now(), &self.actor, &event);
+        if let Err(e) = tip.append(line.as_bytes()) {
+            tip.broken = true;
+            return Err(e);
+        }
+        tip.chain.seq += 1;
+        tip.chain.prev = hash;
+        Ok(())
     }
 
     /// Returns once every line recorded before the call is on disk. Call it before reporting
     /// what those lines describe.
     pub async fn sync(&self) -> std::io::Result<()> {
-        if self.broken.load(Ordering::Acquire) {
-            return Err(trail_broken());
+        let wanted = self.written()?;
+        let mut durable = self.durable.lock().await;
+        if *durable >= wanted {
+            return Ok(());
         }
-        let (synced, done) = tokio::sync::oneshot::channel();
-        self.writer.send(Request::Sync { synced }).map_err(|_| trail_broken())?;
-        done.await.map_err(|_| trail_broken())?
+        // Everything written by now is covered by this sync, not only what this caller wanted.
+        let through = self.written()?;
+        if let Some(file) = self.sync_file.clone() {
+            let synced = tokio::task::spawn_blocking(move || file.sync_data()).await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(e) = synced {
+                self.tip.lock().unwrap().broken = true;
+                return Err(e);
+            }
+        }
+        *durable = through;
+        Ok(())
+    }
+
+    /// The sequence number of the next line: every line before it is in the file.
+    fn written(&self) -> std::io::Result<u64> {
+        let tip = self.tip.lock().unwrap();
+        if tip.broken { Err(trail_broken()) } else { Ok(tip.chain.seq) }
+    }
+}
+
+impl Tip {
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if let Some(file) = &mut self.file {
+            file.write_all(line)?;
+        }
+        if self.stdout {
+            // Stdout is line-buffered: a whole line goes out at once.
+            std::io::stdout().lock().write_all(line)?;
+        }
+        Ok(())
     }
 }
 
@@ -165,60 +198,6 @@ fn chain_line(chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditE
 
 fn trail_broken() -> std::io::Error {
     std::io::Error::other("the audit trail could not be written; restart the operator to resume from its last complete line")
-}
-
-/// The writer thread: per batch of waiting requests, one write of every line in it and, when
-/// a sync was asked for, one `fdatasync` after it.
-fn write_batches(requests: std::sync::mpsc::Receiver<Request>, mut file: Option<std::fs::File>, stdout: bool, broken: &AtomicBool) {
-    /// Bounds one write so the first waiter is not held behind an unbounded batch.
-    const MAX_BATCH: usize = 4096;
-    let mut buffer = Vec::new();
-    while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH
-            && let Ok(more) = requests.try_recv()
-        {
-            batch.push(more);
-        }
-        buffer.clear();
-        let mut sync = false;
-        for request in &batch {
-            match request {
-                Request::Line { line, .. } => buffer.extend_from_slice(line.as_bytes()),
-                Request::Sync { .. } => sync = true,
-            }
-        }
-        let result = if broken.load(Ordering::Acquire) { Err(trail_broken()) } else { append(file.as_mut(), stdout, &buffer, sync) };
-        if result.is_err() {
-            broken.store(true, Ordering::Release);
-        }
-        for request in batch {
-            let answer = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            };
-            // A caller that stopped waiting needs no answer.
-            let _ = match request {
-                Request::Line { written, .. } => written.send(answer),
-                Request::Sync { synced } => synced.send(answer),
-            };
-        }
-    }
-}
-
-fn append(file: Option<&mut std::fs::File>, stdout: bool, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    if let Some(file) = file {
-        file.write_all(bytes)?;
-        if sync {
-            file.sync_data()?;
-        }
-    }
-    if stdout {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        out.flush()?;
-    }
-    Ok(())
 }
 
 /// Length of the file up to its last complete line.
@@ -302,14 +281,14 @@ mod tests {
         {
             let log = AuditLog::open(Some(&path), "test", false).unwrap();
             for n in 0..3 {
-                log.record(event(n)).await.unwrap();
+                log.record(event(n)).unwrap();
             }
         }
         // A crash mid-write leaves a partial line; reopening drops it and continues the chain.
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"seq\":3,\"ti").unwrap();
         {
             let log = AuditLog::open(Some(&path), "test", false).unwrap();
-            log.record(event(3)).await.unwrap();
+            log.record(event(3)).unwrap();
         }
         assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 4 });
 
@@ -349,7 +328,8 @@ mod tests {
                 let log = log.clone();
                 tokio::spawn(async move {
                     for n in 0..50 {
-                        log.record(event(w * 1000 + n)).await.unwrap();
+                        log.record(event(w * 1000 + n)).unwrap();
+                        tokio::task::yield_now().await;
                     }
                 })
             })
@@ -366,14 +346,10 @@ mod tests {
     async fn a_failed_write_fails_its_callers_and_every_later_line() {
         // /dev/full refuses every write with ENOSPC, as a full volume would.
         let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let (writer, lines) = std::sync::mpsc::channel();
-        let broken = Arc::new(AtomicBool::new(false));
-        let thread_broken = broken.clone();
-        std::thread::spawn(move || write_batches(lines, Some(full), false, &thread_broken));
-        let log = AuditLog { actor: "test".into(), chain: std::sync::Mutex::new(Chain { seq: 0, prev: GENESIS.into() }), writer, broken };
-        let first = log.record(event(1)).await.unwrap_err();
+        let log = AuditLog::writing_to(Some(full), Chain { seq: 0, prev: GENESIS.into() }, "test", false).unwrap();
+        let first = log.record(event(1)).unwrap_err();
         assert!(first.to_string().contains("space"), "{first}");
-        let later = log.record(event(2)).await.unwrap_err();
+        let later = log.record(event(2)).unwrap_err();
         assert!(later.to_string().contains("restart the operator"), "{later}");
         assert!(log.sync().await.is_err(), "nothing is reported after a failed line");
     }

@@ -80,8 +80,7 @@ async fn set_phase(recall: &MfaRecall, ctx: &Context, phase: RecallPhase, outcom
     let latest = api.get_status(&recall.name_any()).await?;
     let mut status = latest.status.unwrap_or_default();
     ctx.audit
-        .record(AuditEvent { recall: key(recall), action: "recall.phase".into(), outcome: serde_json::to_value(phase)?.as_str().unwrap_or(outcome).to_string(), ..Default::default() })
-        .await?;
+        .record(AuditEvent { recall: key(recall), action: "recall.phase".into(), outcome: serde_json::to_value(phase)?.as_str().unwrap_or(outcome).to_string(), ..Default::default() })?;
     ctx.audit.sync().await?;
     status.phase = phase;
     status.observed_generation = recall.metadata.generation;

@@ -286,8 +286,7 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
             outcome: outcome.clone(),
             detail: Some(format!("reason: {}", recall.spec.reason)),
             ..Default::default()
-        })
-        .await?;
+        })?;
     ctx.audit.sync().await?;
     live.set_phase(phase);
     tracing::info!(recall = %key, phase = %outcome, targeted = counts.targeted, invalidated = counts.invalidated, "phase changed");

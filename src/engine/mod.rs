@@ -84,7 +84,7 @@ impl Runner<'_> {
         *self.stop.borrow()
     }
 
-    async fn audit(&self, job: &RecallJob, user: Option<&UserRef>, action: &str, outcome: &str, f: impl FnOnce(&mut AuditEvent)) -> Result<()> {
+    fn audit(&self, job: &RecallJob, user: Option<&UserRef>, action: &str, outcome: &str, f: impl FnOnce(&mut AuditEvent)) -> Result<()> {
         let mut event = AuditEvent {
             recall: job.recall.clone(),
             backend: Some(job.backend.clone()),
@@ -94,7 +94,7 @@ impl Runner<'_> {
             ..Default::default()
         };
         f(&mut event);
-        self.audit.record(event).await?;
+        self.audit.record(event)?;
         Ok(())
     }
 
@@ -237,7 +237,7 @@ impl Runner<'_> {
         }
         for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
             let (action, outcome) = if record.state == UserState::Excluded { ("user.exclude", "excluded") } else { ("user.fail", "failed") };
-            self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone()).await?;
+            self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone())?;
         }
         self.persist(segment).await?;
         let mut progress = self.progress.lock().unwrap();
@@ -344,8 +344,7 @@ impl Runner<'_> {
         let outcome = async {
             if job.revoke_sessions {
                 self.provider.revoke_sessions(user, &snapshot).await?;
-                self.audit(job, Some(user), "session.revoke", "revoked", |e| e.detail = Some(format!("{} sessions or offline grants", snapshot.sessions)))
-                    .await?;
+                self.audit(job, Some(user), "session.revoke", "revoked", |e| e.detail = Some(format!("{} sessions or offline grants", snapshot.sessions)))?;
             }
             for factor in &snapshot.factors {
                 let outcome = self.provider.revoke_factor(user, factor).await?;
@@ -356,20 +355,18 @@ impl Runner<'_> {
                 self.audit(job, Some(user), "factor.revoke", outcome, |e| {
                     e.factor_kind = Some(factor.kind.as_str().to_string());
                     e.factor_id = Some(factor.id.clone());
-                })
-                .await?;
+                })?;
             }
             // A resumed user who already enrolled anew must not be asked to enroll yet again.
             let already = if resumed && !snapshot.factors.is_empty() { self.provider.enrolled_since(user, job.cutoff).await? } else { None };
             if let Some(enrollment) = already {
                 self.audit(job, Some(user), "enrollment.require", "skipped", |e| {
                     e.detail = Some(format!("already re-enrolled {} at {}", enrollment.kind.as_str(), enrollment.at))
-                })
-                .await?;
+                })?;
             } else if !snapshot.factors.is_empty() {
                 self.provider.require_enrollment(user, &snapshot.factors).await?;
                 let kinds: Vec<&str> = snapshot.factors.iter().map(|f| f.kind.as_str()).collect();
-                self.audit(job, Some(user), "enrollment.require", "done", |e| e.detail = Some(kinds.join(","))).await?;
+                self.audit(job, Some(user), "enrollment.require", "done", |e| e.detail = Some(kinds.join(",")))?;
             }
             Ok::<(), StepError>(())
         }
@@ -378,7 +375,7 @@ impl Runner<'_> {
             Ok(()) => Ok(Ok(())),
             Err(StepError::Operator(e)) => Err(e),
             Err(StepError::Provider(e)) => {
-                self.audit(job, Some(user), "user.fail", "failed", |ev| ev.detail = Some(e.to_string())).await?;
+                self.audit(job, Some(user), "user.fail", "failed", |ev| ev.detail = Some(e.to_string()))?;
                 Ok(Err(e))
             }
         }
@@ -412,8 +409,7 @@ impl Runner<'_> {
                                 Some(origin) => format!("enrolled at {} from {origin}", enrollment.at),
                                 None => format!("enrolled at {}", enrollment.at),
                             });
-                        })
-                        .await?;
+                        })?;
                         segment.users[i].re_enrolled = Some(enrollment);
                         changed.push(i);
                     }
@@ -446,11 +442,11 @@ impl Runner<'_> {
                 let user = segment.users[i].user.clone();
                 match self.provider.disable_user(&user).await {
                     Ok(()) => {
-                        self.audit(job, Some(&user), "user.disable", "done", |e| e.detail = Some("re-enrollment deadline passed".into())).await?;
+                        self.audit(job, Some(&user), "user.disable", "done", |e| e.detail = Some("re-enrollment deadline passed".into()))?;
                         segment.users[i].disabled = true;
                         changed += 1;
                     }
-                    Err(e) => self.audit(job, Some(&user), "user.disable", "failed", |ev| ev.detail = Some(e.to_string())).await?,
+                    Err(e) => self.audit(job, Some(&user), "user.disable", "failed", |ev| ev.detail = Some(e.to_string()))?,
                 }
             }
             if changed > 0 {
