@@ -37,6 +37,9 @@ struct Args {
     /// Write users invalidated over time (seconds, users) to this CSV.
     #[arg(long)]
     timeline: Option<PathBuf>,
+    /// Requests the operator keeps in flight (the IdentityBackend's maxConcurrency); the load generator uses the same.
+    #[arg(long, default_value_t = 64)]
+    in_flight: i32,
     /// Scratch folder.
     #[arg(long)]
     work: PathBuf,
@@ -114,7 +117,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     cluster::create_namespace(client, &ns).await.unwrap();
     // Unthrottled: the configured ceiling is far above what the machine does. Limited: the
     // announced budget is what paces.
-    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: 64 };
+    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight };
     let spec: IdentityBackendSpec = serde_json::from_value(json!({ "okta": { "url": url, "credentialsSecretRef": { "name": "okta-credentials" } }, "limits": limits })).unwrap();
     cluster::create_backend(client, &ns, "okta", spec, &[("api-token".to_string(), token.clone())].into()).await.unwrap();
 
@@ -257,7 +260,7 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
         ids.extend(users.into_iter().filter_map(|u| u["id"].as_str().map(String::from)));
     }
     futures::stream::iter(ids)
-        .for_each_concurrent(64, |id| {
+        .for_each_concurrent(args.in_flight as usize, |id| {
             let (http, url, auth, requests) = (http.clone(), url.clone(), auth.clone(), requests.clone());
             async move {
                 let get = |path: String| http.get(format!("{url}{path}")).header("authorization", &auth).send();
