@@ -23,9 +23,12 @@ pub struct CallStats {
     pub latency_sum: f64,
 }
 
+/// A backend and an operation.
 type Key = (String, &'static str);
 
-static PROVIDER_CALLS: LazyLock<Mutex<BTreeMap<Key, CallStats>>> = LazyLock::new(Mutex::default);
+/// By backend, then operation: nested so counting a call looks the backend up by `&str`
+/// (thousands of calls a second, none of which should allocate a key).
+static PROVIDER_CALLS: LazyLock<Mutex<BTreeMap<String, BTreeMap<&'static str, CallStats>>>> = LazyLock::new(Mutex::default);
 /// Counts per recall (`namespace/name`) and backend, as last written to status.
 static RECALL_PROGRESS: LazyLock<Mutex<BTreeMap<(String, String), crate::api::RecallCounts>>> = LazyLock::new(Mutex::default);
 /// Reconcile errors by controller and category.
@@ -48,7 +51,11 @@ pub fn reconcile_error(controller: &'static str, category: &'static str) {
 /// Counts one request to a provider.
 pub fn provider_call(backend: &str, op: &'static str, status: Option<u16>, throttled: bool, latency: Duration) {
     let mut calls = PROVIDER_CALLS.lock().unwrap();
-    let stats = calls.entry((backend.to_string(), op)).or_default();
+    let by_op = match calls.get_mut(backend) {
+        Some(by_op) => by_op,
+        None => calls.entry(backend.to_string()).or_default(),
+    };
+    let stats = by_op.entry(op).or_default();
     stats.requests += 1;
     stats.by_class[status.map(|s| (s / 100).min(5) as usize).unwrap_or(0)] += 1;
     stats.throttled += throttled as u64;
@@ -62,13 +69,14 @@ pub fn provider_call(backend: &str, op: &'static str, status: Option<u16>, throt
 }
 
 /// Every backend's and operation's counts so far.
-pub fn provider_calls() -> BTreeMap<(String, &'static str), CallStats> {
-    PROVIDER_CALLS.lock().unwrap().clone()
+pub fn provider_calls() -> BTreeMap<Key, CallStats> {
+    let calls = PROVIDER_CALLS.lock().unwrap();
+    calls.iter().flat_map(|(backend, by_op)| by_op.iter().map(|(op, stats)| ((backend.clone(), *op), stats.clone()))).collect()
 }
 
 /// Throttled answers seen from one backend, all operations together.
 pub fn throttled(backend: &str) -> u64 {
-    PROVIDER_CALLS.lock().unwrap().iter().filter(|((b, _), _)| b == backend).map(|(_, s)| s.throttled).sum()
+    PROVIDER_CALLS.lock().unwrap().get(backend).map(|by_op| by_op.values().map(|s| s.throttled).sum()).unwrap_or(0)
 }
 
 /// A label value with the characters Prometheus escapes replaced.

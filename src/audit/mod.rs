@@ -132,7 +132,7 @@ impl AuditLog {
             return Err(trail_broken());
         }
         let (line, hash) = chain_line(&tip.chain, &jiff::Timestamp::now(), &self.actor, &event);
-        if let Err(e) = tip.append(line.as_bytes()) {
+        if let Err(e) = tip.append(&line) {
             tip.broken = true;
             return Err(e);
         }
@@ -182,17 +182,48 @@ impl Tip {
     }
 }
 
-/// The next line of the chain and its hash. The event is serialised once and used both for the
-/// hash body (what `chain_hash` computes) and for the line (what serialising an `AuditRecord`
-/// gives), so a recall's thousands of lines a second cost one serialisation each.
-fn chain_line(chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> (String, String) {
-    let event = serde_json::to_string(event).expect("audit events serialize");
-    let (time, actor) = (serde_json::to_string(time).expect("timestamps serialize"), serde_json::to_string(actor).expect("strings serialize"));
-    let seq = chain.seq;
-    let hash = hash_body(&chain.prev, &format!("[{seq},{time},{actor},{event}]"));
-    // The event's fields sit between actor and prev, as `#[serde(flatten)]` puts them.
-    let fields = &event[1..event.len() - 1];
-    let line = format!("{{\"seq\":{seq},\"time\":{time},\"actor\":{actor},{fields},\"prev\":\"{}\",\"hash\":\"{hash}\"}}\n", chain.prev);
+/// The next line of the chain and its hash. Built in one buffer: the event is serialised once,
+/// hashed in place as part of the hash body (what `chain_hash` computes), then its braces become
+/// the line's (what serialising an `AuditRecord` gives, `#[serde(flatten)]` putting the event's
+/// fields between actor and prev). A recall writes thousands of these a second.
+fn chain_line(chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> (Vec<u8>, String) {
+    let mut line = Vec::with_capacity(512);
+    line.extend_from_slice(b"{\"seq\":");
+    let seq_at = line.len();
+    line.extend_from_slice(chain.seq.to_string().as_bytes());
+    let seq = seq_at..line.len();
+    line.extend_from_slice(b",\"time\":");
+    let time_at = line.len();
+    serde_json::to_writer(&mut line, time).expect("timestamps serialize");
+    let time = time_at..line.len();
+    line.extend_from_slice(b",\"actor\":");
+    let actor_at = line.len();
+    serde_json::to_writer(&mut line, actor).expect("strings serialize");
+    let actor = actor_at..line.len();
+    let event_at = line.len();
+    serde_json::to_writer(&mut line, event).expect("audit events serialize");
+    let event = event_at..line.len();
+
+    let mut hasher = Sha256::new();
+    hasher.update(chain.prev.as_bytes());
+    hasher.update(b"\n[");
+    for (i, part) in [seq, time, actor, event.clone()].into_iter().enumerate() {
+        if i > 0 {
+            hasher.update(b",");
+        }
+        hasher.update(&line[part]);
+    }
+    hasher.update(b"]");
+    let hash = hex::encode(hasher.finalize());
+
+    // `{"recall":...}` becomes `,"recall":...` followed by the chain fields.
+    line[event.start] = b',';
+    line.truncate(event.end - 1);
+    line.extend_from_slice(b",\"prev\":\"");
+    line.extend_from_slice(chain.prev.as_bytes());
+    line.extend_from_slice(b"\",\"hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}\n");
     (line, hash)
 }
 
@@ -311,7 +342,7 @@ mod tests {
         for event in [event(1), full] {
             let (line, hash) = chain_line(&chain, &time, "pod-\"a\"", &event);
             let record = AuditRecord { seq: 7, time, actor: "pod-\"a\"".into(), event: event.clone(), prev: GENESIS.into(), hash: hash.clone() };
-            assert_eq!(line, serde_json::to_string(&record).unwrap() + "\n");
+            assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&record).unwrap() + "\n");
             assert_eq!(hash, chain_hash(GENESIS, 7, &time, "pod-\"a\"", &event));
         }
     }

@@ -222,7 +222,8 @@ impl ProviderHttp {
     /// jitter, or as long as the provider asks. Returns the final answer whatever its status
     /// (callers map 4xx themselves); errors only when the provider stayed unavailable.
     pub async fn send(&self, op: Op, request: Request) -> Result<HttpReply, ProviderError> {
-        let what = format!("{} {}", request.method(), request.url().path());
+        // Named in messages only, so formatted only for them.
+        let what = || format!("{} {}", request.method(), request.url().path());
         let mut attempt = 0;
         let mut throttled_answers = 0;
         loop {
@@ -245,11 +246,11 @@ impl ProviderHttp {
                     if throttled {
                         was_throttled = true;
                         throttled_answers += 1;
-                        (self.throttle_wait(op.bucket, &reply), format!("{} (throttled) from {what}", reply.status))
+                        (self.throttle_wait(op.bucket, &reply), format!("{} (throttled) from {}", reply.status, what()))
                     } else if is_transient(reply.status) {
-                        (retry_after(&reply), format!("{} from {what}", reply.status))
+                        (retry_after(&reply), format!("{} from {}", reply.status, what()))
                     } else if reply.status.is_success() && is_cut_off_json(&reply) {
-                        (None, format!("malformed JSON body from {what}"))
+                        (None, format!("malformed JSON body from {}", what()))
                     } else {
                         return Ok(reply);
                     }
@@ -257,9 +258,9 @@ impl ProviderHttp {
                 Err(e) => {
                     crate::metrics::provider_call(&self.backend, op.name, None, false, started.elapsed());
                     if !(e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()) {
-                        return Err(ProviderError::Unavailable(format!("IdentityBackend {}: {what}: {}", self.backend, describe(&e))));
+                        return Err(ProviderError::Unavailable(format!("IdentityBackend {}: {}: {}", self.backend, what(), describe(&e))));
                     }
-                    (None, format!("{what}: {}", describe(&e)))
+                    (None, format!("{}: {}", what(), describe(&e)))
                 }
             };
             let failures = attempt - throttled_answers;
@@ -330,11 +331,10 @@ impl ProviderHttp {
 }
 
 async fn read_whole(outcome: Result<Response, reqwest::Error>) -> Result<HttpReply, reqwest::Error> {
-    let response = outcome?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await?;
-    Ok(HttpReply { status, headers, body })
+    // Taken apart rather than borrowed, so the headers are moved, not copied.
+    let (head, body) = http::Response::from(outcome?).into_parts();
+    let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+    Ok(HttpReply { status: head.status, headers: head.headers, body })
 }
 
 /// A body that says it is JSON but does not parse (a proxy cut it off, say).

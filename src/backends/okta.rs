@@ -323,7 +323,8 @@ impl Okta {
     /// authentication errors naming the Secret; anything else is refused with Okta's error code.
     /// With a service app, a 401 fetches a new access token once.
     async fn call(&self, op: Op, method: Method, url: &str, query: &[(&str, String)], accepted: &[StatusCode]) -> Result<HttpReply, ProviderError> {
-        let path = url.strip_prefix(&self.base).unwrap_or(url).split('?').next().unwrap_or_default().to_string();
+        // For messages only: borrowed, no copy per request.
+        let path = url.strip_prefix(&self.base).unwrap_or(url).split('?').next().unwrap_or_default();
         let build = || self.http.request(method.clone(), url).query(query).header(reqwest::header::ACCEPT, "application/json");
         let reply = match &self.credentials {
             Credentials::ApiToken(token) => {
