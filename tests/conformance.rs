@@ -220,8 +220,8 @@ struct Bench {
     target: Box<dyn Target>,
     provider: Arc<dyn IdentityProvider>,
     audit_path: PathBuf,
-    audit: AuditLog,
-    ledger: MemoryLedger,
+    audit: Arc<AuditLog>,
+    ledger: Arc<MemoryLedger>,
 }
 
 impl Bench {
@@ -230,8 +230,8 @@ impl Bench {
         let provider = backends::connect(&target.backend(limits), Some(&target.secret(false).0))
             .unwrap_or_else(|e| panic!("connecting to {kind}: {e}"));
         let audit_path = std::env::temp_dir().join(format!("mfa-recall-conformance-{kind}-{:016x}.jsonl", fastrand::u64(..)));
-        let audit = AuditLog::open(Some(&audit_path), "conformance", false).unwrap();
-        Bench { target, provider, audit_path, audit, ledger: MemoryLedger::default() }
+        let audit = Arc::new(AuditLog::open(Some(&audit_path), "conformance", false).unwrap());
+        Bench { target, provider, audit_path, audit, ledger: Arc::default() }
     }
 
     fn kind(&self) -> &'static str {
@@ -256,8 +256,8 @@ impl Bench {
         }
     }
 
-    fn runner(&self, progress: SharedProgress, stop: watch::Receiver<bool>) -> Runner<'_> {
-        Runner { provider: self.provider.as_ref(), ledger: &self.ledger, audit: &self.audit, progress, stop }
+    fn runner(&self, progress: SharedProgress, stop: watch::Receiver<bool>) -> Runner {
+        Runner { provider: self.provider.clone(), ledger: self.ledger.clone(), audit: self.audit.clone(), progress, stop }
     }
 
     /// Runs the revocation to the end; the counts.

@@ -854,12 +854,12 @@ mod tests {
 
         let bench = bench(30, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::RecoveryCodes]).await;
         bench.tenant.set_plan(Plan::Professional);
-        let adapter = bench.adapter();
+        let adapter = Arc::new(bench.adapter());
         let cutoff = jiff::Timestamp::now();
         let job = recall_job(cutoff);
-        let (ledger, audit, progress) = (MemoryLedger::default(), AuditLog::open(None, "test", false).unwrap(), SharedProgress::default());
+        let (ledger, audit, progress) = (Arc::new(MemoryLedger::default()), Arc::new(AuditLog::open(None, "test", false).unwrap()), SharedProgress::default());
         let (_stop, stop) = tokio::sync::watch::channel(false);
-        let runner = Runner { provider: &adapter, ledger: &ledger, audit: &audit, progress: progress.clone(), stop };
+        let runner = Runner { provider: adapter.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop };
         assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
         let counts = progress.lock().unwrap().counts.clone();
         assert_eq!((counts.invalidated, counts.failed, counts.sessions_revoked), (30, 0, 0), "{counts:?}");
@@ -910,15 +910,15 @@ mod tests {
             FactorKind::Hotp,
         ];
         let bench = bench(40, kinds).await;
-        let adapter = bench.adapter();
+        let adapter = Arc::new(bench.adapter());
         let cutoff = jiff::Timestamp::now();
         let before = bench.tenant.census(Some(cutoff));
         assert_eq!(before.factors_before_cutoff.values().sum::<u64>(), 40 * 7, "Auth0 has no HOTP: {before:?}");
         let job = recall_job(cutoff);
         let audit_path = std::env::temp_dir().join(format!("mfa-recall-auth0-{:016x}.jsonl", fastrand::u64(..)));
-        let (ledger, audit, progress) = (MemoryLedger::default(), AuditLog::open(Some(&audit_path), "test", false).unwrap(), SharedProgress::default());
+        let (ledger, audit, progress) = (Arc::new(MemoryLedger::default()), Arc::new(AuditLog::open(Some(&audit_path), "test", false).unwrap()), SharedProgress::default());
         let (_stop, stop) = tokio::sync::watch::channel(false);
-        let runner = Runner { provider: &adapter, ledger: &ledger, audit: &audit, progress: progress.clone(), stop };
+        let runner = Runner { provider: adapter.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop };
         assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
         let counts = progress.lock().unwrap().counts.clone();
         let revoked: std::collections::BTreeMap<String, u64> = counts.factors_revoked.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();

@@ -195,7 +195,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
     let owner = recall
         .controller_owner_ref(&())
         .ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
-    let ledger = ConfigMapLedger::new(ctx.client.clone(), &namespace, owner);
+    let ledger = Arc::new(ConfigMapLedger::new(ctx.client.clone(), &namespace, owner));
     let live = Arc::new(Live {
         base: Mutex::new(base),
         backends: runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone())).collect(),
@@ -212,8 +212,8 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
     outcome
 }
 
-fn runner<'a>(r: &'a BackendRun, ledger: &'a ConfigMapLedger, ctx: &'a Context, stop: watch::Receiver<bool>) -> Runner<'a> {
-    Runner { provider: r.provider.as_ref(), ledger, audit: &ctx.audit, progress: r.progress.clone(), stop }
+fn runner(r: &BackendRun, ledger: &Arc<ConfigMapLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {
+    Runner { provider: r.provider.clone(), ledger: ledger.clone(), audit: ctx.audit.clone(), progress: r.progress.clone(), stop }
 }
 
 fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
@@ -226,7 +226,7 @@ async fn work(
     recall: &Arc<MfaRecall>,
     ctx: &Arc<Context>,
     runs: &[BackendRun],
-    ledger: &ConfigMapLedger,
+    ledger: &Arc<ConfigMapLedger>,
     live: &Arc<Live>,
     stop: watch::Receiver<bool>,
     check_interval: Duration,

@@ -62,6 +62,15 @@ struct ToWork {
     resumed: bool,
 }
 
+/// A planned user of a recorded segment, on its way through stage two.
+struct ToDo {
+    /// The segment's index and the user's place in it.
+    index: u32,
+    i: usize,
+    record: UserRecord,
+    resumed: bool,
+}
+
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RunEnd {
@@ -70,16 +79,17 @@ pub enum RunEnd {
     Stopped,
 }
 
-/// Everything a run needs besides the job.
-pub struct Runner<'a> {
-    pub provider: &'a dyn IdentityProvider,
-    pub ledger: &'a dyn LedgerStore,
-    pub audit: &'a AuditLog,
+/// Everything a run needs besides the job. Shared, so the run's workers can be tasks of their own.
+#[derive(Clone)]
+pub struct Runner {
+    pub provider: Arc<dyn IdentityProvider>,
+    pub ledger: Arc<dyn LedgerStore>,
+    pub audit: Arc<AuditLog>,
     pub progress: SharedProgress,
     pub stop: watch::Receiver<bool>,
 }
 
-impl Runner<'_> {
+impl Runner {
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -134,7 +144,7 @@ impl Runner<'_> {
     pub async fn revoke(&self, job: &RecallJob) -> Result<RunEnd> {
         let restored = self.restore(job).await?;
         // Set when working on users fails in the operator itself: stop listing more.
-        let halt = AtomicBool::new(false);
+        let halt = Arc::new(AtomicBool::new(false));
         let (recorded, to_work) = mpsc::channel(1);
         let (finished, to_write) = mpsc::unbounded_channel();
         let (listed, worked, written) =
@@ -248,11 +258,11 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Stage two: one stream of users across all recorded segments, `concurrency` at a time. Each
-    /// user is counted the moment its steps are audited; each segment goes to `finished` once
+    /// Stage two: the users of all recorded segments, `concurrency` at a time across worker tasks
+    /// (no barrier at page boundaries). Each user is counted the moment its steps are audited; each segment goes to `finished` once
     /// its last user is done, and at the end whatever is left unfinished goes there as it stands.
     /// True when every segment handed over was finished.
-    async fn work_segments(&self, job: &RecallJob, to_work: mpsc::Receiver<ToWork>, finished: mpsc::UnboundedSender<Segment>, halt: &AtomicBool) -> Result<bool> {
+    async fn work_segments(&self, job: &RecallJob, to_work: mpsc::Receiver<ToWork>, finished: mpsc::UnboundedSender<Segment>, halt: &Arc<AtomicBool>) -> Result<bool> {
         // Segments with users still to finish, by index, with how many remain.
         let open: Mutex<HashMap<u32, (Segment, usize)>> = Mutex::default();
         let close = |index: u32| {
@@ -262,10 +272,10 @@ impl Runner<'_> {
                 let _ = finished.send(segment);
             }
         };
-        let mut users = futures::stream::unfold(to_work, |mut to_work| async move { to_work.recv().await.map(|next| (next, to_work)) })
+        let users = futures::stream::unfold(to_work, |mut to_work| async move { to_work.recv().await.map(|next| (next, to_work)) })
             .flat_map(|ToWork { segment, resumed }| {
                 let index = segment.index;
-                let planned: Vec<(u32, usize, UserRecord, bool)> = segment.planned().map(|(i, r)| (index, i, r.clone(), resumed)).collect();
+                let planned: Vec<ToDo> = segment.planned().map(|(i, r)| ToDo { index, i, record: r.clone(), resumed }).collect();
                 open.lock().unwrap().insert(index, (segment, planned.len()));
                 if planned.is_empty() {
                     close(index);
@@ -273,44 +283,66 @@ impl Runner<'_> {
                 futures::stream::iter(planned)
             })
             .take_while(|_| std::future::ready(!self.stopping() && !halt.load(Ordering::Acquire)))
-            .map(|(index, i, mut record, resumed)| async move {
-                match self.invalidate_user(job, &record, resumed).await? {
-                    Ok(()) => record.state = UserState::Invalidated,
-                    Err(e) => {
-                        record.state = UserState::Failed;
-                        record.note = Some(e.to_string());
-                    }
-                }
-                count_finished(&record, &mut self.progress.lock().unwrap().counts);
-                Ok::<_, crate::Error>((index, i, record))
-            })
-            .buffer_unordered(job.concurrency)
             // Boxed as Send here: the compiler cannot prove it for the nested closures otherwise.
             .boxed();
-        let mut first_error = None;
-        while let Some(result) = users.next().await {
-            match result {
-                Ok((index, i, record)) => {
-                    let done = {
-                        let mut open = open.lock().unwrap();
-                        let (segment, remaining) = open.get_mut(&index).expect("a user's segment stays open until its last user is done");
-                        segment.users[i] = record;
-                        *remaining -= 1;
-                        *remaining == 0
-                    };
-                    if done {
-                        close(index);
-                    }
-                }
-                Err(e) => {
-                    // Let the users in flight finish and be recorded, then report the failure.
-                    halt.store(true, Ordering::Release);
-                    first_error = first_error.or(Some(e));
+
+        // The users go to one worker task per runtime thread, so a recall uses every core; the
+        // task that drew them up keeps the segments' books. Dropping the set aborts the workers.
+        let shards = tokio::runtime::Handle::current().metrics().num_workers().clamp(1, job.concurrency);
+        // A short queue: after a stop, the workers finish what they hold and take nothing more.
+        let (to_do, queue) = mpsc::channel::<ToDo>(shards);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let (done, mut results) = mpsc::unbounded_channel();
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..shards {
+            let (runner, job, queue, done, halt) = (self.clone(), job.clone(), queue.clone(), done.clone(), halt.clone());
+            workers.spawn(async move { runner.work_users(&job, &queue, job.concurrency.div_ceil(shards), &done, &halt).await });
+        }
+        // Only the workers hold the queue and `done`: when they stop, sending to them fails
+        // rather than waits, and the books close.
+        drop((queue, done));
+        let hand_out = async move {
+            let mut users = users;
+            while let Some(user) = users.next().await {
+                if to_do.send(user).await.is_err() {
+                    break;
                 }
             }
+            // `to_do` and the stream drop here: the workers finish what they have, and the
+            // recording stage stops handing over.
+        };
+        let mut first_error = None;
+        let book = async {
+            while let Some(result) = results.recv().await {
+                match result {
+                    Ok(ToDo { index, i, record, .. }) => {
+                        let done = {
+                            let mut open = open.lock().unwrap();
+                            let (segment, remaining) = open.get_mut(&index).expect("a user's segment stays open until its last user is done");
+                            segment.users[i] = record;
+                            *remaining -= 1;
+                            *remaining == 0
+                        };
+                        if done {
+                            close(index);
+                        }
+                    }
+                    Err(e) => {
+                        // Let the users in flight finish and be recorded, then report the failure.
+                        halt.store(true, Ordering::Release);
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        };
+        tokio::join!(hand_out, book);
+        while let Some(worker) = workers.join_next().await {
+            if let Err(e) = worker
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
         }
-        // Dropping the stream drops the receiver, so the recording stage stops handing over.
-        drop(users);
         let unfinished: Vec<u32> = open.lock().unwrap().keys().copied().collect();
         let all_done = unfinished.is_empty();
         for index in unfinished {
@@ -321,6 +353,38 @@ impl Runner<'_> {
             Some(e) => Err(e),
             None => Ok(all_done),
         }
+    }
+
+    /// One worker of stage two: takes users from the shared queue and works on up to `in_flight`
+    /// of them at once; each finished user (or the operator's own error) goes to `done`.
+    async fn work_users(&self, job: &RecallJob, queue: &tokio::sync::Mutex<mpsc::Receiver<ToDo>>, in_flight: usize, done: &mpsc::UnboundedSender<Result<ToDo>>, halt: &AtomicBool) {
+        let mut working = futures::stream::FuturesUnordered::new();
+        let mut more = true;
+        loop {
+            let take = more && working.len() < in_flight && !self.stopping() && !halt.load(Ordering::Acquire);
+            tokio::select! {
+                next = async { queue.lock().await.recv().await }, if take => match next {
+                    Some(user) => working.push(self.work_user(job, user)),
+                    None => more = false,
+                },
+                Some(finished) = working.next() => {
+                    let _ = done.send(finished);
+                }
+                else => return,
+            }
+        }
+    }
+
+    async fn work_user(&self, job: &RecallJob, mut user: ToDo) -> Result<ToDo> {
+        match self.invalidate_user(job, &user.record, user.resumed).await? {
+            Ok(()) => user.record.state = UserState::Invalidated,
+            Err(e) => {
+                user.record.state = UserState::Failed;
+                user.record.note = Some(e.to_string());
+            }
+        }
+        count_finished(&user.record, &mut self.progress.lock().unwrap().counts);
+        Ok(user)
     }
 
     /// Stage three: records finished (or, at a stop, part-finished) segments, one at a time.

@@ -19,7 +19,7 @@ struct FakeProvider {
     broken: Vec<String>,
     deletes: Mutex<Vec<String>>,
     /// Ask the engine to stop once this many users have been invalidated.
-    stop_after: Option<(usize, watch::Sender<bool>)>,
+    stop_after: Mutex<Option<(usize, watch::Sender<bool>)>>,
     /// When set: users whose snapshot is durable in the ledger; touching anyone else is a bug.
     recorded: Option<Arc<Mutex<HashSet<String>>>>,
 }
@@ -109,7 +109,7 @@ impl IdentityProvider for FakeProvider {
         Ok(if held.len() < before { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })
     }
     async fn require_enrollment(&self, _: &UserRef, _: &[FactorRef]) -> Result<(), ProviderError> {
-        if let Some((after, stop)) = &self.stop_after
+        if let Some((after, stop)) = &*self.stop_after.lock().unwrap()
             && self.deletes.lock().unwrap().len() >= after * 2
         {
             let _ = stop.send(true);
@@ -141,19 +141,21 @@ fn job() -> RecallJob {
     }
 }
 
-fn audit() -> AuditLog {
-    AuditLog::open(None, "test", false).unwrap()
+fn audit() -> Arc<AuditLog> {
+    Arc::new(AuditLog::open(None, "test", false).unwrap())
 }
 
-#[tokio::test]
+// Two runtime threads: the users go to two worker tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_user_is_accounted_for_and_failures_carry_their_error() {
     let mut provider = FakeProvider::with_users(25);
     provider.broken = vec!["u007".into()];
-    let ledger = MemoryLedger::default();
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(MemoryLedger::default());
     let audit = audit();
     let (_stop, stop_rx) = watch::channel(false);
     let progress = SharedProgress::default();
-    let runner = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    let runner = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop: stop_rx };
     assert_eq!(runner.revoke(&job()).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed), (25, 23, 1, 1));
@@ -164,22 +166,24 @@ async fn every_user_is_accounted_for_and_failures_carry_their_error() {
     assert_eq!(provider.factors.lock().unwrap()["u003"].len(), 2);
 }
 
-#[tokio::test]
+// Two runtime threads: the users go to two worker tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_run_resumes_without_redoing_or_losing_anything_and_keeps_new_factors() {
     let (stop, stop_rx) = watch::channel(false);
-    let mut provider = FakeProvider::with_users(30);
-    provider.stop_after = Some((14, stop));
-    let ledger = MemoryLedger::default();
+    let provider = FakeProvider::with_users(30);
+    *provider.stop_after.lock().unwrap() = Some((14, stop));
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(MemoryLedger::default());
     let audit = audit();
-    let first = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: SharedProgress::default(), stop: stop_rx };
+    let first = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: SharedProgress::default(), stop: stop_rx };
     assert_eq!(first.revoke(&job()).await.unwrap(), RunEnd::Stopped);
 
     // Meanwhile a user who was already done enrolls a new factor after the cutoff.
     provider.factors.lock().unwrap().get_mut("u000").unwrap().push(("u000-new".into(), FactorKind::Totp, CUTOFF_MS + 5));
-    provider.stop_after = None;
+    *provider.stop_after.lock().unwrap() = None;
     let (_stop, stop_rx) = watch::channel(false);
     let progress = SharedProgress::default();
-    let second = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    let second = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop: stop_rx };
     assert_eq!(second.revoke(&job()).await.unwrap(), RunEnd::Finished);
 
     let c = progress.lock().unwrap().counts.clone();
@@ -200,36 +204,39 @@ async fn a_stopped_run_resumes_without_redoing_or_losing_anything_and_keeps_new_
 #[tokio::test]
 async fn sessions_left_alone_are_not_counted_as_ended() {
     let provider = FakeProvider::with_users(5);
-    let ledger = MemoryLedger::default();
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(MemoryLedger::default());
     let audit = audit();
     let (_stop, stop_rx) = watch::channel(false);
     let progress = SharedProgress::default();
-    let runner = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    let runner = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop: stop_rx };
     let job = RecallJob { revoke_sessions: false, ..job() };
     assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.invalidated, c.sessions_revoked), (4, 0));
 }
 
-#[tokio::test]
+// Two runtime threads: the users go to two worker tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_overlap_without_touching_anyone_before_their_snapshot_is_recorded() {
     let recorded = Arc::new(Mutex::new(HashSet::new()));
     let (stop, stop_rx) = watch::channel(false);
     let mut provider = FakeProvider::with_users(95);
     provider.recorded = Some(recorded.clone());
-    provider.stop_after = Some((47, stop));
-    let ledger = WatchedLedger { inner: MemoryLedger::default(), recorded };
+    *provider.stop_after.lock().unwrap() = Some((47, stop));
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(WatchedLedger { inner: MemoryLedger::default(), recorded });
     let audit = audit();
     let job = RecallJob { concurrency: 8, ..job() };
-    let first = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: SharedProgress::default(), stop: stop_rx };
+    let first = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: SharedProgress::default(), stop: stop_rx };
     assert_eq!(first.revoke(&job).await.unwrap(), RunEnd::Stopped);
     let restored = first.restore(&job).await.unwrap();
     assert!(!restored.unfinished.is_empty(), "a stop mid-run leaves work to resume");
 
-    provider.stop_after = None;
+    *provider.stop_after.lock().unwrap() = None;
     let (_stop, stop_rx) = watch::channel(false);
     let progress = SharedProgress::default();
-    let second = Runner { provider: &provider, ledger: &ledger, audit: &audit, progress: progress.clone(), stop: stop_rx };
+    let second = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop: stop_rx };
     assert_eq!(second.revoke(&job).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed, c.pending), (95, 94, 1, 0, 94));
