@@ -259,29 +259,40 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
         let users: Vec<Value> = response.json().await.unwrap();
         ids.extend(users.into_iter().filter_map(|u| u["id"].as_str().map(String::from)));
     }
-    futures::stream::iter(ids)
-        .for_each_concurrent(args.in_flight as usize, |id| {
-            let (http, url, auth, requests) = (http.clone(), url.clone(), auth.clone(), requests.clone());
-            async move {
-                let get = |path: String| http.get(format!("{url}{path}")).header("authorization", &auth).send();
-                let factors: Vec<Value> = get(format!("/api/v1/users/{id}/factors")).await.unwrap().json().await.unwrap_or_default();
-                let _ = get(format!("/api/v1/users/{id}/authenticator-enrollments")).await;
-                let _ = get(format!("/api/v1/users/{id}/grants")).await;
-                let mut n = 3;
-                let delete = |path: String| http.delete(format!("{url}{path}")).header("authorization", &auth).send();
-                let _ = delete(format!("/api/v1/users/{id}/sessions?oauthTokens=true&forgetDevices=true")).await;
-                let _ = delete(format!("/api/v1/users/{id}/grants")).await;
-                n += 2;
-                for f in factors {
-                    if let Some(fid) = f["id"].as_str() {
-                        let _ = delete(format!("/api/v1/users/{id}/factors/{fid}")).await;
-                        n += 1;
+    // As many tasks as the runtime has threads, sharing the requests in flight, as the operator's workers do.
+    let shards = tokio::runtime::Handle::current().metrics().num_workers();
+    let per_shard = (args.in_flight as usize).div_ceil(shards);
+    let ids = Arc::new(std::sync::Mutex::new(ids));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..shards {
+        let (http, url, auth, requests, ids) = (http.clone(), url.clone(), auth.clone(), requests.clone(), ids.clone());
+        tasks.spawn(async move {
+            let next = futures::stream::poll_fn(move |_| std::task::Poll::Ready(ids.lock().unwrap().pop()));
+            next.for_each_concurrent(per_shard, |id| {
+                let (http, url, auth, requests) = (http.clone(), url.clone(), auth.clone(), requests.clone());
+                async move {
+                    let get = |path: String| http.get(format!("{url}{path}")).header("authorization", &auth).send();
+                    let factors: Vec<Value> = get(format!("/api/v1/users/{id}/factors")).await.unwrap().json().await.unwrap_or_default();
+                    let _ = get(format!("/api/v1/users/{id}/authenticator-enrollments")).await;
+                    let _ = get(format!("/api/v1/users/{id}/grants")).await;
+                    let mut n = 3;
+                    let delete = |path: String| http.delete(format!("{url}{path}")).header("authorization", &auth).send();
+                    let _ = delete(format!("/api/v1/users/{id}/sessions?oauthTokens=true&forgetDevices=true")).await;
+                    let _ = delete(format!("/api/v1/users/{id}/grants")).await;
+                    n += 2;
+                    for f in factors {
+                        if let Some(fid) = f["id"].as_str() {
+                            let _ = delete(format!("/api/v1/users/{id}/factors/{fid}")).await;
+                            n += 1;
+                        }
                     }
+                    requests.fetch_add(n, Ordering::Relaxed);
                 }
-                requests.fetch_add(n, Ordering::Relaxed);
-            }
-        })
-        .await;
+            })
+            .await;
+        });
+    }
+    tasks.join_all().await;
     let secs = t0.elapsed().as_secs_f64();
     let requests = requests.load(Ordering::Relaxed);
     let (_, cpu_after) = rss_and_cpu(std::process::id());
