@@ -125,7 +125,8 @@ impl AuditLog {
     }
 
     /// Appends one event; returns once it is in the file (not yet synced: see `sync`). A write
-    /// to the page cache takes microseconds, so it is done here rather than handed to a thread.
+    /// to the page cache takes microseconds, so it is done here rather than handed to a thread
+    /// (stdout too, as the operator's log lines are: a stalled log reader stalls both alike).
     pub fn record(&self, event: AuditEvent) -> std::io::Result<()> {
         let mut tip = self.tip.lock().unwrap();
         if tip.broken {
