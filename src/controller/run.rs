@@ -21,6 +21,9 @@ use crate::{Error, Result, duration};
 
 /// How often status is written while a recall makes progress.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// A phase change is written sooner than the interval, but never within this of the last write,
+/// so status writes stay at most two a second.
+const STATUS_MIN_GAP: Duration = Duration::from_millis(500);
 
 /// Recalls being worked on by this process, keyed by `namespace/name`.
 #[derive(Default)]
@@ -89,6 +92,8 @@ struct BackendRun {
 struct Live {
     base: Mutex<MfaRecallStatus>,
     backends: Vec<(String, SharedProgress, Arc<dyn IdentityProvider>)>,
+    /// Told of each phase change, so the status writer reports it without waiting out its interval.
+    phase_changed: tokio::sync::Notify,
 }
 
 impl Live {
@@ -112,6 +117,7 @@ impl Live {
 
     fn set_phase(&self, phase: RecallPhase) {
         self.base.lock().unwrap().phase = phase;
+        self.phase_changed.notify_one();
     }
 }
 
@@ -199,6 +205,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
     let live = Arc::new(Live {
         base: Mutex::new(base),
         backends: runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone())).collect(),
+        phase_changed: tokio::sync::Notify::new(),
     });
 
     // Restore counts from the ledger before the first status write, so counts never go backwards.
@@ -295,7 +302,8 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
     Ok(())
 }
 
-/// Writes status about once a second while the recall runs, and once more at the end.
+/// Writes status about once a second while the recall runs, a phase change within half a second,
+/// and once more at the end.
 struct StatusWriter {
     done: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -306,6 +314,7 @@ impl StatusWriter {
         let (done, mut done_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut last: Option<MfaRecallStatus> = None;
+            let mut last_write = tokio::time::Instant::now();
             loop {
                 let finished = *done_rx.borrow();
                 let status = live.status(recall.metadata.generation);
@@ -322,6 +331,7 @@ impl StatusWriter {
                                 crate::metrics::recall_progress(&key, &backend.name, &backend.counts);
                             }
                             last = Some(status);
+                            last_write = tokio::time::Instant::now();
                         }
                         Err(e) => tracing::warn!(recall = %recall.name_any(), error = %e, "status write failed; retrying"),
                     }
@@ -332,6 +342,7 @@ impl StatusWriter {
                 tokio::select! {
                     _ = tokio::time::sleep(STATUS_INTERVAL) => {}
                     _ = done_rx.changed() => {}
+                    _ = live.phase_changed.notified() => tokio::time::sleep_until(last_write + STATUS_MIN_GAP).await,
                 }
             }
         });
