@@ -52,15 +52,24 @@ pub struct AuditRecord {
 /// The hash of a line: SHA-256 over the previous hash, a newline, and the JSON array
 /// `[seq, time, actor, event]`.
 fn chain_hash(prev: &str, seq: u64, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> String {
-    let body = serde_json::to_string(&(seq, time, actor, event)).expect("audit events serialize");
-    hash_body(prev, &body)
+    let time = serde_json::to_vec(time).expect("timestamps serialize");
+    let actor = serde_json::to_vec(actor).expect("strings serialize");
+    let event = serde_json::to_vec(event).expect("audit events serialize");
+    hash_fields(prev, [seq.to_string().as_bytes(), &time, &actor, &event])
 }
 
-fn hash_body(prev: &str, body: &str) -> String {
+/// SHA-256 over `prev`, a newline, and the fields (each already JSON) as one JSON array.
+fn hash_fields(prev: &str, fields: [&[u8]; 4]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(body.as_bytes());
+    hasher.update(b"\n[");
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            hasher.update(b",");
+        }
+        hasher.update(field);
+    }
+    hasher.update(b"]");
     hex::encode(hasher.finalize())
 }
 
@@ -190,32 +199,14 @@ impl Tip {
 fn chain_line(chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> (Vec<u8>, String) {
     let mut line = Vec::with_capacity(512);
     line.extend_from_slice(b"{\"seq\":");
-    let seq_at = line.len();
-    line.extend_from_slice(chain.seq.to_string().as_bytes());
-    let seq = seq_at..line.len();
+    let seq = push_json(&mut line, &chain.seq);
     line.extend_from_slice(b",\"time\":");
-    let time_at = line.len();
-    serde_json::to_writer(&mut line, time).expect("timestamps serialize");
-    let time = time_at..line.len();
+    let time = push_json(&mut line, time);
     line.extend_from_slice(b",\"actor\":");
-    let actor_at = line.len();
-    serde_json::to_writer(&mut line, actor).expect("strings serialize");
-    let actor = actor_at..line.len();
-    let event_at = line.len();
-    serde_json::to_writer(&mut line, event).expect("audit events serialize");
-    let event = event_at..line.len();
+    let actor = push_json(&mut line, &actor);
+    let event = push_json(&mut line, event);
 
-    let mut hasher = Sha256::new();
-    hasher.update(chain.prev.as_bytes());
-    hasher.update(b"\n[");
-    for (i, part) in [seq, time, actor, event.clone()].into_iter().enumerate() {
-        if i > 0 {
-            hasher.update(b",");
-        }
-        hasher.update(&line[part]);
-    }
-    hasher.update(b"]");
-    let hash = hex::encode(hasher.finalize());
+    let hash = hash_fields(&chain.prev, [&line[seq], &line[time], &line[actor], &line[event.clone()]]);
 
     // `{"recall":...}` becomes `,"recall":...` followed by the chain fields.
     line[event.start] = b',';
@@ -226,6 +217,13 @@ fn chain_line(chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditE
     line.extend_from_slice(hash.as_bytes());
     line.extend_from_slice(b"\"}\n");
     (line, hash)
+}
+
+/// Appends `value` as JSON; where it landed in `line`.
+fn push_json(line: &mut Vec<u8>, value: &impl Serialize) -> std::ops::Range<usize> {
+    let start = line.len();
+    serde_json::to_writer(&mut *line, value).expect("audit fields serialize");
+    start..line.len()
 }
 
 fn trail_broken() -> std::io::Error {
@@ -345,6 +343,9 @@ mod tests {
             let record = AuditRecord { seq: 7, time, actor: "pod-\"a\"".into(), event: event.clone(), prev: GENESIS.into(), hash: hash.clone() };
             assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&record).unwrap() + "\n");
             assert_eq!(hash, chain_hash(GENESIS, 7, &time, "pod-\"a\"", &event));
+            // The format on disk: the hash body is the tuple serialised as one JSON array.
+            let body = serde_json::to_string(&(7, time, "pod-\"a\"", &event)).unwrap();
+            assert_eq!(hash, hex::encode(Sha256::digest(format!("{GENESIS}\n{body}"))));
         }
     }
 

@@ -258,10 +258,11 @@ impl Runner {
         Ok(())
     }
 
-    /// Stage two: the users of all recorded segments, `concurrency` at a time across worker tasks
-    /// (no barrier at page boundaries). Each user is counted the moment its steps are audited; each segment goes to `finished` once
-    /// its last user is done, and at the end whatever is left unfinished goes there as it stands.
-    /// True when every segment handed over was finished.
+    /// Stage two: the users of all recorded segments, `concurrency` at a time across worker
+    /// tasks, with no barrier at page boundaries. Each user is counted the moment its steps are
+    /// audited; each segment goes to `finished` once its last user is done, and at the end
+    /// whatever is left unfinished goes there as it stands. True when every segment handed over
+    /// was finished.
     async fn work_segments(&self, job: &RecallJob, to_work: mpsc::Receiver<ToWork>, finished: mpsc::UnboundedSender<Segment>, halt: &Arc<AtomicBool>) -> Result<bool> {
         // Segments with users still to finish, by index, with how many remain.
         let open: Mutex<HashMap<u32, (Segment, usize)>> = Mutex::default();
