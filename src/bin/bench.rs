@@ -151,6 +151,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     }))
     .await
     .unwrap();
+    eprintln!("bench: MfaRecall created at {applied_at}");
     let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), &ns);
     let mut timeline = Vec::new();
     let done_secs = loop {

@@ -3,7 +3,7 @@
 //! with bounded concurrency. Provider pacing and retries live in `backends::http`; durability in
 //! `ledger`; every action is audited before it is counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +14,7 @@ use crate::Result;
 use crate::api::{FactorKind, RecallCounts};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::backends::{IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserRef};
-use crate::ledger::{self, LedgerStore, Segment, UserRecord, UserState};
+use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState};
 
 /// What to recall on one backend.
 #[derive(Clone, Debug)]
@@ -53,7 +53,15 @@ pub struct Restored {
     pub next_index: u32,
     /// Every page has been listed and recorded.
     pub listed: bool,
+    /// Users of the page at `cursor` already recorded in a head segment: left out when it is
+    /// listed again.
+    pub recorded_of_next_page: HashSet<String>,
 }
+
+/// Users in the head segment of a recall's first page (see `Segment::head_of_page`). Under a
+/// per-minute budget each snapshot is paced, so a whole first page (200 users, 600 requests on
+/// Okta) would hold back the first revocation by seconds.
+const HEAD_USERS: usize = 20;
 
 /// A recorded segment handed to the workers.
 struct ToWork {
@@ -121,8 +129,18 @@ impl Runner {
         for index in self.ledger.segments(&job.backend).await? {
             let segment = self.ledger.read(&job.backend, index).await?;
             segment.add_counts(&mut counts);
-            restored.cursor = segment.next_cursor.clone();
-            restored.listed = segment.next_cursor.is_none();
+            match &segment.head_of_page {
+                Some(page) => {
+                    restored.cursor = page.cursor.clone();
+                    restored.listed = false;
+                    restored.recorded_of_next_page = segment.users.iter().map(|r| r.user.id.clone()).collect();
+                }
+                None => {
+                    restored.cursor = segment.next_cursor.clone();
+                    restored.listed = segment.next_cursor.is_none();
+                    restored.recorded_of_next_page.clear();
+                }
+            }
             restored.next_index = index + 1;
             if !segment.complete {
                 restored.unfinished.push(segment);
@@ -173,15 +191,16 @@ impl Runner {
             return Ok(true);
         }
         let excluded = self.exclusions(job).await?;
-        let (mut cursor, mut index) = (restored.cursor, restored.next_index);
+        let (mut cursor, mut index, mut recorded_before) = (restored.cursor, restored.next_index, restored.recorded_of_next_page);
         loop {
             if self.stopping() || halt.load(Ordering::Acquire) {
                 return Ok(false);
             }
             let page = self.provider.list_users(&job.scope, cursor.as_deref()).await?;
-            let users = page
+            let mut users: Vec<UserRecord> = page
                 .users
                 .into_iter()
+                .filter(|user| !recorded_before.contains(&user.id))
                 .map(|user| {
                     let mut record = UserRecord::planned(user);
                     if let Some(rule) = excluded.get(&record.user.username) {
@@ -191,7 +210,18 @@ impl Runner {
                     record
                 })
                 .collect();
-            let mut segment = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users };
+            recorded_before.clear();
+            if index == 0 && users.len() > HEAD_USERS {
+                let rest = users.split_off(HEAD_USERS);
+                let head_of_page = Some(PageStart { cursor: cursor.clone() });
+                let mut head = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users, head_of_page };
+                self.record_segment(job, &mut head).await?;
+                if recorded.send(ToWork { segment: head, resumed: false }).await.is_err() {
+                    return Ok(false);
+                }
+                (index, users) = (index + 1, rest);
+            }
+            let mut segment = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users, head_of_page: None };
             self.record_segment(job, &mut segment).await?;
             let last = page.next.is_none();
             if recorded.send(ToWork { segment, resumed: false }).await.is_err() {

@@ -22,6 +22,8 @@ struct FakeProvider {
     stop_after: Mutex<Option<(usize, watch::Sender<bool>)>>,
     /// When set: users whose snapshot is durable in the ledger; touching anyone else is a bug.
     recorded: Option<Arc<Mutex<HashSet<String>>>>,
+    /// Users per page.
+    page: usize,
 }
 
 impl FakeProvider {
@@ -32,10 +34,12 @@ impl FakeProvider {
     }
 }
 
-/// A ledger that tells which users' snapshots it holds.
+/// A ledger that tells which users' snapshots it holds, and can fail one segment's first write
+/// (as a crash right before it would).
 struct WatchedLedger {
     inner: MemoryLedger,
     recorded: Arc<Mutex<HashSet<String>>>,
+    fail_first_write_of: Mutex<Option<u32>>,
 }
 
 #[async_trait]
@@ -49,6 +53,9 @@ impl LedgerStore for WatchedLedger {
     async fn write(&self, segment: &Segment) -> Result<()> {
         // Slow enough that a run which waited on it between pages would show.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        if self.fail_first_write_of.lock().unwrap().take_if(|index| *index == segment.index).is_some() {
+            return Err(crate::Error::Ledger { name: format!("fake/{}", segment.index), message: "crashed".into() });
+        }
         self.inner.write(segment).await?;
         let mut recorded = self.recorded.lock().unwrap();
         recorded.extend(segment.users.iter().filter(|r| r.snapshot.is_some()).map(|r| r.user.id.clone()));
@@ -61,7 +68,7 @@ impl FakeProvider {
         let factors = (0..n)
             .map(|i| (format!("u{i:03}"), vec![(format!("u{i:03}-totp"), FactorKind::Totp, 10), (format!("u{i:03}-key"), FactorKind::Webauthn, 20)]))
             .collect();
-        Self { factors: Mutex::new(factors), ..Default::default() }
+        Self { factors: Mutex::new(factors), page: 10, ..Default::default() }
     }
 }
 
@@ -77,7 +84,7 @@ impl IdentityProvider for FakeProvider {
         let mut names: Vec<String> = self.factors.lock().unwrap().keys().cloned().collect();
         names.sort();
         let start: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
-        let page: Vec<UserRef> = names.iter().skip(start).take(10).map(|n| UserRef { id: n.clone(), username: n.clone() }).collect();
+        let page: Vec<UserRef> = names.iter().skip(start).take(self.page).map(|n| UserRef { id: n.clone(), username: n.clone() }).collect();
         let next = (start + page.len() < names.len()).then(|| (start + page.len()).to_string());
         Ok(UserPage { users: page, next })
     }
@@ -225,7 +232,7 @@ async fn pages_overlap_without_touching_anyone_before_their_snapshot_is_recorded
     provider.recorded = Some(recorded.clone());
     *provider.stop_after.lock().unwrap() = Some((47, stop));
     let provider = Arc::new(provider);
-    let ledger = Arc::new(WatchedLedger { inner: MemoryLedger::default(), recorded });
+    let ledger = Arc::new(WatchedLedger { inner: MemoryLedger::default(), recorded, fail_first_write_of: Mutex::default() });
     let audit = audit();
     let job = RecallJob { concurrency: 8, ..job() };
     let first = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: SharedProgress::default(), stop: stop_rx };
@@ -250,4 +257,47 @@ async fn pages_overlap_without_touching_anyone_before_their_snapshot_is_recorded
     let deletes = provider.deletes.lock().unwrap().clone();
     assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
     assert_eq!(deletes.len(), 94 * 2);
+}
+
+// The first page is recorded as a short head and the rest; a crash between the two lists the page
+// again on resume, leaving out the head's users, so nobody is recorded or worked on twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_head_of_the_first_page_resumes_the_rest_of_it_once() {
+    let recorded = Arc::new(Mutex::new(HashSet::new()));
+    let mut provider = FakeProvider::with_users(70);
+    provider.page = 50;
+    provider.recorded = Some(recorded.clone());
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(WatchedLedger { inner: MemoryLedger::default(), recorded, fail_first_write_of: Mutex::new(Some(1)) });
+    let audit = audit();
+    let (_stop, stop_rx) = watch::channel(false);
+    let first = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: SharedProgress::default(), stop: stop_rx.clone() };
+    assert!(first.revoke(&job()).await.is_err(), "the failed write of the page's rest ends the run");
+    let head = ledger.read("fake", 0).await.unwrap();
+    assert_eq!(head.users.len(), HEAD_USERS);
+    assert_eq!(head.head_of_page, Some(PageStart { cursor: None }));
+    assert_eq!(ledger.segments("fake").await.unwrap(), vec![0], "only the head was recorded");
+    let restored = first.restore(&job()).await.unwrap();
+    assert_eq!((restored.cursor.as_deref(), restored.listed, restored.recorded_of_next_page.len()), (None, false, HEAD_USERS));
+
+    let progress = SharedProgress::default();
+    let second = Runner { provider: provider.clone(), ledger: ledger.clone(), audit, progress: progress.clone(), stop: stop_rx };
+    assert_eq!(second.revoke(&job()).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed), (70, 69, 1, 0));
+    // Head, rest of the first page, second page: each user in exactly one segment.
+    let segments = ledger.segments("fake").await.unwrap();
+    assert_eq!(segments, vec![0, 1, 2]);
+    let mut seen = HashSet::new();
+    for index in segments {
+        let segment = ledger.read("fake", index).await.unwrap();
+        assert!(segment.complete, "segment {index} left incomplete");
+        for record in segment.users {
+            assert!(seen.insert(record.user.id.clone()), "{} recorded twice", record.user.id);
+        }
+    }
+    assert_eq!(seen.len(), 70);
+    let deletes = provider.deletes.lock().unwrap().clone();
+    assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
+    assert_eq!(deletes.len(), 69 * 2);
 }

@@ -67,6 +67,20 @@ pub struct Segment {
     /// Every user of the segment is invalidated, excluded or failed.
     pub complete: bool,
     pub users: Vec<UserRecord>,
+    /// Set when this segment holds only the first users of a page, recorded ahead of the rest so
+    /// the first revocation waits on a few snapshots rather than a whole page's; the rest of the
+    /// page is the next segment. Until that one is recorded, a resumed run lists this page again
+    /// and leaves out the users recorded here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_of_page: Option<PageStart>,
+}
+
+/// Where a page was listed from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageStart {
+    /// None for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 impl Segment {
