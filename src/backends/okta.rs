@@ -19,13 +19,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::auth::{Grant, RsaSigner, TokenSource};
-use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, SecretString};
+use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
 use super::{
     Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef,
     UserSnapshot, enc, selected,
@@ -53,7 +54,8 @@ const LIST_MEMBERS: Op = Op::new("list_members", "groups");
 const READ_LOG: Op = Op::new("read_log", "logs");
 
 enum Credentials {
-    ApiToken(SecretString),
+    /// The whole `Authorization` value, built once and marked sensitive so it never prints.
+    ApiToken(HeaderValue),
     ServiceApp(Box<TokenSource>),
 }
 
@@ -90,8 +92,8 @@ pub(crate) fn factor_kind(factor_type: &str) -> Option<FactorKind> {
 
 /// The factor type an Identity Engine authenticator enrollment stands for; None for the password
 /// and for enrollments that hold no secret of the user's (federated, proximity).
-fn enrollment_factor_type(type_: &str, key: &str, profile: &Value) -> Option<&'static str> {
-    let method = |m: &str| profile.get("methods").and_then(Value::as_array).is_some_and(|ms| ms.iter().any(|v| v == m));
+fn enrollment_factor_type(type_: &str, key: &str, profile: Option<&FactorProfile>) -> Option<&'static str> {
+    let method = |m: &str| profile.and_then(|p| p.methods.as_array()).is_some_and(|ms| ms.iter().any(|v| v == m));
     Some(match (type_, key) {
         // Removing the Okta Verify enrollment removes all its methods, FastPass included.
         ("app", "okta_verify") if method("signed_nonce") => "signed_nonce",
@@ -134,7 +136,19 @@ struct OktaFactor {
     #[serde(default)]
     created: Option<jiff::Timestamp>,
     #[serde(default)]
-    profile: Value,
+    profile: Option<FactorProfile>,
+}
+
+/// What we read of a factor's or an enrollment's `profile`; its other fields are skipped
+/// unparsed, so a snapshot does not build a map per factor.
+#[derive(Default, Deserialize)]
+struct FactorProfile {
+    /// The Okta Verify device a factor lives on.
+    #[serde(default, rename = "deviceToken")]
+    device_token: Value,
+    /// An Okta Verify enrollment's methods (`push`, `signed_nonce`).
+    #[serde(default)]
+    methods: Value,
 }
 
 #[derive(Deserialize)]
@@ -147,7 +161,7 @@ struct AuthenticatorEnrollment {
     #[serde(default)]
     created: Option<jiff::Timestamp>,
     #[serde(default)]
-    profile: Value,
+    profile: Option<FactorProfile>,
 }
 
 #[derive(Deserialize)]
@@ -186,8 +200,8 @@ impl Held {
     }
 }
 
-fn device_of(profile: &Value) -> Option<String> {
-    profile.get("deviceToken").and_then(Value::as_str).filter(|d| !d.is_empty()).map(String::from)
+fn device_of(profile: Option<&FactorProfile>) -> Option<String> {
+    profile?.device_token.as_str().filter(|d| !d.is_empty()).map(String::from)
 }
 
 /// Both lists merged by id; the factors API wins where both show a factor.
@@ -196,16 +210,16 @@ fn merge(factors: Vec<OktaFactor>, enrollments: Vec<AuthenticatorEnrollment>) ->
         .into_iter()
         .filter_map(|f| {
             let kind = factor_kind(&f.factor_type)?;
-            Some(Held { device: device_of(&f.profile), id: f.id, kind, created: f.created, factor_type: f.factor_type, enrollment_only: false })
+            Some(Held { device: device_of(f.profile.as_ref()), id: f.id, kind, created: f.created, factor_type: f.factor_type, enrollment_only: false })
         })
         .collect();
     for e in enrollments {
         if held.iter().any(|h| h.id == e.id) {
             continue;
         }
-        let Some(factor_type) = enrollment_factor_type(&e.type_, &e.key, &e.profile) else { continue };
+        let Some(factor_type) = enrollment_factor_type(&e.type_, &e.key, e.profile.as_ref()) else { continue };
         let Some(kind) = factor_kind(factor_type) else { continue };
-        held.push(Held { device: device_of(&e.profile), id: e.id, kind, created: e.created, factor_type: factor_type.into(), enrollment_only: true });
+        held.push(Held { device: device_of(e.profile.as_ref()), id: e.id, kind, created: e.created, factor_type: factor_type.into(), enrollment_only: true });
     }
     held
 }
@@ -287,7 +301,12 @@ impl Okta {
     pub fn new(backend: &str, spec: &OktaProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
         let base = spec.url.trim_end_matches('/').to_string();
         let credentials = match keys.get_opt("api-token")? {
-            Some(token) => Credentials::ApiToken(token),
+            Some(token) => {
+                let mut header = HeaderValue::from_str(&format!("SSWS {}", token.expose()))
+                    .map_err(|_| ProviderError::Config(format!("IdentityBackend {backend}: Secret {} key api-token holds characters no HTTP header allows", keys.name)))?;
+                header.set_sensitive(true);
+                Credentials::ApiToken(header)
+            }
             None => {
                 let (Some(client_id), Some(pem)) = (keys.get_opt("client-id")?, keys.get_opt("private-key")?) else {
                     return Err(ProviderError::Config(format!(
@@ -325,11 +344,15 @@ impl Okta {
     async fn call(&self, op: Op, method: Method, url: &str, query: &[(&str, String)], accepted: &[StatusCode]) -> Result<HttpReply, ProviderError> {
         // For messages only: borrowed, no copy per request.
         let path = url.strip_prefix(&self.base).unwrap_or(url).split('?').next().unwrap_or_default();
-        let build = || self.http.request(method.clone(), url).query(query).header(reqwest::header::ACCEPT, "application/json");
+        let build = || {
+            let builder = self.http.request(method.clone(), url).header(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+            // An empty query would still be serialised into the URL and taken out again.
+            if query.is_empty() { builder } else { builder.query(query) }
+        };
         let reply = match &self.credentials {
-            Credentials::ApiToken(token) => {
+            Credentials::ApiToken(header) => {
                 let request = build()
-                    .header(reqwest::header::AUTHORIZATION, format!("SSWS {}", token.expose()))
+                    .header(reqwest::header::AUTHORIZATION, header.clone())
                     .build()
                     .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
                 self.http.send(op, request).await?
@@ -655,11 +678,11 @@ mod tests {
     }
 
     fn factor(id: &str, factor_type: &str, created: &str, device: Option<&str>) -> OktaFactor {
-        OktaFactor { id: id.into(), factor_type: factor_type.into(), created: Some(ts(created)), profile: json!({ "deviceToken": device }) }
+        OktaFactor { id: id.into(), factor_type: factor_type.into(), created: Some(ts(created)), profile: serde_json::from_value(json!({ "deviceToken": device })).unwrap() }
     }
 
     fn enrollment(id: &str, type_: &str, key: &str, created: &str, profile: Value) -> AuthenticatorEnrollment {
-        AuthenticatorEnrollment { id: id.into(), type_: type_.into(), key: key.into(), created: Some(ts(created)), profile }
+        AuthenticatorEnrollment { id: id.into(), type_: type_.into(), key: key.into(), created: Some(ts(created)), profile: serde_json::from_value(profile).unwrap() }
     }
 
     const OLD: &str = "2026-01-01T00:00:00Z";
