@@ -4,6 +4,10 @@
 //! baseline (a straightforward admin script deleting one factor at a time). Run by hack/bench.sh,
 //! which starts the parts; results are printed as JSON lines and written by the script.
 
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
