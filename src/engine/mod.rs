@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use crate::Result;
 use crate::api::{FactorKind, RecallCounts};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::backends::{IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserRef};
+use crate::backends::{IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
 use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState};
 
 /// What to recall on one backend.
@@ -56,6 +56,20 @@ pub struct Restored {
     /// Users of the page at `cursor` already recorded in a head segment: left out when it is
     /// listed again.
     pub recorded_of_next_page: HashSet<String>,
+}
+
+/// Users per segment once a recall is under way, and the most a segment's JSON may take before
+/// compression (so even incompressible, base64 in a ConfigMap, it stays under 1 MiB). Every
+/// segment is written twice; the apiserver's cost per write is about half fixed, so fewer, larger
+/// segments leave more of the machine to the recall.
+const SEGMENT_USERS: usize = 1000;
+const SEGMENT_JSON_BYTES: usize = 640 * 1024;
+
+/// Whether a segment of `users` taking `json_bytes` is closed after the page just added. The
+/// first segment is one page (or its head) so the first revocation comes soon; later ones grow
+/// to SEGMENT_USERS, doubling from 200, so the workers have users while the next is recorded.
+fn segment_is_full(index: u32, users: usize, json_bytes: usize) -> bool {
+    index == 0 || users >= SEGMENT_USERS.min(100 << index.min(8)) || json_bytes >= SEGMENT_JSON_BYTES
 }
 
 /// Users in the head segment of a recall's first page (see `Segment::head_of_page`). Under a
@@ -154,8 +168,8 @@ impl Runner {
 
     /// Invalidates every user in scope on this backend, resuming from the ledger.
     ///
-    /// Three stages run side by side so none waits on another: `record_segments` lists a page,
-    /// snapshots its users and writes the segment to the ledger (write-ahead), a page or two
+    /// Three stages run side by side so none waits on another: `record_segments` lists pages,
+    /// snapshots their users and writes them to the ledger as a segment (write-ahead), a segment
     /// ahead; `work_segments` keeps up to `concurrency` users in flight across page boundaries;
     /// `write_finished` records each segment again once its last user is done. A user is touched
     /// only after the segment holding their snapshot is durable.
@@ -192,12 +206,15 @@ impl Runner {
         }
         let excluded = self.exclusions(job).await?;
         let (mut cursor, mut index, mut recorded_before) = (restored.cursor, restored.next_index, restored.recorded_of_next_page);
+        // Users listed and snapshotted for the next segment, and their size in the ledger.
+        let (mut users, mut json_bytes) = (Vec::new(), 0);
         loop {
             if self.stopping() || halt.load(Ordering::Acquire) {
+                // Users snapshotted but not recorded were never touched: listed again on resume.
                 return Ok(false);
             }
             let page = self.provider.list_users(&job.scope, cursor.as_deref()).await?;
-            let mut users: Vec<UserRecord> = page
+            let mut listed: Vec<UserRecord> = page
                 .users
                 .into_iter()
                 .filter(|user| !recorded_before.contains(&user.id))
@@ -211,28 +228,30 @@ impl Runner {
                 })
                 .collect();
             recorded_before.clear();
-            if index == 0 && users.len() > HEAD_USERS {
-                let rest = users.split_off(HEAD_USERS);
-                let head_of_page = Some(PageStart { cursor: cursor.clone() });
-                let mut head = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users, head_of_page };
-                self.record_segment(job, &mut head).await?;
-                if recorded.send(ToWork { segment: head, resumed: false }).await.is_err() {
+            if index == 0 && listed.len() > HEAD_USERS {
+                let rest = listed.split_off(HEAD_USERS);
+                self.snapshot_users(job, &mut listed).await;
+                let head = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users: listed, head_of_page: Some(PageStart { cursor: cursor.clone() }) };
+                if !self.hand_over(job, head, &recorded).await? {
                     return Ok(false);
                 }
-                (index, users) = (index + 1, rest);
+                (index, listed) = (index + 1, rest);
             }
-            let mut segment = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users, head_of_page: None };
-            self.record_segment(job, &mut segment).await?;
+            self.snapshot_users(job, &mut listed).await;
+            json_bytes += listed.iter().map(ledger::json_len).sum::<usize>();
+            users.append(&mut listed);
             let last = page.next.is_none();
-            if recorded.send(ToWork { segment, resumed: false }).await.is_err() {
-                // The workers stopped; what was recorded is resumed from the ledger.
-                return Ok(false);
+            if last || segment_is_full(index, users.len(), json_bytes) {
+                let segment = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users: std::mem::take(&mut users), head_of_page: None };
+                if !self.hand_over(job, segment, &recorded).await? {
+                    return Ok(false);
+                }
+                (index, json_bytes) = (index + 1, 0);
             }
             if last {
                 return Ok(true);
             }
             cursor = page.next;
-            index += 1;
         }
     }
 
@@ -247,13 +266,13 @@ impl Runner {
         Ok(excluded)
     }
 
-    /// Records what each planned user of a fresh segment holds, before touching anything
-    /// (write-ahead). Users whose snapshot fails are failed here and never touched.
-    async fn record_segment(&self, job: &RecallJob, segment: &mut Segment) -> Result<()> {
-        let needs_snapshot: Vec<usize> = segment.planned().map(|(i, _)| i).collect();
+    /// Records what each planned user holds, before touching anything (write-ahead). Users whose
+    /// snapshot fails are failed here and never touched.
+    async fn snapshot_users(&self, job: &RecallJob, users: &mut [UserRecord]) {
+        let needs_snapshot: Vec<usize> = users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned).map(|(i, _)| i).collect();
         let snapshots: Vec<(usize, std::result::Result<_, ProviderError>)> = futures::stream::iter(needs_snapshot)
             .map(|i| {
-                let user = segment.users[i].user.clone();
+                let user = users[i].user.clone();
                 async move { (i, self.provider.snapshot(&user, &job.kinds, job.cutoff).await) }
             })
             .buffer_unordered(job.concurrency)
@@ -267,25 +286,33 @@ impl Runner {
                         s.sessions = 0;
                         s.session_handles.clear();
                     }
-                    segment.users[i].snapshot = Some(s);
+                    users[i].snapshot = Some(s);
                 }
                 Err(e) => {
-                    segment.users[i].state = UserState::Failed;
-                    segment.users[i].note = Some(e.to_string());
+                    users[i].state = UserState::Failed;
+                    users[i].note = Some(e.to_string());
                 }
             }
         }
+    }
+
+    /// Audits the users a fresh segment settles without touching (excluded, failed to
+    /// snapshot), records the segment, counts it and hands it to the workers. False when the
+    /// workers have stopped: what was recorded is resumed from the ledger.
+    async fn hand_over(&self, job: &RecallJob, segment: Segment, recorded: &mpsc::Sender<ToWork>) -> Result<bool> {
         for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
             let (action, outcome) = if record.state == UserState::Excluded { ("user.exclude", "excluded") } else { ("user.fail", "failed") };
             self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone())?;
         }
-        self.persist(segment).await?;
-        let mut progress = self.progress.lock().unwrap();
-        progress.counts.targeted += segment.users.len() as i64;
-        for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
-            count_finished(record, &mut progress.counts);
+        self.persist(&segment).await?;
+        {
+            let mut progress = self.progress.lock().unwrap();
+            progress.counts.targeted += segment.users.len() as i64;
+            for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
+                count_finished(record, &mut progress.counts);
+            }
         }
-        Ok(())
+        Ok(recorded.send(ToWork { segment, resumed: false }).await.is_ok())
     }
 
     /// Stage two: the users of all recorded segments, `concurrency` at a time across worker
@@ -435,10 +462,11 @@ impl Runner {
     /// `resumed`: the user may have been worked on before a crash and may already have re-enrolled.
     async fn invalidate_user(&self, job: &RecallJob, record: &UserRecord, resumed: bool) -> Result<std::result::Result<(), ProviderError>> {
         let user = &record.user;
-        let snapshot = record.snapshot.clone().unwrap_or_default();
+        let none = UserSnapshot::default();
+        let snapshot = record.snapshot.as_ref().unwrap_or(&none);
         let outcome = async {
             if job.revoke_sessions {
-                self.provider.revoke_sessions(user, &snapshot).await?;
+                self.provider.revoke_sessions(user, snapshot).await?;
                 self.audit(job, Some(user), "session.revoke", "revoked", |e| e.detail = Some(format!("{} sessions or offline grants", snapshot.sessions)))?;
             }
             for factor in &snapshot.factors {

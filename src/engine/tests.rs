@@ -228,9 +228,10 @@ async fn sessions_left_alone_are_not_counted_as_ended() {
 async fn pages_overlap_without_touching_anyone_before_their_snapshot_is_recorded() {
     let recorded = Arc::new(Mutex::new(HashSet::new()));
     let (stop, stop_rx) = watch::channel(false);
-    let mut provider = FakeProvider::with_users(95);
+    let mut provider = FakeProvider::with_users(950);
+    provider.page = 50;
     provider.recorded = Some(recorded.clone());
-    *provider.stop_after.lock().unwrap() = Some((47, stop));
+    *provider.stop_after.lock().unwrap() = Some((470, stop));
     let provider = Arc::new(provider);
     let ledger = Arc::new(WatchedLedger { inner: MemoryLedger::default(), recorded, fail_first_write_of: Mutex::default() });
     let audit = audit();
@@ -246,17 +247,21 @@ async fn pages_overlap_without_touching_anyone_before_their_snapshot_is_recorded
     let second = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop: stop_rx };
     assert_eq!(second.revoke(&job).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
-    assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed, c.pending), (95, 94, 1, 0, 94));
+    assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed, c.pending), (950, 949, 1, 0, 949));
     assert!(progress.lock().unwrap().listed);
-    // Every segment is recorded complete, in order, and nothing was deleted twice.
+    // Every segment is recorded complete, in order, and nothing was deleted twice. Pages of 50:
+    // the first page's head of 20, then 230 users (its rest and four pages: at least 200), 400,
+    // and the last 300 (segments grow to 1,000 users).
     let segments = ledger.segments("fake").await.unwrap();
-    assert_eq!(segments, (0..10).collect::<Vec<u32>>());
+    assert_eq!(segments, vec![0, 1, 2, 3]);
+    let sizes: Vec<usize> = futures::future::join_all(segments.iter().map(|i| ledger.read("fake", *i))).await.into_iter().map(|s| s.unwrap().users.len()).collect();
+    assert_eq!(sizes, vec![20, 230, 400, 300]);
     for index in segments {
         assert!(ledger.read("fake", index).await.unwrap().complete, "segment {index} left incomplete");
     }
     let deletes = provider.deletes.lock().unwrap().clone();
     assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
-    assert_eq!(deletes.len(), 94 * 2);
+    assert_eq!(deletes.len(), 949 * 2);
 }
 
 // The first page is recorded as a short head and the rest; a crash between the two lists the page
@@ -285,9 +290,9 @@ async fn a_crash_after_the_head_of_the_first_page_resumes_the_rest_of_it_once() 
     assert_eq!(second.revoke(&job()).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed), (70, 69, 1, 0));
-    // Head, rest of the first page, second page: each user in exactly one segment.
+    // The head, then the rest of the first page with the second: each user in exactly one segment.
     let segments = ledger.segments("fake").await.unwrap();
-    assert_eq!(segments, vec![0, 1, 2]);
+    assert_eq!(segments, vec![0, 1]);
     let mut seen = HashSet::new();
     for index in segments {
         let segment = ledger.read("fake", index).await.unwrap();

@@ -156,6 +156,22 @@ impl LedgerStore for MemoryLedger {
     }
 }
 
+/// Bytes a user takes in a segment's JSON, before compression.
+pub fn json_len(record: &UserRecord) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, record).map_or(0, |()| count.0)
+}
+
 /// Gzip-compressed JSON, as segments are stored.
 pub fn encode(segment: &Segment) -> Result<Vec<u8>> {
     use std::io::Write;
