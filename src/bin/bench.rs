@@ -126,9 +126,12 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     cluster::create_backend(client, &ns, "okta", spec, &[("api-token".to_string(), token.clone())].into()).await.unwrap();
 
     let log = std::fs::File::create(args.work.join(format!("operator-{ns}.log"))).unwrap();
+    // A free loopback port for /readyz: the recall is applied to an operator already running, as
+    // in an incident, so its start-up is not counted.
+    let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let operator = Proc(
         Command::new(sibling("mfa-recall"))
-            .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--concurrency", "4"])
+            .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--concurrency", "4", "--metrics-addr", &health.to_string()])
             .arg("--audit-file")
             .arg(args.work.join(format!("audit-{ns}.jsonl")))
             .env("MFA_RECALL_LOG", "warn")
@@ -144,6 +147,11 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     })
     .await
     .unwrap();
+    let ready = Instant::now();
+    while !http.get(format!("http://{health}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "the operator's /readyz did not answer 200 within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before_stats = sim_stats(http, &url).await;
     let (writes_before, status_before) = apiserver_writes(client).await;
 
