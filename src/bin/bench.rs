@@ -134,7 +134,8 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
             .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--concurrency", "4", "--metrics-addr", &health.to_string()])
             .arg("--audit-file")
             .arg(args.work.join(format!("audit-{ns}.jsonl")))
-            .env("MFA_RECALL_LOG", "warn")
+            // Quiet unless asked for (MFA_RECALL_LOG=info when looking into a run).
+            .env("MFA_RECALL_LOG", std::env::var("MFA_RECALL_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
