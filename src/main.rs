@@ -1,3 +1,5 @@
+// mimalloc: a recall allocates on every provider request; about a sixth less CPU per request
+// than glibc's malloc (docs/benchmarks.md), for more resident memory (still under 100 MiB).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,7 +4,7 @@
 //! baseline (a straightforward admin script deleting one factor at a time). Run by hack/bench.sh,
 //! which starts the parts; results are printed as JSON lines and written by the script.
 
-
+// The same allocator as the operator, so the load generator stays the fastest client we have.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
