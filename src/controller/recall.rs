@@ -79,6 +79,11 @@ async fn set_phase(recall: &MfaRecall, ctx: &Context, phase: RecallPhase, outcom
     let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
     let latest = api.get_status(&recall.name_any()).await?;
     let mut status = latest.status.unwrap_or_default();
+    // The cache can lag the status just written (a reconcile woken by the run's last status
+    // write still sees the old phase): decided and recorded already, so not audited twice.
+    if status.phase == phase {
+        return Ok(());
+    }
     ctx.audit
         .record(AuditEvent { recall: key(recall), action: "recall.phase".into(), outcome: serde_json::to_value(phase)?.as_str().unwrap_or(outcome).to_string(), ..Default::default() })?;
     ctx.audit.sync().await?;
