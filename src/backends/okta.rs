@@ -141,7 +141,7 @@ struct OktaFactor {
 
 /// What we read of a factor's or an enrollment's `profile`; its other fields are skipped
 /// unparsed, so a snapshot does not build a map per factor.
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 struct FactorProfile {
     /// The Okta Verify device a factor lives on.
     #[serde(default, rename = "deviceToken")]

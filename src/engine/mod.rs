@@ -231,7 +231,7 @@ impl Runner {
             if index == 0 && listed.len() > HEAD_USERS {
                 let rest = listed.split_off(HEAD_USERS);
                 self.snapshot_users(job, &mut listed).await;
-                let head = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users: listed, head_of_page: Some(PageStart { cursor: cursor.clone() }) };
+                let head = Segment { head_of_page: Some(PageStart { cursor: cursor.clone() }), ..Segment::fresh(&job.backend, index, page.next.clone(), listed) };
                 if !self.hand_over(job, head, &recorded).await? {
                     return Ok(false);
                 }
@@ -242,7 +242,7 @@ impl Runner {
             users.append(&mut listed);
             let last = page.next.is_none();
             if last || segment_is_full(index, users.len(), json_bytes) {
-                let segment = Segment { backend: job.backend.clone(), index, next_cursor: page.next.clone(), complete: false, users: std::mem::take(&mut users), head_of_page: None };
+                let segment = Segment::fresh(&job.backend, index, page.next.clone(), std::mem::take(&mut users));
                 if !self.hand_over(job, segment, &recorded).await? {
                     return Ok(false);
                 }

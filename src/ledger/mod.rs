@@ -84,6 +84,11 @@ pub struct PageStart {
 }
 
 impl Segment {
+    /// A segment of freshly listed users, not yet worked on.
+    pub fn fresh(backend: &str, index: u32, next_cursor: Option<String>, users: Vec<UserRecord>) -> Self {
+        Self { backend: backend.to_string(), index, next_cursor, complete: false, users, head_of_page: None }
+    }
+
     /// The users not finished yet, with their positions.
     pub fn planned(&self) -> impl Iterator<Item = (usize, &UserRecord)> {
         self.users.iter().enumerate().filter(|(_, r)| r.state == UserState::Planned)
