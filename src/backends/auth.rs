@@ -125,12 +125,7 @@ impl TokenSource {
         if !matches!(self.grant, Grant::JwtBearer { .. }) {
             form.extend(self.extra.iter().cloned());
         }
-        let request = http
-            .request(Method::POST, &self.token_url)
-            .form(&form)
-            .build()
-            .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: token request: {}", http.backend, super::http::describe(&e))))?;
-        let reply = http.send(TOKEN_OP, request).await?;
+        let reply = http.send(TOKEN_OP, || http.request(Method::POST, &self.token_url).form(&form)).await?;
         let status = reply.status;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN {
             // The provider's own error code (invalid_client, unauthorized_client...) helps; its
@@ -174,11 +169,7 @@ impl TokenSource {
         let mut refreshed = false;
         loop {
             let token = self.bearer(http).await?;
-            let request = build()
-                .bearer_auth(token.expose())
-                .build()
-                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building a {} request: {}", http.backend, op.name, super::http::describe(&e))))?;
-            let reply = http.send(op, request).await?;
+            let reply = http.send(op, || build().bearer_auth(token.expose())).await?;
             if reply.status == StatusCode::UNAUTHORIZED && !refreshed {
                 self.forget().await;
                 refreshed = true;
@@ -191,11 +182,17 @@ impl TokenSource {
 
 /// Duo's percent-encoding for signatures: RFC 3986 unreserved characters stay, all else is `%XX`.
 pub fn duo_encode(text: &str) -> String {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+    // Ids and most names need no escapes: copied whole.
+    if text.bytes().all(unreserved) {
+        return text.to_string();
+    }
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
+        if unreserved(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
     out

@@ -350,12 +350,10 @@ impl Auth0 {
             }
         };
         // The location is a signed storage URL: no bearer token, and never logged or quoted.
-        let request = self
-            .http
-            .request(Method::GET, &location)
-            .build()
-            .map_err(|_| ProviderError::Rejected(format!("IdentityBackend {}: the users export job {job} gave an unusable download location", self.backend())))?;
-        let reply = self.http.send(Op::new("download_export", "exports"), request).await?;
+        if reqwest::Url::parse(&location).is_err() {
+            return Err(ProviderError::Rejected(format!("IdentityBackend {}: the users export job {job} gave an unusable download location", self.backend())));
+        }
+        let reply = self.http.send(Op::new("download_export", "exports"), || self.http.request(Method::GET, &location)).await?;
         if !reply.status.is_success() {
             return Err(self.export_gone(job));
         }

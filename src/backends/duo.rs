@@ -187,15 +187,12 @@ impl Duo {
         let authorization = duo_authorization(&self.integration_key, &self.secret_key, &date, method.as_str(), &self.host, path, &params);
         let in_body = method == Method::POST || method == Method::PUT;
         let url = if in_body || canonical.is_empty() { format!("{}{path}", self.base) } else { format!("{}{path}?{canonical}", self.base) };
-        let mut builder = self.http.request(method.clone(), &url).header("authorization", authorization).header("date", date);
-        if in_body {
-            builder = builder.header("content-type", "application/x-www-form-urlencoded").body(canonical);
-        }
-        let request = builder
-            .build()
-            .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
-        // The Date is fixed when the request is built; retries stay well inside Duo's five-minute window.
-        let reply = self.http.send(op, request).await?;
+        let build = || {
+            let builder = self.http.request(method.clone(), &url).header("authorization", &authorization).header("date", &date);
+            if in_body { builder.header("content-type", "application/x-www-form-urlencoded").body(canonical.clone()) } else { builder }
+        };
+        // The Date is signed once, before the first attempt; retries stay well inside Duo's five-minute window.
+        let reply = self.http.send(op, build).await?;
         let status = reply.status;
         let value = reply.value();
         if status.is_success() && value["stat"] == "OK" {

@@ -7,12 +7,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Secret;
 use reqwest::header::HeaderMap;
-use reqwest::{Method, Request, Response, StatusCode};
+use reqwest::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
@@ -178,7 +177,8 @@ pub struct ProviderHttp {
     client: reqwest::Client,
     pacer: Arc<Pacer>,
     in_flight: Arc<Semaphore>,
-    budgets: Arc<std::sync::Mutex<HashMap<&'static str, AnnouncedBudget>>>,
+    /// By bucket; a provider has a handful, so a list is searched faster than a map is hashed.
+    budgets: Arc<std::sync::Mutex<Vec<(&'static str, AnnouncedBudget)>>>,
     throttled: ThrottleTest,
     /// `namespace/name` of the IdentityBackend, for error messages and metrics.
     pub backend: String,
@@ -217,18 +217,24 @@ impl ProviderHttp {
         if let Some(body) = body { builder.json(body) } else { builder }
     }
 
-    /// Sends `request`, retrying transient failures (throttling, 5xx, timeouts, dropped
-    /// connections, a success whose JSON body is cut off) with exponential backoff and full
-    /// jitter, or as long as the provider asks. Returns the final answer whatever its status
-    /// (callers map 4xx themselves); errors only when the provider stayed unavailable.
-    pub async fn send(&self, op: Op, request: Request) -> Result<HttpReply, ProviderError> {
-        // Named in messages only, so formatted only for them.
-        let what = || format!("{} {}", request.method(), request.url().path());
+    /// Sends the request `build` makes, retrying transient failures (throttling, 5xx, timeouts,
+    /// dropped connections, a success whose JSON body is cut off) with exponential backoff and
+    /// full jitter, or as long as the provider asks. Each attempt builds its request afresh (no
+    /// copy of a request kept for retries). Returns the final answer whatever its status (callers
+    /// map 4xx themselves); errors only when the provider stayed unavailable.
+    pub async fn send(&self, op: Op, build: impl Fn() -> reqwest::RequestBuilder) -> Result<HttpReply, ProviderError> {
+        // Named in messages only, so built and formatted only for them.
+        let what = || match build().build() {
+            Ok(request) => format!("{} {}", request.method(), request.url().path()),
+            Err(_) => op.name.to_string(),
+        };
         let mut attempt = 0;
         let mut throttled_answers = 0;
         loop {
             attempt += 1;
-            let this_try = request.try_clone().expect("provider requests have buffered bodies");
+            let this_try = build()
+                .build()
+                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building a {} request: {}", self.backend, op.name, describe(&e))))?;
             let started = Instant::now();
             let outcome = {
                 let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
@@ -282,7 +288,7 @@ impl ProviderHttp {
     async fn wait_for_budget(&self, bucket: &'static str) {
         let slot = {
             let mut budgets = self.budgets.lock().unwrap();
-            let Some(budget) = budgets.get_mut(bucket) else { return };
+            let Some(budget) = budget_of(&mut budgets, bucket) else { return };
             let now = Instant::now();
             budget.in_flight += 1;
             if now >= budget.reset {
@@ -299,13 +305,19 @@ impl ProviderHttp {
 
     /// Records the budget an answer announces (`X-Rate-Limit-Remaining` and `-Reset`).
     fn settle_budget(&self, bucket: &'static str, reply: Option<&HttpReply>) {
+        let announced = reply.and_then(announced_budget);
         let mut budgets = self.budgets.lock().unwrap();
-        if let Some(budget) = budgets.get_mut(bucket) {
-            budget.in_flight = budget.in_flight.saturating_sub(1);
+        let known = budgets.iter().position(|(b, _)| *b == bucket);
+        if let Some(i) = known {
+            budgets[i].1.in_flight = budgets[i].1.in_flight.saturating_sub(1);
         }
-        let Some((remaining, reset)) = reply.and_then(announced_budget) else { return };
+        let Some((remaining, reset)) = announced else { return };
         let now = Instant::now();
-        let budget = budgets.entry(bucket).or_insert(AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0 });
+        let i = known.unwrap_or_else(|| {
+            budgets.push((bucket, AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0 }));
+            budgets.len() - 1
+        });
+        let budget = &mut budgets[i].1;
         // Answers overtake each other: within one window the lowest remaining is the truth.
         if reset > budget.reset + Duration::from_millis(500) || now >= budget.reset {
             budget.reset = reset;
@@ -322,8 +334,7 @@ impl ProviderHttp {
             return Some(wait);
         }
         let (_, reset) = announced_budget(reply)?;
-        let mut budgets = self.budgets.lock().unwrap();
-        if let Some(budget) = budgets.get_mut(bucket) {
+        if let Some(budget) = budget_of(&mut self.budgets.lock().unwrap(), bucket) {
             budget.remaining = 0;
         }
         Some(reset.saturating_duration_since(Instant::now()) + Duration::from_millis(fastrand::u64(0..250)))
@@ -337,9 +348,13 @@ async fn read_whole(outcome: Result<Response, reqwest::Error>) -> Result<HttpRep
     Ok(HttpReply { status: head.status, headers: head.headers, body })
 }
 
+fn budget_of<'a>(budgets: &'a mut [(&'static str, AnnouncedBudget)], bucket: &str) -> Option<&'a mut AnnouncedBudget> {
+    budgets.iter_mut().find(|(b, _)| *b == bucket).map(|(_, budget)| budget)
+}
+
 /// A body that says it is JSON but does not parse (a proxy cut it off, say).
 fn is_cut_off_json(reply: &HttpReply) -> bool {
-    let json = reply.header("content-type").is_some_and(|t| t.contains("json"));
+    let json = reply.headers.get(CONTENT_TYPE).and_then(|t| t.to_str().ok()).is_some_and(|t| t.contains("json"));
     json && !reply.body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_err()
 }
 
@@ -347,9 +362,12 @@ fn is_cut_off_json(reply: &HttpReply) -> bool {
 /// the reset as a local instant. The provider's `Date` header is preferred to our clock, so
 /// clock skew cannot make us early.
 fn announced_budget(reply: &HttpReply) -> Option<(u64, Instant)> {
-    let number = |names: [&str; 2]| names.iter().find_map(|n| reply.header(n)?.trim().parse::<u64>().ok());
-    let remaining = number(["x-rate-limit-remaining", "x-ratelimit-remaining"])?;
-    let reset_epoch = number(["x-rate-limit-reset", "x-ratelimit-reset"])?;
+    // Names made once: looking a header up by text parses the name on every answer.
+    const REMAINING: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-remaining"), HeaderName::from_static("x-ratelimit-remaining")];
+    const RESET: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-reset"), HeaderName::from_static("x-ratelimit-reset")];
+    let number = |names: &[HeaderName; 2]| names.iter().find_map(|n| reply.headers.get(n)?.to_str().ok()?.trim().parse::<u64>().ok());
+    let remaining = number(&REMAINING)?;
+    let reset_epoch = number(&RESET)?;
     let now_epoch = reply
         .header("date")
         .and_then(|d| jiff::fmt::rfc2822::parse(d).ok())
@@ -366,7 +384,7 @@ fn is_transient(status: StatusCode) -> bool {
 
 /// `Retry-After` in seconds, capped so a confused provider cannot stall a recall for hours.
 fn retry_after(reply: &HttpReply) -> Option<Duration> {
-    let seconds: f64 = reply.header("retry-after")?.trim().parse().ok()?;
+    let seconds: f64 = reply.headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs_f64(seconds.clamp(0.0, 120.0)))
 }
 
@@ -441,24 +459,24 @@ mod tests {
     async fn transient_failures_are_retried_and_permanent_ones_reported() {
         let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
         let (url, hits) = scripted_server(vec![429, 503, 502]).await;
-        let response = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 4);
 
         // A burst of throttling leaves the attempts for real failures intact.
         let (url, hits) = scripted_server(vec![429, 429, 429, 429, 429, 503, 502, 503]).await;
-        let response = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 9);
 
         let (url, hits) = scripted_server(vec![500; 100]).await;
-        let error = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap_err();
+        let error = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap_err();
         assert!(error.to_string().contains("gave up after 6 attempts"), "{error}");
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), MAX_ATTEMPTS as usize);
 
         // A 4xx is the caller's to interpret, never retried.
         let (url, hits) = scripted_server(vec![404]).await;
-        let response = http.send(TEST_OP, http.request(Method::GET, &url).build().unwrap()).await.unwrap();
+        let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::NOT_FOUND);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }

@@ -350,13 +350,7 @@ impl Okta {
             if query.is_empty() { builder } else { builder.query(query) }
         };
         let reply = match &self.credentials {
-            Credentials::ApiToken(header) => {
-                let request = build()
-                    .header(reqwest::header::AUTHORIZATION, header.clone())
-                    .build()
-                    .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building {method} {path}: {e}", self.http.backend)))?;
-                self.http.send(op, request).await?
-            }
+            Credentials::ApiToken(header) => self.http.send(op, || build().header(reqwest::header::AUTHORIZATION, header.clone())).await?,
             Credentials::ServiceApp(source) => source.send(&self.http, op, build).await?,
         };
         let status = reply.status;
@@ -395,8 +389,8 @@ impl Okta {
     }
 
     /// Every page of a list, following `Link: rel="next"`; None when the first page is 404.
-    async fn get_all<T: DeserializeOwned>(&self, op: Op, path: &str, query: &[(&str, String)]) -> Result<Option<Vec<T>>, ProviderError> {
-        let Some((mut items, mut next)) = self.get_page::<Vec<T>>(op, &self.url(path), query).await? else { return Ok(None) };
+    async fn get_all<T: DeserializeOwned>(&self, op: Op, url: &str) -> Result<Option<Vec<T>>, ProviderError> {
+        let Some((mut items, mut next)) = self.get_page::<Vec<T>>(op, url, &[]).await? else { return Ok(None) };
         while let Some(url) = next {
             self.check_same_org(&url)?;
             let (more, after) = self.get_page::<Vec<T>>(op, &url, &[]).await?.unwrap_or_default();
@@ -420,16 +414,17 @@ impl Okta {
         ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
     }
 
-    fn user_path(user: &UserRef, rest: &str) -> String {
-        format!("/api/v1/users/{}{rest}", enc(&user.id))
+    /// `{org}/api/v1/users/{id}{rest}`, formatted once per request.
+    fn user_url(&self, user: &UserRef, rest: &str) -> String {
+        format!("{}/api/v1/users/{}{rest}", self.base, enc(&user.id))
     }
 
     /// The user's factors from both lists, merged.
     async fn held(&self, user: &UserRef) -> Result<Vec<Held>, ProviderError> {
-        let factors: Vec<OktaFactor> = self.get_all(LIST_FACTORS, &Self::user_path(user, "/factors"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        let factors: Vec<OktaFactor> = self.get_all(LIST_FACTORS, &self.user_url(user, "/factors")).await?.ok_or_else(|| self.user_gone(user))?;
         // The user exists (the factors answered), so a 404 here is an org without Identity Engine.
         let enrollments: Vec<AuthenticatorEnrollment> =
-            self.get_all(LIST_FACTORS, &Self::user_path(user, "/authenticator-enrollments"), &[]).await?.unwrap_or_default();
+            self.get_all(LIST_FACTORS, &self.user_url(user, "/authenticator-enrollments")).await?.unwrap_or_default();
         Ok(merge(factors, enrollments))
     }
 
@@ -575,9 +570,8 @@ impl IdentityProvider for Okta {
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
         // Ends Okta sessions, revokes OAuth access and refresh tokens, forgets remembered devices;
         // then the consent grants, which outlive the sessions.
-        let query = [("oauthTokens", "true".to_string()), ("forgetDevices", "true".to_string())];
-        for (path, query) in [(Self::user_path(user, "/sessions"), &query[..]), (Self::user_path(user, "/grants"), &[][..])] {
-            let reply = self.call(REVOKE_SESSIONS, Method::DELETE, &self.url(&path), query, &[StatusCode::NOT_FOUND]).await?;
+        for rest in ["/sessions?oauthTokens=true&forgetDevices=true", "/grants"] {
+            let reply = self.call(REVOKE_SESSIONS, Method::DELETE, &self.user_url(user, rest), &[], &[StatusCode::NOT_FOUND]).await?;
             if reply.status == StatusCode::NOT_FOUND {
                 return Err(self.user_gone(user));
             }
@@ -587,8 +581,8 @@ impl IdentityProvider for Okta {
 
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
         let list = if factor.provider_type.starts_with(ENROLLMENT_ONLY) { "authenticator-enrollments" } else { "factors" };
-        let path = Self::user_path(user, &format!("/{list}/{}", enc(&factor.id)));
-        let reply = self.call(DELETE_FACTOR, Method::DELETE, &self.url(&path), &[], &[StatusCode::NOT_FOUND]).await?;
+        let url = format!("{}/api/v1/users/{}/{list}/{}", self.base, enc(&user.id), enc(&factor.id));
+        let reply = self.call(DELETE_FACTOR, Method::DELETE, &url, &[], &[StatusCode::NOT_FOUND]).await?;
         // 404: gone already, by an earlier attempt, the user, or with its Okta Verify device.
         Ok(if reply.status == StatusCode::NOT_FOUND { RevokeOutcome::AlreadyGone } else { RevokeOutcome::Revoked })
     }
@@ -644,13 +638,12 @@ impl IdentityProvider for Okta {
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         // Suspended, not deactivated: an admin can unsuspend the user with factors and group
         // memberships intact once they have re-enrolled.
-        let path = Self::user_path(user, "/lifecycle/suspend");
-        let reply = self.call(DISABLE_USER, Method::POST, &self.url(&path), &[], &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST]).await?;
+        let reply = self.call(DISABLE_USER, Method::POST, &self.user_url(user, "/lifecycle/suspend"), &[], &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST]).await?;
         match reply.status {
             StatusCode::NOT_FOUND => Err(self.user_gone(user)),
             StatusCode::BAD_REQUEST => {
                 // Only an ACTIVE user can be suspended: one already suspended is done.
-                let (current, _) = self.get_page::<OktaUser>(GET_USER, &self.url(&Self::user_path(user, "")), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+                let (current, _) = self.get_page::<OktaUser>(GET_USER, &self.user_url(user, ""), &[]).await?.ok_or_else(|| self.user_gone(user))?;
                 if current.status == "SUSPENDED" {
                     Ok(())
                 } else {

@@ -572,7 +572,7 @@ mod tests {
     async fn fire(http: &ProviderHttp, url: &str, n: usize) -> Vec<u16> {
         let op = Op::new("echo", "default");
         futures::future::join_all((0..n).map(|_| async {
-            http.send(op, http.request(Method::GET, &format!("{url}/x")).build().unwrap()).await.map(|r| r.status.as_u16()).unwrap_or(0)
+            http.send(op, || http.request(Method::GET, &format!("{url}/x"))).await.map(|r| r.status.as_u16()).unwrap_or(0)
         }))
         .await
     }
