@@ -166,16 +166,27 @@ impl TokenSource {
     /// (401: revoked or expired early), fetches a new one and tries once more. The answer is the
     /// caller's to interpret.
     pub async fn send(&self, http: &ProviderHttp, op: Op, build: impl Fn() -> reqwest::RequestBuilder) -> Result<HttpReply, ProviderError> {
+        Ok(self.send_reading(http, op, build, super::http::check_json).await?.0)
+    }
+
+    /// `send`, decoding a 2xx body with `read` as `ProviderHttp::send_reading` does.
+    pub async fn send_reading<T>(
+        &self,
+        http: &ProviderHttp,
+        op: Op,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        read: impl Fn(&HttpReply) -> Option<serde_json::Result<T>>,
+    ) -> Result<(HttpReply, Option<serde_json::Result<T>>), ProviderError> {
         let mut refreshed = false;
         loop {
             let token = self.bearer(http).await?;
-            let reply = http.send(op, || build().bearer_auth(token.expose())).await?;
-            if reply.status == StatusCode::UNAUTHORIZED && !refreshed {
+            let answer = http.send_reading(op, || build().bearer_auth(token.expose()), &read).await?;
+            if answer.0.status == StatusCode::UNAUTHORIZED && !refreshed {
                 self.forget().await;
                 refreshed = true;
                 continue;
             }
-            return Ok(reply);
+            return Ok(answer);
         }
     }
 }

@@ -223,6 +223,14 @@ impl ProviderHttp {
     /// copy of a request kept for retries). Returns the final answer whatever its status (callers
     /// map 4xx themselves); errors only when the provider stayed unavailable.
     pub async fn send(&self, op: Op, build: impl Fn() -> reqwest::RequestBuilder) -> Result<HttpReply, ProviderError> {
+        Ok(self.send_reading(op, build, check_json).await?.0)
+    }
+
+    /// `send`, for a caller that decodes the body: `read` decodes a 2xx answer, and that one
+    /// pass is also the check that the body is whole (a JSON body cut off is retried, as by
+    /// `send`; only when `read` fails is the body parsed again, to tell a cut from a shape the
+    /// caller did not expect). The decoded body comes back with the answer; None for other statuses.
+    pub async fn send_reading<T>(&self, op: Op, build: impl Fn() -> reqwest::RequestBuilder, read: impl Fn(&HttpReply) -> Option<serde_json::Result<T>>) -> Result<(HttpReply, Option<serde_json::Result<T>>), ProviderError> {
         // Named in messages only, so built and formatted only for them.
         let what = || match build().build() {
             Ok(request) => format!("{} {}", request.method(), request.url().path()),
@@ -255,10 +263,14 @@ impl ProviderHttp {
                         (self.throttle_wait(op.bucket, &reply), format!("{} (throttled) from {}", reply.status, what()))
                     } else if is_transient(reply.status) {
                         (retry_after(&reply), format!("{} from {}", reply.status, what()))
-                    } else if reply.status.is_success() && is_cut_off_json(&reply) {
-                        (None, format!("malformed JSON body from {}", what()))
+                    } else if !reply.status.is_success() {
+                        return Ok((reply, None));
                     } else {
-                        return Ok(reply);
+                        let body = read(&reply);
+                        match &body {
+                            Some(Err(_)) if is_cut_off_json(&reply) => (None, format!("malformed JSON body from {}", what())),
+                            _ => return Ok((reply, body)),
+                        }
                     }
                 }
                 Err(e) => {
@@ -352,10 +364,20 @@ fn budget_of<'a>(budgets: &'a mut [(&'static str, AnnouncedBudget)], bucket: &st
     budgets.iter_mut().find(|(b, _)| *b == bucket).map(|(_, budget)| budget)
 }
 
-/// A body that says it is JSON but does not parse (a proxy cut it off, say).
+fn says_json(reply: &HttpReply) -> bool {
+    reply.headers.get(CONTENT_TYPE).and_then(|t| t.to_str().ok()).is_some_and(|t| t.contains("json"))
+}
+
+/// The check `send` makes of a 2xx body it does not decode: a body that says it is JSON parses.
+pub(crate) fn check_json(reply: &HttpReply) -> Option<serde_json::Result<()>> {
+    (says_json(reply) && !reply.body.is_empty()).then(|| serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).map(drop))
+}
+
+/// A body that says it is JSON but does not parse (a proxy cut it off, say). Asked only when a
+/// read failed, which may have been a decoder refusing a shape before it reached the cut; JSON
+/// of an unexpected shape is the caller's to report.
 fn is_cut_off_json(reply: &HttpReply) -> bool {
-    let json = reply.headers.get(CONTENT_TYPE).and_then(|t| t.to_str().ok()).is_some_and(|t| t.contains("json"));
-    json && !reply.body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_err()
+    says_json(reply) && !reply.body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_err()
 }
 
 /// `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (Okta; Auth0 spells them `x-ratelimit-*`),
@@ -435,6 +457,11 @@ mod tests {
 
     /// A loopback server that answers the given statuses in order, then 200.
     async fn scripted_server(statuses: Vec<u16>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        scripted_answers(statuses.into_iter().map(|s| (s, "")).collect()).await
+    }
+
+    /// A loopback server that gives the given answers in order (a body is sent as JSON), then an empty 200.
+    async fn scripted_answers(answers: Vec<(u16, &'static str)>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/x", listener.local_addr().unwrap());
@@ -444,11 +471,14 @@ mod tests {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let status = statuses.get(n).copied().unwrap_or(200);
+                let (status, body) = answers.get(n).copied().unwrap_or((200, ""));
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
-                let extra = if status == 429 { "Retry-After: 0\r\n" } else { "" };
-                let reply = format!("HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+                let mut extra = if status == 429 { "Retry-After: 0\r\n" } else { "" }.to_string();
+                if !body.is_empty() {
+                    extra.push_str("Content-Type: application/json\r\n");
+                }
+                let reply = format!("HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 let _ = socket.write_all(reply.as_bytes()).await;
             }
         });
@@ -479,6 +509,29 @@ mod tests {
         let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::NOT_FOUND);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_decoded_body_cut_off_is_retried_and_an_unexpected_shape_is_returned() {
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
+        let numbers = |r: &HttpReply| Some(serde_json::from_slice::<Vec<u32>>(&r.body));
+        // Cut off where the decoder stops at the shape, and where it runs out of input.
+        let (url, hits) = scripted_answers(vec![(200, r#"{"id": "tru"#), (200, "[1, 2"), (200, "[1, 2]")]).await;
+        let (reply, body) = http.send_reading(TEST_OP, || http.request(Method::GET, &url), numbers).await.unwrap();
+        assert_eq!((reply.status, body.unwrap().unwrap()), (StatusCode::OK, vec![1, 2]));
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        // Whole JSON of another shape is the caller's to report: not retried.
+        let (url, hits) = scripted_answers(vec![(200, r#"{"id": "x"}"#)]).await;
+        let (_, body) = http.send_reading(TEST_OP, || http.request(Method::GET, &url), numbers).await.unwrap();
+        assert!(body.unwrap().unwrap_err().is_data());
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // Other statuses are not read.
+        let (url, _) = scripted_answers(vec![(404, r#"{"errorCode": "E0000007"}"#)]).await;
+        let (reply, body) = http.send_reading(TEST_OP, || http.request(Method::GET, &url), numbers).await.unwrap();
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+        assert!(body.is_none());
     }
 
     #[tokio::test(start_paused = true)]

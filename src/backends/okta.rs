@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::auth::{Grant, RsaSigner, TokenSource};
-use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
+use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, check_json};
 use super::{
     Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef,
     UserSnapshot, enc, selected,
@@ -342,6 +342,19 @@ impl Okta {
     /// authentication errors naming the Secret; anything else is refused with Okta's error code.
     /// With a service app, a 401 fetches a new access token once.
     async fn call(&self, op: Op, method: Method, url: &str, query: &[(&str, String)], accepted: &[StatusCode]) -> Result<HttpReply, ProviderError> {
+        Ok(self.call_reading(op, method, url, query, accepted, check_json).await?.0)
+    }
+
+    /// `call`, decoding a 2xx body with `read` in the pass that checks it (see `ProviderHttp::send_reading`).
+    async fn call_reading<T>(
+        &self,
+        op: Op,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        accepted: &[StatusCode],
+        read: impl Fn(&HttpReply) -> Option<serde_json::Result<T>>,
+    ) -> Result<(HttpReply, Option<serde_json::Result<T>>), ProviderError> {
         // For messages only: borrowed, no copy per request.
         let path = url.strip_prefix(&self.base).unwrap_or(url).split('?').next().unwrap_or_default();
         let build = || {
@@ -349,13 +362,13 @@ impl Okta {
             // An empty query would still be serialised into the URL and taken out again.
             if query.is_empty() { builder } else { builder.query(query) }
         };
-        let reply = match &self.credentials {
-            Credentials::ApiToken(header) => self.http.send(op, || build().header(reqwest::header::AUTHORIZATION, header.clone())).await?,
-            Credentials::ServiceApp(source) => source.send(&self.http, op, build).await?,
+        let (reply, body) = match &self.credentials {
+            Credentials::ApiToken(header) => self.http.send_reading(op, || build().header(reqwest::header::AUTHORIZATION, header.clone()), read).await?,
+            Credentials::ServiceApp(source) => source.send_reading(&self.http, op, build, read).await?,
         };
         let status = reply.status;
         if status.is_success() || accepted.contains(&status) {
-            return Ok(reply);
+            return Ok((reply, body));
         }
         let detail = brief(&reply.value());
         Err(match status {
@@ -378,14 +391,19 @@ impl Okta {
 
     /// GET one page: the body and the next page's URL; None when Okta answers 404.
     async fn get_page<T: DeserializeOwned>(&self, op: Op, url: &str, query: &[(&str, String)]) -> Result<Option<(T, Option<String>)>, ProviderError> {
-        let reply = self.call(op, Method::GET, url, query, &[StatusCode::NOT_FOUND]).await?;
+        let (reply, body) = self.call_reading(op, Method::GET, url, query, &[StatusCode::NOT_FOUND], |r| Some(serde_json::from_slice::<T>(&r.body))).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body = serde_json::from_slice(&reply.body).map_err(|e| {
-            ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {}: {e}", self.http.backend, url.strip_prefix(&self.base).unwrap_or(url)))
-        })?;
-        Ok(Some((body, next_link(&reply))))
+        match body {
+            Some(Ok(body)) => Ok(Some((body, next_link(&reply)))),
+            _ => Err(ProviderError::Rejected(format!(
+                "IdentityBackend {}: unexpected body from GET {}: {}",
+                self.http.backend,
+                url.strip_prefix(&self.base).unwrap_or(url),
+                body.and_then(Result::err).map(|e| e.to_string()).unwrap_or_else(|| format!("{} with no body read", reply.status))
+            ))),
+        }
     }
 
     /// Every page of a list, following `Link: rel="next"`; None when the first page is 404.
