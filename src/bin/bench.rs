@@ -1,8 +1,9 @@
 //! `mfa-recall-bench`: the operator end to end against a provider simulator running as its own
 //! process, on a real apiserver, with the two reference points measured on the same simulator:
-//! the limit (a load generator doing the same requests as fast as this machine allows) and the
-//! baseline (a straightforward admin script deleting one factor at a time). Run by hack/bench.sh,
-//! which starts the parts; results are printed as JSON lines and written by the script.
+//! the limit (a load generator doing the same requests as fast as this machine allows, measured
+//! before and after the recall) and the baseline (a straightforward admin script deleting one
+//! factor at a time). Run by hack/bench.sh, which starts the parts; results are printed as JSON
+//! lines (the recall first, with its ratios) and written by the script.
 
 // The same allocator as the operator, so the load generator stays the fastest client we have.
 #[global_allocator]
@@ -344,9 +345,24 @@ async fn main() {
     std::fs::create_dir_all(&args.work).unwrap();
     let client = Client::try_default().await.expect("KUBECONFIG of the bench apiserver");
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
-    println!("{}", recall_run(&args, &client, &http).await);
-    if !args.no_references {
-        println!("{}", limit_run(&args, &http).await);
-        println!("{}", baseline_run(&args));
+    if args.no_references {
+        println!("{}", recall_run(&args, &client, &http).await);
+        return;
+    }
+    // The limit is measured right before and right after the recall, and the recall compared
+    // with the faster of the two: a machine that slows down during one run cannot flatter it.
+    let mut before = limit_run(&args, &http).await;
+    before["when"] = json!("before the recall");
+    let mut recall = recall_run(&args, &client, &http).await;
+    let mut after = limit_run(&args, &http).await;
+    after["when"] = json!("after the recall");
+    let baseline = baseline_run(&args);
+    let speed = |run: &Value| run["usersPerSecond"].as_f64().unwrap_or(f64::NAN);
+    let limit = speed(&before).max(speed(&after));
+    recall["limitUsersPerSecond"] = json!(limit);
+    recall["ratioToLimit"] = json!((speed(&recall) / limit * 1000.0).round() / 1000.0);
+    recall["ratioToBaselineScript"] = json!((speed(&recall) / speed(&baseline) * 10.0).round() / 10.0);
+    for run in [recall, before, after, baseline] {
+        println!("{run}");
     }
 }
