@@ -186,8 +186,8 @@ pub struct ProviderHttp {
 
 impl ProviderHttp {
     pub fn new(backend: &str, limits: Limits) -> Result<Self, ProviderError> {
+        // REQUEST_TIMEOUT is applied around each exchange in `send_reading`.
         let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ProviderError::Config(format!("IdentityBackend {backend}: HTTP client: {e}")))?;
@@ -248,13 +248,15 @@ impl ProviderHttp {
                 let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
                 self.pacer.wait_turn().await;
                 self.wait_for_budget(op.bucket).await;
-                let outcome = read_whole(self.client.execute(this_try).await).await;
-                self.settle_budget(op.bucket, outcome.as_ref().ok());
+                // One timer for the whole exchange, answer and body: reqwest's own total timeout
+                // would arm one for each.
+                let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async { read_whole(self.client.execute(this_try).await).await }).await;
+                self.settle_budget(op.bucket, outcome.as_ref().ok().and_then(|o| o.as_ref().ok()));
                 outcome
             };
             let mut was_throttled = false;
             let (wait, problem) = match outcome {
-                Ok(reply) => {
+                Ok(Ok(reply)) => {
                     let throttled = (self.throttled)(&reply);
                     crate::metrics::provider_call(&self.backend, op.name, Some(reply.status.as_u16()), throttled, started.elapsed());
                     if throttled {
@@ -273,12 +275,16 @@ impl ProviderHttp {
                         }
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     crate::metrics::provider_call(&self.backend, op.name, None, false, started.elapsed());
                     if !(e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()) {
                         return Err(ProviderError::Unavailable(format!("IdentityBackend {}: {}: {}", self.backend, what(), describe(&e))));
                     }
                     (None, format!("{}: {}", what(), describe(&e)))
+                }
+                Err(_elapsed) => {
+                    crate::metrics::provider_call(&self.backend, op.name, None, false, started.elapsed());
+                    (None, format!("{}: no answer within {} s", what(), REQUEST_TIMEOUT.as_secs()))
                 }
             };
             let failures = attempt - throttled_answers;
@@ -509,6 +515,33 @@ mod tests {
         let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::NOT_FOUND);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A provider that takes requests and never answers: each attempt gives up after
+    /// REQUEST_TIMEOUT (on a paused clock, which runs ahead whenever everything waits).
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_never_answers_times_out_on_every_attempt() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = held.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
+        let started = Instant::now();
+        let error = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap_err();
+        assert!(error.to_string().contains("no answer within 30 s (gave up after 6 attempts)"), "{error}");
+        assert!(started.elapsed() >= REQUEST_TIMEOUT * MAX_ATTEMPTS, "{:?}", started.elapsed());
+        assert_eq!(held.load(std::sync::atomic::Ordering::SeqCst), MAX_ATTEMPTS as usize, "a timed-out connection is not reused");
     }
 
     #[tokio::test]
