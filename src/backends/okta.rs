@@ -395,15 +395,13 @@ impl Okta {
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        match body {
-            Some(Ok(body)) => Ok(Some((body, next_link(&reply)))),
-            _ => Err(ProviderError::Rejected(format!(
-                "IdentityBackend {}: unexpected body from GET {}: {}",
-                self.http.backend,
-                url.strip_prefix(&self.base).unwrap_or(url),
-                body.and_then(Result::err).map(|e| e.to_string()).unwrap_or_else(|| format!("{} with no body read", reply.status))
-            ))),
-        }
+        let why = match body {
+            Some(Ok(body)) => return Ok(Some((body, next_link(&reply)))),
+            Some(Err(e)) => e.to_string(),
+            // Only 2xx bodies are read, and the 404 went above.
+            None => format!("{} unread", reply.status),
+        };
+        Err(ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {}: {why}", self.http.backend, url.strip_prefix(&self.base).unwrap_or(url))))
     }
 
     /// Every page of a list, following `Link: rel="next"`; None when the first page is 404.
