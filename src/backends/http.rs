@@ -469,15 +469,9 @@ mod tests {
     /// A loopback server that gives the given answers in order (a body is sent as JSON), then an empty 200.
     async fn scripted_answers(answers: Vec<(u16, &'static str)>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/x", listener.local_addr().unwrap());
-        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = hits.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (status, body) = answers.get(n).copied().unwrap_or((200, ""));
+        loopback(move |n, mut socket| {
+            let (status, body) = answers.get(n).copied().unwrap_or((200, ""));
+            async move {
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
                 let mut extra = if status == 429 { "Retry-After: 0\r\n" } else { "" }.to_string();
@@ -486,6 +480,26 @@ mod tests {
                 }
                 let reply = format!("HTTP/1.1 {status} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        })
+        .await
+    }
+
+    /// A loopback server handing each connection, numbered from 0, to `serve`: its URL and how
+    /// many connections it took.
+    async fn loopback<F, Fut>(serve: F) -> (String, Arc<std::sync::atomic::AtomicUsize>)
+    where
+        F: Fn(usize, tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve(counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst), socket));
             }
         });
         (url, hits)
@@ -522,20 +536,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_provider_that_never_answers_times_out_on_every_attempt() {
         use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/x", listener.local_addr().unwrap());
-        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = held.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-                });
-            }
-        });
+        let (url, held) = loopback(|_, mut socket| async move {
+            let mut buf = [0u8; 4096];
+            while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
         let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
         let started = Instant::now();
         let error = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap_err();
