@@ -147,7 +147,9 @@ impl HttpReply {
         if self.body.is_empty() { Value::Null } else { serde_json::from_slice(&self.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into())) }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    /// A header as text; by a `HeaderName` made once on paths taken for every answer (looking
+    /// one up by `&str` parses the name each time).
+    pub fn header(&self, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
@@ -371,7 +373,7 @@ fn budget_of<'a>(budgets: &'a mut [(&'static str, AnnouncedBudget)], bucket: &st
 }
 
 fn says_json(reply: &HttpReply) -> bool {
-    reply.headers.get(CONTENT_TYPE).and_then(|t| t.to_str().ok()).is_some_and(|t| t.contains("json"))
+    reply.header(CONTENT_TYPE).is_some_and(|t| t.contains("json"))
 }
 
 /// The check `send` makes of a 2xx body it does not decode: a body that says it is JSON parses.
@@ -383,17 +385,16 @@ pub(crate) fn check_json(reply: &HttpReply) -> Option<serde_json::Result<()>> {
 /// read failed, which may have been a decoder refusing a shape before it reached the cut; JSON
 /// of an unexpected shape is the caller's to report.
 fn is_cut_off_json(reply: &HttpReply) -> bool {
-    says_json(reply) && !reply.body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&reply.body).is_err()
+    matches!(check_json(reply), Some(Err(_)))
 }
 
 /// `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (Okta; Auth0 spells them `x-ratelimit-*`),
 /// the reset as a local instant. The provider's `Date` header is preferred to our clock, so
 /// clock skew cannot make us early.
 fn announced_budget(reply: &HttpReply) -> Option<(u64, Instant)> {
-    // Names made once: looking a header up by text parses the name on every answer.
     const REMAINING: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-remaining"), HeaderName::from_static("x-ratelimit-remaining")];
     const RESET: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-reset"), HeaderName::from_static("x-ratelimit-reset")];
-    let number = |names: &[HeaderName; 2]| names.iter().find_map(|n| reply.headers.get(n)?.to_str().ok()?.trim().parse::<u64>().ok());
+    let number = |names: &[HeaderName; 2]| names.iter().find_map(|n| reply.header(n)?.trim().parse::<u64>().ok());
     let remaining = number(&REMAINING)?;
     let reset_epoch = number(&RESET)?;
     let now_epoch = reply
@@ -412,7 +413,7 @@ fn is_transient(status: StatusCode) -> bool {
 
 /// `Retry-After` in seconds, capped so a confused provider cannot stall a recall for hours.
 fn retry_after(reply: &HttpReply) -> Option<Duration> {
-    let seconds: f64 = reply.headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds: f64 = reply.header(RETRY_AFTER)?.trim().parse().ok()?;
     Some(Duration::from_secs_f64(seconds.clamp(0.0, 120.0)))
 }
 

@@ -360,8 +360,8 @@ async fn main() {
     let speed = |run: &Value| run["usersPerSecond"].as_f64().unwrap_or(f64::NAN);
     let limit = speed(&before).max(speed(&after));
     recall["limitUsersPerSecond"] = json!(limit);
-    recall["ratioToLimit"] = json!((speed(&recall) / limit * 1000.0).round() / 1000.0);
-    recall["ratioToBaselineScript"] = json!((speed(&recall) / speed(&baseline) * 10.0).round() / 10.0);
+    recall["ratioToLimit"] = json!(round4(speed(&recall) / limit));
+    recall["ratioToBaselineScript"] = json!(round(speed(&recall) / speed(&baseline)));
     for run in [recall, before, after, baseline] {
         println!("{run}");
     }
