@@ -247,6 +247,14 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     result
 }
 
+/// An entry of Okta's factor or authenticator-enrollment list, as far as the load generator reads it.
+#[derive(serde::Deserialize)]
+struct Listed {
+    id: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
 /// The limit: the same requests the adapter makes per user, from a load generator with no
 /// pacing at all, 64 at a time.
 async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
@@ -286,20 +294,25 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
             next.for_each_concurrent(per_shard, |id| {
                 let (http, url, auth, requests) = (http.clone(), url.clone(), auth.clone(), requests.clone());
                 async move {
+                    // Exactly the adapter's requests: both lists (it merges them by id), sessions
+                    // and grants ended, then every factor listed and every enrollment only the
+                    // enrollments API shows (FastPass), each on its own path. The lists are read
+                    // for their ids; answers to deletes by their status alone.
                     let get = |path: String| http.get(format!("{url}{path}")).header("authorization", &auth).send();
-                    let factors: Vec<Value> = get(format!("/api/v1/users/{id}/factors")).await.unwrap().json().await.unwrap_or_default();
-                    let _ = get(format!("/api/v1/users/{id}/authenticator-enrollments")).await;
-                    let _ = get(format!("/api/v1/users/{id}/grants")).await;
-                    let mut n = 3;
+                    let listed = |path: String| async { get(path).await.unwrap().json::<Vec<Listed>>().await.unwrap_or_default() };
+                    let factors = listed(format!("/api/v1/users/{id}/factors")).await;
+                    let enrollments = listed(format!("/api/v1/users/{id}/authenticator-enrollments")).await;
                     let delete = |path: String| http.delete(format!("{url}{path}")).header("authorization", &auth).send();
                     let _ = delete(format!("/api/v1/users/{id}/sessions?oauthTokens=true&forgetDevices=true")).await;
                     let _ = delete(format!("/api/v1/users/{id}/grants")).await;
-                    n += 2;
-                    for f in factors {
-                        if let Some(fid) = f["id"].as_str() {
-                            let _ = delete(format!("/api/v1/users/{id}/factors/{fid}")).await;
-                            n += 1;
-                        }
+                    let mut n = 4;
+                    for f in &factors {
+                        let _ = delete(format!("/api/v1/users/{id}/factors/{}", f.id)).await;
+                        n += 1;
+                    }
+                    for e in enrollments.iter().filter(|e| e.kind != "password" && !factors.iter().any(|f| f.id == e.id)) {
+                        let _ = delete(format!("/api/v1/users/{id}/authenticator-enrollments/{}", e.id)).await;
+                        n += 1;
                     }
                     requests.fetch_add(n, Ordering::Relaxed);
                 }
