@@ -13,7 +13,7 @@ use reqwest::header::HeaderMap;
 use reqwest::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::ProviderError;
@@ -87,24 +87,25 @@ impl From<&BackendLimits> for Limits {
 /// Spaces requests evenly so the provider never sees more than its budget.
 struct Pacer {
     interval: Duration,
-    next: Mutex<Instant>,
+    /// When the next request may go. A plain lock: held for a comparison, never across an await.
+    next: std::sync::Mutex<Instant>,
 }
 
 impl Pacer {
     fn new(requests_per_second: u32) -> Self {
-        Self { interval: Duration::from_secs_f64(1.0 / requests_per_second as f64), next: Mutex::new(Instant::now()) }
+        Self { interval: Duration::from_secs_f64(1.0 / requests_per_second as f64), next: std::sync::Mutex::new(Instant::now()) }
     }
 
     async fn wait_turn(&self) {
+        let now = Instant::now();
         let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
+            let mut next = self.next.lock().unwrap();
             let slot = (*next).max(now);
             *next = slot + self.interval;
             slot
         };
         // A slot already due needs no timer (at thousands of requests a second, most are).
-        if slot > Instant::now() {
+        if slot > now {
             tokio::time::sleep_until(slot).await;
         }
     }
