@@ -23,6 +23,10 @@ const FIELD_MANAGER: &str = "mfa-recall-ledger";
 
 pub struct ConfigMapLedger {
     api: Api<ConfigMap>,
+    /// Writes go through these rather than `api`, so the apiserver's answer (the segment again,
+    /// base64) is not decoded: a 2xx is all a write needs to know.
+    client: Client,
+    requests: kube::core::Request,
     recall_uid: String,
     owner: OwnerReference,
     /// Segments this process has stored, so their next write replaces without trying to create.
@@ -31,7 +35,8 @@ pub struct ConfigMapLedger {
 
 impl ConfigMapLedger {
     pub fn new(client: Client, namespace: &str, owner: OwnerReference) -> Self {
-        Self { api: Api::namespaced(client, namespace), recall_uid: owner.uid.clone(), owner, stored: Mutex::default() }
+        let requests = kube::core::Request::new(<ConfigMap as kube::Resource>::url_path(&(), Some(namespace)));
+        Self { api: Api::namespaced(client.clone(), namespace), client, requests, recall_uid: owner.uid.clone(), owner, stored: Mutex::default() }
     }
 
     fn name(&self, backend: &str, index: u32) -> String {
@@ -40,20 +45,26 @@ impl ConfigMapLedger {
         format!("mfar-ledger-{}-{backend_hash}-{index:06}", self.recall_uid)
     }
 
-    /// Creates a segment; one already there (written before a restart) is replaced.
-    async fn create(&self, name: &str, params: &PostParams, cm: &ConfigMap) -> kube::Result<()> {
-        match self.api.create(params, cm).await {
-            Err(kube::Error::Api(s)) if s.code == 409 => self.replace(name, params, cm).await,
-            other => other.map(drop),
+    /// Creates a segment (`body`: the ConfigMap as JSON); one already there (written before a
+    /// restart) is replaced.
+    async fn create(&self, name: &str, params: &PostParams, body: &[u8]) -> kube::Result<()> {
+        match self.send(self.requests.create(params, body.to_vec())).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => self.send(self.requests.replace(name, params, body.to_vec())).await,
+            other => other,
         }
     }
 
     /// Replaces a segment unconditionally (no resourceVersion); one gone meanwhile is created.
-    async fn replace(&self, name: &str, params: &PostParams, cm: &ConfigMap) -> kube::Result<()> {
-        match self.api.replace(name, params, cm).await {
-            Err(kube::Error::Api(s)) if s.code == 404 => self.api.create(params, cm).await.map(drop),
-            other => other.map(drop),
+    async fn replace(&self, name: &str, params: &PostParams, body: &[u8]) -> kube::Result<()> {
+        match self.send(self.requests.replace(name, params, body.to_vec())).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => self.send(self.requests.create(params, body.to_vec())).await,
+            other => other,
         }
+    }
+
+    /// Sends a write; errors are the apiserver's `Status` as `kube::Error::Api`, as from `Api`.
+    async fn send(&self, request: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>) -> kube::Result<()> {
+        self.client.request_text(request.map_err(kube::Error::BuildRequest)?).await.map(drop)
     }
 
     fn selector(&self, backend: &str) -> String {
@@ -120,8 +131,9 @@ impl LedgerStore for ConfigMapLedger {
         // YAML and diffs managed fields, which for a segment of this size cost it several times
         // the work of storing it. The segment is ours alone, so replacing it whole loses nothing.
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        let body = serde_json::to_vec(&cm)?;
         let known = self.stored.lock().unwrap().contains(&name);
-        let stored = if known { self.replace(&name, &params, &cm).await } else { self.create(&name, &params, &cm).await };
+        let stored = if known { self.replace(&name, &params, &body).await } else { self.create(&name, &params, &body).await };
         stored?;
         self.stored.lock().unwrap().insert(name);
         Ok(())

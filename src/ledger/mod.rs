@@ -179,9 +179,12 @@ pub fn json_len(record: &UserRecord) -> usize {
 
 /// Gzip-compressed JSON, as segments are stored.
 pub fn encode(segment: &Segment) -> Result<Vec<u8>> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(&serde_json::to_vec(segment)?).map_err(crate::Error::Audit)?;
+    // Serialised into the compressor through a buffer: the whole JSON (up to 640 KiB) is never
+    // held at once.
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, encoder);
+    serde_json::to_writer(&mut buffered, segment)?;
+    let encoder = buffered.into_inner().map_err(|e| crate::Error::Audit(e.into_error()))?;
     encoder.finish().map_err(crate::Error::Audit)
 }
 
