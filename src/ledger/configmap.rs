@@ -1,6 +1,11 @@
 //! Segments stored as ConfigMaps owned by the MfaRecall, gzip-compressed, so a rescheduled pod
 //! continues without a PersistentVolume. Labelled with the recall's UID so a recreated recall of
 //! the same name never inherits an old ledger.
+//!
+//! A segment is written whole once, with its users' snapshots, before any of them is touched.
+//! What changes afterwards (states, notes, re-enrollments, suspensions) goes to a second, small
+//! ConfigMap of outcomes, so recording a finished segment does not make the apiserver store its
+//! snapshots (most of its size) again; reading a segment applies its outcomes when there are any.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -12,24 +17,28 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use super::{LedgerStore, Segment, decode, encode};
+use super::{LedgerStore, Outcomes, Segment, decode, encode};
 use crate::Result;
 
 pub const RECALL_UID_LABEL: &str = "mfarecall.io/recall-uid";
 pub const BACKEND_LABEL: &str = "mfarecall.io/backend";
 pub const SEGMENT_LABEL: &str = "mfarecall.io/segment";
+/// On a segment's outcomes, in place of SEGMENT_LABEL (so listing the segments passes them by).
+pub const OUTCOMES_OF_LABEL: &str = "mfarecall.io/outcomes-of";
 const DATA_KEY: &str = "segment.json.gz";
+const OUTCOMES_KEY: &str = "outcomes.json.gz";
 const FIELD_MANAGER: &str = "mfa-recall-ledger";
 
 pub struct ConfigMapLedger {
     api: Api<ConfigMap>,
-    /// Writes go through these rather than `api`, so the apiserver's answer (the segment again,
+    /// Writes go through these rather than `api`, so the apiserver's answer (the ConfigMap again,
     /// base64) is not decoded: a 2xx is all a write needs to know.
     client: Client,
     requests: kube::core::Request,
     recall_uid: String,
     owner: OwnerReference,
-    /// Segments this process has stored, so their next write replaces without trying to create.
+    /// ConfigMaps known to exist (written or read by this process): a segment here gets its
+    /// outcomes written, an outcomes ConfigMap here is replaced without trying to create it.
     stored: Mutex<HashSet<String>>,
 }
 
@@ -45,26 +54,68 @@ impl ConfigMapLedger {
         format!("mfar-ledger-{}-{backend_hash}-{index:06}", self.recall_uid)
     }
 
-    /// Creates a segment (`body`: the ConfigMap as JSON); one already there (written before a
-    /// restart) is replaced.
-    async fn create(&self, name: &str, params: &PostParams, body: &[u8]) -> kube::Result<()> {
-        match self.send(self.requests.create(params, body.to_vec())).await {
-            Err(kube::Error::Api(s)) if s.code == 409 => self.send(self.requests.replace(name, params, body.to_vec())).await,
-            other => other,
+    fn known(&self, name: &str) -> bool {
+        self.stored.lock().unwrap().contains(name)
+    }
+
+    /// The ConfigMap `name` holding `data` under `key`, labelled `label` = the segment's index.
+    fn config_map(&self, name: &str, segment: &Segment, label: &str, key: &str, data: Vec<u8>) -> ConfigMap {
+        let labels = BTreeMap::from([
+            (RECALL_UID_LABEL.to_string(), self.recall_uid.clone()),
+            (BACKEND_LABEL.to_string(), label_value(&segment.backend)),
+            (label.to_string(), segment.index.to_string()),
+            ("app.kubernetes.io/managed-by".to_string(), "mfa-recall".to_string()),
+        ]);
+        ConfigMap {
+            metadata: ObjectMeta { name: Some(name.to_string()), labels: Some(labels), owner_references: Some(vec![self.owner.clone()]), ..Default::default() },
+            binary_data: Some(BTreeMap::from([(key.to_string(), ByteString(data))])),
+            ..Default::default()
         }
     }
 
-    /// Replaces a segment unconditionally (no resourceVersion); one gone meanwhile is created.
-    async fn replace(&self, name: &str, params: &PostParams, body: &[u8]) -> kube::Result<()> {
-        match self.send(self.requests.replace(name, params, body.to_vec())).await {
-            Err(kube::Error::Api(s)) if s.code == 404 => self.send(self.requests.create(params, body.to_vec())).await,
-            other => other,
-        }
+    /// Stores `cm` as `name`: replaced when known to exist, else created. True when it replaced
+    /// one this process did not know of (written before a restart). Plain create and replace,
+    /// not server-side apply: the apiserver parses an apply body as YAML and diffs managed
+    /// fields, which for a segment cost it several times the work of storing it. The objects
+    /// are ours alone, so replacing one whole loses nothing.
+    async fn put(&self, name: &str, cm: &ConfigMap) -> Result<bool> {
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        let body = serde_json::to_vec(cm)?;
+        let replaced_unknown = if self.known(name) {
+            // Replaced unconditionally (no resourceVersion); one gone meanwhile is created.
+            match self.send(self.requests.replace(name, &params, body.clone())).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => self.send(self.requests.create(&params, body)).await?,
+                other => other?,
+            }
+            false
+        } else {
+            match self.send(self.requests.create(&params, body.clone())).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    self.send(self.requests.replace(name, &params, body)).await?;
+                    true
+                }
+                other => {
+                    other?;
+                    false
+                }
+            }
+        };
+        self.stored.lock().unwrap().insert(name.to_string());
+        Ok(replaced_unknown)
     }
 
     /// Sends a write; errors are the apiserver's `Status` as `kube::Error::Api`, as from `Api`.
     async fn send(&self, request: std::result::Result<http::Request<Vec<u8>>, kube::core::request::Error>) -> kube::Result<()> {
         self.client.request_text(request.map_err(kube::Error::BuildRequest)?).await.map(drop)
+    }
+
+    /// The data under `key` of a ledger ConfigMap.
+    fn data<'a>(cm: &'a ConfigMap, name: &str, key: &str) -> Result<&'a [u8]> {
+        cm.binary_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.as_slice())
+            .ok_or_else(|| crate::Error::Ledger { name: name.to_string(), message: format!("has no {key}") })
     }
 
     fn selector(&self, backend: &str) -> String {
@@ -100,42 +151,36 @@ impl LedgerStore for ConfigMapLedger {
 
     async fn read(&self, backend: &str, index: u32) -> Result<Segment> {
         let name = self.name(backend, index);
+        let ledger_error = |name: &str, message: String| crate::Error::Ledger { name: name.to_string(), message };
         let cm = self.api.get(&name).await?;
-        let bytes = cm
-            .binary_data
-            .as_ref()
-            .and_then(|d| d.get(DATA_KEY))
-            .ok_or_else(|| crate::Error::Ledger { name: name.clone(), message: format!("has no {DATA_KEY}") })?;
-        decode(&bytes.0).map_err(|e| crate::Error::Ledger { name, message: e.to_string() })
+        let mut segment: Segment = decode(Self::data(&cm, &name, DATA_KEY)?).map_err(|e| ledger_error(&name, e.to_string()))?;
+        let outcomes_name = outcomes_name(&name);
+        if let Some(cm) = self.api.get_opt(&outcomes_name).await? {
+            let outcomes: Outcomes = decode(Self::data(&cm, &outcomes_name, OUTCOMES_KEY)?).map_err(|e| ledger_error(&outcomes_name, e.to_string()))?;
+            segment.apply(outcomes).map_err(|message| ledger_error(&outcomes_name, message))?;
+            self.stored.lock().unwrap().insert(outcomes_name);
+        }
+        self.stored.lock().unwrap().insert(name);
+        Ok(segment)
     }
 
     async fn write(&self, segment: &Segment) -> Result<()> {
         let name = self.name(&segment.backend, segment.index);
-        let labels = BTreeMap::from([
-            (RECALL_UID_LABEL.to_string(), self.recall_uid.clone()),
-            (BACKEND_LABEL.to_string(), label_value(&segment.backend)),
-            (SEGMENT_LABEL.to_string(), segment.index.to_string()),
-            ("app.kubernetes.io/managed-by".to_string(), "mfa-recall".to_string()),
-        ]);
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(labels),
-                owner_references: Some(vec![self.owner.clone()]),
-                ..Default::default()
-            },
-            binary_data: Some(BTreeMap::from([(DATA_KEY.to_string(), ByteString(encode(segment)?))])),
-            ..Default::default()
-        };
-        // Plain create and replace, not server-side apply: the apiserver parses an apply body as
-        // YAML and diffs managed fields, which for a segment of this size cost it several times
-        // the work of storing it. The segment is ours alone, so replacing it whole loses nothing.
-        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
-        let body = serde_json::to_vec(&cm)?;
-        let known = self.stored.lock().unwrap().contains(&name);
-        let stored = if known { self.replace(&name, &params, &body).await } else { self.create(&name, &params, &body).await };
-        stored?;
-        self.stored.lock().unwrap().insert(name);
+        if !self.known(&name) {
+            let whole = self.config_map(&name, segment, SEGMENT_LABEL, DATA_KEY, encode(segment)?);
+            if !self.put(&name, &whole).await? {
+                return Ok(());
+            }
+            // A segment of this index was there already: outcomes recorded for that one must
+            // not be applied to this one, so this one's are written too.
+        }
+        let outcomes_name = outcomes_name(&name);
+        let outcomes = self.config_map(&outcomes_name, segment, OUTCOMES_OF_LABEL, OUTCOMES_KEY, encode(&segment.outcomes())?);
+        self.put(&outcomes_name, &outcomes).await?;
         Ok(())
     }
+}
+
+fn outcomes_name(segment_name: &str) -> String {
+    format!("{segment_name}-outcomes")
 }

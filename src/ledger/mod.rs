@@ -177,18 +177,114 @@ pub fn json_len(record: &UserRecord) -> usize {
     serde_json::to_writer(&mut count, record).map_or(0, |()| count.0)
 }
 
-/// Gzip-compressed JSON, as segments are stored.
-pub fn encode(segment: &Segment) -> Result<Vec<u8>> {
-    // Serialised into the compressor through a buffer: the whole JSON (up to 640 KiB) is never
-    // held at once.
+/// What changes about a segment's users after it is first recorded: their states and notes,
+/// re-enrollments and suspensions. A store may keep these apart from the snapshots, which never
+/// change, so recording progress does not rewrite them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcomes {
+    pub complete: bool,
+    /// One per user, in the segment's order.
+    pub users: Vec<UserOutcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOutcome {
+    pub state: UserState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re_enrolled: Option<Enrollment>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+impl Segment {
+    /// The part of the segment that changes as its users are worked on.
+    pub fn outcomes(&self) -> Outcomes {
+        let users = self
+            .users
+            .iter()
+            .map(|r| UserOutcome { state: r.state, note: r.note.clone(), re_enrolled: r.re_enrolled.clone(), disabled: r.disabled })
+            .collect();
+        Outcomes { complete: self.complete, users }
+    }
+
+    /// Applies outcomes recorded after this segment; they must be of its users.
+    pub fn apply(&mut self, outcomes: Outcomes) -> std::result::Result<(), String> {
+        if outcomes.users.len() != self.users.len() {
+            return Err(format!("has outcomes of {} users for a segment of {}", outcomes.users.len(), self.users.len()));
+        }
+        for (record, outcome) in self.users.iter_mut().zip(outcomes.users) {
+            record.state = outcome.state;
+            record.note = outcome.note;
+            record.re_enrolled = outcome.re_enrolled;
+            record.disabled = outcome.disabled;
+        }
+        self.complete = outcomes.complete;
+        Ok(())
+    }
+}
+
+/// Gzip-compressed JSON, as segments and their outcomes are stored.
+pub fn encode(value: &impl Serialize) -> Result<Vec<u8>> {
+    // Serialised into the compressor through a buffer: a segment's whole JSON (up to 640 KiB) is
+    // never held at once.
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, encoder);
-    serde_json::to_writer(&mut buffered, segment)?;
+    serde_json::to_writer(&mut buffered, value)?;
     let encoder = buffered.into_inner().map_err(|e| crate::Error::Audit(e.into_error()))?;
     encoder.finish().map_err(crate::Error::Audit)
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Segment> {
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let decoder = flate2::read::GzDecoder::new(bytes);
     Ok(serde_json::from_reader(decoder)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::FactorKind;
+    use crate::backends::FactorRef;
+
+    fn segment() -> Segment {
+        let users = (0..3)
+            .map(|i| {
+                let mut record = UserRecord::planned(UserRef { id: format!("u{i}"), username: format!("user{i}") });
+                let factor = FactorRef { id: format!("f{i}"), kind: FactorKind::Totp, provider_type: "otp".into() };
+                record.snapshot = Some(UserSnapshot { factors: vec![factor], sessions: 1, session_handles: vec![] });
+                record
+            })
+            .collect();
+        Segment::fresh("ns/okta", 4, Some("next".into()), users)
+    }
+
+    #[test]
+    fn outcomes_applied_to_the_recorded_segment_give_the_segment_as_worked() {
+        let recorded = segment();
+        let mut worked = recorded.clone();
+        worked.users[0].state = UserState::Invalidated;
+        worked.users[1].state = UserState::Failed;
+        worked.users[1].note = Some("503 from DELETE /factors".into());
+        worked.users[2].state = UserState::Invalidated;
+        worked.users[2].disabled = true;
+        worked.complete = true;
+        // Stored as they would be: each encoded on its own.
+        let outcomes: Outcomes = decode(&encode(&worked.outcomes()).unwrap()).unwrap();
+        let mut read: Segment = decode(&encode(&recorded).unwrap()).unwrap();
+        read.apply(outcomes).unwrap();
+        assert_eq!(read, worked);
+    }
+
+    #[test]
+    fn outcomes_of_another_number_of_users_are_refused() {
+        let mut other = segment();
+        other.users.pop();
+        let mut recorded = segment();
+        let error = recorded.apply(other.outcomes()).unwrap_err();
+        assert_eq!(error, "has outcomes of 2 users for a segment of 3");
+        assert_eq!(recorded, segment(), "nothing applied");
+    }
 }
