@@ -93,11 +93,12 @@ fn rss_and_cpu(pid: u32) -> (f64, f64) {
     (hwm_kb / 1024.0, ticks / 100.0)
 }
 
-/// Write requests the apiserver has served so far: (all writes, writes to mfarecalls/status).
-async fn apiserver_writes(client: &Client) -> (f64, f64) {
+/// The apiserver's counters so far: (all writes, writes to mfarecalls/status, its CPU seconds).
+async fn apiserver_counters(client: &Client) -> (f64, f64, f64) {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(request).await.unwrap_or_default();
     let (mut all, mut status) = (0.0, 0.0);
+    let cpu = text.lines().find_map(|l| l.strip_prefix("process_cpu_seconds_total ")?.trim().parse().ok()).unwrap_or(f64::NAN);
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let write = ["verb=\"POST\"", "verb=\"PUT\"", "verb=\"PATCH\"", "verb=\"APPLY\"", "verb=\"DELETE\""].iter().any(|v| line.contains(v));
         let n: f64 = line.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
@@ -108,7 +109,7 @@ async fn apiserver_writes(client: &Client) -> (f64, f64) {
             }
         }
     }
-    (all, status)
+    (all, status, cpu)
 }
 
 /// The operator end to end: apply → every user invalidated.
@@ -155,7 +156,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let before_stats = sim_stats(http, &url).await;
-    let (writes_before, status_before) = apiserver_writes(client).await;
+    let (writes_before, status_before, apiserver_cpu_before) = apiserver_counters(client).await;
 
     let applied_at = jiff::Timestamp::now();
     let t0 = Instant::now();
@@ -192,7 +193,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     let counts = recall.status.unwrap().counts;
     let (rss_mib, cpu_seconds) = rss_and_cpu(pid);
     let (_, sim_cpu_seconds) = rss_and_cpu(sim.0.id());
-    let (writes_after, status_after) = apiserver_writes(client).await;
+    let (writes_after, status_after, apiserver_cpu_after) = apiserver_counters(client).await;
     let stats = sim_stats(http, &url).await;
     drop(operator);
     let requests = stats.requests - before_stats.requests;
@@ -219,6 +220,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
         "operatorCpuMicrosPerRequest": round(cpu_seconds * 1e6 / requests.max(1) as f64),
         "simulatorCpuSeconds": round(sim_cpu_seconds),
         "apiserverWrites": writes_after - writes_before,
+        "apiserverCpuSeconds": round(apiserver_cpu_after - apiserver_cpu_before),
         "statusWrites": status_after - status_before,
         "statusWritesPerSecond": round((status_after - status_before) / done_secs),
         "invalidated": counts.invalidated,
