@@ -203,6 +203,10 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
         let csv: String = std::iter::once("seconds,invalidated\n".to_string()).chain(timeline.iter().map(|(t, n)| format!("{t:.2},{n}\n"))).collect();
         std::fs::write(path, csv).unwrap();
     }
+    // The ledger goes first: only kube-apiserver and etcd run here, no garbage collector or
+    // namespace controller, so a deleted namespace would keep its ConfigMaps in etcd and a
+    // reused apiserver would slow down run after run.
+    let _ = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns).delete_collection(&DeleteParams::default(), &Default::default()).await;
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
     let mut result = json!({
         "run": if args.per_minute > 0 { "rate-limited" } else { "unthrottled" },
