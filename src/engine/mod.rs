@@ -60,8 +60,8 @@ pub struct Restored {
 
 /// Users per segment once a recall is under way, and the most a segment's JSON may take before
 /// compression (so even incompressible, base64 in a ConfigMap, it stays under 1 MiB). Every
-/// segment is written twice; the apiserver's cost per write is about half fixed, so fewer, larger
-/// segments leave more of the machine to the recall.
+/// segment is written whole once (its outcomes, later, are small); the apiserver's cost per
+/// write is about half fixed, so fewer, larger segments leave more of the machine to the recall.
 const SEGMENT_USERS: usize = 1000;
 const SEGMENT_JSON_BYTES: usize = 640 * 1024;
 

@@ -115,7 +115,7 @@ impl ConfigMapLedger {
             .as_ref()
             .and_then(|d| d.get(key))
             .map(|b| b.0.as_slice())
-            .ok_or_else(|| crate::Error::Ledger { name: name.to_string(), message: format!("has no {key}") })
+            .ok_or_else(|| ledger_error(name, format!("has no {key}")))
     }
 
     fn selector(&self, backend: &str) -> String {
@@ -151,7 +151,6 @@ impl LedgerStore for ConfigMapLedger {
 
     async fn read(&self, backend: &str, index: u32) -> Result<Segment> {
         let name = self.name(backend, index);
-        let ledger_error = |name: &str, message: String| crate::Error::Ledger { name: name.to_string(), message };
         let cm = self.api.get(&name).await?;
         let mut segment: Segment = decode(Self::data(&cm, &name, DATA_KEY)?).map_err(|e| ledger_error(&name, e.to_string()))?;
         let outcomes_name = outcomes_name(&name);
@@ -179,6 +178,11 @@ impl LedgerStore for ConfigMapLedger {
         self.put(&outcomes_name, &outcomes).await?;
         Ok(())
     }
+}
+
+/// A ledger ConfigMap that cannot be used as stored.
+fn ledger_error(name: &str, message: String) -> crate::Error {
+    crate::Error::Ledger { name: name.to_string(), message }
 }
 
 fn outcomes_name(segment_name: &str) -> String {
