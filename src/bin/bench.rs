@@ -39,6 +39,10 @@ struct Args {
     /// Skip the two reference points (limit and baseline).
     #[arg(long)]
     no_references: bool,
+    /// Recalls to run, each followed by a limit run (one limit run goes first): this machine's
+    /// speed drifts by tens of percent within minutes, so repeats tell a drift from a difference.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// Write users invalidated over time (seconds, users) to this CSV.
     #[arg(long)]
     timeline: Option<PathBuf>,
@@ -113,7 +117,7 @@ async fn apiserver_counters(client: &Client) -> (f64, f64, f64) {
 }
 
 /// The operator end to end: apply → every user invalidated.
-async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Value {
+async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_timeline: bool) -> Value {
     let token = format!("00{:032x}", fastrand::u128(..));
     let started_sim = Instant::now();
     let (sim, url) = start_sim(args, args.users, args.per_minute, &token);
@@ -199,7 +203,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client) -> Val
     let requests = stats.requests - before_stats.requests;
     let throttled = stats.throttled - before_stats.throttled;
     let first_revocation = stats.first_write_ms.map(|ms| (ms - applied_at.as_millisecond()) as f64 / 1000.0);
-    if let Some(path) = &args.timeline {
+    if let Some(path) = args.timeline.as_ref().filter(|_| keep_timeline) {
         let csv: String = std::iter::once("seconds,invalidated\n".to_string()).chain(timeline.iter().map(|(t, n)| format!("{t:.2},{n}\n"))).collect();
         std::fs::write(path, csv).unwrap();
     }
@@ -365,23 +369,35 @@ async fn main() {
     let client = Client::try_default().await.expect("KUBECONFIG of the bench apiserver");
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
     if args.no_references {
-        println!("{}", recall_run(&args, &client, &http).await);
+        println!("{}", recall_run(&args, &client, &http, true).await);
         return;
     }
-    // The limit is measured right before and right after the recall, and the recall compared
-    // with the faster of the two: a machine that slows down during one run cannot flatter it.
-    let mut before = limit_run(&args, &http).await;
-    before["when"] = json!("before the recall");
-    let mut recall = recall_run(&args, &client, &http).await;
-    let mut after = limit_run(&args, &http).await;
-    after["when"] = json!("after the recall");
+    // Limit runs and recalls alternate (limit, recall, limit, ...): each recall is compared with
+    // the limit runs right before and right after it, so a drift of the machine's speed during
+    // the pair shows in both sides. Its ratio is to their mean; the ratio to the faster of the
+    // two is given as well, the bound a machine that slowed down during one of them cannot flatter.
+    let mut limits = vec![limit_run(&args, &http).await];
+    limits[0]["limitRun"] = json!(0);
+    let mut recalls = Vec::new();
+    for round in 1..=args.rounds {
+        let mut recall = recall_run(&args, &client, &http, round == 1).await;
+        let mut limit = limit_run(&args, &http).await;
+        limit["limitRun"] = json!(round);
+        recall["round"] = json!(round);
+        recall["limitRunsEitherSide"] = json!([round - 1, round]);
+        limits.push(limit);
+        recalls.push(recall);
+    }
     let baseline = baseline_run(&args);
     let speed = |run: &Value| run["usersPerSecond"].as_f64().unwrap_or(f64::NAN);
-    let limit = speed(&before).max(speed(&after));
-    recall["limitUsersPerSecond"] = json!(limit);
-    recall["ratioToLimit"] = json!(round4(speed(&recall) / limit));
-    recall["ratioToBaselineScript"] = json!(round(speed(&recall) / speed(&baseline)));
-    for run in [recall, before, after, baseline] {
+    for (i, recall) in recalls.iter_mut().enumerate() {
+        let (before, after) = (speed(&limits[i]), speed(&limits[i + 1]));
+        recall["limitUsersPerSecond"] = json!(round((before + after) / 2.0));
+        recall["ratioToLimit"] = json!(round4(speed(recall) / ((before + after) / 2.0)));
+        recall["ratioToFasterLimit"] = json!(round4(speed(recall) / before.max(after)));
+        recall["ratioToBaselineScript"] = json!(round(speed(recall) / speed(&baseline)));
+    }
+    for run in recalls.into_iter().chain(limits).chain([baseline]) {
         println!("{run}");
     }
 }
