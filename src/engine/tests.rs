@@ -1,7 +1,9 @@
 //! The engine against an in-memory provider: invariants without any network.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -24,9 +26,23 @@ struct FakeProvider {
     recorded: Option<Arc<Mutex<HashSet<String>>>>,
     /// Users per page.
     page: usize,
+    /// When set, every snapshot and revocation takes this long, so calls overlap.
+    call_time: Option<Duration>,
+    /// Calls under way now, and the most there ever were at once.
+    in_call: AtomicUsize,
+    most_in_call: AtomicUsize,
 }
 
 impl FakeProvider {
+    /// Counts the call as under way for `call_time`.
+    async fn take_time(&self) {
+        let Some(time) = self.call_time else { return };
+        let now = self.in_call.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_call.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(time).await;
+        self.in_call.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn assert_recorded(&self, user: &UserRef) {
         if let Some(recorded) = &self.recorded {
             assert!(recorded.lock().unwrap().contains(&user.id), "{} touched before its snapshot was recorded", user.id);
@@ -92,6 +108,7 @@ impl IdentityProvider for FakeProvider {
         Ok(vec![])
     }
     async fn snapshot(&self, user: &UserRef, _: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        self.take_time().await;
         let factors = self.factors.lock().unwrap()[&user.id]
             .iter()
             .filter(|(_, _, created)| *created < cutoff.as_millisecond())
@@ -101,6 +118,7 @@ impl IdentityProvider for FakeProvider {
     }
     async fn revoke_sessions(&self, user: &UserRef, _: &UserSnapshot) -> Result<(), ProviderError> {
         self.assert_recorded(user);
+        self.take_time().await;
         if self.broken.contains(&user.id) {
             return Err(ProviderError::Rejected(format!("{}: 500 from POST /logout", user.id)));
         }
@@ -108,6 +126,7 @@ impl IdentityProvider for FakeProvider {
     }
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
         self.assert_recorded(user);
+        self.take_time().await;
         self.deletes.lock().unwrap().push(factor.id.clone());
         let mut all = self.factors.lock().unwrap();
         let held = all.get_mut(&user.id).unwrap();
@@ -262,6 +281,25 @@ async fn pages_overlap_without_touching_anyone_before_their_snapshot_is_recorded
     let deletes = provider.deletes.lock().unwrap().clone();
     assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
     assert_eq!(deletes.len(), 949 * 2);
+}
+
+// Listing ahead and working users share the backend's concurrency: together they never keep more
+// than `concurrency` users at the provider, so its cap on requests in flight is never queued on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_and_revocations_together_stay_within_the_concurrency() {
+    let mut provider = FakeProvider::with_users(400);
+    provider.page = 50;
+    provider.call_time = Some(Duration::from_millis(2));
+    let provider = Arc::new(provider);
+    let (_stop, stop_rx) = watch::channel(false);
+    let progress = SharedProgress::default();
+    let runner = Runner { provider: provider.clone(), ledger: Arc::new(MemoryLedger::default()), audit: audit(), progress: progress.clone(), stop: stop_rx };
+    let job = RecallJob { concurrency: 8, ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    assert_eq!(progress.lock().unwrap().counts.invalidated, 399);
+    let most = provider.most_in_call.load(Ordering::SeqCst);
+    assert!(most <= 8, "{most} calls at the provider at once with a concurrency of 8");
+    assert!(most >= 6, "only {most} calls at once: the run did not use its concurrency");
 }
 
 // The first page is recorded as a short head and the rest; a crash between the two lists the page
