@@ -32,17 +32,7 @@ done
 echo "bench: rate-limited" >&2
 target/release/mfa-recall-bench --users 6000 --per-minute 12000 --no-references --work "$work/run-limited" >> "$results"
 
-python3 - "$results" > docs/benchmarks/results.json <<'PY'
-import json, sys
-# Each unthrottled recall carries its ratios (mfa-recall-bench computes them); the limit runs
-# around it and the baseline follow its size's recalls.
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-cpu = open("/proc/cpuinfo").read()
-model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "unknown")
-mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
-machine = f"{cpu.count('processor' + chr(9) + ':')} cores ({model}), {mem / 1048576:.0f} GiB"
-json.dump({"machine": machine, "runs": runs}, sys.stdout, indent=2)
-PY
+python3 hack/bench/results.py "$results" > docs/benchmarks/results.json
 # The plot of the largest run, drawn with matplotlib from a venv in the cache.
 venv="${MFA_RECALL_CACHE:-$HOME/.cache/mfa-recall}/bench-venv"
 [[ -x "$venv/bin/python" ]] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q matplotlib; }
