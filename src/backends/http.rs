@@ -84,7 +84,6 @@ impl From<&BackendLimits> for Limits {
     }
 }
 
-/// Spaces requests evenly so the provider never sees more than its budget.
 /// How far ahead of its slot a request may go. Tokio's timers fire on whole milliseconds, so a
 /// shorter wait would only be rounded up to the next tick; going early by less than that keeps
 /// the rate (the next slot is still counted from this one) and saves a timer for each request
@@ -92,6 +91,7 @@ impl From<&BackendLimits> for Limits {
 /// second, in a 30 k-user run). In any period, at most a millisecond's worth more goes.
 const EARLY_BY_AT_MOST: Duration = Duration::from_millis(1);
 
+/// Spaces requests evenly so the provider never sees more than its budget.
 struct Pacer {
     interval: Duration,
     /// When the next request may go. A plain lock: held for a comparison, never across an await.
