@@ -91,6 +91,14 @@ impl From<&BackendLimits> for Limits {
 /// second, in a 30 k-user run). In any period, at most a millisecond's worth more goes.
 const EARLY_BY_AT_MOST: Duration = Duration::from_millis(1);
 
+/// Waits for `slot`, going up to `EARLY_BY_AT_MOST` before it; `now` is when the slot was taken.
+async fn wait_for_slot(slot: Instant, now: Instant) {
+    let go = slot.checked_sub(EARLY_BY_AT_MOST).unwrap_or(slot);
+    if go > now {
+        tokio::time::sleep_until(go).await;
+    }
+}
+
 /// Spaces requests evenly so the provider never sees more than its budget.
 struct Pacer {
     interval: Duration,
@@ -114,10 +122,7 @@ impl Pacer {
             *next = slot + self.interval;
             slot
         };
-        let go = slot.checked_sub(EARLY_BY_AT_MOST).unwrap_or(slot);
-        if go > now {
-            tokio::time::sleep_until(go).await;
-        }
+        wait_for_slot(slot, now).await;
     }
 }
 
@@ -331,9 +336,7 @@ impl ProviderHttp {
             budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / usable as u32 };
             (if usable == 0 { budget.reset } else { slot }, now)
         };
-        if slot > now + EARLY_BY_AT_MOST {
-            tokio::time::sleep_until(slot).await;
-        }
+        wait_for_slot(slot, now).await;
     }
 
     /// Records the budget an answer announces (`X-Rate-Limit-Remaining` and `-Reset`).

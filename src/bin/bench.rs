@@ -392,8 +392,9 @@ async fn main() {
     let speed = |run: &Value| run["usersPerSecond"].as_f64().unwrap_or(f64::NAN);
     for (i, recall) in recalls.iter_mut().enumerate() {
         let (before, after) = (speed(&limits[i]), speed(&limits[i + 1]));
-        recall["limitUsersPerSecond"] = json!(round((before + after) / 2.0));
-        recall["ratioToLimit"] = json!(round4(speed(recall) / ((before + after) / 2.0)));
+        let mean = (before + after) / 2.0;
+        recall["limitUsersPerSecond"] = json!(round(mean));
+        recall["ratioToLimit"] = json!(round4(speed(recall) / mean));
         recall["ratioToFasterLimit"] = json!(round4(speed(recall) / before.max(after)));
         recall["ratioToBaselineScript"] = json!(round(speed(recall) / speed(&baseline)));
     }
