@@ -4,6 +4,9 @@
 //! before and after the recall) and the baseline (a straightforward admin script deleting one
 //! factor at a time). Run by hack/bench.sh, which starts the parts; results are printed as JSON
 //! lines (the recall first, with its ratios) and written by the script.
+//!
+//! `--layers` measures instead, with no apiserver, what each layer of the operator adds to the
+//! client's CPU per provider request (see `layer_run`).
 
 // The same allocator as the operator, so the load generator stays the fastest client we have.
 #[global_allocator]
@@ -19,12 +22,16 @@ use clap::Parser;
 use futures::StreamExt;
 use kube::api::DeleteParams;
 use kube::{Api, Client};
-use mfa_recall::api::{BackendLimits, IdentityBackendSpec, MfaRecall};
+use mfa_recall::api::{BackendLimits, FactorKind, IdentityBackend, IdentityBackendSpec, MfaRecall};
+use mfa_recall::audit::AuditLog;
+use mfa_recall::backends::{IdentityProvider, ScopeSelector, UserRef};
+use mfa_recall::engine::{RecallJob, Runner};
+use mfa_recall::ledger::{self, LedgerStore, Segment};
 use mfa_recall::simulator::SimStats;
 use mfa_recall::testbed::cluster;
 use serde_json::{Value, json};
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(about = "Benchmark a recall against a simulated Okta")]
 struct Args {
     /// Users to seed, each with TOTP, WebAuthn, recovery codes (Okta Verify) and a session.
@@ -49,6 +56,10 @@ struct Args {
     /// Requests the operator keeps in flight (the IdentityBackend's maxConcurrency); the load generator uses the same.
     #[arg(long, default_value_t = 64)]
     in_flight: i32,
+    /// Instead of a recall: the client's CPU per provider request, layer by layer, with no
+    /// apiserver (the load generator, the Okta adapter alone, the engine), alternated for --rounds rounds.
+    #[arg(long)]
+    layers: bool,
     /// Scratch folder.
     #[arg(long)]
     work: PathBuf,
@@ -81,6 +92,13 @@ fn start_sim(args: &Args, users: u32, per_minute: u64, token: &str) -> (Proc, St
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     (Proc(child), line.trim().to_string())
+}
+
+/// The IdentityBackend of the simulator at `url`. Unthrottled: the configured ceiling is far above
+/// what the machine does. Limited: the announced budget is what paces.
+fn backend_spec(args: &Args, url: &str) -> IdentityBackendSpec {
+    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight };
+    serde_json::from_value(json!({ "okta": { "url": url, "credentialsSecretRef": { "name": "okta-credentials" } }, "limits": limits })).unwrap()
 }
 
 async fn sim_stats(http: &reqwest::Client, url: &str) -> SimStats {
@@ -125,10 +143,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
 
     let ns = format!("bench-{:05x}", fastrand::u32(..0xfffff));
     cluster::create_namespace(client, &ns).await.unwrap();
-    // Unthrottled: the configured ceiling is far above what the machine does. Limited: the
-    // announced budget is what paces.
-    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight };
-    let spec: IdentityBackendSpec = serde_json::from_value(json!({ "okta": { "url": url, "credentialsSecretRef": { "name": "okta-credentials" } }, "limits": limits })).unwrap();
+    let spec = backend_spec(args, &url);
     cluster::create_backend(client, &ns, "okta", spec, &[("api-token".to_string(), token.clone())].into()).await.unwrap();
 
     let log = std::fs::File::create(args.work.join(format!("operator-{ns}.log"))).unwrap();
@@ -342,6 +357,126 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
             "simulatorCpuSeconds": round(sim_cpu_seconds) })
 }
 
+/// One layer of the operator, in this process against a fresh simulator, for `--layers`. The
+/// load generator (the limit run) is the floor. `adapter` adds the Okta adapter and its HTTP
+/// plumbing (cap, pacing, budgets, timeouts, retries, metrics, typed answers): each user's calls
+/// as the engine makes them, sharded as the generator's are, nothing recorded. `engine` adds the
+/// recall engine: write-ahead snapshots handed over in segments, the audit trail written to disk
+/// line by line, each ledger segment encoded as the ConfigMap ledger encodes it and then dropped
+/// (storing it in the apiserver is what a recall adds on top).
+/// What the process spends per provider request is the layer's cost, as the generator's is.
+async fn layer_run(args: &Args, layer: &str) -> Value {
+    if layer == "generator" {
+        let mut run = limit_run(args, &reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap()).await;
+        run["cpuMicrosPerRequest"] = run["generatorCpuMicrosPerRequest"].clone();
+        return run;
+    }
+    let token = format!("00{:032x}", fastrand::u128(..));
+    let (_sim, url) = start_sim(args, args.users, 0, &token);
+    let mut backend = IdentityBackend::new("okta", backend_spec(args, &url));
+    backend.metadata.namespace = Some("bench".into());
+    let secret = k8s_openapi::api::core::v1::Secret {
+        data: Some([("api-token".to_string(), k8s_openapi::ByteString(token.into_bytes()))].into()),
+        ..Default::default()
+    };
+    let provider = mfa_recall::backends::connect(&backend, Some(&secret)).unwrap();
+    let stats_http = reqwest::Client::new();
+    let before = sim_stats(&stats_http, &url).await.requests;
+    let (_, cpu_before) = rss_and_cpu(std::process::id());
+    let t0 = Instant::now();
+    match layer {
+        "adapter" => adapter_layer(provider, args.in_flight as usize).await,
+        "engine" => {
+            let trail = args.work.join(format!("audit-layers-{:08x}.jsonl", fastrand::u32(..)));
+            let audit = Arc::new(AuditLog::open(Some(&trail), "bench", false).unwrap());
+            let (_keep_going, stop) = tokio::sync::watch::channel(false);
+            let runner = Runner { provider, ledger: Arc::new(EncodedLedger::default()), audit, progress: Default::default(), stop };
+            let job = RecallJob {
+                recall: "bench/layers".into(),
+                backend: "bench/okta".into(),
+                scope: ScopeSelector::AllUsers,
+                exclude_users: vec![],
+                exclude_groups: vec![],
+                kinds: vec![FactorKind::All],
+                revoke_sessions: true,
+                cutoff: jiff::Timestamp::now(),
+                concurrency: args.in_flight as usize,
+            };
+            runner.revoke(&job).await.unwrap();
+            let invalidated = runner.progress.lock().unwrap().counts.invalidated;
+            assert_eq!(invalidated, args.users as i64, "the engine layer left users not invalidated");
+            let _ = std::fs::remove_file(trail);
+        }
+        other => panic!("no layer {other}"),
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (_, cpu_after) = rss_and_cpu(std::process::id());
+    let requests = sim_stats(&stats_http, &url).await.requests - before;
+    json!({ "users": args.users, "seconds": round(secs), "usersPerSecond": round(args.users as f64 / secs),
+            "providerRequests": requests, "cpuMicrosPerRequest": round((cpu_after - cpu_before) * 1e6 / requests.max(1) as f64) })
+}
+
+/// A ledger that does the operator's share of storing a segment, encoding it as the ConfigMap
+/// ledger does (whole the first time, its outcomes after), and keeps nothing: a fresh recall
+/// reads no segment back.
+#[derive(Default)]
+struct EncodedLedger {
+    written: std::sync::Mutex<std::collections::HashSet<u32>>,
+}
+
+#[async_trait::async_trait]
+impl LedgerStore for EncodedLedger {
+    async fn segments(&self, _backend: &str) -> mfa_recall::Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+    async fn read(&self, backend: &str, index: u32) -> mfa_recall::Result<Segment> {
+        Err(mfa_recall::Error::Ledger { name: format!("{backend}/{index}"), message: "the bench keeps no segment".into() })
+    }
+    async fn write(&self, segment: &Segment) -> mfa_recall::Result<()> {
+        let first = self.written.lock().unwrap().insert(segment.index);
+        std::hint::black_box(if first { ledger::encode(segment)? } else { ledger::encode(&segment.outcomes())? });
+        Ok(())
+    }
+}
+
+/// Every user through the adapter, `in_flight` at a time over one task per runtime thread, as
+/// the load generator goes: list, snapshot, end sessions, delete each factor, require enrollment.
+async fn adapter_layer(provider: Arc<dyn IdentityProvider>, in_flight: usize) {
+    let mut users: Vec<UserRef> = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = provider.list_users(&ScopeSelector::AllUsers, cursor.as_deref()).await.unwrap();
+        users.extend(page.users);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let cutoff = jiff::Timestamp::now();
+    let shards = tokio::runtime::Handle::current().metrics().num_workers();
+    let users = Arc::new(std::sync::Mutex::new(users));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..shards {
+        let (provider, users) = (provider.clone(), users.clone());
+        tasks.spawn(async move {
+            let next = futures::stream::poll_fn(move |_| std::task::Poll::Ready(users.lock().unwrap().pop()));
+            next.for_each_concurrent(in_flight.div_ceil(shards), |user| {
+                let provider = provider.clone();
+                async move {
+                    let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+                    provider.revoke_sessions(&user, &snapshot).await.unwrap();
+                    for factor in &snapshot.factors {
+                        provider.revoke_factor(&user, factor).await.unwrap();
+                    }
+                    provider.require_enrollment(&user, &snapshot.factors).await.unwrap();
+                }
+            })
+            .await;
+        });
+    }
+    tasks.join_all().await;
+}
+
 /// The baseline: the Python admin script responders write, one request at a time.
 fn baseline_run(args: &Args) -> Value {
     let token = format!("00{:032x}", fastrand::u128(..));
@@ -366,6 +501,21 @@ fn round4(x: f64) -> f64 {
 async fn main() {
     let args = Args::parse();
     std::fs::create_dir_all(&args.work).unwrap();
+    if args.layers {
+        // Alternated, so a drift of the machine's speed shows in every layer alike. Each in a task
+        // of its own, as the operator runs a recall (not on the thread that blocks on main).
+        for round in 1..=args.rounds {
+            for layer in ["generator", "adapter", "engine"] {
+                let args = args.clone();
+                let mut run = tokio::spawn(async move { layer_run(&args, layer).await }).await.unwrap();
+                run["run"] = json!("layer");
+                run["layer"] = json!(layer);
+                run["round"] = json!(round);
+                println!("{run}");
+            }
+        }
+        return;
+    }
     let client = Client::try_default().await.expect("KUBECONFIG of the bench apiserver");
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
     if args.no_references {
