@@ -307,45 +307,35 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
         let users: Vec<Value> = response.json().await.unwrap();
         ids.extend(users.into_iter().filter_map(|u| u["id"].as_str().map(String::from)));
     }
-    // As many tasks as the runtime has threads, sharing the requests in flight, as the operator's workers do.
-    let shards = tokio::runtime::Handle::current().metrics().num_workers();
-    let per_shard = (args.in_flight as usize).div_ceil(shards);
-    let ids = Arc::new(std::sync::Mutex::new(ids));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..shards {
-        let (http, url, auth, requests, ids) = (http.clone(), url.clone(), auth.clone(), requests.clone(), ids.clone());
-        tasks.spawn(async move {
-            let next = futures::stream::poll_fn(move |_| std::task::Poll::Ready(ids.lock().unwrap().pop()));
-            next.for_each_concurrent(per_shard, |id| {
-                let (http, url, auth, requests) = (http.clone(), url.clone(), auth.clone(), requests.clone());
-                async move {
-                    // Exactly the adapter's requests: both lists (it merges them by id), sessions
-                    // and grants ended, then every factor listed and every enrollment only the
-                    // enrollments API shows (FastPass), each on its own path. The lists are read
-                    // for their ids; answers to deletes by their status alone.
-                    let get = |path: String| http.get(format!("{url}{path}")).header("authorization", &auth).send();
-                    let listed = |path: String| async { get(path).await.unwrap().json::<Vec<Listed>>().await.unwrap_or_default() };
-                    let factors = listed(format!("/api/v1/users/{id}/factors")).await;
-                    let enrollments = listed(format!("/api/v1/users/{id}/authenticator-enrollments")).await;
-                    let delete = |path: String| http.delete(format!("{url}{path}")).header("authorization", &auth).send();
-                    let _ = delete(format!("/api/v1/users/{id}/sessions?oauthTokens=true&forgetDevices=true")).await;
-                    let _ = delete(format!("/api/v1/users/{id}/grants")).await;
-                    let mut n = 4;
-                    for f in &factors {
-                        let _ = delete(format!("/api/v1/users/{id}/factors/{}", f.id)).await;
-                        n += 1;
-                    }
-                    for e in enrollments.iter().filter(|e| e.kind != "password" && !factors.iter().any(|f| f.id == e.id)) {
-                        let _ = delete(format!("/api/v1/users/{id}/authenticator-enrollments/{}", e.id)).await;
-                        n += 1;
-                    }
-                    requests.fetch_add(n, Ordering::Relaxed);
-                }
-            })
-            .await;
-        });
-    }
-    tasks.join_all().await;
+    let counted = requests.clone();
+    let http = http.clone();
+    in_shards(ids, args.in_flight as usize, move |id| {
+        let (http, url, auth, requests) = (http.clone(), url.clone(), auth.clone(), counted.clone());
+        async move {
+            // Exactly the adapter's requests: both lists (it merges them by id), sessions
+            // and grants ended, then every factor listed and every enrollment only the
+            // enrollments API shows (FastPass), each on its own path. The lists are read
+            // for their ids; answers to deletes by their status alone.
+            let get = |path: String| http.get(format!("{url}{path}")).header("authorization", &auth).send();
+            let listed = |path: String| async { get(path).await.unwrap().json::<Vec<Listed>>().await.unwrap_or_default() };
+            let factors = listed(format!("/api/v1/users/{id}/factors")).await;
+            let enrollments = listed(format!("/api/v1/users/{id}/authenticator-enrollments")).await;
+            let delete = |path: String| http.delete(format!("{url}{path}")).header("authorization", &auth).send();
+            let _ = delete(format!("/api/v1/users/{id}/sessions?oauthTokens=true&forgetDevices=true")).await;
+            let _ = delete(format!("/api/v1/users/{id}/grants")).await;
+            let mut n = 4;
+            for f in &factors {
+                let _ = delete(format!("/api/v1/users/{id}/factors/{}", f.id)).await;
+                n += 1;
+            }
+            for e in enrollments.iter().filter(|e| e.kind != "password" && !factors.iter().any(|f| f.id == e.id)) {
+                let _ = delete(format!("/api/v1/users/{id}/authenticator-enrollments/{}", e.id)).await;
+                n += 1;
+            }
+            requests.fetch_add(n, Ordering::Relaxed);
+        }
+    })
+    .await;
     let secs = t0.elapsed().as_secs_f64();
     let requests = requests.load(Ordering::Relaxed);
     let (_, cpu_after) = rss_and_cpu(std::process::id());
@@ -439,8 +429,8 @@ impl LedgerStore for EncodedLedger {
     }
 }
 
-/// Every user through the adapter, `in_flight` at a time over one task per runtime thread, as
-/// the load generator goes: list, snapshot, end sessions, delete each factor, require enrollment.
+/// Every user through the adapter, sharded as the load generator's are: list, snapshot, end
+/// sessions, delete each factor, require enrollment.
 async fn adapter_layer(provider: Arc<dyn IdentityProvider>, in_flight: usize) {
     let mut users: Vec<UserRef> = Vec::new();
     let mut cursor = None;
@@ -453,25 +443,37 @@ async fn adapter_layer(provider: Arc<dyn IdentityProvider>, in_flight: usize) {
         }
     }
     let cutoff = jiff::Timestamp::now();
+    in_shards(users, in_flight, move |user| {
+        let provider = provider.clone();
+        async move {
+            let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+            provider.revoke_sessions(&user, &snapshot).await.unwrap();
+            for factor in &snapshot.factors {
+                provider.revoke_factor(&user, factor).await.unwrap();
+            }
+            provider.require_enrollment(&user, &snapshot.factors).await.unwrap();
+        }
+    })
+    .await;
+}
+
+/// Works through `items`, `in_flight` at a time, over one task per runtime thread sharing the
+/// list, as the operator's workers share the users: the load generator and the adapter layer go
+/// the same way, so they differ only in what they do per item.
+async fn in_shards<T, W, F>(items: Vec<T>, in_flight: usize, work: W)
+where
+    T: Send + 'static,
+    W: Fn(T) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let shards = tokio::runtime::Handle::current().metrics().num_workers();
-    let users = Arc::new(std::sync::Mutex::new(users));
+    let items = Arc::new(std::sync::Mutex::new(items));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..shards {
-        let (provider, users) = (provider.clone(), users.clone());
+        let (items, work) = (items.clone(), work.clone());
         tasks.spawn(async move {
-            let next = futures::stream::poll_fn(move |_| std::task::Poll::Ready(users.lock().unwrap().pop()));
-            next.for_each_concurrent(in_flight.div_ceil(shards), |user| {
-                let provider = provider.clone();
-                async move {
-                    let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
-                    provider.revoke_sessions(&user, &snapshot).await.unwrap();
-                    for factor in &snapshot.factors {
-                        provider.revoke_factor(&user, factor).await.unwrap();
-                    }
-                    provider.require_enrollment(&user, &snapshot.factors).await.unwrap();
-                }
-            })
-            .await;
+            let next = futures::stream::poll_fn(move |_| std::task::Poll::Ready(items.lock().unwrap().pop()));
+            next.for_each_concurrent(in_flight.div_ceil(shards), work).await;
         });
     }
     tasks.join_all().await;
