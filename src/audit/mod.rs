@@ -6,7 +6,8 @@ mod journal;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -84,6 +85,10 @@ struct Chain {
     prev: String,
 }
 
+/// How long a line may wait in the journal before it is written to the trail file even though
+/// nothing is reported: whoever follows the file sees each action within this.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 /// The audit trail of this operator process: stdout, a file that survives restarts (the chain
 /// continues from its last complete line), or both.
 ///
@@ -94,10 +99,11 @@ struct Chain {
 /// events), the reporter calls `sync`, which moves the journal's lines into the trail and makes
 /// every line so far durable with one `fdatasync`, shared by reporters that ask at once: so
 /// "audited before reported" holds across a machine crash too, at a few syncs a second instead of
-/// one per line.
+/// one per line. Between reports, a thread moves the journal's lines into the trail every
+/// `FLUSH_EVERY`.
 pub struct AuditLog {
     actor: String,
-    tip: std::sync::Mutex<Tip>,
+    tip: Arc<Mutex<Tip>>,
     /// The trail file again (a second descriptor), synced off the runtime's threads.
     sync_file: Option<Arc<std::fs::File>>,
     /// Lines before this sequence number are durable. Held while syncing, so reporters that
@@ -156,8 +162,12 @@ impl AuditLog {
     fn writing_to(trail: Option<Trail>, chain: Chain, actor: &str, stdout: bool) -> std::io::Result<Self> {
         let sync_file = trail.as_ref().map(|t| t.file.try_clone().map(Arc::new)).transpose()?;
         let durable = tokio::sync::Mutex::new(chain.seq);
-        let tip = Tip { chain, trail, stdout, broken: false, line: Vec::with_capacity(512) };
-        Ok(Self { actor: actor.to_string(), tip: std::sync::Mutex::new(tip), sync_file, durable })
+        let tip = Arc::new(Mutex::new(Tip { chain, trail, stdout, broken: false, line: Vec::with_capacity(512) }));
+        if sync_file.is_some() {
+            let tip = Arc::downgrade(&tip);
+            std::thread::Builder::new().name("audit-flush".into()).spawn(move || flush_every(tip))?;
+        }
+        Ok(Self { actor: actor.to_string(), tip, sync_file, durable })
     }
 
     /// Appends one event; returns once it survives the operator being killed (not yet synced:
@@ -258,6 +268,21 @@ impl Tip {
     }
 }
 
+/// Moves the journal's lines into the trail every `FLUSH_EVERY`, until the trail is dropped.
+fn flush_every(tip: Weak<Mutex<Tip>>) {
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        let Some(tip) = tip.upgrade() else { return };
+        let mut tip = tip.lock().unwrap();
+        if !tip.broken
+            && let Err(e) = tip.flush()
+        {
+            tracing::error!(error = %e, "the audit trail could not be written; no further action is taken until the operator restarts");
+            tip.broken = true;
+        }
+    }
+}
+
 impl Drop for Tip {
     /// A clean stop leaves no line in the journal only.
     fn drop(&mut self) {
@@ -344,6 +369,24 @@ fn repair_tail(path: &Path) -> std::io::Result<u64> {
         Err(e) => return Err(e),
     };
     Ok(bytes.iter().rposition(|b| *b == b'\n').map(|i| i as u64 + 1).unwrap_or(0))
+}
+
+/// Lines of the trail at `path` that wait in its journal: written by an operator that stopped
+/// before moving them into the file. They continue the file's chain and are moved into it when
+/// an operator opens the trail again.
+pub fn journal_pending(path: &Path) -> std::io::Result<u64> {
+    let left = match std::fs::read(journal::path_for(path)) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut chain = match last_record(path)? {
+        Some(last) => Chain { seq: last.seq + 1, prev: last.hash },
+        None => Chain { seq: 0, prev: GENESIS.to_string() },
+    };
+    let start = chain.seq;
+    recover(&left, &mut chain);
+    Ok(chain.seq - start)
 }
 
 fn last_record(path: &Path) -> std::io::Result<Option<AuditRecord>> {
@@ -468,6 +511,12 @@ mod tests {
         std::fs::read_to_string(path).unwrap_or_default().lines().count()
     }
 
+    /// As the operator being killed leaves its trail: nothing more is written to the file (the
+    /// thread, too, stops), and the journal keeps what it holds.
+    fn kill(log: AuditLog) {
+        log.tip.lock().unwrap().broken = true;
+    }
+
     #[tokio::test]
     async fn lines_of_a_killed_operator_are_moved_from_the_journal_into_the_trail() {
         let dir = scratch("killed");
@@ -476,12 +525,13 @@ mod tests {
         for n in 0..5 {
             log.record(event(n)).unwrap();
         }
-        // Killed: no flush on the way out. The lines are in the journal's pages alone.
-        std::mem::forget(log);
+        kill(log);
         assert_eq!(lines_in(&path), 0, "recorded lines wait in the journal, not the trail");
+        assert_eq!(journal_pending(&path).unwrap(), 5, "the lines waiting in the journal are told");
 
         let log = AuditLog::open(Some(&path), "after", false).unwrap();
         assert_eq!(lines_in(&path), 5, "opening the trail moves the journal's lines into it");
+        assert_eq!(journal_pending(&path).unwrap(), 0);
         log.record(event(5)).unwrap();
         log.sync().await.unwrap();
         assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 6 });
@@ -503,7 +553,7 @@ mod tests {
         for n in 0..total {
             log.record(event(n as u32)).unwrap();
         }
-        std::mem::forget(log);
+        kill(log);
         let in_trail = lines_in(&path);
         assert!(in_trail > 0 && in_trail < total, "{in_trail} of {total} lines in the trail");
 
@@ -519,6 +569,19 @@ mod tests {
 
         drop(AuditLog::open(Some(&path), "test", false).unwrap());
         assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: total as u64 - 1 });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lines_reach_the_trail_within_a_second_when_nothing_is_reported() {
+        let dir = scratch("flushed");
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(Some(&path), "test", false).unwrap();
+        log.record(event(0)).unwrap();
+        assert_eq!(lines_in(&path), 0);
+        std::thread::sleep(FLUSH_EVERY * 2);
+        assert_eq!(lines_in(&path), 1, "the line waited in the journal for longer than FLUSH_EVERY");
+        drop(log);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
