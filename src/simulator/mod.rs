@@ -270,6 +270,10 @@ pub struct SimStats {
     /// When the first request that changes state arrived (epoch ms): a recall's first revocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_write_ms: Option<i64>,
+    /// Requests served up to and including the last one that changed state: a recall's own
+    /// requests, without the re-enrollment checks (reads only) that follow its last revocation.
+    #[serde(default)]
+    pub requests_to_last_write: u64,
     /// Every rate-limit window a limited bucket has seen, oldest first: what share of each
     /// window's budget a client used is read from here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -349,6 +353,7 @@ impl Simulator {
             *stats.by_bucket.entry(format!("{} {bucket}", request.method)).or_default() += 1;
             if request.method != Method::GET && bucket != "token" {
                 stats.first_write_ms.get_or_insert_with(|| jiff::Timestamp::now().as_millisecond());
+                stats.requests_to_last_write = stats.requests;
             }
         }
         let (fault, slow) = self.pick_fault(&request);
