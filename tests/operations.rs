@@ -120,6 +120,11 @@ async fn two_replicas_one_acts_and_the_other_takes_over_when_the_leader_dies() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     assert!(!audit_lines(&audit_b).is_empty(), "the new leader acted");
+    // What the killed leader recorded in its last second waits in the journal beside its trail;
+    // opening the trail, as a restarted operator does, moves every such line into it, chained.
+    let (written, waiting) = (audit_lines(&audit_a).len() as u64, audit::journal_pending(&audit_a).unwrap());
+    drop(audit::AuditLog::open(Some(&audit_a), "recovery", false).unwrap());
+    assert_eq!((audit_lines(&audit_a).len() as u64, audit::journal_pending(&audit_a).unwrap()), (written + waiting, 0), "the journal's lines moved into the trail");
     assert_exact(&recall, &subject, cutoff, &before, &[&audit_a, &audit_b]);
     assert!(b.is_running());
 }
