@@ -221,7 +221,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     drop(operator);
     // The recall's own requests end with its last revocation; the re-enrollment check that
     // starts right after reads on until the end is seen in status, and is left out of the
-    // request figures but not out of the CPU read with them.
+    // request figures but not out of the CPU and 429 counts, which cover the whole window.
     let requests = stats.requests_to_last_write - before_stats.requests;
     let served = stats.requests - before_stats.requests;
     let throttled = stats.throttled - before_stats.throttled;
@@ -245,13 +245,13 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
         "providerRequestsPerSecond": round(requests as f64 / done_secs),
         "requestsPerUser": round(requests as f64 / args.users as f64),
         "throttled": throttled,
-        "throttledShare": round4(throttled as f64 / requests.max(1) as f64),
+        "throttledShare": round4(throttled as f64 / served.max(1) as f64),
         "operatorPeakRssMiB": round(rss_mib),
         "operatorCpuSeconds": round(cpu_seconds),
-        "operatorCpuMicrosPerRequest": round(cpu_seconds * 1e6 / served.max(1) as f64),
+        "operatorCpuMicrosPerRequest": micros_per_request(cpu_seconds, served),
         "requestsAfterLastRevocation": served - requests,
         "simulatorCpuSeconds": round(sim_cpu_seconds - sim_cpu_before),
-        "simulatorCpuMicrosPerRequest": round((sim_cpu_seconds - sim_cpu_before) * 1e6 / served.max(1) as f64),
+        "simulatorCpuMicrosPerRequest": micros_per_request(sim_cpu_seconds - sim_cpu_before, served),
         "apiserverWrites": writes_after - writes_before,
         "apiserverCpuSeconds": round(apiserver_cpu_after - apiserver_cpu_before),
         "statusWrites": status_after - status_before,
@@ -354,9 +354,9 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
     json!({ "run": "limit", "users": args.users, "seconds": round(secs), "usersPerSecond": round(args.users as f64 / secs),
             "providerRequests": requests, "providerRequestsPerSecond": round(requests as f64 / secs),
             "generatorCpuSeconds": round(cpu_after - cpu_before),
-            "generatorCpuMicrosPerRequest": round((cpu_after - cpu_before) * 1e6 / requests.max(1) as f64),
+            "generatorCpuMicrosPerRequest": micros_per_request(cpu_after - cpu_before, requests),
             "simulatorCpuSeconds": round(sim_cpu_seconds - sim_cpu_before),
-            "simulatorCpuMicrosPerRequest": round((sim_cpu_seconds - sim_cpu_before) * 1e6 / requests.max(1) as f64) })
+            "simulatorCpuMicrosPerRequest": micros_per_request(sim_cpu_seconds - sim_cpu_before, requests) })
 }
 
 /// One layer of the operator, in this process against a fresh simulator, for `--layers`. The
@@ -417,8 +417,8 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
     let (_, sim_cpu_after) = rss_and_cpu(sim.0.id());
     let requests = sim_stats(&stats_http, &url).await.requests - before;
     json!({ "users": args.users, "seconds": round(secs), "usersPerSecond": round(args.users as f64 / secs),
-            "providerRequests": requests, "cpuMicrosPerRequest": round((cpu_after - cpu_before) * 1e6 / requests.max(1) as f64),
-            "simulatorCpuMicrosPerRequest": round((sim_cpu_after - sim_cpu_before) * 1e6 / requests.max(1) as f64) })
+            "providerRequests": requests, "cpuMicrosPerRequest": micros_per_request(cpu_after - cpu_before, requests),
+            "simulatorCpuMicrosPerRequest": micros_per_request(sim_cpu_after - sim_cpu_before, requests) })
 }
 
 /// A ledger that does the operator's share of storing a segment, encoding it as the ConfigMap
@@ -508,6 +508,11 @@ fn baseline_run(args: &Args) -> Value {
 
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// CPU seconds spent over `requests` provider requests, as microseconds per request (rounded).
+fn micros_per_request(cpu_seconds: f64, requests: u64) -> f64 {
+    round(cpu_seconds * 1e6 / requests.max(1) as f64)
 }
 
 fn round4(x: f64) -> f64 {
