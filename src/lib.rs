@@ -33,6 +33,13 @@ pub enum Error {
     Invalid(String),
     #[error("{0}")]
     BackendNotFound(String),
+    /// An exclusion names a group the provider does not have: the recall waits rather than run
+    /// without the spares it was told about.
+    #[error("{0}: fix spec.scope.exclude.groups, or create the group")]
+    ExclusionGroupNotFound(String),
+    /// The recall asks for something a backend cannot do as asked; nothing was touched.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -46,6 +53,8 @@ impl Error {
             Error::Ledger { .. } => "ledger",
             Error::Invalid(_) => "invalid",
             Error::BackendNotFound(_) => "backendNotFound",
+            Error::ExclusionGroupNotFound(_) => "exclusionGroupNotFound",
+            Error::Refused(_) => "refused",
         }
     }
 }

@@ -36,7 +36,11 @@ trait Target: Send + Sync {
     async fn user(&self, username: &str) -> UserView;
     /// The user enrolls a new factor now; its id.
     async fn enroll(&self, username: &str) -> String;
+    /// The logins of the members of `group` as the provider counts them: with the members of
+    /// the groups nested in it where its groups nest.
     async fn group_members(&self, group: &str) -> HashSet<String>;
+    /// Whether the provider's groups nest (said independently of the adapter).
+    fn groups_nest(&self) -> bool;
     /// The IdentityBackend and its Secret (`wrong` credentials when asked).
     fn backend(&self, limits: BackendLimits) -> IdentityBackend;
     fn secret(&self, wrong: bool) -> (Secret, BTreeMap<String, String>);
@@ -75,7 +79,12 @@ impl Target for SimTarget {
         self.subject.sim.provider.enroll(name, FactorKind::Webauthn, ENROLLMENT_IP).unwrap_or_else(|| panic!("{}: enroll {name}", self.kind()))
     }
     async fn group_members(&self, group: &str) -> HashSet<String> {
-        (0..self.seed.users).filter(|i| self.seed.groups_of(*i).any(|g| g == group)).map(username).collect()
+        (0..self.seed.users).filter(|i| self.seed.is_member(*i, group, self.groups_nest())).map(username).collect()
+    }
+    fn groups_nest(&self) -> bool {
+        // Entra transitive members and Google derived membership; Okta groups, Auth0 roles and
+        // Duo groups are flat.
+        matches!(self.kind(), "entra" | "google")
     }
     fn backend(&self, limits: BackendLimits) -> IdentityBackend {
         self.subject.backend("conformance", self.kind(), limits)
@@ -107,6 +116,18 @@ impl KeycloakTarget {
         let admin = parts.keycloak().await;
         let realm = support::unique("conformance");
         admin.create_realm(&realm, users as usize, &["breakglass-1"], KEYCLOAK_CLIENT_SECRET).await.unwrap();
+        // As the simulators' seed has it: a breakglass group nested in admins, with every 50th
+        // user from the 7th.
+        let admins = admin.get(&format!("/{realm}/groups?search=admins&exact=true")).await.unwrap()[0]["id"].as_str().unwrap().to_string();
+        let (status, body) =
+            admin.request(reqwest::Method::POST, &format!("/{realm}/groups/{admins}/children"), Some(json!({ "name": "breakglass" }))).await.unwrap();
+        assert_eq!(status, 201, "creating admins/breakglass: {body}");
+        let breakglass = admin.get(&format!("/{realm}/group-by-path/admins/breakglass")).await.unwrap()["id"].as_str().unwrap().to_string();
+        for i in (7..users as usize).step_by(50) {
+            let id = admin.user_id(&realm, &testbed::username(i)).await.unwrap();
+            let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}/users/{id}/groups/{breakglass}"), None).await.unwrap();
+            assert_eq!(status, 204, "adding user {i} to admins/breakglass: {body}");
+        }
         // Sessions and offline tokens for the users a password grant lets in (no OTP to type).
         for i in 0..testbed::USERS_WITH_PASSWORD.min(users as usize) {
             if !testbed::seeded_types(i).contains(&"otp") {
@@ -178,9 +199,18 @@ impl Target for KeycloakTarget {
     }
     async fn group_members(&self, group: &str) -> HashSet<String> {
         let groups = self.admin.get(&format!("/{}/groups?search={group}&exact=true", self.realm)).await.unwrap();
-        let id = groups[0]["id"].as_str().unwrap().to_string();
-        let members = self.admin.get(&format!("/{}/groups/{id}/members?max=100000&briefRepresentation=true", self.realm)).await.unwrap();
-        members.as_array().unwrap().iter().map(|m| m["username"].as_str().unwrap().to_string()).collect()
+        let mut pending = vec![groups[0]["id"].as_str().unwrap().to_string()];
+        let mut members = HashSet::new();
+        while let Some(id) = pending.pop() {
+            let direct = self.admin.get(&format!("/{}/groups/{id}/members?max=100000&briefRepresentation=true", self.realm)).await.unwrap();
+            members.extend(direct.as_array().unwrap().iter().map(|m| m["username"].as_str().unwrap().to_string()));
+            let children = self.admin.get(&format!("/{}/groups/{id}/children?max=1000&briefRepresentation=true", self.realm)).await.unwrap();
+            pending.extend(children.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()));
+        }
+        members
+    }
+    fn groups_nest(&self) -> bool {
+        true
     }
     fn backend(&self, limits: BackendLimits) -> IdentityBackend {
         let spec = serde_json::from_value(json!({
@@ -292,8 +322,11 @@ fn fast() -> BackendLimits {
     BackendLimits { requests_per_second: 5000, max_concurrency: 16 }
 }
 
+/// Staff (every other user), admins (every tenth) and, nested in admins where the provider's
+/// groups nest, breakglass (every fiftieth from the seventh: none of them staff or admins).
 fn seed(users: u32) -> Seed {
-    Seed { users, groups: vec![GroupSeed { name: "staff".into(), every: 2 }, GroupSeed { name: "admins".into(), every: 10 }], ..Seed::default() }
+    let groups = vec![GroupSeed::new("staff", 2), GroupSeed::new("admins", 10), GroupSeed::nested("breakglass", 50, 7, "admins")];
+    Seed { users, groups, ..Seed::default() }
 }
 
 fn total(map: &BTreeMap<String, u64>) -> u64 {
@@ -367,14 +400,22 @@ async fn cutoff_respected(kind: &str) {
         assert!(!revoked.contains(new_id), "{kind}: {name}'s new factor was revoked");
     }
 
-    // Re-enrollment is seen for both.
+    // The enrollment is seen for both: when the recall reached them (where the provider dates
+    // factors, they are counted as already enrolled and not asked to enroll again), or by the
+    // re-enrollment check after.
     if bench.provider.capabilities().enrollment_detection {
         let (_stop, stop_rx) = watch::channel(false);
         bench.runner(progress.clone(), stop_rx).check_re_enrollment(&job).await.unwrap();
         let counts = progress.lock().unwrap().counts.clone();
-        assert_eq!(counts.re_enrolled, 2, "{kind}: {counts:?}");
-        let seen: Vec<Value> = bench.audit_events().into_iter().filter(|e| e["action"] == "reenrollment.seen").collect();
+        assert_eq!(counts.re_enrolled + counts.already_enrolled, 2, "{kind}: {counts:?}");
+        let seen: Vec<Value> = bench
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["action"] == "reenrollment.seen" || (e["action"] == "enrollment.require" && e["outcome"] == "skipped"))
+            .collect();
         assert_eq!(seen.len(), 2, "{kind}: {seen:?}");
+        let users: HashSet<&str> = seen.iter().map(|e| e["user"].as_str().unwrap_or_default()).collect();
+        assert_eq!(users, HashSet::from([early.as_str(), late.as_str()]), "{kind}");
         // Where the provider logs where an enrollment came from, the audit trail keeps it.
         if let Some(ip) = bench.target.enrollment_ip() {
             assert!(seen.iter().all(|e| e["detail"].as_str().unwrap_or_default().contains(ip)), "{kind}: origin kept: {seen:?}");
@@ -386,7 +427,7 @@ async fn cutoff_respected(kind: &str) {
 async fn exclusions(kind: &str) {
     let bench = Bench::start(kind, &seed(60), fast()).await;
     let cutoff = jiff::Timestamp::now();
-    let mut job = bench.job(ScopeSelector::Groups(vec!["staff".into()]), cutoff);
+    let mut job = bench.job(ScopeSelector::listed(vec!["staff".into()], vec![]), cutoff);
     let by_name = bench.target.username(2);
     job.exclude_users = vec![by_name.clone()];
     job.exclude_groups = vec!["admins".into()];
@@ -492,6 +533,119 @@ async fn faults(kind: &str) {
     assert!(failure["detail"].as_str().unwrap().contains("500"), "{kind}: the error is named: {failure}");
 }
 
+/// What the provider lost, by kind, between two censuses.
+fn lost_by_kind(before: &Census, after: &Census) -> BTreeMap<String, i64> {
+    before
+        .factors_before_cutoff
+        .iter()
+        .map(|(kind, n)| (kind.clone(), *n as i64 - *after.factors_before_cutoff.get(kind).unwrap_or(&0) as i64))
+        .filter(|(_, n)| *n != 0)
+        .collect()
+}
+
+/// Scope catalogue: groups and names together are one union, each user once (a user in two
+/// groups, named twice, in two letter cases); a user and a group that match nobody are named
+/// in progress and audit trail, not targeted; counts equal what the provider lost.
+async fn scope_union(kind: &str) {
+    let bench = Bench::start(kind, &seed(60), fast()).await;
+    let target = &bench.target;
+    let cutoff = jiff::Timestamp::now();
+    let names = vec![target.username(1).to_uppercase(), target.username(1), target.username(3), target.username(4), "ghost-0000@example.com".into()];
+    let job = bench.job(ScopeSelector::listed(vec!["staff".into(), "admins".into(), "no-such-group".into()], names), cutoff);
+    let mut expected = target.group_members("staff").await;
+    expected.extend(target.group_members("admins").await);
+    expected.extend([target.username(1), target.username(3)]);
+    let before = target.census(cutoff).await;
+    let progress = SharedProgress::default();
+    let (_stop, stop_rx) = watch::channel(false);
+    assert_eq!(bench.runner(progress.clone(), stop_rx).revoke(&job).await.unwrap(), RunEnd::Finished);
+    let counts = progress.lock().unwrap().counts.clone();
+    let after = target.census(cutoff).await;
+
+    let n = expected.len() as i64;
+    assert_eq!((counts.targeted, counts.invalidated, counts.failed, counts.not_found), (n, n, 0, 2), "{kind}: {counts:?}");
+    assert_eq!(counts.factors_revoked, lost_by_kind(&before, &after), "{kind}: counts differ from what the provider lost");
+    for name in [target.username(1), target.username(5)] {
+        let user = target.user(&name).await;
+        let old = user.factors.iter().any(|f| f.created < cutoff);
+        assert_eq!(old, !expected.contains(&name), "{kind}: {name} in scope: {}, still holds old factors: {old}", expected.contains(&name));
+    }
+    let unresolved: Vec<String> = progress.lock().unwrap().unresolved.iter().cloned().collect();
+    assert_eq!(unresolved, ["group no-such-group", "user ghost-0000@example.com"], "{kind}");
+    let audited = bench.audit_events().into_iter().filter(|e| e["action"] == "scope.unresolved").count();
+    assert_eq!(audited, 2, "{kind}: every name that matched nobody is audited");
+    let ids = bench.revoked_factor_ids();
+    assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "{kind}: a factor was revoked twice");
+}
+
+/// Scope catalogue: excluding a group spares the members of the groups nested in it (the
+/// break-glass accounts) where the provider's groups nest, and a user excluded by a name in
+/// other letters; each rule's spares are counted.
+async fn nested_exclusions(kind: &str) {
+    let bench = Bench::start(kind, &seed(120), fast()).await;
+    let target = &bench.target;
+    assert_eq!(bench.provider.capabilities().nested_groups, target.groups_nest(), "{kind}: capabilities say whether groups nest");
+    let cutoff = jiff::Timestamp::now();
+    let mut job = bench.job(ScopeSelector::AllUsers, cutoff);
+    job.exclude_groups = vec!["admins".into()];
+    job.exclude_users = vec![target.username(2).to_uppercase()];
+    let admins = target.group_members("admins").await;
+    let breakglass: Vec<String> = (7..120).step_by(50).map(|i| target.username(i)).collect();
+    assert_eq!(breakglass.iter().all(|b| admins.contains(b)), target.groups_nest(), "{kind}: the seed nests breakglass in admins");
+    let mut spared = admins.clone();
+    spared.insert(target.username(2));
+    let mut before = Vec::new();
+    for name in &spared {
+        before.push(target.user(name).await);
+    }
+    let counts = bench.revoke(&job).await;
+
+    for user in &before {
+        assert_eq!(&target.user(&user.username).await, user, "{kind}: {} is excluded and must be untouched", user.username);
+    }
+    if !target.groups_nest() {
+        let user = target.user(&breakglass[0]).await;
+        assert!(user.factors.iter().all(|f| f.created >= cutoff), "{kind}: flat groups: {} is not in admins and is recalled", user.username);
+    }
+    assert_eq!((counts.excluded, counts.failed), (spared.len() as i64, 0), "{kind}: {counts:?}");
+    assert_eq!(counts.invalidated + counts.excluded, counts.targeted, "{kind}: {counts:?}");
+    let by_rule: Vec<(&str, i64)> = counts.excluded_by.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(by_rule, [("exclude.groups: admins", admins.len() as i64), ("exclude.users", 1)], "{kind}");
+}
+
+/// Scope catalogue: an exclusion group that does not exist stops the recall before anyone is touched.
+async fn missing_exclusion_group(kind: &str) {
+    let bench = Bench::start(kind, &seed(20), fast()).await;
+    let cutoff = jiff::Timestamp::now();
+    let before = bench.target.census(cutoff).await;
+    let mut job = bench.job(ScopeSelector::AllUsers, cutoff);
+    job.exclude_groups = vec!["admins".into(), "no-such-group".into()];
+    let (_stop, stop_rx) = watch::channel(false);
+    let error = bench.runner(SharedProgress::default(), stop_rx).revoke(&job).await.unwrap_err();
+    assert!(matches!(error, mfa_recall::Error::ExclusionGroupNotFound(_)), "{kind}: {error:?}");
+    assert!(error.to_string().contains("no-such-group"), "{kind}: the group is named: {error}");
+    assert_eq!(bench.target.census(cutoff).await, before, "{kind}: nothing may change");
+}
+
+/// Scope catalogue: one factor kind asked for alone takes that kind only; where the provider
+/// cannot revoke it apart from others, the recall is refused before it starts instead.
+async fn one_kind_alone(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    let cutoff = jiff::Timestamp::now();
+    if let Some(why) = bench.provider.capabilities().refused_kinds(&[FactorKind::Totp]) {
+        assert_eq!(kind, "google", "only Google cannot revoke a TOTP app alone: {why}");
+        assert!(why.contains("totp") && why.contains("twoStepVerification"), "{kind}: the message says what goes together: {why}");
+        return;
+    }
+    let before = bench.target.census(cutoff).await;
+    let mut job = bench.job(ScopeSelector::AllUsers, cutoff);
+    job.kinds = vec![FactorKind::Totp];
+    let counts = bench.revoke(&job).await;
+    let lost = lost_by_kind(&before, &bench.target.census(cutoff).await);
+    assert_eq!(lost.keys().collect::<Vec<_>>(), ["totp"], "{kind}: only TOTP factors go");
+    assert_eq!(counts.factors_revoked, lost, "{kind}: counts equal what the provider lost");
+}
+
 /// Wrong credentials: the check says so and names the Secret, never a secret value.
 async fn wrong_credentials(kind: &str) {
     let target = start_target(kind, &seed(1)).await;
@@ -522,11 +676,11 @@ macro_rules! cases {
     };
 }
 
-cases!(okta: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials);
-cases!(entra: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials);
-cases!(auth0: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials);
-cases!(google: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials);
-cases!(duo: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials);
+cases!(okta: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(entra: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(auth0: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(google: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(duo: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
-cases!(keycloak: full_recall, cutoff_respected, exclusions, resume, wrong_credentials);
+cases!(keycloak: full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

@@ -10,6 +10,31 @@ fn committed_crds_match_the_rust_types() {
     );
 }
 
+/// `kubectl explain` shows descriptions as written: each is paragraphs, never a line broken
+/// mid-sentence where the doc comment was wrapped.
+#[test]
+fn descriptions_are_paragraphs_for_kubectl_explain() {
+    fn walk(path: &str, value: &serde_json::Value, broken: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    match child.as_str() {
+                        Some(text) if key == "description" && text.replace("\n\n", "").contains('\n') => broken.push(path.to_string()),
+                        _ => walk(&format!("{path}.{key}"), child, broken),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(path, i, broken)),
+            _ => {}
+        }
+    }
+    let mut broken = Vec::new();
+    for crd in mfa_recall::api::crds() {
+        walk(&crd.spec.names.kind, &serde_json::to_value(&crd).unwrap(), &mut broken);
+    }
+    assert!(broken.is_empty(), "descriptions with a line break inside a paragraph: {broken:?}");
+}
+
 #[test]
 fn every_schema_field_has_a_description_for_kubectl_explain() {
     fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
@@ -30,9 +55,8 @@ fn every_schema_field_has_a_description_for_kubectl_explain() {
             walk(path, items, missing);
         }
     }
-    use kube::CustomResourceExt;
     let mut missing = Vec::new();
-    for crd in [mfa_recall::api::IdentityBackend::crd(), mfa_recall::api::MfaRecall::crd()] {
+    for crd in mfa_recall::api::crds() {
         let schema = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap();
         walk(&crd.spec.names.kind, &schema, &mut missing);
     }

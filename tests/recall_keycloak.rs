@@ -369,3 +369,50 @@ async fn group_scope_and_deadline_disable_those_who_did_not_re_enroll() {
         assert_eq!(user["enabled"], json!(i % 2 == 1), "{} enabled={}", username(i), user["enabled"]);
     }
 }
+
+/// Through the operator: a missing exclusion group keeps the recall Pending with a reason that
+/// names it, touching nobody; a scope mixing groups and names runs as their union, with the name
+/// that matched nobody in status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_problems_are_named_in_status() {
+    let (parts, client, ns, realm) = support::scenario("scope").await;
+    let (ns, realm) = (ns.as_str(), realm.as_str());
+    let keycloak = parts.keycloak().await;
+    keycloak.create_realm(realm, 10, &[], CLIENT_SECRET).await.unwrap();
+    let (before, _) = keycloak.census(realm, i64::MAX, &[]).await.unwrap();
+    let _operator = Operator::start(ns, &parts.file("scope-audit.jsonl"), &parts.file("scope-operator.log"));
+    cluster::create_keycloak_backend(&client, ns, "kc", &parts.keycloak_url, realm, CLIENT_SECRET, 100).await.unwrap();
+    backend_ready(&client, ns, "kc").await;
+    let api: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let recall = |name: &str, scope: serde_json::Value| {
+        json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": name},
+               "spec": {"reason": "INC-7", "backends": ["kc"], "scope": scope, "reEnrollment": {"checkInterval": "1s"}}})
+    };
+
+    cluster::create_recall(&client, ns, recall("typo", json!({"allUsers": true, "exclude": {"groups": ["admns"]}}))).await.unwrap();
+    let waiting = cluster::wait_for(&api, "typo", Duration::from_secs(60), |r| {
+        r.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "ExclusionGroupNotFound"))
+    })
+    .await
+    .unwrap();
+    let status = waiting.status.unwrap();
+    assert_eq!(status.phase, RecallPhase::Pending, "nothing started");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("admns") && ready.message.contains("exclude.groups"), "{}", ready.message);
+    assert_eq!(keycloak.census(realm, i64::MAX, &[]).await.unwrap().0, before, "nobody touched");
+    api.delete("typo", &Default::default()).await.unwrap();
+
+    let names = [username(1).to_uppercase(), username(1), username(2), "ghost".to_string()];
+    cluster::create_recall(&client, ns, recall("mixed", json!({"groups": ["/staff"], "users": names}))).await.unwrap();
+    let done = cluster::wait_for(&api, "mixed", Duration::from_secs(90), |r| {
+        matches!(phase(r), RecallPhase::AwaitingReEnrollment | RecallPhase::Completed)
+    })
+    .await
+    .unwrap();
+    let status = done.status.unwrap();
+    // Even users are /staff (user0002 among them); user0001 named twice counts once.
+    assert_eq!((status.counts.targeted, status.counts.invalidated, status.counts.not_found), (6, 6, 1), "{:?}", status.counts);
+    assert_eq!(status.backends[0].not_found, ["user ghost"]);
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "NamesNotFound"), "{degraded:?}");
+}

@@ -49,7 +49,7 @@ fn lost(before: &Census, after: &Census) -> BTreeMap<String, u64> {
 async fn one_recall_over_five_providers_survives_a_kill_with_exact_counts() {
     let (parts, client, ns, _) = support::scenario("multi").await;
     let ns = ns.as_str();
-    let seed = Seed { users: USERS, groups: vec![GroupSeed { name: "admins".into(), every: 50 }], ..Seed::default() };
+    let seed = Seed { users: USERS, groups: vec![GroupSeed::new("admins", 50)], ..Seed::default() };
     let mut subjects = Vec::new();
     for kind in SIMULATED {
         let subject = SimSubject::start(kind).await.unwrap();
@@ -162,4 +162,28 @@ async fn wrong_credentials_give_a_clear_condition_on_every_provider() {
             }
         }
     }
+}
+
+/// A factor kind a provider can only revoke with others, asked for alone, is refused before
+/// anything is touched: the recall fails with a reason and a message that says what to ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factor_kind_the_provider_cannot_revoke_alone_is_refused() {
+    let (parts, client, ns, _) = support::scenario("inseparable").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("google").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 5, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 100, max_concurrency: 4 };
+    cluster::create_backend(&client, ns, "corp-google", subject.backend_spec("corp-google-credentials", limits), &subject.secret).await.unwrap();
+    let _operator = Operator::start(ns, &parts.file("inseparable-audit.jsonl"), &parts.file("inseparable-operator.log"));
+    let before = subject.sim.provider.census(Some(jiff::Timestamp::now()));
+    cluster::create_recall(&client, ns, json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "totp-only"},
+        "spec": {"reason": "INC-8 authenticator app vendor breach", "backends": ["corp-google"], "scope": {"allUsers": true}, "factors": ["totp"]}}))
+    .await
+    .unwrap();
+    let api: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let failed = cluster::wait_for(&api, "totp-only", Duration::from_secs(60), |r| phase(r) == RecallPhase::Failed).await.unwrap();
+    let ready = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "FactorKindsInseparable");
+    assert!(ready.message.contains("corp-google") && ready.message.contains("twoStepVerification"), "{}", ready.message);
+    assert_eq!(subject.sim.provider.census(Some(jiff::Timestamp::now())).factors, before.factors, "nothing touched");
 }

@@ -78,6 +78,9 @@ pub struct RecallScope {
     #[serde(default)]
     #[schemars(length(max = 10000))]
     pub users: Vec<String>,
+    /// Only the groups' own members count, not members of their subgroups. Exclusion groups always include their subgroups: nothing narrows an exclusion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct_members_only: bool,
     /// Users never touched even when in scope, such as break-glass accounts.
     #[serde(default)]
     pub exclude: Exclusions,
@@ -261,10 +264,19 @@ pub struct RecallCounts {
     pub re_enrolled: i64,
     /// Invalidated users who lost a factor and have not re-enrolled yet.
     pub pending: i64,
+    /// Invalidated users who already held a factor enrolled after the cutoff when the recall reached them: not asked to enroll again, and not counted as re-enrolled.
+    #[serde(default)]
+    pub already_enrolled: i64,
     /// Users the recall could not finish; the audit trail names each with its error.
     pub failed: i64,
     /// Users left alone by an exclusion rule.
     pub excluded: i64,
+    /// Users each exclusion rule spared: `exclude.users`, or `exclude.groups: <group>` (a user in several excluded groups is counted under the first).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded_by: BTreeMap<String, i64>,
+    /// Names in scope.users or exclude.users, and groups in scope.groups, that matched nobody on the backend; each is named in the backend's notFound.
+    #[serde(default)]
+    pub not_found: i64,
     /// Sessions and offline tokens ended.
     pub sessions_revoked: i64,
     /// Factors invalidated, by kind.
@@ -283,6 +295,8 @@ impl RecallCounts {
         self.invalidated += other.invalidated;
         self.re_enrolled += other.re_enrolled;
         self.pending += other.pending;
+        self.already_enrolled += other.already_enrolled;
+        self.not_found += other.not_found;
         self.failed += other.failed;
         self.excluded += other.excluded;
         self.sessions_revoked += other.sessions_revoked;
@@ -290,6 +304,9 @@ impl RecallCounts {
         self.disabled += other.disabled;
         for (kind, n) in &other.factors_revoked {
             *self.factors_revoked.entry(kind.clone()).or_default() += n;
+        }
+        for (rule, n) in &other.excluded_by {
+            *self.excluded_by.entry(rule.clone()).or_default() += n;
         }
     }
 }
@@ -308,4 +325,7 @@ pub struct BackendProgress {
     /// What this backend could not do, and why (for example "sessions: not available on this plan").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_supported: Vec<String>,
+    /// What matched nobody on this backend, each as `user <name>`, `group <name>` or `exclude.users: <name>` (the first 100; counts.notFound has how many).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_found: Vec<String>,
 }

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot,
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot,
     enc, selected,
 };
 use crate::api::{Auth0Provider, FactorKind};
@@ -454,17 +454,6 @@ impl Auth0 {
         Ok((page.users.into_iter().map(UserRef::from).collect(), next))
     }
 
-    /// The accounts a recall's username names: an Auth0 user id (`auth0|…`) or an email address,
-    /// which several connections may share (each such account is targeted).
-    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
-        if name.contains('|') {
-            let user: Option<User> = self.get("get_user", &format!("/users/{}", enc(name)), &[]).await?;
-            return Ok(user.map(UserRef::from).into_iter().collect());
-        }
-        let users: Vec<User> = self.get("find_user", "/users-by-email", &[("email", name.to_string())]).await?.unwrap_or_default();
-        Ok(users.into_iter().map(UserRef::from).collect())
-    }
-
     /// Whether the tenant requires MFA at every login (so users without factors must enroll).
     /// Read once; an unreadable policy is named as a limitation rather than failing users.
     async fn mfa_required(&self) -> bool {
@@ -525,6 +514,10 @@ impl IdentityProvider for Auth0 {
             force_re_enrollment: !limitations.iter().any(|l| l.starts_with("enrollment: the tenant's MFA policy")),
             enrollment_detection: true,
             disable_user: true,
+            nested_groups: false,
+            // Auth0 stores emails in lower case; user ids are matched as given.
+            names: NameMatch::CaseInsensitive,
+            inseparable: Vec::new(),
             limitations,
         }
     }
@@ -546,70 +539,43 @@ impl IdentityProvider for Auth0 {
         Ok(())
     }
 
-    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
-        match scope {
-            ScopeSelector::AllUsers => {
-                // Cursor: "export:<job id>:<offset>".
-                let (job, offset) = match cursor.and_then(|c| c.strip_prefix("export:")).and_then(|c| c.rsplit_once(':')) {
-                    Some((job, offset)) => (job.to_string(), offset.parse().unwrap_or(0)),
-                    None => (self.start_export().await?, 0),
-                };
-                let (users, more) = self.export_page(&job, offset).await?;
-                let next = more.then(|| format!("export:{job}:{}", offset + users.len()));
-                Ok(UserPage { users, next })
-            }
-            ScopeSelector::Groups(roles) => {
-                // Cursor: "<role index>:<checkpoint>", the checkpoint empty at a role's start.
-                let (index, checkpoint) = cursor
-                    .and_then(|c| c.split_once(':'))
-                    .and_then(|(i, c)| Some((i.parse::<usize>().ok()?, c.to_string())))
-                    .unwrap_or((0, String::new()));
-                let Some(role) = roles.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
-                let id = self.find_role(role).await?;
-                let (users, next) = self.role_page(&id, &checkpoint).await?;
-                let next = match next {
-                    Some(checkpoint) => Some(format!("{index}:{checkpoint}")),
-                    None => (index + 1 < roles.len()).then(|| format!("{}:", index + 1)),
-                };
-                Ok(UserPage { users, next })
-            }
-            ScopeSelector::Users(names) => {
-                let index: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-                let chunk: Vec<&String> = names.iter().skip(index).take(PAGE_SIZE).collect();
-                let mut users = Vec::with_capacity(chunk.len());
-                for name in &chunk {
-                    let found = self.find_user(name).await?;
-                    if found.is_empty() {
-                        // Still targeted, so the recall reports it as failed instead of skipping it.
-                        users.push(UserRef { id: String::new(), username: name.to_string() });
-                    }
-                    users.extend(found);
-                }
-                let next_index = index + chunk.len();
-                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
-            }
-        }
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: "export:<job id>:<offset>".
+        let (job, offset) = match cursor.and_then(|c| c.strip_prefix("export:")).and_then(|c| c.rsplit_once(':')) {
+            Some((job, offset)) => (job.to_string(), offset.parse().unwrap_or(0)),
+            None => (self.start_export().await?, 0),
+        };
+        let (users, more) = self.export_page(&job, offset).await?;
+        let next = more.then(|| format!("export:{job}:{}", offset + users.len()));
+        Ok(UserPage { users, next })
     }
 
-    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
-        let id = self.find_role(group).await?;
-        let mut members = Vec::new();
-        let mut checkpoint = String::new();
-        loop {
-            let (users, next) = self.role_page(&id, &checkpoint).await?;
-            members.extend(users);
-            match next {
-                Some(next) => checkpoint = next,
-                None => return Ok(members),
-            }
+    async fn group_members(&self, role: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // A recall's groups are Auth0 roles, which do not nest. Cursor: "<role id>:<checkpoint>".
+        let (id, checkpoint) = match cursor.and_then(|c| c.split_once(':')) {
+            Some((id, checkpoint)) => (id.to_string(), checkpoint.to_string()),
+            None => (self.find_role(role).await?, String::new()),
+        };
+        let (users, next) = self.role_page(&id, &checkpoint).await?;
+        Ok(UserPage { users, next: next.map(|checkpoint| format!("{id}:{checkpoint}")) })
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        // An Auth0 user id (`auth0|…`), or an email address, which several connections may
+        // share (each such account is meant).
+        if name.contains('|') {
+            let user: Option<User> = self.get("get_user", &format!("/users/{}", enc(name)), &[]).await?;
+            return Ok(user.map(UserRef::from).into_iter().collect());
         }
+        // Auth0 stores emails in lower case, and its lookup by email is exact.
+        let email = name.to_lowercase();
+        let users: Vec<User> = self.get("find_user", "/users-by-email", &[("email", email)]).await?.unwrap_or_default();
+        Ok(users.into_iter().map(UserRef::from).collect())
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        if user.id.is_empty() {
-            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no Auth0 user {}", self.backend(), user.username)));
-        }
         let methods = self.methods(user).await?;
+        let enrolled_since_cutoff = first_since(&methods, cutoff).map(|(kind, at)| Enrollment { kind, at, origin: None });
         let factors = recallable(&methods, kinds, cutoff, |m| {
             tracing::warn!(backend = %self.backend(), user = %user.username, method = %m, "kept: linked to a method enrolled after the cutoff");
         });
@@ -619,7 +585,7 @@ impl IdentityProvider for Auth0 {
                 sessions += self.count_sessions(user, what, list, None).await?.unwrap_or(0);
             }
         }
-        Ok(UserSnapshot { factors, sessions, session_handles: Vec::new() })
+        Ok(UserSnapshot { factors, sessions, session_handles: Vec::new(), enrolled_since_cutoff })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -675,14 +641,7 @@ impl IdentityProvider for Auth0 {
     }
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
-        let first = self
-            .methods(user)
-            .await?
-            .into_iter()
-            .filter_map(|m| Some((factor_kind(&m.type_)?, m.created_at?)))
-            .filter(|(_, created)| *created >= cutoff)
-            .min_by_key(|(_, created)| *created);
-        let Some((kind, at)) = first else { return Ok(None) };
+        let Some((kind, at)) = first_since(&self.methods(user).await?, cutoff) else { return Ok(None) };
         let origin = self.enrollment_origin(user, cutoff, at).await;
         Ok(Some(Enrollment { kind, at, origin }))
     }
@@ -701,6 +660,15 @@ impl IdentityProvider for Auth0 {
 /// creation time counts as old: its id is recorded), each with the methods linked to it. Linked
 /// methods go together, so a selected method brings its partners along, and a set with a member
 /// enrolled at or after the cutoff is kept whole (`kept` hears of each old method left for that).
+/// The second factor created first at or after the cutoff.
+fn first_since(methods: &[AuthMethod], cutoff: jiff::Timestamp) -> Option<(FactorKind, jiff::Timestamp)> {
+    methods
+        .iter()
+        .filter_map(|m| Some((factor_kind(&m.type_)?, m.created_at?)))
+        .filter(|(_, created)| *created >= cutoff)
+        .min_by_key(|(_, created)| *created)
+}
+
 fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timestamp, mut kept: impl FnMut(&str)) -> Vec<FactorRef> {
     let by_id: HashMap<&str, &AuthMethod> = methods.iter().map(|m| (m.id.as_str(), m)).collect();
     // Links are declared on one side or both: make them symmetric.
@@ -765,7 +733,7 @@ mod tests {
 
     async fn bench(users: u32, factors: Vec<FactorKind>) -> Bench {
         let tenant = Arc::new(Tenant::new(&json!({ "client-id": "client", "client-secret": SECRET })).unwrap());
-        tenant.seed(&Seed { users, factors, groups: vec![GroupSeed { name: "staff".into(), every: 2 }], ..Seed::default() });
+        tenant.seed(&Seed { users, factors, groups: vec![GroupSeed::new("staff", 2)], ..Seed::default() });
         let running = serve(Simulator::new(tenant.clone()), ([127, 0, 0, 1], 0).into()).await.unwrap();
         Bench { tenant, running }
     }
@@ -793,14 +761,14 @@ mod tests {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..4 {
-            let page = adapter.list_users(&ScopeSelector::AllUsers, cursor.as_deref()).await.unwrap();
+            let page = adapter.list_users(cursor.as_deref()).await.unwrap();
             seen.extend(page.users.into_iter().map(|u| u.username));
             cursor = page.next;
         }
         // The rest from a fresh adapter: it downloads the same export again by job id.
         let resumed = bench.adapter();
         while let Some(c) = cursor {
-            let page = resumed.list_users(&ScopeSelector::AllUsers, Some(&c)).await.unwrap();
+            let page = resumed.list_users(Some(&c)).await.unwrap();
             seen.extend(page.users.into_iter().map(|u| u.username));
             cursor = page.next;
         }
@@ -812,14 +780,24 @@ mod tests {
     async fn roles_stand_for_groups() {
         let bench = bench(250, vec![]).await;
         let adapter = bench.adapter();
-        let members = adapter.group_members("staff").await.unwrap();
+        let (mut members, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = adapter.group_members("staff", Membership::Transitive, cursor.as_deref()).await.unwrap();
+            assert!(page.users.len() <= 100, "paged");
+            members.extend(page.users);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
         assert_eq!(members.len(), 125);
-        let page = adapter.list_users(&ScopeSelector::Groups(vec!["staff".into()]), None).await.unwrap();
-        assert_eq!((page.users.len(), page.next.is_some()), (100, true));
-        let missing = adapter.group_members("nobody").await.unwrap_err();
+        let missing = adapter.group_members("nobody", Membership::Transitive, None).await.unwrap_err();
         assert!(matches!(missing, ProviderError::NotFound(_)) && missing.to_string().contains("role"), "{missing}");
-        let named = adapter.list_users(&ScopeSelector::Users(vec![username(3), "ghost@example.com".into()]), None).await.unwrap();
-        assert_eq!(named.users.iter().map(|u| u.id.is_empty()).collect::<Vec<_>>(), vec![false, true]);
+        // Emails are stored in lower case and looked up exactly: a name with capitals is found.
+        let shouted = username(3).to_uppercase();
+        assert_eq!(adapter.find_user(&shouted).await.unwrap(), vec![bench.user(3)]);
+        assert_eq!(adapter.find_user(&bench.user(3).id).await.unwrap(), vec![bench.user(3)], "by Auth0 user id");
+        assert!(adapter.find_user("ghost@example.com").await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -879,7 +857,7 @@ mod tests {
         crate::engine::RecallJob {
             recall: "test/recall".into(),
             backend: "auth0".into(),
-            scope: ScopeSelector::AllUsers,
+            scope: crate::backends::ScopeSelector::AllUsers,
             exclude_users: vec![],
             exclude_groups: vec![],
             kinds: vec![FactorKind::All],

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::auth::{duo_authorization, duo_canonical_params};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys, SecretString};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc,
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot, enc,
     selected,
 };
 use crate::api::{DuoProvider, FactorKind};
@@ -25,8 +25,6 @@ const USERS_PAGE: usize = 300;
 const GROUPS_PAGE: usize = 100;
 const GROUP_USERS_PAGE: usize = 500;
 const LOGS_PAGE: usize = 1000;
-/// Explicitly named users looked up per page of the scope.
-const NAMED_PAGE: usize = 100;
 
 const PROVIDER_TYPE_PHONE: &str = "phone";
 const PROVIDER_TYPE_TOKEN: &str = "token";
@@ -52,6 +50,12 @@ struct User {
     tokens: Vec<Token>,
     #[serde(default)]
     webauthncredentials: Vec<WebauthnCredential>,
+}
+
+impl User {
+    fn into_ref(self) -> UserRef {
+        UserRef { id: self.user_id, username: self.username }
+    }
 }
 
 #[derive(Deserialize)]
@@ -288,6 +292,11 @@ impl Duo {
     }
 }
 
+/// Duo user ids: `DU` and 18 more upper-case letters and digits.
+fn looks_like_user_id(name: &str) -> bool {
+    name.len() == 20 && name.starts_with("DU") && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
 /// What a phone is as a factor: Duo Mobile (push) when activated, else SMS and voice codes.
 fn phone_kind(phone: &Phone) -> FactorKind {
     if phone.activated || phone.capabilities.iter().any(|c| c == "push") { FactorKind::Push } else { FactorKind::Sms }
@@ -351,7 +360,14 @@ impl IdentityProvider for Duo {
             force_re_enrollment: false,
             enrollment_detection: true,
             disable_user: true,
+            nested_groups: false,
+            names: NameMatch::CaseInsensitive,
+            inseparable: vec![Inseparable {
+                kinds: &[FactorKind::Push, FactorKind::Sms],
+                why: "a Duo phone carries Duo Push, SMS and voice passcodes together, and deleting it ends all of them",
+            }],
             limitations: vec![
+                "groups: Duo groups do not nest; a group's members are its direct members".into(),
                 "sessions: Duo has no API to end sessions; end them in the applications Duo protects".into(),
                 "sessions: Duo has no API to forget remembered devices; lower or turn off the remembered-devices policy in the Admin Panel".into(),
                 "enrollment: no per-user API; a user left without devices enrolls at the next sign-in only if the new-user policy is \"Require enrollment\" (check it: \"Allow access without 2FA\" would let them in with the password alone)".into(),
@@ -366,76 +382,55 @@ impl IdentityProvider for Duo {
         Ok(())
     }
 
-    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
-        match scope {
-            ScopeSelector::AllUsers => {
-                let offset = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
-                let path = "/admin/v1/users";
-                let envelope = self
-                    .call(LIST_USERS, Method::GET, path, &[("limit", USERS_PAGE.to_string()), ("offset", offset.to_string())], &[])
-                    .await?
-                    .unwrap_or(Envelope { response: Value::Null, next_offset: None });
-                let users: Vec<User> = self.parse(path, envelope.response)?;
-                Ok(UserPage { users: users.into_iter().map(|u| UserRef { id: u.user_id, username: u.username }).collect(), next: envelope.next_offset.map(|n| n.to_string()) })
-            }
-            ScopeSelector::Groups(groups) => {
-                // Cursor: "<group index>:<offset>:<group id>", the id once looked up.
-                let mut parts = cursor.unwrap_or("0:0:").splitn(3, ':');
-                let index = parts.next().and_then(|i| i.parse::<usize>().ok()).unwrap_or(0);
-                let offset = parts.next().and_then(|o| o.parse::<usize>().ok()).unwrap_or(0);
-                let known = parts.next().filter(|id| !id.is_empty()).map(String::from);
-                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
-                let group_id = match known {
-                    Some(id) => id,
-                    None => self.find_group(group).await?,
-                };
-                let (users, next_offset) = self.members_page(&group_id, offset).await?;
-                let next = match next_offset {
-                    Some(n) => Some(format!("{index}:{n}:{group_id}")),
-                    None => (index + 1 < groups.len()).then(|| format!("{}:0:", index + 1)),
-                };
-                Ok(UserPage { users, next })
-            }
-            ScopeSelector::Users(names) => {
-                let index = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
-                let chunk: Vec<&String> = names.iter().skip(index).take(NAMED_PAGE).collect();
-                let mut users = Vec::with_capacity(chunk.len());
-                for name in &chunk {
-                    let path = "/admin/v1/users";
-                    let envelope = self.call(GET_USER, Method::GET, path, &[("username", name.to_string())], &[]).await?;
-                    let found: Vec<User> = self.parse(path, envelope.map(|e| e.response).unwrap_or(Value::Array(vec![])))?;
-                    match found.into_iter().next() {
-                        Some(u) => users.push(UserRef { id: u.user_id, username: u.username }),
-                        // Still targeted, so the recall reports it as failed instead of skipping it.
-                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
-                    }
-                }
-                let next_index = index + chunk.len();
-                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
-            }
-        }
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: the offset of the next page.
+        let offset = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+        let path = "/admin/v1/users";
+        let envelope = self
+            .call(LIST_USERS, Method::GET, path, &[("limit", USERS_PAGE.to_string()), ("offset", offset.to_string())], &[])
+            .await?
+            .unwrap_or(Envelope { response: Value::Null, next_offset: None });
+        let users: Vec<User> = self.parse(path, envelope.response)?;
+        Ok(UserPage { users: users.into_iter().map(User::into_ref).collect(), next: envelope.next_offset.map(|n| n.to_string()) })
     }
 
-    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
-        let group_id = self.find_group(group).await?;
-        let mut members = Vec::new();
-        let mut offset = 0;
-        loop {
-            let (users, next) = self.members_page(&group_id, offset).await?;
-            members.extend(users);
-            match next {
-                Some(n) => offset = n,
-                None => return Ok(members),
+    async fn group_members(&self, group: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Duo groups do not nest. Cursor: "<offset>:<group id>".
+        let (offset, group_id) = match cursor.and_then(|c| c.split_once(':')) {
+            Some((offset, id)) => (offset.parse::<usize>().unwrap_or(0), id.to_string()),
+            None => (0, self.find_group(group).await?),
+        };
+        let (users, next_offset) = self.members_page(&group_id, offset).await?;
+        Ok(UserPage { users, next: next_offset.map(|n| format!("{n}:{group_id}")) })
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        // A Duo user id, then a username or username alias, which Duo matches case-insensitively.
+        if looks_like_user_id(name) {
+            let path = format!("/admin/v1/users/{}", enc(name));
+            if let Some(envelope) = self.call(GET_USER, Method::GET, &path, &[], &[StatusCode::NOT_FOUND]).await? {
+                let user: User = self.parse(&path, envelope.response)?;
+                return Ok(vec![user.into_ref()]);
             }
         }
+        let path = "/admin/v1/users";
+        let envelope = self.call(GET_USER, Method::GET, path, &[("username", name.to_string())], &[]).await?;
+        let found: Vec<User> = self.parse(path, envelope.map(|e| e.response).unwrap_or(Value::Array(vec![])))?;
+        Ok(found.into_iter().map(User::into_ref).collect())
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        if user.id.is_empty() {
-            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
-        }
         // The user object carries its phones, tokens and WebAuthn credentials.
         let profile = self.user(user).await?;
+        // Of what Duo dates, a security key from the cutoff's second on.
+        let enrolled_since_cutoff = profile
+            .webauthncredentials
+            .iter()
+            .filter_map(|c| c.date_added)
+            .filter(|added| !surely_before(*added, cutoff))
+            .min()
+            .and_then(|added| jiff::Timestamp::from_second(added).ok())
+            .map(|at| Enrollment { kind: FactorKind::Webauthn, at, origin: None });
         let mut factors = Vec::new();
         let mut undated = 0;
         for phone in profile.phones {
@@ -481,7 +476,7 @@ impl IdentityProvider for Duo {
                 )));
             }
         }
-        Ok(UserSnapshot { factors, sessions: 0, session_handles: Vec::new() })
+        Ok(UserSnapshot { factors, sessions: 0, session_handles: Vec::new(), enrolled_since_cutoff })
     }
 
     async fn revoke_sessions(&self, _user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -586,11 +581,11 @@ mod tests {
         subject.sim.provider.seed(&crate::simulator::Seed { users: 3, ..Default::default() });
         let backend = subject.backend("test", "duo", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
         let duo = super::super::connect(&backend, Some(&subject.secret_object("duo-credentials", &subject.secret))).unwrap();
-        let users = duo.list_users(&ScopeSelector::AllUsers, None).await.unwrap().users;
-        // Named users: the username travels in the signed query; an unknown one stays targeted.
-        let named = ScopeSelector::Users(vec![users[1].username.clone(), "nobody@example.com".into()]);
-        let page = duo.list_users(&named, None).await.unwrap();
-        assert_eq!((page.users[0].id.as_str(), page.users[1].id.as_str(), page.next), (users[1].id.as_str(), "", None));
+        let users = duo.list_users(None).await.unwrap().users;
+        // Named users: the username travels in the signed query.
+        assert_eq!(duo.find_user(&users[1].username).await.unwrap(), vec![users[1].clone()]);
+        assert_eq!(duo.find_user(&users[1].id).await.unwrap(), vec![users[1].clone()], "by Duo user id");
+        assert!(duo.find_user("nobody@example.com").await.unwrap().is_empty());
         let cutoff = jiff::Timestamp::now();
         let provider = &subject.sim.provider;
 

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef,
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef,
     UserSnapshot, enc, selected,
 };
 use crate::api::{EntraProvider, FactorKind};
@@ -32,8 +32,6 @@ const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
 const DEFAULT_LOGIN: &str = "https://login.microsoftonline.com";
 /// Largest `$top` Graph allows for users and group members.
 const PAGE_SIZE: usize = 999;
-/// Explicitly named users looked up per page.
-const NAMED_USERS_PER_PAGE: usize = 100;
 /// Fixed ids Graph gives phone methods (by phone type) and the email method.
 const PHONE_MOBILE_ID: &str = "3179e48a-750b-4051-897c-87b9720928f7";
 const PHONE_ALTERNATE_ID: &str = "b6332ec1-7057-4abe-9331-3d72feddfe41";
@@ -456,6 +454,10 @@ impl IdentityProvider for Entra {
             force_re_enrollment: true,
             enrollment_detection: true,
             disable_user: true,
+            nested_groups: true,
+            // User principal names and mail addresses are case-insensitive in Entra ID.
+            names: NameMatch::CaseInsensitive,
+            inseparable: Vec::new(),
             limitations: vec![
                 "sessions: Graph cannot list or count a user's sessions; revokeSignInSessions ends all their refresh tokens and session cookies at once, so sessionsRevoked counts one revocation per user. Access tokens already issued stay valid until they expire (up to about an hour)".into(),
                 "factors: phone and email methods have no creation time in Graph and fixed ids; they are deleted only as recorded before the user was touched, and kept when the audit log shows the user registered them again since the cutoff".into(),
@@ -470,70 +472,51 @@ impl IdentityProvider for Entra {
         Ok(())
     }
 
-    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
-        match scope {
-            // Cursor: the next link.
-            ScopeSelector::AllUsers => {
-                let (users, next) = self.user_page("/users", &Self::member_query(), cursor).await?;
-                Ok(UserPage { users, next })
-            }
-            // Cursor: "<group index>|<next link, or empty for the group's first page>".
-            ScopeSelector::Groups(groups) => {
-                let (index, link) = cursor
-                    .and_then(|c| c.split_once('|'))
-                    .and_then(|(i, l)| Some((i.parse::<usize>().ok()?, Some(l).filter(|l| !l.is_empty()))))
-                    .unwrap_or((0, None));
-                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
-                let (users, link) = match link {
-                    Some(link) => self.user_page("", &[], Some(link)).await?,
-                    None => {
-                        let id = self.find_group(group).await?;
-                        self.user_page(&format!("/groups/{}/transitiveMembers/microsoft.graph.user", enc(&id)), &Self::member_query(), None).await?
-                    }
-                };
-                let next = match link {
-                    Some(link) => Some(format!("{index}|{link}")),
-                    None => (index + 1 < groups.len()).then(|| format!("{}|", index + 1)),
-                };
-                Ok(UserPage { users, next })
-            }
-            // Cursor: the index of the next name.
-            ScopeSelector::Users(names) => {
-                let index: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-                let chunk: Vec<&String> = names.iter().skip(index).take(NAMED_USERS_PER_PAGE).collect();
-                let mut users = Vec::with_capacity(chunk.len());
-                for name in &chunk {
-                    let found: Option<User> = self.get(GET_USER, &format!("/users/{}", enc(name)), &[("$select", "id,userPrincipalName".into())]).await?;
-                    // Not found is still targeted, so the recall reports it as failed instead of skipping it.
-                    users.push(found.map(UserRef::from).unwrap_or_else(|| UserRef { id: String::new(), username: name.to_string() }));
-                }
-                let next_index = index + chunk.len();
-                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
-            }
-        }
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: the next link.
+        let (users, next) = self.user_page("/users", &Self::member_query(), cursor).await?;
+        Ok(UserPage { users, next })
     }
 
-    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
-        let id = self.find_group(group).await?;
-        let first = format!("/groups/{}/transitiveMembers/microsoft.graph.user", enc(&id));
-        let mut members = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let (users, link) = self.user_page(&first, &Self::member_query(), next.as_deref()).await?;
-            members.extend(users);
-            match link {
-                Some(link) => next = Some(link),
-                None => return Ok(members),
+    async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: the next link. Graph resolves nesting itself: transitiveMembers reaches the
+        // users of every nested group, members only the group's own.
+        let (users, next) = match cursor {
+            Some(link) => self.user_page("", &[], Some(link)).await?,
+            None => {
+                let id = self.find_group(group).await?;
+                let relation = match membership {
+                    Membership::Transitive => "transitiveMembers",
+                    Membership::Direct => "members",
+                };
+                self.user_page(&format!("/groups/{}/{relation}/microsoft.graph.user", enc(&id)), &Self::member_query(), None).await?
             }
+        };
+        Ok(UserPage { users, next })
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        // Graph takes the object id or the user principal name where the id goes, the name
+        // case-insensitively.
+        let select = ("$select", "id,userPrincipalName".to_string());
+        if let Some(user) = self.get::<User>(GET_USER, &format!("/users/{}", enc(name)), std::slice::from_ref(&select)).await? {
+            return Ok(vec![user.into()]);
         }
+        // Then the mail address, which may differ from the UPN (and which users may share).
+        let query = [("$filter", format!("mail eq {}", quoted(name))), select, ("$top", PAGE_SIZE.to_string())];
+        let found: Page<User> = self.get(GET_USER, "/users", &query).await?.unwrap_or(Page { value: vec![], next_link: None });
+        Ok(found.value.into_iter().map(UserRef::from).collect())
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        if user.id.is_empty() {
-            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
-        }
         let methods = self.methods(user).await?;
         let preferred = self.preferred_method(user).await;
+        let enrolled_since_cutoff = methods
+            .iter()
+            .filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created()?)))
+            .filter(|(_, created)| at_or_after(*created, cutoff))
+            .min_by_key(|(_, created)| *created)
+            .map(|(kind, at)| Enrollment { kind, at, origin: None });
         let mut factors: Vec<FactorRef> = methods
             .into_iter()
             .filter_map(|m| {
@@ -546,7 +529,7 @@ impl IdentityProvider for Entra {
             .collect();
         // The engine deletes in this order: the default method last.
         factors.sort_by_key(|f| deletion_rank(split_provider_type(&f.provider_type).0, &f.id, preferred.as_deref()));
-        Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new() })
+        Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new(), enrolled_since_cutoff })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -721,36 +704,33 @@ mod tests {
             subject.sim.provider.seed(&Seed { users: 2, factors, ..Seed::default() });
             let backend = subject.backend("test", "entra", BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
             let provider = connect(&backend, Some(&subject.secret_object("entra-credentials", &subject.secret))).unwrap();
-            let mut page = provider.list_users(&ScopeSelector::Users(vec![username(1), "nobody@example.com".into()]), None).await.unwrap();
-            assert_eq!(page.users[1], UserRef { id: String::new(), username: "nobody@example.com".into() }, "an unknown name is still targeted");
-            (subject, provider, page.users.remove(0))
+            assert!(provider.find_user("nobody@example.com").await.unwrap().is_empty());
+            let user = provider.find_user(&username(1)).await.unwrap().remove(0);
+            (subject, provider, user)
         }
 
         #[tokio::test]
         async fn users_and_groups_are_paged_by_next_links() {
             let subject = SimSubject::start("entra").await.unwrap();
-            let groups = vec![crate::simulator::GroupSeed { name: "staff".into(), every: 2 }, crate::simulator::GroupSeed { name: "admins".into(), every: 10 }];
+            let groups = vec![crate::simulator::GroupSeed::new("staff", 2), crate::simulator::GroupSeed::new("admins", 10)];
             subject.sim.provider.seed(&Seed { users: 2100, groups, ..Seed::default() });
             let backend = subject.backend("test", "entra", BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
             let provider = connect(&backend, Some(&subject.secret_object("entra-credentials", &subject.secret))).unwrap();
-            for (scope, expected) in [(ScopeSelector::AllUsers, 2100), (ScopeSelector::Groups(vec!["staff".into(), "admins".into()]), 1050 + 210)] {
-                let (mut listed, mut cursor, mut pages) = (Vec::new(), None, 0);
-                loop {
-                    let page = provider.list_users(&scope, cursor.as_deref()).await.unwrap();
-                    listed.extend(page.users.into_iter().map(|u| u.username));
-                    pages += 1;
-                    match page.next {
-                        Some(next) => cursor = Some(next),
-                        None => break,
-                    }
+            let (mut listed, mut cursor, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let page = provider.list_users(cursor.as_deref()).await.unwrap();
+                listed.extend(page.users.into_iter().map(|u| u.username));
+                pages += 1;
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
                 }
-                assert_eq!(listed.len(), expected, "{scope:?}");
-                assert!(pages >= 3, "{scope:?}: {pages} pages");
             }
-            let staff = provider.group_members("staff").await.unwrap();
+            assert_eq!((listed.len(), pages), (2100, 3));
+            let staff = crate::backends::all_members(provider.as_ref(), "staff", Membership::Transitive).await.unwrap();
             assert_eq!(staff.len(), 1050);
             assert!(staff.iter().all(|u| !u.id.is_empty() && u.username.ends_with("@example.com")));
-            assert!(matches!(provider.group_members("nobody").await, Err(ProviderError::NotFound(_))));
+            assert!(matches!(provider.group_members("nobody", Membership::Transitive, None).await, Err(ProviderError::NotFound(_))));
         }
 
         #[tokio::test]

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc,
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot, enc,
     selected,
 };
 use crate::api::{FactorKind, GoogleProvider};
@@ -35,8 +35,6 @@ const DEFAULT_URL: &str = "https://admin.googleapis.com";
 const USERS_PAGE: usize = 500;
 /// Group members per request (the Directory API's maximum).
 const MEMBERS_PAGE: usize = 200;
-/// Explicitly named users looked up per page of the scope.
-const NAMED_PAGE: usize = 100;
 
 const PROVIDER_TYPE_2SV: &str = "twoStepVerification";
 const PROVIDER_TYPE_CODES: &str = "verificationCodes";
@@ -276,8 +274,9 @@ impl Google {
         if group.contains('@') { group.to_string() } else { format!("{group}@{}", self.domain) }
     }
 
-    async fn members_page(&self, group: &str, page_token: Option<&str>) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
-        let mut query = vec![("maxResults", MEMBERS_PAGE.to_string()), ("includeDerivedMembership", "true".to_string())];
+    async fn members_page(&self, group: &str, membership: Membership, page_token: Option<&str>) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
+        let derived = membership == Membership::Transitive;
+        let mut query = vec![("maxResults", MEMBERS_PAGE.to_string()), ("includeDerivedMembership", derived.to_string())];
         if let Some(token) = page_token {
             query.push(("pageToken", token.to_string()));
         }
@@ -327,10 +326,15 @@ fn throttled(reply: &HttpReply) -> bool {
             .is_some_and(|errors| errors.iter().any(|e| matches!(e["reason"].as_str(), Some("userRateLimitExceeded" | "rateLimitExceeded" | "quotaExceeded"))))
 }
 
-/// Whether a recall asking for `kinds` invalidates the 2SV enrollment: asked for by name, or any
-/// kind of second step is asked for (Google cannot remove one method alone).
+/// The kinds of second step a 2-Step Verification enrollment holds, which Google removes only
+/// all at once (its security keys are WebAuthn keys; it has no HOTP or hardware OTP tokens).
+const TWO_STEP_KINDS: &[FactorKind] =
+    &[FactorKind::TwoStepVerification, FactorKind::Totp, FactorKind::Webauthn, FactorKind::Passkey, FactorKind::Push, FactorKind::Sms];
+
+/// Whether a recall asking for `kinds` invalidates the 2SV enrollment. A recall that asks for
+/// some of its kinds but not all is refused before it starts (see `Capabilities::inseparable`).
 fn two_sv_selected(kinds: &[FactorKind]) -> bool {
-    kinds.iter().any(|k| !matches!(k, FactorKind::RecoveryCodes | FactorKind::AppPassword))
+    kinds.iter().any(|k| *k == FactorKind::All || TWO_STEP_KINDS.contains(k))
 }
 
 /// An id naming the backup-code set without holding a code: a short digest of the sorted codes.
@@ -383,6 +387,13 @@ impl IdentityProvider for Google {
             force_re_enrollment: false,
             enrollment_detection: true,
             disable_user: true,
+            nested_groups: true,
+            // Primary emails and aliases are case-insensitive.
+            names: NameMatch::CaseInsensitive,
+            inseparable: vec![Inseparable {
+                kinds: TWO_STEP_KINDS,
+                why: "Google lists no second factors and turns 2-Step Verification off as a whole",
+            }],
             limitations: vec![
                 "factors: Google lists no second factors; the whole 2-Step Verification enrollment is turned off, backup codes are invalidated as a set and app passwords deleted one by one".into(),
                 "cutoff: only app passwords carry a creation time; 2-Step Verification re-enrollment is read from the Reports API (2sv_enroll), which can lag, so a re-enrollment just before the user is reached may not be seen; backup codes generated after the cutoff but before the user is reached are invalidated too".into(),
@@ -402,65 +413,33 @@ impl IdentityProvider for Google {
         Ok(())
     }
 
-    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
-        match scope {
-            ScopeSelector::AllUsers => {
-                let mut query = vec![("customer", self.customer.clone()), ("maxResults", USERS_PAGE.to_string()), ("projection", "basic".to_string())];
-                if let Some(token) = cursor {
-                    query.push(("pageToken", token.to_string()));
-                }
-                let page: UserList = self.get(LIST_USERS, "/admin/directory/v1/users", &query).await?.ok_or_else(|| {
-                    ProviderError::Config(format!("IdentityBackend {}: customer {} not found: check spec.google.customer", self.http.backend, self.customer))
-                })?;
-                let users = page.users.into_iter().map(|u| UserRef { id: u.id, username: u.primary_email }).collect();
-                Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()) })
-            }
-            ScopeSelector::Groups(groups) => {
-                // Cursor: "<group index>:<Google page token>" (the token may be empty).
-                let (index, token) = cursor.and_then(|c| c.split_once(':')).and_then(|(i, t)| Some((i.parse::<usize>().ok()?, t))).unwrap_or((0, ""));
-                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
-                let (users, next_token) = self.members_page(group, (!token.is_empty()).then_some(token)).await?;
-                let next = match next_token {
-                    Some(t) => Some(format!("{index}:{t}")),
-                    None => (index + 1 < groups.len()).then(|| format!("{}:", index + 1)),
-                };
-                Ok(UserPage { users, next })
-            }
-            ScopeSelector::Users(names) => {
-                let index = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
-                let chunk: Vec<&String> = names.iter().skip(index).take(NAMED_PAGE).collect();
-                let mut users = Vec::with_capacity(chunk.len());
-                for name in &chunk {
-                    let found: Option<User> = self.get(GET_USER, &format!("/admin/directory/v1/users/{}", enc(name)), &[("projection", "basic".into())]).await?;
-                    match found {
-                        Some(u) => users.push(UserRef { id: u.id, username: u.primary_email }),
-                        // Still targeted, so the recall reports it as failed instead of skipping it.
-                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
-                    }
-                }
-                let next_index = index + chunk.len();
-                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
-            }
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: Google's page token.
+        let mut query = vec![("customer", self.customer.clone()), ("maxResults", USERS_PAGE.to_string()), ("projection", "basic".to_string())];
+        if let Some(token) = cursor {
+            query.push(("pageToken", token.to_string()));
         }
+        let page: UserList = self.get(LIST_USERS, "/admin/directory/v1/users", &query).await?.ok_or_else(|| {
+            ProviderError::Config(format!("IdentityBackend {}: customer {} not found: check spec.google.customer", self.http.backend, self.customer))
+        })?;
+        let users = page.users.into_iter().map(|u| UserRef { id: u.id, username: u.primary_email }).collect();
+        Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()) })
     }
 
-    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
-        let mut members = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let (users, next) = self.members_page(group, token.as_deref()).await?;
-            members.extend(users);
-            match next {
-                Some(t) => token = Some(t),
-                None => return Ok(members),
-            }
-        }
+    async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: Google's page token. Google resolves nesting itself (includeDerivedMembership).
+        let (users, next) = self.members_page(group, membership, cursor).await?;
+        Ok(UserPage { users, next })
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        // Google takes the primary email, an alias or the unique id as the user key, emails
+        // case-insensitively.
+        let found: Option<User> = self.get(GET_USER, &format!("/admin/directory/v1/users/{}", enc(name)), &[("projection", "basic".into())]).await?;
+        Ok(found.map(|u| UserRef { id: u.id, username: u.primary_email }).into_iter().collect())
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        if user.id.is_empty() {
-            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
-        }
         let profile: User = self.get(GET_USER, &self.user_path(user, ""), &[("projection", "basic".into())]).await?.ok_or_else(|| self.user_gone(user))?;
         // Order matters: turnOff takes codes and app passwords with it, so they go first and
         // each is accounted for on its own.
@@ -487,7 +466,7 @@ impl IdentityProvider for Google {
         let tokens: Items<OAuthToken> = self.get(LIST_SESSIONS, &self.user_path(user, "/tokens"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
         let signed_in = profile.last_login_time.as_deref().is_some_and(|t| t != NEVER);
         let handles: Vec<String> = tokens.items.into_iter().map(|t| t.client_id).collect();
-        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles })
+        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles, enrolled_since_cutoff: None })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -634,10 +613,9 @@ mod tests {
         let (subject, google) = connected(2).await;
         let cutoff = jiff::Timestamp::now();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let user = google.list_users(&ScopeSelector::AllUsers, None).await.unwrap().users.remove(0);
-        let named = ScopeSelector::Users(vec![user.username.clone(), "nobody@example.com".into()]);
-        let page = google.list_users(&named, None).await.unwrap();
-        assert_eq!((page.users[0].id.as_str(), page.users[1].id.as_str()), (user.id.as_str(), ""), "an unknown name stays targeted");
+        let user = google.list_users(None).await.unwrap().users.remove(0);
+        assert_eq!(google.find_user(&user.username.to_uppercase()).await.unwrap(), vec![user.clone()], "emails are case-insensitive");
+        assert!(google.find_user("nobody@example.com").await.unwrap().is_empty());
         let snapshot = google.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
         let kinds: Vec<FactorKind> = snapshot.factors.iter().map(|f| f.kind).collect();
         assert_eq!(kinds, [FactorKind::RecoveryCodes, FactorKind::AppPassword, FactorKind::TwoStepVerification]);
@@ -665,24 +643,15 @@ mod tests {
     #[tokio::test]
     async fn groups_are_named_with_or_without_the_domain() {
         let subject = crate::testbed::sims::SimSubject::start("google").await.unwrap();
-        let seed = crate::simulator::Seed { users: 450, groups: vec![crate::simulator::GroupSeed { name: "staff".into(), every: 2 }], ..Default::default() };
+        let seed = crate::simulator::Seed { users: 450, groups: vec![crate::simulator::GroupSeed::new("staff", 2)], ..Default::default() };
         subject.sim.provider.seed(&seed);
         let backend = subject.backend("test", "google", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
         let google = super::super::connect(&backend, Some(&subject.secret_object("c", &subject.secret))).unwrap();
-        assert_eq!(google.group_members("staff").await.unwrap().len(), 225);
-        // Two groups paged through with one cursor: 225 members each, 200 per page.
-        let scope = ScopeSelector::Groups(vec!["staff".into(), "staff@example.com".into()]);
-        let (mut listed, mut cursor) = (0, None);
-        loop {
-            let page = google.list_users(&scope, cursor.as_deref()).await.unwrap();
-            listed += page.users.len();
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
+        // 225 members, 200 per page, named either way.
+        for name in ["staff", "staff@example.com"] {
+            assert_eq!(super::super::all_members(google.as_ref(), name, Membership::Transitive).await.unwrap().len(), 225, "{name}");
         }
-        assert_eq!(listed, 450);
-        assert!(matches!(google.group_members("nobody").await, Err(ProviderError::NotFound(_))));
+        assert!(matches!(google.group_members("nobody", Membership::Transitive, None).await, Err(ProviderError::NotFound(_))));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef, UserSnapshot, enc, selected,
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot, enc,
+    selected,
 };
 use crate::api::{FactorKind, KeycloakProvider};
 
@@ -22,15 +23,27 @@ pub struct Keycloak {
     admin_base: String,
 }
 
-/// Keycloak credential types that are second factors. `password` is never one of them.
-fn factor_kind(credential_type: &str) -> Option<FactorKind> {
+/// Keycloak credential types that are second factors. `password` is never one of them. One
+/// type, `otp`, holds both one-time-password kinds: its credential data's `subType` (`totp` or
+/// `hotp`, from the realm's OTP policy when it was set up) tells them apart.
+fn factor_kind(credential_type: &str, credential_data: Option<&str>) -> Option<FactorKind> {
     match credential_type {
-        "otp" => Some(FactorKind::Totp),
+        "otp" => Some(match otp_sub_type(credential_data).as_deref() {
+            Some("hotp") => FactorKind::Hotp,
+            _ => FactorKind::Totp,
+        }),
         "webauthn" => Some(FactorKind::Webauthn),
         "webauthn-passwordless" => Some(FactorKind::Passkey),
         "recovery-authn-codes" => Some(FactorKind::RecoveryCodes),
         _ => None,
     }
+}
+
+/// `subType` of an OTP credential's data (a JSON document in a string). Keycloak always writes
+/// it; a credential without it predates HOTP support and is a TOTP.
+fn otp_sub_type(credential_data: Option<&str>) -> Option<String> {
+    let data: Value = serde_json::from_str(credential_data?).ok()?;
+    data.get("subType")?.as_str().map(str::to_ascii_lowercase)
 }
 
 /// The required action that makes a user enroll a credential type again.
@@ -52,12 +65,26 @@ struct Credential {
     type_: String,
     #[serde(default)]
     created_date: Option<i64>,
+    #[serde(default)]
+    credential_data: Option<String>,
+}
+
+impl Credential {
+    fn kind(&self) -> Option<FactorKind> {
+        factor_kind(&self.type_, self.credential_data.as_deref())
+    }
 }
 
 #[derive(Deserialize)]
 struct User {
     id: String,
     username: String,
+}
+
+impl From<User> for UserRef {
+    fn from(u: User) -> Self {
+        UserRef { id: u.id, username: u.username }
+    }
 }
 
 #[derive(Deserialize)]
@@ -68,6 +95,12 @@ struct Group {
     path: Option<String>,
     #[serde(default)]
     sub_groups: Vec<Group>,
+}
+
+/// A subgroup as `/groups/{id}/children` lists it.
+#[derive(Deserialize)]
+struct GroupId {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -197,12 +230,47 @@ impl Keycloak {
         Some(EnrollmentOrigin { ip: Some(closest.1.to_string()), ..Default::default() })
     }
 
-    async fn page(&self, path: &str, offset: usize, extra: &[(&str, String)]) -> Result<(Vec<UserRef>, bool), ProviderError> {
-        let mut query = vec![("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
-        query.extend(extra.iter().cloned());
+    /// One page of `path` (users or a group's members); true when it was full, so another may follow.
+    async fn page(&self, path: &str, offset: usize) -> Result<(Vec<UserRef>, bool), ProviderError> {
+        let query = [("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
         let users: Vec<User> = self.get(path, &query).await?.unwrap_or_default();
         let full = users.len() == PAGE_SIZE;
-        Ok((users.into_iter().map(|u| UserRef { id: u.id, username: u.username }).collect(), full))
+        Ok((users.into_iter().map(UserRef::from).collect(), full))
+    }
+
+    /// The group and, for transitive membership, every group below it, parents before their
+    /// children and siblings in Keycloak's order, so that a cursor's index means the same group
+    /// on every call.
+    async fn group_tree(&self, root: String, membership: Membership) -> Result<Vec<String>, ProviderError> {
+        let mut tree = vec![root];
+        if membership == Membership::Direct {
+            return Ok(tree);
+        }
+        let mut next = 0;
+        while next < tree.len() {
+            let parent = tree[next].clone();
+            next += 1;
+            let mut children = Vec::new();
+            loop {
+                let query = [("first", children.len().to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
+                let page: Vec<GroupId> = self.get(&format!("/groups/{}/children", enc(&parent)), &query).await?.unwrap_or_default();
+                let full = page.len() == PAGE_SIZE;
+                children.extend(page.into_iter().map(|g| g.id));
+                if !full {
+                    break;
+                }
+            }
+            // Depth-first, so the tree stays in one order however it is paged.
+            tree.splice(next..next, children);
+        }
+        Ok(tree)
+    }
+
+    /// Users matching one search parameter exactly (`username` or `email`).
+    async fn users_where(&self, field: &str, value: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let query = [(field, value.to_string()), ("exact", "true".into()), ("briefRepresentation", "true".into())];
+        let found: Vec<User> = self.get("/users", &query).await?.unwrap_or_default();
+        Ok(found.into_iter().map(UserRef::from).collect())
     }
 }
 
@@ -218,6 +286,10 @@ impl IdentityProvider for Keycloak {
             force_re_enrollment: true,
             enrollment_detection: true,
             disable_user: true,
+            nested_groups: true,
+            // Keycloak stores usernames and emails in lower case and searches them so.
+            names: NameMatch::CaseInsensitive,
+            inseparable: Vec::new(),
             limitations: Vec::new(),
         }
     }
@@ -230,71 +302,57 @@ impl IdentityProvider for Keycloak {
         Ok(())
     }
 
-    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
-        // Cursor: "<index>:<offset>", the group or username index and the offset within it.
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: "0:<offset of the next page>" (the 0 kept so that recalls recorded before keep their place).
+        let offset = cursor.and_then(|c| c.strip_prefix("0:")).and_then(|o| o.parse::<usize>().ok()).unwrap_or(0);
+        let (users, full) = self.page("/users", offset).await?;
+        Ok(UserPage { next: full.then(|| format!("0:{}", offset + users.len())), users })
+    }
+
+    async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: "<index in the group's tree>:<offset in that group's members>". Keycloak lists
+        // only a group's own members, so subgroups are walked here.
         let (index, offset) = cursor
             .and_then(|c| c.split_once(':'))
             .and_then(|(i, o)| Some((i.parse::<usize>().ok()?, o.parse::<usize>().ok()?)))
             .unwrap_or((0, 0));
-        match scope {
-            ScopeSelector::AllUsers => {
-                let (users, full) = self.page("/users", offset, &[]).await?;
-                Ok(UserPage { next: full.then(|| format!("0:{}", offset + users.len())), users })
-            }
-            ScopeSelector::Groups(groups) => {
-                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
-                let id = self.find_group(group).await?;
-                let (users, full) = self.page(&format!("/groups/{}/members", enc(&id)), offset, &[]).await?;
-                let next = if full {
-                    Some(format!("{index}:{}", offset + users.len()))
-                } else {
-                    (index + 1 < groups.len()).then(|| format!("{}:0", index + 1))
-                };
-                Ok(UserPage { users, next })
-            }
-            ScopeSelector::Users(names) => {
-                let chunk: Vec<&String> = names.iter().skip(index).take(PAGE_SIZE).collect();
-                let mut users = Vec::with_capacity(chunk.len());
-                for name in &chunk {
-                    let found: Vec<User> = self
-                        .get("/users", &[("username", name.to_string()), ("exact", "true".into()), ("briefRepresentation", "true".into())])
-                        .await?
-                        .unwrap_or_default();
-                    match found.into_iter().next() {
-                        Some(u) => users.push(UserRef { id: u.id, username: u.username }),
-                        // Still targeted, so the recall reports it as failed instead of skipping it.
-                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
-                    }
-                }
-                let next_index = index + chunk.len();
-                Ok(UserPage { users, next: (next_index < names.len()).then(|| format!("{next_index}:0")) })
-            }
-        }
+        let tree = self.group_tree(self.find_group(group).await?, membership).await?;
+        let Some(id) = tree.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
+        let (users, full) = self.page(&format!("/groups/{}/members", enc(id)), offset).await?;
+        let next = if full {
+            Some(format!("{index}:{}", offset + users.len()))
+        } else {
+            (index + 1 < tree.len()).then(|| format!("{}:0", index + 1))
+        };
+        Ok(UserPage { users, next })
     }
 
-    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
-        let id = self.find_group(group).await?;
-        let mut members = Vec::new();
-        loop {
-            let (users, full) = self.page(&format!("/groups/{}/members", enc(&id)), members.len(), &[]).await?;
-            members.extend(users);
-            if !full {
-                return Ok(members);
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        if looks_like_id(name)
+            && let Some(user) = self.get::<User>(&format!("/users/{}", enc(name)), &[]).await?
+        {
+            return Ok(vec![user.into()]);
+        }
+        // Keycloak keeps usernames and emails in lower case. A realm may let users share an
+        // email: each of them is meant.
+        let name = name.to_lowercase();
+        for field in ["username", "email"] {
+            let found = self.users_where(field, &name).await?;
+            if !found.is_empty() {
+                return Ok(found);
             }
         }
+        Ok(Vec::new())
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        if user.id.is_empty() {
-            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
-        }
         let cutoff_ms = cutoff.as_millisecond();
-        let factors = self
-            .credentials(user)
-            .await?
+        let credentials = self.credentials(user).await?;
+        let enrolled_since_cutoff = first_since(&credentials, cutoff_ms).map(|(kind, at, _)| Enrollment { kind, at, origin: None });
+        let factors = credentials
             .into_iter()
             .filter_map(|c| {
-                let kind = factor_kind(&c.type_)?;
+                let kind = c.kind()?;
                 // A credential without a creation time is treated as old: it existed when we looked,
                 // and its id is recorded, so a resumed recall deletes only this one.
                 let before_cutoff = c.created_date.is_none_or(|created| created < cutoff_ms);
@@ -308,7 +366,7 @@ impl IdentityProvider for Keycloak {
             .filter(|c| c.additional_grants.iter().any(|g| g.get("key").and_then(Value::as_str) == Some("Offline Token")))
             .map(|c| c.client_id)
             .collect();
-        Ok(UserSnapshot { factors, sessions: (sessions.len() + offline.len()) as u64, session_handles: offline })
+        Ok(UserSnapshot { factors, sessions: (sessions.len() + offline.len()) as u64, session_handles: offline, enrolled_since_cutoff })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -357,17 +415,10 @@ impl IdentityProvider for Keycloak {
     }
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
-        let cutoff_ms = cutoff.as_millisecond();
-        let first = self
-            .credentials(user)
-            .await?
-            .into_iter()
-            .filter_map(|c| Some((factor_kind(&c.type_)?, c.created_date?, c.type_)))
-            .filter(|(_, created, _)| *created >= cutoff_ms)
-            .min_by_key(|(_, created, _)| *created);
-        let Some((kind, created, credential_type)) = first else { return Ok(None) };
-        let origin = self.enrollment_origin(user, created, &credential_type).await;
-        Ok(jiff::Timestamp::from_millisecond(created).ok().map(|at| Enrollment { kind, at, origin }))
+        let credentials = self.credentials(user).await?;
+        let Some((kind, at, credential_type)) = first_since(&credentials, cutoff.as_millisecond()) else { return Ok(None) };
+        let origin = self.enrollment_origin(user, at.as_millisecond(), credential_type).await;
+        Ok(Some(Enrollment { kind, at, origin }))
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
@@ -377,6 +428,21 @@ impl IdentityProvider for Keycloak {
         }
         Ok(())
     }
+}
+
+/// The second factor created first at or after the cutoff: its kind, time and credential type.
+fn first_since(credentials: &[Credential], cutoff_ms: i64) -> Option<(FactorKind, jiff::Timestamp, &str)> {
+    credentials
+        .iter()
+        .filter_map(|c| Some((c.kind()?, c.created_date?, c.type_.as_str())))
+        .filter(|(_, created, _)| *created >= cutoff_ms)
+        .min_by_key(|(_, created, _)| *created)
+        .and_then(|(kind, created, type_)| Some((kind, jiff::Timestamp::from_millisecond(created).ok()?, type_)))
+}
+
+/// Keycloak ids are UUIDs; a name of that shape is looked up as an id first.
+fn looks_like_id(name: &str) -> bool {
+    name.len() == 36 && name.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 /// The metrics label of an admin API call; Keycloak announces no rate-limit buckets.
@@ -390,6 +456,7 @@ fn op(method: &Method, path: &str) -> Op {
         ("POST", "logout") | ("DELETE", _) => "revoke_sessions",
         ("PUT", _) => "update_user",
         ("GET", "members") | ("GET", "users") => "list_users",
+        ("GET", "children") => "find_group",
         _ if path.contains("group") => "find_group",
         _ => "get_user",
     };
@@ -407,9 +474,17 @@ mod tests {
 
     #[test]
     fn password_is_never_a_factor() {
-        assert_eq!(factor_kind("password"), None);
-        assert_eq!(factor_kind("otp"), Some(FactorKind::Totp));
-        assert_eq!(factor_kind("webauthn-passwordless"), Some(FactorKind::Passkey));
+        assert_eq!(factor_kind("password", None), None);
+        assert_eq!(factor_kind("webauthn-passwordless", None), Some(FactorKind::Passkey));
+    }
+
+    #[test]
+    fn one_time_passwords_are_told_apart_by_their_sub_type() {
+        let data = |sub: &str| format!(r#"{{"subType":"{sub}","digits":6,"counter":0,"period":30,"algorithm":"HmacSHA1"}}"#);
+        assert_eq!(factor_kind("otp", Some(&data("totp"))), Some(FactorKind::Totp));
+        assert_eq!(factor_kind("otp", Some(&data("hotp"))), Some(FactorKind::Hotp));
+        assert_eq!(factor_kind("otp", Some(&data("HOTP"))), Some(FactorKind::Hotp));
+        assert_eq!(factor_kind("otp", None), Some(FactorKind::Totp), "without data: the TOTP Keycloak made before HOTP existed");
     }
 
     #[test]

@@ -33,12 +33,30 @@ pub struct UserPage {
     pub next: Option<String>,
 }
 
-/// What the scope asks for on one backend.
+/// What the scope asks for on one backend. The engine resolves it: the adapter only answers
+/// "every user", "who is in this group" and "who is this user".
 #[derive(Clone, Debug)]
 pub enum ScopeSelector {
     AllUsers,
-    Groups(Vec<String>),
-    Users(Vec<String>),
+    /// The union of these groups' members and these users, each user once.
+    Listed { groups: Vec<String>, users: Vec<String>, membership: Membership },
+}
+
+impl ScopeSelector {
+    /// Every member of `groups` (subgroups included) and every user of `users`.
+    pub fn listed(groups: Vec<String>, users: Vec<String>) -> Self {
+        ScopeSelector::Listed { groups, users, membership: Membership::Transitive }
+    }
+}
+
+/// Who counts as a member of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// Members of the group and of its subgroups, at any depth (flat where the provider's groups
+    /// do not nest).
+    Transitive,
+    /// The group's own members only.
+    Direct,
 }
 
 /// One factor that existed before the cutoff and is to be invalidated.
@@ -60,6 +78,10 @@ pub struct UserSnapshot {
     /// Provider-specific handles needed to end those sessions (for Keycloak, clients with offline tokens).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub session_handles: Vec<String>,
+    /// The first factor the user already held from at or after the cutoff, where the listing
+    /// shows it: such a user is not asked to enroll again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_since_cutoff: Option<Enrollment>,
 }
 
 /// A new factor seen after the cutoff.
@@ -123,12 +145,64 @@ pub struct Capabilities {
     pub force_re_enrollment: bool,
     pub enrollment_detection: bool,
     pub disable_user: bool,
+    /// Groups contain groups, and transitive membership reaches their members; false where the
+    /// provider's groups are flat.
+    pub nested_groups: bool,
+    /// How the provider compares the names people give users by (username, login, email).
+    pub names: NameMatch,
+    /// Factor kinds the provider can only revoke together: a recall asking for some kinds of a
+    /// set but not all of them is refused before anything is touched.
+    pub inseparable: Vec<Inseparable>,
     /// What the provider cannot do, each as "area: why" (for example "sessions: Duo has no API to
     /// end sessions"). Copied into each recall's per-backend status.
     pub limitations: Vec<String>,
 }
 
+/// Kinds of factor a provider cannot tell apart or revoke one without the others.
+#[derive(Clone, Debug)]
+pub struct Inseparable {
+    pub kinds: &'static [FactorKind],
+    /// Why, for the condition that refuses the recall.
+    pub why: &'static str,
+}
+
+/// How a provider compares user names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NameMatch {
+    /// `Alice` and `alice` are one user (the provider stores or compares names case-folded).
+    #[default]
+    CaseInsensitive,
+    Exact,
+}
+
+impl NameMatch {
+    /// The form two names are compared in.
+    pub fn key(self, name: &str) -> String {
+        match self {
+            NameMatch::CaseInsensitive => name.to_lowercase(),
+            NameMatch::Exact => name.to_string(),
+        }
+    }
+}
+
 impl Capabilities {
+    /// The kinds asked for that this provider cannot revoke apart from kinds not asked for, with why.
+    pub fn refused_kinds(&self, asked: &[FactorKind]) -> Option<String> {
+        if asked.contains(&FactorKind::All) {
+            return None;
+        }
+        let problems: Vec<String> = self
+            .inseparable
+            .iter()
+            .filter(|set| set.kinds.iter().any(|k| asked.contains(k)) && !set.kinds.iter().all(|k| asked.contains(k)))
+            .map(|set| {
+                let kinds: Vec<&str> = set.kinds.iter().map(|k| k.as_str()).collect();
+                format!("{} go together ({}): ask for all of them, or for all", kinds.join(", "), set.why)
+            })
+            .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+
     pub fn names(&self) -> Vec<String> {
         [
             (self.list_factors, "listFactors"),
@@ -139,6 +213,7 @@ impl Capabilities {
             (self.force_re_enrollment, "forceReEnrollment"),
             (self.enrollment_detection, "enrollmentDetection"),
             (self.disable_user, "disableUser"),
+            (self.nested_groups, "nestedGroups"),
         ]
         .into_iter()
         .filter(|(has, _)| *has)
@@ -173,10 +248,16 @@ pub trait IdentityProvider: Send + Sync {
     fn capabilities(&self) -> Capabilities;
     /// Reachability and credentials, for the IdentityBackend's Ready condition.
     async fn check(&self) -> Result<(), ProviderError>;
-    /// One page of the users selected by `scope`; `cursor` is what the previous page returned.
-    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError>;
-    /// Usernames that are members of `group`, for group exclusions.
-    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError>;
+    /// One page of every user; `cursor` is what the previous page returned.
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError>;
+    /// One page of the members of `group` (named as the provider names groups); `NotFound`
+    /// when there is no such group.
+    async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError>;
+    /// The users a person means by `name`: any identifier the provider knows users by (id,
+    /// username or login, email), compared the way the provider compares it. Usually one;
+    /// several where accounts share the identifier (an email on two Auth0 connections); none
+    /// when nobody has it.
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError>;
     /// The user's factors of `kinds` created before `cutoff`, and their live sessions.
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError>;
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError>;
@@ -279,6 +360,20 @@ pub fn brief(value: &Value, pointers: &[&str]) -> String {
         .collect();
     let text = if parts.is_empty() { value.to_string() } else { parts.join(": ") };
     text.chars().take(200).collect()
+}
+
+/// Every member of `group`, page after page (for adapter tests).
+#[cfg(test)]
+pub(crate) async fn all_members(provider: &dyn IdentityProvider, group: &str, membership: Membership) -> Result<Vec<UserRef>, ProviderError> {
+    let (mut members, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = provider.group_members(group, membership, cursor.as_deref()).await?;
+        members.extend(page.users);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(members),
+        }
+    }
 }
 
 /// Percent-encodes one URL path segment.

@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, check_json};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserPage, UserRef,
+    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef,
     UserSnapshot, enc, selected,
 };
 use crate::api::{FactorKind, OktaProvider};
@@ -37,8 +37,6 @@ use crate::api::{FactorKind, OktaProvider};
 const USERS_PAGE: usize = 200;
 /// Group members per request: Okta's maximum for `/groups/{id}/users`.
 const MEMBERS_PAGE: usize = 1000;
-/// Explicitly named users looked up per page of the scope.
-const NAMES_PER_PAGE: usize = 100;
 const OAUTH_SCOPES: &str = "okta.users.read okta.users.manage okta.groups.read okta.logs.read";
 /// `provider_type` prefix of a factor that only the authenticator-enrollment list shows.
 const ENROLLMENT_ONLY: &str = "enrollment/";
@@ -505,7 +503,12 @@ impl IdentityProvider for Okta {
             force_re_enrollment: false,
             enrollment_detection: true,
             disable_user: true,
+            nested_groups: false,
+            // Okta logins are unique case-insensitively, and looked up so.
+            names: NameMatch::CaseInsensitive,
+            inseparable: Vec::new(),
             limitations: vec![
+                "groups: Okta groups do not nest; a group's members are its direct members".into(),
                 "enrollment: enforced by the Okta authenticator enrollment policy, not per user".into(),
                 "sessions: Okta has no API that lists a user's sign-in sessions or remembered devices; they are ended with the user's OAuth tokens and grants, and counted as one revocation per user".into(),
             ],
@@ -516,71 +519,49 @@ impl IdentityProvider for Okta {
         self.call(LIST_USERS, Method::GET, &self.url("/api/v1/users"), &[("limit", "1".into())], &[]).await.map(|_| ())
     }
 
-    async fn list_users(&self, scope: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
-        match scope {
-            ScopeSelector::AllUsers => {
-                // Cursor: Okta's `after`. Without a filter Okta leaves out DEPROVISIONED users,
-                // who cannot sign in at all.
-                let mut query = vec![("limit", USERS_PAGE.to_string())];
-                query.extend(cursor.map(|c| ("after", c.to_string())));
-                let (users, next) = self.get_page::<Vec<OktaUser>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
-                Ok(UserPage { users: users.into_iter().map(to_ref).collect(), next: next.as_deref().and_then(after_of) })
-            }
-            ScopeSelector::Groups(groups) => {
-                // Cursor: "<group index>:<group id>:<after>".
-                let mut parts = cursor.unwrap_or("0::").splitn(3, ':');
-                let index: usize = parts.next().and_then(|i| i.parse().ok()).unwrap_or(0);
-                let (known_id, after) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                let Some(group) = groups.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
-                let group_id = if known_id.is_empty() { self.find_group(group).await? } else { known_id.to_string() };
-                let (users, after) = self.members_page(&group_id, (!after.is_empty()).then_some(after)).await?;
-                let next = match after {
-                    Some(after) => Some(format!("{index}:{group_id}:{after}")),
-                    None => (index + 1 < groups.len()).then(|| format!("{}::", index + 1)),
-                };
-                Ok(UserPage { users, next })
-            }
-            ScopeSelector::Users(names) => {
-                let index: usize = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
-                let chunk: Vec<&String> = names.iter().skip(index).take(NAMES_PER_PAGE).collect();
-                let mut users = Vec::with_capacity(chunk.len());
-                for name in &chunk {
-                    // Okta takes the login where the id goes.
-                    match self.get_page::<OktaUser>(GET_USER, &self.url(&format!("/api/v1/users/{}", enc(name))), &[]).await? {
-                        Some((user, _)) => users.push(to_ref(user)),
-                        // Still targeted, so the recall reports it as failed instead of skipping it.
-                        None => users.push(UserRef { id: String::new(), username: name.to_string() }),
-                    }
-                }
-                let next_index = index + chunk.len();
-                Ok(UserPage { users, next: (next_index < names.len()).then(|| next_index.to_string()) })
-            }
-        }
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Cursor: Okta's `after`. Without a filter Okta leaves out DEPROVISIONED users, who
+        // cannot sign in at all.
+        let mut query = vec![("limit", USERS_PAGE.to_string())];
+        query.extend(cursor.map(|c| ("after", c.to_string())));
+        let (users, next) = self.get_page::<Vec<OktaUser>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
+        Ok(UserPage { users: users.into_iter().map(to_ref).collect(), next: next.as_deref().and_then(after_of) })
     }
 
-    async fn group_members(&self, group: &str) -> Result<Vec<UserRef>, ProviderError> {
-        let id = self.find_group(group).await?;
-        let mut members = Vec::new();
-        let mut after = None;
-        loop {
-            let (users, next) = self.members_page(&id, after.as_deref()).await?;
-            members.extend(users);
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(members),
-            }
+    async fn group_members(&self, group: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        // Okta groups do not nest: every member is a direct one. Cursor: "<group id>:<after>".
+        let (group_id, after) = match cursor.and_then(|c| c.split_once(':')) {
+            Some((id, after)) => (id.to_string(), Some(after).filter(|a| !a.is_empty())),
+            None => (self.find_group(group).await?, None),
+        };
+        let (users, after) = self.members_page(&group_id, after).await?;
+        Ok(UserPage { users, next: after.map(|after| format!("{group_id}:{after}")) })
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        // Okta takes the id, the login or its short form where the id goes, case-insensitively.
+        if let Some((user, _)) = self.get_page::<OktaUser>(GET_USER, &self.url(&format!("/api/v1/users/{}", enc(name))), &[]).await? {
+            return Ok(vec![to_ref(user)]);
         }
+        // Then the primary email, which may differ from the login (and which users may share).
+        let search = format!("profile.email eq \"{}\"", name.replace(['"', '\\'], ""));
+        let query = [("search", search), ("limit", USERS_PAGE.to_string())];
+        let (found, _) = self.get_page::<Vec<OktaUser>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
+        Ok(found.into_iter().map(to_ref).collect())
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        if user.id.is_empty() {
-            return Err(ProviderError::NotFound(format!("IdentityBackend {}: no user named {}", self.http.backend, user.username)));
-        }
         let held = self.held(user).await?;
         let factors = plan(&held, kinds, cutoff)
             .map_err(|why| ProviderError::Rejected(format!("IdentityBackend {}: user {}: {why}", self.http.backend, user.username)))?;
         // Okta cannot list sessions: one revocation per user is what gets counted.
-        Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new() })
+        let enrolled_since_cutoff = held
+            .iter()
+            .filter_map(|h| Some((h.kind, h.created?)))
+            .filter(|(_, created)| *created >= cutoff)
+            .min_by_key(|(_, created)| *created)
+            .map(|(kind, at)| Enrollment { kind, at, origin: None });
+        Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new(), enrolled_since_cutoff })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -794,7 +775,7 @@ mod tests {
 
         let okta = connect(&pem);
         okta.check().await.unwrap();
-        let page = okta.list_users(&ScopeSelector::AllUsers, None).await.unwrap();
+        let page = okta.list_users(None).await.unwrap();
         assert_eq!(page.users.len(), 3);
         let cutoff = jiff::Timestamp::now();
         let snapshot = okta.snapshot(&page.users[0], &[FactorKind::All], cutoff).await.unwrap();
@@ -825,7 +806,8 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let login = simulator::username(1);
         let new_key = provider.enroll(&login, FactorKind::Webauthn, "203.0.113.9").unwrap();
-        let user = okta.list_users(&ScopeSelector::Users(vec![login.clone()]), None).await.unwrap().users.remove(0);
+        let user = okta.find_user(&login.to_uppercase()).await.unwrap().remove(0);
+        assert_eq!(user.username, login, "logins are found whatever their case");
 
         // Only push was asked for: the FastPass on the same phone is lost too, so it is recorded.
         let snapshot = okta.snapshot(&user, &[FactorKind::Push], cutoff).await.unwrap();
@@ -844,8 +826,7 @@ mod tests {
         assert_eq!(origin.ip.as_deref(), Some("203.0.113.9"));
         assert!(origin.geo.is_some() && origin.asn.is_some() && origin.user_agent.is_some(), "{origin:?}");
 
-        let missing = okta.list_users(&ScopeSelector::Users(vec!["nobody@example.com".into()]), None).await.unwrap();
-        assert_eq!(missing.users, vec![UserRef { id: String::new(), username: "nobody@example.com".into() }]);
+        assert!(okta.find_user("nobody@example.com").await.unwrap().is_empty());
         okta.disable_user(&user).await.unwrap();
         okta.disable_user(&user).await.unwrap();
         assert!(!provider.user(&login).unwrap().active, "suspended");

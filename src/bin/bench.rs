@@ -450,7 +450,7 @@ async fn adapter_layer(provider: Arc<dyn IdentityProvider>, in_flight: usize) {
     let mut users: Vec<UserRef> = Vec::new();
     let mut cursor = None;
     loop {
-        let page = provider.list_users(&ScopeSelector::AllUsers, cursor.as_deref()).await.unwrap();
+        let page = provider.list_users(cursor.as_deref()).await.unwrap();
         users.extend(page.users);
         match page.next {
             Some(next) => cursor = Some(next),

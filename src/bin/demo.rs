@@ -43,7 +43,7 @@ async fn main() -> Result<(), String> {
     say("applied IdentityBackend security/corp-keycloak and its Secret");
 
     // The SaaS providers, simulated on loopback by this process for as long as the demo runs.
-    let seed = Seed { users: SIM_USERS, groups: vec![GroupSeed { name: "admins".into(), every: 100 }], ..Seed::default() };
+    let seed = Seed { users: SIM_USERS, groups: vec![GroupSeed::new("admins", 100)], ..Seed::default() };
     let mut sims = Vec::new();
     let mut backend_names = vec!["corp-keycloak".to_string()];
     for kind in SIMULATED {
@@ -101,11 +101,13 @@ async fn main() -> Result<(), String> {
             .collect();
         let revoked: BTreeMap<String, i64> = progress.counts.factors_revoked.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
         say(&format!(
-            "{name}: targeted {}, invalidated {}, excluded {}, failed {}, factors {revoked:?}; the provider lost {lost:?}{}",
+            "{name}: targeted {}, invalidated {}, excluded {} {:?}, failed {}, factors {revoked:?}; the provider lost {lost:?}{}{}",
             progress.counts.targeted,
             progress.counts.invalidated,
             progress.counts.excluded,
+            progress.counts.excluded_by,
             progress.counts.failed,
+            if progress.not_found.is_empty() { String::new() } else { format!("; matched nobody here: {}", progress.not_found.join(", ")) },
             if progress.not_supported.is_empty() { String::new() } else { format!("; not supported: {}", progress.not_supported.join(" | ")) }
         ));
         if revoked != lost || progress.counts.failed != 0 {

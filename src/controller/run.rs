@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::{Context, status};
 use crate::api::{BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallStatus, RecallPhase, ReEnrollment};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::backends::{IdentityProvider, ScopeSelector};
+use crate::backends::{IdentityProvider, Membership, ScopeSelector};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
 use crate::ledger::ConfigMapLedger;
 use crate::{Error, Result, duration};
@@ -24,6 +24,8 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// A phase change is written sooner than the interval, but never within this of the last write,
 /// so status writes stay at most two a second.
 const STATUS_MIN_GAP: Duration = Duration::from_millis(500);
+/// Names that matched nobody, shown per backend in status (the audit trail has every one).
+const NOT_FOUND_SHOWN: usize = 100;
 
 /// Recalls being worked on by this process, keyed by `namespace/name`.
 #[derive(Default)]
@@ -106,7 +108,8 @@ impl Live {
                 // Read each time: some limits show only while working (a plan without an endpoint).
                 let not_supported = provider.capabilities().limitations;
                 let p = progress.lock().unwrap();
-                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported }
+                let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
+                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found }
             })
             .collect();
         status.counts = status::totals(&status.backends);
@@ -135,9 +138,15 @@ async fn run(recall: Arc<MfaRecall>, ctx: Arc<Context>, stop: watch::Receiver<bo
             Error::Provider(crate::backends::ProviderError::Config(_)) => "BackendMisconfigured",
             Error::Provider(_) => "BackendUnavailable",
             Error::BackendNotFound(_) => "BackendNotFound",
+            Error::ExclusionGroupNotFound(_) => "ExclusionGroupNotFound",
+            Error::Refused(_) => "FactorKindsInseparable",
             Error::Invalid(_) => "InvalidSpec",
             _ => "RunError",
         };
+        // A refusal cannot pass later (what is refused is immutable): the recall ends here.
+        if matches!(e, Error::Refused(_)) {
+            status.phase = RecallPhase::Failed;
+        }
         crate::api::set_condition(&mut status.conditions, crate::api::READY, false, reason, e.to_string(), recall.metadata.generation);
         if let Err(write_error) = status::write(&api, &recall, &status).await {
             tracing::warn!(recall = %key, error = %write_error, "could not write status");
@@ -146,15 +155,15 @@ async fn run(recall: Arc<MfaRecall>, ctx: Arc<Context>, stop: watch::Receiver<bo
     }
 }
 
-/// The scope of one backend as the engine sees it.
+/// The scope of one backend as the engine sees it: every user, or the union of the groups'
+/// members and the named users.
 fn scope_selector(recall: &MfaRecall) -> ScopeSelector {
     let scope = &recall.spec.scope;
     if scope.all_users == Some(true) {
         ScopeSelector::AllUsers
-    } else if !scope.groups.is_empty() {
-        ScopeSelector::Groups(scope.groups.clone())
     } else {
-        ScopeSelector::Users(scope.users.clone())
+        let membership = if scope.direct_members_only { Membership::Direct } else { Membership::Transitive };
+        ScopeSelector::Listed { groups: scope.groups.clone(), users: scope.users.clone(), membership }
     }
 }
 
@@ -184,6 +193,9 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
         })?;
         let provider = ctx.provider(&backend).await?;
         let caps = provider.capabilities();
+        if let Some(why) = caps.refused_kinds(&spec.factors) {
+            return Err(Error::Refused(format!("IdentityBackend {namespace}/{backend_name} cannot revoke spec.factors as asked: {why}")));
+        }
         let job = RecallJob {
             recall: key.clone(),
             backend: backend_name.clone(),
@@ -240,8 +252,14 @@ async fn work(
 ) -> Result<()> {
     let phase = live.base.lock().unwrap().phase;
     if !matches!(phase, RecallPhase::AwaitingReEnrollment) {
+        // Exclusions first, on every backend: one that cannot be resolved keeps the recall
+        // Pending, with nobody touched anywhere.
+        let exclusions = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).resolve_exclusions(&r.job).await })).await?;
         change_phase(recall, ctx, live, RecallPhase::Revoking).await?;
-        let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).revoke(&r.job).await })).await?;
+        let ends = futures::future::try_join_all(
+            runs.iter().zip(&exclusions).map(|(r, exclusions)| async { runner(r, ledger, ctx, stop.clone()).revoke_with(&r.job, exclusions).await }),
+        )
+        .await?;
         if ends.contains(&RunEnd::Stopped) {
             return Ok(());
         }

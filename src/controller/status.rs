@@ -35,17 +35,17 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
     api::set_condition(&mut status.conditions, api::READY, ready, reason, message.clone(), generation);
     let progressing = matches!(status.phase, RecallPhase::Pending | RecallPhase::Revoking | RecallPhase::AwaitingReEnrollment);
     api::set_condition(&mut status.conditions, api::PROGRESSING, progressing, reason, message, generation);
-    if c.failed > 0 {
-        api::set_condition(
-            &mut status.conditions,
-            api::DEGRADED,
-            true,
-            "UsersFailed",
-            format!("{} users could not be invalidated: the audit trail names each with its error (action user.fail)", c.failed),
-            generation,
-        );
-    } else {
-        api::set_condition(&mut status.conditions, api::DEGRADED, false, "NoFailures", "no user failed", generation);
+    let failed = (c.failed > 0).then(|| format!("{} users could not be invalidated: the audit trail names each with its error (action user.fail)", c.failed));
+    let not_found = (c.not_found > 0).then(|| {
+        format!("{} names or groups matched nobody: see notFound per backend and the audit trail (action scope.unresolved)", c.not_found)
+    });
+    match (failed, not_found) {
+        (None, None) => api::set_condition(&mut status.conditions, api::DEGRADED, false, "NoFailures", "no user failed", generation),
+        (Some(failed), None) => api::set_condition(&mut status.conditions, api::DEGRADED, true, "UsersFailed", failed, generation),
+        (None, Some(not_found)) => api::set_condition(&mut status.conditions, api::DEGRADED, true, "NamesNotFound", not_found, generation),
+        (Some(failed), Some(not_found)) => {
+            api::set_condition(&mut status.conditions, api::DEGRADED, true, "UsersFailed", format!("{failed}; {not_found}"), generation)
+        }
     }
 }
 

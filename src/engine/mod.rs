@@ -3,7 +3,11 @@
 //! with bounded concurrency. Provider pacing and retries live in `backends::http`; durability in
 //! `ledger`; every action is audited before it is counted.
 
-use std::collections::{HashMap, HashSet};
+mod scope;
+
+pub use scope::{EXCLUDE_USERS, Exclusions};
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +43,8 @@ pub struct Progress {
     pub counts: RecallCounts,
     /// Every user in scope has been listed.
     pub listed: bool,
+    /// Names and groups in the scope or its exclusions that matched nobody on this backend.
+    pub unresolved: BTreeSet<String>,
 }
 
 pub type SharedProgress = Arc<Mutex<Progress>>;
@@ -56,6 +62,9 @@ pub struct Restored {
     /// Users of the page at `cursor` already recorded in a head segment: left out when it is
     /// listed again.
     pub recorded_of_next_page: HashSet<String>,
+    /// Ids of every user recorded, for a listed scope: a user found again through another
+    /// group or name is not targeted twice.
+    pub seen: HashSet<String>,
 }
 
 /// Users per segment once a recall is under way, and the most a segment's JSON may take before
@@ -140,9 +149,15 @@ impl Runner {
     pub async fn restore(&self, job: &RecallJob) -> Result<Restored> {
         let mut counts = RecallCounts::default();
         let mut restored = Restored::default();
+        let mut unresolved = BTreeSet::new();
+        let listed_scope = matches!(job.scope, ScopeSelector::Listed { .. });
         for index in self.ledger.segments(&job.backend).await? {
             let segment = self.ledger.read(&job.backend, index).await?;
             segment.add_counts(&mut counts);
+            unresolved.extend(segment.unresolved.iter().cloned());
+            if listed_scope {
+                restored.seen.extend(segment.users.iter().map(|r| r.user.id.clone()));
+            }
             match &segment.head_of_page {
                 Some(page) => {
                     restored.cursor = page.cursor.clone();
@@ -162,8 +177,16 @@ impl Runner {
         }
         let mut progress = self.progress.lock().unwrap();
         progress.counts = counts;
+        progress.counts.not_found = unresolved.len() as i64;
         progress.listed = restored.listed;
+        progress.unresolved = unresolved;
         Ok(restored)
+    }
+
+    /// Resolves the recall's exclusions on this backend; fails, before anything is touched, when
+    /// one cannot be resolved (an exclusion group that does not exist, an unreachable provider).
+    pub async fn resolve_exclusions(&self, job: &RecallJob) -> Result<Exclusions> {
+        Exclusions::resolve(self.provider.as_ref(), &job.exclude_users, &job.exclude_groups).await
     }
 
     /// Invalidates every user in scope on this backend, resuming from the ledger.
@@ -180,6 +203,12 @@ impl Runner {
     /// users each, and most requests would queue for the cap (61 % in a 30 k-user run), each
     /// wait another wake-up of its task.
     pub async fn revoke(&self, job: &RecallJob) -> Result<RunEnd> {
+        let exclusions = self.resolve_exclusions(job).await?;
+        self.revoke_with(job, &exclusions).await
+    }
+
+    /// `revoke` with exclusions already resolved.
+    pub async fn revoke_with(&self, job: &RecallJob, exclusions: &Exclusions) -> Result<RunEnd> {
         let restored = self.restore(job).await?;
         let turns = Arc::new(Semaphore::new(job.concurrency));
         // Set when working on users fails in the operator itself: stop listing more.
@@ -187,7 +216,7 @@ impl Runner {
         let (recorded, to_work) = mpsc::channel(1);
         let (finished, to_write) = mpsc::unbounded_channel();
         let (listed, worked, written) =
-            tokio::join!(self.record_segments(job, restored, recorded, &turns, &halt), self.work_segments(job, to_work, finished, &turns, &halt), self.write_finished(to_write, &halt));
+            tokio::join!(self.record_segments(job, exclusions, restored, recorded, &turns, &halt), self.work_segments(job, to_work, finished, &turns, &halt), self.write_finished(to_write, &halt));
         // The operator's own failure outranks a stop; the workers' error is the most direct.
         let all_worked = worked?;
         written?;
@@ -202,7 +231,15 @@ impl Runner {
 
     /// Stage one: hands over the unfinished segments of an earlier run, then lists, snapshots and
     /// records new ones. True once the last page has been recorded and handed over.
-    async fn record_segments(&self, job: &RecallJob, restored: Restored, recorded: mpsc::Sender<ToWork>, turns: &Semaphore, halt: &AtomicBool) -> Result<bool> {
+    async fn record_segments(
+        &self,
+        job: &RecallJob,
+        exclusions: &Exclusions,
+        restored: Restored,
+        recorded: mpsc::Sender<ToWork>,
+        turns: &Semaphore,
+        halt: &AtomicBool,
+    ) -> Result<bool> {
         for segment in restored.unfinished {
             if recorded.send(ToWork { segment, resumed: true }).await.is_err() {
                 return Ok(false);
@@ -211,25 +248,27 @@ impl Runner {
         if restored.listed {
             return Ok(true);
         }
-        let excluded = self.exclusions(job).await?;
-        let (mut cursor, mut index, mut recorded_before) = (restored.cursor, restored.next_index, restored.recorded_of_next_page);
-        // Users listed and snapshotted for the next segment, and their size in the ledger.
+        let (mut cursor, mut index, mut recorded_before, mut seen) = (restored.cursor, restored.next_index, restored.recorded_of_next_page, restored.seen);
+        // Users listed and snapshotted for the next segment, and their size in the ledger; names
+        // that matched nobody, recorded with the next segment (exclusions' first).
         let (mut users, mut json_bytes) = (Vec::new(), 0);
+        let mut unresolved = exclusions.unresolved.clone();
         loop {
             if self.stopping() || halt.load(Ordering::Acquire) {
                 // Users snapshotted but not recorded were never touched: listed again on resume.
                 return Ok(false);
             }
-            let page = self.provider.list_users(&job.scope, cursor.as_deref()).await?;
+            let page = scope::next_page(self.provider.as_ref(), &job.scope, cursor.as_deref(), &mut seen).await?;
+            unresolved.extend(page.unresolved);
             let mut listed: Vec<UserRecord> = page
                 .users
                 .into_iter()
                 .filter(|user| !recorded_before.contains(&user.id))
                 .map(|user| {
                     let mut record = UserRecord::planned(user);
-                    if let Some(rule) = excluded.get(&record.user.username) {
+                    if let Some(rule) = exclusions.rule_for(&record.user) {
                         record.state = UserState::Excluded;
-                        record.note = Some(rule.clone());
+                        record.note = Some(rule.to_string());
                     }
                     record
                 })
@@ -238,7 +277,11 @@ impl Runner {
             if index == 0 && listed.len() > HEAD_USERS {
                 let rest = listed.split_off(HEAD_USERS);
                 self.snapshot_users(job, &mut listed, turns).await;
-                let head = Segment { head_of_page: Some(PageStart { cursor: cursor.clone() }), ..Segment::fresh(&job.backend, index, page.next.clone(), listed) };
+                let head = Segment {
+                    head_of_page: Some(PageStart { cursor: cursor.clone() }),
+                    unresolved: std::mem::take(&mut unresolved),
+                    ..Segment::fresh(&job.backend, index, page.next.clone(), listed)
+                };
                 if !self.hand_over(job, head, &recorded).await? {
                     return Ok(false);
                 }
@@ -249,7 +292,7 @@ impl Runner {
             users.append(&mut listed);
             let last = page.next.is_none();
             if last || segment_is_full(index, users.len(), json_bytes) {
-                let segment = Segment::fresh(&job.backend, index, page.next.clone(), std::mem::take(&mut users));
+                let segment = Segment { unresolved: std::mem::take(&mut unresolved), ..Segment::fresh(&job.backend, index, page.next.clone(), std::mem::take(&mut users)) };
                 if !self.hand_over(job, segment, &recorded).await? {
                     return Ok(false);
                 }
@@ -260,17 +303,6 @@ impl Runner {
             }
             cursor = page.next;
         }
-    }
-
-    /// Usernames to leave alone, with the rule that excludes each.
-    async fn exclusions(&self, job: &RecallJob) -> Result<HashMap<String, String>> {
-        let mut excluded: HashMap<String, String> = job.exclude_users.iter().map(|u| (u.clone(), "exclude.users".to_string())).collect();
-        for group in &job.exclude_groups {
-            for member in self.provider.group_members(group).await? {
-                excluded.entry(member.username).or_insert_with(|| format!("exclude.groups: {group}"));
-            }
-        }
-        Ok(excluded)
     }
 
     /// Records what each planned user holds, before touching anything (write-ahead). Users whose
@@ -291,6 +323,9 @@ impl Runner {
         for (i, snapshot) in snapshots {
             match snapshot {
                 Ok(mut s) => {
+                    // A factor listed twice is revoked and counted once.
+                    let mut ids = HashSet::new();
+                    s.factors.retain(|f| ids.insert(f.id.clone()));
                     // Sessions left alone are not counted as ended.
                     if !job.revoke_sessions {
                         s.sessions = 0;
@@ -310,6 +345,9 @@ impl Runner {
     /// snapshot), records the segment, counts it and hands it to the workers. False when the
     /// workers have stopped: what was recorded is resumed from the ledger.
     async fn hand_over(&self, job: &RecallJob, segment: Segment, recorded: &mpsc::Sender<ToWork>) -> Result<bool> {
+        for name in &segment.unresolved {
+            self.audit(job, None, "scope.unresolved", "notFound", |e| e.detail = Some(format!("{name}: matched nobody on this backend")))?;
+        }
         for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
             let (action, outcome) = if record.state == UserState::Excluded { ("user.exclude", "excluded") } else { ("user.fail", "failed") };
             self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone())?;
@@ -318,6 +356,8 @@ impl Runner {
         {
             let mut progress = self.progress.lock().unwrap();
             progress.counts.targeted += segment.users.len() as i64;
+            progress.unresolved.extend(segment.unresolved.iter().cloned());
+            progress.counts.not_found = progress.unresolved.len() as i64;
             for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
                 count_finished(record, &mut progress.counts);
             }
@@ -493,11 +533,21 @@ impl Runner {
                     e.factor_id = Some(factor.id.clone());
                 })?;
             }
-            // A resumed user who already enrolled anew must not be asked to enroll yet again.
-            let already = if resumed && !snapshot.factors.is_empty() { self.provider.enrolled_since(user, job.cutoff).await? } else { None };
+            // A user who already held a factor from after the cutoff when reached, or a resumed
+            // user who enrolled anew since, must not be asked to enroll yet again. Where the
+            // enrollment came from is asked of the provider's log: what anomaly review starts with.
+            let already = match &snapshot.enrolled_since_cutoff {
+                Some(seen) => Some(self.provider.enrolled_since(user, job.cutoff).await?.unwrap_or_else(|| seen.clone())),
+                None if resumed && !snapshot.factors.is_empty() => self.provider.enrolled_since(user, job.cutoff).await?,
+                None => None,
+            };
             if let Some(enrollment) = already {
                 self.audit(job, Some(user), "enrollment.require", "skipped", |e| {
-                    e.detail = Some(format!("already re-enrolled {} at {}", enrollment.kind.as_str(), enrollment.at))
+                    e.factor_kind = Some(enrollment.kind.as_str().to_string());
+                    e.detail = Some(match &enrollment.origin {
+                        Some(origin) => format!("already re-enrolled at {} from {origin}", enrollment.at),
+                        None => format!("already re-enrolled at {}", enrollment.at),
+                    });
                 })?;
             } else if !snapshot.factors.is_empty() {
                 self.provider.require_enrollment(user, &snapshot.factors).await?;

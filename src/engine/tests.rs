@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::*;
-use crate::backends::{Capabilities, Enrollment, FactorRef, UserPage, UserSnapshot};
+use crate::backends::{Capabilities, Enrollment, FactorRef, Membership, UserPage, UserSnapshot};
 use crate::ledger::MemoryLedger;
 
 const CUTOFF_MS: i64 = 1_000_000;
@@ -31,6 +31,10 @@ struct FakeProvider {
     /// Calls under way now, and the most there ever were at once.
     in_call: AtomicUsize,
     most_in_call: AtomicUsize,
+    /// Groups: their direct members (user ids) and their subgroups.
+    groups: HashMap<String, (Vec<String>, Vec<String>)>,
+    /// Users asked to enroll again.
+    required: Mutex<Vec<String>>,
 }
 
 impl FakeProvider {
@@ -96,25 +100,46 @@ impl IdentityProvider for FakeProvider {
     async fn check(&self) -> Result<(), ProviderError> {
         Ok(())
     }
-    async fn list_users(&self, _: &ScopeSelector, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         let mut names: Vec<String> = self.factors.lock().unwrap().keys().cloned().collect();
         names.sort();
         let start: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
-        let page: Vec<UserRef> = names.iter().skip(start).take(self.page).map(|n| UserRef { id: n.clone(), username: n.clone() }).collect();
+        let page: Vec<UserRef> = names.iter().skip(start).take(self.page).map(|n| user(n)).collect();
         let next = (start + page.len() < names.len()).then(|| (start + page.len()).to_string());
         Ok(UserPage { users: page, next })
     }
-    async fn group_members(&self, _: &str) -> Result<Vec<UserRef>, ProviderError> {
-        Ok(vec![])
+    /// One page per group of the tree (the group's own members, then each subgroup's), so a
+    /// group's members come over several pages.
+    async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        let mut tree = vec![group.to_string()];
+        let mut next = 0;
+        while membership == Membership::Transitive && next < tree.len() {
+            let subgroups = self.groups.get(&tree[next]).map(|g| g.1.clone()).unwrap_or_default();
+            tree.extend(subgroups);
+            next += 1;
+        }
+        let index: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
+        let (members, _) = self.groups.get(&tree[index]).ok_or_else(|| ProviderError::NotFound(format!("group {group} not found")))?;
+        let next = (index + 1 < tree.len()).then(|| (index + 1).to_string());
+        Ok(UserPage { users: members.iter().map(|id| user(id)).collect(), next })
+    }
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let id = name.to_lowercase();
+        Ok(self.factors.lock().unwrap().contains_key(&id).then(|| user(&id)).into_iter().collect())
     }
     async fn snapshot(&self, user: &UserRef, _: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
         self.take_time().await;
-        let factors = self.factors.lock().unwrap()[&user.id]
+        let held = self.factors.lock().unwrap()[&user.id].clone();
+        let factors = held
             .iter()
             .filter(|(_, _, created)| *created < cutoff.as_millisecond())
             .map(|(id, kind, _)| FactorRef { id: id.clone(), kind: *kind, provider_type: kind.as_str().into() })
             .collect();
-        Ok(UserSnapshot { factors, sessions: 1, session_handles: vec![] })
+        let enrolled_since_cutoff = held
+            .iter()
+            .find(|(_, _, created)| *created >= cutoff.as_millisecond())
+            .map(|(_, kind, created)| Enrollment { kind: *kind, at: jiff::Timestamp::from_millisecond(*created).unwrap(), origin: None });
+        Ok(UserSnapshot { factors, sessions: 1, session_handles: vec![], enrolled_since_cutoff })
     }
     async fn revoke_sessions(&self, user: &UserRef, _: &UserSnapshot) -> Result<(), ProviderError> {
         self.assert_recorded(user);
@@ -134,7 +159,8 @@ impl IdentityProvider for FakeProvider {
         held.retain(|(id, _, _)| id != &factor.id);
         Ok(if held.len() < before { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })
     }
-    async fn require_enrollment(&self, _: &UserRef, _: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, user: &UserRef, _: &[FactorRef]) -> Result<(), ProviderError> {
+        self.required.lock().unwrap().push(user.id.clone());
         if let Some((after, stop)) = &*self.stop_after.lock().unwrap()
             && self.deletes.lock().unwrap().len() >= after * 2
         {
@@ -151,6 +177,11 @@ impl IdentityProvider for FakeProvider {
     async fn disable_user(&self, _: &UserRef) -> Result<(), ProviderError> {
         Ok(())
     }
+}
+
+/// The fake's users: the id is the username in lower case, as the provider stores it.
+fn user(id: &str) -> UserRef {
+    UserRef { id: id.to_string(), username: id.to_string() }
 }
 
 fn job() -> RecallJob {
@@ -343,4 +374,144 @@ async fn a_crash_after_the_head_of_the_first_page_resumes_the_rest_of_it_once() 
     let deletes = provider.deletes.lock().unwrap().clone();
     assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
     assert_eq!(deletes.len(), 69 * 2);
+}
+
+/// Groups as real directories look: `staff` and `ops` overlap, `admins` holds `breakglass`
+/// two levels down.
+fn with_groups(users: usize) -> FakeProvider {
+    let ids = |range: std::ops::Range<usize>| range.map(|i| format!("u{i:03}")).collect::<Vec<_>>();
+    let groups = [
+        ("staff", ids(0..12), vec![]),
+        ("ops", ids(8..16), vec!["ops-oncall".to_string()]),
+        ("ops-oncall", ids(16..18), vec![]),
+        ("admins", ids(20..22), vec!["admins-platform".to_string()]),
+        ("admins-platform", ids(22..23), vec!["breakglass".to_string()]),
+        ("breakglass", ids(23..24), vec![]),
+    ];
+    let groups = groups.into_iter().map(|(name, members, subgroups)| (name.to_string(), (members, subgroups))).collect();
+    FakeProvider { groups, ..FakeProvider::with_users(users) }
+}
+
+fn runner_for(provider: &Arc<FakeProvider>, ledger: &Arc<MemoryLedger>, progress: &SharedProgress, stop: watch::Receiver<bool>) -> (Runner, Arc<AuditLog>) {
+    let audit = audit();
+    (Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop }, audit)
+}
+
+/// Groups and names together: the union, each user once however often they are found, with
+/// every name and group that matched nobody named in the progress and the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_scope_is_the_union_of_groups_and_names_each_user_once() {
+    let provider = Arc::new(with_groups(40));
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let (_stop, stop_rx) = watch::channel(false);
+    let (runner, _audit) = runner_for(&provider, &ledger, &progress, stop_rx);
+    let names = ["U030", "u030", "u031", "u005", "ghost"].map(String::from).to_vec();
+    let job = RecallJob { scope: ScopeSelector::listed(vec!["staff".into(), "ops".into(), "nope".into()], names), exclude_users: vec![], ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+
+    // staff 0-11, ops 8-15 and its subgroup 16-17, then u030 and u031 (u005 is in staff).
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated, c.not_found), (20, 20, 2), "{c:?}");
+    assert_eq!(c.factors_revoked.values().sum::<i64>(), 40, "each user's two factors, once");
+    let unresolved: Vec<String> = progress.lock().unwrap().unresolved.iter().cloned().collect();
+    assert_eq!(unresolved, ["group nope", "user ghost"]);
+    let deletes = provider.deletes.lock().unwrap().clone();
+    assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
+
+    // Counts and names come back whole from the ledger.
+    let restored = SharedProgress::default();
+    let (again, _) = runner_for(&provider, &ledger, &restored, watch::channel(false).1);
+    again.restore(&job).await.unwrap();
+    assert_eq!(restored.lock().unwrap().counts, c);
+    assert_eq!(restored.lock().unwrap().unresolved.len(), 2);
+}
+
+/// Direct membership narrows a scope group to its own members.
+#[tokio::test]
+async fn direct_members_only_leaves_subgroups_out_of_scope() {
+    let provider = Arc::new(with_groups(40));
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &Arc::default(), &progress, watch::channel(false).1);
+    let scope = ScopeSelector::Listed { groups: vec!["ops".into()], users: vec![], membership: Membership::Direct };
+    runner.revoke(&RecallJob { scope, exclude_users: vec![], ..job() }).await.unwrap();
+    assert_eq!(progress.lock().unwrap().counts.targeted, 8, "u008-u015, not ops-oncall's");
+}
+
+/// Exclusions reach a break-glass account in a subgroup of a subgroup of an excluded group, and
+/// match a name in any letter case; each rule's spares are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusions_reach_nested_groups_and_any_letter_case() {
+    let provider = Arc::new(with_groups(30));
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &Arc::default(), &progress, watch::channel(false).1);
+    let job = RecallJob { exclude_users: vec!["U004".into(), "nobody".into()], exclude_groups: vec!["admins".into()], ..job() };
+    runner.revoke(&job).await.unwrap();
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.excluded, c.invalidated, c.not_found), (30, 5, 25, 1), "{c:?}");
+    let by_rule: Vec<(&str, i64)> = c.excluded_by.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(by_rule, [("exclude.groups: admins", 4), ("exclude.users", 1)]);
+    let factors = provider.factors.lock().unwrap();
+    for spared in ["u004", "u020", "u021", "u022", "u023"] {
+        assert_eq!(factors[spared].len(), 2, "{spared} must keep every factor");
+    }
+    assert_eq!(progress.lock().unwrap().unresolved.iter().collect::<Vec<_>>(), ["exclude.users: nobody"]);
+}
+
+/// An exclusion group that does not exist stops the recall before anyone is touched.
+#[tokio::test]
+async fn a_missing_exclusion_group_fails_before_anything_is_touched() {
+    let provider = Arc::new(with_groups(10));
+    let (runner, _audit) = runner_for(&provider, &Arc::default(), &SharedProgress::default(), watch::channel(false).1);
+    let error = runner.revoke(&RecallJob { exclude_groups: vec!["admns".into()], ..job() }).await.unwrap_err();
+    assert!(matches!(error, crate::Error::ExclusionGroupNotFound(_)), "{error:?}");
+    assert!(error.to_string().contains("admns") && error.to_string().contains("exclude.groups"), "{error}");
+    assert!(provider.deletes.lock().unwrap().is_empty());
+}
+
+/// A user who already holds a factor from after the cutoff when reached loses the old ones, is
+/// counted apart, and is not asked to enroll again.
+#[tokio::test]
+async fn users_already_enrolled_are_counted_apart_and_not_asked_to_enroll() {
+    let provider = FakeProvider::with_users(6);
+    provider.factors.lock().unwrap().get_mut("u001").unwrap().push(("u001-new".into(), FactorKind::Webauthn, CUTOFF_MS));
+    let provider = Arc::new(provider);
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &Arc::default(), &progress, watch::channel(false).1);
+    runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap();
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.already_enrolled, c.re_enrolled, c.pending), (6, 1, 0, 5), "{c:?}");
+    assert!(!provider.required.lock().unwrap().contains(&"u001".to_string()));
+    assert_eq!(provider.factors.lock().unwrap()["u001"], vec![("u001-new".to_string(), FactorKind::Webauthn, CUTOFF_MS)]);
+    // The re-enrollment pass does not count them again.
+    runner.check_re_enrollment(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap();
+    assert_eq!(progress.lock().unwrap().counts.re_enrolled, 0);
+}
+
+/// A listed scope stopped mid-way resumes without targeting anyone twice, even one found again
+/// through another group after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_scope_resumes_without_targeting_anyone_twice() {
+    let (stop, stop_rx) = watch::channel(false);
+    let provider = with_groups(40);
+    *provider.stop_after.lock().unwrap() = Some((6, stop));
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(MemoryLedger::default());
+    let job = RecallJob { scope: ScopeSelector::listed(vec!["staff".into(), "ops".into()], vec!["u009".into()]), exclude_users: vec![], concurrency: 2, ..job() };
+    let (first, _audit) = runner_for(&provider, &ledger, &SharedProgress::default(), stop_rx);
+    assert_eq!(first.revoke(&job).await.unwrap(), RunEnd::Stopped);
+    *provider.stop_after.lock().unwrap() = None;
+    let progress = SharedProgress::default();
+    let (second, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    assert_eq!(second.revoke(&job).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated), (18, 18), "{c:?}");
+    let mut seen = HashSet::new();
+    for index in ledger.segments("fake").await.unwrap() {
+        for record in ledger.read("fake", index).await.unwrap().users {
+            assert!(seen.insert(record.user.id.clone()), "{} recorded twice", record.user.id);
+        }
+    }
+    let deletes = provider.deletes.lock().unwrap().clone();
+    assert_eq!(deletes.len(), 36);
 }

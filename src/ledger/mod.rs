@@ -50,9 +50,12 @@ impl UserRecord {
         Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false }
     }
 
-    /// An invalidated user who lost at least one factor and is expected to enroll again.
+    /// An invalidated user who lost at least one factor and is expected to enroll again: not
+    /// one who already held a factor from after the cutoff when the recall reached them.
     pub fn awaits_re_enrollment(&self) -> bool {
-        self.state == UserState::Invalidated && self.re_enrolled.is_none() && self.snapshot.as_ref().is_some_and(|s| !s.factors.is_empty())
+        self.state == UserState::Invalidated
+            && self.re_enrolled.is_none()
+            && self.snapshot.as_ref().is_some_and(|s| !s.factors.is_empty() && s.enrolled_since_cutoff.is_none())
     }
 }
 
@@ -73,6 +76,10 @@ pub struct Segment {
     /// and leaves out the users recorded here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_of_page: Option<PageStart>,
+    /// Names and groups of the scope, or of its exclusions, that matched nobody on this
+    /// backend, found while listing this segment's users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
 }
 
 /// Where a page was listed from.
@@ -86,7 +93,7 @@ pub struct PageStart {
 impl Segment {
     /// A segment of freshly listed users, not yet worked on.
     pub fn fresh(backend: &str, index: u32, next_cursor: Option<String>, users: Vec<UserRecord>) -> Self {
-        Self { backend: backend.to_string(), index, next_cursor, complete: false, users, head_of_page: None }
+        Self { backend: backend.to_string(), index, next_cursor, complete: false, users, head_of_page: None, unresolved: Vec::new() }
     }
 
     /// The users not finished yet, with their positions.
@@ -107,7 +114,12 @@ pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
     counts.targeted += 1;
     match record.state {
         UserState::Planned => {}
-        UserState::Excluded => counts.excluded += 1,
+        UserState::Excluded => {
+            counts.excluded += 1;
+            if let Some(rule) = &record.note {
+                *counts.excluded_by.entry(rule.clone()).or_default() += 1;
+            }
+        }
         UserState::Failed => counts.failed += 1,
         UserState::Invalidated => {
             counts.invalidated += 1;
@@ -119,6 +131,8 @@ pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
             }
             if record.re_enrolled.is_some() {
                 counts.re_enrolled += 1;
+            } else if record.snapshot.as_ref().is_some_and(|s| s.enrolled_since_cutoff.is_some()) {
+                counts.already_enrolled += 1;
             } else if record.awaits_re_enrollment() {
                 counts.pending += 1;
             }
@@ -254,7 +268,7 @@ mod tests {
             .map(|i| {
                 let mut record = UserRecord::planned(UserRef { id: format!("u{i}"), username: format!("user{i}") });
                 let factor = FactorRef { id: format!("f{i}"), kind: FactorKind::Totp, provider_type: "otp".into() };
-                record.snapshot = Some(UserSnapshot { factors: vec![factor], sessions: 1, session_handles: vec![] });
+                record.snapshot = Some(UserSnapshot { factors: vec![factor], sessions: 1, session_handles: vec![], enrolled_since_cutoff: None });
                 record
             })
             .collect();

@@ -1050,7 +1050,7 @@ mod tests {
 
     fn sim(users: u32, factors: Vec<FactorKind>) -> Auth0 {
         let sim = Auth0::new(&json!({ "client-id": "id", "client-secret": "secret" })).unwrap();
-        sim.seed(&Seed { users, factors, groups: vec![GroupSeed { name: "staff".into(), every: 2 }], ..Seed::default() });
+        sim.seed(&Seed { users, factors, groups: vec![GroupSeed::new("staff", 2)], ..Seed::default() });
         sim
     }
 

@@ -260,7 +260,10 @@ impl User {
 struct Group {
     id: String,
     name: String,
+    /// Users who are direct members.
     members: Vec<usize>,
+    /// Groups nested in this one, at any depth.
+    nested: Vec<usize>,
 }
 
 /// One "User registered security info" entry of the directory audit log.
@@ -364,9 +367,17 @@ impl Entra {
         let mut state = self.state.lock().unwrap();
         let verb = request.method.as_str();
         match segments {
-            ["users"] if verb == "GET" => {
-                list_page(request, &base, "users", state.users.len(), |i| state.users[i].to_json())
-            }
+            ["users"] if verb == "GET" => match request.query("$filter") {
+                None => list_page(request, &base, "users", state.users.len(), |i| state.users[i].to_json()),
+                // Graph compares mail addresses regardless of letter case.
+                Some(filter) => match filter.strip_prefix("mail eq ").and_then(odata_string) {
+                    Some(mail) => {
+                        let found: Vec<usize> = (0..state.users.len()).filter(|i| state.users[*i].upn.eq_ignore_ascii_case(&mail)).collect();
+                        list_page(request, &base, "users", found.len(), |i| state.users[found[i]].to_json())
+                    }
+                    None => graph_error(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for property 'mail' of resource 'User'."),
+                },
+            },
             ["users", key] => {
                 let Some(u) = state.user_index(key) else { return user_not_found(key) };
                 match verb {
@@ -421,12 +432,22 @@ impl Entra {
                 let found: Vec<usize> = (0..state.groups.len()).filter(|i| state.groups[*i].name == name).collect();
                 list_page(request, &base, "groups", found.len(), |i| group_json(&state.groups[found[i]]))
             }
-            ["groups", id, "transitiveMembers", rest @ ..] if verb == "GET" && matches!(rest, [] | ["microsoft.graph.user"]) => {
+            // Cast to users: `members` gives the group's own users, `transitiveMembers` also
+            // those of every group nested in it, each user once.
+            ["groups", id, relation @ ("transitiveMembers" | "members"), rest @ ..] if verb == "GET" && matches!(rest, [] | ["microsoft.graph.user"]) => {
                 let Some(group) = state.groups.iter().find(|g| g.id == *id) else {
                     return graph_error(404, "Request_ResourceNotFound", &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."));
                 };
-                list_page(request, &base, "users", group.members.len(), |i| {
-                    let mut user = state.users[group.members[i]].to_json();
+                let mut users = group.members.clone();
+                if *relation == "transitiveMembers" {
+                    for nested in &group.nested {
+                        users.extend(state.groups[*nested].members.iter().filter(|u| !group.members.contains(u)));
+                    }
+                    let mut seen = std::collections::HashSet::new();
+                    users.retain(|u| seen.insert(*u));
+                }
+                list_page(request, &base, "users", users.len(), |i| {
+                    let mut user = state.users[users[i]].to_json();
                     user["@odata.type"] = json!("#microsoft.graph.user");
                     user
                 })
@@ -476,7 +497,8 @@ impl Provider for Entra {
         });
         let mut state = State::default();
         state.users.reserve(seed.users as usize);
-        let mut groups: Vec<Group> = seed.groups.iter().map(|g| Group { id: guid(), name: g.name.clone(), members: Vec::new() }).collect();
+        let mut groups: Vec<Group> =
+            seed.groups.iter().enumerate().map(|(i, g)| Group { id: guid(), name: g.name.clone(), members: Vec::new(), nested: seed.subgroups(i) }).collect();
         for i in 0..seed.users {
             let mut methods = vec![AuthMethod::new(MethodType::Password, created)];
             methods.extend(types.iter().map(|t| AuthMethod::new(*t, created)));
@@ -495,7 +517,7 @@ impl Provider for Entra {
             state.by_id.insert(user.id.clone(), i as usize);
             state.by_upn.insert(user.upn.clone(), i as usize);
             for (g, spec) in seed.groups.iter().enumerate() {
-                if spec.every > 0 && i % spec.every == 0 {
+                if spec.has_member(i) {
                     groups[g].members.push(i as usize);
                 }
             }

@@ -103,8 +103,10 @@ struct State {
     users: Vec<User>,
     by_email: HashMap<String, usize>,
     by_id: HashMap<String, usize>,
-    /// Group email → member indexes.
+    /// Group email → indexes of its direct user members.
     groups: BTreeMap<String, Vec<usize>>,
+    /// Group email → emails of the groups that are its direct members.
+    subgroups: BTreeMap<String, Vec<String>>,
     /// Access token → (expiry epoch s, granted scopes).
     tokens: HashMap<String, (i64, Vec<String>)>,
     events: Vec<LoginEvent>,
@@ -321,22 +323,40 @@ fn list_users(request: &SimRequest, state: &State) -> SimResponse {
     SimResponse::json(200, &body)
 }
 
+/// A group's members: its users and the groups in it (`type` GROUP); with
+/// `includeDerivedMembership=true`, also every user of the groups nested in it, at any depth.
 fn list_members(request: &SimRequest, state: &State, key: &str) -> SimResponse {
-    let Some(members) = state.groups.get(&key.to_lowercase()) else { return not_found("groupKey") };
+    let key = key.to_lowercase();
+    let Some(direct) = state.groups.get(&key) else { return not_found("groupKey") };
     let offset = match page_offset(request) {
         Ok(o) => o,
         Err(e) => return e,
     };
+    let user = |i: usize| {
+        let u = &state.users[i];
+        json!({ "kind": "admin#directory#member", "etag": "\"m\"", "id": u.id, "email": u.email, "role": "MEMBER", "type": "USER", "status": "ACTIVE" })
+    };
+    let group = |email: &String| json!({ "kind": "admin#directory#member", "etag": "\"m\"", "id": format!("g-{email}"), "email": email, "role": "MEMBER", "type": "GROUP", "status": "ACTIVE" });
+    let mut members: Vec<Value> = direct.iter().map(|&i| user(i)).collect();
+    let children = state.subgroups.get(&key).cloned().unwrap_or_default();
+    members.extend(children.iter().map(group));
+    if request.query("includeDerivedMembership") == Some("true") {
+        let mut seen: std::collections::HashSet<usize> = direct.iter().copied().collect();
+        let (mut pending, mut visited) = (children, std::collections::HashSet::new());
+        while let Some(child) = pending.pop() {
+            if !visited.insert(child.clone()) {
+                continue;
+            }
+            for &i in state.groups.get(&child).into_iter().flatten() {
+                if seen.insert(i) {
+                    members.push(user(i));
+                }
+            }
+            pending.extend(state.subgroups.get(&child).cloned().unwrap_or_default());
+        }
+    }
     let size = max_results(request, MEMBERS_MAX_RESULTS);
-    let page: Vec<Value> = members
-        .iter()
-        .skip(offset)
-        .take(size)
-        .map(|&i| {
-            let u = &state.users[i];
-            json!({ "kind": "admin#directory#member", "etag": "\"m\"", "id": u.id, "email": u.email, "role": "MEMBER", "type": "USER", "status": "ACTIVE" })
-        })
-        .collect();
+    let page: Vec<Value> = members.iter().skip(offset).take(size).cloned().collect();
     let mut body = json!({ "kind": "admin#directory#members", "etag": "\"members\"", "members": page });
     if offset + size < members.len() {
         body["nextPageToken"] = json!(page_token(offset + size));
@@ -581,6 +601,12 @@ impl Provider for Google {
             }
         }
         state.groups = groups;
+        for g in &seed.groups {
+            if let Some(parent) = &g.parent {
+                let key = |name: &str| format!("{}@{DOMAIN}", name.to_lowercase());
+                state.subgroups.entry(key(parent)).or_default().push(key(&g.name));
+            }
+        }
         let mut current = self.state.lock().unwrap();
         // Access tokens outlive a reseed, as they would outlive a change of directory data.
         state.tokens = std::mem::take(&mut current.tokens);

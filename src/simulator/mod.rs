@@ -125,10 +125,33 @@ impl Default for Seed {
     }
 }
 
+/// A group: user `i` is a direct member when `i % every == offset`. A group with a `parent` is
+/// nested in it, where the provider's groups nest; providers with flat groups keep it as a group
+/// of its own.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GroupSeed {
     pub name: String,
     pub every: u32,
+    #[serde(default)]
+    pub offset: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+impl GroupSeed {
+    pub fn new(name: &str, every: u32) -> Self {
+        Self { name: name.to_string(), every, offset: 0, parent: None }
+    }
+
+    /// A subgroup of `parent`, its direct members the users with `i % every == offset`.
+    pub fn nested(name: &str, every: u32, offset: u32, parent: &str) -> Self {
+        Self { name: name.to_string(), every, offset, parent: Some(parent.to_string()) }
+    }
+
+    pub fn has_member(&self, i: u32) -> bool {
+        self.every > 0 && i % self.every == self.offset
+    }
 }
 
 impl Seed {
@@ -137,9 +160,30 @@ impl Seed {
         jiff::Timestamp::now() - jiff::SignedDuration::from_hours(self.factor_age_hours as i64)
     }
 
-    /// Names of the groups user `i` belongs to.
+    /// Names of the groups user `i` belongs to directly.
     pub fn groups_of(&self, i: u32) -> impl Iterator<Item = &str> {
-        self.groups.iter().filter(move |g| g.every > 0 && i.is_multiple_of(g.every)).map(|g| g.name.as_str())
+        self.groups.iter().filter(move |g| g.has_member(i)).map(|g| g.name.as_str())
+    }
+
+    /// Indexes of the groups nested in group `index`, at any depth, parents first.
+    pub fn subgroups(&self, index: usize) -> Vec<usize> {
+        let mut tree = vec![index];
+        let mut next = 0;
+        while next < tree.len() {
+            let parent = &self.groups[tree[next]].name;
+            let children: Vec<usize> = (0..self.groups.len()).filter(|g| self.groups[*g].parent.as_ref() == Some(parent) && !tree.contains(g)).collect();
+            tree.extend(children);
+            next += 1;
+        }
+        tree.remove(0);
+        tree
+    }
+
+    /// Whether user `i` is a member of group `name`, or (when `transitive`) of a group nested in it.
+    pub fn is_member(&self, i: u32, name: &str, transitive: bool) -> bool {
+        let Some(index) = self.groups.iter().position(|g| g.name == name) else { return false };
+        let nested = if transitive { self.subgroups(index) } else { Vec::new() };
+        std::iter::once(index).chain(nested).any(|g| self.groups[g].has_member(i))
     }
 }
 

@@ -413,7 +413,8 @@ impl Okta {
             ("GET", ["api", "v1", "groups", id, "users"]) => list_members(request, state, id),
             ("GET", ["api", "v1", "logs"]) => list_logs(request, state),
             (_, ["api", "v1", "users", who, rest @ ..]) => {
-                let Some(&index) = state.by_id.get(*who).or_else(|| state.by_login.get(*who)) else {
+                // Okta logins are unique regardless of letter case, and found so.
+                let Some(&index) = state.by_id.get(*who).or_else(|| state.by_login.get(&who.to_lowercase())) else {
                     return not_found(who, "User");
                 };
                 user_route(request, state, index, method, rest)
@@ -456,9 +457,27 @@ fn verify_assertion(app: &ServiceApp, assertion: &str, audience: &str) -> Result
     Ok(())
 }
 
+/// `search=profile.email eq "…"` or `profile.login eq "…"`: the one search expression the
+/// simulator knows. Okta compares string values regardless of letter case.
+fn search_users(request: &SimRequest, state: &State, search: &str) -> SimResponse {
+    let parsed = search.split_once(" eq ").and_then(|(property, value)| {
+        let value = value.trim().strip_prefix('"')?.strip_suffix('"')?;
+        matches!(property.trim(), "profile.email" | "profile.login").then(|| value.to_lowercase())
+    });
+    let Some(wanted) = parsed else {
+        return error(400, "E0000031", "Invalid search criteria: the simulator supports profile.email eq and profile.login eq only");
+    };
+    let limit = page_limit(request, USERS_PAGE_MAX, USERS_PAGE_MAX);
+    let found: Vec<Value> = state.users.iter().filter(|u| u.login.to_lowercase() == wanted).take(limit).map(user_json).collect();
+    SimResponse::json(200, &Value::Array(found))
+}
+
 fn list_users(request: &SimRequest, state: &State) -> SimResponse {
-    if request.query("search").is_some() || request.query("filter").is_some() || request.query("q").is_some() {
-        return error(400, "E0000031", "Invalid search criteria: the simulator supports plain listing only");
+    if let Some(search) = request.query("search") {
+        return search_users(request, state, search);
+    }
+    if request.query("filter").is_some() || request.query("q").is_some() {
+        return error(400, "E0000031", "Invalid search criteria: the simulator supports plain listing and search only");
     }
     let limit = page_limit(request, USERS_PAGE_MAX, USERS_PAGE_MAX);
     let start = match request.query("after") {
@@ -826,11 +845,11 @@ impl Provider for Okta {
                 remembered_devices: 0,
             };
             state.by_id.insert(user.id.clone(), i as usize);
-            state.by_login.insert(login, i as usize);
+            state.by_login.insert(login.to_lowercase(), i as usize);
             state.users.push(user);
         }
         for g in &seed.groups {
-            let members = (0..seed.users).filter(|i| g.every > 0 && i % g.every == 0).map(|i| i as usize).collect();
+            let members = (0..seed.users).filter(|i| g.has_member(*i)).map(|i| i as usize).collect();
             state.groups.push(Group { id: okta_id("00g"), name: g.name.clone(), created: user_created, members });
         }
         *self.state.lock().unwrap() = state;

@@ -46,7 +46,8 @@ pub fn username(i: usize) -> String {
     format!("user{i:04}")
 }
 
-fn credential(kind: &str, i: usize, created_ms: i64) -> Value {
+/// A credential of `kind` to import, created at `created_ms`; `otp` is a TOTP (see `hotp_credential`).
+pub fn credential(kind: &str, i: usize, created_ms: i64) -> Value {
     let (secret, data) = match kind {
         "otp" => (
             json!({"value": format!("seededsecret{i:08}")}),
@@ -64,6 +65,13 @@ fn credential(kind: &str, i: usize, created_ms: i64) -> Value {
     };
     json!({"type": kind, "userLabel": format!("seeded {kind}"), "createdDate": created_ms,
            "secretData": secret.to_string(), "credentialData": data.to_string()})
+}
+
+/// An `otp` credential under an HOTP policy, as a hardware or software HOTP token imports.
+pub fn hotp_credential(i: usize, created_ms: i64) -> Value {
+    json!({"type": "otp", "userLabel": "seeded hotp token", "createdDate": created_ms,
+           "secretData": json!({"value": format!("seededhotp{i:08}")}).to_string(),
+           "credentialData": json!({"subType": "hotp", "digits": 6, "counter": 12, "period": 0, "algorithm": "HmacSHA1"}).to_string()})
 }
 
 impl KeycloakAdmin {
@@ -130,11 +138,19 @@ impl KeycloakAdmin {
         for (n, name) in extra.iter().enumerate() {
             reps.push(json!({"username": name, "enabled": true, "credentials": [credential("otp", 90000 + n, created)], "groups": ["/admins"]}));
         }
+        let groups = json!([{"name": "staff"}, {"name": "contractors"}, {"name": "admins"}]);
+        self.import_realm(realm, groups, reps, client_secret).await
+    }
+
+    /// Creates `realm` with these groups (each `{"name", "subGroups": [...]}`) and user
+    /// representations, the operator's confidential client with secret `client_secret`, and a
+    /// public app client.
+    pub async fn import_realm(&self, realm: &str, groups: Value, mut reps: Vec<Value>, client_secret: &str) -> Result<()> {
         reps.push(json!({"username": format!("service-account-{OPERATOR_CLIENT}"), "enabled": true, "serviceAccountClientId": OPERATOR_CLIENT,
                          "clientRoles": {"realm-management": ["view-users", "manage-users", "view-events"]}}));
         let realm_rep = json!({
             "realm": realm, "enabled": true, "eventsEnabled": true,
-            "groups": [{"name": "staff"}, {"name": "contractors"}, {"name": "admins"}],
+            "groups": groups,
             "clients": [
                 {"clientId": OPERATOR_CLIENT, "enabled": true, "publicClient": false, "secret": client_secret,
                  "serviceAccountsEnabled": true, "standardFlowEnabled": false, "directAccessGrantsEnabled": false},

@@ -8,8 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, CustomResourceExt};
-use mfa_recall::api::{IdentityBackend, MfaRecall};
+use kube::{Api, Client};
 use mfa_recall::testbed::KeycloakAdmin;
 
 pub struct Parts {
@@ -44,7 +43,7 @@ impl Parts {
     pub async fn client(&self) -> Client {
         let client = Client::try_default().await.expect("kube client from KUBECONFIG");
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [IdentityBackend::crd(), MfaRecall::crd()] {
+        for crd in mfa_recall::api::crds() {
             let name = crd.metadata.name.clone().unwrap();
             crds.patch(&name, &PatchParams::apply("mfa-recall-tests").force(), &Patch::Apply(&crd)).await.expect("install CRD");
             mfa_recall::testbed::cluster::wait_for(&crds, &name, std::time::Duration::from_secs(30), |c| {
