@@ -116,17 +116,20 @@ impl KeycloakTarget {
         let admin = parts.keycloak().await;
         let realm = support::unique("conformance");
         admin.create_realm(&realm, users as usize, &["breakglass-1"], KEYCLOAK_CLIENT_SECRET).await.unwrap();
-        // As the simulators' seed has it: a breakglass group nested in admins, with every 50th
-        // user from the 7th.
-        let admins = admin.get(&format!("/{realm}/groups?search=admins&exact=true")).await.unwrap()[0]["id"].as_str().unwrap().to_string();
-        let (status, body) =
-            admin.request(reqwest::Method::POST, &format!("/{realm}/groups/{admins}/children"), Some(json!({ "name": "breakglass" }))).await.unwrap();
-        assert_eq!(status, 201, "creating admins/breakglass: {body}");
-        let breakglass = admin.get(&format!("/{realm}/group-by-path/admins/breakglass")).await.unwrap()["id"].as_str().unwrap().to_string();
-        for i in (7..users as usize).step_by(50) {
-            let id = admin.user_id(&realm, &testbed::username(i)).await.unwrap();
-            let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}/users/{id}/groups/{breakglass}"), None).await.unwrap();
-            assert_eq!(status, 204, "adding user {i} to admins/breakglass: {body}");
+        // As the simulators' seed has it: admins/platform (every 40th user from the 3rd) and
+        // admins/platform/breakglass (every 50th from the 7th).
+        let mut parent = admin.get(&format!("/{realm}/groups?search=admins&exact=true")).await.unwrap()[0]["id"].as_str().unwrap().to_string();
+        for (path, every, offset) in [("admins/platform", 40, 3), ("admins/platform/breakglass", 50, 7)] {
+            let name = path.rsplit('/').next().unwrap();
+            let (status, body) = admin.request(reqwest::Method::POST, &format!("/{realm}/groups/{parent}/children"), Some(json!({ "name": name }))).await.unwrap();
+            assert_eq!(status, 201, "creating {path}: {body}");
+            let group = admin.get(&format!("/{realm}/group-by-path/{path}")).await.unwrap()["id"].as_str().unwrap().to_string();
+            for i in (offset..users as usize).step_by(every) {
+                let id = admin.user_id(&realm, &testbed::username(i)).await.unwrap();
+                let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}/users/{id}/groups/{group}"), None).await.unwrap();
+                assert_eq!(status, 204, "adding user {i} to {path}: {body}");
+            }
+            parent = group;
         }
         // Sessions and offline tokens for the users a password grant lets in (no OTP to type).
         for i in 0..testbed::USERS_WITH_PASSWORD.min(users as usize) {
@@ -322,10 +325,16 @@ fn fast() -> BackendLimits {
     BackendLimits { requests_per_second: 5000, max_concurrency: 16 }
 }
 
-/// Staff (every other user), admins (every tenth) and, nested in admins where the provider's
-/// groups nest, breakglass (every fiftieth from the seventh: none of them staff or admins).
+/// Staff (every other user), admins (every tenth) and, nested two levels below admins where the
+/// provider's groups nest, platform (every fortieth from the third) holding breakglass (every
+/// fiftieth from the seventh); none of these last two are staff or admins themselves.
 fn seed(users: u32) -> Seed {
-    let groups = vec![GroupSeed::new("staff", 2), GroupSeed::new("admins", 10), GroupSeed::nested("breakglass", 50, 7, "admins")];
+    let groups = vec![
+        GroupSeed::new("staff", 2),
+        GroupSeed::new("admins", 10),
+        GroupSeed::nested("platform", 40, 3, "admins"),
+        GroupSeed::nested("breakglass", 50, 7, "platform"),
+    ];
     Seed { users, groups, ..Seed::default() }
 }
 
@@ -591,7 +600,7 @@ async fn nested_exclusions(kind: &str) {
     job.exclude_users = vec![target.username(2).to_uppercase()];
     let admins = target.group_members("admins").await;
     let breakglass: Vec<String> = (7..120).step_by(50).map(|i| target.username(i)).collect();
-    assert_eq!(breakglass.iter().all(|b| admins.contains(b)), target.groups_nest(), "{kind}: the seed nests breakglass in admins");
+    assert_eq!(breakglass.iter().all(|b| admins.contains(b)), target.groups_nest(), "{kind}: the seed nests breakglass two levels below admins");
     let mut spared = admins.clone();
     spared.insert(target.username(2));
     let mut before = Vec::new();

@@ -253,6 +253,9 @@ async fn a_parent_group_reaches_its_subgroups_unless_narrowed() {
     // By path too, from the middle of the tree.
     let backend = provider.group_members("/engineering/backend", Membership::Transitive, None).await.unwrap();
     assert_eq!(backend.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["ada.lovelace"]);
+    // And by the bare name of a group deep in the tree, which is unique.
+    let oncall = provider.group_members("oncall", Membership::Transitive, None).await.unwrap();
+    assert_eq!(oncall.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["bob"]);
 
     let before = realm.held().await;
     let run = Run::new(&realm);

@@ -39,7 +39,7 @@ pub struct MfaRecallSpec {
     pub backends: Vec<String>,
     /// Which users are recalled. Name them, name groups, or say allUsers: true.
     pub scope: RecallScope,
-    /// Factor kinds to invalidate; default all.
+    /// Factor kinds to invalidate; default all. Kinds come from the provider's own sub-types (a Keycloak OTP credential is totp or hotp by its policy). A backend that can only revoke some kinds together (Google's 2-Step Verification, Duo's phones) refuses a recall that asks for some of them but not all: the recall fails before anything is touched.
     #[serde(default = "default_factors")]
     #[schemars(length(min = 1, max = 16))]
     pub factors: Vec<FactorKind>,
@@ -62,19 +62,22 @@ pub struct MfaRecallSpec {
     pub cancel: bool,
 }
 
-/// The users a recall targets.
+/// The users a recall targets: every user, or the union of the groups' members and the named
+/// users. Each user is recalled and counted once, however often they are found (in two groups,
+/// named twice, in two letter cases, by id and by email). Names and groups that match nobody on
+/// a backend are listed in that backend's status (notFound) and the audit trail.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new("(has(self.allUsers) && self.allUsers) != (size(self.groups) > 0 || size(self.users) > 0)").message("scope must name users or groups, or set allUsers: true (not both): an empty scope recalls nobody by accident"))]
 #[serde(rename_all = "camelCase")]
 pub struct RecallScope {
-    /// Recall every user of each backend.
+    /// Recall every user of each backend (then groups and users must be empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_users: Option<bool>,
-    /// Recall the direct members of these groups (Keycloak: group name or path such as /staff/ops).
+    /// Recall the members of these groups, members of their subgroups included at any depth where the provider's groups nest (see directMembersOnly). Groups are named as the provider names them: Keycloak by name or path such as /staff/ops, Okta and Duo by name, Entra ID by display name or object id, Google by email or name, Auth0 by role name.
     #[serde(default)]
     #[schemars(length(max = 1000))]
     pub groups: Vec<String>,
-    /// Recall these usernames.
+    /// Recall these users, each named by any identifier the provider knows them by (id, username or login, email), compared the way the provider compares it (case-insensitively on every provider supported).
     #[serde(default)]
     #[schemars(length(max = 10000))]
     pub users: Vec<String>,
@@ -90,11 +93,11 @@ pub struct RecallScope {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Exclusions {
-    /// Usernames to leave alone.
+    /// Users to leave alone, each named by any identifier the provider knows them by (id, username or login, email), in any letter case; a name that matches nobody is listed in the backend's notFound.
     #[serde(default)]
     #[schemars(length(max = 10000))]
     pub users: Vec<String>,
-    /// Groups whose direct members are left alone.
+    /// Groups whose members are left alone, members of their subgroups included at any depth (nothing narrows an exclusion). A group that does not exist stops the recall before anyone is touched (reason ExclusionGroupNotFound).
     #[serde(default)]
     #[schemars(length(max = 1000))]
     pub groups: Vec<String>,

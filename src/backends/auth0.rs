@@ -499,10 +499,14 @@ impl Auth0 {
     }
 }
 
+/// Said of every tenant: a recall's groups are Auth0 roles.
+const ROLES_ARE_FLAT: &str = "groups: a recall's groups are Auth0 roles, which do not nest; a role's members are the users it is assigned to";
+
 #[async_trait]
 impl IdentityProvider for Auth0 {
     fn capabilities(&self) -> Capabilities {
-        let limitations = self.limitations.lock().unwrap().clone();
+        let mut limitations = vec![ROLES_ARE_FLAT.to_string()];
+        limitations.extend(self.limitations.lock().unwrap().iter().cloned());
         Capabilities {
             list_factors: true,
             factor_creation_time: true,
@@ -847,7 +851,7 @@ mod tests {
         assert!(capabilities.limitations.iter().any(|l| l.starts_with("sessions: not available on this Auth0 plan (Enterprise only)")), "{capabilities:?}");
         // The check finds the gap before any recall.
         let fresh = bench.adapter();
-        assert!(fresh.capabilities().limitations.is_empty());
+        assert_eq!(fresh.capabilities().limitations, [ROLES_ARE_FLAT]);
         fresh.check().await.unwrap();
         assert!(fresh.capabilities().limitations.iter().any(|l| l.starts_with("sessions:")));
     }
@@ -918,7 +922,7 @@ mod tests {
         adapter.revoke_sessions(&user, &snapshot).await.unwrap();
         let after = bench.tenant.user(&username(0)).unwrap();
         assert_eq!((after.sessions, after.grants), (0, 0));
-        assert!(adapter.capabilities().limitations.is_empty());
+        assert_eq!(adapter.capabilities().limitations, [ROLES_ARE_FLAT], "nothing learnt from the tenant");
     }
 
     #[tokio::test]

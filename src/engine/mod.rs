@@ -5,7 +5,7 @@
 
 mod scope;
 
-pub use scope::{EXCLUDE_USERS, Exclusions};
+pub use scope::Exclusions;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

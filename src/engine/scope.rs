@@ -126,7 +126,7 @@ pub struct Exclusions {
 }
 
 /// The rule that spares users named in `exclude.users`.
-pub const EXCLUDE_USERS: &str = "exclude.users";
+const EXCLUDE_USERS: &str = "exclude.users";
 
 impl Exclusions {
     /// Looks up every excluded name and lists every excluded group's members, subgroups always
