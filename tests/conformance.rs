@@ -425,6 +425,10 @@ async fn cutoff_respected(kind: &str) {
         assert_eq!(seen.len(), 2, "{kind}: {seen:?}");
         let users: HashSet<&str> = seen.iter().map(|e| e["user"].as_str().unwrap_or_default()).collect();
         assert_eq!(users, HashSet::from([early.as_str(), late.as_str()]), "{kind}");
+        // The early one enrolled before the recall began: seen when reached, not asked again.
+        let early_seen = seen.iter().find(|e| e["user"] == early.as_str()).unwrap();
+        assert_eq!((early_seen["action"].as_str(), early_seen["outcome"].as_str()), (Some("enrollment.require"), Some("skipped")), "{kind}: {early_seen}");
+        assert!(counts.already_enrolled >= 1, "{kind}: {counts:?}");
         // Where the provider logs where an enrollment came from, the audit trail keeps it.
         if let Some(ip) = bench.target.enrollment_ip() {
             assert!(seen.iter().all(|e| e["detail"].as_str().unwrap_or_default().contains(ip)), "{kind}: origin kept: {seen:?}");
@@ -572,7 +576,7 @@ async fn scope_union(kind: &str) {
     let after = target.census(cutoff).await;
 
     let n = expected.len() as i64;
-    assert_eq!((counts.targeted, counts.invalidated, counts.failed, counts.not_found), (n, n, 0, 2), "{kind}: {counts:?}");
+    assert_eq!((counts.targeted, counts.invalidated, counts.failed, counts.names_not_found), (n, n, 0, 2), "{kind}: {counts:?}");
     assert_eq!(counts.factors_revoked, lost_by_kind(&before, &after), "{kind}: counts differ from what the provider lost");
     for name in [target.username(1), target.username(5)] {
         let user = target.user(&name).await;

@@ -411,7 +411,7 @@ async fn scope_problems_are_named_in_status() {
     .unwrap();
     let status = done.status.unwrap();
     // Even users are /staff (user0002 among them); user0001 named twice counts once.
-    assert_eq!((status.counts.targeted, status.counts.invalidated, status.counts.not_found), (6, 6, 1), "{:?}", status.counts);
+    assert_eq!((status.counts.targeted, status.counts.invalidated, status.counts.names_not_found), (6, 6, 1), "{:?}", status.counts);
     assert_eq!(status.backends[0].not_found, ["user ghost"]);
     let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
     assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "NamesNotFound"), "{degraded:?}");

@@ -223,7 +223,7 @@ async fn groups_and_names_are_one_union_each_user_once() {
 
     let recalled: HashSet<&str> = lost.keys().map(String::as_str).collect();
     assert_eq!(recalled, HashSet::from(["erin", "ada.lovelace", "bob", "carol", "frank"]), "{lost:?}");
-    assert_eq!((counts.targeted, counts.invalidated, counts.failed, counts.not_found), (5, 5, 0, 2), "{counts:?}");
+    assert_eq!((counts.targeted, counts.invalidated, counts.failed, counts.names_not_found), (5, 5, 0, 2), "{counts:?}");
     assert_counts_match(&counts, &lost);
     assert_eq!(run.unresolved(), ["group no-such-group", "user ghost"]);
     let audited: Vec<String> =

@@ -279,7 +279,7 @@ pub struct RecallCounts {
     pub excluded_by: BTreeMap<String, i64>,
     /// Names in scope.users or exclude.users, and groups in scope.groups, that matched nobody on the backend; each is named in the backend's notFound.
     #[serde(default)]
-    pub not_found: i64,
+    pub names_not_found: i64,
     /// Sessions and offline tokens ended.
     pub sessions_revoked: i64,
     /// Factors invalidated, by kind.
@@ -299,7 +299,7 @@ impl RecallCounts {
         self.re_enrolled += other.re_enrolled;
         self.pending += other.pending;
         self.already_enrolled += other.already_enrolled;
-        self.not_found += other.not_found;
+        self.names_not_found += other.names_not_found;
         self.failed += other.failed;
         self.excluded += other.excluded;
         self.sessions_revoked += other.sessions_revoked;
@@ -328,7 +328,25 @@ pub struct BackendProgress {
     /// What this backend could not do, and why (for example "sessions: not available on this plan").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_supported: Vec<String>,
-    /// What matched nobody on this backend, each as `user <name>`, `group <name>` or `exclude.users: <name>` (the first 100; counts.notFound has how many).
+    /// What matched nobody on this backend, each as `user <name>`, `group <name>` or `exclude.users: <name>` (the first 100; counts.namesNotFound has how many).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_found: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend's counts are flattened into its progress: a count named like one of the
+    /// progress's own fields would write one key twice, and the apiserver refuses the status.
+    #[test]
+    fn flattened_counts_share_no_key_with_backend_progress() {
+        let counts: Vec<String> = serde_json::to_value(RecallCounts::default()).unwrap().as_object().unwrap().keys().cloned().collect();
+        let progress = BackendProgress { not_supported: vec!["x".into()], not_found: vec!["y".into()], ..Default::default() };
+        let mut own = serde_json::to_value(&progress).unwrap().as_object().unwrap().clone();
+        own.retain(|key, _| !counts.contains(key));
+        for key in ["name", "listed", "notSupported", "notFound"] {
+            assert!(own.contains_key(key), "{key} is shadowed by a count of the same name");
+        }
+    }
 }

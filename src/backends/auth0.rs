@@ -571,10 +571,19 @@ impl IdentityProvider for Auth0 {
             let user: Option<User> = self.get("get_user", &format!("/users/{}", enc(name)), &[]).await?;
             return Ok(user.map(UserRef::from).into_iter().collect());
         }
-        // Auth0 stores emails in lower case, and its lookup by email is exact.
-        let email = name.to_lowercase();
-        let users: Vec<User> = self.get("find_user", "/users-by-email", &[("email", email)]).await?.unwrap_or_default();
-        Ok(users.into_iter().map(UserRef::from).collect())
+        // The lookup by email is exact and case-sensitive. Auth0 stores its own users' emails
+        // in lower case, other identity providers' as they send them: both spellings are asked.
+        let mut found: Vec<UserRef> = Vec::new();
+        let lower = name.to_lowercase();
+        for email in std::iter::once(name).chain((lower != name).then_some(lower.as_str())) {
+            let users: Vec<User> = self.get("find_user", "/users-by-email", &[("email", email.to_string())]).await?.unwrap_or_default();
+            for user in users.into_iter().map(UserRef::from) {
+                if !found.iter().any(|f| f.id == user.id) {
+                    found.push(user);
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {

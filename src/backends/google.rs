@@ -337,6 +337,16 @@ fn two_sv_selected(kinds: &[FactorKind]) -> bool {
     kinds.iter().any(|k| *k == FactorKind::All || TWO_STEP_KINDS.contains(k))
 }
 
+/// The first `2sv_enroll` at or after the cutoff, with where it came from.
+fn earliest_enrollment(activities: Vec<Activity>, cutoff: jiff::Timestamp) -> Option<Enrollment> {
+    activities
+        .into_iter()
+        .filter_map(|a| Some((a.id.time.parse::<jiff::Timestamp>().ok()?, a)))
+        .filter(|(at, _)| *at >= cutoff)
+        .min_by_key(|(at, _)| *at)
+        .map(|(at, activity)| Enrollment { kind: FactorKind::TwoStepVerification, at, origin: Some(origin(&activity)) })
+}
+
 /// An id naming the backup-code set without holding a code: a short digest of the sorted codes.
 fn codes_fingerprint(codes: &[String]) -> String {
     let mut sorted: Vec<&str> = codes.iter().map(String::as_str).collect();
@@ -460,13 +470,20 @@ impl IdentityProvider for Google {
                 }
             }
         }
-        if two_sv_selected(kinds) && profile.is_enrolled_in2_sv && self.enrollments_since(user, cutoff).await?.is_empty() {
-            factors.push(two_sv_factor(user, cutoff));
+        // A 2SV enrollment since the cutoff is kept (whatever its entry says, even a time that
+        // does not parse), and the user counted as already enrolled.
+        let mut enrolled_since_cutoff = None;
+        if two_sv_selected(kinds) && profile.is_enrolled_in2_sv {
+            let enrolled = self.enrollments_since(user, cutoff).await?;
+            if enrolled.is_empty() {
+                factors.push(two_sv_factor(user, cutoff));
+            }
+            enrolled_since_cutoff = earliest_enrollment(enrolled, cutoff);
         }
         let tokens: Items<OAuthToken> = self.get(LIST_SESSIONS, &self.user_path(user, "/tokens"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
         let signed_in = profile.last_login_time.as_deref().is_some_and(|t| t != NEVER);
         let handles: Vec<String> = tokens.items.into_iter().map(|t| t.client_id).collect();
-        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles, enrolled_since_cutoff: None })
+        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles, enrolled_since_cutoff })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -527,14 +544,7 @@ impl IdentityProvider for Google {
     }
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
-        let earliest = self
-            .enrollments_since(user, cutoff)
-            .await?
-            .into_iter()
-            .filter_map(|a| Some((a.id.time.parse::<jiff::Timestamp>().ok()?, a)))
-            .filter(|(at, _)| *at >= cutoff)
-            .min_by_key(|(at, _)| *at);
-        Ok(earliest.map(|(at, activity)| Enrollment { kind: FactorKind::TwoStepVerification, at, origin: Some(origin(&activity)) }))
+        Ok(earliest_enrollment(self.enrollments_since(user, cutoff).await?, cutoff))
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {

@@ -1,6 +1,8 @@
 //! Keycloak Admin REST API (`/admin/realms/{realm}`), authenticated as a confidential client's
 //! service account. Credentials carry `createdDate`, so the cutoff is compared directly.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -16,6 +18,8 @@ use crate::api::{FactorKind, KeycloakProvider};
 
 /// Users per listing request; Keycloak pages by offset.
 const PAGE_SIZE: usize = 100;
+/// The most groups one group's tree may hold: its ids travel in the listing cursor.
+const MAX_GROUP_TREE: usize = 1000;
 
 pub struct Keycloak {
     http: ProviderHttp,
@@ -172,6 +176,10 @@ impl Keycloak {
             .ok_or_else(|| self.user_gone(user))
     }
 
+    fn bad_cursor(&self, cursor: &str) -> ProviderError {
+        ProviderError::Rejected(format!("IdentityBackend {}: {cursor:?} is not a Keycloak group cursor", self.http.backend))
+    }
+
     fn user_gone(&self, user: &UserRef) -> ProviderError {
         ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
     }
@@ -239,13 +247,14 @@ impl Keycloak {
     }
 
     /// The group and, for transitive membership, every group below it, parents before their
-    /// children and siblings in Keycloak's order, so that a cursor's index means the same group
-    /// on every call.
+    /// children. Fails rather than walk without end: a group seen twice (a cycle in a broken
+    /// answer) is walked once, and a tree past `MAX_GROUP_TREE` groups is refused.
     async fn group_tree(&self, root: String, membership: Membership) -> Result<Vec<String>, ProviderError> {
         let mut tree = vec![root];
         if membership == Membership::Direct {
             return Ok(tree);
         }
+        let mut seen: HashSet<String> = tree.iter().cloned().collect();
         let mut next = 0;
         while next < tree.len() {
             let parent = tree[next].clone();
@@ -253,14 +262,34 @@ impl Keycloak {
             let mut children = Vec::new();
             loop {
                 let query = [("first", children.len().to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
-                let page: Vec<GroupId> = self.get(&format!("/groups/{}/children", enc(&parent)), &query).await?.unwrap_or_default();
+                let path = format!("/groups/{}/children", enc(&parent));
+                let page: Vec<GroupId> = self.get(&path, &query).await?.ok_or_else(|| {
+                    ProviderError::Rejected(format!(
+                        "IdentityBackend {}: 404 from GET {path}: walking subgroups needs Keycloak 23 or newer (or the group was deleted meanwhile; the recall retries)",
+                        self.http.backend
+                    ))
+                })?;
                 let full = page.len() == PAGE_SIZE;
-                children.extend(page.into_iter().map(|g| g.id));
-                if !full {
+                let before = children.len();
+                for group in page {
+                    if group.id.contains([',', ':']) {
+                        return Err(ProviderError::Rejected(format!("IdentityBackend {}: a subgroup id {:?} is not a Keycloak id", self.http.backend, group.id)));
+                    }
+                    if seen.insert(group.id.clone()) {
+                        children.push(group.id);
+                    }
+                }
+                if !full || children.len() == before {
                     break;
                 }
             }
-            // Depth-first, so the tree stays in one order however it is paged.
+            if seen.len() > MAX_GROUP_TREE {
+                return Err(ProviderError::Config(format!(
+                    "IdentityBackend {}: more than {MAX_GROUP_TREE} groups below one group; name smaller groups",
+                    self.http.backend
+                )));
+            }
+            // Depth-first: a subgroup's own subgroups come right after it.
             tree.splice(next..next, children);
         }
         Ok(tree)
@@ -310,21 +339,40 @@ impl IdentityProvider for Keycloak {
     }
 
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
-        // Cursor: "<index in the group's tree>:<offset in that group's members>". Keycloak lists
-        // only a group's own members, so subgroups are walked here.
-        let (index, offset) = cursor
-            .and_then(|c| c.split_once(':'))
-            .and_then(|(i, o)| Some((i.parse::<usize>().ok()?, o.parse::<usize>().ok()?)))
-            .unwrap_or((0, 0));
-        let tree = self.group_tree(self.find_group(group).await?, membership).await?;
-        let Some(id) = tree.get(index) else { return Ok(UserPage { users: vec![], next: None }) };
-        let (users, full) = self.page(&format!("/groups/{}/members", enc(id)), offset).await?;
-        let next = if full {
-            Some(format!("{index}:{}", offset + users.len()))
-        } else {
-            (index + 1 < tree.len()).then(|| format!("{}:0", index + 1))
+        // Keycloak lists only a group's own members, so the tree is walked here, once, when the
+        // group's first page is asked for. Cursor: "<offset>:<id>,<id>,...", the offset within
+        // the first group of the ids still to list, so every page walks the same tree.
+        let (mut offset, mut groups) = match cursor {
+            None => (0, self.group_tree(self.find_group(group).await?, membership).await?),
+            Some(cursor) => {
+                let (offset, ids) = cursor.split_once(':').ok_or_else(|| self.bad_cursor(cursor))?;
+                let offset = offset.parse::<usize>().map_err(|_| self.bad_cursor(cursor))?;
+                (offset, ids.split(',').filter(|id| !id.is_empty()).map(String::from).collect())
+            }
         };
-        Ok(UserPage { users, next })
+        // The group itself is first in its tree on the first page.
+        let at_root = cursor.is_none();
+        loop {
+            let Some(id) = groups.first() else { return Ok(UserPage { users: Vec::new(), next: None }) };
+            let path = format!("/groups/{}/members", enc(id));
+            let query = [("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
+            let Some(users) = self.get::<Vec<User>>(&path, &query).await? else {
+                if at_root {
+                    return Err(ProviderError::NotFound(format!("IdentityBackend {}: group {group} not found", self.http.backend)));
+                }
+                // A group deleted while listed: its users are no longer members.
+                groups.remove(0);
+                offset = 0;
+                continue;
+            };
+            let full = users.len() == PAGE_SIZE;
+            let next = if full {
+                Some(format!("{}:{}", offset + users.len(), groups.join(",")))
+            } else {
+                (groups.len() > 1).then(|| format!("0:{}", groups[1..].join(",")))
+            };
+            return Ok(UserPage { users: users.into_iter().map(UserRef::from).collect(), next });
+        }
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
@@ -333,16 +381,17 @@ impl IdentityProvider for Keycloak {
         {
             return Ok(vec![user.into()]);
         }
-        // Keycloak keeps usernames and emails in lower case. A realm may let users share an
-        // email: each of them is meant.
+        // Keycloak keeps usernames and emails in lower case. The name means whoever holds it as
+        // a username or an email (a realm may let users share an email, or one user's email be
+        // another's username): each of them.
         let name = name.to_lowercase();
-        for field in ["username", "email"] {
-            let found = self.users_where(field, &name).await?;
-            if !found.is_empty() {
-                return Ok(found);
+        let mut found = self.users_where("username", &name).await?;
+        for user in self.users_where("email", &name).await? {
+            if !found.iter().any(|f| f.id == user.id) {
+                found.push(user);
             }
         }
-        Ok(Vec::new())
+        Ok(found)
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {

@@ -193,7 +193,9 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
         })?;
         let provider = ctx.provider(&backend).await?;
         let caps = provider.capabilities();
-        if let Some(why) = caps.refused_kinds(&spec.factors) {
+        // Refused before the recall starts; one already under way (its factors recorded) goes on.
+        let not_started = recall.status.as_ref().is_none_or(|s| s.phase == RecallPhase::Pending);
+        if not_started && let Some(why) = caps.refused_kinds(&spec.factors) {
             return Err(Error::Refused(format!("IdentityBackend {namespace}/{backend_name} cannot revoke spec.factors as asked: {why}")));
         }
         let job = RecallJob {

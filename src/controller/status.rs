@@ -36,8 +36,8 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
     let progressing = matches!(status.phase, RecallPhase::Pending | RecallPhase::Revoking | RecallPhase::AwaitingReEnrollment);
     api::set_condition(&mut status.conditions, api::PROGRESSING, progressing, reason, message, generation);
     let failed = (c.failed > 0).then(|| format!("{} users could not be invalidated: the audit trail names each with its error (action user.fail)", c.failed));
-    let not_found = (c.not_found > 0).then(|| {
-        format!("{} names or groups matched nobody: see notFound per backend and the audit trail (action scope.unresolved)", c.not_found)
+    let not_found = (c.names_not_found > 0).then(|| {
+        format!("{} names or groups matched nobody: see notFound per backend and the audit trail (action scope.unresolved)", c.names_not_found)
     });
     match (failed, not_found) {
         (None, None) => api::set_condition(&mut status.conditions, api::DEGRADED, false, "NoFailures", "no user failed", generation),

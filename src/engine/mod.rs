@@ -177,7 +177,7 @@ impl Runner {
         }
         let mut progress = self.progress.lock().unwrap();
         progress.counts = counts;
-        progress.counts.not_found = unresolved.len() as i64;
+        progress.counts.names_not_found = unresolved.len() as i64;
         progress.listed = restored.listed;
         progress.unresolved = unresolved;
         Ok(restored)
@@ -253,12 +253,19 @@ impl Runner {
         // that matched nobody, recorded with the next segment (exclusions' first).
         let (mut users, mut json_bytes) = (Vec::new(), 0);
         let mut unresolved = exclusions.unresolved.clone();
+        // Every next-page cursor of this listing: one handed out twice would list for ever.
+        let mut cursors = HashSet::new();
         loop {
             if self.stopping() || halt.load(Ordering::Acquire) {
                 // Users snapshotted but not recorded were never touched: listed again on resume.
                 return Ok(false);
             }
             let page = scope::next_page(self.provider.as_ref(), &job.scope, cursor.as_deref(), &mut seen).await?;
+            if let Some(next) = &page.next
+                && !cursors.insert(next.clone())
+            {
+                return Err(ProviderError::Rejected(format!("IdentityBackend {}: the next-page cursor {next:?} came back: the listing would never end", job.backend)).into());
+            }
             unresolved.extend(page.unresolved);
             let mut listed: Vec<UserRecord> = page
                 .users
@@ -324,8 +331,7 @@ impl Runner {
             match snapshot {
                 Ok(mut s) => {
                     // A factor listed twice is revoked and counted once.
-                    let mut ids = HashSet::new();
-                    s.factors.retain(|f| ids.insert(f.id.clone()));
+                    dedup_factors(&mut s.factors);
                     // Sessions left alone are not counted as ended.
                     if !job.revoke_sessions {
                         s.sessions = 0;
@@ -357,7 +363,7 @@ impl Runner {
             let mut progress = self.progress.lock().unwrap();
             progress.counts.targeted += segment.users.len() as i64;
             progress.unresolved.extend(segment.unresolved.iter().cloned());
-            progress.counts.not_found = progress.unresolved.len() as i64;
+            progress.counts.names_not_found = progress.unresolved.len() as i64;
             for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
                 count_finished(record, &mut progress.counts);
             }
@@ -537,7 +543,14 @@ impl Runner {
             // user who enrolled anew since, must not be asked to enroll yet again. Where the
             // enrollment came from is asked of the provider's log: what anomaly review starts with.
             let already = match &snapshot.enrolled_since_cutoff {
-                Some(seen) => Some(self.provider.enrolled_since(user, job.cutoff).await?.unwrap_or_else(|| seen.clone())),
+                // The origin only adds to what the snapshot showed: its lookup never fails the user.
+                Some(seen) => Some(match self.provider.enrolled_since(user, job.cutoff).await {
+                    Ok(found) => found.unwrap_or_else(|| seen.clone()),
+                    Err(e) => {
+                        tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "where an enrollment came from could not be read");
+                        seen.clone()
+                    }
+                }),
                 None if resumed && !snapshot.factors.is_empty() => self.provider.enrolled_since(user, job.cutoff).await?,
                 None => None,
             };
@@ -642,6 +655,19 @@ impl Runner {
         }
         Ok(RunEnd::Finished)
     }
+}
+
+/// Drops factors listed again under an id already listed, keeping the order. A user holds a
+/// handful, so this compares in place rather than build a set for every user.
+fn dedup_factors(factors: &mut Vec<crate::backends::FactorRef>) {
+    let mut kept = 0;
+    for i in 0..factors.len() {
+        if !factors[..kept].iter().any(|f| f.id == factors[i].id) {
+            factors.swap(kept, i);
+            kept += 1;
+        }
+    }
+    factors.truncate(kept);
 }
 
 /// A user finished in this run: `targeted` was counted when the page was listed.

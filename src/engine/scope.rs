@@ -21,9 +21,9 @@ pub struct ScopePage {
     pub next: Option<String>,
 }
 
-/// Where a listed scope continues: within the group at `index` (at the provider's cursor), or
-/// at the name at `index` of the named users. Kept in the ledger as `g:<index>:<cursor>` or
-/// `u:<index>`.
+/// Where a listed scope continues: within the group at `index` (at the provider's cursor, or
+/// at its start), or at the name at `index` of the named users. Kept in the ledger as
+/// `g:<index>:<cursor>`, `g:<index>` or `u:<index>`.
 #[derive(Debug, PartialEq, Eq)]
 enum Position {
     Group { index: usize, cursor: Option<String> },
@@ -34,10 +34,10 @@ impl Position {
     fn parse(cursor: &str) -> Option<Self> {
         let (part, rest) = cursor.split_once(':')?;
         match part {
-            "g" => {
-                let (index, cursor) = rest.split_once(':')?;
-                Some(Position::Group { index: index.parse().ok()?, cursor: Some(cursor.to_string()).filter(|c| !c.is_empty()) })
-            }
+            "g" => match rest.split_once(':') {
+                Some((index, cursor)) => Some(Position::Group { index: index.parse().ok()?, cursor: Some(cursor.to_string()) }),
+                None => Some(Position::Group { index: rest.parse().ok()?, cursor: None }),
+            },
             "u" => Some(Position::Names { index: rest.parse().ok()? }),
             _ => None,
         }
@@ -45,7 +45,8 @@ impl Position {
 
     fn encode(&self) -> String {
         match self {
-            Position::Group { index, cursor } => format!("g:{index}:{}", cursor.as_deref().unwrap_or("")),
+            Position::Group { index, cursor: Some(cursor) } => format!("g:{index}:{cursor}"),
+            Position::Group { index, cursor: None } => format!("g:{index}"),
             Position::Names { index } => format!("u:{index}"),
         }
     }
@@ -66,21 +67,24 @@ pub async fn next_page(provider: &dyn IdentityProvider, scope: &ScopeSelector, c
     let (groups, users, membership) = match scope {
         ScopeSelector::AllUsers => {
             let page = provider.list_users(cursor).await?;
+            check_cursor(page.next.as_deref(), cursor)?;
             return Ok(ScopePage { users: page.users, unresolved: Vec::new(), next: page.next });
         }
         ScopeSelector::Listed { groups, users, membership } => (groups, users, *membership),
     };
+    let corrupt = |c: &str| Error::Ledger { name: "scope cursor".into(), message: format!("{c:?} is not a position in this recall's scope") };
     let position = match cursor {
         None => Position::first(groups, users, 0),
-        Some(c) => Some(Position::parse(c).ok_or_else(|| Error::Ledger { name: "scope cursor".into(), message: format!("{c:?} is not a position in a listed scope") })?),
+        Some(c) => Some(Position::parse(c).ok_or_else(|| corrupt(c))?),
     };
     let mut page = ScopePage::default();
     let (found, next) = match position {
         None => (Vec::new(), None),
-        Some(Position::Group { index, cursor }) => {
-            let Some(group) = groups.get(index) else { return Ok(page) };
-            match provider.group_members(group, membership, cursor.as_deref()).await {
+        Some(Position::Group { index, cursor: group_cursor }) => {
+            let group = groups.get(index).ok_or_else(|| corrupt(cursor.unwrap_or_default()))?;
+            match provider.group_members(group, membership, group_cursor.as_deref()).await {
                 Ok(members) => {
+                    check_cursor(members.next.as_deref(), group_cursor.as_deref())?;
                     let next = match members.next {
                         Some(cursor) => Some(Position::Group { index, cursor: Some(cursor) }),
                         None => Position::first(groups, users, index + 1),
@@ -94,6 +98,7 @@ pub async fn next_page(provider: &dyn IdentityProvider, scope: &ScopeSelector, c
                 Err(e) => return Err(e.into()),
             }
         }
+        Some(Position::Names { index }) if index > users.len() => return Err(corrupt(cursor.unwrap_or_default())),
         Some(Position::Names { index }) => {
             let chunk: Vec<&String> = users.iter().skip(index).take(NAMES_PER_PAGE).collect();
             let mut found = Vec::with_capacity(chunk.len());
@@ -111,6 +116,17 @@ pub async fn next_page(provider: &dyn IdentityProvider, scope: &ScopeSelector, c
     page.users = found.into_iter().filter(|u| seen.insert(u.id.clone())).collect();
     page.next = next.map(|p| p.encode());
     Ok(page)
+}
+
+/// A provider's next-page cursor must move on: an empty one, or the one just used, would list
+/// the same page for ever.
+fn check_cursor(next: Option<&str>, current: Option<&str>) -> Result<()> {
+    match next {
+        Some(next) if next.is_empty() || Some(next) == current => {
+            Err(ProviderError::Rejected(format!("the provider answered the next-page cursor {next:?} after {current:?}: its listing would never end")).into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The users a recall leaves alone on one backend, each with the rule that spares them.
@@ -168,11 +184,13 @@ impl Exclusions {
 
     /// The rule that spares `user`, if any.
     pub fn rule_for(&self, user: &UserRef) -> Option<&str> {
-        self.by_id
-            .get(&user.id)
-            .or_else(|| self.by_name.get(&self.names.key(&user.username)))
-            .or_else(|| self.by_name.get(&self.names.key(&user.id)))
-            .map(String::as_str)
+        if let Some(rule) = self.by_id.get(&user.id) {
+            return Some(rule);
+        }
+        if self.by_name.is_empty() {
+            return None;
+        }
+        self.by_name.get(&self.names.key(&user.username)).or_else(|| self.by_name.get(&self.names.key(&user.id))).map(String::as_str)
     }
 }
 
@@ -185,11 +203,20 @@ mod tests {
         for position in [
             Position::Group { index: 0, cursor: None },
             Position::Group { index: 3, cursor: Some("https://graph/next?$skiptoken=a:b".into()) },
+            Position::Group { index: 1, cursor: Some(String::new()) },
             Position::Names { index: 200 },
         ] {
             assert_eq!(Position::parse(&position.encode()), Some(position));
         }
         assert_eq!(Position::parse("17"), None, "a cursor of another scope is refused, not restarted");
+    }
+
+    #[test]
+    fn a_cursor_that_does_not_move_on_is_refused() {
+        assert!(check_cursor(Some("b"), Some("a")).is_ok());
+        assert!(check_cursor(None, Some("a")).is_ok());
+        assert!(check_cursor(Some("a"), Some("a")).is_err());
+        assert!(check_cursor(Some(""), None).is_err());
     }
 
     #[test]

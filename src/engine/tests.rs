@@ -108,8 +108,8 @@ impl IdentityProvider for FakeProvider {
         let next = (start + page.len() < names.len()).then(|| (start + page.len()).to_string());
         Ok(UserPage { users: page, next })
     }
-    /// One page per group of the tree (the group's own members, then each subgroup's), so a
-    /// group's members come over several pages.
+    /// The group's own members, then each subgroup's, `page` at a time. Cursor:
+    /// "<group in the tree>:<offset>".
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         let mut tree = vec![group.to_string()];
         let mut next = 0;
@@ -118,10 +118,15 @@ impl IdentityProvider for FakeProvider {
             tree.extend(subgroups);
             next += 1;
         }
-        let index: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
+        let (index, offset) = cursor.and_then(|c| c.split_once(':')).map(|(i, o)| (i.parse().unwrap(), o.parse().unwrap())).unwrap_or((0, 0));
         let (members, _) = self.groups.get(&tree[index]).ok_or_else(|| ProviderError::NotFound(format!("group {group} not found")))?;
-        let next = (index + 1 < tree.len()).then(|| (index + 1).to_string());
-        Ok(UserPage { users: members.iter().map(|id| user(id)).collect(), next })
+        let page: Vec<UserRef> = members.iter().skip(offset).take(self.page).map(|id| user(id)).collect();
+        let next = if offset + page.len() < members.len() {
+            Some(format!("{index}:{}", offset + page.len()))
+        } else {
+            (index + 1 < tree.len()).then(|| format!("{}:0", index + 1))
+        };
+        Ok(UserPage { users: page, next })
     }
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
         let id = name.to_lowercase();
@@ -376,6 +381,14 @@ async fn a_crash_after_the_head_of_the_first_page_resumes_the_rest_of_it_once() 
     assert_eq!(deletes.len(), 69 * 2);
 }
 
+#[test]
+fn a_factor_listed_twice_is_kept_once_in_order() {
+    let factor = |id: &str| crate::backends::FactorRef { id: id.into(), kind: FactorKind::Totp, provider_type: "otp".into() };
+    let mut factors = vec![factor("a"), factor("b"), factor("a"), factor("c"), factor("b")];
+    dedup_factors(&mut factors);
+    assert_eq!(factors.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+}
+
 /// Groups as real directories look: `staff` and `ops` overlap, `admins` holds `breakglass`
 /// two levels down.
 fn with_groups(users: usize) -> FakeProvider {
@@ -412,7 +425,7 @@ async fn a_listed_scope_is_the_union_of_groups_and_names_each_user_once() {
 
     // staff 0-11, ops 8-15 and its subgroup 16-17, then u030 and u031 (u005 is in staff).
     let c = progress.lock().unwrap().counts.clone();
-    assert_eq!((c.targeted, c.invalidated, c.not_found), (20, 20, 2), "{c:?}");
+    assert_eq!((c.targeted, c.invalidated, c.names_not_found), (20, 20, 2), "{c:?}");
     assert_eq!(c.factors_revoked.values().sum::<i64>(), 40, "each user's two factors, once");
     let unresolved: Vec<String> = progress.lock().unwrap().unresolved.iter().cloned().collect();
     assert_eq!(unresolved, ["group nope", "user ghost"]);
@@ -448,7 +461,7 @@ async fn exclusions_reach_nested_groups_and_any_letter_case() {
     let job = RecallJob { exclude_users: vec!["U004".into(), "nobody".into()], exclude_groups: vec!["admins".into()], ..job() };
     runner.revoke(&job).await.unwrap();
     let c = progress.lock().unwrap().counts.clone();
-    assert_eq!((c.targeted, c.excluded, c.invalidated, c.not_found), (30, 5, 25, 1), "{c:?}");
+    assert_eq!((c.targeted, c.excluded, c.invalidated, c.names_not_found), (30, 5, 25, 1), "{c:?}");
     let by_rule: Vec<(&str, i64)> = c.excluded_by.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(by_rule, [("exclude.groups: admins", 4), ("exclude.users", 1)]);
     let factors = provider.factors.lock().unwrap();
@@ -489,29 +502,39 @@ async fn users_already_enrolled_are_counted_apart_and_not_asked_to_enroll() {
 }
 
 /// A listed scope stopped mid-way resumes without targeting anyone twice, even one found again
-/// through another group after the restart.
+/// through another group after the restart; the first page is long enough to be recorded as a
+/// head and the rest, and group cursors hold colons.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_scope_resumes_without_targeting_anyone_twice() {
     let (stop, stop_rx) = watch::channel(false);
-    let provider = with_groups(40);
-    *provider.stop_after.lock().unwrap() = Some((6, stop));
+    let ids = |range: std::ops::Range<usize>| range.map(|i| format!("u{i:03}")).collect::<Vec<_>>();
+    let groups = [("evens", (0..120).step_by(2).map(|i| format!("u{i:03}")).collect(), vec!["late".to_string()]), ("late", ids(100..130), vec![]), ("threes", (0..120).step_by(3).map(|i| format!("u{i:03}")).collect(), vec![])];
+    let mut provider = FakeProvider { groups: groups.into_iter().map(|(n, m, s)| (n.to_string(), (m, s))).collect(), ..FakeProvider::with_users(130) };
+    provider.page = 25;
+    *provider.stop_after.lock().unwrap() = Some((30, stop));
     let provider = Arc::new(provider);
     let ledger = Arc::new(MemoryLedger::default());
-    let job = RecallJob { scope: ScopeSelector::listed(vec!["staff".into(), "ops".into()], vec!["u009".into()]), exclude_users: vec![], concurrency: 2, ..job() };
+    let job = RecallJob { scope: ScopeSelector::listed(vec!["evens".into(), "threes".into()], vec!["U009".into(), "u001".into()]), exclude_users: vec![], concurrency: 2, ..job() };
     let (first, _audit) = runner_for(&provider, &ledger, &SharedProgress::default(), stop_rx);
     assert_eq!(first.revoke(&job).await.unwrap(), RunEnd::Stopped);
     *provider.stop_after.lock().unwrap() = None;
     let progress = SharedProgress::default();
     let (second, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
     assert_eq!(second.revoke(&job).await.unwrap(), RunEnd::Finished);
+    // Evens 0-118 with late 100-129 nested in it, threes, u009 (a three) and u001.
+    let expected = (0..130).filter(|i| i % 2 == 0 && *i < 120 || (100..130).contains(i) || i % 3 == 0 && *i < 120 || *i == 1).count() as i64;
+    assert_eq!(expected, 98);
     let c = progress.lock().unwrap().counts.clone();
-    assert_eq!((c.targeted, c.invalidated), (18, 18), "{c:?}");
+    assert_eq!((c.targeted, c.invalidated), (expected, expected), "{c:?}");
     let mut seen = HashSet::new();
-    for index in ledger.segments("fake").await.unwrap() {
+    let segments = ledger.segments("fake").await.unwrap();
+    assert!(ledger.read("fake", 0).await.unwrap().head_of_page.is_some(), "the first page was recorded as a head and its rest");
+    for index in segments {
         for record in ledger.read("fake", index).await.unwrap().users {
             assert!(seen.insert(record.user.id.clone()), "{} recorded twice", record.user.id);
         }
     }
     let deletes = provider.deletes.lock().unwrap().clone();
-    assert_eq!(deletes.len(), 36);
+    assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
+    assert_eq!(deletes.len() as i64, expected * 2);
 }

@@ -615,7 +615,9 @@ impl Auth0 {
             return error(400, "Query validation error: 'Missing required property: email' on property email", Some("invalid_query_string"));
         };
         let state = self.state.lock().unwrap();
-        let found: Vec<Value> = state.find_by_email(email).map(|i| state.user_json(i)).into_iter().collect();
+        // "The search looks for an exact match to the provided email address and is
+        // case-sensitive"; Auth0 stores the emails of its own users in lower case.
+        let found: Vec<Value> = state.find_by_email(email).filter(|i| username(*i) == email).map(|i| state.user_json(i)).into_iter().collect();
         SimResponse::json(200, &Value::Array(found))
     }
 
