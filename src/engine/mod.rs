@@ -253,7 +253,8 @@ impl Runner {
         // that matched nobody, recorded with the next segment (exclusions' first).
         let (mut users, mut json_bytes) = (Vec::new(), 0);
         let mut unresolved = exclusions.unresolved.clone();
-        // Every next-page cursor of this listing: one handed out twice would list for ever.
+        // Every next-page cursor of this listing, hashed (a cursor can be long): one handed out
+        // twice would list for ever.
         let mut cursors = HashSet::new();
         loop {
             if self.stopping() || halt.load(Ordering::Acquire) {
@@ -262,7 +263,7 @@ impl Runner {
             }
             let page = scope::next_page(self.provider.as_ref(), &job.scope, cursor.as_deref(), &mut seen).await?;
             if let Some(next) = &page.next
-                && !cursors.insert(next.clone())
+                && !cursors.insert(cursor_hash(next))
             {
                 return Err(ProviderError::Rejected(format!("IdentityBackend {}: the next-page cursor {next:?} came back: the listing would never end", job.backend)).into());
             }
@@ -655,6 +656,13 @@ impl Runner {
         }
         Ok(RunEnd::Finished)
     }
+}
+
+fn cursor_hash(cursor: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    cursor.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Drops factors listed again under an id already listed, keeping the order. A user holds a

@@ -35,6 +35,8 @@ struct FakeProvider {
     groups: HashMap<String, (Vec<String>, Vec<String>)>,
     /// Users asked to enroll again.
     required: Mutex<Vec<String>>,
+    /// The last page of all users points back to the first, as a broken provider might.
+    wraps_around: bool,
 }
 
 impl FakeProvider {
@@ -105,7 +107,11 @@ impl IdentityProvider for FakeProvider {
         names.sort();
         let start: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
         let page: Vec<UserRef> = names.iter().skip(start).take(self.page).map(|n| user(n)).collect();
-        let next = (start + page.len() < names.len()).then(|| (start + page.len()).to_string());
+        let next = if start + page.len() < names.len() {
+            Some((start + page.len()).to_string())
+        } else {
+            self.wraps_around.then(|| "0".to_string())
+        };
         Ok(UserPage { users: page, next })
     }
     /// The group's own members, then each subgroup's, `page` at a time. Cursor:
@@ -537,4 +543,26 @@ async fn a_listed_scope_resumes_without_targeting_anyone_twice() {
     let deletes = provider.deletes.lock().unwrap().clone();
     assert_eq!(deletes.len(), deletes.iter().collect::<HashSet<_>>().len(), "a factor was deleted twice");
     assert_eq!(deletes.len() as i64, expected * 2);
+}
+
+/// A provider whose pages lead back to where they started would be listed for ever: the run
+/// ends with an error naming the cursor; nobody was recorded twice, and nobody was touched
+/// before being recorded (the rest is listed again when the recall retries).
+#[tokio::test]
+async fn a_listing_that_comes_back_to_a_page_ends_with_an_error() {
+    let provider = Arc::new(FakeProvider { wraps_around: true, ..FakeProvider::with_users(35) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let (runner, _audit) = runner_for(&provider, &ledger, &SharedProgress::default(), watch::channel(false).1);
+    let error = runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap_err();
+    assert!(error.to_string().contains("came back"), "{error}");
+    let mut seen = HashSet::new();
+    for index in ledger.segments("fake").await.unwrap() {
+        for record in ledger.read("fake", index).await.unwrap().users {
+            assert!(seen.insert(record.user.id.clone()), "{} recorded twice", record.user.id);
+        }
+    }
+    assert!(!seen.is_empty() && seen.len() < 35, "{} recorded", seen.len());
+    for deleted in provider.deletes.lock().unwrap().iter() {
+        assert!(seen.contains(deleted.split('-').next().unwrap()), "{deleted} deleted without its user recorded");
+    }
 }
