@@ -75,7 +75,7 @@ start() {
   ) > "$dir/keycloak.log" 2>&1 &
   echo $! > "$dir/keycloak.pid"
 
-  wait_for 60 etcd "$dir/etcd.pid" "$dir/etcd.log" curl -sf "http://127.0.0.1:$etcd_port/health"
+  wait_for 60 etcd "$dir/etcd.pid" "$dir/etcd.log" curl -sf --max-time 5 "http://127.0.0.1:$etcd_port/health"
 
   "$MFA_RECALL_KUBE_APISERVER" --etcd-servers="http://127.0.0.1:$etcd_port" --cert-dir="$c" \
     --tls-cert-file="$c/serving.crt" --tls-private-key-file="$c/serving.key" --client-ca-file="$c/ca.crt" \
@@ -104,8 +104,8 @@ contexts:
 current-context: local
 KUBECONFIG
 
-  wait_for 90 kube-apiserver "$dir/apiserver.pid" "$dir/apiserver.log" curl -sf --cacert "$c/ca.crt" --cert "$c/admin.crt" --key "$c/admin.key" "https://127.0.0.1:$api_port/readyz"
-  wait_for 180 Keycloak "$dir/keycloak.pid" "$dir/keycloak.log" curl -sf "http://127.0.0.1:$kc_mgmt_port/health/ready"
+  wait_for 90 kube-apiserver "$dir/apiserver.pid" "$dir/apiserver.log" curl -sf --max-time 5 --cacert "$c/ca.crt" --cert "$c/admin.crt" --key "$c/admin.key" "https://127.0.0.1:$api_port/readyz"
+  wait_for 180 Keycloak "$dir/keycloak.pid" "$dir/keycloak.log" curl -sf --max-time 5 "http://127.0.0.1:$kc_mgmt_port/health/ready"
 
   cat > "$dir/env" <<ENV
 export KUBECONFIG='$dir/kubeconfig'

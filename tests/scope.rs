@@ -324,3 +324,47 @@ async fn hotp_and_totp_are_told_apart() {
         }
     }
 }
+
+/// A group tree larger than a page at every level: listed whole page by page, each page asked of
+/// a fresh adapter (as after a restart, from the cursor in the ledger); a subgroup deleted in the
+/// middle of the listing is left out without failing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_tree_is_paged_across_restarts_and_survives_a_deleted_subgroup() {
+    let parts = support::Parts::from_env();
+    let admin = parts.keycloak().await;
+    let name = support::unique("scope-large");
+    let in_group = |i: usize| match i {
+        0..130 => "/big",
+        130..250 => "/big/inner",
+        _ => "/big/inner/deep",
+    };
+    let users: Vec<Value> = (0..255).map(|i| json!({"username": format!("Bulk-{i:03}"), "enabled": true, "groups": [in_group(i)]})).collect();
+    let groups = json!([{"name": "big", "subGroups": [{"name": "inner", "subGroups": [{"name": "deep"}]}]}]);
+    admin.import_realm(&name, groups, users, CLIENT_SECRET).await.unwrap();
+    let realm = Realm { admin, url: parts.keycloak_url, name, cutoff: jiff::Timestamp::now() };
+
+    let (mut listed, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = realm.provider().group_members("big", Membership::Transitive, cursor.as_deref()).await.unwrap();
+        listed.extend(page.users.into_iter().map(|u| u.username));
+        pages += 1;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let unique: HashSet<&String> = listed.iter().collect();
+    assert_eq!((listed.len(), unique.len(), pages), (255, 255, 5), "big: 100 + 30, inner: 100 + 20, deep: 5");
+    assert_eq!(realm.provider().all_group_members("big", Membership::Transitive).await.unwrap().len(), 255);
+
+    // The first two pages, then inner (and deep below it) is deleted: the rest of the listing
+    // goes on without them.
+    let provider = realm.provider();
+    let first = provider.group_members("big", Membership::Transitive, None).await.unwrap();
+    let second = provider.group_members("big", Membership::Transitive, first.next.as_deref()).await.unwrap();
+    let inner = realm.admin.get(&format!("/{}/group-by-path/big/inner", realm.name)).await.unwrap()["id"].as_str().unwrap().to_string();
+    let (status, body) = realm.admin.request(reqwest::Method::DELETE, &format!("/{}/groups/{inner}", realm.name), None).await.unwrap();
+    assert_eq!(status, 204, "deleting big/inner: {body}");
+    let rest = provider.group_members("big", Membership::Transitive, second.next.as_deref()).await.unwrap();
+    assert_eq!((first.users.len(), second.users.len(), rest.users.len(), rest.next), (100, 30, 0, None));
+}

@@ -727,7 +727,7 @@ mod tests {
                 }
             }
             assert_eq!((listed.len(), pages), (2100, 3));
-            let staff = crate::backends::all_members(provider.as_ref(), "staff", Membership::Transitive).await.unwrap();
+            let staff = provider.all_group_members("staff", Membership::Transitive).await.unwrap();
             assert_eq!(staff.len(), 1050);
             assert!(staff.iter().all(|u| !u.id.is_empty() && u.username.ends_with("@example.com")));
             assert!(matches!(provider.group_members("nobody", Membership::Transitive, None).await, Err(ProviderError::NotFound(_))));

@@ -471,7 +471,7 @@ impl IdentityProvider for Google {
             }
         }
         // A 2SV enrollment since the cutoff is kept (whatever its entry says, even a time that
-        // does not parse), and the user counted as already enrolled.
+        // does not parse), and, where its time is known, the user counted as already enrolled.
         let mut enrolled_since_cutoff = None;
         if two_sv_selected(kinds) && profile.is_enrolled_in2_sv {
             let enrolled = self.enrollments_since(user, cutoff).await?;
@@ -659,7 +659,7 @@ mod tests {
         let google = super::super::connect(&backend, Some(&subject.secret_object("c", &subject.secret))).unwrap();
         // 225 members, 200 per page, named either way.
         for name in ["staff", "staff@example.com"] {
-            assert_eq!(super::super::all_members(google.as_ref(), name, Membership::Transitive).await.unwrap().len(), 225, "{name}");
+            assert_eq!(google.all_group_members(name, Membership::Transitive).await.unwrap().len(), 225, "{name}");
         }
         assert!(matches!(google.group_members("nobody", Membership::Transitive, None).await, Err(ProviderError::NotFound(_))));
     }

@@ -259,9 +259,9 @@ impl Keycloak {
         while next < tree.len() {
             let parent = tree[next].clone();
             next += 1;
-            let mut children = Vec::new();
+            let (mut children, mut received) = (Vec::new(), 0);
             loop {
-                let query = [("first", children.len().to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
+                let query = [("first", received.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
                 let path = format!("/groups/{}/children", enc(&parent));
                 let page: Vec<GroupId> = self.get(&path, &query).await?.ok_or_else(|| {
                     ProviderError::Rejected(format!(
@@ -270,6 +270,7 @@ impl Keycloak {
                     ))
                 })?;
                 let full = page.len() == PAGE_SIZE;
+                received += page.len();
                 let before = children.len();
                 for group in page {
                     if group.id.contains([',', ':']) {
@@ -293,6 +294,14 @@ impl Keycloak {
             tree.splice(next..next, children);
         }
         Ok(tree)
+    }
+
+    /// One page of a group's own members from `offset`, and whether it was full; None when the
+    /// group does not exist.
+    async fn members_page(&self, group_id: &str, offset: usize) -> Result<Option<(Vec<UserRef>, bool)>, ProviderError> {
+        let query = [("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
+        let users: Option<Vec<User>> = self.get(&format!("/groups/{}/members", enc(group_id)), &query).await?;
+        Ok(users.map(|users| (users.len() == PAGE_SIZE, users)).map(|(full, users)| (users.into_iter().map(UserRef::from).collect(), full)))
     }
 
     /// Users matching one search parameter exactly (`username` or `email`).
@@ -354,25 +363,45 @@ impl IdentityProvider for Keycloak {
         let at_root = cursor.is_none();
         loop {
             let Some(id) = groups.first() else { return Ok(UserPage { users: Vec::new(), next: None }) };
-            let path = format!("/groups/{}/members", enc(id));
-            let query = [("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
-            let Some(users) = self.get::<Vec<User>>(&path, &query).await? else {
+            let Some((users, full)) = self.members_page(id, offset).await? else {
                 if at_root {
                     return Err(ProviderError::NotFound(format!("IdentityBackend {}: group {group} not found", self.http.backend)));
                 }
-                // A group deleted while listed: its users are no longer members.
+                // A subgroup deleted while listed: its users are no longer members.
+                tracing::warn!(backend = %self.http.backend, group, subgroup = %id, "a subgroup was deleted while its members were listed; going on without it");
                 groups.remove(0);
                 offset = 0;
                 continue;
             };
-            let full = users.len() == PAGE_SIZE;
             let next = if full {
-                Some(format!("{}:{}", offset + users.len(), groups.join(",")))
+                Some(format!("{}:{}", offset.saturating_add(users.len()), groups.join(",")))
             } else {
                 (groups.len() > 1).then(|| format!("0:{}", groups[1..].join(",")))
             };
-            return Ok(UserPage { users: users.into_iter().map(UserRef::from).collect(), next });
+            return Ok(UserPage { users, next });
         }
+    }
+
+    async fn all_group_members(&self, group: &str, membership: Membership) -> Result<Vec<UserRef>, ProviderError> {
+        // Strict: a subgroup that cannot be read fails the call (the recall waits and retries).
+        let mut members = Vec::new();
+        for id in self.group_tree(self.find_group(group).await?, membership).await? {
+            let mut offset = 0;
+            loop {
+                let Some((users, full)) = self.members_page(&id, offset).await? else {
+                    return Err(ProviderError::Unavailable(format!(
+                        "IdentityBackend {}: group {group} changed while its members were read (a subgroup was deleted); read again on retry",
+                        self.http.backend
+                    )));
+                };
+                offset += users.len();
+                members.extend(users);
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(members)
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

@@ -253,6 +253,23 @@ pub trait IdentityProvider: Send + Sync {
     /// One page of the members of `group` (named as the provider names groups); `NotFound`
     /// when there is no such group.
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError>;
+    /// Every member of `group`, for exclusions. Strict: where part of the group cannot be read
+    /// the call fails, rather than spare fewer users than the group holds.
+    async fn all_group_members(&self, group: &str, membership: Membership) -> Result<Vec<UserRef>, ProviderError> {
+        let (mut members, mut cursor): (Vec<UserRef>, Option<String>) = (Vec::new(), None);
+        let mut cursors = std::collections::HashSet::new();
+        loop {
+            let page = self.group_members(group, membership, cursor.as_deref()).await?;
+            members.extend(page.users);
+            match page.next {
+                Some(next) if next.is_empty() || !cursors.insert(next.clone()) => {
+                    return Err(ProviderError::Rejected(format!("the members of group {group} were paged with the cursor {next:?} again: the listing would never end")));
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(members),
+            }
+        }
+    }
     /// The users a person means by `name`: any identifier the provider knows users by (id,
     /// username or login, email), compared the way the provider compares it. Usually one;
     /// several where accounts share the identifier (an email on two Auth0 connections); none
@@ -360,20 +377,6 @@ pub fn brief(value: &Value, pointers: &[&str]) -> String {
         .collect();
     let text = if parts.is_empty() { value.to_string() } else { parts.join(": ") };
     text.chars().take(200).collect()
-}
-
-/// Every member of `group`, page after page (for adapter tests).
-#[cfg(test)]
-pub(crate) async fn all_members(provider: &dyn IdentityProvider, group: &str, membership: Membership) -> Result<Vec<UserRef>, ProviderError> {
-    let (mut members, mut cursor) = (Vec::new(), None);
-    loop {
-        let page = provider.group_members(group, membership, cursor.as_deref()).await?;
-        members.extend(page.users);
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(members),
-        }
-    }
 }
 
 /// Percent-encodes one URL path segment.

@@ -193,11 +193,6 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
         })?;
         let provider = ctx.provider(&backend).await?;
         let caps = provider.capabilities();
-        // Refused before the recall starts; one already under way (its factors recorded) goes on.
-        let not_started = recall.status.as_ref().is_none_or(|s| s.phase == RecallPhase::Pending);
-        if not_started && let Some(why) = caps.refused_kinds(&spec.factors) {
-            return Err(Error::Refused(format!("IdentityBackend {namespace}/{backend_name} cannot revoke spec.factors as asked: {why}")));
-        }
         let job = RecallJob {
             recall: key.clone(),
             backend: backend_name.clone(),
@@ -216,6 +211,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
         .controller_owner_ref(&())
         .ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
     let ledger = Arc::new(ConfigMapLedger::new(ctx.client.clone(), &namespace, owner));
+    refuse_inseparable_kinds(&namespace, spec, &runs, &ledger).await?;
     let live = Arc::new(Live {
         base: Mutex::new(base),
         backends: runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone())).collect(),
@@ -231,6 +227,24 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
     let outcome = work(recall, ctx, &runs, &ledger, &live, stop, check_interval).await;
     writer.finish(outcome.is_ok()).await;
     outcome
+}
+
+/// A recall asking for some of the factor kinds a backend can only revoke together is refused
+/// before anything is recorded on any backend. One already under way (an operator upgraded in
+/// between) goes on as it was recorded.
+async fn refuse_inseparable_kinds(namespace: &str, spec: &crate::api::MfaRecallSpec, runs: &[BackendRun], ledger: &ConfigMapLedger) -> Result<()> {
+    use crate::ledger::LedgerStore;
+    for r in runs {
+        if !ledger.segments(&r.job.backend).await?.is_empty() {
+            return Ok(());
+        }
+    }
+    for r in runs {
+        if let Some(why) = r.provider.capabilities().refused_kinds(&spec.factors) {
+            return Err(Error::Refused(format!("IdentityBackend {namespace}/{} cannot revoke spec.factors as asked: {why}", r.job.backend)));
+        }
+    }
+    Ok(())
 }
 
 fn runner(r: &BackendRun, ledger: &Arc<ConfigMapLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {

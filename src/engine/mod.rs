@@ -65,6 +65,9 @@ pub struct Restored {
     /// Ids of every user recorded, for a listed scope: a user found again through another
     /// group or name is not targeted twice.
     pub seen: HashSet<String>,
+    /// Hashes of the next-page cursors recorded: a listing that comes back to one of them would
+    /// never end, in this run or the one after a retry.
+    pub cursors: HashSet<u64>,
 }
 
 /// Users per segment once a recall is under way, and the most a segment's JSON may take before
@@ -158,6 +161,12 @@ impl Runner {
             if listed_scope {
                 restored.seen.extend(segment.users.iter().map(|r| r.user.id.clone()));
             }
+            // A head's page is listed again on resume and gives its next cursor again.
+            if let Some(next) = &segment.next_cursor
+                && segment.head_of_page.is_none()
+            {
+                restored.cursors.insert(cursor_hash(next));
+            }
             match &segment.head_of_page {
                 Some(page) => {
                     restored.cursor = page.cursor.clone();
@@ -248,20 +257,19 @@ impl Runner {
         if restored.listed {
             return Ok(true);
         }
-        let (mut cursor, mut index, mut recorded_before, mut seen) = (restored.cursor, restored.next_index, restored.recorded_of_next_page, restored.seen);
+        let (mut cursor, mut index, mut recorded_before, mut seen, mut cursors) =
+            (restored.cursor, restored.next_index, restored.recorded_of_next_page, restored.seen, restored.cursors);
         // Users listed and snapshotted for the next segment, and their size in the ledger; names
         // that matched nobody, recorded with the next segment (exclusions' first).
         let (mut users, mut json_bytes) = (Vec::new(), 0);
         let mut unresolved = exclusions.unresolved.clone();
-        // Every next-page cursor of this listing, hashed (a cursor can be long): one handed out
-        // twice would list for ever.
-        let mut cursors = HashSet::new();
         loop {
             if self.stopping() || halt.load(Ordering::Acquire) {
                 // Users snapshotted but not recorded were never touched: listed again on resume.
                 return Ok(false);
             }
             let page = scope::next_page(self.provider.as_ref(), &job.scope, cursor.as_deref(), &mut seen).await?;
+            // Every next-page cursor of this listing is remembered, hashed (one can be long).
             if let Some(next) = &page.next
                 && !cursors.insert(cursor_hash(next))
             {

@@ -163,20 +163,13 @@ impl Exclusions {
         }
         for group in groups {
             let rule = format!("exclude.groups: {group}");
-            let mut cursor = None;
-            loop {
-                let page = match provider.group_members(group, Membership::Transitive, cursor.as_deref()).await {
-                    Ok(page) => page,
-                    Err(ProviderError::NotFound(message)) => return Err(Error::ExclusionGroupNotFound(message)),
-                    Err(e) => return Err(e.into()),
-                };
-                for member in page.users {
-                    exclusions.by_id.entry(member.id).or_insert_with(|| rule.clone());
-                }
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
+            let members = match provider.all_group_members(group, Membership::Transitive).await {
+                Ok(members) => members,
+                Err(ProviderError::NotFound(message)) => return Err(Error::ExclusionGroupNotFound(message)),
+                Err(e) => return Err(e.into()),
+            };
+            for member in members {
+                exclusions.by_id.entry(member.id).or_insert_with(|| rule.clone());
             }
         }
         Ok(exclusions)
