@@ -166,6 +166,7 @@ async fn wrong_credentials_give_a_clear_condition_on_every_provider() {
 
 /// A factor kind a provider can only revoke with others, asked for alone, is refused before
 /// anything is touched: the recall fails with a reason and a message that says what to ask for.
+/// Also when it was created suspended and released later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_factor_kind_the_provider_cannot_revoke_alone_is_refused() {
     let (parts, client, ns, _) = support::scenario("inseparable").await;
@@ -177,10 +178,12 @@ async fn a_factor_kind_the_provider_cannot_revoke_alone_is_refused() {
     let _operator = Operator::start(ns, &parts.file("inseparable-audit.jsonl"), &parts.file("inseparable-operator.log"));
     let before = subject.sim.provider.census(Some(jiff::Timestamp::now()));
     cluster::create_recall(&client, ns, json!({"apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "totp-only"},
-        "spec": {"reason": "INC-8 authenticator app vendor breach", "backends": ["corp-google"], "scope": {"allUsers": true}, "factors": ["totp"]}}))
+        "spec": {"reason": "INC-8 authenticator app vendor breach", "backends": ["corp-google"], "scope": {"allUsers": true}, "factors": ["totp"], "suspend": true}}))
     .await
     .unwrap();
     let api: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    cluster::wait_for(&api, "totp-only", Duration::from_secs(60), |r| phase(r) == RecallPhase::Suspended).await.unwrap();
+    api.patch("totp-only", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({"spec": {"suspend": false}}))).await.unwrap();
     let failed = cluster::wait_for(&api, "totp-only", Duration::from_secs(60), |r| phase(r) == RecallPhase::Failed).await.unwrap();
     let ready = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.reason, "FactorKindsInseparable");

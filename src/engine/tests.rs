@@ -37,6 +37,8 @@ struct FakeProvider {
     required: Mutex<Vec<String>>,
     /// The last page of all users points back to the first, as a broken provider might.
     wraps_around: bool,
+    /// Asking who enrolled since the cutoff fails (its log unreadable).
+    enrollment_log_down: bool,
 }
 
 impl FakeProvider {
@@ -180,6 +182,9 @@ impl IdentityProvider for FakeProvider {
         Ok(())
     }
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        if self.enrollment_log_down {
+            return Err(ProviderError::Unavailable("503 from GET /logs".into()));
+        }
         Ok(self.factors.lock().unwrap()[&user.id]
             .iter()
             .find(|(_, _, created)| *created >= cutoff.as_millisecond())
@@ -505,6 +510,20 @@ async fn users_already_enrolled_are_counted_apart_and_not_asked_to_enroll() {
     // The re-enrollment pass does not count them again.
     runner.check_re_enrollment(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap();
     assert_eq!(progress.lock().unwrap().counts.re_enrolled, 0);
+}
+
+/// Where an enrollment came from is only looked up for the audit line: a provider log that
+/// cannot be read does not fail a user whose factors are already gone.
+#[tokio::test]
+async fn an_unreadable_enrollment_log_does_not_fail_an_already_enrolled_user() {
+    let provider = FakeProvider { enrollment_log_down: true, ..FakeProvider::with_users(3) };
+    provider.factors.lock().unwrap().get_mut("u001").unwrap().push(("u001-new".into(), FactorKind::Webauthn, CUTOFF_MS));
+    let provider = Arc::new(provider);
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &Arc::default(), &progress, watch::channel(false).1);
+    runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap();
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.failed, c.already_enrolled), (3, 0, 1), "{c:?}");
 }
 
 /// A listed scope stopped mid-way resumes without targeting anyone twice, even one found again
