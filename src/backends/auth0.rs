@@ -520,7 +520,7 @@ impl IdentityProvider for Auth0 {
             disable_user: true,
             nested_groups: false,
             // Auth0 stores emails in lower case; user ids are matched as given.
-            names: NameMatch::CaseInsensitive,
+            name_match: NameMatch::CaseInsensitive,
             inseparable: Vec::new(),
             limitations,
         }
@@ -572,23 +572,20 @@ impl IdentityProvider for Auth0 {
             return Ok(user.map(UserRef::from).into_iter().collect());
         }
         // The lookup by email is exact and case-sensitive. Auth0 stores its own users' emails
-        // in lower case, other identity providers' as they send them: both spellings are asked.
+        // in lower case, other identity providers' as they send them: both spellings are asked
+        // (the engine keeps each user once).
         let mut found: Vec<UserRef> = Vec::new();
         let lower = name.to_lowercase();
         for email in std::iter::once(name).chain((lower != name).then_some(lower.as_str())) {
             let users: Vec<User> = self.get("find_user", "/users-by-email", &[("email", email.to_string())]).await?.unwrap_or_default();
-            for user in users.into_iter().map(UserRef::from) {
-                if !found.iter().any(|f| f.id == user.id) {
-                    found.push(user);
-                }
-            }
+            found.extend(users.into_iter().map(UserRef::from));
         }
         Ok(found)
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
         let methods = self.methods(user).await?;
-        let enrolled_since_cutoff = first_since(&methods, cutoff).map(|(kind, at)| Enrollment { kind, at, origin: None });
+        let enrolled_since_cutoff = first_since(&methods, cutoff);
         let factors = recallable(&methods, kinds, cutoff, |m| {
             tracing::warn!(backend = %self.backend(), user = %user.username, method = %m, "kept: linked to a method enrolled after the cutoff");
         });
@@ -654,7 +651,7 @@ impl IdentityProvider for Auth0 {
     }
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
-        let Some((kind, at)) = first_since(&self.methods(user).await?, cutoff) else { return Ok(None) };
+        let Some(Enrollment { kind, at, .. }) = first_since(&self.methods(user).await?, cutoff) else { return Ok(None) };
         let origin = self.enrollment_origin(user, cutoff, at).await;
         Ok(Some(Enrollment { kind, at, origin }))
     }
@@ -674,12 +671,8 @@ impl IdentityProvider for Auth0 {
 /// methods go together, so a selected method brings its partners along, and a set with a member
 /// enrolled at or after the cutoff is kept whole (`kept` hears of each old method left for that).
 /// The second factor created first at or after the cutoff.
-fn first_since(methods: &[AuthMethod], cutoff: jiff::Timestamp) -> Option<(FactorKind, jiff::Timestamp)> {
-    methods
-        .iter()
-        .filter_map(|m| Some((factor_kind(&m.type_)?, m.created_at?)))
-        .filter(|(_, created)| *created >= cutoff)
-        .min_by_key(|(_, created)| *created)
+fn first_since(methods: &[AuthMethod], cutoff: jiff::Timestamp) -> Option<Enrollment> {
+    super::first_enrolled_since(methods.iter().filter_map(|m| Some((factor_kind(&m.type_)?, m.created_at?))), cutoff)
 }
 
 fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timestamp, mut kept: impl FnMut(&str)) -> Vec<FactorRef> {

@@ -361,7 +361,7 @@ impl IdentityProvider for Duo {
             enrollment_detection: true,
             disable_user: true,
             nested_groups: false,
-            names: NameMatch::CaseInsensitive,
+            name_match: NameMatch::CaseInsensitive,
             inseparable: vec![Inseparable {
                 kinds: &[FactorKind::Push, FactorKind::Sms],
                 why: "a Duo phone carries Duo Push, SMS and voice passcodes together, and deleting it ends all of them",

@@ -24,7 +24,7 @@ use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
     Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef,
-    UserSnapshot, enc, selected,
+    UserSnapshot, enc, first_enrolled_since, selected,
 };
 use crate::api::{EntraProvider, FactorKind};
 
@@ -456,7 +456,7 @@ impl IdentityProvider for Entra {
             disable_user: true,
             nested_groups: true,
             // User principal names and mail addresses are case-insensitive in Entra ID.
-            names: NameMatch::CaseInsensitive,
+            name_match: NameMatch::CaseInsensitive,
             inseparable: Vec::new(),
             limitations: vec![
                 "sessions: Graph cannot list or count a user's sessions; revokeSignInSessions ends all their refresh tokens and session cookies at once, so sessionsRevoked counts one revocation per user. Access tokens already issued stay valid until they expire (up to about an hour)".into(),
@@ -511,12 +511,9 @@ impl IdentityProvider for Entra {
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
         let methods = self.methods(user).await?;
         let preferred = self.preferred_method(user).await;
-        let enrolled_since_cutoff = methods
-            .iter()
-            .filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created()?)))
-            .filter(|(_, created)| at_or_after(*created, cutoff))
-            .min_by_key(|(_, created)| *created)
-            .map(|(kind, at)| Enrollment { kind, at, origin: None });
+        // Compared at Graph's precision, as for deletion (`at_or_after`).
+        let cutoff_ms = jiff::Timestamp::from_millisecond(cutoff.as_millisecond()).unwrap_or(cutoff);
+        let enrolled_since_cutoff = first_enrolled_since(methods.iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created()?))), cutoff_ms);
         let mut factors: Vec<FactorRef> = methods
             .into_iter()
             .filter_map(|m| {

@@ -399,7 +399,7 @@ impl IdentityProvider for Google {
             disable_user: true,
             nested_groups: true,
             // Primary emails and aliases are case-insensitive.
-            names: NameMatch::CaseInsensitive,
+            name_match: NameMatch::CaseInsensitive,
             inseparable: vec![Inseparable {
                 kinds: TWO_STEP_KINDS,
                 why: "Google lists no second factors and turns 2-Step Verification off as a whole",

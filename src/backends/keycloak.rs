@@ -326,7 +326,7 @@ impl IdentityProvider for Keycloak {
             disable_user: true,
             nested_groups: true,
             // Keycloak stores usernames and emails in lower case and searches them so.
-            names: NameMatch::CaseInsensitive,
+            name_match: NameMatch::CaseInsensitive,
             inseparable: Vec::new(),
             limitations: Vec::new(),
         }
@@ -412,14 +412,10 @@ impl IdentityProvider for Keycloak {
         }
         // Keycloak keeps usernames and emails in lower case. The name means whoever holds it as
         // a username or an email (a realm may let users share an email, or one user's email be
-        // another's username): each of them.
+        // another's username): each of them; the engine keeps each user once.
         let name = name.to_lowercase();
         let mut found = self.users_where("username", &name).await?;
-        for user in self.users_where("email", &name).await? {
-            if !found.iter().any(|f| f.id == user.id) {
-                found.push(user);
-            }
-        }
+        found.extend(self.users_where("email", &name).await?);
         Ok(found)
     }
 

@@ -149,7 +149,7 @@ pub struct Capabilities {
     /// provider's groups are flat.
     pub nested_groups: bool,
     /// How the provider compares the names people give users by (username, login, email).
-    pub names: NameMatch,
+    pub name_match: NameMatch,
     /// Factor kinds the provider can only revoke together: a recall asking for some kinds of a
     /// set but not all of them is refused before anything is touched.
     pub inseparable: Vec<Inseparable>,
@@ -256,15 +256,12 @@ pub trait IdentityProvider: Send + Sync {
     /// Every member of `group`, for exclusions. Strict: where part of the group cannot be read
     /// the call fails, rather than spare fewer users than the group holds.
     async fn all_group_members(&self, group: &str, membership: Membership) -> Result<Vec<UserRef>, ProviderError> {
-        let (mut members, mut cursor): (Vec<UserRef>, Option<String>) = (Vec::new(), None);
-        let mut cursors = std::collections::HashSet::new();
+        let (mut members, mut cursor, mut cursors) = (Vec::new(), None::<String>, PageCursors::default());
         loop {
             let page = self.group_members(group, membership, cursor.as_deref()).await?;
             members.extend(page.users);
+            cursors.take(page.next.as_deref())?;
             match page.next {
-                Some(next) if next.is_empty() || !cursors.insert(next.clone()) => {
-                    return Err(ProviderError::Rejected(format!("the members of group {group} were paged with the cursor {next:?} again: the listing would never end")));
-                }
                 Some(next) => cursor = Some(next),
                 None => return Ok(members),
             }
@@ -284,6 +281,36 @@ pub trait IdentityProvider: Send + Sync {
     /// The first factor the user enrolled at or after `cutoff`, if any.
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError>;
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError>;
+}
+
+/// The next-page cursors one listing was handed. One that is empty, or that comes back, would
+/// list the same pages for ever. Kept hashed: a cursor can be long (Keycloak's carries a group's
+/// tree).
+#[derive(Debug, Default)]
+pub struct PageCursors(std::collections::HashSet<u64>);
+
+impl PageCursors {
+    /// A cursor handed out before (a recorded one, on resume).
+    pub fn remember(&mut self, cursor: &str) {
+        self.0.insert(Self::hash(cursor));
+    }
+
+    /// The next cursor a page was answered with; an error when it cannot lead anywhere new.
+    pub fn take(&mut self, next: Option<&str>) -> Result<(), ProviderError> {
+        match next {
+            Some(next) if next.is_empty() || !self.0.insert(Self::hash(next)) => {
+                Err(ProviderError::Rejected(format!("the next-page cursor {next:?} came back (or was empty): the listing would never end")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn hash(cursor: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        cursor.hash(&mut hasher);
+        hasher.finish()
+    }
 }
 
 /// Builds the adapter an IdentityBackend describes, with its credentials from `secret`.
@@ -377,6 +404,12 @@ pub fn brief(value: &Value, pointers: &[&str]) -> String {
         .collect();
     let text = if parts.is_empty() { value.to_string() } else { parts.join(": ") };
     text.chars().take(200).collect()
+}
+
+/// The second factor created first at or after `cutoff`, from a listing's kinds and creation
+/// times: a user holding one is not asked to enroll again.
+pub fn first_enrolled_since(held: impl IntoIterator<Item = (FactorKind, jiff::Timestamp)>, cutoff: jiff::Timestamp) -> Option<Enrollment> {
+    held.into_iter().filter(|(_, at)| *at >= cutoff).min_by_key(|(_, at)| *at).map(|(kind, at)| Enrollment { kind, at, origin: None })
 }
 
 /// Percent-encodes one URL path segment.

@@ -29,7 +29,7 @@ use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, check_json};
 use super::{
     Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef,
-    UserSnapshot, enc, selected,
+    UserSnapshot, enc, first_enrolled_since, selected,
 };
 use crate::api::{FactorKind, OktaProvider};
 
@@ -505,7 +505,7 @@ impl IdentityProvider for Okta {
             disable_user: true,
             nested_groups: false,
             // Okta logins are unique case-insensitively, and looked up so.
-            names: NameMatch::CaseInsensitive,
+            name_match: NameMatch::CaseInsensitive,
             inseparable: Vec::new(),
             limitations: vec![
                 "groups: Okta groups do not nest; a group's members are its direct members".into(),
@@ -539,12 +539,14 @@ impl IdentityProvider for Okta {
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
-        // Okta takes the id, the login or its short form where the id goes, case-insensitively.
+        // Okta takes the id, the login or its short form where the id goes.
         if let Some((user, _)) = self.get_page::<OktaUser>(GET_USER, &self.url(&format!("/api/v1/users/{}", enc(name))), &[]).await? {
             return Ok(vec![to_ref(user)]);
         }
-        // Then the primary email, which may differ from the login (and which users may share).
-        let search = format!("profile.email eq \"{}\"", name.replace(['"', '\\'], ""));
+        // Then the login or primary email in any letter case (`search` compares them so, unlike
+        // `filter`); the email may differ from the login, and users may share it.
+        let quoted = name.replace(['"', '\\'], "");
+        let search = format!("profile.login eq \"{quoted}\" or profile.email eq \"{quoted}\"");
         let query = [("search", search), ("limit", USERS_PAGE.to_string())];
         let (found, _) = self.get_page::<Vec<OktaUser>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
         Ok(found.into_iter().map(to_ref).collect())
@@ -555,12 +557,7 @@ impl IdentityProvider for Okta {
         let factors = plan(&held, kinds, cutoff)
             .map_err(|why| ProviderError::Rejected(format!("IdentityBackend {}: user {}: {why}", self.http.backend, user.username)))?;
         // Okta cannot list sessions: one revocation per user is what gets counted.
-        let enrolled_since_cutoff = held
-            .iter()
-            .filter_map(|h| Some((h.kind, h.created?)))
-            .filter(|(_, created)| *created >= cutoff)
-            .min_by_key(|(_, created)| *created)
-            .map(|(kind, at)| Enrollment { kind, at, origin: None });
+        let enrolled_since_cutoff = first_enrolled_since(held.iter().filter_map(|h| Some((h.kind, h.created?))), cutoff);
         Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new(), enrolled_since_cutoff })
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::Result;
 use crate::api::{FactorKind, RecallCounts};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::backends::{IdentityProvider, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
+use crate::backends::{IdentityProvider, PageCursors, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
 use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState};
 
 /// What to recall on one backend.
@@ -65,9 +65,9 @@ pub struct Restored {
     /// Ids of every user recorded, for a listed scope: a user found again through another
     /// group or name is not targeted twice.
     pub seen: HashSet<String>,
-    /// Hashes of the next-page cursors recorded: a listing that comes back to one of them would
-    /// never end, in this run or the one after a retry.
-    pub cursors: HashSet<u64>,
+    /// The next-page cursors recorded: a listing that comes back to one of them would never
+    /// end, in this run or the one after a retry.
+    pub cursors: PageCursors,
 }
 
 /// Users per segment once a recall is under way, and the most a segment's JSON may take before
@@ -165,7 +165,7 @@ impl Runner {
             if let Some(next) = &segment.next_cursor
                 && segment.head_of_page.is_none()
             {
-                restored.cursors.insert(cursor_hash(next));
+                restored.cursors.remember(next);
             }
             match &segment.head_of_page {
                 Some(page) => {
@@ -269,12 +269,7 @@ impl Runner {
                 return Ok(false);
             }
             let page = scope::next_page(self.provider.as_ref(), &job.scope, cursor.as_deref(), &mut seen).await?;
-            // Every next-page cursor of this listing is remembered, hashed (one can be long).
-            if let Some(next) = &page.next
-                && !cursors.insert(cursor_hash(next))
-            {
-                return Err(ProviderError::Rejected(format!("IdentityBackend {}: the next-page cursor {next:?} came back: the listing would never end", job.backend)).into());
-            }
+            cursors.take(page.next.as_deref()).map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: {e}", job.backend)))?;
             unresolved.extend(page.unresolved);
             let mut listed: Vec<UserRecord> = page
                 .users
@@ -664,13 +659,6 @@ impl Runner {
         }
         Ok(RunEnd::Finished)
     }
-}
-
-fn cursor_hash(cursor: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    cursor.hash(&mut hasher);
-    hasher.finish()
 }
 
 /// Drops factors listed again under an id already listed, keeping the order. A user holds a

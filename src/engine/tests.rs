@@ -493,16 +493,21 @@ async fn a_missing_exclusion_group_fails_before_anything_is_touched() {
     assert!(provider.deletes.lock().unwrap().is_empty());
 }
 
-/// A user who already holds a factor from after the cutoff when reached loses the old ones, is
-/// counted apart, and is not asked to enroll again.
-#[tokio::test]
-async fn users_already_enrolled_are_counted_apart_and_not_asked_to_enroll() {
-    let provider = FakeProvider::with_users(6);
+/// Gives u001 a key enrolled at the cutoff, then recalls every user; the runner and its progress.
+async fn recall_with_u001_enrolled_at_the_cutoff(provider: FakeProvider) -> (Arc<FakeProvider>, Runner, SharedProgress) {
     provider.factors.lock().unwrap().get_mut("u001").unwrap().push(("u001-new".into(), FactorKind::Webauthn, CUTOFF_MS));
     let provider = Arc::new(provider);
     let progress = SharedProgress::default();
     let (runner, _audit) = runner_for(&provider, &Arc::default(), &progress, watch::channel(false).1);
     runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap();
+    (provider, runner, progress)
+}
+
+/// A user who already holds a factor from after the cutoff when reached loses the old ones, is
+/// counted apart, and is not asked to enroll again.
+#[tokio::test]
+async fn users_already_enrolled_are_counted_apart_and_not_asked_to_enroll() {
+    let (provider, runner, progress) = recall_with_u001_enrolled_at_the_cutoff(FakeProvider::with_users(6)).await;
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.invalidated, c.already_enrolled, c.re_enrolled, c.pending), (6, 1, 0, 5), "{c:?}");
     assert!(!provider.required.lock().unwrap().contains(&"u001".to_string()));
@@ -516,12 +521,7 @@ async fn users_already_enrolled_are_counted_apart_and_not_asked_to_enroll() {
 /// cannot be read does not fail a user whose factors are already gone.
 #[tokio::test]
 async fn an_unreadable_enrollment_log_does_not_fail_an_already_enrolled_user() {
-    let provider = FakeProvider { enrollment_log_down: true, ..FakeProvider::with_users(3) };
-    provider.factors.lock().unwrap().get_mut("u001").unwrap().push(("u001-new".into(), FactorKind::Webauthn, CUTOFF_MS));
-    let provider = Arc::new(provider);
-    let progress = SharedProgress::default();
-    let (runner, _audit) = runner_for(&provider, &Arc::default(), &progress, watch::channel(false).1);
-    runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap();
+    let (_provider, _runner, progress) = recall_with_u001_enrolled_at_the_cutoff(FakeProvider { enrollment_log_down: true, ..FakeProvider::with_users(3) }).await;
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.invalidated, c.failed, c.already_enrolled), (3, 0, 1), "{c:?}");
 }

@@ -616,7 +616,9 @@ impl Auth0 {
         };
         let state = self.state.lock().unwrap();
         // "The search looks for an exact match to the provided email address and is
-        // case-sensitive"; Auth0 stores the emails of its own users in lower case.
+        // case-sensitive"; Auth0 stores the emails of its own users in lower case
+        // (auth0.com/docs/manage-users/user-search/retrieve-users-with-get-users-by-email-endpoint,
+        // auth0.com/docs/api/management/v2/users-by-email/get-users-by-email).
         let found: Vec<Value> = state.find_by_email(email).filter(|i| username(*i) == email).map(|i| state.user_json(i)).into_iter().collect();
         SimResponse::json(200, &Value::Array(found))
     }

@@ -369,10 +369,12 @@ impl Entra {
         match segments {
             ["users"] if verb == "GET" => match request.query("$filter") {
                 None => list_page(request, &base, "users", state.users.len(), |i| state.users[i].to_json()),
-                // Graph compares mail addresses regardless of letter case.
+                // The user resource's `mail` "Supports $filter (eq, ...)"
+                // (learn.microsoft.com/graph/api/resources/user); matched as stored, since the
+                // page promises no case folding. The simulator's mail is its UPN.
                 Some(filter) => match filter.strip_prefix("mail eq ").and_then(odata_string) {
                     Some(mail) => {
-                        let found: Vec<usize> = (0..state.users.len()).filter(|i| state.users[*i].upn.eq_ignore_ascii_case(&mail)).collect();
+                        let found: Vec<usize> = (0..state.users.len()).filter(|i| state.users[*i].upn == mail).collect();
                         list_page(request, &base, "users", found.len(), |i| state.users[found[i]].to_json())
                     }
                     None => graph_error(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified for property 'mail' of resource 'User'."),
@@ -432,8 +434,9 @@ impl Entra {
                 let found: Vec<usize> = (0..state.groups.len()).filter(|i| state.groups[*i].name == name).collect();
                 list_page(request, &base, "groups", found.len(), |i| group_json(&state.groups[found[i]]))
             }
-            // Cast to users: `members` gives the group's own users, `transitiveMembers` also
-            // those of every group nested in it, each user once.
+            // Cast to users: `members` lists the group's direct members
+            // (learn.microsoft.com/graph/api/group-list-members); `transitiveMembers` is transitive,
+            // a flat list of the nested members too (learn.microsoft.com/graph/api/group-list-transitivemembers).
             ["groups", id, relation @ ("transitiveMembers" | "members"), rest @ ..] if verb == "GET" && matches!(rest, [] | ["microsoft.graph.user"]) => {
                 let Some(group) = state.groups.iter().find(|g| g.id == *id) else {
                     return graph_error(404, "Request_ResourceNotFound", &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."));

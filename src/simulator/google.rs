@@ -324,7 +324,9 @@ fn list_users(request: &SimRequest, state: &State) -> SimResponse {
 }
 
 /// A group's members: its users and the groups in it (`type` GROUP); with
-/// `includeDerivedMembership=true`, also every user of the groups nested in it, at any depth.
+/// `includeDerivedMembership=true` ("Whether to list indirect memberships. Default: false",
+/// developers.google.com/admin-sdk/directory/reference/rest/v1/members/list), also every user of
+/// the groups nested in it, at any depth.
 fn list_members(request: &SimRequest, state: &State, key: &str) -> SimResponse {
     let key = key.to_lowercase();
     let Some(direct) = state.groups.get(&key) else { return not_found("groupKey") };

@@ -413,8 +413,9 @@ impl Okta {
             ("GET", ["api", "v1", "groups", id, "users"]) => list_members(request, state, id),
             ("GET", ["api", "v1", "logs"]) => list_logs(request, state),
             (_, ["api", "v1", "users", who, rest @ ..]) => {
-                // Okta logins are unique regardless of letter case, and found so.
-                let Some(&index) = state.by_id.get(*who).or_else(|| state.by_login.get(&who.to_lowercase())) else {
+                // "ID of an existing Okta user, or login": the login as stored (the docs promise
+                // no case folding here; `search` is the documented case-insensitive way).
+                let Some(&index) = state.by_id.get(*who).or_else(|| state.by_login.get(*who)) else {
                     return not_found(who, "User");
                 };
                 user_route(request, state, index, method, rest)
@@ -457,18 +458,22 @@ fn verify_assertion(app: &ServiceApp, assertion: &str, audience: &str) -> Result
     Ok(())
 }
 
-/// `search=profile.email eq "…"` or `profile.login eq "…"`: the one search expression the
-/// simulator knows. Okta compares string values regardless of letter case.
+/// `search=` with `profile.email eq "…"` and `profile.login eq "…"` clauses joined by `or`: the
+/// expressions the simulator knows (developer.okta.com/docs/reference/user-query, "Search
+/// users"). `search` compares email and login regardless of letter case, unlike `filter`
+/// (support.okta.com, "Case Sensitivity in Okta Users API: filter vs search").
 fn search_users(request: &SimRequest, state: &State, search: &str) -> SimResponse {
-    let parsed = search.split_once(" eq ").and_then(|(property, value)| {
+    let clause = |clause: &str| {
+        let (property, value) = clause.split_once(" eq ")?;
         let value = value.trim().strip_prefix('"')?.strip_suffix('"')?;
         matches!(property.trim(), "profile.email" | "profile.login").then(|| value.to_lowercase())
-    });
-    let Some(wanted) = parsed else {
-        return error(400, "E0000031", "Invalid search criteria: the simulator supports profile.email eq and profile.login eq only");
+    };
+    let Some(wanted) = search.split(" or ").map(clause).collect::<Option<Vec<String>>>() else {
+        return error(400, "E0000031", "Invalid search criteria: the simulator supports profile.email eq and profile.login eq, joined by or");
     };
     let limit = page_limit(request, USERS_PAGE_MAX, USERS_PAGE_MAX);
-    let found: Vec<Value> = state.users.iter().filter(|u| u.login.to_lowercase() == wanted).take(limit).map(user_json).collect();
+    // The simulator's email is its login.
+    let found: Vec<Value> = state.users.iter().filter(|u| wanted.contains(&u.login.to_lowercase())).take(limit).map(user_json).collect();
     SimResponse::json(200, &Value::Array(found))
 }
 
@@ -845,7 +850,7 @@ impl Provider for Okta {
                 remembered_devices: 0,
             };
             state.by_id.insert(user.id.clone(), i as usize);
-            state.by_login.insert(login.to_lowercase(), i as usize);
+            state.by_login.insert(login, i as usize);
             state.users.push(user);
         }
         for g in &seed.groups {
