@@ -40,6 +40,10 @@ pub enum Error {
     /// The recall asks for something a backend cannot do as asked; nothing was touched.
     #[error("{0}")]
     Refused(String),
+    /// A backend's users could not be listed on (an answer that cannot be read, a next-page
+    /// link to another host, pages that lead back): the recall ends with the users listed before.
+    #[error("{0}; the users listed before it were worked on and are counted, the rest were not reached")]
+    ListingFailed(String),
 }
 
 impl Error {
@@ -55,6 +59,7 @@ impl Error {
             Error::BackendNotFound(_) => "backendNotFound",
             Error::ExclusionGroupNotFound(_) => "exclusionGroupNotFound",
             Error::Refused(_) => "refused",
+            Error::ListingFailed(_) => "listingFailed",
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct IdentityBackendSpec {
     /// Client-side limits on the requests the operator sends to this provider.
     #[serde(default)]
     pub limits: BackendLimits,
+    /// How long this provider's logs take to show an event, as a duration such as 2m. A factor whose creation time the provider does not give is deleted only once its logs, this long after the user's factors were listed, show it predates the cutoff. Defaults to the delay the provider documents; set it lower only for a test double.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_delay: Option<String>,
 }
 
 /// Connection to one Keycloak realm.

@@ -280,9 +280,15 @@ pub struct RecallCounts {
     /// Names in scope.users or exclude.users, and groups in scope.groups, that matched nobody on the backend; each is named in the backend's notFound.
     #[serde(default)]
     pub names_not_found: i64,
-    /// Sessions and offline tokens ended.
+    /// Users whose sessions are ended and whose factors of known age are dealt with, waiting for the provider's logs to tell the age of the rest.
+    #[serde(default)]
+    pub awaiting_logs: i64,
+    /// Factors whose creation time the provider does not give and whose age its logs could not tell: kept (never assumed old), each named in the backend's keptFactors.
+    #[serde(default)]
+    pub kept_unknown_age: i64,
+    /// Sessions and offline tokens ended (for users who later failed too).
     pub sessions_revoked: i64,
-    /// Factors invalidated, by kind.
+    /// Factors this recall deleted, by kind (for users who later failed too; a factor already gone is not counted).
     #[serde(default)]
     pub factors_revoked: BTreeMap<String, i64>,
     /// Anomalies flagged during re-enrollment.
@@ -299,6 +305,8 @@ impl RecallCounts {
         self.re_enrolled += other.re_enrolled;
         self.pending += other.pending;
         self.already_enrolled += other.already_enrolled;
+        self.awaiting_logs += other.awaiting_logs;
+        self.kept_unknown_age += other.kept_unknown_age;
         self.names_not_found += other.names_not_found;
         self.failed += other.failed;
         self.excluded += other.excluded;
@@ -331,6 +339,9 @@ pub struct BackendProgress {
     /// What matched nobody on this backend, each as `user <name>`, `group <name>` or `exclude.users: <name>` (the first 100; counts.namesNotFound has how many).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_found: Vec<String>,
+    /// Factors kept because neither the provider nor its logs tell when they were created, each as `<user>: <kind> <id>` (the first 100; counts.keptUnknownAge has how many). Review them: they may predate the cutoff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_factors: Vec<String>,
 }
 
 #[cfg(test)]
@@ -342,7 +353,7 @@ mod tests {
     #[test]
     fn flattened_counts_share_no_key_with_backend_progress() {
         let counts: Vec<String> = serde_json::to_value(RecallCounts::default()).unwrap().as_object().unwrap().keys().cloned().collect();
-        let progress = BackendProgress { not_supported: vec!["x".into()], not_found: vec!["y".into()], ..Default::default() };
+        let progress = BackendProgress { not_supported: vec!["x".into()], not_found: vec!["y".into()], kept_factors: vec!["z".into()], ..Default::default() };
         let mut own = serde_json::to_value(&progress).unwrap().as_object().unwrap().clone();
         own.retain(|key, _| !counts.contains(key));
         for key in ["name", "listed", "notSupported", "notFound"] {

@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot,
-    enc, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage, UserRef,
+    UserSnapshot, enc, selected,
 };
 use crate::api::{Auth0Provider, FactorKind};
 
@@ -86,8 +86,8 @@ struct AuthMethod {
     id: String,
     #[serde(rename = "type")]
     type_: String,
-    #[serde(default)]
-    created_at: Option<jiff::Timestamp>,
+    #[serde(default, deserialize_with = "super::shown_text")]
+    created_at: Option<Shown>,
     #[serde(default)]
     link_id: Option<String>,
 }
@@ -521,6 +521,8 @@ impl IdentityProvider for Auth0 {
             nested_groups: false,
             // Auth0 stores emails in lower case; user ids are matched as given.
             name_match: NameMatch::CaseInsensitive,
+            // Methods show `created_at`; the logs are not needed to tell a method's age.
+            log_delay: None,
             inseparable: Vec::new(),
             limitations,
         }
@@ -595,7 +597,7 @@ impl IdentityProvider for Auth0 {
                 sessions += self.count_sessions(user, what, list, None).await?.unwrap_or(0);
             }
         }
-        Ok(UserSnapshot { factors, sessions, session_handles: Vec::new(), enrolled_since_cutoff })
+        Ok(UserSnapshot { factors, sessions, enrolled_since_cutoff, ..Default::default() })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -666,15 +668,23 @@ impl IdentityProvider for Auth0 {
     }
 }
 
-/// The methods to delete: second factors of `kinds` created before `cutoff` (a method without a
-/// creation time counts as old: its id is recorded), each with the methods linked to it. Linked
-/// methods go together, so a selected method brings its partners along, and a set with a member
-/// enrolled at or after the cutoff is kept whole (`kept` hears of each old method left for that).
-/// The second factor created first at or after the cutoff.
+/// The second factor created first at or after the cutoff. Recovery codes are issued with the
+/// factor a user enrolls: they are the kind only when nothing else was enrolled.
 fn first_since(methods: &[AuthMethod], cutoff: jiff::Timestamp) -> Option<Enrollment> {
-    super::first_enrolled_since(methods.iter().filter_map(|m| Some((factor_kind(&m.type_)?, m.created_at?))), cutoff)
+    let since = |codes: bool| {
+        super::first_enrolled_since(
+            methods.iter().filter_map(|m| Some((factor_kind(&m.type_)?, m.created_at?))).filter(|(kind, _)| (*kind == FactorKind::RecoveryCodes) == codes),
+            cutoff,
+        )
+    };
+    since(false).or_else(|| since(true))
 }
 
+/// The methods to delete: second factors of `kinds` created before `cutoff` or at an unknown
+/// time (recorded as of unknown age: kept unless the logs date them), each with the methods
+/// linked to it. Linked methods go together, so a selected method brings its partners along, and
+/// a set with a member enrolled at or after the cutoff, or at an unknown time, is kept whole
+/// (`kept` hears of each old method left for that).
 fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timestamp, mut kept: impl FnMut(&str)) -> Vec<FactorRef> {
     let by_id: HashMap<&str, &AuthMethod> = methods.iter().map(|m| (m.id.as_str(), m)).collect();
     // Links are declared on one side or both: make them symmetric.
@@ -685,7 +695,7 @@ fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timest
             links.entry(other).or_default().push(m.id.as_str());
         }
     }
-    let old = |m: &AuthMethod| m.created_at.is_none_or(|created| created < cutoff);
+    let age = |m: &AuthMethod| Age::of(m.created_at, cutoff);
     let wanted = |m: &AuthMethod| factor_kind(&m.type_).is_some_and(|k| selected(k, kinds));
     let mut factors = Vec::new();
     for m in methods {
@@ -697,15 +707,15 @@ fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timest
         if !(wanted(m) || partner_methods.iter().any(|p| wanted(p))) {
             continue;
         }
-        if !old(m) {
+        if age(m) == Age::Since {
             continue;
         }
-        if partner_methods.iter().any(|p| !old(p)) {
+        if !partner_methods.is_empty() && partner_methods.iter().chain([&m]).any(|p| age(p) != Age::Before) {
             kept(&m.id);
             continue;
         }
         let linked: Vec<String> = partner_methods.iter().filter(|p| factor_kind(&p.type_).is_some()).map(|p| p.id.clone()).collect();
-        factors.push(FactorRef { id: m.id.clone(), kind, provider_type: provider_type(&m.type_, &linked) });
+        factors.push(FactorRef::aged(m.id.clone(), kind, provider_type(&m.type_, &linked), age(m)));
     }
     factors
 }
@@ -751,7 +761,7 @@ mod tests {
                 serde_json::from_value(json!({ "metadata": { "name": "auth0" }, "stringData": { "client-id": "client", "client-secret": SECRET } })).unwrap();
             let keys = SecretKeys::new(&secret, "test/auth0");
             let spec = Auth0Provider { url: self.running.url.clone(), credentials_secret_ref: SecretRef { name: "auth0".into() } };
-            Auth0::new("test/auth0", &spec, &keys, Limits { requests_per_second: 5000, max_concurrency: 8 }).unwrap()
+            Auth0::new("test/auth0", &spec, &keys, Limits { requests_per_second: 5000, max_concurrency: 8, log_delay: None }).unwrap()
         }
 
         fn user(&self, i: u32) -> UserRef {
@@ -957,7 +967,7 @@ mod tests {
     }
 
     fn method(id: &str, type_: &str, created: &str, link: Option<&str>) -> AuthMethod {
-        AuthMethod { id: id.into(), type_: type_.into(), created_at: created.parse().ok(), link_id: link.map(String::from) }
+        AuthMethod { id: id.into(), type_: type_.into(), created_at: Shown::text(created), link_id: link.map(String::from) }
     }
 
     #[test]

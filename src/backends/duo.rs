@@ -2,9 +2,10 @@
 //! keys (HMAC-SHA1 canonical request plus `Date`).
 //!
 //! Duo shows creation times only for WebAuthn credentials (`date_added`) and bypass codes
-//! (`created`), in whole seconds. Phones and hardware tokens have none: the snapshot records
-//! their ids and only those are deleted, and a user whose authentication log shows a phone or
-//! token enrolled since the cutoff before the snapshot is reported failed instead of guessed at.
+//! (`created`), in whole seconds. Phones and hardware tokens have none: they are recorded as of
+//! unknown age, and deleted only when the authentication log, read from the cutoff once its
+//! documented delay has passed since the snapshot, shows no enrollment of a device of that kind
+//! (`factor_ages`); otherwise they are kept.
 //! Duo has no session API, so sessions are left to the applications it protects.
 
 use async_trait::async_trait;
@@ -15,8 +16,8 @@ use serde_json::Value;
 use super::auth::{duo_authorization, duo_canonical_params};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys, SecretString};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot, enc,
-    selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    UserRef, UserSnapshot, enc, selected,
 };
 use crate::api::{DuoProvider, FactorKind};
 
@@ -25,6 +26,9 @@ const USERS_PAGE: usize = 300;
 const GROUPS_PAGE: usize = 100;
 const GROUP_USERS_PAGE: usize = 500;
 const LOGS_PAGE: usize = 1000;
+/// Duo: "authentication log records ... may take up to two minutes to become available"
+/// (Admin API, Authentication Logs): a record younger than this may not be listed yet.
+const LOG_DELAY: std::time::Duration = std::time::Duration::from_secs(120);
 
 const PROVIDER_TYPE_PHONE: &str = "phone";
 const PROVIDER_TYPE_TOKEN: &str = "token";
@@ -311,15 +315,19 @@ fn token_kind(type_: &str) -> FactorKind {
     }
 }
 
-/// Whether a time Duo gives in whole seconds is surely before `cutoff`: the whole second must
-/// lie before it, so a factor added in the cutoff's own second is never taken for an old one.
-fn surely_before(epoch_seconds: i64, cutoff: jiff::Timestamp) -> bool {
-    (epoch_seconds + 1) * 1000 <= cutoff.as_millisecond()
-}
-
-/// Whether a logged enrollment was of a device Duo keeps no creation time for.
-fn undated_device(factor: &str) -> bool {
-    !(factor.contains("webauthn") || factor.contains("u2f") || factor.contains("bypass"))
+/// Whether an enrollment the log names by `factor` may have been of a device of `kind`: a
+/// phone carries push and SMS together, a token any one-time code; a name not known may be any.
+fn may_be_of(factor: &str, kind: FactorKind) -> bool {
+    let phone = [FactorKind::Push, FactorKind::Sms];
+    let token = [FactorKind::Totp, FactorKind::Hotp, FactorKind::HardwareToken];
+    let logged = match factor {
+        f if f.contains("webauthn") || f.contains("u2f") => FactorKind::Webauthn,
+        f if f.contains("bypass") => FactorKind::RecoveryCodes,
+        f if f.contains("push") || f.contains("duo_mobile") || f.contains("sms") || f.contains("phone_call") => FactorKind::Push,
+        f if f.contains("yubikey") || f.contains("token") || f.contains("passcode") => FactorKind::HardwareToken,
+        _ => return true,
+    };
+    logged == kind || (phone.contains(&logged) && phone.contains(&kind)) || (token.contains(&logged) && token.contains(&kind))
 }
 
 fn log_kind(factor: &str) -> FactorKind {
@@ -362,6 +370,7 @@ impl IdentityProvider for Duo {
             disable_user: true,
             nested_groups: false,
             name_match: NameMatch::CaseInsensitive,
+            log_delay: Some(self.http.log_delay(LOG_DELAY)),
             inseparable: vec![Inseparable {
                 kinds: &[FactorKind::Push, FactorKind::Sms],
                 why: "a Duo phone carries Duo Push, SMS and voice passcodes together, and deleting it ends all of them",
@@ -371,7 +380,7 @@ impl IdentityProvider for Duo {
                 "sessions: Duo has no API to end sessions; end them in the applications Duo protects".into(),
                 "sessions: Duo has no API to forget remembered devices; lower or turn off the remembered-devices policy in the Admin Panel".into(),
                 "enrollment: no per-user API; a user left without devices enrolls at the next sign-in only if the new-user policy is \"Require enrollment\" (check it: \"Allow access without 2FA\" would let them in with the password alone)".into(),
-                "cutoff: phones and hardware tokens show no creation time; recorded ids are deleted, and a user seen enrolling one after the cutoff before being reached is reported failed".into(),
+                "cutoff: phones and hardware tokens show no creation time; one is deleted only when the authentication log, read two minutes after the user was reached, shows no device of its kind enrolled since the cutoff, and kept (counted in keptUnknownAge) when the log cannot be read. Devices an administrator adds appear only in the administrator log, which is not read yet: such a device added after the cutoff is taken for old".into(),
                 "detection: the authentication log shows enrollments about two minutes late".into(),
             ],
         }
@@ -423,35 +432,26 @@ impl IdentityProvider for Duo {
         // The user object carries its phones, tokens and WebAuthn credentials.
         let profile = self.user(user).await?;
         // Of what Duo dates, a security key from the cutoff's second on.
-        let enrolled_since_cutoff = profile
-            .webauthncredentials
-            .iter()
-            .filter_map(|c| c.date_added)
-            .filter(|added| !surely_before(*added, cutoff))
-            .min()
-            .and_then(|added| jiff::Timestamp::from_second(added).ok())
-            .map(|at| Enrollment { kind: FactorKind::Webauthn, at, origin: None });
+        let enrolled_since_cutoff =
+            super::first_enrolled_since(profile.webauthncredentials.iter().filter_map(|c| Some((FactorKind::Webauthn, Shown::seconds(c.date_added?)?))), cutoff);
         let mut factors = Vec::new();
-        let mut undated = 0;
         for phone in profile.phones {
             let kind = phone_kind(&phone);
             if selected(kind, kinds) {
-                undated += 1;
-                factors.push(FactorRef { id: phone.phone_id, kind, provider_type: PROVIDER_TYPE_PHONE.into() });
+                factors.push(FactorRef::aged(phone.phone_id, kind, PROVIDER_TYPE_PHONE, Age::Unknown));
             }
         }
         for token in profile.tokens {
             let kind = token_kind(&token.type_);
             if selected(kind, kinds) {
-                undated += 1;
-                factors.push(FactorRef { id: token.token_id, kind, provider_type: format!("{PROVIDER_TYPE_TOKEN}:{}", token.type_) });
+                factors.push(FactorRef::aged(token.token_id, kind, format!("{PROVIDER_TYPE_TOKEN}:{}", token.type_), Age::Unknown));
             }
         }
         if selected(FactorKind::Webauthn, kinds) {
             for credential in profile.webauthncredentials {
-                // Without a date the credential existed when we looked: it is recorded.
-                if credential.date_added.is_none_or(|added| surely_before(added, cutoff)) {
-                    factors.push(FactorRef { id: credential.webauthnkey, kind: FactorKind::Webauthn, provider_type: PROVIDER_TYPE_WEBAUTHN.into() });
+                let age = Age::of(credential.date_added.and_then(Shown::seconds), cutoff);
+                if age != Age::Since {
+                    factors.push(FactorRef::aged(credential.webauthnkey, FactorKind::Webauthn, PROVIDER_TYPE_WEBAUTHN, age));
                 }
             }
         }
@@ -460,23 +460,20 @@ impl IdentityProvider for Duo {
             let envelope = self.call(LIST_FACTORS, Method::GET, &path, &[("limit", "500".to_string())], &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
             let codes: Vec<BypassCode> = self.parse(&path, envelope.response)?;
             for code in codes {
-                if code.created.is_none_or(|created| surely_before(created, cutoff)) {
-                    factors.push(FactorRef { id: code.bypass_code_id, kind: FactorKind::RecoveryCodes, provider_type: PROVIDER_TYPE_BYPASS.into() });
+                let age = Age::of(code.created.and_then(Shown::seconds), cutoff);
+                if age != Age::Since {
+                    factors.push(FactorRef::aged(code.bypass_code_id, FactorKind::RecoveryCodes, PROVIDER_TYPE_BYPASS, age));
                 }
             }
         }
-        // Phones and tokens have no creation time: one enrolled since the cutoff cannot be told
-        // from the old ones, so the user is left for a person to sort out rather than guessed at.
-        if undated > 0 {
-            let enrolled = self.enrollments_since(user, cutoff).await?;
-            if let Some(device) = enrolled.iter().filter_map(|l| l.factor.as_deref()).find(|f| undated_device(f)) {
-                return Err(ProviderError::Rejected(format!(
-                    "IdentityBackend {}: {} enrolled a device ({device}) after the cutoff and Duo shows no creation time for phones or tokens: remove the old ones in the Duo Admin Panel",
-                    self.http.backend, user.username
-                )));
-            }
-        }
-        Ok(UserSnapshot { factors, sessions: 0, session_handles: Vec::new(), enrolled_since_cutoff })
+        Ok(UserSnapshot { factors, enrolled_since_cutoff, ..Default::default() })
+    }
+
+    async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
+        // The log names the kind of device enrolled, not which one: a phone or token is dated
+        // only when no device of its kind was enrolled since the cutoff.
+        let enrolled: Vec<String> = self.enrollments_since(user, cutoff).await?.into_iter().map(|l| l.factor.unwrap_or_default()).collect();
+        Ok(factors.iter().map(|f| if enrolled.iter().any(|logged| may_be_of(logged, f.kind)) { LoggedAge::Since } else { LoggedAge::Before }).collect())
     }
 
     async fn revoke_sessions(&self, _user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -554,10 +551,11 @@ mod tests {
     }
 
     #[test]
-    fn a_factor_in_the_cutoffs_own_second_is_not_old() {
-        let cutoff = jiff::Timestamp::from_millisecond(1_700_000_000_400).unwrap();
-        assert!(surely_before(1_699_999_999, cutoff));
-        assert!(!surely_before(1_700_000_000, cutoff), "added up to 600 ms after the cutoff");
+    fn a_logged_enrollment_dates_every_device_it_may_be() {
+        assert!(may_be_of("duo_push", FactorKind::Sms), "a phone carries both");
+        assert!(may_be_of("yubikey_code", FactorKind::Totp));
+        assert!(!may_be_of("webauthn_security_key", FactorKind::Push));
+        assert!(may_be_of("something_new", FactorKind::Hotp), "an unknown name may be any device");
     }
 
     #[test]
@@ -572,7 +570,6 @@ mod tests {
         assert_eq!(origin.ip.as_deref(), Some("203.0.113.7"));
         assert_eq!(origin.geo.as_deref(), Some("United States/Michigan/Ann Arbor"));
         assert_eq!(origin.user_agent.as_deref(), Some("Chrome 131; Mac OS X 15.1"));
-        assert!(undated_device("duo_push") && !undated_device("webauthn_security_key"));
     }
 
     #[tokio::test]
@@ -602,10 +599,16 @@ mod tests {
         let seen = duo.enrolled_since(&users[0], cutoff).await.unwrap().expect("the log shows the enrollment");
         assert_eq!((seen.kind, seen.origin.and_then(|o| o.ip)), (FactorKind::Push, Some("203.0.113.7".to_string())));
 
-        // A phone enrolled after the cutoff but before the snapshot cannot be told from the old ones.
+        // A phone enrolled after the cutoff but before the snapshot has no date: the log dates
+        // every phone of the user as possibly new, and no token.
         provider.enroll(&users[1].username, FactorKind::Sms, "203.0.113.8").unwrap();
-        let refused = duo.snapshot(&users[1], &[FactorKind::All], cutoff).await.unwrap_err();
-        assert!(refused.to_string().contains("after the cutoff"), "{refused}");
+        let snapshot = duo.snapshot(&users[1], &[FactorKind::All], cutoff).await.unwrap();
+        let undated: Vec<FactorRef> = snapshot.factors.iter().filter(|f| f.unknown_age).cloned().collect();
+        let ages = duo.factor_ages(&users[1], &undated, cutoff, jiff::Timestamp::now()).await.unwrap();
+        for (factor, age) in undated.iter().zip(ages) {
+            let phone = factor.provider_type == PROVIDER_TYPE_PHONE;
+            assert_eq!(age, if phone { LoggedAge::Since } else { LoggedAge::Before }, "{factor:?}");
+        }
         // A new WebAuthn credential carries its date: the old devices are recorded, the new one is not.
         let key = provider.enroll(&users[2].username, FactorKind::Webauthn, "203.0.113.9").unwrap();
         let snapshot = duo.snapshot(&users[2], &[FactorKind::All], cutoff).await.unwrap();

@@ -1,14 +1,18 @@
 //! Microsoft Entra ID through Microsoft Graph v1.0, authenticated as an app registration with a
 //! client secret (client credentials at `{loginUrl}/{tenant}/oauth2/v2.0/token`).
 //!
-//! What Graph makes awkward, and how this adapter copes:
-//! - A user's default MFA method cannot be deleted while another could replace it (400). The
-//!   snapshot orders factors so the default (from `signInPreferences`, else a guess) goes last;
-//!   when Graph still refuses, the default is moved to a remaining method and the delete retried.
-//! - Phone and email methods show no `createdDateTime` and have fixed ids, so a number registered
-//!   again after the recall deleted it has the recorded id. Before deleting one, the directory
-//!   audit log is asked whether the user registered that method since the cutoff; if so, the
-//!   recorded one is already gone and the current one is new, and it is kept.
+//! Only v1.0 calls are made. What Graph makes awkward, and how this adapter copes:
+//! - A user's default MFA method cannot be deleted while other methods are registered, and a
+//!   mobile phone not while an alternate mobile is (400). Which method is the default is shown
+//!   only by the beta `signInPreferences`, so the snapshot orders factors by the documented
+//!   constraints and the likeliest default last, and a delete refused with 400 is tried again
+//!   after the user's other factors (`RevokeOutcome::AfterOthers`).
+//! - `createdDateTime` is null for phone and email methods, software OATH tokens, and Microsoft
+//!   Authenticator unless registered for passwordless sign-in; phone and email ids are fixed, so
+//!   a number registered again carries the recorded id. Such methods are recorded as of unknown
+//!   age and deleted only when the directory audit log, read from the cutoff once its delay has
+//!   passed since the snapshot, shows no registration of that kind since the cutoff
+//!   (`factor_ages`); otherwise they are kept.
 //! - Sessions cannot be listed or counted: `revokeSignInSessions` ends all of a user's refresh
 //!   tokens and session cookies at once, and counts as one revocation per user.
 //! - There is no "require re-registration" call: a user with no method left registers again at the
@@ -23,8 +27,8 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef,
-    UserSnapshot, enc, first_enrolled_since, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    UserRef, UserSnapshot, enc, first_enrolled_since, selected,
 };
 use crate::api::{EntraProvider, FactorKind};
 
@@ -38,8 +42,14 @@ const PHONE_ALTERNATE_ID: &str = "b6332ec1-7057-4abe-9331-3d72feddfe41";
 const PHONE_OFFICE_ID: &str = "e37fc753-ff3b-4958-9484-eaa9425c82bc";
 const EMAIL_ID: &str = "3ddfcfc8-9383-446f-83cc-3ab9be4be18f";
 const REGISTERED: &str = "User registered security info";
-/// Separates a fixed-id method's collection from the cutoff recorded with it in `provider_type`.
+/// Recorded by earlier versions after a fixed-id method's collection in `provider_type`.
 const CUTOFF_MARK: char = '|';
+/// How long the directory audit log may take to show an entry; `logDelay` on the IdentityBackend
+/// raises it for a tenant seen to lag more.
+const LOG_DELAY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// The directory audit log's retention without a P1 or P2 licence: a cutoff older than this
+/// leaves registrations since it unseen, so the log dates nothing.
+const AUDIT_RETENTION: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
 
 // Graph publishes one budget for reads and writes per app and tenant; the token endpoint is apart.
 const CHECK: Op = Op::new("check", "graph");
@@ -47,7 +57,6 @@ const LIST_USERS: Op = Op::new("list_users", "graph");
 const GET_USER: Op = Op::new("get_user", "graph");
 const FIND_GROUP: Op = Op::new("find_group", "graph");
 const LIST_FACTORS: Op = Op::new("list_factors", "graph");
-const SIGN_IN_PREFERENCES: Op = Op::new("sign_in_preferences", "graph");
 const DELETE_FACTOR: Op = Op::new("delete_factor", "graph");
 const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "graph");
 const AUDIT_LOG: Op = Op::new("audit_log", "graph");
@@ -78,43 +87,22 @@ fn method_type(odata_type: &str) -> Option<(FactorKind, &'static str)> {
     })
 }
 
-/// Collections whose method ids are fixed, so a new registration can carry a recorded id.
-fn has_fixed_ids(collection: &str) -> bool {
-    matches!(collection, "phoneMethods" | "emailMethods")
-}
-
-/// The `userPreferredMethodForSecondaryAuthentication` value that makes a method the default.
-fn preference(collection: &str, id: &str) -> Option<&'static str> {
+/// Deletion order: methods that cannot be a default first, then the alternate and office phones
+/// (a mobile phone cannot go while an alternate mobile is registered), then the usual defaults
+/// from the least to the most likely (mobile phone, code, push).
+fn deletion_rank(collection: &str, id: &str) -> u8 {
     match collection {
-        "microsoftAuthenticatorMethods" => Some("push"),
-        "softwareOathMethods" => Some("oath"),
-        "phoneMethods" if id == PHONE_ALTERNATE_ID => Some("voiceAlternateMobile"),
-        "phoneMethods" if id == PHONE_OFFICE_ID => Some("voiceOffice"),
-        "phoneMethods" => Some("sms"),
-        _ => None,
+        "phoneMethods" if id == PHONE_ALTERNATE_ID || id == PHONE_OFFICE_ID => 1,
+        "phoneMethods" => 2,
+        "softwareOathMethods" => 3,
+        "microsoftAuthenticatorMethods" => 4,
+        _ => 0,
     }
 }
 
-/// Whether the sign-in preference names this method's type.
-fn is_preferred(preferred: &str, collection: &str, id: &str) -> bool {
-    let own = preference(collection, id);
-    own == Some(preferred) || (preferred == "voiceMobile" && own == Some("sms"))
-}
-
-/// Deletion order: methods that cannot be a default first, then the usual defaults from the
-/// least to the most likely (phone, code, push), and the known default last of all.
-fn deletion_rank(collection: &str, id: &str, preferred: Option<&str>) -> (bool, u8) {
-    let likely = match preference(collection, id) {
-        None => 0,
-        Some("push") => 3,
-        Some("oath") => 2,
-        Some(_) => 1,
-    };
-    (preferred.is_some_and(|p| is_preferred(p, collection, id)), likely)
-}
-
-/// What a registration in the audit log registered, by its `Method` detail. The wording is
-/// matched loosely: Graph does not document these values.
+/// What a registration in the audit log registered, from the method its text names (the
+/// entry's documented `resultReason`, or a detail). Matched loosely: Graph does not document
+/// the wording; None when it names no method known here.
 fn registered_kind(method: &str) -> Option<(FactorKind, Option<&'static str>)> {
     let m = method.to_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
@@ -143,27 +131,14 @@ fn registered_kind(method: &str) -> Option<(FactorKind, Option<&'static str>)> {
     })
 }
 
-/// `provider_type` of a factor: its collection, and for fixed-id collections the cutoff too.
-fn provider_type(collection: &str, cutoff: jiff::Timestamp) -> String {
-    if has_fixed_ids(collection) { format!("{collection}{CUTOFF_MARK}{}", odata_time(cutoff)) } else { collection.to_string() }
-}
-
-fn split_provider_type(provider_type: &str) -> (&str, Option<jiff::Timestamp>) {
-    match provider_type.split_once(CUTOFF_MARK) {
-        Some((collection, cutoff)) => (collection, cutoff.parse().ok()),
-        None => (provider_type, None),
-    }
+/// The collection a recorded factor is deleted from.
+fn collection_of(provider_type: &str) -> &str {
+    provider_type.split_once(CUTOFF_MARK).map_or(provider_type, |(collection, _)| collection)
 }
 
 /// A DateTimeOffset literal for `$filter`, to the millisecond (rounded down, so `ge` includes the cutoff).
 fn odata_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
-/// Graph shows times to the millisecond or coarser: a time shown equal to the cutoff's
-/// millisecond may be after it, so it counts as after (never delete what may be new).
-fn at_or_after(shown: jiff::Timestamp, cutoff: jiff::Timestamp) -> bool {
-    shown.as_millisecond() >= cutoff.as_millisecond()
 }
 
 /// An OData string literal.
@@ -208,20 +183,10 @@ struct AuthMethod {
     #[serde(rename = "@odata.type")]
     odata_type: String,
     id: String,
-    /// QUIRK: null for phone, email and password methods.
-    created_date_time: Option<String>,
-}
-
-impl AuthMethod {
-    fn created(&self) -> Option<jiff::Timestamp> {
-        self.created_date_time.as_deref().and_then(|t| t.parse().ok())
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SignInPreferences {
-    user_preferred_method_for_secondary_authentication: Option<String>,
+    /// Null for phone, email, software OATH and (unless passwordless) Authenticator methods;
+    /// shown to the second or finer.
+    #[serde(default, deserialize_with = "super::shown_text")]
+    created_date_time: Option<Shown>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +194,7 @@ struct SignInPreferences {
 struct DirectoryAudit {
     activity_date_time: String,
     result: Option<String>,
+    result_reason: Option<String>,
     initiated_by: Option<Value>,
     #[serde(default)]
     additional_details: Vec<KeyValue>,
@@ -243,7 +209,8 @@ struct KeyValue {
 /// One "User registered security info" entry, read.
 struct Registration {
     at: jiff::Timestamp,
-    kind: FactorKind,
+    /// None when the entry names no method known here: it may be of any kind.
+    kind: Option<FactorKind>,
     /// The fixed id the registered method has, for phones and email.
     fixed_id: Option<&'static str>,
     ip: Option<String>,
@@ -265,6 +232,8 @@ impl Entra {
 
     /// One Graph call with the app's token; a 401 refreshes the token once. `target` is a path
     /// under `/v1.0` or an `@odata.nextLink`. Any status but 401 and 403 is the caller's to read.
+    /// A request that casts a collection (`/microsoft.graph.user`) is an advanced query, which
+    /// Graph answers only with `ConsistencyLevel: eventual` (and `$count=true`, in the query).
     async fn exchange(&self, op: Op, method: Method, target: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
         let url = if target.starts_with('/') {
             format!("{}/v1.0{target}", self.graph)
@@ -275,9 +244,13 @@ impl Entra {
             return Err(ProviderError::Rejected(format!("IdentityBackend {}: Graph sent a next page link outside {}", self.http.backend, self.graph)));
         };
         let path = url.trim_start_matches(&self.graph).split('?').next().unwrap_or_default().to_string();
+        let advanced = path.ends_with("/microsoft.graph.user");
         let reply = self
             .auth
-            .send(&self.http, op, || self.http.json_request(&method, &url, query, body))
+            .send(&self.http, op, || {
+                let request = self.http.json_request(&method, &url, query, body);
+                if advanced { request.header("ConsistencyLevel", "eventual") } else { request }
+            })
             .await?;
         let value = reply.value();
         match reply.status {
@@ -356,19 +329,6 @@ impl Entra {
         Ok(page.value)
     }
 
-    /// The user's preferred second-factor type, or None when there is none or Graph won't say
-    /// (then the deletion order falls back to a guess, and a refusal is handled when it comes).
-    async fn preferred_method(&self, user: &UserRef) -> Option<String> {
-        let path = format!("/users/{}/authentication/signInPreferences", enc(&user.id));
-        match self.get::<SignInPreferences>(SIGN_IN_PREFERENCES, &path, &[]).await {
-            Ok(found) => found.and_then(|p| p.user_preferred_method_for_secondary_authentication),
-            Err(e) => {
-                tracing::debug!(backend = %self.http.backend, error = %e, "sign-in preferences unavailable; guessing the default method");
-                None
-            }
-        }
-    }
-
     /// The user's security-info registrations since `cutoff`, from the directory audit log.
     async fn registered_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Vec<Registration>, ProviderError> {
         let filter = format!(
@@ -390,9 +350,12 @@ impl Entra {
                 if entry.result.as_deref().is_some_and(|r| r != "success") {
                     continue;
                 }
-                let Ok(at) = entry.activity_date_time.parse::<jiff::Timestamp>() else { continue };
-                let method = entry.additional_details.iter().find(|d| d.key.as_deref() == Some("Method")).and_then(|d| d.value.as_deref()).unwrap_or_default();
-                let Some((kind, fixed_id)) = registered_kind(method) else { continue };
+                // An entry whose time does not parse is taken as since the cutoff (the filter asked for those).
+                let at = entry.activity_date_time.parse::<jiff::Timestamp>().unwrap_or(cutoff);
+                // The documented `resultReason` names the method ("User registered Mobile Phone SMS"); a detail may too.
+                let detail = entry.additional_details.iter().find(|d| d.key.as_deref() == Some("Method")).and_then(|d| d.value.as_deref());
+                let named = [entry.result_reason.as_deref(), detail].into_iter().flatten().find_map(registered_kind);
+                let (kind, fixed_id) = named.map_or((None, None), |(kind, id)| (Some(kind), id));
                 let ip = entry.initiated_by.as_ref().and_then(|i| i.pointer("/user/ipAddress")).and_then(Value::as_str).filter(|ip| !ip.is_empty()).map(String::from);
                 registrations.push(Registration { at, kind, fixed_id, ip });
             }
@@ -406,34 +369,6 @@ impl Entra {
     async fn delete_method(&self, user: &UserRef, collection: &str, id: &str) -> Result<(StatusCode, Value), ProviderError> {
         let path = format!("/users/{}/authentication/{collection}/{}", enc(&user.id), enc(id));
         self.exchange(DELETE_FACTOR, Method::DELETE, &path, &[], None).await
-    }
-
-    /// Makes another registered method the user's default so Graph lets `factor` go.
-    async fn move_default_away(&self, user: &UserRef, collection: &str, factor: &FactorRef) -> Result<(), ProviderError> {
-        let own = preference(collection, &factor.id);
-        let target = self
-            .methods(user)
-            .await?
-            .into_iter()
-            .filter(|m| m.id != factor.id)
-            .filter_map(|m| {
-                let (_, other_collection) = method_type(&m.odata_type)?;
-                preference(other_collection, &m.id).filter(|p| Some(*p) != own)
-            })
-            .min_by_key(|p| match *p {
-                "push" => 0,
-                "oath" => 1,
-                _ => 2,
-            });
-        let Some(target) = target else {
-            return Err(ProviderError::Rejected(format!(
-                "IdentityBackend {}: Graph refuses to delete {collection} {} of {}: it is the default method and no other registered method can become the default; change the user's default method in the Entra admin center",
-                self.http.backend, factor.id, user.username
-            )));
-        };
-        let path = format!("/users/{}/authentication/signInPreferences", enc(&user.id));
-        self.call(SIGN_IN_PREFERENCES, Method::PATCH, &path, &[], Some(&json!({ "userPreferredMethodForSecondaryAuthentication": target }))).await?;
-        Ok(())
     }
 
     fn user_gone(&self, user: &UserRef) -> ProviderError {
@@ -457,10 +392,12 @@ impl IdentityProvider for Entra {
             nested_groups: true,
             // User principal names and mail addresses are case-insensitive in Entra ID.
             name_match: NameMatch::CaseInsensitive,
+            log_delay: Some(self.http.log_delay(LOG_DELAY)),
             inseparable: Vec::new(),
             limitations: vec![
                 "sessions: Graph cannot list or count a user's sessions; revokeSignInSessions ends all their refresh tokens and session cookies at once, so sessionsRevoked counts one revocation per user. Access tokens already issued stay valid until they expire (up to about an hour)".into(),
-                "factors: phone and email methods have no creation time in Graph and fixed ids; they are deleted only as recorded before the user was touched, and kept when the audit log shows the user registered them again since the cutoff".into(),
+                "factors: phone, email and software OATH methods, and Microsoft Authenticator unless passwordless, show no creation time in Graph v1.0; each is deleted only when the directory audit log, read 15 minutes (logDelay) after the user was reached, shows no registration of its kind since the cutoff, and kept (counted in keptUnknownAge) when the log cannot be read or the cutoff is older than its 7-day retention".into(),
+                "factors: hardware OATH tokens are listed by Graph beta only and are not seen; Graph v1.0 does not tell the default method, so a refused delete is tried again after the user's other methods".into(),
                 "enrollment: Graph has no call that requires re-registration; a user left without methods registers again at the next sign-in that asks for MFA, but a user who keeps methods of kinds not recalled is not asked to replace the kinds lost".into(),
                 "detection: the directory audit log gives only the IP address of a registration (no user agent, location or network), arrives minutes late and is kept 7 days (30 with Entra ID P1); older registrations are seen by method creation time, which phone and email methods lack".into(),
             ],
@@ -489,7 +426,9 @@ impl IdentityProvider for Entra {
                     Membership::Transitive => "transitiveMembers",
                     Membership::Direct => "members",
                 };
-                self.user_page(&format!("/groups/{}/{relation}/microsoft.graph.user", enc(&id)), &Self::member_query(), None).await?
+                let mut query = Self::member_query();
+                query.push(("$count", "true".into()));
+                self.user_page(&format!("/groups/{}/{relation}/microsoft.graph.user", enc(&id)), &query, None).await?
             }
         };
         Ok(UserPage { users, next })
@@ -510,23 +449,34 @@ impl IdentityProvider for Entra {
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
         let methods = self.methods(user).await?;
-        let preferred = self.preferred_method(user).await;
-        // Compared at Graph's precision, as for deletion (`at_or_after`).
-        let cutoff_ms = jiff::Timestamp::from_millisecond(cutoff.as_millisecond()).unwrap_or(cutoff);
-        let enrolled_since_cutoff = first_enrolled_since(methods.iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created()?))), cutoff_ms);
+        let enrolled_since_cutoff = first_enrolled_since(methods.iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created_date_time?))), cutoff);
         let mut factors: Vec<FactorRef> = methods
             .into_iter()
             .filter_map(|m| {
                 let (kind, collection) = method_type(&m.odata_type)?;
-                // QUIRK: a method without a creation time existed when we looked; its id is
-                // recorded, and only recorded ids are deleted.
-                let before_cutoff = m.created().is_none_or(|created| !at_or_after(created, cutoff));
-                (before_cutoff && selected(kind, kinds)).then(|| FactorRef { id: m.id, kind, provider_type: provider_type(collection, cutoff) })
+                let age = Age::of(m.created_date_time, cutoff);
+                (age != Age::Since && selected(kind, kinds)).then(|| FactorRef::aged(m.id, kind, collection, age))
             })
             .collect();
-        // The engine deletes in this order: the default method last.
-        factors.sort_by_key(|f| deletion_rank(split_provider_type(&f.provider_type).0, &f.id, preferred.as_deref()));
-        Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new(), enrolled_since_cutoff })
+        // The engine deletes in this order: the likeliest default last.
+        factors.sort_by_key(|f| deletion_rank(collection_of(&f.provider_type), &f.id));
+        Ok(UserSnapshot { factors, sessions: 1, enrolled_since_cutoff, ..Default::default() })
+    }
+
+    async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
+        if jiff::Timestamp::now().duration_since(cutoff) > AUDIT_RETENTION {
+            return Ok(vec![LoggedAge::Unknown; factors.len()]);
+        }
+        let registrations = self.registered_since(user, cutoff).await?;
+        Ok(factors
+            .iter()
+            .map(|f| {
+                // A registration of the factor's kind (for a fixed-id phone, of its phone type), or
+                // of a method the entry does not name, may be this factor.
+                let may_be = |r: &Registration| r.kind.is_none_or(|k| k == f.kind && r.fixed_id.is_none_or(|id| id == f.id));
+                if registrations.iter().any(may_be) { LoggedAge::Since } else { LoggedAge::Before }
+            })
+            .collect())
     }
 
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -538,34 +488,17 @@ impl IdentityProvider for Entra {
     }
 
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
-        let (collection, cutoff) = split_provider_type(&factor.provider_type);
-        if let Some(cutoff) = cutoff {
-            // A fixed id registered again since the cutoff is a new method: the recorded one is gone.
-            let registrations = self.registered_since(user, cutoff).await?;
-            if registrations.iter().any(|r| r.kind == factor.kind && r.fixed_id == Some(factor.id.as_str())) {
-                return Ok(RevokeOutcome::AlreadyGone);
-            }
-        }
-        let mut moved_default = false;
-        loop {
-            let (status, value) = self.delete_method(user, collection, &factor.id).await?;
-            match status {
-                s if s.is_success() => return Ok(RevokeOutcome::Revoked),
-                StatusCode::NOT_FOUND => return Ok(RevokeOutcome::AlreadyGone),
-                StatusCode::BAD_REQUEST if !moved_default && is_default_refusal(&value) => {
-                    self.move_default_away(user, collection, factor).await?;
-                    moved_default = true;
-                }
-                _ => {
-                    return Err(ProviderError::Rejected(format!(
-                        "IdentityBackend {}: {status} from DELETE /v1.0/users/{}/authentication/{collection}/{}: {}",
-                        self.http.backend,
-                        user.id,
-                        factor.id,
-                        brief(&value)
-                    )));
-                }
-            }
+        let collection = collection_of(&factor.provider_type);
+        let (status, value) = self.delete_method(user, collection, &factor.id).await?;
+        let refusal = || format!("IdentityBackend {}: {status} from DELETE /v1.0/users/{}/authentication/{collection}/{}: {}", self.http.backend, user.id, factor.id, brief(&value));
+        match status {
+            s if s.is_success() => Ok(RevokeOutcome::Revoked),
+            StatusCode::NOT_FOUND => Ok(RevokeOutcome::AlreadyGone),
+            // Graph refuses the default method while others are registered, and a mobile phone
+            // while an alternate mobile is, with 400 and no code of its own: once the others are
+            // gone it is asked again.
+            StatusCode::BAD_REQUEST => Ok(RevokeOutcome::AfterOthers(refusal())),
+            _ => Err(ProviderError::Rejected(refusal())),
         }
     }
 
@@ -578,23 +511,17 @@ impl IdentityProvider for Entra {
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
         match self.registered_since(user, cutoff).await {
             Ok(registrations) => {
+                // An entry that names no method known here still shows an enrollment (of a kind not told).
                 if let Some(first) = registrations.into_iter().min_by_key(|r| r.at) {
                     let origin = first.ip.map(|ip| EnrollmentOrigin { ip: Some(ip), ..EnrollmentOrigin::default() });
-                    return Ok(Some(Enrollment { kind: first.kind, at: first.at, origin }));
+                    return Ok(Some(Enrollment { kind: first.kind.unwrap_or(FactorKind::All), at: first.at, origin }));
                 }
             }
             Err(e @ ProviderError::Unavailable(_)) => return Err(e),
             Err(e) => tracing::debug!(backend = %self.http.backend, error = %e, "audit log unavailable; reading method creation times"),
         }
         // Not (yet) in the audit log, or beyond its retention: methods created since the cutoff.
-        let first = self
-            .methods(user)
-            .await?
-            .into_iter()
-            .filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created()?)))
-            .filter(|(_, created)| at_or_after(*created, cutoff))
-            .min_by_key(|(_, created)| *created);
-        Ok(first.map(|(kind, at)| Enrollment { kind, at, origin: None }))
+        Ok(first_enrolled_since(self.methods(user).await?.into_iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created_date_time?))), cutoff))
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
@@ -604,11 +531,6 @@ impl IdentityProvider for Entra {
         }
         Ok(())
     }
-}
-
-/// Graph's answer to deleting the default method while others are registered.
-fn is_default_refusal(value: &Value) -> bool {
-    value.pointer("/error/message").and_then(Value::as_str).is_some_and(|m| m.to_lowercase().contains("default method"))
 }
 
 /// A short, secret-free rendering of a Graph error body (`{"error": {"code", "message"}}`).
@@ -629,32 +551,23 @@ mod tests {
     }
 
     #[test]
-    fn the_default_is_deleted_last() {
+    fn the_likeliest_default_is_deleted_last_and_the_alternate_mobile_before_the_mobile() {
         let mut methods = [
             ("microsoftAuthenticatorMethods", "a"),
-            ("softwareOathMethods", "b"),
             ("phoneMethods", PHONE_MOBILE_ID),
+            ("softwareOathMethods", "b"),
+            ("phoneMethods", PHONE_ALTERNATE_ID),
             ("fido2Methods", "c"),
         ];
-        // Known default: oath last, the rest in the guessed order.
-        methods.sort_by_key(|(c, id)| deletion_rank(c, id, Some("oath")));
-        assert_eq!(methods.iter().map(|m| m.0).collect::<Vec<_>>(), ["fido2Methods", "phoneMethods", "microsoftAuthenticatorMethods", "softwareOathMethods"]);
-        // Unknown default: push is the likeliest, so it goes last.
-        methods.sort_by_key(|(c, id)| deletion_rank(c, id, None));
-        assert_eq!(methods.last().unwrap().0, "microsoftAuthenticatorMethods");
-        // voiceMobile names the mobile phone as sms does.
-        assert!(deletion_rank("phoneMethods", PHONE_MOBILE_ID, Some("voiceMobile")).0);
-        assert!(!deletion_rank("phoneMethods", PHONE_OFFICE_ID, Some("voiceMobile")).0);
+        methods.sort_by_key(|(c, id)| deletion_rank(c, id));
+        let order: Vec<&str> = methods.iter().map(|(c, id)| if *c == "phoneMethods" { *id } else { *c }).collect();
+        assert_eq!(order, ["fido2Methods", PHONE_ALTERNATE_ID, PHONE_MOBILE_ID, "softwareOathMethods", "microsoftAuthenticatorMethods"]);
     }
 
     #[test]
-    fn fixed_id_methods_carry_the_cutoff() {
-        let cutoff: jiff::Timestamp = "2026-11-27T18:00:00.123456Z".parse().unwrap();
-        let phone = provider_type("phoneMethods", cutoff);
-        assert_eq!(phone, "phoneMethods|2026-11-27T18:00:00.123Z");
-        let (collection, recorded) = split_provider_type(&phone);
-        assert_eq!((collection, recorded.map(|t| t.as_millisecond())), ("phoneMethods", Some(cutoff.as_millisecond())));
-        assert_eq!(split_provider_type(&provider_type("fido2Methods", cutoff)), ("fido2Methods", None));
+    fn the_collection_is_read_from_recordings_old_and_new() {
+        assert_eq!(collection_of("phoneMethods|2026-11-27T18:00:00.123Z"), "phoneMethods");
+        assert_eq!(collection_of("fido2Methods"), "fido2Methods");
     }
 
     #[test]
@@ -668,17 +581,18 @@ mod tests {
     }
 
     #[test]
-    fn shown_times_equal_to_the_cutoff_count_as_after() {
-        let cutoff: jiff::Timestamp = "2026-11-27T18:00:00.123456Z".parse().unwrap();
-        assert!(at_or_after("2026-11-27T18:00:00.123Z".parse().unwrap(), cutoff));
-        assert!(!at_or_after("2026-11-27T18:00:00.122Z".parse().unwrap(), cutoff));
+    fn a_key_shown_in_the_cutoffs_second_is_not_old() {
+        // Graph may show whole seconds: a key registered 200 ms after the cutoff shows as its second.
+        let cutoff: jiff::Timestamp = "2026-11-27T18:00:00.200Z".parse().unwrap();
+        let method: AuthMethod = serde_json::from_value(json!({ "@odata.type": "#microsoft.graph.fido2AuthenticationMethod", "id": "k", "createdDateTime": "2026-11-27T18:00:00Z" })).unwrap();
+        assert_eq!(Age::of(method.created_date_time, cutoff), Age::Since);
+        let phone: AuthMethod = serde_json::from_value(json!({ "@odata.type": "#microsoft.graph.phoneAuthenticationMethod", "id": PHONE_MOBILE_ID, "createdDateTime": null })).unwrap();
+        assert_eq!(Age::of(phone.created_date_time, cutoff), Age::Unknown);
     }
 
     #[test]
     fn refusals_and_errors_are_read() {
         let refusal = json!({ "error": { "code": "badRequest", "message": "Cannot delete default method with other methods configured. Please change default method before deletion." } });
-        assert!(is_default_refusal(&refusal));
-        assert!(!is_default_refusal(&json!({ "error": { "code": "badRequest", "message": "Invalid id" } })));
         assert!(brief(&refusal).starts_with("badRequest: Cannot delete default method"));
         assert_eq!(quoted("O'Brien"), "'O''Brien'");
         assert!(looks_like_object_id("3179e48a-750b-4051-897c-87b9720928f7"));
@@ -731,42 +645,64 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn a_default_method_is_moved_to_a_newer_one_and_then_deleted() {
+        async fn a_default_method_goes_last_and_is_refused_while_a_new_method_stays() {
             // The phone is the default (registered first); the user adds an authenticator after the cutoff.
             let (subject, provider, user) = start(vec![FactorKind::Sms, FactorKind::Totp]).await;
             let cutoff = jiff::Timestamp::now();
             tokio::time::sleep(Duration::from_millis(5)).await;
             let new_push = subject.sim.provider.enroll(&user.username, FactorKind::Push, "203.0.113.9").unwrap();
             let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
-            assert_eq!(snapshot.factors.iter().map(|f| f.kind).collect::<Vec<_>>(), [FactorKind::Totp, FactorKind::Sms], "default last");
-            for factor in &snapshot.factors {
-                assert_eq!(provider.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::Revoked, "{factor:?}");
-            }
+            // No creation time on any of them: all three are of unknown age, the likeliest default last.
+            assert_eq!(snapshot.factors.iter().map(|f| (f.kind, f.unknown_age)).collect::<Vec<_>>(), [(FactorKind::Sms, true), (FactorKind::Totp, true), (FactorKind::Push, true)]);
+            // The audit log dates them: the phone and code are old, the authenticator new.
+            let ages = provider.factor_ages(&user, &snapshot.factors, cutoff, jiff::Timestamp::now()).await.unwrap();
+            assert_eq!(ages, [LoggedAge::Before, LoggedAge::Before, LoggedAge::Since]);
+            // The default phone is refused while the new authenticator stays: asked again later, refused again.
+            assert!(matches!(provider.revoke_factor(&user, &snapshot.factors[0]).await.unwrap(), RevokeOutcome::AfterOthers(_)));
+            assert_eq!(provider.revoke_factor(&user, &snapshot.factors[1]).await.unwrap(), RevokeOutcome::Revoked);
+            assert!(matches!(provider.revoke_factor(&user, &snapshot.factors[0]).await.unwrap(), RevokeOutcome::AfterOthers(_)));
             let left = subject.sim.provider.user(&user.username).unwrap().factors;
-            assert_eq!(left.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [new_push.as_str()]);
+            assert_eq!(left.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [PHONE_MOBILE_ID, new_push.as_str()]);
             let seen = provider.enrolled_since(&user, cutoff).await.unwrap().expect("the new authenticator is seen");
             assert_eq!((seen.kind, seen.origin.and_then(|o| o.ip)), (FactorKind::Push, Some("203.0.113.9".to_string())));
         }
 
         #[tokio::test]
-        async fn a_phone_registered_again_under_its_fixed_id_is_kept() {
+        async fn a_phone_registered_again_under_its_fixed_id_is_dated_new() {
             let (subject, provider, user) = start(vec![FactorKind::Sms, FactorKind::Email]).await;
             let cutoff = jiff::Timestamp::now();
             let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
-            assert_eq!(snapshot.factors.len(), 2, "no creation time: recorded as existing before the cutoff");
+            assert!(snapshot.factors.len() == 2 && snapshot.factors.iter().all(|f| f.unknown_age), "no creation time: {:?}", snapshot.factors);
+            assert_eq!(provider.factor_ages(&user, &snapshot.factors, cutoff, jiff::Timestamp::now()).await.unwrap(), [LoggedAge::Before; 2]);
             for factor in &snapshot.factors {
                 assert_eq!(provider.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::Revoked);
             }
             assert!(provider.enrolled_since(&user, cutoff).await.unwrap().is_none());
-            // The user registers the same kind of phone again; a resumed recall repeats its steps.
+            // The user registers the same kind of phone again: a resumed recall asks the log again
+            // before deleting, and the recorded id now names a new phone.
             tokio::time::sleep(Duration::from_millis(5)).await;
             let phone = subject.sim.provider.enroll(&user.username, FactorKind::Sms, "198.51.100.20").unwrap();
             assert_eq!(phone, PHONE_MOBILE_ID);
-            let recorded_phone = snapshot.factors.iter().find(|f| f.kind == FactorKind::Sms).unwrap();
-            assert_eq!(provider.revoke_factor(&user, recorded_phone).await.unwrap(), RevokeOutcome::AlreadyGone);
-            let left = subject.sim.provider.user(&user.username).unwrap().factors;
-            assert!(left.iter().any(|f| f.id == PHONE_MOBILE_ID && f.created >= cutoff), "{left:?}");
+            let ages = provider.factor_ages(&user, &snapshot.factors, cutoff, jiff::Timestamp::now()).await.unwrap();
+            let dated: Vec<(FactorKind, LoggedAge)> = snapshot.factors.iter().map(|f| f.kind).zip(ages).collect();
+            assert!(dated.contains(&(FactorKind::Sms, LoggedAge::Since)) && dated.contains(&(FactorKind::Email, LoggedAge::Before)), "{dated:?}");
             assert_eq!(provider.enrolled_since(&user, cutoff).await.unwrap().map(|e| e.kind), Some(FactorKind::Sms));
+        }
+
+        #[tokio::test]
+        async fn an_alternate_mobile_goes_before_the_mobile() {
+            let (subject, provider, user) = start(vec![FactorKind::Totp]).await;
+            let cutoff = jiff::Timestamp::now();
+            subject.sim.provider.enroll(&user.username, FactorKind::Sms, "198.51.100.20").unwrap();
+            subject.sim.provider.enroll(&user.username, FactorKind::Sms, "198.51.100.20").unwrap();
+            let ids: Vec<String> = subject.sim.provider.user(&user.username).unwrap().factors.into_iter().map(|f| f.id).collect();
+            assert!(ids.contains(&PHONE_ALTERNATE_ID.to_string()), "the second phone is the alternate mobile: {ids:?}");
+            let snapshot = provider.snapshot(&user, &[FactorKind::Sms], jiff::Timestamp::now()).await.unwrap();
+            assert_eq!(snapshot.factors.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [PHONE_ALTERNATE_ID, PHONE_MOBILE_ID]);
+            for factor in &snapshot.factors {
+                assert_eq!(provider.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::Revoked, "{factor:?}");
+            }
+            let _ = cutoff;
         }
     }
 }

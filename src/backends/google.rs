@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot, enc,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage, UserRef, UserSnapshot, enc,
     selected,
 };
 use crate::api::{FactorKind, GoogleProvider};
@@ -358,7 +358,7 @@ fn codes_fingerprint(codes: &[String]) -> String {
 /// The pseudo-factor of `user`'s 2SV enrollment older than `cutoff`; the cutoff travels in the
 /// id so the re-enrollment check before `turnOff` can be repeated after a resume.
 fn two_sv_factor(user: &UserRef, cutoff: jiff::Timestamp) -> FactorRef {
-    FactorRef { id: format!("2sv:{}:before:{cutoff}", user.id), kind: FactorKind::TwoStepVerification, provider_type: PROVIDER_TYPE_2SV.to_string() }
+    FactorRef::new(format!("2sv:{}:before:{cutoff}", user.id), FactorKind::TwoStepVerification, PROVIDER_TYPE_2SV)
 }
 
 fn cutoff_of(factor: &FactorRef) -> Option<jiff::Timestamp> {
@@ -400,6 +400,8 @@ impl IdentityProvider for Google {
             nested_groups: true,
             // Primary emails and aliases are case-insensitive.
             name_match: NameMatch::CaseInsensitive,
+            // The 2SV enrollment is judged from the Reports API when the user is snapshotted.
+            log_delay: None,
             inseparable: vec![Inseparable {
                 kinds: TWO_STEP_KINDS,
                 why: "Google lists no second factors and turns 2-Step Verification off as a whole",
@@ -457,16 +459,16 @@ impl IdentityProvider for Google {
         if selected(FactorKind::RecoveryCodes, kinds) {
             let codes = self.backup_codes(user).await?;
             if !codes.is_empty() {
-                factors.push(FactorRef { id: codes_fingerprint(&codes), kind: FactorKind::RecoveryCodes, provider_type: PROVIDER_TYPE_CODES.into() });
+                factors.push(FactorRef::new(codes_fingerprint(&codes), FactorKind::RecoveryCodes, PROVIDER_TYPE_CODES));
             }
         }
         if selected(FactorKind::AppPassword, kinds) {
             let asps: Items<Asp> = self.get(LIST_FACTORS, &self.user_path(user, "/asps"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
-            let cutoff_ms = cutoff.as_millisecond();
             for asp in asps.items {
-                // Without a creation time the app password existed when we looked: it is recorded.
-                if millis(&asp.creation_time).is_none_or(|created| created < cutoff_ms) {
-                    factors.push(FactorRef { id: asp.code_id.to_string(), kind: FactorKind::AppPassword, provider_type: PROVIDER_TYPE_ASP.into() });
+                // Without a creation time an app password is of unknown age, and kept.
+                let age = Age::of(millis(&asp.creation_time).and_then(Shown::millis), cutoff);
+                if age != Age::Since {
+                    factors.push(FactorRef::aged(asp.code_id.to_string(), FactorKind::AppPassword, PROVIDER_TYPE_ASP, age));
                 }
             }
         }
@@ -483,7 +485,7 @@ impl IdentityProvider for Google {
         let tokens: Items<OAuthToken> = self.get(LIST_SESSIONS, &self.user_path(user, "/tokens"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
         let signed_in = profile.last_login_time.as_deref().is_some_and(|t| t != NEVER);
         let handles: Vec<String> = tokens.items.into_iter().map(|t| t.client_id).collect();
-        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles, enrolled_since_cutoff })
+        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles, enrolled_since_cutoff, taken_at: None })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {

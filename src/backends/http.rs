@@ -72,15 +72,17 @@ impl<'a> SecretKeys<'a> {
 }
 
 /// Request budget of one backend.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Limits {
     pub requests_per_second: u32,
     pub max_concurrency: u32,
+    /// The IdentityBackend's `logDelay`, in place of the provider's documented one.
+    pub log_delay: Option<Duration>,
 }
 
 impl From<&BackendLimits> for Limits {
     fn from(l: &BackendLimits) -> Self {
-        Self { requests_per_second: l.requests_per_second.max(1) as u32, max_concurrency: l.max_concurrency.max(1) as u32 }
+        Self { requests_per_second: l.requests_per_second.max(1) as u32, max_concurrency: l.max_concurrency.max(1) as u32, log_delay: None }
     }
 }
 
@@ -198,6 +200,7 @@ pub struct ProviderHttp {
     /// By bucket; a provider has a handful, so a list is searched faster than a map is hashed.
     budgets: Arc<std::sync::Mutex<Vec<(&'static str, AnnouncedBudget)>>>,
     throttled: ThrottleTest,
+    log_delay: Option<Duration>,
     /// `namespace/name` of the IdentityBackend, for error messages and metrics.
     pub backend: String,
 }
@@ -215,8 +218,15 @@ impl ProviderHttp {
             in_flight: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             budgets: Arc::default(),
             throttled: throttled_by_429,
+            log_delay: limits.log_delay,
             backend: backend.to_string(),
         })
+    }
+
+    /// How long the provider's logs take to show an event: the IdentityBackend's `logDelay`,
+    /// else what the provider documents.
+    pub fn log_delay(&self, documented: Duration) -> Duration {
+        self.log_delay.unwrap_or(documented)
     }
 
     /// For providers that signal throttling other than with 429.
@@ -524,7 +534,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried_and_permanent_ones_reported() {
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }).unwrap();
         let (url, hits) = scripted_server(vec![429, 503, 502]).await;
         let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
@@ -558,7 +568,7 @@ mod tests {
             while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         })
         .await;
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }).unwrap();
         let started = Instant::now();
         let error = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap_err();
         assert!(error.to_string().contains("no answer within 30 s (gave up after 6 attempts)"), "{error}");
@@ -568,7 +578,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_decoded_body_cut_off_is_retried_and_an_unexpected_shape_is_returned() {
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2 }).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }).unwrap();
         let numbers = |r: &HttpReply| Some(serde_json::from_slice::<Vec<u32>>(&r.body));
         // Cut off where the decoder stops at the shape, and where it runs out of input.
         let (url, hits) = scripted_answers(vec![(200, r#"{"id": "tru"#), (200, "[1, 2"), (200, "[1, 2]")]).await;

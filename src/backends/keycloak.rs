@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef, UserSnapshot, enc,
-    selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage, UserRef, UserSnapshot,
+    enc, selected,
 };
 use crate::api::{FactorKind, KeycloakProvider};
 
@@ -327,6 +327,7 @@ impl IdentityProvider for Keycloak {
             nested_groups: true,
             // Keycloak stores usernames and emails in lower case and searches them so.
             name_match: NameMatch::CaseInsensitive,
+            log_delay: None,
             inseparable: Vec::new(),
             limitations: Vec::new(),
         }
@@ -420,17 +421,16 @@ impl IdentityProvider for Keycloak {
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        let cutoff_ms = cutoff.as_millisecond();
         let credentials = self.credentials(user).await?;
-        let enrolled_since_cutoff = first_since(&credentials, cutoff_ms).map(|(kind, at, _)| Enrollment { kind, at, origin: None });
+        let enrolled_since_cutoff = first_since(&credentials, cutoff).map(|(kind, at, _)| Enrollment { kind, at, origin: None });
         let factors = credentials
             .into_iter()
             .filter_map(|c| {
                 let kind = c.kind()?;
-                // A credential without a creation time is treated as old: it existed when we looked,
-                // and its id is recorded, so a resumed recall deletes only this one.
-                let before_cutoff = c.created_date.is_none_or(|created| created < cutoff_ms);
-                (before_cutoff && selected(kind, kinds)).then_some(FactorRef { id: c.id, kind, provider_type: c.type_ })
+                // A credential without a creation time is of unknown age: kept (Keycloak sets one
+                // on every credential it creates; an imported one may lack it).
+                let age = Age::of(c.created_date.and_then(Shown::millis), cutoff);
+                (age != Age::Since && selected(kind, kinds)).then(|| FactorRef::aged(c.id, kind, c.type_, age))
             })
             .collect();
         let sessions: Vec<Value> = self.get(&format!("/users/{}/sessions", enc(&user.id)), &[]).await?.ok_or_else(|| self.user_gone(user))?;
@@ -440,7 +440,7 @@ impl IdentityProvider for Keycloak {
             .filter(|c| c.additional_grants.iter().any(|g| g.get("key").and_then(Value::as_str) == Some("Offline Token")))
             .map(|c| c.client_id)
             .collect();
-        Ok(UserSnapshot { factors, sessions: (sessions.len() + offline.len()) as u64, session_handles: offline, enrolled_since_cutoff })
+        Ok(UserSnapshot { factors, sessions: (sessions.len() + offline.len()) as u64, session_handles: offline, enrolled_since_cutoff, taken_at: None })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -490,7 +490,7 @@ impl IdentityProvider for Keycloak {
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
         let credentials = self.credentials(user).await?;
-        let Some((kind, at, credential_type)) = first_since(&credentials, cutoff.as_millisecond()) else { return Ok(None) };
+        let Some((kind, at, credential_type)) = first_since(&credentials, cutoff) else { return Ok(None) };
         let origin = self.enrollment_origin(user, at.as_millisecond(), credential_type).await;
         Ok(Some(Enrollment { kind, at, origin }))
     }
@@ -505,13 +505,13 @@ impl IdentityProvider for Keycloak {
 }
 
 /// The second factor created first at or after the cutoff: its kind, time and credential type.
-fn first_since(credentials: &[Credential], cutoff_ms: i64) -> Option<(FactorKind, jiff::Timestamp, &str)> {
+fn first_since(credentials: &[Credential], cutoff: jiff::Timestamp) -> Option<(FactorKind, jiff::Timestamp, &str)> {
     credentials
         .iter()
-        .filter_map(|c| Some((c.kind()?, c.created_date?, c.type_.as_str())))
-        .filter(|(_, created, _)| *created >= cutoff_ms)
-        .min_by_key(|(_, created, _)| *created)
-        .and_then(|(kind, created, type_)| Some((kind, jiff::Timestamp::from_millisecond(created).ok()?, type_)))
+        .filter_map(|c| Some((c.kind()?, Shown::millis(c.created_date?)?, c.type_.as_str())))
+        .filter(|(_, created, _)| created.since(cutoff))
+        .min_by_key(|(_, created, _)| created.at)
+        .map(|(kind, created, type_)| (kind, created.at, type_))
 }
 
 /// Keycloak ids are UUIDs; a name of that shape is looked up as an id first.

@@ -66,6 +66,96 @@ pub struct FactorRef {
     pub kind: FactorKind,
     /// The provider's own type name (for example `otp`), needed to re-enroll the same kind.
     pub provider_type: String,
+    /// The provider does not say when it was created: it is deleted only once the provider's
+    /// logs show it predates the cutoff (`IdentityProvider::factor_ages`), else kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown_age: bool,
+}
+
+impl FactorRef {
+    /// A recorded factor whose creation time the provider gave (before the cutoff).
+    pub fn new(id: impl Into<String>, kind: FactorKind, provider_type: impl Into<String>) -> Self {
+        Self { id: id.into(), kind, provider_type: provider_type.into(), unknown_age: false }
+    }
+
+    /// A recorded factor of `age`: before the cutoff, or unknown.
+    pub fn aged(id: impl Into<String>, kind: FactorKind, provider_type: impl Into<String>, age: Age) -> Self {
+        Self { unknown_age: age == Age::Unknown, ..Self::new(id, kind, provider_type) }
+    }
+}
+
+/// A factor's creation time against the cutoff, as far as the provider shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    Before,
+    /// At or after the cutoff (at the provider's precision): a new factor, never touched.
+    Since,
+    /// The provider does not say.
+    Unknown,
+}
+
+impl Age {
+    pub fn of(created: Option<Shown>, cutoff: jiff::Timestamp) -> Age {
+        match created {
+            None => Age::Unknown,
+            Some(shown) if shown.since(cutoff) => Age::Since,
+            Some(_) => Age::Before,
+        }
+    }
+}
+
+/// A time as a provider shows it, with the precision it shows it at: a factor shown in the same
+/// second as the cutoff, by a provider that shows whole seconds, may be after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shown {
+    pub at: jiff::Timestamp,
+    /// The unit of the last digit shown, in nanoseconds.
+    unit: i64,
+}
+
+impl Shown {
+    /// An RFC 3339 text; its precision is that of its fraction of a second (none: seconds).
+    pub fn text(text: &str) -> Option<Shown> {
+        let at: jiff::Timestamp = text.parse().ok()?;
+        let fraction = text.split_once('T').map(|(_, time)| time).and_then(|time| time.split_once('.')).map_or(0, |(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
+        Some(Shown { at, unit: 10i64.pow(9 - fraction.min(9) as u32) })
+    }
+
+    pub fn seconds(seconds: i64) -> Option<Shown> {
+        Some(Shown { at: jiff::Timestamp::from_second(seconds).ok()?, unit: 1_000_000_000 })
+    }
+
+    pub fn millis(millis: i64) -> Option<Shown> {
+        Some(Shown { at: jiff::Timestamp::from_millisecond(millis).ok()?, unit: 1_000_000 })
+    }
+
+    /// At or after `cutoff` as far as this precision tells: the cutoff is rounded down to it.
+    pub fn since(&self, cutoff: jiff::Timestamp) -> bool {
+        let nanos = cutoff.as_nanosecond();
+        let floor = nanos - nanos.rem_euclid(i128::from(self.unit));
+        self.at.as_nanosecond() >= floor
+    }
+}
+
+/// For `#[serde(default, deserialize_with = "...")]`: an RFC 3339 time as shown; one missing,
+/// null or unreadable is None (a factor of unknown age), never a body that fails to decode.
+pub fn shown_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Shown>, D::Error> {
+    let text: Option<Value> = Option::deserialize(deserializer)?;
+    Ok(text.as_ref().and_then(Value::as_str).and_then(Shown::text))
+}
+
+/// What the provider's logs say about a factor of unknown age.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoggedAge {
+    /// The logs, complete from the cutoff to the snapshot, show no registration of it, or show
+    /// it registered before the cutoff: it may be deleted.
+    Before,
+    /// The logs show it (or a factor it cannot be told from) registered since the cutoff: kept
+    /// as the user's new factor.
+    Since,
+    /// The logs cannot tell (no permission, retention shorter than the time since the cutoff):
+    /// kept, counted and named.
+    Unknown,
 }
 
 /// What a user holds before anything is touched: recorded durably so a resumed recall deletes
@@ -82,6 +172,10 @@ pub struct UserSnapshot {
     /// shows it: such a user is not asked to enroll again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolled_since_cutoff: Option<Enrollment>,
+    /// When the factors were listed (set by the engine): the provider's logs must be complete up
+    /// to here before a factor of unknown age is judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<jiff::Timestamp>,
 }
 
 /// A new factor seen after the cutoff.
@@ -124,11 +218,14 @@ impl std::fmt::Display for EnrollmentOrigin {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RevokeOutcome {
     Revoked,
     /// The factor was already gone (a previous attempt of this recall, or the user).
     AlreadyGone,
+    /// The provider refuses it while the user holds other factors (an Entra default method): to
+    /// be asked again after the others; the provider's refusal, for when it refuses again.
+    AfterOthers(String),
 }
 
 /// What a provider lets a recall do. Listed in IdentityBackend status; missing ones are named in
@@ -150,6 +247,9 @@ pub struct Capabilities {
     pub nested_groups: bool,
     /// How the provider compares the names people give users by (username, login, email).
     pub name_match: NameMatch,
+    /// How long after a registration the provider's logs show it, where `factor_ages` reads
+    /// them; None where they give no evidence of age (factors of unknown age are then kept).
+    pub log_delay: Option<std::time::Duration>,
     /// Factor kinds the provider can only revoke together: a recall asking for some kinds of a
     /// set but not all of them is refused before anything is touched.
     pub inseparable: Vec<Inseparable>,
@@ -276,6 +376,12 @@ pub trait IdentityProvider: Send + Sync {
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError>;
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError>;
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError>;
+    /// What the provider's logs say about each of `factors` (all of unknown age, listed for the
+    /// snapshot taken at `taken_at`), read from `cutoff`: called once `log_delay` has passed since
+    /// `taken_at`. By default the provider has no such logs and every factor stays unknown.
+    async fn factor_ages(&self, _user: &UserRef, factors: &[FactorRef], _cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
+        Ok(vec![LoggedAge::Unknown; factors.len()])
+    }
     /// Make the user enroll again the kinds they lost at their next sign-in.
     async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef]) -> Result<(), ProviderError>;
     /// The first factor the user enrolled at or after `cutoff`, if any.
@@ -317,7 +423,10 @@ impl PageCursors {
 pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
     let name = format!("{}/{}", kube::ResourceExt::namespace(backend).unwrap_or_default(), kube::ResourceExt::name_any(backend));
     let namespace = kube::ResourceExt::namespace(backend).unwrap_or_default();
-    let limits = http::Limits::from(&backend.spec.limits);
+    let mut limits = http::Limits::from(&backend.spec.limits);
+    if let Some(text) = &backend.spec.log_delay {
+        limits.log_delay = Some(crate::duration::parse(text).ok_or_else(|| ProviderError::Config(format!("IdentityBackend {name}: logDelay {text:?} is not a duration such as 2m")))?);
+    }
     let (Some(secret_ref), Some(kind)) = (credentials_secret_name(backend), provider_type(backend)) else {
         return Err(ProviderError::Config(format!("IdentityBackend {name}: no provider block is set")));
     };
@@ -408,11 +517,32 @@ pub fn brief(value: &Value, pointers: &[&str]) -> String {
 
 /// The second factor created first at or after `cutoff`, from a listing's kinds and creation
 /// times: a user holding one is not asked to enroll again.
-pub fn first_enrolled_since(held: impl IntoIterator<Item = (FactorKind, jiff::Timestamp)>, cutoff: jiff::Timestamp) -> Option<Enrollment> {
-    held.into_iter().filter(|(_, at)| *at >= cutoff).min_by_key(|(_, at)| *at).map(|(kind, at)| Enrollment { kind, at, origin: None })
+pub fn first_enrolled_since(held: impl IntoIterator<Item = (FactorKind, Shown)>, cutoff: jiff::Timestamp) -> Option<Enrollment> {
+    held.into_iter().filter(|(_, shown)| shown.since(cutoff)).min_by_key(|(_, shown)| shown.at).map(|(kind, shown)| Enrollment { kind, at: shown.at, origin: None })
 }
 
 /// Percent-encodes one URL path segment.
 pub fn enc(segment: &str) -> String {
     auth::duo_encode(segment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_shown_in_the_cutoffs_own_unit_counts_as_since() {
+        let cutoff: jiff::Timestamp = "2026-11-27T18:00:00.200Z".parse().unwrap();
+        // Whole seconds: the key registered 200 ms after the cutoff shows as 18:00:00.
+        assert!(Shown::text("2026-11-27T18:00:00Z").unwrap().since(cutoff));
+        assert!(!Shown::text("2026-11-27T17:59:59Z").unwrap().since(cutoff));
+        assert!(Shown::text("2026-11-27T18:00:00.2Z").unwrap().since(cutoff));
+        assert!(!Shown::text("2026-11-27T18:00:00.199Z").unwrap().since(cutoff));
+        assert!(Shown::text("2026-11-27T18:00:00.199999999+00:00").is_some_and(|s| !s.since(cutoff)));
+        assert!(Shown::seconds(cutoff.as_second()).unwrap().since(cutoff));
+        assert!(Shown::millis(cutoff.as_millisecond()).unwrap().since(cutoff));
+        assert!(!Shown::millis(cutoff.as_millisecond() - 1).unwrap().since(cutoff));
+        assert_eq!(Age::of(None, cutoff), Age::Unknown);
+        assert_eq!(Age::of(Shown::seconds(cutoff.as_second() - 1), cutoff), Age::Before);
+    }
 }

@@ -28,8 +28,8 @@ use serde_json::Value;
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, check_json};
 use super::{
-    Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, UserPage, UserRef,
-    UserSnapshot, enc, first_enrolled_since, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    UserRef, UserSnapshot, enc, first_enrolled_since, selected,
 };
 use crate::api::{FactorKind, OktaProvider};
 
@@ -131,8 +131,8 @@ struct UserProfile {
 struct OktaFactor {
     id: String,
     factor_type: String,
-    #[serde(default)]
-    created: Option<jiff::Timestamp>,
+    #[serde(default, deserialize_with = "super::shown_text")]
+    created: Option<Shown>,
     #[serde(default)]
     profile: Option<FactorProfile>,
 }
@@ -156,8 +156,8 @@ struct AuthenticatorEnrollment {
     type_: String,
     #[serde(default)]
     key: String,
-    #[serde(default)]
-    created: Option<jiff::Timestamp>,
+    #[serde(default, deserialize_with = "super::shown_text")]
+    created: Option<Shown>,
     #[serde(default)]
     profile: Option<FactorProfile>,
 }
@@ -179,22 +179,21 @@ struct Held {
     id: String,
     factor_type: String,
     kind: FactorKind,
-    created: Option<jiff::Timestamp>,
+    created: Option<Shown>,
     /// The Okta Verify device it lives on (`profile.deviceToken`).
     device: Option<String>,
     enrollment_only: bool,
 }
 
 impl Held {
-    fn is_before(&self, cutoff: jiff::Timestamp) -> bool {
-        // Without a creation time the factor counts as old: it existed when we looked, and only its
-        // recorded id is ever deleted.
-        self.created.is_none_or(|c| c < cutoff)
+    /// Okta documents `created` on every factor; one without it is of unknown age, and kept.
+    fn age(&self, cutoff: jiff::Timestamp) -> Age {
+        Age::of(self.created, cutoff)
     }
 
-    fn to_ref(&self) -> FactorRef {
+    fn to_ref(&self, cutoff: jiff::Timestamp) -> FactorRef {
         let provider_type = if self.enrollment_only { format!("{ENROLLMENT_ONLY}{}", self.factor_type) } else { self.factor_type.clone() };
-        FactorRef { id: self.id.clone(), kind: self.kind, provider_type }
+        FactorRef::aged(self.id.clone(), self.kind, provider_type, self.age(cutoff))
     }
 }
 
@@ -226,13 +225,13 @@ fn merge(factors: Vec<OktaFactor>, enrollments: Vec<AuthenticatorEnrollment>) ->
 /// Okta will remove along with them (Okta Verify on the same device), each device's deleting
 /// factor first. Err names a linked factor enrolled after the cutoff.
 fn plan(held: &[Held], kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<Vec<FactorRef>, String> {
-    let mut chosen: Vec<&Held> = held.iter().filter(|h| h.is_before(cutoff) && selected(h.kind, kinds)).collect();
+    let mut chosen: Vec<&Held> = held.iter().filter(|h| h.age(cutoff) != Age::Since && selected(h.kind, kinds)).collect();
     let devices: Vec<String> = chosen.iter().filter(|h| deletes_device(&h.factor_type)).filter_map(|h| h.device.clone()).collect();
     for device in &devices {
         for linked in held.iter().filter(|h| h.device.as_ref() == Some(device)) {
-            if !linked.is_before(cutoff) {
+            if linked.age(cutoff) != Age::Before {
                 return Err(format!(
-                    "deleting its Okta Verify factors would also delete factor {} ({}) enrolled after the cutoff; remove the old Okta Verify factors by hand",
+                    "deleting its Okta Verify factors would also delete factor {} ({}) enrolled after the cutoff or at an unknown time; remove the old Okta Verify factors by hand",
                     linked.id, linked.factor_type
                 ));
             }
@@ -244,12 +243,12 @@ fn plan(held: &[Held], kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<
     let mut ordered: Vec<FactorRef> = Vec::with_capacity(chosen.len());
     for h in &chosen {
         match h.device.as_ref().filter(|d| devices.contains(d)) {
-            None => ordered.push(h.to_ref()),
+            None => ordered.push(h.to_ref(cutoff)),
             Some(device) if !ordered.iter().any(|o| o.id == h.id) => {
                 let group: Vec<&&Held> = chosen.iter().filter(|c| c.device.as_ref() == Some(device)).collect();
                 let first = group.iter().find(|c| deletes_device(&c.factor_type)).expect("a device is listed for its deleting factor");
-                ordered.push(first.to_ref());
-                ordered.extend(group.iter().filter(|c| c.id != first.id).map(|c| c.to_ref()));
+                ordered.push(first.to_ref(cutoff));
+                ordered.extend(group.iter().filter(|c| c.id != first.id).map(|c| c.to_ref(cutoff)));
             }
             Some(_) => {}
         }
@@ -506,6 +505,8 @@ impl IdentityProvider for Okta {
             nested_groups: false,
             // Okta logins are unique case-insensitively, and looked up so.
             name_match: NameMatch::CaseInsensitive,
+            // Every factor shows `created`: the logs are not needed to tell a factor's age.
+            log_delay: None,
             inseparable: Vec::new(),
             limitations: vec![
                 "groups: Okta groups do not nest; a group's members are its direct members".into(),
@@ -558,7 +559,7 @@ impl IdentityProvider for Okta {
             .map_err(|why| ProviderError::Rejected(format!("IdentityBackend {}: user {}: {why}", self.http.backend, user.username)))?;
         // Okta cannot list sessions: one revocation per user is what gets counted.
         let enrolled_since_cutoff = first_enrolled_since(held.iter().filter_map(|h| Some((h.kind, h.created?))), cutoff);
-        Ok(UserSnapshot { factors, sessions: 1, session_handles: Vec::new(), enrolled_since_cutoff })
+        Ok(UserSnapshot { factors, sessions: 1, enrolled_since_cutoff, ..Default::default() })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -625,8 +626,7 @@ impl IdentityProvider for Okta {
             Some(held) => held,
             None => self.held(user).await?,
         };
-        let newest = held.into_iter().filter_map(|h| Some((h.kind, h.created?))).filter(|(_, created)| *created >= cutoff).min_by_key(|(_, c)| *c);
-        Ok(newest.map(|(kind, at)| Enrollment { kind, at, origin: None }))
+        Ok(first_enrolled_since(held.into_iter().filter_map(|h| Some((h.kind, h.created?))), cutoff))
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
@@ -665,11 +665,11 @@ mod tests {
     }
 
     fn factor(id: &str, factor_type: &str, created: &str, device: Option<&str>) -> OktaFactor {
-        OktaFactor { id: id.into(), factor_type: factor_type.into(), created: Some(ts(created)), profile: serde_json::from_value(json!({ "deviceToken": device })).unwrap() }
+        OktaFactor { id: id.into(), factor_type: factor_type.into(), created: Shown::text(created), profile: serde_json::from_value(json!({ "deviceToken": device })).unwrap() }
     }
 
     fn enrollment(id: &str, type_: &str, key: &str, created: &str, profile: Value) -> AuthenticatorEnrollment {
-        AuthenticatorEnrollment { id: id.into(), type_: type_.into(), key: key.into(), created: Some(ts(created)), profile: serde_json::from_value(profile).unwrap() }
+        AuthenticatorEnrollment { id: id.into(), type_: type_.into(), key: key.into(), created: Shown::text(created), profile: serde_json::from_value(profile).unwrap() }
     }
 
     const OLD: &str = "2026-01-01T00:00:00Z";
@@ -696,7 +696,7 @@ mod tests {
                 ("crp1", FactorKind::Passkey, true),
             ]
         );
-        assert_eq!(held[3].to_ref().provider_type, "enrollment/signed_nonce");
+        assert_eq!(held[3].to_ref(ts(CUTOFF)).provider_type, "enrollment/signed_nonce");
     }
 
     #[test]
@@ -762,7 +762,7 @@ mod tests {
         let sim = Simulator::new(provider);
         let running = simulator::serve(sim.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta-app" } })).unwrap();
-        let limits = Limits { requests_per_second: 1000, max_concurrency: 4 };
+        let limits = Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None };
         let connect = |key: &str| {
             let secret: k8s_openapi::api::core::v1::Secret =
                 serde_json::from_value(json!({ "metadata": { "name": "okta-app" }, "stringData": { "client-id": "0oaservice", "private-key": key, "key-id": "k1" } }))
@@ -797,7 +797,7 @@ mod tests {
         let running = simulator::serve(sim, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta" } })).unwrap();
         let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "okta" }, "stringData": { "api-token": "00token" } })).unwrap();
-        let okta = Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta"), Limits { requests_per_second: 1000, max_concurrency: 4 }).unwrap();
+        let okta = Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta"), Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None }).unwrap();
 
         let cutoff = jiff::Timestamp::now();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -26,6 +26,10 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 const STATUS_MIN_GAP: Duration = Duration::from_millis(500);
 /// Names that matched nobody, shown per backend in status (the audit trail has every one).
 const NOT_FOUND_SHOWN: usize = 100;
+/// Between passes over users waiting for a provider's logs: soon after the first is ready, and
+/// never so long that a stop or a status change waits on it.
+const SETTLE_MIN_WAIT: Duration = Duration::from_millis(500);
+const SETTLE_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Recalls being worked on by this process, keyed by `namespace/name`.
 #[derive(Default)]
@@ -109,7 +113,7 @@ impl Live {
                 let not_supported = provider.capabilities().limitations;
                 let p = progress.lock().unwrap();
                 let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
-                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found }
+                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone() }
             })
             .collect();
         status.counts = status::totals(&status.backends);
@@ -140,11 +144,13 @@ async fn run(recall: Arc<MfaRecall>, ctx: Arc<Context>, stop: watch::Receiver<bo
             Error::BackendNotFound(_) => "BackendNotFound",
             Error::ExclusionGroupNotFound(_) => "ExclusionGroupNotFound",
             Error::Refused(_) => "FactorKindsInseparable",
+            Error::ListingFailed(_) => "ListingFailed",
             Error::Invalid(_) => "InvalidSpec",
             _ => "RunError",
         };
-        // A refusal cannot pass later (what is refused is immutable): the recall ends here.
-        if matches!(e, Error::Refused(_)) {
+        // A refusal cannot pass later (what is refused is immutable), nor can a listing that
+        // failed its bounded retries: the recall ends here.
+        if matches!(e, Error::Refused(_) | Error::ListingFailed(_)) {
             status.phase = RecallPhase::Failed;
         }
         crate::api::set_condition(&mut status.conditions, crate::api::READY, false, reason, e.to_string(), recall.metadata.generation);
@@ -225,7 +231,8 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Recei
 
     let writer = StatusWriter::spawn(api.clone(), recall.clone(), live.clone(), ctx.audit.clone());
     let outcome = work(recall, ctx, &runs, &ledger, &live, stop, check_interval).await;
-    writer.finish(outcome.is_ok()).await;
+    // The counts reached are written even when the run ended on an error (its condition follows).
+    writer.finish().await;
     outcome
 }
 
@@ -278,6 +285,18 @@ async fn work(
         .await?;
         if ends.contains(&RunEnd::Stopped) {
             return Ok(());
+        }
+        // Factors of unknown age wait until the providers' logs can tell their age: the recall
+        // is revoking until every one is judged.
+        let mut stop_wait = stop.clone();
+        loop {
+            let ready = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).settle(&r.job).await })).await?;
+            let Some(next) = ready.into_iter().flatten().min() else { break };
+            let wait = Duration::try_from(next.duration_since(jiff::Timestamp::now())).unwrap_or(SETTLE_MIN_WAIT).clamp(SETTLE_MIN_WAIT, SETTLE_MAX_WAIT);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop_wait.changed() => return Ok(()),
+            }
         }
         live.base.lock().unwrap().revoked_at = Some(jiff::Timestamp::now());
         change_phase(recall, ctx, live, RecallPhase::AwaitingReEnrollment).await?;
@@ -383,13 +402,9 @@ impl StatusWriter {
         Self { done, task }
     }
 
-    /// Flushes the final status. After an error the run's own error status is written instead.
-    async fn finish(self, flush: bool) {
-        if flush {
-            let _ = self.done.send(true);
-            let _ = self.task.await;
-        } else {
-            self.task.abort();
-        }
+    /// Flushes the final status.
+    async fn finish(self) {
+        let _ = self.done.send(true);
+        let _ = self.task.await;
     }
 }

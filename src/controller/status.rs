@@ -21,6 +21,11 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
     let c = status.counts.clone();
     let (ready, reason, message) = match status.phase {
         RecallPhase::Pending => (false, "Pending", "waiting to start".to_string()),
+        RecallPhase::Revoking if c.awaiting_logs > 0 => (
+            false,
+            "Revoking",
+            format!("{} of {} users done so far; {} wait for their provider's log to tell the age of factors it shows no creation time for", c.invalidated + c.excluded + c.failed, c.targeted, c.awaiting_logs),
+        ),
         RecallPhase::Revoking => (false, "Revoking", format!("{} of {} users done so far", c.invalidated + c.excluded + c.failed, c.targeted)),
         RecallPhase::AwaitingReEnrollment => (
             false,
@@ -39,12 +44,22 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
     let not_found = (c.names_not_found > 0).then(|| {
         format!("{} names or groups matched nobody: see notFound per backend and the audit trail (action scope.unresolved)", c.names_not_found)
     });
-    match (failed, not_found) {
-        (None, None) => api::set_condition(&mut status.conditions, api::DEGRADED, false, "NoFailures", "no user failed", generation),
-        (Some(failed), None) => api::set_condition(&mut status.conditions, api::DEGRADED, true, "UsersFailed", failed, generation),
-        (None, Some(not_found)) => api::set_condition(&mut status.conditions, api::DEGRADED, true, "NamesNotFound", not_found, generation),
-        (Some(failed), Some(not_found)) => {
-            api::set_condition(&mut status.conditions, api::DEGRADED, true, "UsersFailed", format!("{failed}; {not_found}"), generation)
+    let kept = (c.kept_unknown_age > 0).then(|| {
+        format!(
+            "{} factors were kept because neither the provider nor its logs tell when they were created: see keptFactors per backend and the audit trail (action factor.keep, outcome unknownAge), and remove those that predate the cutoff by hand",
+            c.kept_unknown_age
+        )
+    });
+    // The first problem names the reason; the message tells them all.
+    let problems: Vec<(&str, String)> = [("UsersFailed", failed), ("NamesNotFound", not_found), ("FactorsOfUnknownAgeKept", kept)]
+        .into_iter()
+        .filter_map(|(reason, message)| Some((reason, message?)))
+        .collect();
+    match problems.first() {
+        None => api::set_condition(&mut status.conditions, api::DEGRADED, false, "NoFailures", "no user failed", generation),
+        Some((reason, _)) => {
+            let message: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
+            api::set_condition(&mut status.conditions, api::DEGRADED, true, reason, message.join("; "), generation)
         }
     }
 }

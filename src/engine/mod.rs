@@ -17,8 +17,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::Result;
 use crate::api::{FactorKind, RecallCounts};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::backends::{IdentityProvider, PageCursors, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
-use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState};
+use crate::backends::{IdentityProvider, LoggedAge, PageCursors, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
+use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState, Work};
 
 /// What to recall on one backend.
 #[derive(Clone, Debug)]
@@ -45,6 +45,18 @@ pub struct Progress {
     pub listed: bool,
     /// Names and groups in the scope or its exclusions that matched nobody on this backend.
     pub unresolved: BTreeSet<String>,
+    /// Factors kept for want of their age, as `<user>: <kind> <id>` (the first KEPT_SHOWN).
+    pub kept_factors: Vec<String>,
+}
+
+/// Factors kept for want of their age, named per backend in status (the audit trail has all).
+pub const KEPT_SHOWN: usize = 100;
+
+impl Progress {
+    fn note_kept(&mut self, record: &UserRecord) {
+        let room = KEPT_SHOWN.saturating_sub(self.kept_factors.len());
+        self.kept_factors.extend(record.kept_unknown_age().take(room));
+    }
 }
 
 pub type SharedProgress = Arc<Mutex<Progress>>;
@@ -88,6 +100,11 @@ fn segment_is_full(index: u32, users: usize, json_bytes: usize) -> bool {
 /// per-minute budget each snapshot is paced, so a whole first page (200 users, 600 requests on
 /// Okta) would hold back the first revocation by seconds.
 const HEAD_USERS: usize = 20;
+
+/// How often a page that cannot be listed from is asked for, and the wait before the second
+/// (growing by as much each time).
+const LISTING_ATTEMPTS: u32 = 3;
+const LISTING_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A recorded segment handed to the workers.
 struct ToWork {
@@ -154,9 +171,11 @@ impl Runner {
         let mut restored = Restored::default();
         let mut unresolved = BTreeSet::new();
         let listed_scope = matches!(job.scope, ScopeSelector::Listed { .. });
+        let mut kept = Progress::default();
         for index in self.ledger.segments(&job.backend).await? {
             let segment = self.ledger.read(&job.backend, index).await?;
             segment.add_counts(&mut counts);
+            segment.users.iter().for_each(|r| kept.note_kept(r));
             unresolved.extend(segment.unresolved.iter().cloned());
             if listed_scope {
                 restored.seen.extend(segment.users.iter().map(|r| r.user.id.clone()));
@@ -189,6 +208,7 @@ impl Runner {
         progress.counts.names_not_found = unresolved.len() as i64;
         progress.listed = restored.listed;
         progress.unresolved = unresolved;
+        progress.kept_factors = kept.kept_factors;
         Ok(restored)
     }
 
@@ -268,8 +288,23 @@ impl Runner {
                 // Users snapshotted but not recorded were never touched: listed again on resume.
                 return Ok(false);
             }
-            let page = scope::next_page(self.provider.as_ref(), &job.scope, cursor.as_deref(), &mut seen).await?;
-            cursors.take(page.next.as_deref()).map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: {e}", job.backend)))?;
+            let listed_page = self
+                .list_page(job, cursor.as_deref(), &mut seen)
+                .await
+                .and_then(|page| cursors.take(page.next.as_deref()).map(|()| page).map_err(|e| crate::Error::ListingFailed(format!("IdentityBackend {}: {e}", job.backend))));
+            let page = match listed_page {
+                Ok(page) => page,
+                Err(e @ crate::Error::ListingFailed(_)) => {
+                    // The listing ends here: the users already snapshotted are recorded and worked
+                    // on, as the message says.
+                    if !users.is_empty() {
+                        let segment = Segment { unresolved: std::mem::take(&mut unresolved), ..Segment::fresh(&job.backend, index, cursor.clone(), std::mem::take(&mut users)) };
+                        self.hand_over(job, segment, &recorded).await?;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             unresolved.extend(page.unresolved);
             let mut listed: Vec<UserRecord> = page
                 .users
@@ -316,6 +351,27 @@ impl Runner {
         }
     }
 
+    /// One page of the scope. An answer that cannot be listed from (a body that does not decode,
+    /// a next-page link to another host) is asked for again a few times, then ends the listing:
+    /// asked for ever, it would hold the recall in Revoking with no end. A provider that is
+    /// unavailable is waited for (the run is retried), as its outage may end.
+    async fn list_page(&self, job: &RecallJob, cursor: Option<&str>, seen: &mut HashSet<String>) -> Result<scope::ScopePage> {
+        let mut attempts = 0;
+        loop {
+            match scope::next_page(self.provider.as_ref(), &job.scope, cursor, seen).await {
+                Err(crate::Error::Provider(ProviderError::Rejected(why))) => {
+                    attempts += 1;
+                    if attempts == LISTING_ATTEMPTS {
+                        return Err(crate::Error::ListingFailed(format!("IdentityBackend {}: listing users failed {attempts} times: {why}", job.backend)));
+                    }
+                    tracing::warn!(recall = %job.recall, backend = %job.backend, error = %why, attempts, "a page of users could not be listed; asking again");
+                    tokio::time::sleep(LISTING_RETRY * attempts).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Records what each planned user holds, before touching anything (write-ahead). Users whose
     /// snapshot fails are failed here and never touched.
     async fn snapshot_users(&self, job: &RecallJob, users: &mut [UserRecord], turns: &Semaphore) {
@@ -334,6 +390,8 @@ impl Runner {
         for (i, snapshot) in snapshots {
             match snapshot {
                 Ok(mut s) => {
+                    // The provider's logs must reach this far before a factor of unknown age is judged.
+                    s.taken_at = Some(jiff::Timestamp::now());
                     // A factor listed twice is revoked and counted once.
                     dedup_factors(&mut s.factors);
                     // Sessions left alone are not counted as ended.
@@ -497,14 +555,10 @@ impl Runner {
     }
 
     async fn work_user(&self, job: &RecallJob, mut user: ToDo) -> Result<ToDo> {
-        match self.invalidate_user(job, &user.record, user.resumed).await? {
-            Ok(()) => user.record.state = UserState::Invalidated,
-            Err(e) => {
-                user.record.state = UserState::Failed;
-                user.record.note = Some(e.to_string());
-            }
-        }
-        count_finished(&user.record, &mut self.progress.lock().unwrap().counts);
+        self.invalidate_user(job, &mut user.record, user.resumed).await?;
+        let mut progress = self.progress.lock().unwrap();
+        count_finished(&user.record, &mut progress.counts);
+        progress.note_kept(&user.record);
         Ok(user)
     }
 
@@ -520,68 +574,208 @@ impl Runner {
         Ok(())
     }
 
-    /// One user's ordered steps: sessions, then recorded factors, then required enrollment.
-    /// The outer error is the operator's own (audit or ledger); the inner one the provider's.
+    /// One user's ordered steps: sessions, then recorded factors, then required enrollment,
+    /// going on from what `record.work` says was done. Sets the user's state: invalidated,
+    /// failed (what was done before the failure stays recorded and counted), or awaiting the
+    /// provider's logs when a factor of unknown age comes up before they can tell its age.
+    /// The error is the operator's own (audit or ledger).
     /// `resumed`: the user may have been worked on before a crash and may already have re-enrolled.
-    async fn invalidate_user(&self, job: &RecallJob, record: &UserRecord, resumed: bool) -> Result<std::result::Result<(), ProviderError>> {
+    async fn invalidate_user(&self, job: &RecallJob, record: &mut UserRecord, resumed: bool) -> Result<()> {
+        let mut work = record.work.take().unwrap_or_default();
+        let outcome = self.user_steps(job, record, &mut work, resumed).await;
+        record.work = Some(work);
+        match outcome {
+            Ok(Steps::Done) => record.state = UserState::Invalidated,
+            Ok(Steps::AwaitingLogs) => record.state = UserState::AwaitingLogs,
+            Err(StepError::Operator(e)) => return Err(e),
+            Err(StepError::Provider(e)) => {
+                self.audit(job, Some(&record.user), "user.fail", "failed", |ev| ev.detail = Some(e.to_string()))?;
+                record.state = UserState::Failed;
+                record.note = Some(e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    async fn user_steps(&self, job: &RecallJob, record: &UserRecord, work: &mut Work, resumed: bool) -> std::result::Result<Steps, StepError> {
         let user = &record.user;
         let none = UserSnapshot::default();
         let snapshot = record.snapshot.as_ref().unwrap_or(&none);
-        let outcome = async {
-            if job.revoke_sessions {
-                self.provider.revoke_sessions(user, snapshot).await?;
-                self.audit(job, Some(user), "session.revoke", "revoked", |e| e.detail = Some(format!("{} sessions or offline grants", snapshot.sessions)))?;
-            }
-            for factor in &snapshot.factors {
-                let outcome = self.provider.revoke_factor(user, factor).await?;
-                let outcome = match outcome {
-                    RevokeOutcome::Revoked => "revoked",
-                    RevokeOutcome::AlreadyGone => "alreadyGone",
-                };
-                self.audit(job, Some(user), "factor.revoke", outcome, |e| {
-                    e.factor_kind = Some(factor.kind.as_str().to_string());
-                    e.factor_id = Some(factor.id.clone());
-                })?;
-            }
-            // A user who already held a factor from after the cutoff when reached, or a resumed
-            // user who enrolled anew since, must not be asked to enroll yet again. Where the
-            // enrollment came from is asked of the provider's log: what anomaly review starts with.
-            let already = match &snapshot.enrolled_since_cutoff {
-                // The origin only adds to what the snapshot showed: its lookup never fails the user.
-                Some(seen) => Some(match self.provider.enrolled_since(user, job.cutoff).await {
-                    Ok(found) => found.unwrap_or_else(|| seen.clone()),
+        if job.revoke_sessions && !work.sessions_ended {
+            self.provider.revoke_sessions(user, snapshot).await?;
+            work.sessions_ended = true;
+            self.audit(job, Some(user), "session.revoke", "revoked", |e| e.detail = Some(format!("{} sessions or offline grants", snapshot.sessions)))?;
+        }
+        // Factors whose age only the provider's logs can tell are judged once the logs reach the
+        // snapshot; until then the user waits, and the factors after them too (their order can
+        // matter to the provider, such as Entra's default method last).
+        let undated: Vec<_> = snapshot.factors.iter().filter(|f| f.unknown_age && !work.settled(&f.id)).cloned().collect();
+        let mut ages: HashMap<String, LoggedAge> = HashMap::new();
+        if !undated.is_empty() {
+            match self.logs_ready_at(snapshot) {
+                Some(ready) if jiff::Timestamp::now() < ready => {}
+                _ => match self.provider.factor_ages(user, &undated, job.cutoff, snapshot.taken_at.unwrap_or(job.cutoff)).await {
+                    Ok(found) => ages.extend(undated.iter().map(|f| f.id.clone()).zip(found)),
+                    // Asked again on the next pass.
+                    Err(ProviderError::Unavailable(e)) => tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "the provider's logs could not be read; factors of unknown age wait"),
                     Err(e) => {
-                        tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "where an enrollment came from could not be read");
-                        seen.clone()
+                        tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "the provider's logs cannot tell factors' age; they are kept");
+                        ages.extend(undated.iter().map(|f| (f.id.clone(), LoggedAge::Unknown)));
                     }
-                }),
-                None if resumed && !snapshot.factors.is_empty() => self.provider.enrolled_since(user, job.cutoff).await?,
-                None => None,
-            };
-            if let Some(enrollment) = already {
-                self.audit(job, Some(user), "enrollment.require", "skipped", |e| {
-                    e.factor_kind = Some(enrollment.kind.as_str().to_string());
-                    e.detail = Some(match &enrollment.origin {
-                        Some(origin) => format!("already re-enrolled at {} from {origin}", enrollment.at),
-                        None => format!("already re-enrolled at {}", enrollment.at),
-                    });
-                })?;
-            } else if !snapshot.factors.is_empty() {
-                self.provider.require_enrollment(user, &snapshot.factors).await?;
-                let kinds: Vec<&str> = snapshot.factors.iter().map(|f| f.kind.as_str()).collect();
-                self.audit(job, Some(user), "enrollment.require", "done", |e| e.detail = Some(kinds.join(",")))?;
-            }
-            Ok::<(), StepError>(())
-        }
-        .await;
-        match outcome {
-            Ok(()) => Ok(Ok(())),
-            Err(StepError::Operator(e)) => Err(e),
-            Err(StepError::Provider(e)) => {
-                self.audit(job, Some(user), "user.fail", "failed", |ev| ev.detail = Some(e.to_string()))?;
-                Ok(Err(e))
+                },
             }
         }
+        let mut after_others = Vec::new();
+        for factor in &snapshot.factors {
+            if work.settled(&factor.id) {
+                continue;
+            }
+            if factor.unknown_age {
+                match ages.get(&factor.id) {
+                    None => return Ok(Steps::AwaitingLogs),
+                    Some(LoggedAge::Before) => {}
+                    Some(LoggedAge::Since) => {
+                        work.kept_new.push(factor.id.clone());
+                        self.audit_factor(job, user, factor, "factor.keep", "registeredSinceCutoff")?;
+                        continue;
+                    }
+                    Some(LoggedAge::Unknown) => {
+                        work.kept_unknown_age.push(factor.id.clone());
+                        self.audit_factor(job, user, factor, "factor.keep", "unknownAge")?;
+                        continue;
+                    }
+                }
+            }
+            match self.provider.revoke_factor(user, factor).await? {
+                RevokeOutcome::AfterOthers(_) => after_others.push(factor),
+                outcome => self.record_revoke(job, user, factor, outcome, work, resumed)?,
+            }
+        }
+        for factor in after_others {
+            match self.provider.revoke_factor(user, factor).await? {
+                RevokeOutcome::AfterOthers(refusal) => return Err(ProviderError::Rejected(format!("{refusal} (refused again once the user's other factors were dealt with)")).into()),
+                outcome => self.record_revoke(job, user, factor, outcome, work, resumed)?,
+            }
+        }
+        // A user who already held a factor from after the cutoff when reached, or a resumed
+        // user who enrolled anew since, must not be asked to enroll yet again. Where the
+        // enrollment came from is asked of the provider's log: what anomaly review starts with.
+        let lost: Vec<_> = snapshot.factors.iter().filter(|f| work.revoked.contains(&f.id)).cloned().collect();
+        let seen = snapshot.enrolled_since_cutoff.clone().or_else(|| {
+            let kept: Vec<_> = snapshot.factors.iter().filter(|f| work.kept_new.contains(&f.id)).collect();
+            kept.first().map(|f| crate::backends::Enrollment { kind: f.kind, at: snapshot.taken_at.unwrap_or(job.cutoff), origin: None })
+        });
+        let already = match seen {
+            // The origin only adds to what the snapshot showed: its lookup never fails the user.
+            Some(seen) => Some(match self.provider.enrolled_since(user, job.cutoff).await {
+                Ok(found) => found.unwrap_or(seen),
+                Err(e) => {
+                    tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "where an enrollment came from could not be read");
+                    seen
+                }
+            }),
+            None if resumed && !lost.is_empty() => self.provider.enrolled_since(user, job.cutoff).await?,
+            None => None,
+        };
+        if let Some(enrollment) = already {
+            self.audit(job, Some(user), "enrollment.require", "skipped", |e| {
+                e.factor_kind = Some(enrollment.kind.as_str().to_string());
+                e.detail = Some(match &enrollment.origin {
+                    Some(origin) => format!("already re-enrolled at {} from {origin}", enrollment.at),
+                    None => format!("already re-enrolled at {}", enrollment.at),
+                });
+            })?;
+        } else if !lost.is_empty() {
+            self.provider.require_enrollment(user, &lost).await?;
+            let kinds: Vec<&str> = lost.iter().map(|f| f.kind.as_str()).collect();
+            self.audit(job, Some(user), "enrollment.require", "done", |e| e.detail = Some(kinds.join(",")))?;
+        }
+        Ok(Steps::Done)
+    }
+
+    /// Records and audits a factor's deletion (or its absence).
+    fn record_revoke(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, outcome: RevokeOutcome, work: &mut Work, resumed: bool) -> Result<()> {
+        let outcome = match outcome {
+            RevokeOutcome::Revoked => {
+                work.revoked.push(factor.id.clone());
+                "revoked"
+            }
+            // A user taken up again after a crash most likely lost it to this recall's attempt
+            // before; otherwise it went by other hands and is not counted.
+            RevokeOutcome::AlreadyGone if resumed => {
+                work.revoked.push(factor.id.clone());
+                "alreadyGone"
+            }
+            RevokeOutcome::AlreadyGone => {
+                work.gone.push(factor.id.clone());
+                "alreadyGone"
+            }
+            RevokeOutcome::AfterOthers(_) => return Ok(()),
+        };
+        self.audit_factor(job, user, factor, "factor.revoke", outcome)
+    }
+
+    fn audit_factor(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, action: &str, outcome: &str) -> Result<()> {
+        self.audit(job, Some(user), action, outcome, |e| {
+            e.factor_kind = Some(factor.kind.as_str().to_string());
+            e.factor_id = Some(factor.id.clone());
+        })
+    }
+
+    /// When the provider's logs show every registration up to the snapshot; None when they
+    /// give no evidence of age (there is nothing to wait for).
+    fn logs_ready_at(&self, snapshot: &UserSnapshot) -> Option<jiff::Timestamp> {
+        let delay = self.provider.capabilities().log_delay?;
+        let taken = snapshot.taken_at?;
+        Some(taken.checked_add(jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::MAX)).unwrap_or(jiff::Timestamp::MAX))
+    }
+
+    /// Takes up the users waiting for the provider's logs whose wait is over, and recounts from
+    /// the ledger. Returns when the next waiting user's logs will be ready, None when nobody
+    /// waits any more.
+    pub async fn settle(&self, job: &RecallJob) -> Result<Option<jiff::Timestamp>> {
+        let mut next_ready: Option<jiff::Timestamp> = None;
+        let mut counts = RecallCounts::default();
+        let mut kept = Progress::default();
+        for index in self.ledger.segments(&job.backend).await? {
+            let mut segment = self.ledger.read(&job.backend, index).await?;
+            let now = jiff::Timestamp::now();
+            let ready: Vec<usize> = segment
+                .users
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.state == UserState::AwaitingLogs && r.snapshot.as_ref().and_then(|s| self.logs_ready_at(s)).is_none_or(|at| at <= now))
+                .map(|(i, _)| i)
+                .collect();
+            if !ready.is_empty() && !self.stopping() {
+                let worked: Vec<Result<(usize, UserRecord)>> = futures::stream::iter(ready)
+                    .map(|i| {
+                        let mut record = segment.users[i].clone();
+                        async move { self.invalidate_user(job, &mut record, false).await.map(|()| (i, record)) }
+                    })
+                    .buffer_unordered(job.concurrency)
+                    .collect()
+                    .await;
+                for result in worked {
+                    let (i, record) = result?;
+                    segment.users[i] = record;
+                }
+                self.persist(&segment).await?;
+            }
+            for record in &segment.users {
+                if record.state == UserState::AwaitingLogs {
+                    let at = record.snapshot.as_ref().and_then(|s| self.logs_ready_at(s)).unwrap_or(now);
+                    next_ready = Some(next_ready.map_or(at, |n| n.min(at)));
+                }
+                kept.note_kept(record);
+            }
+            segment.add_counts(&mut counts);
+        }
+        let mut progress = self.progress.lock().unwrap();
+        counts.names_not_found = progress.counts.names_not_found;
+        progress.counts = counts;
+        progress.kept_factors = kept.kept_factors;
+        Ok(next_ready)
     }
 
     /// One pass over invalidated users who have not re-enrolled: records those who have.
@@ -680,6 +874,13 @@ fn count_finished(record: &UserRecord, counts: &mut RecallCounts) {
     ledger::add_user(record, &mut single);
     single.targeted = 0;
     counts.add(&single);
+}
+
+/// Where a user's steps ended.
+enum Steps {
+    Done,
+    /// At a factor of unknown age, before the provider's logs can tell its age.
+    AwaitingLogs,
 }
 
 /// A step fails either at the provider (the user is reported failed) or in the operator itself,

@@ -39,6 +39,19 @@ struct FakeProvider {
     wraps_around: bool,
     /// Asking who enrolled since the cutoff fails (its log unreadable).
     enrollment_log_down: bool,
+    /// Factors the provider shows no creation time for, with the time its log has them
+    /// registered at; and how late the log is.
+    undated: HashMap<String, i64>,
+    log_delay: Option<Duration>,
+    /// The log cannot be read (no permission).
+    log_forbidden: bool,
+    /// Factors whose deletion fails; factors already gone when deleted; factors refused while
+    /// the user holds others (`AfterOthers`), and factors refused always.
+    failing: Vec<String>,
+    gone: Vec<String>,
+    refused_while_others: Vec<String>,
+    /// The page of all users starting here cannot be read (a next link to another host).
+    unreadable_page_at: Option<usize>,
 }
 
 impl FakeProvider {
@@ -99,7 +112,14 @@ impl FakeProvider {
 #[async_trait]
 impl IdentityProvider for FakeProvider {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { list_factors: true, delete_factor: true, ..Default::default() }
+        Capabilities { list_factors: true, delete_factor: true, log_delay: self.log_delay, ..Default::default() }
+    }
+    async fn factor_ages(&self, _: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _: jiff::Timestamp) -> Result<Vec<crate::backends::LoggedAge>, ProviderError> {
+        if self.log_forbidden {
+            return Err(ProviderError::Auth("403 from GET /logs: grant the log permission".into()));
+        }
+        use crate::backends::LoggedAge;
+        Ok(factors.iter().map(|f| if self.undated[&f.id] >= cutoff.as_millisecond() { LoggedAge::Since } else { LoggedAge::Before }).collect())
     }
     async fn check(&self) -> Result<(), ProviderError> {
         Ok(())
@@ -108,6 +128,9 @@ impl IdentityProvider for FakeProvider {
         let mut names: Vec<String> = self.factors.lock().unwrap().keys().cloned().collect();
         names.sort();
         let start: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
+        if self.unreadable_page_at == Some(start) {
+            return Err(ProviderError::Rejected("a next page link outside https://api.example".into()));
+        }
         let page: Vec<UserRef> = names.iter().skip(start).take(self.page).map(|n| user(n)).collect();
         let next = if start + page.len() < names.len() {
             Some((start + page.len()).to_string())
@@ -145,14 +168,14 @@ impl IdentityProvider for FakeProvider {
         let held = self.factors.lock().unwrap()[&user.id].clone();
         let factors = held
             .iter()
-            .filter(|(_, _, created)| *created < cutoff.as_millisecond())
-            .map(|(id, kind, _)| FactorRef { id: id.clone(), kind: *kind, provider_type: kind.as_str().into() })
+            .filter(|(id, _, created)| self.undated.contains_key(id) || *created < cutoff.as_millisecond())
+            .map(|(id, kind, _)| FactorRef { unknown_age: self.undated.contains_key(id), ..FactorRef::new(id.clone(), *kind, kind.as_str()) })
             .collect();
         let enrolled_since_cutoff = held
             .iter()
-            .find(|(_, _, created)| *created >= cutoff.as_millisecond())
+            .find(|(id, _, created)| !self.undated.contains_key(id) && *created >= cutoff.as_millisecond())
             .map(|(_, kind, created)| Enrollment { kind: *kind, at: jiff::Timestamp::from_millisecond(*created).unwrap(), origin: None });
-        Ok(UserSnapshot { factors, sessions: 1, session_handles: vec![], enrolled_since_cutoff })
+        Ok(UserSnapshot { factors, sessions: 1, enrolled_since_cutoff, ..Default::default() })
     }
     async fn revoke_sessions(&self, user: &UserRef, _: &UserSnapshot) -> Result<(), ProviderError> {
         self.assert_recorded(user);
@@ -165,9 +188,19 @@ impl IdentityProvider for FakeProvider {
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
         self.assert_recorded(user);
         self.take_time().await;
-        self.deletes.lock().unwrap().push(factor.id.clone());
+        if self.failing.contains(&factor.id) {
+            return Err(ProviderError::Rejected(format!("500 from DELETE /factors/{}", factor.id)));
+        }
         let mut all = self.factors.lock().unwrap();
         let held = all.get_mut(&user.id).unwrap();
+        if self.refused_while_others.contains(&factor.id) && held.len() > 1 {
+            return Ok(RevokeOutcome::AfterOthers(format!("400 from DELETE /factors/{}: the default method", factor.id)));
+        }
+        if self.gone.contains(&factor.id) {
+            held.retain(|(id, _, _)| id != &factor.id);
+            return Ok(RevokeOutcome::AlreadyGone);
+        }
+        self.deletes.lock().unwrap().push(factor.id.clone());
         let before = held.len();
         held.retain(|(id, _, _)| id != &factor.id);
         Ok(if held.len() < before { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })
@@ -394,7 +427,7 @@ async fn a_crash_after_the_head_of_the_first_page_resumes_the_rest_of_it_once() 
 
 #[test]
 fn a_factor_listed_twice_is_kept_once_in_order() {
-    let factor = |id: &str| crate::backends::FactorRef { id: id.into(), kind: FactorKind::Totp, provider_type: "otp".into() };
+    let factor = |id: &str| crate::backends::FactorRef::new(id, FactorKind::Totp, "otp");
     let mut factors = vec![factor("a"), factor("b"), factor("a"), factor("c"), factor("b")];
     dedup_factors(&mut factors);
     assert_eq!(factors.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
@@ -565,8 +598,8 @@ async fn a_listed_scope_resumes_without_targeting_anyone_twice() {
 }
 
 /// A provider whose pages lead back to where they started would be listed for ever: the run
-/// ends with an error naming the cursor; nobody was recorded twice, and nobody was touched
-/// before being recorded (the rest is listed again when the recall retries).
+/// ends with an error naming the cursor; the users listed before it are recorded and worked on,
+/// nobody twice, and nobody touched before being recorded.
 #[tokio::test]
 async fn a_listing_that_comes_back_to_a_page_ends_with_an_error() {
     // 500 users, 10 a page: segments of 10, 200 and 400 users, so a retry that forgot the
@@ -586,8 +619,116 @@ async fn a_listing_that_comes_back_to_a_page_ends_with_an_error() {
             assert!(seen.insert(record.user.id.clone()), "{} recorded twice", record.user.id);
         }
     }
-    assert_eq!(seen.len(), 210, "the first two segments");
+    assert_eq!(seen.len(), 500, "every user listed before the cursor came back, each once");
     for deleted in provider.deletes.lock().unwrap().iter() {
         assert!(seen.contains(deleted.split('-').next().unwrap()), "{deleted} deleted without its user recorded");
     }
+}
+
+/// Five users; u000 and u001 each hold a code the provider shows no creation time for: u000's
+/// registered long before the cutoff, u001's after it (before the recall reached them).
+fn with_undated_codes(log_delay: Duration) -> FakeProvider {
+    let provider = FakeProvider { log_delay: Some(log_delay), ..FakeProvider::with_users(5) };
+    let mut factors = provider.factors.lock().unwrap().clone();
+    let mut undated = HashMap::new();
+    for (user, registered) in [("u000", 10), ("u001", CUTOFF_MS + 5)] {
+        let id = format!("{user}-undated");
+        factors.get_mut(user).unwrap().push((id.clone(), FactorKind::Sms, 0));
+        undated.insert(id, registered);
+    }
+    *provider.factors.lock().unwrap() = factors;
+    FakeProvider { undated, ..provider }
+}
+
+#[tokio::test]
+async fn factors_of_unknown_age_wait_for_the_log_and_only_old_ones_go() {
+    let provider = Arc::new(with_undated_codes(Duration::from_millis(300)));
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    let job = RecallJob { exclude_users: vec![], ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    // Sessions and dated factors went at once; the two users wait for the log.
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.awaiting_logs, c.factors_revoked.values().sum::<i64>()), (3, 2, 10));
+    assert!(!provider.deletes.lock().unwrap().iter().any(|d| d.ends_with("-undated")), "nothing undated goes before the log is complete");
+    let ready = runner.settle(&job).await.unwrap().expect("two users still wait");
+    assert!(ready > jiff::Timestamp::now());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(runner.settle(&job).await.unwrap(), None);
+    let deletes = provider.deletes.lock().unwrap().clone();
+    assert!(deletes.contains(&"u000-undated".to_string()) && !deletes.contains(&"u001-undated".to_string()), "{deletes:?}");
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.awaiting_logs, c.kept_unknown_age), (5, 0, 0));
+    assert_eq!((c.factors_revoked.get("sms"), c.already_enrolled), (Some(&1), 1), "u001 is counted as enrolled anew");
+    assert_eq!(provider.factors.lock().unwrap()["u001"].iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["u001-undated"]);
+}
+
+#[tokio::test]
+async fn factors_whose_age_the_log_cannot_tell_are_kept_counted_and_named() {
+    let provider = Arc::new(FakeProvider { log_forbidden: true, ..with_undated_codes(Duration::ZERO) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    let job = RecallJob { exclude_users: vec![], ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    assert_eq!(runner.settle(&job).await.unwrap(), None);
+    assert!(!provider.deletes.lock().unwrap().iter().any(|d| d.ends_with("-undated")));
+    let p = progress.lock().unwrap().clone();
+    assert_eq!((p.counts.invalidated, p.counts.kept_unknown_age), (5, 2));
+    assert_eq!(p.kept_factors, ["u000: sms u000-undated", "u001: sms u001-undated"]);
+}
+
+#[tokio::test]
+async fn counts_are_what_the_provider_lost_for_failed_users_too() {
+    // u001's second factor cannot be deleted (after its sessions and first factor went); u002's
+    // first factor was already gone when the recall came to it.
+    let provider = Arc::new(FakeProvider { failing: vec!["u001-key".into()], gone: vec!["u002-totp".into()], ..FakeProvider::with_users(3) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    assert_eq!(runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.failed, c.sessions_revoked), (2, 1, 3));
+    assert_eq!((c.factors_revoked.get("totp"), c.factors_revoked.get("webauthn")), (Some(&2), Some(&2)), "{:?}", c.factors_revoked);
+    assert_eq!(c.factors_revoked.values().sum::<i64>() as usize, provider.deletes.lock().unwrap().len(), "one count per deletion");
+    // The same counts from the ledger.
+    let restored = SharedProgress::default();
+    let (again, _audit) = runner_for(&provider, &ledger, &restored, watch::channel(false).1);
+    again.restore(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap();
+    assert_eq!(restored.lock().unwrap().counts, c);
+}
+
+#[tokio::test]
+async fn a_factor_refused_while_others_remain_goes_after_them_or_fails_the_user() {
+    let mut provider = FakeProvider::with_users(2);
+    // u000's code goes once its key is gone; u001's key is refused whatever is left (its code
+    // enrolled after the cutoff stays).
+    provider.refused_while_others = vec!["u000-totp".into(), "u001-key".into()];
+    provider.factors.lock().unwrap().get_mut("u001").unwrap().push(("u001-new".into(), FactorKind::Totp, CUTOFF_MS + 5));
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    assert_eq!(runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap(), RunEnd::Finished);
+    assert_eq!(*provider.deletes.lock().unwrap(), ["u000-key", "u000-totp", "u001-totp"]);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.failed, c.factors_revoked.values().sum::<i64>()), (1, 1, 3));
+    let failed = ledger.read("fake", 0).await.unwrap().users.into_iter().find(|r| r.user.id == "u001").unwrap();
+    assert!(failed.note.as_deref().unwrap().contains("refused again"), "{failed:?}");
+}
+
+#[tokio::test]
+async fn a_page_that_cannot_be_read_ends_the_listing_after_a_few_tries_with_the_users_before_it_done() {
+    let provider = Arc::new(FakeProvider { unreadable_page_at: Some(20), ..FakeProvider::with_users(40) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let (runner, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    let started = std::time::Instant::now();
+    let error = runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap_err();
+    assert!(matches!(error, crate::Error::ListingFailed(_)), "{error}");
+    assert!(error.to_string().contains("failed 3 times") && error.to_string().contains("outside"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated), (20, 20), "the users of the first two pages were worked on");
 }

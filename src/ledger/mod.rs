@@ -25,6 +25,37 @@ pub enum UserState {
     Invalidated,
     Excluded,
     Failed,
+    /// Sessions ended and factors of known age dealt with; the rest of the user's factors wait
+    /// until the provider's logs can tell their age (`Runner::settle`).
+    AwaitingLogs,
+}
+
+/// What the recall has done to one user so far, step by step: a user taken up again (after a
+/// wait for the logs, or a restart) goes on from here, and counts are what the provider lost.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Work {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sessions_ended: bool,
+    /// Recorded factors this recall deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
+    /// Recorded factors already gone when this recall came to delete them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone: Vec<String>,
+    /// Recorded factors of unknown age that the logs showed registered since the cutoff: kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_new: Vec<String>,
+    /// Recorded factors of unknown age the logs could not date: kept, counted and named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_unknown_age: Vec<String>,
+}
+
+impl Work {
+    /// Whether the recall has decided about this factor (deleted, found gone or kept).
+    pub fn settled(&self, id: &str) -> bool {
+        [&self.revoked, &self.gone, &self.kept_new, &self.kept_unknown_age].iter().any(|ids| ids.iter().any(|i| i == id))
+    }
 }
 
 /// Everything the recall knows and did about one user on one backend.
@@ -43,19 +74,42 @@ pub struct UserRecord {
     pub re_enrolled: Option<Enrollment>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// What was done so far; None in ledgers of operators before it was kept (their invalidated
+    /// users lost every recorded factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<Work>,
 }
 
 impl UserRecord {
     pub fn planned(user: UserRef) -> Self {
-        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false }
+        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false, work: None }
+    }
+
+    /// The recorded factors the user lost to this recall.
+    pub fn lost(&self) -> impl Iterator<Item = &crate::backends::FactorRef> {
+        let factors = self.snapshot.as_ref().map_or(&[][..], |s| &s.factors[..]);
+        factors.iter().filter(move |f| match &self.work {
+            Some(work) => work.revoked.contains(&f.id),
+            None => self.state == UserState::Invalidated,
+        })
     }
 
     /// An invalidated user who lost at least one factor and is expected to enroll again: not
     /// one who already held a factor from after the cutoff when the recall reached them.
     pub fn awaits_re_enrollment(&self) -> bool {
-        self.state == UserState::Invalidated
-            && self.re_enrolled.is_none()
-            && self.snapshot.as_ref().is_some_and(|s| !s.factors.is_empty() && s.enrolled_since_cutoff.is_none())
+        self.state == UserState::Invalidated && self.re_enrolled.is_none() && !self.already_enrolled() && self.lost().next().is_some()
+    }
+
+    /// The user held a factor from after the cutoff when the recall reached them.
+    pub fn already_enrolled(&self) -> bool {
+        self.snapshot.as_ref().is_some_and(|s| s.enrolled_since_cutoff.is_some()) || self.work.as_ref().is_some_and(|w| !w.kept_new.is_empty())
+    }
+
+    /// Each recorded factor kept for want of its age, as `<user>: <kind> <id>`.
+    pub fn kept_unknown_age(&self) -> impl Iterator<Item = String> + '_ {
+        let kept = self.work.as_ref().map_or(&[][..], |w| &w.kept_unknown_age[..]);
+        let factors = self.snapshot.as_ref().map_or(&[][..], |s| &s.factors[..]);
+        factors.iter().filter(|f| kept.contains(&f.id)).map(|f| format!("{}: {} {}", self.user.username, f.kind.as_str(), f.id))
     }
 }
 
@@ -109,29 +163,26 @@ impl Segment {
     }
 }
 
-/// Counts one finished (or planned) user.
+/// Counts one finished (or planned) user. What was done to a user is counted whether or not
+/// the user then failed: the counts are what the provider lost.
 pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
     counts.targeted += 1;
     match record.state {
-        UserState::Planned => {}
+        UserState::Planned => return,
         UserState::Excluded => {
             counts.excluded += 1;
             if let Some(rule) = &record.note {
                 *counts.excluded_by.entry(rule.clone()).or_default() += 1;
             }
+            return;
         }
         UserState::Failed => counts.failed += 1,
+        UserState::AwaitingLogs => counts.awaiting_logs += 1,
         UserState::Invalidated => {
             counts.invalidated += 1;
-            if let Some(snapshot) = &record.snapshot {
-                counts.sessions_revoked += snapshot.sessions as i64;
-                for factor in &snapshot.factors {
-                    *counts.factors_revoked.entry(factor.kind.as_str().to_string()).or_default() += 1;
-                }
-            }
             if record.re_enrolled.is_some() {
                 counts.re_enrolled += 1;
-            } else if record.snapshot.as_ref().is_some_and(|s| s.enrolled_since_cutoff.is_some()) {
+            } else if record.already_enrolled() {
                 counts.already_enrolled += 1;
             } else if record.awaits_re_enrollment() {
                 counts.pending += 1;
@@ -141,6 +192,17 @@ pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
             }
         }
     }
+    let sessions_ended = match &record.work {
+        Some(work) => work.sessions_ended,
+        None => record.state == UserState::Invalidated,
+    };
+    if sessions_ended && let Some(snapshot) = &record.snapshot {
+        counts.sessions_revoked += snapshot.sessions as i64;
+    }
+    for factor in record.lost() {
+        *counts.factors_revoked.entry(factor.kind.as_str().to_string()).or_default() += 1;
+    }
+    counts.kept_unknown_age += record.work.as_ref().map_or(0, |w| w.kept_unknown_age.len() as i64);
 }
 
 /// Where segments live. Implementations must make `write` durable before returning.
@@ -212,6 +274,8 @@ pub struct UserOutcome {
     pub re_enrolled: Option<Enrollment>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<Work>,
 }
 
 impl Segment {
@@ -220,7 +284,7 @@ impl Segment {
         let users = self
             .users
             .iter()
-            .map(|r| UserOutcome { state: r.state, note: r.note.clone(), re_enrolled: r.re_enrolled.clone(), disabled: r.disabled })
+            .map(|r| UserOutcome { state: r.state, note: r.note.clone(), re_enrolled: r.re_enrolled.clone(), disabled: r.disabled, work: r.work.clone() })
             .collect();
         Outcomes { complete: self.complete, users }
     }
@@ -235,6 +299,7 @@ impl Segment {
             record.note = outcome.note;
             record.re_enrolled = outcome.re_enrolled;
             record.disabled = outcome.disabled;
+            record.work = outcome.work;
         }
         self.complete = outcomes.complete;
         Ok(())
@@ -267,8 +332,8 @@ mod tests {
         let users = (0..3)
             .map(|i| {
                 let mut record = UserRecord::planned(UserRef { id: format!("u{i}"), username: format!("user{i}") });
-                let factor = FactorRef { id: format!("f{i}"), kind: FactorKind::Totp, provider_type: "otp".into() };
-                record.snapshot = Some(UserSnapshot { factors: vec![factor], sessions: 1, session_handles: vec![], enrolled_since_cutoff: None });
+                let factor = FactorRef::new(format!("f{i}"), FactorKind::Totp, "otp");
+                record.snapshot = Some(UserSnapshot { factors: vec![factor], sessions: 1, ..Default::default() });
                 record
             })
             .collect();
@@ -284,6 +349,7 @@ mod tests {
         worked.users[1].note = Some("503 from DELETE /factors".into());
         worked.users[2].state = UserState::Invalidated;
         worked.users[2].disabled = true;
+        worked.users[2].work = Some(Work { sessions_ended: true, revoked: vec!["f2".into()], ..Default::default() });
         worked.complete = true;
         // Stored as they would be: each encoded on its own.
         let outcomes: Outcomes = decode(&encode(&worked.outcomes()).unwrap()).unwrap();

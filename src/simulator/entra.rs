@@ -122,9 +122,14 @@ impl MethodType {
         }
     }
 
-    /// QUIRK: Graph returns `createdDateTime: null` for these.
+    /// Graph v1.0 shows no creation time for these: `createdDateTime` is null on phone, email and
+    /// password methods, and on Microsoft Authenticator "if the device isn't registered for
+    /// passwordless Phone Sign-In" (which the simulator's devices never are); the
+    /// softwareOathAuthenticationMethod resource has no such property at all.
+    /// (learn.microsoft.com/graph/api/resources/microsoftauthenticatorauthenticationmethod,
+    /// .../softwareoathauthenticationmethod, .../phoneauthenticationmethod, v1.0.)
     fn hides_created(self) -> bool {
-        matches!(self, MethodType::Phone | MethodType::Email | MethodType::Password)
+        matches!(self, MethodType::Phone | MethodType::Email | MethodType::Password | MethodType::Authenticator | MethodType::SoftwareOath)
     }
 
     /// The `Method` detail of a "User registered security info" audit entry.
@@ -188,6 +193,11 @@ impl AuthMethod {
     fn to_json(&self) -> Value {
         let created = (!self.kind.hides_created()).then(|| rfc3339(self.created));
         let mut m = json!({ "@odata.type": self.kind.odata_type(), "id": self.id, "createdDateTime": created });
+        if self.kind == MethodType::SoftwareOath
+            && let Some(m) = m.as_object_mut()
+        {
+            m.remove("createdDateTime");
+        }
         let extra = match self.kind {
             MethodType::Phone => json!({ "phoneNumber": "+1 2065550123", "phoneType": self.phone_type, "smsSignInState": "notAllowedByPolicy" }),
             MethodType::Authenticator => json!({ "displayName": "Contoso phone", "deviceTag": "SoftwareTokenActivated", "phoneAppVersion": "6.2401.0119" }),
@@ -476,6 +486,13 @@ impl Provider for Entra {
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         match segments.as_slice() {
             [tenant, "oauth2", "v2.0", "token"] if request.method == Method::POST => self.token(tenant, request),
+            // signInPreferences is documented on beta only
+            // (learn.microsoft.com/graph/api/authentication-get-signinpreferences?view=graph-rest-beta).
+            ["v1.0", .., "signInPreferences"] => graph_error(400, "BadRequest", "Resource not found for the segment 'signInPreferences'."),
+            ["beta", rest @ ..] if matches!(rest, ["users", _, "authentication", "signInPreferences"]) => match self.authenticated(request) {
+                Ok(()) => self.graph(request, rest),
+                Err(refused) => refused,
+            },
             ["v1.0", rest @ ..] => match self.authenticated(request) {
                 Ok(()) => self.graph(request, rest),
                 Err(refused) => refused,
@@ -548,8 +565,12 @@ impl Provider for Entra {
         let kind = MethodType::for_kind(kind)?;
         let mut state = self.state.lock().unwrap();
         let u = state.user_index(username)?;
-        let method = AuthMethod::new(kind, jiff::Timestamp::now());
+        let mut method = AuthMethod::new(kind, jiff::Timestamp::now());
         let user = &mut state.users[u];
+        // A second phone becomes the alternate mobile.
+        if kind == MethodType::Phone && user.methods.iter().any(|m| m.id == PHONE_MOBILE_ID) {
+            (method.id, method.phone_type) = (PHONE_ALTERNATE_ID.to_string(), Some("alternateMobile"));
+        }
         // A phone or email registered again replaces the one at the same fixed id.
         user.methods.retain(|m| m.id != method.id);
         if user.preferred.is_none() {
@@ -590,6 +611,11 @@ fn delete_method(user: &mut User, collection: &str, method_id: &str) -> SimRespo
     let Some(index) = user.methods.iter().position(|m| m.id == method_id && m.kind == kind) else {
         return graph_error(404, "itemNotFound", &format!("The requested {collection} entry '{method_id}' was not found."));
     };
+    // "mobile" cannot be deleted while an "alternateMobile" is registered (phoneAuthenticationMethod: delete).
+    let is_phone = |m: &AuthMethod, phone_type: &str| m.kind == MethodType::Phone && m.phone_type.as_deref() == Some(phone_type);
+    if is_phone(&user.methods[index], "mobile") && user.methods.iter().any(|m| is_phone(m, "alternateMobile")) {
+        return graph_error(400, "badRequest", "Cannot delete the mobile phone method while an alternate mobile phone method is registered.");
+    }
     if user.is_default(index) {
         let could_move = user.methods.iter().enumerate().any(|(i, m)| i != index && m.preference().is_some());
         if could_move {
@@ -642,14 +668,15 @@ fn directory_audits(state: &State, request: &SimRequest, base: &str) -> SimRespo
             "category": "UserManagement",
             "correlationId": guid(),
             "result": "success",
-            "resultReason": "User registered Authentication Method",
+            // The documented fields name the method; additionalDetails' keys are not documented.
+            "resultReason": format!("User registered {}", entry.method),
             "activityDisplayName": REGISTERED,
             "activityDateTime": rfc3339(entry.at),
             "loggedByService": "Authentication Methods",
             "operationType": "Add",
             "initiatedBy": { "app": null, "user": { "id": user.id, "displayName": null, "userPrincipalName": user.upn, "ipAddress": entry.ip, "userType": null } },
             "targetResources": [{ "id": user.id, "displayName": null, "type": "User", "userPrincipalName": user.upn, "groupType": null, "modifiedProperties": [] }],
-            "additionalDetails": [{ "key": "Method", "value": entry.method }],
+            "additionalDetails": [],
         })
     })
 }
@@ -825,10 +852,13 @@ mod tests {
         let id = sim.user(&username(0)).unwrap().id;
         let methods = body(&request(&sim, Method::GET, &format!("/v1.0/users/{id}/authentication/methods"), None));
         for m in methods["value"].as_array().unwrap() {
-            let hidden = m["@odata.type"].as_str().unwrap().contains("phone") || m["@odata.type"].as_str().unwrap().contains("email") || m["@odata.type"].as_str().unwrap().contains("password");
+            let odata_type = m["@odata.type"].as_str().unwrap();
+            let hidden = ["phone", "email", "password", "microsoftAuthenticator"].iter().any(|t| odata_type.contains(t));
             assert_eq!(m["createdDateTime"].is_null(), hidden, "{m}");
         }
-        let preferences = body(&request(&sim, Method::GET, &format!("/v1.0/users/{id}/authentication/signInPreferences"), None));
+        let on_v1 = request(&sim, Method::GET, &format!("/v1.0/users/{id}/authentication/signInPreferences"), None);
+        assert_eq!(on_v1.status, 400, "beta only");
+        let preferences = body(&request(&sim, Method::GET, &format!("/beta/users/{id}/authentication/signInPreferences"), None));
         assert_eq!(preferences["userPreferredMethodForSecondaryAuthentication"], "sms");
         // The default phone cannot go while the authenticator could take its place.
         let refused = request(&sim, Method::DELETE, &format!("/v1.0/users/{id}/authentication/phoneMethods/{PHONE_MOBILE_ID}"), None);
@@ -849,7 +879,7 @@ mod tests {
         let oath = sim.user(&username(0)).unwrap().factors.into_iter().find(|f| f.kind == FactorKind::Totp).unwrap().id;
         let delete = format!("/v1.0/users/{id}/authentication/softwareOathMethods/{oath}");
         assert_eq!(request(&sim, Method::DELETE, &delete, None).status, 400);
-        let prefs = format!("/v1.0/users/{id}/authentication/signInPreferences");
+        let prefs = format!("/beta/users/{id}/authentication/signInPreferences");
         assert_eq!(request(&sim, Method::PATCH, &prefs, Some(json!({ "userPreferredMethodForSecondaryAuthentication": "sms" }))).status, 400, "no phone registered");
         assert_eq!(request(&sim, Method::PATCH, &prefs, Some(json!({ "userPreferredMethodForSecondaryAuthentication": "push" }))).status, 204);
         assert_eq!(request(&sim, Method::DELETE, &delete, None).status, 204);
@@ -867,7 +897,7 @@ mod tests {
         let entries = page["value"].as_array().unwrap();
         assert_eq!(entries.len(), 1, "{page}");
         assert_eq!(entries[0]["initiatedBy"]["user"]["ipAddress"], "203.0.113.9");
-        assert_eq!(entries[0]["additionalDetails"][0]["value"], "FIDO2 security key");
+        assert_eq!(entries[0]["resultReason"], "User registered FIDO2 security key");
         let later = format!("activityDisplayName eq '{REGISTERED}' and activityDateTime ge {}", rfc3339(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(5)));
         assert!(body(&request(&sim, Method::GET, &format!("/v1.0/auditLogs/directoryAudits?$filter={}", encode_query(&later)), None))["value"].as_array().unwrap().is_empty());
     }

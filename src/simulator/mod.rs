@@ -614,7 +614,7 @@ mod tests {
         let sim = Simulator::new(Arc::new(Echo));
         let running = serve(sim.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
         // Far more than the simulator allows: only the announced budget can keep the client inside it.
-        let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8 }).unwrap();
+        let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8, log_delay: None }).unwrap();
         (sim, running, http)
     }
 
