@@ -315,11 +315,17 @@ fn token_kind(type_: &str) -> FactorKind {
     }
 }
 
+const PHONE_KINDS: [FactorKind; 2] = [FactorKind::Push, FactorKind::Sms];
+const TOKEN_KINDS: [FactorKind; 3] = [FactorKind::Totp, FactorKind::Hotp, FactorKind::HardwareToken];
+
+/// Whether factors of kinds `a` and `b` are devices of one class (phones, tokens).
+fn may_be_same_device(a: FactorKind, b: FactorKind) -> bool {
+    a == b || [&PHONE_KINDS[..], &TOKEN_KINDS[..]].iter().any(|class| class.contains(&a) && class.contains(&b))
+}
+
 /// Whether an enrollment the log names by `factor` may have been of a device of `kind`: a
 /// phone carries push and SMS together, a token any one-time code; a name not known may be any.
 fn may_be_of(factor: &str, kind: FactorKind) -> bool {
-    let phone = [FactorKind::Push, FactorKind::Sms];
-    let token = [FactorKind::Totp, FactorKind::Hotp, FactorKind::HardwareToken];
     let logged = match factor {
         f if f.contains("webauthn") || f.contains("u2f") => FactorKind::Webauthn,
         f if f.contains("bypass") => FactorKind::RecoveryCodes,
@@ -327,7 +333,7 @@ fn may_be_of(factor: &str, kind: FactorKind) -> bool {
         f if f.contains("yubikey") || f.contains("token") || f.contains("passcode") => FactorKind::HardwareToken,
         _ => return true,
     };
-    logged == kind || (phone.contains(&logged) && phone.contains(&kind)) || (token.contains(&logged) && token.contains(&kind))
+    may_be_same_device(logged, kind)
 }
 
 fn log_kind(factor: &str) -> FactorKind {
@@ -470,10 +476,9 @@ impl IdentityProvider for Duo {
     }
 
     async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
-        // The log names the kind of device enrolled, not which one: a phone or token is dated
-        // only when no device of its kind was enrolled since the cutoff.
+        // The log names the kind of device enrolled, not which one.
         let enrolled: Vec<String> = self.enrollments_since(user, cutoff).await?.into_iter().map(|l| l.factor.unwrap_or_default()).collect();
-        Ok(factors.iter().map(|f| if enrolled.iter().any(|logged| may_be_of(logged, f.kind)) { LoggedAge::Since } else { LoggedAge::Before }).collect())
+        Ok(super::date_from_log(factors, &enrolled, |logged, f| may_be_of(logged, f.kind)))
     }
 
     async fn revoke_sessions(&self, _user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -599,15 +604,16 @@ mod tests {
         let seen = duo.enrolled_since(&users[0], cutoff).await.unwrap().expect("the log shows the enrollment");
         assert_eq!((seen.kind, seen.origin.and_then(|o| o.ip)), (FactorKind::Push, Some("203.0.113.7".to_string())));
 
-        // A phone enrolled after the cutoff but before the snapshot has no date: the log dates
-        // every phone of the user as possibly new, and no token.
+        // A phone enrolled after the cutoff but before the snapshot has no date: with the old
+        // phone beside it, the log cannot tell which is new, so both are of unknown age; the
+        // tokens are old.
         provider.enroll(&users[1].username, FactorKind::Sms, "203.0.113.8").unwrap();
         let snapshot = duo.snapshot(&users[1], &[FactorKind::All], cutoff).await.unwrap();
         let undated: Vec<FactorRef> = snapshot.factors.iter().filter(|f| f.unknown_age).cloned().collect();
         let ages = duo.factor_ages(&users[1], &undated, cutoff, jiff::Timestamp::now()).await.unwrap();
         for (factor, age) in undated.iter().zip(ages) {
             let phone = factor.provider_type == PROVIDER_TYPE_PHONE;
-            assert_eq!(age, if phone { LoggedAge::Since } else { LoggedAge::Before }, "{factor:?}");
+            assert_eq!(age, if phone { LoggedAge::Unknown } else { LoggedAge::Before }, "{factor:?}");
         }
         // A new WebAuthn credential carries its date: the old devices are recorded, the new one is not.
         let key = provider.enroll(&users[2].username, FactorKind::Webauthn, "203.0.113.9").unwrap();

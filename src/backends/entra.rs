@@ -467,16 +467,10 @@ impl IdentityProvider for Entra {
         if jiff::Timestamp::now().duration_since(cutoff) > AUDIT_RETENTION {
             return Ok(vec![LoggedAge::Unknown; factors.len()]);
         }
+        // A registration of the factor's kind (for a fixed-id phone or email, of that id), or of
+        // a method the entry does not name, may be the factor.
         let registrations = self.registered_since(user, cutoff).await?;
-        Ok(factors
-            .iter()
-            .map(|f| {
-                // A registration of the factor's kind (for a fixed-id phone, of its phone type), or
-                // of a method the entry does not name, may be this factor.
-                let may_be = |r: &Registration| r.kind.is_none_or(|k| k == f.kind && r.fixed_id.is_none_or(|id| id == f.id));
-                if registrations.iter().any(may_be) { LoggedAge::Since } else { LoggedAge::Before }
-            })
-            .collect())
+        Ok(super::date_from_log(factors, &registrations, |r, f| r.kind.is_none_or(|k| k == f.kind && r.fixed_id.is_none_or(|id| id == f.id))))
     }
 
     async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {

@@ -6,10 +6,12 @@
 //! kind TwoStepVerification), the backup codes (invalidated as one set) and each app-specific
 //! password, and ends sessions by deleting the user's OAuth tokens and signing them out.
 //!
-//! Invariant 1 without creation times: the Reports API logs `2sv_enroll`, so a user whose 2SV
-//! enrollment is at or after the cutoff is left alone, checked both when the snapshot is taken
-//! and again right before `turnOff`. Backup codes are recorded by a fingerprint of the set and
-//! invalidated only while that set is still the one the user holds.
+//! Invariant 1 without creation times: the 2SV enrollment and the backup codes are recorded as of
+//! unknown age, and judged from the Reports API's `2sv_enroll` events once its lag has passed
+//! since the snapshot (`factor_ages`): a user who enrolled since the cutoff keeps the enrollment
+//! and their codes (kept and counted: no log dates codes), anyone else loses both; `turnOff` is
+//! checked against the log once more right before. Backup codes are recorded by a fingerprint of the set and invalidated only
+//! while that set is still the one the user holds. App passwords show their creation time.
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -20,8 +22,8 @@ use sha2::{Digest, Sha256};
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage, UserRef, UserSnapshot, enc,
-    selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    UserRef, UserSnapshot, enc, selected,
 };
 use crate::api::{FactorKind, GoogleProvider};
 
@@ -41,6 +43,10 @@ const PROVIDER_TYPE_CODES: &str = "verificationCodes";
 const PROVIDER_TYPE_ASP: &str = "asp";
 /// Google's `lastLoginTime` for a user who never signed in.
 const NEVER: &str = "1970-01-01T00:00:00.000Z";
+/// How long the Reports API may take to show a `2sv_enroll`: Google's "Data retention and lag
+/// times" gives most log events "near real time (couple of minutes)" and warns of rare longer
+/// delays; `logDelay` on the IdentityBackend raises it.
+const LOG_DELAY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 // Rate-limit buckets: the Directory and Reports APIs have separate quotas.
 const LIST_USERS: Op = Op::new("list_users", "directory");
@@ -358,7 +364,7 @@ fn codes_fingerprint(codes: &[String]) -> String {
 /// The pseudo-factor of `user`'s 2SV enrollment older than `cutoff`; the cutoff travels in the
 /// id so the re-enrollment check before `turnOff` can be repeated after a resume.
 fn two_sv_factor(user: &UserRef, cutoff: jiff::Timestamp) -> FactorRef {
-    FactorRef::new(format!("2sv:{}:before:{cutoff}", user.id), FactorKind::TwoStepVerification, PROVIDER_TYPE_2SV)
+    FactorRef::aged(format!("2sv:{}:before:{cutoff}", user.id), FactorKind::TwoStepVerification, PROVIDER_TYPE_2SV, Age::Unknown)
 }
 
 fn cutoff_of(factor: &FactorRef) -> Option<jiff::Timestamp> {
@@ -400,8 +406,7 @@ impl IdentityProvider for Google {
             nested_groups: true,
             // Primary emails and aliases are case-insensitive.
             name_match: NameMatch::CaseInsensitive,
-            // The 2SV enrollment is judged from the Reports API when the user is snapshotted.
-            log_delay: None,
+            log_delay: Some(self.http.log_delay(LOG_DELAY)),
             inseparable: vec![Inseparable {
                 kinds: TWO_STEP_KINDS,
                 why: "Google lists no second factors and turns 2-Step Verification off as a whole",
@@ -459,7 +464,7 @@ impl IdentityProvider for Google {
         if selected(FactorKind::RecoveryCodes, kinds) {
             let codes = self.backup_codes(user).await?;
             if !codes.is_empty() {
-                factors.push(FactorRef::new(codes_fingerprint(&codes), FactorKind::RecoveryCodes, PROVIDER_TYPE_CODES));
+                factors.push(FactorRef::aged(codes_fingerprint(&codes), FactorKind::RecoveryCodes, PROVIDER_TYPE_CODES, Age::Unknown));
             }
         }
         if selected(FactorKind::AppPassword, kinds) {
@@ -538,6 +543,20 @@ impl IdentityProvider for Google {
             }
             other => Err(ProviderError::Rejected(format!("IdentityBackend {}: unknown Google factor type {other}", self.http.backend))),
         }
+    }
+
+    async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
+        // With no 2SV enrollment since the cutoff, the enrollment and its codes are old. With one,
+        // the enrollment is new; the codes, which no log dates, may be new or the old set.
+        let enrolled = !self.enrollments_since(user, cutoff).await?.is_empty();
+        Ok(factors
+            .iter()
+            .map(|f| match (enrolled, f.provider_type.as_str()) {
+                (false, _) => LoggedAge::Before,
+                (true, PROVIDER_TYPE_2SV) => LoggedAge::Since,
+                (true, _) => LoggedAge::Unknown,
+            })
+            .collect())
     }
 
     async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {

@@ -144,6 +144,25 @@ pub fn shown_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<O
     Ok(text.as_ref().and_then(Value::as_str).and_then(Shown::text))
 }
 
+/// Dates factors of unknown age from the registrations a log shows since the cutoff, where an
+/// entry tells what a registration may have been (`may_be`) but not which factor: a factor no
+/// registration may be is old; one among as many candidates as registrations that may be it is
+/// new; where there are fewer registrations than candidates, which are new the log cannot tell.
+pub fn date_from_log<R>(factors: &[FactorRef], logged: &[R], may_be: impl Fn(&R, &FactorRef) -> bool) -> Vec<LoggedAge> {
+    factors
+        .iter()
+        .map(|f| {
+            let registrations = logged.iter().filter(|r| may_be(r, f)).count();
+            let candidates = factors.iter().filter(|g| logged.iter().any(|r| may_be(r, f) && may_be(r, g))).count();
+            match registrations {
+                0 => LoggedAge::Before,
+                n if n >= candidates => LoggedAge::Since,
+                _ => LoggedAge::Unknown,
+            }
+        })
+        .collect()
+}
+
 /// What the provider's logs say about a factor of unknown age.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoggedAge {
@@ -223,6 +242,9 @@ pub enum RevokeOutcome {
     Revoked,
     /// The factor was already gone (a previous attempt of this recall, or the user).
     AlreadyGone,
+    /// Gone because it is linked to a factor deleted before it (one device, one link): lost to
+    /// this recall when the user's step deleted that one.
+    WentWithLinked,
     /// The provider refuses it while the user holds other factors (an Entra default method): to
     /// be asked again after the others; the provider's refusal, for when it refuses again.
     AfterOthers(String),
@@ -544,5 +566,15 @@ mod tests {
         assert!(!Shown::millis(cutoff.as_millisecond() - 1).unwrap().since(cutoff));
         assert_eq!(Age::of(None, cutoff), Age::Unknown);
         assert_eq!(Age::of(Shown::seconds(cutoff.as_second() - 1), cutoff), Age::Before);
+    }
+
+    #[test]
+    fn a_log_that_names_only_the_kind_dates_what_it_can_and_no_more() {
+        let factor = |id: &str, kind| FactorRef::aged(id, kind, "t", Age::Unknown);
+        let factors = [factor("p1", FactorKind::Sms), factor("p2", FactorKind::Sms), factor("t1", FactorKind::Totp), factor("k1", FactorKind::Webauthn)];
+        // One SMS registration, two phones; two TOTP registrations, one token; no key registered.
+        let logged = [FactorKind::Sms, FactorKind::Totp, FactorKind::Totp];
+        let ages = date_from_log(&factors, &logged, |r, f| *r == f.kind);
+        assert_eq!(ages, [LoggedAge::Unknown, LoggedAge::Unknown, LoggedAge::Since, LoggedAge::Before]);
     }
 }

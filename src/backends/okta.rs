@@ -40,6 +40,9 @@ const MEMBERS_PAGE: usize = 1000;
 const OAUTH_SCOPES: &str = "okta.users.read okta.users.manage okta.groups.read okta.logs.read";
 /// `provider_type` prefix of a factor that only the authenticator-enrollment list shows.
 const ENROLLMENT_ONLY: &str = "enrollment/";
+/// Marks, in `provider_type`, a factor that lives on an Okta Verify device deleted with the factor
+/// before it in the plan: Okta deletes it along.
+const ON_DELETED_DEVICE: &str = "device/";
 
 const LIST_USERS: Op = Op::new("list_users", "users");
 const GET_USER: Op = Op::new("get_user", "users");
@@ -248,7 +251,10 @@ fn plan(held: &[Held], kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<
                 let group: Vec<&&Held> = chosen.iter().filter(|c| c.device.as_ref() == Some(device)).collect();
                 let first = group.iter().find(|c| deletes_device(&c.factor_type)).expect("a device is listed for its deleting factor");
                 ordered.push(first.to_ref(cutoff));
-                ordered.extend(group.iter().filter(|c| c.id != first.id).map(|c| c.to_ref(cutoff)));
+                ordered.extend(group.iter().filter(|c| c.id != first.id).map(|c| {
+                    let linked = c.to_ref(cutoff);
+                    FactorRef { provider_type: format!("{ON_DELETED_DEVICE}{}", linked.provider_type), ..linked }
+                }));
             }
             Some(_) => {}
         }
@@ -575,11 +581,16 @@ impl IdentityProvider for Okta {
     }
 
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
-        let list = if factor.provider_type.starts_with(ENROLLMENT_ONLY) { "authenticator-enrollments" } else { "factors" };
+        let on_device = factor.provider_type.strip_prefix(ON_DELETED_DEVICE);
+        let list = if on_device.unwrap_or(&factor.provider_type).starts_with(ENROLLMENT_ONLY) { "authenticator-enrollments" } else { "factors" };
         let url = format!("{}/api/v1/users/{}/{list}/{}", self.base, enc(&user.id), enc(&factor.id));
         let reply = self.call(DELETE_FACTOR, Method::DELETE, &url, &[], &[StatusCode::NOT_FOUND]).await?;
-        // 404: gone already, by an earlier attempt, the user, or with its Okta Verify device.
-        Ok(if reply.status == StatusCode::NOT_FOUND { RevokeOutcome::AlreadyGone } else { RevokeOutcome::Revoked })
+        // 404: gone already: with its Okta Verify device, or by an earlier attempt or the user.
+        Ok(match reply.status {
+            StatusCode::NOT_FOUND if on_device.is_some() => RevokeOutcome::WentWithLinked,
+            StatusCode::NOT_FOUND => RevokeOutcome::AlreadyGone,
+            _ => RevokeOutcome::Revoked,
+        })
     }
 
     async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {

@@ -702,11 +702,16 @@ impl Runner {
             }
             // A user taken up again after a crash most likely lost it to this recall's attempt
             // before; otherwise it went by other hands and is not counted.
-            RevokeOutcome::AlreadyGone if resumed => {
+            // Taken with a factor this recall deleted from the user just before.
+            RevokeOutcome::WentWithLinked if !work.revoked.is_empty() => {
+                work.revoked.push(factor.id.clone());
+                "revokedWithLinked"
+            }
+            RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked if resumed => {
                 work.revoked.push(factor.id.clone());
                 "alreadyGone"
             }
-            RevokeOutcome::AlreadyGone => {
+            RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked => {
                 work.gone.push(factor.id.clone());
                 "alreadyGone"
             }

@@ -88,7 +88,9 @@ fn backend_spec(kind: &str, url: &str, credentials_secret: &str, limits: Backend
         "google" => json!({ "adminEmail": "secadmin@example.com", "url": url, "credentialsSecretRef": secret_ref }),
         _ => unreachable!("kind checked in start"),
     };
-    serde_json::from_value(json!({ kind: block, "limits": limits })).expect("provider blocks match the API types")
+    // A simulator's logs show an event at once (a real provider's take minutes): a second is
+    // enough to wait before dating factors without a creation time.
+    serde_json::from_value(json!({ kind: block, "limits": limits, "logDelay": "1s" })).expect("provider blocks match the API types")
 }
 
 /// Fresh random credentials for `kind`, keyed as in the provider's Secret. For Google, the
