@@ -820,9 +820,9 @@ mod tests {
         // Only push was asked for: the FastPass on the same phone is lost too, so it is recorded.
         let snapshot = okta.snapshot(&user, &[FactorKind::Push], cutoff).await.unwrap();
         let recorded: Vec<(FactorKind, &str)> = snapshot.factors.iter().map(|f| (f.kind, f.provider_type.as_str())).collect();
-        assert_eq!(recorded, vec![(FactorKind::Push, "push"), (FactorKind::Passkey, "enrollment/signed_nonce")]);
+        assert_eq!(recorded, vec![(FactorKind::Push, "push"), (FactorKind::Passkey, "device/enrollment/signed_nonce")]);
         let outcomes = [okta.revoke_factor(&user, &snapshot.factors[0]).await.unwrap(), okta.revoke_factor(&user, &snapshot.factors[1]).await.unwrap()];
-        assert_eq!(outcomes, [RevokeOutcome::Revoked, RevokeOutcome::AlreadyGone]);
+        assert_eq!(outcomes, [RevokeOutcome::Revoked, RevokeOutcome::WentWithLinked]);
         let left: Vec<FactorKind> = provider.user(&login).unwrap().factors.iter().map(|f| f.kind).collect();
         assert_eq!(left, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::Webauthn]);
 
