@@ -132,6 +132,8 @@ struct Job {
 struct LogEvent {
     date: jiff::Timestamp,
     #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
     ip: Option<String>,
     #[serde(default)]
     user_agent: Option<String>,
@@ -203,7 +205,8 @@ impl Auth0 {
     }
 
     /// One Management API call; a 401 refreshes the token once. Success, 404 and the plan's 403
-    /// (`operation_not_supported`) are answers for the caller; anything else is an error.
+    /// (`operation_not_supported`, or any 403 but a missing scope from an endpoint the
+    /// documentation gates by plan) are answers for the caller; anything else is an error.
     async fn call(&self, op: &'static str, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
         let url = format!("{}{path}", self.api);
         let reply = self
@@ -215,6 +218,7 @@ impl Auth0 {
         match status {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok((s, value)),
             StatusCode::FORBIDDEN if error_code(&value) == Some("operation_not_supported") => Ok((status, value)),
+            StatusCode::FORBIDDEN if plan_gated(path) && error_code(&value) != Some("insufficient_scope") => Ok((status, value)),
             StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
                 "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the application in Secret {}",
                 self.backend(),
@@ -491,13 +495,21 @@ impl Auth0 {
                 return None;
             }
         };
-        let event = events.into_iter().min_by_key(|e| e.date.duration_since(at).abs())?;
+        // Only an event of this user close to the method's creation is its enrollment: the search
+        // may answer more than asked, and another enrollment's origin is worse than none.
+        let event = events
+            .into_iter()
+            .filter(|e| e.user_id.as_deref() == Some(user.id.as_str()) && e.date.duration_since(at).abs() <= ORIGIN_WITHIN)
+            .min_by_key(|e| e.date.duration_since(at).abs())?;
         let geo = event.location_info.map(|l| {
             [l.country_code, l.subdivision_code, l.city_name].into_iter().flatten().filter(|p| !p.is_empty()).collect::<Vec<_>>().join("/")
         });
         Some(EnrollmentOrigin { ip: event.ip, user_agent: event.user_agent, geo: geo.filter(|g| !g.is_empty()), asn: None })
     }
 }
+
+/// How far from a method's creation time its enrollment's log event may be.
+const ORIGIN_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
 
 /// Said of every tenant: a recall's groups are Auth0 roles.
 const ROLES_ARE_FLAT: &str = "groups: a recall's groups are Auth0 roles, which do not nest; a role's members are the users it is assigned to";
@@ -537,10 +549,13 @@ impl IdentityProvider for Auth0 {
                 brief(&value)
             )));
         }
-        // Whether the plan has the session endpoints, so the gap shows before a recall starts.
+        // Whether the plan has the session endpoints, so the gap shows before a recall starts;
+        // never a reason for the backend not to be Ready (recalls do everything else).
         let users: Vec<User> = self.parse("/users", value)?;
-        if let Some(user) = users.into_iter().next().map(UserRef::from) {
-            self.count_sessions(&user, "sessions", "sessions", Some(1)).await?;
+        if let Some(user) = users.into_iter().next().map(UserRef::from)
+            && let Err(e) = self.count_sessions(&user, "sessions", "sessions", Some(1)).await
+        {
+            tracing::warn!(backend = %self.backend(), error = %e, "the session endpoints could not be tried; recalls will find out");
         }
         Ok(())
     }
@@ -718,6 +733,13 @@ fn recallable(methods: &[AuthMethod], kinds: &[FactorKind], cutoff: jiff::Timest
         factors.push(FactorRef::aged(m.id.clone(), kind, provider_type(&m.type_, &linked), age(m)));
     }
     factors
+}
+
+/// The user session and refresh-token endpoints, which Auth0 documents as available on
+/// Enterprise plans only: a 403 from them (other than a missing scope) is the plan's answer,
+/// whatever its error code.
+fn plan_gated(path: &str) -> bool {
+    path.starts_with("/users/") && (path.ends_with("/sessions") || path.ends_with("/refresh-tokens"))
 }
 
 fn error_code(value: &Value) -> Option<&str> {
