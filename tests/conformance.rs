@@ -543,6 +543,19 @@ async fn keeps_under_the_limit(kind: &str) {
     assert!(stats.throttled <= 5, "{kind}: {} of {} requests were throttled", stats.throttled, stats.requests);
 }
 
+/// A provider that announces no budget, whose quota is far below the configured rate (shared
+/// with other tools, say): the recall slows down to it and no user fails.
+async fn shared_quota_fails_no_user(kind: &str) {
+    let bench = Bench::start(kind, &seed(40), BackendLimits { requests_per_second: 2000, max_concurrency: 16 }).await;
+    assert!(!bench.sim().provider.announces_limits(), "{kind}: this case is for providers that announce no budget");
+    // 20 requests a second over windows of 5 s: a tenth of what the backend is configured for.
+    bench.sim().set_limits(RateLimits { window_seconds: 5, default: Some(100), ..RateLimits::default() });
+    let counts = bench.revoke(&bench.job(ScopeSelector::AllUsers, jiff::Timestamp::now())).await;
+    let stats = bench.sim().stats();
+    assert_eq!((counts.invalidated, counts.failed), (40, 0), "{kind}: {counts:?}");
+    assert!(stats.throttled > 0, "{kind}: the quota was never reached, so this proves nothing");
+}
+
 /// Transient faults are retried to success; a permanent one fails only that user, with its error.
 async fn faults(kind: &str) {
     let bench = Bench::start(kind, &seed(80), fast()).await;
@@ -803,10 +816,10 @@ macro_rules! cases {
 }
 
 cases!(okta: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(entra: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(entra: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(google: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(duo: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(google: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(duo: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
 cases!(keycloak: full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

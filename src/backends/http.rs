@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -103,14 +104,27 @@ async fn wait_for_slot(slot: Instant, now: Instant) {
 
 /// Spaces requests evenly so the provider never sees more than its budget.
 struct Pacer {
-    interval: Duration,
+    /// The interval at the configured rate: the shortest there is.
+    floor: u64,
+    /// The interval now, in nanoseconds: longer than `floor` after a provider that announces no
+    /// budget throttled us, until it recovers.
+    interval: AtomicU64,
     /// When the next request may go. A plain lock: held for a comparison, never across an await.
     next: std::sync::Mutex<Instant>,
+    /// When the rate was last halved: the answers to requests sent before that are the same
+    /// signal, not another one.
+    slowed: std::sync::Mutex<Option<Instant>>,
 }
+
+/// The longest interval the pacer slows down to (one request a minute).
+const SLOWEST_INTERVAL: u64 = 60_000_000_000;
+/// Answers it takes, at most, to win back the configured rate after being throttled once.
+const RECOVERY_ANSWERS: u64 = 100;
 
 impl Pacer {
     fn new(requests_per_second: u32) -> Self {
-        Self { interval: Duration::from_secs_f64(1.0 / requests_per_second as f64), next: std::sync::Mutex::new(Instant::now()) }
+        let floor = 1_000_000_000 / u64::from(requests_per_second.max(1));
+        Self { floor, interval: AtomicU64::new(floor), next: std::sync::Mutex::new(Instant::now()), slowed: std::sync::Mutex::new(None) }
     }
 
     /// Each request has a slot `interval` after the one before (or now, if the schedule is
@@ -118,13 +132,38 @@ impl Pacer {
     /// timer's tick) does not push the slots after it back.
     async fn wait_turn(&self) {
         let now = Instant::now();
+        let interval = Duration::from_nanos(self.interval.load(Ordering::Relaxed));
         let slot = {
             let mut next = self.next.lock().unwrap();
             let slot = (*next).max(now);
-            *next = slot + self.interval;
+            *next = slot + interval;
             slot
         };
         wait_for_slot(slot, now).await;
+    }
+
+    /// Throttled by a provider that says neither how long to wait nor what budget is left (a
+    /// quota shared with other tools): half the rate, so the requests of all who share it fit.
+    fn slow_down(&self, sent: Instant) {
+        {
+            let mut slowed = self.slowed.lock().unwrap();
+            if slowed.is_some_and(|at| sent <= at) {
+                return;
+            }
+            *slowed = Some(Instant::now());
+        }
+        let _ = self.interval.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| Some(i.saturating_mul(2).clamp(self.floor, SLOWEST_INTERVAL)));
+    }
+
+    /// An answer that was not throttled: the rate comes back in small steps (the rate rises by
+    /// a hundredth of the configured rate each time), so it settles just under the quota.
+    fn recover(&self) {
+        let interval = self.interval.load(Ordering::Relaxed);
+        if interval > self.floor {
+            // Rate r = 1/i; r + floor_rate/RECOVERY_ANSWERS, as an interval.
+            let faster = 1.0 / (1.0 / interval as f64 + 1.0 / (self.floor as f64 * RECOVERY_ANSWERS as f64));
+            let _ = self.interval.compare_exchange(interval, (faster as u64).max(self.floor), Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 }
 
@@ -290,12 +329,18 @@ impl ProviderHttp {
                     if throttled {
                         was_throttled = true;
                         throttled_answers += 1;
-                        (self.throttle_wait(op.bucket, &reply), format!("{} (throttled) from {}", reply.status, what()))
+                        let wait = self.throttle_wait(op.bucket, &reply);
+                        if wait.is_none() {
+                            self.pacer.slow_down(started);
+                        }
+                        (wait, format!("{} (throttled) from {}", reply.status, what()))
                     } else if is_transient(reply.status) {
                         (retry_after(&reply), format!("{} from {}", reply.status, what()))
                     } else if !reply.status.is_success() {
+                        self.pacer.recover();
                         return Ok((reply, None));
                     } else {
+                        self.pacer.recover();
                         let body = read(&reply);
                         match &body {
                             Some(Err(_)) if is_cut_off_json(&reply) => (None, format!("malformed JSON body from {}", what())),
@@ -472,6 +517,31 @@ pub fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttled_without_a_budget_the_pacer_halves_its_rate_once_per_signal_and_wins_it_back_slowly() {
+        let pacer = Pacer::new(100);
+        let interval = || pacer.interval.load(Ordering::Relaxed);
+        let sent = Instant::now();
+        pacer.slow_down(sent);
+        // Answers to requests sent before the first slow-down are the same signal.
+        pacer.slow_down(sent);
+        assert_eq!(interval(), 20_000_000, "half of 100 a second");
+        pacer.slow_down(Instant::now());
+        assert_eq!(interval(), 40_000_000);
+        for _ in 0..10 {
+            pacer.recover();
+        }
+        assert!(interval() > 25_000_000 && interval() < 40_000_000, "ten answers win back a little: {}", interval());
+        for _ in 0..200 {
+            pacer.recover();
+        }
+        assert_eq!(interval(), 10_000_000, "and never more than the configured rate");
+        for _ in 0..40 {
+            pacer.slow_down(Instant::now());
+        }
+        assert_eq!(interval(), SLOWEST_INTERVAL);
+    }
 
     const TEST_OP: Op = Op::new("test", "default");
 
