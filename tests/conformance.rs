@@ -18,7 +18,7 @@ use mfa_recall::audit::AuditLog;
 use mfa_recall::backends::{self, IdentityProvider, ProviderError, ScopeSelector};
 use mfa_recall::engine::{RecallJob, RunEnd, Runner, SharedProgress};
 use mfa_recall::ledger::MemoryLedger;
-use mfa_recall::simulator::{Census, FactorView, Faults, GroupSeed, RateLimits, Seed, Simulator, UserView, username};
+use mfa_recall::simulator::{Census, FactorView, Faults, GroupSeed, RateLimits, RecordedRequest, Seed, Simulator, UserView, username};
 use mfa_recall::testbed::sims::SimSubject;
 use mfa_recall::testbed::{self, KeycloakAdmin};
 use serde_json::{Value, json};
@@ -670,6 +670,100 @@ async fn new_factors_of_every_kind_kept(kind: &str) {
     assert_eq!(counts.awaiting_logs, 0, "{kind}");
 }
 
+/// The parts of a provider's published, machine-readable API description a recall's requests are
+/// judged by (`tests/api/<provider>.json`, each naming its source and version): methods with
+/// their path templates and query parameter names, and the query parameters every method takes.
+struct Description {
+    methods: Vec<(String, Vec<String>, Vec<String>)>,
+    global_query: Vec<String>,
+    /// Requests outside the API the description covers (the OAuth token endpoint), by method
+    /// and path.
+    other: Vec<(String, String)>,
+}
+
+impl Description {
+    fn load(kind: &str) -> Description {
+        let path = format!("{}/tests/api/{kind}.json", env!("CARGO_MANIFEST_DIR"));
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap();
+        let names = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from).collect() };
+        let methods = doc["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let segments = m["path"].as_str().unwrap().trim_start_matches('/').split('/').map(String::from).collect();
+                (m["httpMethod"].as_str().unwrap().to_string(), segments, names(&m["query"]))
+            })
+            .collect();
+        let other = doc["otherEndpoints"].as_array().into_iter().flatten().map(|o| (o["httpMethod"].as_str().unwrap().into(), o["path"].as_str().unwrap().into())).collect();
+        Description { methods, global_query: names(&doc["globalQuery"]), other }
+    }
+
+    /// The index of the method `request` calls, if the description has one.
+    fn method_of(&self, request: &RecordedRequest) -> Option<usize> {
+        let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+        let matches = |template: &[String]| {
+            template.len() == segments.len() && template.iter().zip(&segments).all(|(t, s)| (t.starts_with('{') && t.ends_with('}') && !s.is_empty()) || t == s)
+        };
+        self.methods.iter().position(|(method, template, _)| *method == request.method && matches(template))
+    }
+
+    /// Why the description does not define `request`, if it does not.
+    fn refuses(&self, request: &RecordedRequest) -> Option<String> {
+        if self.other.iter().any(|(method, path)| *method == request.method && *path == request.path) {
+            return None;
+        }
+        let Some((_, _, query)) = self.method_of(request).map(|i| &self.methods[i]) else {
+            return Some(format!("{} {}: no such method", request.method, request.path));
+        };
+        let unknown: Vec<&String> = request.query.iter().filter(|q| !query.contains(q) && !self.global_query.contains(q)).collect();
+        (!unknown.is_empty()).then(|| format!("{} {}: query parameters {unknown:?} are not documented", request.method, request.path))
+    }
+}
+
+/// Every request the adapter sends in a recall (listing all users, a group, named users,
+/// exclusions, snapshots, revocations, re-enrollment checks, a deadline's disable) is a method
+/// the provider's published API description defines, with query parameters it documents.
+async fn requests_are_documented(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    bench.sim().record_requests();
+    let cutoff = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    bench.sim().provider.enroll(&username(3), FactorKind::Totp, ENROLLMENT_IP);
+    bench.provider.check().await.unwrap_or_else(|e| panic!("{kind}: check: {e}"));
+    let mut cursor = None;
+    loop {
+        let page = bench.provider.list_users(cursor.as_deref()).await.unwrap();
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut job = bench.job(ScopeSelector::listed(vec!["staff".into()], vec![username(1), username(3)]), cutoff);
+    job.exclude_groups = vec!["admins".into()];
+    job.exclude_users = vec![username(5)];
+    let counts = bench.revoke(&job).await;
+    assert!(counts.invalidated > 10, "{kind}: {counts:?}");
+    let (_stop, stop_rx) = watch::channel(false);
+    bench.runner(SharedProgress::default(), stop_rx).check_re_enrollment(&job).await.unwrap();
+    let user = bench.provider.find_user(&username(9)).await.unwrap().remove(0);
+    bench.provider.disable_user(&user).await.unwrap_or_else(|e| panic!("{kind}: disable: {e}"));
+
+    let recorded = bench.sim().recorded_requests();
+    assert!(recorded.len() > 30, "{kind}: too few requests recorded to prove anything: {recorded:?}");
+    let description = Description::load(kind);
+    let refused: Vec<String> = recorded.iter().filter_map(|r| description.refuses(r)).collect();
+    assert!(refused.is_empty(), "{kind}: requests the published description does not define:\n{}", refused.join("\n"));
+    // The check can fail: an unknown parameter or path is refused.
+    let request = |method: &str, path: &str, query: &[&str]| RecordedRequest { method: method.into(), path: path.into(), query: query.iter().map(|q| q.to_string()).collect(), headers: vec![] };
+    let documented = recorded.iter().find(|r| description.method_of(r).is_some()).unwrap();
+    assert!(description.refuses(&RecordedRequest { query: vec!["notDocumented".into()], ..documented.clone() }).is_some());
+    assert!(description.refuses(&request("GET", "/no/such/path", &[])).is_some());
+    // Most of what a recall does was exercised.
+    let used: HashSet<usize> = recorded.iter().filter_map(|r| description.method_of(r)).collect();
+    assert!(used.len() * 4 >= description.methods.len() * 3, "{kind}: only {} of the {} described methods were exercised", used.len(), description.methods.len());
+}
+
 /// What the provider lost, by kind, between two censuses.
 fn lost_by_kind(before: &Census, after: &Census) -> BTreeMap<String, i64> {
     before
@@ -818,7 +912,7 @@ macro_rules! cases {
 cases!(okta: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(entra: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(google: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(google: requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(duo: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.

@@ -350,6 +350,20 @@ pub struct Simulator {
     windows: Mutex<Windows>,
     faults: Mutex<Faults>,
     stats: Mutex<SimStats>,
+    /// Each distinct request shape served, when asked to keep them (`record_requests`).
+    recorded: Mutex<Option<std::collections::BTreeSet<RecordedRequest>>>,
+}
+
+/// The shape of one request as it reached the simulator: what a published API description
+/// judges. Values are left out (they may be credentials).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Query parameter names, sorted, each once.
+    pub query: Vec<String>,
+    /// Header names, lower case, sorted.
+    pub headers: Vec<String>,
 }
 
 /// What to do with a request.
@@ -367,6 +381,7 @@ impl Simulator {
             windows: Mutex::default(),
             faults: Mutex::default(),
             stats: Mutex::default(),
+            recorded: Mutex::default(),
         })
     }
 
@@ -379,6 +394,16 @@ impl Simulator {
         *self.windows.lock().unwrap() = Windows::default();
     }
 
+    /// From now on, keeps the shape of every request served (each distinct one once).
+    pub fn record_requests(&self) {
+        self.recorded.lock().unwrap().get_or_insert_with(Default::default);
+    }
+
+    /// The request shapes kept since `record_requests`.
+    pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
+        self.recorded.lock().unwrap().iter().flatten().cloned().collect()
+    }
+
     pub fn stats(&self) -> SimStats {
         let mut stats = self.stats.lock().unwrap().clone();
         stats.windows = self.windows.lock().unwrap().values().cloned().collect();
@@ -389,6 +414,15 @@ impl Simulator {
     pub async fn dispatch(&self, request: SimRequest) -> Disposition {
         if let Some(path) = request.path.strip_prefix("/_sim/") {
             return Disposition::Answer(self.control(path, &request));
+        }
+        if let Some(recorded) = self.recorded.lock().unwrap().as_mut() {
+            let mut query: Vec<String> = request.query.iter().map(|(k, _)| k.clone()).collect();
+            query.sort();
+            query.dedup();
+            let mut headers: Vec<String> = request.headers.keys().map(|h| h.as_str().to_string()).collect();
+            headers.sort();
+            headers.dedup();
+            recorded.insert(RecordedRequest { method: request.method.to_string(), path: request.path.clone(), query, headers });
         }
         let bucket = self.provider.bucket(&request);
         {
