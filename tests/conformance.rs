@@ -502,25 +502,40 @@ async fn resume(kind: &str) {
     let users = before.users as i64;
     let job = bench.job(ScopeSelector::AllUsers, cutoff);
     if let Some(sim) = bench.target.simulator() {
-        // Answers take a few milliseconds, as a real provider's do: otherwise a provider whose
-        // listing carries every factor (Duo) can settle a whole page between two looks at progress.
+        // Answers take a few milliseconds, as a real provider's do, so the stop lands mid-run.
         sim.set_faults(Faults { slow_rate: 1.0, slow_ms: 10, ..Faults::default() });
     }
     let (stop, stop_rx) = watch::channel(false);
     let progress = SharedProgress::default();
     {
-        let runner = bench.runner(progress.clone(), stop_rx);
-        let run = runner.revoke(&job);
+        let runner = bench.runner(progress.clone(), stop_rx.clone());
+        // The whole of Revoking, as the operator runs it: users whose factors' age only the logs
+        // can tell (every Duo user with a phone) are invalidated once the logs are ready.
+        let run = async {
+            if runner.revoke(&job).await? == RunEnd::Stopped {
+                return Ok::<_, mfa_recall::Error>(RunEnd::Stopped);
+            }
+            loop {
+                let next = runner.settle(&job).await?;
+                if *stop_rx.borrow() {
+                    return Ok(RunEnd::Stopped);
+                }
+                let Some(next) = next else { return Ok(RunEnd::Finished) };
+                tokio::time::sleep(Duration::try_from(next.duration_since(jiff::Timestamp::now())).unwrap_or_default().max(Duration::from_millis(50))).await;
+            }
+        };
         tokio::pin!(run);
+        let invalidated = || progress.lock().unwrap().counts.invalidated;
         let end = loop {
             tokio::select! {
                 end = &mut run => break end.unwrap(),
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                    if reached(&progress) >= 130 { let _ = stop.send(true); }
+                    if invalidated() >= 130 { let _ = stop.send(true); }
                 }
             }
         };
-        assert_eq!(end, RunEnd::Stopped, "{kind}: the run should stop when asked (reached {} of {users})", reached(&progress));
+        assert_eq!(end, RunEnd::Stopped, "{kind}: the run should stop when asked ({} of {users} invalidated)", invalidated());
+        assert!(invalidated() < users, "{kind}: the stop came too late to test a resume");
     }
     if let Some(sim) = bench.target.simulator() {
         sim.set_faults(Faults::default());

@@ -300,24 +300,33 @@ pub struct RecallCounts {
 impl RecallCounts {
     /// Adds every count of `other` to these.
     pub fn add(&mut self, other: &RecallCounts) {
-        self.targeted += other.targeted;
-        self.invalidated += other.invalidated;
-        self.re_enrolled += other.re_enrolled;
-        self.pending += other.pending;
-        self.already_enrolled += other.already_enrolled;
-        self.awaiting_logs += other.awaiting_logs;
-        self.kept_unknown_age += other.kept_unknown_age;
-        self.names_not_found += other.names_not_found;
-        self.failed += other.failed;
-        self.excluded += other.excluded;
-        self.sessions_revoked += other.sessions_revoked;
-        self.anomalies += other.anomalies;
-        self.disabled += other.disabled;
+        self.add_times(other, 1);
+    }
+
+    /// Takes every count of `other` from these.
+    pub fn subtract(&mut self, other: &RecallCounts) {
+        self.add_times(other, -1);
+    }
+
+    fn add_times(&mut self, other: &RecallCounts, times: i64) {
+        self.targeted += times * other.targeted;
+        self.invalidated += times * other.invalidated;
+        self.re_enrolled += times * other.re_enrolled;
+        self.pending += times * other.pending;
+        self.already_enrolled += times * other.already_enrolled;
+        self.awaiting_logs += times * other.awaiting_logs;
+        self.kept_unknown_age += times * other.kept_unknown_age;
+        self.names_not_found += times * other.names_not_found;
+        self.failed += times * other.failed;
+        self.excluded += times * other.excluded;
+        self.sessions_revoked += times * other.sessions_revoked;
+        self.anomalies += times * other.anomalies;
+        self.disabled += times * other.disabled;
         for (kind, n) in &other.factors_revoked {
-            *self.factors_revoked.entry(kind.clone()).or_default() += n;
+            *self.factors_revoked.entry(kind.clone()).or_default() += times * n;
         }
         for (rule, n) in &other.excluded_by {
-            *self.excluded_by.entry(rule.clone()).or_default() += n;
+            *self.excluded_by.entry(rule.clone()).or_default() += times * n;
         }
     }
 }

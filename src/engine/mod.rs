@@ -756,7 +756,20 @@ impl Runner {
                 let worked: Vec<Result<(usize, UserRecord)>> = futures::stream::iter(ready)
                     .map(|i| {
                         let mut record = segment.users[i].clone();
-                        async move { self.invalidate_user(job, &mut record, false).await.map(|()| (i, record)) }
+                        async move {
+                            // At a stop the rest keep waiting, as recorded: taken up on the next pass.
+                            if self.stopping() {
+                                return Ok((i, record));
+                            }
+                            let mut waiting = RecallCounts::default();
+                            ledger::add_user(&record, &mut waiting);
+                            self.invalidate_user(job, &mut record, false).await?;
+                            // Progress moves user by user; the ledger's recount below is the record.
+                            let mut progress = self.progress.lock().unwrap();
+                            ledger::add_user(&record, &mut progress.counts);
+                            progress.counts.subtract(&waiting);
+                            Ok((i, record))
+                        }
                     })
                     .buffer_unordered(job.concurrency)
                     .collect()

@@ -664,6 +664,43 @@ async fn factors_of_unknown_age_wait_for_the_log_and_only_old_ones_go() {
     assert_eq!(provider.factors.lock().unwrap()["u001"].iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["u001-undated"]);
 }
 
+/// A stop while users are taken up from the log's wait: those not begun keep waiting, progress
+/// shows each one done, and the next pass finishes them with nothing deleted twice.
+#[tokio::test]
+async fn a_stop_while_judging_by_the_log_leaves_the_rest_waiting_for_the_next_pass() {
+    let mut provider = FakeProvider { log_delay: Some(Duration::from_millis(200)), ..FakeProvider::with_users(20) };
+    for (user, held) in provider.factors.get_mut().unwrap().iter_mut() {
+        let id = format!("{user}-undated");
+        held.push((id.clone(), FactorKind::Sms, 0));
+        provider.undated.insert(id, 10);
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    // Every user's two dated factors go in the revoke; the stop comes with the second user judged by the log.
+    *provider.stop_after.lock().unwrap() = Some((21, stop));
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(MemoryLedger::default());
+    let job = RecallJob { exclude_users: vec![], ..job() };
+    let progress = SharedProgress::default();
+    let (first, _audit) = runner_for(&provider, &ledger, &progress, stop_rx);
+    assert_eq!(first.revoke(&job).await.unwrap(), RunEnd::Finished);
+    assert_eq!(progress.lock().unwrap().counts.awaiting_logs, 20);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(first.settle(&job).await.unwrap().is_some(), "users not begun before the stop still wait");
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.awaiting_logs, c.factors_revoked.values().sum::<i64>()), (2, 18, 42), "{c:?}");
+
+    *provider.stop_after.lock().unwrap() = None;
+    let progress = SharedProgress::default();
+    let (second, _audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    assert_eq!(second.revoke(&job).await.unwrap(), RunEnd::Finished);
+    assert_eq!(second.settle(&job).await.unwrap(), None);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.invalidated, c.awaiting_logs, c.factors_revoked.values().sum::<i64>()), (20, 0, 60), "{c:?}");
+    let deletes = provider.deletes.lock().unwrap().clone();
+    assert_eq!(deletes.iter().collect::<HashSet<_>>().len(), deletes.len(), "a factor was deleted twice: {deletes:?}");
+    assert_eq!(deletes.len(), 60);
+}
+
 #[tokio::test]
 async fn factors_whose_age_the_log_cannot_tell_are_kept_counted_and_named() {
     let provider = Arc::new(FakeProvider { log_forbidden: true, ..with_undated_codes(Duration::ZERO) });
