@@ -550,6 +550,32 @@ async fn resume(kind: &str) {
     assert_eq!(counts.factors_revoked.values().sum::<i64>() as u64, total(&before.factors_before_cutoff), "{kind}: {counts:?}");
 }
 
+/// Devices an administrator added after the cutoff, before the recall reached their users, are
+/// kept, and the old ones beside them go; the logs that tell them apart are read for the whole
+/// account, not once per user (Duo limits log requests tightly).
+async fn admin_added_devices_kept(kind: &str) {
+    let users = 40;
+    let bench = Bench::start(kind, &seed(users), fast()).await;
+    let cutoff = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut added = Vec::new();
+    for (i, factor_kind) in [FactorKind::Push, FactorKind::Sms, FactorKind::Totp, FactorKind::HardwareToken].into_iter().enumerate() {
+        let name = username(3 * i as u32 + 2);
+        let id = bench.sim().provider.add_by_admin(&name, factor_kind).unwrap_or_else(|| panic!("{kind}: the simulator cannot add {}", factor_kind.as_str()));
+        added.push((name, id));
+    }
+    let counts = bench.revoke(&bench.job(ScopeSelector::AllUsers, cutoff)).await;
+    for (name, id) in &added {
+        let user = bench.target.user(name).await;
+        assert_eq!(user.factors.iter().map(|f| &f.id).collect::<Vec<_>>(), [id], "{kind}: {name} keeps only the device added after the cutoff");
+    }
+    let after = bench.target.census(cutoff).await;
+    assert!(after.factors_before_cutoff.is_empty(), "{kind}: {after:?}");
+    assert_eq!((counts.invalidated, counts.failed, counts.kept_unknown_age), (users as i64, 0, 0), "{kind}: {counts:?}");
+    let log_reads: u64 = bench.sim().stats().by_bucket.iter().filter(|(bucket, _)| bucket.ends_with(" logs")).map(|(_, n)| *n).sum();
+    assert!(log_reads < users as u64 / 4, "{kind}: {log_reads} log requests for {users} users");
+}
+
 /// Under a known limit the recall keeps to it: at most a handful of throttled answers.
 async fn keeps_under_the_limit(kind: &str) {
     // Providers that announce their budget are paced by it even when the configured rate is far
@@ -936,7 +962,7 @@ cases!(okta: requests_are_documented, full_recall, cutoff_respected, exclusions,
 cases!(entra: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(duo: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(duo: admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
 cases!(keycloak: full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

@@ -3,10 +3,14 @@
 //!
 //! Duo shows creation times only for WebAuthn credentials (`date_added`) and bypass codes
 //! (`created`), in whole seconds. Phones and hardware tokens have none: they are recorded as of
-//! unknown age, and deleted only when the authentication log, read from the cutoff once its
-//! documented delay has passed since the snapshot, shows no enrollment of a device of that kind
-//! (`factor_ages`); otherwise they are kept.
+//! unknown age, and deleted only when the account's logs, read from the cutoff once their
+//! documented delay has passed since the snapshot, show no registration of them: neither an
+//! enrollment of a device of that kind by the user (authentication log) nor an administrator
+//! creating or changing that phone number or token serial (administrator log). Both logs are read
+//! account-wide, once for many users (`DeviceLog`), because Duo limits log requests tightly.
 //! Duo has no session API, so sessions are left to the applications it protects.
+
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -43,6 +47,15 @@ const LIST_FACTORS: Op = Op::new("list_factors", "admin");
 const DELETE_FACTOR: Op = Op::new("delete_factor", "admin");
 const UPDATE_USER: Op = Op::new("update_user", "admin");
 const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "logs");
+const ADMIN_EVENTS: Op = Op::new("admin_events", "logs");
+/// The administrator log answers with at most this many records, the earliest from `mintime`.
+const ADMIN_LOG_PAGE: usize = 1000;
+/// Administrator-log actions that create a device or change what it can do, by the device class
+/// their `object` names (a phone number, or a token's type and serial). Duo Admin API,
+/// Administrator Logs: `object` is "the object that was acted on", for example "(555) 713-6275
+/// x456" for phones or "HOTP 8-digit 123456" for tokens.
+const PHONE_ACTIONS: [&str; 5] = ["phone_create", "phone_associate", "phone_update", "regen_mobile", "regen_sms"];
+const TOKEN_ACTIONS: [&str; 2] = ["hardtoken_create", "hardtoken_update"];
 
 #[derive(Deserialize)]
 struct User {
@@ -54,6 +67,9 @@ struct User {
     tokens: Vec<Token>,
     #[serde(default)]
     webauthncredentials: Vec<WebauthnCredential>,
+    /// Epoch seconds.
+    #[serde(default)]
+    created: Option<i64>,
 }
 
 impl User {
@@ -66,6 +82,8 @@ impl User {
 struct Phone {
     phone_id: String,
     #[serde(default)]
+    number: Option<String>,
+    #[serde(default)]
     activated: bool,
     #[serde(default)]
     capabilities: Vec<String>,
@@ -76,6 +94,8 @@ struct Token {
     token_id: String,
     #[serde(rename = "type", default)]
     type_: String,
+    #[serde(default)]
+    serial: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +140,10 @@ struct LogMetadata {
 
 #[derive(Deserialize)]
 struct AuthLog {
+    #[serde(default)]
+    txid: Option<String>,
+    #[serde(default)]
+    user: Option<LogUser>,
     /// Epoch seconds.
     timestamp: i64,
     isotimestamp: Option<String>,
@@ -129,6 +153,22 @@ struct AuthLog {
     factor: Option<String>,
     #[serde(default)]
     access_device: Option<AccessDevice>,
+}
+
+#[derive(Deserialize)]
+struct LogUser {
+    key: Option<String>,
+}
+
+/// One administrator-log record: documented fields only.
+#[derive(Deserialize)]
+struct AdminLog {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    object: Option<String>,
+    /// Epoch seconds.
+    timestamp: i64,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +202,99 @@ pub struct Duo {
     integration_key: String,
     secret_key: SecretString,
     secret_name: String,
+    /// Shared by every user's `factor_ages`: one refresh at a time, the others wait and reuse it.
+    device_log: tokio::sync::Mutex<DeviceLog>,
+}
+
+/// Device registrations in the account since one cutoff, from both logs, complete up to a time.
+#[derive(Default)]
+struct DeviceLog {
+    cutoff: Option<jiff::Timestamp>,
+    /// Every record up to here has been read: the last read's time less the log delay.
+    complete_until: Option<jiff::Timestamp>,
+    /// Factor names of the authentication log's enrollments, by Duo user id ("" when the record
+    /// names no user: it may be anyone's).
+    enrolled: HashMap<String, Vec<String>>,
+    /// Phone numbers (digits) and token serials an administrator created or changed.
+    admin_phones: Vec<String>,
+    admin_tokens: Vec<String>,
+    /// An administrator acted on a phone (token) the record does not identify: no phone (token)
+    /// of unknown age can be dated.
+    unidentified_phone: bool,
+    unidentified_token: bool,
+    /// Records already taken: successive reads overlap by the log delay.
+    seen: HashSet<String>,
+}
+
+impl DeviceLog {
+    /// What the logs say of `factors` of `user`: enrolled by the user (a device of its class),
+    /// or created or changed by an administrator (that number or serial), since the cutoff.
+    fn ages(&self, user: &UserRef, factors: &[FactorRef]) -> Vec<LoggedAge> {
+        let enrolled: Vec<&String> = [user.id.as_str(), ""].iter().filter_map(|k| self.enrolled.get(*k)).flatten().collect();
+        let by_user = super::date_from_log(factors, &enrolled, |logged, f| may_be_of(logged, f.kind));
+        factors
+            .iter()
+            .zip(by_user)
+            .map(|(factor, age)| {
+                let (by_admin, unidentified) = match Device::of(factor) {
+                    Device::Phone(digits) => (self.admin_phones.iter().any(|logged| same_number(logged, digits)), self.unidentified_phone || digits.is_empty()),
+                    Device::Token(serial) => (self.admin_tokens.iter().any(|logged| logged == serial), self.unidentified_token || serial.is_empty()),
+                    Device::Other => (false, false),
+                };
+                match age {
+                    LoggedAge::Since => LoggedAge::Since,
+                    _ if by_admin => LoggedAge::Since,
+                    LoggedAge::Before if unidentified => LoggedAge::Unknown,
+                    age => age,
+                }
+            })
+            .collect()
+    }
+
+    fn note_admin_action(&mut self, record: &AdminLog) {
+        let object = record.object.as_deref().unwrap_or_default();
+        if PHONE_ACTIONS.contains(&record.action.as_str()) {
+            let digits = phone_digits(object);
+            if digits.len() >= MIN_NUMBER_DIGITS { self.admin_phones.push(digits) } else { self.unidentified_phone = true }
+        } else if TOKEN_ACTIONS.contains(&record.action.as_str()) {
+            match object.split_whitespace().last() {
+                Some(serial) => self.admin_tokens.push(serial.to_string()),
+                None => self.unidentified_token = true,
+            }
+        }
+    }
+}
+
+/// What identifies a device of unknown age in the logs, from its recorded provider type.
+enum Device<'a> {
+    Phone(&'a str),
+    Token(&'a str),
+    Other,
+}
+
+impl<'a> Device<'a> {
+    fn of(factor: &'a FactorRef) -> Self {
+        let mut parts = factor.provider_type.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(PROVIDER_TYPE_PHONE), digits, _) => Device::Phone(digits.unwrap_or_default()),
+            (Some(PROVIDER_TYPE_TOKEN), _, serial) => Device::Token(serial.unwrap_or_default()),
+            _ => Device::Other,
+        }
+    }
+}
+
+/// Fewer digits than this name no phone number.
+const MIN_NUMBER_DIGITS: usize = 7;
+
+/// A phone number's digits, without its extension ("(555) 713-6275 x456" gives 5557136275).
+fn phone_digits(number: &str) -> String {
+    number.split('x').next().unwrap_or_default().chars().filter(char::is_ascii_digit).collect()
+}
+
+/// Whether two numbers' digits are one phone: equal, or one the other with a country code before it.
+fn same_number(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    short.len() >= MIN_NUMBER_DIGITS && long.ends_with(short)
 }
 
 impl Duo {
@@ -180,6 +313,7 @@ impl Duo {
             integration_key: keys.get("integration-key")?.expose().to_string(),
             secret_key: keys.get("secret-key")?,
             secret_name: keys.name.to_string(),
+            device_log: tokio::sync::Mutex::default(),
         })
     }
 
@@ -270,17 +404,21 @@ impl Duo {
     /// The user's enrollment records in the authentication log since `since`. Duo shows records
     /// about two minutes late, so an empty answer is not proof of no enrollment.
     async fn enrollments_since(&self, user: &UserRef, since: jiff::Timestamp) -> Result<Vec<AuthLog>, ProviderError> {
+        self.enrollments(Some(user), since, jiff::Timestamp::now()).await
+    }
+
+    /// Enrollment records in the authentication log from `since` to `until`, of one user or of
+    /// the whole account.
+    async fn enrollments(&self, user: Option<&UserRef>, since: jiff::Timestamp, until: jiff::Timestamp) -> Result<Vec<AuthLog>, ProviderError> {
         let path = "/admin/v2/logs/authentication";
         let mut found = Vec::new();
         let mut next: Option<String> = None;
         loop {
-            let mut params = vec![
-                ("mintime", since.as_millisecond().to_string()),
-                ("maxtime", jiff::Timestamp::now().as_millisecond().to_string()),
-                ("users", user.id.clone()),
-                ("event_types", "enrollment".to_string()),
-                ("limit", LOGS_PAGE.to_string()),
-            ];
+            let mut params = vec![("mintime", since.as_millisecond().to_string()), ("maxtime", until.as_millisecond().to_string())];
+            if let Some(user) = user {
+                params.push(("users", user.id.clone()));
+            }
+            params.extend([("event_types", "enrollment".to_string()), ("limit", LOGS_PAGE.to_string())]);
             if let Some(offset) = &next {
                 params.push(("next_offset", offset.clone()));
             }
@@ -293,6 +431,54 @@ impl Duo {
                 return Ok(found);
             }
         }
+    }
+
+    /// The account's device registrations since `cutoff`, complete at least up to `taken_at`:
+    /// read again (from where the last read was complete) only when it is not yet.
+    async fn device_log(&self, cutoff: jiff::Timestamp, taken_at: jiff::Timestamp) -> Result<tokio::sync::MutexGuard<'_, DeviceLog>, ProviderError> {
+        let mut log = self.device_log.lock().await;
+        if log.cutoff != Some(cutoff) {
+            *log = DeviceLog { cutoff: Some(cutoff), ..DeviceLog::default() };
+        }
+        if log.complete_until.is_some_and(|complete| complete >= taken_at) {
+            return Ok(log);
+        }
+        let now = jiff::Timestamp::now();
+        let from = log.complete_until.unwrap_or(cutoff);
+        for record in self.enrollments(None, from, now).await? {
+            let key = record.txid.clone().unwrap_or_else(|| format!("{}:{:?}", record.timestamp, record.factor));
+            if log.seen.insert(key) {
+                let user = record.user.and_then(|u| u.key).unwrap_or_default();
+                log.enrolled.entry(user).or_default().push(record.factor.unwrap_or_default());
+            }
+        }
+        // Seconds: a record in the cutoff's own second counts as since the cutoff.
+        let mut mintime = from.as_second();
+        loop {
+            let path = "/admin/v1/logs/administrator";
+            let envelope = self.call(ADMIN_EVENTS, Method::GET, path, &[("mintime", mintime.to_string())], &[]).await?;
+            let records: Vec<AdminLog> = self.parse(path, envelope.map(|e| e.response).unwrap_or(Value::Array(vec![])))?;
+            let full = records.len() >= ADMIN_LOG_PAGE;
+            let last = records.iter().map(|r| r.timestamp).max().unwrap_or(mintime);
+            for record in &records {
+                if log.seen.insert(format!("admin\0{}\0{}\0{:?}", record.timestamp, record.action, record.object)) {
+                    log.note_admin_action(record);
+                }
+            }
+            if !full {
+                break;
+            }
+            if last <= mintime {
+                return Err(ProviderError::Rejected(format!(
+                    "IdentityBackend {}: the administrator log holds more than {ADMIN_LOG_PAGE} records in the second {mintime}, more than it answers at once",
+                    self.http.backend
+                )));
+            }
+            mintime = last;
+        }
+        let delay = jiff::SignedDuration::try_from(self.http.log_delay(LOG_DELAY)).unwrap_or(jiff::SignedDuration::MAX);
+        log.complete_until = Some(now.checked_sub(delay).unwrap_or(cutoff));
+        Ok(log)
     }
 }
 
@@ -330,7 +516,8 @@ fn may_be_of(factor: &str, kind: FactorKind) -> bool {
         f if f.contains("webauthn") || f.contains("u2f") => FactorKind::Webauthn,
         f if f.contains("bypass") => FactorKind::RecoveryCodes,
         f if f.contains("push") || f.contains("duo_mobile") || f.contains("sms") || f.contains("phone_call") => FactorKind::Push,
-        f if f.contains("yubikey") || f.contains("token") || f.contains("passcode") => FactorKind::HardwareToken,
+        f if f.contains("yubikey") || f.contains("token") => FactorKind::HardwareToken,
+        // A bare "passcode" may come from a token or from Duo Mobile on a phone; anything else unknown may be any device.
         _ => return true,
     };
     may_be_same_device(logged, kind)
@@ -386,7 +573,7 @@ impl IdentityProvider for Duo {
                 "sessions: Duo has no API to end sessions; end them in the applications Duo protects".into(),
                 "sessions: Duo has no API to forget remembered devices; lower or turn off the remembered-devices policy in the Admin Panel".into(),
                 "enrollment: no per-user API; a user left without devices enrolls at the next sign-in only if the new-user policy is \"Require enrollment\" (check it: \"Allow access without 2FA\" would let them in with the password alone)".into(),
-                "cutoff: phones and hardware tokens show no creation time; one is deleted only when the authentication log, read two minutes after the user was reached, shows no device of its kind enrolled since the cutoff, and kept (counted in keptUnknownAge) when the log cannot be read. Devices an administrator adds appear only in the administrator log, which is not read yet: such a device added after the cutoff is taken for old".into(),
+                "cutoff: phones and hardware tokens show no creation time; one is deleted only when the account's logs, read two minutes after the user was reached, show neither the user enrolling a device of its kind nor an administrator creating or changing that phone number or token serial since the cutoff; it is kept (counted in keptUnknownAge) when the logs cannot be read or an administrator's record does not say which device it was".into(),
                 "detection: the authentication log shows enrollments about two minutes late".into(),
             ],
         }
@@ -441,16 +628,21 @@ impl IdentityProvider for Duo {
         let enrolled_since_cutoff =
             super::first_enrolled_since(profile.webauthncredentials.iter().filter_map(|c| Some((FactorKind::Webauthn, Shown::seconds(c.date_added?)?))), cutoff);
         let mut factors = Vec::new();
-        for phone in profile.phones {
+        // A user created since the cutoff holds nothing older than it.
+        let user_is_new = profile.created.and_then(Shown::seconds).is_some_and(|created| created.since(cutoff));
+        // Phones and tokens carry what the administrator log names them by (factor_ages).
+        for phone in profile.phones.into_iter().filter(|_| !user_is_new) {
             let kind = phone_kind(&phone);
             if selected(kind, kinds) {
-                factors.push(FactorRef::aged(phone.phone_id, kind, PROVIDER_TYPE_PHONE, Age::Unknown));
+                let digits = phone.number.as_deref().map(phone_digits).unwrap_or_default();
+                factors.push(FactorRef::aged(phone.phone_id, kind, format!("{PROVIDER_TYPE_PHONE}:{digits}"), Age::Unknown));
             }
         }
-        for token in profile.tokens {
+        for token in profile.tokens.into_iter().filter(|_| !user_is_new) {
             let kind = token_kind(&token.type_);
             if selected(kind, kinds) {
-                factors.push(FactorRef::aged(token.token_id, kind, format!("{PROVIDER_TYPE_TOKEN}:{}", token.type_), Age::Unknown));
+                let serial = token.serial.unwrap_or_default();
+                factors.push(FactorRef::aged(token.token_id, kind, format!("{PROVIDER_TYPE_TOKEN}:{}:{serial}", token.type_), Age::Unknown));
             }
         }
         if selected(FactorKind::Webauthn, kinds) {
@@ -475,10 +667,8 @@ impl IdentityProvider for Duo {
         Ok(UserSnapshot { factors, enrolled_since_cutoff, ..Default::default() })
     }
 
-    async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
-        // The log names the kind of device enrolled, not which one.
-        let enrolled: Vec<String> = self.enrollments_since(user, cutoff).await?.into_iter().map(|l| l.factor.unwrap_or_default()).collect();
-        Ok(super::date_from_log(factors, &enrolled, |logged, f| may_be_of(logged, f.kind)))
+    async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
+        Ok(self.device_log(cutoff, taken_at).await?.ages(user, factors))
     }
 
     async fn revoke_sessions(&self, _user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -550,7 +740,7 @@ mod tests {
         assert_eq!(token_kind("t6"), FactorKind::Totp);
         assert_eq!(token_kind("h8"), FactorKind::Hotp);
         assert_eq!(token_kind("yk"), FactorKind::HardwareToken);
-        let phone = |activated: bool, capabilities: &[&str]| Phone { phone_id: "DP1".into(), activated, capabilities: capabilities.iter().map(|c| c.to_string()).collect() };
+        let phone = |activated: bool, capabilities: &[&str]| Phone { phone_id: "DP1".into(), number: None, activated, capabilities: capabilities.iter().map(|c| c.to_string()).collect() };
         assert_eq!(phone_kind(&phone(true, &[])), FactorKind::Push);
         assert_eq!(phone_kind(&phone(false, &["sms", "phone"])), FactorKind::Sms);
     }
@@ -612,7 +802,7 @@ mod tests {
         let undated: Vec<FactorRef> = snapshot.factors.iter().filter(|f| f.unknown_age).cloned().collect();
         let ages = duo.factor_ages(&users[1], &undated, cutoff, jiff::Timestamp::now()).await.unwrap();
         for (factor, age) in undated.iter().zip(ages) {
-            let phone = factor.provider_type == PROVIDER_TYPE_PHONE;
+            let phone = factor.provider_type.starts_with(PROVIDER_TYPE_PHONE);
             assert_eq!(age, if phone { LoggedAge::Unknown } else { LoggedAge::Before }, "{factor:?}");
         }
         // A new WebAuthn credential carries its date: the old devices are recorded, the new one is not.
@@ -620,6 +810,26 @@ mod tests {
         let snapshot = duo.snapshot(&users[2], &[FactorKind::All], cutoff).await.unwrap();
         assert_eq!(snapshot.factors.len(), 4);
         assert!(snapshot.factors.iter().all(|f| f.id != key));
+    }
+
+    #[test]
+    fn administrators_records_date_the_phone_or_token_they_name() {
+        let user = UserRef { id: "DU1".into(), username: "a@example.com".into() };
+        let phone = |id: &str, digits: &str| FactorRef::aged(id, FactorKind::Push, format!("phone:{digits}"), Age::Unknown);
+        let token = |id: &str, serial: &str| FactorRef::aged(id, FactorKind::HardwareToken, format!("token:yk:{serial}"), Age::Unknown);
+        let factors = [phone("DP1", "15557136275"), phone("DP2", "15550000001"), token("DH1", "0012345678"), token("DH2", "0099999999")];
+        let record = |action: &str, object: &str| AdminLog { action: action.into(), object: Some(object.into()), timestamp: 0 };
+        let mut log = DeviceLog::default();
+        for r in [record("phone_create", "(555) 713-6275 x456"), record("hardtoken_create", "YubiKey AES 0012345678"), record("phone_delete", "(555) 000-0001"), record("user_update", "a@example.com")] {
+            log.note_admin_action(&r);
+        }
+        assert_eq!(log.ages(&user, &factors), [LoggedAge::Since, LoggedAge::Before, LoggedAge::Since, LoggedAge::Before]);
+        // A record that does not say which phone: no phone can be dated; tokens still can.
+        log.note_admin_action(&AdminLog { action: "phone_associate".into(), object: None, timestamp: 0 });
+        assert_eq!(log.ages(&user, &factors), [LoggedAge::Since, LoggedAge::Unknown, LoggedAge::Since, LoggedAge::Before]);
+        // A phone recorded before its number was (an older ledger) cannot be matched either.
+        assert_eq!(DeviceLog { admin_phones: vec!["5557136275".into()], ..DeviceLog::default() }.ages(&user, &[phone("DP3", "")]), [LoggedAge::Unknown]);
+        assert!(same_number("5557136275", "15557136275") && !same_number("136275", "15557136275") && !same_number("5557136276", "15557136275"));
     }
 
     #[test]

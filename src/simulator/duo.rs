@@ -6,7 +6,8 @@
 //! Quirks kept: phones and hardware tokens show no creation time (WebAuthn credentials show
 //! `date_added`, bypass codes `created`, both in epoch seconds); there is no session API;
 //! authentication-log records (enrollments included) appear only after a delay (two minutes at
-//! Duo; a setting here so tests need not wait). Every factor keeps its true creation time for the
+//! Duo; a setting here so tests need not wait); devices an administrator adds are recorded only in
+//! the administrator log, named by phone number or token type and serial. Every factor keeps its true creation time for the
 //! census. Census mapping: a phone with Duo Mobile activated is `push`, one without is `sms`;
 //! tokens by type (`t6`/`t8` totp, `h6`/`h8` hotp, others hardwareToken); each WebAuthn
 //! credential is `webauthn`; each bypass code is `recoveryCodes`.
@@ -106,6 +107,14 @@ struct Group {
     members: Vec<usize>,
 }
 
+/// One administrator-log record: an administrator acted on `object` (Duo Admin API,
+/// Administrator Logs: "(555) 713-6275 x456" for phones, "HOTP 8-digit 123456" for tokens).
+struct AdminLog {
+    time: jiff::Timestamp,
+    action: &'static str,
+    object: String,
+}
+
 /// One authentication-log record (only enrollments are recorded).
 struct AuthLog {
     user: usize,
@@ -121,6 +130,7 @@ struct State {
     by_username: HashMap<String, usize>,
     groups: Vec<Group>,
     logs: Vec<AuthLog>,
+    admin_logs: Vec<AdminLog>,
 }
 
 impl State {
@@ -335,6 +345,7 @@ impl Duo {
                 }
             }
             ("GET", ["admin", "v2", "logs", "authentication"]) => self.authentication_logs(request, state),
+            ("GET", ["admin", "v1", "logs", "administrator"]) => self.administrator_logs(request, state),
             _ => not_found(),
         }
     }
@@ -381,6 +392,57 @@ impl Duo {
             &json!({ "stat": "OK", "response": { "authlogs": authlogs, "metadata": { "next_offset": next, "total_objects": total } } }),
         )
     }
+}
+
+impl Duo {
+    /// `/admin/v1/logs/administrator`: the earliest 1000 records at or after `mintime` (epoch
+    /// seconds, optional), oldest first, as a plain list (Duo Admin API, Administrator Logs: "call
+    /// this multiple times with mintime to page through the entire log"). Shown after the same
+    /// delay as the authentication log.
+    fn administrator_logs(&self, request: &SimRequest, state: &State) -> SimResponse {
+        let mintime = match request.query("mintime").map(str::parse::<i64>) {
+            None => 0,
+            Some(Ok(t)) => t,
+            Some(Err(_)) => return invalid("mintime"),
+        };
+        let visible_until = jiff::Timestamp::now() - *self.log_delay.lock().unwrap();
+        let mut records: Vec<&AdminLog> = state.admin_logs.iter().filter(|l| l.time.as_second() >= mintime && l.time <= visible_until).collect();
+        records.sort_by_key(|l| l.time);
+        let items: Vec<Value> = records
+            .iter()
+            .take(LOGS_MAX_LIMIT)
+            .map(|l| {
+                json!({
+                    "action": l.action, "object": l.object, "username": "API", "description": "{}",
+                    "timestamp": l.time.as_second(), "isotimestamp": l.time.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
+                })
+            })
+            .collect();
+        ok(json!(items))
+    }
+}
+
+/// A phone number as the administrator log names it: "(555) 713-6275" for a North American one.
+fn logged_number(number: &str) -> String {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    match digits.strip_prefix('1') {
+        Some(n) if n.len() == 10 => format!("({}) {}-{}", &n[..3], &n[3..6], &n[6..]),
+        _ => number.to_string(),
+    }
+}
+
+/// A token as the administrator log names it: its type spelled out, then its serial.
+fn logged_token(token: &HardwareToken) -> String {
+    let type_ = match token.type_ {
+        "h6" => "HOTP 6-digit",
+        "h8" => "HOTP 8-digit",
+        "t6" => "TOTP 6-digit",
+        "t8" => "TOTP 8-digit",
+        "yk" => "YubiKey AES",
+        "d1" => "Duo-D100",
+        other => other,
+    };
+    format!("{type_} {}", token.serial)
 }
 
 fn log_json(state: &State, l: &AuthLog) -> Value {
@@ -466,7 +528,7 @@ impl Provider for Duo {
     }
 
     fn bucket(&self, request: &SimRequest) -> &'static str {
-        if request.path.starts_with("/admin/v2/logs/") { "logs" } else { "admin" }
+        if request.path.starts_with("/admin/v2/logs/") || request.path.starts_with("/admin/v1/logs/") { "logs" } else { "admin" }
     }
 
     fn handle(&self, request: &SimRequest) -> SimResponse {
@@ -541,6 +603,24 @@ impl Provider for Duo {
         if kind != FactorKind::RecoveryCodes {
             state.logs.push(AuthLog { user: i, time: now, txid: uuid(), factor, ip: from_ip.to_string() });
         }
+        Some(id)
+    }
+
+    fn add_by_admin(&self, username: &str, kind: FactorKind) -> Option<String> {
+        let mut state = self.state.lock().unwrap();
+        let i = *state.by_username.get(&username.to_lowercase())?;
+        let now = jiff::Timestamp::now();
+        // Only phones and hardware tokens are added by an administrator.
+        if !matches!(kind, FactorKind::Push | FactorKind::Sms | FactorKind::Totp | FactorKind::Hotp | FactorKind::HardwareToken) {
+            return None;
+        }
+        let (id, _) = add_factor(&mut state.users[i], i, kind, now)?;
+        let user = &state.users[i];
+        let record = match user.phones.iter().find(|p| p.id == id) {
+            Some(phone) => AdminLog { time: now, action: "phone_create", object: logged_number(&phone.number) },
+            None => AdminLog { time: now, action: "hardtoken_create", object: logged_token(user.tokens.iter().find(|t| t.id == id)?) },
+        };
+        state.admin_logs.push(record);
         Some(id)
     }
 }

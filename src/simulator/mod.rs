@@ -271,6 +271,11 @@ pub trait Provider: Send + Sync + 'static {
     fn user(&self, username: &str) -> Option<UserView>;
     /// The user enrolls a new factor of `kind` now (as they would at the sign-in page); its id.
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String>;
+    /// An administrator adds a device of `kind` to the user now (not the user enrolling it);
+    /// its id. None where the provider has no such path.
+    fn add_by_admin(&self, _username: &str, _kind: FactorKind) -> Option<String> {
+        None
+    }
 }
 
 /// Faults to inject, for tests of retries and of what a recall reports.
