@@ -209,18 +209,25 @@ pub fn duo_encode(text: &str) -> String {
     out
 }
 
-/// Duo's canonical parameter string: keys sorted, each `key=value` encoded, joined by `&`.
+/// Duo's canonical parameter string: encoded pairs sorted by key then value, each `key=value`,
+/// joined by `&`.
 pub fn duo_canonical_params(params: &[(String, String)]) -> String {
-    let mut encoded: Vec<String> = params.iter().map(|(k, v)| format!("{}={}", duo_encode(k), duo_encode(v))).collect();
+    let mut encoded: Vec<(String, String)> = params.iter().map(|(k, v)| (duo_encode(k), duo_encode(v))).collect();
     encoded.sort();
-    encoded.join("&")
+    encoded.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
-/// Duo Admin API signature (v2): HMAC-SHA1 over date, method, host, path and parameters, one per
-/// line, sent as HTTP Basic with the integration key as user and the hex digest as password.
-pub fn duo_authorization(ikey: &str, skey: &SecretString, date: &str, method: &str, host: &str, path: &str, params: &[(String, String)]) -> String {
-    let canonical = [date, &method.to_uppercase(), &host.to_lowercase(), path, &duo_canonical_params(params)].join("\n");
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(skey.expose().as_bytes()).expect("HMAC takes any key length");
+/// Duo API signature v5, as Duo's reference client (duo_client_python) signs by default:
+/// HMAC-SHA512 over date, method, host, path, the query's canonical parameters, the SHA-512 of the
+/// body (empty for GET and DELETE, the JSON sent for POST) and the SHA-512 of the `X-Duo-*`
+/// headers (none are sent), one per line; HTTP Basic with the integration key as user and the hex
+/// digest as password.
+pub fn duo_authorization(ikey: &str, skey: &SecretString, date: &str, method: &str, host: &str, path: &str, query: &[(String, String)], body: &str) -> String {
+    use sha2::{Digest, Sha512};
+    let no_duo_headers = hex::encode(Sha512::digest(b""));
+    let body_hash = hex::encode(Sha512::digest(body.as_bytes()));
+    let canonical = [date, &method.to_uppercase(), &host.to_lowercase(), path, &duo_canonical_params(query), &body_hash, &no_duo_headers].join("\n");
+    let mut mac = Hmac::<Sha512>::new_from_slice(skey.expose().as_bytes()).expect("HMAC takes any key length");
     mac.update(canonical.as_bytes());
     let signature = hex::encode(mac.finalize().into_bytes());
     format!("Basic {}", STANDARD.encode(format!("{ikey}:{signature}")))
@@ -230,24 +237,30 @@ pub fn duo_authorization(ikey: &str, skey: &SecretString, date: &str, method: &s
 mod tests {
     use super::*;
 
-    /// The example in Duo's Admin API documentation ("Authentication" section) and duo_client's tests.
+    /// Signatures made by Duo's reference client, duo_client_python (commit 6e207eb, June 2026),
+    /// `duo_client.client.sign(..., sig_version=5, ...)` with the keys of Duo's documented example.
     #[test]
-    fn duo_signature_matches_the_documented_example() {
-        let params = vec![
-            ("realname".to_string(), "First Last".to_string()),
-            ("username".to_string(), "root".to_string()),
-        ];
-        let auth = duo_authorization(
-            "DIWJ8X6AEYOR5OMC6TQ1",
-            &SecretString::new("Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep"),
-            "Tue, 21 Aug 2012 17:29:18 -0000",
-            "POST",
-            "api-XXXXXXXX.duosecurity.com",
-            "/accounts/v1/account/list",
-            &params,
+    fn duo_signature_matches_the_reference_client() {
+        let skey = SecretString::new("Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep");
+        let date = "Tue, 21 Aug 2012 17:29:18 -0000";
+        let sign = |method: &str, host: &str, path: &str, query: &[(&str, &str)], body: &str| {
+            let query: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let auth = duo_authorization("DIWJ8X6AEYOR5OMC6TQ1", &skey, date, method, host, path, &query, body);
+            String::from_utf8(STANDARD.decode(auth.trim_start_matches("Basic ")).unwrap()).unwrap()
+        };
+        let query = [("username", "Jane.Doe@example.com"), ("limit", "300"), ("offset", "0"), ("realname", "First Last~x")];
+        assert_eq!(
+            sign("GET", "api-XXXXXXXX.duosecurity.com", "/admin/v1/users", &query, ""),
+            "DIWJ8X6AEYOR5OMC6TQ1:886ebb16db84d82c80120c97812078204f9b263699a6d26ba185eba26d0a711f510be77d91e02892732bfcc0256cedc51af0ce90bcc1a0af29d20747cff6e074"
         );
-        let decoded = String::from_utf8(STANDARD.decode(auth.trim_start_matches("Basic ")).unwrap()).unwrap();
-        assert_eq!(decoded, "DIWJ8X6AEYOR5OMC6TQ1:2d97d6166319781b5a3a07af39d366f491234edc");
+        assert_eq!(
+            sign("POST", "api-XXXXXXXX.duosecurity.com", "/admin/v1/users/DUJZ2U4L80HT45MQ4EOQ", &[], r#"{"status":"disabled"}"#),
+            "DIWJ8X6AEYOR5OMC6TQ1:479d07b4428956dfa2713b682b3b47d0cdea1700025027d8571b3f7bfdae68ca6bba373f2636dd09f4dd479966237194734ddf09fa4b5b4a9d53ee11c82b6dcf"
+        );
+        assert_eq!(
+            sign("DELETE", "api-xxxxxxxx.duosecurity.com:8443", "/admin/v1/users/DU1/phones/DP2", &[], ""),
+            "DIWJ8X6AEYOR5OMC6TQ1:8840e8f58515c3e94ad9a50453b60be6e0626cb97e837ea0274dc4ae451f441b85004fc6e1a358215c4ce6992acf4b47c594b2a0194b33c40e6bb37d0704b9b4"
+        );
     }
 
     #[test]

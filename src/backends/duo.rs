@@ -1,5 +1,5 @@
 //! Duo Admin API, every request signed with the Admin API application's integration and secret
-//! keys (HMAC-SHA1 canonical request plus `Date`).
+//! keys (signature v5: HMAC-SHA512 over the canonical request, body hash and `Date`).
 //!
 //! Duo shows creation times only for WebAuthn credentials (`date_added`) and bypass codes
 //! (`created`), in whole seconds. Phones and hardware tokens have none: they are recorded as of
@@ -317,21 +317,27 @@ impl Duo {
         })
     }
 
-    /// One signed Admin API call. GET and DELETE carry the parameters in the query, POST in a
-    /// form body, both in Duo's canonical encoding so the signed text is exactly what is sent.
-    /// Returns the envelope, or None on a status in `tolerated` (404 for things already gone).
+    /// One signed Admin API call (signature v5). GET and DELETE carry the parameters in the query,
+    /// in Duo's canonical encoding so the signed text is exactly what is sent; POST in a JSON body
+    /// with sorted keys, as Duo's reference client sends it. Returns the envelope, or None on a
+    /// status in `tolerated` (404 for things already gone).
     async fn call(&self, op: Op, method: Method, path: &str, params: &[(&str, String)], tolerated: &[StatusCode]) -> Result<Option<Envelope>, ProviderError> {
-        let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let canonical = duo_canonical_params(&params);
+        let in_body = method == Method::POST || method == Method::PUT;
+        let (query, body): (Vec<(String, String)>, String) = if in_body {
+            let fields: std::collections::BTreeMap<&str, &str> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            (Vec::new(), serde_json::to_string(&fields).map_err(|e| ProviderError::Config(format!("IdentityBackend {}: encoding a request body: {e}", self.http.backend)))?)
+        } else {
+            (params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), String::new())
+        };
+        let canonical = duo_canonical_params(&query);
         let date = jiff::fmt::rfc2822::DateTimePrinter::new()
             .timestamp_to_string(&jiff::Timestamp::now())
             .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: formatting the Date header: {e}", self.http.backend)))?;
-        let authorization = duo_authorization(&self.integration_key, &self.secret_key, &date, method.as_str(), &self.host, path, &params);
-        let in_body = method == Method::POST || method == Method::PUT;
-        let url = if in_body || canonical.is_empty() { format!("{}{path}", self.base) } else { format!("{}{path}?{canonical}", self.base) };
+        let authorization = duo_authorization(&self.integration_key, &self.secret_key, &date, method.as_str(), &self.host, path, &query, &body);
+        let url = if canonical.is_empty() { format!("{}{path}", self.base) } else { format!("{}{path}?{canonical}", self.base) };
         let build = || {
             let builder = self.http.request(method.clone(), &url).header("authorization", &authorization).header("date", &date);
-            if in_body { builder.header("content-type", "application/x-www-form-urlencoded").body(canonical.clone()) } else { builder }
+            if in_body { builder.header("content-type", "application/json").body(body.clone()) } else { builder }
         };
         // The Date is signed once, before the first attempt; retries stay well inside Duo's five-minute window.
         let reply = self.http.send(op, build).await?;
@@ -810,6 +816,10 @@ mod tests {
         let snapshot = duo.snapshot(&users[2], &[FactorKind::All], cutoff).await.unwrap();
         assert_eq!(snapshot.factors.len(), 4);
         assert!(snapshot.factors.iter().all(|f| f.id != key));
+
+        // A POST: its JSON body is signed with the request.
+        duo.disable_user(&users[2]).await.unwrap();
+        assert!(!provider.user(&users[2].username).unwrap().active);
     }
 
     #[test]
