@@ -721,10 +721,14 @@ async fn new_factors_of_every_kind_kept(kind: &str) {
 
 /// The parts of a provider's published, machine-readable API description a recall's requests are
 /// judged by (`tests/api/<provider>.json`, each naming its source and version): methods with
-/// their path templates and query parameter names, and the query parameters every method takes.
+/// their path templates, query parameter names and required headers, and the query parameters
+/// every method takes and headers every method requires.
 struct Description {
     methods: Vec<(String, Vec<String>, Vec<String>)>,
+    /// Headers a method requires, by method index.
+    headers: Vec<Vec<String>>,
     global_query: Vec<String>,
+    global_headers: Vec<String>,
     /// Requests outside the API the description covers (the OAuth token endpoint), by method
     /// and path.
     other: Vec<(String, String)>,
@@ -744,8 +748,9 @@ impl Description {
                 (m["httpMethod"].as_str().unwrap().to_string(), segments, names(&m["query"]))
             })
             .collect();
+        let headers = doc["methods"].as_array().unwrap().iter().map(|m| names(&m["headers"])).collect();
         let other = doc["otherEndpoints"].as_array().into_iter().flatten().map(|o| (o["httpMethod"].as_str().unwrap().into(), o["path"].as_str().unwrap().into())).collect();
-        Description { methods, global_query: names(&doc["globalQuery"]), other }
+        Description { methods, headers, global_query: names(&doc["globalQuery"]), global_headers: names(&doc["globalHeaders"]), other }
     }
 
     /// The index of the method `request` calls, if the description has one.
@@ -762,11 +767,16 @@ impl Description {
         if self.other.iter().any(|(method, path)| *method == request.method && *path == request.path) {
             return None;
         }
-        let Some((_, _, query)) = self.method_of(request).map(|i| &self.methods[i]) else {
+        let Some(index) = self.method_of(request) else {
             return Some(format!("{} {}: no such method", request.method, request.path));
         };
+        let query = &self.methods[index].2;
         let unknown: Vec<&String> = request.query.iter().filter(|q| !query.contains(q) && !self.global_query.contains(q)).collect();
-        (!unknown.is_empty()).then(|| format!("{} {}: query parameters {unknown:?} are not documented", request.method, request.path))
+        if !unknown.is_empty() {
+            return Some(format!("{} {}: query parameters {unknown:?} are not documented", request.method, request.path));
+        }
+        let missing: Vec<&String> = self.headers[index].iter().chain(&self.global_headers).filter(|h| !request.headers.contains(h)).collect();
+        (!missing.is_empty()).then(|| format!("{} {}: required headers {missing:?} are missing", request.method, request.path))
     }
 }
 
@@ -808,6 +818,9 @@ async fn requests_are_documented(kind: &str) {
     let documented = recorded.iter().find(|r| description.method_of(r).is_some()).unwrap();
     assert!(description.refuses(&RecordedRequest { query: vec!["notDocumented".into()], ..documented.clone() }).is_some());
     assert!(description.refuses(&request("GET", "/no/such/path", &[])).is_some());
+    if !description.global_headers.is_empty() {
+        assert!(description.refuses(&RecordedRequest { headers: vec![], ..documented.clone() }).is_some(), "{kind}: a request without the required headers is refused");
+    }
     // Most of what a recall does was exercised.
     let used: HashSet<usize> = recorded.iter().filter_map(|r| description.method_of(r)).collect();
     assert!(used.len() * 4 >= description.methods.len() * 3, "{kind}: only {} of the {} described methods were exercised", used.len(), description.methods.len());
@@ -962,7 +975,7 @@ cases!(okta: requests_are_documented, full_recall, cutoff_respected, exclusions,
 cases!(entra: shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(duo: admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(duo: requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
 cases!(keycloak: full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
