@@ -17,7 +17,7 @@ use mfa_recall::api::{BackendLimits, FactorKind, IdentityBackend, RecallCounts};
 use mfa_recall::audit::AuditLog;
 use mfa_recall::backends::{self, IdentityProvider, ProviderError, ScopeSelector};
 use mfa_recall::engine::{RecallJob, RunEnd, Runner, SharedProgress};
-use mfa_recall::ledger::MemoryLedger;
+use mfa_recall::ledger::{LedgerStore, MemoryLedger};
 use mfa_recall::simulator::{Census, FactorView, Faults, GroupSeed, RateLimits, RecordedRequest, Seed, Simulator, UserView, username};
 use mfa_recall::testbed::sims::SimSubject;
 use mfa_recall::testbed::{self, KeycloakAdmin};
@@ -576,6 +576,57 @@ async fn admin_added_devices_kept(kind: &str) {
     assert!(log_reads < users as u64 / 4, "{kind}: {log_reads} log requests for {users} users");
 }
 
+/// Google's turnOff ends every enrollment: a `2sv_enroll` logged before the recall turned the
+/// user off (the Reports API showed it later than the recall waited) is not a re-enrollment;
+/// one after is.
+async fn re_enrollment_counts_only_after_the_turn_off(kind: &str) {
+    let bench = Bench::start(kind, &seed(6), fast()).await;
+    // The Reports API shows events later than the backend's logDelay waits (1 s here).
+    let lag = Duration::from_secs(3);
+    bench.sim().provider.set_log_delay(lag);
+    let cutoff = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let name = username(2);
+    bench.sim().provider.enroll(&name, FactorKind::Totp, ENROLLMENT_IP).unwrap();
+    let job = bench.job(ScopeSelector::listed(vec![], vec![name.clone()]), cutoff);
+    let counts = bench.revoke(&job).await;
+    assert_eq!((counts.invalidated, counts.pending), (1, 1), "{kind}: the enrollment was hidden by the lag, so 2SV went: {counts:?}");
+    // Whether the ledger has the user re-enrolled after a re-enrollment check.
+    let check = || async {
+        let (_stop, stop_rx) = watch::channel(false);
+        bench.runner(SharedProgress::default(), stop_rx).check_re_enrollment(&job).await.unwrap();
+        let segment = bench.ledger.read(kind, 0).await.unwrap();
+        segment.users.iter().find(|r| r.user.username == name).unwrap().re_enrolled.is_some()
+    };
+    tokio::time::sleep(lag).await;
+    assert!(!check().await, "{kind}: an enrollment the turnOff ended is not a re-enrollment");
+    bench.sim().provider.enroll(&name, FactorKind::Totp, ENROLLMENT_IP).unwrap();
+    tokio::time::sleep(lag + Duration::from_millis(100)).await;
+    assert!(check().await, "{kind}: the enrollment after the turnOff is");
+}
+
+/// An app password made since the cutoff ends with the 2-Step Verification the recall turns
+/// off (Google offers no way to keep it): counted and named, never silently.
+async fn new_app_password_lost_with_2sv_is_named(kind: &str) {
+    let bench = Bench::start(kind, &seed(6), fast()).await;
+    let cutoff = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let name = username(3);
+    let asp = bench.sim().provider.enroll(&name, FactorKind::AppPassword, ENROLLMENT_IP).expect("the user has 2SV, so an app password");
+    let progress = SharedProgress::default();
+    let job = bench.job(ScopeSelector::AllUsers, cutoff);
+    let (_stop, stop_rx) = watch::channel(false);
+    let runner = bench.runner(progress.clone(), stop_rx);
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    bench.settle(&runner, &job).await;
+    let p = progress.lock().unwrap().clone();
+    assert_eq!((p.counts.invalidated, p.counts.new_factors_lost), (6, 1), "{kind}: {:?}", p.counts);
+    assert_eq!(p.lost_factors, [format!("{name}: appPassword {asp}")]);
+    let lost: Vec<Value> = bench.audit_events().into_iter().filter(|e| e["action"] == "factor.lostWithRevoked").collect();
+    assert_eq!(lost.len(), 1, "{kind}: {lost:?}");
+    assert_eq!(lost[0]["user"], name.as_str());
+}
+
 /// Under a known limit the recall keeps to it: at most a handful of throttled answers.
 async fn keeps_under_the_limit(kind: &str) {
     // Providers that announce their budget are paced by it even when the configured rate is far
@@ -992,7 +1043,7 @@ macro_rules! cases {
 cases!(okta: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(entra: requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(google: requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(google: re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(duo: requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.

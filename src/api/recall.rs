@@ -286,6 +286,9 @@ pub struct RecallCounts {
     /// Factors whose creation time the provider does not give and whose age its logs could not tell: kept (never assumed old), each named in the backend's keptFactors.
     #[serde(default)]
     pub kept_unknown_age: i64,
+    /// Factors enrolled since the cutoff that a provider took with a factor this recall revoked, with no way to keep them (Google app passwords end with 2-Step Verification), each named in the backend's lostFactors.
+    #[serde(default)]
+    pub new_factors_lost: i64,
     /// Sessions and offline tokens ended (for users who later failed too).
     pub sessions_revoked: i64,
     /// Factors this recall deleted, by kind (for users who later failed too; a factor already gone is not counted).
@@ -316,6 +319,7 @@ impl RecallCounts {
         self.already_enrolled += times * other.already_enrolled;
         self.awaiting_logs += times * other.awaiting_logs;
         self.kept_unknown_age += times * other.kept_unknown_age;
+        self.new_factors_lost += times * other.new_factors_lost;
         self.names_not_found += times * other.names_not_found;
         self.failed += times * other.failed;
         self.excluded += times * other.excluded;
@@ -351,6 +355,9 @@ pub struct BackendProgress {
     /// Factors kept because neither the provider nor its logs tell when they were created, each as `<user>: <kind> <id>` (the first 100; counts.keptUnknownAge has how many). Review them: they may predate the cutoff.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_factors: Vec<String>,
+    /// Factors enrolled since the cutoff that went with a factor this recall revoked, each as `<user>: <kind> <id>` (the first 100; counts.newFactorsLost has how many). Tell their users: they must set them up again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_factors: Vec<String>,
 }
 
 #[cfg(test)]

@@ -560,6 +560,7 @@ impl IdentityProvider for Duo {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list_factors: true,
+            revocation_ends_enrollments: false,
             factor_creation_time: false,
             delete_factor: true,
             revoke_sessions: false,

@@ -395,6 +395,7 @@ impl IdentityProvider for Google {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list_factors: false,
+            revocation_ends_enrollments: true,
             factor_creation_time: false,
             delete_factor: false,
             revoke_sessions: true,
@@ -535,11 +536,23 @@ impl IdentityProvider for Google {
                 if !self.enrollments_since(user, cutoff).await?.is_empty() {
                     return Ok(RevokeOutcome::AlreadyGone);
                 }
+                // turnOff ends the user's app passwords too, with no way to keep one: those not
+                // shown to predate the cutoff are named as lost with it.
+                let asps: Items<Asp> = self.get(LIST_FACTORS, &self.user_path(user, "/asps"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+                let taken: Vec<String> = asps
+                    .items
+                    .iter()
+                    .filter(|asp| Age::of(millis(&asp.creation_time).and_then(Shown::millis), cutoff) != Age::Before)
+                    .map(|asp| format!("{} {}", FactorKind::AppPassword.as_str(), asp.code_id))
+                    .collect();
                 let path = self.user_path(user, "/twoStepVerification/turnOff");
                 // 400: the user is not enrolled (any more).
                 let (status, _) =
                     self.call(DELETE_FACTOR, &self.auth, Method::POST, &path, &[], None, &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND]).await?;
-                Ok(gone_if(status))
+                Ok(match gone_if(status) {
+                    RevokeOutcome::Revoked if !taken.is_empty() => RevokeOutcome::RevokedTaking(taken),
+                    outcome => outcome,
+                })
             }
             other => Err(ProviderError::Rejected(format!("IdentityBackend {}: unknown Google factor type {other}", self.http.backend))),
         }

@@ -240,6 +240,10 @@ impl std::fmt::Display for EnrollmentOrigin {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RevokeOutcome {
     Revoked,
+    /// Revoked, and the provider took with it factors enrolled since the cutoff that were not
+    /// recorded (Google's turnOff ends app passwords), as `<kind> <id>`: it offers no way to keep
+    /// them, so they are counted and named.
+    RevokedTaking(Vec<String>),
     /// The factor was already gone (a previous attempt of this recall, or the user).
     AlreadyGone,
     /// Gone because it is linked to a factor deleted before it (one device, one link): lost to
@@ -255,6 +259,9 @@ pub enum RevokeOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct Capabilities {
     pub list_factors: bool,
+    /// Revoking a recorded factor ends every enrollment the user holds (Google's 2-Step
+    /// Verification turnOff): a re-enrollment counts only after the recall's last revocation.
+    pub revocation_ends_enrollments: bool,
     pub factor_creation_time: bool,
     pub delete_factor: bool,
     pub revoke_sessions: bool,

@@ -113,7 +113,7 @@ impl Live {
                 let not_supported = provider.capabilities().limitations;
                 let p = progress.lock().unwrap();
                 let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
-                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone() }
+                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone() }
             })
             .collect();
         status.counts = status::totals(&status.backends);

@@ -50,8 +50,14 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
             c.kept_unknown_age
         )
     });
+    let lost = (c.new_factors_lost > 0).then(|| {
+        format!(
+            "{} factors enrolled since the cutoff went with a factor this recall revoked, which the provider offers no way to keep them from: see lostFactors per backend and the audit trail (action factor.lostWithRevoked), and tell their users to set them up again",
+            c.new_factors_lost
+        )
+    });
     // The first problem names the reason; the message tells them all.
-    let problems: Vec<(&str, String)> = [("UsersFailed", failed), ("NamesNotFound", not_found), ("FactorsOfUnknownAgeKept", kept)]
+    let problems: Vec<(&str, String)> = [("UsersFailed", failed), ("NamesNotFound", not_found), ("FactorsOfUnknownAgeKept", kept), ("NewFactorsLostWithRevoked", lost)]
         .into_iter()
         .filter_map(|(reason, message)| Some((reason, message?)))
         .collect();

@@ -47,15 +47,20 @@ pub struct Progress {
     pub unresolved: BTreeSet<String>,
     /// Factors kept for want of their age, as `<user>: <kind> <id>` (the first KEPT_SHOWN).
     pub kept_factors: Vec<String>,
+    /// New factors a provider took with a revocation, the same way.
+    pub lost_factors: Vec<String>,
 }
 
 /// Factors kept for want of their age, named per backend in status (the audit trail has all).
 pub const KEPT_SHOWN: usize = 100;
 
 impl Progress {
+    /// Names the user's factors kept for want of their age, and new ones lost with a revocation.
     fn note_kept(&mut self, record: &UserRecord) {
         let room = KEPT_SHOWN.saturating_sub(self.kept_factors.len());
         self.kept_factors.extend(record.kept_unknown_age().take(room));
+        let room = KEPT_SHOWN.saturating_sub(self.lost_factors.len());
+        self.lost_factors.extend(record.lost_new().take(room));
     }
 }
 
@@ -209,6 +214,7 @@ impl Runner {
         progress.listed = restored.listed;
         progress.unresolved = unresolved;
         progress.kept_factors = kept.kept_factors;
+        progress.lost_factors = kept.lost_factors;
         Ok(restored)
     }
 
@@ -695,9 +701,20 @@ impl Runner {
 
     /// Records and audits a factor's deletion (or its absence).
     fn record_revoke(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, outcome: RevokeOutcome, work: &mut Work, resumed: bool) -> Result<()> {
+        if matches!(outcome, RevokeOutcome::Revoked | RevokeOutcome::RevokedTaking(_)) {
+            work.last_revoked_at = Some(jiff::Timestamp::now());
+        }
         let outcome = match outcome {
             RevokeOutcome::Revoked => {
                 work.revoked.push(factor.id.clone());
+                "revoked"
+            }
+            RevokeOutcome::RevokedTaking(taken) => {
+                work.revoked.push(factor.id.clone());
+                for name in &taken {
+                    self.audit(job, Some(user), "factor.lostWithRevoked", "lost", |e| e.detail = Some(format!("{name}, enrolled since the cutoff, went with {} {}", factor.kind.as_str(), factor.id)))?;
+                }
+                work.lost_new.extend(taken);
                 "revoked"
             }
             // A user taken up again after a crash most likely lost it to this recall's attempt
@@ -793,6 +810,7 @@ impl Runner {
         counts.names_not_found = progress.counts.names_not_found;
         progress.counts = counts;
         progress.kept_factors = kept.kept_factors;
+        progress.lost_factors = kept.lost_factors;
         Ok(next_ready)
     }
 
@@ -804,10 +822,14 @@ impl Runner {
             }
             let mut segment = self.ledger.read(&job.backend, index).await?;
             let waiting: Vec<usize> = segment.users.iter().enumerate().filter(|(_, r)| r.awaits_re_enrollment()).map(|(i, _)| i).collect();
+            // Where revoking ended every enrollment, only one after it is a re-enrollment.
+            let ends_enrollments = self.provider.capabilities().revocation_ends_enrollments;
             let seen: Vec<(usize, std::result::Result<_, ProviderError>)> = futures::stream::iter(waiting)
                 .map(|i| {
                     let user = segment.users[i].user.clone();
-                    async move { (i, self.provider.enrolled_since(&user, job.cutoff).await) }
+                    let last_revoked = segment.users[i].work.as_ref().and_then(|w| w.last_revoked_at).filter(|_| ends_enrollments);
+                    let since = last_revoked.map_or(job.cutoff, |at| at.max(job.cutoff));
+                    async move { (i, self.provider.enrolled_since(&user, since).await) }
                 })
                 .buffer_unordered(job.concurrency)
                 .collect()

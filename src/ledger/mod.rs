@@ -49,6 +49,13 @@ pub struct Work {
     /// Recorded factors of unknown age the logs could not date: kept, counted and named.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_unknown_age: Vec<String>,
+    /// Factors enrolled since the cutoff that the provider took with one this recall revoked,
+    /// as `<kind> <id>` (never recorded: they were new).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost_new: Vec<String>,
+    /// When this recall last revoked one of the user's factors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revoked_at: Option<jiff::Timestamp>,
 }
 
 impl Work {
@@ -110,6 +117,11 @@ impl UserRecord {
         let kept = self.work.as_ref().map_or(&[][..], |w| &w.kept_unknown_age[..]);
         let factors = self.snapshot.as_ref().map_or(&[][..], |s| &s.factors[..]);
         factors.iter().filter(|f| kept.contains(&f.id)).map(|f| format!("{}: {} {}", self.user.username, f.kind.as_str(), f.id))
+    }
+
+    /// New factors the provider took with a revocation, as `<user>: <kind> <id>`.
+    pub fn lost_new(&self) -> impl Iterator<Item = String> + '_ {
+        self.work.iter().flat_map(|w| &w.lost_new).map(|name| format!("{}: {name}", self.user.username))
     }
 }
 
@@ -203,6 +215,7 @@ pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
         *counts.factors_revoked.entry(factor.kind.as_str().to_string()).or_default() += 1;
     }
     counts.kept_unknown_age += record.work.as_ref().map_or(0, |w| w.kept_unknown_age.len() as i64);
+    counts.new_factors_lost += record.work.as_ref().map_or(0, |w| w.lost_new.len() as i64);
 }
 
 /// Where segments live. Implementations must make `write` durable before returning.

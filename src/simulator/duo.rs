@@ -627,6 +627,10 @@ impl Provider for Duo {
         state.by_username.get(&username.to_lowercase()).map(|&i| view(&state.users[i]))
     }
 
+    fn set_log_delay(&self, delay: Duration) {
+        *self.log_delay.lock().unwrap() = delay;
+    }
+
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
         let mut state = self.state.lock().unwrap();
         let i = *state.by_username.get(&username.to_lowercase())?;

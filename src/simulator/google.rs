@@ -130,6 +130,9 @@ struct ServiceAccount {
 pub struct Google {
     account: ServiceAccount,
     state: Mutex<State>,
+    /// How late Reports API activities appear ("Data retention and lag times": login events can
+    /// take hours); zero unless a test sets it.
+    reports_lag: Mutex<std::time::Duration>,
 }
 
 impl Google {
@@ -152,6 +155,7 @@ impl Google {
                 public_key: pair.public_key().as_ref().to_vec(),
             },
             state: Mutex::default(),
+            reports_lag: Mutex::default(),
         })
     }
 
@@ -250,7 +254,8 @@ impl Google {
             }
             ["admin", "directory", "v1", "groups", key, "members"] if method == Method::GET => list_members(request, state, key),
             ["admin", "reports", "v1", "activity", "users", key, "applications", application] if method == Method::GET => {
-                login_activities(request, state, key, application)
+                let visible_until = jiff::Timestamp::now() - *self.reports_lag.lock().unwrap();
+                login_activities(request, state, key, application, visible_until)
             }
             _ => google_error(404, "Not Found", "notFound", "NOT_FOUND"),
         }
@@ -465,7 +470,7 @@ fn user_call(request: &SimRequest, state: &mut State, i: usize, rest: &[&str]) -
 }
 
 /// Reports API login activities of one user, newest first; only `2sv_enroll` is recorded.
-fn login_activities(request: &SimRequest, state: &State, key: &str, application: &str) -> SimResponse {
+fn login_activities(request: &SimRequest, state: &State, key: &str, application: &str, visible_until: jiff::Timestamp) -> SimResponse {
     if application != "login" {
         return google_error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT");
     }
@@ -486,6 +491,7 @@ fn login_activities(request: &SimRequest, state: &State, key: &str, application:
         .events
         .iter()
         .map(|&e| &state.events[e])
+        .filter(|e| e.time <= visible_until)
         .filter(|e| start.is_none_or(|s| e.time >= s) && end.is_none_or(|end| e.time < end) && wanted.is_none_or(|w| w == "2sv_enroll"))
         .map(|e| {
             json!({
@@ -627,6 +633,10 @@ impl Provider for Google {
     fn user(&self, username: &str) -> Option<UserView> {
         let state = self.state.lock().unwrap();
         state.find(username).map(|i| view(&state.users[i]))
+    }
+
+    fn set_log_delay(&self, delay: std::time::Duration) {
+        *self.reports_lag.lock().unwrap() = delay;
     }
 
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {

@@ -276,6 +276,8 @@ pub trait Provider: Send + Sync + 'static {
     fn add_by_admin(&self, _username: &str, _kind: FactorKind) -> Option<String> {
         None
     }
+    /// How late the provider's logs show what happened, where it has such a lag.
+    fn set_log_delay(&self, _delay: std::time::Duration) {}
 }
 
 /// Faults to inject, for tests of retries and of what a recall reports.
