@@ -627,6 +627,38 @@ async fn new_app_password_lost_with_2sv_is_named(kind: &str) {
     assert_eq!(lost[0]["user"], name.as_str());
 }
 
+/// A next-page link to another host is never followed (the credentials would go with it). Entra
+/// pages only by its links: the listing ends after its bounded retries with an error that says
+/// why, and the users listed before it are worked on and accounted for. Okta's link carries a
+/// cursor the adapter asks the org itself for: the listing goes on, at the org.
+async fn foreign_next_link_ends_the_listing(kind: &str) {
+    // More users than one page holds, so the first answer carries a next link.
+    let (page, follows_links) = match kind {
+        "okta" => (200, false),
+        "entra" => (999, true),
+        other => panic!("{other}: this case is for providers that page by links"),
+    };
+    let users = page + 50;
+    let bench = Bench::start(kind, &seed(users as u32), fast()).await;
+    bench.sim().set_faults(Faults { foreign_links: true, ..Faults::default() });
+    let job = bench.job(ScopeSelector::AllUsers, jiff::Timestamp::now());
+    let progress = SharedProgress::default();
+    let (_stop, stop_rx) = watch::channel(false);
+    let runner = bench.runner(progress.clone(), stop_rx);
+    // A guard against a listing that never ends, not a measure of speed.
+    let ended = tokio::time::timeout(Duration::from_secs(120), runner.revoke(&job)).await.unwrap_or_else(|_| panic!("{kind}: the listing did not end"));
+    let counts = progress.lock().unwrap().counts.clone();
+    if follows_links {
+        let error = ended.expect_err("a foreign next link ends the listing with an error").to_string();
+        assert!(error.contains("link"), "{kind}: the error names the link: {error}");
+        // Worked on: invalidated, or waiting for the log to date what the provider does not.
+        assert_eq!((counts.targeted, counts.invalidated + counts.awaiting_logs, counts.failed), (page, page, 0), "{kind}: the first page's users are worked on: {counts:?}");
+    } else {
+        assert_eq!(ended.unwrap(), RunEnd::Finished);
+        assert_eq!((counts.targeted, counts.invalidated, counts.failed), (users, users, 0), "{kind}: {counts:?}");
+    }
+}
+
 /// Under a known limit the recall keeps to it: at most a handful of throttled answers.
 async fn keeps_under_the_limit(kind: &str) {
     // Providers that announce their budget are paced by it even when the configured rate is far
@@ -1040,8 +1072,8 @@ macro_rules! cases {
     };
 }
 
-cases!(okta: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(entra: requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(okta: foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(entra: foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(duo: requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);

@@ -297,7 +297,13 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Requests whose path contains one of these always get 500 (a permanent failure).
     pub failing_paths: Vec<String>,
+    /// Links in answers (next pages) point at another host, as a compromised or misconfigured
+    /// provider might send: a client must not follow them with its credentials.
+    pub foreign_links: bool,
 }
+
+/// Where `foreign_links` sends links: a loopback address nothing listens on.
+pub const FOREIGN_ORIGIN: &str = "http://127.0.0.2:9";
 
 /// Rate limits: requests per window, per bucket.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -459,6 +465,11 @@ impl Simulator {
             return Disposition::Answer(response);
         }
         let mut response = self.provider.handle(&request);
+        if self.faults.lock().unwrap().foreign_links
+            && let Some(host) = request.header("host")
+        {
+            response = with_links_to(response, &format!("http://{host}"), FOREIGN_ORIGIN);
+        }
         if let Some((limit, remaining, reset)) = announce {
             response = with_limit_headers(response, self.provider.limit_header_prefix(), limit, remaining, reset);
         }
@@ -556,6 +567,18 @@ impl Simulator {
             _ => SimResponse::json(404, &json!({ "error": "unknown control path" })),
         }
     }
+}
+
+/// The answer with every link to `own` (in the body or a header) pointing at `foreign` instead.
+fn with_links_to(mut response: SimResponse, own: &str, foreign: &str) -> SimResponse {
+    for (_, value) in &mut response.headers {
+        *value = value.replace(own, foreign);
+    }
+    if let Ok(body) = std::str::from_utf8(&response.body) {
+        // JSON escapes `/` optionally: both spellings.
+        response.body = body.replace(own, foreign).replace(&own.replace('/', "\\/"), foreign).into_bytes();
+    }
+    response
 }
 
 fn with_limit_headers(response: SimResponse, prefix: &str, limit: u64, remaining: u64, reset: i64) -> SimResponse {
