@@ -521,7 +521,7 @@ impl IdentityProvider for Auth0 {
         limitations.extend(self.limitations.lock().unwrap().iter().cloned());
         Capabilities {
             list_factors: true,
-            revocation_ends_enrollments: false,
+            revoking_ends_enrollments: &[],
             factor_creation_time: true,
             delete_factor: true,
             // Remembered browsers can be forgotten on every plan; the Enterprise-only session

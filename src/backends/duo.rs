@@ -50,12 +50,17 @@ const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "logs");
 const ADMIN_EVENTS: Op = Op::new("admin_events", "logs");
 /// The administrator log answers with at most this many records, the earliest from `mintime`.
 const ADMIN_LOG_PAGE: usize = 1000;
-/// Administrator-log actions that create a device or change what it can do, by the device class
-/// their `object` names (a phone number, or a token's type and serial). Duo Admin API,
-/// Administrator Logs: `object` is "the object that was acted on", for example "(555) 713-6275
-/// x456" for phones or "HOTP 8-digit 123456" for tokens.
-const PHONE_ACTIONS: [&str; 5] = ["phone_create", "phone_associate", "phone_update", "regen_mobile", "regen_sms"];
-const TOKEN_ACTIONS: [&str; 2] = ["hardtoken_create", "hardtoken_update"];
+/// Administrator-log actions on a device, by the device class their `object` names (a phone
+/// number, or a token's type and serial). Duo Admin API, Administrator Logs: `object` is "the
+/// object that was acted on", for example "(555) 713-6275 x456" for phones or "HOTP 8-digit
+/// 123456" for tokens. Creating or attaching one makes it new; changing one (its number, a new
+/// Duo Mobile activation) leaves its age unknown.
+const PHONE_CREATED: [&str; 2] = ["phone_create", "phone_associate"];
+const PHONE_CHANGED: [&str; 3] = ["phone_update", "regen_mobile", "regen_sms"];
+const TOKEN_CREATED: [&str; 1] = ["hardtoken_create"];
+const TOKEN_CHANGED: [&str; 1] = ["hardtoken_update"];
+/// Pages of one log read, at most (a million records): a provider that pages for ever is refused.
+const LOG_PAGES: usize = 1000;
 
 #[derive(Deserialize)]
 struct User {
@@ -215,9 +220,12 @@ struct DeviceLog {
     /// Factor names of the authentication log's enrollments, by Duo user id ("" when the record
     /// names no user: it may be anyone's).
     enrolled: HashMap<String, Vec<String>>,
-    /// Phone numbers (digits) and token serials an administrator created or changed.
+    /// Phone numbers (digits) and token serials an administrator created or attached, and those
+    /// an administrator changed.
     admin_phones: Vec<String>,
     admin_tokens: Vec<String>,
+    changed_phones: Vec<String>,
+    changed_tokens: Vec<String>,
     /// An administrator acted on a phone (token) the record does not identify: no phone (token)
     /// of unknown age can be dated.
     unidentified_phone: bool,
@@ -236,9 +244,19 @@ impl DeviceLog {
             .iter()
             .zip(by_user)
             .map(|(factor, age)| {
+                // A device with no number or serial (a tablet, an older ledger's record) cannot be
+                // matched: any administrator record of its class leaves it unknown.
                 let (by_admin, unidentified) = match Device::of(factor) {
-                    Device::Phone(digits) => (self.admin_phones.iter().any(|logged| same_number(logged, digits)), self.unidentified_phone || digits.is_empty()),
-                    Device::Token(serial) => (self.admin_tokens.iter().any(|logged| logged == serial), self.unidentified_token || serial.is_empty()),
+                    Device::Phone(digits) => (
+                        self.admin_phones.iter().any(|logged| same_number(logged, digits)),
+                        self.unidentified_phone
+                            || self.changed_phones.iter().any(|logged| same_number(logged, digits))
+                            || (digits.is_empty() && !(self.admin_phones.is_empty() && self.changed_phones.is_empty())),
+                    ),
+                    Device::Token(serial) => (
+                        self.admin_tokens.iter().any(|logged| logged == serial),
+                        self.unidentified_token || self.changed_tokens.iter().any(|logged| logged == serial) || (serial.is_empty() && !(self.admin_tokens.is_empty() && self.changed_tokens.is_empty())),
+                    ),
                     Device::Other => (false, false),
                 };
                 match age {
@@ -253,13 +271,21 @@ impl DeviceLog {
 
     fn note_admin_action(&mut self, record: &AdminLog) {
         let object = record.object.as_deref().unwrap_or_default();
-        if PHONE_ACTIONS.contains(&record.action.as_str()) {
+        let action = record.action.as_str();
+        if PHONE_CREATED.contains(&action) || PHONE_CHANGED.contains(&action) {
             let digits = phone_digits(object);
-            if digits.len() >= MIN_NUMBER_DIGITS { self.admin_phones.push(digits) } else { self.unidentified_phone = true }
-        } else if TOKEN_ACTIONS.contains(&record.action.as_str()) {
-            match object.split_whitespace().last() {
-                Some(serial) => self.admin_tokens.push(serial.to_string()),
-                None => self.unidentified_token = true,
+            match (digits.len() >= MIN_NUMBER_DIGITS, PHONE_CREATED.contains(&action)) {
+                (false, _) => self.unidentified_phone = true,
+                (true, true) => self.admin_phones.push(digits),
+                (true, false) => self.changed_phones.push(digits),
+            }
+        } else if TOKEN_CREATED.contains(&action) || TOKEN_CHANGED.contains(&action) {
+            // The object names the token's type in words, then its serial: every word may be it.
+            let words = object.split_whitespace().map(String::from);
+            match (object.trim().is_empty(), TOKEN_CREATED.contains(&action)) {
+                (true, _) => self.unidentified_token = true,
+                (false, true) => self.admin_tokens.extend(words),
+                (false, false) => self.changed_tokens.extend(words),
             }
         }
     }
@@ -419,7 +445,7 @@ impl Duo {
         let path = "/admin/v2/logs/authentication";
         let mut found = Vec::new();
         let mut next: Option<String> = None;
-        loop {
+        for _ in 0..LOG_PAGES {
             let mut params = vec![("mintime", since.as_millisecond().to_string()), ("maxtime", until.as_millisecond().to_string())];
             if let Some(user) = user {
                 params.push(("users", user.id.clone()));
@@ -430,13 +456,15 @@ impl Duo {
             }
             let envelope = self.call(ENROLLMENT_EVENTS, Method::GET, path, &params, &[]).await?.unwrap_or(Envelope { response: Value::Null, next_offset: None });
             let page: AuthLogs = self.parse(path, envelope.response)?;
-            let more = page.authlogs.len() == LOGS_PAGE;
             found.extend(page.authlogs.into_iter().filter(|l| l.event_type.as_deref() == Some("enrollment")));
-            next = page.metadata.and_then(|m| m.next_offset).filter(|o| more && !o.is_empty()).map(|o| o.join(","));
-            if next.is_none() {
+            // Duo: call again "as long as the result metadata has next_offset values".
+            let after = page.metadata.and_then(|m| m.next_offset).filter(|o| !o.is_empty()).map(|o| o.join(","));
+            if after.is_none() || after == next {
                 return Ok(found);
             }
+            next = after;
         }
+        Err(ProviderError::Rejected(format!("IdentityBackend {}: the authentication log went on for more than {LOG_PAGES} pages", self.http.backend)))
     }
 
     /// The account's device registrations since `cutoff`, complete at least up to `taken_at`:
@@ -452,15 +480,20 @@ impl Duo {
         let now = jiff::Timestamp::now();
         let from = log.complete_until.unwrap_or(cutoff);
         for record in self.enrollments(None, from, now).await? {
-            let key = record.txid.clone().unwrap_or_else(|| format!("{}:{:?}", record.timestamp, record.factor));
-            if log.seen.insert(key) {
-                let user = record.user.and_then(|u| u.key).unwrap_or_default();
+            let user = record.user.and_then(|u| u.key).unwrap_or_default();
+            // Without a txid a record cannot be told from a repeat: it is counted again, which
+            // only keeps more.
+            if record.txid.as_ref().is_none_or(|txid| log.seen.insert(txid.clone())) {
                 log.enrolled.entry(user).or_default().push(record.factor.unwrap_or_default());
             }
         }
         // Seconds: a record in the cutoff's own second counts as since the cutoff.
         let mut mintime = from.as_second();
-        loop {
+        let latest_possible = now.as_second() + 300;
+        for page in 0.. {
+            if page == LOG_PAGES {
+                return Err(ProviderError::Rejected(format!("IdentityBackend {}: the administrator log went on for more than {LOG_PAGES} pages", self.http.backend)));
+            }
             let path = "/admin/v1/logs/administrator";
             let envelope = self.call(ADMIN_EVENTS, Method::GET, path, &[("mintime", mintime.to_string())], &[]).await?;
             let records: Vec<AdminLog> = self.parse(path, envelope.map(|e| e.response).unwrap_or(Value::Array(vec![])))?;
@@ -474,9 +507,9 @@ impl Duo {
             if !full {
                 break;
             }
-            if last <= mintime {
+            if last <= mintime || last > latest_possible {
                 return Err(ProviderError::Rejected(format!(
-                    "IdentityBackend {}: the administrator log holds more than {ADMIN_LOG_PAGE} records in the second {mintime}, more than it answers at once",
+                    "IdentityBackend {}: the administrator log cannot be paged on from {mintime} (more than {ADMIN_LOG_PAGE} records in one second, or records from the future)",
                     self.http.backend
                 )));
             }
@@ -560,7 +593,7 @@ impl IdentityProvider for Duo {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list_factors: true,
-            revocation_ends_enrollments: false,
+            revoking_ends_enrollments: &[],
             factor_creation_time: false,
             delete_factor: true,
             revoke_sessions: false,
@@ -838,8 +871,15 @@ mod tests {
         // A record that does not say which phone: no phone can be dated; tokens still can.
         log.note_admin_action(&AdminLog { action: "phone_associate".into(), object: None, timestamp: 0 });
         assert_eq!(log.ages(&user, &factors), [LoggedAge::Since, LoggedAge::Unknown, LoggedAge::Since, LoggedAge::Before]);
-        // A phone recorded before its number was (an older ledger) cannot be matched either.
+        // A phone without a number (a tablet, or an older ledger's record) cannot be matched: old
+        // unless an administrator acted on some phone.
         assert_eq!(DeviceLog { admin_phones: vec!["5557136275".into()], ..DeviceLog::default() }.ages(&user, &[phone("DP3", "")]), [LoggedAge::Unknown]);
+        assert_eq!(DeviceLog::default().ages(&user, &[phone("DP3", "")]), [LoggedAge::Before]);
+        // An administrator changing a phone or token leaves its age unknown rather than new.
+        let mut changed = DeviceLog::default();
+        changed.note_admin_action(&record("phone_update", "(555) 000-0001"));
+        changed.note_admin_action(&record("hardtoken_update", "YubiKey AES 0099999999"));
+        assert_eq!(changed.ages(&user, &factors), [LoggedAge::Before, LoggedAge::Unknown, LoggedAge::Before, LoggedAge::Unknown]);
         assert!(same_number("5557136275", "15557136275") && !same_number("136275", "15557136275") && !same_number("5557136276", "15557136275"));
     }
 

@@ -381,7 +381,7 @@ impl IdentityProvider for Entra {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list_factors: true,
-            revocation_ends_enrollments: false,
+            revoking_ends_enrollments: &[],
             // Phone and email methods show none.
             factor_creation_time: false,
             delete_factor: true,

@@ -395,7 +395,7 @@ impl IdentityProvider for Google {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list_factors: false,
-            revocation_ends_enrollments: true,
+            revoking_ends_enrollments: &[FactorKind::TwoStepVerification],
             factor_creation_time: false,
             delete_factor: false,
             revoke_sessions: true,

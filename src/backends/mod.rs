@@ -259,9 +259,9 @@ pub enum RevokeOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct Capabilities {
     pub list_factors: bool,
-    /// Revoking a recorded factor ends every enrollment the user holds (Google's 2-Step
-    /// Verification turnOff): a re-enrollment counts only after the recall's last revocation.
-    pub revocation_ends_enrollments: bool,
+    /// Kinds whose revocation ends every enrollment the user holds (Google's 2-Step
+    /// Verification turnOff): a re-enrollment counts only after the recall revoked one.
+    pub revoking_ends_enrollments: &'static [FactorKind],
     pub factor_creation_time: bool,
     pub delete_factor: bool,
     pub revoke_sessions: bool,

@@ -501,7 +501,7 @@ impl IdentityProvider for Okta {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             list_factors: true,
-            revocation_ends_enrollments: false,
+            revoking_ends_enrollments: &[],
             factor_creation_time: true,
             delete_factor: true,
             revoke_sessions: true,

@@ -701,8 +701,8 @@ impl Runner {
 
     /// Records and audits a factor's deletion (or its absence).
     fn record_revoke(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, outcome: RevokeOutcome, work: &mut Work, resumed: bool) -> Result<()> {
-        if matches!(outcome, RevokeOutcome::Revoked | RevokeOutcome::RevokedTaking(_)) {
-            work.last_revoked_at = Some(jiff::Timestamp::now());
+        if matches!(outcome, RevokeOutcome::Revoked | RevokeOutcome::RevokedTaking(_)) && self.provider.capabilities().revoking_ends_enrollments.contains(&factor.kind) {
+            work.enrollments_ended_at = Some(jiff::Timestamp::now());
         }
         let outcome = match outcome {
             RevokeOutcome::Revoked => {
@@ -717,13 +717,13 @@ impl Runner {
                 work.lost_new.extend(taken);
                 "revoked"
             }
-            // A user taken up again after a crash most likely lost it to this recall's attempt
-            // before; otherwise it went by other hands and is not counted.
             // Taken with a factor this recall deleted from the user just before.
             RevokeOutcome::WentWithLinked if !work.revoked.is_empty() => {
                 work.revoked.push(factor.id.clone());
                 "revokedWithLinked"
             }
+            // A user taken up again after a crash most likely lost it to this recall's attempt
+            // before; otherwise it went by other hands and is not counted.
             RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked if resumed => {
                 work.revoked.push(factor.id.clone());
                 "alreadyGone"
@@ -791,11 +791,18 @@ impl Runner {
                     .buffer_unordered(job.concurrency)
                     .collect()
                     .await;
+                // What finished is recorded even when another user's work hit an operator error.
+                let mut first_error = None;
                 for result in worked {
-                    let (i, record) = result?;
-                    segment.users[i] = record;
+                    match result {
+                        Ok((i, record)) => segment.users[i] = record,
+                        Err(e) => first_error = first_error.or(Some(e)),
+                    }
                 }
                 self.persist(&segment).await?;
+                if let Some(e) = first_error {
+                    return Err(e);
+                }
             }
             for record in &segment.users {
                 if record.state == UserState::AwaitingLogs {
@@ -822,13 +829,12 @@ impl Runner {
             }
             let mut segment = self.ledger.read(&job.backend, index).await?;
             let waiting: Vec<usize> = segment.users.iter().enumerate().filter(|(_, r)| r.awaits_re_enrollment()).map(|(i, _)| i).collect();
-            // Where revoking ended every enrollment, only one after it is a re-enrollment.
-            let ends_enrollments = self.provider.capabilities().revocation_ends_enrollments;
             let seen: Vec<(usize, std::result::Result<_, ProviderError>)> = futures::stream::iter(waiting)
                 .map(|i| {
                     let user = segment.users[i].user.clone();
-                    let last_revoked = segment.users[i].work.as_ref().and_then(|w| w.last_revoked_at).filter(|_| ends_enrollments);
-                    let since = last_revoked.map_or(job.cutoff, |at| at.max(job.cutoff));
+                    // Where the recall ended every enrollment, only one after it is a re-enrollment.
+                    let ended = segment.users[i].work.as_ref().and_then(|w| w.enrollments_ended_at);
+                    let since = ended.map_or(job.cutoff, |at| at.max(job.cutoff));
                     async move { (i, self.provider.enrolled_since(&user, since).await) }
                 })
                 .buffer_unordered(job.concurrency)

@@ -664,8 +664,8 @@ async fn factors_of_unknown_age_wait_for_the_log_and_only_old_ones_go() {
     assert_eq!(provider.factors.lock().unwrap()["u001"].iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["u001-undated"]);
 }
 
-/// A stop while users are taken up from the log's wait: those not begun keep waiting, progress
-/// shows each one done, and the next pass finishes them with nothing deleted twice.
+/// A stop while users are taken up from the log's wait: those not begun keep waiting, and the
+/// next pass finishes them with nothing deleted twice.
 #[tokio::test]
 async fn a_stop_while_judging_by_the_log_leaves_the_rest_waiting_for_the_next_pass() {
     let mut provider = FakeProvider { log_delay: Some(Duration::from_millis(200)), ..FakeProvider::with_users(20) };

@@ -53,9 +53,10 @@ pub struct Work {
     /// as `<kind> <id>` (never recorded: they were new).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_new: Vec<String>,
-    /// When this recall last revoked one of the user's factors.
+    /// When this recall last revoked a factor whose revocation ends every enrollment the user
+    /// holds (`Capabilities::revoking_ends_enrollments`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_revoked_at: Option<jiff::Timestamp>,
+    pub enrollments_ended_at: Option<jiff::Timestamp>,
 }
 
 impl Work {
