@@ -355,6 +355,19 @@ fn seed(users: u32) -> Seed {
     Seed { users, groups, ..Seed::default() }
 }
 
+/// Every kind of second factor a user may enroll (each simulator holds those its provider has).
+const SECOND_FACTORS: [FactorKind; 9] = [
+    FactorKind::Push,
+    FactorKind::Sms,
+    FactorKind::Totp,
+    FactorKind::Hotp,
+    FactorKind::Webauthn,
+    FactorKind::Passkey,
+    FactorKind::Email,
+    FactorKind::HardwareToken,
+    FactorKind::RecoveryCodes,
+];
+
 fn total(map: &BTreeMap<String, u64>) -> u64 {
     map.values().sum()
 }
@@ -755,19 +768,8 @@ async fn new_factors_of_every_kind_kept(kind: &str) {
     let bench = Bench::start(kind, &seed(40), fast()).await;
     let cutoff = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let kinds = [
-        FactorKind::Push,
-        FactorKind::Sms,
-        FactorKind::Totp,
-        FactorKind::Hotp,
-        FactorKind::Webauthn,
-        FactorKind::Passkey,
-        FactorKind::Email,
-        FactorKind::HardwareToken,
-        FactorKind::RecoveryCodes,
-    ];
     let mut enrolled = Vec::new();
-    for (i, factor_kind) in kinds.into_iter().enumerate() {
+    for (i, factor_kind) in SECOND_FACTORS.into_iter().enumerate() {
         let name = username(2 * i as u32 + 1);
         // Recovery codes come with an enrollment (Google issues them to a 2SV enrollment; new
         // codes for the old one are the old enrollment's).
@@ -874,18 +876,7 @@ fn fits(template: &[String], path: &str) -> bool {
 /// the provider's published API description defines, with query parameters it documents.
 async fn requests_are_documented(kind: &str) {
     // Users hold every kind of factor, so every kind's deletion is sent.
-    let every_kind = vec![
-        FactorKind::Push,
-        FactorKind::Sms,
-        FactorKind::Totp,
-        FactorKind::Hotp,
-        FactorKind::Webauthn,
-        FactorKind::Passkey,
-        FactorKind::Email,
-        FactorKind::HardwareToken,
-        FactorKind::RecoveryCodes,
-    ];
-    let bench = Bench::start(kind, &Seed { factors: every_kind, ..seed(30) }, fast()).await;
+    let bench = Bench::start(kind, &Seed { factors: SECOND_FACTORS.to_vec(), ..seed(30) }, fast()).await;
     bench.sim().record_requests();
     let cutoff = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_millis(5)).await;

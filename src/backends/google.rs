@@ -414,7 +414,7 @@ impl IdentityProvider for Google {
             }],
             limitations: vec![
                 "factors: Google lists no second factors; the whole 2-Step Verification enrollment is turned off, backup codes are invalidated as a set and app passwords deleted one by one".into(),
-                "cutoff: only app passwords carry a creation time; 2-Step Verification re-enrollment is read from the Reports API (2sv_enroll), which can lag, so a re-enrollment just before the user is reached may not be seen; backup codes generated after the cutoff but before the user is reached are invalidated too".into(),
+                "cutoff: only app passwords carry a creation time; 2-Step Verification re-enrollment is read from the Reports API (2sv_enroll), which can lag, so a re-enrollment just before the user is reached may not be seen; backup codes generated after the cutoff but before the user is reached are invalidated too; app passwords created since the cutoff end with 2-Step Verification when it is turned off (Google offers no way to keep them): counted in newFactorsLost and named in lostFactors".into(),
                 "enrollment: enforced by the Workspace 2-Step Verification policy (Admin console), not per user".into(),
                 "sessions: Google shows no web sessions; signOut ends all of a user's at once and counts as one session for a user who has signed in".into(),
                 "disable: suspending users at the deadline needs the scope admin.directory.user besides the recall's scopes".into(),
