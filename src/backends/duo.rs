@@ -59,6 +59,8 @@ const PHONE_CREATED: [&str; 2] = ["phone_create", "phone_associate"];
 const PHONE_CHANGED: [&str; 3] = ["phone_update", "regen_mobile", "regen_sms"];
 const TOKEN_CREATED: [&str; 1] = ["hardtoken_create"];
 const TOKEN_CHANGED: [&str; 1] = ["hardtoken_update"];
+/// How stale the account's log may be when asked who enrolled.
+const LOG_REREAD: std::time::Duration = std::time::Duration::from_secs(60);
 /// Pages of one log read, at most (a million records): a provider that pages for ever is refused.
 const LOG_PAGES: usize = 1000;
 
@@ -143,7 +145,7 @@ struct LogMetadata {
     next_offset: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct AuthLog {
     #[serde(default)]
     txid: Option<String>,
@@ -160,7 +162,7 @@ struct AuthLog {
     access_device: Option<AccessDevice>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct LogUser {
     key: Option<String>,
 }
@@ -176,7 +178,7 @@ struct AdminLog {
     timestamp: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct AccessDevice {
     ip: Option<String>,
     location: Option<Location>,
@@ -186,7 +188,7 @@ struct AccessDevice {
     os_version: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct Location {
     city: Option<String>,
     state: Option<String>,
@@ -217,9 +219,9 @@ struct DeviceLog {
     cutoff: Option<jiff::Timestamp>,
     /// Every record up to here has been read: the last read's time less the log delay.
     complete_until: Option<jiff::Timestamp>,
-    /// Factor names of the authentication log's enrollments, by Duo user id ("" when the record
-    /// names no user: it may be anyone's).
-    enrolled: HashMap<String, Vec<String>>,
+    /// The authentication log's enrollment records, by Duo user id ("" when the record names no
+    /// user: it may be anyone's).
+    enrolled: HashMap<String, Vec<AuthLog>>,
     /// Phone numbers (digits) and token serials an administrator created or attached, and those
     /// an administrator changed.
     admin_phones: Vec<String>,
@@ -235,10 +237,17 @@ struct DeviceLog {
 }
 
 impl DeviceLog {
+    /// The user's enrollment records since `since` (the log may reach back further).
+    fn enrollments_of<'a>(&'a self, user: &UserRef, since: jiff::Timestamp) -> impl Iterator<Item = &'a AuthLog> + 'a {
+        let records = self.enrolled.get(&user.id).into_iter().flatten();
+        records.filter(move |record| logged_at(record).is_none_or(|at| at.since(since)))
+    }
+
     /// What the logs say of `factors` of `user`: enrolled by the user (a device of its class),
     /// or created or changed by an administrator (that number or serial), since the cutoff.
-    fn ages(&self, user: &UserRef, factors: &[FactorRef]) -> Vec<LoggedAge> {
-        let enrolled: Vec<&String> = [user.id.as_str(), ""].iter().filter_map(|k| self.enrolled.get(*k)).flatten().collect();
+    fn ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp) -> Vec<LoggedAge> {
+        let anyone = self.enrolled.get("").into_iter().flatten();
+        let enrolled: Vec<&str> = self.enrollments_of(user, cutoff).chain(anyone).map(|record| record.factor.as_deref().unwrap_or_default()).collect();
         let by_user = super::date_from_log(factors, &enrolled, |logged, f| may_be_of(logged, f.kind));
         factors
             .iter()
@@ -289,6 +298,12 @@ impl DeviceLog {
             }
         }
     }
+}
+
+/// When an authentication-log record was made, at the precision it shows (None: unreadable,
+/// taken as since any time).
+fn logged_at(record: &AuthLog) -> Option<Shown> {
+    record.isotimestamp.as_deref().and_then(Shown::text).or_else(|| Shown::seconds(record.timestamp))
 }
 
 /// What identifies a device of unknown age in the logs, from its recorded provider type.
@@ -433,23 +448,14 @@ impl Duo {
         Ok((members.into_iter().map(|m| UserRef { id: m.user_id, username: m.username }).collect(), envelope.next_offset))
     }
 
-    /// The user's enrollment records in the authentication log since `since`. Duo shows records
-    /// about two minutes late, so an empty answer is not proof of no enrollment.
-    async fn enrollments_since(&self, user: &UserRef, since: jiff::Timestamp) -> Result<Vec<AuthLog>, ProviderError> {
-        self.enrollments(Some(user), since, jiff::Timestamp::now()).await
-    }
-
-    /// Enrollment records in the authentication log from `since` to `until`, of one user or of
-    /// the whole account.
-    async fn enrollments(&self, user: Option<&UserRef>, since: jiff::Timestamp, until: jiff::Timestamp) -> Result<Vec<AuthLog>, ProviderError> {
+    /// The account's enrollment records in the authentication log from `since` to `until`. Duo
+    /// shows records about two minutes late, so an empty answer is not proof of no enrollment.
+    async fn enrollments(&self, since: jiff::Timestamp, until: jiff::Timestamp) -> Result<Vec<AuthLog>, ProviderError> {
         let path = "/admin/v2/logs/authentication";
         let mut found = Vec::new();
         let mut next: Option<String> = None;
         for _ in 0..LOG_PAGES {
             let mut params = vec![("mintime", since.as_millisecond().to_string()), ("maxtime", until.as_millisecond().to_string())];
-            if let Some(user) = user {
-                params.push(("users", user.id.clone()));
-            }
             params.extend([("event_types", "enrollment".to_string()), ("limit", LOGS_PAGE.to_string())]);
             if let Some(offset) = &next {
                 params.push(("next_offset", offset.clone()));
@@ -467,24 +473,25 @@ impl Duo {
         Err(ProviderError::Rejected(format!("IdentityBackend {}: the authentication log went on for more than {LOG_PAGES} pages", self.http.backend)))
     }
 
-    /// The account's device registrations since `cutoff`, complete at least up to `taken_at`:
-    /// read again (from where the last read was complete) only when it is not yet.
-    async fn device_log(&self, cutoff: jiff::Timestamp, taken_at: jiff::Timestamp) -> Result<tokio::sync::MutexGuard<'_, DeviceLog>, ProviderError> {
+    /// The account's device registrations since `since` (or earlier), complete at least up to
+    /// `complete_by`: read again (from where the last read was complete) only when it is not yet.
+    async fn device_log(&self, since: jiff::Timestamp, complete_by: jiff::Timestamp) -> Result<tokio::sync::MutexGuard<'_, DeviceLog>, ProviderError> {
         let mut log = self.device_log.lock().await;
-        if log.cutoff != Some(cutoff) {
-            *log = DeviceLog { cutoff: Some(cutoff), ..DeviceLog::default() };
+        if log.cutoff.is_none_or(|cutoff| cutoff > since) {
+            *log = DeviceLog { cutoff: Some(since), ..DeviceLog::default() };
         }
-        if log.complete_until.is_some_and(|complete| complete >= taken_at) {
+        if log.complete_until.is_some_and(|complete| complete >= complete_by) {
             return Ok(log);
         }
+        let cutoff = log.cutoff.unwrap_or(since);
         let now = jiff::Timestamp::now();
         let from = log.complete_until.unwrap_or(cutoff);
-        for record in self.enrollments(None, from, now).await? {
-            let user = record.user.and_then(|u| u.key).unwrap_or_default();
-            // Without a txid a record cannot be told from a repeat: it is counted again, which
-            // only keeps more.
+        for record in self.enrollments(from, now).await? {
+            // Without a txid a record cannot be told from a repeat: it is kept again, which only
+            // keeps more devices.
             if record.txid.as_ref().is_none_or(|txid| log.seen.insert(txid.clone())) {
-                log.enrolled.entry(user).or_default().push(record.factor.unwrap_or_default());
+                let user = record.user.as_ref().and_then(|u| u.key.clone()).unwrap_or_default();
+                log.enrolled.entry(user).or_default().push(record);
             }
         }
         // Seconds: a record in the cutoff's own second counts as since the cutoff.
@@ -614,7 +621,7 @@ impl IdentityProvider for Duo {
                 "sessions: Duo has no API to forget remembered devices; lower or turn off the remembered-devices policy in the Admin Panel".into(),
                 "enrollment: no per-user API; a user left without devices enrolls at the next sign-in only if the new-user policy is \"Require enrollment\" (check it: \"Allow access without 2FA\" would let them in with the password alone)".into(),
                 "cutoff: phones and hardware tokens show no creation time; one is deleted only when the account's logs, read two minutes after the user was reached, show neither the user enrolling a device of its kind nor an administrator creating or changing that phone number or token serial since the cutoff; it is kept (counted in keptUnknownAge) when the logs cannot be read or an administrator's record does not say which device it was".into(),
-                "detection: the authentication log shows enrollments about two minutes late".into(),
+                "detection: the authentication log shows enrollments about two minutes late, and is read for the whole account at most once a minute (Duo's advice), so a re-enrollment is seen up to about three minutes after it".into(),
             ],
         }
     }
@@ -708,7 +715,7 @@ impl IdentityProvider for Duo {
     }
 
     async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
-        Ok(self.device_log(cutoff, taken_at).await?.ages(user, factors))
+        Ok(self.device_log(cutoff, taken_at).await?.ages(user, factors, cutoff))
     }
 
     async fn revoke_sessions(&self, _user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
@@ -734,17 +741,16 @@ impl IdentityProvider for Duo {
     }
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
-        let logged = self
-            .enrollments_since(user, cutoff)
-            .await?
-            .into_iter()
-            .filter_map(|l| {
-                let at = l.isotimestamp.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).or_else(|| jiff::Timestamp::from_second(l.timestamp).ok())?;
-                Some((at, l))
-            })
-            .min_by_key(|(at, _)| *at);
+        // From the account's log, read again at most once a minute (Duo: "We recommend requesting
+        // logs no more than once per minute"), not once per user.
+        let delay = jiff::SignedDuration::try_from(self.http.log_delay(LOG_DELAY) + LOG_REREAD).unwrap_or(jiff::SignedDuration::MAX);
+        let complete_by = jiff::Timestamp::now().checked_sub(delay).unwrap_or(cutoff);
+        let logged = {
+            let log = self.device_log(cutoff, complete_by).await?;
+            log.enrollments_of(user, cutoff).filter_map(|l| Some((logged_at(l)?.at, l.clone()))).min_by_key(|(at, _)| *at)
+        };
         if let Some((at, log)) = logged {
-            return Ok(Some(Enrollment { kind: log_kind(log.factor.as_deref().unwrap_or_default()), at, origin: log.access_device.as_ref().map(origin) }));
+            return Ok(Some(Enrollment { kind: log_kind(log.factor.as_deref().unwrap_or_default()), at: at.max(cutoff), origin: log.access_device.as_ref().map(origin) }));
         }
         // The log lags; a WebAuthn credential's own date shows an enrollment at once.
         let profile = self.user(user).await?;
@@ -867,19 +873,26 @@ mod tests {
         for r in [record("phone_create", "(555) 713-6275 x456"), record("hardtoken_create", "YubiKey AES 0012345678"), record("phone_delete", "(555) 000-0001"), record("user_update", "a@example.com")] {
             log.note_admin_action(&r);
         }
-        assert_eq!(log.ages(&user, &factors), [LoggedAge::Since, LoggedAge::Before, LoggedAge::Since, LoggedAge::Before]);
+        assert_eq!(log.ages(&user, &factors, jiff::Timestamp::UNIX_EPOCH), [LoggedAge::Since, LoggedAge::Before, LoggedAge::Since, LoggedAge::Before]);
         // A record that does not say which phone: no phone can be dated; tokens still can.
         log.note_admin_action(&AdminLog { action: "phone_associate".into(), object: None, timestamp: 0 });
-        assert_eq!(log.ages(&user, &factors), [LoggedAge::Since, LoggedAge::Unknown, LoggedAge::Since, LoggedAge::Before]);
+        assert_eq!(log.ages(&user, &factors, jiff::Timestamp::UNIX_EPOCH), [LoggedAge::Since, LoggedAge::Unknown, LoggedAge::Since, LoggedAge::Before]);
         // A phone without a number (a tablet, or an older ledger's record) cannot be matched: old
         // unless an administrator acted on some phone.
-        assert_eq!(DeviceLog { admin_phones: vec!["5557136275".into()], ..DeviceLog::default() }.ages(&user, &[phone("DP3", "")]), [LoggedAge::Unknown]);
-        assert_eq!(DeviceLog::default().ages(&user, &[phone("DP3", "")]), [LoggedAge::Before]);
+        assert_eq!(DeviceLog { admin_phones: vec!["5557136275".into()], ..DeviceLog::default() }.ages(&user, &[phone("DP3", "")], jiff::Timestamp::UNIX_EPOCH), [LoggedAge::Unknown]);
+        assert_eq!(DeviceLog::default().ages(&user, &[phone("DP3", "")], jiff::Timestamp::UNIX_EPOCH), [LoggedAge::Before]);
         // An administrator changing a phone or token leaves its age unknown rather than new.
         let mut changed = DeviceLog::default();
         changed.note_admin_action(&record("phone_update", "(555) 000-0001"));
         changed.note_admin_action(&record("hardtoken_update", "YubiKey AES 0099999999"));
-        assert_eq!(changed.ages(&user, &factors), [LoggedAge::Before, LoggedAge::Unknown, LoggedAge::Before, LoggedAge::Unknown]);
+        assert_eq!(changed.ages(&user, &factors, jiff::Timestamp::UNIX_EPOCH), [LoggedAge::Before, LoggedAge::Unknown, LoggedAge::Before, LoggedAge::Unknown]);
+        // An enrollment the log holds from before the cutoff (read for an earlier one) dates nothing.
+        let enrolled = |timestamp: i64| AuthLog { txid: None, user: None, timestamp, isotimestamp: None, event_type: Some("enrollment".into()), factor: Some("duo_push".into()), access_device: None };
+        let cutoff = jiff::Timestamp::from_second(1_000).unwrap();
+        let log = DeviceLog { enrolled: HashMap::from([("DU1".to_string(), vec![enrolled(999)])]), ..DeviceLog::default() };
+        assert_eq!(log.ages(&user, &factors[..1], cutoff), [LoggedAge::Before]);
+        let log = DeviceLog { enrolled: HashMap::from([("DU1".to_string(), vec![enrolled(999), enrolled(1_000)])]), ..DeviceLog::default() };
+        assert_eq!(log.ages(&user, &factors[..1], cutoff), [LoggedAge::Since], "the cutoff's own second counts as since");
         assert!(same_number("5557136275", "15557136275") && !same_number("136275", "15557136275") && !same_number("5557136276", "15557136275"));
     }
 
