@@ -59,6 +59,8 @@ const PHONE_CREATED: [&str; 2] = ["phone_create", "phone_associate"];
 const PHONE_CHANGED: [&str; 3] = ["phone_update", "regen_mobile", "regen_sms"];
 const TOKEN_CREATED: [&str; 1] = ["hardtoken_create"];
 const TOKEN_CHANGED: [&str; 1] = ["hardtoken_update"];
+/// How long a failed read of the logs is answered with its error before the logs are read again.
+const FAILED_READ_HELD: std::time::Duration = std::time::Duration::from_secs(10);
 /// How stale the account's log may be when asked who enrolled.
 const LOG_REREAD: std::time::Duration = std::time::Duration::from_secs(60);
 /// Pages of one log read, at most (a million records): a provider that pages for ever is refused.
@@ -234,6 +236,9 @@ struct DeviceLog {
     unidentified_token: bool,
     /// Records already taken: successive reads overlap by the log delay.
     seen: HashSet<String>,
+    /// The last read that failed, and when: the users waiting on the read get its error instead
+    /// of each reading the whole log again.
+    failed: Option<(jiff::Timestamp, ProviderError)>,
 }
 
 impl DeviceLog {
@@ -483,8 +488,27 @@ impl Duo {
         if log.complete_until.is_some_and(|complete| complete >= complete_by) {
             return Ok(log);
         }
-        let cutoff = log.cutoff.unwrap_or(since);
         let now = jiff::Timestamp::now();
+        if let Some((at, error)) = &log.failed
+            && now.duration_since(*at) < jiff::SignedDuration::try_from(FAILED_READ_HELD).unwrap_or_default()
+        {
+            return Err(error.clone());
+        }
+        match self.read_device_log(&mut log, now).await {
+            Ok(()) => {
+                log.failed = None;
+                Ok(log)
+            }
+            Err(e) => {
+                log.failed = Some((now, e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads both logs from where `log` is complete up to `now`.
+    async fn read_device_log(&self, log: &mut DeviceLog, now: jiff::Timestamp) -> Result<(), ProviderError> {
+        let cutoff = log.cutoff.unwrap_or(now);
         let from = log.complete_until.unwrap_or(cutoff);
         for record in self.enrollments(from, now).await? {
             // Without a txid a record cannot be told from a repeat: it is kept again, which only
@@ -524,7 +548,7 @@ impl Duo {
         }
         let delay = jiff::SignedDuration::try_from(self.http.log_delay(LOG_DELAY)).unwrap_or(jiff::SignedDuration::MAX);
         log.complete_until = Some(now.checked_sub(delay).unwrap_or(cutoff));
-        Ok(log)
+        Ok(())
     }
 }
 
