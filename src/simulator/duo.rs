@@ -12,6 +12,16 @@
 //! census. Census mapping: a phone with Duo Mobile activated is `push`, one without is `sms`;
 //! tokens by type (`t6`/`t8` totp, `h6`/`h8` hotp, others hardwareToken); each WebAuthn
 //! credential is `webauthn`; each bypass code is `recoveryCodes`.
+//!
+//! Sources, each rule from the page named (https://duo.com/docs/adminapi unless said): signing,
+//! from duo_client_python's `canonicalize` and `sign` (github.com/duosecurity/duo_client_python);
+//! envelope, `limit`/`offset` paging and 429 with code 42901, "API Details"; users and their
+//! phones, tokens and WebAuthn credentials as "Retrieve Users" shows them (no creation time on
+//! phones or tokens); `date_added` and bypass `created`, "WebAuthn Credentials" and "Bypass
+//! Codes"; the authentication log's two-minute delay, `mintime`/`maxtime` in milliseconds,
+//! `limit` up to 1000 and `next_offset` as "timestamp,txid", "Authentication Logs" (v2); the
+//! administrator log's earliest 1000 records from `mintime` in seconds and its `object`
+//! spellings, "Administrator Logs".
 
 use std::collections::HashMap;
 use std::sync::Mutex;
