@@ -8,6 +8,13 @@
 //! refresh-token endpoints exist only on the Enterprise plan (403 otherwise: the Management API
 //! reference names the plan, not an error code, so none is sent); answers carry `x-ratelimit-*` headers and a 429 `too_many_requests` beyond them.
 //!
+//! Sources, each rule from the Auth0 docs page named (auth0.com/docs): the 1,000-record reach of
+//! `GET /users`, "Retrieve Users with the Get Users Endpoint"; export jobs, "Bulk User Exports";
+//! authentication methods, Management API "Users" reference (list and delete authentication
+//! methods); sessions and refresh tokens on the Enterprise plan, Management API "Sessions" and
+//! "Refresh Tokens" references; `x-ratelimit-*` and 429, "Management API Endpoint Rate Limits";
+//! client credentials, "Get Management API Access Tokens for Production".
+//!
 //! Users exist only through `seed`, named `simulator::username(i)`, so the email index is
 //! arithmetic and ids are numbers rendered on the way out: a million users fit in little memory.
 

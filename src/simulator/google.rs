@@ -11,6 +11,15 @@
 //! Census mapping: the 2SV enrollment is one factor (`twoStepVerification`), the backup-code set
 //! one (`recoveryCodes`), each app password one (`appPassword`); OAuth tokens are grants; a
 //! user's web sign-in (all browsers at once, as `signOut` ends it) is one session.
+//!
+//! Sources, each rule from the Admin SDK reference page named (developers.google.com/admin-sdk):
+//! `isEnrolledIn2Sv` and paging with `maxResults` up to 500, Directory "users.list"; turnOff,
+//! "twoStepVerification.turnOff"; backup codes, "verificationCodes"; app passwords with
+//! `creationTime` in milliseconds, "asps"; OAuth grants, "tokens"; ending sessions,
+//! "users.signOut"; `2sv_enroll` login activities, Reports "activities.list" with the login
+//! application's event list; their lag, Google Workspace Admin Help "Data retention and lag
+//! times"; 403 `userRateLimitExceeded`, Directory API "Limits and quotas"; the token endpoint,
+//! "Using OAuth 2.0 for Server to Server Applications" (JWT bearer grant, domain-wide delegation).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

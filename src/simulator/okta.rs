@@ -14,6 +14,13 @@
 //! - `GET /users` without a filter leaves out DEPROVISIONED users.
 //! - Every answer carries `X-Rate-Limit-*` for its bucket (users, groups, logs, token); 429 E0000047 beyond.
 //!
+//! Sources, each rule from the Okta Management API reference page named (developer.okta.com):
+//! Link paging and DEPROVISIONED users left out without a filter, "Users: List all users";
+//! Classic factors, "User Factors"; authenticator enrollments, "User Authenticator Enrollments";
+//! sessions, grants and refresh tokens, "User Sessions", "User Grants", "User OAuth 2.0 Token
+//! Management"; `X-Rate-Limit-*` and 429 E0000047, "Rate limits"; 404 E0000007, "Error codes";
+//! the System Log, "System Log"; `private_key_jwt`, "Implement OAuth for Okta with a service app".
+//!
 //! Okta has no API that lists a user's sign-in sessions or remembered devices: the simulator keeps
 //! them (they count in the census) but only `DELETE /users/{id}/sessions` reaches them.
 //!
