@@ -72,7 +72,7 @@ pub struct Okta {
 }
 
 /// Okta's factor types, as our kinds (the simulator reports its state with the same mapping).
-pub(crate) fn factor_kind(factor_type: &str) -> Option<FactorKind> {
+fn factor_kind(factor_type: &str) -> Option<FactorKind> {
     Some(match factor_type {
         "token:software:totp" => FactorKind::Totp,
         "token:hotp" => FactorKind::Hotp,
