@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::proxy::RecordingProxy;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -260,8 +262,14 @@ struct Bench {
 impl Bench {
     async fn start(kind: &str, seed: &Seed, limits: BackendLimits) -> Bench {
         let target = start_target(kind, seed).await;
-        let provider = backends::connect(&target.backend(limits), Some(&target.secret(false).0))
-            .unwrap_or_else(|e| panic!("connecting to {kind}: {e}"));
+        let backend = target.backend(limits);
+        Bench::on(target, &backend)
+    }
+
+    /// The adapter connected to `target` as `backend` says.
+    fn on(target: Box<dyn Target>, backend: &IdentityBackend) -> Bench {
+        let kind = target.kind();
+        let provider = backends::connect(backend, Some(&target.secret(false).0)).unwrap_or_else(|e| panic!("connecting to {kind}: {e}"));
         let audit_path = std::env::temp_dir().join(format!("mfa-recall-conformance-{kind}-{:016x}.jsonl", fastrand::u64(..)));
         let audit = Arc::new(AuditLog::open(Some(&audit_path), "conformance", false).unwrap());
         Bench { target, provider, audit_path, audit, ledger: Arc::default() }
@@ -876,11 +884,25 @@ fn fits(template: &[String], path: &str) -> bool {
 /// the provider's published API description defines, with query parameters it documents.
 async fn requests_are_documented(kind: &str) {
     // Users hold every kind of factor, so every kind's deletion is sent.
-    let bench = Bench::start(kind, &Seed { factors: SECOND_FACTORS.to_vec(), ..seed(30) }, fast()).await;
-    bench.sim().record_requests();
+    let target = start_target(kind, &Seed { factors: SECOND_FACTORS.to_vec(), ..seed(30) }).await;
+    let mut backend = target.backend(fast());
+    // Keycloak is real: a proxy in front of it keeps what the adapter sends.
+    let proxy = match backend.spec.keycloak.as_mut() {
+        Some(keycloak) => {
+            let proxy = RecordingProxy::start(&keycloak.url).await;
+            keycloak.url = proxy.url.clone();
+            Some(proxy)
+        }
+        None => None,
+    };
+    let bench = Bench::on(target, &backend);
+    if let Some(sim) = bench.target.simulator() {
+        sim.record_requests();
+    }
+    let username = |i: u32| bench.target.username(i);
     let cutoff = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    bench.sim().provider.enroll(&username(3), FactorKind::Totp, ENROLLMENT_IP);
+    bench.target.enroll(&username(3)).await;
     bench.provider.check().await.unwrap_or_else(|e| panic!("{kind}: check: {e}"));
     let mut cursor = None;
     loop {
@@ -900,7 +922,10 @@ async fn requests_are_documented(kind: &str) {
     let user = bench.provider.find_user(&username(9)).await.unwrap().remove(0);
     bench.provider.disable_user(&user).await.unwrap_or_else(|e| panic!("{kind}: disable: {e}"));
 
-    let recorded = bench.sim().recorded_requests();
+    let recorded = match &proxy {
+        Some(proxy) => proxy.recorded(),
+        None => bench.sim().recorded_requests(),
+    };
     assert!(recorded.len() > 30, "{kind}: too few requests recorded to prove anything: {recorded:?}");
     let description = Description::load(kind);
     let refused: Vec<String> = recorded.iter().filter_map(|r| description.refuses(r)).collect();
@@ -1070,4 +1095,4 @@ cases!(google: re_enrollment_counts_only_after_the_turn_off, new_app_password_lo
 cases!(duo: requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
-cases!(keycloak: full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(keycloak: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

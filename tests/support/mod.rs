@@ -2,6 +2,8 @@
 //! environment, failing loudly when absent), and the operator as a real child process.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
