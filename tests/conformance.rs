@@ -336,7 +336,7 @@ impl Bench {
 
 impl Drop for Bench {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.audit_path);
+        let _ = mfa_recall::audit::remove(&self.audit_path);
     }
 }
 

@@ -164,7 +164,7 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.audit_path);
+        let _ = mfa_recall::audit::remove(&self.audit_path);
     }
 }
 

@@ -371,6 +371,18 @@ fn repair_tail(path: &Path) -> std::io::Result<u64> {
     Ok(bytes.iter().rposition(|b| *b == b'\n').map(|i| i as u64 + 1).unwrap_or(0))
 }
 
+/// Removes the trail at `path` and its journal (a trail that is no longer wanted, such as a
+/// test's); what is already gone is not an error.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    for file in [path.to_path_buf(), journal::path_for(path)] {
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Lines of the trail at `path` that wait in its journal: written by an operator that stopped
 /// before moving them into the file. They continue the file's chain and are moved into it when
 /// an operator opens the trail again.
@@ -570,6 +582,20 @@ mod tests {
         drop(AuditLog::open(Some(&path), "test", false).unwrap());
         assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: total as u64 - 1 });
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn removing_a_trail_leaves_neither_it_nor_its_journal() {
+        let dir = scratch("removed");
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(Some(&path), "test", false).unwrap();
+        log.record(event(0)).unwrap();
+        drop(log);
+        assert!(journal::path_for(&path).exists(), "the journal stays for crash recovery until removed");
+        remove(&path).unwrap();
+        assert!(!path.exists() && !journal::path_for(&path).exists());
+        remove(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -940,7 +940,7 @@ mod tests {
         assert_eq!(revoked, before.factors_before_cutoff);
         assert_eq!(counts.sessions_revoked as u64, before.sessions + before.grants);
         let audited = std::fs::read_to_string(&audit_path).unwrap();
-        let _ = std::fs::remove_file(&audit_path);
+        crate::audit::remove(&audit_path).unwrap();
         let revoked_events = audited.lines().filter(|l| l.contains("\"factor.revoke\"") && l.contains("\"revoked\"")).count();
         assert_eq!(revoked_events as u64, 40 * 7, "each method is audited as revoked once, linked ones included");
         let after = bench.tenant.census(Some(cutoff));
