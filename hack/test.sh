@@ -12,7 +12,8 @@ hack/parts.sh all
 hack/parts.sh helm   # tests/helm_chart.rs runs the real helm (MFA_RECALL_HELM in the env file)
 cargo build --all-targets
 work="$(mktemp -d /tmp/mfa-recall-test.XXXXXX)"
-trap 'hack/localparts.sh stop "$work"' EXIT
+# The parts' logs and data are kept only when something failed, to read.
+trap 'status=$?; hack/localparts.sh stop "$work"; if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "test: the parts logs are kept in $work" >&2; fi' EXIT
 hack/localparts.sh start "$work"
 source "$work/env"
 # Two at a time: each end-to-end test runs its own operator against the shared Keycloak.
