@@ -1,4 +1,5 @@
-//! Reconcile of MfaRecall: finalizer, phase decisions (cancel, suspend, start, resume), and
+//! Reconcile of MfaRecall: finalizer, the phase decision (`decide`, a pure function of the spec,
+//! the recorded phase and whether the run is alive: cancel, suspend, start, resume), and
 //! starting or stopping the recall's run task. The work itself happens in `run`.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tracing::Instrument;
 use kube::{Api, ResourceExt};
 
 use super::{Context, status};
-use crate::api::{MfaRecall, RecallPhase};
+use crate::api::{MfaRecall, MfaRecallSpec, RecallPhase};
 use crate::audit::AuditEvent;
 use crate::{Error, Result};
 
@@ -45,33 +46,62 @@ fn key(recall: &MfaRecall) -> String {
     format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any())
 }
 
+/// What a reconcile does with a recall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Ended (completed, cancelled or failed): nothing to do until the object changes.
+    Leave,
+    /// Stop the run, and record `phase` (cancelled or suspended) unless it is recorded already.
+    Stop { phase: RecallPhase, record: bool },
+    /// Start the run: fresh, after a restart, unsuspended, or after an error (it continues from
+    /// the ledger either way).
+    Start,
+    /// The run is alive and writes its own status: look again later.
+    Watch,
+}
+
+/// The decision, from the spec's switches, the phase recorded and whether this process runs the
+/// recall. Cancel wins over suspend; an ended recall stays ended whatever the spec says.
+pub fn decide(spec: &MfaRecallSpec, phase: RecallPhase, running: bool) -> Decision {
+    if matches!(phase, RecallPhase::Completed | RecallPhase::Cancelled | RecallPhase::Failed) {
+        return Decision::Leave;
+    }
+    if spec.cancel || spec.suspend {
+        let target = if spec.cancel { RecallPhase::Cancelled } else { RecallPhase::Suspended };
+        return Decision::Stop { phase: target, record: phase != target };
+    }
+    if running { Decision::Watch } else { Decision::Start }
+}
+
 async fn apply(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
     let key = key(&recall);
     let phase = recall.status.as_ref().map(|s| s.phase).unwrap_or_default();
-    if matches!(phase, RecallPhase::Completed | RecallPhase::Cancelled | RecallPhase::Failed) {
-        return Ok(Action::await_change());
-    }
-    if recall.spec.cancel || recall.spec.suspend {
-        let (target, action) = if recall.spec.cancel { (RecallPhase::Cancelled, "cancelled") } else { (RecallPhase::Suspended, "suspended") };
-        ctx.runs.stop(&key, STOP_TIMEOUT).await;
-        if phase != target {
-            set_phase(&recall, ctx, target, action).await?;
+    match decide(&recall.spec, phase, ctx.runs.is_running(&key)) {
+        Decision::Leave => Ok(Action::await_change()),
+        Decision::Stop { phase: target, record } => {
+            ctx.runs.stop(&key, STOP_TIMEOUT).await;
+            if record {
+                set_phase(&recall, ctx, target, if target == RecallPhase::Cancelled { "cancelled" } else { "suspended" }).await?;
+            }
+            Ok(Action::await_change())
         }
-        return Ok(Action::await_change());
-    }
-    if !ctx.runs.is_running(&key) {
-        // Fresh, resumed after a restart, unsuspended, or retrying after an error: the run
-        // continues from the ledger either way.
-        let latest = Api::<MfaRecall>::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default()).get_status(&recall.name_any()).await?;
-        let latest_phase = latest.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        if matches!(latest_phase, RecallPhase::Completed | RecallPhase::Cancelled | RecallPhase::Failed) {
-            return Ok(Action::await_change());
+        Decision::Start => {
+            // The cache can lag what the last run wrote: decided again on the latest status.
+            let latest = Api::<MfaRecall>::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default()).get_status(&recall.name_any()).await?;
+            let latest_phase = latest.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            match decide(&latest.spec, latest_phase, false) {
+                Decision::Start => {}
+                Decision::Leave => return Ok(Action::await_change()),
+                // Switched since the cache was filled: taken up on the next look.
+                Decision::Stop { .. } | Decision::Watch => return Ok(Action::requeue(Duration::from_secs(1))),
+            }
+            tracing::info!(recall = %key, phase = ?latest_phase, "starting recall run");
+            ctx.runs.start(&key, Arc::new(latest), ctx.clone());
+            Ok(Action::requeue(Duration::from_secs(20)))
         }
-        tracing::info!(recall = %key, phase = ?latest_phase, "starting recall run");
-        ctx.runs.start(&key, Arc::new(latest), ctx.clone());
+        // The run writes progress itself; this requeue restarts it if it stopped on an error.
+        Decision::Watch => Ok(Action::requeue(Duration::from_secs(20))),
     }
-    // The run writes progress itself; this requeue restarts it if it stopped on an error.
-    Ok(Action::requeue(Duration::from_secs(20)))
 }
 
 /// Writes a phase decided here (suspend, cancel) after the run has stopped, and audits it.
@@ -101,4 +131,55 @@ async fn cleanup(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
     crate::metrics::forget_recall(&key(&recall));
     ctx.publish(&*recall, EventType::Normal, "Deleted", "recall deleted; its run stopped".into()).await;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cancel: bool, suspend: bool) -> MfaRecallSpec {
+        let mut spec: MfaRecallSpec = serde_json::from_value(serde_json::json!({ "reason": "INC-1", "backends": ["kc"], "scope": { "allUsers": true } })).unwrap();
+        (spec.cancel, spec.suspend) = (cancel, suspend);
+        spec
+    }
+
+    #[test]
+    fn a_new_recall_starts_and_a_running_one_is_watched() {
+        assert_eq!(decide(&spec(false, false), RecallPhase::Pending, false), Decision::Start);
+        assert_eq!(decide(&spec(false, false), RecallPhase::Revoking, true), Decision::Watch);
+        assert_eq!(decide(&spec(false, false), RecallPhase::AwaitingReEnrollment, true), Decision::Watch);
+    }
+
+    #[test]
+    fn a_run_that_stopped_on_an_error_or_a_restart_starts_again() {
+        for phase in [RecallPhase::Pending, RecallPhase::Revoking, RecallPhase::AwaitingReEnrollment] {
+            assert_eq!(decide(&spec(false, false), phase, false), Decision::Start, "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn suspend_stops_the_run_and_is_recorded_once() {
+        assert_eq!(decide(&spec(false, true), RecallPhase::Revoking, true), Decision::Stop { phase: RecallPhase::Suspended, record: true });
+        assert_eq!(decide(&spec(false, true), RecallPhase::Suspended, false), Decision::Stop { phase: RecallPhase::Suspended, record: false });
+    }
+
+    #[test]
+    fn unsuspending_resumes() {
+        assert_eq!(decide(&spec(false, false), RecallPhase::Suspended, false), Decision::Start);
+    }
+
+    #[test]
+    fn cancel_wins_over_suspend_and_is_recorded_once() {
+        assert_eq!(decide(&spec(true, true), RecallPhase::Suspended, false), Decision::Stop { phase: RecallPhase::Cancelled, record: true });
+        assert_eq!(decide(&spec(true, false), RecallPhase::AwaitingReEnrollment, true), Decision::Stop { phase: RecallPhase::Cancelled, record: true });
+    }
+
+    #[test]
+    fn an_ended_recall_stays_ended_whatever_the_spec_says() {
+        for phase in [RecallPhase::Completed, RecallPhase::Cancelled, RecallPhase::Failed] {
+            for (cancel, suspend) in [(false, false), (true, false), (false, true)] {
+                assert_eq!(decide(&spec(cancel, suspend), phase, false), Decision::Leave, "{phase:?} cancel={cancel} suspend={suspend}");
+            }
+        }
+    }
 }
