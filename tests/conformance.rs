@@ -315,7 +315,19 @@ impl Bench {
 
     /// Takes up the users waiting for the provider's logs until none waits.
     async fn settle(&self, runner: &Runner, job: &RecallJob) {
-        while let Some(ready) = runner.settle(job).await.unwrap_or_else(|e| panic!("{}: judging factors of unknown age failed: {e}", self.kind())) {
+        assert_eq!(self.settle_unless_stopped(runner, job, None).await, RunEnd::Finished);
+    }
+
+    /// As the operator does before it leaves Revoking: passes over the users waiting for the
+    /// provider's logs, each when the engine says the next are ready, until none waits or `stop`
+    /// is set.
+    async fn settle_unless_stopped(&self, runner: &Runner, job: &RecallJob, stop: Option<&watch::Receiver<bool>>) -> RunEnd {
+        loop {
+            let next = runner.settle(job).await.unwrap_or_else(|e| panic!("{}: judging factors of unknown age failed: {e}", self.kind()));
+            if stop.is_some_and(|stop| *stop.borrow()) {
+                return RunEnd::Stopped;
+            }
+            let Some(ready) = next else { return RunEnd::Finished };
             let wait = ready.duration_since(jiff::Timestamp::now());
             tokio::time::sleep(Duration::try_from(wait).unwrap_or_default().max(Duration::from_millis(50))).await;
         }
@@ -375,6 +387,22 @@ const SECOND_FACTORS: [FactorKind; 9] = [
     FactorKind::HardwareToken,
     FactorKind::RecoveryCodes,
 ];
+
+/// Returns once the clock reads a millisecond past `t`: what happens next happens after it.
+async fn clock_moves_past(t: jiff::Timestamp) {
+    while jiff::Timestamp::now().as_millisecond() <= t.as_millisecond() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Asks `observe` until it says true; a guard against waiting for ever, not a measure of speed.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut observe: impl FnMut() -> F) {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !observe().await {
+        assert!(tokio::time::Instant::now() < give_up, "{what}: not seen within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 fn total(map: &BTreeMap<String, u64>) -> u64 {
     map.values().sum()
@@ -533,16 +561,9 @@ async fn resume(kind: &str) {
         // The whole of Revoking, as the operator runs it: users whose factors' age only the logs
         // can tell (every Duo user with a phone) are invalidated once the logs are ready.
         let run = async {
-            if runner.revoke(&job).await? == RunEnd::Stopped {
-                return Ok::<_, mfa_recall::Error>(RunEnd::Stopped);
-            }
-            loop {
-                let next = runner.settle(&job).await?;
-                if *stop_rx.borrow() {
-                    return Ok(RunEnd::Stopped);
-                }
-                let Some(next) = next else { return Ok(RunEnd::Finished) };
-                tokio::time::sleep(Duration::try_from(next.duration_since(jiff::Timestamp::now())).unwrap_or_default().max(Duration::from_millis(50))).await;
+            match runner.revoke(&job).await? {
+                RunEnd::Stopped => Ok::<_, mfa_recall::Error>(RunEnd::Stopped),
+                RunEnd::Finished => Ok(bench.settle_unless_stopped(&runner, &job, Some(&stop_rx)).await),
             }
         };
         tokio::pin!(run);
@@ -578,7 +599,7 @@ async fn admin_added_devices_kept(kind: &str) {
     let users = 40;
     let bench = Bench::start(kind, &seed(users), fast()).await;
     let cutoff = jiff::Timestamp::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock_moves_past(cutoff).await;
     let mut added = Vec::new();
     for (i, factor_kind) in [FactorKind::Push, FactorKind::Sms, FactorKind::Totp, FactorKind::HardwareToken].into_iter().enumerate() {
         let name = username(3 * i as u32 + 2);
@@ -609,7 +630,7 @@ async fn re_enrollment_counts_only_after_the_turn_off(kind: &str) {
     let lag = Duration::from_secs(5);
     bench.sim().provider.set_log_delay(lag);
     let cutoff = jiff::Timestamp::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock_moves_past(cutoff).await;
     let name = username(2);
     bench.sim().provider.enroll(&name, FactorKind::Totp, ENROLLMENT_IP).unwrap();
     let job = bench.job(ScopeSelector::listed(vec![], vec![name.clone()]), cutoff);
@@ -622,11 +643,12 @@ async fn re_enrollment_counts_only_after_the_turn_off(kind: &str) {
         let segment = bench.ledger.read(kind, 0).await.unwrap();
         segment.users.iter().find(|r| r.user.username == name).unwrap().re_enrolled.is_some()
     };
-    tokio::time::sleep(lag).await;
+    // Once the Reports API shows the enrollment made before the turnOff, it is still not one.
+    let user = bench.provider.find_user(&name).await.unwrap().remove(0);
+    eventually("the enrollment before the turnOff in the Reports API", || async { bench.provider.enrolled_since(&user, cutoff).await.unwrap().is_some() }).await;
     assert!(!check().await, "{kind}: an enrollment the turnOff ended is not a re-enrollment");
     bench.sim().provider.enroll(&name, FactorKind::Totp, ENROLLMENT_IP).unwrap();
-    tokio::time::sleep(lag + Duration::from_millis(100)).await;
-    assert!(check().await, "{kind}: the enrollment after the turnOff is");
+    eventually("the enrollment after the turnOff counted as a re-enrollment", check).await;
 }
 
 /// A 2-Step Verification re-enrollment just before the recall reaches the user, which the Reports
@@ -637,7 +659,7 @@ async fn re_enrollment_within_the_log_delay_is_kept(kind: &str) {
     // The backend waits 1 s (logDelay); the Reports API shows events after 600 ms.
     bench.sim().provider.set_log_delay(Duration::from_millis(600));
     let cutoff = jiff::Timestamp::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock_moves_past(cutoff).await;
     let name = username(2);
     let enrollment = bench.sim().provider.enroll(&name, FactorKind::Totp, ENROLLMENT_IP).unwrap();
     let counts = bench.revoke(&bench.job(ScopeSelector::AllUsers, cutoff)).await;
@@ -651,7 +673,7 @@ async fn re_enrollment_within_the_log_delay_is_kept(kind: &str) {
 async fn new_app_password_lost_with_2sv_is_named(kind: &str) {
     let bench = Bench::start(kind, &seed(6), fast()).await;
     let cutoff = jiff::Timestamp::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock_moves_past(cutoff).await;
     let name = username(3);
     let asp = bench.sim().provider.enroll(&name, FactorKind::AppPassword, ENROLLMENT_IP).expect("the user has 2SV, so an app password");
     let progress = SharedProgress::default();
@@ -710,7 +732,7 @@ async fn methods_go_in_the_order_graph_allows(kind: &str) {
     for i in 0..users {
         bench.sim().provider.enroll(&username(i), FactorKind::Sms, ENROLLMENT_IP).expect("an alternate mobile phone");
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock_moves_past(jiff::Timestamp::now()).await;
     let cutoff = jiff::Timestamp::now();
     let before = bench.target.census(cutoff).await;
     assert_eq!(before.factors_before_cutoff.get("sms"), Some(&(2 * users as u64)), "{kind}: {before:?}");
@@ -816,7 +838,7 @@ async fn failed_midway(kind: &str) {
 async fn new_factors_of_every_kind_kept(kind: &str) {
     let bench = Bench::start(kind, &seed(40), fast()).await;
     let cutoff = jiff::Timestamp::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock_moves_past(cutoff).await;
     let mut enrolled = Vec::new();
     for (i, factor_kind) in SECOND_FACTORS.into_iter().enumerate() {
         let name = username(2 * i as u32 + 1);
@@ -942,7 +964,7 @@ async fn requests_are_documented(kind: &str) {
     }
     let username = |i: u32| bench.target.username(i);
     let cutoff = jiff::Timestamp::now();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock_moves_past(cutoff).await;
     bench.target.enroll(&username(3)).await;
     bench.provider.check().await.unwrap_or_else(|e| panic!("{kind}: check: {e}"));
     let mut cursor = None;

@@ -684,7 +684,9 @@ async fn a_stop_while_judging_by_the_log_leaves_the_rest_waiting_for_the_next_pa
     let (first, _audit) = runner_for(&provider, &ledger, &progress, stop_rx);
     assert_eq!(first.revoke(&job).await.unwrap(), RunEnd::Finished);
     assert_eq!(progress.lock().unwrap().counts.awaiting_logs, 20);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Nobody is ready yet: the pass only says when the log will be.
+    let ready = first.settle(&job).await.unwrap().expect("every user waits for the log");
+    tokio::time::sleep(Duration::try_from(ready.duration_since(jiff::Timestamp::now())).unwrap_or_default()).await;
     assert!(first.settle(&job).await.unwrap().is_some(), "users not begun before the stop still wait");
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.invalidated, c.awaiting_logs, c.factors_revoked.values().sum::<i64>()), (2, 18, 42), "{c:?}");
