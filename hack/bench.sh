@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 sizes=("${@:-10000 100000 1000000}")
 read -r -a sizes <<< "${sizes[*]}"
 "$PWD/hack/parts.sh" all
-cargo build --release --bins
+cargo build --release --workspace --bins
 work="$(mktemp -d /tmp/mfa-recall-bench.XXXXXX)"
 trap 'hack/localparts.sh stop "$work/parts"' EXIT
 hack/localparts.sh start "$work/parts"

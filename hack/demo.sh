@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 "$PWD/hack/parts.sh" all
-cargo build --bins
+cargo build --workspace --bins
 work="$(mktemp -d /tmp/mfa-recall-demo.XXXXXX)"
 cleanup() {
   [[ -n "${operator_pid:-}" ]] && kill "$operator_pid" 2>/dev/null || true

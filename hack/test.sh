@@ -10,11 +10,11 @@ done
 
 hack/parts.sh all
 hack/parts.sh helm   # tests/helm_chart.rs runs the real helm (MFA_RECALL_HELM in the env file)
-cargo build --all-targets
+cargo build --workspace --all-targets
 work="$(mktemp -d /tmp/mfa-recall-test.XXXXXX)"
 # The parts' logs and data are kept only when something failed, to read.
 trap 'status=$?; hack/localparts.sh stop "$work"; if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "test: the parts logs are kept in $work" >&2; fi' EXIT
 hack/localparts.sh start "$work"
 source "$work/env"
 # Two at a time: each end-to-end test runs its own operator against the shared Keycloak.
-cargo test --all-targets -- --test-threads=2
+cargo test --workspace --all-targets -- --test-threads=2

@@ -12,9 +12,7 @@ pub mod duration;
 pub mod engine;
 pub mod ledger;
 pub mod metrics;
-pub mod simulator;
 pub mod telemetry;
-pub mod testbed;
 
 /// Errors of the operator itself; provider errors are `backends::ProviderError`.
 #[derive(Debug, thiserror::Error)]

@@ -15,14 +15,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
-use mfa_recall::api::{BackendLimits, FactorKind, IdentityBackend, RecallCounts};
+use idp_sim::FactorKind;
+use mfa_recall::api::{self, BackendLimits, IdentityBackend, RecallCounts};
 use mfa_recall::audit::AuditLog;
 use mfa_recall::backends::{self, IdentityProvider, ProviderError, ScopeSelector};
 use mfa_recall::engine::{RecallJob, RunEnd, Runner, SharedProgress};
 use mfa_recall::ledger::{LedgerStore, MemoryLedger};
-use mfa_recall::simulator::{Census, FactorView, Faults, GroupSeed, RateLimits, RecordedRequest, Seed, Simulator, UserView, username};
-use mfa_recall::testbed::sims::SimSubject;
-use mfa_recall::testbed::{self, KeycloakAdmin};
+use idp_sim::{Census, FactorView, Faults, GroupSeed, RateLimits, RecordedRequest, Seed, Simulator, UserView, username};
+use testkit::sims::{SimBackend, SimSubject};
+use testkit::KeycloakAdmin;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -127,16 +128,16 @@ impl KeycloakTarget {
             assert_eq!(status, 201, "creating {path}: {body}");
             let group = admin.get(&format!("/{realm}/group-by-path/{path}")).await.unwrap()["id"].as_str().unwrap().to_string();
             for i in (offset..users as usize).step_by(every) {
-                let id = admin.user_id(&realm, &testbed::username(i)).await.unwrap();
+                let id = admin.user_id(&realm, &testkit::username(i)).await.unwrap();
                 let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}/users/{id}/groups/{group}"), None).await.unwrap();
                 assert_eq!(status, 204, "adding user {i} to {path}: {body}");
             }
             parent = group;
         }
         // Sessions and offline tokens for the users a password grant lets in (no OTP to type).
-        for i in 0..testbed::USERS_WITH_PASSWORD.min(users as usize) {
-            if !testbed::seeded_types(i).contains(&"otp") {
-                admin.open_sessions(&realm, &testbed::username(i), 1, i % 4 == 2).await.unwrap();
+        for i in 0..testkit::USERS_WITH_PASSWORD.min(users as usize) {
+            if !testkit::seeded_types(i).contains(&"otp") {
+                admin.open_sessions(&realm, &testkit::username(i), 1, i % 4 == 2).await.unwrap();
             }
         }
         KeycloakTarget { admin, url: parts.keycloak_url, realm }
@@ -159,11 +160,11 @@ impl Target for KeycloakTarget {
         "keycloak"
     }
     fn username(&self, i: u32) -> String {
-        testbed::username(i as usize)
+        testkit::username(i as usize)
     }
     fn enrolling_users(&self) -> (String, String) {
         // Users with a password and without a TOTP, so the browser can enroll one.
-        (testbed::username(22), testbed::username(39))
+        (testkit::username(22), testkit::username(39))
     }
     async fn census(&self, cutoff: jiff::Timestamp) -> Census {
         let mut census = Census::default();
@@ -198,7 +199,7 @@ impl Target for KeycloakTarget {
             .await
             .unwrap();
         assert!(status < 300, "requiring TOTP for {name}: {status} {body}");
-        testbed::enroll_totp_by_browser(&self.url, &self.realm, name).await.unwrap();
+        testkit::enroll_totp_by_browser(&self.url, &self.realm, name).await.unwrap();
         let after = self.admin.mfa_credentials(&self.realm, &id).await.unwrap();
         after.into_iter().map(|c| c.0).find(|c| !before.contains(c)).unwrap_or_else(|| panic!("keycloak: no new credential for {name}"))
     }
@@ -229,7 +230,7 @@ impl Target for KeycloakTarget {
     }
     fn secret(&self, wrong: bool) -> (Secret, BTreeMap<String, String>) {
         let secret = if wrong { "wrong-conformance-secret-9f2c".to_string() } else { KEYCLOAK_CLIENT_SECRET.to_string() };
-        let data: BTreeMap<String, String> = [("client-id".to_string(), testbed::OPERATOR_CLIENT.to_string()), ("client-secret".to_string(), secret)].into();
+        let data: BTreeMap<String, String> = [("client-id".to_string(), testkit::OPERATOR_CLIENT.to_string()), ("client-secret".to_string(), secret)].into();
         (serde_json::from_value(json!({ "metadata": { "name": "keycloak-credentials" }, "stringData": data })).unwrap(), data)
     }
     fn simulator(&self) -> Option<&Arc<Simulator>> {
@@ -290,7 +291,7 @@ impl Bench {
             scope,
             exclude_users: vec![],
             exclude_groups: vec![],
-            kinds: vec![FactorKind::All],
+            kinds: vec![api::FactorKind::All],
             revoke_sessions: true,
             cutoff,
             concurrency: 8,
@@ -1107,14 +1108,14 @@ async fn missing_exclusion_group(kind: &str) {
 async fn one_kind_alone(kind: &str) {
     let bench = Bench::start(kind, &seed(30), fast()).await;
     let cutoff = jiff::Timestamp::now();
-    if let Some(why) = bench.provider.capabilities().refused_kinds(&[FactorKind::Totp]) {
+    if let Some(why) = bench.provider.capabilities().refused_kinds(&[api::FactorKind::Totp]) {
         assert_eq!(kind, "google", "only Google cannot revoke a TOTP app alone: {why}");
         assert!(why.contains("totp") && why.contains("twoStepVerification"), "{kind}: the message says what goes together: {why}");
         return;
     }
     let before = bench.target.census(cutoff).await;
     let mut job = bench.job(ScopeSelector::AllUsers, cutoff);
-    job.kinds = vec![FactorKind::Totp];
+    job.kinds = vec![api::FactorKind::Totp];
     let counts = bench.revoke(&job).await;
     let lost = lost_by_kind(&before, &bench.target.census(cutoff).await);
     assert_eq!(lost.keys().collect::<Vec<_>>(), ["totp"], "{kind}: only TOTP factors go");
@@ -1133,7 +1134,7 @@ async fn wrong_credentials(kind: &str) {
     assert!(matches!(error, ProviderError::Auth(_)), "{kind}: expected an authentication error, got {error:?}");
     let message = error.to_string();
     assert!(message.contains(&format!("conformance/{kind}-credentials")), "{kind}: the Secret is named: {message}");
-    for value in wrong.values().chain(right.values()).filter(|v| !v.starts_with(testbed::OPERATOR_CLIENT)) {
+    for value in wrong.values().chain(right.values()).filter(|v| !v.starts_with(testkit::OPERATOR_CLIENT)) {
         for line in value.lines().filter(|l| l.len() >= 12) {
             assert!(!message.contains(line), "{kind}: the error leaks a credential");
         }

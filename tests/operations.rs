@@ -11,9 +11,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use mfa_recall::api::{BackendLimits, MfaRecall, RecallPhase};
 use mfa_recall::audit::{self, Verification};
-use mfa_recall::simulator::{Census, Seed};
-use mfa_recall::testbed::cluster;
-use mfa_recall::testbed::sims::SimSubject;
+use idp_sim::{Census, Seed};
+use testkit::cluster;
+use testkit::sims::{SimBackend, SimSubject};
 use serde_json::json;
 use support::{Operator, audit_lines, free_addr, get};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::Api;
 use mfa_recall::api::{IdentityBackend, MfaRecall, RecallPhase};
 use mfa_recall::audit::{self, Verification};
-use mfa_recall::testbed::{self, USERS_WITH_PASSWORD, cluster, seeded_types, username};
+use testkit::{self, USERS_WITH_PASSWORD, cluster, seeded_types, username};
 use serde_json::json;
 use support::{Operator, Parts, as_factor_kinds, audit_lines};
 
@@ -16,7 +16,7 @@ const CLIENT_SECRET: &str = "test-client-secret-7f3a";
 const USERS: usize = 300;
 
 /// Seeds a realm and opens sessions for the users the direct grant lets in (no OTP to type).
-async fn seed(parts: &Parts, realm: &str, users: usize) -> testbed::KeycloakAdmin {
+async fn seed(parts: &Parts, realm: &str, users: usize) -> testkit::KeycloakAdmin {
     let keycloak = parts.keycloak().await;
     keycloak.create_realm(realm, users, &["breakglass-1", "breakglass-2"], CLIENT_SECRET).await.unwrap();
     for i in 0..USERS_WITH_PASSWORD.min(users) {
@@ -101,7 +101,7 @@ async fn full_recall_matches_keycloak_then_a_user_re_enrolls() {
     assert!(actions.contains(&"CONFIGURE_TOTP") && actions.contains(&"CONFIGURE_RECOVERY_AUTHN_CODES"), "{actions:?}");
 
     // A person signs in, is made to set up a new authenticator, and the recall counts it.
-    testbed::enroll_totp_by_browser(&parts.keycloak_url, realm, &username(0)).await.unwrap();
+    testkit::enroll_totp_by_browser(&parts.keycloak_url, realm, &username(0)).await.unwrap();
     let recall = cluster::wait_for(&recalls, "breach", Duration::from_secs(60), |r| r.status.as_ref().is_some_and(|s| s.counts.re_enrolled == 1))
         .await
         .unwrap();
@@ -151,7 +151,7 @@ async fn killed_mid_recall_resumes_exactly_and_keeps_a_factor_enrolled_meanwhile
         assert!(tokio::time::Instant::now() < deadline, "user0000 was never invalidated");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    testbed::enroll_totp_by_browser(&parts.keycloak_url, realm, &username(0)).await.unwrap();
+    testkit::enroll_totp_by_browser(&parts.keycloak_url, realm, &username(0)).await.unwrap();
     let new_factor = keycloak.mfa_credentials(realm, &user0).await.unwrap();
     assert_eq!(new_factor.len(), 1, "enrollment created no credential");
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 use kube::Api;
 use mfa_recall::api::{BackendLimits, IdentityBackend, MfaRecall, RecallCounts, RecallPhase};
 use mfa_recall::audit::{self, Verification};
-use mfa_recall::simulator::{Census, GroupSeed, Seed, username};
-use mfa_recall::testbed::cluster;
-use mfa_recall::testbed::sims::{SIMULATED, SimSubject};
+use idp_sim::{Census, GroupSeed, Seed, username};
+use testkit::cluster;
+use testkit::sims::{SIMULATED, SimBackend, SimSubject};
 use serde_json::json;
 use support::{Operator, audit_lines};
 

@@ -14,7 +14,7 @@ use mfa_recall::audit::AuditLog;
 use mfa_recall::backends::{self, IdentityProvider, Membership, ScopeSelector};
 use mfa_recall::engine::{RecallJob, RunEnd, Runner, SharedProgress};
 use mfa_recall::ledger::MemoryLedger;
-use mfa_recall::testbed::{self, KeycloakAdmin};
+use testkit::KeycloakAdmin;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -55,18 +55,18 @@ impl Realm {
                    "groups": groups, "credentials": credentials})
         };
         let users = vec![
-            person("Dave", "Dave@Example.COM", &["/admins"], vec![testbed::credential("otp", 1, old)]),
-            person("Keeper-Kim", "Keeper.Kim@Example.com", &["/admins/platform/breakglass"], vec![testbed::credential("otp", 2, old)]),
-            person("Erin", "erin@example.com", &["/engineering"], vec![testbed::credential("webauthn", 3, old), testbed::credential("webauthn", 33, new)]),
+            person("Dave", "Dave@Example.COM", &["/admins"], vec![testkit::credential("otp", 1, old)]),
+            person("Keeper-Kim", "Keeper.Kim@Example.com", &["/admins/platform/breakglass"], vec![testkit::credential("otp", 2, old)]),
+            person("Erin", "erin@example.com", &["/engineering"], vec![testkit::credential("webauthn", 3, old), testkit::credential("webauthn", 33, new)]),
             person(
                 "Ada.Lovelace",
                 "Ada.Lovelace@Example.com",
                 &["/engineering/backend", "/sales"],
-                vec![testbed::credential("otp", 4, old), testbed::credential("recovery-authn-codes", 4, old)],
+                vec![testkit::credential("otp", 4, old), testkit::credential("recovery-authn-codes", 4, old)],
             ),
-            person("Bob", "BOB@example.com", &["/engineering/backend/oncall"], vec![testbed::credential("otp", 5, old), testbed::hotp_credential(5, old)]),
-            person("Carol", "carol@example.com", &["/sales"], vec![testbed::credential("otp", 6, old), testbed::credential("webauthn", 6, old)]),
-            person("Frank", "Frank@Example.com", &[], vec![testbed::credential("otp", 7, old)]),
+            person("Bob", "BOB@example.com", &["/engineering/backend/oncall"], vec![testkit::credential("otp", 5, old), testkit::hotp_credential(5, old)]),
+            person("Carol", "carol@example.com", &["/sales"], vec![testkit::credential("otp", 6, old), testkit::credential("webauthn", 6, old)]),
+            person("Frank", "Frank@Example.com", &[], vec![testkit::credential("otp", 7, old)]),
         ];
         let groups = json!([
             {"name": "admins", "subGroups": [{"name": "platform", "subGroups": [{"name": "breakglass"}]}]},
@@ -85,7 +85,7 @@ impl Realm {
         .unwrap();
         let mut backend = IdentityBackend::new("keycloak", spec);
         backend.metadata.namespace = Some("scope".into());
-        let secret = serde_json::from_value(json!({ "metadata": { "name": "kc" }, "stringData": { "client-id": testbed::OPERATOR_CLIENT, "client-secret": CLIENT_SECRET } })).unwrap();
+        let secret = serde_json::from_value(json!({ "metadata": { "name": "kc" }, "stringData": { "client-id": testkit::OPERATOR_CLIENT, "client-secret": CLIENT_SECRET } })).unwrap();
         backends::connect(&backend, Some(&secret)).unwrap()
     }
 

@@ -760,8 +760,9 @@ mod tests {
 
     use super::*;
     use crate::api::SecretRef;
-    use crate::simulator::auth0::{Auth0 as Tenant, Plan};
-    use crate::simulator::{GroupSeed, Provider, Running, Seed, Simulator, serve, username};
+    use idp_sim::auth0::{Auth0 as Tenant, Plan};
+    use idp_sim::FactorKind as Sim;
+    use idp_sim::{GroupSeed, Provider, Running, Seed, Simulator, serve, username};
 
     const SECRET: &str = "client-secret-for-tests-0123456789";
 
@@ -770,7 +771,7 @@ mod tests {
         running: Running,
     }
 
-    async fn bench(users: u32, factors: Vec<FactorKind>) -> Bench {
+    async fn bench(users: u32, factors: Vec<Sim>) -> Bench {
         let tenant = Arc::new(Tenant::new(&json!({ "client-id": "client", "client-secret": SECRET })).unwrap());
         tenant.seed(&Seed { users, factors, groups: vec![GroupSeed::new("staff", 2)], ..Seed::default() });
         let running = serve(Simulator::new(tenant.clone()), ([127, 0, 0, 1], 0).into()).await.unwrap();
@@ -841,7 +842,7 @@ mod tests {
 
     #[tokio::test]
     async fn linked_methods_go_together_and_each_counts_as_revoked_once() {
-        let bench = bench(2, vec![FactorKind::Push, FactorKind::RecoveryCodes, FactorKind::Totp]).await;
+        let bench = bench(2, vec![Sim::Push, Sim::RecoveryCodes, Sim::Totp]).await;
         let adapter = bench.adapter();
         let user = bench.user(0);
         // Asking for push alone still records its recovery code: deleting one removes both.
@@ -852,8 +853,8 @@ mod tests {
         for factor in &snapshot.factors {
             assert_eq!(adapter.revoke_factor(&user, factor).await.unwrap(), RevokeOutcome::Revoked);
         }
-        let left: Vec<FactorKind> = bench.tenant.user(&username(0)).unwrap().factors.iter().map(|f| f.kind).collect();
-        assert_eq!(left, vec![FactorKind::Totp]);
+        let left: Vec<Sim> = bench.tenant.user(&username(0)).unwrap().factors.iter().map(|f| f.kind).collect();
+        assert_eq!(left, vec![Sim::Totp]);
         // After a restart nothing is claimed twice.
         let restarted = bench.adapter();
         for factor in &snapshot.factors {
@@ -867,7 +868,7 @@ mod tests {
         use crate::engine::{RunEnd, Runner, SharedProgress};
         use crate::ledger::MemoryLedger;
 
-        let bench = bench(30, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::RecoveryCodes]).await;
+        let bench = bench(30, vec![Sim::Totp, Sim::Webauthn, Sim::RecoveryCodes]).await;
         bench.tenant.set_plan(Plan::Professional);
         let adapter = Arc::new(bench.adapter());
         let cutoff = jiff::Timestamp::now();
@@ -914,16 +915,7 @@ mod tests {
         use crate::engine::{RunEnd, Runner, SharedProgress};
         use crate::ledger::MemoryLedger;
 
-        let kinds = vec![
-            FactorKind::Totp,
-            FactorKind::Webauthn,
-            FactorKind::Passkey,
-            FactorKind::RecoveryCodes,
-            FactorKind::Push,
-            FactorKind::Sms,
-            FactorKind::Email,
-            FactorKind::Hotp,
-        ];
+        let kinds = vec![Sim::Totp, Sim::Webauthn, Sim::Passkey, Sim::RecoveryCodes, Sim::Push, Sim::Sms, Sim::Email, Sim::Hotp];
         let bench = bench(40, kinds).await;
         let adapter = Arc::new(bench.adapter());
         let cutoff = jiff::Timestamp::now();
@@ -949,7 +941,7 @@ mod tests {
 
     #[tokio::test]
     async fn on_enterprise_sessions_and_refresh_tokens_are_counted_and_ended() {
-        let bench = bench(1, vec![FactorKind::Totp]).await;
+        let bench = bench(1, vec![Sim::Totp]).await;
         let adapter = bench.adapter();
         let user = bench.user(0);
         let snapshot = adapter.snapshot(&user, &[FactorKind::All], jiff::Timestamp::now()).await.unwrap();
@@ -962,11 +954,11 @@ mod tests {
 
     #[tokio::test]
     async fn re_enrollment_is_seen_with_where_it_came_from() {
-        let bench = bench(3, vec![FactorKind::Totp]).await;
+        let bench = bench(3, vec![Sim::Totp]).await;
         let adapter = bench.adapter();
         let cutoff = jiff::Timestamp::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        bench.tenant.enroll(&username(1), FactorKind::Webauthn, "203.0.113.9").unwrap();
+        bench.tenant.enroll(&username(1), Sim::Webauthn, "203.0.113.9").unwrap();
         let seen = adapter.enrolled_since(&bench.user(1), cutoff).await.unwrap().expect("enrolled");
         assert_eq!(seen.kind, FactorKind::Webauthn);
         let origin = seen.origin.expect("origin from the log events");
@@ -977,7 +969,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_mfa_policy_other_than_always_is_named() {
-        let bench = bench(1, vec![FactorKind::Totp]).await;
+        let bench = bench(1, vec![Sim::Totp]).await;
         let adapter = bench.adapter();
         adapter.require_enrollment(&bench.user(0), &[]).await.unwrap();
         assert!(adapter.capabilities().force_re_enrollment);

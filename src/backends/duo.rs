@@ -804,6 +804,7 @@ fn brief(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use idp_sim::FactorKind as Sim;
 
     #[test]
     fn tokens_map_by_type_and_phones_by_activation() {
@@ -839,10 +840,9 @@ mod tests {
 
     #[tokio::test]
     async fn undated_devices_are_deleted_only_by_recorded_id() {
-        let subject = crate::testbed::sims::SimSubject::start("duo").await.unwrap();
-        subject.sim.provider.seed(&crate::simulator::Seed { users: 3, ..Default::default() });
-        let backend = subject.backend("test", "duo", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
-        let duo = super::super::connect(&backend, Some(&subject.secret_object("duo-credentials", &subject.secret))).unwrap();
+        let subject = idp_sim::subject::Subject::start("duo").await.unwrap();
+        subject.sim.provider.seed(&idp_sim::Seed { users: 3, ..Default::default() });
+        let duo = crate::backends::connect_to_sim(&subject);
         let users = duo.list_users(None).await.unwrap().users;
         // Named users: the username travels in the signed query.
         assert_eq!(duo.find_user(&users[1].username).await.unwrap(), vec![users[1].clone()]);
@@ -854,7 +854,7 @@ mod tests {
         // A phone enrolled after the snapshot has an id that was never recorded: it stays.
         let snapshot = duo.snapshot(&users[0], &[FactorKind::All], cutoff).await.unwrap();
         assert_eq!(snapshot.factors.len(), 4);
-        let new_phone = provider.enroll(&users[0].username, FactorKind::Push, "203.0.113.7").unwrap();
+        let new_phone = provider.enroll(&users[0].username, Sim::Push, "203.0.113.7").unwrap();
         for factor in &snapshot.factors {
             assert_eq!(duo.revoke_factor(&users[0], factor).await.unwrap(), RevokeOutcome::Revoked);
             assert_eq!(duo.revoke_factor(&users[0], factor).await.unwrap(), RevokeOutcome::AlreadyGone);
@@ -867,7 +867,7 @@ mod tests {
         // A phone enrolled after the cutoff but before the snapshot has no date: with the old
         // phone beside it, the log cannot tell which is new, so both are of unknown age; the
         // tokens are old.
-        provider.enroll(&users[1].username, FactorKind::Sms, "203.0.113.8").unwrap();
+        provider.enroll(&users[1].username, Sim::Sms, "203.0.113.8").unwrap();
         let snapshot = duo.snapshot(&users[1], &[FactorKind::All], cutoff).await.unwrap();
         let undated: Vec<FactorRef> = snapshot.factors.iter().filter(|f| f.unknown_age).cloned().collect();
         let ages = duo.factor_ages(&users[1], &undated, cutoff, jiff::Timestamp::now()).await.unwrap();
@@ -876,7 +876,7 @@ mod tests {
             assert_eq!(age, if phone { LoggedAge::Unknown } else { LoggedAge::Before }, "{factor:?}");
         }
         // A new WebAuthn credential carries its date: the old devices are recorded, the new one is not.
-        let key = provider.enroll(&users[2].username, FactorKind::Webauthn, "203.0.113.9").unwrap();
+        let key = provider.enroll(&users[2].username, Sim::Webauthn, "203.0.113.9").unwrap();
         let snapshot = duo.snapshot(&users[2], &[FactorKind::All], cutoff).await.unwrap();
         assert_eq!(snapshot.factors.len(), 4);
         assert!(snapshot.factors.iter().all(|f| f.id != key));

@@ -600,16 +600,14 @@ mod tests {
         use std::time::Duration;
 
         use super::*;
-        use crate::api::BackendLimits;
-        use crate::backends::connect;
-        use crate::simulator::{Seed, username};
-        use crate::testbed::sims::SimSubject;
+        use idp_sim::{Seed, username};
+        use idp_sim::FactorKind as Sim;
+        use idp_sim::subject::Subject as SimSubject;
 
-        async fn start(factors: Vec<FactorKind>) -> (SimSubject, Arc<dyn IdentityProvider>, UserRef) {
+        async fn start(factors: Vec<Sim>) -> (SimSubject, Arc<dyn IdentityProvider>, UserRef) {
             let subject = SimSubject::start("entra").await.unwrap();
             subject.sim.provider.seed(&Seed { users: 2, factors, ..Seed::default() });
-            let backend = subject.backend("test", "entra", BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
-            let provider = connect(&backend, Some(&subject.secret_object("entra-credentials", &subject.secret))).unwrap();
+            let provider = crate::backends::connect_to_sim(&subject);
             assert!(provider.find_user("nobody@example.com").await.unwrap().is_empty());
             let user = provider.find_user(&username(1)).await.unwrap().remove(0);
             (subject, provider, user)
@@ -618,10 +616,9 @@ mod tests {
         #[tokio::test]
         async fn users_and_groups_are_paged_by_next_links() {
             let subject = SimSubject::start("entra").await.unwrap();
-            let groups = vec![crate::simulator::GroupSeed::new("staff", 2), crate::simulator::GroupSeed::new("admins", 10)];
+            let groups = vec![idp_sim::GroupSeed::new("staff", 2), idp_sim::GroupSeed::new("admins", 10)];
             subject.sim.provider.seed(&Seed { users: 2100, groups, ..Seed::default() });
-            let backend = subject.backend("test", "entra", BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
-            let provider = connect(&backend, Some(&subject.secret_object("entra-credentials", &subject.secret))).unwrap();
+            let provider = crate::backends::connect_to_sim(&subject);
             let (mut listed, mut cursor, mut pages) = (Vec::new(), None, 0);
             loop {
                 let page = provider.list_users(cursor.as_deref()).await.unwrap();
@@ -642,10 +639,10 @@ mod tests {
         #[tokio::test]
         async fn a_default_method_goes_last_and_is_refused_while_a_new_method_stays() {
             // The phone is the default (registered first); the user adds an authenticator after the cutoff.
-            let (subject, provider, user) = start(vec![FactorKind::Sms, FactorKind::Totp]).await;
+            let (subject, provider, user) = start(vec![Sim::Sms, Sim::Totp]).await;
             let cutoff = jiff::Timestamp::now();
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let new_push = subject.sim.provider.enroll(&user.username, FactorKind::Push, "203.0.113.9").unwrap();
+            let new_push = subject.sim.provider.enroll(&user.username, Sim::Push, "203.0.113.9").unwrap();
             let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
             // No creation time on any of them: all three are of unknown age, the likeliest default last.
             assert_eq!(snapshot.factors.iter().map(|f| (f.kind, f.unknown_age)).collect::<Vec<_>>(), [(FactorKind::Sms, true), (FactorKind::Totp, true), (FactorKind::Push, true)]);
@@ -664,7 +661,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_phone_registered_again_under_its_fixed_id_is_dated_new() {
-            let (subject, provider, user) = start(vec![FactorKind::Sms, FactorKind::Email]).await;
+            let (subject, provider, user) = start(vec![Sim::Sms, Sim::Email]).await;
             let cutoff = jiff::Timestamp::now();
             let snapshot = provider.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
             assert!(snapshot.factors.len() == 2 && snapshot.factors.iter().all(|f| f.unknown_age), "no creation time: {:?}", snapshot.factors);
@@ -676,7 +673,7 @@ mod tests {
             // The user registers the same kind of phone again: a resumed recall asks the log again
             // before deleting, and the recorded id now names a new phone.
             tokio::time::sleep(Duration::from_millis(5)).await;
-            let phone = subject.sim.provider.enroll(&user.username, FactorKind::Sms, "198.51.100.20").unwrap();
+            let phone = subject.sim.provider.enroll(&user.username, Sim::Sms, "198.51.100.20").unwrap();
             assert_eq!(phone, PHONE_MOBILE_ID);
             let ages = provider.factor_ages(&user, &snapshot.factors, cutoff, jiff::Timestamp::now()).await.unwrap();
             let dated: Vec<(FactorKind, LoggedAge)> = snapshot.factors.iter().map(|f| f.kind).zip(ages).collect();
@@ -686,10 +683,10 @@ mod tests {
 
         #[tokio::test]
         async fn an_alternate_mobile_goes_before_the_mobile() {
-            let (subject, provider, user) = start(vec![FactorKind::Totp]).await;
+            let (subject, provider, user) = start(vec![Sim::Totp]).await;
             let cutoff = jiff::Timestamp::now();
-            subject.sim.provider.enroll(&user.username, FactorKind::Sms, "198.51.100.20").unwrap();
-            subject.sim.provider.enroll(&user.username, FactorKind::Sms, "198.51.100.20").unwrap();
+            subject.sim.provider.enroll(&user.username, Sim::Sms, "198.51.100.20").unwrap();
+            subject.sim.provider.enroll(&user.username, Sim::Sms, "198.51.100.20").unwrap();
             let ids: Vec<String> = subject.sim.provider.user(&user.username).unwrap().factors.into_iter().map(|f| f.id).collect();
             assert!(ids.contains(&PHONE_ALTERNATE_ID.to_string()), "the second phone is the alternate mobile: {ids:?}");
             let snapshot = provider.snapshot(&user, &[FactorKind::Sms], jiff::Timestamp::now()).await.unwrap();

@@ -600,6 +600,7 @@ fn brief(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use idp_sim::FactorKind as Sim;
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
 
@@ -643,12 +644,10 @@ mod tests {
     }
 
     /// The adapter connected to a fresh simulator with `users` seeded users.
-    async fn connected(users: u32) -> (crate::testbed::sims::SimSubject, std::sync::Arc<dyn IdentityProvider>) {
-        let subject = crate::testbed::sims::SimSubject::start("google").await.unwrap();
-        subject.sim.provider.seed(&crate::simulator::Seed { users, ..Default::default() });
-        let backend = subject.backend("test", "google", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
-        let secret = subject.secret_object("google-credentials", &subject.secret);
-        let provider = super::super::connect(&backend, Some(&secret)).unwrap();
+    async fn connected(users: u32) -> (idp_sim::subject::Subject, std::sync::Arc<dyn IdentityProvider>) {
+        let subject = idp_sim::subject::Subject::start("google").await.unwrap();
+        subject.sim.provider.seed(&idp_sim::Seed { users, ..Default::default() });
+        let provider = crate::backends::connect_to_sim(&subject);
         (subject, provider)
     }
 
@@ -667,8 +666,8 @@ mod tests {
 
         // The user generates new backup codes and re-enrolls in 2SV before the recall reaches them.
         let provider = &subject.sim.provider;
-        let new_codes = provider.enroll(&user.username, FactorKind::RecoveryCodes, "203.0.113.5").unwrap();
-        let new_2sv = provider.enroll(&user.username, FactorKind::Totp, "203.0.113.5").unwrap();
+        let new_codes = provider.enroll(&user.username, Sim::RecoveryCodes, "203.0.113.5").unwrap();
+        let new_2sv = provider.enroll(&user.username, Sim::Totp, "203.0.113.5").unwrap();
         let mut outcomes = Vec::new();
         for factor in &snapshot.factors {
             outcomes.push(google.revoke_factor(&user, factor).await.unwrap());
@@ -686,11 +685,10 @@ mod tests {
 
     #[tokio::test]
     async fn groups_are_named_with_or_without_the_domain() {
-        let subject = crate::testbed::sims::SimSubject::start("google").await.unwrap();
-        let seed = crate::simulator::Seed { users: 450, groups: vec![crate::simulator::GroupSeed::new("staff", 2)], ..Default::default() };
+        let subject = idp_sim::subject::Subject::start("google").await.unwrap();
+        let seed = idp_sim::Seed { users: 450, groups: vec![idp_sim::GroupSeed::new("staff", 2)], ..Default::default() };
         subject.sim.provider.seed(&seed);
-        let backend = subject.backend("test", "google", crate::api::BackendLimits { requests_per_second: 1000, max_concurrency: 4 });
-        let google = super::super::connect(&backend, Some(&subject.secret_object("c", &subject.secret))).unwrap();
+        let google = crate::backends::connect_to_sim(&subject);
         // 225 members, 200 per page, named either way.
         for name in ["staff", "staff@example.com"] {
             assert_eq!(google.all_group_members(name, Membership::Transitive).await.unwrap().len(), 225, "{name}");

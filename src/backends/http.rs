@@ -518,6 +518,85 @@ pub fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
 
+    /// The client against a simulated provider that answers everything with `{"ok": true}`.
+    mod against_an_echo {
+        use super::*;
+        use serde_json::json;
+
+        /// Answers every request with `{"ok": true}`; announces its limits like Okta.
+        struct Echo;
+
+        impl idp_sim::Provider for Echo {
+            fn name(&self) -> &'static str {
+                "echo"
+            }
+            fn handle(&self, _: &idp_sim::SimRequest) -> idp_sim::SimResponse {
+                idp_sim::SimResponse::json(200, &json!({ "ok": true }))
+            }
+            fn throttled(&self, _reset: i64) -> idp_sim::SimResponse {
+                idp_sim::SimResponse::json(429, &json!({ "errorCode": "E0000047" }))
+            }
+            fn announces_limits(&self) -> bool {
+                true
+            }
+            fn seed(&self, _: &idp_sim::Seed) {}
+            fn census(&self, _: Option<jiff::Timestamp>) -> idp_sim::Census {
+                idp_sim::Census::default()
+            }
+            fn user(&self, _: &str) -> Option<idp_sim::UserView> {
+                None
+            }
+            fn enroll(&self, _: &str, _: idp_sim::FactorKind, _: &str) -> Option<String> {
+                None
+            }
+        }
+
+        async fn echo() -> (Arc<idp_sim::Simulator>, idp_sim::Running, ProviderHttp) {
+            let sim = idp_sim::Simulator::new(Arc::new(Echo));
+            let running = idp_sim::serve(sim.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+            // Far more than the simulator allows: only the announced budget can keep the client inside it.
+            let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8, log_delay: None }).unwrap();
+            (sim, running, http)
+        }
+
+        async fn fire(http: &ProviderHttp, url: &str, n: usize) -> Vec<u16> {
+            let op = Op::new("echo", "default");
+            futures::future::join_all((0..n).map(|_| async {
+                http.send(op, || http.request(Method::GET, &format!("{url}/x"))).await.map(|r| r.status.as_u16()).unwrap_or(0)
+            }))
+            .await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_client_paces_itself_to_the_announced_budget() {
+            let (sim, running, http) = echo().await;
+            sim.set_limits(idp_sim::RateLimits { window_seconds: 1, default: Some(40), ..idp_sim::RateLimits::default() });
+            let statuses = fire(&http, &running.url, 120).await;
+            assert!(statuses.iter().all(|s| *s == 200), "every request ends in success: {statuses:?}");
+            let stats = sim.stats();
+            // The first window is spent before the first answer tells the budget: at most the
+            // concurrency cap can overshoot once; after that the client stays inside.
+            assert!(stats.throttled <= 8, "{} of {} requests were throttled", stats.throttled, stats.requests);
+            // Each window's use is on record: every request in exactly one window, none over its limit.
+            assert!(stats.windows.len() >= 2, "{:?}", stats.windows);
+            assert_eq!(stats.windows.iter().map(|w| w.used + w.throttled).sum::<u64>(), stats.requests);
+            assert!(stats.windows.iter().all(|w| w.used <= w.limit && w.end - w.start == 1 && w.bucket == "default"), "{:?}", stats.windows);
+            assert_eq!(stats.windows.iter().map(|w| w.throttled).sum::<u64>(), stats.throttled);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn injected_faults_are_survived_by_retries_and_counted() {
+            let (sim, running, http) = echo().await;
+            // About one attempt in nine fails: a request failing all six attempts is a one-in-a-million
+            // event, so the test does not flake, while 200 requests still meet some 25 faults.
+            sim.set_faults(idp_sim::Faults { throttle_next: 3, error_rate: 0.05, drop_rate: 0.03, malformed_rate: 0.03, ..idp_sim::Faults::default() });
+            let statuses = fire(&http, &running.url, 200).await;
+            assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+            assert!(sim.stats().faults >= 12, "{:?}", sim.stats());
+            assert!(crate::metrics::throttled("ns/echo") >= 3);
+        }
+    }
+
     #[test]
     fn throttled_without_a_budget_the_pacer_halves_its_rate_once_per_signal_and_wins_it_back_slowly() {
         let pacer = Pacer::new(100);

@@ -555,6 +555,17 @@ pub fn enc(segment: &str) -> String {
     auth::duo_encode(segment)
 }
 
+/// The adapter connected to a simulator under test, as an IdentityBackend written for it would be.
+#[cfg(test)]
+pub(crate) fn connect_to_sim(subject: &idp_sim::subject::Subject) -> Arc<dyn IdentityProvider> {
+    let limits = serde_json::json!({ "requestsPerSecond": 1000, "maxConcurrency": 4 });
+    let spec = serde_json::from_value(subject.backend_spec_json("credentials", limits)).expect("the simulator writes the API's provider block");
+    let mut backend = IdentityBackend::new(subject.kind, spec);
+    backend.metadata.namespace = Some("test".into());
+    let secret: Secret = serde_json::from_value(serde_json::json!({ "metadata": { "name": "credentials" }, "stringData": subject.secret })).expect("a Secret from strings");
+    connect(&backend, Some(&secret)).expect("the adapter connects to its simulator")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -670,6 +670,7 @@ impl IdentityProvider for Okta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use idp_sim::FactorKind as Sim;
     use serde_json::json;
 
     fn ts(text: &str) -> jiff::Timestamp {
@@ -767,8 +768,8 @@ mod tests {
     /// scoped token, reused across calls; a key Okta does not know is refused with the Secret named.
     #[tokio::test]
     async fn service_app_signs_in_with_private_key_jwt() {
-        use crate::simulator::{self, Seed, Simulator};
-        let pem = crate::testbed::sims::generate_rsa_pem();
+        use idp_sim::{self as simulator, Seed, Simulator};
+        let pem = idp_sim::subject::generate_rsa_pem();
         let provider = simulator::build("okta", &json!({ "client-id": "0oaservice", "private-key": pem, "key-id": "k1" })).unwrap();
         provider.seed(&Seed { users: 3, ..Seed::default() });
         let sim = Simulator::new(provider);
@@ -792,7 +793,7 @@ mod tests {
         assert!(okta.enrolled_since(&page.users[0], cutoff).await.unwrap().is_none(), "the System Log is readable with the logs scope");
         assert_eq!(sim.stats().by_bucket.get("POST token"), Some(&1), "one token for every call: {:?}", sim.stats());
 
-        let error = connect(&crate::testbed::sims::generate_rsa_pem()).check().await.unwrap_err();
+        let error = connect(&idp_sim::subject::generate_rsa_pem()).check().await.unwrap_err();
         assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
         assert!(error.to_string().contains("sec/okta-app"), "{error}");
     }
@@ -802,7 +803,7 @@ mod tests {
     /// found in the System Log with where it came from.
     #[tokio::test]
     async fn cascade_and_re_enrollment_through_the_api() {
-        use crate::simulator::{self, Seed, Simulator};
+        use idp_sim::{self as simulator, Seed, Simulator};
         let provider = simulator::build("okta", &json!({ "api-token": "00token" })).unwrap();
         provider.seed(&Seed { users: 2, ..Seed::default() });
         let sim = Simulator::new(provider.clone());
@@ -814,7 +815,7 @@ mod tests {
         let cutoff = jiff::Timestamp::now();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let login = simulator::username(1);
-        let new_key = provider.enroll(&login, FactorKind::Webauthn, "203.0.113.9").unwrap();
+        let new_key = provider.enroll(&login, Sim::Webauthn, "203.0.113.9").unwrap();
         let user = okta.find_user(&login.to_uppercase()).await.unwrap().remove(0);
         assert_eq!(user.username, login, "logins are found whatever their case");
 
@@ -824,8 +825,8 @@ mod tests {
         assert_eq!(recorded, vec![(FactorKind::Push, "push"), (FactorKind::Passkey, "device/enrollment/signed_nonce")]);
         let outcomes = [okta.revoke_factor(&user, &snapshot.factors[0]).await.unwrap(), okta.revoke_factor(&user, &snapshot.factors[1]).await.unwrap()];
         assert_eq!(outcomes, [RevokeOutcome::Revoked, RevokeOutcome::WentWithLinked]);
-        let left: Vec<FactorKind> = provider.user(&login).unwrap().factors.iter().map(|f| f.kind).collect();
-        assert_eq!(left, vec![FactorKind::Totp, FactorKind::Webauthn, FactorKind::Webauthn]);
+        let left: Vec<Sim> = provider.user(&login).unwrap().factors.iter().map(|f| f.kind).collect();
+        assert_eq!(left, vec![Sim::Totp, Sim::Webauthn, Sim::Webauthn]);
 
         let all = okta.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
         assert!(all.factors.iter().all(|f| f.id != new_key), "the key enrolled after the cutoff is never recorded");

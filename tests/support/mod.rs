@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use mfa_recall::testbed::KeycloakAdmin;
+use testkit::KeycloakAdmin;
 
 pub struct Parts {
     pub keycloak_url: String,
@@ -48,7 +48,7 @@ impl Parts {
         for crd in mfa_recall::api::crds() {
             let name = crd.metadata.name.clone().unwrap();
             crds.patch(&name, &PatchParams::apply("mfa-recall-tests").force(), &Patch::Apply(&crd)).await.expect("install CRD");
-            mfa_recall::testbed::cluster::wait_for(&crds, &name, std::time::Duration::from_secs(30), |c| {
+            testkit::cluster::wait_for(&crds, &name, std::time::Duration::from_secs(30), |c| {
                 c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
             })
             .await
@@ -193,6 +193,6 @@ pub async fn scenario(name: &str) -> (Parts, Client, String, String) {
     let parts = Parts::from_env();
     let client = parts.client().await;
     let namespace = unique(&format!("recall-{name}"));
-    mfa_recall::testbed::cluster::create_namespace(&client, &namespace).await.unwrap();
+    testkit::cluster::create_namespace(&client, &namespace).await.unwrap();
     (parts, client, namespace, unique(name))
 }

@@ -10,7 +10,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use mfa_recall::simulator::{RecordedRequest, parse_query};
+use idp_sim::{RecordedRequest, parse_query};
 use tokio::net::TcpListener;
 
 pub struct RecordingProxy {

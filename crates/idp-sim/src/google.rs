@@ -30,7 +30,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, rfc3339, username};
-use crate::api::FactorKind;
+use crate::FactorKind;
 
 pub const SCOPE_USER: &str = "https://www.googleapis.com/auth/admin.directory.user";
 pub const SCOPE_USER_READONLY: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly";
@@ -653,7 +653,6 @@ impl Provider for Google {
         let i = state.find(username)?;
         let now = jiff::Timestamp::now();
         match kind {
-            FactorKind::All => None,
             FactorKind::RecoveryCodes => {
                 let codes = BackupCodes::fresh(now);
                 let id = codes.id.clone();
@@ -682,7 +681,7 @@ impl Provider for Google {
 
 /// Kinds that are a second step inside Google's 2SV enrollment.
 fn is_second_step(kind: FactorKind) -> bool {
-    !matches!(kind, FactorKind::All | FactorKind::RecoveryCodes | FactorKind::AppPassword)
+    !matches!(kind, FactorKind::RecoveryCodes | FactorKind::AppPassword)
 }
 
 fn view(user: &User) -> UserView {
@@ -709,7 +708,7 @@ fn view(user: &User) -> UserView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::parse_query;
+    use crate::parse_query;
 
     fn request(method: Method, path_and_query: &str, token: Option<&str>) -> SimRequest {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
@@ -722,7 +721,7 @@ mod tests {
 
     fn simulator_with_token(scopes: &[&str]) -> (Google, String) {
         let key = json!({
-            "private_key": crate::testbed::sims::generate_rsa_pem(), "client_email": "sa@p.iam.gserviceaccount.com",
+            "private_key": crate::subject::generate_rsa_pem(), "client_email": "sa@p.iam.gserviceaccount.com",
             "private_key_id": "k1", "token_uri": "http://127.0.0.1:1/token",
         });
         let google = Google::new(&json!({ "service-account.json": key.to_string() })).unwrap();

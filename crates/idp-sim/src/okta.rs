@@ -42,7 +42,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, rfc3339};
-use crate::api::FactorKind;
+use crate::FactorKind;
 
 /// Users per page unless `limit` says less; Okta's maximum for `/users`.
 const USERS_PAGE_MAX: usize = 200;
@@ -209,7 +209,7 @@ fn okta_factors(kind: FactorKind) -> Vec<(&'static str, &'static str, Option<Str
             let device = device();
             vec![("push", "OKTA", device.clone()), ("signed_nonce", "OKTA", device)]
         }
-        FactorKind::All | FactorKind::AppPassword | FactorKind::TwoStepVerification => vec![],
+        FactorKind::AppPassword | FactorKind::TwoStepVerification => vec![],
     }
 }
 
@@ -345,7 +345,7 @@ fn link_header(base: &str, path: &str, limit: usize, extra: &str, after: Option<
     let url = |after: Option<&str>| {
         let mut q = format!("limit={limit}{extra}");
         if let Some(a) = after {
-            q.push_str(&format!("&after={}", crate::backends::enc(a)));
+            q.push_str(&format!("&after={}", crate::percent_encode(a)));
         }
         format!("<{base}{path}?{q}>")
     };
@@ -614,7 +614,7 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
     let next = if more { page.last().map(|e| format!("{:032x}", e.uuid)) } else { None };
     let extra: String = ["since", "until", "filter"]
         .iter()
-        .filter_map(|k| request.query(k).map(|v| format!("&{k}={}", crate::backends::enc(v))))
+        .filter_map(|k| request.query(k).map(|v| format!("&{k}={}", crate::percent_encode(v))))
         .collect();
     let link = link_header(&Okta::base(request), "/api/v1/logs", limit, &extra, after, next.as_deref());
     SimResponse::json(200, &Value::Array(page.iter().map(|e| log_json(state, e)).collect())).with_header("Link", link)
@@ -946,7 +946,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "SSWS 00secret".parse().unwrap());
         headers.insert("host", "okta.test".parse().unwrap());
-        let request = SimRequest { method, path: path.into(), query: super::super::parse_query(query), headers, body: Default::default() };
+        let request = SimRequest { method, path: path.into(), query: crate::parse_query(query), headers, body: Default::default() };
         okta.handle(&request)
     }
 
@@ -976,7 +976,7 @@ mod tests {
         let after = link.split("after=").nth(1).unwrap().split('>').next().unwrap().to_string();
         let second = call(&okta, Method::GET, &format!("/api/v1/users?limit=2&after={after}"));
         let logins: Vec<String> = body(&second).as_array().unwrap().iter().map(|u| u["profile"]["login"].as_str().unwrap().to_string()).collect();
-        assert_eq!(logins, vec![super::super::username(2), super::super::username(4)]);
+        assert_eq!(logins, vec![crate::username(2), crate::username(4)]);
         let link = second.headers.iter().find(|(k, _)| k == "Link").unwrap().1.clone();
         assert!(!link.contains("rel=\"next\""), "{link}");
     }
@@ -984,7 +984,7 @@ mod tests {
     #[test]
     fn fastpass_hidden_from_factors_and_cascade_on_delete() {
         let okta = okta();
-        let user = okta.user(&super::super::username(0)).unwrap();
+        let user = okta.user(&crate::username(0)).unwrap();
         let factors = body(&call(&okta, Method::GET, &format!("/api/v1/users/{}/factors", user.id)));
         let types: Vec<&str> = factors.as_array().unwrap().iter().map(|f| f["factorType"].as_str().unwrap()).collect();
         assert_eq!(types, vec!["token:software:totp", "webauthn", "push"]);
@@ -992,7 +992,7 @@ mod tests {
         assert!(enrollments.as_array().unwrap().iter().any(|e| e["profile"]["methods"][0] == "signed_nonce"));
         let push = factors.as_array().unwrap().iter().find(|f| f["factorType"] == "push").unwrap()["id"].as_str().unwrap().to_string();
         assert_eq!(call(&okta, Method::DELETE, &format!("/api/v1/users/{}/factors/{push}", user.id)).status, 204);
-        let left = okta.user(&super::super::username(0)).unwrap();
+        let left = okta.user(&crate::username(0)).unwrap();
         assert_eq!(left.factors.len(), 2, "push and its FastPass went together: {left:?}");
         assert_eq!(call(&okta, Method::DELETE, &format!("/api/v1/users/{}/factors/{push}", user.id)).status, 404);
     }

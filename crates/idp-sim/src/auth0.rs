@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, rfc3339, username};
-use crate::api::FactorKind;
+use crate::FactorKind;
 
 /// The tenant's subscription: the session and refresh-token endpoints are Enterprise-only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1057,7 +1057,7 @@ impl Provider for Auth0 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::{GroupSeed, parse_query as parse_pairs};
+    use crate::{GroupSeed, parse_query as parse_pairs};
 
     fn sim(users: u32, factors: Vec<FactorKind>) -> Auth0 {
         let sim = Auth0::new(&json!({ "client-id": "id", "client-secret": "secret" })).unwrap();
@@ -1213,6 +1213,6 @@ mod tests {
     }
 
     fn enc(text: &str) -> String {
-        crate::backends::enc(text)
+        crate::percent_encode(text)
     }
 }

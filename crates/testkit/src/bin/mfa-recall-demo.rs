@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use kube::{Api, Client};
 use mfa_recall::api::{BackendLimits, MfaRecall, RecallPhase};
-use mfa_recall::simulator::{GroupSeed, Seed};
-use mfa_recall::testbed::sims::{SIMULATED, SimSubject};
-use mfa_recall::testbed::{self, KeycloakAdmin, USERS_WITH_PASSWORD, cluster, seeded_types, username};
+use idp_sim::{GroupSeed, Seed};
+use testkit::sims::{SIMULATED, SimBackend, SimSubject};
+use testkit::{self, KeycloakAdmin, USERS_WITH_PASSWORD, cluster, seeded_types, username};
 use serde_json::json;
 
 const NAMESPACE: &str = "security";
@@ -77,7 +77,7 @@ async fn main() -> Result<(), String> {
     say(&format!("Keycloak after the recall: MFA credentials older than the cutoff {after:?}, sessions {sessions_after}"));
 
     say("user0000 signs in, is required to set up a new authenticator, and does");
-    testbed::enroll_totp_by_browser(&keycloak_url, REALM, &username(0)).await?;
+    testkit::enroll_totp_by_browser(&keycloak_url, REALM, &username(0)).await?;
     let recall = cluster::wait_for(&recalls, "vendor-breach", Duration::from_secs(60), |r| r.status.as_ref().is_some_and(|s| s.counts.re_enrolled >= 1)).await?;
     let counts = recall.status.unwrap_or_default().counts;
     say(&format!("re-enrolled {}, pending {}", counts.re_enrolled, counts.pending));

@@ -32,8 +32,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, username};
-use crate::api::FactorKind;
-use crate::backends::http::SecretString;
+use crate::FactorKind;
 
 /// How late authentication-log records become visible at Duo.
 pub const DUO_LOG_DELAY: Duration = Duration::from_secs(120);
@@ -151,7 +150,7 @@ impl State {
 
 pub struct Duo {
     integration_key: String,
-    secret_key: SecretString,
+    secret_key: String,
     log_delay: Mutex<Duration>,
     state: Mutex<State>,
 }
@@ -162,7 +161,7 @@ impl Duo {
         let key = |name: &str| credentials.get(name).and_then(Value::as_str).map(String::from).ok_or(format!("duo: credentials need {name}"));
         Ok(Self {
             integration_key: key("integration-key")?,
-            secret_key: SecretString::new(key("secret-key")?),
+            secret_key: key("secret-key")?,
             log_delay: Mutex::new(DUO_LOG_DELAY),
             state: Mutex::default(),
         })
@@ -221,7 +220,7 @@ impl Duo {
             &hex::encode(Sha512::digest(duo_headers.as_bytes())),
         ]
         .join("\n");
-        let mut mac = hmac::Hmac::<Sha512>::new_from_slice(self.secret_key.expose().as_bytes()).expect("any key length");
+        let mut mac = hmac::Hmac::<Sha512>::new_from_slice(self.secret_key.as_bytes()).expect("any key length");
         mac.update(canonical.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -743,22 +742,29 @@ fn view(user: &User) -> UserView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::parse_query;
+    use crate::parse_query;
     use hyper::Method;
 
     fn duo() -> Duo {
         Duo::new(&json!({ "integration-key": "DIWJ8X6AEYOR5OMC6TQ1", "secret-key": "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep" })).unwrap().with_log_delay(Duration::ZERO)
     }
 
-    fn signed(duo: &Duo, method: Method, path: &str, query: &str, secret: &str) -> SimRequest {
+    /// `request` signed with `secret` by the simulator's own v5 canonicalisation (the adapter's
+    /// signing is checked against the simulator by the conformance suite, and against Duo's
+    /// reference client in backends::auth).
+    fn sign(duo: &Duo, mut request: SimRequest, secret: &str) -> SimRequest {
         let date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_string(&jiff::Timestamp::now()).unwrap();
-        let params = parse_query(query);
-        let auth = crate::backends::auth::duo_authorization(&duo.integration_key, &SecretString::new(secret), &date, method.as_str(), "api-test.duosecurity.com", path, &params, "");
-        let mut headers = hyper::HeaderMap::new();
-        headers.insert("authorization", auth.parse().unwrap());
-        headers.insert("date", date.parse().unwrap());
-        headers.insert("host", "api-test.duosecurity.com".parse().unwrap());
-        SimRequest { method, path: path.into(), query: params, headers, body: Default::default() }
+        request.headers.insert("date", date.parse().unwrap());
+        request.headers.insert("host", "api-test.duosecurity.com".parse().unwrap());
+        let signer = Duo::new(&json!({ "integration-key": duo.integration_key, "secret-key": secret })).unwrap();
+        let signature = signer.v5_signature(&request, &date);
+        let auth = format!("Basic {}", STANDARD.encode(format!("{}:{signature}", duo.integration_key)));
+        request.headers.insert("authorization", auth.parse().unwrap());
+        request
+    }
+
+    fn signed(duo: &Duo, method: Method, path: &str, query: &str, secret: &str) -> SimRequest {
+        sign(duo, SimRequest { method, path: path.into(), query: parse_query(query), headers: hyper::HeaderMap::new(), body: Default::default() }, secret)
     }
 
     fn body(response: &SimResponse) -> Value {
@@ -780,15 +786,12 @@ mod tests {
         // The body is signed: a JSON body changed after signing is refused.
         let id = duo.user(&username(1)).unwrap().id;
         let path = format!("/admin/v1/users/{id}");
-        let date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_string(&jiff::Timestamp::now()).unwrap();
-        let post = |signed_body: &str, sent_body: &'static str| {
-            let auth = crate::backends::auth::duo_authorization(&duo.integration_key, &duo.secret_key, &date, "POST", "api-test.duosecurity.com", &path, &[], signed_body);
+        let post = |signed_body: &'static str, sent_body: &'static str| {
             let mut headers = hyper::HeaderMap::new();
-            headers.insert("authorization", auth.parse().unwrap());
-            headers.insert("date", date.parse().unwrap());
-            headers.insert("host", "api-test.duosecurity.com".parse().unwrap());
             headers.insert("content-type", "application/json".parse().unwrap());
-            duo.handle(&SimRequest { method: Method::POST, path: path.clone(), query: vec![], headers, body: sent_body.as_bytes().into() })
+            let mut request = sign(&duo, SimRequest { method: Method::POST, path: path.clone(), query: vec![], headers, body: signed_body.as_bytes().into() }, &duo.secret_key);
+            request.body = sent_body.as_bytes().into();
+            duo.handle(&request)
         };
         assert_eq!(post(r#"{"status":"active"}"#, r#"{"status":"bypass"}"#).status, 401);
         assert_eq!(body(&post(r#"{"status":"disabled"}"#, r#"{"status":"disabled"}"#))["response"]["status"], "disabled");

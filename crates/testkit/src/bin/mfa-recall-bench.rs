@@ -27,8 +27,8 @@ use mfa_recall::audit::AuditLog;
 use mfa_recall::backends::{IdentityProvider, ScopeSelector, UserRef};
 use mfa_recall::engine::{RecallJob, Runner};
 use mfa_recall::ledger::{self, LedgerStore, Segment};
-use mfa_recall::simulator::SimStats;
-use mfa_recall::testbed::cluster;
+use idp_sim::SimStats;
+use testkit::cluster;
 use serde_json::{Value, json};
 
 #[derive(Parser, Clone)]

@@ -24,7 +24,7 @@ use hyper::Method;
 use serde_json::{Map, Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, rfc3339, username};
-use crate::api::FactorKind;
+use crate::FactorKind;
 
 /// The only tenant this simulator answers for (the testbed's `tenantId`).
 pub const TENANT: &str = "contoso-test";
@@ -805,7 +805,7 @@ mod tests {
         headers.insert("authorization", format!("Bearer {}", token["access_token"].as_str().unwrap()).parse().unwrap());
         headers.insert("host", "graph.test".parse().unwrap());
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        sim.handle(&SimRequest { method, path: path.into(), query: super::super::parse_query(query), headers, body })
+        sim.handle(&SimRequest { method, path: path.into(), query: crate::parse_query(query), headers, body })
     }
 
     fn form_request(form: &[(&str, &str)]) -> SimRequest {

@@ -337,7 +337,7 @@ pub mod cluster {
 
     use std::collections::BTreeMap;
 
-    use crate::api::{IdentityBackend, IdentityBackendSpec, MfaRecall};
+    use mfa_recall::api::{IdentityBackend, IdentityBackendSpec, MfaRecall};
 
     /// Creates a namespace; one that already exists is fine.
     pub async fn create_namespace(client: &Client, name: &str) -> Result<(), String> {

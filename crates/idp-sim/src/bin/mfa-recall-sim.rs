@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use mfa_recall::simulator::{self, RateLimits, Seed, Simulator};
+use idp_sim::{self as simulator, RateLimits, Seed, Simulator};
 
 #[derive(Parser)]
 #[command(about = "Serve a simulated identity provider on loopback")]

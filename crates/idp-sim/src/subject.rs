@@ -1,23 +1,22 @@
 //! Provider simulators as test subjects: one serving on loopback with fresh credentials, the
-//! Secret data and IdentityBackend spec that reach it, and a wrong Secret for negative tests.
-//! Used by the conformance suite, the operator tests, the demo and the benchmarks.
+//! Secret data and the IdentityBackend spec (as JSON, the way a person writes it) that reach it,
+//! and a wrong Secret for negative tests. Used by the conformance suite, the operator's tests,
+//! the demo and the benchmarks.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
-use crate::api::{BackendLimits, IdentityBackend, IdentityBackendSpec};
-use crate::simulator::{self, Running, Simulator};
+use crate::{Running, Simulator};
 
 /// Every simulated provider.
 pub const SIMULATED: [&str; 5] = ["okta", "entra", "auth0", "google", "duo"];
 
 /// A simulator serving on loopback, with what an IdentityBackend needs to reach it.
-pub struct SimSubject {
+pub struct Subject {
     pub kind: &'static str,
     pub sim: Arc<Simulator>,
     pub running: Running,
@@ -25,39 +24,37 @@ pub struct SimSubject {
     pub secret: BTreeMap<String, String>,
 }
 
-impl SimSubject {
+impl Subject {
     /// Starts the simulator of `kind` on a free loopback port with fresh credentials.
     pub async fn start(kind: &str) -> Result<Self, String> {
         let kind = SIMULATED.iter().copied().find(|k| *k == kind).ok_or_else(|| format!("no simulator named {kind}"))?;
         let secret = fresh_credentials(kind, None)?;
-        let provider: Arc<dyn simulator::Provider> = if kind == "duo" {
+        let provider: Arc<dyn crate::Provider> = if kind == "duo" {
             // Duo's authentication log lags two minutes; tests look for re-enrollment at once.
-            Arc::new(simulator::duo::Duo::new(&json!(secret))?.with_log_delay(std::time::Duration::ZERO))
+            Arc::new(crate::duo::Duo::new(&json!(secret))?.with_log_delay(std::time::Duration::ZERO))
         } else {
-            simulator::build(kind, &json!(secret))?
+            crate::build(kind, &json!(secret))?
         };
         let sim = Simulator::new(provider);
-        let running = simulator::serve(sim.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
+        let running = crate::serve(sim.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| e.to_string())?;
         // Google's key names its token endpoint, which is the simulator's.
         let secret = if kind == "google" { fresh_credentials(kind, Some((&running.url, &secret)))? } else { secret };
         Ok(Self { kind, sim, running, secret })
     }
 
-    /// The IdentityBackend spec that reaches this simulator with `credentials_secret` and `limits`.
-    pub fn backend_spec(&self, credentials_secret: &str, limits: BackendLimits) -> IdentityBackendSpec {
-        backend_spec(self.kind, &self.running.url, credentials_secret, limits)
-    }
-
-    /// An IdentityBackend object (not stored anywhere) for in-process use with `backends::connect`.
-    pub fn backend(&self, namespace: &str, name: &str, limits: BackendLimits) -> IdentityBackend {
-        let mut backend = IdentityBackend::new(name, self.backend_spec(&format!("{name}-credentials"), limits));
-        backend.metadata.namespace = Some(namespace.to_string());
-        backend
-    }
-
-    /// The credentials Secret as an object (not stored anywhere).
-    pub fn secret_object(&self, name: &str, data: &BTreeMap<String, String>) -> Secret {
-        serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": data })).expect("a Secret from strings")
+    /// The spec of an IdentityBackend that reaches this simulator with the credentials in the
+    /// Secret `credentials_secret` and the given `limits` (the API's `limits` block), as JSON.
+    pub fn backend_spec_json(&self, credentials_secret: &str, limits: Value) -> Value {
+        let secret_ref = json!({ "name": credentials_secret });
+        let url = &self.running.url;
+        let block = match self.kind {
+            "entra" => json!({ "tenantId": "contoso-test", "graphUrl": url, "loginUrl": url, "credentialsSecretRef": secret_ref }),
+            "google" => json!({ "adminEmail": "secadmin@example.com", "url": url, "credentialsSecretRef": secret_ref }),
+            _ => json!({ "url": url, "credentialsSecretRef": secret_ref }),
+        };
+        // A simulator's logs show an event at once (a real provider's take minutes): a second is
+        // enough to wait before dating factors without a creation time.
+        json!({ self.kind: block, "limits": limits, "logDelay": "1s" })
     }
 
     /// Same keys, wrong values: what a mistyped Secret looks like.
@@ -78,19 +75,6 @@ impl SimSubject {
         }
         wrong
     }
-}
-
-fn backend_spec(kind: &str, url: &str, credentials_secret: &str, limits: BackendLimits) -> IdentityBackendSpec {
-    let secret_ref = json!({ "name": credentials_secret });
-    let block = match kind {
-        "okta" | "auth0" | "duo" => json!({ "url": url, "credentialsSecretRef": secret_ref }),
-        "entra" => json!({ "tenantId": "contoso-test", "graphUrl": url, "loginUrl": url, "credentialsSecretRef": secret_ref }),
-        "google" => json!({ "adminEmail": "secadmin@example.com", "url": url, "credentialsSecretRef": secret_ref }),
-        _ => unreachable!("kind checked in start"),
-    };
-    // A simulator's logs show an event at once (a real provider's take minutes): a second is
-    // enough to wait before dating factors without a creation time.
-    serde_json::from_value(json!({ kind: block, "limits": limits, "logDelay": "1s" })).expect("provider blocks match the API types")
 }
 
 /// Fresh random credentials for `kind`, keyed as in the provider's Secret. For Google, the
