@@ -33,13 +33,14 @@ pub async fn reconcile(recall: Arc<MfaRecall>, ctx: Arc<Context>) -> Result<Acti
     })
     .instrument(span)
     .await
-    .map_err(|e| Error::Invalid(format!("finalizer: {e}")))
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// Tried again, except an error that only a change of the object can fix.
 pub fn error_policy(recall: Arc<MfaRecall>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(recall = %recall.name_any(), %error, "reconcile failed");
     crate::metrics::reconcile_error("mfarecall", error.category());
-    Action::requeue(Duration::from_secs(15))
+    if error.is_permanent() { Action::await_change() } else { Action::requeue(Duration::from_secs(15)) }
 }
 
 fn key(recall: &MfaRecall) -> String {
@@ -136,6 +137,7 @@ async fn cleanup(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::ProviderError;
 
     fn spec(cancel: bool, suspend: bool) -> MfaRecallSpec {
         let mut spec: MfaRecallSpec = serde_json::from_value(serde_json::json!({ "reason": "INC-1", "backends": ["kc"], "scope": { "allUsers": true } })).unwrap();
@@ -181,5 +183,30 @@ mod tests {
                 assert_eq!(decide(&spec(cancel, suspend), phase, false), Decision::Leave, "{phase:?} cancel={cancel} suspend={suspend}");
             }
         }
+    }
+
+    /// Only a change of the object mends these; everything else is tried again. Errors keep their
+    /// own category through the finalizer, so metrics do not count them all as invalid.
+    #[test]
+    fn only_errors_that_cannot_fix_themselves_are_permanent() {
+        for e in [Error::Invalid("gracePeriod".into()), Error::Refused("totp alone".into()), Error::ListingFailed("loop".into())] {
+            assert!(e.is_permanent(), "{e}");
+        }
+        for e in [
+            Error::BackendNotFound("kc".into()),
+            Error::ExclusionGroupNotFound("admins".into()),
+            Error::Provider(ProviderError::Unavailable("503".into())),
+            Error::Provider(ProviderError::Auth("401".into())),
+            Error::Provider(ProviderError::Config("no url".into())),
+            Error::Ledger { name: "l".into(), message: "conflict".into() },
+        ] {
+            assert!(!e.is_permanent(), "{e}");
+        }
+        let wrapped = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(Error::BackendNotFound("kc".into()))));
+        assert_eq!((wrapped.category(), wrapped.is_permanent()), ("backendNotFound", false));
+        let wrapped = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(Error::Invalid("x".into()))));
+        assert_eq!((wrapped.category(), wrapped.is_permanent()), ("invalid", true));
+        let unnamed = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject));
+        assert_eq!((unnamed.category(), unnamed.is_permanent()), ("finalizer", false));
     }
 }
