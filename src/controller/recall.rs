@@ -298,3 +298,149 @@ mod tests {
         assert_eq!((unnamed.category(), unnamed.is_permanent()), ("finalizer", false));
     }
 }
+
+/// Reconcile against a mocked apiserver: the finalizer, status and event calls of the main
+/// scenarios, in the order they are made.
+#[cfg(test)]
+mod scenarios {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::fixtures::{self, NAMESPACE};
+
+    const KEY: &str = "security/r";
+
+    fn ready(status: &serde_json::Value) -> &serde_json::Value {
+        status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").expect("a Ready condition")
+    }
+
+    /// A reconcile that asks the apiserver for nothing: one that did would wait for an answer.
+    async fn quietly(recall: MfaRecall, ctx: &Arc<Context>) -> Action {
+        tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(recall), ctx.clone())).await.expect("reconcile asked the apiserver for something").unwrap()
+    }
+
+    /// Waits for the owner started by a reconcile to end.
+    async fn settled(ctx: &Context) -> Run {
+        loop {
+            match ctx.runs.state(KEY) {
+                Run::Running => tokio::time::sleep(Duration::from_millis(5)).await,
+                run => return run,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_recall_gets_its_finalizer_added_and_nothing_else() {
+        let (ctx, mut server, trail) = Context::test();
+        let recall = fixtures::recall("r", json!({}), true);
+        let reconciled = tokio::spawn(reconcile(Arc::new(recall.clone()), ctx.clone()));
+        server.finalizer_added(&recall).await;
+        assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+        server.quiet().await;
+        assert_eq!(ctx.runs.state(KEY), Run::Idle, "the patch brings the next reconcile; nothing runs before");
+        assert!(trail.actions().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_suspended_recall_gets_phase_suspended_by_server_side_apply() {
+        let (ctx, mut server, trail) = Context::test();
+        let recall = fixtures::recall("r", json!({ "suspend": true }), false);
+        let reconciled = tokio::spawn(reconcile(Arc::new(recall.clone()), ctx.clone()));
+        server.status_read(&recall).await;
+        let event = server.event().await;
+        assert_eq!((&event["type"], &event["reason"], &event["regarding"]["name"]), (&json!("Normal"), &json!("Suspended"), &json!("r")));
+        let status = server.status_applied(&recall).await;
+        assert_eq!((&status["phase"], &status["observedGeneration"]), (&json!("Suspended"), &json!(1)));
+        assert_eq!((&ready(&status)["status"], &ready(&status)["reason"]), (&json!("False"), &json!("Suspended")));
+        assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+        assert_eq!(settled(&ctx).await, Run::Idle);
+        assert_eq!(trail.actions(), ["recall.phase: Suspended"]);
+
+        // Recorded: the next look does nothing, and audits nothing again.
+        let mut suspended = recall.clone();
+        suspended.status = Some(serde_json::from_value(status).unwrap());
+        assert_eq!(quietly(suspended, &ctx).await, Action::await_change());
+        server.quiet().await;
+        assert_eq!(trail.actions().len(), 1);
+    }
+
+    /// Deleted while its run works: the run is stopped first, then the finalizer goes; no phase
+    /// is written to an object on its way out.
+    #[tokio::test]
+    async fn a_recall_deleted_mid_run_is_stopped_and_has_its_finalizer_removed() {
+        let (ctx, mut server, trail) = Context::test();
+        let mut recall = fixtures::recall("r", json!({}), false);
+        recall.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+        recall.status = Some(crate::api::MfaRecallStatus { phase: RecallPhase::Revoking, observed_generation: Some(1), ..Default::default() });
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
+        ctx.runs.adopt(KEY, move |mut stop| async move {
+            let _ = stop.wait_for(|s| *s).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        assert_eq!(ctx.runs.state(KEY), Run::Running);
+        let reconciled = tokio::spawn(reconcile(Arc::new(recall.clone()), ctx.clone()));
+        let event = server.event().await;
+        assert!(stopped.load(Ordering::SeqCst), "the run was still working when the deletion was announced");
+        assert_eq!(event["reason"], "Deleted");
+        server.finalizer_removed(&recall).await;
+        assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+        assert_eq!(ctx.runs.state(KEY), Run::Idle);
+        assert!(trail.actions().is_empty());
+    }
+
+    /// A spec no run can keep to ends the recall as Failed, saying what to change, and then
+    /// waits for the object to change instead of trying again every few seconds.
+    #[tokio::test]
+    async fn a_permanently_invalid_recall_fails_with_a_message_and_waits_for_a_change() {
+        let (ctx, mut server, trail) = Context::test();
+        let recall = fixtures::recall("r", json!({ "reEnrollment": { "checkInterval": "0s" } }), false);
+        let reconciled = tokio::spawn(reconcile(Arc::new(recall.clone()), ctx.clone()));
+        server.status_read(&recall).await;
+        let event = server.event().await;
+        assert_eq!((&event["type"], &event["reason"]), (&json!("Warning"), &json!("InvalidSpec")));
+        let status = server.status_applied(&recall).await;
+        assert_eq!((&status["phase"], &status["observedGeneration"]), (&json!("Failed"), &json!(1)));
+        let message = ready(&status)["message"].as_str().unwrap();
+        assert_eq!(ready(&status)["reason"], "InvalidSpec");
+        assert!(message.contains("reEnrollment.checkInterval") && message.contains("fix it in the spec"), "{message}");
+        assert_eq!(reconciled.await.unwrap().unwrap(), Action::requeue(WATCH_INTERVAL));
+        assert_eq!(settled(&ctx).await, Run::Idle, "not retried after a pause");
+        assert_eq!(trail.actions(), ["recall.phase: Failed"]);
+
+        let mut failed = recall.clone();
+        failed.status = Some(serde_json::from_value(status).unwrap());
+        assert_eq!(quietly(failed, &ctx).await, Action::await_change());
+        server.quiet().await;
+    }
+
+    /// Fixed, the failed recall runs again and is pending; a backend that does not exist yet is
+    /// named in Ready and tried again after a pause, never failed.
+    #[tokio::test]
+    async fn a_failed_recall_runs_again_when_its_spec_changes_and_waits_for_a_missing_backend() {
+        let (ctx, mut server, trail) = Context::test();
+        let mut recall = fixtures::recall("r", json!({}), false);
+        recall.metadata.generation = Some(2);
+        recall.status = Some(crate::api::MfaRecallStatus { phase: RecallPhase::Failed, observed_generation: Some(1), ..Default::default() });
+        let reconciled = tokio::spawn(reconcile(Arc::new(recall.clone()), ctx.clone()));
+        server.status_read(&recall).await;
+        assert_eq!(server.event().await["reason"], "Pending");
+        server.not_found(&format!("/apis/mfarecall.io/v1alpha1/namespaces/{NAMESPACE}/identitybackends/kc")).await;
+        let event = server.event().await;
+        assert_eq!((&event["type"], &event["reason"]), (&json!("Warning"), &json!("BackendNotFound")));
+        let status = server.status_applied(&recall).await;
+        assert_eq!((&status["phase"], &status["observedGeneration"]), (&json!("Pending"), &json!(2)));
+        assert_eq!(ready(&status)["reason"], "BackendNotFound");
+        assert!(ready(&status)["message"].as_str().unwrap().contains("IdentityBackend security/kc not found"));
+        reconciled.await.unwrap().unwrap();
+        assert!(matches!(settled(&ctx).await, Run::Waiting(_)));
+        assert_eq!(trail.actions(), ["recall.phase: Pending"]);
+
+        let mut waiting = recall.clone();
+        waiting.status = Some(serde_json::from_value(status).unwrap());
+        assert_ne!(quietly(waiting, &ctx).await, Action::await_change());
+        server.quiet().await;
+    }
+}
