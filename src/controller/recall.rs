@@ -125,14 +125,15 @@ async fn apply(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
         Decision::Stop { record } => {
             // A run that stopped by itself recorded the phase on its way out; otherwise an owner
             // is started only to record it, so the phase has one writer either way.
-            if ctx.runs.stop(&key, record, STOP_TIMEOUT).await || record.is_none() {
-                return Ok(Action::await_change());
+            let Some(phase) = record else { return Ok(Action::await_change()) };
+            if !ctx.runs.stop(&key, record, STOP_TIMEOUT).await {
+                let latest = latest(&recall, ctx).await?;
+                if decide(&latest.spec, &Observed::of(&latest, Run::Idle)) == (Decision::Stop { record: Some(phase) }) {
+                    ctx.runs.start(&key, Arc::new(latest), ctx.clone(), record);
+                }
             }
-            let latest = latest(&recall, ctx).await?;
-            if let Decision::Stop { record: Some(phase) } = decide(&latest.spec, &Observed::of(&latest, Run::Idle)) {
-                ctx.runs.start(&key, Arc::new(latest), ctx.clone(), Some(phase));
-            }
-            Ok(Action::await_change())
+            // Looked at again should the phase not get recorded (the audit trail or the apiserver failing).
+            Ok(Action::requeue(WATCH_INTERVAL))
         }
         Decision::Start => {
             let latest = latest(&recall, ctx).await?;
@@ -354,7 +355,7 @@ mod scenarios {
         let status = server.status_applied(&recall).await;
         assert_eq!((&status["phase"], &status["observedGeneration"]), (&json!("Suspended"), &json!(1)));
         assert_eq!((&ready(&status)["status"], &ready(&status)["reason"]), (&json!("False"), &json!("Suspended")));
-        assert_eq!(reconciled.await.unwrap().unwrap(), Action::await_change());
+        assert_eq!(reconciled.await.unwrap().unwrap(), Action::requeue(WATCH_INTERVAL));
         assert_eq!(settled(&ctx).await, Run::Idle);
         assert_eq!(trail.actions(), ["recall.phase: Suspended"]);
 
