@@ -42,6 +42,10 @@ pub enum Error {
     /// link to another host, pages that lead back): the recall ends with the users listed before.
     #[error("{0}; the users listed before it were worked on and are counted, the rest were not reached")]
     ListingFailed(String),
+    /// Adding or removing the finalizer, or the reconcile inside it, failed; kept whole so its
+    /// category and permanence are those of the error inside.
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -58,6 +62,24 @@ impl Error {
             Error::ExclusionGroupNotFound(_) => "exclusionGroupNotFound",
             Error::Refused(_) => "refused",
             Error::ListingFailed(_) => "listingFailed",
+            Error::Finalizer(e) => match &**e {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => "finalizer",
+            },
+        }
+    }
+
+    /// True when trying again cannot help and only a change of the object can: a spec that does
+    /// not hold, a request a backend refuses, a listing that failed its bounded retries. A missing
+    /// IdentityBackend or exclusion group, or a provider that does not answer, may still come right.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Invalid(_) | Error::Refused(_) | Error::ListingFailed(_) => true,
+            Error::Finalizer(e) => match &**e {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
+                _ => false,
+            },
+            _ => false,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! each reconcile a `Context`.
 
 mod backend;
+#[cfg(test)]
+mod fixtures;
 pub mod health;
 pub mod leader;
 mod recall;

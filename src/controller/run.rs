@@ -1,22 +1,27 @@
-//! The long-running work of one recall, as a task per recall: revoke on every backend, then
-//! watch for re-enrollment until everyone re-enrolled or the deadline passed. Status is written
-//! at most once a second from the engine's live counts.
+//! The owner of one recall: a task per recall that runs it and alone writes its status, so a
+//! phase is set in one place (`change_phase`) and written by one writer (`Live::flush`). A run
+//! reads as validate → fetch → build → apply (revoke on every backend, then watch for
+//! re-enrollment until everyone re-enrolled or the deadline passed) → status, which every way
+//! out goes through. Status is written at most once a second from the engine's live counts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use super::recall::key;
 use super::{Context, status};
-use crate::api::{BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallStatus, RecallPhase, ReEnrollment};
+use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, RecallPhase, ReEnrollment};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::backends::{IdentityProvider, Membership, ScopeSelector};
+use crate::backends::{IdentityProvider, Membership, ProviderError, ScopeSelector};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
-use crate::ledger::ConfigMapLedger;
+use crate::ledger::{ConfigMapLedger, LedgerStore};
 use crate::{Error, Result, duration};
 
 /// How often status is written while a recall makes progress.
@@ -30,59 +35,142 @@ const NOT_FOUND_SHOWN: usize = 100;
 /// never so long that a stop or a status change waits on it.
 const SETTLE_MIN_WAIT: Duration = Duration::from_millis(500);
 const SETTLE_MAX_WAIT: Duration = Duration::from_secs(30);
+/// After a run stopped on an error that may fix itself, the pause before it is tried again.
+const RETRY_PAUSE: Duration = Duration::from_secs(15);
+/// Shorter re-enrollment checks would keep a provider busy for nothing.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Recalls being worked on by this process, keyed by `namespace/name`.
-#[derive(Default)]
-pub struct Runs {
-    inner: Mutex<HashMap<String, RunHandle>>,
+/// This process's run of one recall, as reconcile sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// None alive: never started here, or ended.
+    Idle,
+    Running,
+    /// The last run stopped on an error that may fix itself; this much of its pause is left.
+    Waiting(Duration),
 }
 
-struct RunHandle {
+/// The owners of the recalls this process works on, keyed by `namespace/name`.
+#[derive(Default)]
+pub struct Runs {
+    inner: Mutex<HashMap<String, Slot>>,
+}
+
+enum Slot {
+    Owned(Owner),
+    /// Tried again from this instant.
+    Waiting(Instant),
+}
+
+struct Owner {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The phase the owner records as it stops (suspended, cancelled); unset when the recall is deleted.
+    record: Arc<OnceLock<RecallPhase>>,
+    task: JoinHandle<End>,
+}
+
+/// How an owner ended.
+enum End {
+    /// Done, stopped, or failed for good: the next reconcile decides.
+    Over,
+    /// On an error that may fix itself: tried again from this instant.
+    RetryFrom(Instant),
 }
 
 impl Runs {
-    /// True while a task for `key` is alive.
-    pub fn is_running(&self, key: &str) -> bool {
+    pub fn state(&self, key: &str) -> Run {
         let mut inner = self.inner.lock().unwrap();
-        match inner.get(key) {
-            Some(handle) if !handle.task.is_finished() => true,
-            Some(_) => {
-                inner.remove(key);
-                false
+        let now = Instant::now();
+        let retry_from = match inner.get_mut(key) {
+            None => return Run::Idle,
+            Some(Slot::Owned(owner)) if !owner.task.is_finished() => return Run::Running,
+            Some(Slot::Owned(owner)) => match (&mut owner.task).now_or_never() {
+                Some(Ok(End::RetryFrom(at))) => Some(at),
+                Some(Ok(End::Over)) | None => None,
+                // Not likely to pass at once either: paused like an error.
+                Some(Err(e)) => {
+                    tracing::error!(recall = key, error = %e, "recall run ended abnormally");
+                    Some(now + RETRY_PAUSE)
+                }
+            },
+            Some(Slot::Waiting(at)) => Some(*at),
+        };
+        match retry_from.filter(|at| *at > now) {
+            Some(at) => {
+                inner.insert(key.to_string(), Slot::Waiting(at));
+                Run::Waiting(at - now)
             }
-            None => false,
+            None => {
+                inner.remove(key);
+                Run::Idle
+            }
         }
     }
 
-    pub fn start(&self, key: &str, recall: Arc<MfaRecall>, ctx: Arc<Context>) {
-        let (stop, stop_rx) = watch::channel(false);
+    /// Starts the owner of a recall. With `record` it only records that phase (a recall suspended
+    /// or cancelled while no run was alive), so the phase has the same writer either way.
+    pub fn start(&self, key: &str, recall: Arc<MfaRecall>, ctx: Arc<Context>, record: Option<RecallPhase>) {
+        let (stop, stop_rx) = watch::channel(record.is_some());
+        let phase = Arc::new(OnceLock::new());
+        if let Some(p) = record {
+            let _ = phase.set(p);
+        }
         // Every log line of this run carries the recall and one trace id.
         let span = tracing::info_span!("recall_run", recall = %key, trace_id = %crate::telemetry::trace_id());
-        let task = tokio::spawn(tracing::Instrument::instrument(run(recall, ctx, stop_rx), span));
-        self.inner.lock().unwrap().insert(key.to_string(), RunHandle { stop, task });
+        let task = tokio::spawn(tracing::Instrument::instrument(own(recall, ctx, stop_rx, phase.clone()), span));
+        let previous = self.inner.lock().unwrap().insert(key.to_string(), Slot::Owned(Owner { stop, record: phase, task }));
+        // Reconcile starts only a recall it found idle; were that ever wrong, the older run goes.
+        if let Some(Slot::Owned(previous)) = previous
+            && !previous.task.is_finished()
+        {
+            tracing::error!(recall = key, "a second run of this recall was started: the first is aborted");
+            previous.task.abort();
+        }
     }
 
-    /// Asks the task to stop at a checkpoint and waits for it (in-flight users finish first).
-    pub async fn stop(&self, key: &str, timeout: Duration) {
-        let handle = self.inner.lock().unwrap().remove(key);
-        if let Some(handle) = handle {
-            let _ = handle.stop.send(true);
-            if tokio::time::timeout(timeout, handle.task).await.is_err() {
-                tracing::warn!(recall = key, "recall did not stop in time; its unfinished users resume on the next start");
-            }
+    /// Asks the run to stop at a checkpoint, recording `record` on its way out, and waits for it
+    /// (in-flight users finish first). One that does not stop in time is aborted, so two runs of
+    /// one recall never exist side by side. True when a run stopped by itself (and recorded the
+    /// phase); false when there was none or it was aborted, and the phase is not recorded.
+    pub async fn stop(&self, key: &str, record: Option<RecallPhase>, timeout: Duration) -> bool {
+        let Some(Slot::Owned(mut owner)) = self.inner.lock().unwrap().remove(key) else { return false };
+        if owner.task.is_finished() {
+            return false;
         }
+        if let Some(phase) = record {
+            let _ = owner.record.set(phase);
+        }
+        let _ = owner.stop.send(true);
+        if tokio::time::timeout(timeout, &mut owner.task).await.is_ok() {
+            return true;
+        }
+        tracing::warn!(recall = key, "recall run did not stop within {timeout:?}: aborted; its unfinished users resume from the ledger on the next start");
+        owner.task.abort();
+        let _ = owner.task.await;
+        false
     }
 
     pub async fn stop_all(&self, timeout: Duration) {
-        let handles: Vec<RunHandle> = self.inner.lock().unwrap().drain().map(|(_, h)| h).collect();
-        for handle in &handles {
-            let _ = handle.stop.send(true);
+        let owners: Vec<(String, Owner)> = self
+            .inner
+            .lock()
+            .unwrap()
+            .drain()
+            .filter_map(|(key, slot)| match slot {
+                Slot::Owned(owner) => Some((key, owner)),
+                Slot::Waiting(_) => None,
+            })
+            .collect();
+        for (_, owner) in &owners {
+            let _ = owner.stop.send(true);
         }
-        let all = futures::future::join_all(handles.into_iter().map(|h| h.task));
-        if tokio::time::timeout(timeout, all).await.is_err() {
-            tracing::warn!("some recalls did not stop in time; their unfinished users resume on the next start");
+        let deadline = Instant::now() + timeout;
+        for (key, mut owner) in owners {
+            if tokio::time::timeout_at(deadline, &mut owner.task).await.is_err() {
+                tracing::warn!(recall = %key, "recall run did not stop in time: aborted; its unfinished users resume from the ledger on the next start");
+                owner.task.abort();
+                let _ = owner.task.await;
+            }
         }
     }
 }
@@ -94,31 +182,55 @@ struct BackendRun {
     progress: SharedProgress,
 }
 
-/// Shared between the work and the status writer.
+/// The status of a recall as its owner keeps it, shared with the status writer.
 struct Live {
     base: Mutex<MfaRecallStatus>,
-    backends: Vec<(String, SharedProgress, Arc<dyn IdentityProvider>)>,
+    /// Set once the run is built; until then the counts are those last written.
+    backends: OnceLock<Vec<(String, SharedProgress, Arc<dyn IdentityProvider>)>>,
+    /// Why the run stopped, shown in Ready over what the phase says.
+    problem: Mutex<Option<(&'static str, String)>>,
+    /// The status last written, so an unchanged one is not written again.
+    written: Mutex<Option<MfaRecallStatus>>,
     /// Told of each phase change, so the status writer reports it without waiting out its interval.
     phase_changed: tokio::sync::Notify,
 }
 
 impl Live {
+    fn new(status: MfaRecallStatus) -> Self {
+        Self { base: Mutex::new(status), backends: OnceLock::new(), problem: Mutex::new(None), written: Mutex::new(None), phase_changed: tokio::sync::Notify::new() }
+    }
+
+    /// Takes the checked instants and the backends' progress into the status.
+    fn begin(&self, plan: &Plan, runs: &[BackendRun]) {
+        {
+            let mut base = self.base.lock().unwrap();
+            base.cutoff = Some(plan.cutoff);
+            base.started_at = Some(plan.started);
+            base.deadline = Some(plan.deadline);
+        }
+        let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone())).collect());
+    }
+
     fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
         let mut status = self.base.lock().unwrap().clone();
-        status.backends = self
-            .backends
-            .iter()
-            .map(|(name, progress, provider)| {
-                // Read each time: some limits show only while working (a plan without an endpoint).
-                let not_supported = provider.capabilities().limitations;
-                let p = progress.lock().unwrap();
-                let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
-                BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone() }
-            })
-            .collect();
-        status.counts = status::totals(&status.backends);
+        if let Some(backends) = self.backends.get() {
+            status.backends = backends
+                .iter()
+                .map(|(name, progress, provider)| {
+                    // Read each time: some limits show only while working (a plan without an endpoint).
+                    let not_supported = provider.capabilities().limitations;
+                    let p = progress.lock().unwrap();
+                    let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
+                    BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone() }
+                })
+                .collect();
+            status.counts = status::totals(&status.backends);
+        }
         status.observed_generation = generation;
         status::set_conditions(&mut status, generation);
+        if let Some((reason, message)) = self.problem.lock().unwrap().clone() {
+            api::set_condition(&mut status.conditions, api::READY, false, reason, message, generation);
+        }
         status
     }
 
@@ -126,45 +238,209 @@ impl Live {
         self.base.lock().unwrap().phase = phase;
         self.phase_changed.notify_one();
     }
+
+    /// The one status writer of a recall: writes the status if it changed since the last write,
+    /// once the audit lines behind its counts are durable. True when it wrote.
+    async fn flush(&self, api: &Api<MfaRecall>, recall: &MfaRecall, audit: &AuditLog) -> Result<bool> {
+        let status = self.status(recall.metadata.generation);
+        if self.written.lock().unwrap().as_ref() == Some(&status) {
+            return Ok(false);
+        }
+        audit.sync().await?;
+        status::write(api, recall, &status).await?;
+        let key = key(recall);
+        for backend in &status.backends {
+            crate::metrics::recall_progress(&key, &backend.name, &backend.counts);
+        }
+        // Conditions kept as written, so their transition times hold until a status flips.
+        self.base.lock().unwrap().conditions = status.conditions.clone();
+        *self.written.lock().unwrap() = Some(status);
+        Ok(true)
+    }
 }
 
-async fn run(recall: Arc<MfaRecall>, ctx: Arc<Context>, stop: watch::Receiver<bool>) {
-    let key = format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any());
-    if let Err(e) = execute(&recall, &ctx, stop).await {
-        tracing::warn!(recall = %key, error = %e, "recall run stopped on an error; it resumes on the next reconcile");
-        let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
-        let mut status = recall.status.clone().unwrap_or_default();
-        if let Ok(latest) = api.get_status(&recall.name_any()).await {
-            status = latest.status.unwrap_or(status);
-        }
-        let reason = match &e {
-            Error::Provider(crate::backends::ProviderError::Auth(_)) => "BackendAuthFailed",
-            Error::Provider(crate::backends::ProviderError::Config(_)) => "BackendMisconfigured",
-            Error::Provider(_) => "BackendUnavailable",
-            Error::BackendNotFound(_) => "BackendNotFound",
-            Error::ExclusionGroupNotFound(_) => "ExclusionGroupNotFound",
-            Error::Refused(_) => "FactorKindsInseparable",
-            Error::ListingFailed(_) => "ListingFailed",
-            Error::Invalid(_) => "InvalidSpec",
-            _ => "RunError",
-        };
-        // A refusal cannot pass later (what is refused is immutable), nor can a listing that
-        // failed its bounded retries: the recall ends here.
-        if matches!(e, Error::Refused(_) | Error::ListingFailed(_)) {
-            status.phase = RecallPhase::Failed;
-        }
-        crate::api::set_condition(&mut status.conditions, crate::api::READY, false, reason, e.to_string(), recall.metadata.generation);
-        if let Err(write_error) = status::write(&api, &recall, &status).await {
-            tracing::warn!(recall = %key, error = %write_error, "could not write status");
-        }
-        ctx.publish(&*recall, EventType::Warning, reason, e.to_string()).await;
+/// Owns one recall until its run ends: runs it unless told to stop already, records the phase it
+/// stopped in, and writes the status last.
+async fn own(recall: Arc<MfaRecall>, ctx: Arc<Context>, stop: watch::Receiver<bool>, record: Arc<OnceLock<RecallPhase>>) -> End {
+    let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
+    let live = Arc::new(Live::new(recall.status.clone().unwrap_or_default()));
+    let stopped = *stop.borrow();
+    let outcome = if stopped { Ok(()) } else { execute(&recall, &ctx, &live, stop).await };
+    let end = match outcome {
+        Ok(()) => End::Over,
+        Err(e) => stopped_on(&recall, &ctx, &live, e).await,
+    };
+    if let Some(&phase) = record.get()
+        && let Err(e) = change_phase(&recall, &ctx, &live, phase).await
+    {
+        tracing::warn!(error = %e, "could not record the phase; it is recorded on the next reconcile");
     }
+    if let Err(e) = live.flush(&api, &recall, &ctx.audit).await {
+        tracing::warn!(error = %e, "could not write status");
+    }
+    end
+}
+
+/// The status step of a run that stopped on an error: Ready and an event say why. One that
+/// cannot fix itself ends the recall as Failed until its spec changes; one that can is tried
+/// again after a pause.
+async fn stopped_on(recall: &MfaRecall, ctx: &Context, live: &Live, e: Error) -> End {
+    let reason = reason(&e);
+    let message = match &e {
+        Error::Invalid(_) => format!("{e}: fix it in the spec, and the recall runs again"),
+        Error::Refused(_) => format!("{e}; spec.factors cannot change: create a new MfaRecall that asks for kinds the backend can revoke"),
+        _ => e.to_string(),
+    };
+    *live.problem.lock().unwrap() = Some((reason, message.clone()));
+    ctx.publish(recall, EventType::Warning, reason, message).await;
+    if !e.is_permanent() {
+        tracing::warn!(error = %e, "recall run stopped on an error; it is tried again in {RETRY_PAUSE:?}");
+        return End::RetryFrom(Instant::now() + RETRY_PAUSE);
+    }
+    tracing::warn!(error = %e, "recall failed; it waits for its spec to change");
+    if let Err(e) = change_phase(recall, ctx, live, RecallPhase::Failed).await {
+        tracing::warn!(error = %e, "could not record the failure; tried again in {RETRY_PAUSE:?}");
+        return End::RetryFrom(Instant::now() + RETRY_PAUSE);
+    }
+    End::Over
+}
+
+fn reason(e: &Error) -> &'static str {
+    match e {
+        Error::Provider(ProviderError::Auth(_)) => "BackendAuthFailed",
+        Error::Provider(ProviderError::Config(_)) => "BackendMisconfigured",
+        Error::Provider(_) => "BackendUnavailable",
+        Error::BackendNotFound(_) => "BackendNotFound",
+        Error::ExclusionGroupNotFound(_) => "ExclusionGroupNotFound",
+        Error::Refused(_) => "FactorKindsInseparable",
+        Error::ListingFailed(_) => "ListingFailed",
+        Error::Invalid(_) => "InvalidSpec",
+        _ => "RunError",
+    }
+}
+
+/// validate → fetch → build → apply; the caller does the status step.
+async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, stop: watch::Receiver<bool>) -> Result<()> {
+    let started = live.base.lock().unwrap().started_at;
+    let plan = validate(recall, started, jiff::Timestamp::now())?;
+    // Failed on an earlier spec: this one passed, so the recall is pending again.
+    if live.base.lock().unwrap().phase == RecallPhase::Failed {
+        change_phase(recall, ctx, live, RecallPhase::Pending).await?;
+    }
+    let fetched = fetch(recall, ctx).await?;
+    refuse_inseparable_kinds(recall, &fetched)?;
+    let ledger = fetched.ledger.clone();
+    let runs = build(recall, &plan, fetched.backends);
+    live.begin(&plan, &runs);
+    apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval).await
+}
+
+/// What a spec says once checked: the instants and the interval the run keeps to.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    cutoff: jiff::Timestamp,
+    started: jiff::Timestamp,
+    deadline: jiff::Timestamp,
+    check_interval: Duration,
+}
+
+/// Checks what the apiserver's rules cannot (a duration's size), before anything is fetched.
+/// `started` is when an earlier run started, kept so the deadline does not move.
+fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Result<Plan> {
+    let spec = &recall.spec;
+    let created = recall.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    let started = started.unwrap_or(now);
+    let grace = grace_period(&spec.re_enrollment)?;
+    let deadline = started.checked_add(grace).map_err(|e| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is too long: {e}", spec.re_enrollment.grace_period)))?;
+    let check_interval = duration::parse(&spec.re_enrollment.check_interval)
+        .ok_or_else(|| Error::Invalid(format!("reEnrollment.checkInterval {:?} is not a duration", spec.re_enrollment.check_interval)))?;
+    if check_interval < MIN_CHECK_INTERVAL {
+        return Err(Error::Invalid(format!("reEnrollment.checkInterval {:?} is shorter than {MIN_CHECK_INTERVAL:?}", spec.re_enrollment.check_interval)));
+    }
+    Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval })
+}
+
+fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
+    let grace = duration::parse(&rules.grace_period)
+        .ok_or_else(|| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is not a duration such as 72h", rules.grace_period)))?;
+    jiff::SignedDuration::try_from(grace).map_err(|e| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is too long: {e}", rules.grace_period)))
+}
+
+/// What a recall points at: its IdentityBackends with their adapters, and its ledger.
+struct Fetched {
+    backends: Vec<(IdentityBackend, Arc<dyn IdentityProvider>)>,
+    ledger: Arc<ConfigMapLedger>,
+    /// The ledger holds progress already: the recall is under way.
+    under_way: bool,
+}
+
+/// Every backend is dereferenced before anyone is touched, so a typo fails fast and nothing is half-done.
+async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
+    let namespace = recall.namespace().unwrap_or_default();
+    let backends_api: Api<IdentityBackend> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut backends = Vec::new();
+    for name in &recall.spec.backends {
+        let backend = backends_api
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| Error::BackendNotFound(format!("IdentityBackend {namespace}/{name} not found: create it or fix spec.backends")))?;
+        let provider = ctx.provider(&backend).await?;
+        backends.push((backend, provider));
+    }
+    let owner = recall.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
+    let ledger = Arc::new(ConfigMapLedger::new(ctx.client.clone(), &namespace, owner));
+    let mut under_way = false;
+    for name in &recall.spec.backends {
+        if !ledger.segments(name).await?.is_empty() {
+            under_way = true;
+            break;
+        }
+    }
+    Ok(Fetched { backends, ledger, under_way })
+}
+
+/// A recall asking for some of the factor kinds a backend can only revoke together is refused
+/// before anything is recorded on any backend. One already under way (an operator upgraded in
+/// between) goes on as it was recorded.
+fn refuse_inseparable_kinds(recall: &MfaRecall, fetched: &Fetched) -> Result<()> {
+    if fetched.under_way {
+        return Ok(());
+    }
+    for (backend, provider) in &fetched.backends {
+        if let Some(why) = provider.capabilities().refused_kinds(&recall.spec.factors) {
+            let (namespace, name) = (recall.namespace().unwrap_or_default(), backend.name_any());
+            return Err(Error::Refused(format!("IdentityBackend {namespace}/{name} cannot revoke spec.factors as asked: {why}")));
+        }
+    }
+    Ok(())
+}
+
+/// One engine job per backend.
+fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dyn IdentityProvider>)>) -> Vec<BackendRun> {
+    let spec = &recall.spec;
+    backends
+        .into_iter()
+        .map(|(backend, provider)| {
+            let job = RecallJob {
+                recall: key(recall),
+                backend: backend.name_any(),
+                scope: scope_selector(spec),
+                exclude_users: spec.scope.exclude.users.clone(),
+                exclude_groups: spec.scope.exclude.groups.clone(),
+                kinds: spec.factors.clone(),
+                revoke_sessions: spec.revoke_sessions && provider.capabilities().revoke_sessions,
+                cutoff: plan.cutoff,
+                concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
+            };
+            BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())) }
+        })
+        .collect()
 }
 
 /// The scope of one backend as the engine sees it: every user, or the union of the groups'
 /// members and the named users.
-fn scope_selector(recall: &MfaRecall) -> ScopeSelector {
-    let scope = &recall.spec.scope;
+fn scope_selector(spec: &MfaRecallSpec) -> ScopeSelector {
+    let scope = &spec.scope;
     if scope.all_users == Some(true) {
         ScopeSelector::AllUsers
     } else {
@@ -173,95 +449,30 @@ fn scope_selector(recall: &MfaRecall) -> ScopeSelector {
     }
 }
 
-async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, stop: watch::Receiver<bool>) -> Result<()> {
-    let namespace = recall.namespace().unwrap_or_default();
-    let name = recall.name_any();
-    let key = format!("{namespace}/{name}");
-    let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &namespace);
-    let spec = &recall.spec;
-
-    let mut base = recall.status.clone().unwrap_or_default();
-    let created = recall.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
-    let cutoff = spec.cutoff.unwrap_or(created);
-    base.cutoff = Some(cutoff);
-    let started = *base.started_at.get_or_insert_with(jiff::Timestamp::now);
-    let grace = grace_period(&spec.re_enrollment)?;
-    base.deadline = Some(started.checked_add(grace).map_err(|e| Error::Invalid(format!("gracePeriod: {e}")))?);
-    let check_interval = duration::parse(&spec.re_enrollment.check_interval)
-        .ok_or_else(|| Error::Invalid(format!("reEnrollment.checkInterval {:?} is not a duration", spec.re_enrollment.check_interval)))?;
-
-    // Dereference every backend before touching anyone, so a typo fails fast and nothing is half-done.
-    let backends_api: Api<IdentityBackend> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut runs = Vec::new();
-    for backend_name in &spec.backends {
-        let backend = backends_api.get_opt(backend_name).await?.ok_or_else(|| {
-            Error::BackendNotFound(format!("IdentityBackend {namespace}/{backend_name} not found: create it or fix spec.backends"))
-        })?;
-        let provider = ctx.provider(&backend).await?;
-        let caps = provider.capabilities();
-        let job = RecallJob {
-            recall: key.clone(),
-            backend: backend_name.clone(),
-            scope: scope_selector(recall),
-            exclude_users: spec.scope.exclude.users.clone(),
-            exclude_groups: spec.scope.exclude.groups.clone(),
-            kinds: spec.factors.clone(),
-            revoke_sessions: spec.revoke_sessions && caps.revoke_sessions,
-            cutoff,
-            concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
-        };
-        runs.push(BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())) });
+/// Restores counts from the ledger, then works with the status writer beside it.
+async fn apply(
+    recall: &Arc<MfaRecall>,
+    ctx: &Arc<Context>,
+    live: &Arc<Live>,
+    runs: &[BackendRun],
+    ledger: &Arc<ConfigMapLedger>,
+    stop: watch::Receiver<bool>,
+    check_interval: Duration,
+) -> Result<()> {
+    // Before the first status write, so counts never go backwards.
+    for r in runs {
+        runner(r, ledger, ctx, stop.clone()).restore(&r.job).await?;
     }
-
-    let owner = recall
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
-    let ledger = Arc::new(ConfigMapLedger::new(ctx.client.clone(), &namespace, owner));
-    refuse_inseparable_kinds(&namespace, spec, &runs, &ledger).await?;
-    let live = Arc::new(Live {
-        base: Mutex::new(base),
-        backends: runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone())).collect(),
-        phase_changed: tokio::sync::Notify::new(),
-    });
-
-    // Restore counts from the ledger before the first status write, so counts never go backwards.
-    for r in &runs {
-        runner(r, &ledger, ctx, stop.clone()).restore(&r.job).await?;
-    }
-
-    let writer = StatusWriter::spawn(api.clone(), recall.clone(), live.clone(), ctx.audit.clone());
-    let outcome = work(recall, ctx, &runs, &ledger, &live, stop, check_interval).await;
+    let api = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
+    let writer = StatusWriter::spawn(api, recall.clone(), live.clone(), ctx.audit.clone());
+    let outcome = work(recall, ctx, runs, ledger, live, stop, check_interval).await;
     // The counts reached are written even when the run ended on an error (its condition follows).
     writer.finish().await;
     outcome
 }
 
-/// A recall asking for some of the factor kinds a backend can only revoke together is refused
-/// before anything is recorded on any backend. One already under way (an operator upgraded in
-/// between) goes on as it was recorded.
-async fn refuse_inseparable_kinds(namespace: &str, spec: &crate::api::MfaRecallSpec, runs: &[BackendRun], ledger: &ConfigMapLedger) -> Result<()> {
-    use crate::ledger::LedgerStore;
-    for r in runs {
-        if !ledger.segments(&r.job.backend).await?.is_empty() {
-            return Ok(());
-        }
-    }
-    for r in runs {
-        if let Some(why) = r.provider.capabilities().refused_kinds(&spec.factors) {
-            return Err(Error::Refused(format!("IdentityBackend {namespace}/{} cannot revoke spec.factors as asked: {why}", r.job.backend)));
-        }
-    }
-    Ok(())
-}
-
 fn runner(r: &BackendRun, ledger: &Arc<ConfigMapLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {
     Runner { provider: r.provider.clone(), ledger: ledger.clone(), audit: ctx.audit.clone(), progress: r.progress.clone(), stop }
-}
-
-fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
-    let grace = duration::parse(&rules.grace_period)
-        .ok_or_else(|| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is not a duration such as 72h", rules.grace_period)))?;
-    jiff::SignedDuration::try_from(grace).map_err(|e| Error::Invalid(format!("gracePeriod: {e}")))
 }
 
 async fn work(
@@ -310,17 +521,16 @@ async fn work(
         if ends.contains(&RunEnd::Stopped) {
             return Ok(());
         }
-        if live.status(None).counts.pending == 0 {
-            break;
-        }
-        if deadline.is_some_and(|d| jiff::Timestamp::now() >= d) {
-            if recall.spec.re_enrollment.on_deadline == DeadlineAction::Disable {
+        match after_check(live.status(None).counts.pending, deadline, jiff::Timestamp::now(), recall.spec.re_enrollment.on_deadline) {
+            AfterCheck::Complete => break,
+            AfterCheck::DisableThenComplete => {
                 let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).disable_pending(&r.job).await })).await?;
                 if ends.contains(&RunEnd::Stopped) {
                     return Ok(());
                 }
+                break;
             }
-            break;
+            AfterCheck::CheckAgain => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(check_interval) => {}
@@ -330,14 +540,35 @@ async fn work(
     change_phase(recall, ctx, live, RecallPhase::Completed).await
 }
 
-/// Audits, records and announces a phase change.
+/// What the re-enrollment watch does after a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterCheck {
+    /// Everyone re-enrolled, or the deadline passed with onDeadline Keep.
+    Complete,
+    /// The deadline passed with onDeadline Disable: those still pending are disabled first.
+    DisableThenComplete,
+    CheckAgain,
+}
+
+fn after_check(pending: i64, deadline: Option<jiff::Timestamp>, now: jiff::Timestamp, on_deadline: DeadlineAction) -> AfterCheck {
+    if pending == 0 {
+        AfterCheck::Complete
+    } else if deadline.is_some_and(|d| now >= d) {
+        if on_deadline == DeadlineAction::Disable { AfterCheck::DisableThenComplete } else { AfterCheck::Complete }
+    } else {
+        AfterCheck::CheckAgain
+    }
+}
+
+/// The one place a phase is set: audited durably first, then recorded for the status writer
+/// and announced.
 async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: RecallPhase) -> Result<()> {
     let previous = live.base.lock().unwrap().phase;
     if previous == phase {
         return Ok(());
     }
     let counts = live.status(None).counts;
-    let key = format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any());
+    let key = key(recall);
     let outcome = serde_json::to_value(phase)?.as_str().unwrap_or_default().to_string();
     ctx.audit
         .record(AuditEvent {
@@ -350,13 +581,16 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
     ctx.audit.sync().await?;
     live.set_phase(phase);
     tracing::info!(recall = %key, phase = %outcome, targeted = counts.targeted, invalidated = counts.invalidated, "phase changed");
-    let note = format!("{outcome}: {} targeted, {} invalidated, {} re-enrolled, {} failed", counts.targeted, counts.invalidated, counts.re_enrolled, counts.failed);
-    ctx.publish(recall, EventType::Normal, &outcome, note).await;
+    // A failure is announced by its own warning, which says why.
+    if phase != RecallPhase::Failed {
+        let note = format!("{outcome}: {} targeted, {} invalidated, {} re-enrolled, {} failed", counts.targeted, counts.invalidated, counts.re_enrolled, counts.failed);
+        ctx.publish(recall, EventType::Normal, &outcome, note).await;
+    }
     Ok(())
 }
 
 /// Writes status about once a second while the recall runs, a phase change within half a second,
-/// and once more at the end.
+/// and once more at the end. Dropped with its owner, even an aborted one.
 struct StatusWriter {
     done: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -366,28 +600,13 @@ impl StatusWriter {
     fn spawn(api: Api<MfaRecall>, recall: Arc<MfaRecall>, live: Arc<Live>, audit: Arc<AuditLog>) -> Self {
         let (done, mut done_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
-            let mut last: Option<MfaRecallStatus> = None;
-            let mut last_write = tokio::time::Instant::now();
+            let mut last_write = Instant::now();
             loop {
                 let finished = *done_rx.borrow();
-                let status = live.status(recall.metadata.generation);
-                if last.as_ref() != Some(&status) {
-                    // Counts are reported only once the audit lines behind them are durable.
-                    let written = match audit.sync().await {
-                        Ok(()) => status::write(&api, &recall, &status).await.map_err(Error::from),
-                        Err(e) => Err(Error::Audit(e)),
-                    };
-                    match written {
-                        Ok(()) => {
-                            let key = format!("{}/{}", recall.namespace().unwrap_or_default(), recall.name_any());
-                            for backend in &status.backends {
-                                crate::metrics::recall_progress(&key, &backend.name, &backend.counts);
-                            }
-                            last = Some(status);
-                            last_write = tokio::time::Instant::now();
-                        }
-                        Err(e) => tracing::warn!(recall = %recall.name_any(), error = %e, "status write failed; retrying"),
-                    }
+                match live.flush(&api, &recall, &audit).await {
+                    Ok(true) => last_write = Instant::now(),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(recall = %recall.name_any(), error = %e, "status write failed; retrying"),
                 }
                 if finished {
                     return;
@@ -403,8 +622,161 @@ impl StatusWriter {
     }
 
     /// Flushes the final status.
-    async fn finish(self) {
+    async fn finish(mut self) {
         let _ = self.done.send(true);
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+impl Runs {
+    /// Puts a stand-in run under `key`; it is handed the stop signal.
+    pub(super) fn adopt<F>(&self, key: &str, run: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stop_rx) = watch::channel(false);
+        let run = run(stop_rx);
+        let task = tokio::spawn(async move {
+            run.await;
+            End::Over
+        });
+        self.inner.lock().unwrap().insert(key.to_string(), Slot::Owned(Owner { stop, record: Arc::new(OnceLock::new()), task }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    fn recall(re_enrollment: serde_json::Value) -> MfaRecall {
+        let spec = serde_json::from_value(serde_json::json!({ "reason": "INC-1", "backends": ["kc"], "scope": { "allUsers": true }, "reEnrollment": re_enrollment })).unwrap();
+        let mut recall = MfaRecall::new("r", spec);
+        recall.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-11-27T18:00:00Z".parse().unwrap()));
+        recall
+    }
+
+    fn at(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_valid_spec_gives_the_cutoff_deadline_and_interval() {
+        let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h30m", "checkInterval": "5s" })), None, at("2026-11-28T00:00:00Z")).unwrap();
+        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(5) });
+    }
+
+    /// A run that starts again keeps the first start, so the deadline does not move.
+    #[test]
+    fn a_restarted_run_keeps_its_deadline() {
+        let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h" })), Some(at("2026-11-28T00:00:00Z")), at("2026-11-28T00:40:00Z")).unwrap();
+        assert_eq!(plan.deadline, at("2026-11-28T01:00:00Z"));
+    }
+
+    /// Durations the apiserver's pattern lets through but a run cannot keep to are permanent
+    /// errors that name the field.
+    #[test]
+    fn permanent_configuration_error_for_durations_a_run_cannot_keep() {
+        for (re_enrollment, field) in [
+            (serde_json::json!({ "gracePeriod": "soon" }), "gracePeriod"),
+            (serde_json::json!({ "checkInterval": "0s" }), "checkInterval"),
+            (serde_json::json!({ "checkInterval": "0.5s" }), "checkInterval"),
+            (serde_json::json!({ "checkInterval": "5" }), "checkInterval"),
+        ] {
+            let e = validate(&recall(re_enrollment.clone()), None, at("2026-11-28T00:00:00Z")).unwrap_err();
+            assert!(e.is_permanent() && e.to_string().contains(field), "{re_enrollment}: {e}");
+            assert_eq!(reason(&e), "InvalidSpec");
+        }
+    }
+
+    #[test]
+    fn deadline_reached_disables_the_pending_or_keeps_them_as_asked() {
+        let (before, after, deadline) = (at("2026-11-28T00:59:59Z"), at("2026-11-28T01:00:00Z"), Some(at("2026-11-28T01:00:00Z")));
+        assert_eq!(after_check(3, deadline, after, DeadlineAction::Disable), AfterCheck::DisableThenComplete);
+        assert_eq!(after_check(3, deadline, after, DeadlineAction::Keep), AfterCheck::Complete);
+        assert_eq!(after_check(3, deadline, before, DeadlineAction::Disable), AfterCheck::CheckAgain);
+    }
+
+    #[test]
+    fn everyone_re_enrolled_completes_before_the_deadline() {
+        assert_eq!(after_check(0, Some(at("2026-11-28T01:00:00Z")), at("2026-11-28T00:00:00Z"), DeadlineAction::Disable), AfterCheck::Complete);
+    }
+
+    /// Raises its flag when dropped: shows a task was ended, not left running.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A run that does not stop in time is aborted, not detached, so an un-suspend cannot start
+    /// a second run beside it.
+    #[tokio::test]
+    async fn a_stop_that_times_out_aborts_the_run() {
+        let runs = Runs::default();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        runs.adopt("ns/r", move |_stop| async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
+        assert_eq!(runs.state("ns/r"), Run::Running);
+        assert!(!runs.stop("ns/r", Some(RecallPhase::Suspended), Duration::from_millis(20)).await, "an aborted run recorded nothing");
+        assert!(dropped.load(Ordering::SeqCst), "the run is still alive");
+        assert_eq!(runs.state("ns/r"), Run::Idle);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_stops_in_time_is_waited_for() {
+        let runs = Runs::default();
+        runs.adopt("ns/r", |mut stop| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        assert!(runs.stop("ns/r", None, Duration::from_secs(5)).await);
+        assert!(!runs.stop("ns/r", None, Duration::from_secs(5)).await, "nothing left to stop");
+        assert_eq!(runs.state("ns/r"), Run::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_all_aborts_the_runs_that_do_not_stop() {
+        let runs = Runs::default();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(dropped.clone());
+        runs.adopt("ns/stuck", move |_stop| async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
+        runs.adopt("ns/willing", |mut stop| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        runs.stop_all(Duration::from_secs(25)).await;
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!((runs.state("ns/stuck"), runs.state("ns/willing")), (Run::Idle, Run::Idle));
+    }
+
+    /// Backends not ready: the run ended on an error that may fix itself, and reconcile sees the
+    /// pause that is left, then an idle recall to start again.
+    #[tokio::test(start_paused = true)]
+    async fn backends_not_ready_the_run_waits_out_its_pause() {
+        let runs = Runs::default();
+        let (stop, _) = watch::channel(false);
+        let task = tokio::spawn(async { End::RetryFrom(Instant::now() + RETRY_PAUSE) });
+        runs.inner.lock().unwrap().insert("ns/r".into(), Slot::Owned(Owner { stop, record: Arc::new(OnceLock::new()), task }));
+        while matches!(runs.state("ns/r"), Run::Running) {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(runs.state("ns/r"), Run::Waiting(RETRY_PAUSE - Duration::from_secs(5)));
+        tokio::time::advance(RETRY_PAUSE).await;
+        assert_eq!(runs.state("ns/r"), Run::Idle);
     }
 }
