@@ -1,32 +1,43 @@
-//! Durations written the way Kubernetes users write them: 72h, 90m, 1h30m, 30s.
+//! Durations written the way Kubernetes users write them (72h, 90m, 1h30m, 30s), parsed by jiff's
+//! friendly format and held to each field's bounds, so that no value a person can type panics
+//! later (an hour count past what a timestamp holds) or spins (a check every 0s).
 
 use std::time::Duration;
 
-pub fn parse(text: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut number = String::new();
-    if text.is_empty() {
-        return None;
+/// A duration field and the values it takes. The CRD's CEL rule for the field names the same
+/// bounds: the apiserver refuses what the operator would refuse, with the same words.
+pub struct Bounds {
+    /// The field as the spec spells it.
+    pub field: &'static str,
+    /// The least and greatest values, as written in the CEL rule (`duration('10s')`).
+    pub min: &'static str,
+    pub max: &'static str,
+    pub example: &'static str,
+}
+
+/// How often re-enrollment is checked: each check reads every provider's logs once.
+pub const CHECK_INTERVAL: Bounds = Bounds { field: "reEnrollment.checkInterval", min: "10s", max: "24h", example: "30s or 5m" };
+
+/// Time users have to re-enroll: a year at most, so the deadline is always a valid timestamp.
+pub const GRACE_PERIOD: Bounds = Bounds { field: "reEnrollment.gracePeriod", min: "1s", max: "8760h", example: "72h or 1h30m" };
+
+/// How late a provider's logs show events; zero only for a test double.
+pub const LOG_DELAY: Bounds = Bounds { field: "logDelay", min: "0s", max: "24h", example: "2m" };
+
+impl Bounds {
+    /// `text` as a duration within the bounds; the error names the field, the value and the bounds.
+    pub fn parse(&self, text: &str) -> Result<Duration, String> {
+        let parsed: jiff::SignedDuration = text.parse().map_err(|_| format!("{} {text:?} is not a duration such as {} (from {} to {})", self.field, self.example, self.min, self.max))?;
+        Duration::try_from(parsed)
+            .ok()
+            .filter(|d| (bound(self.min)..=bound(self.max)).contains(d))
+            .ok_or_else(|| format!("{} {text:?} is out of bounds: it must be from {} to {}", self.field, self.min, self.max))
     }
-    for c in text.chars() {
-        match c {
-            '0'..='9' | '.' => number.push(c),
-            'h' | 'm' | 's' => {
-                let value: f64 = number.parse().ok()?;
-                number.clear();
-                total += value * match c {
-                    'h' => 3600.0,
-                    'm' => 60.0,
-                    _ => 1.0,
-                };
-            }
-            _ => return None,
-        }
-    }
-    if !number.is_empty() {
-        return None;
-    }
-    Some(Duration::from_secs_f64(total))
+}
+
+fn bound(text: &str) -> Duration {
+    let parsed: jiff::SignedDuration = text.parse().expect("bounds are durations");
+    Duration::try_from(parsed).expect("bounds are not negative")
 }
 
 #[cfg(test)]
@@ -35,11 +46,64 @@ mod tests {
 
     #[test]
     fn parses_kubernetes_style_durations() {
-        assert_eq!(parse("72h"), Some(Duration::from_secs(72 * 3600)));
-        assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse("30"), None);
-        assert_eq!(parse("3d"), None);
-        assert_eq!(parse(""), None);
+        let grace = |t| GRACE_PERIOD.parse(t);
+        assert_eq!(grace("72h"), Ok(Duration::from_secs(72 * 3600)));
+        assert_eq!(grace("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(grace("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(grace("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(grace("8760h"), Ok(Duration::from_secs(365 * 24 * 3600)));
+        assert_eq!(CHECK_INTERVAL.parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(LOG_DELAY.parse("0s"), Ok(Duration::ZERO));
+        for text in ["30", "3d", "", "1h1h", "30m1h", " 1h"] {
+            assert!(grace(text).unwrap_err().contains("is not a duration such as 72h or 1h30m (from 1s to 8760h)"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn values_out_of_bounds_are_refused_naming_the_field_and_the_bounds() {
+        let grace = GRACE_PERIOD.parse("9999999999999999h").unwrap_err();
+        assert!(grace.starts_with("reEnrollment.gracePeriod \"9999999999999999h\"") && grace.contains("from 1s to 8760h"), "{grace}");
+        for text in ["8761h", "10000000000h", "0s", "-1h", "1h ago", "0.5s"] {
+            assert_eq!(GRACE_PERIOD.parse(text).unwrap_err(), format!("reEnrollment.gracePeriod {text:?} is out of bounds: it must be from 1s to 8760h"));
+        }
+        for text in ["0s", "9s", "9.999s", "24h1s", "-30s"] {
+            assert_eq!(CHECK_INTERVAL.parse(text).unwrap_err(), format!("reEnrollment.checkInterval {text:?} is out of bounds: it must be from 10s to 24h"));
+        }
+        assert!(LOG_DELAY.parse("25h").unwrap_err().contains("logDelay \"25h\" is out of bounds"));
+    }
+
+    /// The apiserver's CEL rule and the operator refuse the same values.
+    #[test]
+    fn the_crd_rules_name_the_same_bounds() {
+        let crd = serde_json::to_string(&crate::api::crds()[1]).unwrap();
+        for bounds in [CHECK_INTERVAL, GRACE_PERIOD] {
+            let name = bounds.field.rsplit('.').next().unwrap();
+            let rule = format!("duration(self) >= duration('{}') && duration(self) <= duration('{}')", bounds.min, bounds.max);
+            let message = format!("{name} must be a duration from {} to {}", bounds.min, bounds.max);
+            assert!(crd.contains(&rule) && crd.contains(&message), "the CRD has no rule {rule:?} with message {message:?}");
+        }
+    }
+
+    /// What the CRD's pattern lets through, jiff parses, and the other way round for the forms
+    /// people write (jiff alone also takes "2 hours" or ISO 8601, which the apiserver refuses).
+    #[test]
+    fn the_crd_pattern_and_the_parser_agree() {
+        let crd = serde_json::to_value(&crate::api::crds()[1]).unwrap();
+        let rule = crd.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/reEnrollment/properties/checkInterval/x-kubernetes-validations/0/rule").unwrap().as_str().unwrap();
+        // The CEL string literal between matches(' and ') holds the pattern with its backslashes doubled.
+        let pattern = rule.split("matches('").nth(1).unwrap().split("')").next().unwrap().replace("\\\\", "\\");
+        let pattern = regex::Regex::new(&pattern).unwrap();
+        let forms = [
+            "72h", "90m", "30s", "1h30m", "1h30m15s", "1.5h", "1h0.5m", "2m1.25s", "0.000000001s", "10s", "1h", "0s", "1h30m1s",
+            "30m1h", "1h1h", "1.5h30m", "1m1.5h", "1d", "1H", " 1h", "1h ", "1", "", "1.h", ".5h", "1.0000000001s", "1h 30m", "-1h", "PT1H", "300ms",
+        ];
+        for text in forms {
+            let parsed = text.parse::<jiff::SignedDuration>().is_ok();
+            if pattern.is_match(text) {
+                assert!(parsed, "the apiserver takes {text:?} and the operator would refuse it");
+            }
+        }
+        assert!(forms.iter().filter(|t| pattern.is_match(t)).count() >= 13, "the pattern takes the usual forms");
+        assert!(!pattern.is_match("30m1h") && !pattern.is_match("1.5h30m") && !pattern.is_match("1.0000000001s"));
     }
 }

@@ -72,15 +72,15 @@ fn examples_match_the_api() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(document).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value = serde_norway::Value::deserialize(document).unwrap();
             let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
             let checked = match kind.as_str() {
-                "IdentityBackend" => serde_yaml::from_value::<mfa_recall::api::IdentityBackend>(value).map(|b| {
+                "IdentityBackend" => serde_norway::from_value::<mfa_recall::api::IdentityBackend>(value).map(|b| {
                     backends.push(mfa_recall::backends::provider_type(&b).unwrap_or("none"));
                 }),
-                "MfaRecall" => serde_yaml::from_value::<mfa_recall::api::MfaRecall>(value).map(|_| ()),
-                "Secret" => serde_yaml::from_value::<k8s_openapi::api::core::v1::Secret>(value).map(|_| ()),
+                "MfaRecall" => serde_norway::from_value::<mfa_recall::api::MfaRecall>(value).map(|_| ()),
+                "Secret" => serde_norway::from_value::<k8s_openapi::api::core::v1::Secret>(value).map(|_| ()),
                 other => panic!("{}: unexpected kind {other:?}", path.display()),
             };
             checked.unwrap_or_else(|e| panic!("{}: {kind} does not match the API: {e}", path.display()));

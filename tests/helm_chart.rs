@@ -67,8 +67,8 @@ fn render(namespace: &str, sets: &[&str]) -> Vec<Value> {
         args.extend(["--set", set]);
     }
     let yaml = helm_ok(&args);
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| serde_yaml::Value::deserialize(doc).expect("rendered YAML parses"))
+    serde_norway::Deserializer::from_str(&yaml)
+        .map(|doc| serde_norway::Value::deserialize(doc).expect("rendered YAML parses"))
         .map(|doc| serde_json::to_value(doc).unwrap())
         .filter(|doc| !doc.is_null())
         .collect()
@@ -196,8 +196,8 @@ fn cluster_wide_rendering_is_restricted_and_least_privilege() {
     let crds = of_kind(&docs, "CustomResourceDefinition");
     let names: Vec<&str> = crds.iter().map(|c| c["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, CRDS);
-    let committed: Vec<Value> = serde_yaml::Deserializer::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfarecall.io.yaml")).unwrap())
-        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+    let committed: Vec<Value> = serde_norway::Deserializer::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfarecall.io.yaml")).unwrap())
+        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
         .collect();
     for (crd, committed) in crds.iter().zip(&committed) {
         assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
@@ -341,7 +341,7 @@ async fn service_account_kubeconfig(client: &Client, namespace: &str, name: &str
     });
     let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path).unwrap();
-    file.write_all(serde_yaml::to_string(&config).unwrap().as_bytes()).unwrap();
+    file.write_all(serde_norway::to_string(&config).unwrap().as_bytes()).unwrap();
 }
 
 async fn client_from(kubeconfig: &Path) -> Client {
@@ -416,8 +416,8 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     // Admission enforces the restricted level on the Deployment's pod: a dry-run Pod from its
     // template is accepted, and the same Pod with privilege escalation is refused.
     let manifest = helm_ok(&["get", "manifest", RELEASE, "--namespace", ns]);
-    let deployment: Value = serde_yaml::Deserializer::from_str(&manifest)
-        .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
+    let deployment: Value = serde_norway::Deserializer::from_str(&manifest)
+        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
         .find(|d| d["kind"] == "Deployment")
         .expect("the Deployment");
     let mut pod: Pod = serde_json::from_value(json!({"metadata": {"name": "restricted-check"}, "spec": deployment["spec"]["template"]["spec"]})).unwrap();
@@ -516,7 +516,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "helm-installed"},
         "spec": {"reason": "INC-9 the chart's ServiceAccount runs a recall", "backends": ["corp-okta"], "cutoff": cutoff.to_string(),
                  "scope": {"allUsers": true, "exclude": {"users": [username(7)]}},
-                 "reEnrollment": {"gracePeriod": "1h", "checkInterval": "2s"}}
+                 "reEnrollment": {"gracePeriod": "1h", "checkInterval": "10s"}}
     }))
     .await
     .unwrap();

@@ -42,7 +42,7 @@ async fn create_recall(client: &kube::Client, ns: &str, cutoff: jiff::Timestamp)
     cluster::create_recall(client, ns, json!({
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "breach"},
         "spec": {"reason": "INC-9 operations test", "backends": ["corp-okta"], "cutoff": cutoff.to_string(),
-                 "scope": {"allUsers": true}, "reEnrollment": {"gracePeriod": "1h", "checkInterval": "5s"}}
+                 "scope": {"allUsers": true}, "reEnrollment": {"gracePeriod": "1h", "checkInterval": "10s"}}
     }))
     .await
     .unwrap();
@@ -120,11 +120,9 @@ async fn two_replicas_one_acts_and_the_other_takes_over_when_the_leader_dies() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     assert!(!audit_lines(&audit_b).is_empty(), "the new leader acted");
-    // What the killed leader recorded in its last second waits in the journal beside its trail;
-    // opening the trail, as a restarted operator does, moves every such line into it, chained.
-    let (written, waiting) = (audit_lines(&audit_a).len() as u64, audit::journal_pending(&audit_a).unwrap());
+    // The killed leader's trail may end in a line cut short; opening it, as a restarted operator
+    // does, drops that line (its action was reported nowhere and was done again by the standby).
     drop(audit::AuditLog::open(Some(&audit_a), "recovery", false).unwrap());
-    assert_eq!((audit_lines(&audit_a).len() as u64, audit::journal_pending(&audit_a).unwrap()), (written + waiting, 0), "the journal's lines moved into the trail");
     assert_exact(&recall, &subject, cutoff, &before, &[&audit_a, &audit_b]);
     assert!(b.is_running());
 }

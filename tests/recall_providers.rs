@@ -82,7 +82,7 @@ async fn one_recall_over_five_providers_survives_a_kill_with_exact_counts() {
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "vendor-breach"},
         "spec": {"reason": "INC-7 support-system breach", "backends": names, "cutoff": cutoff.to_string(),
                  "scope": {"allUsers": true, "exclude": {"users": [username(3)], "groups": ["admins"]}},
-                 "reEnrollment": {"gracePeriod": "1h", "checkInterval": "2s"}}
+                 "reEnrollment": {"gracePeriod": "1h", "checkInterval": "10s"}}
     }))
     .await
     .unwrap();

@@ -47,7 +47,7 @@ pub fn crds_yaml() -> String {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd).expect("CRDs serialize"));
+        out.push_str(&serde_norway::to_string(&crd).expect("CRDs serialize"));
     }
     out
 }

@@ -160,16 +160,18 @@ impl FactorKind {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReEnrollment {
-    /// Time users have to re-enroll, counted from the recall's start, as a duration such as 72h or 30m.
+    /// Time users have to re-enroll, counted from the recall's start, as a duration such as 72h or 30m; from 1s to 8760h (365 days).
     #[serde(default = "default_grace")]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(h|m|s))+$')").message("gracePeriod must be a duration such as 72h, 90m or 1h30m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]{1,9})?h|([0-9]+h)?[0-9]+(\\\\.[0-9]{1,9})?m|([0-9]+h)?([0-9]+m)?[0-9]+(\\\\.[0-9]{1,9})?s)$') && duration(self) >= duration('1s') && duration(self) <= duration('8760h')").message("gracePeriod must be a duration from 1s to 8760h (365 days), such as 72h, 90m or 1h30m: hours, minutes, seconds in that order, a fraction only on the last"))]
     pub grace_period: String,
     /// What happens to users who have not re-enrolled when the grace period ends.
     #[serde(default)]
     pub on_deadline: DeadlineAction,
-    /// How often re-enrollment is checked, as a duration (default 30s).
+    /// How often re-enrollment is checked, as a duration from 10s to 24h (default 30s).
     #[serde(default = "default_check_interval")]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(h|m|s))+$')").message("checkInterval must be a duration such as 30s or 5m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]{1,9})?h|([0-9]+h)?[0-9]+(\\\\.[0-9]{1,9})?m|([0-9]+h)?([0-9]+m)?[0-9]+(\\\\.[0-9]{1,9})?s)$') && duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("checkInterval must be a duration from 10s to 24h, such as 30s or 5m: hours, minutes, seconds in that order, a fraction only on the last"))]
     pub check_interval: String,
 }
 

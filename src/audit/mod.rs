@@ -2,9 +2,8 @@
 //! so removing or editing a line breaks the chain. An action is appended here before it is
 //! counted, and the trail is synced to disk before anything that counts it is reported.
 
-mod journal;
-
 use std::io::{BufRead, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -85,22 +84,26 @@ struct Chain {
     prev: String,
 }
 
-/// How long a line may wait in the journal before it is written to the trail file even though
+/// How long a line may wait in memory before it is written to the trail file even though
 /// nothing is reported: whoever follows the file sees each action within this.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// Lines wait in memory until this many bytes have gathered, then go to the trail in one write.
+const BATCH: usize = 64 * 1024;
+
 /// The audit trail of this operator process: stdout, a file that survives restarts (the chain
-/// continues from its last complete line), or both.
+/// continues from its last complete line), or both. One process writes a trail: the file is
+/// locked while open.
 ///
-/// `record` chains the line and, under the chain's lock so lines land in chain order, puts it
-/// where it survives the operator being killed before it returns: into the trail file's journal
-/// (`journal`: a copy into mapped page-cache memory) or, with no file, one `write` to stdout.
-/// The action may then be counted in memory. Before anything is *reported* (the ledger, status,
-/// events), the reporter calls `sync`, which moves the journal's lines into the trail and makes
-/// every line so far durable with one `fdatasync`, shared by reporters that ask at once: so
-/// "audited before reported" holds across a machine crash too, at a few syncs a second instead of
-/// one per line. Between reports, a thread moves the journal's lines into the trail every
-/// `FLUSH_EVERY`.
+/// `record` chains the line and, under the chain's lock so lines land in chain order, adds it to
+/// the lines waiting in memory (with no file: one `write` to stdout). The action may then be
+/// counted in memory, never reported. Before anything is *reported* (the ledger, status, events),
+/// the reporter calls `sync`, which writes the waiting lines to the trail and makes every line so
+/// far durable with one `fdatasync`, shared by reporters that ask at once: so "audited before
+/// reported" holds across a machine crash too, at a few syncs a second instead of one per line.
+/// A kill loses only lines still waiting; their actions were reported nowhere, so the ledger
+/// does not count them and the resumed recall does them again and audits them again. Between
+/// reports, a thread writes and syncs the waiting lines every `FLUSH_EVERY`.
 pub struct AuditLog {
     actor: String,
     tip: Arc<Mutex<Tip>>,
@@ -123,38 +126,30 @@ struct Tip {
     line: Vec<u8>,
 }
 
-/// The trail file and its journal, where lines wait to be written to it in batches.
+/// The trail file and the lines waiting to be written to it.
 struct Trail {
     file: std::fs::File,
-    journal: journal::Journal,
+    pending: Vec<u8>,
 }
 
 impl AuditLog {
-    /// Opens the trail. A line cut short by a crash is dropped: the action it described was not
-    /// counted, so the resumed recall repeats and audits it again. Lines the journal holds that
-    /// the trail does not (the operator was killed before they were written to it) are moved
-    /// into the trail first.
+    /// Opens the trail, or fails when another process has it open. A line cut short by a crash
+    /// is dropped: the action it described was not counted, so the resumed recall repeats and
+    /// audits it again. Only the end of the file is read, to find where the chain goes on.
     pub fn open(path: Option<&Path>, actor: &str, stdout: bool) -> std::io::Result<Self> {
         let mut chain = Chain { seq: 0, prev: GENESIS.to_string() };
         let mut trail = None;
         if let Some(path) = path {
-            let valid_len = repair_tail(path)?;
-            if let Some(last) = last_record(path)? {
+            let file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(path)?;
+            // Before the tail is cut: a second writer would cut the first one's line in flight.
+            lock(&file, path)?;
+            let (valid_len, last) = tail(&file, file.metadata()?.len(), TAIL_WINDOW)?;
+            file.set_len(valid_len)?;
+            if let Some(last) = last {
                 chain.seq = last.seq + 1;
                 chain.prev = last.hash;
             }
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            file.set_len(valid_len)?;
-            let (journal, left) = journal::Journal::open(&journal::path_for(path))?;
-            let recovered = recover(&left, &mut chain);
-            if !recovered.is_empty() {
-                file.write_all(recovered)?;
-                file.sync_data()?;
-                if stdout {
-                    std::io::stdout().lock().write_all(recovered)?;
-                }
-            }
-            trail = Some(Trail { file, journal });
+            trail = Some(Trail { file, pending: Vec::with_capacity(BATCH) });
         }
         Self::writing_to(trail, chain, actor, stdout)
     }
@@ -163,17 +158,17 @@ impl AuditLog {
         let sync_file = trail.as_ref().map(|t| t.file.try_clone().map(Arc::new)).transpose()?;
         let durable = tokio::sync::Mutex::new(chain.seq);
         let tip = Arc::new(Mutex::new(Tip { chain, trail, stdout, broken: false, line: Vec::with_capacity(512) }));
-        if sync_file.is_some() {
-            let tip = Arc::downgrade(&tip);
-            std::thread::Builder::new().name("audit-flush".into()).spawn(move || flush_every(tip))?;
+        if let Some(file) = &sync_file {
+            let (tip, file) = (Arc::downgrade(&tip), Arc::downgrade(file));
+            std::thread::Builder::new().name("audit-flush".into()).spawn(move || flush_every(tip, file))?;
         }
         Ok(Self { actor: actor.to_string(), tip, sync_file, durable })
     }
 
-    /// Appends one event; returns once it survives the operator being killed (not yet synced:
-    /// see `sync`). Done here rather than handed to a thread: a copy into the journal takes
-    /// nanoseconds, and a write to stdout microseconds (as the operator's log lines do: a
-    /// stalled log reader stalls both alike).
+    /// Appends one event to the chain; it reaches the file by the next `sync` at the latest.
+    /// Done here rather than handed to a thread: adding to the waiting lines is a copy, and a
+    /// write to stdout a system call (as the operator's log lines are: a stalled log reader
+    /// stalls both alike).
     pub fn record(&self, event: AuditEvent) -> std::io::Result<()> {
         let mut tip = self.tip.lock().unwrap();
         if tip.broken {
@@ -222,13 +217,44 @@ impl AuditLog {
     }
 }
 
+impl Drop for AuditLog {
+    /// A clean stop writes and syncs what waits, and frees the trail for the next process at
+    /// once, even while the flush thread still holds it for a moment.
+    fn drop(&mut self) {
+        let mut tip = self.tip.lock().unwrap_or_else(|e| e.into_inner());
+        if !tip.broken && tip.flush().is_ok()
+            && let Some(file) = &self.sync_file
+        {
+            let _ = file.sync_data();
+        }
+        tip.trail = None;
+        drop(tip);
+        if let Some(file) = &self.sync_file {
+            let _ = file.unlock();
+        }
+    }
+}
+
+/// One writer per trail: two would each continue the chain from the same line.
+fn lock(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!("the audit trail {} is open in another process; each operator process needs a trail file of its own", path.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 impl Tip {
     /// The sequence number of the next line: every line before it has been recorded.
     fn written(&self) -> std::io::Result<u64> {
         if self.broken { Err(trail_broken()) } else { Ok(self.chain.seq) }
     }
 
-    /// Puts the line just built where it survives the process: the journal, or stdout.
+    /// Adds the line just built to the waiting lines (a batch's worth goes on to the file), or
+    /// with no file writes it to stdout.
     fn append(&mut self) -> std::io::Result<()> {
         let Some(trail) = &mut self.trail else {
             if self.stdout {
@@ -237,89 +263,50 @@ impl Tip {
             }
             return Ok(());
         };
-        if trail.journal.push(&self.line) {
-            return Ok(());
-        }
-        self.flush()?;
-        let trail = self.trail.as_mut().expect("checked above");
-        if !trail.journal.push(&self.line) {
-            // Longer than the whole journal: straight to the trail (and stdout), as it stands.
-            trail.file.write_all(&self.line)?;
-            if self.stdout {
-                std::io::stdout().lock().write_all(&self.line)?;
-            }
+        trail.pending.extend_from_slice(&self.line);
+        if trail.pending.len() >= BATCH {
+            self.flush()?;
         }
         Ok(())
     }
 
-    /// Writes the journal's lines to the trail file (then stdout) and starts the journal over.
+    /// Writes the waiting lines to the trail file (then stdout); not synced.
     fn flush(&mut self) -> std::io::Result<()> {
         let Some(trail) = &mut self.trail else { return Ok(()) };
-        let pending = trail.journal.pending();
-        if pending.is_empty() {
+        if trail.pending.is_empty() {
             return Ok(());
         }
-        trail.file.write_all(pending)?;
+        trail.file.write_all(&trail.pending)?;
         if self.stdout {
-            std::io::stdout().lock().write_all(pending)?;
+            std::io::stdout().lock().write_all(&trail.pending)?;
         }
-        trail.journal.clear();
+        trail.pending.clear();
+        // A line far longer than a batch does not keep its memory.
+        trail.pending.shrink_to(BATCH);
         Ok(())
     }
 }
 
-/// Moves the journal's lines into the trail every `FLUSH_EVERY`, until the trail is dropped.
-fn flush_every(tip: Weak<Mutex<Tip>>) {
+/// Writes and syncs the waiting lines every `FLUSH_EVERY`, until the trail is dropped. The sync
+/// runs outside the chain's lock, so recording never waits on the disk.
+fn flush_every(tip: Weak<Mutex<Tip>>, file: Weak<std::fs::File>) {
     loop {
         std::thread::sleep(FLUSH_EVERY);
         let Some(tip) = tip.upgrade() else { return };
-        let mut tip = tip.lock().unwrap();
-        if !tip.broken
-            && let Err(e) = tip.flush()
-        {
+        let wrote = {
+            let mut tip = tip.lock().unwrap();
+            let waiting = tip.trail.as_ref().is_some_and(|t| !t.pending.is_empty());
+            if tip.broken || !waiting {
+                continue;
+            }
+            tip.flush()
+        };
+        let synced = wrote.and_then(|()| file.upgrade().map_or(Ok(()), |f| f.sync_data()));
+        if let Err(e) = synced {
             tracing::error!(error = %e, "the audit trail could not be written; no further action is taken until the operator restarts");
-            tip.broken = true;
+            tip.lock().unwrap().broken = true;
         }
     }
-}
-
-impl Drop for Tip {
-    /// A clean stop leaves no line in the journal only.
-    fn drop(&mut self) {
-        if !self.broken {
-            let _ = self.flush();
-        }
-    }
-}
-
-/// The lines of `left` (what an earlier process left in the journal) that continue `chain`,
-/// which follows them. The journal starts with its newest batch; lines of it that reached the
-/// trail before the crash come first and are passed over, and what follows the batch (left
-/// from older ones, or a line cut short) does not continue the chain: recovery stops there.
-/// Each line's hash is checked, so nothing but lines this trail wrote is taken.
-fn recover<'a>(left: &'a [u8], chain: &mut Chain) -> &'a [u8] {
-    let (mut start, mut end) = (None, 0);
-    let mut offset = 0;
-    for line in left.split_inclusive(|b| *b == b'\n') {
-        let at = offset;
-        offset += line.len();
-        let Some(text) = line.strip_suffix(b"\n") else { break };
-        let Ok(record) = serde_json::from_slice::<AuditRecord>(text) else { break };
-        if start.is_none() && record.seq < chain.seq {
-            continue;
-        }
-        let follows = record.seq == chain.seq
-            && record.prev == chain.prev
-            && chain_hash(&record.prev, record.seq, &record.time, &record.actor, &record.event) == record.hash;
-        if !follows {
-            break;
-        }
-        start.get_or_insert(at);
-        end = offset;
-        chain.seq += 1;
-        chain.prev = record.hash;
-    }
-    start.map_or(&[][..], |start| &left[start..end])
 }
 
 /// Builds the next line of the chain into `line`; returns its hash. Built in one buffer: the
@@ -361,20 +348,50 @@ fn trail_broken() -> std::io::Error {
     std::io::Error::other("the audit trail could not be written; restart the operator to resume from its last complete line")
 }
 
-/// Length of the file up to its last complete line.
-fn repair_tail(path: &Path) -> std::io::Result<u64> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    Ok(bytes.iter().rposition(|b| *b == b'\n').map(|i| i as u64 + 1).unwrap_or(0))
+/// Bytes read from the end of the trail at first when opening it; more only when the last
+/// complete line is longer, or not a record.
+const TAIL_WINDOW: u64 = 64 * 1024;
+
+/// Of a trail `len` bytes long: the length up to its last complete line, and the last record
+/// among its complete lines. Reads from the end, `window` bytes and twice as many each time
+/// that is not enough, so a trail of any size opens in little memory.
+fn tail(file: &impl FileExt, len: u64, window: u64) -> std::io::Result<(u64, Option<AuditRecord>)> {
+    let mut window = window.max(1);
+    loop {
+        let start = len.saturating_sub(window);
+        let mut bytes = vec![0; (len - start) as usize];
+        file.read_exact_at(&mut bytes, start)?;
+        // Lines run up to a newline; the first piece of a window that starts past the file's
+        // start may be the end of a longer line.
+        if let Some(last_newline) = bytes.iter().rposition(|b| *b == b'\n') {
+            let valid_len = start + last_newline as u64 + 1;
+            let mut rest = &bytes[..last_newline];
+            loop {
+                let (line, before) = match rest.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => (&rest[i + 1..], Some(&rest[..i])),
+                    None if start == 0 => (rest, None),
+                    None => break,
+                };
+                if let Ok(record) = serde_json::from_slice::<AuditRecord>(line) {
+                    return Ok((valid_len, Some(record)));
+                }
+                match before {
+                    Some(before) => rest = before,
+                    None => return Ok((valid_len, None)),
+                }
+            }
+        } else if start == 0 {
+            return Ok((0, None));
+        }
+        window = window.saturating_mul(2);
+    }
 }
 
-/// Removes the trail at `path` and its journal (a trail that is no longer wanted, such as a
-/// test's); what is already gone is not an error.
+/// Removes the trail at `path`, and the `.journal` beside it that operators before this one
+/// kept (a trail that is no longer wanted, such as a test's); what is already gone is not an
+/// error.
 pub fn remove(path: &Path) -> std::io::Result<()> {
-    for file in [path.to_path_buf(), journal::path_for(path)] {
+    for file in [path.to_path_buf(), legacy_journal_path(path)] {
         match std::fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -383,38 +400,18 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Lines of the trail at `path` that wait in its journal: written by an operator that stopped
-/// before moving them into the file. They continue the file's chain and are moved into it when
-/// an operator opens the trail again.
-pub fn journal_pending(path: &Path) -> std::io::Result<u64> {
-    let left = match std::fs::read(journal::path_for(path)) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut chain = match last_record(path)? {
-        Some(last) => Chain { seq: last.seq + 1, prev: last.hash },
-        None => Chain { seq: 0, prev: GENESIS.to_string() },
-    };
-    let start = chain.seq;
-    recover(&left, &mut chain);
-    Ok(chain.seq - start)
+/// Where operators before this one kept lines before writing them to the trail at `path`.
+fn legacy_journal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
 }
 
-fn last_record(path: &Path) -> std::io::Result<Option<AuditRecord>> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut last = None;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line?;
-        if let Ok(record) = serde_json::from_str::<AuditRecord>(&line) {
-            last = Some(record);
-        }
-    }
-    Ok(last)
+/// The journal an operator before this one left beside the trail at `path`, if any. Lines only
+/// there were reported nowhere (a report waited for them to reach the trail), so the recall
+/// repeated and audited those actions again; the file is not read and only kept for people.
+pub fn legacy_journal(path: &Path) -> Option<PathBuf> {
+    Some(legacy_journal_path(path)).filter(|p| p.exists())
 }
 
 /// Result of checking a chain.
@@ -524,76 +521,140 @@ mod tests {
     }
 
     /// As the operator being killed leaves its trail: nothing more is written to the file (the
-    /// thread, too, stops), and the journal keeps what it holds.
+    /// thread, too, stops), and the lines waiting in memory are lost.
     fn kill(log: AuditLog) {
         log.tip.lock().unwrap().broken = true;
     }
 
     #[tokio::test]
-    async fn lines_of_a_killed_operator_are_moved_from_the_journal_into_the_trail() {
+    async fn a_killed_operator_loses_only_lines_recorded_since_the_last_sync_and_the_chain_goes_on() {
         let dir = scratch("killed");
         let path = dir.join("audit.jsonl");
         let log = AuditLog::open(Some(&path), "before", false).unwrap();
         for n in 0..5 {
             log.record(event(n)).unwrap();
         }
+        assert_eq!(lines_in(&path), 0, "recorded lines wait in memory until a sync");
+        log.sync().await.unwrap();
+        assert_eq!(lines_in(&path), 5, "a sync writes every line recorded before it");
+        for n in 5..8 {
+            log.record(event(n)).unwrap();
+        }
         kill(log);
-        assert_eq!(lines_in(&path), 0, "recorded lines wait in the journal, not the trail");
-        assert_eq!(journal_pending(&path).unwrap(), 5, "the lines waiting in the journal are told");
+        assert_eq!(lines_in(&path), 5, "lines recorded after the last sync, whose actions nothing reported, are lost");
 
         let log = AuditLog::open(Some(&path), "after", false).unwrap();
-        assert_eq!(lines_in(&path), 5, "opening the trail moves the journal's lines into it");
-        assert_eq!(journal_pending(&path).unwrap(), 0);
         log.record(event(5)).unwrap();
         log.sync().await.unwrap();
         assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 6 });
+        let last: AuditRecord = serde_json::from_str(std::fs::read_to_string(&path).unwrap().lines().last().unwrap()).unwrap();
+        assert_eq!((last.seq, last.actor.as_str()), (5, "after"), "the chain goes on from the last synced line");
         drop(log);
-        // Opened again after a clean stop: nothing is taken twice.
-        drop(AuditLog::open(Some(&path), "again", false).unwrap());
-        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 6 });
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn recovery_takes_the_newest_batch_and_stops_at_a_line_cut_short() {
-        let dir = scratch("batches");
-        let path = dir.join("audit.jsonl");
-        let log = AuditLog::open(Some(&path), "test", false).unwrap();
-        // Enough lines to fill the journal more than once: the trail holds the older batches, and
-        // the journal its newest batch followed by what is left of the one before.
-        let total = 3 * journal::CAPACITY / 120;
-        for n in 0..total {
-            log.record(event(n as u32)).unwrap();
-        }
-        kill(log);
-        let in_trail = lines_in(&path);
-        assert!(in_trail > 0 && in_trail < total, "{in_trail} of {total} lines in the trail");
-
-        // The newest batch's last line cut short, as a kill in the middle of copying it leaves it:
-        // its hash no longer matches, and the lines after it are from an older batch.
-        let journal_path = journal::path_for(&path);
-        let mut bytes = std::fs::read(&journal_path).unwrap();
-        let last = format!("\"seq\":{},", total - 1);
-        let at = bytes.windows(last.len()).position(|w| w == last.as_bytes()).expect("the last line is in the journal");
-        let end = at + bytes[at..].iter().position(|b| *b == b'\n').unwrap();
-        bytes[end - 3] = b'x';
-        std::fs::write(&journal_path, &bytes).unwrap();
-
-        drop(AuditLog::open(Some(&path), "test", false).unwrap());
-        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: total as u64 - 1 });
+        // Opened again after a clean stop: the chain goes on after the last line.
+        let log = AuditLog::open(Some(&path), "again", false).unwrap();
+        log.record(event(6)).unwrap();
+        drop(log);
+        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 7 });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn removing_a_trail_leaves_neither_it_nor_its_journal() {
+    fn a_trail_open_in_one_place_cannot_be_opened_in_another() {
+        let dir = scratch("locked");
+        let path = dir.join("audit.jsonl");
+        let first = AuditLog::open(Some(&path), "first", false).unwrap();
+        first.record(event(0)).unwrap();
+        // A second open file description conflicts as a second process's would.
+        let refused = AuditLog::open(Some(&path), "second", false).err().expect("a second writer is refused");
+        assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(refused.to_string().contains("open in another process") && refused.to_string().contains("audit.jsonl"), "{refused}");
+        drop(first);
+        assert_eq!(lines_in(&path), 1, "the refused open cut nothing");
+        drop(AuditLog::open(Some(&path), "second", false).expect("free once the first is closed"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file in memory that counts the bytes read from it.
+    struct Counted {
+        bytes: Vec<u8>,
+        read: std::sync::atomic::AtomicU64,
+    }
+
+    impl FileExt for Counted {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            let from = (offset as usize).min(self.bytes.len());
+            let n = buf.len().min(self.bytes.len() - from);
+            buf[..n].copy_from_slice(&self.bytes[from..from + n]);
+            self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(n)
+        }
+        fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<usize> {
+            unreachable!("the tail is only read")
+        }
+    }
+
+    /// `n` chained lines, as a trail holds them.
+    fn trail_of(n: u64, detail: impl Fn(u64) -> Option<String>) -> Vec<u8> {
+        let mut chain = Chain { seq: 0, prev: GENESIS.to_string() };
+        let (mut bytes, mut line) = (Vec::new(), Vec::new());
+        for seq in 0..n {
+            let mut event = event(seq as u32);
+            event.detail = detail(seq);
+            let hash = chain_line(&mut line, &chain, &jiff::Timestamp::now(), "test", &event);
+            bytes.extend_from_slice(&line);
+            chain = Chain { seq: seq + 1, prev: String::from_utf8(hash.to_vec()).unwrap() };
+        }
+        bytes
+    }
+
+    fn tail_of(bytes: &[u8], window: u64) -> (u64, Option<u64>, u64) {
+        let file = Counted { bytes: bytes.to_vec(), read: Default::default() };
+        let (valid, last) = tail(&file, bytes.len() as u64, window).unwrap();
+        (valid, last.map(|r| r.seq), file.read.into_inner())
+    }
+
+    #[test]
+    fn opening_reads_only_the_end_of_the_trail() {
+        let trail = trail_of(20_000, |_| None);
+        assert!(trail.len() as u64 > 20 * TAIL_WINDOW);
+        let (valid, last, read) = tail_of(&trail, TAIL_WINDOW);
+        assert_eq!((valid, last), (trail.len() as u64, Some(19_999)));
+        assert!(read <= TAIL_WINDOW, "read {read} bytes of {}", trail.len());
+
+        // A line cut short is left out; the window grows past lines longer than it.
+        let mut cut = trail_of(3, |seq| (seq == 1).then(|| "x".repeat(1000)));
+        let whole = cut.len() as u64;
+        cut.extend_from_slice(b"{\"seq\":3,\"ti");
+        let (valid, last, _) = tail_of(&cut, 16);
+        assert_eq!((valid, last), (whole, Some(2)));
+        let long_last = trail_of(3, |seq| (seq == 2).then(|| "x".repeat(1000)));
+        let (valid, last, _) = tail_of(&long_last, 16);
+        assert_eq!((valid, last), (long_last.len() as u64, Some(2)));
+
+        // A complete line that is no record (a file damaged by hand) is passed over.
+        let mut damaged = trail_of(2, |_| None);
+        damaged.extend_from_slice(b"not a record\n");
+        let (valid, last, _) = tail_of(&damaged, 8);
+        assert_eq!((valid, last), (damaged.len() as u64, Some(1)));
+
+        for (bytes, valid) in [(&b""[..], 0), (b"{\"seq\":0", 0), (b"garbage\n", 8), (b"garbage\n{\"se", 8)] {
+            let (found, last, _) = tail_of(bytes, 4);
+            assert_eq!((found, last), (valid, None), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn removing_a_trail_leaves_neither_it_nor_an_old_journal() {
         let dir = scratch("removed");
         let path = dir.join("audit.jsonl");
         let log = AuditLog::open(Some(&path), "test", false).unwrap();
         log.record(event(0)).unwrap();
         drop(log);
-        assert!(journal::path_for(&path).exists(), "the journal stays for crash recovery until removed");
+        assert!(legacy_journal(&path).is_none(), "no journal is kept any more");
+        std::fs::write(legacy_journal_path(&path), b"left by an older operator").unwrap();
+        assert_eq!(legacy_journal(&path), Some(legacy_journal_path(&path)));
         remove(&path).unwrap();
-        assert!(!path.exists() && !journal::path_for(&path).exists());
+        assert!(!path.exists() && !legacy_journal_path(&path).exists());
         remove(&path).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -606,19 +667,19 @@ mod tests {
         log.record(event(0)).unwrap();
         assert_eq!(lines_in(&path), 0);
         std::thread::sleep(FLUSH_EVERY * 2);
-        assert_eq!(lines_in(&path), 1, "the line waited in the journal for longer than FLUSH_EVERY");
+        assert_eq!(lines_in(&path), 1, "the line waited in memory for longer than FLUSH_EVERY");
         drop(log);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
-    async fn a_line_longer_than_the_journal_goes_to_the_trail_in_order() {
+    async fn a_line_longer_than_a_batch_goes_to_the_trail_in_order() {
         let dir = scratch("long");
         let path = dir.join("audit.jsonl");
         let log = AuditLog::open(Some(&path), "test", false).unwrap();
         log.record(event(0)).unwrap();
         let mut long = event(1);
-        long.detail = Some("x".repeat(journal::CAPACITY + 1));
+        long.detail = Some("x".repeat(BATCH + 1));
         log.record(long).unwrap();
         log.record(event(2)).unwrap();
         log.sync().await.unwrap();
@@ -655,11 +716,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_fails_its_callers_and_every_later_line() {
         let dir = scratch("full");
-        let (journal, _) = journal::Journal::open(&dir.join("audit.jsonl.journal")).unwrap();
-        // /dev/full refuses every write with ENOSPC, as a full volume would: the line waits in the
-        // journal, and the sync that would write it to the trail fails.
+        // /dev/full refuses every write with ENOSPC, as a full volume would: the line waits in
+        // memory, and the sync that would write it to the trail fails.
         let file = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let log = AuditLog::writing_to(Some(Trail { file, journal }), Chain { seq: 0, prev: GENESIS.into() }, "test", false).unwrap();
+        let log = AuditLog::writing_to(Some(Trail { file, pending: Vec::new() }), Chain { seq: 0, prev: GENESIS.into() }, "test", false).unwrap();
         log.record(event(1)).unwrap();
         let failed = log.sync().await.unwrap_err();
         assert!(failed.to_string().contains("space"), "{failed}");

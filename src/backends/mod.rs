@@ -454,7 +454,7 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
     let namespace = kube::ResourceExt::namespace(backend).unwrap_or_default();
     let mut limits = http::Limits::from(&backend.spec.limits);
     if let Some(text) = &backend.spec.log_delay {
-        limits.log_delay = Some(crate::duration::parse(text).ok_or_else(|| ProviderError::Config(format!("IdentityBackend {name}: logDelay {text:?} is not a duration such as 2m")))?);
+        limits.log_delay = Some(crate::duration::LOG_DELAY.parse(text).map_err(|e| ProviderError::Config(format!("IdentityBackend {name}: {e}")))?);
     }
     let (Some(secret_ref), Some(kind)) = (credentials_secret_name(backend), provider_type(backend)) else {
         return Err(ProviderError::Config(format!("IdentityBackend {name}: no provider block is set")));

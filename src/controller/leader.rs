@@ -1,10 +1,15 @@
 //! Leader election on a coordination.k8s.io Lease, so that of several replicas exactly one works
 //! on recalls. The holder renews the lease every `RETRY`; a standby takes it over once it has not
-//! been renewed for its whole duration. A holder that cannot renew within `RENEW_DEADLINE` (less
-//! than the duration) gives up first, so two replicas never act at once. Writes use the lease's
-//! resourceVersion: of two replicas racing for it, the apiserver lets exactly one win.
+//! seen the lease change for its whole duration. A holder that cannot renew within `RENEW_DEADLINE`
+//! (less than the duration) gives up first, so two replicas never act at once. Writes use the
+//! lease's resourceVersion: of two replicas racing for it, the apiserver lets exactly one win.
+//!
+//! Expiry is timed on this replica's own monotonic clock, from when it saw the holder or renewTime
+//! change, as client-go does: the renewTime another machine wrote is compared only for equality,
+//! so clocks that disagree between machines (or a wall clock that jumps) cannot end a lease early.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -21,11 +26,42 @@ pub struct LeaseLock {
     name: String,
     identity: String,
     duration: Duration,
+    /// The lease as this replica last saw it change.
+    observed: Mutex<Option<Observed>>,
+}
+
+/// What of a lease tells whether its holder is still renewing it.
+#[derive(Clone, Debug, PartialEq)]
+struct Record {
+    holder: String,
+    renew_time: Option<jiff::Timestamp>,
+    duration: Duration,
+}
+
+/// A record and when, on this replica's monotonic clock, it was first seen as it is.
+#[derive(Clone, Debug)]
+struct Observed {
+    record: Record,
+    at: Instant,
+}
+
+/// `last` after reading `record` at `now`: the same record keeps the time it was first seen.
+fn observe(last: Option<Observed>, record: Record, now: Instant) -> Observed {
+    match last {
+        Some(last) if last.record == record => last,
+        _ => Observed { record, at: now },
+    }
+}
+
+/// Whether the lease may be taken at `now`: nobody holds it, or its record has not changed for
+/// its whole duration as seen here.
+fn free(observed: &Observed, now: Instant) -> bool {
+    observed.record.holder.is_empty() || now.saturating_duration_since(observed.at) >= observed.record.duration
 }
 
 impl LeaseLock {
     pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
-        Self { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), duration }
+        Self { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), duration, observed: Mutex::new(None) }
     }
 
     /// Renewals may fail for this long before the holder stops: two thirds of the lease, so it
@@ -58,9 +94,18 @@ impl LeaseLock {
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let holder = spec.holder_identity.clone().unwrap_or_default();
-        let held_for = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(seconds).max(1) as u64);
-        let expired = spec.renew_time.as_ref().is_none_or(|t| t.0 + held_for <= now);
-        if !holder.is_empty() && holder != self.identity && !expired {
+        let record = Record {
+            holder: holder.clone(),
+            renew_time: spec.renew_time.as_ref().map(|t| t.0),
+            duration: Duration::from_secs(spec.lease_duration_seconds.unwrap_or(seconds).max(1) as u64),
+        };
+        let observed = {
+            let mut last = self.observed.lock().unwrap();
+            let observed = observe(last.take(), record, Instant::now());
+            *last = Some(observed.clone());
+            observed
+        };
+        if holder != self.identity && !free(&observed, Instant::now()) {
             return Ok(false);
         }
         if holder != self.identity {
@@ -140,5 +185,46 @@ impl LeaseLock {
             Ok(_) => tracing::info!(lease = %self.name, "released the lease"),
             Err(e) => tracing::warn!(lease = %self.name, error = %e, "could not release the lease; a standby takes over when it expires"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: &str, renewed_ms: i64) -> Record {
+        Record { holder: holder.into(), renew_time: Some(jiff::Timestamp::from_millisecond(renewed_ms).unwrap()), duration: Duration::from_secs(6) }
+    }
+
+    #[test]
+    fn a_lease_expires_a_full_duration_after_this_replica_saw_it_change() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        // Renewed long ago by another machine's clock: still timed from when it was first seen.
+        let seen = observe(None, record("a", 0), at(0));
+        assert!(!free(&seen, at(5)));
+        assert!(free(&seen, at(6)));
+        // Read again unchanged: the first sighting counts, not the latest read.
+        let seen = observe(Some(seen), record("a", 0), at(4));
+        assert_eq!(seen.at, at(0));
+        assert!(free(&seen, at(6)));
+        // Renewed (renewTime changed, whatever its value, even one behind ours): timed afresh.
+        let seen = observe(Some(seen), record("a", -60_000), at(5));
+        assert!(!free(&seen, at(10)));
+        assert!(free(&seen, at(11)));
+        // Another holder: timed afresh too.
+        let seen = observe(Some(seen), record("b", -60_000), at(7));
+        assert!(!free(&seen, at(12)));
+        assert!(free(&seen, at(13)));
+    }
+
+    #[test]
+    fn a_lease_renewed_far_in_the_future_by_anothers_clock_still_expires_and_a_released_one_is_free_at_once() {
+        let start = Instant::now();
+        let far_future = jiff::Timestamp::now().as_millisecond() + 365 * 24 * 3600 * 1000;
+        let seen = observe(None, record("a", far_future), start);
+        assert!(free(&seen, start + Duration::from_secs(6)), "a clock ahead of ours cannot keep the lease");
+        let released = observe(Some(seen), Record { holder: String::new(), renew_time: None, duration: Duration::from_secs(6) }, start);
+        assert!(free(&released, start));
     }
 }

@@ -37,8 +37,6 @@ const SETTLE_MIN_WAIT: Duration = Duration::from_millis(500);
 const SETTLE_MAX_WAIT: Duration = Duration::from_secs(30);
 /// After a run stopped on an error that may fix itself, the pause before it is tried again.
 const RETRY_PAUSE: Duration = Duration::from_secs(15);
-/// Shorter re-enrollment checks would keep a provider busy for nothing.
-const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// This process's run of one recall, as reconcile sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,17 +350,12 @@ fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now: jiff::Tim
     let started = started.unwrap_or(now);
     let grace = grace_period(&spec.re_enrollment)?;
     let deadline = started.checked_add(grace).map_err(|e| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is too long: {e}", spec.re_enrollment.grace_period)))?;
-    let check_interval = duration::parse(&spec.re_enrollment.check_interval)
-        .ok_or_else(|| Error::Invalid(format!("reEnrollment.checkInterval {:?} is not a duration", spec.re_enrollment.check_interval)))?;
-    if check_interval < MIN_CHECK_INTERVAL {
-        return Err(Error::Invalid(format!("reEnrollment.checkInterval {:?} is shorter than {MIN_CHECK_INTERVAL:?}", spec.re_enrollment.check_interval)));
-    }
+    let check_interval = duration::CHECK_INTERVAL.parse(&spec.re_enrollment.check_interval).map_err(Error::Invalid)?;
     Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval })
 }
 
 fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
-    let grace = duration::parse(&rules.grace_period)
-        .ok_or_else(|| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is not a duration such as 72h", rules.grace_period)))?;
+    let grace = duration::GRACE_PERIOD.parse(&rules.grace_period).map_err(Error::Invalid)?;
     jiff::SignedDuration::try_from(grace).map_err(|e| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is too long: {e}", rules.grace_period)))
 }
 
@@ -670,8 +663,8 @@ mod tests {
 
     #[test]
     fn a_valid_spec_gives_the_cutoff_deadline_and_interval() {
-        let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h30m", "checkInterval": "5s" })), None, at("2026-11-28T00:00:00Z")).unwrap();
-        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(5) });
+        let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h30m", "checkInterval": "15s" })), None, at("2026-11-28T00:00:00Z")).unwrap();
+        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(15) });
     }
 
     /// A run that starts again keeps the first start, so the deadline does not move.
@@ -690,6 +683,8 @@ mod tests {
             (serde_json::json!({ "checkInterval": "0s" }), "checkInterval"),
             (serde_json::json!({ "checkInterval": "0.5s" }), "checkInterval"),
             (serde_json::json!({ "checkInterval": "5" }), "checkInterval"),
+            (serde_json::json!({ "checkInterval": "9s" }), "checkInterval"),
+            (serde_json::json!({ "gracePeriod": "9999999999999999h" }), "gracePeriod"),
         ] {
             let e = validate(&recall(re_enrollment.clone()), None, at("2026-11-28T00:00:00Z")).unwrap_err();
             assert!(e.is_permanent() && e.to_string().contains(field), "{re_enrollment}: {e}");

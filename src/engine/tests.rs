@@ -272,6 +272,63 @@ async fn every_user_is_accounted_for_and_failures_carry_their_error() {
     assert_eq!(provider.factors.lock().unwrap()["u003"].len(), 2);
 }
 
+/// A ledger that, at each write, finds in the trail file the audit lines of everything the
+/// segment counts: a kill loses only lines the ledger does not count.
+struct AuditedLedger {
+    inner: MemoryLedger,
+    trail: std::path::PathBuf,
+    checked: AtomicUsize,
+}
+
+#[async_trait]
+impl LedgerStore for AuditedLedger {
+    async fn segments(&self, backend: &str) -> Result<Vec<u32>> {
+        self.inner.segments(backend).await
+    }
+    async fn read(&self, backend: &str, index: u32) -> Result<Segment> {
+        self.inner.read(backend, index).await
+    }
+    async fn write(&self, segment: &Segment) -> Result<()> {
+        let lines: Vec<crate::audit::AuditRecord> = std::fs::read_to_string(&self.trail).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let audited = |user: &str, action: &str, factor: Option<&str>| {
+            lines.iter().any(|l| l.event.user.as_deref() == Some(user) && l.event.action == action && (factor.is_none() || l.event.factor_id.as_deref() == factor))
+        };
+        for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
+            let name = &record.user.username;
+            let finished = match record.state {
+                UserState::Invalidated => "enrollment.require",
+                UserState::Excluded => "user.exclude",
+                UserState::Failed => "user.fail",
+                _ => continue,
+            };
+            assert!(audited(name, finished, None), "{name} counted as {:?} before its audit line was in the trail", record.state);
+            for factor in record.lost() {
+                assert!(audited(name, "factor.revoke", Some(&factor.id)), "{} counted as revoked before its audit line was in the trail", factor.id);
+            }
+            self.checked.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.write(segment).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_counts_only_what_is_already_in_the_trail_file() {
+    let dir = std::env::temp_dir().join(format!("mfa-engine-audited-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trail = dir.join("audit.jsonl");
+    crate::audit::remove(&trail).unwrap();
+    let mut provider = FakeProvider::with_users(25);
+    provider.broken = vec!["u007".into()];
+    let provider = Arc::new(provider);
+    let ledger = Arc::new(AuditedLedger { inner: MemoryLedger::default(), trail: trail.clone(), checked: AtomicUsize::new(0) });
+    let audit = Arc::new(AuditLog::open(Some(&trail), "test", false).unwrap());
+    let runner = Runner { provider, ledger: ledger.clone(), audit, progress: SharedProgress::default(), stop: watch::channel(false).1 };
+    assert_eq!(runner.revoke(&job()).await.unwrap(), RunEnd::Finished);
+    assert!(ledger.checked.load(Ordering::SeqCst) >= 25, "every user's lines were checked");
+    drop(runner);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // Two runtime threads: the users go to two worker tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_run_resumes_without_redoing_or_losing_anything_and_keeps_new_factors() {

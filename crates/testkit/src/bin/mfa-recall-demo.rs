@@ -62,7 +62,7 @@ async fn main() -> Result<(), String> {
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "vendor-breach"},
         "spec": {"reason": "Support-system breach exposed session tokens (INC-4821)", "backends": backend_names, "cutoff": cutoff.to_string(),
                  "scope": {"allUsers": true, "exclude": {"users": ["breakglass-1"], "groups": ["admins"]}},
-                 "reEnrollment": {"gracePeriod": "72h", "checkInterval": "2s"}}
+                 "reEnrollment": {"gracePeriod": "72h", "checkInterval": "10s"}}
     }))
     .await?;
     say("applied MfaRecall security/vendor-breach: watch it count up");
