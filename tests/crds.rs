@@ -77,7 +77,7 @@ fn examples_match_the_api() {
             let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
             let checked = match kind.as_str() {
                 "IdentityBackend" => serde_norway::from_value::<mfa_recall::api::IdentityBackend>(value).map(|b| {
-                    backends.push(mfa_recall::backends::provider_type(&b).unwrap_or("none"));
+                    backends.push(b.spec.provider.name());
                 }),
                 "MfaRecall" => serde_norway::from_value::<mfa_recall::api::MfaRecall>(value).map(|_| ()),
                 "Secret" => serde_norway::from_value::<k8s_openapi::api::core::v1::Secret>(value).map(|_| ()),

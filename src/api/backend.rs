@@ -1,5 +1,6 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One identity provider the operator can recall MFA factors from. Set exactly one provider block.
@@ -21,30 +22,60 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("[has(self.keycloak), has(self.okta), has(self.entra), has(self.auth0), has(self.google), has(self.duo)].filter(x, x).size() == 1").message("set exactly one provider block: keycloak, okta, entra, auth0, google or duo"))]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityBackendSpec {
-    /// A Keycloak realm, reached through its Admin REST API with a confidential client's service account.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keycloak: Option<KeycloakProvider>,
-    /// An Okta org, reached through its Management API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub okta: Option<OktaProvider>,
-    /// A Microsoft Entra ID tenant, reached through Microsoft Graph with an app registration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entra: Option<EntraProvider>,
-    /// An Auth0 tenant, reached through its Management API v2 with a machine-to-machine application.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth0: Option<Auth0Provider>,
-    /// A Google Workspace domain, reached through the Admin SDK with a service account and domain-wide delegation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub google: Option<GoogleProvider>,
-    /// A Duo account, reached through its Admin API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duo: Option<DuoProvider>,
+    /// The provider and how to reach it: one block, named after the provider.
+    #[serde(flatten)]
+    pub provider: ProviderBlock,
     /// Client-side limits on the requests the operator sends to this provider.
     #[serde(default)]
     pub limits: BackendLimits,
     /// How long this provider's logs take to show an event, as a duration such as 2m. A factor whose creation time the provider does not give is deleted only once its logs, this long after the user's factors were listed, show it predates the cutoff. Defaults to the delay the provider documents; set it lower only for a test double.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_delay: Option<String>,
+}
+
+/// The providers the operator can recall from, one block each. Every list of providers in the
+/// operator is a match on this enum, so adding one is a compile error everywhere it must be handled.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum ProviderBlock {
+    /// A Keycloak realm, reached through its Admin REST API with a confidential client's service account.
+    Keycloak(KeycloakProvider),
+    /// An Okta org, reached through its Management API.
+    Okta(OktaProvider),
+    /// A Microsoft Entra ID tenant, reached through Microsoft Graph with an app registration.
+    Entra(EntraProvider),
+    /// An Auth0 tenant, reached through its Management API v2 with a machine-to-machine application.
+    Auth0(Auth0Provider),
+    /// A Google Workspace domain, reached through the Admin SDK with a service account and domain-wide delegation.
+    Google(GoogleProvider),
+    /// A Duo account, reached through its Admin API.
+    Duo(DuoProvider),
+}
+
+impl ProviderBlock {
+    /// The block's name in the spec, for status and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderBlock::Keycloak(_) => "keycloak",
+            ProviderBlock::Okta(_) => "okta",
+            ProviderBlock::Entra(_) => "entra",
+            ProviderBlock::Auth0(_) => "auth0",
+            ProviderBlock::Google(_) => "google",
+            ProviderBlock::Duo(_) => "duo",
+        }
+    }
+
+    /// The Secret the provider's credentials are read from.
+    pub fn credentials_secret_ref(&self) -> &SecretRef {
+        match self {
+            ProviderBlock::Keycloak(p) => &p.credentials_secret_ref,
+            ProviderBlock::Okta(p) => &p.credentials_secret_ref,
+            ProviderBlock::Entra(p) => &p.credentials_secret_ref,
+            ProviderBlock::Auth0(p) => &p.credentials_secret_ref,
+            ProviderBlock::Google(p) => &p.credentials_secret_ref,
+            ProviderBlock::Duo(p) => &p.credentials_secret_ref,
+        }
+    }
 }
 
 /// Connection to one Keycloak realm.
@@ -201,4 +232,37 @@ pub struct IdentityBackendStatus {
     /// Ready says whether the endpoint answered and the credentials were accepted, with a reason to act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    /// The CRD's rule that one block is set lists the blocks by hand (CEL cannot read the enum):
+    /// it must name each block the schema has, and no other.
+    #[test]
+    fn the_one_block_rule_names_every_provider_block() {
+        let crd = serde_json::to_value(IdentityBackend::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let blocks: Vec<&str> = spec["oneOf"].as_array().expect("the schema lets exactly one block be set").iter().map(|b| b["required"][0].as_str().unwrap()).collect();
+        let rule = spec["x-kubernetes-validations"][0]["rule"].as_str().unwrap();
+        let named: Vec<&str> = rule.match_indices("has(self.").map(|(at, _)| rule[at + 9..].split(')').next().unwrap()).collect();
+        assert_eq!(blocks, named);
+        assert_eq!(blocks.len(), 6);
+        for block in &blocks {
+            assert!(spec["properties"][block].is_object(), "{block} is a property of spec");
+        }
+    }
+
+    #[test]
+    fn a_spec_reads_its_one_block_and_refuses_none() {
+        let spec: IdentityBackendSpec = serde_json::from_value(serde_json::json!({ "duo": { "url": "https://api-1.duosecurity.com", "credentialsSecretRef": { "name": "d" } }, "limits": { "requestsPerSecond": 5 } })).unwrap();
+        assert_eq!(spec.provider.name(), "duo");
+        assert_eq!(spec.provider.credentials_secret_ref().name, "d");
+        assert_eq!(spec.limits.requests_per_second, 5);
+        assert_eq!(serde_json::to_value(&spec).unwrap()["duo"]["url"], "https://api-1.duosecurity.com");
+        assert!(serde_json::from_value::<IdentityBackendSpec>(serde_json::json!({ "limits": {} })).is_err());
+    }
 }

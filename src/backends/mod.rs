@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{FactorKind, IdentityBackend};
+use crate::api::{FactorKind, IdentityBackend, ProviderBlock};
 
 /// A user as the provider names it: the stable id for API calls, the username for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -456,71 +456,30 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
     if let Some(text) = &backend.spec.log_delay {
         limits.log_delay = Some(crate::duration::LOG_DELAY.parse(text).map_err(|e| ProviderError::Config(format!("IdentityBackend {name}: {e}")))?);
     }
-    let (Some(secret_ref), Some(kind)) = (credentials_secret_name(backend), provider_type(backend)) else {
-        return Err(ProviderError::Config(format!("IdentityBackend {name}: no provider block is set")));
-    };
-    let secret_name = format!("{namespace}/{secret_ref}");
+    let provider = &backend.spec.provider;
+    let secret_name = format!("{namespace}/{}", provider.credentials_secret_ref().name);
     let secret = secret.ok_or_else(|| {
-        ProviderError::Config(format!("IdentityBackend {name}: Secret {secret_name} not found: create it with {}", credential_keys(kind)))
+        ProviderError::Config(format!("IdentityBackend {name}: Secret {secret_name} not found: create it with {}", credential_keys(provider)))
     })?;
     let keys = http::SecretKeys::new(secret, &secret_name);
-    let spec = &backend.spec;
-    let adapter: Arc<dyn IdentityProvider> = if let Some(p) = &spec.keycloak {
-        Arc::new(keycloak::Keycloak::new(&name, p, &keys, limits)?)
-    } else if let Some(p) = &spec.entra {
-        Arc::new(entra::Entra::new(&name, p, &keys, limits)?)
-    } else if let Some(p) = &spec.auth0 {
-        Arc::new(auth0::Auth0::new(&name, p, &keys, limits)?)
-    } else if let Some(p) = &spec.okta {
-        Arc::new(okta::Okta::new(&name, p, &keys, limits)?)
-    } else if let Some(p) = &spec.google {
-        Arc::new(google::Google::new(&name, p, &keys, limits)?)
-    } else if let Some(p) = &spec.duo {
-        Arc::new(duo::Duo::new(&name, p, &keys, limits)?)
-    } else {
-        return Err(ProviderError::Config(format!("IdentityBackend {name}: provider {kind} is not built into this operator yet")));
-    };
-    Ok(adapter)
+    Ok(match provider {
+        ProviderBlock::Keycloak(p) => Arc::new(keycloak::Keycloak::new(&name, p, &keys, limits)?),
+        ProviderBlock::Okta(p) => Arc::new(okta::Okta::new(&name, p, &keys, limits)?),
+        ProviderBlock::Entra(p) => Arc::new(entra::Entra::new(&name, p, &keys, limits)?),
+        ProviderBlock::Auth0(p) => Arc::new(auth0::Auth0::new(&name, p, &keys, limits)?),
+        ProviderBlock::Google(p) => Arc::new(google::Google::new(&name, p, &keys, limits)?),
+        ProviderBlock::Duo(p) => Arc::new(duo::Duo::new(&name, p, &keys, limits)?),
+    })
 }
 
 /// The keys each provider's credentials Secret holds, for error messages.
-fn credential_keys(kind: &str) -> &'static str {
-    match kind {
-        "keycloak" | "entra" | "auth0" => "keys client-id and client-secret",
-        "okta" => "key api-token, or keys client-id and private-key",
-        "google" => "key service-account.json",
-        "duo" => "keys integration-key and secret-key",
-        _ => "the provider's credential keys",
+fn credential_keys(provider: &ProviderBlock) -> &'static str {
+    match provider {
+        ProviderBlock::Keycloak(_) | ProviderBlock::Entra(_) | ProviderBlock::Auth0(_) => "keys client-id and client-secret",
+        ProviderBlock::Okta(_) => "key api-token, or keys client-id and private-key",
+        ProviderBlock::Google(_) => "key service-account.json",
+        ProviderBlock::Duo(_) => "keys integration-key and secret-key",
     }
-}
-
-/// The provider block an IdentityBackend sets, for status.
-pub fn provider_type(backend: &IdentityBackend) -> Option<&'static str> {
-    let s = &backend.spec;
-    [
-        (s.keycloak.is_some(), "keycloak"),
-        (s.okta.is_some(), "okta"),
-        (s.entra.is_some(), "entra"),
-        (s.auth0.is_some(), "auth0"),
-        (s.google.is_some(), "google"),
-        (s.duo.is_some(), "duo"),
-    ]
-    .into_iter()
-    .find_map(|(set, kind)| set.then_some(kind))
-}
-
-/// The Secret an IdentityBackend reads its credentials from.
-pub fn credentials_secret_name(backend: &IdentityBackend) -> Option<&str> {
-    let s = &backend.spec;
-    s.keycloak
-        .as_ref()
-        .map(|p| &p.credentials_secret_ref)
-        .or(s.okta.as_ref().map(|p| &p.credentials_secret_ref))
-        .or(s.entra.as_ref().map(|p| &p.credentials_secret_ref))
-        .or(s.auth0.as_ref().map(|p| &p.credentials_secret_ref))
-        .or(s.google.as_ref().map(|p| &p.credentials_secret_ref))
-        .or(s.duo.as_ref().map(|p| &p.credentials_secret_ref))
-        .map(|r| r.name.as_str())
 }
 
 /// Whether `kind` is among the kinds a recall asks for.

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{Context, FIELD_MANAGER};
 use crate::api::{self, IdentityBackend};
-use crate::backends::{self, ProviderError};
+use crate::backends::ProviderError;
 use crate::{Error, Result};
 
 const HEALTHY_RECHECK: Duration = Duration::from_secs(300);
@@ -28,7 +28,7 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
     let mut status = backend.status.clone().unwrap_or_default();
     let previous_ready = api::condition(&status.conditions, api::READY).map(|c| (c.status.clone(), c.reason.clone()));
     status.observed_generation = generation;
-    status.provider_type = backends::provider_type(&backend).map(String::from);
+    status.provider_type = Some(backend.spec.provider.name().to_string());
     let requeue = match &checked {
         Ok(capabilities) => {
             status.capabilities = capabilities.names();

@@ -77,13 +77,11 @@ impl Context {
     pub async fn provider(&self, backend: &IdentityBackend) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
         let namespace = backend.namespace().unwrap_or_default();
         let key = format!("{namespace}/{}", backend.name_any());
-        let secret = match backends::credentials_secret_name(backend) {
-            Some(name) => Api::<Secret>::namespaced(self.client.clone(), &namespace)
-                .get_opt(name)
-                .await
-                .map_err(|e| ProviderError::Unavailable(format!("reading Secret {namespace}/{name}: {e}")))?,
-            None => None,
-        };
+        let name = &backend.spec.provider.credentials_secret_ref().name;
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("reading Secret {namespace}/{name}: {e}")))?;
         let fingerprint = format!(
             "{}/{}",
             backend.metadata.generation.unwrap_or_default(),
