@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::ProviderError;
+use super::{ErrorKind, ProviderError};
 use super::http::{HttpReply, Op, ProviderHttp, SecretString};
 
 const TOKEN_OP: Op = Op::new("token", "token");
@@ -131,15 +131,14 @@ impl TokenSource {
             // The provider's own error code (invalid_client, unauthorized_client...) helps; its
             // description may echo input, so only the code is kept.
             let code = reply.value().get("error").and_then(Value::as_str).map(|c| format!(", {c}")).unwrap_or_default();
-            return Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: the token endpoint refused the credentials ({status}{code}): check {} in Secret {}",
-                http.backend,
+            return Err(http.error(ErrorKind::Auth, format!(
+                "the token endpoint refused the credentials ({status}{code}): check {} in Secret {}",
                 self.grant.keys(),
                 self.secret_name
             )));
         }
         if !status.is_success() {
-            return Err(ProviderError::Unavailable(format!("IdentityBackend {}: token endpoint answered {status}: check the url", http.backend)));
+            return Err(http.error(ErrorKind::Unavailable, format!("token endpoint answered {status}: check the url")));
         }
         #[derive(serde::Deserialize)]
         struct TokenResponse {
@@ -151,7 +150,7 @@ impl TokenSource {
             60
         }
         let body: TokenResponse = serde_json::from_slice(&reply.body)
-            .map_err(|_| ProviderError::Unavailable(format!("IdentityBackend {}: the token endpoint's answer has no access_token", http.backend)))?;
+            .map_err(|_| http.error(ErrorKind::Unavailable, "the token endpoint's answer has no access_token"))?;
         let token = SecretString::new(body.access_token);
         *cached = Some((token.clone(), Instant::now() + Duration::from_secs(body.expires_in)));
         Ok(token)

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage, UserRef,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage, UserRef,
     UserSnapshot, enc, selected,
 };
 use crate::api::{Auth0Provider, FactorKind};
@@ -219,19 +219,17 @@ impl Auth0 {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok((s, value)),
             StatusCode::FORBIDDEN if error_code(&value) == Some("operation_not_supported") => Ok((status, value)),
             StatusCode::FORBIDDEN if plan_gated(path) && error_code(&value) != Some("insufficient_scope") => Ok((status, value)),
-            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the application in Secret {}",
-                self.backend(),
+            StatusCode::UNAUTHORIZED => Err(self.http.error(ErrorKind::Auth, format!(
+                "401 from {method} {path}: the access token was refused; check the application in Secret {}",
                 self.auth.secret_name
             ))),
-            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 403 from {method} {path} ({}): {} the application in Secret {} (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
-                self.backend(),
+            StatusCode::FORBIDDEN => Err(self.http.error(ErrorKind::Auth, format!(
+                "403 from {method} {path} ({}): {} the application in Secret {} (Applications > APIs > Auth0 Management API > Machine to Machine Applications)",
                 brief(&value),
                 if error_code(&value) == Some("insufficient_scope") { "grant that scope to" } else { "check the permissions of" },
                 self.auth.secret_name
             ))),
-            _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.backend(), brief(&value)))),
+            _ => Err(self.http.error(ErrorKind::Rejected, format!("{status} from {method} {path}: {}", brief(&value)))),
         }
     }
 
@@ -246,15 +244,15 @@ impl Auth0 {
     }
 
     fn parse<T: serde::de::DeserializeOwned>(&self, path: &str, value: Value) -> Result<T, ProviderError> {
-        serde_json::from_value(value).map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {path}: {e}", self.backend())))
+        serde_json::from_value(value).map_err(|e| self.http.error(ErrorKind::Rejected, format!("unexpected body from GET {path}: {e}")))
     }
 
     fn refused(&self, path: &str, value: &Value) -> ProviderError {
-        ProviderError::Rejected(format!("IdentityBackend {}: 403 from {path}: {}", self.backend(), brief(value)))
+        self.http.error(ErrorKind::Rejected, format!("403 from {path}: {}", brief(value)))
     }
 
     fn user_gone(&self, user: &UserRef) -> ProviderError {
-        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.backend(), user.username))
+        self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
 
     fn user_path(user: &UserRef, rest: &str) -> String {
@@ -325,7 +323,7 @@ impl Auth0 {
         let body = json!({ "format": "json", "fields": [{ "name": "user_id" }, { "name": "email" }] });
         let (status, value) = self.call("export_users", Method::POST, "/jobs/users-exports", &[], Some(&body)).await?;
         let id = value.get("id").and_then(Value::as_str).filter(|_| status.is_success()).ok_or_else(|| {
-            ProviderError::Rejected(format!("IdentityBackend {}: {status} from POST /jobs/users-exports: {}", self.backend(), brief(&value)))
+            self.http.error(ErrorKind::Rejected, format!("{status} from POST /jobs/users-exports: {}", brief(&value)))
         })?;
         Ok(id.to_string())
     }
@@ -342,10 +340,10 @@ impl Auth0 {
             match state.status.as_str() {
                 "completed" => break state.location.ok_or_else(|| self.export_gone(job))?,
                 "failed" => {
-                    return Err(ProviderError::Unavailable(format!("IdentityBackend {}: the users export job {job} failed; the recall will try again", self.backend())));
+                    return Err(self.http.error(ErrorKind::Unavailable, format!("the users export job {job} failed; the recall will try again")));
                 }
                 _ if started.elapsed() > EXPORT_DEADLINE => {
-                    return Err(ProviderError::Unavailable(format!("IdentityBackend {}: the users export job {job} did not finish in two hours", self.backend())));
+                    return Err(self.http.error(ErrorKind::Unavailable, format!("the users export job {job} did not finish in two hours")));
                 }
                 _ => {
                     tokio::time::sleep(wait).await;
@@ -355,7 +353,7 @@ impl Auth0 {
         };
         // The location is a signed storage URL: no bearer token, and never logged or quoted.
         if reqwest::Url::parse(&location).is_err() {
-            return Err(ProviderError::Rejected(format!("IdentityBackend {}: the users export job {job} gave an unusable download location", self.backend())));
+            return Err(self.http.error(ErrorKind::Rejected, format!("the users export job {job} gave an unusable download location")));
         }
         let reply = self.http.send(Op::new("download_export", "exports"), || self.http.request(Method::GET, &location)).await?;
         if !reply.status.is_success() {
@@ -365,10 +363,8 @@ impl Auth0 {
     }
 
     fn export_gone(&self, job: &str) -> ProviderError {
-        ProviderError::Unavailable(format!(
-            "IdentityBackend {}: the users export job {job} or its file is no longer available (Auth0 keeps them for a limited time), so listing cannot continue where it stopped; create a new MfaRecall with the same cutoff: users already done keep their new factors",
-            self.backend()
-        ))
+        self.http.error(ErrorKind::Unavailable, format!(
+            "the users export job {job} or its file is no longer available (Auth0 keeps them for a limited time), so listing cannot continue where it stopped; create a new MfaRecall with the same cutoff: users already done keep their new factors"))
     }
 
     /// `PAGE_SIZE` users of export `job` from `offset`, and whether the file has more.
@@ -415,7 +411,7 @@ impl Auth0 {
     }
 
     fn bad_export(&self, job: &str, why: &str) -> ProviderError {
-        ProviderError::Rejected(format!("IdentityBackend {}: the users export file of job {job} is unreadable: {why}", self.backend()))
+        self.http.error(ErrorKind::Rejected, format!("the users export file of job {job} is unreadable: {why}"))
     }
 
     /// The id of the role named `name` (Auth0 roles stand for groups).
@@ -435,10 +431,8 @@ impl Auth0 {
             })
             .map(|r| r.id.clone())
             .ok_or_else(|| {
-                ProviderError::NotFound(format!(
-                    "IdentityBackend {}: no Auth0 role named {name} (Auth0 has no groups: group names in a recall are role names)",
-                    self.backend()
-                ))
+                self.http.error(ErrorKind::NotFound, format!(
+                    "no Auth0 role named {name} (Auth0 has no groups: group names in a recall are role names)"))
             })?;
         self.roles.lock().unwrap().insert(name.to_string(), id.clone());
         Ok(id)
@@ -452,7 +446,7 @@ impl Auth0 {
         }
         let path = format!("/roles/{}/users", enc(role));
         let page: RoleMembers = self.get("list_users", &path, &query).await?.ok_or_else(|| {
-            ProviderError::NotFound(format!("IdentityBackend {}: the role {role} was deleted while the recall was listing it", self.backend()))
+            self.http.error(ErrorKind::NotFound, format!("the role {role} was deleted while the recall was listing it"))
         })?;
         let next = page.next.filter(|n| !n.is_empty() && !page.users.is_empty());
         Ok((page.users.into_iter().map(UserRef::from).collect(), next))
@@ -544,9 +538,8 @@ impl IdentityProvider for Auth0 {
     async fn check(&self) -> Result<(), ProviderError> {
         let (status, value) = self.call("check", Method::GET, "/users", &[("per_page", "1".into()), ("page", "0".into())], None).await?;
         if !status.is_success() {
-            return Err(ProviderError::Config(format!(
-                "IdentityBackend {}: {status} from GET /api/v2/users ({}): check spec.auth0.url",
-                self.backend(),
+            return Err(self.http.error(ErrorKind::Config, format!(
+                "{status} from GET /api/v2/users ({}): check spec.auth0.url",
                 brief(&value)
             )));
         }
@@ -634,9 +627,8 @@ impl IdentityProvider for Auth0 {
 
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
         if factor_kind(method_type(&factor.provider_type)).is_none() {
-            return Err(ProviderError::Rejected(format!(
-                "IdentityBackend {}: refusing to delete {} method {}: not a second factor",
-                self.backend(),
+            return Err(self.http.error(ErrorKind::Rejected, format!(
+                "refusing to delete {} method {}: not a second factor",
                 method_type(&factor.provider_type),
                 factor.id
             )));
@@ -832,7 +824,7 @@ mod tests {
         }
         assert_eq!(members.len(), 125);
         let missing = adapter.group_members("nobody", Membership::Transitive, None).await.unwrap_err();
-        assert!(matches!(missing, ProviderError::NotFound(_)) && missing.to_string().contains("role"), "{missing}");
+        assert!(missing.kind() == ErrorKind::NotFound && missing.to_string().contains("role"), "{missing}");
         // Emails are stored in lower case and looked up exactly: a name with capitals is found.
         let shouted = username(3).to_uppercase();
         assert_eq!(adapter.find_user(&shouted).await.unwrap(), vec![bench.user(3)]);

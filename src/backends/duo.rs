@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::auth::{duo_authorization, duo_canonical_params};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys, SecretString};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, selected,
 };
 use crate::api::{DuoProvider, FactorKind};
@@ -346,11 +346,11 @@ fn same_number(a: &str, b: &str) -> bool {
 impl Duo {
     pub fn new(backend: &str, spec: &DuoProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
         let base = spec.url.trim_end_matches('/').to_string();
-        let url = reqwest::Url::parse(&base).map_err(|e| ProviderError::Config(format!("IdentityBackend {backend}: spec.duo.url is not a URL: {e}")))?;
+        let url = reqwest::Url::parse(&base).map_err(|e| ProviderError::new(ErrorKind::Config, format!("spec.duo.url is not a URL: {e}")))?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
-            (None, _) => return Err(ProviderError::Config(format!("IdentityBackend {backend}: spec.duo.url has no host"))),
+            (None, _) => return Err(ProviderError::new(ErrorKind::Config, "spec.duo.url has no host")),
         };
         Ok(Self {
             http: ProviderHttp::new(backend, limits)?,
@@ -371,14 +371,14 @@ impl Duo {
         let in_body = method == Method::POST || method == Method::PUT;
         let (query, body): (Vec<(String, String)>, String) = if in_body {
             let fields: std::collections::BTreeMap<&str, &str> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            (Vec::new(), serde_json::to_string(&fields).map_err(|e| ProviderError::Config(format!("IdentityBackend {}: encoding a request body: {e}", self.http.backend)))?)
+            (Vec::new(), serde_json::to_string(&fields).map_err(|e| self.http.error(ErrorKind::Config, format!("encoding a request body: {e}")))?)
         } else {
             (params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(), String::new())
         };
         let canonical = duo_canonical_params(&query);
         let date = jiff::fmt::rfc2822::DateTimePrinter::new()
             .timestamp_to_string(&jiff::Timestamp::now())
-            .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: formatting the Date header: {e}", self.http.backend)))?;
+            .map_err(|e| self.http.error(ErrorKind::Config, format!("formatting the Date header: {e}")))?;
         let authorization = duo_authorization(&self.integration_key, &self.secret_key, &date, method.as_str(), &self.host, path, &query, &body);
         let url = if canonical.is_empty() { format!("{}{path}", self.base) } else { format!("{}{path}?{canonical}", self.base) };
         let build = || {
@@ -398,24 +398,21 @@ impl Duo {
         }
         let detail = brief(&value);
         Err(match status {
-            StatusCode::UNAUTHORIZED => ProviderError::Auth(format!(
-                "IdentityBackend {}: 401 from {method} {path} ({detail}): check integration-key and secret-key in Secret {} and the API hostname in spec.duo.url; Duo also refuses a clock more than 5 minutes off",
-                self.http.backend, self.secret_name
+            StatusCode::UNAUTHORIZED => self.http.error(ErrorKind::Auth, format!(
+                "401 from {method} {path} ({detail}): check integration-key and secret-key in Secret {} and the API hostname in spec.duo.url; Duo also refuses a clock more than 5 minutes off", self.secret_name
             )),
-            StatusCode::FORBIDDEN => ProviderError::Auth(format!(
-                "IdentityBackend {}: 403 from {method} {path} ({detail}): grant the Admin API application \"Grant read resource\", \"Grant write resource\" and \"Grant read log\"",
-                self.http.backend
-            )),
-            _ => ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {detail}", self.http.backend)),
+            StatusCode::FORBIDDEN => self.http.error(ErrorKind::Auth, format!(
+                "403 from {method} {path} ({detail}): grant the Admin API application \"Grant read resource\", \"Grant write resource\" and \"Grant read log\"")),
+            _ => self.http.error(ErrorKind::Rejected, format!("{status} from {method} {path}: {detail}")),
         })
     }
 
     fn parse<T: serde::de::DeserializeOwned>(&self, path: &str, value: Value) -> Result<T, ProviderError> {
-        serde_json::from_value(value).map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from {path}: {e}", self.http.backend)))
+        serde_json::from_value(value).map_err(|e| self.http.error(ErrorKind::Rejected, format!("unexpected body from {path}: {e}")))
     }
 
     fn user_gone(&self, user: &UserRef) -> ProviderError {
-        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+        self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
 
     async fn user(&self, user: &UserRef) -> Result<User, ProviderError> {
@@ -438,7 +435,7 @@ impl Duo {
             }
             match envelope.next_offset {
                 Some(next) => offset = next,
-                None => return Err(ProviderError::NotFound(format!("IdentityBackend {}: group {name} not found", self.http.backend))),
+                None => return Err(self.http.error(ErrorKind::NotFound, format!("group {name} not found"))),
             }
         }
     }
@@ -448,7 +445,7 @@ impl Duo {
         let envelope = self
             .call(LIST_MEMBERS, Method::GET, &path, &[("limit", GROUP_USERS_PAGE.to_string()), ("offset", offset.to_string())], &[StatusCode::NOT_FOUND])
             .await?
-            .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: group {group_id} no longer exists", self.http.backend)))?;
+            .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("group {group_id} no longer exists")))?;
         let members: Vec<GroupMember> = self.parse(&path, envelope.response)?;
         Ok((members.into_iter().map(|m| UserRef { id: m.user_id, username: m.username }).collect(), envelope.next_offset))
     }
@@ -475,7 +472,7 @@ impl Duo {
             }
             next = after;
         }
-        Err(ProviderError::Rejected(format!("IdentityBackend {}: the authentication log went on for more than {LOG_PAGES} pages", self.http.backend)))
+        Err(self.http.error(ErrorKind::Rejected, format!("the authentication log went on for more than {LOG_PAGES} pages")))
     }
 
     /// The account's device registrations since `since` (or earlier), complete at least up to
@@ -523,7 +520,7 @@ impl Duo {
         let latest_possible = now.as_second() + 300;
         for page in 0.. {
             if page == LOG_PAGES {
-                return Err(ProviderError::Rejected(format!("IdentityBackend {}: the administrator log went on for more than {LOG_PAGES} pages", self.http.backend)));
+                return Err(self.http.error(ErrorKind::Rejected, format!("the administrator log went on for more than {LOG_PAGES} pages")));
             }
             let path = "/admin/v1/logs/administrator";
             let envelope = self.call(ADMIN_EVENTS, Method::GET, path, &[("mintime", mintime.to_string())], &[]).await?;
@@ -539,10 +536,8 @@ impl Duo {
                 break;
             }
             if last <= mintime || last > latest_possible {
-                return Err(ProviderError::Rejected(format!(
-                    "IdentityBackend {}: the administrator log cannot be paged on from {mintime} (more than {ADMIN_LOG_PAGE} records in one second, or records from the future)",
-                    self.http.backend
-                )));
+                return Err(self.http.error(ErrorKind::Rejected, format!(
+                    "the administrator log cannot be paged on from {mintime} (more than {ADMIN_LOG_PAGE} records in one second, or records from the future)")));
             }
             mintime = last;
         }
@@ -753,7 +748,7 @@ impl IdentityProvider for Duo {
             PROVIDER_TYPE_TOKEN => format!("/admin/v1/users/{}/tokens/{}", enc(&user.id), enc(&factor.id)),
             PROVIDER_TYPE_WEBAUTHN => format!("/admin/v1/webauthncredentials/{}", enc(&factor.id)),
             PROVIDER_TYPE_BYPASS => format!("/admin/v1/bypass_codes/{}", enc(&factor.id)),
-            other => return Err(ProviderError::Rejected(format!("IdentityBackend {}: unknown Duo factor type {other}", self.http.backend))),
+            other => return Err(self.http.error(ErrorKind::Rejected, format!("unknown Duo factor type {other}"))),
         };
         let done = self.call(DELETE_FACTOR, Method::DELETE, &path, &[], &[StatusCode::NOT_FOUND]).await?;
         Ok(if done.is_some() { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected,
 };
 use crate::api::{EntraProvider, FactorKind};
@@ -241,7 +241,7 @@ impl Entra {
             target.to_string()
         } else {
             // The token must never go anywhere but Graph.
-            return Err(ProviderError::Rejected(format!("IdentityBackend {}: Graph sent a next page link outside {}", self.http.backend, self.graph)));
+            return Err(self.http.error(ErrorKind::Rejected, format!("Graph sent a next page link outside {}", self.graph)));
         };
         let path = url.trim_start_matches(&self.graph).split('?').next().unwrap_or_default().to_string();
         let advanced = path.ends_with("/microsoft.graph.user");
@@ -254,15 +254,13 @@ impl Entra {
             .await?;
         let value = reply.value();
         match reply.status {
-            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 401 from {method} {path} ({}): Graph refused the app's token; check the app registration in Secret {}",
-                self.http.backend,
+            StatusCode::UNAUTHORIZED => Err(self.http.error(ErrorKind::Auth, format!(
+                "401 from {method} {path} ({}): Graph refused the app's token; check the app registration in Secret {}",
                 brief(&value),
                 self.auth.secret_name
             ))),
-            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 403 from {method} {path} ({}): grant the app registration the Graph application permissions User.Read.All, GroupMember.Read.All, UserAuthenticationMethod.ReadWrite.All, User.RevokeSessions.All and AuditLog.Read.All, with admin consent",
-                self.http.backend,
+            StatusCode::FORBIDDEN => Err(self.http.error(ErrorKind::Auth, format!(
+                "403 from {method} {path} ({}): grant the app registration the Graph application permissions User.Read.All, GroupMember.Read.All, UserAuthenticationMethod.ReadWrite.All, User.RevokeSessions.All and AuditLog.Read.All, with admin consent",
                 brief(&value)
             ))),
             status => Ok((status, value)),
@@ -275,9 +273,8 @@ impl Entra {
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok((status, value));
         }
-        Err(ProviderError::Rejected(format!(
-            "IdentityBackend {}: {status} from {method} {}: {}",
-            self.http.backend,
+        Err(self.http.error(ErrorKind::Rejected, format!(
+            "{status} from {method} {}: {}",
             target.split('?').next().unwrap_or_default().trim_start_matches(&self.graph),
             brief(&value)
         )))
@@ -291,7 +288,7 @@ impl Entra {
         }
         serde_json::from_value(value)
             .map(Some)
-            .map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {}: {e}", self.http.backend, target.split('?').next().unwrap_or_default())))
+            .map_err(|e| self.http.error(ErrorKind::Rejected, format!("unexpected body from GET {}: {e}", target.split('?').next().unwrap_or_default())))
     }
 
     /// One page of users from `first` (a path with its query) or from a `next` link.
@@ -300,7 +297,7 @@ impl Entra {
             Some(link) => self.get(LIST_USERS, link, &[]).await?,
             None => self.get(LIST_USERS, first, query).await?,
         }
-        .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: {first} not found", self.http.backend)))?;
+        .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("{first} not found")))?;
         Ok((page.value.into_iter().map(UserRef::from).collect(), page.next_link))
     }
 
@@ -315,11 +312,9 @@ impl Entra {
         match found.value.as_slice() {
             [one] => Ok(one.id.clone()),
             [] if looks_like_object_id(wanted) => Ok(wanted.to_string()),
-            [] => Err(ProviderError::NotFound(format!("IdentityBackend {}: group {wanted} not found", self.http.backend))),
-            _ => Err(ProviderError::Config(format!(
-                "IdentityBackend {}: more than one group is named {wanted}: name it by its object id instead",
-                self.http.backend
-            ))),
+            [] => Err(self.http.error(ErrorKind::NotFound, format!("group {wanted} not found"))),
+            _ => Err(self.http.error(ErrorKind::Config, format!(
+                "more than one group is named {wanted}: name it by its object id instead"))),
         }
     }
 
@@ -345,7 +340,7 @@ impl Entra {
                 Some(link) => self.get(AUDIT_LOG, link, &[]).await?,
                 None => self.get(AUDIT_LOG, "/auditLogs/directoryAudits", &query).await?,
             }
-            .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: the directory audit log is not available", self.http.backend)))?;
+            .ok_or_else(|| self.http.error(ErrorKind::NotFound, "the directory audit log is not available"))?;
             for entry in page.value {
                 if entry.result.as_deref().is_some_and(|r| r != "success") {
                     continue;
@@ -372,7 +367,7 @@ impl Entra {
     }
 
     fn user_gone(&self, user: &UserRef) -> ProviderError {
-        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+        self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
 }
 
@@ -485,7 +480,7 @@ impl IdentityProvider for Entra {
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
         let collection = collection_of(&factor.provider_type);
         let (status, value) = self.delete_method(user, collection, &factor.id).await?;
-        let refusal = || format!("IdentityBackend {}: {status} from DELETE /v1.0/users/{}/authentication/{collection}/{}: {}", self.http.backend, user.id, factor.id, brief(&value));
+        let refusal = || format!("{status} from DELETE /v1.0/users/{}/authentication/{collection}/{}: {}", user.id, factor.id, brief(&value));
         match status {
             s if s.is_success() => Ok(RevokeOutcome::Revoked),
             StatusCode::NOT_FOUND => Ok(RevokeOutcome::AlreadyGone),
@@ -493,7 +488,7 @@ impl IdentityProvider for Entra {
             // while an alternate mobile is, with 400 and no code of its own: once the others are
             // gone it is asked again.
             StatusCode::BAD_REQUEST => Ok(RevokeOutcome::AfterOthers(refusal())),
-            _ => Err(ProviderError::Rejected(refusal())),
+            _ => Err(self.http.error(ErrorKind::Rejected, refusal())),
         }
     }
 
@@ -512,7 +507,7 @@ impl IdentityProvider for Entra {
                     return Ok(Some(Enrollment { kind: first.kind.unwrap_or(FactorKind::All), at: first.at, origin }));
                 }
             }
-            Err(e @ ProviderError::Unavailable(_)) => return Err(e),
+            Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
             Err(e) => tracing::debug!(backend = %self.http.backend, error = %e, "audit log unavailable; reading method creation times"),
         }
         // Not (yet) in the audit log, or beyond its retention: methods created since the cutoff.
@@ -633,7 +628,7 @@ mod tests {
             let staff = provider.all_group_members("staff", Membership::Transitive).await.unwrap();
             assert_eq!(staff.len(), 1050);
             assert!(staff.iter().all(|u| !u.id.is_empty() && u.username.ends_with("@example.com")));
-            assert!(matches!(provider.group_members("nobody", Membership::Transitive, None).await, Err(ProviderError::NotFound(_))));
+            assert!(matches!(provider.group_members("nobody", Membership::Transitive, None).await, Err(e) if e.kind() == ErrorKind::NotFound));
         }
 
         #[tokio::test]

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, selected,
 };
 use crate::api::{FactorKind, GoogleProvider};
@@ -181,8 +181,8 @@ pub struct Google {
 impl Google {
     pub fn new(backend: &str, spec: &GoogleProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
         let unusable = |why: &str| {
-            ProviderError::Config(format!(
-                "IdentityBackend {backend}: Secret {}: key service-account.json {why}: store the service account's JSON key as downloaded",
+            ProviderError::new(ErrorKind::Config, format!(
+                "Secret {}: key service-account.json {why}: store the service account's JSON key as downloaded",
                 keys.name
             ))
         };
@@ -197,7 +197,7 @@ impl Google {
         let (_, domain) = spec
             .admin_email
             .rsplit_once('@')
-            .ok_or_else(|| ProviderError::Config(format!("IdentityBackend {backend}: spec.google.adminEmail must be an email address")))?;
+            .ok_or_else(|| ProviderError::new(ErrorKind::Config, "spec.google.adminEmail must be an email address"))?;
         let grant = |scope_key: &ServiceAccountKey| -> Result<Grant, ProviderError> {
             let signer = RsaSigner::from_pem(&scope_key.private_key).map_err(|why| unusable(&format!("holds no usable private_key: {why}")))?;
             Ok(Grant::JwtBearer { issuer: scope_key.client_email.clone(), subject: spec.admin_email.clone(), key: signer, key_id: scope_key.private_key_id.clone() })
@@ -241,18 +241,16 @@ impl Google {
         let value = reply.value();
         match status {
             s if s.is_success() || tolerated.contains(&s) => Ok((s, value)),
-            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 401 from {method} {path}: the access token was refused; check the service account in Secret {}",
-                self.http.backend, auth.secret_name
+            StatusCode::UNAUTHORIZED => Err(self.http.error(ErrorKind::Auth, format!(
+                "401 from {method} {path}: the access token was refused; check the service account in Secret {}", auth.secret_name
             ))),
-            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 403 from {method} {path} ({}): allow the service account's client ID the scopes {} under domain-wide delegation in the Admin console, and make {} an administrator who may manage user security",
-                self.http.backend,
+            StatusCode::FORBIDDEN => Err(self.http.error(ErrorKind::Auth, format!(
+                "403 from {method} {path} ({}): allow the service account's client ID the scopes {} under domain-wide delegation in the Admin console, and make {} an administrator who may manage user security",
                 brief(&value),
                 if std::ptr::eq(auth, &self.admin_auth) { SCOPE_USER_WRITE } else { SCOPES },
                 self.admin_email
             ))),
-            _ => Err(ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {}", self.http.backend, brief(&value)))),
+            _ => Err(self.http.error(ErrorKind::Rejected, format!("{status} from {method} {path}: {}", brief(&value)))),
         }
     }
 
@@ -264,7 +262,7 @@ impl Google {
         }
         serde_json::from_value(value)
             .map(Some)
-            .map_err(|e| ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {path}: {e}", self.http.backend)))
+            .map_err(|e| self.http.error(ErrorKind::Rejected, format!("unexpected body from GET {path}: {e}")))
     }
 
     fn user_path(&self, user: &UserRef, rest: &str) -> String {
@@ -272,7 +270,7 @@ impl Google {
     }
 
     fn user_gone(&self, user: &UserRef) -> ProviderError {
-        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+        self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
 
     /// A group's key: its email; a plain name is taken to be in the administrator's domain.
@@ -290,7 +288,7 @@ impl Google {
         let page: MemberList = self
             .get(LIST_MEMBERS, &format!("/admin/directory/v1/groups/{}/members", enc(&key)), &query)
             .await?
-            .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: group {key} not found", self.http.backend)))?;
+            .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("group {key} not found")))?;
         let users = page.members.into_iter().filter(|m| m.type_ == "USER").map(|m| UserRef { id: m.id, username: m.email }).collect();
         Ok((users, page.next_page_token.filter(|t| !t.is_empty())))
     }
@@ -426,7 +424,7 @@ impl IdentityProvider for Google {
         let query = [("customer", self.customer.clone()), ("maxResults", "1".to_string())];
         let (status, _) = self.call(LIST_USERS, &self.auth, Method::GET, "/admin/directory/v1/users", &query, None, &[StatusCode::NOT_FOUND]).await?;
         if status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::Config(format!("IdentityBackend {}: customer {} not found: check spec.google.customer", self.http.backend, self.customer)));
+            return Err(self.http.error(ErrorKind::Config, format!("customer {} not found: check spec.google.customer", self.customer)));
         }
         Ok(())
     }
@@ -438,7 +436,7 @@ impl IdentityProvider for Google {
             query.push(("pageToken", token.to_string()));
         }
         let page: UserList = self.get(LIST_USERS, "/admin/directory/v1/users", &query).await?.ok_or_else(|| {
-            ProviderError::Config(format!("IdentityBackend {}: customer {} not found: check spec.google.customer", self.http.backend, self.customer))
+            self.http.error(ErrorKind::Config, format!("customer {} not found: check spec.google.customer", self.customer))
         })?;
         let users = page.users.into_iter().map(|u| UserRef { id: u.id, username: u.primary_email }).collect();
         Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()) })
@@ -530,7 +528,7 @@ impl IdentityProvider for Google {
             }
             PROVIDER_TYPE_2SV => {
                 let cutoff = cutoff_of(factor).ok_or_else(|| {
-                    ProviderError::Rejected(format!("IdentityBackend {}: unreadable 2-Step Verification record {}", self.http.backend, factor.id))
+                    self.http.error(ErrorKind::Rejected, format!("unreadable 2-Step Verification record {}", factor.id))
                 })?;
                 // The enrollment recorded may have been replaced by a re-enrollment since: never turn that off.
                 if !self.enrollments_since(user, cutoff).await?.is_empty() {
@@ -554,7 +552,7 @@ impl IdentityProvider for Google {
                     outcome => outcome,
                 })
             }
-            other => Err(ProviderError::Rejected(format!("IdentityBackend {}: unknown Google factor type {other}", self.http.backend))),
+            other => Err(self.http.error(ErrorKind::Rejected, format!("unknown Google factor type {other}"))),
         }
     }
 
@@ -693,7 +691,7 @@ mod tests {
         for name in ["staff", "staff@example.com"] {
             assert_eq!(google.all_group_members(name, Membership::Transitive).await.unwrap().len(), 225, "{name}");
         }
-        assert!(matches!(google.group_members("nobody", Membership::Transitive, None).await, Err(ProviderError::NotFound(_))));
+        assert!(matches!(google.group_members("nobody", Membership::Transitive, None).await, Err(e) if e.kind() == ErrorKind::NotFound));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::ProviderError;
+use super::{ErrorKind, ProviderError};
 use crate::api::BackendLimits;
 
 /// A credential value. Debug and Display never show it; only `expose` does, at the point of use.
@@ -65,9 +65,9 @@ impl<'a> SecretKeys<'a> {
         let from_string_data = self.secret.string_data.as_ref().and_then(|d| d.get(key)).cloned().map(Ok);
         match from_data.or(from_string_data) {
             Some(Ok(value)) if !value.trim().is_empty() => Ok(SecretString(value.trim().to_string())),
-            Some(Ok(_)) => Err(ProviderError::Config(format!("Secret {}: key {key} is empty", self.name))),
-            Some(Err(_)) => Err(ProviderError::Config(format!("Secret {}: key {key} is not UTF-8 text", self.name))),
-            None => Err(ProviderError::Config(format!("Secret {}: key {key} is missing", self.name))),
+            Some(Ok(_)) => Err(ProviderError::new(ErrorKind::Config, format!("Secret {}: key {key} is empty", self.name))),
+            Some(Err(_)) => Err(ProviderError::new(ErrorKind::Config, format!("Secret {}: key {key} is not UTF-8 text", self.name))),
+            None => Err(ProviderError::new(ErrorKind::Config, format!("Secret {}: key {key} is missing", self.name))),
         }
     }
 }
@@ -250,7 +250,7 @@ impl ProviderHttp {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| ProviderError::Config(format!("IdentityBackend {backend}: HTTP client: {e}")))?;
+            .map_err(|e| ProviderError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
         Ok(Self {
             client,
             pacer: Arc::new(Pacer::new(limits.requests_per_second)),
@@ -260,6 +260,11 @@ impl ProviderHttp {
             log_delay: limits.log_delay,
             backend: backend.to_string(),
         })
+    }
+
+    /// An error of `kind` from this provider, attributed to its IdentityBackend.
+    pub fn error(&self, kind: ErrorKind, message: impl Into<String>) -> ProviderError {
+        ProviderError::new(kind, message).of(&self.backend)
     }
 
     /// How long the provider's logs take to show an event: the IdentityBackend's `logDelay`,
@@ -309,7 +314,7 @@ impl ProviderHttp {
             attempt += 1;
             let this_try = build()
                 .build()
-                .map_err(|e| ProviderError::Config(format!("IdentityBackend {}: building a {} request: {}", self.backend, op.name, describe(&e))))?;
+                .map_err(|e| self.error(ErrorKind::Config, format!("building a {} request: {}", op.name, describe(&e))))?;
             let started = Instant::now();
             let outcome = {
                 let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
@@ -351,7 +356,7 @@ impl ProviderHttp {
                 Ok(Err(e)) => {
                     crate::metrics::provider_call(&self.backend, op.name, None, false, started.elapsed());
                     if !(e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()) {
-                        return Err(ProviderError::Unavailable(format!("IdentityBackend {}: {}: {}", self.backend, what(), describe(&e))));
+                        return Err(self.error(ErrorKind::Unavailable, format!("{}: {}", what(), describe(&e))));
                     }
                     (None, format!("{}: {}", what(), describe(&e)))
                 }
@@ -362,10 +367,8 @@ impl ProviderHttp {
             };
             let failures = attempt - throttled_answers;
             if failures >= MAX_ATTEMPTS || throttled_answers >= MAX_THROTTLED {
-                return Err(ProviderError::Unavailable(format!(
-                    "IdentityBackend {}: {problem} (gave up after {attempt} attempts)",
-                    self.backend
-                )));
+                return Err(self.error(ErrorKind::Unavailable, format!(
+                    "{problem} (gave up after {attempt} attempts)")));
             }
             // Throttling and failures each back off on their own count.
             let wait = wait.unwrap_or_else(|| backoff(if was_throttled { throttled_answers } else { failures }));

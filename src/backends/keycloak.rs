@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Limits, Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage, UserRef, UserSnapshot,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage, UserRef, UserSnapshot,
     enc, selected,
 };
 use crate::api::{FactorKind, KeycloakProvider};
@@ -144,17 +144,13 @@ impl Keycloak {
         match status {
             s if s.is_success() => Ok((s, value)),
             StatusCode::NOT_FOUND => Ok((status, value)),
-            StatusCode::UNAUTHORIZED => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 401 from {method} {path}: the token was refused; check the client in Secret {}",
-                self.http.backend, self.auth.secret_name
+            StatusCode::UNAUTHORIZED => Err(self.http.error(ErrorKind::Auth, format!(
+                "401 from {method} {path}: the token was refused; check the client in Secret {}", self.auth.secret_name
             ))),
-            StatusCode::FORBIDDEN => Err(ProviderError::Auth(format!(
-                "IdentityBackend {}: 403 from {method} {path}: give the client's service account the realm-management roles view-users, manage-users and view-events",
-                self.http.backend
-            ))),
-            _ => Err(ProviderError::Rejected(format!(
-                "IdentityBackend {}: {status} from {method} {path}: {}",
-                self.http.backend,
+            StatusCode::FORBIDDEN => Err(self.http.error(ErrorKind::Auth, format!(
+                "403 from {method} {path}: give the client's service account the realm-management roles view-users, manage-users and view-events"))),
+            _ => Err(self.http.error(ErrorKind::Rejected, format!(
+                "{status} from {method} {path}: {}",
                 brief(&value)
             ))),
         }
@@ -166,7 +162,7 @@ impl Keycloak {
             return Ok(None);
         }
         serde_json::from_value(value).map(Some).map_err(|e| {
-            ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {path}: {e}", self.http.backend))
+            self.http.error(ErrorKind::Rejected, format!("unexpected body from GET {path}: {e}"))
         })
     }
 
@@ -177,11 +173,11 @@ impl Keycloak {
     }
 
     fn bad_cursor(&self, cursor: &str) -> ProviderError {
-        ProviderError::Rejected(format!("IdentityBackend {}: {cursor:?} is not a Keycloak group cursor", self.http.backend))
+        self.http.error(ErrorKind::Rejected, format!("{cursor:?} is not a Keycloak group cursor"))
     }
 
     fn user_gone(&self, user: &UserRef) -> ProviderError {
-        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+        self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
 
     /// Finds a group by path (`/a/b`) or by name anywhere in the tree.
@@ -208,11 +204,9 @@ impl Keycloak {
         walk(&groups, wanted, &mut found);
         match found.as_slice() {
             [one] => Ok(one.id.clone()),
-            [] => Err(ProviderError::NotFound(format!("IdentityBackend {}: group {wanted} not found", self.http.backend))),
-            _ => Err(ProviderError::Config(format!(
-                "IdentityBackend {}: more than one group is named {wanted}: name it by path, for example /parent/{wanted}",
-                self.http.backend
-            ))),
+            [] => Err(self.http.error(ErrorKind::NotFound, format!("group {wanted} not found"))),
+            _ => Err(self.http.error(ErrorKind::Config, format!(
+                "more than one group is named {wanted}: name it by path, for example /parent/{wanted}"))),
         }
     }
 
@@ -264,17 +258,15 @@ impl Keycloak {
                 let query = [("first", received.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
                 let path = format!("/groups/{}/children", enc(&parent));
                 let page: Vec<GroupId> = self.get(&path, &query).await?.ok_or_else(|| {
-                    ProviderError::Rejected(format!(
-                        "IdentityBackend {}: 404 from GET {path}: walking subgroups needs Keycloak 23 or newer (or the group was deleted meanwhile; the recall retries)",
-                        self.http.backend
-                    ))
+                    self.http.error(ErrorKind::Rejected, format!(
+                        "404 from GET {path}: walking subgroups needs Keycloak 23 or newer (or the group was deleted meanwhile; the recall retries)"))
                 })?;
                 let full = page.len() == PAGE_SIZE;
                 received += page.len();
                 let before = children.len();
                 for group in page {
                     if group.id.contains([',', ':']) {
-                        return Err(ProviderError::Rejected(format!("IdentityBackend {}: a subgroup id {:?} is not a Keycloak id", self.http.backend, group.id)));
+                        return Err(self.http.error(ErrorKind::Rejected, format!("a subgroup id {:?} is not a Keycloak id", group.id)));
                     }
                     if seen.insert(group.id.clone()) {
                         children.push(group.id);
@@ -285,10 +277,8 @@ impl Keycloak {
                 }
             }
             if seen.len() > MAX_GROUP_TREE {
-                return Err(ProviderError::Config(format!(
-                    "IdentityBackend {}: more than {MAX_GROUP_TREE} groups below one group; name smaller groups",
-                    self.http.backend
-                )));
+                return Err(self.http.error(ErrorKind::Config, format!(
+                    "more than {MAX_GROUP_TREE} groups below one group; name smaller groups")));
             }
             // Depth-first: a subgroup's own subgroups come right after it.
             tree.splice(next..next, children);
@@ -337,7 +327,7 @@ impl IdentityProvider for Keycloak {
     async fn check(&self) -> Result<(), ProviderError> {
         let (status, _) = self.call(Method::GET, "/users/count", &[], None).await?;
         if status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::Config(format!("IdentityBackend {}: realm not found: check spec.keycloak.realm", self.http.backend)));
+            return Err(self.http.error(ErrorKind::Config, "realm not found: check spec.keycloak.realm"));
         }
         Ok(())
     }
@@ -367,7 +357,7 @@ impl IdentityProvider for Keycloak {
             let Some(id) = groups.first() else { return Ok(UserPage { users: Vec::new(), next: None }) };
             let Some((users, full)) = self.members_page(id, offset).await? else {
                 if at_root {
-                    return Err(ProviderError::NotFound(format!("IdentityBackend {}: group {group} not found", self.http.backend)));
+                    return Err(self.http.error(ErrorKind::NotFound, format!("group {group} not found")));
                 }
                 // A subgroup deleted while listed: its users are no longer members.
                 tracing::warn!(backend = %self.http.backend, group, subgroup = %id, "a subgroup was deleted while its members were listed; going on without it");
@@ -391,10 +381,8 @@ impl IdentityProvider for Keycloak {
             let mut offset = 0;
             loop {
                 let Some((users, full)) = self.members_page(&id, offset).await? else {
-                    return Err(ProviderError::Unavailable(format!(
-                        "IdentityBackend {}: group {group} changed while its members were read (a subgroup was deleted); read again on retry",
-                        self.http.backend
-                    )));
+                    return Err(self.http.error(ErrorKind::Unavailable, format!(
+                        "group {group} changed while its members were read (a subgroup was deleted); read again on retry")));
                 };
                 offset += users.len();
                 members.extend(users);

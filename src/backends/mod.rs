@@ -351,24 +351,61 @@ impl Capabilities {
     }
 }
 
-/// Errors from a provider, each with context a human can act on and never a secret.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
-    /// Credentials were rejected or lack permissions.
-    #[error("{0}")]
-    Auth(String),
-    /// The endpoint could not be reached or keeps failing (5xx, 429, timeouts) after retries.
-    #[error("{0}")]
-    Unavailable(String),
-    /// A request the provider refused for this user or object.
-    #[error("{0}")]
-    Rejected(String),
-    /// The configuration (IdentityBackend or its Secret) is wrong.
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    NotFound(String),
+/// An error from a provider: what kind it is (which decides what the engine and reconcile do), the
+/// IdentityBackend it came from, set once, and a message a human can act on that never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    kind: ErrorKind,
+    backend: Option<String>,
+    message: String,
 }
+
+/// What went wrong at a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Credentials were rejected or lack permissions.
+    Auth,
+    /// The endpoint could not be reached or keeps failing (5xx, 429, timeouts) after retries.
+    Unavailable,
+    /// A request the provider refused for this user or object, or an answer that cannot be used.
+    Rejected,
+    /// The configuration (IdentityBackend or its Secret) is wrong.
+    Config,
+    NotFound,
+}
+
+impl ProviderError {
+    /// An error not yet attributed to an IdentityBackend (`of` does that).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, backend: None, message: message.into() }
+    }
+
+    /// Attributed to the IdentityBackend `namespace/name`, unless it already is.
+    pub fn of(mut self, backend: &str) -> Self {
+        self.backend.get_or_insert_with(|| backend.to_string());
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without the IdentityBackend it came from.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.backend {
+            Some(backend) => write!(f, "IdentityBackend {backend}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ProviderError {}
 
 /// One identity provider, seen by the engine. Every call is per user and idempotent, so a resumed
 /// recall can repeat the steps of a user that was in flight.
@@ -434,7 +471,7 @@ impl PageCursors {
     pub fn take(&mut self, next: Option<&str>) -> Result<(), ProviderError> {
         match next {
             Some(next) if next.is_empty() || !self.0.insert(Self::hash(next)) => {
-                Err(ProviderError::Rejected(format!("the next-page cursor {next:?} came back (or was empty): the listing would never end")))
+                Err(ProviderError::new(ErrorKind::Rejected, format!("the next-page cursor {next:?} came back (or was empty): the listing would never end")))
             }
             _ => Ok(()),
         }
@@ -450,25 +487,29 @@ impl PageCursors {
 
 /// Builds the adapter an IdentityBackend describes, with its credentials from `secret`.
 pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
-    let name = format!("{}/{}", kube::ResourceExt::namespace(backend).unwrap_or_default(), kube::ResourceExt::name_any(backend));
     let namespace = kube::ResourceExt::namespace(backend).unwrap_or_default();
+    let name = format!("{namespace}/{}", kube::ResourceExt::name_any(backend));
+    adapter(backend, secret, &namespace, &name).map_err(|e| e.of(&name))
+}
+
+fn adapter(backend: &IdentityBackend, secret: Option<&Secret>, namespace: &str, name: &str) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
     let mut limits = http::Limits::from(&backend.spec.limits);
     if let Some(text) = &backend.spec.log_delay {
-        limits.log_delay = Some(crate::duration::LOG_DELAY.parse(text).map_err(|e| ProviderError::Config(format!("IdentityBackend {name}: {e}")))?);
+        limits.log_delay = Some(crate::duration::LOG_DELAY.parse(text).map_err(|e| ProviderError::new(ErrorKind::Config, e))?);
     }
     let provider = &backend.spec.provider;
     let secret_name = format!("{namespace}/{}", provider.credentials_secret_ref().name);
     let secret = secret.ok_or_else(|| {
-        ProviderError::Config(format!("IdentityBackend {name}: Secret {secret_name} not found: create it with {}", credential_keys(provider)))
+        ProviderError::new(ErrorKind::Config, format!("Secret {secret_name} not found: create it with {}", credential_keys(provider)))
     })?;
     let keys = http::SecretKeys::new(secret, &secret_name);
     Ok(match provider {
-        ProviderBlock::Keycloak(p) => Arc::new(keycloak::Keycloak::new(&name, p, &keys, limits)?),
-        ProviderBlock::Okta(p) => Arc::new(okta::Okta::new(&name, p, &keys, limits)?),
-        ProviderBlock::Entra(p) => Arc::new(entra::Entra::new(&name, p, &keys, limits)?),
-        ProviderBlock::Auth0(p) => Arc::new(auth0::Auth0::new(&name, p, &keys, limits)?),
-        ProviderBlock::Google(p) => Arc::new(google::Google::new(&name, p, &keys, limits)?),
-        ProviderBlock::Duo(p) => Arc::new(duo::Duo::new(&name, p, &keys, limits)?),
+        ProviderBlock::Keycloak(p) => Arc::new(keycloak::Keycloak::new(name, p, &keys, limits)?),
+        ProviderBlock::Okta(p) => Arc::new(okta::Okta::new(name, p, &keys, limits)?),
+        ProviderBlock::Entra(p) => Arc::new(entra::Entra::new(name, p, &keys, limits)?),
+        ProviderBlock::Auth0(p) => Arc::new(auth0::Auth0::new(name, p, &keys, limits)?),
+        ProviderBlock::Google(p) => Arc::new(google::Google::new(name, p, &keys, limits)?),
+        ProviderBlock::Duo(p) => Arc::new(duo::Duo::new(name, p, &keys, limits)?),
     })
 }
 

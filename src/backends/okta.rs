@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, check_json};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ProviderError, RevokeOutcome, Shown, UserPage,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected,
 };
 use crate::api::{FactorKind, OktaProvider};
@@ -306,19 +306,19 @@ impl Okta {
         let credentials = match keys.get_opt("api-token")? {
             Some(token) => {
                 let mut header = HeaderValue::from_str(&format!("SSWS {}", token.expose()))
-                    .map_err(|_| ProviderError::Config(format!("IdentityBackend {backend}: Secret {} key api-token holds characters no HTTP header allows", keys.name)))?;
+                    .map_err(|_| ProviderError::new(ErrorKind::Config, format!("Secret {} key api-token holds characters no HTTP header allows", keys.name)))?;
                 header.set_sensitive(true);
                 Credentials::ApiToken(header)
             }
             None => {
                 let (Some(client_id), Some(pem)) = (keys.get_opt("client-id")?, keys.get_opt("private-key")?) else {
-                    return Err(ProviderError::Config(format!(
-                        "IdentityBackend {backend}: Secret {} needs key api-token, or keys client-id and private-key",
+                    return Err(ProviderError::new(ErrorKind::Config, format!(
+                        "Secret {} needs key api-token, or keys client-id and private-key",
                         keys.name
                     )));
                 };
                 let key = RsaSigner::from_pem(pem.expose())
-                    .map_err(|why| ProviderError::Config(format!("IdentityBackend {backend}: Secret {} key private-key: {why}", keys.name)))?;
+                    .map_err(|why| ProviderError::new(ErrorKind::Config, format!("Secret {} key private-key: {why}", keys.name)))?;
                 let key_id = keys.get_opt("key-id")?.map(|k| k.expose().to_string());
                 Credentials::ServiceApp(Box::new(TokenSource::new(
                     format!("{base}/oauth2/v1/token"),
@@ -375,20 +375,18 @@ impl Okta {
         }
         let detail = brief(&reply.value());
         Err(match status {
-            StatusCode::UNAUTHORIZED => ProviderError::Auth(format!(
-                "IdentityBackend {}: 401 from {method} {path} ({detail}): the credentials were refused; check {} in Secret {}",
-                self.http.backend,
+            StatusCode::UNAUTHORIZED => self.http.error(ErrorKind::Auth, format!(
+                "401 from {method} {path} ({detail}): the credentials were refused; check {} in Secret {}",
                 match self.credentials {
                     Credentials::ApiToken(_) => "key api-token",
                     Credentials::ServiceApp(_) => "keys client-id and private-key",
                 },
                 self.secret_name
             )),
-            StatusCode::FORBIDDEN => ProviderError::Auth(format!(
-                "IdentityBackend {}: 403 from {method} {path} ({detail}): the credentials in Secret {} lack a permission: the API token's admin needs a role that manages users and reads the System Log; a service app needs the scopes {OAUTH_SCOPES} and an admin role",
-                self.http.backend, self.secret_name
+            StatusCode::FORBIDDEN => self.http.error(ErrorKind::Auth, format!(
+                "403 from {method} {path} ({detail}): the credentials in Secret {} lack a permission: the API token's admin needs a role that manages users and reads the System Log; a service app needs the scopes {OAUTH_SCOPES} and an admin role", self.secret_name
             )),
-            _ => ProviderError::Rejected(format!("IdentityBackend {}: {status} from {method} {path}: {detail}", self.http.backend)),
+            _ => self.http.error(ErrorKind::Rejected, format!("{status} from {method} {path}: {detail}")),
         })
     }
 
@@ -404,7 +402,7 @@ impl Okta {
             // Only 2xx bodies are read, and the 404 went above.
             None => format!("{} unread", reply.status),
         };
-        Err(ProviderError::Rejected(format!("IdentityBackend {}: unexpected body from GET {}: {why}", self.http.backend, url.strip_prefix(&self.base).unwrap_or(url))))
+        Err(self.http.error(ErrorKind::Rejected, format!("unexpected body from GET {}: {why}", url.strip_prefix(&self.base).unwrap_or(url))))
     }
 
     /// Every page of a list, following `Link: rel="next"`; None when the first page is 404.
@@ -425,12 +423,12 @@ impl Okta {
         if origin(url).is_some() && origin(url) == origin(&self.base) {
             Ok(())
         } else {
-            Err(ProviderError::Rejected(format!("IdentityBackend {}: Okta sent a next-page link outside the org URL; not followed", self.http.backend)))
+            Err(self.http.error(ErrorKind::Rejected, "Okta sent a next-page link outside the org URL; not followed"))
         }
     }
 
     fn user_gone(&self, user: &UserRef) -> ProviderError {
-        ProviderError::NotFound(format!("IdentityBackend {}: user {} no longer exists", self.http.backend, user.username))
+        self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
 
     /// `{org}/api/v1/users/{id}{rest}`, formatted once per request.
@@ -457,10 +455,9 @@ impl Okta {
         let exact: Vec<&OktaGroup> = groups.iter().filter(|g| g.profile.name == name).collect();
         match exact.as_slice() {
             [one] => Ok(one.id.clone()),
-            [] => Err(ProviderError::NotFound(format!("IdentityBackend {}: group {name} not found", self.http.backend))),
-            _ => Err(ProviderError::Config(format!(
-                "IdentityBackend {}: {} groups are named {name} (app groups can share a name with Okta groups): rename one",
-                self.http.backend,
+            [] => Err(self.http.error(ErrorKind::NotFound, format!("group {name} not found"))),
+            _ => Err(self.http.error(ErrorKind::Config, format!(
+                "{} groups are named {name} (app groups can share a name with Okta groups): rename one",
                 exact.len()
             ))),
         }
@@ -472,7 +469,7 @@ impl Okta {
         let (users, next) = self
             .get_page::<Vec<OktaUser>>(LIST_MEMBERS, &self.url(&format!("/api/v1/groups/{}/users", enc(group_id))), &query)
             .await?
-            .ok_or_else(|| ProviderError::NotFound(format!("IdentityBackend {}: group {group_id} no longer exists", self.http.backend)))?;
+            .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("group {group_id} no longer exists")))?;
         Ok((users.into_iter().map(to_ref).collect(), next.as_deref().and_then(after_of)))
     }
 
@@ -563,7 +560,7 @@ impl IdentityProvider for Okta {
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
         let held = self.held(user).await?;
         let factors = plan(&held, kinds, cutoff)
-            .map_err(|why| ProviderError::Rejected(format!("IdentityBackend {}: user {}: {why}", self.http.backend, user.username)))?;
+            .map_err(|why| self.http.error(ErrorKind::Rejected, format!("user {}: {why}", user.username)))?;
         // Okta cannot list sessions: one revocation per user is what gets counted.
         let enrolled_since_cutoff = first_enrolled_since(held.iter().filter_map(|h| Some((h.kind, h.created?))), cutoff);
         Ok(UserSnapshot { factors, sessions: 1, enrolled_since_cutoff, ..Default::default() })
@@ -610,7 +607,7 @@ impl IdentityProvider for Okta {
         } else {
             match self.first_activation(user, cutoff).await {
                 Ok(event) => event,
-                Err(ProviderError::Auth(why)) => {
+                Err(why) if why.kind() == ErrorKind::Auth => {
                     if !self.log_refused.swap(true, Ordering::Relaxed) {
                         tracing::warn!(backend = %self.http.backend, %why, "System Log refused; re-enrollment is detected from factor creation times, without origin");
                     }
@@ -653,9 +650,8 @@ impl IdentityProvider for Okta {
                 if current.status == "SUSPENDED" {
                     Ok(())
                 } else {
-                    Err(ProviderError::Rejected(format!(
-                        "IdentityBackend {}: user {} is {} and cannot be suspended: {}",
-                        self.http.backend,
+                    Err(self.http.error(ErrorKind::Rejected, format!(
+                        "user {} is {} and cannot be suspended: {}",
                         user.username,
                         current.status,
                         brief(&reply.value())
@@ -794,7 +790,7 @@ mod tests {
         assert_eq!(sim.stats().by_bucket.get("POST token"), Some(&1), "one token for every call: {:?}", sim.stats());
 
         let error = connect(&idp_sim::subject::generate_rsa_pem()).check().await.unwrap_err();
-        assert!(matches!(error, ProviderError::Auth(_)), "{error:?}");
+        assert!(error.kind() == ErrorKind::Auth, "{error:?}");
         assert!(error.to_string().contains("sec/okta-app"), "{error}");
     }
 

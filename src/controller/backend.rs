@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{Context, FIELD_MANAGER};
 use crate::api::{self, IdentityBackend};
-use crate::backends::ProviderError;
+use crate::backends::ErrorKind;
 use crate::{Error, Result};
 
 const HEALTHY_RECHECK: Duration = Duration::from_secs(300);
@@ -37,12 +37,12 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
             HEALTHY_RECHECK
         }
         Err(e) => {
-            let reason = match e {
-                ProviderError::Auth(_) => "AuthenticationFailed",
-                ProviderError::Config(_) => "InvalidConfiguration",
-                ProviderError::NotFound(_) => "NotFound",
-                ProviderError::Unavailable(_) => "Unreachable",
-                ProviderError::Rejected(_) => "Rejected",
+            let reason = match e.kind() {
+                ErrorKind::Auth => "AuthenticationFailed",
+                ErrorKind::Config => "InvalidConfiguration",
+                ErrorKind::NotFound => "NotFound",
+                ErrorKind::Unavailable => "Unreachable",
+                ErrorKind::Rejected => "Rejected",
             };
             api::set_condition(&mut status.conditions, api::READY, false, reason, e.to_string(), generation);
             UNHEALTHY_RECHECK

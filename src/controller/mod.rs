@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::api::{IdentityBackend, MfaRecall};
 use crate::audit::AuditLog;
-use crate::backends::{self, IdentityProvider, ProviderError};
+use crate::backends::{self, IdentityProvider, ErrorKind, ProviderError};
 
 pub const FIELD_MANAGER: &str = "mfa-recall";
 
@@ -81,7 +81,7 @@ impl Context {
         let secret = Api::<Secret>::namespaced(self.client.clone(), &namespace)
             .get_opt(name)
             .await
-            .map_err(|e| ProviderError::Unavailable(format!("reading Secret {namespace}/{name}: {e}")))?;
+            .map_err(|e| ProviderError::new(ErrorKind::Unavailable, format!("reading Secret {namespace}/{name}: {e}")))?;
         let fingerprint = format!(
             "{}/{}",
             backend.metadata.generation.unwrap_or_default(),

@@ -170,7 +170,7 @@ async fn cleanup(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::ProviderError;
+    use crate::backends::{ErrorKind, ProviderError};
 
     fn spec(cancel: bool, suspend: bool) -> MfaRecallSpec {
         let mut spec: MfaRecallSpec = serde_json::from_value(serde_json::json!({ "reason": "INC-1", "backends": ["kc"], "scope": { "allUsers": true } })).unwrap();
@@ -284,9 +284,9 @@ mod tests {
         for e in [
             Error::BackendNotFound("kc".into()),
             Error::ExclusionGroupNotFound("admins".into()),
-            Error::Provider(ProviderError::Unavailable("503".into())),
-            Error::Provider(ProviderError::Auth("401".into())),
-            Error::Provider(ProviderError::Config("no url".into())),
+            Error::Provider(ProviderError::new(ErrorKind::Unavailable, "503")),
+            Error::Provider(ProviderError::new(ErrorKind::Auth, "401")),
+            Error::Provider(ProviderError::new(ErrorKind::Config, "no url")),
             Error::Ledger { name: "l".into(), message: "conflict".into() },
         ] {
             assert!(!e.is_permanent(), "{e}");

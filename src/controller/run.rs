@@ -19,7 +19,7 @@ use super::recall::key;
 use super::{Context, status};
 use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, RecallPhase, ReEnrollment};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::backends::{IdentityProvider, Membership, ProviderError, ScopeSelector};
+use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
 use crate::ledger::{ConfigMapLedger, LedgerStore};
 use crate::{Error, Result, duration};
@@ -305,9 +305,11 @@ async fn stopped_on(recall: &MfaRecall, ctx: &Context, live: &Live, e: Error) ->
 
 fn reason(e: &Error) -> &'static str {
     match e {
-        Error::Provider(ProviderError::Auth(_)) => "BackendAuthFailed",
-        Error::Provider(ProviderError::Config(_)) => "BackendMisconfigured",
-        Error::Provider(_) => "BackendUnavailable",
+        Error::Provider(e) => match e.kind() {
+            ErrorKind::Auth => "BackendAuthFailed",
+            ErrorKind::Config => "BackendMisconfigured",
+            ErrorKind::Unavailable | ErrorKind::Rejected | ErrorKind::NotFound => "BackendUnavailable",
+        },
         Error::BackendNotFound(_) => "BackendNotFound",
         Error::ExclusionGroupNotFound(_) => "ExclusionGroupNotFound",
         Error::Refused(_) => "FactorKindsInseparable",

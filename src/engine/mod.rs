@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::Result;
 use crate::api::{FactorKind, RecallCounts};
 use crate::audit::{AuditEvent, AuditLog};
-use crate::backends::{IdentityProvider, LoggedAge, PageCursors, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
+use crate::backends::{IdentityProvider, LoggedAge, PageCursors, ErrorKind, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
 use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState, Work};
 
 /// What to recall on one backend.
@@ -297,7 +297,7 @@ impl Runner {
             let listed_page = self
                 .list_page(job, cursor.as_deref(), &mut seen)
                 .await
-                .and_then(|page| cursors.take(page.next.as_deref()).map(|()| page).map_err(|e| crate::Error::ListingFailed(format!("IdentityBackend {}: {e}", job.backend))));
+                .and_then(|page| cursors.take(page.next.as_deref()).map(|()| page).map_err(|e| crate::Error::ListingFailed(e.of(&job.backend).to_string())));
             let page = match listed_page {
                 Ok(page) => page,
                 Err(e @ crate::Error::ListingFailed(_)) => {
@@ -365,10 +365,10 @@ impl Runner {
         let mut attempts = 0;
         loop {
             match scope::next_page(self.provider.as_ref(), &job.scope, cursor, seen).await {
-                Err(crate::Error::Provider(ProviderError::Rejected(why))) => {
+                Err(crate::Error::Provider(why)) if why.kind() == ErrorKind::Rejected => {
                     attempts += 1;
                     if attempts == LISTING_ATTEMPTS {
-                        return Err(crate::Error::ListingFailed(format!("IdentityBackend {}: listing users failed {attempts} times: {why}", job.backend)));
+                        return Err(crate::Error::ListingFailed(format!("listing users failed {attempts} times: {}", why.of(&job.backend))));
                     }
                     tracing::warn!(recall = %job.recall, backend = %job.backend, error = %why, attempts, "a page of users could not be listed; asking again");
                     tokio::time::sleep(LISTING_RETRY * attempts).await;
@@ -623,7 +623,7 @@ impl Runner {
                 _ => match self.provider.factor_ages(user, &undated, job.cutoff, snapshot.taken_at.unwrap_or(job.cutoff)).await {
                     Ok(found) => ages.extend(undated.iter().map(|f| f.id.clone()).zip(found)),
                     // Asked again on the next pass.
-                    Err(ProviderError::Unavailable(e)) => tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "the provider's logs could not be read; factors of unknown age wait"),
+                    Err(e) if e.kind() == ErrorKind::Unavailable => tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "the provider's logs could not be read; factors of unknown age wait"),
                     Err(e) => {
                         tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "the provider's logs cannot tell factors' age; they are kept");
                         ages.extend(undated.iter().map(|f| (f.id.clone(), LoggedAge::Unknown)));
@@ -659,7 +659,7 @@ impl Runner {
         }
         for factor in after_others {
             match self.provider.revoke_factor(user, factor).await? {
-                RevokeOutcome::AfterOthers(refusal) => return Err(ProviderError::Rejected(format!("{refusal} (refused again once the user's other factors were dealt with)")).into()),
+                RevokeOutcome::AfterOthers(refusal) => return Err(ProviderError::new(ErrorKind::Rejected, format!("{refusal} (refused again once the user's other factors were dealt with)")).of(&job.backend).into()),
                 outcome => self.record_revoke(job, user, factor, outcome, work, resumed)?,
             }
         }

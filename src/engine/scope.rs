@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::backends::{IdentityProvider, Membership, NameMatch, ProviderError, ScopeSelector, UserRef};
+use crate::backends::{IdentityProvider, Membership, ErrorKind, NameMatch, ScopeSelector, UserRef};
 use crate::{Error, Result};
 
 /// Named users looked up per page of a listed scope.
@@ -89,7 +89,7 @@ pub async fn next_page(provider: &dyn IdentityProvider, scope: &ScopeSelector, c
                     };
                     (members.users, next)
                 }
-                Err(ProviderError::NotFound(_)) => {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
                     page.unresolved.push(format!("group {group}"));
                     (Vec::new(), Position::first(groups, users, index + 1))
                 }
@@ -152,7 +152,7 @@ impl Exclusions {
             let rule = format!("exclude.groups: {group}");
             let members = match provider.all_group_members(group, Membership::Transitive).await {
                 Ok(members) => members,
-                Err(ProviderError::NotFound(message)) => return Err(Error::ExclusionGroupNotFound(message)),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::ExclusionGroupNotFound(e.to_string())),
                 Err(e) => return Err(e.into()),
             };
             for member in members {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::*;
-use crate::backends::{Capabilities, Enrollment, FactorRef, Membership, UserPage, UserSnapshot};
+use crate::backends::{Capabilities, Enrollment, ErrorKind, FactorRef, Membership, UserPage, UserSnapshot};
 use crate::ledger::MemoryLedger;
 
 const CUTOFF_MS: i64 = 1_000_000;
@@ -116,7 +116,7 @@ impl IdentityProvider for FakeProvider {
     }
     async fn factor_ages(&self, _: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _: jiff::Timestamp) -> Result<Vec<crate::backends::LoggedAge>, ProviderError> {
         if self.log_forbidden {
-            return Err(ProviderError::Auth("403 from GET /logs: grant the log permission".into()));
+            return Err(ProviderError::new(ErrorKind::Auth, "403 from GET /logs: grant the log permission"));
         }
         use crate::backends::LoggedAge;
         Ok(factors.iter().map(|f| if self.undated[&f.id] >= cutoff.as_millisecond() { LoggedAge::Since } else { LoggedAge::Before }).collect())
@@ -129,7 +129,7 @@ impl IdentityProvider for FakeProvider {
         names.sort();
         let start: usize = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
         if self.unreadable_page_at == Some(start) {
-            return Err(ProviderError::Rejected("a next page link outside https://api.example".into()));
+            return Err(ProviderError::new(ErrorKind::Rejected, "a next page link outside https://api.example"));
         }
         let page: Vec<UserRef> = names.iter().skip(start).take(self.page).map(|n| user(n)).collect();
         let next = if start + page.len() < names.len() {
@@ -150,7 +150,7 @@ impl IdentityProvider for FakeProvider {
             next += 1;
         }
         let (index, offset) = cursor.and_then(|c| c.split_once(':')).map(|(i, o)| (i.parse().unwrap(), o.parse().unwrap())).unwrap_or((0, 0));
-        let (members, _) = self.groups.get(&tree[index]).ok_or_else(|| ProviderError::NotFound(format!("group {group} not found")))?;
+        let (members, _) = self.groups.get(&tree[index]).ok_or_else(|| ProviderError::new(ErrorKind::NotFound, format!("group {group} not found")))?;
         let page: Vec<UserRef> = members.iter().skip(offset).take(self.page).map(|id| user(id)).collect();
         let next = if offset + page.len() < members.len() {
             Some(format!("{index}:{}", offset + page.len()))
@@ -181,7 +181,7 @@ impl IdentityProvider for FakeProvider {
         self.assert_recorded(user);
         self.take_time().await;
         if self.broken.contains(&user.id) {
-            return Err(ProviderError::Rejected(format!("{}: 500 from POST /logout", user.id)));
+            return Err(ProviderError::new(ErrorKind::Rejected, format!("{}: 500 from POST /logout", user.id)));
         }
         Ok(())
     }
@@ -189,7 +189,7 @@ impl IdentityProvider for FakeProvider {
         self.assert_recorded(user);
         self.take_time().await;
         if self.failing.contains(&factor.id) {
-            return Err(ProviderError::Rejected(format!("500 from DELETE /factors/{}", factor.id)));
+            return Err(ProviderError::new(ErrorKind::Rejected, format!("500 from DELETE /factors/{}", factor.id)));
         }
         let mut all = self.factors.lock().unwrap();
         let held = all.get_mut(&user.id).unwrap();
@@ -216,7 +216,7 @@ impl IdentityProvider for FakeProvider {
     }
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
         if self.enrollment_log_down {
-            return Err(ProviderError::Unavailable("503 from GET /logs".into()));
+            return Err(ProviderError::new(ErrorKind::Unavailable, "503 from GET /logs"));
         }
         Ok(self.factors.lock().unwrap()[&user.id]
             .iter()
