@@ -30,7 +30,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Grant, TokenSource};
-use super::http::{Limits, Op, ProviderHttp, SecretKeys};
+use super::http::{Op, ProviderHttp, SecretKeys};
+use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage, UserRef,
     UserSnapshot, enc, selected,

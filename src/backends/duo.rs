@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::{duo_authorization, duo_canonical_params};
-use super::http::{Limits, Op, ProviderHttp, SecretKeys, SecretString};
+use super::http::{Op, ProviderHttp, SecretKeys, SecretString};
+use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, selected,

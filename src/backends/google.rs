@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::auth::{Grant, RsaSigner, TokenSource};
-use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys};
+use super::http::{HttpReply, Op, ProviderHttp, SecretKeys};
+use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, selected,

@@ -1,11 +1,9 @@
-//! HTTP plumbing shared by every adapter: pacing to a configured request budget and to the budget
-//! the provider announces in its rate-limit headers, a concurrency cap, retries with backoff and
-//! jitter on throttling, 5xx and timeouts (honouring `Retry-After`), per-operation metrics, and
-//! secret values that cannot be printed. Token acquisition lives in `auth`.
+//! HTTP plumbing shared by every HTTP adapter: each request admitted by the backend's `Throttle`
+//! (`pacing`), with the budget the provider announces in its rate-limit headers; retries with
+//! backoff and jitter on throttling, 5xx and timeouts (honouring `Retry-After`), per-operation
+//! metrics, and secret values that cannot be printed. Token acquisition lives in `auth`.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,11 +12,10 @@ use reqwest::header::HeaderMap;
 use reqwest::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::pacing::{Limits, Throttle};
 use super::{ErrorKind, ProviderError};
-use crate::api::BackendLimits;
 
 /// A credential value. Debug and Display never show it; only `expose` does, at the point of use.
 #[derive(Clone)]
@@ -68,101 +65,6 @@ impl<'a> SecretKeys<'a> {
             Some(Ok(_)) => Err(ProviderError::new(ErrorKind::Config, format!("Secret {}: key {key} is empty", self.name))),
             Some(Err(_)) => Err(ProviderError::new(ErrorKind::Config, format!("Secret {}: key {key} is not UTF-8 text", self.name))),
             None => Err(ProviderError::new(ErrorKind::Config, format!("Secret {}: key {key} is missing", self.name))),
-        }
-    }
-}
-
-/// Request budget of one backend.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Limits {
-    pub requests_per_second: u32,
-    pub max_concurrency: u32,
-    /// The IdentityBackend's `logDelay`, in place of the provider's documented one.
-    pub log_delay: Option<Duration>,
-}
-
-impl From<&BackendLimits> for Limits {
-    fn from(l: &BackendLimits) -> Self {
-        Self { requests_per_second: l.requests_per_second.max(1) as u32, max_concurrency: l.max_concurrency.max(1) as u32, log_delay: None }
-    }
-}
-
-/// How far ahead of its slot a request may go. Tokio's timers fire on whole milliseconds, so a
-/// shorter wait would only be rounded up to the next tick; going early by less than that keeps
-/// the rate (the next slot is still counted from this one) and saves a timer for each request
-/// that comes a few microseconds before its slot (a quarter of them at a ceiling of 100,000 a
-/// second, in a 30 k-user run). In any period, at most a millisecond's worth more goes.
-const EARLY_BY_AT_MOST: Duration = Duration::from_millis(1);
-
-/// Waits for `slot`, going up to `EARLY_BY_AT_MOST` before it; `now` is when the slot was taken.
-async fn wait_for_slot(slot: Instant, now: Instant) {
-    let go = slot.checked_sub(EARLY_BY_AT_MOST).unwrap_or(slot);
-    if go > now {
-        tokio::time::sleep_until(go).await;
-    }
-}
-
-/// Spaces requests evenly so the provider never sees more than its budget.
-struct Pacer {
-    /// The interval at the configured rate: the shortest there is.
-    floor: u64,
-    /// The interval now, in nanoseconds: longer than `floor` after a provider that announces no
-    /// budget throttled us, until it recovers.
-    interval: AtomicU64,
-    /// When the next request may go. A plain lock: held for a comparison, never across an await.
-    next: std::sync::Mutex<Instant>,
-    /// When the rate was last halved: the answers to requests sent before that are the same
-    /// signal, not another one.
-    slowed: std::sync::Mutex<Option<Instant>>,
-}
-
-/// The longest interval the pacer slows down to (one request a minute).
-const SLOWEST_INTERVAL: u64 = 60_000_000_000;
-/// Answers it takes, at most, to win back the configured rate after being throttled once.
-const RECOVERY_ANSWERS: u64 = 100;
-
-impl Pacer {
-    fn new(requests_per_second: u32) -> Self {
-        let floor = 1_000_000_000 / u64::from(requests_per_second.max(1));
-        Self { floor, interval: AtomicU64::new(floor), next: std::sync::Mutex::new(Instant::now()), slowed: std::sync::Mutex::new(None) }
-    }
-
-    /// Each request has a slot `interval` after the one before (or now, if the schedule is
-    /// behind) and goes at most `EARLY_BY_AT_MOST` before it. A wait that ends late (on the
-    /// timer's tick) does not push the slots after it back.
-    async fn wait_turn(&self) {
-        let now = Instant::now();
-        let interval = Duration::from_nanos(self.interval.load(Ordering::Relaxed));
-        let slot = {
-            let mut next = self.next.lock().unwrap();
-            let slot = (*next).max(now);
-            *next = slot + interval;
-            slot
-        };
-        wait_for_slot(slot, now).await;
-    }
-
-    /// Throttled by a provider that says neither how long to wait nor what budget is left (a
-    /// quota shared with other tools): half the rate, so the requests of all who share it fit.
-    fn slow_down(&self, sent: Instant) {
-        {
-            let mut slowed = self.slowed.lock().unwrap();
-            if slowed.is_some_and(|at| sent <= at) {
-                return;
-            }
-            *slowed = Some(Instant::now());
-        }
-        let _ = self.interval.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| Some(i.saturating_mul(2).clamp(self.floor, SLOWEST_INTERVAL)));
-    }
-
-    /// An answer that was not throttled: the rate comes back in small steps (the rate rises by
-    /// a hundredth of the configured rate each time), so it settles just under the quota.
-    fn recover(&self) {
-        let interval = self.interval.load(Ordering::Relaxed);
-        if interval > self.floor {
-            // Rate r = 1/i; r + floor_rate/RECOVERY_ANSWERS, as an interval.
-            let faster = 1.0 / (1.0 / interval as f64 + 1.0 / (self.floor as f64 * RECOVERY_ANSWERS as f64));
-            let _ = self.interval.compare_exchange(interval, (faster as u64).max(self.floor), Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 }
@@ -219,25 +121,11 @@ fn throttled_by_429(reply: &HttpReply) -> bool {
     reply.status == StatusCode::TOO_MANY_REQUESTS
 }
 
-/// The budget a provider announced for one bucket in its `X-Rate-Limit-*` headers. Requests are
-/// spread evenly over what is left of the window, so the recall uses the budget without hitting
-/// the limit.
-#[derive(Debug)]
-struct AnnouncedBudget {
-    remaining: u64,
-    reset: Instant,
-    next_slot: Instant,
-    in_flight: u64,
-}
-
 /// The HTTP client of one backend: paced, capped, budget-aware and retrying.
 #[derive(Clone)]
 pub struct ProviderHttp {
     client: reqwest::Client,
-    pacer: Arc<Pacer>,
-    in_flight: Arc<Semaphore>,
-    /// By bucket; a provider has a handful, so a list is searched faster than a map is hashed.
-    budgets: Arc<std::sync::Mutex<Vec<(&'static str, AnnouncedBudget)>>>,
+    throttle: Throttle,
     throttled: ThrottleTest,
     log_delay: Option<Duration>,
     /// `namespace/name` of the IdentityBackend, for error messages and metrics.
@@ -253,9 +141,7 @@ impl ProviderHttp {
             .map_err(|e| ProviderError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
         Ok(Self {
             client,
-            pacer: Arc::new(Pacer::new(limits.requests_per_second)),
-            in_flight: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
-            budgets: Arc::default(),
+            throttle: Throttle::new(&limits),
             throttled: throttled_by_429,
             log_delay: limits.log_delay,
             backend: backend.to_string(),
@@ -317,13 +203,11 @@ impl ProviderHttp {
                 .map_err(|e| self.error(ErrorKind::Config, format!("building a {} request: {}", op.name, describe(&e))))?;
             let started = Instant::now();
             let outcome = {
-                let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
-                self.pacer.wait_turn().await;
-                self.wait_for_budget(op.bucket).await;
+                let admission = self.throttle.admit(op.bucket).await;
                 // One timer for the whole exchange, answer and body: reqwest's own total timeout
                 // would arm one for each.
                 let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async { read_whole(self.client.execute(this_try).await).await }).await;
-                self.settle_budget(op.bucket, outcome.as_ref().ok().and_then(|o| o.as_ref().ok()));
+                admission.settle(outcome.as_ref().ok().and_then(|o| o.as_ref().ok()).and_then(announced_budget));
                 outcome
             };
             let mut was_throttled = false;
@@ -336,16 +220,16 @@ impl ProviderHttp {
                         throttled_answers += 1;
                         let wait = self.throttle_wait(op.bucket, &reply);
                         if wait.is_none() {
-                            self.pacer.slow_down(started);
+                            self.throttle.slow_down(started);
                         }
                         (wait, format!("{} (throttled) from {}", reply.status, what()))
                     } else if is_transient(reply.status) {
                         (retry_after(&reply), format!("{} from {}", reply.status, what()))
                     } else if !reply.status.is_success() {
-                        self.pacer.recover();
+                        self.throttle.recover();
                         return Ok((reply, None));
                     } else {
-                        self.pacer.recover();
+                        self.throttle.recover();
                         let body = read(&reply);
                         match &body {
                             Some(Err(_)) if is_cut_off_json(&reply) => (None, format!("malformed JSON body from {}", what())),
@@ -377,50 +261,6 @@ impl ProviderHttp {
         }
     }
 
-    /// Waits for this request's share of the budget the provider last announced for `bucket`:
-    /// what is left is spread evenly until the window resets, counting requests in flight.
-    async fn wait_for_budget(&self, bucket: &'static str) {
-        let (slot, now) = {
-            let mut budgets = self.budgets.lock().unwrap();
-            let Some(budget) = budget_of(&mut budgets, bucket) else { return };
-            let now = Instant::now();
-            budget.in_flight += 1;
-            if now >= budget.reset {
-                // A new window whose budget we have not seen yet: the next answer tells.
-                return;
-            }
-            let usable = budget.remaining.saturating_sub(budget.in_flight - 1);
-            let slot = budget.next_slot.max(now);
-            budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / usable as u32 };
-            (if usable == 0 { budget.reset } else { slot }, now)
-        };
-        wait_for_slot(slot, now).await;
-    }
-
-    /// Records the budget an answer announces (`X-Rate-Limit-Remaining` and `-Reset`).
-    fn settle_budget(&self, bucket: &'static str, reply: Option<&HttpReply>) {
-        let announced = reply.and_then(announced_budget);
-        let mut budgets = self.budgets.lock().unwrap();
-        let known = budgets.iter().position(|(b, _)| *b == bucket);
-        if let Some(i) = known {
-            budgets[i].1.in_flight = budgets[i].1.in_flight.saturating_sub(1);
-        }
-        let Some((remaining, reset)) = announced else { return };
-        let now = Instant::now();
-        let i = known.unwrap_or_else(|| {
-            budgets.push((bucket, AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0 }));
-            budgets.len() - 1
-        });
-        let budget = &mut budgets[i].1;
-        // Answers overtake each other: within one window the lowest remaining is the truth.
-        if reset > budget.reset + Duration::from_millis(500) || now >= budget.reset {
-            budget.reset = reset;
-            budget.remaining = remaining;
-        } else {
-            budget.remaining = budget.remaining.min(remaining);
-        }
-    }
-
     /// How long to wait after being throttled: what the provider asks for (`Retry-After`, or the
     /// announced reset), else backoff.
     fn throttle_wait(&self, bucket: &'static str, reply: &HttpReply) -> Option<Duration> {
@@ -428,9 +268,7 @@ impl ProviderHttp {
             return Some(wait);
         }
         let (_, reset) = announced_budget(reply)?;
-        if let Some(budget) = budget_of(&mut self.budgets.lock().unwrap(), bucket) {
-            budget.remaining = 0;
-        }
+        self.throttle.spent(bucket);
         Some(reset.saturating_duration_since(Instant::now()) + Duration::from_millis(fastrand::u64(0..250)))
     }
 }
@@ -440,10 +278,6 @@ async fn read_whole(outcome: Result<Response, reqwest::Error>) -> Result<HttpRep
     let (head, body) = http::Response::from(outcome?).into_parts();
     let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
     Ok(HttpReply { status: head.status, headers: head.headers, body })
-}
-
-fn budget_of<'a>(budgets: &'a mut [(&'static str, AnnouncedBudget)], bucket: &str) -> Option<&'a mut AnnouncedBudget> {
-    budgets.iter_mut().find(|(b, _)| *b == bucket).map(|(_, budget)| budget)
 }
 
 fn says_json(reply: &HttpReply) -> bool {
@@ -519,6 +353,8 @@ pub fn describe(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     /// The client against a simulated provider that answers everything with `{"ok": true}`.
@@ -598,31 +434,6 @@ mod tests {
             assert!(sim.stats().faults >= 12, "{:?}", sim.stats());
             assert!(crate::metrics::throttled("ns/echo") >= 3);
         }
-    }
-
-    #[test]
-    fn throttled_without_a_budget_the_pacer_halves_its_rate_once_per_signal_and_wins_it_back_slowly() {
-        let pacer = Pacer::new(100);
-        let interval = || pacer.interval.load(Ordering::Relaxed);
-        let sent = Instant::now();
-        pacer.slow_down(sent);
-        // Answers to requests sent before the first slow-down are the same signal.
-        pacer.slow_down(sent);
-        assert_eq!(interval(), 20_000_000, "half of 100 a second");
-        pacer.slow_down(Instant::now());
-        assert_eq!(interval(), 40_000_000);
-        for _ in 0..10 {
-            pacer.recover();
-        }
-        assert!(interval() > 25_000_000 && interval() < 40_000_000, "ten answers win back a little: {}", interval());
-        for _ in 0..200 {
-            pacer.recover();
-        }
-        assert_eq!(interval(), 10_000_000, "and never more than the configured rate");
-        for _ in 0..40 {
-            pacer.slow_down(Instant::now());
-        }
-        assert_eq!(interval(), SLOWEST_INTERVAL);
     }
 
     const TEST_OP: Op = Op::new("test", "default");
@@ -751,33 +562,4 @@ mod tests {
         assert!(body.is_none());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn pacer_spaces_requests_to_the_budget() {
-        let pacer = Pacer::new(10);
-        let start = Instant::now();
-        for _ in 0..11 {
-            pacer.wait_turn().await;
-        }
-        // 11 turns at 10 per second: the last one starts one second after the first, less the
-        // millisecond a turn may go early.
-        assert_eq!(start.elapsed(), Duration::from_millis(999));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pacer_lets_a_turn_go_up_to_a_millisecond_early_and_keeps_the_rate() {
-        let pacer = Pacer::new(100_000);
-        let start = Instant::now();
-        // Slots 10 µs apart: the first 101 are within a millisecond of now, so none waits.
-        for _ in 0..101 {
-            pacer.wait_turn().await;
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        // The last of 10,000 more has its slot at 101 ms: it goes no more than a millisecond early
-        // (and a wait ends on a whole millisecond).
-        for _ in 0..10_000 {
-            pacer.wait_turn().await;
-        }
-        let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(100) && elapsed <= Duration::from_millis(102), "{elapsed:?}");
-    }
 }

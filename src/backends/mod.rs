@@ -9,6 +9,7 @@ pub mod google;
 pub mod http;
 pub mod keycloak;
 pub mod okta;
+pub mod pacing;
 
 use std::sync::Arc;
 
@@ -493,7 +494,7 @@ pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc
 }
 
 fn adapter(backend: &IdentityBackend, secret: Option<&Secret>, namespace: &str, name: &str) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
-    let mut limits = http::Limits::from(&backend.spec.limits);
+    let mut limits = pacing::Limits::from(&backend.spec.limits);
     if let Some(text) = &backend.spec.log_delay {
         limits.log_delay = Some(crate::duration::LOG_DELAY.parse(text).map_err(|e| ProviderError::new(ErrorKind::Config, e))?);
     }

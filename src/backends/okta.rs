@@ -26,7 +26,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::auth::{Grant, RsaSigner, TokenSource};
-use super::http::{HttpReply, Limits, Op, ProviderHttp, SecretKeys, check_json};
+use super::http::{HttpReply, Op, ProviderHttp, SecretKeys, check_json};
+use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected,

@@ -1,0 +1,351 @@
+//! Keeping a provider inside its limits, whatever it is reached through (HTTP, SQL, LDAP): a
+//! cap on calls in flight, an even pace at the configured rate that slows down when the provider
+//! throttles without saying by how much, and the budget a provider announces for a bucket of
+//! calls, spread over what is left of its window. An adapter asks a `Throttle` to `admit` each call
+//! and tells it, with the `Admission`, what the answer said.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Request budget of one backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    pub requests_per_second: u32,
+    pub max_concurrency: u32,
+    /// The IdentityBackend's `logDelay`, in place of the provider's documented one.
+    pub log_delay: Option<Duration>,
+}
+
+impl From<&crate::api::BackendLimits> for Limits {
+    fn from(l: &crate::api::BackendLimits) -> Self {
+        Self { requests_per_second: l.requests_per_second.max(1) as u32, max_concurrency: l.max_concurrency.max(1) as u32, log_delay: None }
+    }
+}
+
+/// The limits of one backend, shared by every recall that uses it.
+#[derive(Clone)]
+pub struct Throttle {
+    pacer: Arc<Pacer>,
+    in_flight: Arc<Semaphore>,
+    /// By bucket; a provider has a handful, so a list is searched faster than a map is hashed.
+    budgets: Arc<std::sync::Mutex<Vec<(&'static str, AnnouncedBudget)>>>,
+}
+
+/// One call let through: it holds a place among the calls in flight until it is dropped, and
+/// `settle` records the budget its answer announced. Dropped without `settle` (a call given up),
+/// it only frees its place.
+pub struct Admission {
+    throttle: Throttle,
+    bucket: &'static str,
+    /// When the call was let through: answers to calls sent before a slow-down are that signal.
+    pub sent: Instant,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Throttle {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            pacer: Arc::new(Pacer::new(limits.requests_per_second)),
+            in_flight: Arc::new(Semaphore::new(limits.max_concurrency.max(1) as usize)),
+            budgets: Arc::default(),
+        }
+    }
+
+    /// Waits for a place among the calls in flight, the call's turn at the configured pace, and
+    /// its share of what the provider last announced for `bucket`.
+    pub async fn admit(&self, bucket: &'static str) -> Admission {
+        let place = self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
+        self.pacer.wait_turn().await;
+        // Counted in flight for the bucket from here; `Admission`'s drop uncounts it.
+        let admission = Admission { throttle: self.clone(), bucket, sent: Instant::now(), _place: place };
+        self.wait_for_budget(bucket).await;
+        admission
+    }
+
+    /// Throttled by a provider that says neither how long to wait nor what budget is left (a
+    /// quota shared with other tools): half the rate, once for the calls sent before `sent`.
+    pub fn slow_down(&self, sent: Instant) {
+        self.pacer.slow_down(sent);
+    }
+
+    /// An answer that was not throttled: the rate comes back in small steps.
+    pub fn recover(&self) {
+        self.pacer.recover();
+    }
+
+    /// The provider said `bucket` is spent until its window resets.
+    pub fn spent(&self, bucket: &'static str) {
+        if let Some(budget) = budget_of(&mut self.budgets.lock().unwrap(), bucket) {
+            budget.remaining = 0;
+        }
+    }
+
+    /// Waits for this call's share of the budget the provider last announced for `bucket`: what
+    /// is left is spread evenly until the window resets, counting calls in flight.
+    async fn wait_for_budget(&self, bucket: &'static str) {
+        let (slot, now) = {
+            let mut budgets = self.budgets.lock().unwrap();
+            let Some(budget) = budget_of(&mut budgets, bucket) else { return };
+            let now = Instant::now();
+            budget.in_flight += 1;
+            if now >= budget.reset {
+                // A new window whose budget we have not seen yet: the next answer tells.
+                return;
+            }
+            let usable = budget.remaining.saturating_sub(budget.in_flight - 1);
+            let slot = budget.next_slot.max(now);
+            budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / usable as u32 };
+            (if usable == 0 { budget.reset } else { slot }, now)
+        };
+        wait_for_slot(slot, now).await;
+    }
+
+    /// Records the budget an answer announced for `bucket`: calls `remaining` until `reset`.
+    fn record(&self, bucket: &'static str, remaining: u64, reset: Instant) {
+        let mut budgets = self.budgets.lock().unwrap();
+        let now = Instant::now();
+        let i = budgets.iter().position(|(b, _)| *b == bucket).unwrap_or_else(|| {
+            budgets.push((bucket, AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0 }));
+            budgets.len() - 1
+        });
+        let budget = &mut budgets[i].1;
+        // Answers overtake each other: within one window the lowest remaining is the truth.
+        if reset > budget.reset + Duration::from_millis(500) || now >= budget.reset {
+            budget.reset = reset;
+            budget.remaining = remaining;
+        } else {
+            budget.remaining = budget.remaining.min(remaining);
+        }
+    }
+}
+
+impl Admission {
+    /// The answer announced that `remaining` calls of this bucket are left until `reset`.
+    pub fn settle(self, announced: Option<(u64, Instant)>) {
+        if let Some((remaining, reset)) = announced {
+            self.throttle.record(self.bucket, remaining, reset);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(budget) = budget_of(&mut self.throttle.budgets.lock().unwrap(), self.bucket) {
+            budget.in_flight = budget.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// How far ahead of its slot a request may go. Tokio's timers fire on whole milliseconds, so a
+/// shorter wait would only be rounded up to the next tick; going early by less than that keeps
+/// the rate (the next slot is still counted from this one) and saves a timer for each request
+/// that comes a few microseconds before its slot (a quarter of them at a ceiling of 100,000 a
+/// second, in a 30 k-user run). In any period, at most a millisecond's worth more goes.
+const EARLY_BY_AT_MOST: Duration = Duration::from_millis(1);
+
+/// Waits for `slot`, going up to `EARLY_BY_AT_MOST` before it; `now` is when the slot was taken.
+async fn wait_for_slot(slot: Instant, now: Instant) {
+    let go = slot.checked_sub(EARLY_BY_AT_MOST).unwrap_or(slot);
+    if go > now {
+        tokio::time::sleep_until(go).await;
+    }
+}
+
+/// Spaces requests evenly so the provider never sees more than its budget.
+struct Pacer {
+    /// The interval at the configured rate: the shortest there is.
+    floor: u64,
+    /// The interval now, in nanoseconds: longer than `floor` after a provider that announces no
+    /// budget throttled us, until it recovers.
+    interval: AtomicU64,
+    /// When the next request may go. A plain lock: held for a comparison, never across an await.
+    next: std::sync::Mutex<Instant>,
+    /// When the rate was last halved: the answers to requests sent before that are the same
+    /// signal, not another one.
+    slowed: std::sync::Mutex<Option<Instant>>,
+}
+
+/// The longest interval the pacer slows down to (one request a minute).
+const SLOWEST_INTERVAL: u64 = 60_000_000_000;
+/// Answers it takes, at most, to win back the configured rate after being throttled once.
+const RECOVERY_ANSWERS: u64 = 100;
+
+impl Pacer {
+    fn new(requests_per_second: u32) -> Self {
+        let floor = 1_000_000_000 / u64::from(requests_per_second.max(1));
+        Self { floor, interval: AtomicU64::new(floor), next: std::sync::Mutex::new(Instant::now()), slowed: std::sync::Mutex::new(None) }
+    }
+
+    /// Each request has a slot `interval` after the one before (or now, if the schedule is
+    /// behind) and goes at most `EARLY_BY_AT_MOST` before it. A wait that ends late (on the
+    /// timer's tick) does not push the slots after it back.
+    async fn wait_turn(&self) {
+        let now = Instant::now();
+        let interval = Duration::from_nanos(self.interval.load(Ordering::Relaxed));
+        let slot = {
+            let mut next = self.next.lock().unwrap();
+            let slot = (*next).max(now);
+            *next = slot + interval;
+            slot
+        };
+        wait_for_slot(slot, now).await;
+    }
+
+    /// Throttled by a provider that says neither how long to wait nor what budget is left (a
+    /// quota shared with other tools): half the rate, so the requests of all who share it fit.
+    fn slow_down(&self, sent: Instant) {
+        {
+            let mut slowed = self.slowed.lock().unwrap();
+            if slowed.is_some_and(|at| sent <= at) {
+                return;
+            }
+            *slowed = Some(Instant::now());
+        }
+        let _ = self.interval.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| Some(i.saturating_mul(2).clamp(self.floor, SLOWEST_INTERVAL)));
+    }
+
+    /// An answer that was not throttled: the rate comes back in small steps (the rate rises by
+    /// a hundredth of the configured rate each time), so it settles just under the quota.
+    fn recover(&self) {
+        let interval = self.interval.load(Ordering::Relaxed);
+        if interval > self.floor {
+            // Rate r = 1/i; r + floor_rate/RECOVERY_ANSWERS, as an interval.
+            let faster = 1.0 / (1.0 / interval as f64 + 1.0 / (self.floor as f64 * RECOVERY_ANSWERS as f64));
+            let _ = self.interval.compare_exchange(interval, (faster as u64).max(self.floor), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The budget a provider announced for one bucket in its `X-Rate-Limit-*` headers. Requests are
+/// spread evenly over what is left of the window, so the recall uses the budget without hitting
+/// the limit.
+#[derive(Debug)]
+struct AnnouncedBudget {
+    remaining: u64,
+    reset: Instant,
+    next_slot: Instant,
+    in_flight: u64,
+}
+
+fn budget_of<'a>(budgets: &'a mut [(&'static str, AnnouncedBudget)], bucket: &str) -> Option<&'a mut AnnouncedBudget> {
+    budgets.iter_mut().find(|(b, _)| *b == bucket).map(|(_, budget)| budget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_without_a_budget_the_pacer_halves_its_rate_once_per_signal_and_wins_it_back_slowly() {
+        let pacer = Pacer::new(100);
+        let interval = || pacer.interval.load(Ordering::Relaxed);
+        let sent = Instant::now();
+        pacer.slow_down(sent);
+        // Answers to requests sent before the first slow-down are the same signal.
+        pacer.slow_down(sent);
+        assert_eq!(interval(), 20_000_000, "half of 100 a second");
+        pacer.slow_down(Instant::now());
+        assert_eq!(interval(), 40_000_000);
+        for _ in 0..10 {
+            pacer.recover();
+        }
+        assert!(interval() > 25_000_000 && interval() < 40_000_000, "ten answers win back a little: {}", interval());
+        for _ in 0..200 {
+            pacer.recover();
+        }
+        assert_eq!(interval(), 10_000_000, "and never more than the configured rate");
+        for _ in 0..40 {
+            pacer.slow_down(Instant::now());
+        }
+        assert_eq!(interval(), SLOWEST_INTERVAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_spaces_requests_to_the_budget() {
+        let pacer = Pacer::new(10);
+        let start = Instant::now();
+        for _ in 0..11 {
+            pacer.wait_turn().await;
+        }
+        // 11 turns at 10 per second: the last one starts one second after the first, less the
+        // millisecond a turn may go early.
+        assert_eq!(start.elapsed(), Duration::from_millis(999));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_lets_a_turn_go_up_to_a_millisecond_early_and_keeps_the_rate() {
+        let pacer = Pacer::new(100_000);
+        let start = Instant::now();
+        // Slots 10 µs apart: the first 101 are within a millisecond of now, so none waits.
+        for _ in 0..101 {
+            pacer.wait_turn().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // The last of 10,000 more has its slot at 101 ms: it goes no more than a millisecond early
+        // (and a wait ends on a whole millisecond).
+        for _ in 0..10_000 {
+            pacer.wait_turn().await;
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(100) && elapsed <= Duration::from_millis(102), "{elapsed:?}");
+    }
+
+    /// What a backend that is not HTTP gets: at most `maxConcurrency` calls at once, at the
+    /// configured pace, and an announced budget spread over its window.
+    #[tokio::test(start_paused = true)]
+    async fn any_backend_is_capped_paced_and_kept_to_an_announced_budget() {
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None });
+        let (now, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let (throttle, now, peak) = (throttle.clone(), now.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let admission = throttle.admit("query").await;
+                    peak.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    admission.settle(None);
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2, "two calls in flight at most");
+
+        // The provider says 4 calls are left in the next 2 seconds, and each answer one fewer:
+        // they are spread over the window, and the call after them waits for it to reset.
+        let start = Instant::now();
+        let reset = start + Duration::from_secs(2);
+        throttle.admit("query").await.settle(Some((4, reset)));
+        for left in (0..4).rev() {
+            throttle.admit("query").await.settle(Some((left, reset)));
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(2), "4 calls spread over 2 s: {elapsed:?}");
+        throttle.admit("query").await.settle(None);
+        assert!(start.elapsed() >= Duration::from_millis(1999), "the budget is spent until the reset: {:?}", start.elapsed());
+        // Another bucket is not held back by this one's budget.
+        let other = Instant::now();
+        throttle.admit("other").await.settle(None);
+        assert!(other.elapsed() <= Duration::from_millis(1));
+    }
+
+    /// A call given up while it waits or runs frees its place and its share of the budget.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_frees_its_place() {
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 1, log_delay: None });
+        throttle.admit("query").await.settle(Some((100, Instant::now() + Duration::from_secs(60))));
+        let held = throttle.admit("query").await;
+        let waiting = tokio::time::timeout(Duration::from_millis(10), throttle.admit("query")).await;
+        assert!(waiting.is_err(), "the only place is taken");
+        drop(held);
+        let next = tokio::time::timeout(Duration::from_secs(1), throttle.admit("query")).await;
+        assert!(next.is_ok(), "a dropped admission frees its place");
+        assert_eq!(budget_of(&mut throttle.budgets.lock().unwrap(), "query").unwrap().in_flight, 1, "only the call admitted now counts");
+    }
+}
