@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::api::{FactorKind, RecallPhase};
+
 /// The hash that starts a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -24,17 +26,73 @@ pub struct AuditEvent {
     pub backend: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// session.revoke, factor.revoke, enrollment.require, reenrollment.seen, user.fail,
-    /// user.exclude, user.disable, recall.phase.
-    pub action: String,
+    pub action: Action,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub factor_kind: Option<String>,
+    pub factor_kind: Option<FactorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor_id: Option<String>,
-    /// revoked, alreadyGone, done, failed, excluded, or the new phase.
-    pub outcome: String,
+    pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// What the operator did, as the trail names it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Action {
+    #[serde(rename = "session.revoke")]
+    SessionRevoke,
+    #[default]
+    #[serde(rename = "factor.revoke")]
+    FactorRevoke,
+    /// A factor left in place (enrolled since the cutoff, or of an age nothing shows).
+    #[serde(rename = "factor.keep")]
+    FactorKeep,
+    /// A factor enrolled since the cutoff that the provider removed with one the recall revoked.
+    #[serde(rename = "factor.lostWithRevoked")]
+    FactorLostWithRevoked,
+    #[serde(rename = "enrollment.require")]
+    EnrollmentRequire,
+    #[serde(rename = "reenrollment.seen")]
+    ReenrollmentSeen,
+    #[serde(rename = "user.fail")]
+    UserFail,
+    #[serde(rename = "user.exclude")]
+    UserExclude,
+    #[serde(rename = "user.disable")]
+    UserDisable,
+    /// A name in the scope that matched nobody.
+    #[serde(rename = "scope.unresolved")]
+    ScopeUnresolved,
+    #[serde(rename = "recall.phase")]
+    RecallPhase,
+    /// An action this version does not write, read from an older trail: kept as written, so the
+    /// line's hash still verifies.
+    #[serde(untagged)]
+    Other(String),
+}
+
+/// How an action ended, or the phase a recall entered.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    #[default]
+    Revoked,
+    /// Revoked by the provider with a factor the recall deleted just before (one device, one link).
+    RevokedWithLinked,
+    AlreadyGone,
+    Done,
+    Skipped,
+    Failed,
+    Excluded,
+    NotFound,
+    Lost,
+    RegisteredSinceCutoff,
+    UnknownAge,
+    #[serde(untagged)]
+    Phase(RecallPhase),
+    /// As `Action::Other`.
+    #[serde(untagged)]
+    Other(String),
 }
 
 /// One line of the trail.
@@ -456,8 +514,25 @@ pub fn verify(path: &PathBuf) -> std::io::Result<Verification> {
 mod tests {
     use super::*;
 
+    /// The trail's words for actions and outcomes are the ones it always wrote; a word this
+    /// version does not know (an older trail's) reads back as written, so its hash verifies.
+    #[test]
+    fn actions_and_outcomes_are_written_as_the_trail_spells_them() {
+        let phase = AuditEvent { recall: "ns/r".into(), action: Action::RecallPhase, outcome: Outcome::Phase(RecallPhase::Revoking), ..Default::default() };
+        let text = serde_json::to_string(&phase).unwrap();
+        assert_eq!(text, r#"{"recall":"ns/r","action":"recall.phase","outcome":"Revoking"}"#);
+        assert_eq!(serde_json::from_str::<AuditEvent>(&text).unwrap(), phase);
+        let factor = AuditEvent { action: Action::FactorKeep, outcome: Outcome::RegisteredSinceCutoff, factor_kind: Some(FactorKind::RecoveryCodes), ..phase };
+        let text = serde_json::to_string(&factor).unwrap();
+        assert!(text.contains(r#""action":"factor.keep","factorKind":"recoveryCodes","outcome":"registeredSinceCutoff""#), "{text}");
+        let older = r#"{"recall":"ns/r","action":"user.archive","outcome":"archivedLater"}"#;
+        let read: AuditEvent = serde_json::from_str(older).unwrap();
+        assert_eq!((&read.action, &read.outcome), (&Action::Other("user.archive".into()), &Outcome::Other("archivedLater".into())));
+        assert_eq!(serde_json::to_string(&read).unwrap(), older);
+    }
+
     fn event(n: u32) -> AuditEvent {
-        AuditEvent { recall: "ns/r".into(), user: Some(format!("user{n}")), action: "factor.revoke".into(), outcome: "revoked".into(), ..Default::default() }
+        AuditEvent { recall: "ns/r".into(), user: Some(format!("user{n}")), action: Action::FactorRevoke, outcome: Outcome::Revoked, ..Default::default() }
     }
 
     #[tokio::test]
@@ -495,7 +570,7 @@ mod tests {
         let time = jiff::Timestamp::now();
         let mut full = event(3);
         full.detail = Some("quote \" and newline \n".into());
-        full.factor_kind = Some("totp".into());
+        full.factor_kind = Some(FactorKind::Totp);
         let mut line = b"left from the line before".to_vec();
         for event in [event(1), full] {
             let hash = String::from_utf8(chain_line(&mut line, &chain, &time, "pod-\"a\"", &event).to_vec()).unwrap();

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::recall::key;
 use super::{Context, status};
 use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, RecallPhase, ReEnrollment};
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
 use crate::ledger::{ConfigMapLedger, LedgerStore};
@@ -568,8 +568,8 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
     ctx.audit
         .record(AuditEvent {
             recall: key.clone(),
-            action: "recall.phase".into(),
-            outcome: outcome.clone(),
+            action: Action::RecallPhase,
+            outcome: Outcome::Phase(phase),
             detail: Some(format!("reason: {}", recall.spec.reason)),
             ..Default::default()
         })?;

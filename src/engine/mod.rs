@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::Result;
 use crate::api::{FactorKind, RecallCounts};
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::backends::{IdentityProvider, LoggedAge, PageCursors, ErrorKind, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
 use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState, Work};
 
@@ -150,13 +150,13 @@ impl Runner {
         *self.stop.borrow()
     }
 
-    fn audit(&self, job: &RecallJob, user: Option<&UserRef>, action: &str, outcome: &str, f: impl FnOnce(&mut AuditEvent)) -> Result<()> {
+    fn audit(&self, job: &RecallJob, user: Option<&UserRef>, action: Action, outcome: Outcome, f: impl FnOnce(&mut AuditEvent)) -> Result<()> {
         let mut event = AuditEvent {
             recall: job.recall.clone(),
             backend: Some(job.backend.clone()),
             user: user.map(|u| u.username.clone()),
-            action: action.to_string(),
-            outcome: outcome.to_string(),
+            action,
+            outcome,
             ..Default::default()
         };
         f(&mut event);
@@ -420,10 +420,10 @@ impl Runner {
     /// workers have stopped: what was recorded is resumed from the ledger.
     async fn hand_over(&self, job: &RecallJob, segment: Segment, recorded: &mpsc::Sender<ToWork>) -> Result<bool> {
         for name in &segment.unresolved {
-            self.audit(job, None, "scope.unresolved", "notFound", |e| e.detail = Some(format!("{name}: matched nobody on this backend")))?;
+            self.audit(job, None, Action::ScopeUnresolved, Outcome::NotFound, |e| e.detail = Some(format!("{name}: matched nobody on this backend")))?;
         }
         for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
-            let (action, outcome) = if record.state == UserState::Excluded { ("user.exclude", "excluded") } else { ("user.fail", "failed") };
+            let (action, outcome) = if record.state == UserState::Excluded { (Action::UserExclude, Outcome::Excluded) } else { (Action::UserFail, Outcome::Failed) };
             self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone())?;
         }
         self.persist(&segment).await?;
@@ -595,7 +595,7 @@ impl Runner {
             Ok(Steps::AwaitingLogs) => record.state = UserState::AwaitingLogs,
             Err(StepError::Operator(e)) => return Err(e),
             Err(StepError::Provider(e)) => {
-                self.audit(job, Some(&record.user), "user.fail", "failed", |ev| ev.detail = Some(e.to_string()))?;
+                self.audit(job, Some(&record.user), Action::UserFail, Outcome::Failed, |ev| ev.detail = Some(e.to_string()))?;
                 record.state = UserState::Failed;
                 record.note = Some(e.to_string());
             }
@@ -610,7 +610,7 @@ impl Runner {
         if job.revoke_sessions && !work.sessions_ended {
             self.provider.revoke_sessions(user, snapshot).await?;
             work.sessions_ended = true;
-            self.audit(job, Some(user), "session.revoke", "revoked", |e| e.detail = Some(format!("{} sessions or offline grants", snapshot.sessions)))?;
+            self.audit(job, Some(user), Action::SessionRevoke, Outcome::Revoked, |e| e.detail = Some(format!("{} sessions or offline grants", snapshot.sessions)))?;
         }
         // Factors whose age only the provider's logs can tell are judged once the logs reach the
         // snapshot; until then the user waits, and the factors after them too (their order can
@@ -642,12 +642,12 @@ impl Runner {
                     Some(LoggedAge::Before) => {}
                     Some(LoggedAge::Since) => {
                         work.kept_new.push(factor.id.clone());
-                        self.audit_factor(job, user, factor, "factor.keep", "registeredSinceCutoff")?;
+                        self.audit_factor(job, user, factor, Action::FactorKeep, Outcome::RegisteredSinceCutoff)?;
                         continue;
                     }
                     Some(LoggedAge::Unknown) => {
                         work.kept_unknown_age.push(factor.id.clone());
-                        self.audit_factor(job, user, factor, "factor.keep", "unknownAge")?;
+                        self.audit_factor(job, user, factor, Action::FactorKeep, Outcome::UnknownAge)?;
                         continue;
                     }
                 }
@@ -684,8 +684,8 @@ impl Runner {
             None => None,
         };
         if let Some(enrollment) = already {
-            self.audit(job, Some(user), "enrollment.require", "skipped", |e| {
-                e.factor_kind = Some(enrollment.kind.as_str().to_string());
+            self.audit(job, Some(user), Action::EnrollmentRequire, Outcome::Skipped, |e| {
+                e.factor_kind = Some(enrollment.kind);
                 e.detail = Some(match &enrollment.origin {
                     Some(origin) => format!("already re-enrolled at {} from {origin}", enrollment.at),
                     None => format!("already re-enrolled at {}", enrollment.at),
@@ -694,7 +694,7 @@ impl Runner {
         } else if !lost.is_empty() {
             self.provider.require_enrollment(user, &lost).await?;
             let kinds: Vec<&str> = lost.iter().map(|f| f.kind.as_str()).collect();
-            self.audit(job, Some(user), "enrollment.require", "done", |e| e.detail = Some(kinds.join(",")))?;
+            self.audit(job, Some(user), Action::EnrollmentRequire, Outcome::Done, |e| e.detail = Some(kinds.join(",")))?;
         }
         Ok(Steps::Done)
     }
@@ -707,39 +707,39 @@ impl Runner {
         let outcome = match outcome {
             RevokeOutcome::Revoked => {
                 work.revoked.push(factor.id.clone());
-                "revoked"
+                Outcome::Revoked
             }
             RevokeOutcome::RevokedTaking(taken) => {
                 work.revoked.push(factor.id.clone());
                 for name in &taken {
-                    self.audit(job, Some(user), "factor.lostWithRevoked", "lost", |e| e.detail = Some(format!("{name}, enrolled since the cutoff, went with {} {}", factor.kind.as_str(), factor.id)))?;
+                    self.audit(job, Some(user), Action::FactorLostWithRevoked, Outcome::Lost, |e| e.detail = Some(format!("{name}, enrolled since the cutoff, went with {} {}", factor.kind.as_str(), factor.id)))?;
                 }
                 work.lost_new.extend(taken);
-                "revoked"
+                Outcome::Revoked
             }
             // Taken with a factor this recall deleted from the user just before.
             RevokeOutcome::WentWithLinked if !work.revoked.is_empty() => {
                 work.revoked.push(factor.id.clone());
-                "revokedWithLinked"
+                Outcome::RevokedWithLinked
             }
             // A user taken up again after a crash most likely lost it to this recall's attempt
             // before; otherwise it went by other hands and is not counted.
             RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked if resumed => {
                 work.revoked.push(factor.id.clone());
-                "alreadyGone"
+                Outcome::AlreadyGone
             }
             RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked => {
                 work.gone.push(factor.id.clone());
-                "alreadyGone"
+                Outcome::AlreadyGone
             }
             RevokeOutcome::AfterOthers(_) => return Ok(()),
         };
-        self.audit_factor(job, user, factor, "factor.revoke", outcome)
+        self.audit_factor(job, user, factor, Action::FactorRevoke, outcome)
     }
 
-    fn audit_factor(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, action: &str, outcome: &str) -> Result<()> {
+    fn audit_factor(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, action: Action, outcome: Outcome) -> Result<()> {
         self.audit(job, Some(user), action, outcome, |e| {
-            e.factor_kind = Some(factor.kind.as_str().to_string());
+            e.factor_kind = Some(factor.kind);
             e.factor_id = Some(factor.id.clone());
         })
     }
@@ -845,8 +845,8 @@ impl Runner {
                 match result {
                     Ok(Some(enrollment)) => {
                         let user = segment.users[i].user.clone();
-                        self.audit(job, Some(&user), "reenrollment.seen", "done", |e| {
-                            e.factor_kind = Some(enrollment.kind.as_str().to_string());
+                        self.audit(job, Some(&user), Action::ReenrollmentSeen, Outcome::Done, |e| {
+                            e.factor_kind = Some(enrollment.kind);
                             // Where from, as the provider logged it: what anomaly review starts with.
                             e.detail = Some(match &enrollment.origin {
                                 Some(origin) => format!("enrolled at {} from {origin}", enrollment.at),
@@ -885,11 +885,11 @@ impl Runner {
                 let user = segment.users[i].user.clone();
                 match self.provider.disable_user(&user).await {
                     Ok(()) => {
-                        self.audit(job, Some(&user), "user.disable", "done", |e| e.detail = Some("re-enrollment deadline passed".into()))?;
+                        self.audit(job, Some(&user), Action::UserDisable, Outcome::Done, |e| e.detail = Some("re-enrollment deadline passed".into()))?;
                         segment.users[i].disabled = true;
                         changed += 1;
                     }
-                    Err(e) => self.audit(job, Some(&user), "user.disable", "failed", |ev| ev.detail = Some(e.to_string()))?,
+                    Err(e) => self.audit(job, Some(&user), Action::UserDisable, Outcome::Failed, |ev| ev.detail = Some(e.to_string()))?,
                 }
             }
             if changed > 0 {

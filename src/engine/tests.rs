@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::*;
+use crate::audit::Action;
 use crate::backends::{Capabilities, Enrollment, ErrorKind, FactorRef, Membership, UserPage, UserSnapshot};
 use crate::ledger::MemoryLedger;
 
@@ -290,20 +291,20 @@ impl LedgerStore for AuditedLedger {
     }
     async fn write(&self, segment: &Segment) -> Result<()> {
         let lines: Vec<crate::audit::AuditRecord> = std::fs::read_to_string(&self.trail).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let audited = |user: &str, action: &str, factor: Option<&str>| {
+        let audited = |user: &str, action: Action, factor: Option<&str>| {
             lines.iter().any(|l| l.event.user.as_deref() == Some(user) && l.event.action == action && (factor.is_none() || l.event.factor_id.as_deref() == factor))
         };
         for record in segment.users.iter().filter(|r| r.state != UserState::Planned) {
             let name = &record.user.username;
             let finished = match record.state {
-                UserState::Invalidated => "enrollment.require",
-                UserState::Excluded => "user.exclude",
-                UserState::Failed => "user.fail",
+                UserState::Invalidated => Action::EnrollmentRequire,
+                UserState::Excluded => Action::UserExclude,
+                UserState::Failed => Action::UserFail,
                 _ => continue,
             };
             assert!(audited(name, finished, None), "{name} counted as {:?} before its audit line was in the trail", record.state);
             for factor in record.lost() {
-                assert!(audited(name, "factor.revoke", Some(&factor.id)), "{} counted as revoked before its audit line was in the trail", factor.id);
+                assert!(audited(name, Action::FactorRevoke, Some(&factor.id)), "{} counted as revoked before its audit line was in the trail", factor.id);
             }
             self.checked.fetch_add(1, Ordering::SeqCst);
         }
