@@ -5,13 +5,91 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 
+/// Declares `Reason` with one variant per reason, each written as its own name.
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Why a condition is as it is, or why an event was published: the machine-readable word
+        /// of a condition's `reason` and an Event's `reason`, each in one place.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Reason {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // An MfaRecall's Ready and Progressing, by phase.
+    Pending,
+    Revoking,
+    AwaitingReEnrollment,
+    Completed,
+    Suspended,
+    Cancelled,
+    Failed,
+    /// The recall object was deleted (an event).
+    Deleted,
+    // An MfaRecall's Ready, when its run stopped on an error.
+    BackendAuthFailed,
+    BackendMisconfigured,
+    BackendUnavailable,
+    BackendNotFound,
+    ExclusionGroupNotFound,
+    FactorKindsInseparable,
+    ListingFailed,
+    InvalidSpec,
+    RunError,
+    // An MfaRecall's Degraded.
+    NoFailures,
+    UsersFailed,
+    NamesNotFound,
+    FactorsOfUnknownAgeKept,
+    NewFactorsLostWithRevoked,
+    // An IdentityBackend's Ready.
+    Reachable,
+    NotReady,
+    AuthenticationFailed,
+    InvalidConfiguration,
+    NotFound,
+    Unreachable,
+    Rejected,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<crate::api::RecallPhase> for Reason {
+    fn from(phase: crate::api::RecallPhase) -> Self {
+        use crate::api::RecallPhase;
+        match phase {
+            RecallPhase::Pending => Reason::Pending,
+            RecallPhase::Revoking => Reason::Revoking,
+            RecallPhase::AwaitingReEnrollment => Reason::AwaitingReEnrollment,
+            RecallPhase::Completed => Reason::Completed,
+            RecallPhase::Suspended => Reason::Suspended,
+            RecallPhase::Cancelled => Reason::Cancelled,
+            RecallPhase::Failed => Reason::Failed,
+        }
+    }
+}
+
 /// Sets one condition in a list keyed by `type`; `lastTransitionTime` moves only when the status flips,
 /// so rewriting an unchanged condition never re-triggers a watch.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     observed_generation: Option<i64>,
 ) {
@@ -23,14 +101,14 @@ pub fn set_condition(
                 existing.last_transition_time = Time(now());
             }
             existing.status = status;
-            existing.reason = reason.to_string();
+            existing.reason = reason.as_str().to_string();
             existing.message = message;
             existing.observed_generation = observed_generation;
         }
         None => conditions.push(Condition {
             type_: type_.to_string(),
             status,
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             message,
             observed_generation,
             last_transition_time: Time(now()),

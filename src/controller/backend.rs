@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::{Context, FIELD_MANAGER};
-use crate::api::{self, IdentityBackend};
+use crate::api::{self, IdentityBackend, Reason};
 use crate::backends::ErrorKind;
 use crate::{Error, Result};
 
@@ -33,16 +33,16 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
         Ok(capabilities) => {
             status.capabilities = capabilities.names();
             status.limitations = capabilities.limitations.clone();
-            api::set_condition(&mut status.conditions, api::READY, true, "Reachable", "the provider answered and accepted the credentials", generation);
+            api::set_condition(&mut status.conditions, api::READY, true, Reason::Reachable, "the provider answered and accepted the credentials", generation);
             HEALTHY_RECHECK
         }
         Err(e) => {
             let reason = match e.kind() {
-                ErrorKind::Auth => "AuthenticationFailed",
-                ErrorKind::Config => "InvalidConfiguration",
-                ErrorKind::NotFound => "NotFound",
-                ErrorKind::Unavailable => "Unreachable",
-                ErrorKind::Rejected => "Rejected",
+                ErrorKind::Auth => Reason::AuthenticationFailed,
+                ErrorKind::Config => Reason::InvalidConfiguration,
+                ErrorKind::NotFound => Reason::NotFound,
+                ErrorKind::Unavailable => Reason::Unreachable,
+                ErrorKind::Rejected => Reason::Rejected,
             };
             api::set_condition(&mut status.conditions, api::READY, false, reason, e.to_string(), generation);
             UNHEALTHY_RECHECK
@@ -55,12 +55,12 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
         api.patch_status(&backend.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     }
     if previous_ready != now_ready {
-        let (type_, reason) = if checked.is_ok() { (EventType::Normal, "Reachable") } else { (EventType::Warning, "NotReady") };
+        let (type_, reason) = if checked.is_ok() { (EventType::Normal, Reason::Reachable) } else { (EventType::Warning, Reason::NotReady) };
         let note = match &checked {
             Ok(_) => "provider reachable, credentials accepted".to_string(),
             Err(e) => e.to_string(),
         };
-        tracing::info!(backend = %backend.name_any(), reason, "backend readiness changed");
+        tracing::info!(backend = %backend.name_any(), %reason, "backend readiness changed");
         ctx.publish(&*backend, type_, reason, note).await;
     }
     Ok(Action::requeue(requeue))

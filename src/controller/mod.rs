@@ -24,7 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, watch};
 
-use crate::api::{IdentityBackend, MfaRecall};
+use crate::api::{IdentityBackend, MfaRecall, Reason};
 use crate::audit::AuditLog;
 use crate::backends::{self, IdentityProvider, ErrorKind, ProviderError};
 
@@ -98,8 +98,8 @@ impl Context {
         Ok(provider)
     }
 
-    pub async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: Reason, note: String) {
+        let event = Event { type_, reason: reason.as_str().into(), note: Some(note), action: reason.as_str().into(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(error = %e, "could not publish event");
         }

@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 
 use super::Context;
 use super::run::Run;
-use crate::api::{MfaRecall, MfaRecallSpec, RecallPhase};
+use crate::api::{MfaRecall, MfaRecallSpec, Reason, RecallPhase};
 use crate::{Error, Result};
 
 pub const FINALIZER: &str = "mfarecall.io/stop-recall";
@@ -163,7 +163,7 @@ async fn cleanup(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
         ctx.runs.stop(&key, record, STOP_TIMEOUT).await;
     }
     crate::metrics::forget_recall(&key);
-    ctx.publish(&*recall, EventType::Normal, "Deleted", "recall deleted; its run stopped".into()).await;
+    ctx.publish(&*recall, EventType::Normal, Reason::Deleted, "recall deleted; its run stopped".into()).await;
     Ok(Action::await_change())
 }
 

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::recall::key;
 use super::{Context, status};
-use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, RecallPhase, ReEnrollment};
+use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Reason, RecallPhase, ReEnrollment};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
@@ -186,7 +186,7 @@ struct Live {
     /// Set once the run is built; until then the counts are those last written.
     backends: OnceLock<Vec<(String, SharedProgress, Arc<dyn IdentityProvider>)>>,
     /// Why the run stopped, shown in Ready over what the phase says.
-    problem: Mutex<Option<(&'static str, String)>>,
+    problem: Mutex<Option<(Reason, String)>>,
     /// The status last written, so an unchanged one is not written again.
     written: Mutex<Option<MfaRecallStatus>>,
     /// Told of each phase change, so the status writer reports it without waiting out its interval.
@@ -303,19 +303,19 @@ async fn stopped_on(recall: &MfaRecall, ctx: &Context, live: &Live, e: Error) ->
     End::Over
 }
 
-fn reason(e: &Error) -> &'static str {
+fn reason(e: &Error) -> Reason {
     match e {
         Error::Provider(e) => match e.kind() {
-            ErrorKind::Auth => "BackendAuthFailed",
-            ErrorKind::Config => "BackendMisconfigured",
-            ErrorKind::Unavailable | ErrorKind::Rejected | ErrorKind::NotFound => "BackendUnavailable",
+            ErrorKind::Auth => Reason::BackendAuthFailed,
+            ErrorKind::Config => Reason::BackendMisconfigured,
+            ErrorKind::Unavailable | ErrorKind::Rejected | ErrorKind::NotFound => Reason::BackendUnavailable,
         },
-        Error::BackendNotFound(_) => "BackendNotFound",
-        Error::ExclusionGroupNotFound(_) => "ExclusionGroupNotFound",
-        Error::Refused(_) => "FactorKindsInseparable",
-        Error::ListingFailed(_) => "ListingFailed",
-        Error::Invalid(_) => "InvalidSpec",
-        _ => "RunError",
+        Error::BackendNotFound(_) => Reason::BackendNotFound,
+        Error::ExclusionGroupNotFound(_) => Reason::ExclusionGroupNotFound,
+        Error::Refused(_) => Reason::FactorKindsInseparable,
+        Error::ListingFailed(_) => Reason::ListingFailed,
+        Error::Invalid(_) => Reason::InvalidSpec,
+        _ => Reason::RunError,
     }
 }
 
@@ -579,7 +579,7 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
     // A failure is announced by its own warning, which says why.
     if phase != RecallPhase::Failed {
         let note = format!("{outcome}: {} targeted, {} invalidated, {} re-enrolled, {} failed", counts.targeted, counts.invalidated, counts.re_enrolled, counts.failed);
-        ctx.publish(recall, EventType::Normal, &outcome, note).await;
+        ctx.publish(recall, EventType::Normal, Reason::from(phase), note).await;
     }
     Ok(())
 }
@@ -690,7 +690,7 @@ mod tests {
         ] {
             let e = validate(&recall(re_enrollment.clone()), None, at("2026-11-28T00:00:00Z")).unwrap_err();
             assert!(e.is_permanent() && e.to_string().contains(field), "{re_enrollment}: {e}");
-            assert_eq!(reason(&e), "InvalidSpec");
+            assert_eq!(reason(&e), Reason::InvalidSpec);
         }
     }
 

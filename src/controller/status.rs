@@ -5,7 +5,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::FIELD_MANAGER;
-use crate::api::{self, BackendProgress, MfaRecall, MfaRecallStatus, RecallCounts, RecallPhase};
+use crate::api::{self, BackendProgress, MfaRecall, MfaRecallStatus, Reason, RecallCounts, RecallPhase};
 
 /// Sums per-backend counts into the recall's totals.
 pub fn totals(backends: &[BackendProgress]) -> RecallCounts {
@@ -19,23 +19,22 @@ pub fn totals(backends: &[BackendProgress]) -> RecallCounts {
 /// Sets Ready, Progressing and Degraded to match the phase and counts.
 pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
     let c = status.counts.clone();
-    let (ready, reason, message) = match status.phase {
-        RecallPhase::Pending => (false, "Pending", "waiting to start".to_string()),
+    let reason = Reason::from(status.phase);
+    let (ready, message) = match status.phase {
+        RecallPhase::Pending => (false, "waiting to start".to_string()),
         RecallPhase::Revoking if c.awaiting_logs > 0 => (
             false,
-            "Revoking",
             format!("{} of {} users done so far; {} wait for their provider's log to tell the age of factors it shows no creation time for", c.invalidated + c.excluded + c.failed, c.targeted, c.awaiting_logs),
         ),
-        RecallPhase::Revoking => (false, "Revoking", format!("{} of {} users done so far", c.invalidated + c.excluded + c.failed, c.targeted)),
+        RecallPhase::Revoking => (false, format!("{} of {} users done so far", c.invalidated + c.excluded + c.failed, c.targeted)),
         RecallPhase::AwaitingReEnrollment => (
             false,
-            "AwaitingReEnrollment",
             format!("all {} users invalidated, excluded or failed; {} re-enrolled, {} pending", c.targeted, c.re_enrolled, c.pending),
         ),
-        RecallPhase::Completed => (true, "Completed", format!("{} invalidated, {} re-enrolled, {} failed, {} excluded", c.invalidated, c.re_enrolled, c.failed, c.excluded)),
-        RecallPhase::Suspended => (false, "Suspended", "suspended by spec.suspend; set it to false to resume".to_string()),
-        RecallPhase::Cancelled => (false, "Cancelled", "cancelled by spec.cancel; what was done stays done and audited".to_string()),
-        RecallPhase::Failed => (false, "Failed", "the recall could not run".to_string()),
+        RecallPhase::Completed => (true, format!("{} invalidated, {} re-enrolled, {} failed, {} excluded", c.invalidated, c.re_enrolled, c.failed, c.excluded)),
+        RecallPhase::Suspended => (false, "suspended by spec.suspend; set it to false to resume".to_string()),
+        RecallPhase::Cancelled => (false, "cancelled by spec.cancel; what was done stays done and audited".to_string()),
+        RecallPhase::Failed => (false, "the recall could not run".to_string()),
     };
     api::set_condition(&mut status.conditions, api::READY, ready, reason, message.clone(), generation);
     let progressing = matches!(status.phase, RecallPhase::Pending | RecallPhase::Revoking | RecallPhase::AwaitingReEnrollment);
@@ -57,15 +56,15 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
         )
     });
     // The first problem names the reason; the message tells them all.
-    let problems: Vec<(&str, String)> = [("UsersFailed", failed), ("NamesNotFound", not_found), ("FactorsOfUnknownAgeKept", kept), ("NewFactorsLostWithRevoked", lost)]
+    let problems: Vec<(Reason, String)> = [(Reason::UsersFailed, failed), (Reason::NamesNotFound, not_found), (Reason::FactorsOfUnknownAgeKept, kept), (Reason::NewFactorsLostWithRevoked, lost)]
         .into_iter()
         .filter_map(|(reason, message)| Some((reason, message?)))
         .collect();
     match problems.first() {
-        None => api::set_condition(&mut status.conditions, api::DEGRADED, false, "NoFailures", "no user failed", generation),
+        None => api::set_condition(&mut status.conditions, api::DEGRADED, false, Reason::NoFailures, "no user failed", generation),
         Some((reason, _)) => {
             let message: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
-            api::set_condition(&mut status.conditions, api::DEGRADED, true, reason, message.join("; "), generation)
+            api::set_condition(&mut status.conditions, api::DEGRADED, true, *reason, message.join("; "), generation)
         }
     }
 }
