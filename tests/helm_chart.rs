@@ -535,7 +535,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         .map(|(k, n)| (k.clone(), (*n - after.factors_before_cutoff.get(k).copied().unwrap_or(0)) as i64))
         .filter(|(_, n)| *n > 0)
         .collect();
-    let revoked: BTreeMap<String, i64> = counts.factors_revoked.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
+    let revoked: BTreeMap<String, i64> = counts.factors_revoked.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.as_str().to_string(), *n)).collect();
     assert_eq!(revoked, lost, "counts equal what the provider lost");
     let log = operator.log();
     assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "the operator was refused something it needs:\n{log}");

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kube::Api;
-use mfa_recall::api::{BackendLimits, IdentityBackend, MfaRecall, RecallCounts, RecallPhase};
+use mfa_recall::api::{BackendLimits, FactorKind, IdentityBackend, MfaRecall, RecallCounts, RecallPhase};
 use mfa_recall::audit::{self, Verification};
 use idp_sim::{Census, GroupSeed, Seed, username};
 use testkit::cluster;
@@ -31,8 +31,8 @@ fn invalidated(recall: &MfaRecall) -> i64 {
     recall.status.as_ref().map(|s| s.counts.invalidated).unwrap_or(0)
 }
 
-fn as_u64(map: &BTreeMap<String, i64>) -> BTreeMap<String, u64> {
-    map.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n as u64)).collect()
+fn as_u64(map: &BTreeMap<FactorKind, i64>) -> BTreeMap<String, u64> {
+    map.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.as_str().to_string(), *n as u64)).collect()
 }
 
 /// `before - after`, by kind.

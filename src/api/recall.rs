@@ -294,8 +294,9 @@ pub struct RecallCounts {
     /// Sessions and offline tokens ended (for users who later failed too).
     pub sessions_revoked: i64,
     /// Factors this recall deleted, by kind (for users who later failed too; a factor already gone is not counted).
-    #[serde(default)]
-    pub factors_revoked: BTreeMap<String, i64>,
+    #[serde(default, deserialize_with = "counts_of_known_kinds")]
+    #[schemars(with = "BTreeMap<String, i64>")]
+    pub factors_revoked: BTreeMap<FactorKind, i64>,
     /// Anomalies flagged during re-enrollment.
     pub anomalies: i64,
     /// Accounts disabled at the deadline.
@@ -329,12 +330,20 @@ impl RecallCounts {
         self.anomalies += times * other.anomalies;
         self.disabled += times * other.disabled;
         for (kind, n) in &other.factors_revoked {
-            *self.factors_revoked.entry(kind.clone()).or_default() += times * n;
+            *self.factors_revoked.entry(*kind).or_default() += times * n;
         }
         for (rule, n) in &other.excluded_by {
             *self.excluded_by.entry(rule.clone()).or_default() += times * n;
         }
     }
+}
+
+/// Counts by factor kind, leaving out kinds this version does not know (a status written by a
+/// newer operator before a rollback): one unknown key must not make the whole object unreadable
+/// to the controller's watch.
+fn counts_of_known_kinds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<FactorKind, i64>, D::Error> {
+    let by_name: BTreeMap<String, i64> = Deserialize::deserialize(deserializer)?;
+    Ok(by_name.into_iter().filter_map(|(name, n)| Some((serde_json::from_value(serde_json::Value::String(name)).ok()?, n))).collect())
 }
 
 /// Progress on one backend.
@@ -365,6 +374,17 @@ pub struct BackendProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_by_kind_are_keyed_by_the_kinds_name_and_an_unknown_kind_is_left_out() {
+        let counts = RecallCounts { factors_revoked: BTreeMap::from([(FactorKind::RecoveryCodes, 2), (FactorKind::Totp, 3)]), ..Default::default() };
+        let value = serde_json::to_value(&counts).unwrap();
+        assert_eq!(value["factorsRevoked"], serde_json::json!({ "recoveryCodes": 2, "totp": 3 }));
+        assert_eq!(serde_json::from_value::<RecallCounts>(value.clone()).unwrap(), counts);
+        let mut newer = value;
+        newer["factorsRevoked"]["holographicToken"] = 1.into();
+        assert_eq!(serde_json::from_value::<RecallCounts>(newer).unwrap().factors_revoked, counts.factors_revoked);
+    }
 
     /// A backend's counts are flattened into its progress: a count named like one of the
     /// progress's own fields would write one key twice, and the apiserver refuses the status.

@@ -921,7 +921,7 @@ mod tests {
         let runner = Runner { provider: adapter.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop };
         assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
         let counts = progress.lock().unwrap().counts.clone();
-        let revoked: std::collections::BTreeMap<String, u64> = counts.factors_revoked.iter().map(|(k, v)| (k.clone(), *v as u64)).collect();
+        let revoked: std::collections::BTreeMap<String, u64> = counts.factors_revoked.iter().map(|(k, v)| (k.as_str().to_string(), *v as u64)).collect();
         assert_eq!(revoked, before.factors_before_cutoff);
         assert_eq!(counts.sessions_revoked as u64, before.sessions + before.grants);
         let audited = std::fs::read_to_string(&audit_path).unwrap();

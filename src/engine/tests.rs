@@ -266,7 +266,7 @@ async fn every_user_is_accounted_for_and_failures_carry_their_error() {
     assert_eq!(runner.revoke(&job()).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed), (25, 23, 1, 1));
-    assert_eq!(c.factors_revoked.get("totp"), Some(&23));
+    assert_eq!(c.factors_revoked.get(&FactorKind::Totp), Some(&23));
     let failed = ledger.read("fake", 0).await.unwrap().users.into_iter().find(|r| r.user.id == "u007").unwrap();
     assert!(failed.note.unwrap().contains("500 from POST /logout"));
     // The excluded user keeps everything.
@@ -718,7 +718,7 @@ async fn factors_of_unknown_age_wait_for_the_log_and_only_old_ones_go() {
     assert!(deletes.contains(&"u000-undated".to_string()) && !deletes.contains(&"u001-undated".to_string()), "{deletes:?}");
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.invalidated, c.awaiting_logs, c.kept_unknown_age), (5, 0, 0));
-    assert_eq!((c.factors_revoked.get("sms"), c.already_enrolled), (Some(&1), 1), "u001 is counted as enrolled anew");
+    assert_eq!((c.factors_revoked.get(&FactorKind::Sms), c.already_enrolled), (Some(&1), 1), "u001 is counted as enrolled anew");
     assert_eq!(provider.factors.lock().unwrap()["u001"].iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["u001-undated"]);
 }
 
@@ -787,7 +787,7 @@ async fn counts_are_what_the_provider_lost_for_failed_users_too() {
     assert_eq!(runner.revoke(&RecallJob { exclude_users: vec![], ..job() }).await.unwrap(), RunEnd::Finished);
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.invalidated, c.failed, c.sessions_revoked), (2, 1, 3));
-    assert_eq!((c.factors_revoked.get("totp"), c.factors_revoked.get("webauthn")), (Some(&2), Some(&2)), "{:?}", c.factors_revoked);
+    assert_eq!((c.factors_revoked.get(&FactorKind::Totp), c.factors_revoked.get(&FactorKind::Webauthn)), (Some(&2), Some(&2)), "{:?}", c.factors_revoked);
     assert_eq!(c.factors_revoked.values().sum::<i64>() as usize, provider.deletes.lock().unwrap().len(), "one count per deletion");
     // The same counts from the ledger.
     let restored = SharedProgress::default();

@@ -213,7 +213,7 @@ pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
         counts.sessions_revoked += snapshot.sessions as i64;
     }
     for factor in record.lost() {
-        *counts.factors_revoked.entry(factor.kind.as_str().to_string()).or_default() += 1;
+        *counts.factors_revoked.entry(factor.kind).or_default() += 1;
     }
     counts.kept_unknown_age += record.work.as_ref().map_or(0, |w| w.kept_unknown_age.len() as i64);
     counts.new_factors_lost += record.work.as_ref().map_or(0, |w| w.lost_new.len() as i64);

@@ -153,17 +153,18 @@ pub fn audit_lines(path: &PathBuf) -> Vec<serde_json::Value> {
 }
 
 /// Keycloak credential types mapped to the recall's factor kinds, as status reports them.
-pub fn as_factor_kinds(by_type: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+pub fn as_factor_kinds(by_type: &BTreeMap<String, i64>) -> BTreeMap<mfa_recall::api::FactorKind, i64> {
+    use mfa_recall::api::FactorKind;
     let mut out = BTreeMap::new();
     for (t, n) in by_type {
         let kind = match t.as_str() {
-            "otp" => "totp",
-            "webauthn" => "webauthn",
-            "webauthn-passwordless" => "passkey",
-            "recovery-authn-codes" => "recoveryCodes",
+            "otp" => FactorKind::Totp,
+            "webauthn" => FactorKind::Webauthn,
+            "webauthn-passwordless" => FactorKind::Passkey,
+            "recovery-authn-codes" => FactorKind::RecoveryCodes,
             other => panic!("unexpected credential type {other}"),
         };
-        *out.entry(kind.to_string()).or_insert(0) += n;
+        *out.entry(kind).or_insert(0) += n;
     }
     out
 }

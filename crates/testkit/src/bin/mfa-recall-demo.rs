@@ -99,7 +99,7 @@ async fn main() -> Result<(), String> {
             .map(|(k, n)| (k.clone(), (n - after.factors_before_cutoff.get(k).copied().unwrap_or(0)) as i64))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let revoked: BTreeMap<String, i64> = progress.counts.factors_revoked.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
+        let revoked: BTreeMap<String, i64> = progress.counts.factors_revoked.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.as_str().to_string(), *n)).collect();
         say(&format!(
             "{name}: targeted {}, invalidated {}, excluded {} {:?}, failed {}, factors {revoked:?}; the provider lost {lost:?}{}{}",
             progress.counts.targeted,
