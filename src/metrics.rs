@@ -1,140 +1,164 @@
-//! Provider call metrics: requests, throttled answers and latency per backend and operation.
-//! Labels are backend and operation names only, never user names. Rendered for Prometheus by
-//! `render`, read whole by `provider_calls` (tests and benchmarks).
+//! The operator's metrics, in one registry that the controller's context carries (no globals):
+//! recall progress by namespace, name, backend and state; reconcile errors; and provider calls
+//! by backend and operation (answers by class, throttled answers, latency). Labels are names of
+//! objects and operations, never of users. Exposed in the OpenMetrics text format by `render`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::{LazyLock, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::RecallCounts;
+
+/// The content type of `render`'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Upper bounds of the latency histogram, in seconds.
-pub const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Calls of one operation on one backend.
-#[derive(Clone, Debug, Default)]
-pub struct CallStats {
-    pub requests: u64,
-    /// Answers by status class: index 1..=5 for 1xx..5xx, 0 for no answer (connection failed, timed out).
-    pub by_class: [u64; 6],
-    /// Answers that meant "slow down" (429, or the provider's own way of saying it).
-    pub throttled: u64,
-    /// Cumulative counts per `LATENCY_BUCKETS` bound.
-    pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
-    pub latency_sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecallUsers {
+    namespace: String,
+    name: String,
+    backend: String,
+    state: &'static str,
 }
 
-/// A backend and an operation.
-type Key = (String, &'static str);
-
-/// By backend, then operation: nested so counting a call looks the backend up by `&str`
-/// (thousands of calls a second, none of which should allocate a key).
-static PROVIDER_CALLS: LazyLock<Mutex<BTreeMap<String, BTreeMap<&'static str, CallStats>>>> = LazyLock::new(Mutex::default);
-/// Counts per recall (`namespace/name`) and backend, as last written to status.
-static RECALL_PROGRESS: LazyLock<Mutex<BTreeMap<(String, String), crate::api::RecallCounts>>> = LazyLock::new(Mutex::default);
-/// Reconcile errors by controller and category.
-static RECONCILE_ERRORS: LazyLock<Mutex<BTreeMap<(&'static str, &'static str), u64>>> = LazyLock::new(Mutex::default);
-
-/// The latest counts of one recall on one backend.
-pub fn recall_progress(recall: &str, backend: &str, counts: &crate::api::RecallCounts) {
-    RECALL_PROGRESS.lock().unwrap().insert((recall.to_string(), backend.to_string()), counts.clone());
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileError {
+    controller: &'static str,
+    category: &'static str,
 }
 
-/// A deleted recall leaves the metrics.
-pub fn forget_recall(recall: &str) {
-    RECALL_PROGRESS.lock().unwrap().retain(|(r, _), _| r != recall);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Call {
+    backend: String,
+    operation: &'static str,
 }
 
-pub fn reconcile_error(controller: &'static str, category: &'static str) {
-    *RECONCILE_ERRORS.lock().unwrap().entry((controller, category)).or_default() += 1;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answer {
+    backend: String,
+    operation: &'static str,
+    /// 2xx..5xx, or none when no answer came (connection failed, timed out).
+    class: &'static str,
 }
 
-/// Counts one request to a provider.
-pub fn provider_call(backend: &str, op: &'static str, status: Option<u16>, throttled: bool, latency: Duration) {
-    let mut calls = PROVIDER_CALLS.lock().unwrap();
-    let by_op = match calls.get_mut(backend) {
-        Some(by_op) => by_op,
-        None => calls.entry(backend.to_string()).or_default(),
-    };
-    let stats = by_op.entry(op).or_default();
-    stats.requests += 1;
-    stats.by_class[status.map(|s| (s / 100).min(5) as usize).unwrap_or(0)] += 1;
-    stats.throttled += throttled as u64;
-    let seconds = latency.as_secs_f64();
-    stats.latency_sum += seconds;
-    for (bound, count) in LATENCY_BUCKETS.iter().zip(stats.latency_buckets.iter_mut()) {
-        if seconds <= *bound {
-            *count += 1;
+/// Every metric of one operator process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    users: Family<RecallUsers, Gauge>,
+    reconcile_errors: Family<ReconcileError, Counter>,
+    /// The backends each recall (namespace, name) has shown, to take them away when it goes.
+    shown: Arc<Mutex<BTreeMap<(String, String), BTreeSet<String>>>>,
+    pub provider: ProviderMetrics,
+}
+
+/// The metrics of calls to providers, handed to each backend's client.
+#[derive(Clone, Debug)]
+pub struct ProviderMetrics {
+    requests: Family<Answer, Counter>,
+    throttled: Family<Call, Counter>,
+    latency: Family<Call, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ProviderMetrics {
+    /// Metrics no registry exposes (a client built outside the operator, as tests and the bench do).
+    fn default() -> Self {
+        Self { requests: Family::default(), throttled: Family::default(), latency: Family::new_with_constructor(latency_histogram) }
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+const USER_STATES: [&str; 7] = ["targeted", "invalidated", "excluded", "failed", "reEnrolled", "pending", "disabled"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mfa_recall");
+        let users = Family::<RecallUsers, Gauge>::default();
+        registry.register("users", "Users of each recall on each backend, by state (recall progress)", users.clone());
+        let reconcile_errors = Family::<ReconcileError, Counter>::default();
+        registry.register("reconcile_errors", "Reconcile errors by controller and category", reconcile_errors.clone());
+        let provider = ProviderMetrics::default();
+        registry.register("provider_requests", "Requests sent to identity providers, by answer class", provider.requests.clone());
+        registry.register("provider_throttled", "Answers from identity providers that meant slow down (429 or quota errors)", provider.throttled.clone());
+        registry.register_with_unit(
+            "provider_request_duration",
+            "Latency of requests to identity providers, retries counted apart",
+            prometheus_client::registry::Unit::Seconds,
+            provider.latency.clone(),
+        );
+        Self { registry: Arc::new(registry), users, reconcile_errors, shown: Arc::default(), provider }
+    }
+}
+
+impl Metrics {
+    /// The latest counts of the recall `namespace/name` on `backend`.
+    pub fn recall_progress(&self, namespace: &str, name: &str, backend: &str, c: &RecallCounts) {
+        self.shown.lock().unwrap().entry((namespace.to_string(), name.to_string())).or_default().insert(backend.to_string());
+        let counts = [c.targeted, c.invalidated, c.excluded, c.failed, c.re_enrolled, c.pending, c.disabled];
+        for (state, n) in USER_STATES.into_iter().zip(counts) {
+            let labels = RecallUsers { namespace: namespace.to_string(), name: name.to_string(), backend: backend.to_string(), state };
+            self.users.get_or_create(&labels).set(n);
         }
     }
-}
 
-/// Every backend's and operation's counts so far.
-pub fn provider_calls() -> BTreeMap<Key, CallStats> {
-    let calls = PROVIDER_CALLS.lock().unwrap();
-    calls.iter().flat_map(|(backend, by_op)| by_op.iter().map(|(op, stats)| ((backend.clone(), *op), stats.clone()))).collect()
-}
-
-/// Throttled answers seen from one backend, all operations together.
-pub fn throttled(backend: &str) -> u64 {
-    PROVIDER_CALLS.lock().unwrap().get(backend).map(|by_op| by_op.values().map(|s| s.throttled).sum()).unwrap_or(0)
-}
-
-/// A label value with the characters Prometheus escapes replaced.
-fn clean(value: &str) -> String {
-    value.replace(['"', '\\', '\n'], "_")
-}
-
-/// Every metric in Prometheus text exposition format.
-pub fn render() -> String {
-    let calls = provider_calls();
-    let mut out = String::new();
-    out.push_str("# HELP mfa_recall_users Users of each recall on each backend, by state (recall progress).\n");
-    out.push_str("# TYPE mfa_recall_users gauge\n");
-    for ((recall, backend), c) in RECALL_PROGRESS.lock().unwrap().iter() {
-        let states = [
-            ("targeted", c.targeted),
-            ("invalidated", c.invalidated),
-            ("excluded", c.excluded),
-            ("failed", c.failed),
-            ("reEnrolled", c.re_enrolled),
-            ("pending", c.pending),
-            ("disabled", c.disabled),
-        ];
-        for (state, n) in states {
-            let _ = writeln!(out, "mfa_recall_users{{recall=\"{}\",backend=\"{}\",state=\"{state}\"}} {n}", clean(recall), clean(backend));
+    /// A deleted recall leaves the metrics.
+    pub fn forget_recall(&self, namespace: &str, name: &str) {
+        let backends = self.shown.lock().unwrap().remove(&(namespace.to_string(), name.to_string())).unwrap_or_default();
+        for backend in backends {
+            for state in USER_STATES {
+                self.users.remove(&RecallUsers { namespace: namespace.to_string(), name: name.to_string(), backend: backend.clone(), state });
+            }
         }
     }
-    out.push_str("# HELP mfa_recall_reconcile_errors_total Reconcile errors by controller and category.\n");
-    out.push_str("# TYPE mfa_recall_reconcile_errors_total counter\n");
-    for ((controller, category), n) in RECONCILE_ERRORS.lock().unwrap().iter() {
-        let _ = writeln!(out, "mfa_recall_reconcile_errors_total{{controller=\"{controller}\",category=\"{category}\"}} {n}");
+
+    pub fn reconcile_error(&self, controller: &'static str, category: &'static str) {
+        self.reconcile_errors.get_or_create(&ReconcileError { controller, category }).inc();
     }
-    let label = |(backend, op): &Key| format!("backend=\"{}\",operation=\"{op}\"", clean(backend));
-    out.push_str("# HELP mfa_recall_provider_requests_total Requests sent to identity providers, by answer class.\n");
-    out.push_str("# TYPE mfa_recall_provider_requests_total counter\n");
-    for (key, stats) in &calls {
-        for (class, n) in stats.by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let class = if class == 0 { "none".to_string() } else { format!("{class}xx") };
-            let _ = writeln!(out, "mfa_recall_provider_requests_total{{{},class=\"{class}\"}} {n}", label(key));
+
+    /// Every metric, as OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl ProviderMetrics {
+    /// Counts one request to a provider: its answer's status (None: no answer), whether it meant
+    /// slow down, and how long it took.
+    pub fn call(&self, backend: &str, operation: &'static str, status: Option<u16>, throttled: bool, latency: Duration) {
+        let class = match status.map(|s| s / 100) {
+            None => "none",
+            Some(1) => "1xx",
+            Some(2) => "2xx",
+            Some(3) => "3xx",
+            Some(4) => "4xx",
+            Some(_) => "5xx",
+        };
+        self.requests.get_or_create(&Answer { backend: backend.to_string(), operation, class }).inc();
+        let call = Call { backend: backend.to_string(), operation };
+        if throttled {
+            self.throttled.get_or_create(&call).inc();
         }
+        self.latency.get_or_create(&call).observe(latency.as_secs_f64());
     }
-    out.push_str("# HELP mfa_recall_provider_throttled_total Answers from identity providers that meant slow down (429 or quota errors).\n");
-    out.push_str("# TYPE mfa_recall_provider_throttled_total counter\n");
-    for (key, stats) in &calls {
-        let _ = writeln!(out, "mfa_recall_provider_throttled_total{{{}}} {}", label(key), stats.throttled);
+
+    /// Throttled answers to `operation` on `backend` so far.
+    pub fn throttled(&self, backend: &str, operation: &'static str) -> u64 {
+        self.throttled.get_or_create(&Call { backend: backend.to_string(), operation }).get()
     }
-    out.push_str("# HELP mfa_recall_provider_request_duration_seconds Latency of requests to identity providers, retries counted apart.\n");
-    out.push_str("# TYPE mfa_recall_provider_request_duration_seconds histogram\n");
-    for (key, stats) in &calls {
-        let labels = label(key);
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(stats.latency_buckets) {
-            let _ = writeln!(out, "mfa_recall_provider_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(out, "mfa_recall_provider_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", stats.requests);
-        let _ = writeln!(out, "mfa_recall_provider_request_duration_seconds_sum{{{labels}}} {}", stats.latency_sum);
-        let _ = writeln!(out, "mfa_recall_provider_request_duration_seconds_count{{{labels}}} {}", stats.requests);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -142,20 +166,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn calls_are_counted_by_class_and_bucket() {
-        provider_call("ns/metrics-test", "list_users", Some(200), false, Duration::from_millis(20));
-        provider_call("ns/metrics-test", "list_users", Some(429), true, Duration::from_millis(400));
-        provider_call("ns/metrics-test", "list_users", None, false, Duration::from_secs(30));
-        let stats = provider_calls()[&("ns/metrics-test".to_string(), "list_users")].clone();
-        assert_eq!(stats.requests, 3);
-        assert_eq!(stats.by_class[2], 1);
-        assert_eq!(stats.by_class[4], 1);
-        assert_eq!(stats.by_class[0], 1);
-        assert_eq!(stats.throttled, 1);
-        assert_eq!(stats.latency_buckets[2], 1, "20 ms falls in the 25 ms bucket");
-        assert_eq!(stats.latency_buckets[LATENCY_BUCKETS.len() - 1], 2, "30 s is above every bound");
-        assert_eq!(throttled("ns/metrics-test"), 1);
-        let text = render();
-        assert!(text.contains(r#"mfa_recall_provider_throttled_total{backend="ns/metrics-test",operation="list_users"} 1"#), "{text}");
+    fn calls_progress_and_errors_are_exposed_with_their_own_labels() {
+        let metrics = Metrics::default();
+        metrics.provider.call("ns/okta", "list_users", Some(200), false, Duration::from_millis(20));
+        metrics.provider.call("ns/okta", "list_users", Some(429), true, Duration::from_millis(400));
+        metrics.provider.call("ns/okta", "list_users", None, false, Duration::from_secs(30));
+        assert_eq!(metrics.provider.throttled("ns/okta", "list_users"), 1);
+        let counts = RecallCounts { targeted: 5, invalidated: 3, ..Default::default() };
+        metrics.recall_progress("sec", "breach", "corp-okta", &counts);
+        metrics.reconcile_error("mfarecall", "kube");
+        let text = metrics.render();
+        for line in [
+            r#"mfa_recall_provider_requests_total{backend="ns/okta",operation="list_users",class="2xx"} 1"#,
+            r#"mfa_recall_provider_requests_total{backend="ns/okta",operation="list_users",class="none"} 1"#,
+            r#"mfa_recall_provider_throttled_total{backend="ns/okta",operation="list_users"} 1"#,
+            r#"mfa_recall_provider_request_duration_seconds_bucket{le="0.025",backend="ns/okta",operation="list_users"} 1"#,
+            r#"mfa_recall_provider_request_duration_seconds_count{backend="ns/okta",operation="list_users"} 3"#,
+            r#"mfa_recall_users{namespace="sec",name="breach",backend="corp-okta",state="invalidated"} 3"#,
+            r#"mfa_recall_reconcile_errors_total{controller="mfarecall",category="kube"} 1"#,
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        metrics.forget_recall("sec", "breach");
+        assert!(!metrics.render().contains("breach"), "a deleted recall leaves the metrics");
     }
 }

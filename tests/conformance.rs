@@ -270,7 +270,7 @@ impl Bench {
     /// The adapter connected to `target` as `backend` says.
     fn on(target: Box<dyn Target>, backend: &IdentityBackend) -> Bench {
         let kind = target.kind();
-        let provider = backends::connect(backend, Some(&target.secret(false).0)).unwrap_or_else(|e| panic!("connecting to {kind}: {e}"));
+        let provider = backends::connect(backend, Some(&target.secret(false).0), &Default::default()).unwrap_or_else(|e| panic!("connecting to {kind}: {e}"));
         let audit_path = std::env::temp_dir().join(format!("mfa-recall-conformance-{kind}-{:016x}.jsonl", fastrand::u64(..)));
         let audit = Arc::new(AuditLog::open(Some(&audit_path), "conformance", false).unwrap());
         Bench { target, provider, audit_path, audit, ledger: Arc::default() }
@@ -1132,7 +1132,7 @@ async fn wrong_credentials(kind: &str) {
     let target = start_target(kind, &seed(1)).await;
     let (secret, wrong) = target.secret(true);
     let (_, right) = target.secret(false);
-    let error = match backends::connect(&target.backend(fast()), Some(&secret)) {
+    let error = match backends::connect(&target.backend(fast()), Some(&secret), &Default::default()) {
         Ok(provider) => provider.check().await.expect_err("wrong credentials must fail the check"),
         Err(e) => e,
     };

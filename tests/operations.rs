@@ -105,7 +105,7 @@ async fn two_replicas_one_acts_and_the_other_takes_over_when_the_leader_dies() {
     cluster::wait_for(&recalls, "breach", Duration::from_secs(120), |r| invalidated(r) >= USERS as i64 / 3).await.unwrap();
     assert!(std::fs::read_to_string(&audit_b).unwrap_or_default().is_empty(), "only the leader acts");
     let metrics = get(&format!("http://{addr_a}/metrics")).await.1;
-    assert!(metrics.contains(&format!("mfa_recall_users{{recall=\"{ns}/breach\",backend=\"corp-okta\",state=\"invalidated\"}}")), "recall progress is exported");
+    assert!(metrics.contains(&format!("mfa_recall_users{{namespace=\"{ns}\",name=\"breach\",backend=\"corp-okta\",state=\"invalidated\"}}")), "recall progress is exported");
     assert!(metrics.contains("mfa_recall_provider_requests_total{backend=\"") && metrics.contains("operation=\"delete_factor\""), "provider requests are exported");
     assert!(!metrics.contains("@example.com"), "no user names in metrics");
 

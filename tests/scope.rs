@@ -86,7 +86,7 @@ impl Realm {
         let mut backend = IdentityBackend::new("keycloak", spec);
         backend.metadata.namespace = Some("scope".into());
         let secret = serde_json::from_value(json!({ "metadata": { "name": "kc" }, "stringData": { "client-id": testkit::OPERATOR_CLIENT, "client-secret": CLIENT_SECRET } })).unwrap();
-        backends::connect(&backend, Some(&secret)).unwrap()
+        backends::connect(&backend, Some(&secret), &Default::default()).unwrap()
     }
 
     /// Each person's MFA credentials as (credential type or `otp/<subType>`, created before the cutoff).

@@ -31,7 +31,6 @@ use serde_json::{Value, json};
 
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
-use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage, UserRef,
     UserSnapshot, enc, selected,
@@ -174,11 +173,11 @@ pub struct Auth0 {
 }
 
 impl Auth0 {
-    pub fn new(backend: &str, spec: &Auth0Provider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+    pub fn new(http: ProviderHttp, spec: &Auth0Provider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let base = spec.url.trim_end_matches('/');
         let grant = Grant::ClientSecret { client_id: keys.get("client-id")?, client_secret: keys.get("client-secret")? };
         Ok(Self {
-            http: ProviderHttp::new(backend, limits)?,
+            http,
             auth: TokenSource::new(format!("{base}/oauth/token"), grant, vec![("audience", format!("{base}/api/v2/"))], keys.name.to_string()),
             api: format!("{base}/api/v2"),
             export: tokio::sync::Mutex::new(None),
@@ -778,7 +777,8 @@ mod tests {
                 serde_json::from_value(json!({ "metadata": { "name": "auth0" }, "stringData": { "client-id": "client", "client-secret": SECRET } })).unwrap();
             let keys = SecretKeys::new(&secret, "test/auth0");
             let spec = Auth0Provider { url: self.running.url.clone(), credentials_secret_ref: SecretRef { name: "auth0".into() } };
-            Auth0::new("test/auth0", &spec, &keys, Limits { requests_per_second: 5000, max_concurrency: 8, log_delay: None }).unwrap()
+            let http = ProviderHttp::new("test/auth0", crate::backends::pacing::Limits { requests_per_second: 5000, max_concurrency: 8, log_delay: None }, Default::default()).unwrap();
+            Auth0::new(http, &spec, &keys).unwrap()
         }
 
         fn user(&self, i: u32) -> UserRef {

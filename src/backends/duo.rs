@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use super::auth::{duo_authorization, duo_canonical_params};
 use super::http::{Op, ProviderHttp, SecretKeys, SecretString};
-use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, selected,
@@ -345,7 +344,7 @@ fn same_number(a: &str, b: &str) -> bool {
 }
 
 impl Duo {
-    pub fn new(backend: &str, spec: &DuoProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+    pub fn new(http: ProviderHttp, spec: &DuoProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let base = spec.url.trim_end_matches('/').to_string();
         let url = reqwest::Url::parse(&base).map_err(|e| ProviderError::new(ErrorKind::Config, format!("spec.duo.url is not a URL: {e}")))?;
         let host = match (url.host_str(), url.port()) {
@@ -354,7 +353,7 @@ impl Duo {
             (None, _) => return Err(ProviderError::new(ErrorKind::Config, "spec.duo.url has no host")),
         };
         Ok(Self {
-            http: ProviderHttp::new(backend, limits)?,
+            http,
             base,
             host: host.to_lowercase(),
             integration_key: keys.get("integration-key")?.expose().to_string(),

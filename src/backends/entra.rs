@@ -26,7 +26,6 @@ use serde_json::{Value, json};
 
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
-use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected,
@@ -218,14 +217,14 @@ struct Registration {
 }
 
 impl Entra {
-    pub fn new(backend: &str, spec: &EntraProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+    pub fn new(http: ProviderHttp, spec: &EntraProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let graph = spec.graph_url.as_deref().unwrap_or(DEFAULT_GRAPH).trim_end_matches('/').to_string();
         let login = spec.login_url.as_deref().unwrap_or(DEFAULT_LOGIN).trim_end_matches('/');
         let grant = Grant::ClientSecret { client_id: keys.get("client-id")?, client_secret: keys.get("client-secret")? };
         // Client credentials ask for the app's application permissions on this Graph (national clouds have their own).
         let scope = format!("{graph}/.default");
         Ok(Self {
-            http: ProviderHttp::new(backend, limits)?,
+            http,
             auth: TokenSource::new(format!("{login}/{}/oauth2/v2.0/token", enc(&spec.tenant_id)), grant, vec![("scope", scope)], keys.name.to_string()),
             graph,
         })

@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Op, ProviderHttp, SecretKeys};
-use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, selected,
@@ -180,7 +179,7 @@ pub struct Google {
 }
 
 impl Google {
-    pub fn new(backend: &str, spec: &GoogleProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+    pub fn new(http: ProviderHttp, spec: &GoogleProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let unusable = |why: &str| {
             ProviderError::new(ErrorKind::Config, format!(
                 "Secret {}: key service-account.json {why}: store the service account's JSON key as downloaded",
@@ -207,7 +206,7 @@ impl Google {
             Ok(TokenSource::new(key.token_uri.clone(), grant(&key)?, vec![("scope", scope.to_string())], keys.name.to_string()))
         };
         Ok(Self {
-            http: ProviderHttp::new(backend, limits)?.with_throttle_test(throttled),
+            http: http.with_throttle_test(throttled),
             auth: source(SCOPES)?,
             admin_auth: source(SCOPE_USER_WRITE)?,
             base: spec.url.as_deref().unwrap_or(DEFAULT_URL).trim_end_matches('/').to_string(),

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::pacing::{Limits, Throttle};
+use crate::metrics::ProviderMetrics;
 use super::{ErrorKind, ProviderError};
 
 /// A credential value. Debug and Display never show it; only `expose` does, at the point of use.
@@ -130,10 +131,11 @@ pub struct ProviderHttp {
     log_delay: Option<Duration>,
     /// `namespace/name` of the IdentityBackend, for error messages and metrics.
     pub backend: String,
+    metrics: ProviderMetrics,
 }
 
 impl ProviderHttp {
-    pub fn new(backend: &str, limits: Limits) -> Result<Self, ProviderError> {
+    pub fn new(backend: &str, limits: Limits, metrics: ProviderMetrics) -> Result<Self, ProviderError> {
         // REQUEST_TIMEOUT is applied around each exchange in `send_reading`.
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -145,6 +147,7 @@ impl ProviderHttp {
             throttled: throttled_by_429,
             log_delay: limits.log_delay,
             backend: backend.to_string(),
+            metrics,
         })
     }
 
@@ -214,7 +217,7 @@ impl ProviderHttp {
             let (wait, problem) = match outcome {
                 Ok(Ok(reply)) => {
                     let throttled = (self.throttled)(&reply);
-                    crate::metrics::provider_call(&self.backend, op.name, Some(reply.status.as_u16()), throttled, started.elapsed());
+                    self.metrics.call(&self.backend, op.name, Some(reply.status.as_u16()), throttled, started.elapsed());
                     if throttled {
                         was_throttled = true;
                         throttled_answers += 1;
@@ -238,14 +241,14 @@ impl ProviderHttp {
                     }
                 }
                 Ok(Err(e)) => {
-                    crate::metrics::provider_call(&self.backend, op.name, None, false, started.elapsed());
+                    self.metrics.call(&self.backend, op.name, None, false, started.elapsed());
                     if !(e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()) {
                         return Err(self.error(ErrorKind::Unavailable, format!("{}: {}", what(), describe(&e))));
                     }
                     (None, format!("{}: {}", what(), describe(&e)))
                 }
                 Err(_elapsed) => {
-                    crate::metrics::provider_call(&self.backend, op.name, None, false, started.elapsed());
+                    self.metrics.call(&self.backend, op.name, None, false, started.elapsed());
                     (None, format!("{}: no answer within {} s", what(), REQUEST_TIMEOUT.as_secs()))
                 }
             };
@@ -394,7 +397,7 @@ mod tests {
             let sim = idp_sim::Simulator::new(Arc::new(Echo));
             let running = idp_sim::serve(sim.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
             // Far more than the simulator allows: only the announced budget can keep the client inside it.
-            let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8, log_delay: None }).unwrap();
+            let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8, log_delay: None }, ProviderMetrics::default()).unwrap();
             (sim, running, http)
         }
 
@@ -432,7 +435,7 @@ mod tests {
             let statuses = fire(&http, &running.url, 200).await;
             assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
             assert!(sim.stats().faults >= 12, "{:?}", sim.stats());
-            assert!(crate::metrics::throttled("ns/echo") >= 3);
+            assert!(http.metrics.throttled("ns/echo", "echo") >= 3, "throttled answers are counted");
         }
     }
 
@@ -497,7 +500,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried_and_permanent_ones_reported() {
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }, ProviderMetrics::default()).unwrap();
         let (url, hits) = scripted_server(vec![429, 503, 502]).await;
         let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
@@ -531,7 +534,7 @@ mod tests {
             while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         })
         .await;
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }, ProviderMetrics::default()).unwrap();
         let started = Instant::now();
         let error = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap_err();
         assert!(error.to_string().contains("no answer within 30 s (gave up after 6 attempts)"), "{error}");
@@ -541,7 +544,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_decoded_body_cut_off_is_retried_and_an_unexpected_shape_is_returned() {
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }, ProviderMetrics::default()).unwrap();
         let numbers = |r: &HttpReply| Some(serde_json::from_slice::<Vec<u32>>(&r.body));
         // Cut off where the decoder stops at the shape, and where it runs out of input.
         let (url, hits) = scripted_answers(vec![(200, r#"{"id": "tru"#), (200, "[1, 2"), (200, "[1, 2]")]).await;

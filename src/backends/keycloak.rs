@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
-use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage, UserRef, UserSnapshot,
     enc, selected,
@@ -117,12 +116,12 @@ struct Consent {
 }
 
 impl Keycloak {
-    pub fn new(backend: &str, spec: &KeycloakProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+    pub fn new(http: ProviderHttp, spec: &KeycloakProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let base = spec.url.trim_end_matches('/');
         let auth_realm = spec.auth_realm.as_deref().unwrap_or(&spec.realm);
         let grant = Grant::ClientSecret { client_id: keys.get("client-id")?, client_secret: keys.get("client-secret")? };
         Ok(Self {
-            http: ProviderHttp::new(backend, limits)?,
+            http,
             auth: TokenSource::new(
                 format!("{base}/realms/{}/protocol/openid-connect/token", enc(auth_realm)),
                 grant,

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{FactorKind, IdentityBackend, ProviderBlock};
+use crate::metrics::ProviderMetrics;
 
 /// A user as the provider names it: the stable id for API calls, the username for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,14 +487,15 @@ impl PageCursors {
     }
 }
 
-/// Builds the adapter an IdentityBackend describes, with its credentials from `secret`.
-pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
+/// Builds the adapter an IdentityBackend describes, with its credentials from `secret`; its calls
+/// are counted in `metrics`.
+pub fn connect(backend: &IdentityBackend, secret: Option<&Secret>, metrics: &ProviderMetrics) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
     let namespace = kube::ResourceExt::namespace(backend).unwrap_or_default();
     let name = format!("{namespace}/{}", kube::ResourceExt::name_any(backend));
-    adapter(backend, secret, &namespace, &name).map_err(|e| e.of(&name))
+    adapter(backend, secret, &namespace, &name, metrics).map_err(|e| e.of(&name))
 }
 
-fn adapter(backend: &IdentityBackend, secret: Option<&Secret>, namespace: &str, name: &str) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
+fn adapter(backend: &IdentityBackend, secret: Option<&Secret>, namespace: &str, name: &str, metrics: &ProviderMetrics) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
     let mut limits = pacing::Limits::from(&backend.spec.limits);
     if let Some(text) = &backend.spec.log_delay {
         limits.log_delay = Some(crate::duration::LOG_DELAY.parse(text).map_err(|e| ProviderError::new(ErrorKind::Config, e))?);
@@ -504,13 +506,14 @@ fn adapter(backend: &IdentityBackend, secret: Option<&Secret>, namespace: &str, 
         ProviderError::new(ErrorKind::Config, format!("Secret {secret_name} not found: create it with {}", credential_keys(provider)))
     })?;
     let keys = http::SecretKeys::new(secret, &secret_name);
+    let http = http::ProviderHttp::new(name, limits, metrics.clone())?;
     Ok(match provider {
-        ProviderBlock::Keycloak(p) => Arc::new(keycloak::Keycloak::new(name, p, &keys, limits)?),
-        ProviderBlock::Okta(p) => Arc::new(okta::Okta::new(name, p, &keys, limits)?),
-        ProviderBlock::Entra(p) => Arc::new(entra::Entra::new(name, p, &keys, limits)?),
-        ProviderBlock::Auth0(p) => Arc::new(auth0::Auth0::new(name, p, &keys, limits)?),
-        ProviderBlock::Google(p) => Arc::new(google::Google::new(name, p, &keys, limits)?),
-        ProviderBlock::Duo(p) => Arc::new(duo::Duo::new(name, p, &keys, limits)?),
+        ProviderBlock::Keycloak(p) => Arc::new(keycloak::Keycloak::new(http, p, &keys)?),
+        ProviderBlock::Okta(p) => Arc::new(okta::Okta::new(http, p, &keys)?),
+        ProviderBlock::Entra(p) => Arc::new(entra::Entra::new(http, p, &keys)?),
+        ProviderBlock::Auth0(p) => Arc::new(auth0::Auth0::new(http, p, &keys)?),
+        ProviderBlock::Google(p) => Arc::new(google::Google::new(http, p, &keys)?),
+        ProviderBlock::Duo(p) => Arc::new(duo::Duo::new(http, p, &keys)?),
     })
 }
 
@@ -564,7 +567,7 @@ pub(crate) fn connect_to_sim(subject: &idp_sim::subject::Subject) -> Arc<dyn Ide
     let mut backend = IdentityBackend::new(subject.kind, spec);
     backend.metadata.namespace = Some("test".into());
     let secret: Secret = serde_json::from_value(serde_json::json!({ "metadata": { "name": "credentials" }, "stringData": subject.secret })).expect("a Secret from strings");
-    connect(&backend, Some(&secret)).expect("the adapter connects to its simulator")
+    connect(&backend, Some(&secret), &ProviderMetrics::default()).expect("the adapter connects to its simulator")
 }
 
 #[cfg(test)]

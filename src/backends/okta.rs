@@ -27,7 +27,6 @@ use serde_json::Value;
 
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Op, ProviderHttp, SecretKeys, check_json};
-use super::pacing::Limits;
 use super::{
     Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected,
@@ -302,7 +301,7 @@ fn origin_of(event: &Value) -> EnrollmentOrigin {
 }
 
 impl Okta {
-    pub fn new(backend: &str, spec: &OktaProvider, keys: &SecretKeys, limits: Limits) -> Result<Self, ProviderError> {
+    pub fn new(http: ProviderHttp, spec: &OktaProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let base = spec.url.trim_end_matches('/').to_string();
         let credentials = match keys.get_opt("api-token")? {
             Some(token) => {
@@ -330,7 +329,7 @@ impl Okta {
             }
         };
         Ok(Self {
-            http: ProviderHttp::new(backend, limits)?,
+            http,
             credentials,
             base,
             secret_name: keys.name.to_string(),
@@ -772,12 +771,12 @@ mod tests {
         let sim = Simulator::new(provider);
         let running = simulator::serve(sim.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta-app" } })).unwrap();
-        let limits = Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None };
+        let limits = crate::backends::pacing::Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None };
         let connect = |key: &str| {
             let secret: k8s_openapi::api::core::v1::Secret =
                 serde_json::from_value(json!({ "metadata": { "name": "okta-app" }, "stringData": { "client-id": "0oaservice", "private-key": key, "key-id": "k1" } }))
                     .unwrap();
-            Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta-app"), limits).unwrap()
+            Okta::new(ProviderHttp::new("sec/okta", limits, Default::default()).unwrap(), &spec, &SecretKeys::new(&secret, "sec/okta-app")).unwrap()
         };
 
         let okta = connect(&pem);
@@ -807,7 +806,8 @@ mod tests {
         let running = simulator::serve(sim, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta" } })).unwrap();
         let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "okta" }, "stringData": { "api-token": "00token" } })).unwrap();
-        let okta = Okta::new("sec/okta", &spec, &SecretKeys::new(&secret, "sec/okta"), Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None }).unwrap();
+        let http = ProviderHttp::new("sec/okta", crate::backends::pacing::Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None }, Default::default()).unwrap();
+        let okta = Okta::new(http, &spec, &SecretKeys::new(&secret, "sec/okta")).unwrap();
 
         let cutoff = jiff::Timestamp::now();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

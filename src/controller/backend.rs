@@ -66,8 +66,8 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
     Ok(Action::requeue(requeue))
 }
 
-pub fn error_policy(backend: Arc<IdentityBackend>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(backend: Arc<IdentityBackend>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(backend = %backend.name_any(), %error, "backend reconcile failed");
-    crate::metrics::reconcile_error("identitybackend", error.category());
+    ctx.metrics.reconcile_error("identitybackend", error.category());
     Action::requeue(UNHEALTHY_RECHECK)
 }

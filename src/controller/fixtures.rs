@@ -157,6 +157,7 @@ impl Context {
             client,
             settings,
             runs: run::Runs::default(),
+            metrics: Default::default(),
             providers: Mutex::new(Default::default()),
         };
         (Arc::new(ctx), ApiServerVerifier(handle), trail)

@@ -1,4 +1,4 @@
-//! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/livez` (fails when a watch has
+//! The operator's HTTP endpoints: `/metrics` (OpenMetrics text), `/livez` (fails when a watch has
 //! failed for a minute without progress) and `/readyz` (true once the caches synced, or while standing by as
 //! a replica that is not the leader).
 
@@ -13,6 +13,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
+
+use crate::metrics::Metrics;
 
 /// A watch failing this long without one success means it no longer makes progress.
 const STALL: Duration = Duration::from_secs(60);
@@ -69,7 +71,6 @@ impl Health {
 
     fn answer(&self, path: &str) -> (u16, &'static str, String) {
         match path {
-            "/metrics" => (200, "text/plain; version=0.0.4", crate::metrics::render()),
             "/livez" => match self.not_live() {
                 None => (200, "text/plain", "ok\n".into()),
                 Some(why) => (503, "text/plain", format!("{why}\n")),
@@ -82,16 +83,19 @@ impl Health {
 }
 
 /// Serves the endpoints on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: Metrics) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /livez and /readyz");
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let health = health.clone();
+            let (health, metrics) = (health.clone(), metrics.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (status, content_type, body) = health.answer(request.uri().path());
+                    let (status, content_type, body) = match request.uri().path() {
+                        "/metrics" => (200, crate::metrics::CONTENT_TYPE, metrics.render()),
+                        path => health.answer(path),
+                    };
                     async move {
                         hyper::Response::builder()
                             .status(status)

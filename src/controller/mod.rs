@@ -25,6 +25,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, watch};
 
 use crate::api::{IdentityBackend, MfaRecall, Reason};
+use crate::metrics::Metrics;
 use crate::audit::AuditLog;
 use crate::backends::{self, IdentityProvider, ErrorKind, ProviderError};
 
@@ -63,6 +64,7 @@ pub struct Context {
     pub audit: Arc<AuditLog>,
     pub settings: Settings,
     pub runs: run::Runs,
+    pub metrics: Metrics,
     providers: Mutex<HashMap<String, CachedProvider>>,
 }
 
@@ -93,7 +95,7 @@ impl Context {
         {
             return Ok(cached.provider.clone());
         }
-        let provider = backends::connect(backend, secret.as_ref())?;
+        let provider = backends::connect(backend, secret.as_ref(), &self.metrics.provider)?;
         cache.insert(key, CachedProvider { fingerprint, provider: provider.clone() });
         Ok(provider)
     }
@@ -110,8 +112,9 @@ impl Context {
 /// leader election, waits to hold the Lease first, and stops at once if it is lost.
 pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
     let health = Arc::new(health::Health::default());
+    let metrics = Metrics::default();
     if let Some(addr) = settings.metrics_addr {
-        health::serve(addr, health.clone()).await?;
+        health::serve(addr, health.clone(), metrics.clone()).await?;
     }
     let (terminate, terminated) = watch::channel(false);
     tokio::spawn(async move {
@@ -149,6 +152,7 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         audit,
         settings: settings.clone(),
         runs: run::Runs::default(),
+        metrics,
         providers: Mutex::new(HashMap::new()),
     });
     let (recalls, backends_api) = match &settings.namespace {

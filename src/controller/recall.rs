@@ -41,9 +41,9 @@ pub async fn reconcile(recall: Arc<MfaRecall>, ctx: Arc<Context>) -> Result<Acti
 
 /// Errors here are the apiserver's (the owner reports the run's own in status): tried again,
 /// except one that only a change of the object can fix.
-pub fn error_policy(recall: Arc<MfaRecall>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(recall: Arc<MfaRecall>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(recall = %recall.name_any(), %error, "reconcile failed");
-    crate::metrics::reconcile_error("mfarecall", error.category());
+    ctx.metrics.reconcile_error("mfarecall", error.category());
     if error.is_permanent() { Action::await_change() } else { Action::requeue(Duration::from_secs(15)) }
 }
 
@@ -162,7 +162,7 @@ async fn cleanup(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
     if let Decision::Stop { record } = decide(&recall.spec, &Observed::of(&recall, ctx.runs.state(&key))) {
         ctx.runs.stop(&key, record, STOP_TIMEOUT).await;
     }
-    crate::metrics::forget_recall(&key);
+    ctx.metrics.forget_recall(&recall.namespace().unwrap_or_default(), &recall.name_any());
     ctx.publish(&*recall, EventType::Normal, Reason::Deleted, "recall deleted; its run stopped".into()).await;
     Ok(Action::await_change())
 }

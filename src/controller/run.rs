@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::recall::key;
 use super::{Context, status};
 use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Reason, RecallPhase, ReEnrollment};
-use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::audit::{Action, AuditEvent, Outcome};
 use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
 use crate::ledger::{ConfigMapLedger, LedgerStore};
@@ -239,16 +239,16 @@ impl Live {
 
     /// The one status writer of a recall: writes the status if it changed since the last write,
     /// once the audit lines behind its counts are durable. True when it wrote.
-    async fn flush(&self, api: &Api<MfaRecall>, recall: &MfaRecall, audit: &AuditLog) -> Result<bool> {
+    async fn flush(&self, api: &Api<MfaRecall>, recall: &MfaRecall, ctx: &Context) -> Result<bool> {
         let status = self.status(recall.metadata.generation);
         if self.written.lock().unwrap().as_ref() == Some(&status) {
             return Ok(false);
         }
-        audit.sync().await?;
+        ctx.audit.sync().await?;
         status::write(api, recall, &status).await?;
-        let key = key(recall);
+        let namespace = recall.namespace().unwrap_or_default();
         for backend in &status.backends {
-            crate::metrics::recall_progress(&key, &backend.name, &backend.counts);
+            ctx.metrics.recall_progress(&namespace, &recall.name_any(), &backend.name, &backend.counts);
         }
         // Conditions kept as written, so their transition times hold until a status flips.
         self.base.lock().unwrap().conditions = status.conditions.clone();
@@ -273,7 +273,7 @@ async fn own(recall: Arc<MfaRecall>, ctx: Arc<Context>, stop: watch::Receiver<bo
     {
         tracing::warn!(error = %e, "could not record the phase; it is recorded on the next reconcile");
     }
-    if let Err(e) = live.flush(&api, &recall, &ctx.audit).await {
+    if let Err(e) = live.flush(&api, &recall, &ctx).await {
         tracing::warn!(error = %e, "could not write status");
     }
     end
@@ -459,7 +459,7 @@ async fn apply(
         runner(r, ledger, ctx, stop.clone()).restore(&r.job).await?;
     }
     let api = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
-    let writer = StatusWriter::spawn(api, recall.clone(), live.clone(), ctx.audit.clone());
+    let writer = StatusWriter::spawn(api, recall.clone(), live.clone(), ctx.clone());
     let outcome = work(recall, ctx, runs, ledger, live, stop, check_interval).await;
     // The counts reached are written even when the run ended on an error (its condition follows).
     writer.finish().await;
@@ -592,13 +592,13 @@ struct StatusWriter {
 }
 
 impl StatusWriter {
-    fn spawn(api: Api<MfaRecall>, recall: Arc<MfaRecall>, live: Arc<Live>, audit: Arc<AuditLog>) -> Self {
+    fn spawn(api: Api<MfaRecall>, recall: Arc<MfaRecall>, live: Arc<Live>, ctx: Arc<Context>) -> Self {
         let (done, mut done_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut last_write = Instant::now();
             loop {
                 let finished = *done_rx.borrow();
-                match live.flush(&api, &recall, &audit).await {
+                match live.flush(&api, &recall, &ctx).await {
                     Ok(true) => last_write = Instant::now(),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(recall = %recall.name_any(), error = %e, "status write failed; retrying"),
