@@ -28,7 +28,7 @@ pub struct AuditEvent {
     pub user: Option<String>,
     pub action: Action,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub factor_kind: Option<FactorKind>,
+    pub factor_kind: Option<AuditedKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub factor_id: Option<String>,
     pub outcome: Outcome,
@@ -93,6 +93,21 @@ pub enum Outcome {
     /// As `Action::Other`.
     #[serde(untagged)]
     Other(String),
+}
+
+/// A factor kind as the trail names it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AuditedKind {
+    Kind(FactorKind),
+    /// As `Action::Other` (a kind a newer operator wrote).
+    Other(String),
+}
+
+impl From<FactorKind> for AuditedKind {
+    fn from(kind: FactorKind) -> Self {
+        AuditedKind::Kind(kind)
+    }
 }
 
 /// One line of the trail.
@@ -515,19 +530,20 @@ mod tests {
     use super::*;
 
     /// The trail's words for actions and outcomes are the ones it always wrote; a word this
-    /// version does not know (an older trail's) reads back as written, so its hash verifies.
+    /// version does not know (an older or newer trail's) reads back as written, so its hash verifies.
     #[test]
     fn actions_and_outcomes_are_written_as_the_trail_spells_them() {
         let phase = AuditEvent { recall: "ns/r".into(), action: Action::RecallPhase, outcome: Outcome::Phase(RecallPhase::Revoking), ..Default::default() };
         let text = serde_json::to_string(&phase).unwrap();
         assert_eq!(text, r#"{"recall":"ns/r","action":"recall.phase","outcome":"Revoking"}"#);
         assert_eq!(serde_json::from_str::<AuditEvent>(&text).unwrap(), phase);
-        let factor = AuditEvent { action: Action::FactorKeep, outcome: Outcome::RegisteredSinceCutoff, factor_kind: Some(FactorKind::RecoveryCodes), ..phase };
+        let factor = AuditEvent { action: Action::FactorKeep, outcome: Outcome::RegisteredSinceCutoff, factor_kind: Some(FactorKind::RecoveryCodes.into()), ..phase };
         let text = serde_json::to_string(&factor).unwrap();
         assert!(text.contains(r#""action":"factor.keep","factorKind":"recoveryCodes","outcome":"registeredSinceCutoff""#), "{text}");
-        let older = r#"{"recall":"ns/r","action":"user.archive","outcome":"archivedLater"}"#;
+        let older = r#"{"recall":"ns/r","action":"user.archive","factorKind":"holographic","outcome":"archivedLater"}"#;
         let read: AuditEvent = serde_json::from_str(older).unwrap();
         assert_eq!((&read.action, &read.outcome), (&Action::Other("user.archive".into()), &Outcome::Other("archivedLater".into())));
+        assert_eq!(read.factor_kind, Some(AuditedKind::Other("holographic".into())));
         assert_eq!(serde_json::to_string(&read).unwrap(), older);
     }
 
@@ -570,7 +586,7 @@ mod tests {
         let time = jiff::Timestamp::now();
         let mut full = event(3);
         full.detail = Some("quote \" and newline \n".into());
-        full.factor_kind = Some(FactorKind::Totp);
+        full.factor_kind = Some(FactorKind::Totp.into());
         let mut line = b"left from the line before".to_vec();
         for event in [event(1), full] {
             let hash = String::from_utf8(chain_line(&mut line, &chain, &time, "pod-\"a\"", &event).to_vec()).unwrap();

@@ -487,7 +487,7 @@ impl IdentityProvider for Entra {
             // Graph refuses the default method while others are registered, and a mobile phone
             // while an alternate mobile is, with 400 and no code of its own: once the others are
             // gone it is asked again.
-            StatusCode::BAD_REQUEST => Ok(RevokeOutcome::AfterOthers(refusal())),
+            StatusCode::BAD_REQUEST => Ok(RevokeOutcome::AfterOthers(self.http.error(ErrorKind::Rejected, refusal()))),
             _ => Err(self.http.error(ErrorKind::Rejected, refusal())),
         }
     }

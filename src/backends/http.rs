@@ -324,7 +324,7 @@ fn is_transient(status: StatusCode) -> bool {
 
 /// `Retry-After` in seconds, capped so a confused provider cannot stall a recall for hours.
 fn retry_after(reply: &HttpReply) -> Option<Duration> {
-    let seconds: f64 = reply.header(RETRY_AFTER)?.trim().parse().ok()?;
+    let seconds = reply.header(RETRY_AFTER)?.trim().parse::<f64>().ok().filter(|s| s.is_finite())?;
     Some(Duration::from_secs_f64(seconds.clamp(0.0, 120.0)))
 }
 
@@ -445,6 +445,14 @@ mod tests {
     fn secret_string_never_prints() {
         let s = SecretString("hunter2".into());
         assert_eq!(format!("{s:?}"), "SecretString(***)");
+    }
+
+    #[test]
+    fn a_retry_after_that_is_not_a_sane_number_is_ignored_or_capped() {
+        let reply = |value: &str| HttpReply { status: StatusCode::TOO_MANY_REQUESTS, headers: HeaderMap::from_iter([(RETRY_AFTER, value.parse().unwrap())]), body: Bytes::new() };
+        for (value, wait) in [("NaN", None), ("inf", None), ("-5", Some(Duration::ZERO)), ("1e9", Some(Duration::from_secs(120))), ("1.5", Some(Duration::from_millis(1500))), ("soon", None)] {
+            assert_eq!(retry_after(&reply(value)), wait, "Retry-After: {value}");
+        }
     }
 
     #[test]

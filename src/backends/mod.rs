@@ -253,7 +253,7 @@ pub enum RevokeOutcome {
     WentWithLinked,
     /// The provider refuses it while the user holds other factors (an Entra default method): to
     /// be asked again after the others; the provider's refusal, for when it refuses again.
-    AfterOthers(String),
+    AfterOthers(ProviderError),
 }
 
 /// What a provider lets a recall do. Listed in IdentityBackend status; missing ones are named in
@@ -385,6 +385,12 @@ impl ProviderError {
     /// Attributed to the IdentityBackend `namespace/name`, unless it already is.
     pub fn of(mut self, backend: &str) -> Self {
         self.backend.get_or_insert_with(|| backend.to_string());
+        self
+    }
+
+    /// The same error, its message rewritten by `f` (to say what was being done).
+    pub fn reworded(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        self.message = f(&self.message);
         self
     }
 

@@ -98,7 +98,8 @@ impl Throttle {
             }
             let usable = budget.remaining.saturating_sub(budget.in_flight - 1);
             let slot = budget.next_slot.max(now);
-            budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / usable as u32 };
+            // The provider's figure is untrusted: a count past u32 spreads as finely as u32 can.
+            budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / u32::try_from(usable).unwrap_or(u32::MAX) };
             (if usable == 0 { budget.reset } else { slot }, now)
         };
         wait_for_slot(slot, now).await;
@@ -134,7 +135,9 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some(budget) = budget_of(&mut self.throttle.budgets.lock().unwrap(), self.bucket) {
+        // Never a second panic while a first one unwinds: the count is plain data either way.
+        let mut budgets = self.throttle.budgets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(budget) = budget_of(&mut budgets, self.bucket) {
             budget.in_flight = budget.in_flight.saturating_sub(1);
         }
     }
@@ -333,6 +336,18 @@ mod tests {
         let other = Instant::now();
         throttle.admit("other").await.settle(None);
         assert!(other.elapsed() <= Duration::from_millis(1));
+    }
+
+    /// A provider's figures are untrusted: a budget of 2^32 calls or more neither panics nor stalls.
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_past_u32_is_spread_as_finely_as_it_can_be() {
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None });
+        let start = Instant::now();
+        throttle.admit("users").await.settle(Some((1 << 32, start + Duration::from_secs(60))));
+        for _ in 0..3 {
+            throttle.admit("users").await.settle(Some((u64::MAX, start + Duration::from_secs(60))));
+        }
+        assert!(start.elapsed() < Duration::from_millis(10), "{:?}", start.elapsed());
     }
 
     /// A call given up while it waits or runs frees its place and its share of the budget.

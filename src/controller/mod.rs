@@ -83,7 +83,7 @@ impl Context {
         let secret = Api::<Secret>::namespaced(self.client.clone(), &namespace)
             .get_opt(name)
             .await
-            .map_err(|e| ProviderError::new(ErrorKind::Unavailable, format!("reading Secret {namespace}/{name}: {e}")))?;
+            .map_err(|e| ProviderError::new(ErrorKind::Unavailable, format!("reading Secret {namespace}/{name}: {e}")).of(&key))?;
         let fingerprint = format!(
             "{}/{}",
             backend.metadata.generation.unwrap_or_default(),

@@ -37,6 +37,17 @@ pub struct RecallJob {
     pub concurrency: usize,
 }
 
+impl RecallJob {
+    /// `namespace/name` of the IdentityBackend (it lives in the recall's namespace), as errors
+    /// name it.
+    pub fn backend_key(&self) -> String {
+        match self.recall.split_once('/') {
+            Some((namespace, _)) => format!("{namespace}/{}", self.backend),
+            None => self.backend.clone(),
+        }
+    }
+}
+
 /// Live counts of one backend, read by the status writer.
 #[derive(Clone, Debug, Default)]
 pub struct Progress {
@@ -297,7 +308,7 @@ impl Runner {
             let listed_page = self
                 .list_page(job, cursor.as_deref(), &mut seen)
                 .await
-                .and_then(|page| cursors.take(page.next.as_deref()).map(|()| page).map_err(|e| crate::Error::ListingFailed(e.of(&job.backend).to_string())));
+                .and_then(|page| cursors.take(page.next.as_deref()).map(|()| page).map_err(|e| crate::Error::ListingFailed(e.of(&job.backend_key()).to_string())));
             let page = match listed_page {
                 Ok(page) => page,
                 Err(e @ crate::Error::ListingFailed(_)) => {
@@ -368,7 +379,7 @@ impl Runner {
                 Err(crate::Error::Provider(why)) if why.kind() == ErrorKind::Rejected => {
                     attempts += 1;
                     if attempts == LISTING_ATTEMPTS {
-                        return Err(crate::Error::ListingFailed(format!("listing users failed {attempts} times: {}", why.of(&job.backend))));
+                        return Err(crate::Error::ListingFailed(why.reworded(|m| format!("listing users failed {attempts} times: {m}")).of(&job.backend_key()).to_string()));
                     }
                     tracing::warn!(recall = %job.recall, backend = %job.backend, error = %why, attempts, "a page of users could not be listed; asking again");
                     tokio::time::sleep(LISTING_RETRY * attempts).await;
@@ -659,7 +670,7 @@ impl Runner {
         }
         for factor in after_others {
             match self.provider.revoke_factor(user, factor).await? {
-                RevokeOutcome::AfterOthers(refusal) => return Err(ProviderError::new(ErrorKind::Rejected, format!("{refusal} (refused again once the user's other factors were dealt with)")).of(&job.backend).into()),
+                RevokeOutcome::AfterOthers(refusal) => return Err(refusal.reworded(|m| format!("{m} (refused again once the user's other factors were dealt with)")).of(&job.backend_key()).into()),
                 outcome => self.record_revoke(job, user, factor, outcome, work, resumed)?,
             }
         }
@@ -685,7 +696,7 @@ impl Runner {
         };
         if let Some(enrollment) = already {
             self.audit(job, Some(user), Action::EnrollmentRequire, Outcome::Skipped, |e| {
-                e.factor_kind = Some(enrollment.kind);
+                e.factor_kind = Some(enrollment.kind.into());
                 e.detail = Some(match &enrollment.origin {
                     Some(origin) => format!("already re-enrolled at {} from {origin}", enrollment.at),
                     None => format!("already re-enrolled at {}", enrollment.at),
@@ -739,7 +750,7 @@ impl Runner {
 
     fn audit_factor(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, action: Action, outcome: Outcome) -> Result<()> {
         self.audit(job, Some(user), action, outcome, |e| {
-            e.factor_kind = Some(factor.kind);
+            e.factor_kind = Some(factor.kind.into());
             e.factor_id = Some(factor.id.clone());
         })
     }
@@ -846,7 +857,7 @@ impl Runner {
                     Ok(Some(enrollment)) => {
                         let user = segment.users[i].user.clone();
                         self.audit(job, Some(&user), Action::ReenrollmentSeen, Outcome::Done, |e| {
-                            e.factor_kind = Some(enrollment.kind);
+                            e.factor_kind = Some(enrollment.kind.into());
                             // Where from, as the provider logged it: what anomaly review starts with.
                             e.detail = Some(match &enrollment.origin {
                                 Some(origin) => format!("enrolled at {} from {origin}", enrollment.at),

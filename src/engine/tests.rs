@@ -195,7 +195,7 @@ impl IdentityProvider for FakeProvider {
         let mut all = self.factors.lock().unwrap();
         let held = all.get_mut(&user.id).unwrap();
         if self.refused_while_others.contains(&factor.id) && held.len() > 1 {
-            return Ok(RevokeOutcome::AfterOthers(format!("400 from DELETE /factors/{}: the default method", factor.id)));
+            return Ok(RevokeOutcome::AfterOthers(ProviderError::new(ErrorKind::Rejected, format!("400 from DELETE /factors/{}: the default method", factor.id))));
         }
         if self.gone.contains(&factor.id) {
             held.retain(|(id, _, _)| id != &factor.id);
