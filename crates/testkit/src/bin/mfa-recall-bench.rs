@@ -494,11 +494,21 @@ where
     tasks.join_all().await;
 }
 
+/// The script, in the workspace's `hack/bench` (this crate lives two levels below the root).
+fn baseline_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/bench/baseline_okta.py")
+}
+
+#[test]
+fn the_baseline_script_is_where_the_bench_looks() {
+    assert!(baseline_script().is_file(), "{}", baseline_script().display());
+}
+
 /// The baseline: the Python admin script responders write, one request at a time.
 fn baseline_run(args: &Args) -> Value {
     let token = format!("00{:032x}", fastrand::u128(..));
     let (_sim, url) = start_sim(args, args.baseline_users, 0, &token);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/bench/baseline_okta.py");
+    let script = baseline_script();
     let output = Command::new("python3").arg(&script).args([&url, &token]).output().expect("python3 runs the baseline script");
     assert!(output.status.success(), "baseline script failed: {}", String::from_utf8_lossy(&output.stderr));
     let mut result: Value = serde_json::from_slice(&output.stdout).expect("the baseline prints JSON");
