@@ -360,7 +360,7 @@ fn reached(progress: &SharedProgress) -> i64 {
 }
 
 fn fast() -> BackendLimits {
-    BackendLimits { requests_per_second: 5000, max_concurrency: 16 }
+    BackendLimits { requests_per_second: 5000, max_concurrency: 16, ..Default::default() }
 }
 
 /// Staff (every other user), admins (every tenth) and, nested two levels below admins where the
@@ -442,7 +442,7 @@ async fn full_recall(kind: &str) {
 
 /// A user who enrolls after the cutoff keeps the new factor: before being reached, and mid-recall.
 async fn cutoff_respected(kind: &str) {
-    let bench = Bench::start(kind, &seed(120), BackendLimits { requests_per_second: 300, max_concurrency: 4 }).await;
+    let bench = Bench::start(kind, &seed(120), BackendLimits { requests_per_second: 300, max_concurrency: 4, ..Default::default() }).await;
     let cutoff = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let (early, late) = bench.target.enrolling_users();
@@ -546,7 +546,7 @@ async fn exclusions(kind: &str) {
 
 /// Stopped mid-recall and started again: finishes, counts exact, no factor revoked twice.
 async fn resume(kind: &str) {
-    let bench = Bench::start(kind, &seed(300), BackendLimits { requests_per_second: 600, max_concurrency: 8 }).await;
+    let bench = Bench::start(kind, &seed(300), BackendLimits { requests_per_second: 600, max_concurrency: 8, ..Default::default() }).await;
     let cutoff = jiff::Timestamp::now();
     let before = bench.target.census(cutoff).await;
     let users = before.users as i64;
@@ -751,7 +751,7 @@ async fn keeps_under_the_limit(kind: &str) {
     let limit_per_second = 100;
     let probe = start_target(kind, &seed(1)).await;
     let announces = probe.simulator().unwrap().provider.announces_limits();
-    let limits = if announces { fast() } else { BackendLimits { requests_per_second: 90, max_concurrency: 16 } };
+    let limits = if announces { fast() } else { BackendLimits { requests_per_second: 90, max_concurrency: 16, ..Default::default() } };
     let bench = Bench::start(kind, &seed(150), limits).await;
     bench.sim().set_limits(RateLimits { window_seconds: 1, default: Some(limit_per_second), ..RateLimits::default() });
     let counts = bench.revoke(&bench.job(ScopeSelector::AllUsers, jiff::Timestamp::now())).await;
@@ -763,7 +763,7 @@ async fn keeps_under_the_limit(kind: &str) {
 /// A provider that announces no budget, whose quota is far below the configured rate (shared
 /// with other tools, say): the recall slows down to it and no user fails.
 async fn shared_quota_fails_no_user(kind: &str) {
-    let bench = Bench::start(kind, &seed(40), BackendLimits { requests_per_second: 2000, max_concurrency: 16 }).await;
+    let bench = Bench::start(kind, &seed(40), BackendLimits { requests_per_second: 2000, max_concurrency: 16, ..Default::default() }).await;
     assert!(!bench.sim().provider.announces_limits(), "{kind}: this case is for providers that announce no budget");
     // 20 requests a second over windows of 5 s: a tenth of what the backend is configured for.
     bench.sim().set_limits(RateLimits { window_seconds: 5, default: Some(100), ..RateLimits::default() });

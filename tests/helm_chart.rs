@@ -496,7 +496,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     const USERS: u32 = 60;
     let subject = SimSubject::start("okta").await.unwrap();
     subject.sim.provider.seed(&Seed { users: USERS, ..Seed::default() });
-    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8 };
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
     cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
     let audit_file = parts.file("helm-audit.jsonl");
     let log_file = parts.file("helm-operator.log");

@@ -31,7 +31,7 @@ fn invalidated(recall: &MfaRecall) -> i64 {
 async fn setup(client: &kube::Client, ns: &str) -> (SimSubject, jiff::Timestamp, Census) {
     let subject = SimSubject::start("okta").await.unwrap();
     subject.sim.provider.seed(&Seed { users: USERS, ..Seed::default() });
-    let limits = BackendLimits { requests_per_second: 200, max_concurrency: 8 };
+    let limits = BackendLimits { requests_per_second: 200, max_concurrency: 8, ..Default::default() };
     cluster::create_backend(client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
     let cutoff = jiff::Timestamp::now();
     let before = subject.sim.provider.census(Some(cutoff));

@@ -55,7 +55,7 @@ async fn one_recall_over_five_providers_survives_a_kill_with_exact_counts() {
         let subject = SimSubject::start(kind).await.unwrap();
         subject.sim.provider.seed(&seed);
         // Slow enough that the kill lands mid-recall on every backend.
-        let limits = BackendLimits { requests_per_second: 150, max_concurrency: 8 };
+        let limits = BackendLimits { requests_per_second: 150, max_concurrency: 8, ..Default::default() };
         let name = format!("corp-{kind}");
         cluster::create_backend(&client, ns, &name, subject.backend_spec(&format!("{name}-credentials"), limits), &subject.secret).await.unwrap();
         subjects.push((name, subject));
@@ -173,7 +173,7 @@ async fn a_factor_kind_the_provider_cannot_revoke_alone_is_refused() {
     let ns = ns.as_str();
     let subject = SimSubject::start("google").await.unwrap();
     subject.sim.provider.seed(&Seed { users: 5, ..Seed::default() });
-    let limits = BackendLimits { requests_per_second: 100, max_concurrency: 4 };
+    let limits = BackendLimits { requests_per_second: 100, max_concurrency: 4, ..Default::default() };
     cluster::create_backend(&client, ns, "corp-google", subject.backend_spec("corp-google-credentials", limits), &subject.secret).await.unwrap();
     let _operator = Operator::start(ns, &parts.file("inseparable-audit.jsonl"), &parts.file("inseparable-operator.log"));
     let before = subject.sim.provider.census(Some(jiff::Timestamp::now()));

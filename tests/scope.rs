@@ -80,7 +80,7 @@ impl Realm {
     fn provider(&self) -> Arc<dyn IdentityProvider> {
         let spec = serde_json::from_value(json!({
             "keycloak": { "url": self.url, "realm": self.name, "credentialsSecretRef": { "name": "kc" } },
-            "limits": BackendLimits { requests_per_second: 500, max_concurrency: 4 },
+            "limits": BackendLimits { requests_per_second: 500, max_concurrency: 4, ..Default::default() },
         }))
         .unwrap();
         let mut backend = IdentityBackend::new("keycloak", spec);

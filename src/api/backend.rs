@@ -198,12 +198,20 @@ pub struct BackendLimits {
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 1024))]
     pub max_concurrency: i32,
+    /// The longest answer read from the provider, in bytes (default 16 MiB); a longer one fails the call it answers instead of filling the operator's memory.
+    #[serde(default = "default_max_response_bytes")]
+    #[schemars(range(min = 65536, max = 1073741824))]
+    pub max_response_bytes: i64,
 }
 
 impl Default for BackendLimits {
     fn default() -> Self {
-        Self { requests_per_second: default_rps(), max_concurrency: default_concurrency() }
+        Self { requests_per_second: default_rps(), max_concurrency: default_concurrency(), max_response_bytes: default_max_response_bytes() }
     }
+}
+
+fn default_max_response_bytes() -> i64 {
+    16 << 20
 }
 
 fn default_rps() -> i32 {

@@ -149,10 +149,13 @@ impl TokenSource {
         fn default_expiry() -> u64 {
             60
         }
+        /// Longer than any provider's tokens live (a day); a token is fetched again after it.
+        const MAX_TOKEN_LIFETIME_SECONDS: u64 = 24 * 3600;
         let body: TokenResponse = serde_json::from_slice(&reply.body)
             .map_err(|_| http.error(ErrorKind::Unavailable, "the token endpoint's answer has no access_token"))?;
         let token = SecretString::new(body.access_token);
-        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(body.expires_in)));
+        // The lifetime is the provider's figure: capped, so no answer can overflow the clock.
+        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(body.expires_in.min(MAX_TOKEN_LIFETIME_SECONDS))));
         Ok(token)
     }
 
@@ -237,6 +240,33 @@ pub fn duo_authorization(ikey: &str, skey: &SecretString, date: &str, method: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token answer's lifetime is the provider's figure: one near u64::MAX is a long-lived token,
+    /// not a panic.
+    #[tokio::test]
+    async fn a_token_that_claims_to_live_for_ever_is_cached_for_a_day() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let body = r#"{"access_token":"t0k3n","expires_in":18446744073709551615}"#;
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        let http = ProviderHttp::new("ns/test", Default::default(), Default::default()).unwrap();
+        let grant = Grant::ClientSecret { client_id: SecretString::new("id"), client_secret: SecretString::new("canary") };
+        let source = TokenSource::new(url, grant, Vec::new(), "ns/creds".into());
+        assert_eq!(source.bearer(&http).await.unwrap().expose(), "t0k3n");
+        assert_eq!(source.bearer(&http).await.unwrap().expose(), "t0k3n");
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "cached");
+    }
 
     /// Signatures made by Duo's reference client, duo_client_python (commit 6e207eb, June 2026),
     /// `duo_client.client.sign(..., sig_version=5, ...)` with the keys of Duo's documented example.

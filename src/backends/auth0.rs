@@ -777,7 +777,7 @@ mod tests {
                 serde_json::from_value(json!({ "metadata": { "name": "auth0" }, "stringData": { "client-id": "client", "client-secret": SECRET } })).unwrap();
             let keys = SecretKeys::new(&secret, "test/auth0");
             let spec = Auth0Provider { url: self.running.url.clone(), credentials_secret_ref: SecretRef { name: "auth0".into() } };
-            let http = ProviderHttp::new("test/auth0", crate::backends::pacing::Limits { requests_per_second: 5000, max_concurrency: 8, log_delay: None }, Default::default()).unwrap();
+            let http = ProviderHttp::new("test/auth0", crate::backends::pacing::Limits { requests_per_second: 5000, max_concurrency: 8, log_delay: None, ..Default::default() }, Default::default()).unwrap();
             Auth0::new(http, &spec, &keys).unwrap()
         }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Secret;
 use reqwest::header::HeaderMap;
-use reqwest::header::{CONTENT_TYPE, HeaderName, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderName, LOCATION, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -132,13 +132,18 @@ pub struct ProviderHttp {
     /// `namespace/name` of the IdentityBackend, for error messages and metrics.
     pub backend: String,
     metrics: ProviderMetrics,
+    max_response_bytes: usize,
 }
 
 impl ProviderHttp {
     pub fn new(backend: &str, limits: Limits, metrics: ProviderMetrics) -> Result<Self, ProviderError> {
         // REQUEST_TIMEOUT is applied around each exchange in `send_reading`.
+        // A redirect is never followed: on 307 and 308 it would send a token request's body (a
+        // client secret, a signed assertion) to whatever host Location names, and a foreign
+        // host's answer would be taken as the provider's.
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ProviderError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
         Ok(Self {
@@ -148,6 +153,7 @@ impl ProviderHttp {
             log_delay: limits.log_delay,
             backend: backend.to_string(),
             metrics,
+            max_response_bytes: limits.max_response_bytes,
         })
     }
 
@@ -209,7 +215,7 @@ impl ProviderHttp {
                 let admission = self.throttle.admit(op.bucket).await;
                 // One timer for the whole exchange, answer and body: reqwest's own total timeout
                 // would arm one for each.
-                let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async { read_whole(self.client.execute(this_try).await).await }).await;
+                let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async { read_whole(self.client.execute(this_try).await, self.max_response_bytes).await }).await;
                 admission.settle(outcome.as_ref().ok().and_then(|o| o.as_ref().ok()).and_then(announced_budget));
                 outcome
             };
@@ -228,6 +234,12 @@ impl ProviderHttp {
                         (wait, format!("{} (throttled) from {}", reply.status, what()))
                     } else if is_transient(reply.status) {
                         (retry_after(&reply), format!("{} from {}", reply.status, what()))
+                    } else if reply.status.is_redirection() {
+                        let target: String = reply.header(LOCATION).unwrap_or("nowhere").chars().take(200).collect();
+                        return Err(self.error(
+                            ErrorKind::Rejected,
+                            format!("{} from {}: a redirect to {target:?}, which is not followed; point the IdentityBackend at the URL that answers", reply.status, what()),
+                        ));
                     } else if !reply.status.is_success() {
                         self.throttle.recover();
                         return Ok((reply, None));
@@ -240,7 +252,14 @@ impl ProviderHttp {
                         }
                     }
                 }
-                Ok(Err(e)) => {
+                Ok(Err(ReadError::TooLong)) => {
+                    self.metrics.call(&self.backend, op.name, None, false, started.elapsed());
+                    return Err(self.error(
+                        ErrorKind::Rejected,
+                        format!("{}: the answer is longer than {} bytes (spec.limits.maxResponseBytes)", what(), self.max_response_bytes),
+                    ));
+                }
+                Ok(Err(ReadError::Http(e))) => {
                     self.metrics.call(&self.backend, op.name, None, false, started.elapsed());
                     if !(e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()) {
                         return Err(self.error(ErrorKind::Unavailable, format!("{}: {}", what(), describe(&e))));
@@ -276,10 +295,25 @@ impl ProviderHttp {
     }
 }
 
-async fn read_whole(outcome: Result<Response, reqwest::Error>) -> Result<HttpReply, reqwest::Error> {
+enum ReadError {
+    Http(reqwest::Error),
+    /// The body went past the cap.
+    TooLong,
+}
+
+/// The whole answer, its body read up to `cap` bytes.
+async fn read_whole(outcome: Result<Response, reqwest::Error>, cap: usize) -> Result<HttpReply, ReadError> {
     // Taken apart rather than borrowed, so the headers are moved, not copied.
-    let (head, body) = http::Response::from(outcome?).into_parts();
-    let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+    let (head, body) = http::Response::from(outcome.map_err(ReadError::Http)?).into_parts();
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, cap)).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return Err(match e.downcast::<reqwest::Error>() {
+                Ok(e) => ReadError::Http(*e),
+                Err(_) => ReadError::TooLong,
+            });
+        }
+    };
     Ok(HttpReply { status: head.status, headers: head.headers, body })
 }
 
@@ -314,7 +348,7 @@ fn announced_budget(reply: &HttpReply) -> Option<(u64, Instant)> {
         .map(|z| z.timestamp().as_second() as u64)
         .unwrap_or_else(|| jiff::Timestamp::now().as_second() as u64);
     // Date has whole seconds, so the window may end up to a second later than we think: safe side.
-    let left = Duration::from_secs(reset_epoch.saturating_sub(now_epoch) + 1);
+    let left = Duration::from_secs(reset_epoch.saturating_sub(now_epoch).saturating_add(1));
     Some((remaining, Instant::now() + left.min(Duration::from_secs(3600))))
 }
 
@@ -322,10 +356,24 @@ fn is_transient(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
 }
 
-/// `Retry-After` in seconds, capped so a confused provider cannot stall a recall for hours.
+/// The longest wait a provider's `Retry-After` is taken for, so a confused provider cannot stall
+/// a recall for hours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// `Retry-After` as seconds or as an HTTP-date (counted from the provider's `Date`, else our
+/// clock), capped; None for anything else.
 fn retry_after(reply: &HttpReply) -> Option<Duration> {
-    let seconds = reply.header(RETRY_AFTER)?.trim().parse::<f64>().ok().filter(|s| s.is_finite())?;
-    Some(Duration::from_secs_f64(seconds.clamp(0.0, 120.0)))
+    let text = reply.header(RETRY_AFTER)?.trim();
+    let wait = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() => Duration::from_secs_f64(seconds.clamp(0.0, MAX_RETRY_AFTER.as_secs_f64())),
+        Ok(_) => return None,
+        Err(_) => {
+            let at = jiff::fmt::rfc2822::parse(text).ok()?.timestamp();
+            let now = reply.header("date").and_then(|d| jiff::fmt::rfc2822::parse(d).ok()).map_or_else(jiff::Timestamp::now, |z| z.timestamp());
+            Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Exponential backoff with full jitter: uniformly random in [0, min(cap, base * 2^attempt)].
@@ -397,7 +445,7 @@ mod tests {
             let sim = idp_sim::Simulator::new(Arc::new(Echo));
             let running = idp_sim::serve(sim.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
             // Far more than the simulator allows: only the announced budget can keep the client inside it.
-            let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8, log_delay: None }, ProviderMetrics::default()).unwrap();
+            let http = ProviderHttp::new("ns/echo", Limits { requests_per_second: 10_000, max_concurrency: 8, log_delay: None, ..Default::default() }, ProviderMetrics::default()).unwrap();
             (sim, running, http)
         }
 
@@ -447,11 +495,39 @@ mod tests {
         assert_eq!(format!("{s:?}"), "SecretString(***)");
     }
 
+    fn reply_with(headers: &[(&str, &str)]) -> HttpReply {
+        let headers = headers.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap())).collect();
+        HttpReply { status: StatusCode::TOO_MANY_REQUESTS, headers, body: Bytes::new() }
+    }
+
+    /// Provider headers are untrusted: none of these may panic, and waits stay bounded.
     #[test]
     fn a_retry_after_that_is_not_a_sane_number_is_ignored_or_capped() {
-        let reply = |value: &str| HttpReply { status: StatusCode::TOO_MANY_REQUESTS, headers: HeaderMap::from_iter([(RETRY_AFTER, value.parse().unwrap())]), body: Bytes::new() };
-        for (value, wait) in [("NaN", None), ("inf", None), ("-5", Some(Duration::ZERO)), ("1e9", Some(Duration::from_secs(120))), ("1.5", Some(Duration::from_millis(1500))), ("soon", None)] {
-            assert_eq!(retry_after(&reply(value)), wait, "Retry-After: {value}");
+        let date = "Sat, 05 Dec 2026 08:00:00 GMT";
+        for (value, wait) in [
+            ("NaN", None),
+            ("inf", None),
+            ("-5", Some(Duration::ZERO)),
+            ("1e9", Some(MAX_RETRY_AFTER)),
+            ("1.5", Some(Duration::from_millis(1500))),
+            ("soon", None),
+            ("Sat, 05 Dec 2026 08:00:30 GMT", Some(Duration::from_secs(30))),
+            ("Sat, 05 Dec 2026 07:00:00 GMT", Some(Duration::ZERO)),
+            ("Tue, 01 Jan 2126 00:00:00 GMT", Some(MAX_RETRY_AFTER)),
+            // Past the last instant the clock library represents: not a date, so ignored.
+            ("Fri, 31 Dec 9999 23:59:59 GMT", None),
+        ] {
+            assert_eq!(retry_after(&reply_with(&[("retry-after", value), ("date", date)])), wait, "Retry-After: {value}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_headers_at_the_edges_of_u64_give_a_bounded_budget() {
+        for (remaining, reset, date) in [("4294967296", "18446744073709551615", "Thu, 01 Jan 1970 00:00:00 GMT"), ("18446744073709551615", "0", "Sat, 05 Dec 2026 08:00:00 GMT")] {
+            let reply = reply_with(&[("x-rate-limit-remaining", remaining), ("x-rate-limit-reset", reset), ("date", date)]);
+            let (left, at) = announced_budget(&reply).unwrap();
+            assert_eq!(left, remaining.parse::<u64>().unwrap());
+            assert!(at <= Instant::now() + Duration::from_secs(3600));
         }
     }
 
@@ -508,7 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried_and_permanent_ones_reported() {
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }, ProviderMetrics::default()).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None, ..Default::default() }, ProviderMetrics::default()).unwrap();
         let (url, hits) = scripted_server(vec![429, 503, 502]).await;
         let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
@@ -532,6 +608,46 @@ mod tests {
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    /// A redirect could carry a token request's body to another host and make that host's answer
+    /// count as the provider's: it is an error that names where it pointed, sent nowhere else.
+    #[tokio::test]
+    async fn a_redirect_is_an_error_naming_its_target_and_is_never_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (elsewhere, taken) = scripted_answers(vec![(200, "[]")]).await;
+        let location = elsewhere.clone();
+        let (url, hits) = loopback(move |_, mut socket| {
+            let location = location.clone();
+            async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let reply = format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        })
+        .await;
+        let http = ProviderHttp::new("ns/test", Limits::default(), ProviderMetrics::default()).unwrap();
+        let error = http.send(TEST_OP, || http.request(Method::POST, &url).body("client_secret=canary")).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected);
+        assert!(error.to_string().starts_with("IdentityBackend ns/test: 307 Temporary Redirect from POST /x: a redirect to") && error.to_string().contains(&elsewhere), "{error}");
+        assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 0, "the other host got nothing");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "not retried");
+    }
+
+    /// An answer longer than the backend's cap fails the call; under a larger cap it is read.
+    #[tokio::test]
+    async fn an_answer_longer_than_the_cap_fails_the_call_it_answers() {
+        let body: &'static str = Box::leak(format!("[{}1]", "1,".repeat(40_000)).into_boxed_str());
+        let small = ProviderHttp::new("ns/test", Limits { max_response_bytes: 65_536, ..Limits::default() }, ProviderMetrics::default()).unwrap();
+        let (url, hits) = scripted_answers(vec![(200, body)]).await;
+        let error = small.send(TEST_OP, || small.request(Method::GET, &url)).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Rejected);
+        assert!(error.to_string().contains("the answer is longer than 65536 bytes (spec.limits.maxResponseBytes)"), "{error}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "not retried");
+        let large = ProviderHttp::new("ns/test", Limits::default(), ProviderMetrics::default()).unwrap();
+        let (url, _) = scripted_answers(vec![(200, body)]).await;
+        assert_eq!(large.send(TEST_OP, || large.request(Method::GET, &url)).await.unwrap().body.len(), body.len());
+    }
+
     /// A provider that takes requests and never answers: each attempt gives up after
     /// REQUEST_TIMEOUT (on a paused clock, which runs ahead whenever everything waits).
     #[tokio::test(start_paused = true)]
@@ -542,7 +658,7 @@ mod tests {
             while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         })
         .await;
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }, ProviderMetrics::default()).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None, ..Default::default() }, ProviderMetrics::default()).unwrap();
         let started = Instant::now();
         let error = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap_err();
         assert!(error.to_string().contains("no answer within 30 s (gave up after 6 attempts)"), "{error}");
@@ -552,7 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_decoded_body_cut_off_is_retried_and_an_unexpected_shape_is_returned() {
-        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None }, ProviderMetrics::default()).unwrap();
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None, ..Default::default() }, ProviderMetrics::default()).unwrap();
         let numbers = |r: &HttpReply| Some(serde_json::from_slice::<Vec<u32>>(&r.body));
         // Cut off where the decoder stops at the shape, and where it runs out of input.
         let (url, hits) = scripted_answers(vec![(200, r#"{"id": "tru"#), (200, "[1, 2"), (200, "[1, 2]")]).await;

@@ -771,7 +771,7 @@ mod tests {
         let sim = Simulator::new(provider);
         let running = simulator::serve(sim.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta-app" } })).unwrap();
-        let limits = crate::backends::pacing::Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None };
+        let limits = crate::backends::pacing::Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None, ..Default::default() };
         let connect = |key: &str| {
             let secret: k8s_openapi::api::core::v1::Secret =
                 serde_json::from_value(json!({ "metadata": { "name": "okta-app" }, "stringData": { "client-id": "0oaservice", "private-key": key, "key-id": "k1" } }))
@@ -806,7 +806,7 @@ mod tests {
         let running = simulator::serve(sim, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let spec: OktaProvider = serde_json::from_value(json!({ "url": running.url, "credentialsSecretRef": { "name": "okta" } })).unwrap();
         let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "okta" }, "stringData": { "api-token": "00token" } })).unwrap();
-        let http = ProviderHttp::new("sec/okta", crate::backends::pacing::Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None }, Default::default()).unwrap();
+        let http = ProviderHttp::new("sec/okta", crate::backends::pacing::Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None, ..Default::default() }, Default::default()).unwrap();
         let okta = Okta::new(http, &spec, &SecretKeys::new(&secret, "sec/okta")).unwrap();
 
         let cutoff = jiff::Timestamp::now();

@@ -12,17 +12,30 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Request budget of one backend.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub requests_per_second: u32,
     pub max_concurrency: u32,
     /// The IdentityBackend's `logDelay`, in place of the provider's documented one.
     pub log_delay: Option<Duration>,
+    /// The longest answer read from the provider, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from(&crate::api::BackendLimits::default())
+    }
 }
 
 impl From<&crate::api::BackendLimits> for Limits {
     fn from(l: &crate::api::BackendLimits) -> Self {
-        Self { requests_per_second: l.requests_per_second.max(1) as u32, max_concurrency: l.max_concurrency.max(1) as u32, log_delay: None }
+        Self {
+            requests_per_second: l.requests_per_second.max(1) as u32,
+            max_concurrency: l.max_concurrency.max(1) as u32,
+            log_delay: None,
+            max_response_bytes: usize::try_from(l.max_response_bytes.max(1)).unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -301,7 +314,7 @@ mod tests {
     /// configured pace, and an announced budget spread over its window.
     #[tokio::test(start_paused = true)]
     async fn any_backend_is_capped_paced_and_kept_to_an_announced_budget() {
-        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None });
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None, ..Default::default() });
         let (now, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let calls: Vec<_> = (0..6)
             .map(|_| {
@@ -341,7 +354,7 @@ mod tests {
     /// A provider's figures are untrusted: a budget of 2^32 calls or more neither panics nor stalls.
     #[tokio::test(start_paused = true)]
     async fn a_budget_past_u32_is_spread_as_finely_as_it_can_be() {
-        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None });
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None, ..Default::default() });
         let start = Instant::now();
         throttle.admit("users").await.settle(Some((1 << 32, start + Duration::from_secs(60))));
         for _ in 0..3 {
@@ -353,7 +366,7 @@ mod tests {
     /// A call given up while it waits or runs frees its place and its share of the budget.
     #[tokio::test(start_paused = true)]
     async fn a_call_given_up_frees_its_place() {
-        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 1, log_delay: None });
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 1, log_delay: None, ..Default::default() });
         throttle.admit("query").await.settle(Some((100, Instant::now() + Duration::from_secs(60))));
         let held = throttle.admit("query").await;
         let waiting = tokio::time::timeout(Duration::from_millis(10), throttle.admit("query")).await;

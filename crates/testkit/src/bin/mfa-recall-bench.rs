@@ -100,7 +100,7 @@ fn start_sim(args: &Args, users: u32, per_minute: u64, token: &str) -> (Proc, St
 /// The IdentityBackend of the simulator at `url`. Unthrottled: the configured ceiling is far above
 /// what the machine does. Limited: the announced budget is what paces.
 fn backend_spec(args: &Args, url: &str) -> IdentityBackendSpec {
-    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight };
+    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight, ..Default::default() };
     serde_json::from_value(json!({ "okta": { "url": url, "credentialsSecretRef": { "name": "okta-credentials" } }, "limits": limits })).unwrap()
 }
 

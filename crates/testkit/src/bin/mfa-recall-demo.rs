@@ -50,7 +50,7 @@ async fn main() -> Result<(), String> {
         let sim = SimSubject::start(kind).await?;
         sim.sim.provider.seed(&seed);
         let name = format!("corp-{kind}");
-        let limits = BackendLimits { requests_per_second: 200, max_concurrency: 8 };
+        let limits = BackendLimits { requests_per_second: 200, max_concurrency: 8, ..Default::default() };
         cluster::create_backend(&client, NAMESPACE, &name, sim.backend_spec(&format!("{name}-credentials"), limits), &sim.secret).await?;
         say(&format!("applied IdentityBackend security/{name} ({kind} simulator at {}, {SIM_USERS} users with TOTP, WebAuthn and recovery codes)", sim.running.url));
         backend_names.push(name.clone());
