@@ -28,6 +28,9 @@ pub struct IdentityBackendSpec {
     /// Client-side limits on the requests the operator sends to this provider.
     #[serde(default)]
     pub limits: BackendLimits,
+    /// Allow http:// URLs to hosts other than loopback. Credentials, tokens and every answer then cross the network in clear, readable and changeable by anyone on the path: for a test lab only. The IdentityBackend's status names it among its limitations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     /// How long this provider's logs take to show an event, as a duration such as 2m. A factor whose creation time the provider does not give is deleted only once its logs, this long after the user's factors were listed, show it predates the cutoff. Defaults to the delay the provider documents; set it lower only for a test double.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_delay: Option<String>,
@@ -62,6 +65,18 @@ impl ProviderBlock {
             ProviderBlock::Auth0(_) => "auth0",
             ProviderBlock::Google(_) => "google",
             ProviderBlock::Duo(_) => "duo",
+        }
+    }
+
+    /// Every URL the block configures, with the field that sets it (defaults are https).
+    pub fn urls(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            ProviderBlock::Keycloak(p) => vec![("spec.keycloak.url", &p.url)],
+            ProviderBlock::Okta(p) => vec![("spec.okta.url", &p.url)],
+            ProviderBlock::Entra(p) => [("spec.entra.graphUrl", &p.graph_url), ("spec.entra.loginUrl", &p.login_url)].into_iter().filter_map(|(f, u)| Some((f, u.as_deref()?))).collect(),
+            ProviderBlock::Auth0(p) => vec![("spec.auth0.url", &p.url)],
+            ProviderBlock::Google(p) => p.url.as_deref().map(|u| ("spec.google.url", u)).into_iter().collect(),
+            ProviderBlock::Duo(p) => vec![("spec.duo.url", &p.url)],
         }
     }
 

@@ -352,8 +352,8 @@ impl Auth0 {
             }
         };
         // The location is a signed storage URL: no bearer token, and never logged or quoted.
-        if reqwest::Url::parse(&location).is_err() {
-            return Err(self.http.error(ErrorKind::Rejected, format!("the users export job {job} gave an unusable download location")));
+        if reqwest::Url::parse(&location).is_err() || self.http.check_transport("the users export's download location", &location).is_err() {
+            return Err(self.http.error(ErrorKind::Rejected, format!("the users export job {job} gave an unusable download location (not an https URL)")));
         }
         let reply = self.http.send(Op::new("download_export", "exports"), || self.http.request(Method::GET, &location)).await?;
         if !reply.status.is_success() {

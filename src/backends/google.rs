@@ -191,9 +191,7 @@ impl Google {
         if key.type_.as_deref().is_some_and(|t| t != "service_account") {
             return Err(unusable("is not of type service_account"));
         }
-        if !(key.token_uri.starts_with("https://") || key.token_uri.starts_with("http://")) {
-            return Err(unusable("has a token_uri that is not a URL"));
-        }
+        http.check_transport(&format!("the token_uri of service-account.json in Secret {}", keys.name), &key.token_uri)?;
         let (_, domain) = spec
             .admin_email
             .rsplit_once('@')

@@ -133,6 +133,8 @@ pub struct ProviderHttp {
     pub backend: String,
     metrics: ProviderMetrics,
     max_response_bytes: usize,
+    /// The IdentityBackend's `insecure`: http:// to hosts other than loopback.
+    plain_http_anywhere: bool,
 }
 
 impl ProviderHttp {
@@ -154,7 +156,39 @@ impl ProviderHttp {
             backend: backend.to_string(),
             metrics,
             max_response_bytes: limits.max_response_bytes,
+            plain_http_anywhere: false,
         })
+    }
+
+    /// Lets credentials go over http:// to any host (the IdentityBackend's `insecure`).
+    pub fn allowing_plain_http(mut self, anywhere: bool) -> Self {
+        self.plain_http_anywhere = anywhere;
+        self
+    }
+
+    /// Checks that `url` (named `what` in the error) may receive credentials: https, or http to
+    /// a loopback host (a simulator or a proxy on this machine), or anywhere when the
+    /// IdentityBackend sets `insecure`. The one rule for every provider's URLs and token endpoints.
+    pub fn check_transport(&self, what: &str, url: &str) -> Result<(), ProviderError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| self.error(ErrorKind::Config, format!("{what} is not a URL: {e}")))?;
+        let Some(host) = parsed.host_str().map(str::to_ascii_lowercase) else {
+            return Err(self.error(ErrorKind::Config, format!("{what} has no host")));
+        };
+        let loopback = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => host == "localhost" || host.ends_with(".localhost"),
+        };
+        match parsed.scheme() {
+            "https" => Ok(()),
+            "http" if loopback || self.plain_http_anywhere => Ok(()),
+            "http" => Err(self.error(
+                ErrorKind::Config,
+                format!(
+                    "{what} is http:// to {host}: credentials would cross the network in clear; use https (or, for a test lab only, set spec.insecure: true)"
+                ),
+            )),
+            other => Err(self.error(ErrorKind::Config, format!("{what} has the scheme {other:?}: only https (and http on loopback) is spoken"))),
+        }
     }
 
     /// An error of `kind` from this provider, attributed to its IdentityBackend.
@@ -498,6 +532,28 @@ mod tests {
     fn reply_with(headers: &[(&str, &str)]) -> HttpReply {
         let headers = headers.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap())).collect();
         HttpReply { status: StatusCode::TOO_MANY_REQUESTS, headers, body: Bytes::new() }
+    }
+
+    #[test]
+    fn credentials_go_over_https_or_to_loopback_unless_the_backend_says_insecure() {
+        let http = ProviderHttp::new("ns/test", Limits::default(), ProviderMetrics::default()).unwrap();
+        for url in ["https://example.okta.com", "http://127.0.0.1:8080/x", "http://127.3.2.1", "http://[::1]:9/", "http://localhost:1", "http://Keycloak.LOCALHOST"] {
+            assert!(http.check_transport("spec.x.url", url).is_ok(), "{url}");
+        }
+        for (url, says) in [
+            ("http://okta.example.com", "spec.x.url is http:// to okta.example.com: credentials would cross the network in clear"),
+            ("http://10.0.0.7:8080", "spec.x.url is http:// to 10.0.0.7"),
+            ("http://localhost.example.com", "is http:// to localhost.example.com"),
+            ("ftp://example.com", "has the scheme \"ftp\""),
+            ("not a url", "spec.x.url is not a URL"),
+        ] {
+            let error = http.check_transport("spec.x.url", url).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Config);
+            assert!(error.to_string().starts_with("IdentityBackend ns/test: ") && error.to_string().contains(says), "{url}: {error}");
+        }
+        let lab = http.clone().allowing_plain_http(true);
+        assert!(lab.check_transport("spec.x.url", "http://okta.example.com").is_ok());
+        assert!(lab.check_transport("spec.x.url", "ftp://example.com").is_err());
     }
 
     /// Provider headers are untrusted: none of these may panic, and waits stay bounded.

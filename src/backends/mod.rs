@@ -512,7 +512,10 @@ fn adapter(backend: &IdentityBackend, secret: Option<&Secret>, namespace: &str, 
         ProviderError::new(ErrorKind::Config, format!("Secret {secret_name} not found: create it with {}", credential_keys(provider)))
     })?;
     let keys = http::SecretKeys::new(secret, &secret_name);
-    let http = http::ProviderHttp::new(name, limits, metrics.clone())?;
+    let http = http::ProviderHttp::new(name, limits, metrics.clone())?.allowing_plain_http(backend.spec.insecure);
+    for (field, url) in provider.urls() {
+        http.check_transport(field, url)?;
+    }
     Ok(match provider {
         ProviderBlock::Keycloak(p) => Arc::new(keycloak::Keycloak::new(http, p, &keys)?),
         ProviderBlock::Okta(p) => Arc::new(okta::Okta::new(http, p, &keys)?),
@@ -594,6 +597,26 @@ mod tests {
         assert!(!Shown::millis(cutoff.as_millisecond() - 1).unwrap().since(cutoff));
         assert_eq!(Age::of(None, cutoff), Age::Unknown);
         assert_eq!(Age::of(Shown::seconds(cutoff.as_second() - 1), cutoff), Age::Before);
+    }
+
+    /// Every URL of a block goes through the transport rule before any credential is read into
+    /// a request; `insecure` lifts it for a test lab.
+    #[test]
+    fn a_backend_that_would_send_credentials_in_clear_does_not_connect() {
+        let secret: Secret = serde_json::from_value(serde_json::json!({ "metadata": { "name": "c" }, "stringData": { "api-token": "canary", "client-id": "id", "client-secret": "canary" } })).unwrap();
+        let backend = |spec: serde_json::Value| {
+            let mut b = IdentityBackend::new("corp", serde_json::from_value(spec).unwrap());
+            b.metadata.namespace = Some("sec".into());
+            b
+        };
+        let plain = backend(serde_json::json!({ "okta": { "url": "http://corp.okta.com", "credentialsSecretRef": { "name": "c" } } }));
+        let error = connect(&plain, Some(&secret), &ProviderMetrics::default()).err().unwrap();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().starts_with("IdentityBackend sec/corp: spec.okta.url is http:// to corp.okta.com"), "{error}");
+        let login = backend(serde_json::json!({ "entra": { "tenantId": "t", "loginUrl": "http://login.example.net", "credentialsSecretRef": { "name": "c" } } }));
+        assert!(connect(&login, Some(&secret), &ProviderMetrics::default()).err().unwrap().to_string().contains("spec.entra.loginUrl is http://"));
+        let lab = backend(serde_json::json!({ "okta": { "url": "http://corp.okta.com", "credentialsSecretRef": { "name": "c" } }, "insecure": true }));
+        assert!(connect(&lab, Some(&secret), &ProviderMetrics::default()).is_ok());
     }
 
     #[test]

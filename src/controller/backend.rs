@@ -19,6 +19,9 @@ use crate::{Error, Result};
 const HEALTHY_RECHECK: Duration = Duration::from_secs(300);
 const UNHEALTHY_RECHECK: Duration = Duration::from_secs(30);
 
+/// Named among the limitations of a backend that sets `insecure`.
+const INSECURE: &str = "transport: spec.insecure allows http:// to hosts other than loopback: credentials, tokens and answers cross the network in clear";
+
 pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Result<Action> {
     let generation = backend.metadata.generation;
     let checked = match ctx.provider(&backend).await {
@@ -33,6 +36,9 @@ pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Resu
         Ok(capabilities) => {
             status.capabilities = capabilities.names();
             status.limitations = capabilities.limitations.clone();
+            if backend.spec.insecure {
+                status.limitations.push(INSECURE.to_string());
+            }
             api::set_condition(&mut status.conditions, api::READY, true, Reason::Reachable, "the provider answered and accepted the credentials", generation);
             HEALTHY_RECHECK
         }
