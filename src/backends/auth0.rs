@@ -562,7 +562,7 @@ impl IdentityProvider for Auth0 {
         };
         let (users, more) = self.export_page(&job, offset).await?;
         let next = more.then(|| format!("export:{job}:{}", offset + users.len()));
-        Ok(UserPage { users, next })
+        Ok(UserPage { users, next, ..Default::default() })
     }
 
     async fn group_members(&self, role: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -572,7 +572,7 @@ impl IdentityProvider for Auth0 {
             None => (self.find_role(role).await?, String::new()),
         };
         let (users, next) = self.role_page(&id, &checkpoint).await?;
-        Ok(UserPage { users, next: next.map(|checkpoint| format!("{id}:{checkpoint}")) })
+        Ok(UserPage { users, next: next.map(|checkpoint| format!("{id}:{checkpoint}")), ..Default::default() })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

@@ -659,7 +659,7 @@ impl IdentityProvider for Duo {
             .await?
             .unwrap_or(Envelope { response: Value::Null, next_offset: None });
         let users: Vec<User> = self.parse(path, envelope.response)?;
-        Ok(UserPage { users: users.into_iter().map(User::into_ref).collect(), next: envelope.next_offset.map(|n| n.to_string()) })
+        Ok(UserPage { users: users.into_iter().map(User::into_ref).collect(), next: envelope.next_offset.map(|n| n.to_string()), ..Default::default() })
     }
 
     async fn group_members(&self, group: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -669,7 +669,7 @@ impl IdentityProvider for Duo {
             None => (0, self.find_group(group).await?),
         };
         let (users, next_offset) = self.members_page(&group_id, offset).await?;
-        Ok(UserPage { users, next: next_offset.map(|n| format!("{n}:{group_id}")) })
+        Ok(UserPage { users, next: next_offset.map(|n| format!("{n}:{group_id}")), ..Default::default() })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

@@ -408,7 +408,7 @@ impl IdentityProvider for Entra {
     async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         // Cursor: the next link.
         let (users, next) = self.user_page("/users", &Self::member_query(), cursor).await?;
-        Ok(UserPage { users, next })
+        Ok(UserPage { users, next, ..Default::default() })
     }
 
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -427,7 +427,7 @@ impl IdentityProvider for Entra {
                 self.user_page(&format!("/groups/{}/{relation}/microsoft.graph.user", enc(&id)), &query, None).await?
             }
         };
-        Ok(UserPage { users, next })
+        Ok(UserPage { users, next, ..Default::default() })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

@@ -437,13 +437,13 @@ impl IdentityProvider for Google {
             self.http.error(ErrorKind::Config, format!("customer {} not found: check spec.google.customer", self.customer))
         })?;
         let users = page.users.into_iter().map(|u| UserRef { id: u.id, username: u.primary_email }).collect();
-        Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()) })
+        Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()), ..Default::default() })
     }
 
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         // Cursor: Google's page token. Google resolves nesting itself (includeDerivedMembership).
         let (users, next) = self.members_page(group, membership, cursor).await?;
-        Ok(UserPage { users, next })
+        Ok(UserPage { users, next, ..Default::default() })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

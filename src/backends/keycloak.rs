@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage, UserRef, UserSnapshot,
-    enc, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef, UserSnapshot,
+    enc, selected, split,
 };
 use crate::api::{FactorKind, KeycloakProvider};
 
@@ -83,6 +83,26 @@ impl Credential {
 struct User {
     id: String,
     username: String,
+}
+
+/// One page of users as listed: those that decoded, those that did not, and how many records
+/// the page held (the offset of the next page counts both).
+struct Members {
+    users: Vec<UserRef>,
+    unreadable: Vec<Unreadable>,
+    listed: usize,
+}
+
+impl Members {
+    fn of(records: Vec<Record<User>>) -> Self {
+        let listed = records.len();
+        let (users, unreadable) = split(records);
+        Members { users: users.into_iter().map(UserRef::from).collect(), unreadable, listed }
+    }
+
+    fn full(&self) -> bool {
+        self.listed == PAGE_SIZE
+    }
 }
 
 impl From<User> for UserRef {
@@ -233,11 +253,9 @@ impl Keycloak {
     }
 
     /// One page of `path` (users or a group's members); true when it was full, so another may follow.
-    async fn page(&self, path: &str, offset: usize) -> Result<(Vec<UserRef>, bool), ProviderError> {
+    async fn page(&self, path: &str, offset: usize) -> Result<Members, ProviderError> {
         let query = [("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
-        let users: Vec<User> = self.get(path, &query).await?.unwrap_or_default();
-        let full = users.len() == PAGE_SIZE;
-        Ok((users.into_iter().map(UserRef::from).collect(), full))
+        Ok(Members::of(self.get(path, &query).await?.unwrap_or_default()))
     }
 
     /// The group and, for transitive membership, every group below it, parents before their
@@ -288,10 +306,9 @@ impl Keycloak {
 
     /// One page of a group's own members from `offset`, and whether it was full; None when the
     /// group does not exist.
-    async fn members_page(&self, group_id: &str, offset: usize) -> Result<Option<(Vec<UserRef>, bool)>, ProviderError> {
+    async fn members_page(&self, group_id: &str, offset: usize) -> Result<Option<Members>, ProviderError> {
         let query = [("first", offset.to_string()), ("max", PAGE_SIZE.to_string()), ("briefRepresentation", "true".to_string())];
-        let users: Option<Vec<User>> = self.get(&format!("/groups/{}/members", enc(group_id)), &query).await?;
-        Ok(users.map(|users| (users.len() == PAGE_SIZE, users)).map(|(full, users)| (users.into_iter().map(UserRef::from).collect(), full)))
+        Ok(self.get(&format!("/groups/{}/members", enc(group_id)), &query).await?.map(Members::of))
     }
 
     /// Users matching one search parameter exactly (`username` or `email`).
@@ -335,8 +352,8 @@ impl IdentityProvider for Keycloak {
     async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         // Cursor: "0:<offset of the next page>" (the 0 kept so that recalls recorded before keep their place).
         let offset = cursor.and_then(|c| c.strip_prefix("0:")).and_then(|o| o.parse::<usize>().ok()).unwrap_or(0);
-        let (users, full) = self.page("/users", offset).await?;
-        Ok(UserPage { next: full.then(|| format!("0:{}", offset + users.len())), users })
+        let page = self.page("/users", offset).await?;
+        Ok(UserPage { next: page.full().then(|| format!("0:{}", offset + page.listed)), users: page.users, unreadable: page.unreadable })
     }
 
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -354,8 +371,8 @@ impl IdentityProvider for Keycloak {
         // The group itself is first in its tree on the first page.
         let at_root = cursor.is_none();
         loop {
-            let Some(id) = groups.first() else { return Ok(UserPage { users: Vec::new(), next: None }) };
-            let Some((users, full)) = self.members_page(id, offset).await? else {
+            let Some(id) = groups.first() else { return Ok(UserPage { users: Vec::new(), next: None, ..Default::default() }) };
+            let Some(page) = self.members_page(id, offset).await? else {
                 if at_root {
                     return Err(self.http.error(ErrorKind::NotFound, format!("group {group} not found")));
                 }
@@ -365,12 +382,12 @@ impl IdentityProvider for Keycloak {
                 offset = 0;
                 continue;
             };
-            let next = if full {
-                Some(format!("{}:{}", offset.saturating_add(users.len()), groups.join(",")))
+            let next = if page.full() {
+                Some(format!("{}:{}", offset.saturating_add(page.listed), groups.join(",")))
             } else {
                 (groups.len() > 1).then(|| format!("0:{}", groups[1..].join(",")))
             };
-            return Ok(UserPage { users, next });
+            return Ok(UserPage { users: page.users, next, unreadable: page.unreadable });
         }
     }
 
@@ -380,12 +397,16 @@ impl IdentityProvider for Keycloak {
         for id in self.group_tree(self.find_group(group).await?, membership).await? {
             let mut offset = 0;
             loop {
-                let Some((users, full)) = self.members_page(&id, offset).await? else {
+                let Some(page) = self.members_page(&id, offset).await? else {
                     return Err(self.http.error(ErrorKind::Unavailable, format!(
                         "group {group} changed while its members were read (a subgroup was deleted); read again on retry")));
                 };
-                offset += users.len();
-                members.extend(users);
+                if let Some(bad) = page.unreadable.first() {
+                    return Err(self.http.error(ErrorKind::Rejected, bad.as_member_of(group)));
+                }
+                offset += page.listed;
+                let full = page.full();
+                members.extend(page.users);
                 if !full {
                     break;
                 }

@@ -29,10 +29,75 @@ pub struct UserRef {
 }
 
 /// One page of users in scope; `next` is an opaque cursor for the following page.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct UserPage {
     pub users: Vec<UserRef>,
     pub next: Option<String>,
+    /// Records on the page that did not decode, each as `Unreadable` describes it: those users
+    /// fail, the rest of the page goes on.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A record of a listing that did not decode: what identifies it, as far as it shows, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The first identifier the record shows (id, login, email...), else a placeholder.
+    pub label: String,
+    pub why: String,
+}
+
+/// One record of a listing, decoded on its own, so that one the provider sent malformed fails
+/// that user and not the page: `Vec<Record<User>>` where a page would be `Vec<User>`.
+#[derive(Debug)]
+pub enum Record<T> {
+    Read(T),
+    Unreadable(Unreadable),
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Record<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Ok(match T::deserialize(&value) {
+            Ok(read) => Record::Read(read),
+            Err(e) => Record::Unreadable(Unreadable::of(&value, &e)),
+        })
+    }
+}
+
+impl Unreadable {
+    /// Fields providers identify users by, in the order they are looked for.
+    const IDENTIFIERS: [&str; 8] = ["/id", "/user_id", "/username", "/login", "/profile/login", "/userPrincipalName", "/primaryEmail", "/email"];
+
+    pub fn of(value: &Value, error: &serde_json::Error) -> Self {
+        let label = Self::IDENTIFIERS
+            .iter()
+            .find_map(|p| match value.pointer(p)? {
+                Value::String(s) if !s.is_empty() => Some(s.chars().take(100).collect::<String>()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "(a record with no identifier)".to_string());
+        let why = format!("the provider's record of this user could not be read: {}", error.to_string().chars().take(200).collect::<String>());
+        Unreadable { label, why }
+    }
+
+    /// Why an exclusion group with this member cannot be used: exclusions are read whole or
+    /// not at all, as sparing fewer users than the group holds would recall one it means to spare.
+    pub fn as_member_of(&self, group: &str) -> String {
+        format!("a member of group {group} could not be read ({}: {}): an exclusion group is read whole or the recall waits", self.label, self.why)
+    }
+}
+
+/// The records that decoded, and the ones that did not.
+pub fn split<T>(records: Vec<Record<T>>) -> (Vec<T>, Vec<Unreadable>) {
+    let (mut read, mut unreadable) = (Vec::with_capacity(records.len()), Vec::new());
+    for record in records {
+        match record {
+            Record::Read(r) => read.push(r),
+            Record::Unreadable(u) => unreadable.push(u),
+        }
+    }
+    (read, unreadable)
 }
 
 /// What the scope asks for on one backend. The engine resolves it: the adapter only answers
@@ -433,6 +498,9 @@ pub trait IdentityProvider: Send + Sync {
         let (mut members, mut cursor, mut cursors) = (Vec::new(), None::<String>, PageCursors::default());
         loop {
             let page = self.group_members(group, membership, cursor.as_deref()).await?;
+            if let Some(bad) = page.unreadable.first() {
+                return Err(ProviderError::new(ErrorKind::Rejected, bad.as_member_of(group)));
+            }
             members.extend(page.users);
             cursors.take(page.next.as_deref())?;
             match page.next {

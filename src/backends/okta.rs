@@ -530,7 +530,7 @@ impl IdentityProvider for Okta {
         let mut query = vec![("limit", USERS_PAGE.to_string())];
         query.extend(cursor.map(|c| ("after", c.to_string())));
         let (users, next) = self.get_page::<Vec<OktaUser>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
-        Ok(UserPage { users: users.into_iter().map(to_ref).collect(), next: next.as_deref().and_then(after_of) })
+        Ok(UserPage { users: users.into_iter().map(to_ref).collect(), next: next.as_deref().and_then(after_of), ..Default::default() })
     }
 
     async fn group_members(&self, group: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -540,7 +540,7 @@ impl IdentityProvider for Okta {
             None => (self.find_group(group).await?, None),
         };
         let (users, after) = self.members_page(&group_id, after).await?;
-        Ok(UserPage { users, next: after.map(|after| format!("{group_id}:{after}")) })
+        Ok(UserPage { users, next: after.map(|after| format!("{group_id}:{after}")), ..Default::default() })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

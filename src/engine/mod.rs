@@ -336,6 +336,14 @@ impl Runner {
                     record
                 })
                 .collect();
+            // A record that did not decode fails that user alone, named as far as it shows. It
+            // has no id to act on: nothing is revoked for it, and a resume lists it again only
+            // if its page was not recorded.
+            listed.extend(page.unreadable.into_iter().map(|bad| UserRecord {
+                state: UserState::Failed,
+                note: Some(bad.why),
+                ..UserRecord::planned(UserRef { id: String::new(), username: bad.label })
+            }));
             recorded_before.clear();
             if index == 0 && listed.len() > HEAD_USERS {
                 let rest = listed.split_off(HEAD_USERS);

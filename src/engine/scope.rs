@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::backends::{IdentityProvider, Membership, ErrorKind, NameMatch, ScopeSelector, UserRef};
+use crate::backends::{ErrorKind, IdentityProvider, Membership, NameMatch, ScopeSelector, Unreadable, UserRef};
 use crate::{Error, Result};
 
 /// Named users looked up per page of a listed scope.
@@ -16,6 +16,8 @@ const NAMES_PER_PAGE: usize = 100;
 #[derive(Debug, Default)]
 pub struct ScopePage {
     pub users: Vec<UserRef>,
+    /// Records the provider listed that did not decode: those users fail, the page goes on.
+    pub unreadable: Vec<Unreadable>,
     /// Each as `user <name>` or `group <name>`.
     pub unresolved: Vec<String>,
     pub next: Option<String>,
@@ -67,7 +69,7 @@ pub async fn next_page(provider: &dyn IdentityProvider, scope: &ScopeSelector, c
     let (groups, users, membership) = match scope {
         ScopeSelector::AllUsers => {
             let page = provider.list_users(cursor).await?;
-            return Ok(ScopePage { users: page.users, unresolved: Vec::new(), next: page.next });
+            return Ok(ScopePage { users: page.users, unreadable: page.unreadable, unresolved: Vec::new(), next: page.next });
         }
         ScopeSelector::Listed { groups, users, membership } => (groups, users, *membership),
     };
@@ -83,6 +85,7 @@ pub async fn next_page(provider: &dyn IdentityProvider, scope: &ScopeSelector, c
             let group = groups.get(index).ok_or_else(|| corrupt(cursor.unwrap_or_default()))?;
             match provider.group_members(group, membership, group_cursor.as_deref()).await {
                 Ok(members) => {
+                    page.unreadable = members.unreadable;
                     let next = match members.next {
                         Some(cursor) => Some(Position::Group { index, cursor: Some(cursor) }),
                         None => Position::first(groups, users, index + 1),

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::audit::Action;
-use crate::backends::{Capabilities, Enrollment, ErrorKind, FactorRef, Membership, UserPage, UserSnapshot};
+use crate::backends::{Capabilities, Enrollment, ErrorKind, FactorRef, Membership, Unreadable, UserPage, UserSnapshot};
 use crate::ledger::MemoryLedger;
 
 const CUTOFF_MS: i64 = 1_000_000;
@@ -53,6 +53,9 @@ struct FakeProvider {
     refused_while_others: Vec<String>,
     /// The page of all users starting here cannot be read (a next link to another host).
     unreadable_page_at: Option<usize>,
+    /// Records on the first page of every listing (all users, or a group's members) that did
+    /// not decode.
+    malformed: Vec<Unreadable>,
 }
 
 impl FakeProvider {
@@ -138,7 +141,8 @@ impl IdentityProvider for FakeProvider {
         } else {
             self.wraps_around.then(|| "0".to_string())
         };
-        Ok(UserPage { users: page, next })
+        let unreadable = if start == 0 { self.malformed.clone() } else { Vec::new() };
+        Ok(UserPage { users: page, next, unreadable })
     }
     /// The group's own members, then each subgroup's, `page` at a time. Cursor:
     /// "<group in the tree>:<offset>".
@@ -158,7 +162,8 @@ impl IdentityProvider for FakeProvider {
         } else {
             (index + 1 < tree.len()).then(|| format!("{}:0", index + 1))
         };
-        Ok(UserPage { users: page, next })
+        let unreadable = if cursor.is_none() { self.malformed.clone() } else { Vec::new() };
+        Ok(UserPage { users: page, next, unreadable })
     }
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
         let id = name.to_lowercase();
@@ -581,6 +586,45 @@ async fn a_missing_exclusion_group_fails_before_anything_is_touched() {
     let error = runner.revoke(&RecallJob { exclude_groups: vec!["admns".into()], ..job() }).await.unwrap_err();
     assert!(matches!(error, crate::Error::ExclusionGroupNotFound(_)), "{error:?}");
     assert!(error.to_string().contains("admns") && error.to_string().contains("exclude.groups"), "{error}");
+    assert!(provider.deletes.lock().unwrap().is_empty());
+}
+
+/// Two records of the first page do not decode (one shows an id, one nothing): those two users
+/// fail, named as far as they show, and every other user of the page and after goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_decode_fails_that_user_and_the_rest_go_on() {
+    let value = serde_json::json!({ "id": "00u-ghost", "profile": 7 });
+    let error = serde_json::from_value::<UserRef>(value.clone()).unwrap_err();
+    let ghost = Unreadable::of(&value, &error);
+    let nameless = Unreadable::of(&serde_json::json!({ "status": "ACTIVE" }), &error);
+    assert_eq!((ghost.label.as_str(), nameless.label.as_str()), ("00u-ghost", "(a record with no identifier)"));
+    let provider = Arc::new(FakeProvider { malformed: vec![ghost, nameless], ..FakeProvider::with_users(25) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let (runner, audit) = runner_for(&provider, &ledger, &progress, watch::channel(false).1);
+    assert_eq!(runner.revoke(&job()).await.unwrap(), RunEnd::Finished);
+    let c = progress.lock().unwrap().counts.clone();
+    assert_eq!((c.targeted, c.invalidated, c.excluded, c.failed), (27, 24, 1, 2), "{c:?}");
+    assert_eq!(provider.deletes.lock().unwrap().len(), 48, "every readable user's two factors");
+    audit.sync().await.unwrap();
+    let mut failed = Vec::new();
+    for index in ledger.segments("fake").await.unwrap() {
+        failed.extend(ledger.read("fake", index).await.unwrap().users.into_iter().filter(|r| r.state == UserState::Failed));
+    }
+    assert_eq!(failed.iter().map(|r| r.user.username.as_str()).collect::<Vec<_>>(), ["00u-ghost", "(a record with no identifier)"]);
+    assert!(failed.iter().all(|r| r.note.as_deref().unwrap().starts_with("the provider's record of this user could not be read")));
+}
+
+/// An exclusion group is read whole: one member that does not decode stops the recall before
+/// anyone is touched, rather than recall a user it was told to spare.
+#[tokio::test]
+async fn an_exclusion_group_with_a_member_that_does_not_decode_stops_the_recall_first() {
+    let value = serde_json::json!({ "id": "u-admin" });
+    let error = serde_json::from_value::<Vec<u8>>(value.clone()).unwrap_err();
+    let provider = Arc::new(FakeProvider { malformed: vec![Unreadable::of(&value, &error)], ..with_groups(10) });
+    let (runner, _audit) = runner_for(&provider, &Arc::default(), &SharedProgress::default(), watch::channel(false).1);
+    let error = runner.revoke(&RecallJob { exclude_groups: vec!["admins".into()], ..job() }).await.unwrap_err();
+    assert!(error.to_string().contains("a member of group admins could not be read (u-admin"), "{error}");
     assert!(provider.deletes.lock().unwrap().is_empty());
 }
 
