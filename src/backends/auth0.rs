@@ -32,13 +32,15 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage, UserRef,
-    UserSnapshot, enc, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef,
+    UserSnapshot, enc, selected, split,
 };
 use crate::api::{Auth0Provider, FactorKind};
 
 /// Users per page handed to the engine, and records per Management API request (Auth0's maximum).
 const PAGE_SIZE: usize = 100;
+/// The longest line of a users export read: a record holds an id and an email.
+const MAX_EXPORT_LINE: u64 = 64 * 1024;
 /// Export jobs of large tenants take minutes; poll gently and give up after this long.
 const EXPORT_POLL_MAX: Duration = Duration::from_secs(5);
 const EXPORT_DEADLINE: Duration = Duration::from_secs(2 * 3600);
@@ -115,7 +117,7 @@ struct Role {
 #[derive(Deserialize)]
 struct RoleMembers {
     #[serde(default)]
-    users: Vec<User>,
+    users: Vec<Record<User>>,
     #[serde(default)]
     next: Option<String>,
 }
@@ -368,7 +370,7 @@ impl Auth0 {
     }
 
     /// `PAGE_SIZE` users of export `job` from `offset`, and whether the file has more.
-    async fn export_page(&self, job: &str, offset: usize) -> Result<(Vec<UserRef>, bool), ProviderError> {
+    async fn export_page(&self, job: &str, offset: usize) -> Result<UserPage, ProviderError> {
         let mut cached = self.export.lock().await;
         let positioned = cached.as_ref().is_some_and(|r| r.job == job && r.offset == offset);
         if !positioned {
@@ -379,10 +381,10 @@ impl Auth0 {
             *cached = Some(reader);
         }
         let reader = cached.as_mut().expect("positioned above");
-        let mut users = Vec::with_capacity(PAGE_SIZE);
-        while users.len() < PAGE_SIZE {
+        let mut records = Vec::with_capacity(PAGE_SIZE);
+        while records.len() < PAGE_SIZE {
             match self.next_exported(reader)? {
-                Some(user) => users.push(user),
+                Some(record) => records.push(record),
                 None => break,
             }
         }
@@ -390,23 +392,33 @@ impl Auth0 {
         if !more {
             *cached = None;
         }
-        Ok((users, more))
+        // The next page starts after every line read, readable or not.
+        let next = more.then(|| format!("export:{job}:{}", offset + records.len()));
+        let (users, unreadable) = split(records);
+        Ok(UserPage { users: users.into_iter().map(UserRef::from).collect(), next, unreadable })
     }
 
-    /// The next user in the export file, None at its end.
-    fn next_exported(&self, reader: &mut ExportReader) -> Result<Option<UserRef>, ProviderError> {
+    /// The next user in the export file, None at its end. A line is read up to
+    /// `MAX_EXPORT_LINE` bytes, so a file that decompresses to one endless line cannot fill the
+    /// memory; a line that is not a user record fails that user only.
+    fn next_exported(&self, reader: &mut ExportReader) -> Result<Option<Record<User>>, ProviderError> {
         let mut line = String::new();
         loop {
             line.clear();
-            if reader.lines.read_line(&mut line).map_err(|e| self.bad_export(&reader.job, &e.to_string()))? == 0 {
+            let read = std::io::Read::take(&mut reader.lines, MAX_EXPORT_LINE).read_line(&mut line).map_err(|e| self.bad_export(&reader.job, &e.to_string()))?;
+            if read == 0 {
                 return Ok(None);
+            }
+            if !line.ends_with('\n') && read as u64 == MAX_EXPORT_LINE {
+                return Err(self.bad_export(&reader.job, &format!("a line is longer than {MAX_EXPORT_LINE} bytes")));
             }
             if line.trim().is_empty() {
                 continue;
             }
-            let user: User = serde_json::from_str(line.trim()).map_err(|e| self.bad_export(&reader.job, &e.to_string()))?;
             reader.offset += 1;
-            return Ok(Some(user.into()));
+            return Ok(Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+                Record::Unreadable(Unreadable { label: format!("(line {} of the users export)", reader.offset), why: format!("the provider's record of this user could not be read: {e}") })
+            })));
         }
     }
 
@@ -439,7 +451,7 @@ impl Auth0 {
     }
 
     /// One page of a role's members from `checkpoint` (empty: the start); the next checkpoint.
-    async fn role_page(&self, role: &str, checkpoint: &str) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
+    async fn role_page(&self, role: &str, checkpoint: &str) -> Result<(Vec<UserRef>, Vec<Unreadable>, Option<String>), ProviderError> {
         let mut query = vec![("take", PAGE_SIZE.to_string())];
         if !checkpoint.is_empty() {
             query.push(("from", checkpoint.to_string()));
@@ -449,7 +461,8 @@ impl Auth0 {
             self.http.error(ErrorKind::NotFound, format!("the role {role} was deleted while the recall was listing it"))
         })?;
         let next = page.next.filter(|n| !n.is_empty() && !page.users.is_empty());
-        Ok((page.users.into_iter().map(UserRef::from).collect(), next))
+        let (users, unreadable) = split(page.users);
+        Ok((users.into_iter().map(UserRef::from).collect(), unreadable, next))
     }
 
     /// Whether the tenant requires MFA at every login (so users without factors must enroll).
@@ -560,9 +573,7 @@ impl IdentityProvider for Auth0 {
             Some((job, offset)) => (job.to_string(), offset.parse().unwrap_or(0)),
             None => (self.start_export().await?, 0),
         };
-        let (users, more) = self.export_page(&job, offset).await?;
-        let next = more.then(|| format!("export:{job}:{}", offset + users.len()));
-        Ok(UserPage { users, next, ..Default::default() })
+        self.export_page(&job, offset).await
     }
 
     async fn group_members(&self, role: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -571,8 +582,8 @@ impl IdentityProvider for Auth0 {
             Some((id, checkpoint)) => (id.to_string(), checkpoint.to_string()),
             None => (self.find_role(role).await?, String::new()),
         };
-        let (users, next) = self.role_page(&id, &checkpoint).await?;
-        Ok(UserPage { users, next: next.map(|checkpoint| format!("{id}:{checkpoint}")), ..Default::default() })
+        let (users, unreadable, next) = self.role_page(&id, &checkpoint).await?;
+        Ok(UserPage { users, next: next.map(|checkpoint| format!("{id}:{checkpoint}")), unreadable })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

@@ -20,8 +20,8 @@ use serde_json::Value;
 use super::auth::{duo_authorization, duo_canonical_params};
 use super::http::{Op, ProviderHttp, SecretKeys, SecretString};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
-    UserRef, UserSnapshot, enc, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage,
+    UserRef, UserSnapshot, enc, selected, split,
 };
 use crate::api::{DuoProvider, FactorKind};
 
@@ -440,14 +440,14 @@ impl Duo {
         }
     }
 
-    async fn members_page(&self, group_id: &str, offset: usize) -> Result<(Vec<UserRef>, Option<usize>), ProviderError> {
+    async fn members_page(&self, group_id: &str, offset: usize) -> Result<(Vec<UserRef>, Vec<Unreadable>, Option<usize>), ProviderError> {
         let path = format!("/admin/v2/groups/{}/users", enc(group_id));
         let envelope = self
             .call(LIST_MEMBERS, Method::GET, &path, &[("limit", GROUP_USERS_PAGE.to_string()), ("offset", offset.to_string())], &[StatusCode::NOT_FOUND])
             .await?
             .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("group {group_id} no longer exists")))?;
-        let members: Vec<GroupMember> = self.parse(&path, envelope.response)?;
-        Ok((members.into_iter().map(|m| UserRef { id: m.user_id, username: m.username }).collect(), envelope.next_offset))
+        let (members, unreadable) = split(self.parse::<Vec<Record<GroupMember>>>(&path, envelope.response)?);
+        Ok((members.into_iter().map(|m| UserRef { id: m.user_id, username: m.username }).collect(), unreadable, envelope.next_offset))
     }
 
     /// The account's enrollment records in the authentication log from `since` to `until`. Duo
@@ -658,8 +658,8 @@ impl IdentityProvider for Duo {
             .call(LIST_USERS, Method::GET, path, &[("limit", USERS_PAGE.to_string()), ("offset", offset.to_string())], &[])
             .await?
             .unwrap_or(Envelope { response: Value::Null, next_offset: None });
-        let users: Vec<User> = self.parse(path, envelope.response)?;
-        Ok(UserPage { users: users.into_iter().map(User::into_ref).collect(), next: envelope.next_offset.map(|n| n.to_string()), ..Default::default() })
+        let (users, unreadable) = split(self.parse::<Vec<Record<User>>>(path, envelope.response)?);
+        Ok(UserPage { users: users.into_iter().map(User::into_ref).collect(), next: envelope.next_offset.map(|n| n.to_string()), unreadable })
     }
 
     async fn group_members(&self, group: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -668,8 +668,8 @@ impl IdentityProvider for Duo {
             Some((offset, id)) => (offset.parse::<usize>().unwrap_or(0), id.to_string()),
             None => (0, self.find_group(group).await?),
         };
-        let (users, next_offset) = self.members_page(&group_id, offset).await?;
-        Ok(UserPage { users, next: next_offset.map(|n| format!("{n}:{group_id}")), ..Default::default() })
+        let (users, unreadable, next_offset) = self.members_page(&group_id, offset).await?;
+        Ok(UserPage { users, next: next_offset.map(|n| format!("{n}:{group_id}")), unreadable })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
-    UserRef, UserSnapshot, enc, first_enrolled_since, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, UserPage,
+    UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
 };
 use crate::api::{EntraProvider, FactorKind};
 
@@ -292,13 +292,14 @@ impl Entra {
     }
 
     /// One page of users from `first` (a path with its query) or from a `next` link.
-    async fn user_page(&self, first: &str, query: &[(&str, String)], next: Option<&str>) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
-        let page: Page<User> = match next {
+    async fn user_page(&self, first: &str, query: &[(&str, String)], next: Option<&str>) -> Result<UserPage, ProviderError> {
+        let page: Page<Record<User>> = match next {
             Some(link) => self.get(LIST_USERS, link, &[]).await?,
             None => self.get(LIST_USERS, first, query).await?,
         }
         .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("{first} not found")))?;
-        Ok((page.value.into_iter().map(UserRef::from).collect(), page.next_link))
+        let (users, unreadable) = split(page.value);
+        Ok(UserPage { users: users.into_iter().map(UserRef::from).collect(), next: page.next_link, unreadable })
     }
 
     fn member_query() -> Vec<(&'static str, String)> {
@@ -407,15 +408,14 @@ impl IdentityProvider for Entra {
 
     async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         // Cursor: the next link.
-        let (users, next) = self.user_page("/users", &Self::member_query(), cursor).await?;
-        Ok(UserPage { users, next, ..Default::default() })
+        self.user_page("/users", &Self::member_query(), cursor).await
     }
 
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         // Cursor: the next link. Graph resolves nesting itself: transitiveMembers reaches the
         // users of every nested group, members only the group's own.
-        let (users, next) = match cursor {
-            Some(link) => self.user_page("", &[], Some(link)).await?,
+        match cursor {
+            Some(link) => self.user_page("", &[], Some(link)).await,
             None => {
                 let id = self.find_group(group).await?;
                 let relation = match membership {
@@ -424,10 +424,9 @@ impl IdentityProvider for Entra {
                 };
                 let mut query = Self::member_query();
                 query.push(("$count", "true".into()));
-                self.user_page(&format!("/groups/{}/{relation}/microsoft.graph.user", enc(&id)), &query, None).await?
+                self.user_page(&format!("/groups/{}/{relation}/microsoft.graph.user", enc(&id)), &query, None).await
             }
-        };
-        Ok(UserPage { users, next, ..Default::default() })
+        }
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

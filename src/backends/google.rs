@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
-    UserRef, UserSnapshot, enc, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, UserPage,
+    UserRef, UserSnapshot, enc, selected, split,
 };
 use crate::api::{FactorKind, GoogleProvider};
 
@@ -85,7 +85,7 @@ struct User {
 #[serde(rename_all = "camelCase")]
 struct UserList {
     #[serde(default)]
-    users: Vec<User>,
+    users: Vec<Record<User>>,
     next_page_token: Option<String>,
 }
 
@@ -103,7 +103,7 @@ struct Member {
 #[serde(rename_all = "camelCase")]
 struct MemberList {
     #[serde(default)]
-    members: Vec<Member>,
+    members: Vec<Record<Member>>,
     next_page_token: Option<String>,
 }
 
@@ -276,7 +276,7 @@ impl Google {
         if group.contains('@') { group.to_string() } else { format!("{group}@{}", self.domain) }
     }
 
-    async fn members_page(&self, group: &str, membership: Membership, page_token: Option<&str>) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
+    async fn members_page(&self, group: &str, membership: Membership, page_token: Option<&str>) -> Result<UserPage, ProviderError> {
         let derived = membership == Membership::Transitive;
         let mut query = vec![("maxResults", MEMBERS_PAGE.to_string()), ("includeDerivedMembership", derived.to_string())];
         if let Some(token) = page_token {
@@ -287,8 +287,9 @@ impl Google {
             .get(LIST_MEMBERS, &format!("/admin/directory/v1/groups/{}/members", enc(&key)), &query)
             .await?
             .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("group {key} not found")))?;
-        let users = page.members.into_iter().filter(|m| m.type_ == "USER").map(|m| UserRef { id: m.id, username: m.email }).collect();
-        Ok((users, page.next_page_token.filter(|t| !t.is_empty())))
+        let (members, unreadable) = split(page.members);
+        let users = members.into_iter().filter(|m| m.type_ == "USER").map(|m| UserRef { id: m.id, username: m.email }).collect();
+        Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()), unreadable })
     }
 
     /// The user's `2sv_enroll` events at or after `since`, from the Reports API (newest first).
@@ -436,14 +437,14 @@ impl IdentityProvider for Google {
         let page: UserList = self.get(LIST_USERS, "/admin/directory/v1/users", &query).await?.ok_or_else(|| {
             self.http.error(ErrorKind::Config, format!("customer {} not found: check spec.google.customer", self.customer))
         })?;
-        let users = page.users.into_iter().map(|u| UserRef { id: u.id, username: u.primary_email }).collect();
-        Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()), ..Default::default() })
+        let (users, unreadable) = split(page.users);
+        let users = users.into_iter().map(|u| UserRef { id: u.id, username: u.primary_email }).collect();
+        Ok(UserPage { users, next: page.next_page_token.filter(|t| !t.is_empty()), unreadable })
     }
 
     async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
         // Cursor: Google's page token. Google resolves nesting itself (includeDerivedMembership).
-        let (users, next) = self.members_page(group, membership, cursor).await?;
-        Ok(UserPage { users, next, ..Default::default() })
+        self.members_page(group, membership, cursor).await
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {

@@ -28,8 +28,8 @@ use serde_json::Value;
 use super::auth::{Grant, RsaSigner, TokenSource};
 use super::http::{HttpReply, Op, ProviderHttp, SecretKeys, check_json};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, RevokeOutcome, Shown, UserPage,
-    UserRef, UserSnapshot, enc, first_enrolled_since, selected,
+    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage,
+    UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
 };
 use crate::api::{FactorKind, OktaProvider};
 
@@ -463,14 +463,15 @@ impl Okta {
         }
     }
 
-    async fn members_page(&self, group_id: &str, after: Option<&str>) -> Result<(Vec<UserRef>, Option<String>), ProviderError> {
+    async fn members_page(&self, group_id: &str, after: Option<&str>) -> Result<(Vec<UserRef>, Vec<Unreadable>, Option<String>), ProviderError> {
         let mut query = vec![("limit", MEMBERS_PAGE.to_string())];
         query.extend(after.map(|a| ("after", a.to_string())));
-        let (users, next) = self
-            .get_page::<Vec<OktaUser>>(LIST_MEMBERS, &self.url(&format!("/api/v1/groups/{}/users", enc(group_id))), &query)
+        let (records, next) = self
+            .get_page::<Vec<Record<OktaUser>>>(LIST_MEMBERS, &self.url(&format!("/api/v1/groups/{}/users", enc(group_id))), &query)
             .await?
             .ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("group {group_id} no longer exists")))?;
-        Ok((users.into_iter().map(to_ref).collect(), next.as_deref().and_then(after_of)))
+        let (users, unreadable) = split(records);
+        Ok((users.into_iter().map(to_ref).collect(), unreadable, next.as_deref().and_then(after_of)))
     }
 
     /// The first `user.mfa.factor.activate` event for the user since the cutoff, from the System Log.
@@ -529,8 +530,9 @@ impl IdentityProvider for Okta {
         // cannot sign in at all.
         let mut query = vec![("limit", USERS_PAGE.to_string())];
         query.extend(cursor.map(|c| ("after", c.to_string())));
-        let (users, next) = self.get_page::<Vec<OktaUser>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
-        Ok(UserPage { users: users.into_iter().map(to_ref).collect(), next: next.as_deref().and_then(after_of), ..Default::default() })
+        let (records, next) = self.get_page::<Vec<Record<OktaUser>>>(LIST_USERS, &self.url("/api/v1/users"), &query).await?.unwrap_or_default();
+        let (users, unreadable) = split(records);
+        Ok(UserPage { users: users.into_iter().map(to_ref).collect(), next: next.as_deref().and_then(after_of), unreadable })
     }
 
     async fn group_members(&self, group: &str, _: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
@@ -539,8 +541,8 @@ impl IdentityProvider for Okta {
             Some((id, after)) => (id.to_string(), Some(after).filter(|a| !a.is_empty())),
             None => (self.find_group(group).await?, None),
         };
-        let (users, after) = self.members_page(&group_id, after).await?;
-        Ok(UserPage { users, next: after.map(|after| format!("{group_id}:{after}")), ..Default::default() })
+        let (users, unreadable, after) = self.members_page(&group_id, after).await?;
+        Ok(UserPage { users, next: after.map(|after| format!("{group_id}:{after}")), unreadable })
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
@@ -792,6 +794,38 @@ mod tests {
         let error = connect(&idp_sim::subject::generate_rsa_pem()).check().await.unwrap_err();
         assert!(error.kind() == ErrorKind::Auth, "{error:?}");
         assert!(error.to_string().contains("sec/okta-app"), "{error}");
+    }
+
+    /// A users page whose second record has no `id` (as the independent Okta implementation
+    /// answered): the two readable users are listed, the unreadable one is named by its login,
+    /// and the page's next link is kept.
+    #[tokio::test]
+    async fn a_users_page_with_a_record_missing_its_id_lists_the_rest() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let next = format!("<{url}/api/v1/users?after=00u3&limit=200>; rel=\"next\"");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let next = next.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let body = r#"[{"id":"00u1","profile":{"login":"ann@example.com"}},{"profile":{"login":"ghost@example.com"}},{"id":"00u3","profile":{"login":"cy@example.com"}}]"#;
+                    let reply = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLink: {next}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        let spec: OktaProvider = serde_json::from_value(json!({ "url": url, "credentialsSecretRef": { "name": "okta" } })).unwrap();
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "okta" }, "stringData": { "api-token": "00canary" } })).unwrap();
+        let okta = Okta::new(ProviderHttp::new("sec/okta", Default::default(), Default::default()).unwrap(), &spec, &SecretKeys::new(&secret, "sec/okta")).unwrap();
+        let page = okta.list_users(None).await.unwrap();
+        assert_eq!(page.users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["00u1", "00u3"]);
+        assert_eq!(page.unreadable.len(), 1);
+        assert_eq!(page.unreadable[0].label, "ghost@example.com");
+        assert!(page.unreadable[0].why.contains("missing field `id`"), "{:?}", page.unreadable);
+        assert_eq!(page.next.as_deref(), Some("00u3"));
     }
 
     /// Against the simulator with an API token: the linked FastPass is recorded, goes with its push
