@@ -239,6 +239,7 @@ impl ProviderHttp {
         };
         let mut attempt = 0;
         let mut throttled_answers = 0;
+        let deadline = Instant::now() + CALL_DEADLINE;
         loop {
             attempt += 1;
             let this_try = build()
@@ -312,6 +313,10 @@ impl ProviderHttp {
             }
             // Throttling and failures each back off on their own count.
             let wait = wait.unwrap_or_else(|| backoff(if was_throttled { throttled_answers } else { failures }));
+            if Instant::now() + wait > deadline {
+                return Err(self.error(ErrorKind::Unavailable, format!(
+                    "{problem} (gave up after {attempt} attempts: the next would start more than {} s after the first)", CALL_DEADLINE.as_secs())));
+            }
             tracing::debug!(backend = %self.backend, %problem, attempt, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
         }
@@ -383,7 +388,7 @@ fn announced_budget(reply: &HttpReply) -> Option<(u64, Instant)> {
         .unwrap_or_else(|| jiff::Timestamp::now().as_second() as u64);
     // Date has whole seconds, so the window may end up to a second later than we think: safe side.
     let left = Duration::from_secs(reset_epoch.saturating_sub(now_epoch).saturating_add(1));
-    Some((remaining, Instant::now() + left.min(Duration::from_secs(3600))))
+    Some((remaining, Instant::now() + left.min(MAX_RESET_WAIT)))
 }
 
 fn is_transient(status: StatusCode) -> bool {
@@ -393,6 +398,12 @@ fn is_transient(status: StatusCode) -> bool {
 /// The longest wait a provider's `Retry-After` is taken for, so a confused provider cannot stall
 /// a recall for hours.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// The furthest a rate-limit window's reset is taken to be: providers' windows are a minute or
+/// two; a reset an hour away would hold every call of the backend that long.
+const MAX_RESET_WAIT: Duration = Duration::from_secs(300);
+/// How long one call may take, its retries and the waits asked for between them together;
+/// past it the user is failed with the reason, and the recall goes on.
+const CALL_DEADLINE: Duration = Duration::from_secs(600);
 
 /// `Retry-After` as seconds or as an HTTP-date (counted from the provider's `Date`, else our
 /// clock), capped; None for anything else.
@@ -583,7 +594,7 @@ mod tests {
             let reply = reply_with(&[("x-rate-limit-remaining", remaining), ("x-rate-limit-reset", reset), ("date", date)]);
             let (left, at) = announced_budget(&reply).unwrap();
             assert_eq!(left, remaining.parse::<u64>().unwrap());
-            assert!(at <= Instant::now() + Duration::from_secs(3600));
+            assert!(at <= Instant::now() + MAX_RESET_WAIT);
         }
     }
 
@@ -702,6 +713,25 @@ mod tests {
         let large = ProviderHttp::new("ns/test", Limits::default(), ProviderMetrics::default()).unwrap();
         let (url, _) = scripted_answers(vec![(200, body)]).await;
         assert_eq!(large.send(TEST_OP, || large.request(Method::GET, &url)).await.unwrap().body.len(), body.len());
+    }
+
+    /// A provider that keeps asking for two minutes' patience: the call gives up once the next
+    /// attempt would start past its deadline, with the reason, rather than wait out twelve.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_gives_up_at_its_deadline_however_patient_the_provider_asks_it_to_be() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (url, hits) = loopback(|_, mut socket| async move {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"HTTP/1.1 429 X\r\nRetry-After: 120\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+        })
+        .await;
+        let http = ProviderHttp::new("ns/test", Limits::default(), ProviderMetrics::default()).unwrap();
+        let started = Instant::now();
+        let error = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap_err();
+        assert!(error.to_string().contains("429") && error.to_string().contains("more than 600 s after the first"), "{error}");
+        assert!(started.elapsed() <= CALL_DEADLINE, "{:?}", started.elapsed());
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 6, "attempts at 0, 2, 4, 6, 8 and 10 minutes");
     }
 
     /// A provider that takes requests and never answers: each attempt gives up after

@@ -543,14 +543,22 @@ impl PageCursors {
         self.0.insert(Self::hash(cursor));
     }
 
+    /// Pages one listing may have: far past any directory (tens of millions of users at the
+    /// smallest page size an adapter asks for), and an end to a provider that pages for ever
+    /// with cursors that never repeat.
+    pub const MAX_PAGES: usize = 200_000;
+
     /// The next cursor a page was answered with; an error when it cannot lead anywhere new.
     pub fn take(&mut self, next: Option<&str>) -> Result<(), ProviderError> {
-        match next {
-            Some(next) if next.is_empty() || !self.0.insert(Self::hash(next)) => {
-                Err(ProviderError::new(ErrorKind::Rejected, format!("the next-page cursor {next:?} came back (or was empty): the listing would never end")))
-            }
-            _ => Ok(()),
+        let Some(next) = next else { return Ok(()) };
+        let shown: String = next.chars().take(100).collect();
+        if next.is_empty() || !self.0.insert(Self::hash(next)) {
+            return Err(ProviderError::new(ErrorKind::Rejected, format!("the next-page cursor {shown:?} came back (or was empty): the listing would never end")));
         }
+        if self.0.len() > Self::MAX_PAGES {
+            return Err(ProviderError::new(ErrorKind::Rejected, format!("the listing went past {} pages (the last cursor {shown:?}): a provider that pages without end", Self::MAX_PAGES)));
+        }
+        Ok(())
     }
 
     fn hash(cursor: &str) -> u64 {
@@ -685,6 +693,19 @@ mod tests {
         assert!(connect(&login, Some(&secret), &ProviderMetrics::default()).err().unwrap().to_string().contains("spec.entra.loginUrl is http://"));
         let lab = backend(serde_json::json!({ "okta": { "url": "http://corp.okta.com", "credentialsSecretRef": { "name": "c" } }, "insecure": true }));
         assert!(connect(&lab, Some(&secret), &ProviderMetrics::default()).is_ok());
+    }
+
+    #[test]
+    fn a_listing_ends_on_a_cursor_that_comes_back_or_past_the_page_cap() {
+        let mut cursors = PageCursors::default();
+        assert!(cursors.take(Some("a")).is_ok() && cursors.take(None).is_ok());
+        assert!(cursors.take(Some("a")).unwrap_err().to_string().contains("came back"));
+        assert!(cursors.take(Some("")).is_err());
+        let mut endless = PageCursors::default();
+        let ended = (0..=PageCursors::MAX_PAGES + 1).map(|i| endless.take(Some(&i.to_string()))).position(|r| r.is_err());
+        assert_eq!(ended, Some(PageCursors::MAX_PAGES));
+        let long = "x".repeat(10_000);
+        assert!(endless.take(Some(&long)).unwrap_err().to_string().len() < 400, "a cursor is quoted cut short");
     }
 
     #[test]

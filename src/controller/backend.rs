@@ -13,11 +13,14 @@ use serde_json::json;
 
 use super::{Context, FIELD_MANAGER};
 use crate::api::{self, IdentityBackend, Reason};
-use crate::backends::ErrorKind;
+use crate::backends::{ErrorKind, ProviderError};
 use crate::{Error, Result};
 
 const HEALTHY_RECHECK: Duration = Duration::from_secs(300);
 const UNHEALTHY_RECHECK: Duration = Duration::from_secs(30);
+
+/// The longest a readiness check may take, its retries included.
+const CHECK_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Named among the limitations of a backend that sets `insecure`.
 const INSECURE: &str = "transport: spec.insecure allows http:// to hosts other than loopback: credentials, tokens and answers cross the network in clear";
@@ -25,7 +28,12 @@ const INSECURE: &str = "transport: spec.insecure allows http:// to hosts other t
 pub async fn reconcile(backend: Arc<IdentityBackend>, ctx: Arc<Context>) -> Result<Action> {
     let generation = backend.metadata.generation;
     let checked = match ctx.provider(&backend).await {
-        Ok(provider) => provider.check().await.map(|()| provider.capabilities()),
+        // Inside the reconcile: a provider that keeps it waiting must not hold the others' checks.
+        Ok(provider) => match tokio::time::timeout(CHECK_DEADLINE, provider.check()).await {
+            Ok(checked) => checked.map(|()| provider.capabilities()),
+            Err(_) => Err(ProviderError::new(ErrorKind::Unavailable, format!("no answer to the readiness check within {} s", CHECK_DEADLINE.as_secs()))
+                .of(&format!("{}/{}", backend.namespace().unwrap_or_default(), backend.name_any()))),
+        },
         Err(e) => Err(e),
     };
     let mut status = backend.status.clone().unwrap_or_default();
