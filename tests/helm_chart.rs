@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
@@ -167,6 +168,17 @@ fn chart_crds_are_the_committed_crds() {
         committed == in_chart,
         "charts/mfa-recall-operator/files/mfarecall.io.yaml differs from crds/mfarecall.io.yaml: \
          run `cp crds/mfarecall.io.yaml charts/mfa-recall-operator/files/` and commit it"
+    );
+}
+
+#[test]
+fn chart_admission_policy_is_the_committed_one() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/identitybackend-secret-access.yaml")).unwrap();
+    let in_chart = std::fs::read_to_string(chart().join("files/identitybackend-secret-access.yaml")).unwrap();
+    assert!(
+        committed == in_chart,
+        "charts/mfa-recall-operator/files/identitybackend-secret-access.yaml differs from crds/: \
+         run `cp crds/identitybackend-secret-access.yaml charts/mfa-recall-operator/files/` and commit it"
     );
 }
 
@@ -397,6 +409,12 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     for crd in CRDS {
         crds.patch(crd, &PatchParams::default(), &Patch::Merge(&adopt)).await.unwrap();
     }
+    // So is the admission policy, where `kubectl apply -f crds/` put it.
+    let policy = "identitybackends.mfarecall.io-secret-access";
+    let adopted = Api::<ValidatingAdmissionPolicy>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;
+    assert!(adopted.is_ok() || matches!(&adopted, Err(kube::Error::Api(s)) if s.code == 404), "{adopted:?}");
+    let adopted = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;
+    assert!(adopted.is_ok() || matches!(&adopted, Err(kube::Error::Api(s)) if s.code == 404), "{adopted:?}");
 
     let mut release = Release { namespace: ns.to_string(), installed: true };
     let install = helm(&[

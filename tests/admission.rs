@@ -1,0 +1,128 @@
+//! The admission policy in crds/identitybackend-secret-access.yaml, on the real apiserver with two
+//! users: only one who may `get` a Secret may name it in an IdentityBackend, on create and on
+//! update (so nobody can point someone else's backend, and its Secret, at a server of theirs).
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+use mfa_recall::api::IdentityBackend;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::Parts;
+
+const POLICY: &str = include_str!("../crds/identitybackend-secret-access.yaml");
+
+fn policy_documents() -> Vec<Value> {
+    serde_norway::Deserializer::from_str(POLICY).map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()).collect()
+}
+
+/// The policy lists the provider blocks by hand (CEL reads the object, not our enum): it must
+/// find the Secret of every block the CRD has.
+#[test]
+fn the_policy_reads_the_secret_of_every_provider_block() {
+    let crd = serde_json::to_value(IdentityBackend::crd()).unwrap();
+    let blocks: Vec<String> = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["required"][0].as_str().unwrap().to_string())
+        .collect();
+    let expression = policy_documents()[0]["spec"]["variables"][0]["expression"].as_str().unwrap().to_string();
+    for block in &blocks {
+        assert!(expression.contains(&format!("has(object.spec.{block}) ? object.spec.{block}.credentialsSecretRef.name")), "{block} missing from {expression}");
+    }
+    assert_eq!(expression.matches("has(object.spec.").count(), blocks.len());
+}
+
+/// A client that acts as `user` (the admin's client impersonating them).
+async fn acting_as(user: &str) -> Client {
+    let mut config = kube::Config::infer().await.unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).unwrap()
+}
+
+fn backend(name: &str, secret: &str, url: &str) -> IdentityBackend {
+    serde_json::from_value(json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "IdentityBackend",
+        "metadata": { "name": name },
+        "spec": { "okta": { "url": url, "credentialsSecretRef": { "name": secret } } }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() {
+    let admin = Parts::from_env().client().await;
+    let apply = PatchParams::apply("mfa-recall-tests").force();
+    let docs = policy_documents();
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(docs[1].clone()).unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).patch(policy.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&policy)).await.unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).patch(binding.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&binding)).await.unwrap();
+
+    let namespace = support::unique("admission");
+    testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
+    let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "corp-okta" }, "stringData": { "api-token": "canary-admission" } });
+    Api::<Secret>::namespaced(admin.clone(), &namespace).patch("corp-okta", &apply, &Patch::Apply(secret)).await.unwrap();
+    // Both may write IdentityBackends; only alice may read the Secret.
+    let roles = Api::<Role>::namespaced(admin.clone(), &namespace);
+    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &namespace);
+    for (name, rules, users) in [
+        ("backend-author", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["identitybackends"], "verbs": ["get", "create", "update", "patch"] }]), &["alice", "mallory"][..]),
+        ("okta-secret-reader", json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["corp-okta"], "verbs": ["get"] }]), &["alice"][..]),
+    ] {
+        let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules });
+        roles.patch(name, &apply, &Patch::Apply(role)).await.unwrap();
+        let subjects: Vec<Value> = users.iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects
+        });
+        bindings.patch(name, &apply, &Patch::Apply(binding)).await.unwrap();
+    }
+
+    let as_mallory = Api::<IdentityBackend>::namespaced(acting_as("mallory").await, &namespace);
+    let as_alice = Api::<IdentityBackend>::namespaced(acting_as("alice").await, &namespace);
+    let as_admin = Api::<IdentityBackend>::namespaced(admin.clone(), &namespace);
+    // The apiserver takes up a new policy within a second or so: until mallory is refused, what
+    // she created is removed and she tries again.
+    let mut refused = None;
+    for attempt in 0..150 {
+        match as_mallory.create(&PostParams::default(), &backend(&format!("mallory-{attempt}"), "corp-okta", "https://collector.example.net")).await {
+            Ok(_) => {
+                as_admin.delete(&format!("mallory-{attempt}"), &DeleteParams::default()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("mallory is refused once the policy is active").to_string();
+    assert!(
+        refused.contains(&format!("names Secret corp-okta, which you may not get in namespace {namespace}")),
+        "the refusal says which Secret and why: {refused}"
+    );
+    assert!(!refused.contains("canary-admission"), "the refusal holds no secret");
+
+    // alice may read it, so she may name it.
+    as_alice.create(&PostParams::default(), &backend("alice-okta", "corp-okta", "https://corp.okta.com")).await.expect("alice may name a Secret she may read");
+    // mallory may update IdentityBackends, but not point alice's at her server: the Secret it names is one she may not read.
+    let mut moved = as_mallory.get("alice-okta").await.unwrap();
+    if let mfa_recall::api::ProviderBlock::Okta(okta) = &mut moved.spec.provider {
+        okta.url = "https://collector.example.net".into();
+    }
+    let error = as_mallory.replace("alice-okta", &PostParams::default(), &moved).await.unwrap_err().to_string();
+    assert!(error.contains("names Secret corp-okta, which you may not get"), "{error}");
+    assert_eq!(as_admin.get("alice-okta").await.unwrap().spec, backend("alice-okta", "corp-okta", "https://corp.okta.com").spec, "alice's backend is unchanged");
+
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+}
