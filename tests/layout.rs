@@ -26,6 +26,9 @@ fn the_operator_is_built_without_the_simulators_or_the_testkit() {
     for rig in ["idp-sim", "testkit"] {
         assert!(!packages.iter().any(|p| p == rig), "the operator depends on {rig}");
     }
+    // Features it does not use are not built in: a cookie store (only the test rig's browser
+    // flows keep cookies) would keep what providers set across calls.
+    assert!(!packages.iter().any(|p| p == "cookie_store"), "the operator is built with reqwest's cookie store");
 }
 
 #[test]
