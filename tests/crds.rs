@@ -69,6 +69,7 @@ fn examples_match_the_api() {
     use serde::Deserialize;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     let mut backends = Vec::new();
+    let (mut secrets, mut uses) = (std::collections::HashMap::new(), Vec::new());
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -78,9 +79,12 @@ fn examples_match_the_api() {
             let checked = match kind.as_str() {
                 "IdentityBackend" => serde_norway::from_value::<mfa_recall::api::IdentityBackend>(value).map(|b| {
                     backends.push(b.spec.provider.name());
+                    uses.push((kube::ResourceExt::name_any(&b), b.spec.provider.credentials_secret_ref().name.clone()));
                 }),
                 "MfaRecall" => serde_norway::from_value::<mfa_recall::api::MfaRecall>(value).map(|_| ()),
-                "Secret" => serde_norway::from_value::<k8s_openapi::api::core::v1::Secret>(value).map(|_| ()),
+                "Secret" => serde_norway::from_value::<k8s_openapi::api::core::v1::Secret>(value).map(|s| {
+                    secrets.insert(kube::ResourceExt::name_any(&s), s);
+                }),
                 other => panic!("{}: unexpected kind {other:?}", path.display()),
             };
             checked.unwrap_or_else(|e| panic!("{}: {kind} does not match the API: {e}", path.display()));
@@ -88,4 +92,7 @@ fn examples_match_the_api() {
     }
     backends.sort();
     assert_eq!(backends, ["auth0", "duo", "entra", "google", "keycloak", "okta"], "one example IdentityBackend per provider");
+    for (backend, secret) in uses {
+        assert!(mfa_recall::api::secret_opts_in(&secrets[&secret], &backend), "the example Secret {secret} lets {backend} use it");
+    }
 }

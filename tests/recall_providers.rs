@@ -147,6 +147,11 @@ async fn wrong_credentials_give_a_clear_condition_on_every_provider() {
         cluster::create_backend(&client, ns, &name, subject.backend_spec(&format!("{name}-credentials"), BackendLimits::default()), &wrong).await.unwrap();
         subjects.push((name, subject, wrong));
     }
+    // Right credentials in a Secret that does not name the backend among those that may use it.
+    let okta = SimSubject::start("okta").await.unwrap();
+    cluster::create_backend(&client, ns, "not-opted-in", okta.backend_spec("not-opted-in-credentials", BackendLimits::default()), &okta.secret).await.unwrap();
+    let unmark = json!({ "metadata": { "annotations": { mfa_recall::api::SECRET_OPT_IN: "someone-else" } } });
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns).patch("not-opted-in-credentials", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&unmark)).await.unwrap();
     let log_file = parts.file("wrongcreds-operator.log");
     let operator = Operator::start(ns, &parts.file("wrongcreds-audit.jsonl"), &log_file);
     let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
@@ -162,6 +167,11 @@ async fn wrong_credentials_give_a_clear_condition_on_every_provider() {
             }
         }
     }
+    let backend = cluster::wait_for(&backends, "not-opted-in", Duration::from_secs(60), |b| ready_condition(b).is_some()).await.unwrap();
+    let (status, reason, message) = ready_condition(&backend).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidConfiguration"), "{message}");
+    assert!(message.contains(&format!("Secret {ns}/not-opted-in-credentials does not let this IdentityBackend use it: annotate it mfarecall.io/identity-backends: not-opted-in")), "{message}");
+    assert_eq!(okta.sim.stats().requests, 0, "nothing was sent to the provider");
 }
 
 /// A factor kind a provider can only revoke with others, asked for alone, is refused before

@@ -93,6 +93,16 @@ impl ProviderBlock {
     }
 }
 
+/// The annotation by which a Secret lets IdentityBackends use it: a comma-separated list of
+/// their names in the Secret's namespace, or `*` for any. A Secret without it is used by none.
+pub const SECRET_OPT_IN: &str = "mfarecall.io/identity-backends";
+
+/// Whether `secret`'s annotation lets the IdentityBackend `backend` use it.
+pub fn secret_opts_in(secret: &k8s_openapi::api::core::v1::Secret, backend: &str) -> bool {
+    let Some(allowed) = secret.metadata.annotations.as_ref().and_then(|a| a.get(SECRET_OPT_IN)) else { return false };
+    allowed.split(',').map(str::trim).any(|name| name == "*" || name == backend)
+}
+
 /// Connection to one Keycloak realm.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -196,7 +206,7 @@ pub struct DuoProvider {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
-    /// Name of the Secret.
+    /// Name of the Secret. The Secret names the IdentityBackends that may use it in its annotation mfarecall.io/identity-backends (comma-separated, or *); one that does not name this backend is not used.
     #[schemars(length(min = 1))]
     pub name: String,
 }
@@ -262,6 +272,20 @@ mod tests {
     use kube::CustomResourceExt;
 
     use super::*;
+
+    #[test]
+    fn a_secret_is_used_only_by_the_backends_its_annotation_names() {
+        let secret = |annotation: Option<&str>| -> k8s_openapi::api::core::v1::Secret {
+            let annotations = annotation.map(|a| serde_json::json!({ SECRET_OPT_IN: a })).unwrap_or(serde_json::json!({}));
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": "s", "annotations": annotations } })).unwrap()
+        };
+        assert!(!secret_opts_in(&secret(None), "corp-okta"), "no annotation: no backend");
+        assert!(secret_opts_in(&secret(Some("corp-okta")), "corp-okta"));
+        assert!(secret_opts_in(&secret(Some("legacy, corp-okta ,other")), "corp-okta"));
+        assert!(secret_opts_in(&secret(Some("*")), "anything"));
+        assert!(!secret_opts_in(&secret(Some("corp-okta-2,okta")), "corp-okta"), "names are matched whole");
+        assert!(!secret_opts_in(&secret(Some("")), "corp-okta"));
+    }
 
     /// The CRD's rule that one block is set lists the blocks by hand (CEL cannot read the enum):
     /// it must name each block the schema has, and no other.

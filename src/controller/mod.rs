@@ -24,7 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, watch};
 
-use crate::api::{IdentityBackend, MfaRecall, Reason};
+use crate::api::{self, IdentityBackend, MfaRecall, Reason};
 use crate::metrics::Metrics;
 use crate::audit::AuditLog;
 use crate::backends::{self, IdentityProvider, ErrorKind, ProviderError};
@@ -84,6 +84,21 @@ impl Context {
             .get_opt(name)
             .await
             .map_err(|e| ProviderError::new(ErrorKind::Unavailable, format!("reading Secret {namespace}/{name}: {e}")).of(&key))?;
+        // The Secret's owner says which backends may use it: whoever may create an IdentityBackend
+        // cannot have a Secret meant for something else sent where the backend points.
+        if let Some(secret) = &secret
+            && !api::secret_opts_in(secret, &backend.name_any())
+        {
+            return Err(ProviderError::new(
+                ErrorKind::Config,
+                format!(
+                    "Secret {namespace}/{name} does not let this IdentityBackend use it: annotate it {}: {} (a comma-separated list of IdentityBackends, or *)",
+                    api::SECRET_OPT_IN,
+                    backend.name_any()
+                ),
+            )
+            .of(&key));
+        }
         let fingerprint = format!(
             "{}/{}",
             backend.metadata.generation.unwrap_or_default(),

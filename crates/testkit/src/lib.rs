@@ -378,7 +378,7 @@ pub mod cluster {
     ) -> Result<(), String> {
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": format!("{name}-credentials")},
+            "metadata": {"name": format!("{name}-credentials"), "annotations": {mfa_recall::api::SECRET_OPT_IN: name}},
             "stringData": secret
         }))
         .map_err(|e| e.to_string())?;
