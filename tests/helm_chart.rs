@@ -160,26 +160,21 @@ fn check_restricted(deployment: &Value) {
     }
 }
 
+/// The chart's files/ holds copies of crds/ (Helm reads only files inside the chart).
+fn assert_chart_holds_the_committed(file: &str) {
+    let committed = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(file)).unwrap();
+    let in_chart = std::fs::read_to_string(chart().join("files").join(file)).unwrap();
+    assert!(committed == in_chart, "charts/mfa-recall-operator/files/{file} differs from crds/{file}: run `cp crds/{file} charts/mfa-recall-operator/files/` and commit it");
+}
+
 #[test]
 fn chart_crds_are_the_committed_crds() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/mfarecall.io.yaml")).unwrap();
-    let in_chart = std::fs::read_to_string(chart().join("files/mfarecall.io.yaml")).unwrap();
-    assert!(
-        committed == in_chart,
-        "charts/mfa-recall-operator/files/mfarecall.io.yaml differs from crds/mfarecall.io.yaml: \
-         run `cp crds/mfarecall.io.yaml charts/mfa-recall-operator/files/` and commit it"
-    );
+    assert_chart_holds_the_committed("mfarecall.io.yaml");
 }
 
 #[test]
 fn chart_admission_policy_is_the_committed_one() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/identitybackend-secret-access.yaml")).unwrap();
-    let in_chart = std::fs::read_to_string(chart().join("files/identitybackend-secret-access.yaml")).unwrap();
-    assert!(
-        committed == in_chart,
-        "charts/mfa-recall-operator/files/identitybackend-secret-access.yaml differs from crds/: \
-         run `cp crds/identitybackend-secret-access.yaml charts/mfa-recall-operator/files/` and commit it"
-    );
+    assert_chart_holds_the_committed("identitybackend-secret-access.yaml");
 }
 
 #[test]
