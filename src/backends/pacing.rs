@@ -100,7 +100,7 @@ impl Throttle {
     /// Waits for this call's share of the budget the provider last announced for `bucket`: what
     /// is left is spread evenly until the window resets, counting calls in flight.
     async fn wait_for_budget(&self, bucket: &'static str) {
-        let (slot, now) = {
+        let (slot, now, seen) = {
             let mut budgets = self.budgets.lock().unwrap();
             let Some(budget) = budget_of(&mut budgets, bucket) else { return };
             let now = Instant::now();
@@ -113,9 +113,22 @@ impl Throttle {
             let slot = budget.next_slot.max(now);
             // The provider's figure is untrusted: a count past u32 spreads as finely as u32 can.
             budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / u32::try_from(usable).unwrap_or(u32::MAX) };
-            (if usable == 0 { budget.reset } else { slot }, now)
+            (if usable == 0 { budget.reset } else { slot }, now, budget.answers)
         };
         wait_for_slot(slot, now).await;
+        // Checked again before the call goes: while it waited, answers may have shown the budget
+        // spent (another client of the same quota, the organisation's SSO or provisioning).
+        let reset = {
+            let mut budgets = self.budgets.lock().unwrap();
+            let Some(budget) = budget_of(&mut budgets, bucket) else { return };
+            let now = Instant::now();
+            if budget.answers == seen || now >= budget.reset || budget.remaining >= budget.in_flight {
+                return;
+            }
+            budget.next_slot = budget.reset;
+            budget.reset
+        };
+        wait_for_slot(reset, Instant::now()).await;
     }
 
     /// Records the budget an answer announced for `bucket`: calls `remaining` until `reset`.
@@ -123,10 +136,11 @@ impl Throttle {
         let mut budgets = self.budgets.lock().unwrap();
         let now = Instant::now();
         let i = budgets.iter().position(|(b, _)| *b == bucket).unwrap_or_else(|| {
-            budgets.push((bucket, AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0 }));
+            budgets.push((bucket, AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0, answers: 0 }));
             budgets.len() - 1
         });
         let budget = &mut budgets[i].1;
+        budget.answers = budget.answers.wrapping_add(1);
         // Answers overtake each other: within one window the lowest remaining is the truth.
         if reset > budget.reset + Duration::from_millis(500) || now >= budget.reset {
             budget.reset = reset;
@@ -245,6 +259,8 @@ struct AnnouncedBudget {
     reset: Instant,
     next_slot: Instant,
     in_flight: u64,
+    /// Answers recorded so far: a call that waited for its slot checks the budget again if any came.
+    answers: u64,
 }
 
 fn budget_of<'a>(budgets: &'a mut [(&'static str, AnnouncedBudget)], bucket: &str) -> Option<&'a mut AnnouncedBudget> {
@@ -361,6 +377,32 @@ mod tests {
             throttle.admit("users").await.settle(Some((u64::MAX, start + Duration::from_secs(60))));
         }
         assert!(start.elapsed() < Duration::from_millis(10), "{:?}", start.elapsed());
+    }
+
+    /// A call waiting for its share goes only if the budget is still there when its turn comes:
+    /// an answer that shows it spent meanwhile (another client drew on the same quota) holds it
+    /// until the window resets.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_call_checks_the_budget_again_before_it_goes() {
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 4, ..Limits::default() });
+        let start = Instant::now();
+        let reset = start + Duration::from_secs(10);
+        throttle.admit("users").await.settle(Some((2, reset)));
+        let first = throttle.admit("users").await;
+        let waiting = tokio::spawn({
+            let throttle = throttle.clone();
+            async move {
+                let second = throttle.admit("users").await;
+                let at = start.elapsed();
+                second.settle(None);
+                at
+            }
+        });
+        // A second into the wait, the first call's answer says nothing is left.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        first.settle(Some((0, reset)));
+        let at = waiting.await.unwrap();
+        assert!(at >= Duration::from_millis(9_999), "the second call waited for the reset, not its slot at 5 s: {at:?}");
     }
 
     /// A call given up while it waits or runs frees its place and its share of the budget.
