@@ -285,16 +285,8 @@ async fn wrong_credentials_give_a_clear_condition_and_never_leak() {
 
     // No crash loop, and the secret appears nowhere: logs, status, events, audit trail. The
     // recall's warning is the last thing published: once it is there, everything is.
-    let event_api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let events = loop {
-        let events = event_api.list(&Default::default()).await.unwrap();
-        if events.items.iter().any(|e| e.reason.as_deref() == Some("BackendAuthFailed")) {
-            break events;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no BackendAuthFailed event for the recall: {:?}", events.items.iter().map(|e| &e.reason).collect::<Vec<_>>());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    cluster::wait_for_event(&client, ns, "BackendAuthFailed", Duration::from_secs(30)).await.unwrap();
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap();
     assert!(operator.is_running());
     let everything = format!(
         "{}{}{}{}",
@@ -339,12 +331,10 @@ async fn suspend_resume_cancel_and_delete_stop_cleanly() {
     assert!(cancelled.metadata.finalizers.unwrap_or_default().contains(&"mfarecall.io/stop-recall".to_string()));
 
     // Deleting goes through the finalizer and the object disappears.
+    let uid = api.get("r").await.unwrap().metadata.uid.unwrap();
     api.delete("r", &Default::default()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while api.get_opt("r").await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the recall was not released by its finalizer");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let gone = kube::runtime::wait::await_condition(api.clone(), "r", kube::runtime::wait::conditions::is_deleted(&uid));
+    tokio::time::timeout(Duration::from_secs(30), gone).await.expect("the recall is released by its finalizer").unwrap();
     let lines = audit_lines(&audit_file);
     assert_eq!(audit::verify(&audit_file).unwrap(), Verification::Intact { lines: lines.len() as u64 });
     let phases: Vec<&str> = lines.iter().filter(|l| l["action"] == "recall.phase").filter_map(|l| l["outcome"].as_str()).collect();

@@ -394,23 +394,33 @@ pub mod cluster {
     }
 
     /// Polls until `done` holds for the object, or fails after `timeout` with the last state seen.
-    pub async fn wait_for<K, F>(api: &Api<K>, name: &str, timeout: Duration, mut done: F) -> Result<K, String>
+    pub async fn wait_for<K, F>(api: &Api<K>, name: &str, timeout: Duration, done: F) -> Result<K, String>
     where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-        F: FnMut(&K) -> bool,
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        F: Fn(&K) -> bool,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let last = api.get_opt(name).await.map_err(|e| e.to_string())?;
-            if let Some(object) = &last
-                && done(object)
-            {
-                return Ok(object.clone());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("timed out after {timeout:?} waiting for {name}; last seen: {last:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        // Watched, not polled: the condition is checked on every change the apiserver reports.
+        let condition = |object: Option<&K>| object.is_some_and(&done);
+        match tokio::time::timeout(timeout, kube::runtime::wait::await_condition(api.clone(), name, condition)).await {
+            Ok(Ok(Some(object))) => Ok(object),
+            Ok(Ok(None)) => Err(format!("{name} is gone")),
+            Ok(Err(e)) => Err(format!("watching {name}: {e}")),
+            Err(_) => Err(format!("timed out after {timeout:?} waiting for {name}; last seen: {:?}", api.get_opt(name).await)),
+        }
+    }
+
+    /// The first Event in `namespace` with `reason`, as the apiserver reports it (watched).
+    pub async fn wait_for_event(client: &Client, namespace: &str, reason: &str, timeout: Duration) -> Result<(), String> {
+        use futures::TryStreamExt;
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace);
+        let stream = kube::runtime::watcher(events, kube::runtime::watcher::Config::default());
+        let found = kube::runtime::WatchStreamExt::applied_objects(stream).try_filter(|e| std::future::ready(e.reason.as_deref() == Some(reason)));
+        let mut found = std::pin::pin!(found);
+        match tokio::time::timeout(timeout, found.try_next()).await {
+            Ok(Ok(Some(_))) => Ok(()),
+            Ok(Ok(None)) => Err("the event watch ended".into()),
+            Ok(Err(e)) => Err(format!("watching events: {e}")),
+            Err(_) => Err(format!("no {reason} event in {namespace} within {timeout:?}")),
         }
     }
 }
