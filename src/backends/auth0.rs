@@ -354,7 +354,7 @@ impl Auth0 {
             }
         };
         // The location is a signed storage URL: no bearer token, and never logged or quoted.
-        if reqwest::Url::parse(&location).is_err() || self.http.check_transport("the users export's download location", &location).is_err() {
+        if self.http.check_transport("the users export's download location", &location).is_err() {
             return Err(self.http.error(ErrorKind::Rejected, format!("the users export job {job} gave an unusable download location (not an https URL)")));
         }
         let reply = self.http.send(Op::new("download_export", "exports"), || self.http.request(Method::GET, &location)).await?;
@@ -416,9 +416,9 @@ impl Auth0 {
                 continue;
             }
             reader.offset += 1;
-            return Ok(Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| {
-                Record::Unreadable(Unreadable { label: format!("(line {} of the users export)", reader.offset), why: format!("the provider's record of this user could not be read: {e}") })
-            })));
+            return Ok(Some(
+                serde_json::from_str(line.trim()).unwrap_or_else(|e| Record::Unreadable(Unreadable::because(format!("(line {} of the users export)", reader.offset), &e))),
+            ));
         }
     }
 

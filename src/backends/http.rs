@@ -380,15 +380,16 @@ fn announced_budget(reply: &HttpReply) -> Option<(u64, Instant)> {
     const RESET: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-reset"), HeaderName::from_static("x-ratelimit-reset")];
     let number = |names: &[HeaderName; 2]| names.iter().find_map(|n| reply.header(n)?.trim().parse::<u64>().ok());
     let remaining = number(&REMAINING)?;
-    let reset_epoch = number(&RESET)?;
-    let now_epoch = reply
-        .header("date")
-        .and_then(|d| jiff::fmt::rfc2822::parse(d).ok())
-        .map(|z| z.timestamp().as_second() as u64)
-        .unwrap_or_else(|| jiff::Timestamp::now().as_second() as u64);
+    let reset_epoch = i64::try_from(number(&RESET)?).unwrap_or(i64::MAX);
     // Date has whole seconds, so the window may end up to a second later than we think: safe side.
-    let left = Duration::from_secs(reset_epoch.saturating_sub(now_epoch).saturating_add(1));
-    Some((remaining, Instant::now() + left.min(MAX_RESET_WAIT)))
+    let left = reset_epoch.saturating_sub(provider_now(reply).as_second()).max(0).saturating_add(1);
+    Some((remaining, Instant::now() + Duration::from_secs(left.unsigned_abs()).min(MAX_RESET_WAIT)))
+}
+
+/// The provider's clock, from its `Date` header, else ours: waits it asks for in its own time
+/// are counted from it, so clock skew cannot make us early.
+fn provider_now(reply: &HttpReply) -> jiff::Timestamp {
+    reply.header("date").and_then(|d| jiff::fmt::rfc2822::parse(d).ok()).map_or_else(jiff::Timestamp::now, |z| z.timestamp())
 }
 
 fn is_transient(status: StatusCode) -> bool {
@@ -414,8 +415,7 @@ fn retry_after(reply: &HttpReply) -> Option<Duration> {
         Ok(_) => return None,
         Err(_) => {
             let at = jiff::fmt::rfc2822::parse(text).ok()?.timestamp();
-            let now = reply.header("date").and_then(|d| jiff::fmt::rfc2822::parse(d).ok()).map_or_else(jiff::Timestamp::now, |z| z.timestamp());
-            Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+            Duration::try_from(at.duration_since(provider_now(reply))).unwrap_or(Duration::ZERO)
         }
     };
     Some(wait.min(MAX_RETRY_AFTER))
@@ -590,7 +590,11 @@ mod tests {
 
     #[test]
     fn rate_limit_headers_at_the_edges_of_u64_give_a_bounded_budget() {
-        for (remaining, reset, date) in [("4294967296", "18446744073709551615", "Thu, 01 Jan 1970 00:00:00 GMT"), ("18446744073709551615", "0", "Sat, 05 Dec 2026 08:00:00 GMT")] {
+        for (remaining, reset, date) in [
+            ("4294967296", "18446744073709551615", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("18446744073709551615", "0", "Sat, 05 Dec 2026 08:00:00 GMT"),
+            ("5", "1000", "Mon, 01 Jan 1900 00:00:00 GMT"),
+        ] {
             let reply = reply_with(&[("x-rate-limit-remaining", remaining), ("x-rate-limit-reset", reset), ("date", date)]);
             let (left, at) = announced_budget(&reply).unwrap();
             assert_eq!(left, remaining.parse::<u64>().unwrap());

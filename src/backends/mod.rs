@@ -77,6 +77,11 @@ impl Unreadable {
                 _ => None,
             })
             .unwrap_or_else(|| "(a record with no identifier)".to_string());
+        Unreadable::because(label, error)
+    }
+
+    /// A record known by `label` that `error` kept from decoding.
+    pub fn because(label: String, error: &serde_json::Error) -> Self {
         let why = format!("the provider's record of this user could not be read: {}", error.to_string().chars().take(200).collect::<String>());
         Unreadable { label, why }
     }

@@ -381,7 +381,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
         data: Some([("api-token".to_string(), k8s_openapi::ByteString(token.into_bytes()))].into()),
         ..Default::default()
     };
-    let provider = mfa_recall::backends::connect(&backend, Some(&secret), &Default::default()).unwrap();
+    let provider = mfa_recall::backends::connect(&backend, Some(&secret), &Default::default()).expect("the bench's own backend connects to its simulator");
     let stats_http = reqwest::Client::new();
     let before = sim_stats(&stats_http, &url).await.requests;
     let (_, cpu_before) = rss_and_cpu(std::process::id());
