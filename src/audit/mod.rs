@@ -80,6 +80,9 @@ pub enum Outcome {
     /// Revoked by the provider with a factor the recall deleted just before (one device, one link).
     RevokedWithLinked,
     AlreadyGone,
+    /// Gone when a resumed recall came to delete it: most likely deleted by this recall's own
+    /// attempt before a restart, whose line did not reach the trail; counted as revoked.
+    GoneSinceEarlierAttempt,
     Done,
     Skipped,
     Failed,
@@ -203,6 +206,18 @@ struct Tip {
 struct Trail {
     file: std::fs::File,
     pending: Vec<u8>,
+    /// Bytes written to the file: where the waiting lines will start.
+    len: u64,
+}
+
+/// A place in a trail file: the line numbered `seq`, linking to `prev`, starts `offset` bytes
+/// in. Kept with what the lines after it describe (a ledger segment), so those lines can be
+/// found again without reading the trail from its start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrailMark {
+    pub seq: u64,
+    pub offset: u64,
+    pub prev: String,
 }
 
 impl AuditLog {
@@ -222,7 +237,7 @@ impl AuditLog {
                 chain.seq = last.seq + 1;
                 chain.prev = last.hash;
             }
-            trail = Some(Trail { file, pending: Vec::with_capacity(BATCH) });
+            trail = Some(Trail { file, pending: Vec::with_capacity(BATCH), len: valid_len });
         }
         Self::writing_to(trail, chain, actor, stdout)
     }
@@ -258,6 +273,64 @@ impl AuditLog {
         tip.chain.prev.clear();
         tip.chain.prev.push_str(std::str::from_utf8(&hash).expect("hex is ASCII"));
         Ok(())
+    }
+
+    /// Where the next line will go; None without a trail file.
+    pub fn mark(&self) -> Option<TrailMark> {
+        let tip = self.tip.lock().unwrap();
+        let trail = tip.trail.as_ref()?;
+        Some(TrailMark { seq: tip.chain.seq, offset: trail.len + trail.pending.len() as u64, prev: tip.chain.prev.clone() })
+    }
+
+    /// Writes the waiting lines to the trail file, without waiting for the disk: they then
+    /// survive the operator being killed (not the machine crashing). Called as each user is
+    /// finished, so a restart finds every finished user's lines.
+    pub fn write_out(&self) -> std::io::Result<()> {
+        let mut tip = self.tip.lock().unwrap();
+        tip.written()?;
+        if let Err(e) = tip.flush() {
+            tip.broken = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Hands `each` every line of the trail file from `mark` on, each checked to follow from the
+    /// one before. `Ok(false)` when the line at `mark` is not the one marked: the mark is from
+    /// another trail (another operator process's, or a trail since replaced), and nothing was
+    /// handed over. A line further on that does not follow is an error: the trail was damaged.
+    pub fn read_since(&self, mark: &TrailMark, mut each: impl FnMut(AuditRecord)) -> std::io::Result<bool> {
+        let (file, end) = {
+            let mut tip = self.tip.lock().unwrap();
+            tip.written()?;
+            if let Err(e) = tip.flush() {
+                tip.broken = true;
+                return Err(e);
+            }
+            match (&self.sync_file, &tip.trail) {
+                (Some(file), Some(trail)) => (file.clone(), trail.len),
+                _ => return Ok(false),
+            }
+        };
+        if mark.offset >= end {
+            return Ok(false);
+        }
+        let reader = std::io::BufReader::with_capacity(64 * 1024, At { file: &file, offset: mark.offset, end });
+        let mut prev = mark.prev.clone();
+        for (n, line) in reader.lines().enumerate() {
+            let line = line?;
+            let record: Option<AuditRecord> = serde_json::from_str(&line).ok();
+            let follows = record.as_ref().is_some_and(|r| r.seq == mark.seq + n as u64 && r.prev == prev && chain_hash(&r.prev, r.seq, &r.time, &r.actor, &r.event) == r.hash);
+            match record {
+                Some(record) if follows => {
+                    prev.clone_from(&record.hash);
+                    each(record);
+                }
+                _ if n == 0 => return Ok(false),
+                _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the audit trail does not follow on at line {} after the mark at sequence {}: it was damaged", n, mark.seq))),
+            }
+        }
+        Ok(true)
     }
 
     /// Returns once every line recorded before the call is on disk. Call it before reporting
@@ -350,6 +423,7 @@ impl Tip {
             return Ok(());
         }
         trail.file.write_all(&trail.pending)?;
+        trail.len += trail.pending.len() as u64;
         if self.stdout {
             std::io::stdout().lock().write_all(&trail.pending)?;
         }
@@ -415,6 +489,23 @@ fn push_json(line: &mut Vec<u8>, value: &impl Serialize) -> std::ops::Range<usiz
     let start = line.len();
     serde_json::to_writer(&mut *line, value).expect("audit fields serialize");
     start..line.len()
+}
+
+/// The bytes of a file from `offset` up to `end`, read by position (the file is also being
+/// appended to).
+struct At<'a> {
+    file: &'a std::fs::File,
+    offset: u64,
+    end: u64,
+}
+
+impl std::io::Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let room = usize::try_from(self.end - self.offset).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.file.read_at(&mut buf[..room], self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 fn trail_broken() -> std::io::Error {
@@ -810,7 +901,7 @@ mod tests {
         // /dev/full refuses every write with ENOSPC, as a full volume would: the line waits in
         // memory, and the sync that would write it to the trail fails.
         let file = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let log = AuditLog::writing_to(Some(Trail { file, pending: Vec::new() }), Chain { seq: 0, prev: GENESIS.into() }, "test", false).unwrap();
+        let log = AuditLog::writing_to(Some(Trail { file, pending: Vec::new(), len: 0 }), Chain { seq: 0, prev: GENESIS.into() }, "test", false).unwrap();
         log.record(event(1)).unwrap();
         let failed = log.sync().await.unwrap_err();
         assert!(failed.to_string().contains("space"), "{failed}");

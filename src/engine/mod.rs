@@ -189,7 +189,10 @@ impl Runner {
         let listed_scope = matches!(job.scope, ScopeSelector::Listed { .. });
         let mut kept = Progress::default();
         for index in self.ledger.segments(&job.backend).await? {
-            let segment = self.ledger.read(&job.backend, index).await?;
+            let mut segment = self.ledger.read(&job.backend, index).await?;
+            if !segment.complete {
+                self.replay(job, &mut segment)?;
+            }
             segment.add_counts(&mut counts);
             segment.users.iter().for_each(|r| kept.note_kept(r));
             unresolved.extend(segment.unresolved.iter().cloned());
@@ -227,6 +230,35 @@ impl Runner {
         progress.kept_factors = kept.kept_factors;
         progress.lost_factors = kept.lost_factors;
         Ok(restored)
+    }
+
+    /// Takes up, from the audit trail, what was done to the users an unfinished segment shows as
+    /// planned: the segment is recorded again only once all its users are done, so after a
+    /// restart its finished users would otherwise be worked on again (sessions ended twice,
+    /// deletions sent again). Each user finished before the restart becomes finished here; one
+    /// in flight goes on from the steps whose lines reached the trail. A segment recorded by
+    /// another operator process (whose trail this is not) is redone from the provider's answers.
+    fn replay(&self, job: &RecallJob, segment: &mut Segment) -> Result<()> {
+        let Some(mark) = segment.audit_from.clone() else { return Ok(()) };
+        // Lines name users by username; a name two planned users share is left to the provider.
+        let mut planned: HashMap<String, Option<usize>> = HashMap::new();
+        for (i, record) in segment.planned() {
+            planned.entry(record.user.username.clone()).and_modify(|at| *at = None).or_insert(Some(i));
+        }
+        let ends_enrollments = self.provider.capabilities().revoking_ends_enrollments;
+        let users = &mut segment.users;
+        let found = self.audit.read_since(&mark, |line| {
+            if line.event.recall != job.recall || line.event.backend.as_deref() != Some(job.backend.as_str()) {
+                return;
+            }
+            if let Some(Some(i)) = line.event.user.as_ref().and_then(|name| planned.get(name)) {
+                replay_line(&mut users[*i], &line, &ends_enrollments);
+            }
+        })?;
+        if !found {
+            tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "the segment was recorded beside another audit trail; its unfinished users are taken up from the provider's answers");
+        }
+        Ok(())
     }
 
     /// Resolves the recall's exclusions on this backend; fails, before anything is touched, when
@@ -437,7 +469,7 @@ impl Runner {
     /// Audits the users a fresh segment settles without touching (excluded, failed to
     /// snapshot), records the segment, counts it and hands it to the workers. False when the
     /// workers have stopped: what was recorded is resumed from the ledger.
-    async fn hand_over(&self, job: &RecallJob, segment: Segment, recorded: &mpsc::Sender<ToWork>) -> Result<bool> {
+    async fn hand_over(&self, job: &RecallJob, mut segment: Segment, recorded: &mpsc::Sender<ToWork>) -> Result<bool> {
         for name in &segment.unresolved {
             self.audit(job, None, Action::ScopeUnresolved, Outcome::NotFound, |e| e.detail = Some(format!("{name}: matched nobody on this backend")))?;
         }
@@ -445,6 +477,7 @@ impl Runner {
             let (action, outcome) = if record.state == UserState::Excluded { (Action::UserExclude, Outcome::Excluded) } else { (Action::UserFail, Outcome::Failed) };
             self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone())?;
         }
+        segment.audit_from = self.audit.mark();
         self.persist(&segment).await?;
         {
             let mut progress = self.progress.lock().unwrap();
@@ -581,6 +614,8 @@ impl Runner {
 
     async fn work_user(&self, job: &RecallJob, mut user: ToDo) -> Result<ToDo> {
         self.invalidate_user(job, &mut user.record, user.resumed).await?;
+        // A restart then finds this user's lines, and does not work on them again.
+        self.audit.write_out()?;
         let mut progress = self.progress.lock().unwrap();
         count_finished(&user.record, &mut progress.counts);
         progress.note_kept(&user.record);
@@ -731,7 +766,7 @@ impl Runner {
             RevokeOutcome::RevokedTaking(taken) => {
                 work.revoked.push(factor.id.clone());
                 for name in &taken {
-                    self.audit(job, Some(user), Action::FactorLostWithRevoked, Outcome::Lost, |e| e.detail = Some(format!("{name}, enrolled since the cutoff, went with {} {}", factor.kind.as_str(), factor.id)))?;
+                    self.audit(job, Some(user), Action::FactorLostWithRevoked, Outcome::Lost, |e| e.detail = Some(lost_with(name, factor)))?;
                 }
                 work.lost_new.extend(taken);
                 Outcome::Revoked
@@ -745,7 +780,7 @@ impl Runner {
             // before; otherwise it went by other hands and is not counted.
             RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked if resumed => {
                 work.revoked.push(factor.id.clone());
-                Outcome::AlreadyGone
+                Outcome::GoneSinceEarlierAttempt
             }
             RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked => {
                 work.gone.push(factor.id.clone());
@@ -922,6 +957,57 @@ impl Runner {
 
 /// Drops factors listed again under an id already listed, keeping the order. A user holds a
 /// handful, so this compares in place rather than build a set for every user.
+/// The detail of a `factor.lostWithRevoked` line: the new factor's name first, as
+/// `lost_name` reads it back.
+fn lost_with(name: &str, revoked: &crate::backends::FactorRef) -> String {
+    format!("{name}{LOST_WITH} {} {}", revoked.kind.as_str(), revoked.id)
+}
+
+const LOST_WITH: &str = ", enrolled since the cutoff, went with";
+
+fn lost_name(detail: &str) -> Option<&str> {
+    detail.split_once(LOST_WITH).map(|(name, _)| name)
+}
+
+/// Applies one audit line about a user to the user's record, as the step it describes left it.
+fn replay_line(record: &mut UserRecord, line: &crate::audit::AuditRecord, ends_enrollments: &[FactorKind]) {
+    if record.state != UserState::Planned {
+        return;
+    }
+    let event = &line.event;
+    let work = record.work.get_or_insert_default();
+    let factor = event.factor_id.clone().filter(|id| !work.settled(id));
+    match (&event.action, &event.outcome, factor) {
+        (Action::SessionRevoke, Outcome::Revoked, _) => work.sessions_ended = true,
+        (Action::FactorRevoke, Outcome::Revoked, Some(id)) => {
+            if let Some(crate::audit::AuditedKind::Kind(kind)) = &event.factor_kind
+                && ends_enrollments.contains(kind)
+            {
+                work.enrollments_ended_at = Some(line.time);
+            }
+            work.revoked.push(id);
+        }
+        (Action::FactorRevoke, Outcome::RevokedWithLinked | Outcome::GoneSinceEarlierAttempt, Some(id)) => work.revoked.push(id),
+        (Action::FactorRevoke, Outcome::AlreadyGone, Some(id)) => work.gone.push(id),
+        (Action::FactorKeep, Outcome::RegisteredSinceCutoff, Some(id)) => work.kept_new.push(id),
+        (Action::FactorKeep, Outcome::UnknownAge, Some(id)) => work.kept_unknown_age.push(id),
+        (Action::FactorLostWithRevoked, Outcome::Lost, _) => {
+            if let Some(name) = event.detail.as_deref().and_then(lost_name)
+                && !work.lost_new.iter().any(|n| n == name)
+            {
+                work.lost_new.push(name.to_string());
+            }
+        }
+        // Requiring enrollment (or finding it already done) is a user's last step.
+        (Action::EnrollmentRequire, Outcome::Done | Outcome::Skipped, _) => record.state = UserState::Invalidated,
+        (Action::UserFail, Outcome::Failed, _) => {
+            record.state = UserState::Failed;
+            record.note = event.detail.clone();
+        }
+        _ => {}
+    }
+}
+
 fn dedup_factors(factors: &mut Vec<crate::backends::FactorRef>) {
     let mut kept = 0;
     for i in 0..factors.len() {

@@ -21,6 +21,8 @@ struct FakeProvider {
     factors: Mutex<HashMap<String, Vec<(String, FactorKind, i64)>>>,
     broken: Vec<String>,
     deletes: Mutex<Vec<String>>,
+    /// Users whose sessions were ended, once per call.
+    sessions_ended: Mutex<Vec<String>>,
     /// Ask the engine to stop once this many users have been invalidated.
     stop_after: Mutex<Option<(usize, watch::Sender<bool>)>>,
     /// When set: users whose snapshot is durable in the ledger; touching anyone else is a bug.
@@ -189,6 +191,7 @@ impl IdentityProvider for FakeProvider {
         if self.broken.contains(&user.id) {
             return Err(ProviderError::new(ErrorKind::Rejected, format!("{}: 500 from POST /logout", user.id)));
         }
+        self.sessions_ended.lock().unwrap().push(user.id.clone());
         Ok(())
     }
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
@@ -332,6 +335,86 @@ async fn the_ledger_counts_only_what_is_already_in_the_trail_file() {
     assert_eq!(runner.revoke(&job()).await.unwrap(), RunEnd::Finished);
     assert!(ledger.checked.load(Ordering::SeqCst) >= 25, "every user's lines were checked");
     drop(runner);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A ledger that keeps only the first write of each segment, as an operator killed before
+/// recording any finished segment leaves it: every user still planned.
+#[derive(Default)]
+struct FirstWritesOnly(MemoryLedger);
+
+#[async_trait]
+impl LedgerStore for FirstWritesOnly {
+    async fn segments(&self, backend: &str) -> Result<Vec<u32>> {
+        self.0.segments(backend).await
+    }
+    async fn read(&self, backend: &str, index: u32) -> Result<Segment> {
+        self.0.read(backend, index).await
+    }
+    async fn write(&self, segment: &Segment) -> Result<()> {
+        if !self.0.segments(&segment.backend).await?.contains(&segment.index) {
+            self.0.write(segment).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Ids of the calls made more than once.
+fn repeated(calls: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut twice: Vec<String> = calls.iter().filter(|c| !seen.insert(*c)).cloned().collect();
+    twice.sort();
+    twice.dedup();
+    twice
+}
+
+// After a restart, users the ledger still shows as planned are taken up from the audit trail:
+// those whose lines all reached the trail are not touched again, one whose last lines were lost
+// goes on from the steps that reached it, and the counts come out the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_takes_up_finished_users_from_the_trail_and_redoes_only_those_cut_short() {
+    let dir = std::env::temp_dir().join(format!("mfa-engine-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let trail = dir.join("audit.jsonl");
+    let provider = Arc::new(FakeProvider::with_users(30));
+    let ledger = Arc::new(FirstWritesOnly::default());
+    let run = |audit: Arc<AuditLog>, progress: SharedProgress| Runner { provider: provider.clone(), ledger: ledger.clone(), audit, progress, stop: watch::channel(false).1 };
+    let first = SharedProgress::default();
+    assert_eq!(run(Arc::new(AuditLog::open(Some(&trail), "first", false).unwrap()), first.clone()).revoke(&job()).await.unwrap(), RunEnd::Finished);
+    let done = first.lock().unwrap().counts.clone();
+    assert_eq!((done.invalidated, done.excluded, done.sessions_revoked), (29, 1, 29));
+    let segments = ledger.0.segments("fake").await.unwrap();
+    for index in &segments {
+        let segment = ledger.0.read("fake", *index).await.unwrap();
+        assert!(segment.users.iter().all(|r| r.state != UserState::Invalidated), "the ledger keeps no finished user");
+        assert!(segment.audit_from.is_some(), "each segment marks where its users' lines start");
+    }
+
+    // The last lines of the trail are lost too: their users were in flight.
+    let text = std::fs::read_to_string(&trail).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (kept, cut) = lines.split_at(lines.len() - 3);
+    std::fs::write(&trail, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let cut_users: HashSet<String> = cut.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["user"].as_str().unwrap().to_string()).collect();
+    let before = (provider.sessions_ended.lock().unwrap().len(), provider.deletes.lock().unwrap().len());
+
+    let second = SharedProgress::default();
+    assert_eq!(run(Arc::new(AuditLog::open(Some(&trail), "second", false).unwrap()), second.clone()).revoke(&job()).await.unwrap(), RunEnd::Finished);
+    assert_eq!(second.lock().unwrap().counts, done, "the resumed run counts what the first did");
+    let sessions = provider.sessions_ended.lock().unwrap().clone();
+    let deletes = provider.deletes.lock().unwrap().clone();
+    assert!(sessions.len() - before.0 + deletes.len() - before.1 <= 3, "only the steps whose lines were cut are done again");
+    let required = provider.required.lock().unwrap().clone();
+    let again: HashSet<String> = [repeated(&sessions), repeated(&required), repeated(&deletes).into_iter().map(|f| f[..4].to_string()).collect()].concat().into_iter().collect();
+    assert!(again.is_subset(&cut_users), "{again:?} worked on again; only {cut_users:?} were cut short");
+
+    // Beside another trail (another operator process's), the segment is redone from the
+    // provider's answers: every factor is found gone and counted as this recall's.
+    let third = SharedProgress::default();
+    let other = dir.join("other.jsonl");
+    assert_eq!(run(Arc::new(AuditLog::open(Some(&other), "third", false).unwrap()), third.clone()).revoke(&job()).await.unwrap(), RunEnd::Finished);
+    assert_eq!(third.lock().unwrap().counts.factors_revoked, done.factors_revoked);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

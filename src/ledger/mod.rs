@@ -147,6 +147,11 @@ pub struct Segment {
     /// backend, found while listing this segment's users.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// Where the audit trail stood when this segment was first recorded: every action on its
+    /// users is audited after this, so a resumed run reads from here what was done to users
+    /// the segment still shows as planned (`Runner::replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_from: Option<crate::audit::TrailMark>,
 }
 
 /// Where a page was listed from.
@@ -160,7 +165,7 @@ pub struct PageStart {
 impl Segment {
     /// A segment of freshly listed users, not yet worked on.
     pub fn fresh(backend: &str, index: u32, next_cursor: Option<String>, users: Vec<UserRecord>) -> Self {
-        Self { backend: backend.to_string(), index, next_cursor, complete: false, users, head_of_page: None, unresolved: Vec::new() }
+        Self { backend: backend.to_string(), index, next_cursor, complete: false, users, head_of_page: None, unresolved: Vec::new(), audit_from: None }
     }
 
     /// The users not finished yet, with their positions.
