@@ -135,6 +135,52 @@ async fn one_recall_over_five_providers_survives_a_kill_with_exact_counts() {
     assert!(matches!(audit::verify(&audit_file).unwrap(), Verification::Intact { .. }));
 }
 
+/// After each SIGKILL the resumed recall works again only on the users that were in flight: a
+/// user finished before the kill is neither signed out again nor sent a deletion again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_kills_redo_at_most_the_users_in_flight() {
+    const KILLS: i64 = 3;
+    const IN_FLIGHT: i32 = 8;
+    let (parts, client, ns, _) = support::scenario("kills").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: USERS, ..Seed::default() });
+    subject.sim.count_writes();
+    let limits = BackendLimits { requests_per_second: 120, max_concurrency: IN_FLIGHT, ..Default::default() };
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let audit_file = parts.file("kills-audit.jsonl");
+    let log_file = parts.file("kills-operator.log");
+    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    let cutoff = jiff::Timestamp::now();
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "kills"},
+        "spec": {"reason": "INC-9 three restarts", "backends": ["corp-okta"], "cutoff": cutoff.to_string(), "scope": {"allUsers": true}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    for kill in 1..=KILLS {
+        let mark = USERS as i64 * kill / (KILLS + 1);
+        cluster::wait_for(&recalls, "kills", Duration::from_secs(120), |r| invalidated(r) >= mark).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+        operator.kill();
+        let at_kill = invalidated(&recalls.get("kills").await.unwrap());
+        assert!(at_kill < USERS as i64 - 20, "kill {kill} came too late to prove a resume ({at_kill} done)");
+        operator = Operator::start(ns, &audit_file, &log_file);
+    }
+    let recall = cluster::wait_for(&recalls, "kills", Duration::from_secs(300), |r| phase(r) == RecallPhase::AwaitingReEnrollment)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let counts = recall.status.unwrap().counts;
+    assert_eq!((counts.targeted, counts.invalidated, counts.failed), (USERS as i64, USERS as i64, 0), "{counts:?}");
+    assert!(subject.sim.provider.census(Some(cutoff)).factors_before_cutoff.is_empty(), "every old factor is gone");
+
+    // Okta's paths name the user: /api/v1/users/{id}/...
+    let repeated = subject.sim.repeated_writes();
+    let users_again: std::collections::BTreeSet<&str> = repeated.iter().filter_map(|(write, _)| write.split("/users/").nth(1)?.split('/').next()).collect();
+    assert!(users_again.len() as i64 <= IN_FLIGHT as i64 * KILLS, "{} users saw a second request (at most {} were in flight at the kills): {repeated:?}", users_again.len(), IN_FLIGHT as i64 * KILLS);
+    assert!(matches!(audit::verify(&audit_file).unwrap(), Verification::Intact { .. }));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_credentials_give_a_clear_condition_on_every_provider() {
     let (parts, client, ns, _) = support::scenario("wrongcreds").await;

@@ -405,6 +405,9 @@ pub struct Simulator {
     stats: Mutex<SimStats>,
     /// Each distinct request shape served, when asked to keep them (`record_requests`).
     recorded: Mutex<Option<std::collections::BTreeSet<RecordedRequest>>>,
+    /// Requests that change state the provider answered, as `METHOD path` with how many times,
+    /// kept from `count_writes` on.
+    writes: Mutex<Option<BTreeMap<String, u32>>>,
 }
 
 /// The shape of one request as it reached the simulator: what a published API description
@@ -435,6 +438,7 @@ impl Simulator {
             faults: Mutex::default(),
             stats: Mutex::default(),
             recorded: Mutex::default(),
+            writes: Mutex::default(),
         })
     }
 
@@ -455,6 +459,17 @@ impl Simulator {
     /// The request shapes kept since `record_requests`.
     pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
         self.recorded.lock().unwrap().iter().flatten().cloned().collect()
+    }
+
+    /// From now on, counts each request that changes state, by method and path.
+    pub fn count_writes(&self) {
+        self.writes.lock().unwrap().get_or_insert_with(Default::default);
+    }
+
+    /// The requests that changed state more than once since `count_writes` (the same deletion
+    /// sent again, a user's sessions ended twice), with how many times each came.
+    pub fn repeated_writes(&self) -> Vec<(String, u32)> {
+        self.writes.lock().unwrap().iter().flatten().filter(|(_, n)| **n > 1).map(|(w, n)| (w.clone(), *n)).collect()
     }
 
     pub fn stats(&self) -> SimStats {
@@ -505,6 +520,11 @@ impl Simulator {
             return Disposition::Answer(response);
         }
         let mut response = self.provider.handle(&request);
+        if request.method != Method::GET && bucket != "token"
+            && let Some(writes) = self.writes.lock().unwrap().as_mut()
+        {
+            *writes.entry(format!("{} {}", request.method, request.path)).or_default() += 1;
+        }
         if self.faults.lock().unwrap().foreign_links
             && let Some(host) = request.header("host")
         {
