@@ -93,6 +93,15 @@ impl ApiServerVerifier {
         self.expect(Method::POST, EVENTS, StatusCode::CREATED, |event| event.clone()).await.body
     }
 
+    /// A repeated event: the recorder counts it on the earlier one's series (a PATCH of it).
+    pub async fn event_repeated(&mut self) {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request()).await.expect("no request came; expected an event's series").expect("the client is gone");
+        let path = request.uri().path().to_string();
+        assert_eq!(request.method(), Method::PATCH, "{path}");
+        assert!(path.starts_with(EVENTS.trim_end_matches('?')), "{path}");
+        send.send_response(Response::builder().status(StatusCode::OK).body(Body::from(b"{}".to_vec())).unwrap());
+    }
+
     /// An object read that the apiserver does not have.
     pub async fn not_found(&mut self, path: &str) {
         self.expect(Method::GET, path, StatusCode::NOT_FOUND, |_| json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found" })).await;

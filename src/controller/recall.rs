@@ -163,6 +163,7 @@ async fn cleanup(recall: Arc<MfaRecall>, ctx: &Arc<Context>) -> Result<Action> {
         ctx.runs.stop(&key, record, STOP_TIMEOUT).await;
     }
     ctx.metrics.forget_recall(&recall.namespace().unwrap_or_default(), &recall.name_any());
+    ctx.runs.forget(&recall.uid().unwrap_or_default());
     ctx.publish(&*recall, EventType::Normal, Reason::Deleted, "recall deleted; its run stopped".into()).await;
     Ok(Action::await_change())
 }

@@ -52,6 +52,9 @@ pub enum Run {
 #[derive(Default)]
 pub struct Runs {
     inner: Mutex<HashMap<String, Slot>>,
+    /// The phase each recall (by UID) last entered in this process: a run tried again from a
+    /// status the cache has not caught up with yet does not audit or announce it again.
+    entered: Mutex<HashMap<String, RecallPhase>>,
 }
 
 enum Slot {
@@ -76,6 +79,11 @@ enum End {
 }
 
 impl Runs {
+    /// Forgets the phase a deleted recall entered.
+    pub fn forget(&self, uid: &str) {
+        self.entered.lock().unwrap().remove(uid);
+    }
+
     pub fn state(&self, key: &str) -> Run {
         let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
@@ -562,6 +570,11 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
     if previous == phase {
         return Ok(());
     }
+    let uid = recall.uid().unwrap_or_default();
+    if ctx.runs.entered.lock().unwrap().get(&uid) == Some(&phase) {
+        live.set_phase(phase);
+        return Ok(());
+    }
     let counts = live.status(None).counts;
     let key = key(recall);
     let outcome = serde_json::to_value(phase)?.as_str().unwrap_or_default().to_string();
@@ -574,6 +587,7 @@ async fn change_phase(recall: &MfaRecall, ctx: &Context, live: &Live, phase: Rec
             ..Default::default()
         })?;
     ctx.audit.sync().await?;
+    ctx.runs.entered.lock().unwrap().insert(uid, phase);
     live.set_phase(phase);
     tracing::info!(recall = %key, phase = %outcome, targeted = counts.targeted, invalidated = counts.invalidated, "phase changed");
     // A failure is announced by its own warning, which says why.
@@ -762,6 +776,34 @@ mod tests {
 
     /// Backends not ready: the run ended on an error that may fix itself, and reconcile sees the
     /// pause that is left, then an idle recall to start again.
+    /// A run tried again from a status the cache has not caught up with (still Pending) enters
+    /// Revoking without a second audit line or event.
+    #[tokio::test]
+    async fn a_phase_is_audited_once_when_entered_not_once_per_retry() {
+        let (ctx, mut server, trail) = crate::controller::Context::test();
+        let recall = crate::controller::fixtures::recall("r", serde_json::json!({}), false);
+        let first = Live::new(MfaRecallStatus::default());
+        let (entered, event) = tokio::join!(change_phase(&recall, &ctx, &first, RecallPhase::Revoking), server.event());
+        entered.unwrap();
+        assert_eq!(event["reason"], "Revoking");
+        for _ in 0..3 {
+            let retry = Live::new(MfaRecallStatus::default());
+            // An event published again would wait for the mocked apiserver's answer.
+            tokio::time::timeout(Duration::from_secs(2), change_phase(&recall, &ctx, &retry, RecallPhase::Revoking)).await.expect("the retry announced the phase again").unwrap();
+            assert_eq!(retry.base.lock().unwrap().phase, RecallPhase::Revoking);
+        }
+        server.quiet().await;
+        ctx.audit.sync().await.unwrap();
+        assert_eq!(trail.actions(), ["recall.phase: Revoking"]);
+        // Entered again after another phase, it is audited again.
+        let (left, _) = tokio::join!(change_phase(&recall, &ctx, &first, RecallPhase::Suspended), server.event());
+        left.unwrap();
+        let (back, _) = tokio::join!(change_phase(&recall, &ctx, &first, RecallPhase::Revoking), server.event_repeated());
+        back.unwrap();
+        ctx.audit.sync().await.unwrap();
+        assert_eq!(trail.actions(), ["recall.phase: Revoking", "recall.phase: Suspended", "recall.phase: Revoking"]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn backends_not_ready_the_run_waits_out_its_pause() {
         let runs = Runs::default();
