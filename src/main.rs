@@ -29,6 +29,10 @@ enum Command {
         /// Do not copy the audit trail to stdout.
         #[arg(long)]
         no_audit_stdout: bool,
+        /// Hash the audit chain with HMAC-SHA-256 under the key in this file (a mounted Secret),
+        /// so only its holder can write lines that verify.
+        #[arg(long, env = "MFA_RECALL_AUDIT_KEY_FILE")]
+        audit_key_file: Option<PathBuf>,
         /// Name of this instance in audit lines and events (the pod name).
         #[arg(long, env = "POD_NAME", default_value = "mfa-recall")]
         instance: String,
@@ -63,7 +67,16 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check a trail's hash chain and name the first broken line.
-    Verify { file: PathBuf },
+    Verify {
+        file: PathBuf,
+        /// The operator's audit key, for a keyed trail.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The trail must hold this line, as an MfaRecall's status.auditHead names it
+        /// (SEQ:HASH): detects a trail cut at its end or rewritten whole.
+        #[arg(long)]
+        expect_head: Option<audit::Head>,
+    },
 }
 
 #[tokio::main]
@@ -74,9 +87,15 @@ async fn main() -> std::process::ExitCode {
             print!("{}", mfa_recall::api::crds_yaml());
             std::process::ExitCode::SUCCESS
         }
-        Command::Audit { command: AuditCommand::Verify { file } } => match audit::verify(&file) {
-            Ok(Verification::Intact { lines }) => {
+        Command::Audit { command: AuditCommand::Verify { file, key_file, expect_head } } => match key_file.as_deref().map(audit::ChainKey::from_file).transpose().and_then(|key| audit::verify(&file, &key.unwrap_or_default(), expect_head.as_ref())) {
+            Ok(Verification::Intact { lines, unkeyed }) => {
                 println!("{}: intact, {lines} lines", file.display());
+                if unkeyed > 0 {
+                    println!("  the first {unkeyed} lines were written before the trail was keyed: anyone could have rewritten those");
+                }
+                if expect_head.is_none() {
+                    println!("  without --expect-head, a trail cut at its end also verifies: pass the head from an MfaRecall's status.auditHead");
+                }
                 if let Some(journal) = audit::legacy_journal(&file) {
                     println!("  {} was left by an older operator and is not part of the chain: what only it holds was reported nowhere, and was done and audited again", journal.display());
                 }
@@ -91,7 +110,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
-        Command::Operator { namespace, audit_file, no_audit_stdout, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
+        Command::Operator { namespace, audit_file, no_audit_stdout, audit_key_file, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -105,7 +124,7 @@ async fn main() -> std::process::ExitCode {
                 namespace: lease_namespace,
                 duration: std::time::Duration::from_secs(lease_seconds.max(3)),
             });
-            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, instance, concurrency, metrics_addr, leader_election };
+            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, audit_key_file, instance, concurrency, metrics_addr, leader_election };
             match controller::run(client, settings).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

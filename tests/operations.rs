@@ -61,7 +61,7 @@ fn assert_exact(recall: &MfaRecall, subject: &SimSubject, cutoff: jiff::Timestam
         for line in audit_lines(trail).iter().filter(|l| l["action"] == "factor.revoke" && l["outcome"] == "revoked") {
             *seen.entry(line["factorId"].as_str().unwrap().to_string()).or_default() += 1;
         }
-        assert!(matches!(audit::verify(trail).unwrap(), Verification::Intact { .. }), "{} is intact", trail.display());
+        assert!(matches!(audit::verify(trail, &audit::ChainKey::default(), None).unwrap(), Verification::Intact { .. }), "{} is intact", trail.display());
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "revoked twice: {twice:?}");
@@ -157,7 +157,7 @@ async fn sigterm_checkpoints_and_exits_within_the_grace_period_then_resumes_exac
     let lost_so_far: u64 = before.factors_before_cutoff.values().sum::<u64>() - subject.sim.provider.census(Some(cutoff)).factors_before_cutoff.values().sum::<u64>();
     let counted: u64 = stopped.status.as_ref().unwrap().counts.factors_revoked.values().sum::<i64>() as u64;
     assert_eq!(counted, lost_so_far, "status flushed at exit equals what the provider lost");
-    assert!(matches!(audit::verify(&audit_file).unwrap(), Verification::Intact { .. }));
+    assert!(matches!(audit::verify(&audit_file, &audit::ChainKey::default(), None).unwrap(), Verification::Intact { .. }));
 
     let _operator = Operator::start(ns, &audit_file, &log_file);
     let recall = cluster::wait_for(&recalls, "breach", Duration::from_secs(180), |r| phase(r) == RecallPhase::AwaitingReEnrollment)

@@ -108,7 +108,7 @@ async fn full_recall_matches_keycloak_then_a_user_re_enrolls() {
     assert_eq!(recall.status.unwrap().counts.pending, users_with_factors - 1);
 
     // The audit trail verifies and names every revoked factor once.
-    assert_eq!(audit::verify(&audit_file).unwrap(), Verification::Intact { lines: audit_lines(&audit_file).len() as u64 });
+    assert_eq!(audit::verify(&audit_file, &audit::ChainKey::default(), None).unwrap(), Verification::Intact { lines: audit_lines(&audit_file).len() as u64, unkeyed: 0 });
     let lines = audit_lines(&audit_file);
     let revoked = lines.iter().filter(|l| l["action"] == "factor.revoke").count() as i64;
     assert_eq!(revoked, before.values().sum::<i64>());
@@ -190,7 +190,7 @@ async fn killed_mid_recall_resumes_exactly_and_keeps_a_factor_enrolled_meanwhile
 
     // The chain continues across the crash; no factor was revoked twice.
     let lines = audit_lines(&audit_file);
-    assert_eq!(audit::verify(&audit_file).unwrap(), Verification::Intact { lines: lines.len() as u64 });
+    assert_eq!(audit::verify(&audit_file, &audit::ChainKey::default(), None).unwrap(), Verification::Intact { lines: lines.len() as u64, unkeyed: 0 });
     assert!(revoked_twice(&lines).is_empty(), "revoked twice: {:?}", revoked_twice(&lines));
     let actors: std::collections::BTreeSet<&str> = lines.iter().filter_map(|l| l["actor"].as_str()).collect();
     assert_eq!(actors.len(), 1);
@@ -336,7 +336,7 @@ async fn suspend_resume_cancel_and_delete_stop_cleanly() {
     let gone = kube::runtime::wait::await_condition(api.clone(), "r", kube::runtime::wait::conditions::is_deleted(&uid));
     tokio::time::timeout(Duration::from_secs(30), gone).await.expect("the recall is released by its finalizer").unwrap();
     let lines = audit_lines(&audit_file);
-    assert_eq!(audit::verify(&audit_file).unwrap(), Verification::Intact { lines: lines.len() as u64 });
+    assert_eq!(audit::verify(&audit_file, &audit::ChainKey::default(), None).unwrap(), Verification::Intact { lines: lines.len() as u64, unkeyed: 0 });
     let phases: Vec<&str> = lines.iter().filter(|l| l["action"] == "recall.phase").filter_map(|l| l["outcome"].as_str()).collect();
     assert_eq!(phases, ["Revoking", "Suspended", "Revoking", "Cancelled"]);
     // The trail orders everything the operator did: nothing was revoked between the suspension

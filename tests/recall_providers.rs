@@ -132,7 +132,7 @@ async fn one_recall_over_five_providers_survives_a_kill_with_exact_counts() {
     }
     let twice: Vec<_> = revoked.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "revoked twice: {twice:?}");
-    assert!(matches!(audit::verify(&audit_file).unwrap(), Verification::Intact { .. }));
+    assert!(matches!(audit::verify(&audit_file, &audit::ChainKey::default(), None).unwrap(), Verification::Intact { .. }));
 }
 
 /// After each SIGKILL the resumed recall works again only on the users that were in flight: a
@@ -150,7 +150,12 @@ async fn three_kills_redo_at_most_the_users_in_flight() {
     cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
     let audit_file = parts.file("kills-audit.jsonl");
     let log_file = parts.file("kills-operator.log");
-    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    // The chain keyed, as the chart sets it up from a Secret.
+    let key_file = parts.file("kills-audit.key");
+    std::fs::write(&key_file, format!("{}\n", support::unique("audit-key-0123456789abcdef0123456789"))).unwrap();
+    let keyed = ["--audit-key-file", key_file.to_str().unwrap()];
+    let instance = format!("op-{ns}");
+    let mut operator = Operator::start_with(ns, &audit_file, &log_file, &instance, &keyed);
     let cutoff = jiff::Timestamp::now();
     cluster::create_recall(&client, ns, json!({
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "kills"},
@@ -165,12 +170,13 @@ async fn three_kills_redo_at_most_the_users_in_flight() {
         operator.kill();
         let at_kill = invalidated(&recalls.get("kills").await.unwrap());
         assert!(at_kill < USERS as i64 - 20, "kill {kill} came too late to prove a resume ({at_kill} done)");
-        operator = Operator::start(ns, &audit_file, &log_file);
+        operator = Operator::start_with(ns, &audit_file, &log_file, &instance, &keyed);
     }
     let recall = cluster::wait_for(&recalls, "kills", Duration::from_secs(300), |r| phase(r) == RecallPhase::AwaitingReEnrollment)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
-    let counts = recall.status.unwrap().counts;
+    let status = recall.status.unwrap();
+    let counts = status.counts;
     assert_eq!((counts.targeted, counts.invalidated, counts.failed), (USERS as i64, USERS as i64, 0), "{counts:?}");
     assert!(subject.sim.provider.census(Some(cutoff)).factors_before_cutoff.is_empty(), "every old factor is gone");
 
@@ -178,7 +184,15 @@ async fn three_kills_redo_at_most_the_users_in_flight() {
     let repeated = subject.sim.repeated_writes();
     let users_again: std::collections::BTreeSet<&str> = repeated.iter().filter_map(|(write, _)| write.split("/users/").nth(1)?.split('/').next()).collect();
     assert!(users_again.len() as i64 <= IN_FLIGHT as i64 * KILLS, "{} users saw a second request (at most {} were in flight at the kills): {repeated:?}", users_again.len(), IN_FLIGHT as i64 * KILLS);
-    assert!(matches!(audit::verify(&audit_file).unwrap(), Verification::Intact { .. }));
+
+    // Every line keyed, and the head status published is in the trail.
+    let head = status.audit_head.expect("status publishes the trail's head");
+    assert_eq!(head.instance, instance);
+    let head: audit::Head = head.line.parse().unwrap();
+    let key = audit::ChainKey::from_file(&key_file).unwrap();
+    let lines = audit_lines(&audit_file).len() as u64;
+    assert_eq!(audit::verify(&audit_file, &key, Some(&head)).unwrap(), Verification::Intact { lines, unkeyed: 0 });
+    assert!(matches!(audit::verify(&audit_file, &audit::ChainKey::default(), None).unwrap(), Verification::Broken { line: 1, .. }), "without the key nothing verifies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

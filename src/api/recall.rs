@@ -255,6 +255,21 @@ pub struct MfaRecallStatus {
     /// Ready, Progressing and Degraded, each with a reason and a message to act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The last line of the operator's audit trail when this status was written, durable by
+    /// then: `mfa-recall audit verify FILE --expect-head SEQ:HASH` finds a trail cut at its end
+    /// or rewritten whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<AuditHead>,
+}
+
+/// A line of an operator's audit trail.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditHead {
+    /// The operator instance (pod) whose trail holds the line.
+    pub instance: String,
+    /// `SEQ:HASH`, as `audit verify --expect-head` takes it.
+    pub line: String,
 }
 
 /// Counts of users and factors. At the end invalidated + excluded + failed == targeted.

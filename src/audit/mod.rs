@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::api::{FactorKind, RecallPhase};
@@ -127,30 +128,72 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The hash of a line: SHA-256 over the previous hash, a newline, and the JSON array
-/// `[seq, time, actor, event]`.
-fn chain_hash(prev: &str, seq: u64, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> String {
+/// What a line's hash is computed with: SHA-256 alone, which anyone can recompute (so a trail
+/// rewritten whole, hashes and all, still verifies), or HMAC-SHA-256 under the operator's audit
+/// key, which only the key's holder can.
+#[derive(Clone, Default)]
+pub struct ChainKey(Option<Hmac<Sha256>>);
+
+/// Shorter keys are refused: the key is what stands between a rewritten trail and one that verifies.
+pub const MIN_KEY_BYTES: usize = 32;
+
+impl ChainKey {
+    pub fn hmac(key: &[u8]) -> std::io::Result<Self> {
+        if key.len() < MIN_KEY_BYTES {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("the audit key has {} bytes; it needs at least {MIN_KEY_BYTES} (for example: head -c 32 /dev/urandom | base64)", key.len())));
+        }
+        // HMAC takes a key of any length (RFC 2104 §2).
+        Ok(Self(Some(Hmac::new_from_slice(key).expect("HMAC takes any key length"))))
+    }
+
+    /// The key in a file (as a Secret is mounted), without a trailing newline.
+    pub fn from_file(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), format!("reading the audit key {}: {e}", path.display())))?;
+        Self::hmac(bytes.trim_ascii_end())
+    }
+
+    pub fn is_keyed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// The hash of a line: SHA-256 (or HMAC-SHA-256 under `key`) over the previous hash, a newline,
+/// and the JSON array `[seq, time, actor, event]`.
+fn chain_hash(key: &ChainKey, prev: &str, seq: u64, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> String {
     let time = serde_json::to_vec(time).expect("timestamps serialize");
     let actor = serde_json::to_vec(actor).expect("strings serialize");
     let event = serde_json::to_vec(event).expect("audit events serialize");
-    let hash = hash_fields(prev, [seq.to_string().as_bytes(), &time, &actor, &event]);
+    let hash = hash_fields(key, prev, [seq.to_string().as_bytes(), &time, &actor, &event]);
     String::from_utf8(hash.to_vec()).expect("hex is ASCII")
 }
 
-/// SHA-256 over `prev`, a newline, and the fields (each already JSON) as one JSON array; in hex.
-fn hash_fields(prev: &str, fields: [&[u8]; 4]) -> [u8; 64] {
-    let mut hasher = Sha256::new();
-    hasher.update(prev.as_bytes());
-    hasher.update(b"\n[");
-    for (i, field) in fields.into_iter().enumerate() {
-        if i > 0 {
-            hasher.update(b",");
+/// The hash over `prev`, a newline, and the fields (each already JSON) as one JSON array; in hex.
+fn hash_fields(key: &ChainKey, prev: &str, fields: [&[u8]; 4]) -> [u8; 64] {
+    fn feed(prev: &str, fields: [&[u8]; 4], mut update: impl FnMut(&[u8])) {
+        update(prev.as_bytes());
+        update(b"\n[");
+        for (i, field) in fields.into_iter().enumerate() {
+            if i > 0 {
+                update(b",");
+            }
+            update(field);
         }
-        hasher.update(field);
+        update(b"]");
     }
-    hasher.update(b"]");
+    let digest: [u8; 32] = match &key.0 {
+        None => {
+            let mut hasher = Sha256::new();
+            feed(prev, fields, |bytes| hasher.update(bytes));
+            hasher.finalize().into()
+        }
+        Some(mac) => {
+            let mut mac = mac.clone();
+            feed(prev, fields, |bytes| mac.update(bytes));
+            mac.finalize().into_bytes().into()
+        }
+    };
     let mut hash = [0; 64];
-    hex::encode_to_slice(hasher.finalize(), &mut hash).expect("64 hex digits for 32 bytes");
+    hex::encode_to_slice(digest, &mut hash).expect("64 hex digits for 32 bytes");
     hash
 }
 
@@ -182,6 +225,7 @@ const BATCH: usize = 64 * 1024;
 /// reports, a thread writes and syncs the waiting lines every `FLUSH_EVERY`.
 pub struct AuditLog {
     actor: String,
+    key: ChainKey,
     tip: Arc<Mutex<Tip>>,
     /// The trail file again (a second descriptor), synced off the runtime's threads.
     sync_file: Option<Arc<std::fs::File>>,
@@ -250,7 +294,7 @@ impl AuditLog {
             let (tip, file) = (Arc::downgrade(&tip), Arc::downgrade(file));
             std::thread::Builder::new().name("audit-flush".into()).spawn(move || flush_every(tip, file))?;
         }
-        Ok(Self { actor: actor.to_string(), tip, sync_file, durable })
+        Ok(Self { actor: actor.to_string(), key: ChainKey::default(), tip, sync_file, durable })
     }
 
     /// Appends one event to the chain; it reaches the file by the next `sync` at the latest.
@@ -264,7 +308,7 @@ impl AuditLog {
         }
         let time = jiff::Timestamp::now();
         let Tip { chain, line, .. } = &mut *tip;
-        let hash = chain_line(line, chain, &time, &self.actor, &event);
+        let hash = chain_line(&self.key, line, chain, &time, &self.actor, &event);
         if let Err(e) = tip.append() {
             tip.broken = true;
             return Err(e);
@@ -273,6 +317,21 @@ impl AuditLog {
         tip.chain.prev.clear();
         tip.chain.prev.push_str(std::str::from_utf8(&hash).expect("hex is ASCII"));
         Ok(())
+    }
+
+    /// Lines from now on are hashed under `key`. A trail that was not keyed before goes on
+    /// keyed; `verify` tells how many lines came first unkeyed.
+    pub fn keyed(mut self, key: ChainKey) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The last line recorded (its sequence number and hash); None before the first. Taken
+    /// before a `sync`, it names a line that is on disk once the sync returns.
+    pub fn head(&self) -> Option<Head> {
+        let tip = self.tip.lock().unwrap();
+        let seq = tip.chain.seq.checked_sub(1)?;
+        Some(Head { seq, hash: tip.chain.prev.clone() })
     }
 
     /// Where the next line will go; None without a trail file.
@@ -320,7 +379,7 @@ impl AuditLog {
         for (n, line) in reader.lines().enumerate() {
             let line = line?;
             let record: Option<AuditRecord> = serde_json::from_str(&line).ok();
-            let follows = record.as_ref().is_some_and(|r| r.seq == mark.seq + n as u64 && r.prev == prev && chain_hash(&r.prev, r.seq, &r.time, &r.actor, &r.event) == r.hash);
+            let follows = record.as_ref().is_some_and(|r| r.seq == mark.seq + n as u64 && r.prev == prev && self.follows(r));
             match record {
                 Some(record) if follows => {
                     prev.clone_from(&record.hash);
@@ -461,7 +520,7 @@ fn flush_every(tip: Weak<Mutex<Tip>>, file: Weak<std::fs::File>) {
 /// computes), then its braces become the line's (what serialising an `AuditRecord` gives,
 /// `#[serde(flatten)]` putting the event's fields between actor and prev). A recall writes
 /// thousands of these a second.
-fn chain_line(line: &mut Vec<u8>, chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> [u8; 64] {
+fn chain_line(key: &ChainKey, line: &mut Vec<u8>, chain: &Chain, time: &jiff::Timestamp, actor: &str, event: &AuditEvent) -> [u8; 64] {
     line.clear();
     line.extend_from_slice(b"{\"seq\":");
     let seq = push_json(line, &chain.seq);
@@ -471,7 +530,7 @@ fn chain_line(line: &mut Vec<u8>, chain: &Chain, time: &jiff::Timestamp, actor: 
     let actor = push_json(line, &actor);
     let event = push_json(line, event);
 
-    let hash = hash_fields(&chain.prev, [&line[seq], &line[time], &line[actor], &line[event.clone()]]);
+    let hash = hash_fields(key, &chain.prev, [&line[seq], &line[time], &line[actor], &line[event.clone()]]);
 
     // `{"recall":...}` becomes `,"recall":...` followed by the chain fields.
     line[event.start] = b',';
@@ -489,6 +548,15 @@ fn push_json(line: &mut Vec<u8>, value: &impl Serialize) -> std::ops::Range<usiz
     let start = line.len();
     serde_json::to_writer(&mut *line, value).expect("audit fields serialize");
     start..line.len()
+}
+
+impl AuditLog {
+    /// Whether a line's hash is right under this trail's key (or, for a line written before the
+    /// trail was keyed, without one).
+    fn follows(&self, record: &AuditRecord) -> bool {
+        let hash = |key: &ChainKey| chain_hash(key, &record.prev, record.seq, &record.time, &record.actor, &record.event);
+        hash(&self.key) == record.hash || (self.key.is_keyed() && hash(&ChainKey::default()) == record.hash)
+    }
 }
 
 /// The bytes of a file from `offset` up to `end`, read by position (the file is also being
@@ -578,21 +646,53 @@ pub fn legacy_journal(path: &Path) -> Option<PathBuf> {
     Some(legacy_journal_path(path)).filter(|p| p.exists())
 }
 
+/// A line of a trail named by its sequence number and hash, as each MfaRecall's status
+/// publishes the head of the operator's trail: written as `SEQ:HASH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::fmt::Display for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for Head {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (seq, hash) = text.split_once(':').ok_or_else(|| format!("{text:?} is not SEQ:HASH (as status.auditHead gives it)"))?;
+        let seq = seq.parse().map_err(|e| format!("the sequence number {seq:?}: {e}"))?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("the hash {hash:?} is not 64 hex digits"));
+        }
+        Ok(Self { seq, hash: hash.to_ascii_lowercase() })
+    }
+}
+
 /// Result of checking a chain.
 #[derive(Debug, PartialEq)]
 pub enum Verification {
-    Intact { lines: u64 },
+    /// `unkeyed`: lines at the start written before the trail was keyed.
+    Intact { lines: u64, unkeyed: u64 },
     /// 1-based line number of the first line that does not follow from the one before.
     Broken { line: u64, why: String },
 }
 
 /// Checks every line of a trail: parseable, sequence numbers consecutive, each `prev` equal to
-/// the previous `hash`, and each `hash` recomputed from the line's content.
-pub fn verify(path: &PathBuf) -> std::io::Result<Verification> {
+/// the previous `hash`, and each `hash` recomputed from the line's content (under `key` when
+/// given: only lines before the first keyed one may be unkeyed). With `expect`, the trail must
+/// also hold that line, as published in status: a trail cut at its end, or rewritten whole, does
+/// not. Reads one line at a time.
+pub fn verify(path: &Path, key: &ChainKey, expect: Option<&Head>) -> std::io::Result<Verification> {
     let file = std::fs::File::open(path)?;
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 0;
     let mut number = 0;
+    let (mut unkeyed, mut keyed_seen) = (0, false);
+    let mut expected_found = false;
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
         number += 1;
@@ -606,14 +706,36 @@ pub fn verify(path: &PathBuf) -> std::io::Result<Verification> {
         if record.prev != prev {
             return Ok(Verification::Broken { line: number, why: "prev does not match the hash of the line before".into() });
         }
-        let hash = chain_hash(&record.prev, record.seq, &record.time, &record.actor, &record.event);
-        if hash != record.hash {
-            return Ok(Verification::Broken { line: number, why: "hash does not match the line's content".into() });
+        let hash = |key: &ChainKey| chain_hash(key, &record.prev, record.seq, &record.time, &record.actor, &record.event);
+        if hash(key) == record.hash {
+            keyed_seen |= key.is_keyed();
+        } else if key.is_keyed() && !keyed_seen && hash(&ChainKey::default()) == record.hash {
+            unkeyed += 1;
+        } else {
+            let why = match (key.is_keyed(), keyed_seen) {
+                (false, _) => "hash does not match the line's content (a keyed trail is verified with the operator's audit key)",
+                (true, true) => "hash does not match the line's content under the audit key: the line was changed or written without the key",
+                (true, false) => "hash does not match the line's content, under the audit key or without one",
+            };
+            return Ok(Verification::Broken { line: number, why: why.into() });
+        }
+        if let Some(head) = expect
+            && head.seq == record.seq
+        {
+            if head.hash != record.hash {
+                return Ok(Verification::Broken { line: number, why: format!("line {} is not the head published in status ({head}): the trail was rewritten", record.seq) });
+            }
+            expected_found = true;
         }
         prev = record.hash;
         expected_seq += 1;
     }
-    Ok(Verification::Intact { lines: number })
+    if let Some(head) = expect
+        && !expected_found
+    {
+        return Ok(Verification::Broken { line: number + 1, why: format!("the trail ends at sequence {}, before the head published in status ({head}): lines were cut from its end", number as i64 - 1) });
+    }
+    Ok(Verification::Intact { lines: number, unkeyed })
 }
 
 #[cfg(test)]
@@ -660,11 +782,11 @@ mod tests {
             let log = AuditLog::open(Some(&path), "test", false).unwrap();
             log.record(event(3)).unwrap();
         }
-        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 4 });
+        assert_eq!(verify(&path, &ChainKey::default(), None).unwrap(), Verification::Intact { lines: 4, unkeyed: 0 });
 
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replacen("user1", "user9", 1)).unwrap();
-        match verify(&path).unwrap() {
+        match verify(&path, &ChainKey::default(), None).unwrap() {
             Verification::Broken { line, .. } => assert_eq!(line, 2),
             other => panic!("tampering not detected: {other:?}"),
         }
@@ -680,10 +802,10 @@ mod tests {
         full.factor_kind = Some(FactorKind::Totp.into());
         let mut line = b"left from the line before".to_vec();
         for event in [event(1), full] {
-            let hash = String::from_utf8(chain_line(&mut line, &chain, &time, "pod-\"a\"", &event).to_vec()).unwrap();
+            let hash = String::from_utf8(chain_line(&ChainKey::default(), &mut line, &chain, &time, "pod-\"a\"", &event).to_vec()).unwrap();
             let record = AuditRecord { seq: 7, time, actor: "pod-\"a\"".into(), event: event.clone(), prev: GENESIS.into(), hash: hash.clone() };
             assert_eq!(String::from_utf8(line.clone()).unwrap(), serde_json::to_string(&record).unwrap() + "\n");
-            assert_eq!(hash, chain_hash(GENESIS, 7, &time, "pod-\"a\"", &event));
+            assert_eq!(hash, chain_hash(&ChainKey::default(), GENESIS, 7, &time, "pod-\"a\"", &event));
             // The format on disk: the hash body is the tuple serialised as one JSON array.
             let body = serde_json::to_string(&(7, time, "pod-\"a\"", &event)).unwrap();
             assert_eq!(hash, hex::encode(Sha256::digest(format!("{GENESIS}\n{body}"))));
@@ -728,7 +850,7 @@ mod tests {
         let log = AuditLog::open(Some(&path), "after", false).unwrap();
         log.record(event(5)).unwrap();
         log.sync().await.unwrap();
-        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 6 });
+        assert_eq!(verify(&path, &ChainKey::default(), None).unwrap(), Verification::Intact { lines: 6, unkeyed: 0 });
         let last: AuditRecord = serde_json::from_str(std::fs::read_to_string(&path).unwrap().lines().last().unwrap()).unwrap();
         assert_eq!((last.seq, last.actor.as_str()), (5, "after"), "the chain goes on from the last synced line");
         drop(log);
@@ -736,7 +858,79 @@ mod tests {
         let log = AuditLog::open(Some(&path), "again", false).unwrap();
         log.record(event(6)).unwrap();
         drop(log);
-        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 7 });
+        assert_eq!(verify(&path, &ChainKey::default(), None).unwrap(), Verification::Intact { lines: 7, unkeyed: 0 });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Rewrites a trail line by line with `change`, every hash recomputed without a key: what
+    /// someone who can write the file but does not hold the key can do.
+    fn rewrite(path: &Path, change: impl Fn(&mut AuditRecord)) {
+        let mut prev = GENESIS.to_string();
+        let mut out = String::new();
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let mut record: AuditRecord = serde_json::from_str(line).unwrap();
+            change(&mut record);
+            record.prev = prev;
+            record.hash = chain_hash(&ChainKey::default(), &record.prev, record.seq, &record.time, &record.actor, &record.event);
+            prev = record.hash.clone();
+            out.push_str(&serde_json::to_string(&record).unwrap());
+            out.push('\n');
+        }
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_keyed_trail_with_its_published_head_finds_a_cut_end_and_a_whole_rewrite() {
+        let dir = scratch("keyed");
+        let path = dir.join("audit.jsonl");
+        let key = ChainKey::hmac(b"0123456789abcdef0123456789abcdef").unwrap();
+        assert!(ChainKey::hmac(b"short").err().unwrap().to_string().contains("at least 32"));
+        // Two lines from before the trail was keyed, then keyed ones.
+        let log = AuditLog::open(Some(&path), "test", false).unwrap();
+        (0..2).for_each(|n| log.record(event(n)).unwrap());
+        drop(log);
+        let log = AuditLog::open(Some(&path), "test", false).unwrap().keyed(key.clone());
+        (2..6).for_each(|n| log.record(event(n)).unwrap());
+        let head = log.head().unwrap();
+        assert_eq!(head.seq, 5);
+        drop(log);
+        let intact = verify(&path, &key, Some(&head)).unwrap();
+        assert_eq!(intact, Verification::Intact { lines: 6, unkeyed: 2 });
+        assert!(matches!(verify(&path, &ChainKey::default(), None).unwrap(), Verification::Broken { line: 3, .. }), "keyed lines do not verify without the key");
+        assert_eq!(head.to_string().parse::<Head>().unwrap(), head);
+        assert!("5:xyz".parse::<Head>().is_err() && "five".parse::<Head>().is_err());
+
+        // Cut at its end: the chain that is left is whole, but the published head is missing.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, &cut).unwrap();
+        assert_eq!(verify(&path, &key, None).unwrap(), Verification::Intact { lines: 4, unkeyed: 2 });
+        match verify(&path, &key, Some(&head)).unwrap() {
+            Verification::Broken { line: 5, why } => assert!(why.contains("cut from its end"), "{why}"),
+            other => panic!("a cut end went unnoticed: {other:?}"),
+        }
+
+        // Rewritten whole without the key: every hash recomputed, so only the key or the head tells.
+        std::fs::write(&path, &text).unwrap();
+        rewrite(&path, |record| {
+            if record.seq == 3 {
+                record.event.user = Some("someone-else".into());
+            }
+        });
+        assert_eq!(verify(&path, &ChainKey::default(), None).unwrap(), Verification::Intact { lines: 6, unkeyed: 0 }, "unkeyed, a rewrite verifies");
+        match verify(&path, &ChainKey::default(), Some(&head)).unwrap() {
+            Verification::Broken { line: 6, why } => assert!(why.contains("rewritten"), "{why}"),
+            other => panic!("a rewrite went unnoticed by the head: {other:?}"),
+        }
+        // Under the key, every line shows as written before the trail was keyed (which the
+        // command reports), and the published head breaks it.
+        assert_eq!(verify(&path, &key, None).unwrap(), Verification::Intact { lines: 6, unkeyed: 6 });
+        assert!(matches!(verify(&path, &key, Some(&head)).unwrap(), Verification::Broken { line: 6, .. }));
+        // A line changed after the keyed ones begin, without the key, breaks the chain there.
+        std::fs::write(&path, &text).unwrap();
+        let changed: String = text.lines().enumerate().map(|(i, l)| if i == 4 { l.replacen("user4", "user9", 1) } else { l.to_string() } + "\n").collect();
+        std::fs::write(&path, changed).unwrap();
+        assert!(matches!(verify(&path, &key, None).unwrap(), Verification::Broken { line: 5, .. }));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -782,7 +976,7 @@ mod tests {
         for seq in 0..n {
             let mut event = event(seq as u32);
             event.detail = detail(seq);
-            let hash = chain_line(&mut line, &chain, &jiff::Timestamp::now(), "test", &event);
+            let hash = chain_line(&ChainKey::default(), &mut line, &chain, &jiff::Timestamp::now(), "test", &event);
             bytes.extend_from_slice(&line);
             chain = Chain { seq: seq + 1, prev: String::from_utf8(hash.to_vec()).unwrap() };
         }
@@ -865,7 +1059,7 @@ mod tests {
         log.record(long).unwrap();
         log.record(event(2)).unwrap();
         log.sync().await.unwrap();
-        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 3 });
+        assert_eq!(verify(&path, &ChainKey::default(), None).unwrap(), Verification::Intact { lines: 3, unkeyed: 0 });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -891,7 +1085,7 @@ mod tests {
             writer.await.unwrap();
         }
         log.sync().await.unwrap();
-        assert_eq!(verify(&path).unwrap(), Verification::Intact { lines: 64 * 50 });
+        assert_eq!(verify(&path, &ChainKey::default(), None).unwrap(), Verification::Intact { lines: 64 * 50, unkeyed: 0 });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -39,6 +39,8 @@ pub struct Settings {
     /// Audit trail file that survives restarts, in addition to stdout.
     pub audit_file: Option<PathBuf>,
     pub audit_stdout: bool,
+    /// The key the audit chain is hashed under (HMAC-SHA-256); plain SHA-256 when None.
+    pub audit_key_file: Option<PathBuf>,
     /// This instance's name (pod name), recorded as the actor of every audit line.
     pub instance: String,
     /// Recalls reconciled at once.
@@ -159,7 +161,8 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         None => None,
     };
 
-    let audit = Arc::new(AuditLog::open(settings.audit_file.as_deref(), &settings.instance, settings.audit_stdout)?);
+    let key = settings.audit_key_file.as_deref().map(crate::audit::ChainKey::from_file).transpose()?.unwrap_or_default();
+    let audit = Arc::new(AuditLog::open(settings.audit_file.as_deref(), &settings.instance, settings.audit_stdout)?.keyed(key));
     let recorder = Recorder::new(client.clone(), Reporter { controller: "mfa-recall".into(), instance: Some(settings.instance.clone()) });
     let ctx = Arc::new(Context {
         client: client.clone(),
