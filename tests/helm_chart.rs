@@ -292,8 +292,46 @@ fn values_schema_rejects_bad_values() {
         assert!(!out.status.success(), "--set {set} must be refused");
         assert!(stderr.contains("values don't meet the specifications of the schema") && stderr.contains(mention), "--set {set}: {stderr}");
     }
-    let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", "audit.file=relative/audit.jsonl"]);
-    assert!(!out.status.success(), "a relative audit.file is refused");
+    for (sets, mention) in [
+        (&["audit.file=relative/audit.jsonl"][..], "audit/file"),
+        (&["audit.persistence.enabled=true"], "needs audit.file"),
+        (&["audit.persistence.enabled=true", "audit.file=/var/lib/mfa-recall/audit.jsonl"], "needs replicas: 1"),
+    ] {
+        let mut args = vec!["template", RELEASE, chart.to_str().unwrap()];
+        sets.iter().for_each(|set| args.extend(["--set", set]));
+        let out = helm(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(mention), "{sets:?} must be refused naming {mention:?}: {stderr}");
+    }
+}
+
+/// The trail on a claim that outlives the pod (kept on uninstall), and its chain keyed from a
+/// Secret mounted read-only: the key reaches the operator as a file, never through its RBAC.
+#[test]
+fn audit_trail_on_a_claim_with_a_keyed_chain() {
+    let docs = render("ops", &[
+        "replicas=1", "audit.file=/var/lib/mfa-recall/audit.jsonl", "audit.persistence.enabled=true", "audit.persistence.size=20Gi",
+        "audit.keySecret=mfa-recall-audit-key",
+    ]);
+    check_rbac(&docs);
+    let claim = of_kind(&docs, "PersistentVolumeClaim")[0];
+    assert_eq!(claim["metadata"]["name"], "mfa-recall-operator-audit");
+    assert_eq!(claim["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+    let deployment = of_kind(&docs, "Deployment")[0];
+    check_restricted(deployment);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert!(strings(&container["args"]).contains(&"--audit-key-file=/etc/mfa-recall/audit-key/key".to_string()));
+    assert_eq!(container["volumeMounts"], json!([{"name": "audit", "mountPath": "/var/lib/mfa-recall"}, {"name": "audit-key", "mountPath": "/etc/mfa-recall/audit-key", "readOnly": true}]));
+    assert_eq!(pod["volumes"], json!([
+        {"name": "audit", "persistentVolumeClaim": {"claimName": "mfa-recall-operator-audit"}},
+        {"name": "audit-key", "secret": {"secretName": "mfa-recall-audit-key", "items": [{"key": "key", "path": "key"}]}},
+    ]));
+    // A claim of one's own is used as it is.
+    let docs = render("ops", &["replicas=1", "audit.file=/var/lib/mfa-recall/audit.jsonl", "audit.persistence.enabled=true", "audit.persistence.existingClaim=evidence"]);
+    assert!(of_kind(&docs, "PersistentVolumeClaim").is_empty());
+    assert_eq!(of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "evidence");
 }
 
 /// Uninstalls the test's release if the test stops before it does.
