@@ -227,16 +227,24 @@ pub struct BackendLimits {
     #[serde(default = "default_max_response_bytes")]
     #[schemars(range(min = 65536, max = 1073741824))]
     pub max_response_bytes: i64,
+    /// The percentage of a rate limit the provider announces (`X-Rate-Limit-Limit`) that recalls may use; the rest is left to the organisation's other clients of the same quota (provisioning, SSO integrations). See docs/providers.md.
+    #[serde(default = "default_budget_share")]
+    #[schemars(range(min = 1, max = 100))]
+    pub budget_share: i32,
 }
 
 impl Default for BackendLimits {
     fn default() -> Self {
-        Self { requests_per_second: default_rps(), max_concurrency: default_concurrency(), max_response_bytes: default_max_response_bytes() }
+        Self { requests_per_second: default_rps(), max_concurrency: default_concurrency(), max_response_bytes: default_max_response_bytes(), budget_share: default_budget_share() }
     }
 }
 
 fn default_max_response_bytes() -> i64 {
     16 << 20
+}
+
+fn default_budget_share() -> i32 {
+    75
 }
 
 fn default_rps() -> i32 {

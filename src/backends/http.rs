@@ -14,7 +14,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::pacing::{Limits, Throttle};
+use super::pacing::{Announced, Limits, Throttle};
 use crate::metrics::ProviderMetrics;
 use super::{ErrorKind, ProviderError};
 
@@ -328,7 +328,7 @@ impl ProviderHttp {
         if let Some(wait) = retry_after(reply) {
             return Some(wait);
         }
-        let (_, reset) = announced_budget(reply)?;
+        let reset = announced_budget(reply)?.reset;
         self.throttle.spent(bucket);
         Some(reset.saturating_duration_since(Instant::now()) + Duration::from_millis(fastrand::u64(0..250)))
     }
@@ -372,18 +372,24 @@ fn is_cut_off_json(reply: &HttpReply) -> bool {
     matches!(check_json(reply), Some(Err(_)))
 }
 
-/// `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (Okta; Auth0 spells them `x-ratelimit-*`),
+/// `X-Rate-Limit-Remaining`, `-Limit` and `-Reset` (Okta; Auth0 spells them `x-ratelimit-*`),
 /// the reset as a local instant. The provider's `Date` header is preferred to our clock, so
 /// clock skew cannot make us early.
-fn announced_budget(reply: &HttpReply) -> Option<(u64, Instant)> {
+fn announced_budget(reply: &HttpReply) -> Option<Announced> {
     const REMAINING: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-remaining"), HeaderName::from_static("x-ratelimit-remaining")];
+    const LIMIT: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-limit"), HeaderName::from_static("x-ratelimit-limit")];
     const RESET: [HeaderName; 2] = [HeaderName::from_static("x-rate-limit-reset"), HeaderName::from_static("x-ratelimit-reset")];
     let number = |names: &[HeaderName; 2]| names.iter().find_map(|n| reply.header(n)?.trim().parse::<u64>().ok());
     let remaining = number(&REMAINING)?;
     let reset_epoch = i64::try_from(number(&RESET)?).unwrap_or(i64::MAX);
     // Date has whole seconds, so the window may end up to a second later than we think: safe side.
     let left = reset_epoch.saturating_sub(provider_now(reply).as_second()).max(0).saturating_add(1);
-    Some((remaining, Instant::now() + Duration::from_secs(left.unsigned_abs()).min(MAX_RESET_WAIT)))
+    Some(Announced { remaining, limit: number(&LIMIT), reset: Instant::now() + Duration::from_secs(left.unsigned_abs()).min(MAX_RESET_WAIT) })
+}
+
+/// Every header parser and the body check, on one answer: for the fuzz targets.
+pub(crate) fn read_provider_headers(reply: &HttpReply) {
+    let _ = (retry_after(reply), announced_budget(reply), provider_now(reply), is_cut_off_json(reply));
 }
 
 /// The provider's clock, from its `Date` header, else ours: waits it asks for in its own time
@@ -595,10 +601,10 @@ mod tests {
             ("18446744073709551615", "0", "Sat, 05 Dec 2026 08:00:00 GMT"),
             ("5", "1000", "Mon, 01 Jan 1900 00:00:00 GMT"),
         ] {
-            let reply = reply_with(&[("x-rate-limit-remaining", remaining), ("x-rate-limit-reset", reset), ("date", date)]);
-            let (left, at) = announced_budget(&reply).unwrap();
-            assert_eq!(left, remaining.parse::<u64>().unwrap());
-            assert!(at <= Instant::now() + MAX_RESET_WAIT);
+            let reply = reply_with(&[("x-rate-limit-remaining", remaining), ("x-rate-limit-limit", remaining), ("x-rate-limit-reset", reset), ("date", date)]);
+            let announced = announced_budget(&reply).unwrap();
+            assert_eq!((announced.remaining, announced.limit), (remaining.parse::<u64>().unwrap(), remaining.parse().ok()));
+            assert!(announced.reset <= Instant::now() + MAX_RESET_WAIT);
         }
     }
 

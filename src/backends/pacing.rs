@@ -20,6 +20,9 @@ pub struct Limits {
     pub log_delay: Option<Duration>,
     /// The longest answer read from the provider, in bytes.
     pub max_response_bytes: usize,
+    /// The percentage of an announced budget's limit this operator uses; the rest is left to the
+    /// organisation's other clients of the same quota.
+    pub budget_share: u8,
 }
 
 impl Default for Limits {
@@ -35,6 +38,7 @@ impl From<&crate::api::BackendLimits> for Limits {
             max_concurrency: l.max_concurrency.max(1) as u32,
             log_delay: None,
             max_response_bytes: usize::try_from(l.max_response_bytes.max(1)).unwrap_or(usize::MAX),
+            budget_share: u8::try_from(l.budget_share.clamp(1, 100)).unwrap_or(100),
         }
     }
 }
@@ -46,6 +50,16 @@ pub struct Throttle {
     in_flight: Arc<Semaphore>,
     /// By bucket; a provider has a handful, so a list is searched faster than a map is hashed.
     budgets: Arc<std::sync::Mutex<Vec<(&'static str, AnnouncedBudget)>>>,
+    budget_share: u8,
+}
+
+/// What an answer said of its bucket's budget: `remaining` calls until `reset`, of `limit` per
+/// window when it says (`X-Rate-Limit-Limit`).
+#[derive(Clone, Copy, Debug)]
+pub struct Announced {
+    pub remaining: u64,
+    pub limit: Option<u64>,
+    pub reset: Instant,
 }
 
 /// One call let through: it holds a place among the calls in flight until it is dropped, and
@@ -65,6 +79,7 @@ impl Throttle {
             pacer: Arc::new(Pacer::new(limits.requests_per_second)),
             in_flight: Arc::new(Semaphore::new(limits.max_concurrency.max(1) as usize)),
             budgets: Arc::default(),
+            budget_share: limits.budget_share.clamp(1, 100),
         }
     }
 
@@ -109,7 +124,7 @@ impl Throttle {
                 // A new window whose budget we have not seen yet: the next answer tells.
                 return;
             }
-            let usable = budget.remaining.saturating_sub(budget.in_flight - 1);
+            let usable = budget.usable().saturating_sub(budget.in_flight - 1);
             let slot = budget.next_slot.max(now);
             // The provider's figure is untrusted: a count past u32 spreads as finely as u32 can.
             budget.next_slot = if usable == 0 { budget.reset } else { slot + (budget.reset - slot) / u32::try_from(usable).unwrap_or(u32::MAX) };
@@ -122,7 +137,7 @@ impl Throttle {
             let mut budgets = self.budgets.lock().unwrap();
             let Some(budget) = budget_of(&mut budgets, bucket) else { return };
             let now = Instant::now();
-            if budget.answers == seen || now >= budget.reset || budget.remaining >= budget.in_flight {
+            if budget.answers == seen || now >= budget.reset || budget.usable() >= budget.in_flight {
                 return;
             }
             budget.next_slot = budget.reset;
@@ -131,16 +146,20 @@ impl Throttle {
         wait_for_slot(reset, Instant::now()).await;
     }
 
-    /// Records the budget an answer announced for `bucket`: calls `remaining` until `reset`.
-    fn record(&self, bucket: &'static str, remaining: u64, reset: Instant) {
+    /// Records the budget an answer announced for `bucket`.
+    fn record(&self, bucket: &'static str, announced: Announced) {
+        let Announced { remaining, limit, reset } = announced;
         let mut budgets = self.budgets.lock().unwrap();
         let now = Instant::now();
         let i = budgets.iter().position(|(b, _)| *b == bucket).unwrap_or_else(|| {
-            budgets.push((bucket, AnnouncedBudget { remaining, reset, next_slot: now, in_flight: 0, answers: 0 }));
+            budgets.push((bucket, AnnouncedBudget { remaining, reset, reserve: 0, next_slot: now, in_flight: 0, answers: 0 }));
             budgets.len() - 1
         });
         let budget = &mut budgets[i].1;
         budget.answers = budget.answers.wrapping_add(1);
+        if let Some(limit) = limit {
+            budget.reserve = limit / 100 * u64::from(100 - self.budget_share) + limit % 100 * u64::from(100 - self.budget_share) / 100;
+        }
         // Answers overtake each other: within one window the lowest remaining is the truth.
         if reset > budget.reset + Duration::from_millis(500) || now >= budget.reset {
             budget.reset = reset;
@@ -152,10 +171,10 @@ impl Throttle {
 }
 
 impl Admission {
-    /// The answer announced that `remaining` calls of this bucket are left until `reset`.
-    pub fn settle(self, announced: Option<(u64, Instant)>) {
-        if let Some((remaining, reset)) = announced {
-            self.throttle.record(self.bucket, remaining, reset);
+    /// What the answer announced of this bucket's budget, if anything.
+    pub fn settle(self, announced: Option<Announced>) {
+        if let Some(announced) = announced {
+            self.throttle.record(self.bucket, announced);
         }
     }
 }
@@ -257,10 +276,20 @@ impl Pacer {
 struct AnnouncedBudget {
     remaining: u64,
     reset: Instant,
+    /// Calls of each window left to the quota's other clients (the part of the announced limit
+    /// past `budget_share`).
+    reserve: u64,
     next_slot: Instant,
     in_flight: u64,
     /// Answers recorded so far: a call that waited for its slot checks the budget again if any came.
     answers: u64,
+}
+
+impl AnnouncedBudget {
+    /// What this operator may still spend of the window.
+    fn usable(&self) -> u64 {
+        self.remaining.saturating_sub(self.reserve)
+    }
 }
 
 fn budget_of<'a>(budgets: &'a mut [(&'static str, AnnouncedBudget)], bucket: &str) -> Option<&'a mut AnnouncedBudget> {
@@ -353,9 +382,9 @@ mod tests {
         // they are spread over the window, and the call after them waits for it to reset.
         let start = Instant::now();
         let reset = start + Duration::from_secs(2);
-        throttle.admit("query").await.settle(Some((4, reset)));
+        throttle.admit("query").await.settle(Some(Announced { remaining: 4, limit: None, reset }));
         for left in (0..4).rev() {
-            throttle.admit("query").await.settle(Some((left, reset)));
+            throttle.admit("query").await.settle(Some(Announced { remaining: left, limit: None, reset }));
         }
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(2), "4 calls spread over 2 s: {elapsed:?}");
@@ -372,9 +401,9 @@ mod tests {
     async fn a_budget_past_u32_is_spread_as_finely_as_it_can_be() {
         let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 4, log_delay: None, ..Default::default() });
         let start = Instant::now();
-        throttle.admit("users").await.settle(Some((1 << 32, start + Duration::from_secs(60))));
+        throttle.admit("users").await.settle(Some(Announced { remaining: 1 << 32, limit: None, reset: start + Duration::from_secs(60) }));
         for _ in 0..3 {
-            throttle.admit("users").await.settle(Some((u64::MAX, start + Duration::from_secs(60))));
+            throttle.admit("users").await.settle(Some(Announced { remaining: u64::MAX, limit: None, reset: start + Duration::from_secs(60) }));
         }
         assert!(start.elapsed() < Duration::from_millis(10), "{:?}", start.elapsed());
     }
@@ -387,7 +416,7 @@ mod tests {
         let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 4, ..Limits::default() });
         let start = Instant::now();
         let reset = start + Duration::from_secs(10);
-        throttle.admit("users").await.settle(Some((2, reset)));
+        throttle.admit("users").await.settle(Some(Announced { remaining: 2, limit: None, reset }));
         let first = throttle.admit("users").await;
         let waiting = tokio::spawn({
             let throttle = throttle.clone();
@@ -400,16 +429,45 @@ mod tests {
         });
         // A second into the wait, the first call's answer says nothing is left.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        first.settle(Some((0, reset)));
+        first.settle(Some(Announced { remaining: 0, limit: None, reset }));
         let at = waiting.await.unwrap();
         assert!(at >= Duration::from_millis(9_999), "the second call waited for the reset, not its slot at 5 s: {at:?}");
+    }
+
+    /// Of a window of 100 calls with 40 left, a 75 % share leaves the last 25 to the quota's
+    /// other clients: 15 calls go, spread over the window, and the next waits for the reset.
+    #[tokio::test(start_paused = true)]
+    async fn a_recall_uses_only_its_share_of_an_announced_limit() {
+        let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 1, budget_share: 75, ..Limits::default() });
+        let start = Instant::now();
+        let reset = start + Duration::from_secs(60);
+        throttle.admit("users").await.settle(Some(Announced { remaining: 40, limit: Some(100), reset }));
+        for left in (25..40).rev() {
+            throttle.admit("users").await.settle(Some(Announced { remaining: left, limit: Some(100), reset }));
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "15 calls within the window: {:?}", start.elapsed());
+        assert!(start.elapsed() >= Duration::from_secs(50), "spread over it: {:?}", start.elapsed());
+        throttle.admit("users").await.settle(None);
+        assert!(start.elapsed() >= Duration::from_millis(59_999), "the 16th waits for the reset: {:?}", start.elapsed());
+
+        // All of it at 100 %; an announcement without a limit reserves nothing.
+        for (share, limit) in [(100, Some(100)), (75, None)] {
+            let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 1, budget_share: share, ..Limits::default() });
+            let start = Instant::now();
+            let reset = start + Duration::from_secs(60);
+            throttle.admit("users").await.settle(Some(Announced { remaining: 40, limit, reset }));
+            for left in (0..39).rev() {
+                throttle.admit("users").await.settle(Some(Announced { remaining: left, limit, reset }));
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "share {share}, limit {limit:?}: 40 calls in the window: {:?}", start.elapsed());
+        }
     }
 
     /// A call given up while it waits or runs frees its place and its share of the budget.
     #[tokio::test(start_paused = true)]
     async fn a_call_given_up_frees_its_place() {
         let throttle = Throttle::new(&Limits { requests_per_second: 1000, max_concurrency: 1, log_delay: None, ..Default::default() });
-        throttle.admit("query").await.settle(Some((100, Instant::now() + Duration::from_secs(60))));
+        throttle.admit("query").await.settle(Some(Announced { remaining: 100, limit: None, reset: Instant::now() + Duration::from_secs(60) }));
         let held = throttle.admit("query").await;
         let waiting = tokio::time::timeout(Duration::from_millis(10), throttle.admit("query")).await;
         assert!(waiting.is_err(), "the only place is taken");

@@ -56,6 +56,13 @@ struct Args {
     /// Requests the operator keeps in flight (the IdentityBackend's maxConcurrency); the load generator uses the same.
     #[arg(long, default_value_t = 64)]
     in_flight: i32,
+    /// The IdentityBackend's budgetShare (percent of an announced limit); its default when not given.
+    #[arg(long)]
+    budget_share: Option<i32>,
+    /// With --per-minute: another client of the same quota (as provisioning would be) reads the
+    /// users bucket this often per minute throughout the recall; its requests and 429s are counted apart.
+    #[arg(long, default_value_t = 0)]
+    competitor_per_minute: u64,
     /// Instead of a recall: the client's CPU per provider request, layer by layer, with no
     /// apiserver (the load generator, the Okta adapter alone, the engine), alternated for --rounds rounds.
     #[arg(long)]
@@ -100,7 +107,8 @@ fn start_sim(args: &Args, users: u32, per_minute: u64, token: &str) -> (Proc, St
 /// The IdentityBackend of the simulator at `url`. Unthrottled: the configured ceiling is far above
 /// what the machine does. Limited: the announced budget is what paces.
 fn backend_spec(args: &Args, url: &str) -> IdentityBackendSpec {
-    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight, ..Default::default() };
+    let defaults = BackendLimits::default();
+    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight, budget_share: args.budget_share.unwrap_or(defaults.budget_share), ..defaults };
     serde_json::from_value(json!({ "okta": { "url": url, "credentialsSecretRef": { "name": "okta-credentials" } }, "limits": limits })).unwrap()
 }
 
@@ -181,6 +189,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     let (_, sim_cpu_before) = rss_and_cpu(sim.0.id());
     let (writes_before, status_before, apiserver_cpu_before) = apiserver_counters(client).await;
 
+    let competitor = (args.competitor_per_minute > 0).then(|| tokio::spawn(compete(http.clone(), url.clone(), token.clone(), args.competitor_per_minute)));
     let applied_at = jiff::Timestamp::now();
     let t0 = Instant::now();
     cluster::create_recall(client, &ns, json!({
@@ -217,6 +226,10 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     let (rss_mib, cpu_seconds) = rss_and_cpu(pid);
     let (_, sim_cpu_seconds) = rss_and_cpu(sim.0.id());
     let (writes_after, status_after, apiserver_cpu_after) = apiserver_counters(client).await;
+    let competed = competitor.map(|task| {
+        task.abort();
+        COMPETITOR.with_counts()
+    });
     let stats = sim_stats(http, &url).await;
     drop(operator);
     // The recall's own requests end with its last revocation; the re-enrollment check that
@@ -278,8 +291,48 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
         result["shareOfBudgetUsed"] = if allowed > 0 { json!(round4(used as f64 / allowed as f64)) } else { Value::Null };
         result["shareOfBudgetUsedPerWindow"] = json!(windows.iter().map(|w| round4(w.used as f64 / w.limit as f64)).collect::<Vec<_>>());
         result["throttledInFullWindows"] = json!(windows.iter().map(|w| w.throttled).sum::<u64>());
+        result["budgetShare"] = json!(args.budget_share.unwrap_or(BackendLimits::default().budget_share));
+    }
+    if let Some((sent, refused)) = competed {
+        // The simulator's 429s are both clients'; the recall's are the rest.
+        result["competitorPerMinute"] = json!(args.competitor_per_minute);
+        result["competitorRequests"] = json!(sent);
+        result["competitorThrottled"] = json!(refused);
+        result["recallThrottled"] = json!(throttled.saturating_sub(refused));
+        result["recallThrottledShare"] = json!(round4(throttled.saturating_sub(refused) as f64 / (served.saturating_sub(sent)).max(1) as f64));
     }
     result
+}
+
+/// Requests and 429s of the competing client.
+struct Competitor {
+    sent: std::sync::atomic::AtomicU64,
+    throttled: std::sync::atomic::AtomicU64,
+}
+
+static COMPETITOR: Competitor = Competitor { sent: std::sync::atomic::AtomicU64::new(0), throttled: std::sync::atomic::AtomicU64::new(0) };
+
+impl Competitor {
+    /// The counts so far, and zero again for the next run.
+    fn with_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.sent.swap(0, SeqCst), self.throttled.swap(0, SeqCst))
+    }
+}
+
+/// Another client of the quota: reads one user from the users bucket `per_minute` times a
+/// minute, evenly, without looking at the budget (as a provisioning job would not).
+async fn compete(http: reqwest::Client, url: String, token: String, per_minute: u64) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut tick = tokio::time::interval(Duration::from_secs(60) / u32::try_from(per_minute).unwrap_or(u32::MAX));
+    loop {
+        tick.tick().await;
+        let answer = http.get(format!("{url}/api/v1/users?limit=1")).header("authorization", format!("SSWS {token}")).send().await;
+        COMPETITOR.sent.fetch_add(1, SeqCst);
+        if answer.is_ok_and(|a| a.status() == reqwest::StatusCode::TOO_MANY_REQUESTS) {
+            COMPETITOR.throttled.fetch_add(1, SeqCst);
+        }
+    }
 }
 
 /// An entry of Okta's factor or authenticator-enrollment list, as far as the load generator reads it.
