@@ -10,6 +10,8 @@ pub mod backends;
 pub mod controller;
 pub mod duration;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ledger;
 pub mod metrics;
 pub mod telemetry;

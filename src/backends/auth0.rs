@@ -402,24 +402,7 @@ impl Auth0 {
     /// `MAX_EXPORT_LINE` bytes, so a file that decompresses to one endless line cannot fill the
     /// memory; a line that is not a user record fails that user only.
     fn next_exported(&self, reader: &mut ExportReader) -> Result<Option<Record<User>>, ProviderError> {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let read = std::io::Read::take(&mut reader.lines, MAX_EXPORT_LINE).read_line(&mut line).map_err(|e| self.bad_export(&reader.job, &e.to_string()))?;
-            if read == 0 {
-                return Ok(None);
-            }
-            if !line.ends_with('\n') && read as u64 == MAX_EXPORT_LINE {
-                return Err(self.bad_export(&reader.job, &format!("a line is longer than {MAX_EXPORT_LINE} bytes")));
-            }
-            if line.trim().is_empty() {
-                continue;
-            }
-            reader.offset += 1;
-            return Ok(Some(
-                serde_json::from_str(line.trim()).unwrap_or_else(|e| Record::Unreadable(Unreadable::because(format!("(line {} of the users export)", reader.offset), &e))),
-            ));
-        }
+        next_export_line(reader).map_err(|why| self.bad_export(&reader.job, &why))
     }
 
     fn bad_export(&self, job: &str, why: &str) -> ProviderError {
@@ -753,6 +736,43 @@ fn error_code(value: &Value) -> Option<&str> {
 /// A short, secret-free rendering of an error body.
 fn brief(value: &Value) -> String {
     super::brief(value, &["/error", "/message", "/error_description"])
+}
+
+/// The next user of an export, up to `MAX_EXPORT_LINE` bytes a line; the error says what is
+/// wrong with the file.
+fn next_export_line(reader: &mut ExportReader) -> Result<Option<Record<User>>, String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = std::io::Read::take(&mut reader.lines, MAX_EXPORT_LINE).read_line(&mut line).map_err(|e| e.to_string())?;
+        if read == 0 {
+            return Ok(None);
+        }
+        if !line.ends_with('\n') && read as u64 == MAX_EXPORT_LINE {
+            return Err(format!("a line is longer than {MAX_EXPORT_LINE} bytes"));
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        reader.offset += 1;
+        return Ok(Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| Record::Unreadable(Unreadable::because(format!("(line {} of the users export)", reader.offset), &e)))));
+    }
+}
+
+/// `data` read as a users export, for the fuzz target `auth0_export`.
+pub(crate) fn read_export(data: &[u8]) {
+    let mut reader = ExportReader { job: "fuzz".into(), offset: 0, lines: BufReader::new(GzDecoder::new(Cursor::new(Bytes::copy_from_slice(data)))) };
+    while let Ok(Some(_)) = next_export_line(&mut reader) {}
+}
+
+/// Every answer shape this adapter decodes, for the fuzz target `provider_json`.
+pub(crate) fn decode_answers(data: &[u8]) {
+    crate::fuzzing::decode::<Vec<Record<User>>>(data);
+    crate::fuzzing::decode::<Vec<AuthMethod>>(data);
+    crate::fuzzing::decode::<Vec<Role>>(data);
+    crate::fuzzing::decode::<RoleMembers>(data);
+    crate::fuzzing::decode::<Job>(data);
+    crate::fuzzing::decode::<Vec<LogEvent>>(data);
 }
 
 #[cfg(test)]

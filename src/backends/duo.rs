@@ -796,6 +796,20 @@ fn brief(value: &Value) -> String {
     super::brief(value, &["/code", "/message", "/message_detail"])
 }
 
+/// Every answer shape this adapter decodes, for the fuzz target `provider_json`.
+pub(crate) fn decode_answers(data: &[u8]) {
+    crate::fuzzing::decode::<Vec<Record<User>>>(data);
+    crate::fuzzing::decode::<Vec<Record<GroupMember>>>(data);
+    crate::fuzzing::decode::<Vec<Group>>(data);
+    crate::fuzzing::decode::<Vec<Phone>>(data);
+    crate::fuzzing::decode::<Vec<Token>>(data);
+    crate::fuzzing::decode::<Vec<WebauthnCredential>>(data);
+    crate::fuzzing::decode::<Vec<BypassCode>>(data);
+    crate::fuzzing::decode::<AuthLogs>(data);
+    crate::fuzzing::decode::<Vec<AdminLog>>(data);
+    crate::fuzzing::decode::<User>(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

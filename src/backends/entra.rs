@@ -527,6 +527,14 @@ fn brief(value: &Value) -> String {
     super::brief(value, &["/error/code", "/error/message"])
 }
 
+/// Every answer shape this adapter decodes, for the fuzz target `provider_json`.
+pub(crate) fn decode_answers(data: &[u8]) {
+    crate::fuzzing::decode::<Page<Record<User>>>(data);
+    crate::fuzzing::decode::<Page<Group>>(data);
+    crate::fuzzing::decode::<Page<AuthMethod>>(data);
+    crate::fuzzing::decode::<Page<DirectoryAudit>>(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -594,6 +594,17 @@ fn brief(value: &Value) -> String {
     super::brief(value, &["/error/errors/0/reason", "/error/message"])
 }
 
+/// Every answer shape this adapter decodes, for the fuzz target `provider_json`.
+pub(crate) fn decode_answers(data: &[u8]) {
+    crate::fuzzing::decode::<UserList>(data);
+    crate::fuzzing::decode::<MemberList>(data);
+    crate::fuzzing::decode::<Items<Asp>>(data);
+    crate::fuzzing::decode::<Items<OAuthToken>>(data);
+    crate::fuzzing::decode::<Items<VerificationCode>>(data);
+    crate::fuzzing::decode::<Activities>(data);
+    crate::fuzzing::decode::<ServiceAccountKey>(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -552,6 +552,15 @@ fn brief(value: &Value) -> String {
     super::brief(value, &["/error", "/errorMessage"])
 }
 
+/// Every answer shape this adapter decodes, for the fuzz target `provider_json`.
+pub(crate) fn decode_answers(data: &[u8]) {
+    crate::fuzzing::decode::<Vec<Record<User>>>(data);
+    crate::fuzzing::decode::<Vec<Credential>>(data);
+    crate::fuzzing::decode::<Vec<Group>>(data);
+    crate::fuzzing::decode::<Vec<GroupId>>(data);
+    crate::fuzzing::decode::<Vec<Consent>>(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

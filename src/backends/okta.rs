@@ -665,6 +665,15 @@ impl IdentityProvider for Okta {
     }
 }
 
+/// Every answer shape this adapter decodes, for the fuzz target `provider_json`.
+pub(crate) fn decode_answers(data: &[u8]) {
+    crate::fuzzing::decode::<Vec<Record<OktaUser>>>(data);
+    crate::fuzzing::decode::<Vec<Record<OktaFactor>>>(data);
+    crate::fuzzing::decode::<Vec<AuthenticatorEnrollment>>(data);
+    crate::fuzzing::decode::<Vec<OktaGroup>>(data);
+    crate::fuzzing::decode::<OktaUser>(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

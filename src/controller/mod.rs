@@ -7,7 +7,7 @@ mod fixtures;
 pub mod health;
 pub mod leader;
 mod recall;
-mod run;
+pub(crate) mod run;
 mod status;
 
 use std::collections::HashMap;

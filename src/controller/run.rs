@@ -350,7 +350,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
 
 /// What a spec says once checked: the instants and the interval the run keeps to.
 #[derive(Debug, PartialEq)]
-struct Plan {
+pub(crate) struct Plan {
     cutoff: jiff::Timestamp,
     started: jiff::Timestamp,
     deadline: jiff::Timestamp,
@@ -359,7 +359,7 @@ struct Plan {
 
 /// Checks what the apiserver's rules cannot (a duration's size), before anything is fetched.
 /// `started` is when an earlier run started, kept so the deadline does not move.
-fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Result<Plan> {
+pub(crate) fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Result<Plan> {
     let spec = &recall.spec;
     let created = recall.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
     let started = started.unwrap_or(now);
