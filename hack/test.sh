@@ -18,3 +18,6 @@ hack/localparts.sh start "$work"
 source "$work/env"
 # Two at a time: each end-to-end test runs its own operator against the shared Keycloak.
 cargo test --workspace --all-targets -- --test-threads=2
+# Every credential the tests used carries a canary marker: none may be in anything the operator
+# wrote (logs, audit trails, events, status, ledger objects).
+target/debug/mfa-recall-canary-sweep --files "$MFA_RECALL_PARTS_DIR/tests"

@@ -68,7 +68,7 @@ async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() 
 
     let namespace = support::unique("admission");
     testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
-    let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "corp-okta" }, "stringData": { "api-token": "canary-admission" } });
+    let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "corp-okta" }, "stringData": { "api-token": "mfacanary-admission" } });
     Api::<Secret>::namespaced(admin.clone(), &namespace).patch("corp-okta", &apply, &Patch::Apply(secret)).await.unwrap();
     // Both may write IdentityBackends; only alice may read the Secret.
     let roles = Api::<Role>::namespaced(admin.clone(), &namespace);

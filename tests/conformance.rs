@@ -104,7 +104,7 @@ impl Target for SimTarget {
     }
 }
 
-const KEYCLOAK_CLIENT_SECRET: &str = "conformance-client-secret-4e1b";
+const KEYCLOAK_CLIENT_SECRET: &str = "mfacanary-conformance-client-secret-4e1b";
 
 /// A realm of the real Keycloak started by hack/localparts.sh, seeded by the testbed.
 struct KeycloakTarget {
@@ -229,7 +229,7 @@ impl Target for KeycloakTarget {
         backend
     }
     fn secret(&self, wrong: bool) -> (Secret, BTreeMap<String, String>) {
-        let secret = if wrong { "wrong-conformance-secret-9f2c".to_string() } else { KEYCLOAK_CLIENT_SECRET.to_string() };
+        let secret = if wrong { "mfacanary-wrong-conformance-secret-9f2c".to_string() } else { KEYCLOAK_CLIENT_SECRET.to_string() };
         let data: BTreeMap<String, String> = [("client-id".to_string(), testkit::OPERATOR_CLIENT.to_string()), ("client-secret".to_string(), secret)].into();
         (serde_json::from_value(json!({ "metadata": { "name": "keycloak-credentials" }, "stringData": data })).unwrap(), data)
     }

@@ -12,7 +12,7 @@ use testkit::{self, USERS_WITH_PASSWORD, cluster, seeded_types, username};
 use serde_json::json;
 use support::{Operator, Parts, as_factor_kinds, audit_lines};
 
-const CLIENT_SECRET: &str = "test-client-secret-7f3a";
+const CLIENT_SECRET: &str = "mfacanary-test-client-secret-7f3a";
 const USERS: usize = 300;
 
 /// Seeds a realm and opens sessions for the users the direct grant lets in (no OTP to type).
@@ -257,7 +257,7 @@ async fn wrong_credentials_give_a_clear_condition_and_never_leak() {
     let (ns, realm) = (ns.as_str(), realm.as_str());
     let keycloak = parts.keycloak().await;
     keycloak.create_realm(realm, 3, &[], CLIENT_SECRET).await.unwrap();
-    let wrong_secret = "wrong-secret-do-not-print-8d1c";
+    let wrong_secret = "mfacanary-wrong-secret-do-not-print-8d1c";
     let log_file = parts.file("creds-operator.log");
     let audit_file = parts.file("creds-audit.jsonl");
     let mut operator = Operator::start(ns, &audit_file, &log_file);

@@ -18,7 +18,7 @@ use testkit::KeycloakAdmin;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-const CLIENT_SECRET: &str = "scope-client-secret-71d0";
+const CLIENT_SECRET: &str = "mfacanary-scope-client-secret-71d0";
 
 /// Who is where. Usernames and emails are imported as people type them; Keycloak keeps them in
 /// lower case.

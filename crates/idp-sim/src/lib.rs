@@ -27,6 +27,10 @@ use serde_json::{Value, json};
 pub use server::{Running, serve};
 
 /// The login every simulator gives user `i`.
+/// Marks every credential a test hands the operator; the canary sweep after the suite
+/// (`mfa-recall-canary-sweep`) fails on any output that holds it.
+pub const CANARY: &str = "mfacanary";
+
 pub fn username(i: u32) -> String {
     format!("user{i:06}@example.com")
 }

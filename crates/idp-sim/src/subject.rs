@@ -70,7 +70,7 @@ impl Subject {
                 }
                 "private-key" => *value = generate_rsa_pem(),
                 "client-id" | "integration-key" | "key-id" => {}
-                _ => *value = format!("wrong-{}", random_token(24)),
+                _ => *value = format!("wrong-{}", canary_token(24)),
             }
         }
         wrong
@@ -83,15 +83,15 @@ fn fresh_credentials(kind: &str, served: Option<(&str, &BTreeMap<String, String>
     let mut secret = BTreeMap::new();
     match kind {
         "okta" => {
-            secret.insert("api-token".into(), format!("00{}", random_token(40)));
+            secret.insert("api-token".into(), format!("00{}", canary_token(40)));
         }
         "entra" | "auth0" => {
             secret.insert("client-id".into(), format!("{:032x}", fastrand::u128(..)));
-            secret.insert("client-secret".into(), random_token(40));
+            secret.insert("client-secret".into(), canary_token(40));
         }
         "duo" => {
             secret.insert("integration-key".into(), format!("DI{}", random_token(18).to_uppercase()));
-            secret.insert("secret-key".into(), random_token(40));
+            secret.insert("secret-key".into(), canary_token(40));
         }
         "google" => {
             // Same key (and key id) as before; only the token endpoint changes.
@@ -121,6 +121,12 @@ fn fresh_credentials(kind: &str, served: Option<(&str, &BTreeMap<String, String>
 
 fn random_token(len: usize) -> String {
     std::iter::repeat_with(fastrand::alphanumeric).take(len).collect()
+}
+
+/// A secret value: `CANARY` and random characters, `len` in all, so the suite's last step
+/// finds it wherever it leaked.
+fn canary_token(len: usize) -> String {
+    format!("{}{}", crate::CANARY, random_token(len.saturating_sub(crate::CANARY.len())))
 }
 
 /// A fresh 2048-bit RSA key as PKCS #8 PEM.

@@ -5,6 +5,8 @@
 
 pub mod sims;
 
+pub use idp_sim::CANARY;
+
 use std::collections::BTreeMap;
 
 use reqwest::Client;
