@@ -36,6 +36,10 @@ enum Command {
         /// Name of this instance in audit lines and events (the pod name).
         #[arg(long, env = "POD_NAME", default_value = "mfa-recall")]
         instance: String,
+        /// Recalls that list and revoke at once; the others wait in line for a turn, their place
+        /// in status (queuePosition). Recalls waiting for re-enrollment do not count.
+        #[arg(long, default_value_t = 4)]
+        max_revoking_recalls: u16,
         /// Recalls reconciled at once.
         #[arg(long, default_value_t = 4)]
         concurrency: u16,
@@ -110,7 +114,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
-        Command::Operator { namespace, audit_file, no_audit_stdout, audit_key_file, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
+        Command::Operator { namespace, audit_file, no_audit_stdout, audit_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -124,7 +128,7 @@ async fn main() -> std::process::ExitCode {
                 namespace: lease_namespace,
                 duration: std::time::Duration::from_secs(lease_seconds.max(3)),
             });
-            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, audit_key_file, instance, concurrency, metrics_addr, leader_election };
+            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, audit_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election };
             match controller::run(client, settings).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

@@ -46,6 +46,8 @@ reasons! {
     ListingFailed,
     InvalidSpec,
     RunError,
+    /// Waiting in line for a turn to revoke.
+    Queued,
     // An MfaRecall's Degraded.
     NoFailures,
     UsersFailed,

@@ -255,6 +255,10 @@ pub struct MfaRecallStatus {
     /// Ready, Progressing and Degraded, each with a reason and a message to act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Waiting for a turn to revoke: the recall's place in line (1 is next). The operator lets a
+    /// set number of recalls revoke at once (`--max-revoking-recalls`). Absent when not waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<i32>,
     /// The last line of the operator's audit trail when this status was written, durable by
     /// then: `mfa-recall audit verify FILE --expect-head SEQ:HASH` finds a trail cut at its end
     /// or rewritten whole.

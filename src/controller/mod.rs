@@ -45,6 +45,8 @@ pub struct Settings {
     pub instance: String,
     /// Recalls reconciled at once.
     pub concurrency: u16,
+    /// Recalls that list and revoke at once; the rest wait in line.
+    pub max_revoking_recalls: u16,
     /// Where `/metrics`, `/livez` and `/readyz` are served; not served when None.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Of several replicas, only the holder of this Lease works; None runs without election.
@@ -66,6 +68,8 @@ pub struct Context {
     pub audit: Arc<AuditLog>,
     pub settings: Settings,
     pub runs: run::Runs,
+    /// Turns to revoke, shared by every recall of this process.
+    pub turns: run::Turns,
     pub metrics: Metrics,
     providers: Mutex<HashMap<String, CachedProvider>>,
 }
@@ -170,6 +174,7 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         audit,
         settings: settings.clone(),
         runs: run::Runs::default(),
+        turns: run::Turns::new(settings.max_revoking_recalls),
         metrics,
         providers: Mutex::new(HashMap::new()),
     });

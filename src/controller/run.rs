@@ -240,6 +240,15 @@ impl Live {
         status
     }
 
+    fn set_queued(&self, place: Option<i32>) {
+        let mut base = self.base.lock().unwrap();
+        if base.queue_position != place {
+            base.queue_position = place;
+            drop(base);
+            self.phase_changed.notify_one();
+        }
+    }
+
     fn set_phase(&self, phase: RecallPhase) {
         self.base.lock().unwrap().phase = phase;
         self.phase_changed.notify_one();
@@ -497,6 +506,8 @@ async fn work(
         // Exclusions first, on every backend: one that cannot be resolved keeps the recall
         // Pending, with nobody touched anywhere.
         let exclusions = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).resolve_exclusions(&r.job).await })).await?;
+        // Held until revocation is over: a recall waiting for re-enrollment holds no turn.
+        let Some(_turn) = ctx.turns.take(&key(recall), live, stop.clone()).await else { return Ok(()) };
         change_phase(recall, ctx, live, RecallPhase::Revoking).await?;
         let ends = futures::future::try_join_all(
             runs.iter().zip(&exclusions).map(|(r, exclusions)| async { runner(r, ledger, ctx, stop.clone()).revoke_with(&r.job, exclusions).await }),
@@ -565,6 +576,47 @@ fn after_check(pending: i64, deadline: Option<jiff::Timestamp>, now: jiff::Times
         if on_deadline == DeadlineAction::Disable { AfterCheck::DisableThenComplete } else { AfterCheck::Complete }
     } else {
         AfterCheck::CheckAgain
+    }
+}
+
+/// Turns to list and revoke: at most `cap` recalls at once, the others in line in the order they
+/// asked, so a large recall cannot hold back every other one and the machine and the providers'
+/// budgets are not split among any number of them.
+pub struct Turns {
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Recalls waiting, first in line first.
+    line: Mutex<std::collections::VecDeque<String>>,
+}
+
+impl Turns {
+    pub fn new(cap: u16) -> Self {
+        Self { slots: Arc::new(tokio::sync::Semaphore::new(usize::from(cap.max(1)))), line: Mutex::default() }
+    }
+
+    /// Waits for a turn, keeping the recall's place in line in `live` (and so in status); None
+    /// when the run is told to stop first.
+    async fn take(&self, key: &str, live: &Live, mut stop: watch::Receiver<bool>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(turn) = self.slots.clone().try_acquire_owned() {
+            return Some(turn);
+        }
+        self.line.lock().unwrap().push_back(key.to_string());
+        // The semaphore is fair: waiting on one acquire keeps the place in line.
+        let turn = self.slots.clone().acquire_owned();
+        tokio::pin!(turn);
+        let mut look = tokio::time::interval(Duration::from_secs(1));
+        let taken = loop {
+            tokio::select! {
+                turn = &mut turn => break turn.ok(),
+                _ = look.tick() => {
+                    let place = self.line.lock().unwrap().iter().position(|k| k == key).map_or(1, |i| i + 1);
+                    live.set_queued(Some(i32::try_from(place).unwrap_or(i32::MAX)));
+                }
+                _ = stop.wait_for(|s| *s) => break None,
+            }
+        };
+        self.line.lock().unwrap().retain(|k| k != key);
+        live.set_queued(None);
+        taken
     }
 }
 
@@ -781,6 +833,43 @@ mod tests {
 
     /// Backends not ready: the run ended on an error that may fix itself, and reconcile sees the
     /// pause that is left, then an idle recall to start again.
+    /// One turn to revoke: the first recall takes it at once, the next two wait in line with their
+    /// places in status, a stopped one leaves the line, and turns go in the order asked.
+    #[tokio::test(start_paused = true)]
+    async fn recalls_past_the_cap_wait_in_line_with_their_place_in_status() {
+        let turns = Arc::new(Turns::new(1));
+        let lives: Vec<Arc<Live>> = (0..3).map(|_| Arc::new(Live::new(MfaRecallStatus::default()))).collect();
+        let (_keep, running) = watch::channel(false);
+        let first = turns.take("ns/a", &lives[0], running.clone()).await.expect("a free turn is taken at once");
+        let place = |i: usize| lives[i].base.lock().unwrap().queue_position;
+        assert_eq!(place(0), None);
+        let (stop_c, stopped) = watch::channel(false);
+        let b = tokio::spawn({
+            let (turns, live, running) = (turns.clone(), lives[1].clone(), running.clone());
+            async move { turns.take("ns/b", &live, running).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let c = tokio::spawn({
+            let (turns, live) = (turns.clone(), lives[2].clone());
+            async move { turns.take("ns/c", &live, stopped).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!((place(1), place(2)), (Some(1), Some(2)));
+        let status = lives[2].status(None);
+        let ready = status.conditions.iter().find(|c| c.type_ == api::READY).unwrap();
+        assert_eq!(ready.reason, "Queued");
+        assert!(ready.message.contains("number 2 in line"), "{}", ready.message);
+
+        stop_c.send(true).unwrap();
+        assert!(c.await.unwrap().is_none(), "a stopped recall leaves the line without a turn");
+        assert_eq!(place(2), None);
+        drop(first);
+        let second = b.await.unwrap().expect("the next in line gets the turn");
+        assert_eq!(place(1), None);
+        assert!(turns.line.lock().unwrap().is_empty());
+        drop(second);
+    }
+
     /// A run tried again from a status the cache has not caught up with (still Pending) enters
     /// Revoking without a second audit line or event.
     #[tokio::test]

@@ -19,8 +19,12 @@ pub fn totals(backends: &[BackendProgress]) -> RecallCounts {
 /// Sets Ready, Progressing and Degraded to match the phase and counts.
 pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
     let c = status.counts.clone();
-    let reason = Reason::from(status.phase);
+    let mut reason = Reason::from(status.phase);
     let (ready, message) = match status.phase {
+        _ if let Some(place) = status.queue_position => {
+            reason = Reason::Queued;
+            (false, format!("waiting for a turn to revoke, number {place} in line: the operator lets a set number of recalls revoke at once (--max-revoking-recalls)"))
+        }
         RecallPhase::Pending => (false, "waiting to start".to_string()),
         RecallPhase::Revoking if c.awaiting_logs > 0 => (
             false,
