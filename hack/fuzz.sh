@@ -4,13 +4,13 @@
 # Each target starts from the seeds in fuzz/seeds/TARGET and what earlier runs found interesting
 # (kept in the cache). A panic, a crash or a leak fails the run and leaves the input in
 # fuzz/artifacts/TARGET. Prints one line per target: the inputs run.
-#   hack/fuzz.sh            every target, FUZZ_RUNS inputs each (default 200000)
+#   hack/fuzz.sh            every target, FUZZ_RUNS inputs each (default 1000000)
 #   hack/fuzz.sh TARGET...  those targets
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CACHE="${MFA_RECALL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mfa-recall}"
-RUNS="${FUZZ_RUNS:-200000}"
+RUNS="${FUZZ_RUNS:-1000000}"
 rustup toolchain list | grep -q '^nightly' || { echo "fuzz: the nightly toolchain is missing: rustup toolchain install nightly" >&2; exit 1; }
 export PATH="$CACHE/tools/bin:$PATH"
 if ! command -v cargo-fuzz >/dev/null; then

@@ -21,3 +21,5 @@ cargo test --workspace --all-targets -- --test-threads=2
 # Every credential the tests used carries a canary marker: none may be in anything the operator
 # wrote (logs, audit trails, events, status, ledger objects).
 target/debug/mfa-recall-canary-sweep --files "$MFA_RECALL_PARTS_DIR/tests"
+# A short pass of every fuzz target (docs/reliability.md has the long runs).
+FUZZ_RUNS="${FUZZ_RUNS:-50000}" hack/fuzz.sh

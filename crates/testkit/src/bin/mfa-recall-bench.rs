@@ -292,6 +292,13 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
         result["shareOfBudgetUsedPerWindow"] = json!(windows.iter().map(|w| round4(w.used as f64 / w.limit as f64)).collect::<Vec<_>>());
         result["throttledInFullWindows"] = json!(windows.iter().map(|w| w.throttled).sum::<u64>());
         result["budgetShare"] = json!(args.budget_share.unwrap_or(BackendLimits::default().budget_share));
+        // Every bucket's share over the same windows: the recall's calls spread over several.
+        let mut by_bucket: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for w in &full {
+            let entry = by_bucket.entry(w.bucket.as_str()).or_default();
+            (entry.0, entry.1) = (entry.0 + w.used, entry.1 + w.limit);
+        }
+        result["shareOfBudgetUsedByBucket"] = json!(by_bucket.iter().map(|(b, (u, a))| (b.to_string(), round4(*u as f64 / (*a).max(1) as f64))).collect::<std::collections::BTreeMap<_, _>>());
     }
     if let Some((sent, refused)) = competed {
         // The simulator's 429s are both clients'; the recall's are the rest.
