@@ -89,9 +89,10 @@ async fn two_replicas_one_acts_and_the_other_takes_over_when_the_leader_dies() {
     let args_b = lease_args(&addr_b);
     let mut b = Operator::start_with(ns, &audit_b, &log_file, "replica-b", &args_b.iter().map(String::as_str).collect::<Vec<_>>());
 
-    // The standby is live and ready (to take over) and does no work.
+    // The standby is live and ready (to take over) and does no work; the leader is ready once its
+    // caches have synced, which may come after the standby's readiness.
     for _ in 0..50 {
-        if get(&format!("http://{addr_b}/readyz")).await.0 == 200 {
+        if get(&format!("http://{addr_b}/readyz")).await.0 == 200 && get(&format!("http://{addr_a}/readyz")).await.0 == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
