@@ -345,13 +345,7 @@ impl AuditLog {
     /// survive the operator being killed (not the machine crashing). Called as each user is
     /// finished, so a restart finds every finished user's lines.
     pub fn write_out(&self) -> std::io::Result<()> {
-        let mut tip = self.tip.lock().unwrap();
-        tip.written()?;
-        if let Err(e) = tip.flush() {
-            tip.broken = true;
-            return Err(e);
-        }
-        Ok(())
+        self.tip.lock().unwrap().write_waiting().map(drop)
     }
 
     /// Hands `each` every line of the trail file from `mark` on, each checked to follow from the
@@ -361,11 +355,7 @@ impl AuditLog {
     pub fn read_since(&self, mark: &TrailMark, mut each: impl FnMut(AuditRecord)) -> std::io::Result<bool> {
         let (file, end) = {
             let mut tip = self.tip.lock().unwrap();
-            tip.written()?;
-            if let Err(e) = tip.flush() {
-                tip.broken = true;
-                return Err(e);
-            }
+            tip.write_waiting()?;
             match (&self.sync_file, &tip.trail) {
                 (Some(file), Some(trail)) => (file.clone(), trail.len),
                 _ => return Ok(false),
@@ -379,7 +369,8 @@ impl AuditLog {
         for (n, line) in reader.lines().enumerate() {
             let line = line?;
             let record: Option<AuditRecord> = serde_json::from_str(&line).ok();
-            let follows = record.as_ref().is_some_and(|r| r.seq == mark.seq + n as u64 && r.prev == prev && self.follows(r));
+            // The mark is read from the ledger: its sequence number is not trusted to add up.
+            let follows = record.as_ref().is_some_and(|r| Some(r.seq) == mark.seq.checked_add(n as u64) && r.prev == prev && hashed(&self.key, r) != Hashed::Wrong);
             match record {
                 Some(record) if follows => {
                     prev.clone_from(&record.hash);
@@ -401,15 +392,7 @@ impl AuditLog {
             return Ok(());
         }
         // Everything recorded by now is covered by this sync, not only what this caller wanted.
-        let through = {
-            let mut tip = self.tip.lock().unwrap();
-            let written = tip.written()?;
-            if let Err(e) = tip.flush() {
-                tip.broken = true;
-                return Err(e);
-            }
-            written
-        };
+        let through = self.tip.lock().unwrap().write_waiting()?;
         if let Some(file) = self.sync_file.clone() {
             let synced = tokio::task::spawn_blocking(move || file.sync_data()).await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
             if let Err(e) = synced {
@@ -456,6 +439,17 @@ impl Tip {
     /// The sequence number of the next line: every line before it has been recorded.
     fn written(&self) -> std::io::Result<u64> {
         if self.broken { Err(trail_broken()) } else { Ok(self.chain.seq) }
+    }
+
+    /// Writes the waiting lines to the file; the sequence number of the next line, every line
+    /// before it now written. A failed write breaks the trail.
+    fn write_waiting(&mut self) -> std::io::Result<u64> {
+        let written = self.written()?;
+        if let Err(e) = self.flush() {
+            self.broken = true;
+            return Err(e);
+        }
+        Ok(written)
     }
 
     /// Adds the line just built to the waiting lines (a batch's worth goes on to the file), or
@@ -550,12 +544,25 @@ fn push_json(line: &mut Vec<u8>, value: &impl Serialize) -> std::ops::Range<usiz
     start..line.len()
 }
 
-impl AuditLog {
-    /// Whether a line's hash is right under this trail's key (or, for a line written before the
-    /// trail was keyed, without one).
-    fn follows(&self, record: &AuditRecord) -> bool {
-        let hash = |key: &ChainKey| chain_hash(key, &record.prev, record.seq, &record.time, &record.actor, &record.event);
-        hash(&self.key) == record.hash || (self.key.is_keyed() && hash(&ChainKey::default()) == record.hash)
+/// How a line's hash was made, as far as `key` tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hashed {
+    /// Under `key` (plain SHA-256 when `key` is not keyed).
+    WithKey,
+    /// Without a key, where `key` is keyed: a line written before the trail was keyed.
+    Unkeyed,
+    /// Neither: the line was changed.
+    Wrong,
+}
+
+fn hashed(key: &ChainKey, record: &AuditRecord) -> Hashed {
+    let hash = |key: &ChainKey| chain_hash(key, &record.prev, record.seq, &record.time, &record.actor, &record.event);
+    if hash(key) == record.hash {
+        Hashed::WithKey
+    } else if key.is_keyed() && hash(&ChainKey::default()) == record.hash {
+        Hashed::Unkeyed
+    } else {
+        Hashed::Wrong
     }
 }
 
@@ -706,18 +713,17 @@ pub fn verify(path: &Path, key: &ChainKey, expect: Option<&Head>) -> std::io::Re
         if record.prev != prev {
             return Ok(Verification::Broken { line: number, why: "prev does not match the hash of the line before".into() });
         }
-        let hash = |key: &ChainKey| chain_hash(key, &record.prev, record.seq, &record.time, &record.actor, &record.event);
-        if hash(key) == record.hash {
-            keyed_seen |= key.is_keyed();
-        } else if key.is_keyed() && !keyed_seen && hash(&ChainKey::default()) == record.hash {
-            unkeyed += 1;
-        } else {
-            let why = match (key.is_keyed(), keyed_seen) {
-                (false, _) => "hash does not match the line's content (a keyed trail is verified with the operator's audit key)",
-                (true, true) => "hash does not match the line's content under the audit key: the line was changed or written without the key",
-                (true, false) => "hash does not match the line's content, under the audit key or without one",
-            };
-            return Ok(Verification::Broken { line: number, why: why.into() });
+        match hashed(key, &record) {
+            Hashed::WithKey => keyed_seen |= key.is_keyed(),
+            Hashed::Unkeyed if !keyed_seen => unkeyed += 1,
+            Hashed::Unkeyed | Hashed::Wrong => {
+                let why = match (key.is_keyed(), keyed_seen) {
+                    (false, _) => "hash does not match the line's content (a keyed trail is verified with the operator's audit key)",
+                    (true, true) => "hash does not match the line's content under the audit key: the line was changed or written without the key",
+                    (true, false) => "hash does not match the line's content, under the audit key or without one",
+                };
+                return Ok(Verification::Broken { line: number, why: why.into() });
+            }
         }
         if let Some(head) = expect
             && head.seq == record.seq
@@ -733,7 +739,11 @@ pub fn verify(path: &Path, key: &ChainKey, expect: Option<&Head>) -> std::io::Re
     if let Some(head) = expect
         && !expected_found
     {
-        return Ok(Verification::Broken { line: number + 1, why: format!("the trail ends at sequence {}, before the head published in status ({head}): lines were cut from its end", number as i64 - 1) });
+        let ends = match number.checked_sub(1) {
+            Some(last) => format!("the trail ends at sequence {last}"),
+            None => "the trail is empty".to_string(),
+        };
+        return Ok(Verification::Broken { line: number + 1, why: format!("{ends}, before the head published in status ({head}): lines were cut from its end") });
     }
     Ok(Verification::Intact { lines: number, unkeyed })
 }

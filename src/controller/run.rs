@@ -257,17 +257,16 @@ impl Live {
     /// The one status writer of a recall: writes the status if it changed since the last write,
     /// once the audit lines behind its counts are durable. True when it wrote.
     async fn flush(&self, api: &Api<MfaRecall>, recall: &MfaRecall, ctx: &Context) -> Result<bool> {
-        let mut status = self.status(recall.metadata.generation);
+        let status = self.status(recall.metadata.generation);
         if self.written.lock().unwrap().as_ref() == Some(&status) {
             return Ok(false);
         }
-        // Taken before the sync, the head names a line on disk once it returns.
+        // Taken before the sync, the head names a line on disk once it returns. Left out of
+        // `written`: other recalls' lines move it, and are no reason to write this status.
         let head = ctx.audit.head().map(|head| api::AuditHead { instance: ctx.settings.instance.clone(), line: head.to_string() });
         ctx.audit.sync().await?;
-        let written = status.clone();
-        status.audit_head = head.or_else(|| recall.status.as_ref().and_then(|s| s.audit_head.clone()));
-        status::write(api, recall, &status).await?;
-        let status = written;
+        let published = MfaRecallStatus { audit_head: head.or_else(|| status.audit_head.clone()), ..status.clone() };
+        status::write(api, recall, &published).await?;
         let namespace = recall.namespace().unwrap_or_default();
         for backend in &status.backends {
             ctx.metrics.recall_progress(&namespace, &recall.name_any(), &backend.name, &backend.counts);

@@ -189,7 +189,10 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     let (_, sim_cpu_before) = rss_and_cpu(sim.0.id());
     let (writes_before, status_before, apiserver_cpu_before) = apiserver_counters(client).await;
 
-    let competitor = (args.competitor_per_minute > 0).then(|| tokio::spawn(compete(http.clone(), url.clone(), token.clone(), args.competitor_per_minute)));
+    let competitor = (args.competitor_per_minute > 0).then(|| {
+        let counts = std::sync::Arc::new(Competitor::default());
+        (tokio::spawn(compete(http.clone(), url.clone(), token.clone(), args.competitor_per_minute, counts.clone())), counts)
+    });
     let applied_at = jiff::Timestamp::now();
     let t0 = Instant::now();
     cluster::create_recall(client, &ns, json!({
@@ -226,9 +229,10 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     let (rss_mib, cpu_seconds) = rss_and_cpu(pid);
     let (_, sim_cpu_seconds) = rss_and_cpu(sim.0.id());
     let (writes_after, status_after, apiserver_cpu_after) = apiserver_counters(client).await;
-    let competed = competitor.map(|task| {
+    let competed = competitor.map(|(task, counts)| {
         task.abort();
-        COMPETITOR.with_counts()
+        use std::sync::atomic::Ordering::SeqCst;
+        (counts.sent.load(SeqCst), counts.throttled.load(SeqCst))
     });
     let stats = sim_stats(http, &url).await;
     drop(operator);
@@ -312,32 +316,23 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
 }
 
 /// Requests and 429s of the competing client.
+#[derive(Default)]
 struct Competitor {
     sent: std::sync::atomic::AtomicU64,
     throttled: std::sync::atomic::AtomicU64,
 }
 
-static COMPETITOR: Competitor = Competitor { sent: std::sync::atomic::AtomicU64::new(0), throttled: std::sync::atomic::AtomicU64::new(0) };
-
-impl Competitor {
-    /// The counts so far, and zero again for the next run.
-    fn with_counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::SeqCst;
-        (self.sent.swap(0, SeqCst), self.throttled.swap(0, SeqCst))
-    }
-}
-
 /// Another client of the quota: reads one user from the users bucket `per_minute` times a
 /// minute, evenly, without looking at the budget (as a provisioning job would not).
-async fn compete(http: reqwest::Client, url: String, token: String, per_minute: u64) {
+async fn compete(http: reqwest::Client, url: String, token: String, per_minute: u64, counts: std::sync::Arc<Competitor>) {
     use std::sync::atomic::Ordering::SeqCst;
     let mut tick = tokio::time::interval(Duration::from_secs(60) / u32::try_from(per_minute).unwrap_or(u32::MAX));
     loop {
         tick.tick().await;
         let answer = http.get(format!("{url}/api/v1/users?limit=1")).header("authorization", format!("SSWS {token}")).send().await;
-        COMPETITOR.sent.fetch_add(1, SeqCst);
+        counts.sent.fetch_add(1, SeqCst);
         if answer.is_ok_and(|a| a.status() == reqwest::StatusCode::TOO_MANY_REQUESTS) {
-            COMPETITOR.throttled.fetch_add(1, SeqCst);
+            counts.throttled.fetch_add(1, SeqCst);
         }
     }
 }

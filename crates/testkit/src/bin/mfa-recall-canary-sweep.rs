@@ -32,7 +32,13 @@ async fn main() -> std::process::ExitCode {
             hits.push(format!("file {}", path.display()));
         }
     }
-    let client = kube::Client::try_default().await.expect("a kube client from KUBECONFIG");
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("canary sweep: no Kubernetes connection ({e}): source the parts' env file (hack/localparts.sh) first");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let kinds = [
         ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&()),
         ApiResource::erase::<k8s_openapi::api::events::v1::Event>(&()),
