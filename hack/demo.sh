@@ -19,8 +19,10 @@ source "$work/env"
 kubectl="$MFA_RECALL_KUBECTL"
 
 "$kubectl" apply -f crds/
-"$kubectl" wait --for=condition=Established crd/mfarecalls.mfarecall.io crd/identitybackends.mfarecall.io --timeout=30s
-target/debug/mfa-recall operator --audit-file "$work/audit.jsonl" --no-audit-stdout 2> "$work/operator.log" &
+"$kubectl" wait --for=condition=Established crd/mfarecalls.mfarecall.io crd/identitybackends.mfarecall.io crd/recallledgersegments.mfarecall.io --timeout=30s
+# The key the operator signs its ledger with (the chart keeps it in a Secret).
+head -c 32 /dev/urandom | base64 > "$work/ledger.key"
+target/debug/mfa-recall operator --audit-file "$work/audit.jsonl" --ledger-key-file "$work/ledger.key" --no-audit-stdout 2> "$work/operator.log" &
 operator_pid=$!
 "$kubectl" create namespace security
 "$kubectl" get mfarecalls -n security -w &

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod telemetry;
@@ -29,6 +30,9 @@ pub enum Error {
     Audit(#[from] std::io::Error),
     #[error("ledger {name}: {message}")]
     Ledger { name: String, message: String },
+    /// A ledger object the operator cannot vouch for: the recall stops rather than act on it.
+    #[error("ledger {name} is refused: {why}. Nothing it names was acted on, and this recall does no more: compare the recall's audit trail with what it should have done, then delete this MfaRecall and create a new one")]
+    LedgerRejected { name: String, why: String },
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -59,6 +63,7 @@ impl Error {
             Error::Provider(_) => "provider",
             Error::Audit(_) => "audit",
             Error::Ledger { .. } => "ledger",
+            Error::LedgerRejected { .. } => "ledgerRejected",
             Error::Invalid(_) => "invalid",
             Error::BackendNotFound(_) => "backendNotFound",
             Error::ExclusionGroupNotFound(_) => "exclusionGroupNotFound",
@@ -76,7 +81,7 @@ impl Error {
     /// IdentityBackend or exclusion group, or a provider that does not answer, may still come right.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::Invalid(_) | Error::Refused(_) | Error::ListingFailed(_) => true,
+            Error::Invalid(_) | Error::Refused(_) | Error::ListingFailed(_) | Error::LedgerRejected { .. } => true,
             Error::Finalizer(e) => match &**e {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
                 _ => false,

@@ -33,6 +33,11 @@ enum Command {
         /// so only its holder can write lines that verify.
         #[arg(long, env = "MFA_RECALL_AUDIT_KEY_FILE")]
         audit_key_file: Option<PathBuf>,
+        /// Sign every ledger object with HMAC-SHA-256 under the key in this file (a mounted
+        /// Secret, the same for every replica): a ledger object edited or made by anyone else
+        /// stops its recall instead of being acted on. At least 32 bytes.
+        #[arg(long, env = "MFA_RECALL_LEDGER_KEY_FILE")]
+        ledger_key_file: PathBuf,
         /// Name of this instance in audit lines and events (the pod name).
         #[arg(long, env = "POD_NAME", default_value = "mfa-recall")]
         instance: String,
@@ -114,7 +119,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
-        Command::Operator { namespace, audit_file, no_audit_stdout, audit_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
+        Command::Operator { namespace, audit_file, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -128,7 +133,7 @@ async fn main() -> std::process::ExitCode {
                 namespace: lease_namespace,
                 duration: std::time::Duration::from_secs(lease_seconds.max(3)),
             });
-            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, audit_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election };
+            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election };
             match controller::run(client, settings).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

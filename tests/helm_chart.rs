@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use support::Operator;
 
 const RELEASE: &str = "mfa-recall-operator";
-const CRDS: [&str; 2] = ["identitybackends.mfarecall.io", "mfarecalls.mfarecall.io"];
+const CRDS: [&str; 3] = ["identitybackends.mfarecall.io", "mfarecalls.mfarecall.io", "recallledgersegments.mfarecall.io"];
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mfa-recall-operator")
@@ -93,7 +93,7 @@ fn allowed_verbs() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static s
         (("mfarecall.io", "identitybackends/status"), &status[..]),
         (("mfarecall.io", "mfarecalls/status"), &status[..]),
         (("mfarecall.io", "mfarecalls/finalizers"), &["update"][..]),
-        (("", "configmaps"), &["get", "list", "create", "update"][..]),
+        (("mfarecall.io", "recallledgersegments"), &["get", "list", "create", "update"][..]),
         (("events.k8s.io", "events"), &["create", "patch"][..]),
         (("", "secrets"), &["get", "list", "watch"][..]),
         (("coordination.k8s.io", "leases"), &["get", "create", "update"][..]),
@@ -232,7 +232,20 @@ fn cluster_wide_rendering_is_restricted_and_least_privilege() {
     assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/livez", "port": "metrics"}));
     assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
     assert_eq!(container["ports"][0], json!({"name": "metrics", "containerPort": 8080, "protocol": "TCP"}));
-    assert!(pod.get("volumes").is_none(), "no volume without audit.file");
+    // The ledger key from the Secret the chart makes, mounted read-only.
+    assert!(args.iter().any(|a| a == "--ledger-key-file=/etc/mfa-recall/ledger-key/key"), "{args:?}");
+    assert_eq!(container["volumeMounts"], json!([{"name": "ledger-key", "mountPath": "/etc/mfa-recall/ledger-key", "readOnly": true}]), "no audit volume without audit.file");
+    assert_eq!(pod["volumes"], json!([{"name": "ledger-key", "secret": {"secretName": "mfa-recall-operator-ledger-key", "items": [{"key": "key", "path": "key"}]}}]));
+    let key = of_kind(&docs, "Secret");
+    assert_eq!(key.len(), 1, "the ledger key is the one Secret the chart makes");
+    assert_eq!((&key[0]["metadata"]["name"], &key[0]["metadata"]["namespace"]), (&json!("mfa-recall-operator-ledger-key"), &json!("ops")));
+    assert_eq!(key[0]["metadata"]["annotations"]["helm.sh/resource-policy"], "keep", "recalls under way still need it after an uninstall");
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key[0]["data"]["key"].as_str().unwrap()).unwrap();
+    assert!(bytes.len() >= mfa_recall::keys::MIN_KEY_BYTES, "{} bytes", bytes.len());
+    // A Secret of one's own is used as it is, and none is made.
+    let own = render("ops", &["ledger.keySecret=corp-ledger-key"]);
+    assert!(of_kind(&own, "Secret").is_empty());
+    assert_eq!(of_kind(&own, "Deployment")[0]["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "corp-ledger-key");
 
     assert_eq!(of_kind(&docs, "Service")[0]["spec"]["ports"][0]["targetPort"], "metrics");
     assert_eq!(of_kind(&docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"], 1);
@@ -269,9 +282,9 @@ fn namespace_scoped_rendering_grants_nothing_cluster_wide() {
     assert_eq!(container["image"], "ghcr.io/mfa-recall/mfa-recall:9.9.9");
     let args = strings(&container["args"]);
     assert!(args.contains(&"--namespace=security".to_string()) && args.contains(&"--audit-file=/var/lib/mfa-recall/audit.jsonl".to_string()), "{args:?}");
-    assert_eq!(container["volumeMounts"], json!([{"name": "audit", "mountPath": "/var/lib/mfa-recall"}]));
-    assert_eq!(pod["volumes"][0]["name"], "audit");
-    assert!(pod["volumes"][0]["emptyDir"].is_object());
+    assert_eq!(container["volumeMounts"][1], json!({"name": "audit", "mountPath": "/var/lib/mfa-recall"}));
+    assert_eq!(pod["volumes"][1]["name"], "audit");
+    assert!(pod["volumes"][1]["emptyDir"].is_object());
 
     let policy = of_kind(&docs, "NetworkPolicy")[0];
     let ingress = policy["spec"]["ingress"].as_array().unwrap();
@@ -323,15 +336,20 @@ fn audit_trail_on_a_claim_with_a_keyed_chain() {
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert!(strings(&container["args"]).contains(&"--audit-key-file=/etc/mfa-recall/audit-key/key".to_string()));
-    assert_eq!(container["volumeMounts"], json!([{"name": "audit", "mountPath": "/var/lib/mfa-recall"}, {"name": "audit-key", "mountPath": "/etc/mfa-recall/audit-key", "readOnly": true}]));
+    assert_eq!(container["volumeMounts"], json!([
+        {"name": "ledger-key", "mountPath": "/etc/mfa-recall/ledger-key", "readOnly": true},
+        {"name": "audit", "mountPath": "/var/lib/mfa-recall"},
+        {"name": "audit-key", "mountPath": "/etc/mfa-recall/audit-key", "readOnly": true},
+    ]));
     assert_eq!(pod["volumes"], json!([
+        {"name": "ledger-key", "secret": {"secretName": "mfa-recall-operator-ledger-key", "items": [{"key": "key", "path": "key"}]}},
         {"name": "audit", "persistentVolumeClaim": {"claimName": "mfa-recall-operator-audit"}},
         {"name": "audit-key", "secret": {"secretName": "mfa-recall-audit-key", "items": [{"key": "key", "path": "key"}]}},
     ]));
     // A claim of one's own is used as it is.
     let docs = render("ops", &["replicas=1", "audit.file=/var/lib/mfa-recall/audit.jsonl", "audit.persistence.enabled=true", "audit.persistence.existingClaim=evidence"]);
     assert!(of_kind(&docs, "PersistentVolumeClaim").is_empty());
-    assert_eq!(of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "evidence");
+    assert_eq!(of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"], "evidence");
 }
 
 /// Uninstalls the test's release if the test stops before it does.
@@ -491,9 +509,10 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         ("create", "events.k8s.io", "events", None),
         ("patch", "events.k8s.io", "events", None),
         ("get", "", "secrets", Some("corp-okta-credentials")),
-        ("create", "", "configmaps", None),
-        ("update", "", "configmaps", None),
-        ("list", "", "configmaps", None),
+        ("create", "mfarecall.io", "recallledgersegments", None),
+        ("update", "mfarecall.io", "recallledgersegments", None),
+        ("list", "mfarecall.io", "recallledgersegments", None),
+        ("get", "mfarecall.io", "recallledgersegments", None),
         ("create", "coordination.k8s.io", "leases", None),
         ("get", "coordination.k8s.io", "leases", lease),
         ("update", "coordination.k8s.io", "leases", lease),
@@ -514,8 +533,11 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         (ns, "create", "mfarecall.io", "identitybackends", None),
         (ns, "get", "", "pods", None),
         (ns, "create", "", "pods", None),
-        (ns, "delete", "", "configmaps", None),
-        (ns, "patch", "", "configmaps", None),
+        (ns, "delete", "mfarecall.io", "recallledgersegments", None),
+        (ns, "patch", "mfarecall.io", "recallledgersegments", None),
+        (ns, "create", "", "configmaps", None),
+        (ns, "update", "", "configmaps", None),
+        (ns, "get", "", "configmaps", None),
         (ns, "create", "", "events", None),
         (ns, "update", "coordination.k8s.io", "leases", Some("someone-elses-lease")),
         (ns, "delete", "coordination.k8s.io", "leases", lease),
@@ -523,7 +545,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         (other, "get", "", "secrets", Some("corp-okta-credentials")),
         (other, "list", "mfarecall.io", "mfarecalls", None),
         (other, "patch", "mfarecall.io", "mfarecalls/status", None),
-        (other, "create", "", "configmaps", None),
+        (other, "create", "mfarecall.io", "recallledgersegments", None),
         (other, "create", "events.k8s.io", "events", None),
         ("", "list", "mfarecall.io", "mfarecalls", None),
         ("", "create", "apiextensions.k8s.io", "customresourcedefinitions", None),
@@ -551,14 +573,18 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
     let audit_file = parts.file("helm-audit.jsonl");
     let log_file = parts.file("helm-operator.log");
-    // As the Deployment runs it: with leader election on the chart's Lease and the health endpoints.
+    // As the Deployment runs it: with leader election on the chart's Lease, the health
+    // endpoints, and the ledger key from the Secret the chart made (as the kubelet mounts it).
     let addr = support::free_addr();
+    let ledger_key = Api::<Secret>::namespaced(client.clone(), ns).get("mfa-recall-operator-ledger-key").await.expect("the chart made the ledger key");
+    let ledger_key_file = parts.file("helm-ledger.key");
+    std::fs::write(&ledger_key_file, &ledger_key.data.unwrap()["key"].0).unwrap();
     let operator = Operator::start_with_kubeconfig(
         ns,
         &audit_file,
         &log_file,
         &kubeconfig,
-        &["--leader-election", "--lease-name", "mfa-recall-operator", "--lease-namespace", ns, "--metrics-addr", &addr],
+        &["--leader-election", "--lease-name", "mfa-recall-operator", "--lease-namespace", ns, "--metrics-addr", &addr, "--ledger-key-file", ledger_key_file.to_str().unwrap()],
     );
 
     let cutoff = jiff::Timestamp::now();
@@ -607,6 +633,9 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         let labels = crds.get(crd).await.unwrap().metadata.labels.unwrap();
         assert_eq!(labels["helm.sh/chart"], "mfa-recall-operator-0.1.1", "{crd} is upgraded with the release");
     }
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let upgraded_key = secrets.get("mfa-recall-operator-ledger-key").await.unwrap().data.unwrap()["key"].0.clone();
+    assert_eq!(upgraded_key, std::fs::read(&ledger_key_file).unwrap(), "an upgrade keeps the ledger key: the ledger written before reads back");
 
     // Uninstall: the release's objects go, the CRDs and the recall history stay.
     helm_ok(&["uninstall", RELEASE, "--namespace", ns]);
@@ -617,4 +646,5 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         assert!(crds.get_opt(crd).await.unwrap().is_some(), "{crd} survives helm uninstall");
     }
     assert!(recalls.get_opt("helm-installed").await.unwrap().is_some(), "the recall's history survives helm uninstall");
+    assert!(secrets.get_opt("mfa-recall-operator-ledger-key").await.unwrap().is_some(), "so does the key its ledger is read with");
 }

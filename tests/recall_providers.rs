@@ -260,3 +260,64 @@ async fn a_factor_kind_the_provider_cannot_revoke_alone_is_refused() {
     assert!(ready.message.contains("corp-google") && ready.message.contains("twoStepVerification"), "{}", ready.message);
     assert_eq!(subject.sim.provider.census(Some(jiff::Timestamp::now())).factors, before.factors, "nothing touched");
 }
+
+/// A ledger object made by someone who may write the operator's ledger resource but does not
+/// hold its key (here it names the real factors of a user the recall leaves out) stops the
+/// recall with a condition that says what to do, and nothing it names is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_ledger_segment_stops_the_recall_and_nothing_it_names_is_touched() {
+    use mfa_recall::api::{LedgerPart, RecallLedgerSegment, RecallLedgerSegmentSpec};
+    use mfa_recall::backends::{FactorRef, UserRef, UserSnapshot};
+    use mfa_recall::ledger::{self, Segment, UserRecord};
+
+    let (parts, client, ns, _) = support::scenario("forged").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 6, ..Seed::default() });
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", BackendLimits::default()), &subject.secret).await.unwrap();
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "forged"},
+        "spec": {"reason": "INC-10 a forged ledger", "backends": ["corp-okta"], "scope": {"users": [username(1), username(2)]}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let recall = recalls.get("forged").await.unwrap();
+    let uid = recall.metadata.uid.clone().unwrap();
+
+    // The real id and factors of a user out of scope, as anyone with an API token reads them.
+    let http = reqwest::Client::new();
+    let token = format!("SSWS {}", subject.secret["api-token"]);
+    let users: serde_json::Value = http.get(format!("{}/api/v1/users?limit=200", subject.running.url)).header("Authorization", &token).send().await.unwrap().json().await.unwrap();
+    let victim = users.as_array().unwrap().iter().find(|u| u["profile"]["login"] == username(0)).expect("the victim is listed");
+    let victim_id = victim["id"].as_str().unwrap().to_string();
+    let factors: serde_json::Value = http.get(format!("{}/api/v1/users/{victim_id}/factors", subject.running.url)).header("Authorization", &token).send().await.unwrap().json().await.unwrap();
+    let factors: Vec<FactorRef> = factors.as_array().unwrap().iter().map(|f| FactorRef::new(f["id"].as_str().unwrap(), FactorKind::Totp, f["factorType"].as_str().unwrap())).collect();
+    assert!(!factors.is_empty(), "the victim holds factors to lose");
+    let mut record = UserRecord::planned(UserRef { id: victim_id.clone(), username: username(0) });
+    record.snapshot = Some(UserSnapshot { factors, sessions: 1, ..Default::default() });
+    let forged = Segment::fresh("corp-okta", 0, None, vec![record]);
+    let name = ledger::segment_name(&uid, "corp-okta", 0);
+    let object = RecallLedgerSegment {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([(ledger::RECALL_UID_LABEL, uid.as_str()), (ledger::BACKEND_LABEL, "corp-okta"), (ledger::SEGMENT_LABEL, "0")].map(|(k, v)| (k.to_string(), v.to_string())).into()),
+            ..Default::default()
+        },
+        spec: RecallLedgerSegmentSpec { recall_uid: uid.clone(), backend: "corp-okta".into(), index: 0, part: LedgerPart::Users, data: k8s_openapi::ByteString(ledger::encode(&forged).unwrap()), mac: "ab".repeat(32) },
+    };
+    Api::<RecallLedgerSegment>::namespaced(client.clone(), ns).create(&Default::default(), &object).await.unwrap();
+    let census = subject.sim.provider.census(None);
+    // From here on, only the operator sends requests.
+    subject.sim.record_requests();
+
+    let operator = Operator::start(ns, &parts.file("forged-audit.jsonl"), &parts.file("forged-operator.log"));
+    let failed = cluster::wait_for(&recalls, "forged", Duration::from_secs(60), |r| phase(r) == RecallPhase::Failed).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let ready = failed.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "LedgerRejected"), "{}", ready.message);
+    assert!(ready.message.contains(&name) && ready.message.contains("its HMAC does not match") && ready.message.contains("Nothing it names was acted on"), "{}", ready.message);
+    let writes: Vec<_> = subject.sim.recorded_requests().into_iter().filter(|r| r.method != "GET").collect();
+    assert!(writes.is_empty(), "nothing was revoked, ended or required: {writes:?}");
+    assert!(subject.sim.recorded_requests().iter().all(|r| !r.path.contains(&victim_id)), "the forged user was not even read");
+    assert_eq!(subject.sim.provider.census(None).factors, census.factors);
+}

@@ -44,6 +44,8 @@ reasons! {
     ExclusionGroupNotFound,
     FactorKindsInseparable,
     ListingFailed,
+    /// A ledger object failed its HMAC: the recall stopped.
+    LedgerRejected,
     InvalidSpec,
     RunError,
     /// Waiting in line for a turn to revoke.

@@ -2,10 +2,12 @@
 
 mod backend;
 mod conditions;
+mod ledger;
 mod recall;
 
 pub use backend::*;
 pub use conditions::*;
+pub use ledger::*;
 pub use recall::*;
 
 pub const GROUP: &str = "mfarecall.io";
@@ -14,9 +16,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 
 /// The CRDs, their field descriptions as paragraphs: doc comments are wrapped for the source,
 /// and `kubectl explain` would show those line breaks mid-sentence.
-pub fn crds() -> [CustomResourceDefinition; 2] {
+pub fn crds() -> [CustomResourceDefinition; 3] {
     use kube::CustomResourceExt;
-    [IdentityBackend::crd(), MfaRecall::crd()].map(|crd| {
+    [IdentityBackend::crd(), MfaRecall::crd(), RecallLedgerSegment::crd()].map(|crd| {
         let mut value = serde_json::to_value(&crd).expect("CRDs serialize");
         unwrap_descriptions(&mut value);
         serde_json::from_value(value).expect("CRDs deserialize")

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use sha2::{Digest, Sha256};
 
 use crate::api::{FactorKind, RecallPhase};
+use crate::keys::HmacKey;
 
 /// The hash that starts a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -132,24 +133,18 @@ pub struct AuditRecord {
 /// rewritten whole, hashes and all, still verifies), or HMAC-SHA-256 under the operator's audit
 /// key, which only the key's holder can.
 #[derive(Clone, Default)]
-pub struct ChainKey(Option<Hmac<Sha256>>);
+pub struct ChainKey(Option<HmacKey>);
 
-/// Shorter keys are refused: the key is what stands between a rewritten trail and one that verifies.
-pub const MIN_KEY_BYTES: usize = 32;
+const WHAT: &str = "the audit key";
 
 impl ChainKey {
     pub fn hmac(key: &[u8]) -> std::io::Result<Self> {
-        if key.len() < MIN_KEY_BYTES {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("the audit key has {} bytes; it needs at least {MIN_KEY_BYTES} (for example: head -c 32 /dev/urandom | base64)", key.len())));
-        }
-        // HMAC takes a key of any length (RFC 2104 §2).
-        Ok(Self(Some(Hmac::new_from_slice(key).expect("HMAC takes any key length"))))
+        HmacKey::new(key, WHAT).map(|key| Self(Some(key)))
     }
 
     /// The key in a file (as a Secret is mounted), without a trailing newline.
     pub fn from_file(path: &Path) -> std::io::Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), format!("reading the audit key {}: {e}", path.display())))?;
-        Self::hmac(bytes.trim_ascii_end())
+        HmacKey::from_file(path, WHAT).map(|key| Self(Some(key)))
     }
 
     pub fn is_keyed(&self) -> bool {
@@ -186,8 +181,8 @@ fn hash_fields(key: &ChainKey, prev: &str, fields: [&[u8]; 4]) -> [u8; 64] {
             feed(prev, fields, |bytes| hasher.update(bytes));
             hasher.finalize().into()
         }
-        Some(mac) => {
-            let mut mac = mac.clone();
+        Some(key) => {
+            let mut mac = key.mac();
             feed(prev, fields, |bytes| mac.update(bytes));
             mac.finalize().into_bytes().into()
         }

@@ -274,8 +274,9 @@ pub struct UserSnapshot {
 pub struct Enrollment {
     pub kind: FactorKind,
     pub at: jiff::Timestamp,
-    /// Where the enrollment came from, when the provider's event log says (kept for anomaly detection).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the enrollment came from, when the provider's event log says: written to the audit
+    /// line for anomaly review, never stored in the ledger (which holds only what a resume needs).
+    #[serde(skip)]
     pub origin: Option<EnrollmentOrigin>,
 }
 

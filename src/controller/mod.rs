@@ -41,6 +41,8 @@ pub struct Settings {
     pub audit_stdout: bool,
     /// The key the audit chain is hashed under (HMAC-SHA-256); plain SHA-256 when None.
     pub audit_key_file: Option<PathBuf>,
+    /// The key every ledger object is signed with (HMAC-SHA-256), shared by all replicas.
+    pub ledger_key_file: PathBuf,
     /// This instance's name (pod name), recorded as the actor of every audit line.
     pub instance: String,
     /// Recalls reconciled at once.
@@ -66,6 +68,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub audit: Arc<AuditLog>,
+    /// Signs and checks every ledger object.
+    pub ledger_key: crate::keys::HmacKey,
     pub settings: Settings,
     pub runs: run::Runs,
     /// Turns to revoke, shared by every recall of this process.
@@ -132,6 +136,9 @@ impl Context {
 /// Runs both controllers until SIGTERM or Ctrl-C, then stops recalls at a checkpoint. With
 /// leader election, waits to hold the Lease first, and stops at once if it is lost.
 pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
+    // Read first: a replica without its keys must fail now, not once it leads.
+    let ledger_key = crate::keys::HmacKey::from_file(&settings.ledger_key_file, crate::ledger::KEY_NAME)?;
+    let key = settings.audit_key_file.as_deref().map(crate::audit::ChainKey::from_file).transpose()?.unwrap_or_default();
     let health = Arc::new(health::Health::default());
     let metrics = Metrics::default();
     if let Some(addr) = settings.metrics_addr {
@@ -165,13 +172,14 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         None => None,
     };
 
-    let key = settings.audit_key_file.as_deref().map(crate::audit::ChainKey::from_file).transpose()?.unwrap_or_default();
+
     let audit = Arc::new(AuditLog::open(settings.audit_file.as_deref(), &settings.instance, settings.audit_stdout)?.keyed(key));
     let recorder = Recorder::new(client.clone(), Reporter { controller: "mfa-recall".into(), instance: Some(settings.instance.clone()) });
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
         audit,
+        ledger_key,
         settings: settings.clone(),
         runs: run::Runs::default(),
         turns: run::Turns::new(settings.max_revoking_recalls),

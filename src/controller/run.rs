@@ -21,7 +21,7 @@ use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaReca
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
-use crate::ledger::{ConfigMapLedger, LedgerStore};
+use crate::ledger::{LedgerStore, ResourceLedger};
 use crate::{Error, Result, duration};
 
 /// How often status is written while a recall makes progress.
@@ -335,6 +335,7 @@ fn reason(e: &Error) -> Reason {
         Error::ExclusionGroupNotFound(_) => Reason::ExclusionGroupNotFound,
         Error::Refused(_) => Reason::FactorKindsInseparable,
         Error::ListingFailed(_) => Reason::ListingFailed,
+        Error::LedgerRejected { .. } => Reason::LedgerRejected,
         Error::Invalid(_) => Reason::InvalidSpec,
         _ => Reason::RunError,
     }
@@ -385,7 +386,7 @@ fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
 /// What a recall points at: its IdentityBackends with their adapters, and its ledger.
 struct Fetched {
     backends: Vec<(IdentityBackend, Arc<dyn IdentityProvider>)>,
-    ledger: Arc<ConfigMapLedger>,
+    ledger: Arc<ResourceLedger>,
     /// The ledger holds progress already: the recall is under way.
     under_way: bool,
 }
@@ -404,7 +405,7 @@ async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
         backends.push((backend, provider));
     }
     let owner = recall.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
-    let ledger = Arc::new(ConfigMapLedger::new(ctx.client.clone(), &namespace, owner));
+    let ledger = Arc::new(ResourceLedger::new(ctx.client.clone(), &namespace, owner, ctx.ledger_key.clone()));
     let mut under_way = false;
     for name in &recall.spec.backends {
         if !ledger.segments(name).await?.is_empty() {
@@ -471,13 +472,15 @@ async fn apply(
     ctx: &Arc<Context>,
     live: &Arc<Live>,
     runs: &[BackendRun],
-    ledger: &Arc<ConfigMapLedger>,
+    ledger: &Arc<ResourceLedger>,
     stop: watch::Receiver<bool>,
     check_interval: Duration,
 ) -> Result<()> {
     // Before the first status write, so counts never go backwards.
     for r in runs {
         runner(r, ledger, ctx, stop.clone()).restore(&r.job).await?;
+        let recorded = r.progress.lock().unwrap().counts.targeted;
+        refuse_shrunk_ledger(recall, &r.job.backend, recorded)?;
     }
     let api = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
     let writer = StatusWriter::spawn(api, recall.clone(), live.clone(), ctx.clone());
@@ -487,7 +490,24 @@ async fn apply(
     outcome
 }
 
-fn runner(r: &BackendRun, ledger: &Arc<ConfigMapLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {
+/// A backend's users are counted in status only once their segment is in the ledger, so a
+/// ledger holding fewer users than status counted lost segments: deleted by someone, or kept
+/// where this version does not look (ConfigMaps, before the ledger had its own resource).
+/// Going on would list those users again as if untouched.
+fn refuse_shrunk_ledger(recall: &MfaRecall, backend: &str, recorded: i64) -> Result<()> {
+    let published = recall.status.as_ref().and_then(|s| s.backends.iter().find(|b| b.name == backend)).map_or(0, |b| b.counts.targeted);
+    if published <= recorded {
+        return Ok(());
+    }
+    Err(Error::LedgerRejected {
+        name: format!("of backend {backend}"),
+        why: format!(
+            "it holds {recorded} users where this recall's status counted {published}: segments were deleted, or the recall was started by an operator that kept its ledger in ConfigMaps (see docs/upgrading.md)"
+        ),
+    })
+}
+
+fn runner(r: &BackendRun, ledger: &Arc<ResourceLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {
     Runner { provider: r.provider.clone(), ledger: ledger.clone(), audit: ctx.audit.clone(), progress: r.progress.clone(), stop }
 }
 
@@ -495,7 +515,7 @@ async fn work(
     recall: &Arc<MfaRecall>,
     ctx: &Arc<Context>,
     runs: &[BackendRun],
-    ledger: &Arc<ConfigMapLedger>,
+    ledger: &Arc<ResourceLedger>,
     live: &Arc<Live>,
     stop: watch::Receiver<bool>,
     check_interval: Duration,
@@ -737,6 +757,23 @@ mod tests {
     fn a_valid_spec_gives_the_cutoff_deadline_and_interval() {
         let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h30m", "checkInterval": "15s" })), None, at("2026-11-28T00:00:00Z")).unwrap();
         assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(15) });
+    }
+
+    /// Status counts a backend's users only once their segment is recorded: a ledger holding
+    /// fewer stops the recall (its users would be listed again as if untouched).
+    #[test]
+    fn a_ledger_holding_fewer_users_than_status_counted_stops_the_recall() {
+        let mut recall = recall(serde_json::json!({}));
+        assert!(refuse_shrunk_ledger(&recall, "kc", 0).is_ok(), "a new recall");
+        let counted = crate::api::RecallCounts { targeted: 120, ..Default::default() };
+        recall.status = Some(MfaRecallStatus { backends: vec![BackendProgress { name: "kc".into(), counts: counted, ..Default::default() }], ..Default::default() });
+        assert!(refuse_shrunk_ledger(&recall, "kc", 120).is_ok());
+        assert!(refuse_shrunk_ledger(&recall, "kc", 150).is_ok(), "listed further since the status was written");
+        assert!(refuse_shrunk_ledger(&recall, "other", 0).is_ok(), "a backend status has not counted yet");
+        let e = refuse_shrunk_ledger(&recall, "kc", 80).unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(reason(&e), Reason::LedgerRejected);
+        assert!(e.to_string().contains("it holds 80 users where this recall's status counted 120") && e.to_string().contains("docs/upgrading.md"), "{e}");
     }
 
     /// A run that starts again keeps the first start, so the deadline does not move.

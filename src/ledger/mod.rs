@@ -3,9 +3,9 @@
 //! *before* anything is revoked, and again once the segment is done. A resumed recall re-runs
 //! only unfinished users, deletes only recorded factor ids, and recomputes counts from here.
 
-mod configmap;
+mod resource;
 
-pub use configmap::ConfigMapLedger;
+pub use resource::{BACKEND_LABEL, KEY_NAME, RECALL_UID_LABEL, ResourceLedger, SEGMENT_LABEL, segment_name};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

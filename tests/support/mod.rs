@@ -68,6 +68,22 @@ impl Parts {
     }
 }
 
+/// The ledger key every operator of the tests signs with, as the chart mounts one Secret into
+/// every replica; a canary, so the sweep after the suite finds it wherever it leaked.
+pub const LEDGER_KEY: &str = "mfacanary-ledger-key-of-the-integration-tests";
+
+/// The file holding LEDGER_KEY in `dir`, written whole before any operator reads it.
+pub fn ledger_key_file(dir: &Path) -> PathBuf {
+    let path = dir.join("ledger.key");
+    if !path.exists() {
+        // Renamed into place: operators of tests running side by side never read half a key.
+        let partial = dir.join(format!("ledger.key.{}", unique("partial")));
+        std::fs::write(&partial, LEDGER_KEY).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+    }
+    path
+}
+
 /// The operator binary as a child process, watching one namespace.
 pub struct Operator {
     child: Option<Child>,
@@ -104,6 +120,9 @@ impl Operator {
             .stderr(log);
         if let Some(kubeconfig) = kubeconfig {
             command.env("KUBECONFIG", kubeconfig);
+        }
+        if !extra.contains(&"--ledger-key-file") {
+            command.arg("--ledger-key-file").arg(ledger_key_file(audit_file.parent().unwrap()));
         }
         let child = command.spawn().expect("start the operator");
         Self { child: Some(child), namespace: namespace.into(), audit_file: audit_file.clone(), log_file: log_file.clone() }

@@ -46,3 +46,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{- define "mfa-recall.ledgerKeySecret" -}}
+{{- default (printf "%s-ledger-key" (include "mfa-recall.fullname" .)) .Values.ledger.keySecret }}
+{{- end }}

@@ -161,11 +161,15 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     // A free loopback port for /readyz: the recall is applied to an operator already running, as
     // in an incident, so its start-up is not counted.
     let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let ledger_key = args.work.join("ledger.key");
+    std::fs::write(&ledger_key, format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..))).unwrap();
     let operator = Proc(
         Command::new(sibling("mfa-recall"))
             .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--concurrency", "4", "--metrics-addr", &health.to_string()])
             .arg("--audit-file")
             .arg(args.work.join(format!("audit-{ns}.jsonl")))
+            .arg("--ledger-key-file")
+            .arg(&ledger_key)
             // Quiet unless asked for (MFA_RECALL_LOG=info when looking into a run).
             .env("MFA_RECALL_LOG", std::env::var("MFA_RECALL_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
@@ -248,9 +252,9 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
         std::fs::write(path, csv).unwrap();
     }
     // The ledger goes first: only kube-apiserver and etcd run here, no garbage collector or
-    // namespace controller, so a deleted namespace would keep its ConfigMaps in etcd and a
+    // namespace controller, so a deleted namespace would keep its ledger objects in etcd and a
     // reused apiserver would slow down run after run.
-    let _ = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns).delete_collection(&DeleteParams::default(), &Default::default()).await;
+    let _ = Api::<mfa_recall::api::RecallLedgerSegment>::namespaced(client.clone(), &ns).delete_collection(&DeleteParams::default(), &Default::default()).await;
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
     let mut result = json!({
         "run": if args.per_minute > 0 { "rate-limited" } else { "unthrottled" },
@@ -419,7 +423,7 @@ async fn limit_run(args: &Args, http: &reqwest::Client) -> Value {
 /// plumbing (cap, pacing, budgets, timeouts, retries, metrics, typed answers): each user's calls
 /// as the engine makes them, sharded as the generator's are, nothing recorded. `engine` adds the
 /// recall engine: write-ahead snapshots handed over in segments, the audit trail written to disk
-/// line by line, each ledger segment encoded as the ConfigMap ledger encodes it and then dropped
+/// line by line, each ledger segment encoded as the ledger encodes it and then dropped
 /// (storing it in the apiserver is what a recall adds on top).
 /// What the process spends per provider request is the layer's cost, as the generator's is.
 async fn layer_run(args: &Args, layer: &str) -> Value {
@@ -476,7 +480,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
             "simulatorCpuMicrosPerRequest": micros_per_request(sim_cpu_after - sim_cpu_before, requests) })
 }
 
-/// A ledger that does the operator's share of storing a segment, encoding it as the ConfigMap
+/// A ledger that does the operator's share of storing a segment, encoding it as the operator's
 /// ledger does (whole the first time, its outcomes after), and keeps nothing: a fresh recall
 /// reads no segment back.
 #[derive(Default)]

@@ -1,9 +1,9 @@
 //! Run after the whole suite: every credential the tests hand the operator carries the marker
 //! `testkit::CANARY`, so a credential that leaked into anything the operator wrote shows here.
 //! Searches the tests' files (operator logs, audit trails) and every object the operator writes
-//! or touches on the apiserver (events, recalls and backends with their status, ledger
-//! ConfigMaps decompressed, Leases); Secrets, where the credentials belong, are left out. Names
-//! where each hit is, never the credential. Exits 1 on any hit.
+//! or touches on the apiserver (events, recalls and backends with their status, ledger segments
+//! decompressed, ConfigMaps, Leases); Secrets and the tests' `.key` files, where the credentials
+//! and keys belong, are left out. Names where each hit is, never the credential. Exits 1 on any hit.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,7 @@ async fn main() -> std::process::ExitCode {
         ApiResource::erase::<k8s_openapi::api::coordination::v1::Lease>(&()),
         ApiResource::erase::<mfa_recall::api::MfaRecall>(&()),
         ApiResource::erase::<mfa_recall::api::IdentityBackend>(&()),
+        ApiResource::erase::<mfa_recall::api::RecallLedgerSegment>(&()),
     ];
     for kind in &kinds {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), kind);
@@ -55,11 +56,9 @@ async fn main() -> std::process::ExitCode {
             for object in &page.items {
                 searched.1 += 1;
                 let mut bytes = serde_json::to_vec(object).expect("objects serialize");
-                // Ledger segments are gzip in binaryData.
-                if let Some(binary) = object.data.get("binaryData").and_then(|d| d.as_object()) {
-                    for value in binary.values().filter_map(|v| v.as_str()) {
-                        bytes.extend(gunzip_base64(value));
-                    }
+                // Ledger segments are gzip, in base64.
+                if let Some(data) = object.data.pointer("/spec/data").and_then(|d| d.as_str()) {
+                    bytes.extend(gunzip_base64(data));
                 }
                 if contains(&bytes) {
                     let meta = &object.metadata;
@@ -97,7 +96,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     while let Some(dir) = todo.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            if path.is_dir() { todo.push(path) } else { found.push(path) }
+            if path.is_dir() {
+                todo.push(path)
+            } else if path.extension().is_none_or(|e| e != "key") {
+                found.push(path)
+            }
         }
     }
     found
