@@ -71,6 +71,27 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Work with recall ledgers.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Bring the ledger an earlier operator kept in ConfigMaps into the recall's signed
+    /// ledger, so the recall resumes where it was (docs/upgrading.md). Run with your own
+    /// kubeconfig: you vouch for those ConfigMaps, which anyone with `edit` could have written.
+    ImportConfigmaps {
+        /// The MfaRecall's name.
+        recall: String,
+        #[arg(long, short)]
+        namespace: String,
+        /// The operator's ledger key (the `key` of its ledger Secret).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +140,16 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(2)
             }
         },
+        Command::Ledger { command: LedgerCommand::ImportConfigmaps { recall, namespace, key_file } } => match import_configmaps(&recall, &namespace, &key_file).await {
+            Ok(lines) => {
+                lines.iter().for_each(|line| println!("{line}"));
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{namespace}/{recall}: {e}");
+                std::process::ExitCode::from(1)
+            }
+        },
         Command::Operator { namespace, audit_file, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
@@ -145,3 +176,22 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+
+/// Imports a recall's ConfigMap ledger and says, per backend, what was imported beside what the
+/// recall's status counted, for the person to compare.
+async fn import_configmaps(recall: &str, namespace: &str, key_file: &std::path::Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let key = mfa_recall::keys::HmacKey::from_file(key_file, mfa_recall::ledger::KEY_NAME)?;
+    let client = kube::Client::try_default().await.map_err(|e| format!("no Kubernetes connection ({e}): set KUBECONFIG"))?;
+    let object = kube::Api::<mfa_recall::api::MfaRecall>::namespaced(client.clone(), namespace).get(recall).await?;
+    let imported = mfa_recall::ledger::legacy::import_configmaps(client, &object, key).await?;
+    let backends = object.status.map(|s| s.backends).unwrap_or_default();
+    let mut lines = vec![format!("{namespace}/{recall}: imported into the signed ledger")];
+    for (backend, (segments, users)) in &imported.backends {
+        let counted = backends.iter().find(|b| &b.name == backend).map_or(0, |b| b.counts.targeted);
+        lines.push(format!("  {backend}: {users} users in {segments} segments (status counted {counted})"));
+    }
+    if imported.backends.is_empty() {
+        lines.push("  no ledger ConfigMaps found: nothing imported".into());
+    }
+    Ok(lines)
+}

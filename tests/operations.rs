@@ -166,3 +166,87 @@ async fn sigterm_checkpoints_and_exits_within_the_grace_period_then_resumes_exac
         .unwrap_or_else(|e| panic!("{e}\n{}", std::fs::read_to_string(&log_file).unwrap_or_default()));
     assert_exact(&recall, &subject, cutoff, &before, &[&audit_file]);
 }
+
+/// An upgrade from an operator that kept its ledger in ConfigMaps, mid-recall: the new operator
+/// stops the recall rather than list its users again as if untouched, says what to do, and after
+/// `mfa-recall ledger import-configmaps` and a nudge of the spec the recall goes on where it
+/// was, with its counts, and without a second request to the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recall_with_a_configmap_ledger_stops_and_resumes_after_import() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+    use mfa_recall::api::{LedgerPart, RecallLedgerSegment};
+
+    const SEEDED: u32 = 40;
+    let (parts, client, ns, _) = support::scenario("upgrade").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: SEEDED, ..Seed::default() });
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", BackendLimits::default()), &subject.secret).await.unwrap();
+    let (audit_file, log_file) = (parts.file("upgrade-audit.jsonl"), parts.file("upgrade-operator.log"));
+    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "upgrade"},
+        "spec": {"reason": "INC-11 upgraded mid-recall", "backends": ["corp-okta"], "scope": {"allUsers": true}, "reEnrollment": {"gracePeriod": "1h", "checkInterval": "10s"}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let recall = cluster::wait_for(&recalls, "upgrade", Duration::from_secs(60), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let counted = recall.status.unwrap().counts;
+    assert_eq!(counted.invalidated, SEEDED as i64);
+    operator.kill();
+
+    // The ledger as an earlier operator left it: the same data, in ConfigMaps of the same names.
+    let uid = recall.metadata.uid.unwrap();
+    let segments: Api<RecallLedgerSegment> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let written = segments.list(&ListParams::default().labels(&format!("{}={uid}", mfa_recall::ledger::RECALL_UID_LABEL))).await.unwrap();
+    assert!(!written.items.is_empty());
+    for segment in &written.items {
+        let key = if segment.spec.part == LedgerPart::Users { "segment.json.gz" } else { "outcomes.json.gz" };
+        let legacy = ConfigMap {
+            metadata: kube::api::ObjectMeta { name: segment.metadata.name.clone(), labels: segment.metadata.labels.clone(), ..Default::default() },
+            binary_data: Some([(key.to_string(), segment.spec.data.clone())].into()),
+            ..Default::default()
+        };
+        config_maps.create(&PostParams::default(), &legacy).await.unwrap();
+        segments.delete(segment.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await.unwrap();
+    }
+    subject.sim.record_requests();
+
+    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    let failed = cluster::wait_for(&recalls, "upgrade", Duration::from_secs(60), |r| phase(r) == RecallPhase::Failed).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let ready = failed.status.clone().unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "LedgerRejected", "{}", ready.message);
+    assert_eq!(failed.status.as_ref().unwrap().counts.targeted, SEEDED as i64, "the counts published before stay: they are what the provider lost");
+    assert!(ready.message.contains(&format!("it holds 0 users where this recall's status counted {SEEDED}")) && ready.message.contains("docs/upgrading.md"), "{}", ready.message);
+
+    let import = std::process::Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+        .args(["ledger", "import-configmaps", "upgrade", "--namespace", ns, "--key-file"])
+        .arg(support::ledger_key_file(audit_file.parent().unwrap()))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&import.stdout);
+    assert!(import.status.success(), "{said}{}", String::from_utf8_lossy(&import.stderr));
+    assert!(said.contains(&format!("corp-okta: {SEEDED} users in ")) && said.contains(&format!("(status counted {SEEDED})")), "{said}");
+    // Imported once: a second import would mix two ledgers.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+        .args(["ledger", "import-configmaps", "upgrade", "--namespace", ns, "--key-file"])
+        .arg(support::ledger_key_file(audit_file.parent().unwrap()))
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already has a signed ledger"), "{again:?}");
+
+    // A failed recall waits for its spec to change: suspended and released, it goes on.
+    let nudge = |suspend: bool| json!({"spec": {"suspend": suspend}});
+    recalls.patch("upgrade", &PatchParams::default(), &Patch::Merge(nudge(true))).await.unwrap();
+    cluster::wait_for(&recalls, "upgrade", Duration::from_secs(60), |r| phase(r) == RecallPhase::Suspended).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    recalls.patch("upgrade", &PatchParams::default(), &Patch::Merge(nudge(false))).await.unwrap();
+    let resumed = cluster::wait_for(&recalls, "upgrade", Duration::from_secs(60), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let counts = resumed.status.unwrap().counts;
+    assert_eq!((counts.targeted, counts.invalidated, counts.pending, &counts.factors_revoked, counts.sessions_revoked), (counted.targeted, counted.invalidated, counted.pending, &counted.factors_revoked, counted.sessions_revoked));
+    let writes: Vec<_> = subject.sim.recorded_requests().into_iter().filter(|r| r.method != "GET").collect();
+    assert!(writes.is_empty(), "nothing was revoked a second time: {writes:?}");
+    operator.kill();
+}

@@ -353,6 +353,13 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
     refuse_inseparable_kinds(recall, &fetched)?;
     let ledger = fetched.ledger.clone();
     let runs = build(recall, &plan, fetched.backends);
+    // Before the runs' counts are published, so counts never go backwards, and a ledger that
+    // is refused leaves the counts published before as they were.
+    for r in &runs {
+        runner(r, &ledger, ctx, stop.clone()).restore(&r.job).await?;
+        let recorded = r.progress.lock().unwrap().counts.targeted;
+        refuse_shrunk_ledger(recall, &r.job.backend, recorded)?;
+    }
     live.begin(&plan, &runs);
     apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval).await
 }
@@ -466,7 +473,7 @@ fn scope_selector(spec: &MfaRecallSpec) -> ScopeSelector {
     }
 }
 
-/// Restores counts from the ledger, then works with the status writer beside it.
+/// Works with the status writer beside it.
 async fn apply(
     recall: &Arc<MfaRecall>,
     ctx: &Arc<Context>,
@@ -476,12 +483,6 @@ async fn apply(
     stop: watch::Receiver<bool>,
     check_interval: Duration,
 ) -> Result<()> {
-    // Before the first status write, so counts never go backwards.
-    for r in runs {
-        runner(r, ledger, ctx, stop.clone()).restore(&r.job).await?;
-        let recorded = r.progress.lock().unwrap().counts.targeted;
-        refuse_shrunk_ledger(recall, &r.job.backend, recorded)?;
-    }
     let api = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
     let writer = StatusWriter::spawn(api, recall.clone(), live.clone(), ctx.clone());
     let outcome = work(recall, ctx, runs, ledger, live, stop, check_interval).await;

@@ -3,6 +3,7 @@
 //! *before* anything is revoked, and again once the segment is done. A resumed recall re-runs
 //! only unfinished users, deletes only recorded factor ids, and recomputes counts from here.
 
+pub mod legacy;
 mod resource;
 
 pub use resource::{BACKEND_LABEL, KEY_NAME, RECALL_UID_LABEL, ResourceLedger, SEGMENT_LABEL, segment_name};
@@ -375,6 +376,27 @@ mod tests {
         let mut read: Segment = decode(&encode(&recorded).unwrap()).unwrap();
         read.apply(outcomes).unwrap();
         assert_eq!(read, worked);
+    }
+
+    /// Where an enrollment came from is personal data the audit line keeps; a resume does not
+    /// need it, so the ledger never holds it.
+    #[test]
+    fn the_ledger_keeps_no_ip_user_agent_or_geo() {
+        let mut worked = segment();
+        let origin = crate::backends::EnrollmentOrigin { ip: Some("203.0.113.9".into()), user_agent: Some("Mozilla/5.0 canary-agent".into()), geo: Some("NL/Noord-Holland/Amsterdam".into()), asn: Some(64500) };
+        let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        worked.users[0].state = UserState::Invalidated;
+        worked.users[0].re_enrolled = Some(Enrollment { kind: FactorKind::Totp, at, origin: Some(origin) });
+        for stored in [encode(&worked).unwrap(), encode(&worked.outcomes()).unwrap()] {
+            let mut json = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&stored[..]), &mut json).unwrap();
+            for personal in ["203.0.113.9", "canary-agent", "Amsterdam", "64500"] {
+                assert!(!json.contains(personal), "{personal} in {json}");
+            }
+            assert!(json.contains("\"reEnrolled\""), "the enrollment itself is kept: {json}");
+        }
+        let read: Outcomes = decode(&encode(&worked.outcomes()).unwrap()).unwrap();
+        assert_eq!(read.users[0].re_enrolled, Some(Enrollment { kind: FactorKind::Totp, at, origin: None }));
     }
 
     #[test]
