@@ -30,6 +30,10 @@ pub enum Error {
     Audit(#[from] std::io::Error),
     #[error("ledger {name}: {message}")]
     Ledger { name: String, message: String },
+    /// The audit trail lost lines a ledger segment says were written: which of its users were
+    /// finished cannot be told, so the recall stops rather than act again unaudited.
+    #[error("the audit trail lost lines: {0}. It was cut, replaced or deleted; this recall does no more until the trail is restored (for example from your log pipeline's copy, then restart the operator), or delete this MfaRecall and create a new one with the same cutoff (factors enrolled since the cutoff are kept)")]
+    TrailLost(String),
     /// A ledger object the operator cannot vouch for: the recall stops rather than act on it.
     #[error("ledger {name} is refused: {why}. Nothing it names was acted on, and this recall does no more: compare the recall's audit trail with what it should have done, then delete this MfaRecall and create a new one")]
     LedgerRejected { name: String, why: String },
@@ -64,6 +68,7 @@ impl Error {
             Error::Audit(_) => "audit",
             Error::Ledger { .. } => "ledger",
             Error::LedgerRejected { .. } => "ledgerRejected",
+            Error::TrailLost(_) => "auditTrailLost",
             Error::Invalid(_) => "invalid",
             Error::BackendNotFound(_) => "backendNotFound",
             Error::ExclusionGroupNotFound(_) => "exclusionGroupNotFound",
@@ -81,7 +86,7 @@ impl Error {
     /// IdentityBackend or exclusion group, or a provider that does not answer, may still come right.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::Invalid(_) | Error::Refused(_) | Error::ListingFailed(_) | Error::LedgerRejected { .. } => true,
+            Error::Invalid(_) | Error::Refused(_) | Error::ListingFailed(_) | Error::LedgerRejected { .. } | Error::TrailLost(_) => true,
             Error::Finalizer(e) => match &**e {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
                 _ => false,

@@ -26,6 +26,11 @@ enum Command {
         /// Also append the audit trail to this file; the hash chain continues across restarts.
         #[arg(long, env = "MFA_RECALL_AUDIT_FILE")]
         audit_file: Option<PathBuf>,
+        /// The audit file outlives the pod (a PersistentVolume): a recall resumed without the
+        /// lines its ledger says were written stops, rather than take its users up again from
+        /// the providers' answers as after a move to another pod's emptyDir.
+        #[arg(long, requires = "audit_file")]
+        audit_file_persistent: bool,
         /// Do not copy the audit trail to stdout.
         #[arg(long)]
         no_audit_stdout: bool,
@@ -150,7 +155,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(1)
             }
         },
-        Command::Operator { namespace, audit_file, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
+        Command::Operator { namespace, audit_file, audit_file_persistent, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -164,7 +169,7 @@ async fn main() -> std::process::ExitCode {
                 namespace: lease_namespace,
                 duration: std::time::Duration::from_secs(lease_seconds.max(3)),
             });
-            let settings = Settings { namespace, audit_file, audit_stdout: !no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election };
+            let settings = Settings { namespace, audit_file, audit_file_persistent, audit_stdout: !no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, leader_election };
             match controller::run(client, settings).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

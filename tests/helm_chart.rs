@@ -282,6 +282,7 @@ fn namespace_scoped_rendering_grants_nothing_cluster_wide() {
     assert_eq!(container["image"], "ghcr.io/mfa-recall/mfa-recall:9.9.9");
     let args = strings(&container["args"]);
     assert!(args.contains(&"--namespace=security".to_string()) && args.contains(&"--audit-file=/var/lib/mfa-recall/audit.jsonl".to_string()), "{args:?}");
+    assert!(!args.contains(&"--audit-file-persistent".to_string()), "an emptyDir trail is not kept across pods: {args:?}");
     assert_eq!(container["volumeMounts"][1], json!({"name": "audit", "mountPath": "/var/lib/mfa-recall"}));
     assert_eq!(pod["volumes"][1]["name"], "audit");
     assert!(pod["volumes"][1]["emptyDir"].is_object());
@@ -336,6 +337,7 @@ fn audit_trail_on_a_claim_with_a_keyed_chain() {
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert!(strings(&container["args"]).contains(&"--audit-key-file=/etc/mfa-recall/audit-key/key".to_string()));
+    assert!(strings(&container["args"]).contains(&"--audit-file-persistent".to_string()), "a resume that finds the claim's trail cut stops");
     assert_eq!(container["volumeMounts"], json!([
         {"name": "ledger-key", "mountPath": "/etc/mfa-recall/ledger-key", "readOnly": true},
         {"name": "audit", "mountPath": "/var/lib/mfa-recall"},

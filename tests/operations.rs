@@ -250,3 +250,35 @@ async fn a_recall_with_a_configmap_ledger_stops_and_resumes_after_import() {
     assert!(writes.is_empty(), "nothing was revoked a second time: {writes:?}");
     operator.kill();
 }
+
+/// The trail a recall's ledger marks, cut while the operator was down (the same file: its first
+/// line is still there): the resumed recall stops and says why, rather than act again on users
+/// whose finished steps it can no longer see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trail_cut_while_the_operator_was_down_stops_the_recall() {
+    let (parts, client, ns, _) = support::scenario("trailcut").await;
+    let ns = ns.as_str();
+    let (subject, cutoff, _) = setup(&client, ns).await;
+    let (audit_file, log_file) = (parts.file("trailcut-audit.jsonl"), parts.file("trailcut-operator.log"));
+    let instance = format!("op-{ns}");
+    let mut operator = Operator::start_with(ns, &audit_file, &log_file, &instance, &[]);
+    create_recall(&client, ns, cutoff).await;
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    cluster::wait_for(&recalls, "breach", Duration::from_secs(60), |r| invalidated(r) >= 100).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    operator.kill();
+    let at_kill = recalls.get("breach").await.unwrap().status.unwrap().counts;
+    assert!(at_kill.invalidated < USERS as i64 - 50, "killed too late to prove anything ({} done)", at_kill.invalidated);
+    let text = std::fs::read_to_string(&audit_file).unwrap();
+    std::fs::write(&audit_file, text.lines().next().unwrap().to_string() + "\n").unwrap();
+    subject.sim.record_requests();
+
+    let operator = Operator::start_with(ns, &audit_file, &log_file, &instance, &[]);
+    let failed = cluster::wait_for(&recalls, "breach", Duration::from_secs(60), |r| phase(r) == RecallPhase::Failed).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let status = failed.status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "AuditTrailLost", "{}", ready.message);
+    assert!(ready.message.contains("this trail") && ready.message.contains("restored"), "{}", ready.message);
+    assert_eq!(status.counts.invalidated, at_kill.invalidated, "counts stay as published");
+    let writes: Vec<_> = subject.sim.recorded_requests().into_iter().filter(|r| r.method != "GET").collect();
+    assert!(writes.is_empty(), "nothing was sent again unaudited: {writes:?}");
+}

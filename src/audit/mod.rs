@@ -227,6 +227,9 @@ pub struct AuditLog {
     /// Lines before this sequence number are durable. Held while syncing, so reporters that
     /// arrive meanwhile find their lines covered by the sync just done.
     durable: tokio::sync::Mutex<u64>,
+    /// The trail file outlives the process (a PersistentVolume): a mark not found in it means
+    /// lines were lost, never that the mark came from another process's trail.
+    persistent: bool,
 }
 
 /// The end of the chain and where lines go.
@@ -239,6 +242,9 @@ struct Tip {
     broken: bool,
     /// The line being built, reused from line to line.
     line: Vec<u8>,
+    /// The hash of the trail file's first line: which trail this is. A trail deleted and begun
+    /// again has another (its first line's time differs).
+    first: Option<String>,
 }
 
 /// The trail file and the lines waiting to be written to it.
@@ -257,6 +263,22 @@ pub struct TrailMark {
     pub seq: u64,
     pub offset: u64,
     pub prev: String,
+    /// The hash of the first line of the trail the mark was taken in; None in marks of earlier
+    /// operators, or taken before the trail's first line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trail: Option<String>,
+}
+
+/// What `read_since` found at a mark.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Since {
+    /// Every line from the mark on was handed over, each following from the one before.
+    Read,
+    /// The mark is from another trail (another pod's, on an emptyDir): nothing was handed over.
+    OtherTrail,
+    /// The mark is from this trail, or the trail outlives the process, and the marked line is
+    /// not there: the trail was cut, replaced or deleted since. Says what was found.
+    Lost(String),
 }
 
 impl AuditLog {
@@ -266,30 +288,32 @@ impl AuditLog {
     pub fn open(path: Option<&Path>, actor: &str, stdout: bool) -> std::io::Result<Self> {
         let mut chain = Chain { seq: 0, prev: GENESIS.to_string() };
         let mut trail = None;
+        let mut first = None;
         if let Some(path) = path {
             let file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(path)?;
             // Before the tail is cut: a second writer would cut the first one's line in flight.
             lock(&file, path)?;
             let (valid_len, last) = tail(&file, file.metadata()?.len(), TAIL_WINDOW)?;
             file.set_len(valid_len)?;
+            first = first_line_hash(&file, valid_len)?;
             if let Some(last) = last {
                 chain.seq = last.seq + 1;
                 chain.prev = last.hash;
             }
             trail = Some(Trail { file, pending: Vec::with_capacity(BATCH), len: valid_len });
         }
-        Self::writing_to(trail, chain, actor, stdout)
+        Self::writing_to(trail, chain, first, actor, stdout)
     }
 
-    fn writing_to(trail: Option<Trail>, chain: Chain, actor: &str, stdout: bool) -> std::io::Result<Self> {
+    fn writing_to(trail: Option<Trail>, chain: Chain, first: Option<String>, actor: &str, stdout: bool) -> std::io::Result<Self> {
         let sync_file = trail.as_ref().map(|t| t.file.try_clone().map(Arc::new)).transpose()?;
         let durable = tokio::sync::Mutex::new(chain.seq);
-        let tip = Arc::new(Mutex::new(Tip { chain, trail, stdout, broken: false, line: Vec::with_capacity(512) }));
+        let tip = Arc::new(Mutex::new(Tip { chain, trail, stdout, broken: false, line: Vec::with_capacity(512), first }));
         if let Some(file) = &sync_file {
             let (tip, file) = (Arc::downgrade(&tip), Arc::downgrade(file));
             std::thread::Builder::new().name("audit-flush".into()).spawn(move || flush_every(tip, file))?;
         }
-        Ok(Self { actor: actor.to_string(), key: ChainKey::default(), tip, sync_file, durable })
+        Ok(Self { actor: actor.to_string(), key: ChainKey::default(), tip, sync_file, durable, persistent: false })
     }
 
     /// Appends one event to the chain; it reaches the file by the next `sync` at the latest.
@@ -308,10 +332,22 @@ impl AuditLog {
             tip.broken = true;
             return Err(e);
         }
+        let hash = std::str::from_utf8(&hash).expect("hex is ASCII");
+        // An empty trail begins at 0: this line is its first.
+        if tip.chain.seq == 0 && tip.trail.is_some() {
+            tip.first = Some(hash.to_string());
+        }
         tip.chain.seq += 1;
         tip.chain.prev.clear();
-        tip.chain.prev.push_str(std::str::from_utf8(&hash).expect("hex is ASCII"));
+        tip.chain.prev.push_str(hash);
         Ok(())
+    }
+
+    /// The trail file outlives the process (on a PersistentVolume): a resumed recall whose
+    /// marks it does not hold stops rather than take up its users from the provider's answers.
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
     }
 
     /// Lines from now on are hashed under `key`. A trail that was not keyed before goes on
@@ -333,7 +369,7 @@ impl AuditLog {
     pub fn mark(&self) -> Option<TrailMark> {
         let tip = self.tip.lock().unwrap();
         let trail = tip.trail.as_ref()?;
-        Some(TrailMark { seq: tip.chain.seq, offset: trail.len + trail.pending.len() as u64, prev: tip.chain.prev.clone() })
+        Some(TrailMark { seq: tip.chain.seq, offset: trail.len + trail.pending.len() as u64, prev: tip.chain.prev.clone(), trail: tip.first.clone() })
     }
 
     /// Writes the waiting lines to the trail file, without waiting for the disk: they then
@@ -344,20 +380,33 @@ impl AuditLog {
     }
 
     /// Hands `each` every line of the trail file from `mark` on, each checked to follow from the
-    /// one before. `Ok(false)` when the line at `mark` is not the one marked: the mark is from
-    /// another trail (another operator process's, or a trail since replaced), and nothing was
-    /// handed over. A line further on that does not follow is an error: the trail was damaged.
-    pub fn read_since(&self, mark: &TrailMark, mut each: impl FnMut(AuditRecord)) -> std::io::Result<bool> {
-        let (file, end) = {
+    /// one before. When the line at `mark` is not the one marked, nothing is handed over, and
+    /// the mark is either from another trail (another pod's, on an emptyDir) or the trail lost
+    /// lines (`Since`). A line further on that does not follow is an error: the trail was damaged.
+    pub fn read_since(&self, mark: &TrailMark, mut each: impl FnMut(AuditRecord)) -> std::io::Result<Since> {
+        let (file, end, ours, at_tip) = {
             let mut tip = self.tip.lock().unwrap();
             tip.write_waiting()?;
+            let at_tip = tip.chain.seq == mark.seq && tip.chain.prev == mark.prev;
             match (&self.sync_file, &tip.trail) {
-                (Some(file), Some(trail)) => (file.clone(), trail.len),
-                _ => return Ok(false),
+                (Some(file), Some(trail)) => (file.clone(), trail.len, mark.trail.is_some() && mark.trail == tip.first, at_tip),
+                _ => return Ok(Since::OtherTrail),
             }
         };
-        if mark.offset >= end {
-            return Ok(false);
+        let not_here = |found: String| {
+            if ours || self.persistent {
+                let whose = if ours { "this trail (its first line is the one the mark names)" } else { "a trail kept on a persistent volume" };
+                Since::Lost(format!("the ledger marks line {} at byte {} of {whose}, and {found}", mark.seq, mark.offset))
+            } else {
+                Since::OtherTrail
+            }
+        };
+        if mark.offset > end {
+            return Ok(not_here(format!("the trail ends at byte {end}")));
+        }
+        if mark.offset == end {
+            // Recorded, then stopped before another line: the trail's last line is the marked one's predecessor.
+            return Ok(if at_tip { Since::Read } else { not_here("the trail ends there, after another line".to_string()) });
         }
         let reader = std::io::BufReader::with_capacity(64 * 1024, At { file: &file, offset: mark.offset, end });
         let mut prev = mark.prev.clone();
@@ -371,11 +420,11 @@ impl AuditLog {
                     prev.clone_from(&record.hash);
                     each(record);
                 }
-                _ if n == 0 => return Ok(false),
+                _ if n == 0 => return Ok(not_here("another line is there".to_string())),
                 _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the audit trail does not follow on at line {} after the mark at sequence {}: it was damaged", n, mark.seq))),
             }
         }
-        Ok(true)
+        Ok(Since::Read)
     }
 
     /// Returns once every line recorded before the call is on disk. Call it before reporting
@@ -589,6 +638,16 @@ const TAIL_WINDOW: u64 = 64 * 1024;
 /// Of a trail `len` bytes long: the length up to its last complete line, and the last record
 /// among its complete lines. Reads from the end, `window` bytes and twice as many each time
 /// that is not enough, so a trail of any size opens in little memory.
+/// The hash of the first line of a trail of `len` valid bytes; None when it is empty or its
+/// first line cannot be read as a line of the trail.
+fn first_line_hash(file: &impl FileExt, len: u64) -> std::io::Result<Option<String>> {
+    const MAX_LINE: u64 = 1 << 20;
+    let mut bytes = vec![0; len.min(MAX_LINE) as usize];
+    file.read_exact_at(&mut bytes, 0)?;
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(serde_json::from_slice::<AuditRecord>(line).ok().map(|record| record.hash))
+}
+
 fn tail(file: &impl FileExt, len: u64, window: u64) -> std::io::Result<(u64, Option<AuditRecord>)> {
     let mut window = window.max(1);
     loop {
@@ -815,6 +874,57 @@ mod tests {
             let body = serde_json::to_string(&(7, time, "pod-\"a\"", &event)).unwrap();
             assert_eq!(hash, hex::encode(Sha256::digest(format!("{GENESIS}\n{body}"))));
         }
+    }
+
+    /// A resumed recall reads its users' lines from the marks in its ledger. A mark the trail
+    /// does not hold is another pod's (emptyDir) unless the trail is the one the mark was taken
+    /// in, or lives on a persistent volume: then lines were lost, and the caller must stop.
+    #[test]
+    fn a_mark_the_trail_lost_is_told_from_a_mark_of_another_trail() {
+        let dir = scratch("marks");
+        let path = dir.join("audit.jsonl");
+        let (mark, at_end) = {
+            let log = AuditLog::open(Some(&path), "test", false).unwrap();
+            log.record(event(0)).unwrap();
+            let mark = log.mark().unwrap();
+            log.record(event(1)).unwrap();
+            log.record(event(2)).unwrap();
+            log.write_out().unwrap();
+            (mark, log.mark().unwrap())
+        };
+        assert!(mark.trail.is_some(), "a mark names its trail by the first line's hash");
+        let read = |path: &Path, mark: &TrailMark, persistent: bool| {
+            let log = AuditLog::open(Some(path), "test", false).unwrap().persistent(persistent);
+            let mut users = Vec::new();
+            let since = log.read_since(mark, |line| users.push(line.event.user.unwrap())).unwrap();
+            (since, users)
+        };
+        assert_eq!(read(&path, &mark, false), (Since::Read, vec!["user1".to_string(), "user2".to_string()]));
+        assert_eq!(read(&path, &at_end, false), (Since::Read, vec![]), "recorded, then stopped before another line");
+
+        // Cut below the mark: the same trail (same first line) lost the lines.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first_line = text.lines().next().unwrap().to_string() + "\n";
+        std::fs::write(&path, &first_line).unwrap();
+        match read(&path, &at_end, false) {
+            (Since::Lost(why), users) => assert!(users.is_empty() && why.contains("this trail") && why.contains("the trail ends at byte"), "{why}"),
+            other => panic!("a cut trail was not noticed: {other:?}"),
+        }
+
+        // Another trail (another pod's emptyDir, or one begun again) where the mark should be.
+        std::fs::remove_file(&path).unwrap();
+        {
+            let log = AuditLog::open(Some(&path), "other-pod", false).unwrap();
+            for n in 0..5 {
+                log.record(event(n)).unwrap();
+            }
+        }
+        assert_eq!(read(&path, &mark, false), (Since::OtherTrail, vec![]), "on an emptyDir: taken up from the providers' answers");
+        match read(&path, &mark, true) {
+            (Since::Lost(why), _) => assert!(why.contains("persistent volume") && why.contains("another line is there"), "{why}"),
+            other => panic!("a replaced trail on a persistent volume was not noticed: {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A fresh folder for one test's trail.
@@ -1100,7 +1210,7 @@ mod tests {
         // /dev/full refuses every write with ENOSPC, as a full volume would: the line waits in
         // memory, and the sync that would write it to the trail fails.
         let file = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let log = AuditLog::writing_to(Some(Trail { file, pending: Vec::new(), len: 0 }), Chain { seq: 0, prev: GENESIS.into() }, "test", false).unwrap();
+        let log = AuditLog::writing_to(Some(Trail { file, pending: Vec::new(), len: 0 }), Chain { seq: 0, prev: GENESIS.into() }, None, "test", false).unwrap();
         log.record(event(1)).unwrap();
         let failed = log.sync().await.unwrap_err();
         assert!(failed.to_string().contains("space"), "{failed}");

@@ -38,6 +38,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Audit trail file that survives restarts, in addition to stdout.
     pub audit_file: Option<PathBuf>,
+    /// The audit file outlives the process: marks it lacks mean lost lines.
+    pub audit_file_persistent: bool,
     pub audit_stdout: bool,
     /// The key the audit chain is hashed under (HMAC-SHA-256); plain SHA-256 when None.
     pub audit_key_file: Option<PathBuf>,
@@ -173,7 +175,7 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
     };
 
 
-    let audit = Arc::new(AuditLog::open(settings.audit_file.as_deref(), &settings.instance, settings.audit_stdout)?.keyed(key));
+    let audit = Arc::new(AuditLog::open(settings.audit_file.as_deref(), &settings.instance, settings.audit_stdout)?.keyed(key).persistent(settings.audit_file_persistent));
     let recorder = Recorder::new(client.clone(), Reporter { controller: "mfa-recall".into(), instance: Some(settings.instance.clone()) });
     let ctx = Arc::new(Context {
         client: client.clone(),

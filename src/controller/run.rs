@@ -336,6 +336,7 @@ fn reason(e: &Error) -> Reason {
         Error::Refused(_) => Reason::FactorKindsInseparable,
         Error::ListingFailed(_) => Reason::ListingFailed,
         Error::LedgerRejected { .. } => Reason::LedgerRejected,
+        Error::TrailLost(_) => Reason::AuditTrailLost,
         Error::Invalid(_) => Reason::InvalidSpec,
         _ => Reason::RunError,
     }

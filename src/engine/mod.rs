@@ -247,7 +247,7 @@ impl Runner {
         }
         let ends_enrollments = self.provider.capabilities().revoking_ends_enrollments;
         let users = &mut segment.users;
-        let found = self.audit.read_since(&mark, |line| {
+        let since = self.audit.read_since(&mark, |line| {
             if line.event.recall != job.recall || line.event.backend.as_deref() != Some(job.backend.as_str()) {
                 return;
             }
@@ -255,10 +255,14 @@ impl Runner {
                 replay_line(&mut users[*i], &line, &ends_enrollments);
             }
         })?;
-        if !found {
-            tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "the segment was recorded beside another audit trail; its unfinished users are taken up from the provider's answers");
+        match since {
+            crate::audit::Since::Read => Ok(()),
+            crate::audit::Since::OtherTrail => {
+                tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "the segment was recorded beside another audit trail; its unfinished users are taken up from the provider's answers");
+                Ok(())
+            }
+            crate::audit::Since::Lost(why) => Err(crate::Error::TrailLost(format!("segment {} of backend {}: {why}", segment.index, job.backend))),
         }
-        Ok(())
     }
 
     /// Resolves the recall's exclusions on this backend; fails, before anything is touched, when
