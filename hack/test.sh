@@ -11,6 +11,8 @@ done
 hack/parts.sh all
 hack/parts.sh helm   # tests/helm_chart.rs runs the real helm (MFA_RECALL_HELM in the env file)
 cargo build --workspace --all-targets
+# What the workspace is built from: licenses, banned crates, sources (deny.toml).
+hack/deny.sh
 work="$(mktemp -d /tmp/mfa-recall-test.XXXXXX)"
 # The parts' logs and data are kept only when something failed, to read.
 trap 'status=$?; hack/localparts.sh stop "$work"; if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "test: the parts logs are kept in $work" >&2; fi' EXIT

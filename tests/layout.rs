@@ -45,3 +45,16 @@ fn src_holds_only_the_product() {
         assert!(!std::path::Path::new(src).join(rig).exists(), "src/{rig} belongs in crates/");
     }
 }
+
+/// The image is built from base images pinned by digest: a tag alone can move to other bytes.
+#[test]
+fn every_base_image_is_pinned_by_digest() {
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let froms: Vec<&str> = dockerfile.lines().filter(|l| l.trim_start().to_ascii_uppercase().starts_with("FROM ")).collect();
+    assert!(!froms.is_empty(), "the Dockerfile has FROM lines");
+    for from in froms {
+        let image = from.split_whitespace().nth(1).unwrap_or_default();
+        let digest = image.split_once("@sha256:").map(|(_, d)| d).unwrap_or_default();
+        assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "not pinned by digest: {from}");
+    }
+}
