@@ -22,7 +22,7 @@ impl HmacKey {
         Ok(Self(Hmac::new_from_slice(key).expect("HMAC takes any key length")))
     }
 
-    /// The key in a file, without a trailing newline.
+    /// The key in a file, without trailing whitespace (the line end an editor or `echo` adds).
     pub fn from_file(path: &Path, what: &str) -> std::io::Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| std::io::Error::new(e.kind(), format!("reading {what} {}: {e}", path.display())))?;
         Self::new(bytes.trim_ascii_end(), what)
@@ -52,7 +52,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_file_loses_its_trailing_newline_only() {
+    fn a_key_file_loses_its_line_end_and_nothing_before_it() {
         let dir = std::env::temp_dir().join(format!("mfa-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("key");

@@ -34,6 +34,9 @@ pub enum Error {
     /// finished cannot be told, so the recall stops rather than act again unaudited.
     #[error("the audit trail lost lines: {0}. It was cut, replaced or deleted; this recall does no more until the trail is restored (for example from your log pipeline's copy, then restart the operator), or delete this MfaRecall and create a new one with the same cutoff (factors enrolled since the cutoff are kept)")]
     TrailLost(String),
+    /// A ledger holding fewer users than the recall's status counted: segments are gone.
+    #[error("the ledger of backend {backend} holds {recorded} users where this recall's status counted {counted}. Nothing was touched, and the counts in status stay. If the operator was upgraded from a version that kept the ledger in ConfigMaps, import them (docs/upgrading.md), then suspend and release the recall; if ledger objects were deleted, find out who did (the apiserver's audit log), then delete this MfaRecall and create a new one with the same cutoff (factors enrolled since the cutoff are kept)")]
+    LedgerShrunk { backend: String, recorded: i64, counted: i64 },
     /// A ledger object the operator cannot vouch for: the recall stops rather than act on it.
     #[error("ledger {name} is refused: {why}. Nothing it names was acted on, and this recall does no more: compare the recall's audit trail with what it should have done, then delete this MfaRecall and create a new one")]
     LedgerRejected { name: String, why: String },
@@ -69,6 +72,7 @@ impl Error {
             Error::Ledger { .. } => "ledger",
             Error::LedgerRejected { .. } => "ledgerRejected",
             Error::TrailLost(_) => "auditTrailLost",
+            Error::LedgerShrunk { .. } => "ledgerShrunk",
             Error::Invalid(_) => "invalid",
             Error::BackendNotFound(_) => "backendNotFound",
             Error::ExclusionGroupNotFound(_) => "exclusionGroupNotFound",
@@ -86,7 +90,7 @@ impl Error {
     /// IdentityBackend or exclusion group, or a provider that does not answer, may still come right.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::Invalid(_) | Error::Refused(_) | Error::ListingFailed(_) | Error::LedgerRejected { .. } | Error::TrailLost(_) => true,
+            Error::Invalid(_) | Error::Refused(_) | Error::ListingFailed(_) | Error::LedgerRejected { .. } | Error::LedgerShrunk { .. } | Error::TrailLost(_) => true,
             Error::Finalizer(e) => match &**e {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_permanent(),
                 _ => false,

@@ -60,10 +60,14 @@ fn helm_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `helm template` with `--set` pairs, parsed into one JSON value per manifest.
+/// Rendered without a cluster, the chart needs the ledger key's Secret named (it cannot see the
+/// one it made before).
+const OWN_LEDGER_KEY: &str = "ledger.keySecret=mfa-recall-ledger-key";
+
+/// `helm template` with `--set` pairs (and OWN_LEDGER_KEY), parsed into one JSON value per manifest.
 fn render(namespace: &str, sets: &[&str]) -> Vec<Value> {
     let chart = chart();
-    let mut args = vec!["template", RELEASE, chart.to_str().unwrap(), "--namespace", namespace];
+    let mut args = vec!["template", RELEASE, chart.to_str().unwrap(), "--namespace", namespace, "--set", OWN_LEDGER_KEY];
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -93,7 +97,7 @@ fn allowed_verbs() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static s
         (("mfarecall.io", "identitybackends/status"), &status[..]),
         (("mfarecall.io", "mfarecalls/status"), &status[..]),
         (("mfarecall.io", "mfarecalls/finalizers"), &["update"][..]),
-        (("mfarecall.io", "recallledgersegments"), &["get", "list", "create", "update"][..]),
+        (("mfarecall.io", "recallledgersegments"), &["get", "list", "create", "patch"][..]),
         (("events.k8s.io", "events"), &["create", "patch"][..]),
         (("", "secrets"), &["get", "list", "watch"][..]),
         (("coordination.k8s.io", "leases"), &["get", "create", "update"][..]),
@@ -181,9 +185,9 @@ fn chart_admission_policy_is_the_committed_one() {
 fn helm_lint_is_clean_in_every_mode() {
     let chart = chart();
     let chart = chart.to_str().unwrap();
-    helm_ok(&["lint", "--strict", chart]);
+    helm_ok(&["lint", "--strict", chart, "--set", OWN_LEDGER_KEY]);
     helm_ok(&[
-        "lint", "--strict", chart, "--set", "watchNamespace=security", "--set", "networkPolicy.enabled=true",
+        "lint", "--strict", chart, "--set", OWN_LEDGER_KEY, "--set", "watchNamespace=security", "--set", "networkPolicy.enabled=true",
         "--set", "metrics.serviceMonitor.enabled=true", "--set", "audit.file=/var/lib/mfa-recall/audit.jsonl",
         "--set", "replicas=1", "--set", "crds.install=false",
     ]);
@@ -232,28 +236,25 @@ fn cluster_wide_rendering_is_restricted_and_least_privilege() {
     assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/livez", "port": "metrics"}));
     assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
     assert_eq!(container["ports"][0], json!({"name": "metrics", "containerPort": 8080, "protocol": "TCP"}));
-    // The ledger key from the Secret the chart makes, mounted read-only.
+    // The ledger key from the Secret named (the chart makes one when installed into a cluster:
+    // tested by the install below), mounted read-only; none is made.
     assert!(args.iter().any(|a| a == "--ledger-key-file=/etc/mfa-recall/ledger-key/key"), "{args:?}");
     assert_eq!(container["volumeMounts"], json!([{"name": "ledger-key", "mountPath": "/etc/mfa-recall/ledger-key", "readOnly": true}]), "no audit volume without audit.file");
-    assert_eq!(pod["volumes"], json!([{"name": "ledger-key", "secret": {"secretName": "mfa-recall-operator-ledger-key", "items": [{"key": "key", "path": "key"}]}}]));
-    let key = of_kind(&docs, "Secret");
-    assert_eq!(key.len(), 1, "the ledger key is the one Secret the chart makes");
-    assert_eq!((&key[0]["metadata"]["name"], &key[0]["metadata"]["namespace"]), (&json!("mfa-recall-operator-ledger-key"), &json!("ops")));
-    assert_eq!(key[0]["metadata"]["annotations"]["helm.sh/resource-policy"], "keep", "recalls under way still need it after an uninstall");
-    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key[0]["data"]["key"].as_str().unwrap()).unwrap();
-    assert!(bytes.len() >= mfa_recall::keys::MIN_KEY_BYTES, "{} bytes", bytes.len());
-    // A Secret of one's own is used as it is, and none is made.
-    let own = render("ops", &["ledger.keySecret=corp-ledger-key"]);
-    assert!(of_kind(&own, "Secret").is_empty());
-    assert_eq!(of_kind(&own, "Deployment")[0]["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "corp-ledger-key");
+    assert_eq!(pod["volumes"], json!([{"name": "ledger-key", "secret": {"secretName": "mfa-recall-ledger-key", "items": [{"key": "key", "path": "key"}]}}]));
+    assert!(of_kind(&docs, "Secret").is_empty());
+    // Without it, a render that cannot see the cluster would make a new key at each render
+    // (Argo CD, Flux): refused, saying what to do.
+    let unnamed = helm(&["template", RELEASE, chart().to_str().unwrap(), "--namespace", "ops"]);
+    let stderr = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(!unnamed.status.success() && stderr.contains("ledger.keySecret is required when the chart is rendered without a cluster"), "{stderr}");
 
     assert_eq!(of_kind(&docs, "Service")[0]["spec"]["ports"][0]["targetPort"], "metrics");
     assert_eq!(of_kind(&docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"], 1);
     assert!(of_kind(&docs, "ServiceMonitor").is_empty() && of_kind(&docs, "NetworkPolicy").is_empty(), "both optional, off by default");
     let single = render("ops", &["replicas=1"]);
     assert!(of_kind(&single, "PodDisruptionBudget").is_empty(), "a PDB on one replica would block every drain");
-    let without_election = helm(&["template", RELEASE, chart().to_str().unwrap(), "--set", "leaderElection.enabled=false"]);
-    assert!(!without_election.status.success(), "two replicas without leader election are refused");
+    let without_election = helm(&["template", RELEASE, chart().to_str().unwrap(), "--set", OWN_LEDGER_KEY, "--set", "leaderElection.enabled=false"]);
+    assert!(!without_election.status.success() && String::from_utf8_lossy(&without_election.stderr).contains("leaderElection"), "two replicas without leader election are refused: {without_election:?}");
 }
 
 #[test]
@@ -301,7 +302,7 @@ fn namespace_scoped_rendering_grants_nothing_cluster_wide() {
 fn values_schema_rejects_bad_values() {
     let chart = chart();
     for (set, mention) in [("replicas=two", "replicas"), ("replica=2", "replica"), ("metrics.port=0", "port"), ("image.pullPolicy=Sometimes", "pullPolicy")] {
-        let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", set]);
+        let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", OWN_LEDGER_KEY, "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "--set {set} must be refused");
         assert!(stderr.contains("values don't meet the specifications of the schema") && stderr.contains(mention), "--set {set}: {stderr}");
@@ -311,7 +312,7 @@ fn values_schema_rejects_bad_values() {
         (&["audit.persistence.enabled=true"], "needs audit.file"),
         (&["audit.persistence.enabled=true", "audit.file=/var/lib/mfa-recall/audit.jsonl"], "needs replicas: 1"),
     ] {
-        let mut args = vec!["template", RELEASE, chart.to_str().unwrap()];
+        let mut args = vec!["template", RELEASE, chart.to_str().unwrap(), "--set", OWN_LEDGER_KEY];
         sets.iter().for_each(|set| args.extend(["--set", set]));
         let out = helm(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -344,7 +345,7 @@ fn audit_trail_on_a_claim_with_a_keyed_chain() {
         {"name": "audit-key", "mountPath": "/etc/mfa-recall/audit-key", "readOnly": true},
     ]));
     assert_eq!(pod["volumes"], json!([
-        {"name": "ledger-key", "secret": {"secretName": "mfa-recall-operator-ledger-key", "items": [{"key": "key", "path": "key"}]}},
+        {"name": "ledger-key", "secret": {"secretName": "mfa-recall-ledger-key", "items": [{"key": "key", "path": "key"}]}},
         {"name": "audit", "persistentVolumeClaim": {"claimName": "mfa-recall-operator-audit"}},
         {"name": "audit-key", "secret": {"secretName": "mfa-recall-audit-key", "items": [{"key": "key", "path": "key"}]}},
     ]));
@@ -512,7 +513,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         ("patch", "events.k8s.io", "events", None),
         ("get", "", "secrets", Some("corp-okta-credentials")),
         ("create", "mfarecall.io", "recallledgersegments", None),
-        ("update", "mfarecall.io", "recallledgersegments", None),
+        ("patch", "mfarecall.io", "recallledgersegments", None),
         ("list", "mfarecall.io", "recallledgersegments", None),
         ("get", "mfarecall.io", "recallledgersegments", None),
         ("create", "coordination.k8s.io", "leases", None),
@@ -536,7 +537,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         (ns, "get", "", "pods", None),
         (ns, "create", "", "pods", None),
         (ns, "delete", "mfarecall.io", "recallledgersegments", None),
-        (ns, "patch", "mfarecall.io", "recallledgersegments", None),
+        (ns, "update", "mfarecall.io", "recallledgersegments", None),
         (ns, "create", "", "configmaps", None),
         (ns, "update", "", "configmaps", None),
         (ns, "get", "", "configmaps", None),
@@ -579,6 +580,8 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     // endpoints, and the ledger key from the Secret the chart made (as the kubelet mounts it).
     let addr = support::free_addr();
     let ledger_key = Api::<Secret>::namespaced(client.clone(), ns).get("mfa-recall-operator-ledger-key").await.expect("the chart made the ledger key");
+    assert_eq!(ledger_key.metadata.annotations.as_ref().unwrap()["helm.sh/resource-policy"], "keep", "recalls under way still need it after an uninstall");
+    assert!(ledger_key.data.as_ref().unwrap()["key"].0.len() >= mfa_recall::keys::MIN_KEY_BYTES);
     let ledger_key_file = parts.file("helm-ledger.key");
     std::fs::write(&ledger_key_file, &ledger_key.data.unwrap()["key"].0).unwrap();
     let operator = Operator::start_with_kubeconfig(

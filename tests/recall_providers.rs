@@ -321,3 +321,49 @@ async fn a_forged_ledger_segment_stops_the_recall_and_nothing_it_names_is_touche
     assert!(subject.sim.recorded_requests().iter().all(|r| !r.path.contains(&victim_id)), "the forged user was not even read");
     assert_eq!(subject.sim.provider.census(None).factors, census.factors);
 }
+
+/// A ledger segment deleted while later ones remain (someone with write access to the ledger
+/// resource hiding what the recall did to its users): the resumed recall stops and names the
+/// missing segment, rather than list those users again as untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_ledger_segment_stops_the_recall() {
+    use kube::api::{DeleteParams, ListParams};
+    use mfa_recall::api::RecallLedgerSegment;
+
+    let (parts, client, ns, _) = support::scenario("deletedseg").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    // More than the first, small segment holds: the ledger has two.
+    subject.sim.provider.seed(&Seed { users: 40, ..Seed::default() });
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", BackendLimits::default()), &subject.secret).await.unwrap();
+    let (audit_file, log_file) = (parts.file("deletedseg-audit.jsonl"), parts.file("deletedseg-operator.log"));
+    let mut operator = Operator::start(ns, &audit_file, &log_file);
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "deleted"},
+        "spec": {"reason": "INC-12 a ledger segment deleted", "backends": ["corp-okta"], "scope": {"allUsers": true}, "reEnrollment": {"gracePeriod": "1h", "checkInterval": "10s"}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let recall = cluster::wait_for(&recalls, "deleted", Duration::from_secs(60), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    operator.kill();
+    let uid = recall.metadata.uid.unwrap();
+    let segments: Api<RecallLedgerSegment> = Api::namespaced(client.clone(), ns);
+    let listed = segments.list(&ListParams::default().labels(&format!("{}={uid}", mfa_recall::ledger::RECALL_UID_LABEL))).await.unwrap();
+    assert!(listed.items.iter().any(|s| s.spec.index == 1), "the ledger has a second segment");
+    let first = mfa_recall::ledger::segment_name(&uid, "corp-okta", 0);
+    for name in [first.clone(), format!("{first}-outcomes")] {
+        segments.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
+    subject.sim.record_requests();
+
+    let operator = Operator::start(ns, &audit_file, &log_file);
+    let failed = cluster::wait_for(&recalls, "deleted", Duration::from_secs(60), |r| phase(r) == RecallPhase::Failed).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let status = failed.status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "LedgerRejected", "{}", ready.message);
+    assert!(ready.message.contains(&first) && ready.message.contains("is missing while later segments of its backend are there"), "{}", ready.message);
+    assert_eq!(status.counts.invalidated, 40, "counts stay as published");
+    let writes: Vec<_> = subject.sim.recorded_requests().into_iter().filter(|r| r.method != "GET").collect();
+    assert!(writes.is_empty(), "nobody was worked on again: {writes:?}");
+}

@@ -46,6 +46,8 @@ reasons! {
     ListingFailed,
     /// A ledger object failed its HMAC: the recall stopped.
     LedgerRejected,
+    /// The ledger holds fewer users than status counted: the recall stopped.
+    LedgerShrunk,
     /// The audit trail lost lines the ledger says were written: the recall stopped.
     AuditTrailLost,
     InvalidSpec,

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "RecallLedgerSegment",
     namespaced,
-    category = "mfa",
     doc = "Part of an MfaRecall's ledger, written by the operator for crash-safe resume. Do not edit: an edited segment stops its recall.",
     printcolumn(name = "Backend", type_ = "string", json_path = ".spec.backend"),
     printcolumn(name = "Index", type_ = "integer", json_path = ".spec.index"),

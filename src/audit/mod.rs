@@ -264,9 +264,12 @@ pub struct TrailMark {
     pub offset: u64,
     pub prev: String,
     /// The hash of the first line of the trail the mark was taken in; None in marks of earlier
-    /// operators, or taken before the trail's first line.
+    /// operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trail: Option<String>,
+    /// The trail outlived its process (a PersistentVolume) when the mark was taken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persistent: bool,
 }
 
 /// What `read_since` found at a mark.
@@ -276,8 +279,11 @@ pub enum Since {
     Read,
     /// The mark is from another trail (another pod's, on an emptyDir): nothing was handed over.
     OtherTrail,
-    /// The mark is from this trail, or the trail outlives the process, and the marked line is
-    /// not there: the trail was cut, replaced or deleted since. Says what was found.
+    /// The marked line is there, but does not verify under the audit key (the key changed, or
+    /// the line was rewritten): nothing was handed over.
+    Unverified,
+    /// The mark is from this trail, or from a trail kept on a persistent volume, and the marked
+    /// line is not there: the trail was cut, replaced or deleted since. Says what was found.
     Lost(String),
 }
 
@@ -365,11 +371,13 @@ impl AuditLog {
         Some(Head { seq, hash: tip.chain.prev.clone() })
     }
 
-    /// Where the next line will go; None without a trail file.
+    /// Where the next line will go; None without a trail file, or before its first line (a
+    /// mark at the start of a trail would match the start of any other).
     pub fn mark(&self) -> Option<TrailMark> {
         let tip = self.tip.lock().unwrap();
         let trail = tip.trail.as_ref()?;
-        Some(TrailMark { seq: tip.chain.seq, offset: trail.len + trail.pending.len() as u64, prev: tip.chain.prev.clone(), trail: tip.first.clone() })
+        let first = tip.first.clone()?;
+        Some(TrailMark { seq: tip.chain.seq, offset: trail.len + trail.pending.len() as u64, prev: tip.chain.prev.clone(), trail: Some(first), persistent: self.persistent })
     }
 
     /// Writes the waiting lines to the trail file, without waiting for the disk: they then
@@ -394,7 +402,7 @@ impl AuditLog {
             }
         };
         let not_here = |found: String| {
-            if ours || self.persistent {
+            if ours || mark.persistent {
                 let whose = if ours { "this trail (its first line is the one the mark names)" } else { "a trail kept on a persistent volume" };
                 Since::Lost(format!("the ledger marks line {} at byte {} of {whose}, and {found}", mark.seq, mark.offset))
             } else {
@@ -420,6 +428,7 @@ impl AuditLog {
                     prev.clone_from(&record.hash);
                     each(record);
                 }
+                Some(record) if n == 0 && Some(record.seq) == Some(mark.seq) && record.prev == mark.prev => return Ok(Since::Unverified),
                 _ if n == 0 => return Ok(not_here("another line is there".to_string())),
                 _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the audit trail does not follow on at line {} after the mark at sequence {}: it was damaged", n, mark.seq))),
             }
@@ -885,6 +894,7 @@ mod tests {
         let path = dir.join("audit.jsonl");
         let (mark, at_end) = {
             let log = AuditLog::open(Some(&path), "test", false).unwrap();
+            assert_eq!(log.mark(), None, "no mark before the first line: it would match the start of any trail");
             log.record(event(0)).unwrap();
             let mark = log.mark().unwrap();
             log.record(event(1)).unwrap();
@@ -893,34 +903,58 @@ mod tests {
             (mark, log.mark().unwrap())
         };
         assert!(mark.trail.is_some(), "a mark names its trail by the first line's hash");
-        let read = |path: &Path, mark: &TrailMark, persistent: bool| {
-            let log = AuditLog::open(Some(path), "test", false).unwrap().persistent(persistent);
+        let read_keyed = |path: &Path, mark: &TrailMark, key: ChainKey| {
+            let log = AuditLog::open(Some(path), "test", false).unwrap().keyed(key);
             let mut users = Vec::new();
             let since = log.read_since(mark, |line| users.push(line.event.user.unwrap())).unwrap();
             (since, users)
         };
-        assert_eq!(read(&path, &mark, false), (Since::Read, vec!["user1".to_string(), "user2".to_string()]));
-        assert_eq!(read(&path, &at_end, false), (Since::Read, vec![]), "recorded, then stopped before another line");
+        let read = |path: &Path, mark: &TrailMark| read_keyed(path, mark, ChainKey::default());
+        assert_eq!(read(&path, &mark), (Since::Read, vec!["user1".to_string(), "user2".to_string()]));
+        assert_eq!(read(&path, &at_end), (Since::Read, vec![]), "recorded, then stopped before another line");
+        // The key changed since (or the lines were rewritten): nothing is taken from them, and
+        // nothing was lost either.
+        let other_key = ChainKey::hmac(b"an audit key the trail was not written under").unwrap();
+        let keyed_dir = scratch("marks-keyed");
+        let keyed_path = keyed_dir.join("audit.jsonl");
+        let keyed_mark = {
+            let log = AuditLog::open(Some(&keyed_path), "test", false).unwrap().keyed(ChainKey::hmac(b"the audit key the trail was written under").unwrap());
+            log.record(event(0)).unwrap();
+            let mark = log.mark().unwrap();
+            log.record(event(1)).unwrap();
+            mark
+        };
+        assert_eq!(read_keyed(&keyed_path, &keyed_mark, other_key), (Since::Unverified, vec![]));
+        std::fs::remove_dir_all(&keyed_dir).unwrap();
 
         // Cut below the mark: the same trail (same first line) lost the lines.
         let text = std::fs::read_to_string(&path).unwrap();
         let first_line = text.lines().next().unwrap().to_string() + "\n";
         std::fs::write(&path, &first_line).unwrap();
-        match read(&path, &at_end, false) {
+        match read(&path, &at_end) {
             (Since::Lost(why), users) => assert!(users.is_empty() && why.contains("this trail") && why.contains("the trail ends at byte"), "{why}"),
             other => panic!("a cut trail was not noticed: {other:?}"),
         }
 
         // Another trail (another pod's emptyDir, or one begun again) where the mark should be.
         std::fs::remove_file(&path).unwrap();
-        {
-            let log = AuditLog::open(Some(&path), "other-pod", false).unwrap();
+        let persistent_mark = {
+            let log = AuditLog::open(Some(&path), "other-pod", false).unwrap().persistent(true);
             for n in 0..5 {
                 log.record(event(n)).unwrap();
             }
+            log.mark().unwrap()
+        };
+        assert_eq!(read(&path, &mark), (Since::OtherTrail, vec![]), "on an emptyDir: taken up from the providers' answers");
+        // A mark taken in a trail on a persistent volume, which has since been begun again.
+        std::fs::remove_file(&path).unwrap();
+        {
+            let log = AuditLog::open(Some(&path), "after-restore", false).unwrap().persistent(true);
+            for n in 0..9 {
+                log.record(event(n)).unwrap();
+            }
         }
-        assert_eq!(read(&path, &mark, false), (Since::OtherTrail, vec![]), "on an emptyDir: taken up from the providers' answers");
-        match read(&path, &mark, true) {
+        match read(&path, &persistent_mark) {
             (Since::Lost(why), _) => assert!(why.contains("persistent volume") && why.contains("another line is there"), "{why}"),
             other => panic!("a replaced trail on a persistent volume was not noticed: {other:?}"),
         }

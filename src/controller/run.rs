@@ -186,6 +186,9 @@ struct BackendRun {
     job: RecallJob,
     provider: Arc<dyn IdentityProvider>,
     progress: SharedProgress,
+    /// Where revocation continues, read from the ledger when the run began; taken by the first
+    /// revocation, so the ledger is not read (nor the trail replayed) twice.
+    restored: std::sync::Mutex<Option<crate::engine::Restored>>,
 }
 
 /// The status of a recall as its owner keeps it, shared with the status writer.
@@ -337,6 +340,7 @@ fn reason(e: &Error) -> Reason {
         Error::ListingFailed(_) => Reason::ListingFailed,
         Error::LedgerRejected { .. } => Reason::LedgerRejected,
         Error::TrailLost(_) => Reason::AuditTrailLost,
+        Error::LedgerShrunk { .. } => Reason::LedgerShrunk,
         Error::Invalid(_) => Reason::InvalidSpec,
         _ => Reason::RunError,
     }
@@ -357,7 +361,8 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
     // Before the runs' counts are published, so counts never go backwards, and a ledger that
     // is refused leaves the counts published before as they were.
     for r in &runs {
-        runner(r, &ledger, ctx, stop.clone()).restore(&r.job).await?;
+        let restored = runner(r, &ledger, ctx, stop.clone()).restore(&r.job).await?;
+        *r.restored.lock().unwrap() = Some(restored);
         let recorded = r.progress.lock().unwrap().counts.targeted;
         refuse_shrunk_ledger(recall, &r.job.backend, recorded)?;
     }
@@ -457,7 +462,7 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 cutoff: plan.cutoff,
                 concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
             };
-            BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())) }
+            BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
         })
         .collect()
 }
@@ -501,12 +506,7 @@ fn refuse_shrunk_ledger(recall: &MfaRecall, backend: &str, recorded: i64) -> Res
     if published <= recorded {
         return Ok(());
     }
-    Err(Error::LedgerRejected {
-        name: format!("of backend {backend}"),
-        why: format!(
-            "it holds {recorded} users where this recall's status counted {published}: segments were deleted, or the recall was started by an operator that kept its ledger in ConfigMaps (see docs/upgrading.md)"
-        ),
-    })
+    Err(Error::LedgerShrunk { backend: backend.to_string(), recorded, counted: published })
 }
 
 fn runner(r: &BackendRun, ledger: &Arc<ResourceLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {
@@ -531,7 +531,10 @@ async fn work(
         let Some(_turn) = ctx.turns.take(&key(recall), live, stop.clone()).await else { return Ok(()) };
         change_phase(recall, ctx, live, RecallPhase::Revoking).await?;
         let ends = futures::future::try_join_all(
-            runs.iter().zip(&exclusions).map(|(r, exclusions)| async { runner(r, ledger, ctx, stop.clone()).revoke_with(&r.job, exclusions).await }),
+            runs.iter().zip(&exclusions).map(|(r, exclusions)| async {
+                let restored = r.restored.lock().unwrap().take();
+                runner(r, ledger, ctx, stop.clone()).revoke_with(&r.job, exclusions, restored).await
+            }),
         )
         .await?;
         if ends.contains(&RunEnd::Stopped) {
@@ -774,8 +777,8 @@ mod tests {
         assert!(refuse_shrunk_ledger(&recall, "other", 0).is_ok(), "a backend status has not counted yet");
         let e = refuse_shrunk_ledger(&recall, "kc", 80).unwrap_err();
         assert!(e.is_permanent());
-        assert_eq!(reason(&e), Reason::LedgerRejected);
-        assert!(e.to_string().contains("it holds 80 users where this recall's status counted 120") && e.to_string().contains("docs/upgrading.md"), "{e}");
+        assert_eq!(reason(&e), Reason::LedgerShrunk);
+        assert!(e.to_string().contains("holds 80 users where this recall's status counted 120") && e.to_string().contains("docs/upgrading.md"), "{e}");
     }
 
     /// A run that starts again keeps the first start, so the deadline does not move.

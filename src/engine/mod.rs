@@ -99,7 +99,7 @@ pub struct Restored {
 }
 
 /// Users per segment once a recall is under way, and the most a segment's JSON may take before
-/// compression (so even incompressible, base64 in a ConfigMap, it stays under 1 MiB). Every
+/// compression (so even incompressible, base64 in a ledger object, it stays under 1 MiB). Every
 /// segment is written whole once (its outcomes, later, are small); the apiserver's cost per
 /// write is about half fixed, so fewer, larger segments leave more of the machine to the recall.
 const SEGMENT_USERS: usize = 1000;
@@ -261,6 +261,10 @@ impl Runner {
                 tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "the segment was recorded beside another audit trail; its unfinished users are taken up from the provider's answers");
                 Ok(())
             }
+            crate::audit::Since::Unverified => {
+                tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "the trail's lines after the segment's mark do not verify under the audit key (was the key changed?); its unfinished users are taken up from the provider's answers");
+                Ok(())
+            }
             crate::audit::Since::Lost(why) => Err(crate::Error::TrailLost(format!("segment {} of backend {}: {why}", segment.index, job.backend))),
         }
     }
@@ -286,12 +290,16 @@ impl Runner {
     /// wait another wake-up of its task.
     pub async fn revoke(&self, job: &RecallJob) -> Result<RunEnd> {
         let exclusions = self.resolve_exclusions(job).await?;
-        self.revoke_with(job, &exclusions).await
+        self.revoke_with(job, &exclusions, None).await
     }
 
     /// `revoke` with exclusions already resolved.
-    pub async fn revoke_with(&self, job: &RecallJob, exclusions: &Exclusions) -> Result<RunEnd> {
-        let restored = self.restore(job).await?;
+    /// `restored`: what `restore` gave, when the caller read the ledger already.
+    pub async fn revoke_with(&self, job: &RecallJob, exclusions: &Exclusions, restored: Option<Restored>) -> Result<RunEnd> {
+        let restored = match restored {
+            Some(restored) => restored,
+            None => self.restore(job).await?,
+        };
         let turns = Arc::new(Semaphore::new(job.concurrency));
         // Set when working on users fails in the operator itself: stop listing more.
         let halt = Arc::new(AtomicBool::new(false));

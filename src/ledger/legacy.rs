@@ -29,7 +29,11 @@ pub async fn import_configmaps(client: Client, recall: &MfaRecall, key: HmacKey)
     let ledger = ResourceLedger::new(client.clone(), &namespace, owner, key);
     for backend in &recall.spec.backends {
         if !ledger.segments(backend).await?.is_empty() {
-            return Err(Error::Invalid(format!("recall {namespace}/{} already has a signed ledger for backend {backend}: nothing imported", recall.name_any())));
+            return Err(Error::Invalid(format!(
+                "recall {namespace}/{} already has a signed ledger for backend {backend}: nothing imported. Only if it is what an import cut short left: kubectl delete recallledgersegments -n {namespace} -l {}={uid}, then import again",
+                recall.name_any(),
+                super::RECALL_UID_LABEL
+            )));
         }
     }
     let config_maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
@@ -45,9 +49,23 @@ pub async fn import_configmaps(client: Client, recall: &MfaRecall, key: HmacKey)
         if !recall.spec.backends.contains(&segment.backend) {
             return Err(legacy_error(&name, format!("holds users of backend {}, which the recall does not name: nothing imported", segment.backend)));
         }
+        // The operator named each ConfigMap after what it held: one that holds something else
+        // was not written by it.
+        if name != super::segment_name(&uid, &segment.backend, segment.index) {
+            return Err(legacy_error(&name, format!("holds segment {} of backend {}, which the operator never stored under this name: nothing imported", segment.index, segment.backend)));
+        }
         segments.push(segment);
     }
     segments.sort_by(|a, b| (&a.backend, a.index).cmp(&(&b.backend, b.index)));
+    // Each backend's segments were written 0, 1, 2, ...: a gap is a segment missing.
+    let mut expected: std::collections::BTreeMap<&str, u32> = Default::default();
+    for segment in &segments {
+        let next = expected.entry(&segment.backend).or_default();
+        if segment.index != *next {
+            return Err(Error::Ledger { name: format!("ConfigMaps of backend {}", segment.backend), message: format!("segment {next} is missing: nothing imported") });
+        }
+        *next += 1;
+    }
     let mut imported = Imported::default();
     for segment in &segments {
         // Written through the operator's own path: re-encoded, so what the ledger no longer

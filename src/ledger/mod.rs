@@ -397,6 +397,12 @@ mod tests {
         }
         let read: Outcomes = decode(&encode(&worked.outcomes()).unwrap()).unwrap();
         assert_eq!(read.users[0].re_enrolled, Some(Enrollment { kind: FactorKind::Totp, at, origin: None }));
+
+        // As earlier operators stored it, with the origin: still read, and dropped when written again.
+        let older = r#"{"complete":true,"users":[{"state":"invalidated","reEnrolled":{"kind":"totp","at":"2027-01-15T08:00:00Z","origin":{"ip":"203.0.113.9","userAgent":"canary-agent"}}}]}"#;
+        let read: Outcomes = serde_json::from_str(older).unwrap();
+        assert_eq!(read.users[0].re_enrolled, Some(Enrollment { kind: FactorKind::Totp, at, origin: None }));
+        assert!(!serde_json::to_string(&read).unwrap().contains("203.0.113.9"));
     }
 
     #[test]

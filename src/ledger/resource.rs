@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use hmac::Mac;
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use super::{LedgerStore, Outcomes, Segment, decode, encode};
@@ -110,25 +110,28 @@ impl ResourceLedger {
         Ok(data)
     }
 
-    /// Stores `object` as `name`: replaced when known to exist, else created. True when it
-    /// replaced one this process did not know of (written before a restart). Plain create and
-    /// replace, not server-side apply: the apiserver parses an apply body as YAML and diffs
-    /// managed fields, which for a segment cost it several times the work of storing it. The
-    /// objects are ours alone, so replacing one whole loses nothing.
+    /// Stores `object` as `name`: overwritten when known to exist, else created. True when it
+    /// overwrote one this process did not know of (written before a restart). Create and a
+    /// merge patch of the whole object, not server-side apply: the apiserver parses an apply
+    /// body as YAML and diffs managed fields, which for a segment cost it several times the work
+    /// of storing it. Not a replace either: a custom resource is replaced only at a known
+    /// resourceVersion, and these objects are ours alone, so overwriting one whole loses nothing.
     async fn put(&self, name: &str, object: &RecallLedgerSegment) -> Result<bool> {
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        let patch_params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        let overwrite = || self.requests.patch(name, &patch_params, &Patch::Merge(object));
         let body = serde_json::to_vec(object)?;
         let replaced_unknown = if self.known(name) {
-            // Replaced unconditionally (no resourceVersion); one gone meanwhile is created.
-            match self.send(self.requests.replace(name, &params, body.clone())).await {
+            // One gone meanwhile is created.
+            match self.send(overwrite()).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => self.send(self.requests.create(&params, body)).await?,
                 other => other?,
             }
             false
         } else {
-            match self.send(self.requests.create(&params, body.clone())).await {
+            match self.send(self.requests.create(&params, body)).await {
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    self.send(self.requests.replace(name, &params, body)).await?;
+                    self.send(overwrite()).await?;
                     true
                 }
                 other => {
@@ -165,7 +168,8 @@ fn label_value(text: &str) -> String {
         return text.to_string();
     }
     let hash = &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))[..10];
-    format!("{}-{hash}", &text[..52])
+    // Names of IdentityBackends are ASCII; a name read from elsewhere might not cut at 52.
+    format!("{}-{hash}", text.get(..52).unwrap_or("backend"))
 }
 
 #[async_trait]
@@ -185,6 +189,11 @@ impl LedgerStore for ResourceLedger {
             }
         }
         indexes.sort_unstable();
+        // Segments are stored 0, 1, 2, ...: a gap is one deleted, whose users a resume would
+        // list again as untouched.
+        if let Some((expected, _)) = indexes.iter().enumerate().find(|(expected, index)| *expected as u32 != **index) {
+            return Err(rejected(&self.name(backend, expected as u32), "is missing while later segments of its backend are there: it was deleted".to_string()));
+        }
         Ok(indexes)
     }
 
