@@ -428,7 +428,7 @@ impl AuditLog {
                     prev.clone_from(&record.hash);
                     each(record);
                 }
-                Some(record) if n == 0 && Some(record.seq) == Some(mark.seq) && record.prev == mark.prev => return Ok(Since::Unverified),
+                Some(record) if n == 0 && record.seq == mark.seq && record.prev == mark.prev => return Ok(Since::Unverified),
                 _ if n == 0 => return Ok(not_here("another line is there".to_string())),
                 _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the audit trail does not follow on at line {} after the mark at sequence {}: it was damaged", n, mark.seq))),
             }

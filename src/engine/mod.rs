@@ -255,18 +255,14 @@ impl Runner {
                 replay_line(&mut users[*i], &line, &ends_enrollments);
             }
         })?;
-        match since {
-            crate::audit::Since::Read => Ok(()),
-            crate::audit::Since::OtherTrail => {
-                tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "the segment was recorded beside another audit trail; its unfinished users are taken up from the provider's answers");
-                Ok(())
-            }
-            crate::audit::Since::Unverified => {
-                tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "the trail's lines after the segment's mark do not verify under the audit key (was the key changed?); its unfinished users are taken up from the provider's answers");
-                Ok(())
-            }
-            crate::audit::Since::Lost(why) => Err(crate::Error::TrailLost(format!("segment {} of backend {}: {why}", segment.index, job.backend))),
-        }
+        let why = match since {
+            crate::audit::Since::Read => return Ok(()),
+            crate::audit::Since::Lost(why) => return Err(crate::Error::TrailLost(format!("segment {} of backend {}: {why}", segment.index, job.backend))),
+            crate::audit::Since::OtherTrail => "the segment was recorded beside another audit trail",
+            crate::audit::Since::Unverified => "the trail's lines after the segment's mark do not verify under the audit key (was the key changed?)",
+        };
+        tracing::warn!(recall = %job.recall, backend = %job.backend, segment = segment.index, "{why}; its unfinished users are taken up from the provider's answers");
+        Ok(())
     }
 
     /// Resolves the recall's exclusions on this backend; fails, before anything is touched, when
