@@ -24,6 +24,13 @@ pub const GRACE_PERIOD: Bounds = Bounds { field: "reEnrollment.gracePeriod", min
 /// How late a provider's logs show events; zero only for a test double.
 pub const LOG_DELAY: Bounds = Bounds { field: "logDelay", min: "0s", max: "24h", example: "2m" };
 
+/// How far before the cutoff a user's usual places are read from.
+pub const BASELINE: Bounds = Bounds { field: "anomalies.baseline", min: "1h", max: "8760h", example: "720h" };
+
+/// The windows of the burst and push-fatigue rules.
+pub const BURST_WITHIN: Bounds = Bounds { field: "anomalies.burstWithin", min: "1m", max: "24h", example: "10m" };
+pub const PUSH_WITHIN: Bounds = Bounds { field: "anomalies.pushWithin", min: "1m", max: "24h", example: "10m" };
+
 impl Bounds {
     /// `text` as a duration within the bounds; the error names the field, the value and the bounds.
     pub fn parse(&self, text: &str) -> Result<Duration, String> {

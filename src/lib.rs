@@ -16,6 +16,7 @@ pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod telemetry;
+pub mod watch;
 
 /// Errors of the operator itself; provider errors are `backends::ProviderError`.
 #[derive(Debug, thiserror::Error)]

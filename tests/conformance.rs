@@ -295,6 +295,7 @@ impl Bench {
             revoke_sessions: true,
             cutoff,
             concurrency: 8,
+            window: Default::default(),
         }
     }
 

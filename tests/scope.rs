@@ -143,6 +143,7 @@ impl Run {
             revoke_sessions: true,
             cutoff: realm.cutoff,
             concurrency: 4,
+            window: Default::default(),
         }
     }
 

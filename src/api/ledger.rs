@@ -44,6 +44,8 @@ pub enum LedgerPart {
     Users,
     /// What was done to those users so far; rewritten as they are worked on.
     Outcomes,
+    /// The backend's re-enrollment watch: where its event stream goes on (index 0).
+    Watch,
 }
 
 impl LedgerPart {
@@ -51,6 +53,7 @@ impl LedgerPart {
         match self {
             LedgerPart::Users => "Users",
             LedgerPart::Outcomes => "Outcomes",
+            LedgerPart::Watch => "Watch",
         }
     }
 }

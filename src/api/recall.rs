@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Invalidated", type_ = "integer", json_path = ".status.counts.invalidated"),
     printcolumn(name = "Re-enrolled", type_ = "integer", json_path = ".status.counts.reEnrolled"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.counts.failed", priority = 1),
+    printcolumn(name = "Anomalies", type_ = "integer", json_path = ".status.counts.anomalies"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new(
@@ -54,6 +55,9 @@ pub struct MfaRecallSpec {
     /// How users re-enroll and what happens to those who have not by the deadline.
     #[serde(default)]
     pub re_enrollment: ReEnrollment,
+    /// The anomaly rules judged over re-enrollment, where a backend's event log can be read as a stream (its capabilities list eventStream): thresholds, and rules to leave out.
+    #[serde(default)]
+    pub anomalies: Anomalies,
     /// Pause the recall; it resumes where it stopped when set back to false.
     #[serde(default)]
     pub suspend: bool,
@@ -173,12 +177,99 @@ pub struct ReEnrollment {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]{1,9})?h|([0-9]+h)?[0-9]+(\\\\.[0-9]{1,9})?m|([0-9]+h)?([0-9]+m)?[0-9]+(\\\\.[0-9]{1,9})?s)$') && duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("checkInterval must be a duration from 10s to 24h, such as 30s or 5m: hours, minutes, seconds in that order, a fraction only on the last"))]
     pub check_interval: String,
+    /// Where a backend's event log is read as a stream, pending users are also asked about directly, this many per check, going round (default 10; 0 for never): what a log with gaps missed is found by the time the sweep comes round.
+    #[serde(default = "default_sweep")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub sweep_per_check: i32,
 }
 
 impl Default for ReEnrollment {
     fn default() -> Self {
-        Self { grace_period: default_grace(), on_deadline: DeadlineAction::default(), check_interval: default_check_interval() }
+        Self { grace_period: default_grace(), on_deadline: DeadlineAction::default(), check_interval: default_check_interval(), sweep_per_check: default_sweep() }
     }
+}
+
+/// Thresholds of the anomaly rules (docs/anomalies.md). Every flag is written to the audit trail with its evidence, counted in counts.anomalies, and the user named in the backend's status (flagged).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Anomalies {
+    /// How far before the cutoff a user's usual places (countries, networks, ASNs) are read from, as a duration from 1h to 8760h (default 720h, 30 days).
+    #[serde(default = "default_baseline")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]{1,9})?h|([0-9]+h)?[0-9]+(\\\\.[0-9]{1,9})?m|([0-9]+h)?([0-9]+m)?[0-9]+(\\\\.[0-9]{1,9})?s)$') && duration(self) >= duration('1h') && duration(self) <= duration('8760h')").message("anomalies.baseline must be a duration from 1h to 8760h, such as 720h"))]
+    pub baseline: String,
+    /// Travel faster than this, in km/h, between the last sign-in and an enrollment is impossible travel (default 900).
+    #[serde(default = "default_travel_kmh")]
+    #[schemars(range(min = 100, max = 20000))]
+    pub travel_kmh: i32,
+    /// Autonomous system numbers whose addresses are placed far from their users (company VPNs, satellite links): no travel is judged from or to them.
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub travel_exempt_asns: Vec<u32>,
+    /// Users enrolling one phone number or device that make it shared (default 2).
+    #[serde(default = "default_shared_device_users")]
+    #[schemars(range(min = 2, max = 1000))]
+    pub shared_device_users: i32,
+    /// Enrollments from one address within burstWithin that make a burst (default 5).
+    #[serde(default = "default_burst_enrollments")]
+    #[schemars(range(min = 2, max = 100000))]
+    pub burst_enrollments: i32,
+    /// The burst window, as a duration from 1m to 24h (default 10m).
+    #[serde(default = "default_ten_minutes")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]{1,9})?h|([0-9]+h)?[0-9]+(\\\\.[0-9]{1,9})?m|([0-9]+h)?([0-9]+m)?[0-9]+(\\\\.[0-9]{1,9})?s)$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("anomalies.burstWithin must be a duration from 1m to 24h, such as 10m"))]
+    pub burst_within: String,
+    /// Pushes denied or ignored within pushWithin before an enrollment that make push fatigue (default 10).
+    #[serde(default = "default_push_denials")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub push_denials: i32,
+    /// The push-fatigue window, as a duration from 1m to 24h (default 10m).
+    #[serde(default = "default_ten_minutes")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]{1,9})?h|([0-9]+h)?[0-9]+(\\\\.[0-9]{1,9})?m|([0-9]+h)?([0-9]+m)?[0-9]+(\\\\.[0-9]{1,9})?s)$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("anomalies.pushWithin must be a duration from 1m to 24h, such as 10m"))]
+    pub push_within: String,
+    /// Rules not to judge.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub disabled_rules: Vec<crate::watch::Rule>,
+}
+
+impl Default for Anomalies {
+    fn default() -> Self {
+        Self {
+            baseline: default_baseline(),
+            travel_kmh: default_travel_kmh(),
+            travel_exempt_asns: Vec::new(),
+            shared_device_users: default_shared_device_users(),
+            burst_enrollments: default_burst_enrollments(),
+            burst_within: default_ten_minutes(),
+            push_denials: default_push_denials(),
+            push_within: default_ten_minutes(),
+            disabled_rules: Vec::new(),
+        }
+    }
+}
+
+fn default_baseline() -> String {
+    "720h".into()
+}
+fn default_travel_kmh() -> i32 {
+    900
+}
+fn default_shared_device_users() -> i32 {
+    2
+}
+fn default_burst_enrollments() -> i32 {
+    5
+}
+fn default_push_denials() -> i32 {
+    10
+}
+fn default_ten_minutes() -> String {
+    "10m".into()
+}
+fn default_sweep() -> i32 {
+    10
 }
 
 /// The action at the re-enrollment deadline.
@@ -316,7 +407,7 @@ pub struct RecallCounts {
     #[serde(default, deserialize_with = "counts_of_known_kinds")]
     #[schemars(with = "BTreeMap<String, i64>")]
     pub factors_revoked: BTreeMap<FactorKind, i64>,
-    /// Anomalies flagged during re-enrollment.
+    /// Anomaly rules that tripped on recalled users' events during re-enrollment (one per rule and event); each is in the audit trail (anomaly.flagged) with its evidence, and the first users flagged are named in the backend's flagged.
     pub anomalies: i64,
     /// Accounts disabled at the deadline.
     pub disabled: i64,
@@ -388,6 +479,16 @@ pub struct BackendProgress {
     /// Factors enrolled since the cutoff that went with a factor this recall revoked, each as `<user>: <kind> <id>` (the first 100; counts.newFactorsLost has how many). Tell their users: they must set them up again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost_factors: Vec<String>,
+    /// Users an anomaly rule flagged in the re-enrollment window, each as `<user>: <rule>` (the first 100; counts.anomalies has how many flags, and the audit trail each one's evidence). Review them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flagged: Vec<String>,
+    /// Entries of the provider's event log that could not be read and were passed by, since the operator started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub events_skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

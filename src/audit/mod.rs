@@ -56,6 +56,9 @@ pub enum Action {
     EnrollmentRequire,
     #[serde(rename = "reenrollment.seen")]
     ReenrollmentSeen,
+    /// An anomaly rule tripped on a recalled user's event in the re-enrollment window.
+    #[serde(rename = "anomaly.flagged")]
+    AnomalyFlagged,
     #[serde(rename = "user.fail")]
     UserFail,
     #[serde(rename = "user.exclude")]

@@ -520,6 +520,7 @@ impl IdentityProvider for Auth0 {
             count_sessions: !limitations.iter().any(|l| l.starts_with("sessions:")),
             force_re_enrollment: !limitations.iter().any(|l| l.starts_with("enrollment: the tenant's MFA policy")),
             enrollment_detection: true,
+            event_stream: false,
             disable_user: true,
             nested_groups: false,
             // Auth0 stores emails in lower case; user ids are matched as given.
@@ -928,6 +929,7 @@ mod tests {
             revoke_sessions: true,
             cutoff,
             concurrency: 4,
+            window: Default::default(),
         }
     }
 

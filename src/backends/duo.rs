@@ -626,6 +626,7 @@ impl IdentityProvider for Duo {
             count_sessions: false,
             force_re_enrollment: false,
             enrollment_detection: true,
+            event_stream: false,
             disable_user: true,
             nested_groups: false,
             name_match: NameMatch::CaseInsensitive,

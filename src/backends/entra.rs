@@ -385,6 +385,7 @@ impl IdentityProvider for Entra {
             count_sessions: false,
             force_re_enrollment: true,
             enrollment_detection: true,
+            event_stream: false,
             disable_user: true,
             nested_groups: true,
             // User principal names and mail addresses are case-insensitive in Entra ID.

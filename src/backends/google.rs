@@ -400,6 +400,7 @@ impl IdentityProvider for Google {
             count_sessions: true,
             force_re_enrollment: false,
             enrollment_detection: true,
+            event_stream: false,
             disable_user: true,
             nested_groups: true,
             // Primary emails and aliases are case-insensitive.

@@ -331,6 +331,7 @@ impl IdentityProvider for Keycloak {
             count_sessions: true,
             force_re_enrollment: true,
             enrollment_detection: true,
+            event_stream: false,
             disable_user: true,
             nested_groups: true,
             // Keycloak stores usernames and emails in lower case and searches them so.

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::api::{FactorKind, IdentityBackend, ProviderBlock};
 use crate::metrics::ProviderMetrics;
+use crate::watch::{EventPage, EventQuery};
 
 /// A user as the provider names it: the stable id for API calls, the username for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,6 +344,10 @@ pub struct Capabilities {
     pub count_sessions: bool,
     pub force_re_enrollment: bool,
     pub enrollment_detection: bool,
+    /// The provider's event log can be read for the whole organisation from a cursor
+    /// (`IdentityProvider::read_events`): re-enrollment is watched from it rather than by asking
+    /// about each pending user, and the anomaly rules read it.
+    pub event_stream: bool,
     pub disable_user: bool,
     /// Groups contain groups, and transitive membership reaches their members; false where the
     /// provider's groups are flat.
@@ -414,6 +419,7 @@ impl Capabilities {
             (self.count_sessions, "countSessions"),
             (self.force_re_enrollment, "forceReEnrollment"),
             (self.enrollment_detection, "enrollmentDetection"),
+            (self.event_stream, "eventStream"),
             (self.disable_user, "disableUser"),
             (self.nested_groups, "nestedGroups"),
         ]
@@ -535,6 +541,11 @@ pub trait IdentityProvider: Send + Sync {
     /// The first factor the user enrolled at or after `cutoff`, if any.
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError>;
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError>;
+    /// One page of the organisation's identity events (or one user's), oldest first, from
+    /// `query.cursor` or else from `query.from`. Only where `capabilities().event_stream`.
+    async fn read_events(&self, _query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Config, "this provider's event log cannot be read as a stream"))
+    }
 }
 
 /// The next-page cursors one listing was handed. One that is empty, or that comes back, would

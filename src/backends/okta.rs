@@ -506,6 +506,7 @@ impl IdentityProvider for Okta {
             count_sessions: false,
             force_re_enrollment: false,
             enrollment_detection: true,
+            event_stream: false,
             disable_user: true,
             nested_groups: false,
             // Okta logins are unique case-insensitively, and looked up so.

@@ -20,7 +20,8 @@ use super::{Context, status};
 use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Reason, RecallPhase, ReEnrollment};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
-use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress};
+use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress, WindowSettings};
+use crate::watch::Thresholds;
 use crate::ledger::{LedgerStore, ResourceLedger};
 use crate::{Error, Result, duration};
 
@@ -230,7 +231,7 @@ impl Live {
                     let not_supported = provider.capabilities().limitations;
                     let p = progress.lock().unwrap();
                     let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
-                    BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone() }
+                    BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone(), flagged: p.flagged.clone(), events_skipped: p.events_skipped }
                 })
                 .collect();
             status.counts = status::totals(&status.backends);
@@ -377,6 +378,7 @@ pub(crate) struct Plan {
     started: jiff::Timestamp,
     deadline: jiff::Timestamp,
     check_interval: Duration,
+    window: WindowSettings,
 }
 
 /// Checks what the apiserver's rules cannot (a duration's size), before anything is fetched.
@@ -388,7 +390,30 @@ pub(crate) fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now
     let grace = grace_period(&spec.re_enrollment)?;
     let deadline = started.checked_add(grace).map_err(|e| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is too long: {e}", spec.re_enrollment.grace_period)))?;
     let check_interval = duration::CHECK_INTERVAL.parse(&spec.re_enrollment.check_interval).map_err(Error::Invalid)?;
-    Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval })
+    let window = window_settings(spec, started)?;
+    Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval, window })
+}
+
+/// The anomaly thresholds and the sweep, from the spec.
+fn window_settings(spec: &MfaRecallSpec, started: jiff::Timestamp) -> Result<WindowSettings> {
+    let a = &spec.anomalies;
+    let signed = |bounds: &duration::Bounds, text: &str| -> Result<jiff::SignedDuration> {
+        let d = bounds.parse(text).map_err(Error::Invalid)?;
+        jiff::SignedDuration::try_from(d).map_err(|e| Error::Invalid(format!("{} {text:?}: {e}", bounds.field)))
+    };
+    let count = |n: i32| usize::try_from(n).unwrap_or(0);
+    let thresholds = Thresholds {
+        travel_kmh: f64::from(a.travel_kmh),
+        travel_exempt_asns: a.travel_exempt_asns.iter().copied().collect(),
+        shared_device_users: count(a.shared_device_users),
+        burst_enrollments: count(a.burst_enrollments),
+        burst_within: signed(&duration::BURST_WITHIN, &a.burst_within)?,
+        push_denials: count(a.push_denials),
+        push_within: signed(&duration::PUSH_WITHIN, &a.push_within)?,
+        disabled: a.disabled_rules.iter().copied().collect(),
+        ..Thresholds::default()
+    };
+    Ok(WindowSettings { started: Some(started), thresholds, baseline: signed(&duration::BASELINE, &a.baseline)?, sweep_per_check: count(spec.re_enrollment.sweep_per_check) })
 }
 
 fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
@@ -461,6 +486,7 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 revoke_sessions: spec.revoke_sessions && provider.capabilities().revoke_sessions,
                 cutoff: plan.cutoff,
                 concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
+                window: plan.window.clone(),
             };
             BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
         })
@@ -761,7 +787,9 @@ mod tests {
     #[test]
     fn a_valid_spec_gives_the_cutoff_deadline_and_interval() {
         let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h30m", "checkInterval": "15s" })), None, at("2026-11-28T00:00:00Z")).unwrap();
-        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(15) });
+        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(15), window: plan.window.clone() });
+        assert_eq!(plan.window.started, Some(at("2026-11-28T00:00:00Z")));
+        assert_eq!(plan.window.thresholds, crate::watch::Thresholds::default(), "the spec's defaults are the rules' defaults");
     }
 
     /// Status counts a backend's users only once their segment is recorded: a ledger holding

@@ -4,8 +4,10 @@
 //! `ledger`; every action is audited before it is counted.
 
 mod scope;
+mod window;
 
 pub use scope::Exclusions;
+pub use window::WindowSettings;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +37,8 @@ pub struct RecallJob {
     pub cutoff: jiff::Timestamp,
     /// Users worked on at once.
     pub concurrency: usize,
+    /// How the re-enrollment window is watched.
+    pub window: WindowSettings,
 }
 
 impl RecallJob {
@@ -60,6 +64,12 @@ pub struct Progress {
     pub kept_factors: Vec<String>,
     /// New factors a provider took with a revocation, the same way.
     pub lost_factors: Vec<String>,
+    /// Users flagged by an anomaly rule, as `<user>: <rule>` (the first KEPT_SHOWN).
+    pub flagged: Vec<String>,
+    /// Log entries of the event stream that could not be read, since this process started.
+    pub events_skipped: u64,
+    /// Where recalled users are in the ledger, once the window watch has built it.
+    pub recalled_index: Option<Arc<window::RecalledIndex>>,
 }
 
 /// Factors kept for want of their age, named per backend in status (the audit trail has all).
@@ -72,6 +82,15 @@ impl Progress {
         self.kept_factors.extend(record.kept_unknown_age().take(room));
         let room = KEPT_SHOWN.saturating_sub(self.lost_factors.len());
         self.lost_factors.extend(record.lost_new().take(room));
+        for flag in &record.flags {
+            self.note_flagged(format!("{}: {}", record.user.username, flag.rule.as_str()));
+        }
+    }
+
+    fn note_flagged(&mut self, name: String) {
+        if self.flagged.len() < KEPT_SHOWN && !self.flagged.contains(&name) {
+            self.flagged.push(name);
+        }
     }
 }
 
@@ -883,8 +902,28 @@ impl Runner {
         Ok(next_ready)
     }
 
-    /// One pass over invalidated users who have not re-enrolled: records those who have.
+    /// One check of the re-enrollment window: from the provider's event log where it serves one
+    /// as a stream, else by asking about every pending user.
     pub async fn check_re_enrollment(&self, job: &RecallJob) -> Result<RunEnd> {
+        if self.provider.capabilities().event_stream {
+            return self.watch_window(job).await;
+        }
+        self.poll_pending(job).await
+    }
+
+    fn audit_enrollment(&self, job: &RecallJob, user: &UserRef, enrollment: &crate::backends::Enrollment) -> Result<()> {
+        self.audit(job, Some(user), Action::ReenrollmentSeen, Outcome::Done, |e| {
+            e.factor_kind = Some(enrollment.kind.into());
+            // Where from, as the provider logged it: what anomaly review starts with.
+            e.detail = Some(match &enrollment.origin {
+                Some(origin) => format!("enrolled at {} from {origin}", enrollment.at),
+                None => format!("enrolled at {}", enrollment.at),
+            });
+        })
+    }
+
+    /// One pass over invalidated users who have not re-enrolled: records those who have.
+    async fn poll_pending(&self, job: &RecallJob) -> Result<RunEnd> {
         for index in self.ledger.segments(&job.backend).await? {
             if self.stopping() {
                 return Ok(RunEnd::Stopped);
@@ -907,19 +946,12 @@ impl Runner {
                 match result {
                     Ok(Some(enrollment)) => {
                         let user = segment.users[i].user.clone();
-                        self.audit(job, Some(&user), Action::ReenrollmentSeen, Outcome::Done, |e| {
-                            e.factor_kind = Some(enrollment.kind.into());
-                            // Where from, as the provider logged it: what anomaly review starts with.
-                            e.detail = Some(match &enrollment.origin {
-                                Some(origin) => format!("enrolled at {} from {origin}", enrollment.at),
-                                None => format!("enrolled at {}", enrollment.at),
-                            });
-                        })?;
+                        self.audit_enrollment(job, &user, &enrollment)?;
                         segment.users[i].re_enrolled = Some(enrollment);
                         changed.push(i);
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "re-enrollment check failed; will retry"),
+                    Err(e) => window::warn_check_failed(job, &e),
                 }
             }
             if !changed.is_empty() {

@@ -87,6 +87,15 @@ struct WatchedLedger {
 
 #[async_trait]
 impl LedgerStore for WatchedLedger {
+    async fn read_watch(&self, backend: &str) -> Result<Option<crate::watch::WatchState>> {
+        self.inner.read_watch(backend).await
+    }
+    async fn write_watch(&self, state: &crate::watch::WatchState) -> Result<()> {
+        self.inner.write_watch(state).await
+    }
+    fn pseudonym(&self, value: &str) -> String {
+        self.inner.pseudonym(value)
+    }
     async fn segments(&self, backend: &str) -> Result<Vec<u32>> {
         self.inner.segments(backend).await
     }
@@ -253,6 +262,7 @@ fn job() -> RecallJob {
         revoke_sessions: true,
         cutoff: jiff::Timestamp::from_millisecond(CUTOFF_MS).unwrap(),
         concurrency: 4,
+        window: Default::default(),
     }
 }
 
@@ -291,6 +301,15 @@ struct AuditedLedger {
 
 #[async_trait]
 impl LedgerStore for AuditedLedger {
+    async fn read_watch(&self, backend: &str) -> Result<Option<crate::watch::WatchState>> {
+        self.inner.read_watch(backend).await
+    }
+    async fn write_watch(&self, state: &crate::watch::WatchState) -> Result<()> {
+        self.inner.write_watch(state).await
+    }
+    fn pseudonym(&self, value: &str) -> String {
+        self.inner.pseudonym(value)
+    }
     async fn segments(&self, backend: &str) -> Result<Vec<u32>> {
         self.inner.segments(backend).await
     }
@@ -345,6 +364,15 @@ struct FirstWritesOnly(MemoryLedger);
 
 #[async_trait]
 impl LedgerStore for FirstWritesOnly {
+    async fn read_watch(&self, backend: &str) -> Result<Option<crate::watch::WatchState>> {
+        self.0.read_watch(backend).await
+    }
+    async fn write_watch(&self, state: &crate::watch::WatchState) -> Result<()> {
+        self.0.write_watch(state).await
+    }
+    fn pseudonym(&self, value: &str) -> String {
+        self.0.pseudonym(value)
+    }
     async fn segments(&self, backend: &str) -> Result<Vec<u32>> {
         self.0.segments(backend).await
     }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::api::RecallCounts;
 use crate::backends::{Enrollment, UserRef, UserSnapshot};
+use crate::watch::{Flag, WatchState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,11 +88,14 @@ pub struct UserRecord {
     /// users lost every recorded factor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work: Option<Work>,
+    /// Anomaly rules that tripped on the user's events in the re-enrollment window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
 }
 
 impl UserRecord {
     pub fn planned(user: UserRef) -> Self {
-        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false, work: None }
+        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false, work: None, flags: Vec::new() }
     }
 
     /// The recorded factors the user lost to this recall.
@@ -186,6 +190,7 @@ impl Segment {
 /// the user then failed: the counts are what the provider lost.
 pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
     counts.targeted += 1;
+    counts.anomalies += record.flags.len() as i64;
     match record.state {
         UserState::Planned => return,
         UserState::Excluded => {
@@ -232,12 +237,20 @@ pub trait LedgerStore: Send + Sync {
     async fn segments(&self, backend: &str) -> Result<Vec<u32>>;
     async fn read(&self, backend: &str, index: u32) -> Result<Segment>;
     async fn write(&self, segment: &Segment) -> Result<()>;
+    /// What `backend`'s re-enrollment watch kept; None before its first check.
+    async fn read_watch(&self, backend: &str) -> Result<Option<WatchState>>;
+    async fn write_watch(&self, state: &WatchState) -> Result<()>;
+    /// A pseudonym of personal data (an address, a phone number) under the store's key: equal
+    /// values get equal pseudonyms within one operator, and nobody without the key can test a
+    /// guess against one.
+    fn pseudonym(&self, value: &str) -> String;
 }
 
 /// An in-process store for engine tests and dry runs.
 #[derive(Default)]
 pub struct MemoryLedger {
     segments: Mutex<BTreeMap<(String, u32), Segment>>,
+    watches: Mutex<BTreeMap<String, WatchState>>,
 }
 
 #[async_trait]
@@ -255,6 +268,26 @@ impl LedgerStore for MemoryLedger {
         self.segments.lock().unwrap().insert((segment.backend.clone(), segment.index), segment.clone());
         Ok(())
     }
+    async fn read_watch(&self, backend: &str) -> Result<Option<WatchState>> {
+        Ok(self.watches.lock().unwrap().get(backend).cloned())
+    }
+    async fn write_watch(&self, state: &WatchState) -> Result<()> {
+        self.watches.lock().unwrap().insert(state.backend.clone(), state.clone());
+        Ok(())
+    }
+    fn pseudonym(&self, value: &str) -> String {
+        // Nothing of a memory ledger outlives the process: a fixed key serves its tests.
+        pseudonym(&crate::keys::HmacKey::new(b"the memory ledger's pseudonym key", "a test key").expect("a key of 32+ bytes"), value)
+    }
+}
+
+/// `value`'s pseudonym under `key`: the HMAC in hex, cut to 128 bits.
+pub fn pseudonym(key: &crate::keys::HmacKey, value: &str) -> String {
+    use hmac::Mac;
+    let mut mac = key.mac();
+    mac.update(b"mfa-recall pseudonym v1\0");
+    mac.update(value.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
 /// Bytes a user takes in a segment's JSON, before compression.
@@ -296,6 +329,8 @@ pub struct UserOutcome {
     pub disabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work: Option<Work>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
 }
 
 impl Segment {
@@ -304,7 +339,7 @@ impl Segment {
         let users = self
             .users
             .iter()
-            .map(|r| UserOutcome { state: r.state, note: r.note.clone(), re_enrolled: r.re_enrolled.clone(), disabled: r.disabled, work: r.work.clone() })
+            .map(|r| UserOutcome { state: r.state, note: r.note.clone(), re_enrolled: r.re_enrolled.clone(), disabled: r.disabled, work: r.work.clone(), flags: r.flags.clone() })
             .collect();
         Outcomes { complete: self.complete, users }
     }
@@ -320,6 +355,7 @@ impl Segment {
             record.re_enrolled = outcome.re_enrolled;
             record.disabled = outcome.disabled;
             record.work = outcome.work;
+            record.flags = outcome.flags;
         }
         self.complete = outcomes.complete;
         Ok(())

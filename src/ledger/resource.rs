@@ -26,12 +26,15 @@ use super::{LedgerStore, Outcomes, Segment, decode, encode};
 use crate::Result;
 use crate::api::{LedgerPart, RecallLedgerSegment, RecallLedgerSegmentSpec};
 use crate::keys::HmacKey;
+use crate::watch::WatchState;
 
 pub const RECALL_UID_LABEL: &str = "mfarecall.io/recall-uid";
 pub const BACKEND_LABEL: &str = "mfarecall.io/backend";
 pub const SEGMENT_LABEL: &str = "mfarecall.io/segment";
 /// On a segment's outcomes, in place of SEGMENT_LABEL (so listing the segments passes them by).
 pub const OUTCOMES_OF_LABEL: &str = "mfarecall.io/outcomes-of";
+/// On a backend's watch state, in place of SEGMENT_LABEL.
+pub const WATCH_LABEL: &str = "mfarecall.io/watch";
 const FIELD_MANAGER: &str = "mfa-recall-ledger";
 /// Names the ledger key in errors.
 pub const KEY_NAME: &str = "the ledger key";
@@ -64,20 +67,21 @@ impl ResourceLedger {
         self.stored.lock().unwrap().contains(name)
     }
 
-    /// The object `name` holding `part` of `segment`, signed.
-    fn object(&self, name: &str, segment: &Segment, part: LedgerPart, data: Vec<u8>) -> RecallLedgerSegment {
+    /// The object `name` holding `part` of segment `index` of `backend`, signed.
+    fn object(&self, name: &str, backend: &str, index: u32, part: LedgerPart, data: Vec<u8>) -> RecallLedgerSegment {
         let label = match part {
             LedgerPart::Users => SEGMENT_LABEL,
             LedgerPart::Outcomes => OUTCOMES_OF_LABEL,
+            LedgerPart::Watch => WATCH_LABEL,
         };
         let labels = BTreeMap::from([
             (RECALL_UID_LABEL.to_string(), self.recall_uid.clone()),
-            (BACKEND_LABEL.to_string(), label_value(&segment.backend)),
-            (label.to_string(), segment.index.to_string()),
+            (BACKEND_LABEL.to_string(), label_value(backend)),
+            (label.to_string(), index.to_string()),
             ("app.kubernetes.io/managed-by".to_string(), "mfa-recall".to_string()),
         ]);
-        let mac = hex::encode(self.mac(&segment.backend, segment.index, part, &data).finalize().into_bytes());
-        let spec = RecallLedgerSegmentSpec { recall_uid: self.recall_uid.clone(), backend: segment.backend.clone(), index: segment.index, part, data: ByteString(data), mac };
+        let mac = hex::encode(self.mac(backend, index, part, &data).finalize().into_bytes());
+        let spec = RecallLedgerSegmentSpec { recall_uid: self.recall_uid.clone(), backend: backend.to_string(), index, part, data: ByteString(data), mac };
         RecallLedgerSegment {
             metadata: ObjectMeta { name: Some(name.to_string()), labels: Some(labels), owner_references: Some(vec![self.owner.clone()]), ..Default::default() },
             spec,
@@ -216,7 +220,7 @@ impl LedgerStore for ResourceLedger {
     async fn write(&self, segment: &Segment) -> Result<()> {
         let name = self.name(&segment.backend, segment.index);
         if !self.known(&name) {
-            let whole = self.object(&name, segment, LedgerPart::Users, encode(segment)?);
+            let whole = self.object(&name, &segment.backend, segment.index, LedgerPart::Users, encode(segment)?);
             if !self.put(&name, &whole).await? {
                 return Ok(());
             }
@@ -224,10 +228,38 @@ impl LedgerStore for ResourceLedger {
             // not be applied to this one, so this one's are written too.
         }
         let outcomes_name = outcomes_name(&name);
-        let outcomes = self.object(&outcomes_name, segment, LedgerPart::Outcomes, encode(&segment.outcomes())?);
+        let outcomes = self.object(&outcomes_name, &segment.backend, segment.index, LedgerPart::Outcomes, encode(&segment.outcomes())?);
         self.put(&outcomes_name, &outcomes).await?;
         Ok(())
     }
+
+    async fn read_watch(&self, backend: &str) -> Result<Option<WatchState>> {
+        let name = watch_name(&self.name(backend, 0));
+        let Some(object) = self.api.get_opt(&name).await? else { return Ok(None) };
+        let data = self.verified(&object, backend, 0, LedgerPart::Watch).map_err(|why| rejected(&name, why))?;
+        let state: WatchState = decode(data).map_err(|e| rejected(&name, format!("signed, but does not decode: {e}")))?;
+        if state.backend != backend {
+            return Err(rejected(&name, format!("holds the watch of backend {}", state.backend)));
+        }
+        self.stored.lock().unwrap().insert(name);
+        Ok(Some(state))
+    }
+
+    async fn write_watch(&self, state: &WatchState) -> Result<()> {
+        let name = watch_name(&self.name(&state.backend, 0));
+        let object = self.object(&name, &state.backend, 0, LedgerPart::Watch, encode(state)?);
+        self.put(&name, &object).await?;
+        Ok(())
+    }
+
+    fn pseudonym(&self, value: &str) -> String {
+        super::pseudonym(&self.key, value)
+    }
+}
+
+/// The name of a backend's watch state, beside its first segment's.
+fn watch_name(first_segment_name: &str) -> String {
+    format!("{first_segment_name}-watch")
 }
 
 /// A ledger object this operator cannot vouch for.
@@ -262,9 +294,9 @@ mod tests {
     fn signed(ledger: &ResourceLedger, segment: &Segment, part: LedgerPart) -> RecallLedgerSegment {
         let data = match part {
             LedgerPart::Users => encode(segment).unwrap(),
-            LedgerPart::Outcomes => encode(&segment.outcomes()).unwrap(),
+            LedgerPart::Outcomes | LedgerPart::Watch => encode(&segment.outcomes()).unwrap(),
         };
-        ledger.object("name", segment, part, data)
+        ledger.object("name", &segment.backend, segment.index, part, data)
     }
 
     #[tokio::test]

@@ -1,0 +1,304 @@
+//! The re-enrollment window, watched from the provider's event log: one read of the whole
+//! organisation's new events per check, whatever the number of pending users; a user the log
+//! names is confirmed with one read of their own; the anomaly rules judge what recalled users
+//! did; and a slow sweep asks about a few pending users per check, for what a log with gaps missed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{RecallJob, RunEnd, Runner};
+use crate::Result;
+use crate::audit::{Action, Outcome};
+use crate::backends::ProviderError;
+use crate::ledger::{Segment, UserState};
+use crate::watch::rules::{self, Judged};
+use crate::watch::{EventKind, EventQuery, Flag, IdentityEvent, Recent, Thresholds, WatchState};
+
+/// How a recall watches its window, from its spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowSettings {
+    /// When revocation began: the stream is read from here (None: from the cutoff).
+    pub started: Option<jiff::Timestamp>,
+    pub thresholds: Thresholds,
+    /// How far before the cutoff a user's baseline reaches.
+    pub baseline: jiff::SignedDuration,
+    /// Pending users the slow sweep asks about per check; 0 for none.
+    pub sweep_per_check: usize,
+}
+
+impl Default for WindowSettings {
+    fn default() -> Self {
+        Self { started: None, thresholds: Thresholds::default(), baseline: jiff::SignedDuration::from_hours(30 * 24), sweep_per_check: 10 }
+    }
+}
+
+/// Pages of the stream one check reads at most: a check far behind catches up over the next ones.
+const MAX_PAGES_PER_CHECK: usize = 50;
+/// Pages of one user's own events read for the rules (their baseline and what came just before).
+const MAX_HISTORY_PAGES: usize = 5;
+
+/// Where each recalled user is in the ledger, by a hash of their id: built once per process from
+/// the ledger, so a check reads only the segments of users its events name. A hash that collides
+/// costs a segment read that finds nobody.
+#[derive(Debug, Default)]
+pub struct RecalledIndex(Vec<(u64, u32)>);
+
+impl RecalledIndex {
+    fn key(id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn segments_of(&self, id: &str) -> impl Iterator<Item = u32> + '_ {
+        let key = Self::key(id);
+        let start = self.0.partition_point(|(k, _)| *k < key);
+        self.0[start..].iter().take_while(move |(k, _)| *k == key).map(|(_, s)| *s)
+    }
+}
+
+impl Runner {
+    /// One check of the window on a backend whose provider serves its log as a stream.
+    pub(super) async fn watch_window(&self, job: &RecallJob) -> Result<RunEnd> {
+        let from = job.window.started.unwrap_or(job.cutoff);
+        let mut state = self.ledger.read_watch(&job.backend).await?.unwrap_or_else(|| WatchState::new(&job.backend, from));
+        let index = self.recalled_index(job).await?;
+        let (events, cursor) = self.read_stream(job, &state, from).await;
+        let mut touched: BTreeMap<u32, Segment> = BTreeMap::new();
+        let mut tally = Tally::default();
+        let mut named: HashMap<&str, Vec<&IdentityEvent>> = HashMap::new();
+        for event in &events {
+            named.entry(event.user_id.as_str()).or_default().push(event);
+        }
+        // In the order the log has them, so each enrollment is judged against those before it.
+        let mut users: Vec<&str> = named.keys().copied().collect();
+        users.sort_by_key(|u| named[u].first().map(|e| e.at));
+        for user_id in users {
+            if self.stopping() {
+                return Ok(RunEnd::Stopped);
+            }
+            let user_events = &named[user_id];
+            let mut found = None;
+            for segment_index in index.segments_of(user_id) {
+                let segment = match touched.entry(segment_index) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => v.insert(self.ledger.read(&job.backend, segment_index).await?),
+                };
+                if let Some(i) = segment.users.iter().position(|r| r.user.id == user_id && r.state == UserState::Invalidated) {
+                    found = Some((segment_index, i));
+                    break;
+                }
+            }
+            let Some((segment_index, i)) = found else {
+                // Not recalled here: only its enrollments matter, to the rules that compare users.
+                for event in user_events.iter().filter(|e| e.kind == EventKind::FactorEnrolled) {
+                    state.remember(self.recent(event));
+                }
+                continue;
+            };
+            let segment = touched.get_mut(&segment_index).expect("read above");
+            if user_events.iter().any(|e| e.kind == EventKind::FactorEnrolled) && segment.users[i].awaits_re_enrollment() {
+                self.confirm(job, segment, i, &mut tally).await?;
+            }
+            self.judge(job, &mut state, segment, i, user_events, &mut tally).await?;
+        }
+        self.sweep(job, &mut state, &mut touched, &mut tally).await?;
+        let mut changed: Vec<Segment> = touched.into_values().collect();
+        changed.retain(|s| s.users.iter().any(|r| r.state == UserState::Invalidated));
+        for segment in &changed {
+            self.persist(segment).await?;
+        }
+        if cursor.is_some() {
+            state.cursor = cursor;
+        }
+        state.events_read += events.len() as u64;
+        self.ledger.write_watch(&state).await?;
+        let mut progress = self.progress.lock().unwrap();
+        progress.counts.re_enrolled += tally.re_enrolled;
+        progress.counts.pending -= tally.re_enrolled;
+        progress.counts.anomalies += tally.flags;
+        for name in tally.flagged {
+            progress.note_flagged(name);
+        }
+        Ok(RunEnd::Finished)
+    }
+
+    /// The stream's new events since the state's cursor, and the cursor after them. A page that
+    /// cannot be read ends the reading for this check; what was read before it is dealt with.
+    async fn read_stream(&self, job: &RecallJob, state: &WatchState, from: jiff::Timestamp) -> (Vec<IdentityEvent>, Option<String>) {
+        let (mut events, mut cursor) = (Vec::new(), state.cursor.clone());
+        let mut skipped = 0u64;
+        for _ in 0..MAX_PAGES_PER_CHECK {
+            let query = EventQuery { cursor: cursor.as_deref(), from, until: None, user: None };
+            match self.provider.read_events(&query).await {
+                Ok(page) => {
+                    for why in &page.skipped {
+                        tracing::warn!(recall = %job.recall, backend = %job.backend, %why, "log entry skipped");
+                    }
+                    skipped += page.skipped.len() as u64;
+                    events.extend(page.events);
+                    if page.cursor.is_some() {
+                        cursor = page.cursor;
+                    }
+                    if !page.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "event log unreadable; will read on from here at the next check");
+                    break;
+                }
+            }
+        }
+        self.progress.lock().unwrap().events_skipped += skipped;
+        (events, cursor)
+    }
+
+    /// Confirms with the provider that the user named by an enrollment event holds a factor
+    /// newer than the cutoff (or than the recall's end of their enrollments), and records it.
+    async fn confirm(&self, job: &RecallJob, segment: &mut Segment, i: usize, tally: &mut Tally) -> Result<()> {
+        let record = &segment.users[i];
+        let ended = record.work.as_ref().and_then(|w| w.enrollments_ended_at);
+        let since = ended.map_or(job.cutoff, |at| at.max(job.cutoff));
+        match self.provider.enrolled_since(&record.user, since).await {
+            Ok(Some(enrollment)) => {
+                let user = record.user.clone();
+                self.audit_enrollment(job, &user, &enrollment)?;
+                segment.users[i].re_enrolled = Some(enrollment);
+                tally.re_enrolled += 1;
+            }
+            Ok(None) => {}
+            Err(e) => warn_check_failed(job, &e),
+        }
+        Ok(())
+    }
+
+    /// Runs the rules over the user's events of this read; new flags go to the trail and the
+    /// user's record.
+    async fn judge(&self, job: &RecallJob, state: &mut WatchState, segment: &mut Segment, i: usize, events: &[&IdentityEvent], tally: &mut Tally) -> Result<()> {
+        let mut history: Option<Vec<IdentityEvent>> = None;
+        for event in events {
+            let enrolled = event.kind == EventKind::FactorEnrolled;
+            if enrolled && history.is_none() {
+                history = Some(self.history(job, segment, i, event.at).await);
+            }
+            let address = event.client.ip.map(|ip| self.ledger.pseudonym(&ip.to_string()));
+            let device = event.device.as_ref().map(|d| self.ledger.pseudonym(d.expose()));
+            let judged = Judged { event, address: address.as_deref(), device: device.as_deref(), history: history.as_deref().unwrap_or_default(), cutoff: job.cutoff, recent: &state.recent };
+            let findings = rules::judge(&judged, &job.window.thresholds);
+            if enrolled {
+                state.remember(Recent { user_id: event.user_id.clone(), event_id: event.id.clone(), at: event.at, address, device });
+            }
+            let record = &mut segment.users[i];
+            for finding in findings {
+                if record.flags.iter().any(|f| f.rule == finding.rule && f.event_id == event.id) {
+                    continue;
+                }
+                let user = record.user.clone();
+                self.audit(job, Some(&user), Action::AnomalyFlagged, Outcome::Done, |e| {
+                    e.factor_kind = event.factor.map(Into::into);
+                    e.detail = Some(format!("{}: {}; events {}", finding.rule.as_str(), finding.evidence, finding.event_ids.join(", ")));
+                })?;
+                record.flags.push(Flag { rule: finding.rule, event_id: event.id.clone(), at: event.at });
+                tally.flags += 1;
+                tally.flagged.push(format!("{}: {}", user.username, finding.rule.as_str()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user's own events from the baseline's start up to `until`, oldest first; none where
+    /// the log cannot be read for one user (the rules that need them then do not trip).
+    async fn history(&self, job: &RecallJob, segment: &Segment, i: usize, until: jiff::Timestamp) -> Vec<IdentityEvent> {
+        let user = &segment.users[i].user;
+        let from = job.cutoff - job.window.baseline;
+        let until = until + jiff::SignedDuration::from_millis(1);
+        let (mut events, mut cursor) = (Vec::new(), None::<String>);
+        for _ in 0..MAX_HISTORY_PAGES {
+            match self.provider.read_events(&EventQuery { cursor: cursor.as_deref(), from, until: Some(until), user: Some(user) }).await {
+                Ok(page) => {
+                    events.extend(page.events);
+                    match page.cursor {
+                        Some(next) if page.more => cursor = Some(next),
+                        _ => break,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(recall = %job.recall, backend = %job.backend, user = %user.username, error = %e, "the user's earlier events are unreadable; rules that compare with them are not judged");
+                    break;
+                }
+            }
+        }
+        events.sort_by_key(|e| e.at);
+        events
+    }
+
+    /// Asks about the next few pending users, wherever the sweep is, going round.
+    async fn sweep(&self, job: &RecallJob, state: &mut WatchState, touched: &mut BTreeMap<u32, Segment>, tally: &mut Tally) -> Result<()> {
+        let segments = self.ledger.segments(&job.backend).await?;
+        let (mut left, mut rounds) = (job.window.sweep_per_check, 0);
+        let (mut at_segment, mut at_user) = state.sweep_at;
+        while left > 0 && !segments.is_empty() && rounds < 2 {
+            let Some(&index) = segments.iter().find(|s| **s >= at_segment) else {
+                (at_segment, at_user, rounds) = (0, 0, rounds + 1);
+                state.sweeps += 1;
+                continue;
+            };
+            let segment = match touched.entry(index) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(self.ledger.read(&job.backend, index).await?),
+            };
+            while at_user < segment.users.len() && left > 0 {
+                if segment.users[at_user].awaits_re_enrollment() {
+                    self.confirm(job, segment, at_user, tally).await?;
+                    left -= 1;
+                }
+                at_user += 1;
+            }
+            if at_user >= segment.users.len() {
+                (at_segment, at_user) = (index + 1, 0);
+            }
+        }
+        state.sweep_at = (at_segment, at_user);
+        Ok(())
+    }
+
+    async fn recalled_index(&self, job: &RecallJob) -> Result<Arc<RecalledIndex>> {
+        if let Some(index) = self.progress.lock().unwrap().recalled_index.clone() {
+            return Ok(index);
+        }
+        let mut entries = Vec::new();
+        for index in self.ledger.segments(&job.backend).await? {
+            let segment = self.ledger.read(&job.backend, index).await?;
+            entries.extend(segment.users.iter().filter(|r| matches!(r.state, UserState::Invalidated | UserState::AwaitingLogs)).map(|r| (RecalledIndex::key(&r.user.id), index)));
+        }
+        entries.sort_unstable();
+        let index = Arc::new(RecalledIndex(entries));
+        self.progress.lock().unwrap().recalled_index = Some(index.clone());
+        Ok(index)
+    }
+
+    fn recent(&self, event: &IdentityEvent) -> Recent {
+        Recent {
+            user_id: event.user_id.clone(),
+            event_id: event.id.clone(),
+            at: event.at,
+            address: event.client.ip.map(|ip| self.ledger.pseudonym(&ip.to_string())),
+            device: event.device.as_ref().map(|d| self.ledger.pseudonym(d.expose())),
+        }
+    }
+}
+
+/// What one check changed, for the live counts.
+#[derive(Default)]
+struct Tally {
+    re_enrolled: i64,
+    flags: i64,
+    /// `<user>: <rule>` of each new flag.
+    flagged: Vec<String>,
+}
+
+pub(super) fn warn_check_failed(job: &RecallJob, e: &ProviderError) {
+    tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "re-enrollment check failed; will retry");
+}
