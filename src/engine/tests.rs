@@ -58,6 +58,11 @@ struct FakeProvider {
     /// Records on the first page of every listing (all users, or a group's members) that did
     /// not decode.
     malformed: Vec<Unreadable>,
+    /// The organisation's event log, served as a stream two events a page when `stream` is set.
+    stream: bool,
+    events: Mutex<Vec<crate::watch::IdentityEvent>>,
+    /// Users asked about one by one (`enrolled_since`).
+    asked: Mutex<Vec<String>>,
 }
 
 impl FakeProvider {
@@ -127,7 +132,16 @@ impl FakeProvider {
 #[async_trait]
 impl IdentityProvider for FakeProvider {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { list_factors: true, delete_factor: true, log_delay: self.log_delay, ..Default::default() }
+        Capabilities { list_factors: true, delete_factor: true, log_delay: self.log_delay, event_stream: self.stream, ..Default::default() }
+    }
+    async fn read_events(&self, query: &crate::watch::EventQuery<'_>) -> Result<crate::watch::EventPage, ProviderError> {
+        let events = self.events.lock().unwrap();
+        let start: usize = query.cursor.map_or(0, |c| c.parse().unwrap());
+        let fits = |e: &crate::watch::IdentityEvent| e.at >= query.from && query.until.is_none_or(|u| e.at < u) && query.user.is_none_or(|u| u.id == e.user_id);
+        let page: Vec<_> = events[start.min(events.len())..].iter().take(2).cloned().collect();
+        let next = (start + page.len()).to_string();
+        let more = start + page.len() < events.len();
+        Ok(crate::watch::EventPage { events: page.into_iter().filter(fits).collect(), skipped: Vec::new(), cursor: Some(next), more })
     }
     async fn factor_ages(&self, _: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _: jiff::Timestamp) -> Result<Vec<crate::backends::LoggedAge>, ProviderError> {
         if self.log_forbidden {
@@ -233,6 +247,7 @@ impl IdentityProvider for FakeProvider {
         Ok(())
     }
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        self.asked.lock().unwrap().push(user.id.clone());
         if self.enrollment_log_down {
             return Err(ProviderError::new(ErrorKind::Unavailable, "503 from GET /logs"));
         }
@@ -983,4 +998,77 @@ async fn a_page_that_cannot_be_read_ends_the_listing_after_a_few_tries_with_the_
     assert!(started.elapsed() < Duration::from_secs(10));
     let c = progress.lock().unwrap().counts.clone();
     assert_eq!((c.targeted, c.invalidated), (20, 20), "the users of the first two pages were worked on");
+}
+
+fn logged(id: &str, user: &str, kind: crate::watch::EventKind, at_ms: i64, ip: &str, country: &str) -> crate::watch::IdentityEvent {
+    use crate::watch::{Actor, ClientInfo, Geo, IdentityEvent};
+    IdentityEvent {
+        id: id.into(),
+        at: jiff::Timestamp::from_millisecond(at_ms).unwrap(),
+        user_id: user.into(),
+        kind,
+        actor: Actor::User,
+        client: ClientInfo { ip: ip.parse().ok(), geo: Some(Geo { country: Some(country.into()), ..Default::default() }), ..Default::default() },
+        factor: Some(FactorKind::Totp),
+        device: None,
+    }
+}
+
+/// The stream names who enrolled: only they are asked about (plus the sweep's few), each flag is
+/// audited and counted once, and the cursor kept in the ledger means a second check reads nothing again.
+#[tokio::test]
+async fn the_window_is_watched_from_the_stream_and_a_second_check_counts_nothing_twice() {
+    use crate::watch::EventKind;
+    let provider = Arc::new(FakeProvider { stream: true, ..FakeProvider::with_users(30) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let audit = audit();
+    let progress = SharedProgress::default();
+    let runner = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: progress.clone(), stop: watch::channel(false).1 };
+    let job = RecallJob { window: WindowSettings { sweep_per_check: 0, ..Default::default() }, ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    let pending_before = progress.lock().unwrap().counts.pending;
+    // u004 signed in from NL before the cutoff, enrolls from NL; u005 the same, but enrolls from NG.
+    let after = CUTOFF_MS + 60_000;
+    *provider.events.lock().unwrap() = vec![
+        logged("b4", "u004", EventKind::SignIn, CUTOFF_MS - 86_400_000, "203.0.113.4", "NL"),
+        logged("b5", "u005", EventKind::SignIn, CUTOFF_MS - 86_400_000, "203.0.113.5", "NL"),
+        logged("e4", "u004", EventKind::FactorEnrolled, after, "203.0.113.4", "NL"),
+        logged("e5", "u005", EventKind::FactorEnrolled, after + 1, "198.51.100.5", "NG"),
+        logged("f9", "u009", EventKind::FraudReported, after + 2, "203.0.113.9", "NL"),
+    ];
+    for user in ["u004", "u005"] {
+        provider.factors.lock().unwrap().get_mut(user).unwrap().push((format!("{user}-new"), FactorKind::Totp, after));
+    }
+    provider.asked.lock().unwrap().clear();
+    // The stream starts at the cutoff here (no start time): the baseline events are before it.
+    assert_eq!(runner.check_re_enrollment(&job).await.unwrap(), RunEnd::Finished);
+    assert_eq!(*provider.asked.lock().unwrap(), ["u004", "u005"], "only the users the stream named were asked about");
+    let counts = progress.lock().unwrap().counts.clone();
+    assert_eq!((counts.re_enrolled, counts.pending, counts.anomalies), (2, pending_before - 2, 2));
+    let flagged = progress.lock().unwrap().flagged.clone();
+    assert_eq!(flagged, ["u005: newNetwork", "u009: fraudReported"]);
+
+    // Read again (a restart) from the ledger's cursor: nothing new, nothing counted twice.
+    provider.asked.lock().unwrap().clear();
+    let again = SharedProgress::default();
+    let second = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit.clone(), progress: again.clone(), stop: watch::channel(false).1 };
+    assert_eq!(second.restore(&job).await.map(|_| ()).unwrap(), ());
+    assert_eq!(second.check_re_enrollment(&job).await.unwrap(), RunEnd::Finished);
+    assert!(provider.asked.lock().unwrap().is_empty());
+    let counts = again.lock().unwrap().counts.clone();
+    assert_eq!((counts.re_enrolled, counts.anomalies), (2, 2), "counts rebuilt from the ledger");
+    let state = ledger.read_watch("fake").await.unwrap().unwrap();
+    assert_eq!((state.cursor.as_deref(), state.events_read), (Some("5"), 3), "the two sign-ins before the stream's start are not part of it");
+    assert_eq!(state.recent.len(), 2, "both enrollments kept for the rules that compare users");
+    assert!(state.recent.iter().all(|r| r.address.as_deref().is_some_and(|a| !a.contains('.'))), "addresses kept only as pseudonyms");
+
+    // With the cursor lost, the same events read again flag nobody twice.
+    let mut lost = state.clone();
+    lost.cursor = None;
+    ledger.write_watch(&lost).await.unwrap();
+    let third = SharedProgress::default();
+    let runner = Runner { provider: provider.clone(), ledger: ledger.clone(), audit, progress: third.clone(), stop: watch::channel(false).1 };
+    runner.restore(&job).await.unwrap();
+    runner.check_re_enrollment(&job).await.unwrap();
+    assert_eq!(third.lock().unwrap().counts.anomalies, 2);
 }
