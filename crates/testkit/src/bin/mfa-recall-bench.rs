@@ -463,6 +463,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
                 revoke_sessions: true,
                 cutoff: jiff::Timestamp::now(),
                 concurrency: args.in_flight as usize,
+                window: Default::default(),
             };
             runner.revoke(&job).await.unwrap();
             let invalidated = runner.progress.lock().unwrap().counts.invalidated;
@@ -500,6 +501,17 @@ impl LedgerStore for EncodedLedger {
         let first = self.written.lock().unwrap().insert(segment.index);
         std::hint::black_box(if first { ledger::encode(segment)? } else { ledger::encode(&segment.outcomes())? });
         Ok(())
+    }
+    async fn read_watch(&self, _backend: &str) -> mfa_recall::Result<Option<mfa_recall::watch::WatchState>> {
+        Ok(None)
+    }
+    async fn write_watch(&self, state: &mfa_recall::watch::WatchState) -> mfa_recall::Result<()> {
+        std::hint::black_box(ledger::encode(state)?);
+        Ok(())
+    }
+    fn pseudonym(&self, value: &str) -> String {
+        // The operator's cost of a pseudonym, under a key nothing outlives.
+        ledger::pseudonym(&mfa_recall::keys::HmacKey::new(b"the bench's pseudonym key, per process", "the bench's key").unwrap(), value)
     }
 }
 
