@@ -7,6 +7,7 @@
 //!
 //! State is in memory and kept per user in maps, so a simulator serves a million users.
 
+pub mod activity;
 pub mod auth0;
 pub mod duo;
 pub mod entra;
@@ -24,6 +25,7 @@ use hyper::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use activity::{Act, Activity, Place, place_of};
 pub use server::{Running, serve};
 
 /// The login every simulator gives user `i`.
@@ -322,6 +324,11 @@ pub trait Provider: Send + Sync + 'static {
     }
     /// How late the provider's logs show what happened, where it has such a lag.
     fn set_log_delay(&self, _delay: std::time::Duration) {}
+    /// Records what a person did in the provider's log (an enrollment also adds the factor): the
+    /// id of the factor enrolled, if any. Err says why the provider's log has no such entry.
+    fn act(&self, _username: &str, _activity: &Activity) -> Result<Option<String>, String> {
+        Err(format!("the {} simulator records no such activity", self.name()))
+    }
 }
 
 /// Faults to inject, for tests of retries and of what a recall reports.
@@ -628,6 +635,13 @@ impl Simulator {
                     None => SimResponse::json(404, &json!({ "error": "no such user or kind" })),
                 }
             }
+            ("POST", ["users", name, "activity"]) => match serde_json::from_value::<Activity>(body()) {
+                Ok(activity) => match self.provider.act(&percent_decode(name), &activity) {
+                    Ok(id) => SimResponse::json(200, &json!({ "id": id })),
+                    Err(why) => SimResponse::json(404, &json!({ "error": why })),
+                },
+                Err(e) => bad(&e.to_string()),
+            },
             _ => SimResponse::json(404, &json!({ "error": "unknown control path" })),
         }
     }

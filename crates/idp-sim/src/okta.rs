@@ -42,7 +42,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, rfc3339};
-use crate::FactorKind;
+use crate::{Act, Activity, FactorKind, place_of};
 
 /// Users per page unless `limit` says less; Okta's maximum for `/users`.
 const USERS_PAGE_MAX: usize = 200;
@@ -92,12 +92,18 @@ struct LogEvent {
     uuid: u128,
     published: Timestamp,
     event_type: &'static str,
-    /// The user the event is about (actor and first target).
+    /// The user the event is about (its first target; its actor unless `by_admin`).
     user: usize,
-    factor_id: String,
-    factor_type: &'static str,
+    /// The factor the event is about, and its type; None for sign-ins and reports.
+    factor: Option<(String, &'static str)>,
     /// Client IP and user agent of a person's own action; None for an admin API call.
     from: Option<(String, String)>,
+    /// The administrator who acted for the user (their login), or `system@okta.com`.
+    by_admin: Option<String>,
+    /// The Okta Verify device of an enrollment or a push.
+    device: Option<String>,
+    /// `outcome.result`: SUCCESS, FAILURE, DENY.
+    result: &'static str,
 }
 
 #[derive(Default)]
@@ -328,18 +334,6 @@ fn group_json(g: &Group) -> Value {
     })
 }
 
-/// Where an address is, as the System Log would say: (country, state, city, ASN, org).
-fn geo_of(ip: &str) -> (&'static str, &'static str, &'static str, u32, &'static str) {
-    const PLACES: [(&str, &str, &str, u32, &str); 4] = [
-        ("United States", "California", "San Francisco", 64496, "example transit"),
-        ("Germany", "Berlin", "Berlin", 64500, "example carrier"),
-        ("Brazil", "Sao Paulo", "Sao Paulo", 64510, "example mobile"),
-        ("Japan", "Tokyo", "Tokyo", 64511, "example fiber"),
-    ];
-    let hash = ip.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-    PLACES[(hash % PLACES.len() as u32) as usize]
-}
-
 /// Link header of one page: `self` and, when there is more, `next` with the `after` cursor.
 fn link_header(base: &str, path: &str, limit: usize, extra: &str, after: Option<&str>, next: Option<&str>) -> String {
     let url = |after: Option<&str>| {
@@ -552,7 +546,10 @@ fn list_members(request: &SimRequest, state: &State, group_id: &str) -> SimRespo
 }
 
 /// `GET /api/v1/logs` with `since`, `until`, `limit`, `after` and a `filter` of `field eq "value"`
-/// terms joined by `and` (fields eventType, target.id, actor.id).
+/// terms (fields eventType, target.id, actor.id) joined by `and`, and those joined by `or` ("and"
+/// binds first, as in Okta's filter expressions). Without `until` it is a polling request: the
+/// answer always has a next link, from where the page ended, to ask again later ("Polling
+/// requests" in the System Log reference).
 fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
     let parse_time = |key: &str| request.query(key).map(|t| t.parse::<Timestamp>().map_err(|_| error(400, "E0000001", &format!("Api validation failed: {key}"))));
     let since = match parse_time("since") {
@@ -565,22 +562,30 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
         Some(Ok(t)) => Some(t),
         None => None,
     };
-    let mut terms: Vec<(String, String)> = Vec::new();
+    // Alternatives, each a list of (field, value) terms that must all hold.
+    let mut alternatives: Vec<Vec<(String, String)>> = Vec::new();
     if let Some(filter) = request.query("filter") {
-        for term in filter.split(" and ") {
-            let mut words = term.trim().splitn(3, ' ');
-            let (Some(field), Some("eq"), Some(value)) = (words.next(), words.next(), words.next()) else {
-                return error(400, "E0000031", "Invalid search criteria: filter");
-            };
-            if !["eventType", "target.id", "actor.id"].contains(&field) || !value.starts_with('"') || !value.ends_with('"') || value.len() < 2 {
-                return error(400, "E0000031", "Invalid search criteria: filter");
+        for alternative in filter.split(" or ") {
+            let mut terms = Vec::new();
+            for term in alternative.split(" and ") {
+                let mut words = term.trim().splitn(3, ' ');
+                let (Some(field), Some("eq"), Some(value)) = (words.next(), words.next(), words.next()) else {
+                    return error(400, "E0000031", "Invalid search criteria: filter");
+                };
+                if !["eventType", "target.id", "actor.id"].contains(&field) || !value.starts_with('"') || !value.ends_with('"') || value.len() < 2 {
+                    return error(400, "E0000031", "Invalid search criteria: filter");
+                }
+                terms.push((field.to_string(), value[1..value.len() - 1].to_string()));
             }
-            terms.push((field.to_string(), value[1..value.len() - 1].to_string()));
+            alternatives.push(terms);
         }
     }
     let limit = page_limit(request, 100, LOGS_PAGE_MAX);
-    // A user id in target.id narrows the search to that user's entries.
-    let user_target = terms.iter().find(|(f, _)| f == "target.id").and_then(|(_, id)| state.by_id.get(id));
+    // A user id in target.id, in a filter of one alternative, narrows the search to that user's entries.
+    let user_target = match alternatives.as_slice() {
+        [terms] => terms.iter().find(|(f, _)| f == "target.id").and_then(|(_, id)| state.by_id.get(id)),
+        _ => None,
+    };
     let candidates: Box<dyn Iterator<Item = usize>> = match user_target {
         Some(user) => Box::new(state.logs_by_user.get(user).into_iter().flatten().copied()),
         None => Box::new(0..state.logs.len()),
@@ -596,13 +601,14 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
             past_after = Some(e.uuid) == after_uuid;
             continue;
         }
+        let holds = |(field, value): &(String, String)| match field.as_str() {
+            "eventType" => e.event_type == value,
+            "target.id" => state.users[e.user].id == *value || e.factor.as_ref().is_some_and(|(id, _)| id == value),
+            _ => e.by_admin.is_none() && state.users[e.user].id == *value,
+        };
         let matches = e.published >= since
             && until.is_none_or(|u| e.published < u)
-            && terms.iter().all(|(field, value)| match field.as_str() {
-                "eventType" => e.event_type == value,
-                "target.id" => state.users[e.user].id == *value || e.factor_id == *value,
-                _ => state.users[e.user].id == *value,
-            });
+            && (alternatives.is_empty() || alternatives.iter().any(|terms| terms.iter().all(holds)));
         if matches {
             if page.len() == limit {
                 more = true;
@@ -611,12 +617,18 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
             page.push(e);
         }
     }
-    let next = if more { page.last().map(|e| format!("{:032x}", e.uuid)) } else { None };
-    let extra: String = ["since", "until", "filter"]
+    let last = page.last().map(|e| format!("{:032x}", e.uuid));
+    let polling = until.is_none();
+    let next = if more || polling { last.as_deref().or(after) } else { None };
+    let extra: String = ["since", "until", "filter", "sortOrder"]
         .iter()
         .filter_map(|k| request.query(k).map(|v| format!("&{k}={}", crate::percent_encode(v))))
         .collect();
-    let link = link_header(&Okta::base(request), "/api/v1/logs", limit, &extra, after, next.as_deref());
+    let mut link = link_header(&Okta::base(request), "/api/v1/logs", limit, &extra, after, next);
+    if polling && next.is_none() {
+        // Nothing read yet: ask again from the same place.
+        link.push_str(&format!(", <{}/api/v1/logs?limit={limit}{extra}>; rel=\"next\"", Okta::base(request)));
+    }
     SimResponse::json(200, &Value::Array(page.iter().map(|e| log_json(state, e)).collect())).with_header("Link", link)
 }
 
@@ -656,7 +668,7 @@ fn user_route(request: &SimRequest, state: &mut State, index: usize, method: &st
         ("POST", ["lifecycle", "reset_factors"]) => {
             let removed: Vec<Factor> = state.users[index].factors.drain(..).collect();
             for f in removed {
-                record(state, index, "user.mfa.factor.reset_all", (&f.id, f.factor_type), None);
+                record(state, index, "user.mfa.factor.reset_all", Some((&f.id, f.factor_type)), None);
             }
             SimResponse::json(200, &json!({}))
         }
@@ -766,15 +778,15 @@ fn delete_factor(state: &mut State, index: usize, factor_id: &str) -> bool {
         });
     }
     for (id, factor_type) in removed {
-        record(state, index, "user.mfa.factor.deactivate", (&id, factor_type), None);
+        record(state, index, "user.mfa.factor.deactivate", Some((&id, factor_type)), None);
     }
     true
 }
 
-/// Appends a System Log entry about user `index` and factor `factor_id`; `from` is the client IP
-/// for events a person caused (an admin API call has the operator's address, left out here).
-fn record(state: &mut State, index: usize, event_type: &'static str, factor: (&str, &'static str), from: Option<(&str, &str)>) {
-    let (factor_id, factor_type) = factor;
+/// Appends a System Log entry about user `index` (and a factor); `from` is the client IP and user
+/// agent for events a person caused (an admin API call has the operator's address, left out
+/// here). The entry, for callers to add an actor, a device, an outcome or an earlier time.
+fn record<'s>(state: &'s mut State, index: usize, event_type: &'static str, factor: Option<(&str, &'static str)>, from: Option<(&str, &str)>) -> &'s mut LogEvent {
     let at = state.logs.len();
     state.logs_by_user.entry(index).or_default().push(at);
     state.logs.push(LogEvent {
@@ -782,33 +794,71 @@ fn record(state: &mut State, index: usize, event_type: &'static str, factor: (&s
         published: Timestamp::now(),
         event_type,
         user: index,
-        factor_id: factor_id.to_string(),
-        factor_type,
+        factor: factor.map(|(id, factor_type)| (id.to_string(), factor_type)),
         from: from.map(|(ip, agent)| (ip.to_string(), agent.to_string())),
+        by_admin: None,
+        device: None,
+        result: "SUCCESS",
     });
+    state.logs.last_mut().expect("just pushed")
+}
+
+/// The System Log's event type of an activity (System Log event types reference); None for what
+/// Okta's log has no entry for.
+fn activity_event(what: Act) -> Option<&'static str> {
+    Some(match what {
+        Act::Enroll { .. } => "user.mfa.factor.activate",
+        Act::SignIn => "user.session.start",
+        Act::PushDenied => "user.mfa.okta_verify.deny_push",
+        Act::FraudReported => "user.account.report_suspicious_activity_by_enduser",
+        Act::RiskySignIn => "user.risk.detect",
+        Act::BypassIssued => return None,
+    })
+}
+
+fn display_message(event_type: &str) -> &'static str {
+    match event_type {
+        "user.mfa.factor.activate" => "Activate factor or authenticator",
+        "user.mfa.factor.deactivate" | "user.mfa.factor.reset_all" => "Reset factor or authenticator",
+        "user.session.start" => "User login to Okta",
+        "user.mfa.okta_verify.deny_push" => "User rejected Okta push verify",
+        "user.account.report_suspicious_activity_by_enduser" => "User report suspicious activity",
+        "user.risk.detect" => "User risk detected",
+        _ => "Okta event",
+    }
 }
 
 /// A System Log entry as Okta returns it.
 fn log_json(state: &State, e: &LogEvent) -> Value {
     let user = &state.users[e.user];
     let (ip, agent) = e.from.as_ref().map(|(ip, agent)| (ip.as_str(), agent.as_str())).unwrap_or(("192.0.2.1", "mfa-recall"));
-    let (country, region, city, asn, org) = geo_of(ip);
+    let place = place_of(ip);
+    let actor = match &e.by_admin {
+        Some(admin) if admin == "system@okta.com" => json!({ "id": "0oa1oktasystem", "type": "SystemPrincipal", "alternateId": admin, "displayName": "Okta System" }),
+        Some(admin) => {
+            let id = admin.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+            json!({ "id": format!("00u{id:017x}"), "type": "User", "alternateId": admin, "displayName": admin })
+        }
+        None => json!({ "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login }),
+    };
+    let mut target = vec![json!({ "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login })];
+    if let Some((id, factor_type)) = &e.factor {
+        target.push(json!({ "id": id, "type": "AuthenticatorEnrollment", "alternateId": "unknown", "displayName": factor_type }));
+    }
     json!({
         "uuid": format!("{:032x}", e.uuid), "published": rfc3339(e.published), "eventType": e.event_type, "version": "0", "severity": "INFO",
-        "displayMessage": match e.event_type { "user.mfa.factor.activate" => "Activate factor or authenticator", _ => "Reset factor or authenticator" },
-        "actor": { "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login },
+        "displayMessage": display_message(e.event_type),
+        "actor": actor,
         "client": {
             "ipAddress": ip, "device": "Computer", "zone": "null",
             "userAgent": { "rawUserAgent": agent, "os": "Mac OS X", "browser": "CHROME" },
-            "geographicalContext": { "country": country, "state": region, "city": city, "postalCode": null, "geolocation": { "lat": 0.0, "lon": 0.0 } },
+            "geographicalContext": { "country": place.country, "state": place.region, "city": place.city, "postalCode": null, "geolocation": { "lat": place.lat, "lon": place.lon } },
         },
-        "securityContext": { "asNumber": asn, "asOrg": org, "isp": org, "domain": null, "isProxy": false },
-        "outcome": { "result": "SUCCESS", "reason": null },
-        "target": [
-            { "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login },
-            { "id": e.factor_id, "type": "AuthenticatorEnrollment", "alternateId": "unknown", "displayName": e.factor_type },
-        ],
-        "debugContext": { "debugData": { "factor": e.factor_type, "requestUri": "/idp/idx/challenge/answer" } },
+        "device": e.device.as_ref().map(|id| json!({ "id": id, "name": "iPhone 15", "os_platform": "IOS", "managed": false })),
+        "securityContext": { "asNumber": place.asn, "asOrg": place.org, "isp": place.org, "domain": null, "isProxy": place.proxy },
+        "outcome": { "result": e.result, "reason": null },
+        "target": target,
+        "debugContext": { "debugData": { "factor": e.factor.as_ref().map(|(_, t)| *t), "requestUri": "/idp/idx/challenge/answer" } },
     })
 }
 
@@ -900,18 +950,44 @@ impl Provider for Okta {
     }
 
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
+        self.act(username, &Activity::new(Act::Enroll { factor: kind }, from_ip)).ok().flatten()
+    }
+
+    fn act(&self, username: &str, activity: &Activity) -> Result<Option<String>, String> {
+        let event_type = activity_event(activity.what).ok_or("Okta's System Log has no entry for a bypass code")?;
         let mut state = self.state.lock().unwrap();
-        let index = *state.by_login.get(username)?;
-        let now = Timestamp::now();
-        let factors: Vec<Factor> = okta_factors(kind).into_iter().map(|entry| new_factor(entry, now)).collect();
-        let first = factors.first()?.id.clone();
-        let ids: Vec<(String, &'static str)> = factors.iter().map(|f| (f.id.clone(), f.factor_type)).collect();
-        state.users[index].factors.extend(factors);
-        let agent = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36";
-        for (id, factor_type) in ids {
-            record(&mut state, index, "user.mfa.factor.activate", (&id, factor_type), Some((from_ip, agent)));
+        let index = *state.by_login.get(username).ok_or("no such user")?;
+        let at = activity.at();
+        let mut factors: Vec<(String, &'static str)> = Vec::new();
+        let mut first = None;
+        if let Act::Enroll { factor } = activity.what {
+            let mut added: Vec<Factor> = okta_factors(factor).into_iter().map(|entry| new_factor(entry, at)).collect();
+            if added.is_empty() {
+                return Err(format!("Okta has no factor of kind {}", factor.as_str()));
+            }
+            for f in &mut added {
+                // The test's device stands for the Okta Verify install the factor lives on.
+                if f.device.is_some() {
+                    if let Some(device) = &activity.device {
+                        f.device = Some(device.clone());
+                    }
+                }
+            }
+            first = Some(added[0].id.clone());
+            factors = added.iter().map(|f| (f.id.clone(), f.factor_type)).collect();
+            state.users[index].factors.extend(added);
         }
-        Some(first)
+        let entries: Vec<Option<(String, &'static str)>> = if factors.is_empty() { vec![None] } else { factors.into_iter().map(Some).collect() };
+        for factor in entries {
+            let entry = record(&mut state, index, event_type, factor.as_ref().map(|(id, t)| (id.as_str(), *t)), Some((&activity.ip, &activity.user_agent)));
+            entry.published = at;
+            entry.by_admin = activity.by_admin.clone();
+            entry.device = activity.device.clone();
+            if activity.what == Act::PushDenied {
+                entry.result = "DENY";
+            }
+        }
+        Ok(first)
     }
 }
 
