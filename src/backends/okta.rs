@@ -32,6 +32,7 @@ use super::{
     UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
 };
 use crate::api::{FactorKind, OktaProvider};
+use crate::watch::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent, Personal};
 
 /// Users per listing request: Okta's maximum for `/users`.
 const USERS_PAGE: usize = 200;
@@ -43,6 +44,19 @@ const ENROLLMENT_ONLY: &str = "enrollment/";
 /// Marks, in `provider_type`, a factor that lives on an Okta Verify device deleted with the factor
 /// before it in the plan: Okta deletes it along.
 const ON_DELETED_DEVICE: &str = "device/";
+/// System Log entries per request: Okta's maximum for `/logs`.
+const LOG_PAGE: usize = 1000;
+/// What the window watch reads from the org's System Log: enrollments and what should make one
+/// suspect (sign-ins are read only in a user's own history, where the rules need them).
+const WATCHED_EVENT_TYPES: [&str; 7] = [
+    "user.mfa.factor.activate",
+    "user.mfa.factor.deactivate",
+    "user.mfa.factor.reset_all",
+    "user.mfa.okta_verify.deny_push",
+    "user.account.report_suspicious_activity_by_enduser",
+    "user.risk.detect",
+    "security.threat.detected",
+];
 
 const LIST_USERS: Op = Op::new("list_users", "users");
 const GET_USER: Op = Op::new("get_user", "users");
@@ -287,6 +301,69 @@ fn brief(value: &Value) -> String {
     super::brief(value, &["/errorCode", "/errorSummary"])
 }
 
+/// A System Log entry as an identity event; None for what the watch does not read (other types,
+/// attempts that failed); Err says why the entry cannot be read (it is skipped and counted).
+fn identity_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
+    let text = |v: &Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let id = text(&entry["uuid"]).ok_or("a System Log entry without a uuid")?;
+    let at: jiff::Timestamp = entry["published"].as_str().and_then(|p| p.parse().ok()).ok_or_else(|| format!("System Log entry {id}: no readable published time"))?;
+    let event_type = entry["eventType"].as_str().unwrap_or_default();
+    let result = entry["outcome"]["result"].as_str().unwrap_or("SUCCESS");
+    let kind = match (event_type, result) {
+        (_, "FAILURE" | "DENY") if event_type != "user.mfa.okta_verify.deny_push" => return Ok(None),
+        ("user.mfa.factor.activate", _) => EventKind::FactorEnrolled,
+        ("user.mfa.factor.deactivate" | "user.mfa.factor.reset_all", _) => EventKind::FactorRemoved,
+        ("user.session.start", _) => EventKind::SignIn,
+        ("user.authentication.auth_via_mfa", _) => EventKind::MfaChallenge,
+        ("user.mfa.okta_verify.deny_push", _) => EventKind::PushDenied,
+        ("user.account.report_suspicious_activity_by_enduser", _) => EventKind::FraudReported,
+        ("user.risk.detect" | "security.threat.detected", _) => EventKind::RiskySignIn,
+        _ => return Ok(None),
+    };
+    let targets = entry["target"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let actor = &entry["actor"];
+    // The user is the target of type User; a sign-in or a report has none, and is the actor's own.
+    let user_id = targets
+        .iter()
+        .find(|t| t["type"] == "User")
+        .or((actor["type"] == "User").then_some(actor))
+        .and_then(|u| text(&u["id"]))
+        .ok_or_else(|| format!("System Log entry {id}: names no user"))?;
+    let actor = match (text(&actor["id"]), text(&actor["alternateId"])) {
+        (_, Some(alt)) if alt.eq_ignore_ascii_case("system@okta.com") || actor["type"] == "SystemPrincipal" => Actor::Provider(alt),
+        (Some(actor_id), _) if actor_id == user_id => Actor::User,
+        (Some(actor_id), alt) => Actor::Other(alt.unwrap_or(actor_id)),
+        (None, _) => Actor::Unknown,
+    };
+    let client = &entry["client"];
+    let geo = &client["geographicalContext"];
+    let place = Geo {
+        country: text(&geo["country"]),
+        region: text(&geo["state"]),
+        city: text(&geo["city"]),
+        point: Geo::point_of(geo["geolocation"]["lat"].as_f64(), geo["geolocation"]["lon"].as_f64()),
+    };
+    let has_place = place.country.is_some() || place.city.is_some() || place.point.is_some();
+    let security = &entry["securityContext"];
+    let factor_type = entry["debugContext"]["debugData"]["factor"].as_str().or_else(|| targets.iter().find(|t| t["type"] == "AuthenticatorEnrollment").and_then(|t| t["displayName"].as_str()));
+    Ok(Some(IdentityEvent {
+        id,
+        at,
+        user_id,
+        kind,
+        actor,
+        client: ClientInfo {
+            ip: client["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            user_agent: text(&client["userAgent"]["rawUserAgent"]),
+            geo: has_place.then_some(place),
+            asn: security["asNumber"].as_u64().and_then(|n| u32::try_from(n).ok()),
+            proxy: security["isProxy"] == true,
+        },
+        factor: factor_type.and_then(factor_kind),
+        device: entry["device"]["id"].as_str().and_then(Personal::new),
+    }))
+}
+
 fn origin_of(event: &Value) -> EnrollmentOrigin {
     let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
     let client = &event["client"];
@@ -506,7 +583,7 @@ impl IdentityProvider for Okta {
             count_sessions: false,
             force_re_enrollment: false,
             enrollment_detection: true,
-            event_stream: false,
+            event_stream: true,
             disable_user: true,
             nested_groups: false,
             // Okta logins are unique case-insensitively, and looked up so.
@@ -639,6 +716,39 @@ impl IdentityProvider for Okta {
             None => self.held(user).await?,
         };
         Ok(first_enrolled_since(held.into_iter().filter_map(|h| Some((h.kind, h.created?))), cutoff))
+    }
+
+    async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        // A polling request (no `until`) or a bounded one; the cursor is Okta's `after`, taken from
+        // the next link, which Okta gives a polling request even when it has nothing new.
+        let filter = match query.user {
+            // A sign-in has the user as its actor and no target; an enrollment has them as target.
+            Some(user) => {
+                let id = user.id.replace('"', "");
+                format!("target.id eq \"{id}\" or actor.id eq \"{id}\"")
+            }
+            None => WATCHED_EVENT_TYPES.iter().map(|t| format!("eventType eq \"{t}\"")).collect::<Vec<_>>().join(" or "),
+        };
+        let stamp = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let mut params = vec![("since", stamp(query.from)), ("filter", filter), ("sortOrder", "ASCENDING".to_string()), ("limit", LOG_PAGE.to_string())];
+        params.extend(query.until.map(|u| ("until", stamp(u))));
+        params.extend(query.cursor.map(|c| ("after", c.to_string())));
+        let (entries, next) = self.get_page::<Vec<Value>>(READ_LOG, &self.url("/api/v1/logs"), &params).await?.unwrap_or_default();
+        if let Some(next) = &next {
+            self.check_same_org(next)?;
+        }
+        let mut page = EventPage { more: entries.len() >= LOG_PAGE, cursor: next.as_deref().and_then(after_of).or(query.cursor.map(String::from)), ..Default::default() };
+        for entry in &entries {
+            match identity_event(entry) {
+                Ok(Some(event)) => page.events.push(event),
+                Ok(None) => {}
+                Err(why) => page.skipped.push(why),
+            }
+        }
+        if next.is_none() {
+            page.more = false;
+        }
+        Ok(page)
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {

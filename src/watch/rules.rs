@@ -237,7 +237,8 @@ fn impossible_travel(judged: &Judged, t: &Thresholds) -> Option<Finding> {
     if exempt(judged.event) {
         return None;
     }
-    let before = judged.history.iter().rev().find(|e| e.at <= judged.event.at && e.kind.locates_user() && e.client.geo.as_ref().is_some_and(|g| g.point.is_some()))?;
+    // The history read for an enrollment holds the enrollment itself: not where the user came from.
+    let before = judged.history.iter().rev().find(|e| e.id != judged.event.id && e.at <= judged.event.at && e.kind.locates_user() && e.client.geo.as_ref().is_some_and(|g| g.point.is_some()))?;
     if exempt(before) {
         return None;
     }
@@ -461,6 +462,10 @@ mod tests {
         history.push(event("s1", EventKind::SignIn, "2026-12-02T08:00:00Z", "203.0.113.10", "NL", AMSTERDAM));
         let lagos = event("e1", EventKind::FactorEnrolled, "2026-12-02T09:00:00Z", "198.51.100.7", "NG", LAGOS);
         assert!(judge_one(&lagos, &history, &[], None, None).contains(&Rule::ImpossibleTravel));
+        // The engine reads the history up to and with the enrollment: it is not its own origin.
+        let mut with_itself = history.clone();
+        with_itself.push(lagos.clone());
+        assert!(judge_one(&lagos, &with_itself, &[], None, None).contains(&Rule::ImpossibleTravel));
         // Paris four hours later is a train ride: plausible.
         let paris = event("e2", EventKind::FactorEnrolled, "2026-12-02T12:00:00Z", "198.51.100.8", "FR", PARIS);
         assert!(!judge_one(&paris, &history, &[], None, None).contains(&Rule::ImpossibleTravel));

@@ -581,13 +581,12 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
         }
     }
     let limit = page_limit(request, 100, LOGS_PAGE_MAX);
-    // A user id in target.id, in a filter of one alternative, narrows the search to that user's entries.
-    let user_target = match alternatives.as_slice() {
-        [terms] => terms.iter().find(|(f, _)| f == "target.id").and_then(|(_, id)| state.by_id.get(id)),
-        _ => None,
-    };
+    // A user id that every alternative asks for (as target or actor) narrows the search to that user's entries.
+    let user_of = |terms: &Vec<(String, String)>| terms.iter().find(|(f, _)| f == "target.id" || f == "actor.id").and_then(|(_, id)| state.by_id.get(id).copied());
+    let first_user = alternatives.first().and_then(user_of);
+    let user_target = first_user.filter(|u| alternatives.iter().all(|terms| user_of(terms) == Some(*u)));
     let candidates: Box<dyn Iterator<Item = usize>> = match user_target {
-        Some(user) => Box::new(state.logs_by_user.get(user).into_iter().flatten().copied()),
+        Some(user) => Box::new(state.logs_by_user.get(&user).into_iter().flatten().copied()),
         None => Box::new(0..state.logs.len()),
     };
     let after = request.query("after");
@@ -603,7 +602,7 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
         }
         let holds = |(field, value): &(String, String)| match field.as_str() {
             "eventType" => e.event_type == value,
-            "target.id" => state.users[e.user].id == *value || e.factor.as_ref().is_some_and(|(id, _)| id == value),
+            "target.id" => (e.factor.is_some() || e.by_admin.is_some()) && state.users[e.user].id == *value || e.factor.as_ref().is_some_and(|(id, _)| id == value),
             _ => e.by_admin.is_none() && state.users[e.user].id == *value,
         };
         let matches = e.published >= since
@@ -841,7 +840,11 @@ fn log_json(state: &State, e: &LogEvent) -> Value {
         }
         None => json!({ "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login }),
     };
-    let mut target = vec![json!({ "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login })];
+    // A person's own sign-in, push answer or report has them as its actor and no target.
+    let mut target = Vec::new();
+    if e.factor.is_some() || e.by_admin.is_some() {
+        target.push(json!({ "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login }));
+    }
     if let Some((id, factor_type)) = &e.factor {
         target.push(json!({ "id": id, "type": "AuthenticatorEnrollment", "alternateId": "unknown", "displayName": factor_type }));
     }
@@ -857,7 +860,7 @@ fn log_json(state: &State, e: &LogEvent) -> Value {
         "device": e.device.as_ref().map(|id| json!({ "id": id, "name": "iPhone 15", "os_platform": "IOS", "managed": false })),
         "securityContext": { "asNumber": place.asn, "asOrg": place.org, "isp": place.org, "domain": null, "isProxy": place.proxy },
         "outcome": { "result": e.result, "reason": null },
-        "target": target,
+        "target": if target.is_empty() { Value::Null } else { Value::Array(target) },
         "debugContext": { "debugData": { "factor": e.factor.as_ref().map(|(_, t)| *t), "requestUri": "/idp/idx/challenge/answer" } },
     })
 }
