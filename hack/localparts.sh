@@ -70,8 +70,11 @@ start() {
   (
     export JAVA_HOME="$MFA_RECALL_KEYCLOAK_JAVA_HOME"
     export KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=admin
+    # Proxy headers from loopback only: the window tests sign users in "from" chosen addresses
+    # through X-Forwarded-For, and Keycloak's events record those.
     exec "$MFA_RECALL_KEYCLOAK_HOME/bin/kc.sh" start-dev --db=dev-mem --http-host=127.0.0.1 --http-port="$kc_port" \
-      --http-management-port="$kc_mgmt_port" --health-enabled=true
+      --http-management-port="$kc_mgmt_port" --health-enabled=true \
+      --proxy-headers=xforwarded --proxy-trusted-addresses=127.0.0.1
   ) > "$dir/keycloak.log" 2>&1 &
   echo $! > "$dir/keycloak.pid"
 

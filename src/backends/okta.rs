@@ -882,6 +882,39 @@ mod tests {
         assert_eq!(origin.user_agent.as_deref(), Some("Mozilla/5.0"));
     }
 
+    #[test]
+    fn system_log_entries_become_identity_events_and_garbage_is_named() {
+        let admin_enrolled = json!({
+            "uuid": "a1", "published": "2026-12-02T09:00:00.000Z", "eventType": "user.mfa.factor.activate", "outcome": { "result": "SUCCESS" },
+            "actor": { "id": "00uadmin", "type": "User", "alternateId": "Helpdesk@Example.com" },
+            "target": [{ "id": "00uuser", "type": "User" }, { "id": "sms1", "type": "AuthenticatorEnrollment", "displayName": "sms" }],
+            "client": { "ipAddress": " 100.64.7.7 ", "geographicalContext": { "country": "Nigeria", "geolocation": { "lat": 6.52, "lon": 3.38 } } },
+            "securityContext": { "asNumber": 64505, "isProxy": true },
+            "device": { "id": "dvc-1" },
+            "debugContext": { "debugData": {} },
+        });
+        let event = identity_event(&admin_enrolled).unwrap().unwrap();
+        assert_eq!((event.kind, event.user_id.as_str(), event.factor), (EventKind::FactorEnrolled, "00uuser", Some(FactorKind::Sms)));
+        assert_eq!(event.actor, Actor::Other("Helpdesk@Example.com".into()));
+        assert_eq!(event.client.ip, "100.64.7.7".parse().ok());
+        assert_eq!(event.client.geo.as_ref().and_then(|g| g.point), Some((6.52, 3.38)));
+        assert!(event.client.proxy && event.device.is_some());
+        // A sign-in has no target: the actor is the user. Okta's 0,0 is no place.
+        let sign_in = json!({ "uuid": "s1", "published": "2026-12-02T08:00:00Z", "eventType": "user.session.start", "actor": { "id": "00uuser", "type": "User" },
+                              "target": null, "client": { "ipAddress": "garbage", "geographicalContext": { "geolocation": { "lat": 0.0, "lon": 0.0 } } } });
+        let event = identity_event(&sign_in).unwrap().unwrap();
+        assert_eq!((event.kind, event.actor, event.client.ip, event.client.geo), (EventKind::SignIn, Actor::User, None, None));
+        let support = json!({ "uuid": "r1", "published": "2026-12-02T08:00:00Z", "eventType": "user.mfa.factor.reset_all", "actor": { "id": "x", "type": "SystemPrincipal", "alternateId": "system@okta.com" }, "target": [{ "id": "00uuser", "type": "User" }] });
+        assert_eq!(identity_event(&support).unwrap().unwrap().actor, Actor::Provider("system@okta.com".into()));
+        // Failed attempts and other types are not read; entries without what a reader needs are named.
+        let failed = json!({ "uuid": "f1", "published": "2026-12-02T08:00:00Z", "eventType": "user.session.start", "outcome": { "result": "FAILURE" }, "actor": { "id": "u", "type": "User" } });
+        assert!(identity_event(&failed).unwrap().is_none());
+        assert!(identity_event(&json!({ "uuid": "o1", "published": "2026-12-02T08:00:00Z", "eventType": "app.oauth2.token.grant" })).unwrap().is_none());
+        assert!(identity_event(&json!({ "published": "2026-12-02T08:00:00Z" })).is_err());
+        assert!(identity_event(&json!({ "uuid": "t1", "published": "yesterday", "eventType": "user.session.start" })).unwrap_err().contains("t1"));
+        assert!(identity_event(&json!({ "uuid": "n1", "published": "2026-12-02T08:00:00Z", "eventType": "user.mfa.factor.activate", "actor": { "type": "PublicClientApp" } })).unwrap_err().contains("names no user"));
+    }
+
     /// The service-app path end to end against the simulator: a signed client assertion buys a
     /// scoped token, reused across calls; a key Okta does not know is refused with the Secret named.
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{RecallJob, RunEnd, Runner};
 use crate::Result;
 use crate::audit::{Action, Outcome};
-use crate::backends::ProviderError;
+use crate::backends::{ErrorKind, ProviderError};
 use crate::ledger::{Segment, UserState};
 use crate::watch::rules::{self, Judged};
 use crate::watch::{EventKind, EventQuery, Flag, IdentityEvent, Recent, Thresholds, WatchState};
@@ -64,7 +64,15 @@ impl Runner {
         let from = job.window.started.unwrap_or(job.cutoff);
         let mut state = self.ledger.read_watch(&job.backend).await?.unwrap_or_else(|| WatchState::new(&job.backend, from));
         let index = self.recalled_index(job).await?;
-        let (events, cursor) = self.read_stream(job, &state, from).await;
+        let (events, cursor) = match self.read_stream(job, &state, from).await {
+            Ok(read) => read,
+            // The log cannot be read at all with these credentials or settings: ask every pending
+            // user, as for a provider without a stream, until it can.
+            Err(e) => {
+                tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "event log refused; asking each pending user instead");
+                return self.poll_pending(job).await;
+            }
+        };
         let mut touched: BTreeMap<u32, Segment> = BTreeMap::new();
         let mut tally = Tally::default();
         let mut named: HashMap<&str, Vec<&IdentityEvent>> = HashMap::new();
@@ -126,7 +134,8 @@ impl Runner {
 
     /// The stream's new events since the state's cursor, and the cursor after them. A page that
     /// cannot be read ends the reading for this check; what was read before it is dealt with.
-    async fn read_stream(&self, job: &RecallJob, state: &WatchState, from: jiff::Timestamp) -> (Vec<IdentityEvent>, Option<String>) {
+    /// Err when the first page is refused for credentials or configuration (not a passing fault).
+    async fn read_stream(&self, job: &RecallJob, state: &WatchState, from: jiff::Timestamp) -> std::result::Result<(Vec<IdentityEvent>, Option<String>), ProviderError> {
         let (mut events, mut cursor) = (Vec::new(), state.cursor.clone());
         let mut skipped = 0u64;
         for _ in 0..MAX_PAGES_PER_CHECK {
@@ -145,6 +154,7 @@ impl Runner {
                         break;
                     }
                 }
+                Err(e) if events.is_empty() && matches!(e.kind(), ErrorKind::Auth | ErrorKind::Config) => return Err(e),
                 Err(e) => {
                     tracing::warn!(recall = %job.recall, backend = %job.backend, error = %e, "event log unreadable; will read on from here at the next check");
                     break;
@@ -152,7 +162,7 @@ impl Runner {
             }
         }
         self.progress.lock().unwrap().events_skipped += skipped;
-        (events, cursor)
+        Ok((events, cursor))
     }
 
     /// Confirms with the provider that the user named by an enrollment event holds a factor

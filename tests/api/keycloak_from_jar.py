@@ -33,6 +33,7 @@ WANTED = [
     ("GET", "groups/{id}/children"),
     ("GET", "groups/{id}/members"),
     ("GET", "events"),
+    ("GET", "events/config"),
 ]
 HTTP = {"GET", "POST", "PUT", "DELETE", "PATCH"}
 HEADER = re.compile(r"^  (?:(?:public|protected|private|static|final|abstract|synchronized|default)\s+)*([\w.$<>\[\], ?]+?)\s+(\w+)\((.*)\);$")

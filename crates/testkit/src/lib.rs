@@ -152,6 +152,9 @@ impl KeycloakAdmin {
                          "clientRoles": {"realm-management": ["view-users", "manage-users", "view-events"]}}));
         let realm_rep = json!({
             "realm": realm, "enabled": true, "eventsEnabled": true,
+            // Users sign in "from" documentation addresses through X-Forwarded-For, over plain
+            // HTTP on loopback: Keycloak would otherwise ask them for HTTPS.
+            "sslRequired": "none",
             "groups": groups,
             "clients": [
                 {"clientId": OPERATOR_CLIENT, "enabled": true, "publicClient": false, "secret": client_secret,
@@ -183,6 +186,23 @@ impl KeycloakAdmin {
             if !response.status().is_success() {
                 return Err(format!("sign-in of {user}: {} {}", response.status(), response.text().await.unwrap_or_default()));
             }
+        }
+        Ok(())
+    }
+
+    /// Signs `user` in with the password grant from address `ip`, as Keycloak sees it through
+    /// X-Forwarded-For (hack/localparts.sh trusts proxy headers from loopback).
+    pub async fn sign_in_from(&self, realm: &str, user: &str, ip: &str) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/realms/{realm}/protocol/openid-connect/token", self.url))
+            .header("X-Forwarded-For", ip)
+            .form(&[("grant_type", "password"), ("client_id", APP_CLIENT), ("username", user), ("password", USER_PASSWORD), ("scope", "openid")])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("sign-in of {user} from {ip}: {} {}", response.status(), response.text().await.unwrap_or_default()));
         }
         Ok(())
     }
@@ -253,7 +273,16 @@ impl KeycloakAdmin {
 /// requires, exactly as a person with an authenticator app would. Returns once the new
 /// credential exists.
 pub async fn enroll_totp_by_browser(keycloak_url: &str, realm: &str, username: &str) -> Result<()> {
-    let http = Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
+    enroll_totp_by_browser_from(keycloak_url, realm, username, None).await
+}
+
+/// `enroll_totp_by_browser` from address `from`, as Keycloak sees it through X-Forwarded-For.
+pub async fn enroll_totp_by_browser_from(keycloak_url: &str, realm: &str, username: &str, from: Option<&str>) -> Result<()> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(ip) = from {
+        headers.insert("X-Forwarded-For", ip.parse().map_err(|_| format!("{ip} is no header value"))?);
+    }
+    let http = Client::builder().cookie_store(true).default_headers(headers).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
     let auth = format!(
         "{keycloak_url}/realms/{realm}/protocol/openid-connect/auth?client_id={APP_CLIENT}&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcallback&response_type=code&scope=openid"
     );
