@@ -126,3 +126,74 @@ async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() 
     Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
     Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
 }
+
+const CLEARANCES: &str = include_str!("../crds/mfarecall-clearances.yaml");
+
+/// The clearance policy in crds/mfarecall-clearances.yaml, on the real apiserver with two users: a
+/// clearance of a quarantined user must name, as clearedBy, the person Kubernetes authenticated
+/// the request with, and a clearance once made is never removed or edited.
+#[tokio::test]
+async fn a_clearance_names_the_person_who_made_it_and_stays() {
+    let admin = Parts::from_env().client().await;
+    let apply = PatchParams::apply("mfa-recall-tests").force();
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(CLEARANCES).map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()).collect();
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(docs[1].clone()).unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).patch(policy.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&policy)).await.unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).patch(binding.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&binding)).await.unwrap();
+
+    let namespace = support::unique("clearances");
+    testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
+    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": "recall-editor" },
+                       "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "create", "update", "patch"] }] });
+    Api::<Role>::namespaced(admin.clone(), &namespace).patch("recall-editor", &apply, &Patch::Apply(role)).await.unwrap();
+    let subjects: Vec<Value> = ["alice", "mallory"].iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
+    let role_binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": "recall-editor" },
+                               "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "recall-editor" }, "subjects": subjects });
+    Api::<RoleBinding>::namespaced(admin.clone(), &namespace).patch("recall-editor", &apply, &Patch::Apply(role_binding)).await.unwrap();
+    let recall: mfa_recall::api::MfaRecall = serde_json::from_value(json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": { "name": "incident-42" },
+        "spec": { "reason": "INC-42", "backends": ["okta"], "scope": { "users": ["User0001@Example.com"] }, "anomalies": { "action": "Quarantine" } }
+    }))
+    .unwrap();
+    Api::<mfa_recall::api::MfaRecall>::namespaced(admin.clone(), &namespace).create(&PostParams::default(), &recall).await.unwrap();
+    let as_alice = Api::<mfa_recall::api::MfaRecall>::namespaced(acting_as("alice").await, &namespace);
+    let as_mallory = Api::<mfa_recall::api::MfaRecall>::namespaced(acting_as("mallory").await, &namespace);
+    let clear = |clearances: Value| Patch::Merge(json!({ "spec": { "clearances": clearances } }));
+
+    // The apiserver takes up a new policy within a second or so: mallory creates throwaway recalls
+    // that clear a user in alice's name until she is refused.
+    let in_alices_name = json!([{ "user": "user0001@example.com", "clearedBy": "alice", "note": "it was her" }]);
+    let mut refused = None;
+    for attempt in 0..150 {
+        let mut probe = recall.clone();
+        probe.metadata.name = Some(format!("probe-{attempt}"));
+        probe.spec.clearances = serde_json::from_value(in_alices_name.clone()).unwrap();
+        match as_mallory.create(&PostParams::default(), &probe).await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("mallory is refused once the policy is active");
+    assert!(refused.contains("must name you as clearedBy: mallory"), "the refusal says what to write: {refused}");
+    let error = as_mallory.patch("incident-42", &PatchParams::default(), &clear(in_alices_name)).await.unwrap_err().to_string();
+    assert!(error.contains("must name you as clearedBy: mallory"), "{error}");
+
+    // alice clears in her own name; the clearance is kept as made.
+    let by_alice = json!([{ "user": "user0001@example.com", "clearedBy": "alice", "note": "confirmed by phone" }]);
+    as_alice.patch("incident-42", &PatchParams::default(), &clear(by_alice.clone())).await.expect("alice may clear in her own name");
+    // Nobody removes or rewrites it, not even alice.
+    let error = as_mallory.patch("incident-42", &PatchParams::default(), &clear(json!([]))).await.unwrap_err().to_string();
+    assert!(error.contains("never removed or edited"), "{error}");
+    let rewritten = json!([{ "user": "user0001@example.com", "clearedBy": "alice", "note": "never mind" }]);
+    let error = as_alice.patch("incident-42", &PatchParams::default(), &clear(rewritten)).await.unwrap_err().to_string();
+    assert!(error.contains("never removed or edited"), "{error}");
+    let kept = as_alice.get("incident-42").await.unwrap();
+    assert_eq!(serde_json::to_value(&kept.spec.clearances).unwrap(), by_alice);
+
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use idp_sim::FactorKind;
-use mfa_recall::api::{self, BackendLimits, IdentityBackend, ProviderBlock, RecallCounts};
+use mfa_recall::api::{self, AnomalyAction, BackendLimits, IdentityBackend, ProviderBlock, RecallCounts};
 use mfa_recall::audit::AuditLog;
 use mfa_recall::backends::{self, ErrorKind, IdentityProvider, ScopeSelector};
 use mfa_recall::engine::{RecallJob, RunEnd, Runner, SharedProgress, WindowSettings};
@@ -1209,7 +1209,7 @@ async fn window_watched(kind: &str) {
     let cutoff = jiff::Timestamp::now();
     clock_moves_past(cutoff).await;
     let thresholds = Thresholds { push_denials: 3, ..Thresholds::default() };
-    let job = RecallJob { window: WindowSettings { started: Some(cutoff), thresholds, baseline: jiff::SignedDuration::from_hours(1), sweep_per_check: 0 }, ..bench.job(ScopeSelector::AllUsers, cutoff) };
+    let job = RecallJob { window: WindowSettings { started: Some(cutoff), thresholds, baseline: jiff::SignedDuration::from_hours(1), sweep_per_check: 0, ..Default::default() }, ..bench.job(ScopeSelector::AllUsers, cutoff) };
     let counts = bench.revoke(&job).await;
     assert_eq!(counts.failed, 0, "{kind}: {counts:?}");
 
@@ -1281,6 +1281,82 @@ async fn window_watched(kind: &str) {
     assert_eq!(audited, flags, "{kind}: one audit line per flag, none twice");
 }
 
+/// Quarantine: a user flagged in the window loses every factor (the new one too), their sessions
+/// and the use of their account; a user not flagged keeps the factor enrolled after the cutoff.
+/// A person's clearance enables the account again, audited with their name, once; the user then
+/// enrolls anew and is counted.
+async fn window_quarantine(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    let names = bench.target.window_users();
+    let (suspect, fine) = (&names[0], &names[1]);
+    for name in [suspect, fine] {
+        bench.target.act(name, Activity::new(Act::SignIn, HOME)).await.unwrap_or_else(|why| panic!("{kind}: {name} signs in: {why}"));
+    }
+    let cutoff = jiff::Timestamp::now();
+    clock_moves_past(cutoff).await;
+    let window = WindowSettings { started: Some(cutoff), baseline: jiff::SignedDuration::from_hours(1), sweep_per_check: 0, action: AnomalyAction::Quarantine, ..Default::default() };
+    let mut job = RecallJob { window, ..bench.job(ScopeSelector::AllUsers, cutoff) };
+    let counts = bench.revoke(&job).await;
+    assert_eq!(counts.failed, 0, "{kind}: {counts:?}");
+    let enroll = |ip: &str| Activity::new(Act::Enroll { factor: FactorKind::Totp }, ip);
+    let kept = bench.target.act(fine, enroll(HOME)).await.unwrap().expect("a factor id");
+    bench.target.act(suspect, enroll(ABROAD)).await.unwrap();
+
+    let check = async |job: &RecallJob| {
+        let (_stop, stop_rx) = watch::channel(false);
+        let progress = SharedProgress::default();
+        bench.runner(progress.clone(), stop_rx).check_re_enrollment(job).await.unwrap_or_else(|e| panic!("{kind}: check failed: {e}"));
+        let segment = bench.ledger.read(kind, 0).await.unwrap();
+        let record = |name: &String| segment.users.iter().find(|r| &r.user.username == name).unwrap().clone();
+        (record(suspect), record(fine))
+    };
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(90);
+    let (quarantined, not_flagged) = loop {
+        let (s, f) = check(&job).await;
+        if (s.quarantine.is_some() && f.re_enrolled.is_some()) || tokio::time::Instant::now() > give_up {
+            break (s, f);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let quarantine = quarantined.quarantine.clone().unwrap_or_else(|| panic!("{kind}: {suspect} was not quarantined: {quarantined:?}"));
+    assert!(quarantine.holds() && quarantine.incomplete.is_empty(), "{kind}: {quarantine:?}");
+    assert!(quarantine.rules.contains(&Rule::NewNetwork), "{kind}: {quarantine:?}");
+    assert!(quarantined.re_enrolled.is_none(), "{kind}: a quarantined enrollment is undone");
+    let held = bench.target.user(suspect).await;
+    assert!(!held.active && held.factors.is_empty() && held.sessions == 0, "{kind}: {suspect} keeps something after quarantine: {held:?}");
+    let untouched = bench.target.user(fine).await;
+    assert!(untouched.active && untouched.factors.iter().any(|f| f.id == kept), "{kind}: {fine} lost the factor enrolled after the cutoff: {untouched:?}");
+    assert!(not_flagged.quarantine.is_none() && not_flagged.re_enrolled.is_some());
+    let audit = bench.audit_events();
+    assert_eq!(audit.iter().filter(|e| e["action"] == "user.quarantine" && e["user"] == suspect.as_str()).count(), 1, "{kind}: one quarantine line");
+
+    // alice clears it: the account is enabled, once, and the trail names her.
+    job.window.clearances.push(api::Clearance { user: suspect.to_uppercase(), cleared_by: "alice".into(), note: "confirmed with the user by phone".into() });
+    let (cleared, _) = check(&job).await;
+    let quarantine = cleared.quarantine.clone().unwrap();
+    assert_eq!((quarantine.holds(), quarantine.cleared_by.as_deref()), (false, Some("alice")), "{kind}: {quarantine:?}");
+    assert!(bench.target.user(suspect).await.active, "{kind}: {suspect} is enabled again once cleared");
+    check(&job).await;
+    let clears: Vec<Value> = bench.audit_events().into_iter().filter(|e| e["action"] == "user.clear").collect();
+    assert_eq!(clears.len(), 1, "{kind}: one clearance, acted on once: {clears:?}");
+    assert!(clears[0]["detail"].as_str().unwrap().contains("cleared by alice"), "{kind}: {clears:?}");
+
+    // The user enrolls anew from home, and counts as re-enrolled.
+    bench.target.act(suspect, enroll(HOME)).await.unwrap();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (s, _) = check(&job).await;
+        if let Some(enrollment) = &s.re_enrolled {
+            let quarantine = s.quarantine.clone().unwrap();
+            assert!(!quarantine.holds(), "{kind}: not quarantined again");
+            assert!(enrollment.at >= quarantine.at, "{kind}: the enrollment counted is the one after the quarantine: {enrollment:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < give_up, "{kind}: the enrollment after the clearance was not counted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// What a provider's log shows, from its documentation (not from the adapter): geolocation with
 /// coordinates, a proxy verdict, a user's fraud report, an enrollment by an administrator, a
 /// denied push.
@@ -1314,11 +1390,11 @@ macro_rules! cases {
     };
 }
 
-cases!(okta: window_watched, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(okta: window_watched, window_quarantine, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(entra: methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(duo: requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
-cases!(keycloak: window_watched, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(keycloak: window_watched, window_quarantine, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Re-enrolled", type_ = "integer", json_path = ".status.counts.reEnrolled"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.counts.failed", priority = 1),
     printcolumn(name = "Anomalies", type_ = "integer", json_path = ".status.counts.anomalies"),
+    printcolumn(name = "Quarantined", type_ = "integer", json_path = ".status.counts.quarantined", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new(
@@ -58,6 +59,10 @@ pub struct MfaRecallSpec {
     /// The anomaly rules judged over re-enrollment, where a backend's event log can be read as a stream (its capabilities list eventStream): thresholds, and rules to leave out.
     #[serde(default)]
     pub anomalies: Anomalies,
+    /// Quarantined users a person has cleared: each is enabled again (to enroll anew) and the clearance audited with who made it. Entries are added, never edited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000))]
+    pub clearances: Vec<Clearance>,
     /// Pause the recall; it resumes where it stopped when set back to false.
     #[serde(default)]
     pub suspend: bool,
@@ -232,6 +237,35 @@ pub struct Anomalies {
     #[serde(default)]
     #[schemars(length(max = 16))]
     pub disabled_rules: Vec<crate::watch::Rule>,
+    /// What a flag does: Flag (default) records it for review; Quarantine also revokes every factor the user holds (the flagged new one included: the one exception to keeping factors enrolled after the cutoff, which this setting asks for), ends their sessions and disables the account until a person clears it in spec.clearances.
+    #[serde(default)]
+    pub action: AnomalyAction,
+}
+
+/// What a flag does to the user.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnomalyAction {
+    #[default]
+    Flag,
+    Quarantine,
+}
+
+/// A person's decision that a quarantined user may sign in again. The admission policy
+/// crds/mfarecall-clearances.yaml requires clearedBy to be the name Kubernetes authenticated the
+/// request that added it with, so the audit trail names who cleared whom.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Clearance {
+    /// The quarantined user, as the backend's status names them.
+    #[schemars(length(min = 1, max = 512))]
+    pub user: String,
+    /// Your Kubernetes user name (kubectl auth whoami); the admission policy checks it.
+    #[schemars(length(min = 1, max = 512))]
+    pub cleared_by: String,
+    /// Why, for the audit trail (for example: confirmed with the user by phone).
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub note: String,
 }
 
 impl Default for Anomalies {
@@ -246,6 +280,7 @@ impl Default for Anomalies {
             push_denials: default_push_denials(),
             push_within: default_ten_minutes(),
             disabled_rules: Vec::new(),
+            action: AnomalyAction::Flag,
         }
     }
 }
@@ -409,6 +444,9 @@ pub struct RecallCounts {
     pub factors_revoked: BTreeMap<FactorKind, i64>,
     /// Anomaly rules that tripped on recalled users' events during re-enrollment (one per rule and event); each is in the audit trail (anomaly.flagged) with its evidence, and the first users flagged are named in the backend's flagged.
     pub anomalies: i64,
+    /// Users a flag quarantined (anomalies.action Quarantine) and nobody has cleared yet.
+    #[serde(default)]
+    pub quarantined: i64,
     /// Accounts disabled at the deadline.
     pub disabled: i64,
 }
@@ -438,6 +476,7 @@ impl RecallCounts {
         self.excluded += times * other.excluded;
         self.sessions_revoked += times * other.sessions_revoked;
         self.anomalies += times * other.anomalies;
+        self.quarantined += times * other.quarantined;
         self.disabled += times * other.disabled;
         for (kind, n) in &other.factors_revoked {
             *self.factors_revoked.entry(*kind).or_default() += times * n;

@@ -65,6 +65,12 @@ pub enum Action {
     UserExclude,
     #[serde(rename = "user.disable")]
     UserDisable,
+    /// A flag quarantined the user: factors revoked, sessions ended, account disabled.
+    #[serde(rename = "user.quarantine")]
+    UserQuarantine,
+    /// A person cleared a quarantined user, who is enabled again.
+    #[serde(rename = "user.clear")]
+    UserClear,
     /// A name in the scope that matched nobody.
     #[serde(rename = "scope.unresolved")]
     ScopeUnresolved,

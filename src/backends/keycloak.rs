@@ -260,6 +260,14 @@ impl Keycloak {
         Some(EnrollmentOrigin { ip: Some(closest.1.to_string()), ..Default::default() })
     }
 
+    async fn set_enabled(&self, user: &UserRef, enabled: bool) -> Result<(), ProviderError> {
+        let (status, _) = self.call(Method::PUT, &format!("/users/{}", enc(&user.id)), &[], Some(&json!({ "enabled": enabled }))).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        Ok(())
+    }
+
     /// Whether the realm stores user events; a realm that does not would leave the watch blind.
     async fn events_stored(&self) -> Result<bool, ProviderError> {
         let config: Value = self.get("/events/config", &[]).await?.unwrap_or_default();
@@ -572,11 +580,11 @@ impl IdentityProvider for Keycloak {
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
-        let (status, _) = self.call(Method::PUT, &format!("/users/{}", enc(&user.id)), &[], Some(&json!({ "enabled": false }))).await?;
-        if status == StatusCode::NOT_FOUND {
-            return Err(self.user_gone(user));
-        }
-        Ok(())
+        self.set_enabled(user, false).await
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.set_enabled(user, true).await
     }
 }
 

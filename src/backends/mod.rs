@@ -541,6 +541,10 @@ pub trait IdentityProvider: Send + Sync {
     /// The first factor the user enrolled at or after `cutoff`, if any.
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError>;
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError>;
+    /// Lets a user disabled by `disable_user` sign in again (a quarantine cleared).
+    async fn enable_user(&self, _user: &UserRef) -> Result<(), ProviderError> {
+        Err(ProviderError::new(ErrorKind::Config, "this adapter cannot enable a user again: enable them in the provider's console"))
+    }
     /// One page of the organisation's identity events (or one user's), oldest first, from
     /// `query.cursor` or else from `query.from`. Only where `capabilities().event_stream`.
     async fn read_events(&self, _query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {

@@ -63,7 +63,7 @@ const GET_USER: Op = Op::new("get_user", "users");
 const LIST_FACTORS: Op = Op::new("list_factors", "users");
 const DELETE_FACTOR: Op = Op::new("delete_factor", "users");
 const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "users");
-const DISABLE_USER: Op = Op::new("disable_user", "users");
+const UPDATE_STATUS: Op = Op::new("update_status", "users");
 const FIND_GROUP: Op = Op::new("find_group", "groups");
 const LIST_MEMBERS: Op = Op::new("list_members", "groups");
 const READ_LOG: Op = Op::new("read_log", "logs");
@@ -504,6 +504,24 @@ impl Okta {
         }
     }
 
+    /// A lifecycle operation that moves the user to `status`; a user already there is done (Okta
+    /// answers 400 to suspending a suspended user, or unsuspending an active one).
+    async fn lifecycle(&self, user: &UserRef, operation: &str, status: &str) -> Result<(), ProviderError> {
+        let reply = self.call(UPDATE_STATUS, Method::POST, &self.user_url(user, &format!("/lifecycle/{operation}")), &[], &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST]).await?;
+        match reply.status {
+            StatusCode::NOT_FOUND => Err(self.user_gone(user)),
+            StatusCode::BAD_REQUEST => {
+                let (current, _) = self.get_page::<OktaUser>(GET_USER, &self.user_url(user, ""), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+                if current.status == status {
+                    Ok(())
+                } else {
+                    Err(self.http.error(ErrorKind::Rejected, format!("user {} is {} and cannot {operation}: {}", user.username, current.status, brief(&reply.value()))))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn user_gone(&self, user: &UserRef) -> ProviderError {
         self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
@@ -754,25 +772,11 @@ impl IdentityProvider for Okta {
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         // Suspended, not deactivated: an admin can unsuspend the user with factors and group
         // memberships intact once they have re-enrolled.
-        let reply = self.call(DISABLE_USER, Method::POST, &self.user_url(user, "/lifecycle/suspend"), &[], &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST]).await?;
-        match reply.status {
-            StatusCode::NOT_FOUND => Err(self.user_gone(user)),
-            StatusCode::BAD_REQUEST => {
-                // Only an ACTIVE user can be suspended: one already suspended is done.
-                let (current, _) = self.get_page::<OktaUser>(GET_USER, &self.user_url(user, ""), &[]).await?.ok_or_else(|| self.user_gone(user))?;
-                if current.status == "SUSPENDED" {
-                    Ok(())
-                } else {
-                    Err(self.http.error(ErrorKind::Rejected, format!(
-                        "user {} is {} and cannot be suspended: {}",
-                        user.username,
-                        current.status,
-                        brief(&reply.value())
-                    )))
-                }
-            }
-            _ => Ok(()),
-        }
+        self.lifecycle(user, "suspend", "SUSPENDED").await
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.lifecycle(user, "unsuspend", "ACTIVE").await
     }
 }
 

@@ -413,7 +413,14 @@ fn window_settings(spec: &MfaRecallSpec, started: jiff::Timestamp) -> Result<Win
         disabled: a.disabled_rules.iter().copied().collect(),
         ..Thresholds::default()
     };
-    Ok(WindowSettings { started: Some(started), thresholds, baseline: signed(&duration::BASELINE, &a.baseline)?, sweep_per_check: count(spec.re_enrollment.sweep_per_check) })
+    Ok(WindowSettings {
+        started: Some(started),
+        thresholds,
+        baseline: signed(&duration::BASELINE, &a.baseline)?,
+        sweep_per_check: count(spec.re_enrollment.sweep_per_check),
+        action: a.action,
+        clearances: spec.clearances.clone(),
+    })
 }
 
 fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {

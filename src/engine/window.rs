@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use super::{RecallJob, RunEnd, Runner};
 use crate::Result;
+use crate::api::{AnomalyAction, Clearance, FactorKind};
 use crate::audit::{Action, Outcome};
-use crate::backends::{ErrorKind, ProviderError};
-use crate::ledger::{Segment, UserState};
+use crate::backends::{ErrorKind, FactorRef, ProviderError, RevokeOutcome, UserRef};
+use crate::ledger::{Quarantine, Segment, UserRecord, UserState};
 use crate::watch::rules::{self, Judged};
-use crate::watch::{EventKind, EventQuery, Flag, IdentityEvent, Recent, Thresholds, WatchState};
+use crate::watch::{EventKind, EventQuery, Flag, IdentityEvent, Recent, Rule, Thresholds, WatchState, clearance_keys};
 
 /// How a recall watches its window, from its spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,13 +25,28 @@ pub struct WindowSettings {
     pub baseline: jiff::SignedDuration,
     /// Pending users the slow sweep asks about per check; 0 for none.
     pub sweep_per_check: usize,
+    /// What a flag does to the user.
+    pub action: AnomalyAction,
+    /// Quarantined users people have cleared (spec.clearances).
+    pub clearances: Vec<Clearance>,
 }
 
 impl Default for WindowSettings {
     fn default() -> Self {
-        Self { started: None, thresholds: Thresholds::default(), baseline: jiff::SignedDuration::from_hours(30 * 24), sweep_per_check: 10 }
+        Self {
+            started: None,
+            thresholds: Thresholds::default(),
+            baseline: jiff::SignedDuration::from_hours(30 * 24),
+            sweep_per_check: 10,
+            action: AnomalyAction::Flag,
+            clearances: Vec::new(),
+        }
     }
 }
+
+/// How far past the moment of a quarantine its snapshot's cutoff lies: every factor the provider
+/// holds then counts as older, whatever the provider's clock says.
+const QUARANTINE_CLOCK_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 /// Pages of the stream one check reads at most: a check far behind catches up over the next ones.
 const MAX_PAGES_PER_CHECK: usize = 50;
@@ -75,6 +91,7 @@ impl Runner {
         };
         let mut touched: BTreeMap<u32, Segment> = BTreeMap::new();
         let mut tally = Tally::default();
+        self.apply_clearances(job, &mut state, &mut touched, &mut tally).await?;
         let mut named: HashMap<&str, Vec<&IdentityEvent>> = HashMap::new();
         for event in &events {
             named.entry(event.user_id.as_str()).or_default().push(event);
@@ -126,6 +143,7 @@ impl Runner {
         progress.counts.re_enrolled += tally.re_enrolled;
         progress.counts.pending -= tally.re_enrolled;
         progress.counts.anomalies += tally.flags;
+        progress.counts.quarantined += tally.quarantined;
         for name in tally.flagged {
             progress.note_flagged(name);
         }
@@ -170,7 +188,9 @@ impl Runner {
     async fn confirm(&self, job: &RecallJob, segment: &mut Segment, i: usize, tally: &mut Tally) -> Result<()> {
         let record = &segment.users[i];
         let ended = record.work.as_ref().and_then(|w| w.enrollments_ended_at);
-        let since = ended.map_or(job.cutoff, |at| at.max(job.cutoff));
+        // After a quarantine only a factor enrolled since counts: the quarantined one is gone.
+        let quarantined = record.quarantine.as_ref().map(|q| q.at);
+        let since = [ended, quarantined].into_iter().flatten().fold(job.cutoff, |a, b| a.max(b));
         match self.provider.enrolled_since(&record.user, since).await {
             Ok(Some(enrollment)) => {
                 let user = record.user.clone();
@@ -191,7 +211,11 @@ impl Runner {
         for event in events {
             let enrolled = event.kind == EventKind::FactorEnrolled;
             if enrolled && history.is_none() {
-                history = Some(self.history(job, segment, i, event.at).await);
+                // An event already flagged (say, an attacker's enrollment that was quarantined)
+                // tells nothing of where the user is: the next enrollment is not judged against it.
+                let mut read = self.history(job, segment, i, event.at).await;
+                read.retain(|e| !segment.users[i].flags.iter().any(|f| f.event_id == e.id));
+                history = Some(read);
             }
             let address = event.client.ip.map(|ip| self.ledger.pseudonym(&ip.to_string()));
             let device = event.device.as_ref().map(|d| self.ledger.pseudonym(d.expose()));
@@ -201,6 +225,7 @@ impl Runner {
                 state.remember(Recent { user_id: event.user_id.clone(), event_id: event.id.clone(), at: event.at, address, device });
             }
             let record = &mut segment.users[i];
+            let mut tripped: Vec<Rule> = Vec::new();
             for finding in findings {
                 if record.flags.iter().any(|f| f.rule == finding.rule && f.event_id == event.id) {
                     continue;
@@ -213,6 +238,131 @@ impl Runner {
                 record.flags.push(Flag { rule: finding.rule, event_id: event.id.clone(), at: event.at });
                 tally.flags += 1;
                 tally.flagged.push(format!("{}: {}", user.username, finding.rule.as_str()));
+                tripped.push(finding.rule);
+            }
+            let held = record.quarantine.as_ref().is_some_and(Quarantine::holds);
+            if job.window.action == AnomalyAction::Quarantine && !tripped.is_empty() && !held {
+                self.quarantine(job, record, tripped, tally).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes away every factor the user holds (the flagged new one with them), ends their
+    /// sessions and disables the account, as the recall's anomalies.action asks. What fails is
+    /// kept in the quarantine for the reviewer; the user is quarantined whatever the provider did.
+    async fn quarantine(&self, job: &RecallJob, record: &mut UserRecord, rules: Vec<Rule>, tally: &mut Tally) -> Result<()> {
+        let user = record.user.clone();
+        let now = jiff::Timestamp::now();
+        let mut quarantine = Quarantine { at: now, rules, factors_revoked: 0, incomplete: Vec::new(), cleared_by: None, cleared_at: None };
+        match self.provider.snapshot(&user, &[FactorKind::All], now + QUARANTINE_CLOCK_MARGIN).await {
+            Ok(snapshot) => {
+                // A factor the provider deletes only once the others are gone (Entra's default
+                // method) goes after them.
+                let mut deferred = Vec::new();
+                for factor in &snapshot.factors {
+                    match self.provider.revoke_factor(&user, factor).await {
+                        Ok(RevokeOutcome::AfterOthers(_)) => deferred.push(factor),
+                        result => self.quarantine_revoked(job, &user, factor, result, &mut quarantine)?,
+                    }
+                }
+                for factor in deferred {
+                    let result = match self.provider.revoke_factor(&user, factor).await {
+                        Ok(RevokeOutcome::AfterOthers(refusal)) => Err(refusal),
+                        other => other,
+                    };
+                    self.quarantine_revoked(job, &user, factor, result, &mut quarantine)?;
+                }
+                if let Err(e) = self.provider.revoke_sessions(&user, &snapshot).await {
+                    quarantine.incomplete.push(format!("sessions: {e}"));
+                }
+            }
+            Err(e) => quarantine.incomplete.push(format!("factors unreadable: {e}")),
+        }
+        if let Err(e) = self.provider.disable_user(&user).await {
+            quarantine.incomplete.push(format!("account not disabled: {e}"));
+        }
+        let rules: Vec<&str> = quarantine.rules.iter().map(|r| r.as_str()).collect();
+        let outcome = if quarantine.incomplete.is_empty() { Outcome::Done } else { Outcome::Failed };
+        self.audit(job, Some(&user), Action::UserQuarantine, outcome, |e| {
+            e.detail = Some(format!(
+                "flagged {}: {} factors revoked, sessions ended, account disabled until cleared{}",
+                rules.join(", "),
+                quarantine.factors_revoked,
+                if quarantine.incomplete.is_empty() { String::new() } else { format!("; not done: {}", quarantine.incomplete.join("; ")) }
+            ));
+        })?;
+        // The enrollment is undone: the user is waiting to enroll again, once cleared.
+        if record.re_enrolled.take().is_some() {
+            tally.re_enrolled -= 1;
+        }
+        record.quarantine = Some(quarantine);
+        tally.quarantined += 1;
+        Ok(())
+    }
+
+    /// Records how revoking one factor of a quarantined user went.
+    fn quarantine_revoked(&self, job: &RecallJob, user: &UserRef, factor: &FactorRef, result: std::result::Result<RevokeOutcome, ProviderError>, quarantine: &mut Quarantine) -> Result<()> {
+        let audited = match result {
+            Ok(RevokeOutcome::AlreadyGone) => Outcome::AlreadyGone,
+            Ok(RevokeOutcome::WentWithLinked) => Outcome::RevokedWithLinked,
+            Ok(_) => Outcome::Revoked,
+            Err(e) => {
+                quarantine.incomplete.push(format!("factor {} ({}): {e}", factor.id, factor.kind.as_str()));
+                return Ok(());
+            }
+        };
+        quarantine.factors_revoked += 1;
+        self.audit(job, Some(user), Action::FactorRevoke, audited, |e| {
+            e.factor_id = Some(factor.id.clone());
+            e.factor_kind = Some(factor.kind.into());
+            e.detail = Some("quarantine".into());
+        })
+    }
+
+    /// Acts on clearances not acted on yet: each quarantined user a clearance names is enabled
+    /// again and the clearance audited with the person who made it. A clearance the provider
+    /// cannot carry out now is tried again at the next check.
+    async fn apply_clearances(&self, job: &RecallJob, state: &mut WatchState, touched: &mut BTreeMap<u32, Segment>, tally: &mut Tally) -> Result<()> {
+        let keys = clearance_keys(&job.window.clearances);
+        let waiting: Vec<(String, &Clearance)> = keys.into_iter().zip(&job.window.clearances).filter(|(k, _)| !state.cleared.contains(k)).collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut found = vec![false; waiting.len()];
+        let mut failed = vec![false; waiting.len()];
+        for index in self.ledger.segments(&job.backend).await? {
+            let segment = match touched.entry(index) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(self.ledger.read(&job.backend, index).await?),
+            };
+            for record in segment.users.iter_mut().filter(|r| r.quarantine.as_ref().is_some_and(Quarantine::holds)) {
+                let Some(n) = waiting.iter().position(|(_, c)| c.user.eq_ignore_ascii_case(&record.user.username) || c.user == record.user.id) else { continue };
+                found[n] = true;
+                let clearance = waiting[n].1;
+                let user = record.user.clone();
+                match self.provider.enable_user(&user).await {
+                    Ok(()) => {
+                        self.audit(job, Some(&user), Action::UserClear, Outcome::Done, |e| e.detail = Some(format!("cleared by {}: {}", clearance.cleared_by, clearance.note)))?;
+                        if let Some(q) = record.quarantine.as_mut() {
+                            q.cleared_by = Some(clearance.cleared_by.clone());
+                            q.cleared_at = Some(jiff::Timestamp::now());
+                        }
+                        tally.quarantined -= 1;
+                    }
+                    Err(e) => {
+                        failed[n] = true;
+                        self.audit(job, Some(&user), Action::UserClear, Outcome::Failed, |ev| ev.detail = Some(format!("cleared by {}, but the account could not be enabled: {e}", clearance.cleared_by)))?;
+                    }
+                }
+            }
+        }
+        for (n, (key, clearance)) in waiting.into_iter().enumerate() {
+            if !found[n] {
+                tracing::warn!(recall = %job.recall, backend = %job.backend, user = %clearance.user, "a clearance names no quarantined user of this backend");
+            }
+            if !failed[n] {
+                state.cleared.push(key);
             }
         }
         Ok(())
@@ -305,6 +455,8 @@ impl Runner {
 struct Tally {
     re_enrolled: i64,
     flags: i64,
+    /// Users quarantined, less those cleared.
+    quarantined: i64,
     /// `<user>: <rule>` of each new flag.
     flagged: Vec<String>,
 }

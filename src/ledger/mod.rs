@@ -91,11 +91,39 @@ pub struct UserRecord {
     /// Anomaly rules that tripped on the user's events in the re-enrollment window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<Flag>,
+    /// Set when a flag quarantined the user (the recall's anomalies.action), until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<Quarantine>,
+}
+
+/// A user a flag quarantined: every factor they held revoked (the flagged new one with them),
+/// sessions ended and the account disabled, until a person clears it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantine {
+    pub at: jiff::Timestamp,
+    /// The rules whose flags put the user here.
+    pub rules: Vec<crate::watch::Rule>,
+    pub factors_revoked: u32,
+    /// What could not be done (a factor, the sessions, the account), for the person who reviews it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
+    /// The person who cleared it (as the admission policy checked), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_at: Option<jiff::Timestamp>,
+}
+
+impl Quarantine {
+    pub fn holds(&self) -> bool {
+        self.cleared_at.is_none()
+    }
 }
 
 impl UserRecord {
     pub fn planned(user: UserRef) -> Self {
-        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false, work: None, flags: Vec::new() }
+        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false, work: None, flags: Vec::new(), quarantine: None }
     }
 
     /// The recorded factors the user lost to this recall.
@@ -191,6 +219,7 @@ impl Segment {
 pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
     counts.targeted += 1;
     counts.anomalies += record.flags.len() as i64;
+    counts.quarantined += record.quarantine.as_ref().is_some_and(Quarantine::holds) as i64;
     match record.state {
         UserState::Planned => return,
         UserState::Excluded => {
@@ -331,6 +360,8 @@ pub struct UserOutcome {
     pub work: Option<Work>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<Flag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<Quarantine>,
 }
 
 impl Segment {
@@ -339,7 +370,15 @@ impl Segment {
         let users = self
             .users
             .iter()
-            .map(|r| UserOutcome { state: r.state, note: r.note.clone(), re_enrolled: r.re_enrolled.clone(), disabled: r.disabled, work: r.work.clone(), flags: r.flags.clone() })
+            .map(|r| UserOutcome {
+                state: r.state,
+                note: r.note.clone(),
+                re_enrolled: r.re_enrolled.clone(),
+                disabled: r.disabled,
+                work: r.work.clone(),
+                flags: r.flags.clone(),
+                quarantine: r.quarantine.clone(),
+            })
             .collect();
         Outcomes { complete: self.complete, users }
     }
@@ -356,6 +395,7 @@ impl Segment {
             record.disabled = outcome.disabled;
             record.work = outcome.work;
             record.flags = outcome.flags;
+            record.quarantine = outcome.quarantine;
         }
         self.complete = outcomes.complete;
         Ok(())

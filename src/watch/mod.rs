@@ -37,6 +37,24 @@ pub struct WatchState {
     /// Log entries that could not be read and were passed by.
     #[serde(default)]
     pub events_skipped: u64,
+    /// Clearances of spec.clearances already acted on (`clearance_keys`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleared: Vec<String>,
+}
+
+/// A key per clearance: its content and, for identical entries, which one it is; so each entry
+/// is acted on once, whatever is appended after it.
+pub fn clearance_keys(clearances: &[crate::api::Clearance]) -> Vec<String> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    clearances
+        .iter()
+        .map(|c| {
+            let content = format!("{}\u{0}{}\u{0}{}", c.user.to_lowercase(), c.cleared_by, c.note);
+            let n = seen.entry(content.clone()).or_default();
+            *n += 1;
+            format!("{content}\u{0}{n}")
+        })
+        .collect()
 }
 
 /// Enrollments kept for the rules that compare users (shared device, burst): enough for a burst
