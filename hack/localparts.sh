@@ -25,6 +25,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION PIDFILE LOGFILE COMMAND...
 }
 
 stop() {
+  "$HERE/mailserver.sh" stop "$dir/smtp" 2>/dev/null || true
   for p in keycloak apiserver etcd; do
     if [[ -f "$dir/$p.pid" ]]; then
       kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
@@ -109,6 +110,7 @@ KUBECONFIG
 
   wait_for 90 kube-apiserver "$dir/apiserver.pid" "$dir/apiserver.log" curl -sf --max-time 5 --cacert "$c/ca.crt" --cert "$c/admin.crt" --key "$c/admin.key" "https://127.0.0.1:$api_port/readyz"
   wait_for 180 Keycloak "$dir/keycloak.pid" "$dir/keycloak.log" curl -sf --max-time 5 "http://127.0.0.1:$kc_mgmt_port/health/ready"
+  local smtp_port; smtp_port="$("$HERE/mailserver.sh" start "$dir/smtp")" || { stop; exit 1; }
 
   cat > "$dir/env" <<ENV
 export KUBECONFIG='$dir/kubeconfig'
@@ -118,6 +120,8 @@ export MFA_RECALL_KEYCLOAK_URL='http://127.0.0.1:$kc_port'
 export MFA_RECALL_KEYCLOAK_ADMIN_USER=admin
 export MFA_RECALL_KEYCLOAK_ADMIN_PASSWORD=admin
 export MFA_RECALL_PARTS_DIR='$dir'
+export MFA_RECALL_SMTP='127.0.0.1:$smtp_port'
+export MFA_RECALL_MAILDIR='$dir/smtp/mail'
 ENV
   echo "localparts: apiserver https://127.0.0.1:$api_port, Keycloak http://127.0.0.1:$kc_port; source $dir/env" >&2
 }

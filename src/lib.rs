@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod notify;
 pub mod telemetry;
 pub mod watch;
 

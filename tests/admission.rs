@@ -127,9 +127,9 @@ async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() 
     Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
 }
 
-const CLEARANCES: &str = include_str!("../crds/mfarecall-clearances.yaml");
+const CLEARANCES: &str = include_str!("../crds/mfarecall-requester.yaml");
 
-/// The clearance policy in crds/mfarecall-clearances.yaml, on the real apiserver with two users: a
+/// The clearance policy in crds/mfarecall-requester.yaml, on the real apiserver with two users: a
 /// clearance of a quarantined user must name, as clearedBy, the person Kubernetes authenticated
 /// the request with, and a clearance once made is never removed or edited.
 #[tokio::test]

@@ -336,6 +336,7 @@ impl Bench {
             cutoff,
             concurrency: 8,
             window: Default::default(),
+            notices: None,
         }
     }
 
@@ -1357,6 +1358,60 @@ async fn window_quarantine(kind: &str) {
     }
 }
 
+/// Notice of a new factor: a recalled user who enrolls is told by mail (a real mail server, read
+/// back from its mailbox) and by a signed webhook, of what was added, when, from where, and how to
+/// say it was not them; each delivery is audited once.
+async fn window_notices(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    let name = bench.target.window_users()[2].clone();
+    let mail = support::notices::MailServer::from_env();
+    let receiver = support::notices::WebhookReceiver::start().await;
+    let key = mfa_recall::keys::HmacKey::new(b"the conformance webhook key, 32+ bytes", "the webhook key").unwrap();
+    let (host, port) = mail.server.rsplit_once(':').unwrap();
+    let notices = mfa_recall::notify::Notices {
+        smtp: Some(mfa_recall::notify::SmtpSink { host: host.into(), port: port.parse().unwrap(), security: api::SmtpSecurity::None, from: "Security <security@corp.example>".parse().unwrap(), credentials: None }),
+        webhook: Some(mfa_recall::notify::WebhookSink { url: receiver.url.parse().unwrap(), key: key.clone(), http: mfa_recall::notify::webhook_client() }),
+        not_me: Some(mfa_recall::notify::NotMeLinks { base: "https://mfa-recall.corp.example/v1/not-me".parse().unwrap(), key: key.clone() }),
+    };
+    let cutoff = jiff::Timestamp::now();
+    clock_moves_past(cutoff).await;
+    let window = WindowSettings { started: Some(cutoff), sweep_per_check: 0, ..Default::default() };
+    let job = RecallJob { window, notices: Some(Arc::new(notices)), ..bench.job(ScopeSelector::listed(vec![], vec![name.clone()]), cutoff) };
+    let counts = bench.revoke(&job).await;
+    assert_eq!((counts.invalidated, counts.failed), (1, 0), "{kind}: {counts:?}");
+    bench.target.act(&name, Activity::new(Act::Enroll { factor: FactorKind::Totp }, ABROAD)).await.unwrap();
+    let address = bench.provider.address(&bench.provider.find_user(&name).await.unwrap().remove(0)).await.unwrap().expect("an address on file");
+
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(90);
+    while mail.messages(&address).is_empty() || receiver.deliveries.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < give_up, "{kind}: no notice by mail or webhook");
+        let (_stop, stop_rx) = watch::channel(false);
+        bench.runner(SharedProgress::default(), stop_rx).check_re_enrollment(&job).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let messages = mail.messages(&address);
+    assert_eq!(messages.len(), 1, "{kind}: one mail");
+    let message = &messages[0];
+    assert!(message.contains("Subject: A new sign-in factor was added to your account"), "{kind}: {message}");
+    for part in ["(totp)", name.as_str(), "https://mfa-recall.corp.example/v1/not-me?recall=", "100.64.7.7"] {
+        assert!(message.contains(part), "{kind}: the mail lacks {part}: {message}");
+    }
+    let delivery = receiver.deliveries.lock().unwrap()[0].clone();
+    let timestamp = delivery.header("x-mfa-recall-timestamp").expect("a timestamp");
+    let signature = delivery.header("x-mfa-recall-signature").expect("a signature");
+    assert_eq!(signature, format!("sha256={}", mfa_recall::notify::webhook_signature(&key, timestamp, &delivery.body)), "{kind}: the signature verifies");
+    let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!((body["type"].as_str(), body["user"].as_str(), body["factorKind"].as_str()), (Some("factor.enrolled"), Some(name.as_str()), Some("totp")), "{kind}: {body}");
+    assert!(body["address"].as_str().unwrap().eq_ignore_ascii_case(&address) && body["notMeUrl"].as_str().unwrap().contains("token="), "{kind}: {body}");
+    // A later check sends nothing again; each delivery is audited once.
+    let (_stop, stop_rx) = watch::channel(false);
+    bench.runner(SharedProgress::default(), stop_rx).check_re_enrollment(&job).await.unwrap();
+    assert_eq!((mail.messages(&address).len(), receiver.deliveries.lock().unwrap().len()), (1, 1), "{kind}: told twice");
+    let sent: Vec<String> = bench.audit_events().into_iter().filter(|e| e["action"] == "notice.send" && e["outcome"] == "done").map(|e| e["detail"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(sent.len(), 2, "{kind}: {sent:?}");
+    assert!(sent.iter().any(|d| d.starts_with("smtp:")) && sent.iter().any(|d| d.starts_with("webhook:")), "{kind}: {sent:?}");
+}
+
 /// What a provider's log shows, from its documentation (not from the adapter): geolocation with
 /// coordinates, a proxy verdict, a user's fraud report, an enrollment by an administrator, a
 /// denied push.
@@ -1390,11 +1445,11 @@ macro_rules! cases {
     };
 }
 
-cases!(okta: window_watched, window_quarantine, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(okta: window_watched, window_quarantine, window_notices, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(entra: methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(duo: requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
-cases!(keycloak: window_watched, window_quarantine, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(keycloak: window_watched, window_quarantine, window_notices, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

@@ -179,7 +179,7 @@ fn chart_crds_are_the_committed_crds() {
 #[test]
 fn chart_admission_policy_is_the_committed_one() {
     assert_chart_holds_the_committed("identitybackend-secret-access.yaml");
-    assert_chart_holds_the_committed("mfarecall-clearances.yaml");
+    assert_chart_holds_the_committed("mfarecall-requester.yaml");
 }
 
 #[test]
@@ -465,7 +465,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         crds.patch(crd, &PatchParams::default(), &Patch::Merge(&adopt)).await.unwrap();
     }
     // So are the admission policies, where `kubectl apply -f crds/` put them.
-    for policy in ["identitybackends.mfarecall.io-secret-access", "mfarecalls.mfarecall.io-clearances"] {
+    for policy in ["identitybackends.mfarecall.io-secret-access", "mfarecalls.mfarecall.io-requester"] {
         let adopted = Api::<ValidatingAdmissionPolicy>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;
         assert!(adopted.is_ok() || matches!(&adopted, Err(kube::Error::Api(s)) if s.code == 404), "{adopted:?}");
         let adopted = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;

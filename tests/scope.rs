@@ -144,6 +144,7 @@ impl Run {
             cutoff: realm.cutoff,
             concurrency: 4,
             window: Default::default(),
+            notices: None,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct MfaRecallSpec {
     /// The anomaly rules judged over re-enrollment, where a backend's event log can be read as a stream (its capabilities list eventStream): thresholds, and rules to leave out.
     #[serde(default)]
     pub anomalies: Anomalies,
+    /// Where each recalled user who enrolls a new factor is told of it (mail to their address on file, and/or a signed webhook), with a link to say it was not them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
     /// Quarantined users a person has cleared: each is enabled again (to enroll anew) and the clearance audited with who made it. Entries are added, never edited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10000))]
@@ -250,8 +253,65 @@ pub enum AnomalyAction {
     Quarantine,
 }
 
+/// Sinks for the notice of a new factor (docs/anomalies.md, Notices).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.smtp) || has(self.webhook)").message("notifications needs smtp or webhook (or both)"))]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpNotifications>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookNotifications>,
+    /// Where the operator's not-me endpoint is reached from users' browsers (https, or http on loopback), for example https://mfa-recall.example.com/v1/not-me. Without it, notices tell users to call the security team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub not_me_url: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpNotifications {
+    /// The mail server as host:port.
+    #[schemars(length(min = 3, max = 512))]
+    pub server: String,
+    /// The sender, for example "Security <security@example.com>".
+    #[schemars(length(min = 3, max = 512))]
+    pub from: String,
+    /// Tls (implicit, usually port 465), StartTls (usually 587; default), or None (only to a server on loopback).
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// A Secret in this namespace with keys username and password, if the server asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<NotificationSecretRef>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    Tls,
+    #[default]
+    StartTls,
+    None,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookNotifications {
+    /// Where notices are POSTed as JSON (https, or http on loopback); redirects are not followed.
+    #[schemars(length(min = 8, max = 2048))]
+    pub url: String,
+    /// A Secret in this namespace whose key hmac-key (32 bytes or more) signs each notice: X-Mfa-Recall-Signature is sha256= and the hex HMAC-SHA-256 of X-Mfa-Recall-Timestamp, a dot and the body.
+    pub secret_ref: NotificationSecretRef,
+}
+
+/// A Secret in the MfaRecall's namespace; the admission policy crds/mfarecall-requester.yaml lets only someone who may get it name it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NotificationSecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
 /// A person's decision that a quarantined user may sign in again. The admission policy
-/// crds/mfarecall-clearances.yaml requires clearedBy to be the name Kubernetes authenticated the
+/// crds/mfarecall-requester.yaml requires clearedBy to be the name Kubernetes authenticated the
 /// request that added it with, so the audit trail names who cleared whom.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -68,6 +68,9 @@ pub enum Action {
     /// A flag quarantined the user: factors revoked, sessions ended, account disabled.
     #[serde(rename = "user.quarantine")]
     UserQuarantine,
+    /// A user was told of a new factor (the sinks and how each went).
+    #[serde(rename = "notice.send")]
+    NoticeSend,
     /// A person cleared a quarantined user, who is enabled again.
     #[serde(rename = "user.clear")]
     UserClear,

@@ -930,6 +930,7 @@ mod tests {
             cutoff,
             concurrency: 4,
             window: Default::default(),
+            notices: None,
         }
     }
 

@@ -586,6 +586,11 @@ impl IdentityProvider for Keycloak {
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_enabled(user, true).await
     }
+
+    async fn address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
+        let found: Option<Value> = self.get(&format!("/users/{}", enc(&user.id)), &[("briefRepresentation", "true".into())]).await?;
+        Ok(found.and_then(|u| u["email"].as_str().map(str::trim).filter(|e| e.contains('@')).map(String::from)))
+    }
 }
 
 /// The second factor created first at or after the cutoff: its kind, time and credential type.

@@ -541,6 +541,11 @@ pub trait IdentityProvider: Send + Sync {
     /// The first factor the user enrolled at or after `cutoff`, if any.
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError>;
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError>;
+    /// The user's address on file, where notices go: by default the username when it is a mail
+    /// address (Okta logins, Entra and Google principal names, Auth0 and Duo emails).
+    async fn address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
+        Ok(user.username.contains('@').then(|| user.username.clone()))
+    }
     /// Lets a user disabled by `disable_user` sign in again (a quarantine cleared).
     async fn enable_user(&self, _user: &UserRef) -> Result<(), ProviderError> {
         Err(ProviderError::new(ErrorKind::Config, "this adapter cannot enable a user again: enable them in the provider's console"))

@@ -17,7 +17,11 @@ use tokio::time::Instant;
 
 use super::recall::key;
 use super::{Context, status};
-use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Reason, RecallPhase, ReEnrollment};
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Notifications, Reason, RecallPhase, ReEnrollment, SmtpSecurity};
+use crate::keys::HmacKey;
+use crate::notify::{NotMeLinks, Notices, SmtpSink, WebhookSink};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress, WindowSettings};
@@ -358,7 +362,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
     let fetched = fetch(recall, ctx).await?;
     refuse_inseparable_kinds(recall, &fetched)?;
     let ledger = fetched.ledger.clone();
-    let runs = build(recall, &plan, fetched.backends);
+    let runs = build(recall, &plan, fetched.backends, fetched.notices);
     // Before the runs' counts are published, so counts never go backwards, and a ledger that
     // is refused leaves the counts published before as they were.
     for r in &runs {
@@ -434,6 +438,7 @@ struct Fetched {
     ledger: Arc<ResourceLedger>,
     /// The ledger holds progress already: the recall is under way.
     under_way: bool,
+    notices: Option<Arc<Notices>>,
 }
 
 /// Every backend is dereferenced before anyone is touched, so a typo fails fast and nothing is half-done.
@@ -458,7 +463,64 @@ async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
             break;
         }
     }
-    Ok(Fetched { backends, ledger, under_way })
+    let notices = match &recall.spec.notifications {
+        Some(spec) => Some(Arc::new(notices(spec, &namespace, ctx).await?)),
+        None => None,
+    };
+    Ok(Fetched { backends, ledger, under_way, notices })
+}
+
+/// The recall's notice sinks with their Secrets read, or why they cannot be used.
+async fn notices(spec: &Notifications, namespace: &str, ctx: &Context) -> Result<Notices> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let read = async |name: &str, keys: &[&str]| -> Result<Vec<String>> {
+        let secret = secrets.get_opt(name).await?.ok_or_else(|| Error::Invalid(format!("Secret {namespace}/{name} named in spec.notifications not found: create it")))?;
+        let data = secret.data.unwrap_or_default();
+        keys.iter()
+            .map(|k| {
+                let value = data.get(*k).ok_or_else(|| Error::Invalid(format!("Secret {namespace}/{name} has no key {k}, which spec.notifications needs")))?;
+                String::from_utf8(value.0.clone()).map(|v| v.trim_end().to_string()).map_err(|_| Error::Invalid(format!("Secret {namespace}/{name}: key {k} is not text")))
+            })
+            .collect()
+    };
+    // Credentials leave the cluster only over TLS, unless the other end is on this host.
+    let loopback = |host: &str| host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let checked_url = |field: &str, text: &str| -> Result<reqwest::Url> {
+        let url: reqwest::Url = text.parse().map_err(|e| Error::Invalid(format!("{field} {text:?} is not a URL: {e}")))?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if loopback(&host) => Ok(url),
+            _ => Err(Error::Invalid(format!("{field} must be an https URL (http only to loopback): {text}"))),
+        }
+    };
+    let mut notices = Notices::default();
+    if let Some(smtp) = &spec.smtp {
+        let (host, port) = smtp.server.rsplit_once(':').and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?))).ok_or_else(|| Error::Invalid(format!("spec.notifications.smtp.server {:?} must be host:port", smtp.server)))?;
+        if smtp.security == SmtpSecurity::None && !loopback(&host) {
+            return Err(Error::Invalid(format!("spec.notifications.smtp.security None sends mail in clear: only to a server on loopback, not {host}; use StartTls or Tls")));
+        }
+        let from = smtp.from.parse().map_err(|e| Error::Invalid(format!("spec.notifications.smtp.from {:?} is not a mail address: {e}", smtp.from)))?;
+        let credentials = match &smtp.credentials_secret_ref {
+            Some(r) => {
+                let mut pair = read(&r.name, &["username", "password"]).await?.into_iter();
+                Some((pair.next().unwrap_or_default(), pair.next().unwrap_or_default()))
+            }
+            None => None,
+        };
+        notices.smtp = Some(SmtpSink { host, port, security: smtp.security, from, credentials });
+    }
+    if let Some(webhook) = &spec.webhook {
+        let url = checked_url("spec.notifications.webhook.url", &webhook.url)?;
+        let key = read(&webhook.secret_ref.name, &["hmac-key"]).await?.remove(0);
+        let key = HmacKey::new(key.as_bytes(), &format!("key hmac-key of Secret {namespace}/{}", webhook.secret_ref.name)).map_err(|e| Error::Invalid(e.to_string()))?;
+        notices.webhook = Some(WebhookSink { url, key, http: crate::notify::webhook_client() });
+    }
+    if let Some(url) = &spec.not_me_url {
+        // Signed with the ledger key: only this operator makes links it will act on.
+        notices.not_me = Some(NotMeLinks { base: checked_url("spec.notifications.notMeUrl", url)?, key: ctx.ledger_key.clone() });
+    }
+    Ok(notices)
 }
 
 /// A recall asking for some of the factor kinds a backend can only revoke together is refused
@@ -478,7 +540,7 @@ fn refuse_inseparable_kinds(recall: &MfaRecall, fetched: &Fetched) -> Result<()>
 }
 
 /// One engine job per backend.
-fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dyn IdentityProvider>)>) -> Vec<BackendRun> {
+fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dyn IdentityProvider>)>, notices: Option<Arc<Notices>>) -> Vec<BackendRun> {
     let spec = &recall.spec;
     backends
         .into_iter()
@@ -494,6 +556,7 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 cutoff: plan.cutoff,
                 concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
                 window: plan.window.clone(),
+                notices: notices.clone(),
             };
             BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
         })

@@ -39,6 +39,8 @@ pub struct RecallJob {
     pub concurrency: usize,
     /// How the re-enrollment window is watched.
     pub window: WindowSettings,
+    /// Where users are told of a new factor; None for no notices.
+    pub notices: Option<Arc<crate::notify::Notices>>,
 }
 
 impl RecallJob {

@@ -278,6 +278,7 @@ fn job() -> RecallJob {
         cutoff: jiff::Timestamp::from_millisecond(CUTOFF_MS).unwrap(),
         concurrency: 4,
         window: Default::default(),
+        notices: None,
     }
 }
 

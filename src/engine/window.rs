@@ -195,11 +195,42 @@ impl Runner {
             Ok(Some(enrollment)) => {
                 let user = record.user.clone();
                 self.audit_enrollment(job, &user, &enrollment)?;
+                self.notify(job, &user, &enrollment).await?;
                 segment.users[i].re_enrolled = Some(enrollment);
                 tally.re_enrolled += 1;
             }
             Ok(None) => {}
             Err(e) => warn_check_failed(job, &e),
+        }
+        Ok(())
+    }
+
+    /// Tells the user of their new factor through the recall's sinks; each delivery is audited,
+    /// and one that fails does not stop the watch.
+    async fn notify(&self, job: &RecallJob, user: &UserRef, enrollment: &crate::backends::Enrollment) -> Result<()> {
+        let Some(notices) = job.notices.as_ref().filter(|n| !n.is_empty()) else { return Ok(()) };
+        let address = match self.provider.address(user).await {
+            Ok(Some(address)) => address,
+            Ok(None) => return self.audit(job, Some(user), Action::NoticeSend, Outcome::Skipped, |e| e.detail = Some("no address on file".into())),
+            Err(e) => return self.audit(job, Some(user), Action::NoticeSend, Outcome::Failed, |ev| ev.detail = Some(format!("address on file unreadable: {e}"))),
+        };
+        let notice = crate::notify::Notice {
+            type_: "factor.enrolled",
+            recall: job.recall.clone(),
+            backend: job.backend.clone(),
+            user: user.username.clone(),
+            address,
+            factor_kind: enrollment.kind.into(),
+            at: enrollment.at,
+            origin: enrollment.origin.as_ref().map(|o| o.to_string()),
+            not_me_url: notices.not_me.as_ref().map(|links| links.link(&job.recall, &job.backend, &user.id)),
+        };
+        for (sink, sent) in notices.send(&notice).await {
+            let (outcome, detail) = match sent {
+                Ok(()) => (Outcome::Done, format!("{sink}: told of the new {} factor", notice.factor_kind.as_str())),
+                Err(why) => (Outcome::Failed, format!("{sink}: {why}")),
+            };
+            self.audit(job, Some(user), Action::NoticeSend, outcome, |e| e.detail = Some(detail))?;
         }
         Ok(())
     }

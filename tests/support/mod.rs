@@ -2,6 +2,7 @@
 //! environment, failing loudly when absent), and the operator as a real child process.
 #![allow(dead_code)]
 
+pub mod notices;
 pub mod proxy;
 
 use std::collections::BTreeMap;

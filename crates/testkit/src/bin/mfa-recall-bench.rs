@@ -464,6 +464,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
                 cutoff: jiff::Timestamp::now(),
                 concurrency: args.in_flight as usize,
                 window: Default::default(),
+                notices: None,
             };
             runner.revoke(&job).await.unwrap();
             let invalidated = runner.progress.lock().unwrap().counts.invalidated;
