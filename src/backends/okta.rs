@@ -47,11 +47,10 @@ const ON_DELETED_DEVICE: &str = "device/";
 /// System Log entries per request: Okta's maximum for `/logs`.
 const LOG_PAGE: usize = 1000;
 /// What the window watch reads from the org's System Log: enrollments and what should make one
-/// suspect (sign-ins are read only in a user's own history, where the rules need them).
-const WATCHED_EVENT_TYPES: [&str; 7] = [
+/// suspect. Sign-ins and removals are read only in a user's own history, where the rules need
+/// them: the recall's own removals would otherwise fill the stream with millions of entries.
+const WATCHED_EVENT_TYPES: [&str; 5] = [
     "user.mfa.factor.activate",
-    "user.mfa.factor.deactivate",
-    "user.mfa.factor.reset_all",
     "user.mfa.okta_verify.deny_push",
     "user.account.report_suspicious_activity_by_enduser",
     "user.risk.detect",

@@ -924,8 +924,10 @@ impl Runner {
         })
     }
 
-    /// One pass over invalidated users who have not re-enrolled: records those who have.
-    async fn poll_pending(&self, job: &RecallJob) -> Result<RunEnd> {
+    /// One pass over invalidated users who have not re-enrolled, asking the provider about each:
+    /// records those who have. What a check does where the provider serves no stream (public so
+    /// the benchmark can compare the two).
+    pub async fn poll_pending(&self, job: &RecallJob) -> Result<RunEnd> {
         for index in self.ledger.segments(&job.backend).await? {
             if self.stopping() {
                 return Ok(RunEnd::Stopped);

@@ -70,6 +70,13 @@ struct Args {
     /// With --layers: the layers to run each round, in order (one alone, to profile it).
     #[arg(long = "layer", value_delimiter = ',', default_value = "generator,adapter,engine")]
     layer_names: Vec<String>,
+    /// Instead of a recall: what watching the re-enrollment window costs the provider per check,
+    /// with --users pending users, asking each (per-user polling) and reading the log as a stream.
+    #[arg(long)]
+    window: bool,
+    /// With --window: users who enroll between two checks (one in ten from an address abroad, to be flagged).
+    #[arg(long, default_value_t = 100)]
+    enrollments: u32,
     /// Scratch folder.
     #[arg(long)]
     work: PathBuf,
@@ -482,6 +489,100 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
             "simulatorCpuMicrosPerRequest": micros_per_request(sim_cpu_after - sim_cpu_before, requests) })
 }
 
+/// Okta's documented per-minute limits of the buckets the watch uses (IDP-NOTES.md): the share of
+/// them a check uses, at the default check interval, is what the window costs the organisation.
+const OKTA_PER_MINUTE: [(&str, f64); 2] = [("logs", 120.0), ("users", 600.0)];
+const CHECK_INTERVAL_SECONDS: f64 = 30.0;
+
+/// What one check costs by bucket: requests, and the share of the bucket's per-minute limit it
+/// uses when checks run every `CHECK_INTERVAL_SECONDS`.
+fn check_cost(before: &SimStats, after: &SimStats, seconds: f64) -> Value {
+    let mut by_bucket = serde_json::Map::new();
+    for (bucket, limit) in OKTA_PER_MINUTE {
+        let n: u64 = after.by_bucket.iter().filter(|(k, _)| k.ends_with(&format!(" {bucket}"))).map(|(k, v)| v - before.by_bucket.get(k).copied().unwrap_or(0)).sum();
+        let per_minute = n as f64 * 60.0 / CHECK_INTERVAL_SECONDS;
+        by_bucket.insert(bucket.into(), json!({ "requests": n, "shareOfLimit": round4(per_minute / limit) }));
+    }
+    json!({ "requests": after.requests - before.requests, "seconds": round(seconds), "byBucket": by_bucket })
+}
+
+/// The window with `args.users` pending users on a simulated Okta: the users are recalled in this
+/// process (engine and adapter, no apiserver), then one check asks every pending user (per-user
+/// polling), one reads the stream after `args.enrollments` users enrolled, and one reads the
+/// stream with nothing new (the steady state). Each check's requests by bucket, its share of
+/// Okta's limits at the default interval, and how long it took: an enrollment is counted and
+/// flagged within one interval plus that.
+async fn window_run(args: &Args) -> Value {
+    let token = format!("00{:032x}", fastrand::u128(..));
+    let (sim, url) = start_sim(args, args.users, 0, &token);
+    let mut backend = IdentityBackend::new("okta", backend_spec(args, &url));
+    backend.metadata.namespace = Some("bench".into());
+    let secret = k8s_openapi::api::core::v1::Secret { data: Some([("api-token".to_string(), k8s_openapi::ByteString(token.into_bytes()))].into()), ..Default::default() };
+    let provider = mfa_recall::backends::connect(&backend, Some(&secret), &Default::default()).expect("the bench's own backend connects to its simulator");
+    let trail = args.work.join(format!("audit-window-{:08x}.jsonl", fastrand::u32(..)));
+    let audit = Arc::new(AuditLog::open(Some(&trail), "bench", false).unwrap());
+    let (_keep_going, stop) = tokio::sync::watch::channel(false);
+    let ledger = Arc::new(mfa_recall::ledger::MemoryLedger::default());
+    let progress = mfa_recall::engine::SharedProgress::default();
+    let runner = Runner { provider, ledger, audit, progress: progress.clone(), stop };
+    let cutoff = jiff::Timestamp::now();
+    let window = mfa_recall::engine::WindowSettings { started: Some(cutoff), ..Default::default() };
+    let job = RecallJob {
+        recall: "bench/window".into(),
+        backend: "okta".into(),
+        scope: ScopeSelector::AllUsers,
+        exclude_users: vec![],
+        exclude_groups: vec![],
+        kinds: vec![FactorKind::All],
+        revoke_sessions: true,
+        cutoff,
+        concurrency: args.in_flight as usize,
+        window,
+        notices: None,
+    };
+    let t0 = Instant::now();
+    runner.revoke(&job).await.unwrap();
+    let recall_seconds = t0.elapsed().as_secs_f64();
+    let pending = progress.lock().unwrap().counts.pending;
+    let http = reqwest::Client::new();
+
+    // Per-user polling: every pending user asked once.
+    let before = sim_stats(&http, &url).await;
+    let t = Instant::now();
+    runner.poll_pending(&job).await.unwrap();
+    let polling = check_cost(&before, &sim_stats(&http, &url).await, t.elapsed().as_secs_f64());
+
+    // The stream: the first read from the cutoff takes in the recall's own deactivations.
+    runner.check_re_enrollment(&job).await.unwrap();
+    let stride = (args.users / args.enrollments.max(1)).max(1);
+    for n in 0..args.enrollments.min(args.users) {
+        let ip = if n % 10 == 0 { "100.64.7.7" } else { "198.51.100.20" };
+        let name = idp_sim::username(n * stride);
+        let activity = json!({ "what": { "kind": "enroll", "factor": "totp" }, "ip": ip });
+        let reply = http.post(format!("{url}/_sim/users/{}/activity", idp_sim::percent_encode(&name))).json(&activity).send().await.unwrap();
+        assert!(reply.status().is_success(), "enrolling {name}: {}", reply.status());
+    }
+    let counted_before = progress.lock().unwrap().counts.clone();
+    let before = sim_stats(&http, &url).await;
+    let t = Instant::now();
+    runner.check_re_enrollment(&job).await.unwrap();
+    let stream = check_cost(&before, &sim_stats(&http, &url).await, t.elapsed().as_secs_f64());
+    let counted = progress.lock().unwrap().counts.clone();
+    let before = sim_stats(&http, &url).await;
+    let t = Instant::now();
+    runner.check_re_enrollment(&job).await.unwrap();
+    let steady = check_cost(&before, &sim_stats(&http, &url).await, t.elapsed().as_secs_f64());
+    drop(sim);
+    let _ = std::fs::remove_file(trail);
+    json!({
+        "run": "window", "users": args.users, "pending": pending, "recallSeconds": round(recall_seconds),
+        "checkIntervalSeconds": CHECK_INTERVAL_SECONDS, "enrollments": args.enrollments,
+        "perUserPolling": polling,
+        "stream": { "afterEnrollments": stream, "steady": steady,
+                    "reEnrolledCounted": counted.re_enrolled - counted_before.re_enrolled, "flagged": counted.anomalies - counted_before.anomalies },
+    })
+}
+
 /// A ledger that does the operator's share of storing a segment, encoding it as the operator's
 /// ledger does (whole the first time, its outcomes after), and keeps nothing: a fresh recall
 /// reads no segment back.
@@ -605,6 +706,11 @@ fn round4(x: f64) -> f64 {
 async fn main() {
     let args = Args::parse();
     std::fs::create_dir_all(&args.work).unwrap();
+    if args.window {
+        let args = args.clone();
+        println!("{}", tokio::spawn(async move { window_run(&args).await }).await.unwrap());
+        return;
+    }
     if args.layers {
         // Alternated, so a drift of the machine's speed shows in every layer alike. Each in a task
         // of its own, as the operator runs a recall (not on the thread that blocks on main).
