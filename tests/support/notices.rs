@@ -18,16 +18,16 @@ impl MailServer {
         MailServer { server: var("MFA_RECALL_SMTP"), maildir: PathBuf::from(var("MFA_RECALL_MAILDIR")) }
     }
 
-    /// Every message delivered to `address` so far (the mailbox name compared case-insensitively).
+    /// Every message delivered to `address` so far, oldest first (maildir names begin with the
+    /// delivery time; the mailbox name is compared case-insensitively).
     pub fn messages(&self, address: &str) -> Vec<String> {
         let Ok(boxes) = std::fs::read_dir(&self.maildir) else { return Vec::new() };
         let mut found = Vec::new();
         for mailbox in boxes.flatten().filter(|b| b.file_name().to_string_lossy().eq_ignore_ascii_case(address)) {
-            for message in std::fs::read_dir(mailbox.path().join("new")).into_iter().flatten().flatten() {
-                found.push(std::fs::read_to_string(message.path()).unwrap_or_default());
-            }
+            found.extend(std::fs::read_dir(mailbox.path().join("new")).into_iter().flatten().flatten().map(|m| m.path()));
         }
-        found
+        found.sort();
+        found.iter().map(|path| std::fs::read_to_string(path).unwrap_or_default()).collect()
     }
 }
 
