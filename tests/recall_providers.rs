@@ -367,3 +367,64 @@ async fn a_deleted_ledger_segment_stops_the_recall() {
     let writes: Vec<_> = subject.sim.recorded_requests().into_iter().filter(|r| r.method != "GET").collect();
     assert!(writes.is_empty(), "nobody was worked on again: {writes:?}");
 }
+
+/// The window watched from Okta's System Log by the operator itself, killed (SIGKILL) twice while
+/// users re-enroll: after each restart it reads on from the cursor in its ledger, so every
+/// re-enrollment is counted once (one `reenrollment.seen` line each) and every flag raised once,
+/// whether the enrollment came before a kill, between two, or after the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_window_stream_survives_kills_with_nothing_missed_or_counted_twice() {
+    let (parts, client, ns, _) = support::scenario("windowkills").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 60, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    // Before the recall, everyone who will enroll signs in from their home network (each their
+    // own, in San Francisco: many enrollments from one address would be a burst).
+    let home = |i: u32| format!("198.51.100.{}", 10 + i);
+    for i in 0..30 {
+        subject.sim.provider.act(&username(i), &idp_sim::Activity::new(idp_sim::Act::SignIn, &home(i))).unwrap();
+    }
+    let audit_file = parts.file("windowkills-audit.jsonl");
+    let log_file = parts.file("windowkills-operator.log");
+    let instance = format!("op-{ns}");
+    let mut operator = Operator::start_with(ns, &audit_file, &log_file, &instance, &[]);
+    let cutoff = jiff::Timestamp::now();
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "window"},
+        "spec": {"reason": "INC-12 window", "backends": ["corp-okta"], "cutoff": cutoff.to_string(), "scope": {"allUsers": true},
+                 "reEnrollment": {"checkInterval": "10s", "sweepPerCheck": 0}, "anomalies": {"baseline": "1h"}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    cluster::wait_for(&recalls, "window", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let re_enrolled = |r: &MfaRecall| r.status.as_ref().map_or(0, |s| s.counts.re_enrolled);
+    // Three rounds of ten enrollments, a kill after each of the first two; one in five from Lagos.
+    for round in 0..3u32 {
+        for i in round * 10..round * 10 + 10 {
+            let from = if i % 5 == 0 { format!("100.64.7.{i}") } else { home(i) };
+            subject.sim.provider.act(&username(i), &idp_sim::Activity::new(idp_sim::Act::Enroll { factor: idp_sim::FactorKind::Totp }, &from)).unwrap();
+        }
+        let want = i64::from(round * 10 + 10);
+        cluster::wait_for(&recalls, "window", Duration::from_secs(120), |r| re_enrolled(r) >= want).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+        if round < 2 {
+            operator.kill();
+            operator = Operator::start_with(ns, &audit_file, &log_file, &instance, &[]);
+        }
+    }
+    // A few more checks after the last enrollment: nothing more may be counted.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let counts = recalls.get("window").await.unwrap().status.unwrap().counts;
+    assert_eq!((counts.re_enrolled, counts.anomalies), (30, 6 * 2), "every enrollment once; six from Lagos, each newNetwork and impossibleTravel: {counts:?}");
+    let lines = audit_lines(&audit_file);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for line in lines.iter().filter(|l| l["action"] == "reenrollment.seen") {
+        *seen.entry(line["user"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 30, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "a re-enrollment audited twice: {seen:?}");
+    let flags = lines.iter().filter(|l| l["action"] == "anomaly.flagged").count();
+    assert_eq!(flags, 12, "each flag audited once");
+}
