@@ -428,3 +428,73 @@ async fn the_window_stream_survives_kills_with_nothing_missed_or_counted_twice()
     let flags = lines.iter().filter(|l| l["action"] == "anomaly.flagged").count();
     assert_eq!(flags, 12, "each flag audited once");
 }
+
+/// The notice's not-me link, end to end through the operator: a re-enrolled user is told by a
+/// signed webhook; opening the link shows a page that does nothing by itself; pressing its button
+/// keeps the report, and the recall's next check flags and quarantines the user (account
+/// disabled, the new factor gone). A link for another user, or a forged one, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_who_says_not_me_is_quarantined() {
+    let (parts, client, ns, _) = support::scenario("notme").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 20, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let receiver = support::notices::WebhookReceiver::start().await;
+    let hook = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "notice-webhook" }, "stringData": { "hmac-key": "mfacanary-webhook-key-0123456789abcdef" } });
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns).create(&kube::api::PostParams::default(), &serde_json::from_value(hook).unwrap()).await.unwrap();
+    let not_me_addr = support::free_addr();
+    let audit_file = parts.file("notme-audit.jsonl");
+    let operator = Operator::start_with(ns, &audit_file, &parts.file("notme-operator.log"), &format!("op-{ns}"), &["--not-me-addr", &not_me_addr]);
+    let cutoff = jiff::Timestamp::now();
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "notme"},
+        "spec": {"reason": "INC-13 not me", "backends": ["corp-okta"], "cutoff": cutoff.to_string(), "scope": {"allUsers": true},
+                 "reEnrollment": {"checkInterval": "10s", "sweepPerCheck": 0},
+                 "notifications": {"webhook": {"url": receiver.url, "secretRef": {"name": "notice-webhook"}}, "notMeUrl": format!("http://{not_me_addr}/v1/not-me")}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    cluster::wait_for(&recalls, "notme", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let victim = username(4);
+    let factor = subject.sim.provider.act(&victim, &idp_sim::Activity::new(idp_sim::Act::Enroll { factor: idp_sim::FactorKind::Totp }, "100.64.9.9")).unwrap().unwrap();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    let link = loop {
+        if let Some(delivery) = receiver.deliveries.lock().unwrap().first() {
+            let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+            break body["notMeUrl"].as_str().expect("a not-me link in the notice").to_string();
+        }
+        assert!(tokio::time::Instant::now() < give_up, "no notice within a minute\n{}", operator.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let http = reqwest::Client::new();
+    // Opening the link changes nothing; its page posts the same fields back.
+    let page = http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<form method=\"post\">") && html.contains("This was not me"), "{html}");
+    assert!(subject.sim.provider.user(&victim).unwrap().active, "a GET locks nobody");
+    let url: reqwest::Url = link.parse().unwrap();
+    let fields: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    // Someone else's user, or a forged token: refused.
+    let forged: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.clone(), if k == "user" { "00uSomeoneElse".into() } else { v.clone() })).collect();
+    let post = |form: Vec<(String, String)>| http.post(format!("http://{not_me_addr}/v1/not-me")).form(&form).send();
+    assert_eq!(post(forged).await.unwrap().status(), 404);
+    let answer = post(fields).await.unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    let recall = cluster::wait_for(&recalls, "notme", Duration::from_secs(60), |r| r.status.as_ref().is_some_and(|s| s.counts.quarantined == 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let counts = recall.status.unwrap().counts;
+    assert_eq!((counts.re_enrolled, counts.quarantined), (0, 1), "the reported enrollment is undone: {counts:?}");
+    let held = subject.sim.provider.user(&victim).unwrap();
+    assert!(!held.active && held.factors.iter().all(|f| f.id != factor), "{victim} is disabled and the factor gone: {held:?}");
+    let lines = audit_lines(&audit_file);
+    for action in ["user.notMe", "anomaly.flagged", "user.quarantine"] {
+        assert_eq!(lines.iter().filter(|l| l["action"] == action).count(), 1, "one {action} line");
+    }
+    assert!(!std::fs::read_to_string(parts.file("notme-operator.log")).unwrap_or_default().contains("mfacanary-webhook-key"), "the webhook key never shows");
+}

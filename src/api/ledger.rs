@@ -46,6 +46,8 @@ pub enum LedgerPart {
     Outcomes,
     /// The backend's re-enrollment watch: where its event stream goes on (index 0).
     Watch,
+    /// Users who said, from the notice of a new factor, that it was not them (index 0).
+    Reports,
 }
 
 impl LedgerPart {
@@ -54,6 +56,7 @@ impl LedgerPart {
             LedgerPart::Users => "Users",
             LedgerPart::Outcomes => "Outcomes",
             LedgerPart::Watch => "Watch",
+            LedgerPart::Reports => "Reports",
         }
     }
 }

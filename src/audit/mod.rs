@@ -71,6 +71,9 @@ pub enum Action {
     /// A user was told of a new factor (the sinks and how each went).
     #[serde(rename = "notice.send")]
     NoticeSend,
+    /// A user said, from the notice of a new factor, that it was not them.
+    #[serde(rename = "user.notMe")]
+    NotMeReported,
     /// A person cleared a quarantined user, who is enabled again.
     #[serde(rename = "user.clear")]
     UserClear,

@@ -6,6 +6,7 @@ mod backend;
 mod fixtures;
 pub mod health;
 pub mod leader;
+mod not_me;
 mod recall;
 pub(crate) mod run;
 mod status;
@@ -53,6 +54,8 @@ pub struct Settings {
     pub max_revoking_recalls: u16,
     /// Where `/metrics`, `/livez` and `/readyz` are served; not served when None.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the not-me endpoint listens (what spec.notifications.notMeUrl reaches); None for none.
+    pub not_me_addr: Option<std::net::SocketAddr>,
     /// Of several replicas, only the holder of this Lease works; None runs without election.
     pub leader_election: Option<LeaseSettings>,
 }
@@ -188,6 +191,10 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         metrics,
         providers: Mutex::new(HashMap::new()),
     });
+    // Only the leader serves it: the reports object has one writer.
+    if let Some(addr) = settings.not_me_addr {
+        not_me::serve(addr, ctx.clone()).await?;
+    }
     let (recalls, backends_api) = match &settings.namespace {
         Some(ns) => (Api::<MfaRecall>::namespaced(client.clone(), ns), Api::<IdentityBackend>::namespaced(client.clone(), ns)),
         None => (Api::<MfaRecall>::all(client.clone()), Api::<IdentityBackend>::all(client.clone())),

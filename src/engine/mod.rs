@@ -907,6 +907,7 @@ impl Runner {
     /// One check of the re-enrollment window: from the provider's event log where it serves one
     /// as a stream, else by asking about every pending user.
     pub async fn check_re_enrollment(&self, job: &RecallJob) -> Result<RunEnd> {
+        self.act_on_reports(job).await?;
         if self.provider.capabilities().event_stream {
             return self.watch_window(job).await;
         }

@@ -13,7 +13,7 @@ use crate::audit::{Action, Outcome};
 use crate::backends::{ErrorKind, FactorRef, ProviderError, RevokeOutcome, UserRef};
 use crate::ledger::{Quarantine, Segment, UserRecord, UserState};
 use crate::watch::rules::{self, Judged};
-use crate::watch::{EventKind, EventQuery, Flag, IdentityEvent, Recent, Rule, Thresholds, WatchState, clearance_keys};
+use crate::watch::{EventKind, EventQuery, Flag, IdentityEvent, NotMe, Recent, Rule, Thresholds, WatchState, clearance_keys};
 
 /// How a recall watches its window, from its spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -139,14 +139,7 @@ impl Runner {
         }
         state.events_read += events.len() as u64;
         self.ledger.write_watch(&state).await?;
-        let mut progress = self.progress.lock().unwrap();
-        progress.counts.re_enrolled += tally.re_enrolled;
-        progress.counts.pending -= tally.re_enrolled;
-        progress.counts.anomalies += tally.flags;
-        progress.counts.quarantined += tally.quarantined;
-        for name in tally.flagged {
-            progress.note_flagged(name);
-        }
+        self.publish(tally);
         Ok(RunEnd::Finished)
     }
 
@@ -349,6 +342,66 @@ impl Runner {
             e.factor_kind = Some(factor.kind.into());
             e.detail = Some("quarantine".into());
         })
+    }
+
+    /// Adds what a check changed to the live counts.
+    fn publish(&self, tally: Tally) {
+        let mut progress = self.progress.lock().unwrap();
+        progress.counts.re_enrolled += tally.re_enrolled;
+        progress.counts.pending -= tally.re_enrolled;
+        progress.counts.anomalies += tally.flags;
+        progress.counts.quarantined += tally.quarantined;
+        for name in tally.flagged {
+            progress.note_flagged(name);
+        }
+    }
+
+    /// Acts on users' not-me reports not acted on yet: each reported user is flagged
+    /// (fraudReported) and quarantined, whatever anomalies.action says: they said the factor is
+    /// not theirs.
+    pub(super) async fn act_on_reports(&self, job: &RecallJob) -> Result<()> {
+        let reports = self.ledger.read_reports(&job.backend).await?;
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let from = job.window.started.unwrap_or(job.cutoff);
+        let mut state = self.ledger.read_watch(&job.backend).await?.unwrap_or_else(|| WatchState::new(&job.backend, from));
+        let waiting: Vec<&NotMe> = reports.iter().filter(|r| !state.reports_handled.contains(&r.key())).collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let index = self.recalled_index(job).await?;
+        let mut tally = Tally::default();
+        for report in waiting {
+            let mut found = false;
+            for segment_index in index.segments_of(&report.user_id) {
+                let mut segment = self.ledger.read(&job.backend, segment_index).await?;
+                let Some(record) = segment.users.iter_mut().find(|r| r.user.id == report.user_id) else { continue };
+                found = true;
+                let event_id = format!("not-me:{}", report.at);
+                if !record.flags.iter().any(|f| f.event_id == event_id) {
+                    let user = record.user.clone();
+                    self.audit(job, Some(&user), Action::AnomalyFlagged, Outcome::Done, |e| {
+                        e.detail = Some(format!("fraudReported: the user said, from the notice of a new factor, that it was not them; events {event_id}"));
+                    })?;
+                    record.flags.push(Flag { rule: Rule::FraudReported, event_id, at: report.at });
+                    tally.flags += 1;
+                    tally.flagged.push(format!("{}: {}", user.username, Rule::FraudReported.as_str()));
+                }
+                if !record.quarantine.as_ref().is_some_and(Quarantine::holds) {
+                    self.quarantine(job, record, vec![Rule::FraudReported], &mut tally).await?;
+                }
+                self.persist(&segment).await?;
+                break;
+            }
+            if !found {
+                tracing::warn!(recall = %job.recall, backend = %job.backend, user = %report.user_id, "a not-me report names no recalled user of this backend");
+            }
+            state.reports_handled.push(report.key());
+        }
+        self.ledger.write_watch(&state).await?;
+        self.publish(tally);
+        Ok(())
     }
 
     /// Acts on clearances not acted on yet: each quarantined user a clearance names is enabled

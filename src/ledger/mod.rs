@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::api::RecallCounts;
 use crate::backends::{Enrollment, UserRef, UserSnapshot};
-use crate::watch::{Flag, WatchState};
+use crate::watch::{Flag, NotMe, WatchState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -273,6 +273,14 @@ pub trait LedgerStore: Send + Sync {
     /// values get equal pseudonyms within one operator, and nobody without the key can test a
     /// guess against one.
     fn pseudonym(&self, value: &str) -> String;
+    /// Users' not-me reports on this backend, oldest first.
+    async fn read_reports(&self, _backend: &str) -> Result<Vec<NotMe>> {
+        Ok(Vec::new())
+    }
+    /// Keeps a not-me report for the recall's next check to act on.
+    async fn add_report(&self, report: &NotMe) -> Result<()> {
+        Err(crate::Error::Ledger { name: report.backend.clone(), message: "this ledger keeps no reports".into() })
+    }
 }
 
 /// An in-process store for engine tests and dry runs.
@@ -280,6 +288,7 @@ pub trait LedgerStore: Send + Sync {
 pub struct MemoryLedger {
     segments: Mutex<BTreeMap<(String, u32), Segment>>,
     watches: Mutex<BTreeMap<String, WatchState>>,
+    reports: Mutex<Vec<NotMe>>,
 }
 
 #[async_trait]
@@ -307,6 +316,13 @@ impl LedgerStore for MemoryLedger {
     fn pseudonym(&self, value: &str) -> String {
         // Nothing of a memory ledger outlives the process: a fixed key serves its tests.
         pseudonym(&crate::keys::HmacKey::new(b"the memory ledger's pseudonym key", "a test key").expect("a key of 32+ bytes"), value)
+    }
+    async fn read_reports(&self, backend: &str) -> Result<Vec<NotMe>> {
+        Ok(self.reports.lock().unwrap().iter().filter(|r| r.backend == backend).cloned().collect())
+    }
+    async fn add_report(&self, report: &NotMe) -> Result<()> {
+        self.reports.lock().unwrap().push(report.clone());
+        Ok(())
     }
 }
 

@@ -26,7 +26,7 @@ use super::{LedgerStore, Outcomes, Segment, decode, encode};
 use crate::Result;
 use crate::api::{LedgerPart, RecallLedgerSegment, RecallLedgerSegmentSpec};
 use crate::keys::HmacKey;
-use crate::watch::WatchState;
+use crate::watch::{NotMe, WatchState};
 
 pub const RECALL_UID_LABEL: &str = "mfarecall.io/recall-uid";
 pub const BACKEND_LABEL: &str = "mfarecall.io/backend";
@@ -35,6 +35,7 @@ pub const SEGMENT_LABEL: &str = "mfarecall.io/segment";
 pub const OUTCOMES_OF_LABEL: &str = "mfarecall.io/outcomes-of";
 /// On a backend's watch state, in place of SEGMENT_LABEL.
 pub const WATCH_LABEL: &str = "mfarecall.io/watch";
+pub const REPORTS_LABEL: &str = "mfarecall.io/reports";
 const FIELD_MANAGER: &str = "mfa-recall-ledger";
 /// Names the ledger key in errors.
 pub const KEY_NAME: &str = "the ledger key";
@@ -73,6 +74,7 @@ impl ResourceLedger {
             LedgerPart::Users => SEGMENT_LABEL,
             LedgerPart::Outcomes => OUTCOMES_OF_LABEL,
             LedgerPart::Watch => WATCH_LABEL,
+            LedgerPart::Reports => REPORTS_LABEL,
         };
         let labels = BTreeMap::from([
             (RECALL_UID_LABEL.to_string(), self.recall_uid.clone()),
@@ -255,6 +257,27 @@ impl LedgerStore for ResourceLedger {
     fn pseudonym(&self, value: &str) -> String {
         super::pseudonym(&self.key, value)
     }
+
+    async fn read_reports(&self, backend: &str) -> Result<Vec<NotMe>> {
+        let name = format!("{}-reports", self.name(backend, 0));
+        let Some(object) = self.api.get_opt(&name).await? else { return Ok(Vec::new()) };
+        let data = self.verified(&object, backend, 0, LedgerPart::Reports).map_err(|why| rejected(&name, why))?;
+        let reports: Vec<NotMe> = decode(data).map_err(|e| rejected(&name, format!("signed, but does not decode: {e}")))?;
+        self.stored.lock().unwrap().insert(name);
+        Ok(reports.into_iter().filter(|r| r.backend == backend).collect())
+    }
+
+    async fn add_report(&self, report: &NotMe) -> Result<()> {
+        // The not-me endpoint is this object's only writer, one report at a time.
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _turn = ONE_AT_A_TIME.lock().await;
+        let mut reports = self.read_reports(&report.backend).await?;
+        reports.push(report.clone());
+        let name = format!("{}-reports", self.name(&report.backend, 0));
+        let object = self.object(&name, &report.backend, 0, LedgerPart::Reports, encode(&reports)?);
+        self.put(&name, &object).await?;
+        Ok(())
+    }
 }
 
 /// The name of a backend's watch state, beside its first segment's.
@@ -294,7 +317,7 @@ mod tests {
     fn signed(ledger: &ResourceLedger, segment: &Segment, part: LedgerPart) -> RecallLedgerSegment {
         let data = match part {
             LedgerPart::Users => encode(segment).unwrap(),
-            LedgerPart::Outcomes | LedgerPart::Watch => encode(&segment.outcomes()).unwrap(),
+            LedgerPart::Outcomes | LedgerPart::Watch | LedgerPart::Reports => encode(&segment.outcomes()).unwrap(),
         };
         ledger.object("name", &segment.backend, segment.index, part, data)
     }

@@ -40,6 +40,24 @@ pub struct WatchState {
     /// Clearances of spec.clearances already acted on (`clearance_keys`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleared: Vec<String>,
+    /// Not-me reports already acted on (`NotMe::key`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports_handled: Vec<String>,
+}
+
+/// A user's word, from the link in the notice of a new factor, that the factor was not theirs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotMe {
+    pub backend: String,
+    pub user_id: String,
+    pub at: jiff::Timestamp,
+}
+
+impl NotMe {
+    pub fn key(&self) -> String {
+        format!("{}\u{0}{}", self.user_id, self.at)
+    }
 }
 
 /// A key per clearance: its content and, for identical entries, which one it is; so each entry
