@@ -1432,6 +1432,16 @@ fn window_support(kind: &str) -> WindowSupport {
         "okta" => WindowSupport { geo: true, proxy: true, fraud: true, by_admin: true, push_denied: true },
         // User events carry ipAddress only; the admin API cannot enroll for a user; no push or report.
         "keycloak" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: false },
+        // Tenant log: location_info.latitude/longitude; no proxy verdict or ASN ("Get a log event
+        // by id"); Guardian lets a user reject a push (gd_auth_rejected) but has no fraud report
+        // ("Log Event Type Codes"); an administrator creating a method is a sapi entry naming the
+        // user in details.request.path.
+        "auth0" => WindowSupport { geo: true, proxy: false, fraud: false, by_admin: true, push_denied: true },
+        // Authentication log v2: access_device.location is city, state and country without
+        // coordinates, and no proxy verdict; result fraud with reason user_marked_fraud; a denied
+        // push is result denied; a device an administrator adds is only in the administrator log,
+        // whose object names the phone or token, not the user ("Administrator Logs").
+        "duo" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: false, push_denied: true },
         other => panic!("no window support listed for {other}"),
     }
 }
@@ -1449,9 +1459,9 @@ macro_rules! cases {
 
 cases!(okta: window_watched, window_quarantine, window_notices, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(entra: methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(auth0: requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(auth0: window_watched, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(duo: requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(duo: window_watched, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
 cases!(keycloak: window_watched, window_quarantine, window_notices, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

@@ -16,6 +16,10 @@
 //!   Enrollment tickets are not created: the ticket URL is a credential with no safe channel here.
 //! - Re-enrollment is read from the authentication methods created at or after the cutoff, and its
 //!   origin (IP, user agent, geo; Auth0 gives no ASN) from the `gd_enrollment_complete` log events.
+//! - The window's event stream is the tenant log read by checkpoint (`from` = the last `log_id`
+//!   read, `take`), started by a date search; a user's own history is a search on `user_id` and
+//!   date. An administrator creating a method is a `sapi` entry under the administrator, naming
+//!   the user in its request path.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Cursor};
@@ -36,6 +40,7 @@ use super::{
     UserSnapshot, enc, selected, split,
 };
 use crate::api::{Auth0Provider, FactorKind};
+use crate::watch::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent};
 
 /// Users per page handed to the engine, and records per Management API request (Auth0's maximum).
 const PAGE_SIZE: usize = 100;
@@ -498,8 +503,130 @@ impl Auth0 {
     }
 }
 
+/// Log entries per request: Auth0's maximum for `take` and `per_page`.
+const LOG_PAGE: usize = 100;
+/// A log search reaches this many entries, no further.
+const LOG_SEARCH_LIMIT: usize = 1000;
+/// What the stream keeps: enrollments, removals, rejected pushes and logins Adaptive MFA did not
+/// trust (other logins are read only in a user's own history, where the rules need them).
+const STREAMED: [EventKind; 4] = [EventKind::FactorEnrolled, EventKind::FactorRemoved, EventKind::PushDenied, EventKind::RiskySignIn];
+
+/// Percent-decoding of a path segment (a user id `auth0|…` may be logged encoded).
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The user an administrator created an authentication method for, from a `sapi` entry's request
+/// (`POST /api/v2/users/{id}/authentication-methods` answered 2xx); None for any other call.
+fn method_created_for(details: &Value) -> Option<String> {
+    let request = &details["request"];
+    if !request["method"].as_str().is_some_and(|m| m.eq_ignore_ascii_case("post")) {
+        return None;
+    }
+    let status = details["response"]["statusCode"].as_u64()?;
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let path = request["path"].as_str()?.split('?').next()?;
+    let id = path.strip_prefix("/api/v2/users/")?.strip_suffix("/authentication-methods")?;
+    let id = percent_decoded(id)?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// A tenant log entry as an identity event; None for what the watch does not read (other types,
+/// failures, trusted logins where only risky ones are wanted); Err says why the entry cannot be
+/// read (it is skipped and counted).
+fn identity_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
+    let text = |v: &Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let id = text(&entry["log_id"]).ok_or("a log entry without a log_id")?;
+    let at: jiff::Timestamp = entry["date"].as_str().and_then(|d| d.trim().parse().ok()).ok_or_else(|| format!("log entry {id}: no readable date"))?;
+    let log_type = entry["type"].as_str().unwrap_or_default().trim().to_ascii_lowercase();
+    let details = &entry["details"];
+    // Adaptive MFA's verdict on a login: "low" confidence is a login it did not trust.
+    let risky = details["riskAssessment"]["confidence"].as_str().is_some_and(|c| c.trim().eq_ignore_ascii_case("low"));
+    let mut factor = None;
+    let (kind, user_id, actor) = match log_type.as_str() {
+        "sapi" => {
+            let Some(user_id) = method_created_for(details) else { return Ok(None) };
+            let auth = &details["request"]["auth"];
+            let admin = text(&auth["user"]["email"]).or_else(|| text(&auth["user"]["name"])).or_else(|| text(&auth["user"]["user_id"]));
+            let admin_id = text(&auth["user"]["user_id"]);
+            factor = details["request"]["body"]["type"].as_str().and_then(factor_kind);
+            let actor = match (admin, admin_id) {
+                (_, Some(admin_id)) if admin_id == user_id => Actor::User,
+                (Some(admin), _) => Actor::Other(admin),
+                // A machine-to-machine application: someone other than the user all the same.
+                (None, _) => Actor::Other(text(&entry["client_id"]).map_or_else(|| "a Management API client".to_string(), |c| format!("the Management API client {c}"))),
+            };
+            (EventKind::FactorEnrolled, user_id, actor)
+        }
+        other => {
+            let kind = match other {
+                "gd_enrollment_complete" => EventKind::FactorEnrolled,
+                "gd_unenroll" => EventKind::FactorRemoved,
+                "gd_auth_rejected" => EventKind::PushDenied,
+                "gd_auth_succeed" => EventKind::MfaChallenge,
+                "s" if risky => EventKind::RiskySignIn,
+                "s" => EventKind::SignIn,
+                "mfar" if risky => EventKind::RiskySignIn,
+                _ => return Ok(None),
+            };
+            let user_id = text(&entry["user_id"]).ok_or_else(|| format!("log entry {id}: names no user"))?;
+            (kind, user_id, Actor::User)
+        }
+    };
+    let location = &entry["location_info"];
+    let number = |v: &Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+    let place = Geo {
+        country: text(&location["country_code"]).map(|c| c.to_ascii_uppercase()),
+        region: text(&location["subdivision_code"]),
+        city: text(&location["city_name"]),
+        point: Geo::point_of(number(&location["latitude"]), number(&location["longitude"])),
+    };
+    let has_place = place.country.is_some() || place.city.is_some() || place.point.is_some();
+    Ok(Some(IdentityEvent {
+        id,
+        at,
+        user_id,
+        kind,
+        actor,
+        client: ClientInfo {
+            ip: entry["ip"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            user_agent: text(&entry["user_agent"]),
+            geo: has_place.then_some(place),
+            // Auth0's log gives neither an ASN nor a proxy verdict.
+            asn: None,
+            proxy: false,
+        },
+        factor,
+        device: None,
+    }))
+}
+
+/// A checkpoint worth sending back: Auth0's log ids are digits (letters allowed, nothing else).
+fn usable_checkpoint(cursor: &str) -> bool {
+    !cursor.is_empty() && cursor.len() <= 128 && cursor.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// How far from a method's creation time its enrollment's log event may be.
 const ORIGIN_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+
+/// Said of every tenant: how long the log that feeds the window is there, and what it shows.
+const EVENTS_KEPT: &str = "events: Auth0 keeps its log for the plan's retention only (a day on the free plan, up to 30 days on Enterprise) and indexes it with some delay; a window not checked within the retention loses events, and a user's earlier events are read by search, which reaches 1,000 entries";
+const EVENTS_SHOW: &str = "events: Auth0's log gives no ASN, no proxy verdict and no user fraud report, so anonymising proxies and reported fraud are not flagged from it";
 
 /// Said of every tenant: a recall's groups are Auth0 roles.
 const ROLES_ARE_FLAT: &str = "groups: a recall's groups are Auth0 roles, which do not nest; a role's members are the users it is assigned to";
@@ -507,7 +634,7 @@ const ROLES_ARE_FLAT: &str = "groups: a recall's groups are Auth0 roles, which d
 #[async_trait]
 impl IdentityProvider for Auth0 {
     fn capabilities(&self) -> Capabilities {
-        let mut limitations = vec![ROLES_ARE_FLAT.to_string()];
+        let mut limitations = vec![ROLES_ARE_FLAT.to_string(), EVENTS_KEPT.to_string(), EVENTS_SHOW.to_string()];
         limitations.extend(self.limitations.lock().unwrap().iter().cloned());
         Capabilities {
             list_factors: true,
@@ -520,7 +647,7 @@ impl IdentityProvider for Auth0 {
             count_sessions: !limitations.iter().any(|l| l.starts_with("sessions:")),
             force_re_enrollment: !limitations.iter().any(|l| l.starts_with("enrollment: the tenant's MFA policy")),
             enrollment_detection: true,
-            event_stream: false,
+            event_stream: true,
             disable_user: true,
             nested_groups: false,
             // Auth0 stores emails in lower case; user ids are matched as given.
@@ -661,6 +788,47 @@ impl IdentityProvider for Auth0 {
         Ok(Some(Enrollment { kind, at, origin }))
     }
 
+    async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        let stamp = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let checkpoint = query.cursor.filter(|c| usable_checkpoint(c));
+        let (params, search_page) = match (query.user, checkpoint) {
+            // A user's own history: a search, paged by number (the cursor) up to its reach.
+            (Some(user), _) => {
+                let page: usize = query.cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+                let id = user.id.replace(['"', '\\'], "");
+                let until = query.until.map_or_else(|| "*".to_string(), stamp);
+                let q = format!("user_id:\"{id}\" AND date:[{} TO {until}]", stamp(query.from));
+                (vec![("q", q), ("sort", "date:1".to_string()), ("page", page.to_string()), ("per_page", LOG_PAGE.to_string())], Some(page))
+            }
+            // The stream goes on by checkpoint: entries after the last log id read.
+            (None, Some(from)) => (vec![("from", from.to_string()), ("take", LOG_PAGE.to_string())], None),
+            // No checkpoint yet: the first entries from the window's start, by date.
+            (None, None) => (vec![("q", format!("date:[{} TO *]", stamp(query.from))), ("sort", "date:1".to_string()), ("page", "0".to_string()), ("per_page", LOG_PAGE.to_string())], None),
+        };
+        let entries: Vec<Value> = self.get("read_logs", "/logs", &params).await?.unwrap_or_default();
+        let full = entries.len() >= LOG_PAGE;
+        let mut page = EventPage::default();
+        match search_page {
+            Some(number) => {
+                page.more = full && (number + 1) * LOG_PAGE < LOG_SEARCH_LIMIT;
+                page.cursor = page.more.then(|| (number + 1).to_string());
+            }
+            None => {
+                page.more = full;
+                let last = entries.iter().rev().find_map(|e| e["log_id"].as_str().filter(|id| usable_checkpoint(id)));
+                page.cursor = last.map(String::from).or(checkpoint.map(String::from));
+            }
+        }
+        for entry in &entries {
+            match identity_event(entry) {
+                Ok(Some(event)) if query.user.is_some() || STREAMED.contains(&event.kind) => page.events.push(event),
+                Ok(_) => {}
+                Err(why) => page.skipped.push(why),
+            }
+        }
+        Ok(page)
+    }
+
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         let (status, value) = self.call("update_user", Method::PATCH, &Self::user_path(user, ""), &[], Some(&json!({ "blocked": true }))).await?;
         match status {
@@ -774,6 +942,12 @@ pub(crate) fn decode_answers(data: &[u8]) {
     crate::fuzzing::decode::<RoleMembers>(data);
     crate::fuzzing::decode::<Job>(data);
     crate::fuzzing::decode::<Vec<LogEvent>>(data);
+    // Log entries as the event stream reads them: never a panic, whatever a field holds.
+    if let Ok(entries) = serde_json::from_slice::<Vec<Value>>(data) {
+        for entry in &entries {
+            let _ = identity_event(entry);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -912,10 +1086,13 @@ mod tests {
         assert!(capabilities.limitations.iter().any(|l| l.starts_with("sessions: not available on this Auth0 plan (Enterprise only)")), "{capabilities:?}");
         // The check finds the gap before any recall.
         let fresh = bench.adapter();
-        assert_eq!(fresh.capabilities().limitations, [ROLES_ARE_FLAT]);
+        assert_eq!(fresh.capabilities().limitations, ALWAYS_SAID);
         fresh.check().await.unwrap();
         assert!(fresh.capabilities().limitations.iter().any(|l| l.starts_with("sessions:")));
     }
+
+    /// What every tenant's capabilities say before anything is learnt from it.
+    const ALWAYS_SAID: [&str; 3] = [ROLES_ARE_FLAT, EVENTS_KEPT, EVENTS_SHOW];
 
     /// A recall of every user and kind on this tenant, as the engine gets it.
     fn recall_job(cutoff: jiff::Timestamp) -> crate::engine::RecallJob {
@@ -976,7 +1153,7 @@ mod tests {
         adapter.revoke_sessions(&user, &snapshot).await.unwrap();
         let after = bench.tenant.user(&username(0)).unwrap();
         assert_eq!((after.sessions, after.grants), (0, 0));
-        assert_eq!(adapter.capabilities().limitations, [ROLES_ARE_FLAT], "nothing learnt from the tenant");
+        assert_eq!(adapter.capabilities().limitations, ALWAYS_SAID, "nothing learnt from the tenant");
     }
 
     #[tokio::test]
@@ -989,7 +1166,7 @@ mod tests {
         let seen = adapter.enrolled_since(&bench.user(1), cutoff).await.unwrap().expect("enrolled");
         assert_eq!(seen.kind, FactorKind::Webauthn);
         let origin = seen.origin.expect("origin from the log events");
-        assert_eq!((origin.ip.as_deref(), origin.geo.as_deref(), origin.asn), (Some("203.0.113.9"), Some("NL/Amsterdam"), None));
+        assert_eq!((origin.ip.as_deref(), origin.geo.as_deref(), origin.asn), (Some("203.0.113.9"), Some("JP/Tokyo"), None));
         assert!(origin.user_agent.is_some_and(|ua| ua.contains("Mozilla")));
         assert_eq!(adapter.enrolled_since(&bench.user(2), cutoff).await.unwrap(), None);
     }
@@ -1043,5 +1220,82 @@ mod tests {
         assert_eq!(factor_kind("password"), None);
         assert_eq!(factor_kind("webauthn-platform"), Some(FactorKind::Passkey));
         assert_eq!(factor_kind("phone"), Some(FactorKind::Sms));
+    }
+
+    fn entry(log_type: &str) -> Value {
+        json!({
+            "log_id": "90020261206031500000000000000000001", "date": "2026-12-06T03:15:00.123Z", "type": log_type,
+            "description": "", "client_id": "cKYr0EAR0UJkz4BkKtl8j8ZtnJ9Q3Z2t", "ip": "100.64.7.7",
+            "user_agent": "Chrome 120.0.0 / Mac OS X 10.15.7", "user_id": "auth0|5f1b2c3d4e5f6a7b8c9d0e1f", "details": {},
+            "location_info": { "country_code": "ng", "country_code3": "NGA", "country_name": "Nigeria", "city_name": "Lagos", "latitude": 6.5244, "longitude": 3.3792, "time_zone": "Africa/Lagos", "continent_code": "AF" },
+        })
+    }
+
+    #[test]
+    fn log_entries_read_as_identity_events() {
+        let enrolled = identity_event(&entry("gd_enrollment_complete")).unwrap().unwrap();
+        assert_eq!((enrolled.kind, enrolled.user_id.as_str(), &enrolled.actor), (EventKind::FactorEnrolled, "auth0|5f1b2c3d4e5f6a7b8c9d0e1f", &Actor::User));
+        assert_eq!(enrolled.client.ip, Some("100.64.7.7".parse().unwrap()));
+        let geo = enrolled.client.geo.unwrap();
+        assert_eq!((geo.country.as_deref(), geo.city.as_deref(), geo.point), (Some("NG"), Some("Lagos"), Some((6.5244, 3.3792))));
+        assert_eq!(identity_event(&entry("GD_AUTH_REJECTED")).unwrap().unwrap().kind, EventKind::PushDenied);
+        assert_eq!(identity_event(&entry("s")).unwrap().unwrap().kind, EventKind::SignIn);
+        let mut risky = entry("s");
+        risky["details"] = json!({ "riskAssessment": { "confidence": "LOW", "version": "1" } });
+        assert_eq!(identity_event(&risky).unwrap().unwrap().kind, EventKind::RiskySignIn);
+        risky["type"] = json!("mfar");
+        assert_eq!(identity_event(&risky).unwrap().unwrap().kind, EventKind::RiskySignIn);
+        // Failures, other types and trusted MFA prompts are not read.
+        for other in ["f", "fp", "gd_auth_failed", "gd_start_enroll", "mfar", "sapi", "", "seacft"] {
+            assert_eq!(identity_event(&entry(other)).unwrap(), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn an_administrators_method_is_an_enrollment_by_someone_else() {
+        let mut call = entry("sapi");
+        call["user_id"] = json!("auth0|admin0000000000000000001");
+        call["details"] = json!({
+            "request": { "method": "post", "path": "/api/v2/users/auth0%7C5f1b2c3d4e5f6a7b8c9d0e1f/authentication-methods", "body": { "type": "totp" },
+                "auth": { "user": { "user_id": "auth0|admin0000000000000000001", "email": "helpdesk@example.com", "name": "Help Desk" }, "strategy": "jwt" } },
+            "response": { "statusCode": 201, "body": {} },
+        });
+        let event = identity_event(&call).unwrap().unwrap();
+        assert_eq!((event.kind, event.user_id.as_str(), event.factor), (EventKind::FactorEnrolled, "auth0|5f1b2c3d4e5f6a7b8c9d0e1f", Some(FactorKind::Totp)));
+        assert_eq!(event.actor, Actor::Other("helpdesk@example.com".into()));
+        // Refused, other calls, other paths: not an enrollment.
+        for (pointer, value) in [("/details/response/statusCode", json!(400)), ("/details/request/method", json!("delete")), ("/details/request/path", json!("/api/v2/users/auth0%7Cx/roles")), ("/details/request/path", json!("/api/v2/users/a%ZZ/authentication-methods"))] {
+            let mut other = call.clone();
+            *other.pointer_mut(pointer).unwrap() = value;
+            assert_eq!(identity_event(&other).unwrap(), None, "{pointer}");
+        }
+        // A machine-to-machine call names no person, and is still not the user.
+        call["details"]["request"]["auth"] = json!({ "strategy": "jwt" });
+        assert!(matches!(identity_event(&call).unwrap().unwrap().actor, Actor::Other(_)));
+    }
+
+    #[test]
+    fn malformed_log_entries_are_skipped_or_read_without_what_is_garbage() {
+        let mut no_id = entry("s");
+        no_id["log_id"] = json!(null);
+        assert!(identity_event(&no_id).is_err());
+        let mut bad_date = entry("s");
+        bad_date["date"] = json!("yesterday");
+        assert!(identity_event(&bad_date).unwrap_err().contains("date"));
+        let mut nobody = entry("gd_enrollment_complete");
+        nobody["user_id"] = json!("  ");
+        assert!(identity_event(&nobody).unwrap_err().contains("names no user"));
+        let mut garbage = entry("s");
+        garbage["ip"] = json!("999.1.2.3");
+        garbage["location_info"] = json!({ "country_code": 7, "latitude": 0.0, "longitude": 0.0 });
+        garbage["details"] = json!("not an object");
+        let event = identity_event(&garbage).unwrap().unwrap();
+        assert_eq!((event.client.ip, event.client.geo), (None, None));
+        garbage["location_info"] = json!({ "latitude": "52.52", "longitude": "13.405", "city_name": "Berlin" });
+        assert_eq!(identity_event(&garbage).unwrap().unwrap().client.geo.unwrap().point, Some((52.52, 13.405)));
+        garbage["location_info"] = json!("nowhere");
+        assert_eq!(identity_event(&garbage).unwrap().unwrap().client.geo, None);
+        assert!(identity_event(&json!([1, 2])).is_err());
+        assert!(!usable_checkpoint("90020261206/../x") && !usable_checkpoint("") && usable_checkpoint("90020261206031500000000000000000001"));
     }
 }

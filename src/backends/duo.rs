@@ -9,6 +9,10 @@
 //! creating or changing that phone number or token serial (administrator log). Both logs are read
 //! account-wide, once for many users (`DeviceLog`), because Duo limits log requests tightly.
 //! Duo has no session API, so sessions are left to the applications it protects.
+//! The window's event stream is the authentication log, oldest first (`sort=ts:asc`), from the
+//! last record read (Duo's `next_offset`, "timestamp,txid"); a user's own history narrows it with
+//! `users`. Duo lists a record only once its two minutes have passed, in time order, so reading
+//! on from the last record read misses none.
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,6 +28,7 @@ use super::{
     UserRef, UserSnapshot, enc, selected, split,
 };
 use crate::api::{DuoProvider, FactorKind};
+use crate::watch::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent, Personal};
 
 /// Users per listing request (Duo's maximum).
 const USERS_PAGE: usize = 300;
@@ -47,6 +52,12 @@ const LIST_FACTORS: Op = Op::new("list_factors", "admin");
 const DELETE_FACTOR: Op = Op::new("delete_factor", "admin");
 const UPDATE_USER: Op = Op::new("update_user", "admin");
 const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "logs");
+const READ_EVENTS: Op = Op::new("read_events", "logs");
+/// What the stream keeps: enrollments and what should make one suspect (successful sign-ins are
+/// read only in a user's own history, where the rules need them).
+const STREAMED: [EventKind; 4] = [EventKind::FactorEnrolled, EventKind::PushDenied, EventKind::FraudReported, EventKind::BypassUsed];
+/// Reasons of a denied authentication that mean a push or call the user denied or let expire.
+const DENIED_PUSH: [&str; 3] = ["user_mistake", "no_response", "anomalous_push"];
 const ADMIN_EVENTS: Op = Op::new("admin_events", "logs");
 /// The administrator log answers with at most this many records, the earliest from `mintime`.
 const ADMIN_LOG_PAGE: usize = 1000;
@@ -503,6 +514,22 @@ impl Duo {
         }
     }
 
+    /// Enrollment records the event stream read, added to the device log being kept for this
+    /// cutoff: a re-enrollment the stream shows is then known without reading the log again (more
+    /// enrollments only keep more devices of unknown age).
+    async fn note_enrollments(&self, records: &[Value]) {
+        let mut log = self.device_log.lock().await;
+        let Some(cutoff) = log.cutoff else { return };
+        for value in records.iter().filter(|r| r["event_type"].as_str().is_some_and(|t| t.trim().eq_ignore_ascii_case("enrollment"))) {
+            let Ok(record) = serde_json::from_value::<AuthLog>(value.clone()) else { continue };
+            let Some(txid) = record.txid.clone() else { continue };
+            if logged_at(&record).is_some_and(|at| at.since(cutoff)) && log.seen.insert(txid) {
+                let user = record.user.as_ref().and_then(|u| u.key.clone()).unwrap_or_default();
+                log.enrolled.entry(user).or_default().push(record);
+            }
+        }
+    }
+
     /// Reads both logs from where `log` is complete up to `now`.
     async fn read_device_log(&self, log: &mut DeviceLog, now: jiff::Timestamp) -> Result<(), ProviderError> {
         let cutoff = log.cutoff.unwrap_or(now);
@@ -599,6 +626,77 @@ fn log_kind(factor: &str) -> FactorKind {
     }
 }
 
+/// The factor an authentication-log `factor` names, where it is clear.
+fn event_factor(factor: &str) -> Option<FactorKind> {
+    match factor {
+        f if f.contains("webauthn") || f.contains("u2f") => Some(FactorKind::Webauthn),
+        f if f.contains("push") => Some(FactorKind::Push),
+        f if f.contains("sms") || f.contains("phone_call") => Some(FactorKind::Sms),
+        f if f.contains("yubikey") || f.contains("hardware_token") => Some(FactorKind::HardwareToken),
+        f if f.contains("bypass") => Some(FactorKind::RecoveryCodes),
+        _ => None,
+    }
+}
+
+/// An authentication-log record as an identity event; None for what the watch does not read
+/// (failures other than denied pushes, other event types); Err says why the record cannot be read
+/// (it is skipped and counted).
+fn identity_event(record: &Value) -> Result<Option<IdentityEvent>, String> {
+    let text = |v: &Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let lower = |v: &Value| v.as_str().map(|s| s.trim().to_ascii_lowercase()).unwrap_or_default();
+    let id = text(&record["txid"]).ok_or("an authentication-log record without a txid")?;
+    let at = record["isotimestamp"]
+        .as_str()
+        .and_then(|t| t.trim().parse::<jiff::Timestamp>().ok())
+        .or_else(|| record["timestamp"].as_i64().and_then(|s| jiff::Timestamp::from_second(s).ok()))
+        .ok_or_else(|| format!("authentication-log record {id}: no readable time"))?;
+    let (event_type, result, reason, factor) = (lower(&record["event_type"]), lower(&record["result"]), lower(&record["reason"]), lower(&record["factor"]));
+    let kind = match (event_type.as_str(), result.as_str()) {
+        ("enrollment", "success") => EventKind::FactorEnrolled,
+        ("authentication", _) if result == "fraud" || reason == "user_marked_fraud" => EventKind::FraudReported,
+        ("authentication", "success") if reason == "bypass_user" => EventKind::BypassUsed,
+        ("authentication", "success") => EventKind::MfaChallenge,
+        ("authentication", "denied" | "failure") if DENIED_PUSH.contains(&reason.as_str()) => EventKind::PushDenied,
+        _ => return Ok(None),
+    };
+    let user_id = text(&record["user"]["key"]).ok_or_else(|| format!("authentication-log record {id}: names no user"))?;
+    let device = &record["access_device"];
+    let location = &device["location"];
+    // Duo places an address by city, state and country, without coordinates.
+    let place = Geo { country: text(&location["country"]), region: text(&location["state"]), city: text(&location["city"]), point: None };
+    let has_place = place.country.is_some() || place.city.is_some();
+    let agent: Vec<String> = [("browser", "browser_version"), ("os", "os_version")]
+        .into_iter()
+        .filter_map(|(name, version)| text(&device[name]).map(|n| format!("{n} {}", text(&device[version]).unwrap_or_default()).trim().to_string()))
+        .collect();
+    Ok(Some(IdentityEvent {
+        id,
+        at,
+        user_id,
+        kind,
+        // The authentication log records what the user did; an administrator's acts are in the administrator log.
+        actor: Actor::User,
+        client: ClientInfo {
+            ip: device["ip"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            user_agent: (!agent.is_empty()).then(|| agent.join("; ")),
+            geo: has_place.then_some(place),
+            asn: None,
+            proxy: false,
+        },
+        factor: event_factor(&factor),
+        // The phone or device the factor was used on (its name carries the number).
+        device: record["auth_device"]["name"].as_str().and_then(Personal::new),
+    }))
+}
+
+/// A Duo `next_offset` ("timestamp_ms,txid") worth sending back.
+fn usable_offset(cursor: &str) -> Option<(i64, &str)> {
+    let (ms, txid) = cursor.split_once(',')?;
+    let ok = !txid.is_empty() && txid.len() <= 64 && txid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    ok.then_some(())?;
+    Some((ms.parse().ok().filter(|ms: &i64| *ms >= 0)?, txid))
+}
+
 fn origin(device: &AccessDevice) -> EnrollmentOrigin {
     let geo: Vec<&str> =
         device.location.as_ref().map(|l| [&l.country, &l.state, &l.city].into_iter().filter_map(|p| p.as_deref().filter(|s| !s.is_empty())).collect()).unwrap_or_default();
@@ -626,7 +724,7 @@ impl IdentityProvider for Duo {
             count_sessions: false,
             force_re_enrollment: false,
             enrollment_detection: true,
-            event_stream: false,
+            event_stream: true,
             disable_user: true,
             nested_groups: false,
             name_match: NameMatch::CaseInsensitive,
@@ -642,6 +740,7 @@ impl IdentityProvider for Duo {
                 "enrollment: no per-user API; a user left without devices enrolls at the next sign-in only if the new-user policy is \"Require enrollment\" (check it: \"Allow access without 2FA\" would let them in with the password alone)".into(),
                 "cutoff: phones and hardware tokens show no creation time; one is deleted only when the account's logs, read two minutes after the user was reached, show neither the user enrolling a device of its kind nor an administrator creating or changing that phone number or token serial since the cutoff; it is kept (counted in keptUnknownAge) when the logs cannot be read or an administrator's record does not say which device it was".into(),
                 "detection: the authentication log shows enrollments about two minutes late, and is read for the whole account at most once a minute (Duo's advice), so a re-enrollment is seen up to about three minutes after it".into(),
+                "events: the window reads the authentication log, about two minutes late; it places addresses by city and country only (no coordinates, ASN or proxy verdict), and a device an administrator adds or a bypass code one issues is only in the administrator log, which names the device rather than the user, so neither is flagged from the window".into(),
             ],
         }
     }
@@ -784,6 +883,47 @@ impl IdentityProvider for Duo {
         Ok(newest.map(|at| Enrollment { kind: FactorKind::Webauthn, at: at.max(cutoff), origin: None }))
     }
 
+    async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        let path = "/admin/v2/logs/authentication";
+        let offset = query.cursor.and_then(usable_offset);
+        // Oldest first, on from the last record read; Duo lists a record only after its delay, in
+        // time order, so nothing older than that record can still appear.
+        let from = offset.map_or(query.from.as_millisecond(), |(ms, _)| ms.max(query.from.as_millisecond()));
+        let until = query.until.unwrap_or_else(jiff::Timestamp::now).as_millisecond().max(from + 1);
+        let mut params = vec![("mintime", from.to_string()), ("maxtime", until.to_string()), ("sort", "ts:asc".to_string()), ("limit", LOGS_PAGE.to_string())];
+        if let Some(user) = query.user {
+            params.push(("users", user.id.clone()));
+        }
+        if let Some((ms, txid)) = offset {
+            params.push(("next_offset", format!("{ms},{txid}")));
+        }
+        let envelope = self.call(READ_EVENTS, Method::GET, path, &params, &[]).await?.unwrap_or(Envelope { response: Value::Null, next_offset: None });
+        let records = envelope.response["authlogs"].as_array().cloned().unwrap_or_default();
+        // Duo: call again "as long as the result metadata has next_offset values".
+        let next = envelope.response["metadata"]["next_offset"].as_array().map(|o| o.iter().filter_map(|v| v.as_str().map(String::from).or_else(|| v.as_i64().map(|n| n.to_string()))).collect::<Vec<_>>().join(","));
+        let next = next.filter(|n| usable_offset(n).is_some());
+        let last = records.iter().rev().find_map(|r| {
+            let at = r["isotimestamp"].as_str().and_then(|t| t.trim().parse::<jiff::Timestamp>().ok())?;
+            let cursor = format!("{},{}", at.as_millisecond(), r["txid"].as_str()?.trim());
+            usable_offset(&cursor).is_some().then_some(cursor)
+        });
+        let mut page = EventPage { more: next.is_some() && next.as_deref() != query.cursor, ..Default::default() };
+        page.cursor = next.or(last).or(query.cursor.filter(|c| usable_offset(c).is_some()).map(String::from));
+        self.note_enrollments(&records).await;
+        for record in &records {
+            if offset.is_some_and(|(ms, txid)| record["txid"].as_str().is_some_and(|t| t.trim() == txid) && record["isotimestamp"].as_str().and_then(|t| t.trim().parse::<jiff::Timestamp>().ok()).is_some_and(|at| at.as_millisecond() == ms)) {
+                // The record the cursor names was read before.
+                continue;
+            }
+            match identity_event(record) {
+                Ok(Some(event)) if query.user.is_some() || STREAMED.contains(&event.kind) => page.events.push(event),
+                Ok(_) => {}
+                Err(why) => page.skipped.push(why),
+            }
+        }
+        Ok(page)
+    }
+
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         // Never "bypass": that status skips MFA altogether.
         let path = format!("/admin/v1/users/{}", enc(&user.id));
@@ -809,6 +949,12 @@ pub(crate) fn decode_answers(data: &[u8]) {
     crate::fuzzing::decode::<AuthLogs>(data);
     crate::fuzzing::decode::<Vec<AdminLog>>(data);
     crate::fuzzing::decode::<User>(data);
+    // Log records as the event stream reads them: never a panic, whatever a field holds.
+    if let Ok(records) = serde_json::from_slice::<Vec<Value>>(data) {
+        for record in &records {
+            let _ = identity_event(record);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -934,5 +1080,64 @@ mod tests {
     fn errors_name_duo_code_and_message() {
         let body = serde_json::json!({ "stat": "FAIL", "code": 40103, "message": "Invalid signature in request credentials" });
         assert_eq!(brief(&body), "40103: Invalid signature in request credentials");
+    }
+
+    fn record(event_type: &str, result: &str, reason: &str) -> Value {
+        serde_json::json!({
+            "txid": "340a23e3-23f3-4bb0-a5f6-2b6cb0e0a9b2", "timestamp": 1_796_526_900, "isotimestamp": "2026-12-06T03:15:00.123456+00:00",
+            "event_type": event_type, "result": result, "reason": reason, "factor": "duo_push",
+            "user": { "key": "DU3KC77WJ06Y5HIV7XKQ", "name": "narroway@example.com", "groups": ["Duo Users"] },
+            "access_device": { "ip": "100.64.7.7", "browser": "Chrome", "browser_version": "131.0", "os": "Mac OS X", "os_version": "15.1",
+                "location": { "city": "Lagos", "state": "Lagos", "country": "Nigeria" } },
+            "auth_device": { "ip": "100.64.7.8", "name": "My iPhone (734-555-2342)", "location": { "city": "Lagos", "state": "Lagos", "country": "Nigeria" } },
+        })
+    }
+
+    #[test]
+    fn authentication_log_records_read_as_identity_events() {
+        let enrolled = identity_event(&record("enrollment", "success", "user_marked_enrolled")).unwrap().unwrap();
+        assert_eq!((enrolled.kind, enrolled.user_id.as_str(), &enrolled.actor, enrolled.factor), (EventKind::FactorEnrolled, "DU3KC77WJ06Y5HIV7XKQ", &Actor::User, Some(FactorKind::Push)));
+        assert_eq!(enrolled.at, "2026-12-06T03:15:00.123456Z".parse().unwrap());
+        assert_eq!(enrolled.client.ip, Some("100.64.7.7".parse().unwrap()));
+        let geo = enrolled.client.geo.clone().unwrap();
+        assert_eq!((geo.country.as_deref(), geo.city.as_deref(), geo.point), (Some("Nigeria"), Some("Lagos"), None));
+        assert_eq!(enrolled.client.user_agent.as_deref(), Some("Chrome 131.0; Mac OS X 15.1"));
+        assert!(enrolled.device.is_some());
+        let kind = |r: Value| identity_event(&r).unwrap().map(|e| e.kind);
+        assert_eq!(kind(record("authentication", "FRAUD", "user_marked_fraud")), Some(EventKind::FraudReported));
+        assert_eq!(kind(record("authentication", "denied", "User_Mistake")), Some(EventKind::PushDenied));
+        assert_eq!(kind(record("authentication", "denied", "no_response")), Some(EventKind::PushDenied));
+        assert_eq!(kind(record("authentication", "success", "user_approved")), Some(EventKind::MfaChallenge));
+        assert_eq!(kind(record("authentication", "success", "bypass_user")), Some(EventKind::BypassUsed));
+        // Other failures and other event types are not read.
+        assert_eq!(kind(record("authentication", "denied", "invalid_passcode")), None);
+        assert_eq!(kind(record("enrollment", "denied", "error")), None);
+        assert_eq!(kind(record("administrator_login", "success", "")), None);
+    }
+
+    #[test]
+    fn malformed_authentication_log_records_are_skipped_or_read_without_the_garbage() {
+        let mut no_txid = record("enrollment", "success", "");
+        no_txid["txid"] = serde_json::json!(" ");
+        assert!(identity_event(&no_txid).is_err());
+        let mut nobody = record("enrollment", "success", "");
+        nobody["user"] = serde_json::json!({ "name": "x" });
+        assert!(identity_event(&nobody).unwrap_err().contains("names no user"));
+        let mut undated = record("enrollment", "success", "");
+        undated["isotimestamp"] = serde_json::json!("soon");
+        assert_eq!(identity_event(&undated).unwrap().unwrap().at, jiff::Timestamp::from_second(1_796_526_900).unwrap());
+        undated["timestamp"] = serde_json::json!("soon");
+        assert!(identity_event(&undated).unwrap_err().contains("time"));
+        let mut garbage = record("enrollment", "success", "");
+        garbage["access_device"] = serde_json::json!({ "ip": "10.0.0.300", "location": { "country": "", "city": 5 } });
+        garbage["auth_device"] = serde_json::json!(null);
+        garbage["factor"] = serde_json::json!(42);
+        let event = identity_event(&garbage).unwrap().unwrap();
+        assert_eq!((event.client.ip, event.client.geo, event.device, event.factor), (None, None, None, None));
+        assert!(identity_event(&serde_json::json!("text")).is_err());
+        assert_eq!(usable_offset("1796526900123,340a23e3-23f3"), Some((1_796_526_900_123, "340a23e3-23f3")));
+        for bad in ["", "x,y", "-5,abc", "1796526900123,", "1796526900123,a&b=c"] {
+            assert_eq!(usable_offset(bad), None, "{bad}");
+        }
     }
 }

@@ -13,7 +13,12 @@
 //! authentication methods, Management API "Users" reference (list and delete authentication
 //! methods); sessions and refresh tokens on the Enterprise plan, Management API "Sessions" and
 //! "Refresh Tokens" references; `x-ratelimit-*` and 429, "Management API Endpoint Rate Limits";
-//! client credentials, "Get Management API Access Tokens for Production".
+//! client credentials, "Get Management API Access Tokens for Production"; the log by checkpoint
+//! (`from`/`take`, ordered by `log_id`, other parameters ignored, a `Link` next relation that
+//! repeats itself when nothing is newer) and by search, "Retrieve Log Events Using the
+//! Management API"; entry fields, Management API "Get a log event by id"; type codes
+//! (`s`, `gd_enrollment_complete`, `gd_auth_rejected`, `sapi`), "Log Event Type Codes"; a login's
+//! risk assessment, "Adaptive MFA Log Events"; retention by plan, "Log Data Retention".
 //!
 //! Users exist only through `seed`, named `simulator::username(i)`, so the email index is
 //! arithmetic and ids are numbers rendered on the way out: a million users fit in little memory.
@@ -26,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, rfc3339, username};
-use crate::FactorKind;
+use crate::{Act, Activity, FactorKind, place_of};
 
 /// The tenant's subscription: the session and refresh-token endpoints are Enterprise-only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,9 +157,13 @@ struct LogEntry {
     log_id: String,
     date: jiff::Timestamp,
     type_: &'static str,
+    /// The user the entry is about; for a `sapi` entry, the user the administrator acted on.
     user: u32,
     ip: String,
     user_agent: String,
+    /// The dashboard administrator (their email) behind a `sapi` entry, who is then its `user_id`.
+    admin: Option<String>,
+    details: Value,
 }
 
 struct State {
@@ -260,19 +269,30 @@ impl State {
         }
     }
 
-    fn add_log(&mut self, type_: &'static str, user: u32, ip: &str, user_agent: &str) {
+    /// Appends an entry about user `user`, dated now; the entry, for callers to date or detail it.
+    fn add_log(&mut self, type_: &'static str, user: u32, ip: &str, user_agent: &str) -> &mut LogEntry {
         // Auth0 log ids are fixed-length digits that grow with time, so a checkpoint compares as text.
         let log_id = format!("900{:026}", self.logs.len() + 1);
         self.logs_by_user.entry(user).or_default().push(self.logs.len());
-        self.logs.push(LogEntry { log_id, date: jiff::Timestamp::now(), type_, user, ip: ip.to_string(), user_agent: user_agent.to_string() });
+        self.logs.push(LogEntry { log_id, date: jiff::Timestamp::now(), type_, user, ip: ip.to_string(), user_agent: user_agent.to_string(), admin: None, details: json!({}) });
+        self.logs.last_mut().expect("just pushed")
     }
 
     fn log_json(&self, entry: &LogEntry) -> Value {
-        let (country_code, country_code3, country_name, city_name, time_zone, continent_code) = geo_of(&entry.ip);
+        let place = place_of(&entry.ip);
+        let (country_code3, time_zone, continent_code) = geo_extra(place.country_code);
         let description = match entry.type_ {
             "gd_enrollment_complete" => "Guardian - Enrollment complete",
             "gd_start_enroll" => "Guardian - Enrollment started",
+            "gd_auth_rejected" => "User rejected a multi-factor authentication request via push-notification",
+            "s" => "Success Login",
+            "sapi" => "Create an authentication method",
             _ => "",
+        };
+        let (user_id, user_name) = match &entry.admin {
+            // A Management API call is logged under the administrator who made it.
+            Some(admin) => (admin_id(admin), admin.clone()),
+            None => (self.user_id(entry.user), username(entry.user)),
         };
         json!({
             "log_id": entry.log_id,
@@ -284,15 +304,17 @@ impl State {
             "client_name": "Default App",
             "ip": entry.ip,
             "user_agent": entry.user_agent,
-            "user_id": self.user_id(entry.user),
-            "user_name": username(entry.user),
-            "details": {},
+            "user_id": user_id,
+            "user_name": user_name,
+            "details": entry.details,
             "isMobile": false,
             "location_info": {
-                "country_code": country_code,
+                "country_code": place.country_code,
                 "country_code3": country_code3,
-                "country_name": country_name,
-                "city_name": city_name,
+                "country_name": place.country,
+                "city_name": place.city,
+                "latitude": place.lat,
+                "longitude": place.lon,
                 "time_zone": time_zone,
                 "continent_code": continent_code,
             },
@@ -300,14 +322,45 @@ impl State {
     }
 }
 
-/// Where the simulated geolocation puts an address (documentation ranges only).
-fn geo_of(ip: &str) -> (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str) {
-    if ip.starts_with("203.0.113.") {
-        ("NL", "NLD", "Netherlands", "Amsterdam", "Europe/Amsterdam", "EU")
-    } else if ip.starts_with("198.51.100.") {
-        ("US", "USA", "United States", "Seattle", "America/Los_Angeles", "NA")
-    } else {
-        ("DE", "DEU", "Germany", "Frankfurt am Main", "Europe/Berlin", "EU")
+/// What `location_info` says besides the place table: (country_code3, time_zone, continent_code).
+fn geo_extra(country_code: &str) -> (&'static str, &'static str, &'static str) {
+    match country_code {
+        "US" => ("USA", "America/Los_Angeles", "NA"),
+        "DE" => ("DEU", "Europe/Berlin", "EU"),
+        "JP" => ("JPN", "Asia/Tokyo", "AS"),
+        "NG" => ("NGA", "Africa/Lagos", "AF"),
+        "NL" => ("NLD", "Europe/Amsterdam", "EU"),
+        "RO" => ("ROU", "Europe/Bucharest", "EU"),
+        _ => ("", "", ""),
+    }
+}
+
+/// The user id of a dashboard administrator, from their email.
+fn admin_id(email: &str) -> String {
+    let hash = email.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    format!("auth0|{hash:024x}")
+}
+
+/// How long the tenant's logs are kept ("Log Data Retention": by subscription).
+fn retention(plan: Plan) -> jiff::SignedDuration {
+    let days = match plan {
+        Plan::Free => 1,
+        Plan::Essentials => 5,
+        Plan::Professional => 10,
+        Plan::Enterprise => 30,
+    };
+    jiff::SignedDuration::from_hours(24 * days)
+}
+
+/// The log type of an activity (Log Event Type Codes); Err for what Auth0's log has no entry for.
+fn activity_type(what: Act) -> Result<&'static str, String> {
+    match what {
+        Act::Enroll { .. } => Ok("gd_enrollment_complete"),
+        // A login, with Adaptive MFA's risk assessment in its details when judged risky.
+        Act::SignIn | Act::RiskySignIn => Ok("s"),
+        Act::PushDenied => Ok("gd_auth_rejected"),
+        Act::FraudReported => Err("Auth0's logs have no entry for a user reporting fraud: Guardian only lets the user reject a push".into()),
+        Act::BypassIssued => Err("Auth0 issues no bypass codes (only a regenerated recovery code, which its log shows as an API call)".into()),
     }
 }
 
@@ -802,12 +855,20 @@ impl Auth0 {
 
     fn logs(&self, request: &SimRequest) -> SimResponse {
         let state = self.state.lock().unwrap();
+        // Entries past the plan's retention are gone.
+        let kept_since = jiff::Timestamp::now() - retention(state.plan);
         if let Some(from) = request.query("from") {
-            // Checkpoint paging: entries after `from`, oldest first.
+            // Checkpoint paging: entries after `from` in log_id order, every other parameter
+            // ignored, and a Link header whose next relation goes on from the last one returned
+            // (the same URL when there was nothing newer).
             let take = request.query("take").and_then(|t| t.parse::<usize>().ok()).unwrap_or(50).min(MAX_PER_PAGE);
             let start = state.logs.partition_point(|e| e.log_id.as_str() <= from);
-            let entries: Vec<Value> = state.logs[start..].iter().take(take).map(|e| state.log_json(e)).collect();
-            return SimResponse::json(200, &Value::Array(entries));
+            let page: Vec<&LogEntry> = state.logs[start..].iter().filter(|e| e.date >= kept_since).take(take).collect();
+            let next = page.last().map_or(from, |e| e.log_id.as_str());
+            let host = request.header("host").unwrap_or("127.0.0.1");
+            let link = format!("<http://{host}/api/v2/logs?from={next}&take={take}>; rel=\"next\"");
+            let entries: Vec<Value> = page.into_iter().map(|e| state.log_json(e)).collect();
+            return SimResponse::json(200, &Value::Array(entries)).with_header("Link", link);
         }
         let terms = match request.query("q").filter(|q| !q.trim().is_empty()).map(parse_query) {
             None => Vec::new(),
@@ -827,6 +888,7 @@ impl Auth0 {
         let mut found: Vec<&LogEntry> = candidates
             .into_iter()
             .map(|n| &state.logs[n])
+            .filter(|e| e.date >= kept_since)
             .filter(|e| {
                 terms.iter().all(|t| match t {
                     Term::Equals(f, v) if f == "type" => e.type_ == v,
@@ -853,6 +915,7 @@ impl Auth0 {
         if let Some(what) = unsupported {
             return error(400, &format!("Query validation error: unsupported {what} in q"), Some("invalid_query_string"));
         }
+        found.sort_by_key(|e| e.date);
         match request.query("sort") {
             Some("date:1") => {}
             None | Some("date:-1") => found.reverse(),
@@ -1041,16 +1104,56 @@ impl Provider for Auth0 {
     }
 
     fn enroll(&self, name: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
-        let kind = MethodType::for_kind(kind)?;
+        let agent = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
+        self.act(name, &Activity { user_agent: agent.into(), ..Activity::new(Act::Enroll { factor: kind }, from_ip) }).ok().flatten()
+    }
+
+    fn act(&self, name: &str, activity: &Activity) -> Result<Option<String>, String> {
+        let type_ = activity_type(activity.what)?;
+        let at = activity.at();
         let mut state = self.state.lock().unwrap();
-        let i = state.find_by_email(name)?;
-        let method = Method { key: fastrand::u64(..), kind, created_ms: jiff::Timestamp::now().as_millisecond(), link: None };
+        let i = state.find_by_email(name).ok_or("no such user")?;
+        let (ip, agent) = (activity.ip.as_str(), activity.user_agent.as_str());
+        let Act::Enroll { factor } = activity.what else {
+            let entry = state.add_log(type_, i, ip, agent);
+            entry.date = at;
+            if activity.what == Act::RiskySignIn {
+                // Adaptive MFA's assessment of a login it does not trust ("Adaptive MFA Log Events").
+                entry.details = json!({ "riskAssessment": { "confidence": "low", "version": "1", "assessments": {
+                    "UntrustedIP": { "confidence": "low", "code": "found_on_deny_list" },
+                    "NewDevice": { "confidence": "low", "code": "no_match" },
+                    "ImpossibleTravel": { "confidence": "low", "code": "impossible_travel_from_last_login" },
+                } } });
+            }
+            return Ok(None);
+        };
+        let kind = MethodType::for_kind(factor).ok_or_else(|| format!("Auth0 has no authentication method of kind {}", factor.as_str()))?;
+        let method = Method { key: fastrand::u64(..), kind, created_ms: at.as_millisecond(), link: None };
         let id = method.id();
         state.users[i as usize].methods.push(method);
-        let agent = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
-        state.add_log("gd_start_enroll", i, from_ip, agent);
-        state.add_log("gd_enrollment_complete", i, from_ip, agent);
-        Some(id)
+        match &activity.by_admin {
+            // An administrator creates the method through the Management API: a `sapi` entry
+            // under the administrator, naming the user in the request path.
+            Some(admin) => {
+                let user_id = state.user_id(i);
+                let entry = state.add_log("sapi", i, ip, agent);
+                entry.date = at;
+                entry.admin = Some(admin.clone());
+                entry.details = json!({
+                    "request": {
+                        "method": "post", "path": format!("/api/v2/users/{user_id}/authentication-methods"), "query": {},
+                        "userAgent": agent, "body": { "type": kind.name() }, "channel": "https://manage.auth0.com/", "ip": ip,
+                        "auth": { "user": { "user_id": admin_id(admin), "name": admin, "email": admin }, "strategy": "jwt", "credentials": { "scopes": ["create:authentication_methods"] } },
+                    },
+                    "response": { "statusCode": 201, "body": { "id": id, "type": kind.name(), "created_at": rfc3339(at) } },
+                });
+            }
+            None => {
+                state.add_log("gd_start_enroll", i, ip, agent).date = at;
+                state.add_log("gd_enrollment_complete", i, ip, agent).date = at;
+            }
+        }
+        Ok(Some(id))
     }
 }
 
@@ -1163,11 +1266,66 @@ mod tests {
         let found = found.as_array().unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0]["ip"], "203.0.113.9");
-        assert_eq!(found[0]["location_info"]["country_code"], "NL");
+        assert_eq!(found[0]["location_info"]["country_code"], "JP");
         let later = body(&call(&sim, "GET", &format!("/api/v2/logs?q={}", enc("date:[2999-01-01T00:00:00Z TO *]")), None));
         assert!(later.as_array().unwrap().is_empty());
         let all = body(&call(&sim, "GET", "/api/v2/logs?from=0&take=100", None));
         assert_eq!(all.as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn activities_are_logged_in_auth0_shapes_and_read_by_checkpoint() {
+        let sim = sim(3, vec![FactorKind::Totp]);
+        let earlier = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
+        sim.act(&username(0), &Activity { at: Some(earlier), ..Activity::new(Act::SignIn, "198.51.100.20") }).unwrap();
+        sim.act(&username(0), &Activity::new(Act::PushDenied, "100.64.7.7")).unwrap();
+        sim.act(&username(1), &Activity::new(Act::RiskySignIn, "198.19.0.9")).unwrap();
+        let id = sim.act(&username(2), &Activity { by_admin: Some("helpdesk@example.com".into()), ..Activity::new(Act::Enroll { factor: FactorKind::Totp }, "192.0.2.4") }).unwrap().unwrap();
+        assert!(sim.act(&username(0), &Activity::new(Act::FraudReported, "198.51.100.20")).is_err());
+        assert!(sim.user(&username(2)).unwrap().factors.iter().any(|f| f.id == id));
+        // Checkpoint paging: two at a time, each next link going on from the last entry.
+        let mut from = "0".to_string();
+        let mut entries = Vec::new();
+        loop {
+            let page = call(&sim, "GET", &format!("/api/v2/logs?from={from}&take=2"), None);
+            let link = page.headers.iter().find(|(k, _)| k == "Link").map(|(_, v)| v.clone()).unwrap();
+            let got = body(&page).as_array().unwrap().clone();
+            if got.is_empty() {
+                assert!(link.contains(&format!("from={from}&")), "an empty page links to itself: {link}");
+                break;
+            }
+            from = got.last().unwrap()["log_id"].as_str().unwrap().to_string();
+            assert!(link.contains(&format!("from={from}&take=2")), "{link}");
+            entries.extend(got);
+        }
+        let types: Vec<&str> = entries.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["s", "gd_auth_rejected", "s", "sapi"]);
+        let user0 = sim.user(&username(0)).unwrap().id;
+        assert_eq!((entries[0]["date"].as_str().unwrap(), entries[0]["user_id"].as_str().unwrap()), (rfc3339(earlier).as_str(), user0.as_str()));
+        assert_eq!(entries[1]["location_info"]["country_code"], "NG");
+        assert_eq!(entries[1]["location_info"]["latitude"], 6.5244);
+        assert_eq!(entries[2]["details"]["riskAssessment"]["confidence"], "low");
+        let admin = &entries[3];
+        let user2 = sim.user(&username(2)).unwrap().id;
+        assert_eq!(admin["user_name"], "helpdesk@example.com");
+        assert_eq!(admin["details"]["request"]["path"], format!("/api/v2/users/{user2}/authentication-methods"));
+        assert_eq!(admin["details"]["response"]["body"]["id"], id.as_str());
+        // A user's own entries by search, oldest first.
+        let q = format!("user_id:\"{user0}\"");
+        let own = body(&call(&sim, "GET", &format!("/api/v2/logs?q={}&sort=date:1&per_page=100", enc(&q)), None));
+        let own: Vec<&str> = own.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(own, ["s", "gd_auth_rejected"]);
+    }
+
+    #[test]
+    fn logs_past_the_plans_retention_are_gone() {
+        let sim = sim(1, vec![]);
+        let two_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
+        sim.act(&username(0), &Activity { at: Some(two_days_ago), ..Activity::new(Act::SignIn, "198.51.100.20") }).unwrap();
+        assert_eq!(body(&call(&sim, "GET", "/api/v2/logs?from=0&take=100", None)).as_array().unwrap().len(), 1);
+        sim.set_plan(Plan::Free);
+        assert_eq!(body(&call(&sim, "GET", "/api/v2/logs?from=0&take=100", None)).as_array().unwrap().len(), 0);
+        assert_eq!(body(&call(&sim, "GET", "/api/v2/logs", None)).as_array().unwrap().len(), 0);
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //! phones, tokens and WebAuthn credentials as "Retrieve Users" shows them (no creation time on
 //! phones or tokens); `date_added` and bypass `created`, "WebAuthn Credentials" and "Bypass
 //! Codes"; the authentication log's two-minute delay, `mintime`/`maxtime` in milliseconds,
-//! `limit` up to 1000 and `next_offset` as "timestamp,txid", "Authentication Logs" (v2); the
+//! `limit` up to 1000, `next_offset` as "timestamp,txid", `sort` by `ts:desc` (the default) or
+//! `ts:asc`, the `users`, `event_types` and `results` filters, `result` and `reason` values
+//! (`user_approved`, `user_mistake`, `user_marked_fraud`) and `access_device.location` as city,
+//! state and country without coordinates, "Authentication Logs" (v2); the
 //! administrator log's earliest 1000 records from `mintime` in seconds and its `object`
 //! spellings, "Administrator Logs".
 
@@ -32,7 +35,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, username};
-use crate::FactorKind;
+use crate::{Act, Activity, FactorKind, place_of};
 
 /// How late authentication-log records become visible at Duo.
 pub const DUO_LOG_DELAY: Duration = Duration::from_secs(120);
@@ -121,15 +124,24 @@ struct AdminLog {
     time: jiff::Timestamp,
     action: &'static str,
     object: String,
+    /// Serialized JSON, as the log carries it.
+    description: String,
 }
 
-/// One authentication-log record (only enrollments are recorded).
+/// One authentication-log record: an enrollment or an authentication.
 struct AuthLog {
     user: usize,
     time: jiff::Timestamp,
     txid: String,
+    /// `enrollment` or `authentication`.
+    event_type: &'static str,
+    /// `success`, `denied`, `fraud`.
+    result: &'static str,
+    reason: &'static str,
     factor: &'static str,
     ip: String,
+    /// `auth_device.name`: the phone or device the factor was used on, where one was.
+    device: Option<String>,
 }
 
 #[derive(Default)]
@@ -401,10 +413,19 @@ impl Duo {
         let users: Vec<usize> = request.query.iter().filter(|(k, _)| k == "users").filter_map(|(_, v)| state.user_index(v)).collect();
         let wanted_users = request.query.iter().any(|(k, _)| k == "users");
         let event_types: Vec<&str> = request.query.iter().filter(|(k, _)| k == "event_types").map(|(_, v)| v.as_str()).collect();
-        let after: Option<(i64, String)> = request.query("next_offset").and_then(|o| {
-            let (ts, txid) = o.split_once(',')?;
-            Some((ts.parse().ok()?, txid.to_string()))
-        });
+        let results: Vec<&str> = request.query.iter().filter(|(k, _)| k == "results").map(|(_, v)| v.as_str()).collect();
+        let ascending = match request.query("sort") {
+            None | Some("ts:desc") => false,
+            Some("ts:asc") => true,
+            Some(_) => return invalid("sort"),
+        };
+        let after: Option<(i64, String)> = match request.query("next_offset") {
+            None => None,
+            Some(o) => match o.split_once(',').and_then(|(ts, txid)| Some((ts.parse().ok()?, txid.to_string()))) {
+                Some(after) => Some(after),
+                None => return invalid("next_offset"),
+            },
+        };
         let mut matching: Vec<&AuthLog> = state
             .logs
             .iter()
@@ -413,12 +434,20 @@ impl Duo {
                 ms >= mintime && ms <= maxtime && ms <= visible_until
             })
             .filter(|l| !wanted_users || users.contains(&l.user))
-            .filter(|_| event_types.is_empty() || event_types.contains(&"enrollment"))
+            .filter(|l| event_types.is_empty() || event_types.contains(&l.event_type))
+            .filter(|l| results.is_empty() || results.contains(&l.result))
             .collect();
-        matching.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.txid.cmp(&a.txid)));
+        matching.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.txid.cmp(&b.txid)));
+        if !ascending {
+            matching.reverse();
+        }
         let total = matching.len();
         if let Some((ts, txid)) = &after {
-            matching.retain(|l| (l.time.as_millisecond(), &l.txid) < (*ts, txid));
+            // Past the record the offset names, in the order asked for.
+            matching.retain(|l| {
+                let key = (l.time.as_millisecond(), &l.txid);
+                if ascending { key > (*ts, txid) } else { key < (*ts, txid) }
+            });
         }
         let more = matching.len() > limit;
         matching.truncate(limit);
@@ -450,7 +479,7 @@ impl Duo {
             .take(LOGS_MAX_LIMIT)
             .map(|l| {
                 json!({
-                    "action": l.action, "object": l.object, "username": "API", "description": "{}",
+                    "action": l.action, "object": l.object, "username": "API", "description": l.description,
                     "timestamp": l.time.as_second(), "isotimestamp": l.time.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
                 })
             })
@@ -486,15 +515,17 @@ fn logged_token(token: &HardwareToken) -> String {
 
 fn log_json(state: &State, l: &AuthLog) -> Value {
     let user = &state.users[l.user];
-    let location = json!({ "city": "Ann Arbor", "state": "Michigan", "country": "United States" });
+    // Duo places an address by city, state and country, without coordinates.
+    let place = place_of(&l.ip);
+    let location = json!({ "city": place.city, "state": place.region, "country": place.country });
     json!({
         "txid": l.txid,
         "timestamp": l.time.as_second(),
         "isotimestamp": l.time.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
-        "event_type": "enrollment",
+        "event_type": l.event_type,
         "factor": l.factor,
-        "result": "success",
-        "reason": "user_marked_enrolled",
+        "result": l.result,
+        "reason": l.reason,
         "email": user.username,
         "user": { "key": user.id, "name": user.username, "groups": user.groups.iter().map(|&g| state.groups[g].name.clone()).collect::<Vec<_>>() },
         "application": { "key": "DIY231J8BR23QK4UKBY8", "name": "Corporate VPN" },
@@ -502,7 +533,7 @@ fn log_json(state: &State, l: &AuthLog) -> Value {
             "ip": l.ip, "location": location, "browser": "Chrome", "browser_version": "131.0.6778.86",
             "os": "Mac OS X", "os_version": "15.1", "hostname": null, "epkey": null,
         },
-        "auth_device": { "ip": l.ip, "location": location, "name": null },
+        "auth_device": { "ip": l.ip, "location": location, "name": l.device },
         "alias": "",
         "trusted_endpoint_status": "not trusted",
         "ood_software": null,
@@ -643,15 +674,59 @@ impl Provider for Duo {
     }
 
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
-        let mut state = self.state.lock().unwrap();
-        let i = *state.by_username.get(&username.to_lowercase())?;
-        let now = jiff::Timestamp::now();
-        let (id, factor) = add_factor(&mut state.users[i], i, kind, now)?;
-        // Bypass codes are issued by an administrator, not enrolled: no log record.
-        if kind != FactorKind::RecoveryCodes {
-            state.logs.push(AuthLog { user: i, time: now, txid: uuid(), factor, ip: from_ip.to_string() });
+        if kind == FactorKind::RecoveryCodes {
+            // Bypass codes are issued by an administrator, not enrolled: no log record.
+            let mut state = self.state.lock().unwrap();
+            let i = *state.by_username.get(&username.to_lowercase())?;
+            return add_factor(&mut state.users[i], i, kind, jiff::Timestamp::now()).map(|(id, _)| id);
         }
-        Some(id)
+        self.act(username, &Activity::new(Act::Enroll { factor: kind }, from_ip)).ok().flatten()
+    }
+
+    fn act(&self, username: &str, activity: &Activity) -> Result<Option<String>, String> {
+        let mut state = self.state.lock().unwrap();
+        let i = *state.by_username.get(&username.to_lowercase()).ok_or("no such user")?;
+        let at = activity.at();
+        let ip = activity.ip.clone();
+        let record = |event_type: &'static str, result: &'static str, reason: &'static str, factor: &'static str, device: Option<String>| AuthLog { user: i, time: at, txid: uuid(), event_type, result, reason, factor, ip: ip.clone(), device };
+        let phone = |state: &State| state.users[i].phones.first().map(|p| p.number.clone());
+        match activity.what {
+            Act::Enroll { .. } if activity.by_admin.is_some() => {
+                Err("Duo's authentication log has no entry for a device an administrator adds, and its administrator log names the phone or token, not the user".into())
+            }
+            Act::Enroll { factor } => {
+                let (id, logged) = add_factor(&mut state.users[i], i, factor, at).ok_or_else(|| format!("Duo has no device of kind {}", factor.as_str()))?;
+                let device = activity.device.clone().or_else(|| state.users[i].phones.iter().find(|p| p.id == id).map(|p| p.number.clone()));
+                state.logs.push(record("enrollment", "success", "user_marked_enrolled", logged, device));
+                Ok(Some(id))
+            }
+            Act::SignIn => {
+                let device = activity.device.clone().or_else(|| phone(&state));
+                state.logs.push(record("authentication", "success", "user_approved", "duo_push", device));
+                Ok(None)
+            }
+            // The user tapped Deny and said it was a mistake; reporting it as fraud is FraudReported.
+            Act::PushDenied => {
+                let device = activity.device.clone().or_else(|| phone(&state));
+                state.logs.push(record("authentication", "denied", "user_mistake", "duo_push", device));
+                Ok(None)
+            }
+            Act::FraudReported => {
+                let device = activity.device.clone().or_else(|| phone(&state));
+                state.logs.push(record("authentication", "fraud", "user_marked_fraud", "duo_push", device));
+                Ok(None)
+            }
+            Act::RiskySignIn => Err("Duo's authentication log gives no risk verdict on a sign-in".into()),
+            // An administrator's bypass codes are in the administrator log, under the user's name.
+            Act::BypassIssued => {
+                let (id, _) = add_factor(&mut state.users[i], i, FactorKind::RecoveryCodes, at).ok_or("no bypass code")?;
+                let user_id = state.users[i].id.clone();
+                let object = state.users[i].username.clone();
+                let description = json!({ "bypass": "", "count": 1, "valid_secs": 3600, "remaining_uses": 1, "user_id": user_id, "bypass_code_ids": [id] }).to_string();
+                state.admin_logs.push(AdminLog { time: at, action: "bypass_create", object, description });
+                Ok(Some(id))
+            }
+        }
     }
 
     fn add_by_admin(&self, username: &str, kind: FactorKind) -> Option<String> {
@@ -665,8 +740,8 @@ impl Provider for Duo {
         let (id, _) = add_factor(&mut state.users[i], i, kind, now)?;
         let user = &state.users[i];
         let record = match user.phones.iter().find(|p| p.id == id) {
-            Some(phone) => AdminLog { time: now, action: "phone_create", object: logged_number(&phone.number) },
-            None => AdminLog { time: now, action: "hardtoken_create", object: logged_token(user.tokens.iter().find(|t| t.id == id)?) },
+            Some(phone) => AdminLog { time: now, action: "phone_create", object: logged_number(&phone.number), description: "{}".into() },
+            None => AdminLog { time: now, action: "hardtoken_create", object: logged_token(user.tokens.iter().find(|t| t.id == id)?), description: "{}".into() },
         };
         state.admin_logs.push(record);
         Some(id)
@@ -812,6 +887,53 @@ mod tests {
         let log = &body(&shown)["response"]["authlogs"][0];
         assert_eq!(log["event_type"], "enrollment");
         assert_eq!(log["access_device"]["ip"], "203.0.113.7");
+    }
+
+    #[test]
+    fn authentication_log_pages_in_either_order_and_filters() {
+        let duo = duo();
+        duo.seed(&Seed { users: 2, ..Seed::default() });
+        let start = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
+        let at = |m: i64| Some(start + jiff::SignedDuration::from_mins(m));
+        duo.act(&username(0), &Activity { at: at(1), ..Activity::new(Act::SignIn, "198.51.100.20") }).unwrap();
+        duo.act(&username(0), &Activity { at: at(2), ..Activity::new(Act::PushDenied, "100.64.7.7") }).unwrap();
+        duo.act(&username(1), &Activity { at: at(3), ..Activity::new(Act::FraudReported, "198.51.100.21") }).unwrap();
+        duo.act(&username(1), &Activity { at: at(4), ..Activity::new(Act::Enroll { factor: FactorKind::Push }, "198.19.0.9") }).unwrap();
+        assert!(duo.act(&username(1), &Activity { by_admin: Some("helpdesk@example.com".into()), ..Activity::new(Act::Enroll { factor: FactorKind::Push }, "198.51.100.21") }).is_err());
+        assert!(duo.act(&username(1), &Activity::new(Act::RiskySignIn, "198.51.100.21")).is_err());
+        let secret = "Zh5eGmUq9zpfQnyUIu5OL9iWoMMv5ZNmk3zLJ4Ep";
+        let window = format!("mintime={}&maxtime={}", start.as_millisecond(), jiff::Timestamp::now().as_millisecond());
+        let read = |extra: &str| body(&duo.handle(&signed(&duo, Method::GET, "/admin/v2/logs/authentication", &format!("{window}&{extra}"), secret)))["response"].clone();
+        // Oldest first, two a page, each next_offset going on from the page's last record.
+        let mut offset: Option<String> = None;
+        let mut seen = Vec::new();
+        loop {
+            let page = read(&format!("sort=ts:asc&limit=2{}", offset.as_ref().map(|o| format!("&next_offset={o}")).unwrap_or_default()));
+            seen.extend(page["authlogs"].as_array().unwrap().iter().map(|l| (l["result"].as_str().unwrap().to_string(), l["reason"].as_str().unwrap().to_string())));
+            match page["metadata"]["next_offset"].as_array() {
+                Some(next) => offset = Some(format!("{},{}", next[0].as_str().unwrap(), next[1].as_str().unwrap())),
+                None => break,
+            }
+        }
+        let want: Vec<(String, String)> = [("success", "user_approved"), ("denied", "user_mistake"), ("fraud", "user_marked_fraud"), ("success", "user_marked_enrolled")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(seen, want);
+        let newest = read("limit=1");
+        assert_eq!(newest["authlogs"][0]["event_type"], "enrollment");
+        assert_eq!(newest["authlogs"][0]["access_device"]["location"]["country"], "Romania");
+        assert!(newest["authlogs"][0]["access_device"]["location"].get("latitude").is_none());
+        let id = duo.user(&username(0)).unwrap().id;
+        let own = read(&format!("users={id}&sort=ts:asc"));
+        let own: Vec<&str> = own["authlogs"].as_array().unwrap().iter().map(|l| l["result"].as_str().unwrap()).collect();
+        assert_eq!(own, ["success", "denied"]);
+        let enrollments = read("event_types=enrollment");
+        assert_eq!(enrollments["authlogs"].as_array().unwrap().len(), 1);
+        // A bypass code is in the administrator log, under the user's name.
+        duo.act(&username(0), &Activity::new(Act::BypassIssued, "198.51.100.20")).unwrap().unwrap();
+        let admin = body(&duo.handle(&signed(&duo, Method::GET, "/admin/v1/logs/administrator", "", secret)));
+        let record = admin["response"].as_array().unwrap().iter().find(|r| r["action"] == "bypass_create").unwrap().clone();
+        assert_eq!(record["object"], username(0));
+        let description: Value = serde_json::from_str(record["description"].as_str().unwrap()).unwrap();
+        assert_eq!(description["user_id"], id.as_str());
     }
 
     #[test]
