@@ -12,10 +12,14 @@
 //! and their codes (kept and counted: no log dates codes), anyone else loses both; `turnOff` is
 //! checked against the log once more right before. Backup codes are recorded by a fingerprint of the set and invalidated only
 //! while that set is still the one the user holds. App passwords show their creation time.
+//!
+//! The re-enrollment window reads the Reports API's login audit for everyone, only up to its lag
+//! ago (`logDelay`): Google may still add events behind that line, and a cursor past them would
+//! never see them.
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +30,7 @@ use super::{
     UserRef, UserSnapshot, enc, selected, split,
 };
 use crate::api::{FactorKind, GoogleProvider};
+use crate::watch::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent};
 
 /// What a recall needs, least privilege: read users and groups, act on user security, read logs.
 const SCOPES: &str = "https://www.googleapis.com/auth/admin.directory.user.security https://www.googleapis.com/auth/admin.directory.user.readonly https://www.googleapis.com/auth/admin.directory.group.readonly https://www.googleapis.com/auth/admin.reports.audit.readonly";
@@ -58,6 +63,107 @@ const LIST_SESSIONS: Op = Op::new("list_sessions", "directory");
 const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "directory");
 const UPDATE_USER: Op = Op::new("update_user", "directory");
 const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "reports");
+const LOGIN_AUDIT: Op = Op::new("login_audit", "reports");
+/// Activities per Reports API page (its maximum).
+const ACTIVITIES_PAGE: usize = 1000;
+/// Login audit events the window reads for everyone; a user's sign-ins are read only for their
+/// own history (there are too many to stream).
+const WATCHED_EVENTS: &str = "2sv_enroll,2sv_disable,recovery_phone_edit,suspicious_login,login_challenge";
+
+/// Where the window's reading of the login audit is: from `since`, and the read under way (up to
+/// `end`, on page `page`).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct LoginCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    page: Option<String>,
+}
+
+/// A parameter of a login audit event, by name.
+fn parameter<'a>(event: &'a Value, name: &str) -> Option<&'a Value> {
+    event["parameters"].as_array()?.iter().find(|p| p["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// A parameter's text (`value`, or the first of `multiValue`), lower case.
+fn parameter_text(event: &Value, name: &str) -> Option<String> {
+    let p = parameter(event, name)?;
+    p["value"].as_str().or_else(|| p["multiValue"].as_array()?.first()?.as_str()).map(|v| v.trim().to_lowercase())
+}
+
+fn parameter_true(event: &Value, name: &str) -> bool {
+    parameter(event, name).is_some_and(|p| p["boolValue"] == true || p["value"].as_str().is_some_and(|v| v.trim().eq_ignore_ascii_case("true")))
+}
+
+/// What one login audit event is to the window; None for what it does not read.
+fn login_kind(event: &Value) -> Option<EventKind> {
+    let name = event["name"].as_str()?.trim().to_lowercase();
+    Some(match name.as_str() {
+        "2sv_enroll" => EventKind::FactorEnrolled,
+        "2sv_disable" | "recovery_phone_edit" => EventKind::SecondStepWeakened,
+        "suspicious_login" | "suspicious_login_less_secure_app" | "suspicious_programmatic_login" => EventKind::RiskySignIn,
+        "login_success" if parameter_true(event, "is_suspicious") => EventKind::RiskySignIn,
+        "login_success" => EventKind::SignIn,
+        // A Google prompt the user refused (or let lapse) fails the challenge by that method.
+        "login_challenge" => {
+            let status = parameter_text(event, "login_challenge_status").unwrap_or_default();
+            let method = parameter_text(event, "login_challenge_method").unwrap_or_default();
+            match (status.contains("pass"), status.contains("fail")) {
+                (true, _) => EventKind::MfaChallenge,
+                (_, true) if method.contains("prompt") => EventKind::PushDenied,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// A login audit activity as identity events (one per event it holds that the window reads); Err
+/// says why the activity cannot be read. The actor is the user: what an administrator changed
+/// for someone else (`affected_email_address` naming another) is left out, since it names that
+/// user by email only.
+fn login_events(activity: &Value) -> Result<Vec<IdentityEvent>, String> {
+    let text = |v: &Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let qualifier = match &activity["id"]["uniqueQualifier"] {
+        Value::Number(n) => Some(n.to_string()),
+        other => text(other),
+    };
+    let qualifier = qualifier.ok_or("a login activity without id.uniqueQualifier")?;
+    let at: jiff::Timestamp = activity["id"]["time"].as_str().and_then(|t| t.trim().parse().ok()).ok_or_else(|| format!("login activity {qualifier}: no readable id.time"))?;
+    let events = activity["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let actor_email = text(&activity["actor"]["email"]);
+    let mut found = Vec::new();
+    for (n, event) in events.iter().enumerate() {
+        let Some(kind) = login_kind(event) else { continue };
+        let affected = parameter_text(event, "affected_email_address");
+        if affected.is_some_and(|a| actor_email.as_ref().is_none_or(|e| !e.eq_ignore_ascii_case(&a))) {
+            continue;
+        }
+        let user_id = text(&activity["actor"]["profileId"]).ok_or_else(|| format!("login activity {qualifier}: no actor.profileId"))?;
+        let network = &activity["networkInfo"];
+        let geo = Geo { country: text(&network["regionCode"]).map(|c| c.to_uppercase()), region: text(&network["subdivisionCode"]), city: None, point: None };
+        let has_geo = geo.country.is_some() || geo.region.is_some();
+        found.push(IdentityEvent {
+            id: if n == 0 { qualifier.clone() } else { format!("{qualifier}:{n}") },
+            at,
+            user_id,
+            kind,
+            actor: Actor::User,
+            client: ClientInfo {
+                ip: activity["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+                user_agent: None,
+                geo: has_geo.then_some(geo),
+                asn: network["ipAsn"].as_array().and_then(|a| a.first()).and_then(|a| a.as_u64().or_else(|| a.as_str()?.parse().ok())).and_then(|a| u32::try_from(a).ok()),
+                proxy: false,
+            },
+            factor: (kind == EventKind::FactorEnrolled).then_some(FactorKind::TwoStepVerification),
+            device: None,
+        });
+    }
+    Ok(found)
+}
 
 /// The service-account key file, as the Cloud console downloads it.
 #[derive(Deserialize)]
@@ -400,7 +506,7 @@ impl IdentityProvider for Google {
             count_sessions: true,
             force_re_enrollment: false,
             enrollment_detection: true,
-            event_stream: false,
+            event_stream: true,
             disable_user: true,
             nested_groups: true,
             // Primary emails and aliases are case-insensitive.
@@ -416,6 +522,8 @@ impl IdentityProvider for Google {
                 "enrollment: enforced by the Workspace 2-Step Verification policy (Admin console), not per user".into(),
                 "sessions: Google shows no web sessions; signOut ends all of a user's at once and counts as one session for a user who has signed in".into(),
                 "disable: suspending users at the deadline needs the scope admin.directory.user besides the recall's scopes".into(),
+                "window: the stream is the login audit's 2sv_enroll, 2sv_disable, recovery_phone_edit, suspicious logins and login challenges of everyone, read only up to logDelay ago (events may still appear behind that), so flags come that much after the fact; a user's sign-ins (the new-network baseline, is_suspicious) are read only for a user who enrolls".into(),
+                "window: the login audit gives an address with its ASN and region but no coordinates and no proxy verdict (no impossible travel or anonymising-proxy rule), has no event for a user reporting fraud, and 2-Step Verification is enrolled by the user only; a denied Google prompt is read from a login challenge failed by that method; a change an administrator makes for another user (affected_email_address) is not read".into(),
             ],
         }
     }
@@ -577,6 +685,61 @@ impl IdentityProvider for Google {
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
         Ok(earliest_enrollment(self.enrollments_since(user, cutoff).await?, cutoff))
+    }
+
+    async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        let mut page = EventPage::default();
+        let (path, mut params, mut cursor) = match query.user {
+            // A user's own history: every login event, bounded, paged by the token in the cursor.
+            Some(user) => {
+                let cursor = LoginCursor { since: Some(query.from), end: query.until, page: query.cursor.map(String::from) };
+                (format!("/admin/reports/v1/activity/users/{}/applications/login", enc(&user.id)), Vec::new(), cursor)
+            }
+            None => {
+                let mut cursor: LoginCursor = query.cursor.and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+                let since = *cursor.since.get_or_insert(query.from);
+                if cursor.end.is_none() {
+                    // Never past what Google may still add: up to its lag ago, and no later than asked.
+                    let lag = jiff::SignedDuration::try_from(self.http.log_delay(LOG_DELAY)).unwrap_or(jiff::SignedDuration::from_mins(15));
+                    let end = jiff::Timestamp::now() - lag;
+                    let end = query.until.map_or(end, |u| u.min(end));
+                    if end <= since {
+                        page.cursor = Some(serde_json::to_string(&cursor).expect("times and text"));
+                        return Ok(page);
+                    }
+                    cursor.end = Some(end);
+                }
+                ("/admin/reports/v1/activity/users/all/applications/login".to_string(), vec![("eventName", WATCHED_EVENTS.to_string())], cursor)
+            }
+        };
+        let stamp = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        params.extend(cursor.since.map(|t| ("startTime", stamp(t))));
+        params.extend(cursor.end.map(|t| ("endTime", stamp(t))));
+        params.push(("maxResults", ACTIVITIES_PAGE.to_string()));
+        params.extend(cursor.page.clone().map(|t| ("pageToken", t)));
+        let (status, value) = self.call(LOGIN_AUDIT, &self.auth, Method::GET, &path, &params, None, &[StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.http.error(ErrorKind::NotFound, format!("GET {path}: 404 ({})", brief(&value))));
+        }
+        for activity in value["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            match login_events(activity) {
+                Ok(events) => page.events.extend(events),
+                Err(why) => page.skipped.push(why),
+            }
+        }
+        let next = value["nextPageToken"].as_str().map(str::trim).filter(|t| !t.is_empty()).map(String::from);
+        page.more = next.is_some();
+        if query.user.is_some() {
+            page.cursor = next;
+            return Ok(page);
+        }
+        match next {
+            Some(token) => cursor.page = Some(token),
+            // The read is done: the next begins where this one ended.
+            None => cursor = LoginCursor { since: cursor.end, end: None, page: None },
+        }
+        page.cursor = Some(serde_json::to_string(&cursor).expect("times and text"));
+        Ok(page)
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
