@@ -1056,4 +1056,160 @@ mod tests {
             let _ = cutoff;
         }
     }
+
+    fn audit(activity: &str, initiator: Value, target: Value, reason: &str) -> Value {
+        json!({
+            "id": "SSPR_0f1e2d3c", "category": "UserManagement", "result": "success", "resultReason": reason,
+            "activityDisplayName": activity, "activityDateTime": "2026-11-28T10:15:03.1234567Z", "loggedByService": "Authentication Methods",
+            "initiatedBy": { "app": null, "user": initiator }, "targetResources": [target], "additionalDetails": [],
+        })
+    }
+
+    const USER: &str = "6e7b768e-07e2-4810-8459-485f84f8f204";
+
+    fn target() -> Value {
+        json!({ "id": USER, "type": "User", "userPrincipalName": "Alex@contoso.example" })
+    }
+
+    #[test]
+    fn registrations_deletions_and_passes_become_events() {
+        let own = json!({ "id": USER, "userPrincipalName": "alex@contoso.example", "ipAddress": "203.0.113.9" });
+        let event = audit_event(&audit("User registered security info", own.clone(), target(), "User registered Authenticator App with Notification and Code")).unwrap().unwrap();
+        assert_eq!((event.kind, event.factor, event.actor.clone()), (EventKind::FactorEnrolled, Some(FactorKind::Push), Actor::User));
+        assert_eq!(event.user_id, USER);
+        assert_eq!(event.client.ip, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(event.at, "2026-11-28T10:15:03.1234567Z".parse().unwrap());
+        // Mixed case, by an administrator, a pass, a deletion.
+        let admin = json!({ "id": "11111111-2222-4333-a444-555555555555", "userPrincipalName": "helpdesk@contoso.example", "ipAddress": "198.51.100.4" });
+        let by_admin = audit_event(&audit("ADMIN registered security info", admin.clone(), target(), "Admin registered Mobile Phone SMS")).unwrap().unwrap();
+        assert_eq!((by_admin.kind, by_admin.actor), (EventKind::FactorEnrolled, Actor::Other("helpdesk@contoso.example".into())));
+        let pass = audit_event(&audit("Admin registered security info", admin.clone(), target(), "Admin registered temporary access pass method")).unwrap().unwrap();
+        assert_eq!(pass.kind, EventKind::BypassIssued);
+        let removed = audit_event(&audit("Admin deleted security info", json!(null), target(), "Admin deleted Software OATH token")).unwrap().unwrap();
+        assert_eq!((removed.kind, removed.actor), (EventKind::FactorRemoved, Actor::Unknown));
+        // The app the recall runs as.
+        let mut by_app = audit("Admin deleted security info", json!(null), target(), "");
+        by_app["initiatedBy"]["app"] = json!({ "appId": "f0e1d2c3", "displayName": "mfa-recall" });
+        assert_eq!(audit_event(&by_app).unwrap().unwrap().actor, Actor::Other("mfa-recall".into()));
+    }
+
+    #[test]
+    fn audit_entries_not_watched_or_unreadable_are_told_apart() {
+        let own = json!({ "id": USER, "ipAddress": "not an address" });
+        assert_eq!(audit_event(&audit("Update user", own.clone(), target(), "")).unwrap(), None);
+        let mut failed = audit("User registered security info", own.clone(), target(), "");
+        failed["result"] = json!("failure");
+        assert_eq!(audit_event(&failed).unwrap(), None);
+        // Garbage address: no address; no target: the initiator of a user's own registration.
+        let untargeted = audit_event(&audit("User registered security info", own.clone(), json!(null), "User registered FIDO2 security key")).unwrap().unwrap();
+        assert_eq!((untargeted.user_id.as_str(), untargeted.client.ip, untargeted.factor), (USER, None, Some(FactorKind::Webauthn)));
+        let mut no_id = audit("User registered security info", own.clone(), target(), "");
+        no_id["id"] = json!("  ");
+        assert!(audit_event(&no_id).is_err());
+        let mut bad_time = audit("User registered security info", own.clone(), target(), "");
+        bad_time["activityDateTime"] = json!("yesterday");
+        assert!(audit_event(&bad_time).unwrap_err().contains("SSPR_0f1e2d3c"));
+        assert!(audit_event(&audit("Admin registered security info", json!({ "userPrincipalName": "x@y" }), json!({ "type": "Group", "id": "g" }), "")).is_err(), "names no user");
+        assert!(audit_event(&json!(42)).is_err());
+    }
+
+    fn sign_in(code: Value, details: &str) -> Value {
+        json!({
+            "id": "66ea54eb-6301-4ee5-be62-ff5a759b0100", "createdDateTime": "2026-11-28T09:00:00Z", "userId": USER,
+            "userPrincipalName": "alex@contoso.example", "ipAddress": "100.64.7.7", "appDisplayName": "My Signins",
+            "status": { "errorCode": code, "failureReason": "Other.", "additionalDetails": details },
+            "deviceDetail": { "browser": "Edge 124.0.0", "operatingSystem": "Windows10" },
+            "location": { "city": "Lagos", "state": "Lagos", "countryOrRegion": "NG", "geoCoordinates": { "latitude": 6.5244, "longitude": 3.3792 } },
+        })
+    }
+
+    #[test]
+    fn sign_ins_tell_where_a_user_is_and_what_they_denied() {
+        let ok = sign_in_event(&sign_in(json!(0), "MFA requirement satisfied by claim in the token")).unwrap().unwrap();
+        assert_eq!(ok.kind, EventKind::SignIn);
+        let geo = ok.client.geo.clone().unwrap();
+        assert_eq!((geo.country.as_deref(), geo.point), (Some("NG"), Some((6.5244, 3.3792))));
+        assert_eq!(ok.client.user_agent.as_deref(), Some("Edge 124.0.0"));
+        assert_eq!(sign_in_event(&sign_in(json!(500121), "MFA denied; user declined the authentication")).unwrap().unwrap().kind, EventKind::PushDenied);
+        assert_eq!(sign_in_event(&sign_in(json!("500121"), "MFA denied; Phone App Reported FRAUD")).unwrap().unwrap().kind, EventKind::FraudReported);
+        assert_eq!(sign_in_event(&sign_in(json!(50126), "Invalid username or password")).unwrap(), None, "other failures are not read");
+        let mut nowhere = sign_in(json!(0), "");
+        nowhere["location"] = json!({ "city": "", "countryOrRegion": "", "geoCoordinates": { "latitude": 0.0, "longitude": 0.0 } });
+        nowhere["ipAddress"] = json!("999.1.1.1");
+        let nowhere = sign_in_event(&nowhere).unwrap().unwrap();
+        assert_eq!((nowhere.client.geo, nowhere.client.ip), (None, None));
+        let mut no_status = sign_in(json!(0), "");
+        no_status["status"] = json!(null);
+        assert!(sign_in_event(&no_status).is_err());
+        let mut no_user = sign_in(json!(0), "");
+        no_user.as_object_mut().unwrap().remove("userId");
+        assert!(sign_in_event(&no_user).is_err());
+    }
+
+    #[test]
+    fn risk_detections_are_risky_sign_ins_unless_dismissed_or_a_fraud_report() {
+        let risk = |event_type: &str, state: &str| {
+            json!({ "id": "e3b0c442", "riskEventType": event_type, "riskState": state, "riskLevel": "medium", "detectedDateTime": "2026-11-28T09:01:00Z",
+                    "userId": USER, "ipAddress": "198.19.0.9", "location": { "city": "Bucharest", "countryOrRegion": "RO", "geoCoordinates": { "latitude": 44.4, "longitude": 26.1 } } })
+        };
+        let risky = risk_event(&risk("unfamiliarFeatures", "atRisk")).unwrap().unwrap();
+        assert_eq!((risky.kind, risky.client.proxy), (EventKind::RiskySignIn, false));
+        assert!(risk_event(&risk("AnonymizedIPAddress", "atRisk")).unwrap().unwrap().client.proxy);
+        assert_eq!(risk_event(&risk("userReportedSuspiciousActivity", "atRisk")).unwrap(), None, "the sign-in log has the report");
+        assert_eq!(risk_event(&risk("newCountry", "Dismissed")).unwrap(), None);
+        let mut undated = risk("newCountry", "atRisk");
+        undated["detectedDateTime"] = json!(null);
+        undated["activityDateTime"] = json!("2026-11-28T09:00:00Z");
+        assert!(risk_event(&undated).unwrap().is_some());
+        undated["activityDateTime"] = json!(17);
+        assert!(risk_event(&undated).is_err());
+    }
+
+    #[test]
+    fn each_log_is_filtered_for_the_stream_or_for_one_user() {
+        let t: jiff::Timestamp = "2026-11-28T09:00:00Z".parse().unwrap();
+        let audit = Log::Audit.filter(t, None, None);
+        assert!(audit.starts_with("activityDateTime ge 2026-11-28T09:00:00.000Z and (activityDisplayName eq 'User registered security info' or "), "{audit}");
+        assert_eq!(Log::SignIns.filter(t, None, None), "createdDateTime ge 2026-11-28T09:00:00.000Z and status/errorCode eq 500121");
+        assert_eq!(Log::Risks.filter(t, Some(t), Some("o'id")), "detectedDateTime ge 2026-11-28T09:00:00.000Z and detectedDateTime lt 2026-11-28T09:00:00.000Z and userId eq 'o''id'");
+        assert!(Log::Audit.filter(t, None, Some("u1")).ends_with(" and targetResources/any(t: t/id eq 'u1')"));
+    }
+
+    #[tokio::test]
+    async fn the_stream_reads_each_log_once_and_goes_on_without_those_the_tenant_refuses() {
+        use idp_sim::{Act, Activity, FactorKind as Sim};
+        let subject = idp_sim::subject::Subject::start("entra").await.unwrap();
+        subject.sim.provider.seed(&idp_sim::Seed { users: 3, ..Default::default() });
+        let entra = crate::backends::connect_to_sim(&subject);
+        assert!(entra.capabilities().event_stream);
+        let from = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+        let provider = &subject.sim.provider;
+        let name = idp_sim::username(1);
+        provider.act(&name, &Activity::new(Act::SignIn, "198.51.100.20")).unwrap();
+        provider.act(&name, &Activity::new(Act::PushDenied, "198.51.100.20")).unwrap();
+        provider.act(&name, &Activity::new(Act::RiskySignIn, "198.19.0.9")).unwrap();
+        provider.act(&name, &Activity::new(Act::Enroll { factor: Sim::Push }, "100.64.7.7")).unwrap();
+        let read = |cursor: Option<String>| {
+            let entra = entra.clone();
+            async move { entra.read_events(&EventQuery { cursor: cursor.as_deref(), from, until: None, user: None }).await.unwrap() }
+        };
+        let page = read(None).await;
+        let mut kinds: Vec<EventKind> = page.events.iter().map(|e| e.kind).collect();
+        kinds.sort_by_key(|k| k.as_str());
+        assert_eq!(kinds, [EventKind::FactorEnrolled, EventKind::PushDenied, EventKind::RiskySignIn], "the successful sign-in is not streamed");
+        assert!(!page.more && page.skipped.is_empty());
+        // Within the log delay the same entries are read again (the engine deals with each once).
+        let again = read(page.cursor.clone()).await;
+        assert_eq!(again.events.len(), 3);
+
+        let user = entra.find_user(&name).await.unwrap().remove(0);
+        let history = entra.read_events(&EventQuery { cursor: None, from, until: Some(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1)), user: Some(&user) }).await.unwrap();
+        assert_eq!(history.events.len(), 5, "the user's own sign-ins too: {:?}", history.events);
+
+        provider.set_premium(false);
+        let without = read(again.cursor).await;
+        assert_eq!(without.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::FactorEnrolled], "the audit log alone");
+        let cursor: LogCursor = serde_json::from_str(without.cursor.as_deref().unwrap()).unwrap();
+        assert_eq!(cursor.keys().collect::<Vec<_>>(), ["audit", "risks", "signIns"]);
+    }
 }

@@ -370,11 +370,6 @@ impl Entra {
         Ok(Self { client_id: key("client-id")?, client_secret: key("client-secret")?, state: Mutex::default(), premium: true.into() })
     }
 
-    /// Whether the tenant is licensed for the sign-in log and risk detections (it is unless told).
-    pub fn set_premium(&self, licensed: bool) {
-        self.premium.store(licensed, std::sync::atomic::Ordering::Relaxed);
-    }
-
     fn is_premium(&self) -> bool {
         self.premium.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -634,6 +629,11 @@ impl Provider for Entra {
 
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
         self.act(username, &Activity::new(Act::Enroll { factor: kind }, from_ip)).ok().flatten()
+    }
+
+    /// Whether the tenant is licensed for the sign-in log and risk detections (it is unless told).
+    fn set_premium(&self, licensed: bool) {
+        self.premium.store(licensed, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn act(&self, username: &str, activity: &Activity) -> Result<Option<String>, String> {
