@@ -882,4 +882,105 @@ mod tests {
         assert_eq!(origin.geo.as_deref(), Some("US/US-CA"));
         assert_eq!(origin.asn, Some(64496));
     }
+
+    fn login(name: &str, parameters: Value) -> Value {
+        json!({
+            "kind": "admin#reports#activity",
+            "id": { "time": "2026-11-28T10:00:00.000Z", "uniqueQualifier": "-4285713052116290813", "applicationName": "login", "customerId": "C03az79cb" },
+            "actor": { "email": "alex@example.com", "profileId": "104857600000000000001" },
+            "ipAddress": "100.64.7.7",
+            "networkInfo": { "ipAsn": [64505], "regionCode": "ng", "subdivisionCode": "NG-LA" },
+            "events": [{ "type": "login", "name": name, "parameters": parameters }],
+        })
+    }
+
+    fn kinds(activity: &Value) -> Vec<EventKind> {
+        login_events(activity).unwrap().into_iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn login_audit_events_become_identity_events() {
+        let enrolled = login_events(&login("2sv_enroll", json!([]))).unwrap().remove(0);
+        assert_eq!((enrolled.kind, enrolled.factor, enrolled.actor.clone()), (EventKind::FactorEnrolled, Some(FactorKind::TwoStepVerification), Actor::User));
+        assert_eq!((enrolled.id.as_str(), enrolled.user_id.as_str()), ("-4285713052116290813", "104857600000000000001"));
+        assert_eq!(enrolled.client.ip, Some("100.64.7.7".parse().unwrap()));
+        assert_eq!((enrolled.client.asn, enrolled.client.geo.as_ref().and_then(|g| g.country.as_deref())), (Some(64505), Some("NG")));
+        assert_eq!(kinds(&login("2SV_DISABLE", json!([]))), [EventKind::SecondStepWeakened]);
+        assert_eq!(kinds(&login("recovery_phone_edit", json!([]))), [EventKind::SecondStepWeakened]);
+        assert_eq!(kinds(&login("suspicious_login", json!([]))), [EventKind::RiskySignIn]);
+        assert_eq!(kinds(&login("login_success", json!([{ "name": "is_suspicious", "boolValue": false }]))), [EventKind::SignIn]);
+        assert_eq!(kinds(&login("login_success", json!([{ "name": "is_suspicious", "boolValue": true }]))), [EventKind::RiskySignIn]);
+        assert_eq!(kinds(&login("login_success", json!([{ "name": "IS_SUSPICIOUS", "value": "True" }]))), [EventKind::RiskySignIn]);
+        let challenge = |method: &str, status: &str| login("login_challenge", json!([{ "name": "login_challenge_method", "value": method }, { "name": "login_challenge_status", "value": status }]));
+        assert_eq!(kinds(&challenge("google_prompt", "Challenge Failed")), [EventKind::PushDenied]);
+        assert_eq!(kinds(&challenge("google_prompt", "Challenge Passed.")), [EventKind::MfaChallenge]);
+        assert!(kinds(&challenge("google_authenticator", "Challenge Failed")).is_empty(), "a mistyped code is not a denied push");
+        assert!(kinds(&login("login_failure", json!([{ "name": "login_failure_type", "value": "login_failure_invalid_password" }]))).is_empty());
+        assert!(kinds(&login("password_edit", json!([]))).is_empty());
+    }
+
+    #[test]
+    fn unreadable_or_foreign_login_activities_are_told_apart() {
+        let mut two = login("2sv_enroll", json!([]));
+        two["events"].as_array_mut().unwrap().push(json!({ "name": "login_success" }));
+        let ids: Vec<String> = login_events(&two).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["-4285713052116290813", "-4285713052116290813:1"], "one id per event");
+        let mut garbage = login("2sv_enroll", json!(null));
+        garbage["ipAddress"] = json!("2001:db8::zz");
+        garbage["networkInfo"] = json!({ "ipAsn": ["x"], "regionCode": "" });
+        let event = login_events(&garbage).unwrap().remove(0);
+        assert_eq!((event.client.ip, event.client.asn, event.client.geo), (None, None, None));
+        let mut numeric = login("2sv_enroll", json!([]));
+        numeric["id"]["uniqueQualifier"] = json!(-42);
+        assert_eq!(login_events(&numeric).unwrap()[0].id, "-42");
+        let mut no_time = login("2sv_enroll", json!([]));
+        no_time["id"]["time"] = json!("soon");
+        assert!(login_events(&no_time).is_err());
+        let mut no_id = login("2sv_enroll", json!([]));
+        no_id["id"] = json!({});
+        assert!(login_events(&no_id).is_err());
+        let mut no_profile = login("2sv_enroll", json!([]));
+        no_profile["actor"] = json!({ "email": "alex@example.com" });
+        assert!(login_events(&no_profile).unwrap_err().contains("profileId"));
+        // Nothing read: no profile needed.
+        let mut unwatched = login("password_edit", json!([]));
+        unwatched["actor"] = json!({});
+        assert!(login_events(&unwatched).unwrap().is_empty());
+        // An administrator's change for another user names that user by email only.
+        let by_admin = login("2sv_disable", json!([{ "name": "affected_email_address", "value": "someone@example.com" }]));
+        assert!(login_events(&by_admin).unwrap().is_empty());
+        let own = login("2sv_disable", json!([{ "name": "affected_email_address", "value": "Alex@Example.com" }]));
+        assert_eq!(kinds(&own), [EventKind::SecondStepWeakened]);
+    }
+
+    #[tokio::test]
+    async fn the_stream_never_reads_past_the_lag() {
+        use idp_sim::{Act, Activity};
+        let (subject, google) = connected(3).await;
+        assert!(google.capabilities().event_stream);
+        let from = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
+        let provider = &subject.sim.provider;
+        let early = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(20);
+        for i in 0..3 {
+            provider.act(&idp_sim::username(i), &Activity { at: Some(early), ..Activity::new(Act::Enroll { factor: Sim::Totp }, "203.0.113.5") }).unwrap();
+            provider.act(&idp_sim::username(i), &Activity { at: Some(early), ..Activity::new(Act::SignIn, "203.0.113.5") }).unwrap();
+        }
+        // Just now: within the lag (logDelay, one second here), not read yet.
+        provider.act(&idp_sim::username(0), &Activity::new(Act::PushDenied, "203.0.113.5")).unwrap();
+        let page = google.read_events(&EventQuery { cursor: None, from, until: None, user: None }).await.unwrap();
+        assert_eq!(page.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::FactorEnrolled; 3], "sign-ins are not streamed, and nothing within the lag");
+        assert!(!page.more);
+        let cursor: LoginCursor = serde_json::from_str(page.cursor.as_deref().unwrap()).unwrap();
+        assert!(cursor.since.is_some_and(|s| s <= jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)) && cursor.end.is_none(), "{cursor:?}");
+        // Once the lag has passed the denied prompt is read, from where the last read ended.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let next = google.read_events(&EventQuery { cursor: page.cursor.as_deref(), from, until: None, user: None }).await.unwrap();
+        assert_eq!(next.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::PushDenied]);
+        // A user's own history, bounded.
+        let user = google.find_user(&idp_sim::username(0)).await.unwrap().remove(0);
+        let history = google.read_events(&EventQuery { cursor: None, from, until: Some(jiff::Timestamp::now()), user: Some(&user) }).await.unwrap();
+        let mut kinds: Vec<&str> = history.events.iter().map(|e| e.kind.as_str()).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["factorEnrolled", "pushDenied", "signIn"]);
+    }
 }
