@@ -1442,6 +1442,15 @@ fn window_support(kind: &str) -> WindowSupport {
         // push is result denied; a device an administrator adds is only in the administrator log,
         // whose object names the phone or token, not the user ("Administrator Logs").
         "duo" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: false, push_denied: true },
+        // Graph: a registration ("User registered security info") carries initiatedBy.user.ipAddress
+        // only, no location and no proxy verdict; "Admin registered security info" names the
+        // administrator in initiatedBy.user; the sign-in log (P1) has status.errorCode 500121 for
+        // MFA denied, its additionalDetails telling a declined push from "Phone App Reported Fraud".
+        "entra" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: true, push_denied: true },
+        // Reports API login audit: ipAddress and networkInfo (ASN, region code) without coordinates
+        // or a proxy verdict; no event for a user's fraud report; 2sv_enroll is the user's own (an
+        // administrator cannot enroll a user); a login_challenge failed by the Google prompt.
+        "google" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: true },
         other => panic!("no window support listed for {other}"),
     }
 }
@@ -1458,9 +1467,9 @@ macro_rules! cases {
 }
 
 cases!(okta: window_watched, window_quarantine, window_notices, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(entra: methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(entra: window_watched, methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: window_watched, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(google: re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(google: window_watched, re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(duo: window_watched, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.

@@ -17,10 +17,21 @@
 //!   tokens and session cookies at once, and counts as one revocation per user.
 //! - There is no "require re-registration" call: a user with no method left registers again at the
 //!   next sign-in that asks for MFA, so `require_enrollment` has nothing to do.
+//! - The re-enrollment window has three logs to read, none of them complete alone: the directory
+//!   audit log (registrations, with an IP address only), the sign-in log (where a user is, denied
+//!   MFA and fraud reports; Entra ID P1) and Identity Protection's risk detections (P2). The
+//!   stream is the audit log's registrations, the sign-ins that denied MFA and the risk
+//!   detections, each read from its own position, all kept in one cursor (`LogCursor`); a user's
+//!   other sign-ins are read only for their own history. Graph lists newest first and shows
+//!   entries minutes late, so each read of the stream starts `logDelay` before the last one began
+//!   and the engine deals with an event read twice once (by its id).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -31,6 +42,7 @@ use super::{
     UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
 };
 use crate::api::{EntraProvider, FactorKind};
+use crate::watch::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent};
 
 const DEFAULT_GRAPH: &str = "https://graph.microsoft.com";
 const DEFAULT_LOGIN: &str = "https://login.microsoftonline.com";
@@ -42,6 +54,12 @@ const PHONE_ALTERNATE_ID: &str = "b6332ec1-7057-4abe-9331-3d72feddfe41";
 const PHONE_OFFICE_ID: &str = "e37fc753-ff3b-4958-9484-eaa9425c82bc";
 const EMAIL_ID: &str = "3ddfcfc8-9383-446f-83cc-3ab9be4be18f";
 const REGISTERED: &str = "User registered security info";
+const ADMIN_REGISTERED: &str = "Admin registered security info";
+/// The directory audit activities the window watches: registrations and deletions, by the user
+/// or by an administrator (a temporary access pass is an administrator's registration).
+const WATCHED_ACTIVITIES: [&str; 4] = [REGISTERED, ADMIN_REGISTERED, "User deleted security info", "Admin deleted security info"];
+/// `status.errorCode` of a sign-in whose MFA the user denied, or reported as fraud.
+const MFA_DENIED: i64 = 500121;
 /// Recorded by earlier versions after a fixed-id method's collection in `provider_type`.
 const CUTOFF_MARK: char = '|';
 /// How long the directory audit log may take to show an entry; `logDelay` on the IdentityBackend
@@ -60,6 +78,8 @@ const LIST_FACTORS: Op = Op::new("list_factors", "graph");
 const DELETE_FACTOR: Op = Op::new("delete_factor", "graph");
 const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "graph");
 const AUDIT_LOG: Op = Op::new("audit_log", "graph");
+const SIGN_IN_LOG: Op = Op::new("sign_in_log", "graph");
+const RISK_LOG: Op = Op::new("risk_detections", "graph");
 const UPDATE_USER: Op = Op::new("update_user", "graph");
 
 pub struct Entra {
@@ -67,6 +87,254 @@ pub struct Entra {
     auth: TokenSource,
     /// `{graphUrl}`, without `/v1.0`; `@odata.nextLink`s must start with it.
     graph: String,
+    /// Logs the tenant refused with 403 (no licence or no permission): the window goes on
+    /// without them, said once.
+    refused: [AtomicBool; 2],
+}
+
+/// The logs the re-enrollment window reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Log {
+    Audit,
+    SignIns,
+    Risks,
+}
+
+impl Log {
+    const ALL: [Log; 3] = [Log::Audit, Log::SignIns, Log::Risks];
+
+    fn key(self) -> &'static str {
+        match self {
+            Log::Audit => "audit",
+            Log::SignIns => "signIns",
+            Log::Risks => "risks",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Log::Audit => "/auditLogs/directoryAudits",
+            Log::SignIns => "/auditLogs/signIns",
+            Log::Risks => "/identityProtection/riskDetections",
+        }
+    }
+
+    fn time_property(self) -> &'static str {
+        match self {
+            Log::Audit => "activityDateTime",
+            Log::SignIns => "createdDateTime",
+            Log::Risks => "detectedDateTime",
+        }
+    }
+
+    fn op(self) -> Op {
+        match self {
+            Log::Audit => AUDIT_LOG,
+            Log::SignIns => SIGN_IN_LOG,
+            Log::Risks => RISK_LOG,
+        }
+    }
+
+    /// Where a 403 is recorded: the logs that need a premium licence; the audit log does not.
+    fn refusable(self) -> Option<usize> {
+        match self {
+            Log::Audit => None,
+            Log::SignIns => Some(0),
+            Log::Risks => Some(1),
+        }
+    }
+
+    fn needs(self) -> &'static str {
+        match self {
+            Log::Audit => "AuditLog.Read.All",
+            Log::SignIns => "a Microsoft Entra ID P1 licence and AuditLog.Read.All",
+            Log::Risks => "a Microsoft Entra ID P2 licence and IdentityRiskEvent.Read.All",
+        }
+    }
+
+    /// The `$filter` of one read: from `since`, before `until`, about one user or (for the
+    /// stream) only what the window watches.
+    fn filter(self, since: jiff::Timestamp, until: Option<jiff::Timestamp>, user: Option<&str>) -> String {
+        let time = self.time_property();
+        let mut clauses = vec![format!("{time} ge {}", odata_time(since))];
+        clauses.extend(until.map(|u| format!("{time} lt {}", odata_time(u))));
+        match (self, user) {
+            (Log::Audit, user) => {
+                let names: Vec<String> = WATCHED_ACTIVITIES.iter().map(|a| format!("activityDisplayName eq {}", quoted(a))).collect();
+                clauses.push(format!("({})", names.join(" or ")));
+                clauses.extend(user.map(|id| format!("targetResources/any(t: t/id eq {})", quoted(id))));
+            }
+            (Log::SignIns | Log::Risks, Some(id)) => clauses.push(format!("userId eq {}", quoted(id))),
+            // The organisation's sign-ins are too many to stream: only those that denied MFA.
+            (Log::SignIns, None) => clauses.push(format!("status/errorCode eq {MFA_DENIED}")),
+            (Log::Risks, None) => {}
+        }
+        clauses.join(" and ")
+    }
+
+    fn event(self, entry: &Value) -> Result<Option<IdentityEvent>, String> {
+        match self {
+            Log::Audit => audit_event(entry),
+            Log::SignIns => sign_in_event(entry),
+            Log::Risks => risk_event(entry),
+        }
+    }
+}
+
+/// Where one log's reading is: the start of its next read, and the read under way (the next
+/// link to follow, and when that read began).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct LogPosition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    began: Option<jiff::Timestamp>,
+    /// A bounded read (a user's history) that has read everything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    done: bool,
+}
+
+/// The window's cursor: each log's position, by `Log::key`, as JSON.
+type LogCursor = BTreeMap<String, LogPosition>;
+
+/// Text of a JSON string, trimmed; None when missing or empty.
+fn text(value: &Value) -> Option<String> {
+    value.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from)
+}
+
+fn time_of(value: &Value) -> Option<jiff::Timestamp> {
+    value.as_str()?.trim().parse().ok()
+}
+
+/// A `location` (signIn, riskDetection) as a place; None when it says nothing.
+fn geo_of(location: &Value) -> Option<Geo> {
+    let coordinates = &location["geoCoordinates"];
+    let geo = Geo {
+        country: text(&location["countryOrRegion"]),
+        region: text(&location["state"]),
+        city: text(&location["city"]),
+        point: Geo::point_of(coordinates["latitude"].as_f64(), coordinates["longitude"].as_f64()),
+    };
+    (geo.country.is_some() || geo.city.is_some() || geo.point.is_some()).then_some(geo)
+}
+
+/// A directory audit entry as an identity event: registrations (a temporary access pass is a
+/// bypass issued) and deletions; None for other activities and failed attempts.
+fn audit_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
+    let id = text(&entry["id"]).ok_or("a directory audit entry without an id")?;
+    let at = time_of(&entry["activityDateTime"]).ok_or_else(|| format!("directory audit entry {id}: no readable activityDateTime"))?;
+    let activity = entry["activityDisplayName"].as_str().unwrap_or_default().trim().to_lowercase();
+    if entry["result"].as_str().is_some_and(|r| !r.trim().eq_ignore_ascii_case("success")) {
+        return Ok(None);
+    }
+    let removed = match activity.as_str() {
+        "user registered security info" | "admin registered security info" => false,
+        "user deleted security info" | "admin deleted security info" => true,
+        _ => return Ok(None),
+    };
+    let initiator = &entry["initiatedBy"]["user"];
+    let targets = entry["targetResources"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let target = targets.iter().find(|t| t["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("user")));
+    // A user's own registration names them as target; older entries may name them only as initiator.
+    let user_id = target
+        .and_then(|t| text(&t["id"]))
+        .or_else(|| activity.starts_with("user ").then(|| text(&initiator["id"])).flatten())
+        .ok_or_else(|| format!("directory audit entry {id}: names no user"))?;
+    let target_upn = target.and_then(|t| text(&t["userPrincipalName"]));
+    let actor = match (text(&initiator["id"]), text(&initiator["userPrincipalName"])) {
+        (Some(by), _) if by == user_id => Actor::User,
+        (_, Some(upn)) if target_upn.as_ref().is_some_and(|t| t.eq_ignore_ascii_case(&upn)) => Actor::User,
+        (by, Some(upn)) => Actor::Other(if upn.is_empty() { by.unwrap_or_default() } else { upn }),
+        (Some(by), None) => Actor::Other(by),
+        (None, None) => {
+            let app = &entry["initiatedBy"]["app"];
+            match text(&app["displayName"]).or_else(|| text(&app["appId"])).or_else(|| text(&app["servicePrincipalId"])) {
+                Some(app) => Actor::Other(app),
+                None => Actor::Unknown,
+            }
+        }
+    };
+    let detail = entry["additionalDetails"].as_array().into_iter().flatten().find(|d| d["key"] == "Method").and_then(|d| d["value"].as_str());
+    let factor = [entry["resultReason"].as_str(), detail].into_iter().flatten().find_map(registered_kind).map(|(kind, _)| kind);
+    let kind = match (removed, factor) {
+        (true, _) => EventKind::FactorRemoved,
+        (false, Some(FactorKind::RecoveryCodes)) => EventKind::BypassIssued,
+        (false, _) => EventKind::FactorEnrolled,
+    };
+    Ok(Some(IdentityEvent {
+        id,
+        at,
+        user_id,
+        kind,
+        actor,
+        client: ClientInfo { ip: initiator["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()), ..ClientInfo::default() },
+        factor,
+        device: None,
+    }))
+}
+
+/// A sign-in as an identity event: a successful one (where the user is), a denied MFA (a push
+/// denied) or a fraud report; None for other failures.
+fn sign_in_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
+    let id = text(&entry["id"]).ok_or("a sign-in without an id")?;
+    let at = time_of(&entry["createdDateTime"]).ok_or_else(|| format!("sign-in {id}: no readable createdDateTime"))?;
+    let user_id = text(&entry["userId"]).ok_or_else(|| format!("sign-in {id}: names no user"))?;
+    let status = &entry["status"];
+    let code = status["errorCode"].as_i64().or_else(|| status["errorCode"].as_str().and_then(|c| c.trim().parse().ok())).ok_or_else(|| format!("sign-in {id}: no readable status.errorCode"))?;
+    let kind = match code {
+        0 => EventKind::SignIn,
+        MFA_DENIED if status["additionalDetails"].as_str().is_some_and(|d| d.to_lowercase().contains("fraud")) => EventKind::FraudReported,
+        MFA_DENIED => EventKind::PushDenied,
+        _ => return Ok(None),
+    };
+    let device = &entry["deviceDetail"];
+    Ok(Some(IdentityEvent {
+        id,
+        at,
+        user_id,
+        kind,
+        actor: Actor::User,
+        client: ClientInfo {
+            ip: entry["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            user_agent: text(&device["browser"]),
+            geo: geo_of(&entry["location"]),
+            asn: None,
+            proxy: false,
+        },
+        factor: None,
+        device: None,
+    }))
+}
+
+/// A risk detection as a risky sign-in; None for one an administrator dismissed or confirmed
+/// safe, and for a user's own fraud report (the sign-in log shows that report already).
+fn risk_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
+    let id = text(&entry["id"]).ok_or("a risk detection without an id")?;
+    let at = time_of(&entry["detectedDateTime"]).or_else(|| time_of(&entry["activityDateTime"])).ok_or_else(|| format!("risk detection {id}: no readable detectedDateTime"))?;
+    let user_id = text(&entry["userId"]).ok_or_else(|| format!("risk detection {id}: names no user"))?;
+    let event_type = entry["riskEventType"].as_str().unwrap_or_default().trim().to_lowercase();
+    let state = entry["riskState"].as_str().unwrap_or_default().trim().to_lowercase();
+    if event_type == "userreportedsuspiciousactivity" || ["dismissed", "remediated", "confirmedsafe"].contains(&state.as_str()) {
+        return Ok(None);
+    }
+    Ok(Some(IdentityEvent {
+        id,
+        at,
+        user_id,
+        kind: EventKind::RiskySignIn,
+        actor: Actor::User,
+        client: ClientInfo {
+            ip: entry["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            user_agent: None,
+            geo: geo_of(&entry["location"]),
+            asn: None,
+            proxy: event_type == "anonymizedipaddress",
+        },
+        factor: None,
+        device: None,
+    }))
 }
 
 /// The recall's kind and the collection that deletes it, for each method type; the password is none.
@@ -206,7 +474,7 @@ struct KeyValue {
     value: Option<String>,
 }
 
-/// One "User registered security info" entry, read.
+/// One registration entry of the directory audit log (the user's or an administrator's), read.
 struct Registration {
     at: jiff::Timestamp,
     /// None when the entry names no method known here: it may be of any kind.
@@ -227,6 +495,7 @@ impl Entra {
             http,
             auth: TokenSource::new(format!("{login}/{}/oauth2/v2.0/token", enc(&spec.tenant_id)), grant, vec![("scope", scope)], keys.name.to_string()),
             graph,
+            refused: Default::default(),
         })
     }
 
@@ -235,6 +504,19 @@ impl Entra {
     /// A request that casts a collection (`/microsoft.graph.user`) is an advanced query, which
     /// Graph answers only with `ConsistencyLevel: eventual` (and `$count=true`, in the query).
     async fn exchange(&self, op: Op, method: Method, target: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
+        let (status, value) = self.send(op, method.clone(), target, query, body).await?;
+        if status == StatusCode::FORBIDDEN {
+            let path = target.trim_start_matches(&self.graph).split('?').next().unwrap_or_default().to_string();
+            return Err(self.http.error(ErrorKind::Auth, format!(
+                "403 from {method} {path} ({}): grant the app registration the Graph application permissions User.Read.All, GroupMember.Read.All, UserAuthenticationMethod.ReadWrite.All, User.RevokeSessions.All and AuditLog.Read.All, with admin consent",
+                brief(&value)
+            )));
+        }
+        Ok((status, value))
+    }
+
+    /// `exchange` with a 403 left to the caller.
+    async fn send(&self, op: Op, method: Method, target: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<(StatusCode, Value), ProviderError> {
         let url = if target.starts_with('/') {
             format!("{}/v1.0{target}", self.graph)
         } else if target.starts_with(&format!("{}/", self.graph)) {
@@ -258,10 +540,6 @@ impl Entra {
                 "401 from {method} {path} ({}): Graph refused the app's token; check the app registration in Secret {}",
                 brief(&value),
                 self.auth.secret_name
-            ))),
-            StatusCode::FORBIDDEN => Err(self.http.error(ErrorKind::Auth, format!(
-                "403 from {method} {path} ({}): grant the app registration the Graph application permissions User.Read.All, GroupMember.Read.All, UserAuthenticationMethod.ReadWrite.All, User.RevokeSessions.All and AuditLog.Read.All, with admin consent",
-                brief(&value)
             ))),
             status => Ok((status, value)),
         }
@@ -327,9 +605,11 @@ impl Entra {
 
     /// The user's security-info registrations since `cutoff`, from the directory audit log.
     async fn registered_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Vec<Registration>, ProviderError> {
+        // An administrator's registration for the user is as new a method as the user's own.
         let filter = format!(
-            "activityDisplayName eq {} and activityDateTime ge {} and targetResources/any(t: t/id eq {})",
+            "(activityDisplayName eq {} or activityDisplayName eq {}) and activityDateTime ge {} and targetResources/any(t: t/id eq {})",
             quoted(REGISTERED),
+            quoted(ADMIN_REGISTERED),
             odata_time(cutoff),
             quoted(&user.id)
         );
@@ -370,6 +650,67 @@ impl Entra {
     fn user_gone(&self, user: &UserRef) -> ProviderError {
         self.http.error(ErrorKind::NotFound, format!("user {} no longer exists", user.username))
     }
+
+    /// One page of `log` for `query`, from `position`, into `page`; moves the position on. A log
+    /// the tenant refuses with 403 that the window can do without is left out from then on.
+    async fn read_log(&self, log: Log, query: &EventQuery<'_>, position: &mut LogPosition, page: &mut EventPage) -> Result<(), ProviderError> {
+        let refused = log.refusable().map(|i| &self.refused[i]);
+        if position.done || refused.is_some_and(|r| r.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        let since = position.since.unwrap_or(query.from);
+        let first = [("$filter", log.filter(since, query.until, query.user.map(|u| u.id.as_str()))), ("$top", PAGE_SIZE.to_string())];
+        let (status, value) = match &position.next {
+            Some(link) => self.send(log.op(), Method::GET, link, &[], None).await?,
+            None => {
+                position.began = Some(jiff::Timestamp::now());
+                self.send(log.op(), Method::GET, log.path(), &first, None).await?
+            }
+        };
+        if status == StatusCode::FORBIDDEN {
+            let Some(refused) = refused else {
+                return Err(self.http.error(ErrorKind::Auth, format!("403 from GET {} ({}): the window needs {}", log.path(), brief(&value), log.needs())));
+            };
+            if !refused.swap(true, Ordering::Relaxed) {
+                tracing::warn!(backend = %self.http.backend, answer = %brief(&value), "Graph refused {} (403): it needs {}; the window is watched without it", log.path(), log.needs());
+            }
+            return Ok(());
+        }
+        if !status.is_success() {
+            return Err(self.http.error(ErrorKind::Rejected, format!("{status} from GET /v1.0{}: {}", log.path(), brief(&value))));
+        }
+        let entries = value["value"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for entry in entries {
+            match log.event(entry) {
+                Ok(Some(event)) => page.events.push(event),
+                Ok(None) => {}
+                Err(why) => page.skipped.push(why),
+            }
+        }
+        match value["@odata.nextLink"].as_str() {
+            // A link elsewhere would take the token with it: that page is not read.
+            Some(link) if !link.starts_with(&format!("{}/", self.graph)) => {
+                return Err(self.http.error(ErrorKind::Rejected, format!("Graph sent a next page link outside {}", self.graph)));
+            }
+            Some(link) => {
+                position.next = Some(link.to_string());
+                page.more = true;
+            }
+            None => {
+                position.next = None;
+                match query.until {
+                    Some(_) => position.done = true,
+                    // Entries shown late still land after the start of the next read.
+                    None => {
+                        let began = position.began.take().unwrap_or_else(jiff::Timestamp::now);
+                        let delay = jiff::SignedDuration::try_from(self.http.log_delay(LOG_DELAY)).unwrap_or(jiff::SignedDuration::from_mins(15));
+                        position.since = Some(since.max(began - delay));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -385,7 +726,7 @@ impl IdentityProvider for Entra {
             count_sessions: false,
             force_re_enrollment: true,
             enrollment_detection: true,
-            event_stream: false,
+            event_stream: true,
             disable_user: true,
             nested_groups: true,
             // User principal names and mail addresses are case-insensitive in Entra ID.
@@ -398,6 +739,8 @@ impl IdentityProvider for Entra {
                 "factors: hardware OATH tokens are listed by Graph beta only and are not seen; Graph v1.0 does not tell the default method, so a refused delete is tried again after the user's other methods".into(),
                 "enrollment: Graph has no call that requires re-registration; a user left without methods registers again at the next sign-in that asks for MFA, but a user who keeps methods of kinds not recalled is not asked to replace the kinds lost".into(),
                 "detection: the directory audit log gives only the IP address of a registration (no user agent, location or network), arrives minutes late and is kept 7 days (30 with Entra ID P1); older registrations are seen by method creation time, which phone and email methods lack".into(),
+                "window: the stream is the directory audit log's registrations and deletions (a temporary access pass is a bypass issued), the sign-ins that denied MFA (500121: denied pushes and fraud reports) and Identity Protection's risk detections, each from its own position in one cursor, every read starting logDelay before the previous one began so entries shown late are still read; where a user is (the new-network baseline) comes from their own sign-ins, read only for a user who enrolls. Registrations carry no location or proxy verdict, so impossible travel and anonymising proxy are never judged on them".into(),
+                "window: sign-ins need Microsoft Entra ID P1 and risk detections P2 (with AuditLog.Read.All and IdentityRiskEvent.Read.All); when Graph answers 403 for either, the window is watched without it from then on (said once in the log): no baseline, push fatigue or fraud reports without sign-ins, no risky sign-ins without risk detections".into(),
             ],
         }
     }
@@ -501,8 +844,9 @@ impl IdentityProvider for Entra {
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
         match self.registered_since(user, cutoff).await {
             Ok(registrations) => {
-                // An entry that names no method known here still shows an enrollment (of a kind not told).
-                if let Some(first) = registrations.into_iter().min_by_key(|r| r.at) {
+                // An entry that names no method known here still shows an enrollment (of a kind not
+                // told); a temporary access pass is a way in an administrator issued, not one.
+                if let Some(first) = registrations.into_iter().filter(|r| r.kind != Some(FactorKind::RecoveryCodes)).min_by_key(|r| r.at) {
                     let origin = first.ip.map(|ip| EnrollmentOrigin { ip: Some(ip), ..EnrollmentOrigin::default() });
                     return Ok(Some(Enrollment { kind: first.kind.unwrap_or(FactorKind::All), at: first.at, origin }));
                 }
@@ -512,6 +856,18 @@ impl IdentityProvider for Entra {
         }
         // Not (yet) in the audit log, or beyond its retention: methods created since the cutoff.
         Ok(first_enrolled_since(self.methods(user).await?.into_iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created_date_time?))), cutoff))
+    }
+
+    async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        // A cursor that does not read (an older format, a damaged state) starts again from `from`.
+        let mut cursor: LogCursor = query.cursor.and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        let mut page = EventPage::default();
+        for log in Log::ALL {
+            let position = cursor.entry(log.key().to_string()).or_default();
+            self.read_log(log, query, position, &mut page).await?;
+        }
+        page.cursor = Some(serde_json::to_string(&cursor).expect("a map of strings and times"));
+        Ok(page)
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
@@ -699,5 +1055,161 @@ mod tests {
             }
             let _ = cutoff;
         }
+    }
+
+    fn audit(activity: &str, initiator: Value, target: Value, reason: &str) -> Value {
+        json!({
+            "id": "SSPR_0f1e2d3c", "category": "UserManagement", "result": "success", "resultReason": reason,
+            "activityDisplayName": activity, "activityDateTime": "2026-11-28T10:15:03.1234567Z", "loggedByService": "Authentication Methods",
+            "initiatedBy": { "app": null, "user": initiator }, "targetResources": [target], "additionalDetails": [],
+        })
+    }
+
+    const USER: &str = "6e7b768e-07e2-4810-8459-485f84f8f204";
+
+    fn target() -> Value {
+        json!({ "id": USER, "type": "User", "userPrincipalName": "Alex@contoso.example" })
+    }
+
+    #[test]
+    fn registrations_deletions_and_passes_become_events() {
+        let own = json!({ "id": USER, "userPrincipalName": "alex@contoso.example", "ipAddress": "203.0.113.9" });
+        let event = audit_event(&audit("User registered security info", own.clone(), target(), "User registered Authenticator App with Notification and Code")).unwrap().unwrap();
+        assert_eq!((event.kind, event.factor, event.actor.clone()), (EventKind::FactorEnrolled, Some(FactorKind::Push), Actor::User));
+        assert_eq!(event.user_id, USER);
+        assert_eq!(event.client.ip, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(event.at, "2026-11-28T10:15:03.1234567Z".parse().unwrap());
+        // Mixed case, by an administrator, a pass, a deletion.
+        let admin = json!({ "id": "11111111-2222-4333-a444-555555555555", "userPrincipalName": "helpdesk@contoso.example", "ipAddress": "198.51.100.4" });
+        let by_admin = audit_event(&audit("ADMIN registered security info", admin.clone(), target(), "Admin registered Mobile Phone SMS")).unwrap().unwrap();
+        assert_eq!((by_admin.kind, by_admin.actor), (EventKind::FactorEnrolled, Actor::Other("helpdesk@contoso.example".into())));
+        let pass = audit_event(&audit("Admin registered security info", admin.clone(), target(), "Admin registered temporary access pass method")).unwrap().unwrap();
+        assert_eq!(pass.kind, EventKind::BypassIssued);
+        let removed = audit_event(&audit("Admin deleted security info", json!(null), target(), "Admin deleted Software OATH token")).unwrap().unwrap();
+        assert_eq!((removed.kind, removed.actor), (EventKind::FactorRemoved, Actor::Unknown));
+        // The app the recall runs as.
+        let mut by_app = audit("Admin deleted security info", json!(null), target(), "");
+        by_app["initiatedBy"]["app"] = json!({ "appId": "f0e1d2c3", "displayName": "mfa-recall" });
+        assert_eq!(audit_event(&by_app).unwrap().unwrap().actor, Actor::Other("mfa-recall".into()));
+    }
+
+    #[test]
+    fn audit_entries_not_watched_or_unreadable_are_told_apart() {
+        let own = json!({ "id": USER, "ipAddress": "not an address" });
+        assert_eq!(audit_event(&audit("Update user", own.clone(), target(), "")).unwrap(), None);
+        let mut failed = audit("User registered security info", own.clone(), target(), "");
+        failed["result"] = json!("failure");
+        assert_eq!(audit_event(&failed).unwrap(), None);
+        // Garbage address: no address; no target: the initiator of a user's own registration.
+        let untargeted = audit_event(&audit("User registered security info", own.clone(), json!(null), "User registered FIDO2 security key")).unwrap().unwrap();
+        assert_eq!((untargeted.user_id.as_str(), untargeted.client.ip, untargeted.factor), (USER, None, Some(FactorKind::Webauthn)));
+        let mut no_id = audit("User registered security info", own.clone(), target(), "");
+        no_id["id"] = json!("  ");
+        assert!(audit_event(&no_id).is_err());
+        let mut bad_time = audit("User registered security info", own.clone(), target(), "");
+        bad_time["activityDateTime"] = json!("yesterday");
+        assert!(audit_event(&bad_time).unwrap_err().contains("SSPR_0f1e2d3c"));
+        assert!(audit_event(&audit("Admin registered security info", json!({ "userPrincipalName": "x@y" }), json!({ "type": "Group", "id": "g" }), "")).is_err(), "names no user");
+        assert!(audit_event(&json!(42)).is_err());
+    }
+
+    fn sign_in(code: Value, details: &str) -> Value {
+        json!({
+            "id": "66ea54eb-6301-4ee5-be62-ff5a759b0100", "createdDateTime": "2026-11-28T09:00:00Z", "userId": USER,
+            "userPrincipalName": "alex@contoso.example", "ipAddress": "100.64.7.7", "appDisplayName": "My Signins",
+            "status": { "errorCode": code, "failureReason": "Other.", "additionalDetails": details },
+            "deviceDetail": { "browser": "Edge 124.0.0", "operatingSystem": "Windows10" },
+            "location": { "city": "Lagos", "state": "Lagos", "countryOrRegion": "NG", "geoCoordinates": { "latitude": 6.5244, "longitude": 3.3792 } },
+        })
+    }
+
+    #[test]
+    fn sign_ins_tell_where_a_user_is_and_what_they_denied() {
+        let ok = sign_in_event(&sign_in(json!(0), "MFA requirement satisfied by claim in the token")).unwrap().unwrap();
+        assert_eq!(ok.kind, EventKind::SignIn);
+        let geo = ok.client.geo.clone().unwrap();
+        assert_eq!((geo.country.as_deref(), geo.point), (Some("NG"), Some((6.5244, 3.3792))));
+        assert_eq!(ok.client.user_agent.as_deref(), Some("Edge 124.0.0"));
+        assert_eq!(sign_in_event(&sign_in(json!(500121), "MFA denied; user declined the authentication")).unwrap().unwrap().kind, EventKind::PushDenied);
+        assert_eq!(sign_in_event(&sign_in(json!("500121"), "MFA denied; Phone App Reported FRAUD")).unwrap().unwrap().kind, EventKind::FraudReported);
+        assert_eq!(sign_in_event(&sign_in(json!(50126), "Invalid username or password")).unwrap(), None, "other failures are not read");
+        let mut nowhere = sign_in(json!(0), "");
+        nowhere["location"] = json!({ "city": "", "countryOrRegion": "", "geoCoordinates": { "latitude": 0.0, "longitude": 0.0 } });
+        nowhere["ipAddress"] = json!("999.1.1.1");
+        let nowhere = sign_in_event(&nowhere).unwrap().unwrap();
+        assert_eq!((nowhere.client.geo, nowhere.client.ip), (None, None));
+        let mut no_status = sign_in(json!(0), "");
+        no_status["status"] = json!(null);
+        assert!(sign_in_event(&no_status).is_err());
+        let mut no_user = sign_in(json!(0), "");
+        no_user.as_object_mut().unwrap().remove("userId");
+        assert!(sign_in_event(&no_user).is_err());
+    }
+
+    #[test]
+    fn risk_detections_are_risky_sign_ins_unless_dismissed_or_a_fraud_report() {
+        let risk = |event_type: &str, state: &str| {
+            json!({ "id": "e3b0c442", "riskEventType": event_type, "riskState": state, "riskLevel": "medium", "detectedDateTime": "2026-11-28T09:01:00Z",
+                    "userId": USER, "ipAddress": "198.19.0.9", "location": { "city": "Bucharest", "countryOrRegion": "RO", "geoCoordinates": { "latitude": 44.4, "longitude": 26.1 } } })
+        };
+        let risky = risk_event(&risk("unfamiliarFeatures", "atRisk")).unwrap().unwrap();
+        assert_eq!((risky.kind, risky.client.proxy), (EventKind::RiskySignIn, false));
+        assert!(risk_event(&risk("AnonymizedIPAddress", "atRisk")).unwrap().unwrap().client.proxy);
+        assert_eq!(risk_event(&risk("userReportedSuspiciousActivity", "atRisk")).unwrap(), None, "the sign-in log has the report");
+        assert_eq!(risk_event(&risk("newCountry", "Dismissed")).unwrap(), None);
+        let mut undated = risk("newCountry", "atRisk");
+        undated["detectedDateTime"] = json!(null);
+        undated["activityDateTime"] = json!("2026-11-28T09:00:00Z");
+        assert!(risk_event(&undated).unwrap().is_some());
+        undated["activityDateTime"] = json!(17);
+        assert!(risk_event(&undated).is_err());
+    }
+
+    #[test]
+    fn each_log_is_filtered_for_the_stream_or_for_one_user() {
+        let t: jiff::Timestamp = "2026-11-28T09:00:00Z".parse().unwrap();
+        let audit = Log::Audit.filter(t, None, None);
+        assert!(audit.starts_with("activityDateTime ge 2026-11-28T09:00:00.000Z and (activityDisplayName eq 'User registered security info' or "), "{audit}");
+        assert_eq!(Log::SignIns.filter(t, None, None), "createdDateTime ge 2026-11-28T09:00:00.000Z and status/errorCode eq 500121");
+        assert_eq!(Log::Risks.filter(t, Some(t), Some("o'id")), "detectedDateTime ge 2026-11-28T09:00:00.000Z and detectedDateTime lt 2026-11-28T09:00:00.000Z and userId eq 'o''id'");
+        assert!(Log::Audit.filter(t, None, Some("u1")).ends_with(" and targetResources/any(t: t/id eq 'u1')"));
+    }
+
+    #[tokio::test]
+    async fn the_stream_reads_each_log_once_and_goes_on_without_those_the_tenant_refuses() {
+        use idp_sim::{Act, Activity, FactorKind as Sim};
+        let subject = idp_sim::subject::Subject::start("entra").await.unwrap();
+        subject.sim.provider.seed(&idp_sim::Seed { users: 3, ..Default::default() });
+        let entra = crate::backends::connect_to_sim(&subject);
+        assert!(entra.capabilities().event_stream);
+        let from = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+        let provider = &subject.sim.provider;
+        let name = idp_sim::username(1);
+        provider.act(&name, &Activity::new(Act::SignIn, "198.51.100.20")).unwrap();
+        provider.act(&name, &Activity::new(Act::PushDenied, "198.51.100.20")).unwrap();
+        provider.act(&name, &Activity::new(Act::RiskySignIn, "198.19.0.9")).unwrap();
+        provider.act(&name, &Activity::new(Act::Enroll { factor: Sim::Push }, "100.64.7.7")).unwrap();
+        let read = |cursor: Option<String>| {
+            let entra = entra.clone();
+            async move { entra.read_events(&EventQuery { cursor: cursor.as_deref(), from, until: None, user: None }).await.unwrap() }
+        };
+        let page = read(None).await;
+        let mut kinds: Vec<EventKind> = page.events.iter().map(|e| e.kind).collect();
+        kinds.sort_by_key(|k| k.as_str());
+        assert_eq!(kinds, [EventKind::FactorEnrolled, EventKind::PushDenied, EventKind::RiskySignIn], "the successful sign-in is not streamed");
+        assert!(!page.more && page.skipped.is_empty());
+        // Within the log delay the same entries are read again (the engine deals with each once).
+        let again = read(page.cursor.clone()).await;
+        assert_eq!(again.events.len(), 3);
+
+        let user = entra.find_user(&name).await.unwrap().remove(0);
+        let history = entra.read_events(&EventQuery { cursor: None, from, until: Some(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1)), user: Some(&user) }).await.unwrap();
+        assert_eq!(history.events.len(), 5, "the user's own sign-ins too: {:?}", history.events);
+
+        provider.set_premium(false);
+        let without = read(again.cursor).await;
+        assert_eq!(without.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::FactorEnrolled], "the audit log alone");
+        let cursor: LogCursor = serde_json::from_str(without.cursor.as_deref().unwrap()).unwrap();
+        assert_eq!(cursor.keys().collect::<Vec<_>>(), ["audit", "risks", "signIns"]);
     }
 }

@@ -12,10 +12,14 @@
 //! and their codes (kept and counted: no log dates codes), anyone else loses both; `turnOff` is
 //! checked against the log once more right before. Backup codes are recorded by a fingerprint of the set and invalidated only
 //! while that set is still the one the user holds. App passwords show their creation time.
+//!
+//! The re-enrollment window reads the Reports API's login audit for everyone, only up to its lag
+//! ago (`logDelay`): Google may still add events behind that line, and a cursor past them would
+//! never see them.
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +30,7 @@ use super::{
     UserRef, UserSnapshot, enc, selected, split,
 };
 use crate::api::{FactorKind, GoogleProvider};
+use crate::watch::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent};
 
 /// What a recall needs, least privilege: read users and groups, act on user security, read logs.
 const SCOPES: &str = "https://www.googleapis.com/auth/admin.directory.user.security https://www.googleapis.com/auth/admin.directory.user.readonly https://www.googleapis.com/auth/admin.directory.group.readonly https://www.googleapis.com/auth/admin.reports.audit.readonly";
@@ -58,6 +63,107 @@ const LIST_SESSIONS: Op = Op::new("list_sessions", "directory");
 const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "directory");
 const UPDATE_USER: Op = Op::new("update_user", "directory");
 const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "reports");
+const LOGIN_AUDIT: Op = Op::new("login_audit", "reports");
+/// Activities per Reports API page (its maximum).
+const ACTIVITIES_PAGE: usize = 1000;
+/// Login audit events the window reads for everyone; a user's sign-ins are read only for their
+/// own history (there are too many to stream).
+const WATCHED_EVENTS: &str = "2sv_enroll,2sv_disable,recovery_phone_edit,suspicious_login,login_challenge";
+
+/// Where the window's reading of the login audit is: from `since`, and the read under way (up to
+/// `end`, on page `page`).
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct LoginCursor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    page: Option<String>,
+}
+
+/// A parameter of a login audit event, by name.
+fn parameter<'a>(event: &'a Value, name: &str) -> Option<&'a Value> {
+    event["parameters"].as_array()?.iter().find(|p| p["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// A parameter's text (`value`, or the first of `multiValue`), lower case.
+fn parameter_text(event: &Value, name: &str) -> Option<String> {
+    let p = parameter(event, name)?;
+    p["value"].as_str().or_else(|| p["multiValue"].as_array()?.first()?.as_str()).map(|v| v.trim().to_lowercase())
+}
+
+fn parameter_true(event: &Value, name: &str) -> bool {
+    parameter(event, name).is_some_and(|p| p["boolValue"] == true || p["value"].as_str().is_some_and(|v| v.trim().eq_ignore_ascii_case("true")))
+}
+
+/// What one login audit event is to the window; None for what it does not read.
+fn login_kind(event: &Value) -> Option<EventKind> {
+    let name = event["name"].as_str()?.trim().to_lowercase();
+    Some(match name.as_str() {
+        "2sv_enroll" => EventKind::FactorEnrolled,
+        "2sv_disable" | "recovery_phone_edit" => EventKind::SecondStepWeakened,
+        "suspicious_login" | "suspicious_login_less_secure_app" | "suspicious_programmatic_login" => EventKind::RiskySignIn,
+        "login_success" if parameter_true(event, "is_suspicious") => EventKind::RiskySignIn,
+        "login_success" => EventKind::SignIn,
+        // A Google prompt the user refused (or let lapse) fails the challenge by that method.
+        "login_challenge" => {
+            let status = parameter_text(event, "login_challenge_status").unwrap_or_default();
+            let method = parameter_text(event, "login_challenge_method").unwrap_or_default();
+            match (status.contains("pass"), status.contains("fail")) {
+                (true, _) => EventKind::MfaChallenge,
+                (_, true) if method.contains("prompt") => EventKind::PushDenied,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// A login audit activity as identity events (one per event it holds that the window reads); Err
+/// says why the activity cannot be read. The actor is the user: what an administrator changed
+/// for someone else (`affected_email_address` naming another) is left out, since it names that
+/// user by email only.
+fn login_events(activity: &Value) -> Result<Vec<IdentityEvent>, String> {
+    let text = |v: &Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let qualifier = match &activity["id"]["uniqueQualifier"] {
+        Value::Number(n) => Some(n.to_string()),
+        other => text(other),
+    };
+    let qualifier = qualifier.ok_or("a login activity without id.uniqueQualifier")?;
+    let at: jiff::Timestamp = activity["id"]["time"].as_str().and_then(|t| t.trim().parse().ok()).ok_or_else(|| format!("login activity {qualifier}: no readable id.time"))?;
+    let events = activity["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let actor_email = text(&activity["actor"]["email"]);
+    let mut found = Vec::new();
+    for (n, event) in events.iter().enumerate() {
+        let Some(kind) = login_kind(event) else { continue };
+        let affected = parameter_text(event, "affected_email_address");
+        if affected.is_some_and(|a| actor_email.as_ref().is_none_or(|e| !e.eq_ignore_ascii_case(&a))) {
+            continue;
+        }
+        let user_id = text(&activity["actor"]["profileId"]).ok_or_else(|| format!("login activity {qualifier}: no actor.profileId"))?;
+        let network = &activity["networkInfo"];
+        let geo = Geo { country: text(&network["regionCode"]).map(|c| c.to_uppercase()), region: text(&network["subdivisionCode"]), city: None, point: None };
+        let has_geo = geo.country.is_some() || geo.region.is_some();
+        found.push(IdentityEvent {
+            id: if n == 0 { qualifier.clone() } else { format!("{qualifier}:{n}") },
+            at,
+            user_id,
+            kind,
+            actor: Actor::User,
+            client: ClientInfo {
+                ip: activity["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+                user_agent: None,
+                geo: has_geo.then_some(geo),
+                asn: network["ipAsn"].as_array().and_then(|a| a.first()).and_then(|a| a.as_u64().or_else(|| a.as_str()?.parse().ok())).and_then(|a| u32::try_from(a).ok()),
+                proxy: false,
+            },
+            factor: (kind == EventKind::FactorEnrolled).then_some(FactorKind::TwoStepVerification),
+            device: None,
+        });
+    }
+    Ok(found)
+}
 
 /// The service-account key file, as the Cloud console downloads it.
 #[derive(Deserialize)]
@@ -400,7 +506,7 @@ impl IdentityProvider for Google {
             count_sessions: true,
             force_re_enrollment: false,
             enrollment_detection: true,
-            event_stream: false,
+            event_stream: true,
             disable_user: true,
             nested_groups: true,
             // Primary emails and aliases are case-insensitive.
@@ -416,6 +522,8 @@ impl IdentityProvider for Google {
                 "enrollment: enforced by the Workspace 2-Step Verification policy (Admin console), not per user".into(),
                 "sessions: Google shows no web sessions; signOut ends all of a user's at once and counts as one session for a user who has signed in".into(),
                 "disable: suspending users at the deadline needs the scope admin.directory.user besides the recall's scopes".into(),
+                "window: the stream is the login audit's 2sv_enroll, 2sv_disable, recovery_phone_edit, suspicious logins and login challenges of everyone, read only up to logDelay ago (events may still appear behind that), so flags come that much after the fact; a user's sign-ins (the new-network baseline, is_suspicious) are read only for a user who enrolls".into(),
+                "window: the login audit gives an address with its ASN and region but no coordinates and no proxy verdict (no impossible travel or anonymising-proxy rule), has no event for a user reporting fraud, and 2-Step Verification is enrolled by the user only; a denied Google prompt is read from a login challenge failed by that method; a change an administrator makes for another user (affected_email_address) is not read".into(),
             ],
         }
     }
@@ -579,6 +687,61 @@ impl IdentityProvider for Google {
         Ok(earliest_enrollment(self.enrollments_since(user, cutoff).await?, cutoff))
     }
 
+    async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        let mut page = EventPage::default();
+        let (path, mut params, mut cursor) = match query.user {
+            // A user's own history: every login event, bounded, paged by the token in the cursor.
+            Some(user) => {
+                let cursor = LoginCursor { since: Some(query.from), end: query.until, page: query.cursor.map(String::from) };
+                (format!("/admin/reports/v1/activity/users/{}/applications/login", enc(&user.id)), Vec::new(), cursor)
+            }
+            None => {
+                let mut cursor: LoginCursor = query.cursor.and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+                let since = *cursor.since.get_or_insert(query.from);
+                if cursor.end.is_none() {
+                    // Never past what Google may still add: up to its lag ago, and no later than asked.
+                    let lag = jiff::SignedDuration::try_from(self.http.log_delay(LOG_DELAY)).unwrap_or(jiff::SignedDuration::from_mins(15));
+                    let end = jiff::Timestamp::now() - lag;
+                    let end = query.until.map_or(end, |u| u.min(end));
+                    if end <= since {
+                        page.cursor = Some(serde_json::to_string(&cursor).expect("times and text"));
+                        return Ok(page);
+                    }
+                    cursor.end = Some(end);
+                }
+                ("/admin/reports/v1/activity/users/all/applications/login".to_string(), vec![("eventName", WATCHED_EVENTS.to_string())], cursor)
+            }
+        };
+        let stamp = |t: jiff::Timestamp| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        params.extend(cursor.since.map(|t| ("startTime", stamp(t))));
+        params.extend(cursor.end.map(|t| ("endTime", stamp(t))));
+        params.push(("maxResults", ACTIVITIES_PAGE.to_string()));
+        params.extend(cursor.page.clone().map(|t| ("pageToken", t)));
+        let (status, value) = self.call(LOGIN_AUDIT, &self.auth, Method::GET, &path, &params, None, &[StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.http.error(ErrorKind::NotFound, format!("GET {path}: 404 ({})", brief(&value))));
+        }
+        for activity in value["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            match login_events(activity) {
+                Ok(events) => page.events.extend(events),
+                Err(why) => page.skipped.push(why),
+            }
+        }
+        let next = value["nextPageToken"].as_str().map(str::trim).filter(|t| !t.is_empty()).map(String::from);
+        page.more = next.is_some();
+        if query.user.is_some() {
+            page.cursor = next;
+            return Ok(page);
+        }
+        match next {
+            Some(token) => cursor.page = Some(token),
+            // The read is done: the next begins where this one ended.
+            None => cursor = LoginCursor { since: cursor.end, end: None, page: None },
+        }
+        page.cursor = Some(serde_json::to_string(&cursor).expect("times and text"));
+        Ok(page)
+    }
+
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         let (status, _) = self
             .call(UPDATE_USER, &self.admin_auth, Method::PUT, &self.user_path(user, ""), &[], Some(&json!({ "suspended": true })), &[StatusCode::NOT_FOUND])
@@ -718,5 +881,106 @@ mod tests {
         assert_eq!(origin.ip.as_deref(), Some("203.0.113.9"));
         assert_eq!(origin.geo.as_deref(), Some("US/US-CA"));
         assert_eq!(origin.asn, Some(64496));
+    }
+
+    fn login(name: &str, parameters: Value) -> Value {
+        json!({
+            "kind": "admin#reports#activity",
+            "id": { "time": "2026-11-28T10:00:00.000Z", "uniqueQualifier": "-4285713052116290813", "applicationName": "login", "customerId": "C03az79cb" },
+            "actor": { "email": "alex@example.com", "profileId": "104857600000000000001" },
+            "ipAddress": "100.64.7.7",
+            "networkInfo": { "ipAsn": [64505], "regionCode": "ng", "subdivisionCode": "NG-LA" },
+            "events": [{ "type": "login", "name": name, "parameters": parameters }],
+        })
+    }
+
+    fn kinds(activity: &Value) -> Vec<EventKind> {
+        login_events(activity).unwrap().into_iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn login_audit_events_become_identity_events() {
+        let enrolled = login_events(&login("2sv_enroll", json!([]))).unwrap().remove(0);
+        assert_eq!((enrolled.kind, enrolled.factor, enrolled.actor.clone()), (EventKind::FactorEnrolled, Some(FactorKind::TwoStepVerification), Actor::User));
+        assert_eq!((enrolled.id.as_str(), enrolled.user_id.as_str()), ("-4285713052116290813", "104857600000000000001"));
+        assert_eq!(enrolled.client.ip, Some("100.64.7.7".parse().unwrap()));
+        assert_eq!((enrolled.client.asn, enrolled.client.geo.as_ref().and_then(|g| g.country.as_deref())), (Some(64505), Some("NG")));
+        assert_eq!(kinds(&login("2SV_DISABLE", json!([]))), [EventKind::SecondStepWeakened]);
+        assert_eq!(kinds(&login("recovery_phone_edit", json!([]))), [EventKind::SecondStepWeakened]);
+        assert_eq!(kinds(&login("suspicious_login", json!([]))), [EventKind::RiskySignIn]);
+        assert_eq!(kinds(&login("login_success", json!([{ "name": "is_suspicious", "boolValue": false }]))), [EventKind::SignIn]);
+        assert_eq!(kinds(&login("login_success", json!([{ "name": "is_suspicious", "boolValue": true }]))), [EventKind::RiskySignIn]);
+        assert_eq!(kinds(&login("login_success", json!([{ "name": "IS_SUSPICIOUS", "value": "True" }]))), [EventKind::RiskySignIn]);
+        let challenge = |method: &str, status: &str| login("login_challenge", json!([{ "name": "login_challenge_method", "value": method }, { "name": "login_challenge_status", "value": status }]));
+        assert_eq!(kinds(&challenge("google_prompt", "Challenge Failed")), [EventKind::PushDenied]);
+        assert_eq!(kinds(&challenge("google_prompt", "Challenge Passed.")), [EventKind::MfaChallenge]);
+        assert!(kinds(&challenge("google_authenticator", "Challenge Failed")).is_empty(), "a mistyped code is not a denied push");
+        assert!(kinds(&login("login_failure", json!([{ "name": "login_failure_type", "value": "login_failure_invalid_password" }]))).is_empty());
+        assert!(kinds(&login("password_edit", json!([]))).is_empty());
+    }
+
+    #[test]
+    fn unreadable_or_foreign_login_activities_are_told_apart() {
+        let mut two = login("2sv_enroll", json!([]));
+        two["events"].as_array_mut().unwrap().push(json!({ "name": "login_success" }));
+        let ids: Vec<String> = login_events(&two).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["-4285713052116290813", "-4285713052116290813:1"], "one id per event");
+        let mut garbage = login("2sv_enroll", json!(null));
+        garbage["ipAddress"] = json!("2001:db8::zz");
+        garbage["networkInfo"] = json!({ "ipAsn": ["x"], "regionCode": "" });
+        let event = login_events(&garbage).unwrap().remove(0);
+        assert_eq!((event.client.ip, event.client.asn, event.client.geo), (None, None, None));
+        let mut numeric = login("2sv_enroll", json!([]));
+        numeric["id"]["uniqueQualifier"] = json!(-42);
+        assert_eq!(login_events(&numeric).unwrap()[0].id, "-42");
+        let mut no_time = login("2sv_enroll", json!([]));
+        no_time["id"]["time"] = json!("soon");
+        assert!(login_events(&no_time).is_err());
+        let mut no_id = login("2sv_enroll", json!([]));
+        no_id["id"] = json!({});
+        assert!(login_events(&no_id).is_err());
+        let mut no_profile = login("2sv_enroll", json!([]));
+        no_profile["actor"] = json!({ "email": "alex@example.com" });
+        assert!(login_events(&no_profile).unwrap_err().contains("profileId"));
+        // Nothing read: no profile needed.
+        let mut unwatched = login("password_edit", json!([]));
+        unwatched["actor"] = json!({});
+        assert!(login_events(&unwatched).unwrap().is_empty());
+        // An administrator's change for another user names that user by email only.
+        let by_admin = login("2sv_disable", json!([{ "name": "affected_email_address", "value": "someone@example.com" }]));
+        assert!(login_events(&by_admin).unwrap().is_empty());
+        let own = login("2sv_disable", json!([{ "name": "affected_email_address", "value": "Alex@Example.com" }]));
+        assert_eq!(kinds(&own), [EventKind::SecondStepWeakened]);
+    }
+
+    #[tokio::test]
+    async fn the_stream_never_reads_past_the_lag() {
+        use idp_sim::{Act, Activity};
+        let (subject, google) = connected(3).await;
+        assert!(google.capabilities().event_stream);
+        let from = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
+        let provider = &subject.sim.provider;
+        let early = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(20);
+        for i in 0..3 {
+            provider.act(&idp_sim::username(i), &Activity { at: Some(early), ..Activity::new(Act::Enroll { factor: Sim::Totp }, "203.0.113.5") }).unwrap();
+            provider.act(&idp_sim::username(i), &Activity { at: Some(early), ..Activity::new(Act::SignIn, "203.0.113.5") }).unwrap();
+        }
+        // Just now: within the lag (logDelay, one second here), not read yet.
+        provider.act(&idp_sim::username(0), &Activity::new(Act::PushDenied, "203.0.113.5")).unwrap();
+        let page = google.read_events(&EventQuery { cursor: None, from, until: None, user: None }).await.unwrap();
+        assert_eq!(page.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::FactorEnrolled; 3], "sign-ins are not streamed, and nothing within the lag");
+        assert!(!page.more);
+        let cursor: LoginCursor = serde_json::from_str(page.cursor.as_deref().unwrap()).unwrap();
+        assert!(cursor.since.is_some_and(|s| s <= jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)) && cursor.end.is_none(), "{cursor:?}");
+        // Once the lag has passed the denied prompt is read, from where the last read ended.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let next = google.read_events(&EventQuery { cursor: page.cursor.as_deref(), from, until: None, user: None }).await.unwrap();
+        assert_eq!(next.events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::PushDenied]);
+        // A user's own history, bounded.
+        let user = google.find_user(&idp_sim::username(0)).await.unwrap().remove(0);
+        let history = google.read_events(&EventQuery { cursor: None, from, until: Some(jiff::Timestamp::now()), user: Some(&user) }).await.unwrap();
+        let mut kinds: Vec<&str> = history.events.iter().map(|e| e.kind.as_str()).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["factorEnrolled", "pushDenied", "signIn"]);
     }
 }

@@ -28,6 +28,9 @@ WANTED = [
     # ConsistencyLevel: eventual (and $count=true).
     ("GET", "groups/{id}/transitiveMembers/microsoft.graph.user", ["consistencylevel"]),
     ("GET", "auditLogs/directoryAudits", []),
+    # The re-enrollment window's other logs: sign-ins and Identity Protection's risk detections.
+    ("GET", "auditLogs/signIns", []),
+    ("GET", "identityProtection/riskDetections", []),
 ]
 SYSTEM_QUERY = ["$select", "$filter", "$top", "$skip", "$count", "$orderby", "$expand", "$search", "$skiptoken", "$format"]
 

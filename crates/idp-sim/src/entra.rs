@@ -1,7 +1,8 @@
 //! Microsoft Entra ID as Microsoft Graph v1.0 shows it: the client-credentials token endpoint of
 //! one tenant, users and groups paged by absolute `@odata.nextLink` URLs carrying `$skiptoken`,
-//! authentication methods typed by `@odata.type`, `revokeSignInSessions`, sign-in preferences and
-//! the directory audit log. Throttling is a bare 429 with `Retry-After` and a Graph error body.
+//! authentication methods typed by `@odata.type`, `revokeSignInSessions`, sign-in preferences, the
+//! directory audit log, the sign-in log and Identity Protection's risk detections. Throttling is a
+//! bare 429 with `Retry-After` and a Graph error body.
 //!
 //! Quirks kept on purpose (IDP-NOTES.md):
 //! - `createdDateTime` is null for phone, email and password methods; the simulator still knows
@@ -14,6 +15,18 @@
 //!   preference types (push, oath, sms and voice) can be made default, so a default with nothing
 //!   to move to can be deleted, otherwise a user could never be cleared.
 //! - Sessions cannot be listed or counted through Graph; `revokeSignInSessions` ends all of them.
+//! - The sign-in log and risk detections need a Microsoft Entra ID P1 or P2 licence: a tenant
+//!   without one (`set_premium(false)`) is answered 403 for them, and its audit log keeps 7 days
+//!   instead of 30 ("Microsoft Entra data retention"). Every log lists newest first.
+//!
+//! What people do (`act`), from the Graph v1.0 resources directoryAudit, signIn and riskDetection:
+//! a registration is a "User registered security info" entry (an administrator's is "Admin
+//! registered security info", with the administrator in `initiatedBy.user`), carrying the client
+//! IP only; a temporary access pass is an administrator's registration of that method; sign-ins
+//! carry `location` with coordinates; a denied MFA push is a failed sign-in with `errorCode`
+//! 500121 ("MFA denied; user declined the authentication"), a fraud report the same code with
+//! "MFA denied; Phone App Reported Fraud" and a `userReportedSuspiciousActivity` risk detection;
+//! a risky sign-in a risk detection with the sign-in's `riskLevelDuringSignIn`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,7 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::Method;
 use serde_json::{Map, Value, json};
 
-use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, rfc3339, username};
+use super::{Act, Activity, Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, place_of, rfc3339, username};
 use crate::FactorKind;
 
 /// The only tenant this simulator answers for (the testbed's `tenantId`).
@@ -36,6 +49,16 @@ pub const EMAIL_ID: &str = "3ddfcfc8-9383-446f-83cc-3ab9be4be18f";
 pub const PASSWORD_ID: &str = "28c10230-6103-485e-b985-444c60001490";
 /// The activity an enrollment writes to the directory audit log.
 pub const REGISTERED: &str = "User registered security info";
+/// The activity an administrator's registration for a user writes.
+pub const ADMIN_REGISTERED: &str = "Admin registered security info";
+/// `status.errorCode` of a sign-in whose MFA the user denied (or reported as fraud).
+pub const MFA_DENIED: i64 = 500121;
+/// How long each log keeps entries ("Microsoft Entra data retention"): the audit log 7 days
+/// without a premium licence, 30 with; sign-ins 30 days; risk detections 90.
+const AUDIT_DAYS_FREE: i64 = 7;
+const AUDIT_DAYS_PREMIUM: i64 = 30;
+const SIGN_IN_DAYS: i64 = 30;
+const RISK_DAYS: i64 = 90;
 const TOKEN_LIFETIME_S: i64 = 3599;
 const MAX_TOP: usize = 999;
 
@@ -276,13 +299,38 @@ struct Group {
     nested: Vec<usize>,
 }
 
-/// One "User registered security info" entry of the directory audit log.
+/// One registration entry of the directory audit log.
 struct AuditEntry {
     id: String,
     at: jiff::Timestamp,
     user: usize,
     ip: String,
     method: &'static str,
+    activity: &'static str,
+    /// The administrator's login, for an administrator's registration.
+    by_admin: Option<String>,
+}
+
+/// One entry of the sign-in log.
+struct SignIn {
+    id: String,
+    at: jiff::Timestamp,
+    user: usize,
+    ip: String,
+    user_agent: String,
+    error_code: i64,
+    details: &'static str,
+    risk_level: &'static str,
+}
+
+/// One Identity Protection risk detection.
+struct RiskDetection {
+    id: String,
+    at: jiff::Timestamp,
+    user: usize,
+    ip: String,
+    event_type: &'static str,
+    level: &'static str,
 }
 
 #[derive(Default)]
@@ -295,6 +343,10 @@ struct State {
     tokens: HashMap<String, i64>,
     audit: Vec<AuditEntry>,
     audit_by_user: HashMap<usize, Vec<usize>>,
+    sign_ins: Vec<SignIn>,
+    sign_ins_by_user: HashMap<usize, Vec<usize>>,
+    risks: Vec<RiskDetection>,
+    risks_by_user: HashMap<usize, Vec<usize>>,
 }
 
 impl State {
@@ -307,13 +359,19 @@ pub struct Entra {
     client_id: String,
     client_secret: String,
     state: Mutex<State>,
+    /// The tenant holds a Microsoft Entra ID P1 or P2 licence (sign-in log, risk detections).
+    premium: std::sync::atomic::AtomicBool,
 }
 
 impl Entra {
     /// Accepts the app registration in `credentials` (`client-id`, `client-secret`).
     pub fn new(credentials: &Value) -> Result<Self, String> {
         let key = |k: &str| credentials.get(k).and_then(Value::as_str).map(String::from).ok_or_else(|| format!("entra credentials need {k}"));
-        Ok(Self { client_id: key("client-id")?, client_secret: key("client-secret")?, state: Mutex::default() })
+        Ok(Self { client_id: key("client-id")?, client_secret: key("client-secret")?, state: Mutex::default(), premium: true.into() })
+    }
+
+    fn is_premium(&self) -> bool {
+        self.premium.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn token(&self, tenant: &str, request: &SimRequest) -> SimResponse {
@@ -465,7 +523,15 @@ impl Entra {
                     user
                 })
             }
-            ["auditLogs", "directoryAudits"] if verb == "GET" => directory_audits(&state, request, &base),
+            ["auditLogs", "directoryAudits"] if verb == "GET" => directory_audits(&state, request, &base, self.is_premium()),
+            ["auditLogs", "signIns"] if verb == "GET" => match self.is_premium() {
+                true => sign_ins(&state, request, &base),
+                false => not_premium(),
+            },
+            ["identityProtection", "riskDetections"] if verb == "GET" => match self.is_premium() {
+                true => risk_detections(&state, request, &base),
+                false => not_premium(),
+            },
             _ => graph_error(400, "BadRequest", &format!("Resource not found for the segment '{}'.", segments.last().unwrap_or(&""))),
         }
     }
@@ -562,28 +628,83 @@ impl Provider for Entra {
     }
 
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
-        let kind = MethodType::for_kind(kind)?;
-        let mut state = self.state.lock().unwrap();
-        let u = state.user_index(username)?;
-        let mut method = AuthMethod::new(kind, jiff::Timestamp::now());
-        let user = &mut state.users[u];
-        // A second phone becomes the alternate mobile.
-        if kind == MethodType::Phone && user.methods.iter().any(|m| m.id == PHONE_MOBILE_ID) {
-            (method.id, method.phone_type) = (PHONE_ALTERNATE_ID.to_string(), Some("alternateMobile"));
-        }
-        // A phone or email registered again replaces the one at the same fixed id.
-        user.methods.retain(|m| m.id != method.id);
-        if user.preferred.is_none() {
-            user.preferred = method.preference();
-        }
-        let id = method.id.clone();
-        let audit_name = method.kind.audit_name(method.phone_type);
-        user.methods.push(method);
-        let entry = state.audit.len();
-        state.audit.push(AuditEntry { id: format!("SSPR_{}", guid()), at: jiff::Timestamp::now(), user: u, ip: from_ip.to_string(), method: audit_name });
-        state.audit_by_user.entry(u).or_default().push(entry);
-        Some(id)
+        self.act(username, &Activity::new(Act::Enroll { factor: kind }, from_ip)).ok().flatten()
     }
+
+    /// Whether the tenant is licensed for the sign-in log and risk detections (it is unless told).
+    fn set_premium(&self, licensed: bool) {
+        self.premium.store(licensed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn act(&self, username: &str, activity: &Activity) -> Result<Option<String>, String> {
+        let mut state = self.state.lock().unwrap();
+        let u = state.user_index(username).ok_or("no such user")?;
+        let at = activity.at();
+        let ip = activity.ip.clone();
+        let sign_in = |state: &mut State, error_code: i64, details: &'static str, risk_level: &'static str| {
+            let entry = state.sign_ins.len();
+            state.sign_ins.push(SignIn { id: guid(), at, user: u, ip: ip.clone(), user_agent: activity.user_agent.clone(), error_code, details, risk_level });
+            state.sign_ins_by_user.entry(u).or_default().push(entry);
+        };
+        let risk = |state: &mut State, event_type: &'static str, level: &'static str| {
+            let entry = state.risks.len();
+            state.risks.push(RiskDetection { id: new_id(""), at, user: u, ip: ip.clone(), event_type, level });
+            state.risks_by_user.entry(u).or_default().push(entry);
+        };
+        match activity.what {
+            Act::Enroll { factor } => {
+                let kind = MethodType::for_kind(factor).ok_or_else(|| format!("Entra has no method of kind {}", factor.as_str()))?;
+                Ok(Some(register(&mut state, u, kind, at, activity)))
+            }
+            // Only an administrator (or an app acting for one) creates a temporary access pass.
+            Act::BypassIssued => {
+                let by_admin = Activity { by_admin: Some(activity.by_admin.clone().unwrap_or_else(|| "helpdesk@example.com".into())), ..activity.clone() };
+                Ok(Some(register(&mut state, u, MethodType::TemporaryAccessPass, at, &by_admin)))
+            }
+            Act::SignIn => {
+                sign_in(&mut state, 0, "MFA requirement satisfied by claim in the token", "none");
+                Ok(None)
+            }
+            Act::PushDenied => {
+                sign_in(&mut state, MFA_DENIED, "MFA denied; user declined the authentication", "none");
+                Ok(None)
+            }
+            Act::FraudReported => {
+                sign_in(&mut state, MFA_DENIED, "MFA denied; Phone App Reported Fraud", "none");
+                risk(&mut state, "userReportedSuspiciousActivity", "high");
+                Ok(None)
+            }
+            Act::RiskySignIn => {
+                sign_in(&mut state, 0, "MFA requirement satisfied by claim in the token", "medium");
+                risk(&mut state, "unfamiliarFeatures", "medium");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Adds a method of `kind` to user `u` and its registration to the audit log (by the
+/// administrator `activity` names, if any); the method's id.
+fn register(state: &mut State, u: usize, kind: MethodType, at: jiff::Timestamp, activity: &Activity) -> String {
+    let mut method = AuthMethod::new(kind, at);
+    let user = &mut state.users[u];
+    // A second phone becomes the alternate mobile.
+    if kind == MethodType::Phone && user.methods.iter().any(|m| m.id == PHONE_MOBILE_ID) {
+        (method.id, method.phone_type) = (PHONE_ALTERNATE_ID.to_string(), Some("alternateMobile"));
+    }
+    // A phone or email registered again replaces the one at the same fixed id; a user holds one pass.
+    user.methods.retain(|m| m.id != method.id && !(kind == MethodType::TemporaryAccessPass && m.kind == kind));
+    if user.preferred.is_none() {
+        user.preferred = method.preference();
+    }
+    let id = method.id.clone();
+    let audit_name = method.kind.audit_name(method.phone_type);
+    user.methods.push(method);
+    let entry = state.audit.len();
+    let activity_name = if activity.by_admin.is_some() { ADMIN_REGISTERED } else { REGISTERED };
+    state.audit.push(AuditEntry { id: format!("SSPR_{}", guid()), at, user: u, ip: activity.ip.clone(), method: audit_name, activity: activity_name, by_admin: activity.by_admin.clone() });
+    state.audit_by_user.entry(u).or_default().push(entry);
+    id
 }
 
 /// PATCH signInPreferences: the preference must name a method type the user has registered.
@@ -627,56 +748,268 @@ fn delete_method(user: &mut User, collection: &str, method_id: &str) -> SimRespo
     SimResponse::empty(204)
 }
 
-/// `GET /auditLogs/directoryAudits` with the `$filter` clauses a recall uses: activity name,
-/// `activityDateTime ge`, and `targetResources/any(t: t/id eq '...')` (served from a per-user index).
-fn directory_audits(state: &State, request: &SimRequest, base: &str) -> SimResponse {
-    let mut activity = None;
-    let mut since = None;
-    let mut target = None;
-    for clause in request.query("$filter").unwrap_or_default().split(" and ").map(str::trim).filter(|c| !c.is_empty()) {
-        if let Some(name) = clause.strip_prefix("activityDisplayName eq ").and_then(odata_string) {
-            activity = Some(name);
-        } else if let Some(at) = clause.strip_prefix("activityDateTime ge ").and_then(|t| t.trim().parse::<jiff::Timestamp>().ok()) {
-            since = Some(at);
-        } else if let Some(id) = clause
-            .strip_prefix("targetResources/any(")
-            .and_then(|c| c.split_once(':'))
-            .and_then(|(var, rest)| rest.trim().strip_prefix(&format!("{}/id eq ", var.trim())))
-            .and_then(|rest| rest.strip_suffix(')'))
-            .and_then(odata_string)
-        {
-            target = Some(id);
-        } else {
-            return graph_error(400, "BadRequest", &format!("Invalid filter clause: {clause}"));
+/// A `$filter` read: `and`-joined clauses (outside parentheses and quotes), each either one
+/// comparison or a parenthesised `or` of equalities on one property.
+struct Filter {
+    /// Property → the values it must equal (any of them).
+    equal: Vec<(String, Vec<String>)>,
+    /// Property, operator (ge, gt, le, lt) and time.
+    times: Vec<(String, String, jiff::Timestamp)>,
+}
+
+impl Filter {
+    /// `known` names the properties a log filters on; anything else is Graph's 400.
+    fn parse(request: &SimRequest, known: &[&str]) -> Result<Filter, SimResponse> {
+        let text = request.query("$filter").unwrap_or_default();
+        let mut filter = Filter { equal: Vec::new(), times: Vec::new() };
+        let bad = |clause: &str| graph_error(400, "BadRequest", &format!("Invalid filter clause: {clause}"));
+        for clause in split_outside(text, " and ") {
+            let clause = clause.trim();
+            if clause.is_empty() {
+                continue;
+            }
+            let alternatives = match clause.strip_prefix('(').and_then(|c| c.strip_suffix(')')) {
+                Some(inner) => split_outside(inner, " or "),
+                None => vec![clause],
+            };
+            let mut property = None;
+            let mut values = Vec::new();
+            for alternative in &alternatives {
+                let alternative = alternative.trim();
+                // `targetResources/any(t: t/id eq '...')`
+                if let Some(id) = alternative
+                    .strip_prefix("targetResources/any(")
+                    .and_then(|c| c.split_once(':'))
+                    .and_then(|(var, rest)| rest.trim().strip_prefix(&format!("{}/id eq ", var.trim())))
+                    .and_then(|rest| rest.strip_suffix(')'))
+                    .and_then(odata_string)
+                {
+                    property.get_or_insert_with(|| "targetResources/id".to_string());
+                    values.push(id);
+                    continue;
+                }
+                let mut words = alternative.splitn(3, ' ');
+                let (Some(name), Some(op), Some(value)) = (words.next(), words.next(), words.next()) else { return Err(bad(clause)) };
+                if !known.contains(&name) || property.as_deref().is_some_and(|p| p != name) {
+                    return Err(bad(clause));
+                }
+                match (op, value.trim().parse::<jiff::Timestamp>()) {
+                    ("ge" | "gt" | "le" | "lt", Ok(at)) if alternatives.len() == 1 => filter.times.push((name.to_string(), op.to_string(), at)),
+                    ("eq", _) => values.push(odata_string(value).unwrap_or_else(|| value.trim().to_string())),
+                    _ => return Err(bad(clause)),
+                }
+                property = Some(name.to_string());
+            }
+            if !values.is_empty() {
+                filter.equal.push((property.unwrap_or_default(), values));
+            }
         }
+        Ok(filter)
     }
-    if activity.as_deref().is_some_and(|a| a != REGISTERED) {
-        return list_page(request, base, "auditLogs/directoryAudits", 0, |_| Value::Null);
+
+    /// Whether `property` may be `value` (true when the filter says nothing of it).
+    fn allows(&self, property: &str, value: &str) -> bool {
+        self.equal.iter().filter(|(p, _)| p == property).all(|(_, values)| values.iter().any(|v| v == value))
     }
-    let candidates: Vec<usize> = match &target {
-        Some(id) => state.by_id.get(id).and_then(|u| state.audit_by_user.get(u)).cloned().unwrap_or_default(),
-        None => (0..state.audit.len()).collect(),
+
+    fn equal_to(&self, property: &str) -> Option<&str> {
+        self.equal.iter().find(|(p, values)| p == property && values.len() == 1).map(|(_, values)| values[0].as_str())
+    }
+
+    fn time_allows(&self, property: &str, at: jiff::Timestamp) -> bool {
+        self.times.iter().filter(|(p, _, _)| p == property).all(|(_, op, t)| match op.as_str() {
+            "ge" => at >= *t,
+            "gt" => at > *t,
+            "le" => at <= *t,
+            _ => at < *t,
+        })
+    }
+}
+
+/// `text` split on `separator` where it stands outside parentheses and quotes.
+fn split_outside<'a>(text: &'a str, separator: &str) -> Vec<&'a str> {
+    let (mut parts, mut depth, mut quoted, mut start, mut i) = (Vec::new(), 0i32, false, 0, 0);
+    let bytes = text.as_bytes();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => quoted = !quoted,
+            b'(' if !quoted => depth += 1,
+            b')' if !quoted => depth -= 1,
+            _ if !quoted && depth == 0 && text[i..].starts_with(separator) => {
+                parts.push(&text[start..i]);
+                i += separator.len();
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// Entries of one log that a filter and the log's retention let through, newest first.
+fn newest_first(candidates: Vec<usize>, at: impl Fn(usize) -> jiff::Timestamp, keep: impl Fn(usize) -> bool, retention_days: i64) -> Vec<usize> {
+    let oldest = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * retention_days);
+    let mut matching: Vec<usize> = candidates.into_iter().filter(|i| at(*i) >= oldest && keep(*i)).collect();
+    matching.sort_by_key(|i| std::cmp::Reverse(at(*i)));
+    matching
+}
+
+/// The entries a per-user index holds for the user a filter names by `property`, else all.
+fn candidates(state: &State, filter: &Filter, property: &str, index: &HashMap<usize, Vec<usize>>, all: usize) -> Vec<usize> {
+    match filter.equal_to(property) {
+        Some(id) => state.by_id.get(id).and_then(|u| index.get(u)).cloned().unwrap_or_default(),
+        None => (0..all).collect(),
+    }
+}
+
+/// Graph's answer to a tenant without the licence a log needs.
+fn not_premium() -> SimResponse {
+    graph_error(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant", "Neither tenant is B2C or tenant doesn't have premium license")
+}
+
+fn location(ip: &str) -> Value {
+    let place = place_of(ip);
+    json!({ "city": place.city, "state": place.region, "countryOrRegion": place.country_code, "geoCoordinates": { "altitude": null, "latitude": place.lat, "longitude": place.lon } })
+}
+
+/// An administrator's directory object id, stable for their login.
+fn admin_id(login: &str) -> String {
+    let h = login.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", h >> 32, (h >> 16) & 0xffff, h & 0xfff, (h >> 4) & 0xfff, h & 0xffff_ffff_ffff)
+}
+
+/// `GET /auditLogs/directoryAudits` filtered on `activityDisplayName` (one or an `or` of several),
+/// `activityDateTime` and `targetResources/any(t: t/id eq '...')` (served from a per-user index).
+fn directory_audits(state: &State, request: &SimRequest, base: &str, premium: bool) -> SimResponse {
+    let filter = match Filter::parse(request, &["activityDisplayName", "activityDateTime"]) {
+        Ok(f) => f,
+        Err(e) => return e,
     };
-    // Newest first, as Graph orders the audit log.
-    let mut matching: Vec<usize> = candidates.into_iter().filter(|i| since.is_none_or(|s| state.audit[*i].at >= s)).collect();
-    matching.sort_by_key(|i| std::cmp::Reverse(state.audit[*i].at));
+    let all = candidates(state, &filter, "targetResources/id", &state.audit_by_user, state.audit.len());
+    let retention = if premium { AUDIT_DAYS_PREMIUM } else { AUDIT_DAYS_FREE };
+    let matching = newest_first(
+        all,
+        |i| state.audit[i].at,
+        |i| filter.allows("activityDisplayName", state.audit[i].activity) && filter.time_allows("activityDateTime", state.audit[i].at),
+        retention,
+    );
     list_page(request, base, "auditLogs/directoryAudits", matching.len(), |i| {
         let entry = &state.audit[matching[i]];
         let user = &state.users[entry.user];
+        let (initiator, who) = match &entry.by_admin {
+            Some(admin) => (json!({ "id": admin_id(admin), "displayName": null, "userPrincipalName": admin, "ipAddress": entry.ip, "userType": null }), "Admin"),
+            None => (json!({ "id": user.id, "displayName": null, "userPrincipalName": user.upn, "ipAddress": entry.ip, "userType": null }), "User"),
+        };
         json!({
             "id": entry.id,
             "category": "UserManagement",
             "correlationId": guid(),
             "result": "success",
             // The documented fields name the method; additionalDetails' keys are not documented.
-            "resultReason": format!("User registered {}", entry.method),
-            "activityDisplayName": REGISTERED,
+            "resultReason": format!("{who} registered {}", entry.method),
+            "activityDisplayName": entry.activity,
             "activityDateTime": rfc3339(entry.at),
             "loggedByService": "Authentication Methods",
             "operationType": "Add",
-            "initiatedBy": { "app": null, "user": { "id": user.id, "displayName": null, "userPrincipalName": user.upn, "ipAddress": entry.ip, "userType": null } },
+            "initiatedBy": { "app": null, "user": initiator },
             "targetResources": [{ "id": user.id, "displayName": null, "type": "User", "userPrincipalName": user.upn, "groupType": null, "modifiedProperties": [] }],
             "additionalDetails": [],
+        })
+    })
+}
+
+/// `GET /auditLogs/signIns` filtered on `createdDateTime`, `userId` and `status/errorCode`.
+fn sign_ins(state: &State, request: &SimRequest, base: &str) -> SimResponse {
+    let filter = match Filter::parse(request, &["createdDateTime", "userId", "status/errorCode", "userPrincipalName"]) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let all = candidates(state, &filter, "userId", &state.sign_ins_by_user, state.sign_ins.len());
+    let matching = newest_first(
+        all,
+        |i| state.sign_ins[i].at,
+        |i| {
+            let e = &state.sign_ins[i];
+            let user = &state.users[e.user];
+            filter.allows("userId", &user.id) && filter.allows("userPrincipalName", &user.upn) && filter.allows("status/errorCode", &e.error_code.to_string()) && filter.time_allows("createdDateTime", e.at)
+        },
+        SIGN_IN_DAYS,
+    );
+    list_page(request, base, "auditLogs/signIns", matching.len(), |i| {
+        let e = &state.sign_ins[matching[i]];
+        let user = &state.users[e.user];
+        let failure = if e.error_code == 0 { "Other." } else { "Authentication failed during strong authentication request." };
+        json!({
+            "id": e.id,
+            "createdDateTime": rfc3339(e.at),
+            "userDisplayName": user.upn.split('@').next(),
+            "userPrincipalName": user.upn,
+            "userId": user.id,
+            "appId": "19db86c3-b2b9-44cc-b339-36da233a3be2",
+            "appDisplayName": "My Signins",
+            "ipAddress": e.ip,
+            "clientAppUsed": "Browser",
+            "correlationId": guid(),
+            "conditionalAccessStatus": "notApplied",
+            "isInteractive": true,
+            "riskDetail": "none",
+            "riskLevelAggregated": e.risk_level,
+            "riskLevelDuringSignIn": e.risk_level,
+            "riskState": if e.risk_level == "none" { "none" } else { "atRisk" },
+            "riskEventTypes_v2": [],
+            "resourceDisplayName": "Microsoft Graph",
+            "resourceId": "00000003-0000-0000-c000-000000000000",
+            "status": { "errorCode": e.error_code, "failureReason": failure, "additionalDetails": e.details },
+            "deviceDetail": { "deviceId": "", "displayName": "", "operatingSystem": "MacOs", "browser": if e.user_agent.contains("Chrome") { "Chrome 124.0.0" } else { "Other" }, "isCompliant": false, "isManaged": false, "trustType": "" },
+            "location": location(&e.ip),
+            "appliedConditionalAccessPolicies": [],
+        })
+    })
+}
+
+/// `GET /identityProtection/riskDetections` filtered on `detectedDateTime` and `userId`.
+fn risk_detections(state: &State, request: &SimRequest, base: &str) -> SimResponse {
+    let filter = match Filter::parse(request, &["detectedDateTime", "activityDateTime", "userId", "riskEventType"]) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let all = candidates(state, &filter, "userId", &state.risks_by_user, state.risks.len());
+    let matching = newest_first(
+        all,
+        |i| state.risks[i].at,
+        |i| {
+            let e = &state.risks[i];
+            filter.allows("userId", &state.users[e.user].id) && filter.allows("riskEventType", e.event_type) && filter.time_allows("detectedDateTime", e.at) && filter.time_allows("activityDateTime", e.at)
+        },
+        RISK_DAYS,
+    );
+    list_page(request, base, "identityProtection/riskDetections", matching.len(), |i| {
+        let e = &state.risks[matching[i]];
+        let user = &state.users[e.user];
+        json!({
+            "id": e.id,
+            "requestId": guid(),
+            "correlationId": guid(),
+            "riskEventType": e.event_type,
+            "riskState": "atRisk",
+            "riskLevel": e.level,
+            "riskDetail": "none",
+            "source": "IdentityProtection",
+            "detectionTimingType": "realtime",
+            "activity": "signin",
+            "tokenIssuerType": "AzureAD",
+            "ipAddress": e.ip,
+            "location": location(&e.ip),
+            "activityDateTime": rfc3339(e.at),
+            "detectedDateTime": rfc3339(e.at),
+            "lastUpdatedDateTime": rfc3339(e.at),
+            "userId": user.id,
+            "userDisplayName": user.upn.split('@').next(),
+            "userPrincipalName": user.upn,
+            "additionalInfo": "[{\"Key\":\"userAgent\",\"Value\":\"Mozilla/5.0\"}]",
         })
     })
 }
@@ -900,5 +1233,79 @@ mod tests {
         assert_eq!(entries[0]["resultReason"], "User registered FIDO2 security key");
         let later = format!("activityDisplayName eq '{REGISTERED}' and activityDateTime ge {}", rfc3339(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(5)));
         assert!(body(&request(&sim, Method::GET, &format!("/v1.0/auditLogs/directoryAudits?$filter={}", encode_query(&later)), None))["value"].as_array().unwrap().is_empty());
+    }
+
+    fn list(sim: &Entra, path: &str, filter: &str, top: usize) -> (Vec<Value>, u16) {
+        let mut target = format!("{path}?$top={top}&$filter={}", encode_query(filter));
+        let mut all = Vec::new();
+        loop {
+            let response = request(sim, Method::GET, &target, None);
+            if response.status != 200 {
+                return (all, response.status);
+            }
+            let page = body(&response);
+            all.extend(page["value"].as_array().unwrap().iter().cloned());
+            let Some(next) = page["@odata.nextLink"].as_str() else { return (all, 200) };
+            target = next.trim_start_matches("http://graph.test").to_string();
+        }
+    }
+
+    #[test]
+    fn activities_land_in_the_log_that_shows_them() {
+        let sim = sim(Seed { users: 3, factors: vec![FactorKind::Sms, FactorKind::RecoveryCodes], ..Seed::default() });
+        let (one, two) = (username(1), username(2));
+        let id = sim.user(&one).unwrap().id;
+        let an_hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+        sim.act(&one, &Activity { at: Some(an_hour_ago), ..Activity::new(Act::SignIn, "192.0.2.4") }).unwrap();
+        for _ in 0..3 {
+            sim.act(&one, &Activity::new(Act::PushDenied, "192.0.2.4")).unwrap();
+        }
+        sim.act(&one, &Activity::new(Act::FraudReported, "192.0.2.4")).unwrap();
+        sim.act(&two, &Activity::new(Act::RiskySignIn, "198.19.0.9")).unwrap();
+        let added = sim.act(&one, &Activity { by_admin: Some("helpdesk@example.com".into()), ..Activity::new(Act::Enroll { factor: FactorKind::Sms }, "198.51.100.3") }).unwrap();
+        assert_eq!(added.as_deref(), Some(PHONE_ALTERNATE_ID), "a second phone is the alternate mobile");
+        sim.act(&two, &Activity::new(Act::BypassIssued, "198.51.100.3")).unwrap();
+
+        // Sign-ins of one user, newest first, across pages, with where they came from.
+        let (signins, _) = list(&sim, "/v1.0/auditLogs/signIns", &format!("userId eq '{id}' and createdDateTime ge {}", rfc3339(an_hour_ago)), 2);
+        assert_eq!(signins.len(), 5);
+        assert_eq!(signins[4]["status"]["errorCode"], 0);
+        assert_eq!(signins[4]["location"]["countryOrRegion"], "DE");
+        assert_eq!(signins[4]["location"]["geoCoordinates"]["latitude"], 52.52);
+        assert!(signins[0]["status"]["additionalDetails"].as_str().unwrap().contains("Reported Fraud"));
+        // The organisation's denied MFA only.
+        let (denied, _) = list(&sim, "/v1.0/auditLogs/signIns", "status/errorCode eq 500121", 100);
+        assert_eq!(denied.len(), 4);
+        let (later, _) = list(&sim, "/v1.0/auditLogs/signIns", &format!("createdDateTime lt {}", rfc3339(an_hour_ago + jiff::SignedDuration::from_secs(1))), 100);
+        assert_eq!(later.len(), 1);
+
+        let (risks, _) = list(&sim, "/v1.0/identityProtection/riskDetections", &format!("detectedDateTime ge {}", rfc3339(an_hour_ago)), 100);
+        let types: Vec<&str> = risks.iter().map(|r| r["riskEventType"].as_str().unwrap()).collect();
+        assert_eq!(types, ["unfamiliarFeatures", "userReportedSuspiciousActivity"]);
+        assert_eq!(risks[0]["location"]["city"], "Bucharest");
+
+        let either = format!("(activityDisplayName eq '{REGISTERED}' or activityDisplayName eq '{ADMIN_REGISTERED}')");
+        let (audits, _) = list(&sim, "/v1.0/auditLogs/directoryAudits", &either, 1);
+        assert_eq!(audits.len(), 2);
+        assert!(audits.iter().all(|a| a["activityDisplayName"] == ADMIN_REGISTERED && a["initiatedBy"]["user"]["userPrincipalName"] == "helpdesk@example.com"), "{audits:?}");
+        assert_eq!(audits[0]["resultReason"], "Admin registered Temporary Access Pass");
+        let (own, _) = list(&sim, "/v1.0/auditLogs/directoryAudits", &format!("activityDisplayName eq '{REGISTERED}'"), 100);
+        assert!(own.is_empty());
+        assert_eq!(sim.user(&two).unwrap().factors.iter().filter(|f| f.kind == FactorKind::RecoveryCodes).count(), 1, "the pass is a method, one per user");
+        assert_eq!(request(&sim, Method::GET, "/v1.0/auditLogs/signIns?$filter=color%20eq%20'red'", None).status, 400);
+    }
+
+    #[test]
+    fn without_a_premium_licence_sign_ins_and_risks_are_403_and_the_audit_keeps_a_week() {
+        let sim = sim(Seed { users: 1, ..Seed::default() });
+        let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 10);
+        sim.act(&username(0), &Activity { at: Some(long_ago), ..Activity::new(Act::Enroll { factor: FactorKind::Totp }, "192.0.2.4") }).unwrap();
+        sim.act(&username(0), &Activity::new(Act::SignIn, "192.0.2.4")).unwrap();
+        assert_eq!(list(&sim, "/v1.0/auditLogs/directoryAudits", "", 10).0.len(), 1);
+        sim.set_premium(false);
+        assert!(list(&sim, "/v1.0/auditLogs/directoryAudits", "", 10).0.is_empty(), "beyond 7 days");
+        let refused = request(&sim, Method::GET, "/v1.0/auditLogs/signIns", None);
+        assert_eq!((refused.status, body(&refused)["error"]["code"].as_str()), (403, Some("Authentication_RequestFromNonPremiumTenantOrB2CTenant")));
+        assert_eq!(request(&sim, Method::GET, "/v1.0/identityProtection/riskDetections", None).status, 403);
     }
 }

@@ -16,9 +16,12 @@
 //! `isEnrolledIn2Sv` and paging with `maxResults` up to 500, Directory "users.list"; turnOff,
 //! "twoStepVerification.turnOff"; backup codes, "verificationCodes"; app passwords with
 //! `creationTime` in milliseconds, "asps"; OAuth grants, "tokens"; ending sessions,
-//! "users.signOut"; `2sv_enroll` login activities, Reports "activities.list" with the login
-//! application's event list; their lag, Google Workspace Admin Help "Data retention and lag
-//! times"; 403 `userRateLimitExceeded`, Directory API "Limits and quotas"; the token endpoint,
+//! "users.signOut"; login activities (`2sv_enroll`, `login_success` with `is_suspicious`,
+//! `login_challenge` with `login_challenge_method` and `login_challenge_status`), Reports
+//! "activities.list" (`userKey` `all` or one user, `eventName` as a comma list, `startTime`,
+//! `endTime`, `maxResults` up to 1000, `pageToken`, newest first, `networkInfo` with the ASN and
+//! region) and the login application's event list; their lag and 180-day reach, Google Workspace
+//! Admin Help "Data retention and lag times" and the Reports API's login activity guide; 403 `userRateLimitExceeded`, Directory API "Limits and quotas"; the token endpoint,
 //! "Using OAuth 2.0 for Server to Server Applications" (JWT bearer grant, domain-wide delegation).
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +32,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::{Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, rfc3339, username};
+use super::{Act, Activity, Census, FactorView, Provider, Seed, SimRequest, SimResponse, UserView, new_id, place_of, rfc3339, username};
 use crate::FactorKind;
 
 pub const SCOPE_USER: &str = "https://www.googleapis.com/auth/admin.directory.user";
@@ -46,6 +49,10 @@ const CUSTOMER_ID: &str = "C03az79cb";
 const USERS_MAX_RESULTS: usize = 500;
 const MEMBERS_MAX_RESULTS: usize = 200;
 const BACKUP_CODES: usize = 10;
+/// Activities per Reports API page, at most and by default.
+const ACTIVITIES_MAX_RESULTS: usize = 1000;
+/// How far back the login activity report reaches.
+const REPORT_DAYS: i64 = 180;
 
 /// Third-party apps a seeded user has granted access (OAuth tokens).
 const CLIENTS: [(&str, &str); 3] = [
@@ -84,12 +91,15 @@ struct OAuthGrant {
     display_text: String,
 }
 
-/// One Reports API login activity (`2sv_enroll`).
+/// One Reports API login activity.
 struct LoginEvent {
     user: usize,
     time: jiff::Timestamp,
     unique_qualifier: i64,
     ip: String,
+    name: &'static str,
+    /// The event's parameters, each `{name, value | boolValue | multiValue}`.
+    parameters: Vec<Value>,
 }
 
 struct User {
@@ -478,12 +488,19 @@ fn user_call(request: &SimRequest, state: &mut State, i: usize, rest: &[&str]) -
     }
 }
 
-/// Reports API login activities of one user, newest first; only `2sv_enroll` is recorded.
+/// Reports API login activities of one user (or `all`), newest first, paged by `pageToken`; what
+/// is later than the lag allows is not there yet, and nothing older than the report's reach.
 fn login_activities(request: &SimRequest, state: &State, key: &str, application: &str, visible_until: jiff::Timestamp) -> SimResponse {
     if application != "login" {
         return google_error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT");
     }
-    let Some(i) = state.find(key) else { return google_error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT") };
+    let user = match key {
+        "all" => None,
+        key => match state.find(key) {
+            Some(i) => Some(i),
+            None => return google_error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT"),
+        },
+    };
     let bound = |name: &str| -> Result<Option<jiff::Timestamp>, SimResponse> {
         match request.query(name) {
             None => Ok(None),
@@ -494,32 +511,70 @@ fn login_activities(request: &SimRequest, state: &State, key: &str, application:
         (Ok(s), Ok(e)) => (s, e),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    let wanted = request.query("eventName");
-    let user = &state.users[i];
-    let mut items: Vec<Value> = user
-        .events
+    if let (Some(s), Some(e)) = (start, end)
+        && s > e
+    {
+        return google_error(400, "Start time must be less than or equal to the end time.", "invalid", "INVALID_ARGUMENT");
+    }
+    let max = match request.query("maxResults").map(str::parse::<usize>) {
+        None => ACTIVITIES_MAX_RESULTS,
+        Some(Ok(n)) if (1..=ACTIVITIES_MAX_RESULTS).contains(&n) => n,
+        Some(_) => return google_error(400, "Invalid value for maxResults", "invalid", "INVALID_ARGUMENT"),
+    };
+    let offset = match page_offset(request) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    let wanted: Option<Vec<&str>> = request.query("eventName").map(|w| w.split(',').map(str::trim).collect());
+    let reach = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * REPORT_DAYS);
+    let candidates: Box<dyn Iterator<Item = usize>> = match user {
+        Some(i) => Box::new(state.users[i].events.iter().copied()),
+        None => Box::new(0..state.events.len()),
+    };
+    let mut matching: Vec<&LoginEvent> = candidates
+        .map(|e| &state.events[e])
+        .filter(|e| e.time <= visible_until && e.time >= reach)
+        .filter(|e| start.is_none_or(|s| e.time >= s) && end.is_none_or(|end| e.time < end))
+        .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&e.name)))
+        .collect();
+    matching.sort_by_key(|e| std::cmp::Reverse((e.time, e.unique_qualifier)));
+    let page: Vec<Value> = matching
         .iter()
-        .map(|&e| &state.events[e])
-        .filter(|e| e.time <= visible_until)
-        .filter(|e| start.is_none_or(|s| e.time >= s) && end.is_none_or(|end| e.time < end) && wanted.is_none_or(|w| w == "2sv_enroll"))
+        .skip(offset)
+        .take(max)
         .map(|e| {
+            let place = place_of(&e.ip);
+            let kind = match e.name {
+                "2sv_enroll" | "2sv_disable" => "2sv_change",
+                "recovery_phone_edit" => "recovery_info_change",
+                _ => "login",
+            };
             json!({
                 "kind": "admin#reports#activity",
                 "id": { "time": rfc3339(e.time), "uniqueQualifier": e.unique_qualifier.to_string(), "applicationName": "login", "customerId": CUSTOMER_ID },
                 "etag": "\"activity\"",
                 "actor": { "email": state.users[e.user].email, "profileId": state.users[e.user].id },
                 "ipAddress": e.ip,
-                "networkInfo": { "ipAsn": [64496], "regionCode": "US", "subdivisionCode": "US-CA" },
-                "events": [{ "type": "login", "name": "2sv_enroll", "parameters": [] }],
+                "networkInfo": { "ipAsn": [place.asn], "regionCode": place.country_code, "subdivisionCode": format!("{}-{}", place.country_code, &place.region[..2].to_uppercase()) },
+                "events": [{ "type": kind, "name": e.name, "parameters": e.parameters }],
             })
         })
         .collect();
-    items.reverse();
     let mut body = json!({ "kind": "admin#reports#activities", "etag": "\"activities\"" });
-    if !items.is_empty() {
-        body["items"] = json!(items);
+    if !page.is_empty() {
+        body["items"] = json!(page);
+    }
+    if matching.len() > offset + max {
+        body["nextPageToken"] = json!(page_token(offset + max));
     }
     SimResponse::json(200, &body)
+}
+
+/// Appends a login activity about user `i`.
+fn log_event(state: &mut State, i: usize, time: jiff::Timestamp, ip: &str, name: &'static str, parameters: Vec<Value>) {
+    let event = state.events.len();
+    state.events.push(LoginEvent { user: i, time, unique_qualifier: -(fastrand::i64(1..i64::MAX)), ip: ip.to_string(), name, parameters });
+    state.users[i].events.push(event);
 }
 
 impl Provider for Google {
@@ -649,32 +704,62 @@ impl Provider for Google {
     }
 
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
+        self.act(username, &Activity::new(Act::Enroll { factor: kind }, from_ip)).ok().flatten()
+    }
+
+    fn act(&self, username: &str, activity: &Activity) -> Result<Option<String>, String> {
         let mut state = self.state.lock().unwrap();
-        let i = state.find(username)?;
-        let now = jiff::Timestamp::now();
-        match kind {
-            FactorKind::RecoveryCodes => {
-                let codes = BackupCodes::fresh(now);
+        let i = state.find(username).ok_or("no such user")?;
+        let at = activity.at();
+        let ip = activity.ip.as_str();
+        let login_type = json!({ "name": "login_type", "value": "google_password" });
+        match activity.what {
+            // Only the user enrolls in 2-Step Verification; an administrator cannot do it for them.
+            Act::Enroll { .. } if activity.by_admin.is_some() => Err("Google's login audit shows 2-Step Verification enrollment by the user only: an administrator cannot enroll a user".into()),
+            Act::Enroll { factor: FactorKind::RecoveryCodes } => {
+                let codes = BackupCodes::fresh(at);
                 let id = codes.id.clone();
                 state.users[i].backup_codes = Some(codes);
-                Some(id)
+                Ok(Some(id))
             }
-            FactorKind::AppPassword => {
-                state.users[i].two_sv.as_ref()?;
+            Act::Enroll { factor: FactorKind::AppPassword } => {
+                state.users[i].two_sv.as_ref().ok_or("app passwords need 2-Step Verification")?;
                 state.next_code_id += 1;
                 let code_id = state.next_code_id;
-                state.users[i].asps.push(Asp { code_id, name: "New device", created: now, last_used: None });
-                Some(code_id.to_string())
+                state.users[i].asps.push(Asp { code_id, name: "New device", created: at, last_used: None });
+                Ok(Some(code_id.to_string()))
             }
             // Any second step: the user (re-)enrolls in 2SV, which Reports logs as `2sv_enroll`.
-            _ => {
+            Act::Enroll { .. } => {
                 let id = new_id("2sv-");
-                state.users[i].two_sv = Some((id.clone(), now));
-                let event = state.events.len();
-                state.events.push(LoginEvent { user: i, time: now, unique_qualifier: -(fastrand::i64(1..i64::MAX)), ip: from_ip.to_string() });
-                state.users[i].events.push(event);
-                Some(id)
+                state.users[i].two_sv = Some((id.clone(), at));
+                log_event(&mut state, i, at, ip, "2sv_enroll", Vec::new());
+                Ok(Some(id))
             }
+            Act::SignIn | Act::RiskySignIn => {
+                let suspicious = activity.what == Act::RiskySignIn;
+                let parameters = vec![
+                    login_type,
+                    json!({ "name": "login_challenge_method", "multiValue": ["password", "google_prompt"] }),
+                    json!({ "name": "is_second_factor", "boolValue": false }),
+                    json!({ "name": "is_suspicious", "boolValue": suspicious }),
+                ];
+                state.users[i].last_login = Some(at);
+                log_event(&mut state, i, at, ip, "login_success", parameters);
+                Ok(None)
+            }
+            // A Google prompt the user said no to: a failed login challenge by that method.
+            Act::PushDenied => {
+                let parameters = vec![
+                    login_type,
+                    json!({ "name": "login_challenge_method", "value": "google_prompt" }),
+                    json!({ "name": "login_challenge_status", "value": "Challenge Failed" }),
+                ];
+                log_event(&mut state, i, at, ip, "login_challenge", parameters);
+                Ok(None)
+            }
+            Act::FraudReported => Err("Google's login audit has no event for a user reporting a sign-in as not theirs".into()),
+            Act::BypassIssued => Err("backup codes an administrator generates are not in the login audit".into()),
         }
     }
 }
@@ -775,5 +860,50 @@ mod tests {
         let body: Value = serde_json::from_slice(&reports.body).unwrap();
         assert_eq!(body["items"][0]["ipAddress"], "203.0.113.5");
         assert_eq!(body["items"][0]["events"][0]["name"], "2sv_enroll");
+    }
+
+    fn activities(google: &Google, token: &str, query: &str) -> (Vec<Value>, Option<String>) {
+        let reply = google.handle(&request(Method::GET, &format!("/admin/reports/v1/activity/users/all/applications/login?{query}"), Some(token)));
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        (body["items"].as_array().cloned().unwrap_or_default(), body["nextPageToken"].as_str().map(String::from))
+    }
+
+    #[test]
+    fn the_login_audit_shows_what_people_did_for_everyone_newest_first_and_late() {
+        let (google, token) = simulator_with_token(&[SCOPE_REPORTS]);
+        google.seed(&Seed { users: 3, ..Seed::default() });
+        let earlier = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
+        google.act(&username(0), &Activity { at: Some(earlier), ..Activity::new(Act::SignIn, "192.0.2.8") }).unwrap();
+        google.act(&username(1), &Activity::new(Act::RiskySignIn, "100.64.1.1")).unwrap();
+        google.act(&username(1), &Activity::new(Act::PushDenied, "100.64.1.1")).unwrap();
+        google.act(&username(2), &Activity::new(Act::Enroll { factor: FactorKind::Push }, "203.0.113.5")).unwrap();
+        assert!(google.act(&username(2), &Activity { by_admin: Some("admin@example.com".into()), ..Activity::new(Act::Enroll { factor: FactorKind::Totp }, "203.0.113.5") }).is_err());
+        assert!(google.act(&username(2), &Activity::new(Act::FraudReported, "203.0.113.5")).is_err());
+
+        let (all, next) = activities(&google, &token, "startTime=2020-01-01T00:00:00Z");
+        assert!(next.is_none());
+        let names: Vec<&str> = all.iter().map(|a| a["events"][0]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["2sv_enroll", "login_challenge", "login_success", "login_success"], "newest first");
+        assert_eq!(all[3]["networkInfo"]["regionCode"], "DE");
+        assert_eq!(all[3]["actor"]["email"], username(0));
+        let suspicious = all[2]["events"][0]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "is_suspicious").unwrap();
+        assert_eq!(suspicious["boolValue"], true);
+        let status = all[1]["events"][0]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "login_challenge_status").unwrap();
+        assert_eq!(status["value"], "Challenge Failed");
+
+        // A comma list of event names, one page at a time.
+        let (first, next) = activities(&google, &token, "eventName=login_success,2sv_enroll&maxResults=2");
+        assert_eq!(first.len(), 2);
+        let (rest, last) = activities(&google, &token, &format!("eventName=login_success,2sv_enroll&maxResults=2&pageToken={}", next.unwrap()));
+        assert_eq!((rest.len(), last), (1, None));
+        assert_eq!(rest[0]["events"][0]["name"], "login_success");
+        // Bounded in time, and late: what happened in the last minute is not there yet.
+        let (before, _) = activities(&google, &token, &format!("endTime={}", rfc3339(earlier + jiff::SignedDuration::from_secs(1))));
+        assert_eq!(before.len(), 1);
+        google.set_log_delay(std::time::Duration::from_secs(60));
+        assert_eq!(activities(&google, &token, "").0.len(), 1);
+        let bad = google.handle(&request(Method::GET, "/admin/reports/v1/activity/users/all/applications/login?maxResults=1001", Some(&token)));
+        assert_eq!(bad.status, 400);
     }
 }

@@ -324,6 +324,9 @@ pub trait Provider: Send + Sync + 'static {
     }
     /// How late the provider's logs show what happened, where it has such a lag.
     fn set_log_delay(&self, _delay: std::time::Duration) {}
+    /// Whether the tenant holds the licence its premium logs need (Entra ID P1/P2 for sign-ins
+    /// and risk detections); providers without such tiers ignore it.
+    fn set_premium(&self, _licensed: bool) {}
     /// Records what a person did in the provider's log (an enrollment also adds the factor): the
     /// id of the factor enrolled, if any. Err says why the provider's log has no such entry.
     fn act(&self, _username: &str, _activity: &Activity) -> Result<Option<String>, String> {
