@@ -631,6 +631,17 @@ const EVENTS_SHOW: &str = "events: Auth0's log gives no ASN, no proxy verdict an
 /// Said of every tenant: a recall's groups are Auth0 roles.
 const ROLES_ARE_FLAT: &str = "groups: a recall's groups are Auth0 roles, which do not nest; a role's members are the users it is assigned to";
 
+impl Auth0 {
+    async fn set_blocked(&self, user: &UserRef, blocked: bool) -> Result<(), ProviderError> {
+        let (status, value) = self.call("update_user", Method::PATCH, &Self::user_path(user, ""), &[], Some(&json!({ "blocked": blocked }))).await?;
+        match status {
+            StatusCode::NOT_FOUND => Err(self.user_gone(user)),
+            StatusCode::FORBIDDEN => Err(self.refused("/users", &value)),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl IdentityProvider for Auth0 {
     fn capabilities(&self) -> Capabilities {
@@ -830,12 +841,11 @@ impl IdentityProvider for Auth0 {
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
-        let (status, value) = self.call("update_user", Method::PATCH, &Self::user_path(user, ""), &[], Some(&json!({ "blocked": true }))).await?;
-        match status {
-            StatusCode::NOT_FOUND => Err(self.user_gone(user)),
-            StatusCode::FORBIDDEN => Err(self.refused("/users", &value)),
-            _ => Ok(()),
-        }
+        self.set_blocked(user, true).await
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.set_blocked(user, false).await
     }
 }
 

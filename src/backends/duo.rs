@@ -712,6 +712,15 @@ fn origin(device: &AccessDevice) -> EnrollmentOrigin {
     }
 }
 
+impl Duo {
+    /// Never "bypass": that status skips MFA altogether.
+    async fn set_status(&self, user: &UserRef, status: &str) -> Result<(), ProviderError> {
+        let path = format!("/admin/v1/users/{}", enc(&user.id));
+        self.call(UPDATE_USER, Method::POST, &path, &[("status", status.to_string())], &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl IdentityProvider for Duo {
     fn capabilities(&self) -> Capabilities {
@@ -925,10 +934,11 @@ impl IdentityProvider for Duo {
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
-        // Never "bypass": that status skips MFA altogether.
-        let path = format!("/admin/v1/users/{}", enc(&user.id));
-        self.call(UPDATE_USER, Method::POST, &path, &[("status", "disabled".to_string())], &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
-        Ok(())
+        self.set_status(user, "disabled").await
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.set_status(user, "active").await
     }
 }
 

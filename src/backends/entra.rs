@@ -713,6 +713,16 @@ impl Entra {
     }
 }
 
+impl Entra {
+    async fn set_enabled(&self, user: &UserRef, enabled: bool) -> Result<(), ProviderError> {
+        let (status, _) = self.call(UPDATE_USER, Method::PATCH, &format!("/users/{}", enc(&user.id)), &[], Some(&json!({ "accountEnabled": enabled }))).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl IdentityProvider for Entra {
     fn capabilities(&self) -> Capabilities {
@@ -871,11 +881,11 @@ impl IdentityProvider for Entra {
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
-        let (status, _) = self.call(UPDATE_USER, Method::PATCH, &format!("/users/{}", enc(&user.id)), &[], Some(&json!({ "accountEnabled": false }))).await?;
-        if status == StatusCode::NOT_FOUND {
-            return Err(self.user_gone(user));
-        }
-        Ok(())
+        self.set_enabled(user, false).await
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.set_enabled(user, true).await
     }
 }
 

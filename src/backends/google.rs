@@ -493,6 +493,18 @@ fn origin(activity: &Activity) -> EnrollmentOrigin {
     }
 }
 
+impl Google {
+    async fn set_suspended(&self, user: &UserRef, suspended: bool) -> Result<(), ProviderError> {
+        let (status, _) = self
+            .call(UPDATE_USER, &self.admin_auth, Method::PUT, &self.user_path(user, ""), &[], Some(&json!({ "suspended": suspended })), &[StatusCode::NOT_FOUND])
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl IdentityProvider for Google {
     fn capabilities(&self) -> Capabilities {
@@ -743,13 +755,11 @@ impl IdentityProvider for Google {
     }
 
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
-        let (status, _) = self
-            .call(UPDATE_USER, &self.admin_auth, Method::PUT, &self.user_path(user, ""), &[], Some(&json!({ "suspended": true })), &[StatusCode::NOT_FOUND])
-            .await?;
-        if status == StatusCode::NOT_FOUND {
-            return Err(self.user_gone(user));
-        }
-        Ok(())
+        self.set_suspended(user, true).await
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.set_suspended(user, false).await
     }
 }
 

@@ -31,6 +31,29 @@ impl MailServer {
     }
 }
 
+/// A message's text with quoted-printable soft line breaks joined and `=XX` decoded (the mail
+/// server delivers the body as the sender encoded it).
+pub fn quoted_printable(message: &str) -> String {
+    let joined = message.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One request a webhook receiver caught: its headers (names lower-cased) and body.
 #[derive(Clone, Debug)]
 pub struct Delivery {
