@@ -540,6 +540,12 @@ pub trait IdentityProvider: Send + Sync {
     async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef]) -> Result<(), ProviderError>;
     /// The first factor the user enrolled at or after `cutoff`, if any.
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError>;
+    /// `enrolled_since` for the window watch, which knows where an enrollment came from from the
+    /// stream already: a provider whose `enrolled_since` also reads its log for the origin
+    /// answers from the user's factors alone, sparing the log's smaller budget.
+    async fn holds_factor_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        self.enrolled_since(user, cutoff).await
+    }
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError>;
     /// The user's address on file, where notices go: by default the username when it is a mail
     /// address (Okta logins, Entra and Google principal names, Auth0 and Duo emails).

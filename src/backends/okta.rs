@@ -768,6 +768,13 @@ impl IdentityProvider for Okta {
         Ok(page)
     }
 
+    async fn holds_factor_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        if user.id.is_empty() {
+            return Ok(None);
+        }
+        Ok(first_enrolled_since(self.held(user).await?.into_iter().filter_map(|h| Some((h.kind, h.created?))), cutoff))
+    }
+
     async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         // Suspended, not deactivated: an admin can unsuspend the user with factors and group
         // memberships intact once they have re-enrolled.

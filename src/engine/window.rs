@@ -123,8 +123,9 @@ impl Runner {
                 continue;
             };
             let segment = touched.get_mut(&segment_index).expect("read above");
-            if user_events.iter().any(|e| e.kind == EventKind::FactorEnrolled) && segment.users[i].awaits_re_enrollment() {
-                self.confirm(job, segment, i, &mut tally).await?;
+            let enrolled = user_events.iter().find(|e| e.kind == EventKind::FactorEnrolled).copied();
+            if enrolled.is_some() && segment.users[i].awaits_re_enrollment() {
+                self.confirm(job, segment, i, enrolled, &mut tally).await?;
             }
             self.judge(job, &mut state, segment, i, user_events, &mut tally).await?;
         }
@@ -177,15 +178,19 @@ impl Runner {
     }
 
     /// Confirms with the provider that the user named by an enrollment event holds a factor
-    /// newer than the cutoff (or than the recall's end of their enrollments), and records it.
-    async fn confirm(&self, job: &RecallJob, segment: &mut Segment, i: usize, tally: &mut Tally) -> Result<()> {
+    /// newer than the cutoff (or than the recall's end of their enrollments), and records it;
+    /// where from is the stream's word, where the provider's answer does not say.
+    async fn confirm(&self, job: &RecallJob, segment: &mut Segment, i: usize, seen: Option<&IdentityEvent>, tally: &mut Tally) -> Result<()> {
         let record = &segment.users[i];
         let ended = record.work.as_ref().and_then(|w| w.enrollments_ended_at);
         // After a quarantine only a factor enrolled since counts: the quarantined one is gone.
         let quarantined = record.quarantine.as_ref().map(|q| q.at);
         let since = [ended, quarantined].into_iter().flatten().fold(job.cutoff, |a, b| a.max(b));
-        match self.provider.enrolled_since(&record.user, since).await {
-            Ok(Some(enrollment)) => {
+        match self.provider.holds_factor_since(&record.user, since).await {
+            Ok(Some(mut enrollment)) => {
+                if enrollment.origin.is_none() {
+                    enrollment.origin = seen.map(|e| e.client.to_origin());
+                }
                 let user = record.user.clone();
                 self.audit_enrollment(job, &user, &enrollment)?;
                 self.notify(job, &user, &enrollment).await?;
@@ -495,7 +500,7 @@ impl Runner {
             };
             while at_user < segment.users.len() && left > 0 {
                 if segment.users[at_user].awaits_re_enrollment() {
-                    self.confirm(job, segment, at_user, tally).await?;
+                    self.confirm(job, segment, at_user, None, tally).await?;
                     left -= 1;
                 }
                 at_user += 1;

@@ -112,12 +112,23 @@ impl Geo {
     }
 }
 
+impl ClientInfo {
+    /// Where an enrollment came from, as the audit line and the notice say it.
+    pub fn to_origin(&self) -> crate::backends::EnrollmentOrigin {
+        crate::backends::EnrollmentOrigin { ip: self.ip.map(|ip| ip.to_string()), user_agent: self.user_agent.clone(), geo: self.place(), asn: self.asn }
+    }
+
+    /// Country/region/city, as far as known.
+    fn place(&self) -> Option<String> {
+        self.geo.as_ref().map(|g| [&g.country, &g.region, &g.city].into_iter().flatten().map(String::as_str).collect::<Vec<_>>().join("/")).filter(|g| !g.is_empty())
+    }
+}
+
 impl std::fmt::Display for ClientInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let geo = self.geo.as_ref().map(|g| [&g.country, &g.region, &g.city].into_iter().flatten().map(String::as_str).collect::<Vec<_>>().join("/"));
         let parts: Vec<String> = [
             self.ip.map(|ip| format!("ip {ip}")),
-            geo.filter(|g| !g.is_empty()).map(|g| format!("geo {g}")),
+            self.place().map(|g| format!("geo {g}")),
             self.asn.map(|a| format!("asn {a}")),
             self.proxy.then(|| "proxy".to_string()),
         ]

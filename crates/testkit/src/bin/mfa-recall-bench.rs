@@ -525,6 +525,24 @@ async fn window_run(args: &Args) -> Value {
     let ledger = Arc::new(mfa_recall::ledger::MemoryLedger::default());
     let progress = mfa_recall::engine::SharedProgress::default();
     let runner = Runner { provider, ledger, audit, progress: progress.clone(), stop };
+    // Who will enroll, each from their own address (one address for many would be a burst), one
+    // in ten abroad; each signed in from home before the recall, so the rules have a baseline.
+    let http = reqwest::Client::new();
+    let stride = (args.users / args.enrollments.max(1)).max(1);
+    let enrolling: Vec<(String, String, String)> = (0..args.enrollments.min(args.users))
+        .map(|n| {
+            let home = format!("198.51.{}.{}", 100 + n / 250 % 2, n % 250);
+            let from = if n % 10 == 0 { format!("100.64.{}.{}", n / 250 % 250, n % 250) } else { home.clone() };
+            (idp_sim::username(n * stride), home, from)
+        })
+        .collect();
+    let act = async |name: &str, what: Value, ip: &str| {
+        let reply = http.post(format!("{url}/_sim/users/{}/activity", idp_sim::percent_encode(name))).json(&json!({ "what": what, "ip": ip })).send().await.unwrap();
+        assert!(reply.status().is_success(), "{name}: {}", reply.status());
+    };
+    for (name, home, _) in &enrolling {
+        act(name, json!({ "kind": "signIn" }), home).await;
+    }
     let cutoff = jiff::Timestamp::now();
     let window = mfa_recall::engine::WindowSettings { started: Some(cutoff), ..Default::default() };
     let job = RecallJob {
@@ -544,7 +562,6 @@ async fn window_run(args: &Args) -> Value {
     runner.revoke(&job).await.unwrap();
     let recall_seconds = t0.elapsed().as_secs_f64();
     let pending = progress.lock().unwrap().counts.pending;
-    let http = reqwest::Client::new();
 
     // Per-user polling: every pending user asked once.
     let before = sim_stats(&http, &url).await;
@@ -554,13 +571,8 @@ async fn window_run(args: &Args) -> Value {
 
     // The stream: the first read from the cutoff takes in the recall's own deactivations.
     runner.check_re_enrollment(&job).await.unwrap();
-    let stride = (args.users / args.enrollments.max(1)).max(1);
-    for n in 0..args.enrollments.min(args.users) {
-        let ip = if n % 10 == 0 { "100.64.7.7" } else { "198.51.100.20" };
-        let name = idp_sim::username(n * stride);
-        let activity = json!({ "what": { "kind": "enroll", "factor": "totp" }, "ip": ip });
-        let reply = http.post(format!("{url}/_sim/users/{}/activity", idp_sim::percent_encode(&name))).json(&activity).send().await.unwrap();
-        assert!(reply.status().is_success(), "enrolling {name}: {}", reply.status());
+    for (name, _, from) in &enrolling {
+        act(name, json!({ "kind": "enroll", "factor": "totp" }), from).await;
     }
     let counted_before = progress.lock().unwrap().counts.clone();
     let before = sim_stats(&http, &url).await;
