@@ -2,7 +2,8 @@
 # Benchmarks (issue 5; docs/benchmarks.md): the operator end to end on a real apiserver against a
 # simulated Okta in its own process, at the sizes given (default 10000 100000 1000000), each with
 # the limit (measured before and after each recall; three rounds up to 100 k users) and the
-# baseline script on the same simulator, plus one rate-limited run.
+# baseline script on the same simulator, plus one rate-limited run, and per size what watching
+# the re-enrollment window costs the provider (issue 25).
 # Writes docs/benchmarks/results.json and docs/benchmarks/timeline-<N>.csv (and .png).
 # Usage: hack/bench.sh [USERS...]
 set -euo pipefail
@@ -27,6 +28,11 @@ for n in "${sizes[@]}"; do
   rounds=$(( n > 100000 ? 1 : 3 ))
   echo "bench: $n users, $rounds round(s)" >&2
   target/release/mfa-recall-bench --users "$n" --rounds "$rounds" --work "$work/run-$n" --timeline "docs/benchmarks/timeline-$n.csv" >> "$results"
+done
+# The re-enrollment window: one check by per-user polling against the stream's, per size.
+for n in "${sizes[@]}"; do
+  echo "bench: window, $n pending users" >&2
+  target/release/mfa-recall-bench --window --users "$n" --work "$work/window-$n" >> "$results"
 done
 # Rate-limited: Okta-style per-minute limits per bucket, announced in X-Rate-Limit-* headers.
 echo "bench: rate-limited" >&2

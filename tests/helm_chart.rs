@@ -176,6 +176,22 @@ fn chart_crds_are_the_committed_crds() {
     assert_chart_holds_the_committed("mfarecall.io.yaml");
 }
 
+/// The not-me endpoint is off unless asked for; asked for, it has its own argument, port, Service
+/// and (with the NetworkPolicy) an ingress rule of its own.
+#[test]
+fn the_not_me_endpoint_is_served_only_when_enabled() {
+    let off = render("security", &[]);
+    let args = |docs: &[Value]| strings(&of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(!args(&off).iter().any(|a| a.starts_with("--not-me-addr")));
+    assert_eq!(of_kind(&off, "Service").len(), 1, "only the metrics Service");
+    let on = render("security", &["notMe.enabled=true", "networkPolicy.enabled=true"]);
+    assert!(args(&on).contains(&"--not-me-addr=0.0.0.0:8443".to_string()), "{:?}", args(&on));
+    let services = of_kind(&on, "Service");
+    assert!(services.iter().any(|s| s["spec"]["ports"][0]["targetPort"] == "not-me"), "{services:?}");
+    let policy = of_kind(&on, "NetworkPolicy")[0];
+    assert!(policy["spec"]["ingress"].as_array().unwrap().iter().any(|rule| rule["ports"][0]["port"] == "not-me"), "{policy}");
+}
+
 #[test]
 fn chart_admission_policy_is_the_committed_one() {
     assert_chart_holds_the_committed("identitybackend-secret-access.yaml");
