@@ -1303,10 +1303,16 @@ async fn window_quarantine(kind: &str) {
     let kept = bench.target.act(fine, enroll(HOME)).await.unwrap().expect("a factor id");
     bench.target.act(suspect, enroll(ABROAD)).await.unwrap();
 
+    // The live counts, moved by each check, must equal the counts rebuilt from the ledger (as a
+    // restarted operator rebuilds them).
+    let (_stop, stop_rx) = watch::channel(false);
+    let live = SharedProgress::default();
+    bench.runner(live.clone(), stop_rx.clone()).restore(&job).await.unwrap();
     let check = async |job: &RecallJob| {
-        let (_stop, stop_rx) = watch::channel(false);
-        let progress = SharedProgress::default();
-        bench.runner(progress.clone(), stop_rx).check_re_enrollment(job).await.unwrap_or_else(|e| panic!("{kind}: check failed: {e}"));
+        bench.runner(live.clone(), stop_rx.clone()).check_re_enrollment(job).await.unwrap_or_else(|e| panic!("{kind}: check failed: {e}"));
+        let rebuilt = SharedProgress::default();
+        bench.runner(rebuilt.clone(), stop_rx.clone()).restore(job).await.unwrap();
+        assert_eq!(live.lock().unwrap().counts, rebuilt.lock().unwrap().counts, "{kind}: the live counts drifted from the ledger's");
         let segment = bench.ledger.read(kind, 0).await.unwrap();
         let record = |name: &String| segment.users.iter().find(|r| &r.user.username == name).unwrap().clone();
         (record(suspect), record(fine))

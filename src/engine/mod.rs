@@ -938,9 +938,7 @@ impl Runner {
             let seen: Vec<(usize, std::result::Result<_, ProviderError>)> = futures::stream::iter(waiting)
                 .map(|i| {
                     let user = segment.users[i].user.clone();
-                    // Where the recall ended every enrollment, only one after it is a re-enrollment.
-                    let ended = segment.users[i].work.as_ref().and_then(|w| w.enrollments_ended_at);
-                    let since = ended.map_or(job.cutoff, |at| at.max(job.cutoff));
+                    let since = segment.users[i].re_enrollment_counts_from(job.cutoff);
                     async move { (i, self.provider.enrolled_since(&user, since).await) }
                 })
                 .buffer_unordered(job.concurrency)

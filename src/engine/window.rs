@@ -182,10 +182,7 @@ impl Runner {
     /// where from is the stream's word, where the provider's answer does not say.
     async fn confirm(&self, job: &RecallJob, segment: &mut Segment, i: usize, seen: Option<&IdentityEvent>, tally: &mut Tally) -> Result<()> {
         let record = &segment.users[i];
-        let ended = record.work.as_ref().and_then(|w| w.enrollments_ended_at);
-        // After a quarantine only a factor enrolled since counts: the quarantined one is gone.
-        let quarantined = record.quarantine.as_ref().map(|q| q.at);
-        let since = [ended, quarantined].into_iter().flatten().fold(job.cutoff, |a, b| a.max(b));
+        let since = record.re_enrollment_counts_from(job.cutoff);
         match self.provider.holds_factor_since(&record.user, since).await {
             Ok(Some(mut enrollment)) => {
                 if enrollment.origin.is_none() {
@@ -196,6 +193,7 @@ impl Runner {
                 self.notify(job, &user, &enrollment).await?;
                 segment.users[i].re_enrolled = Some(enrollment);
                 tally.re_enrolled += 1;
+                tally.pending -= 1;
             }
             Ok(None) => {}
             Err(e) => warn_check_failed(job, &e),
@@ -321,10 +319,15 @@ impl Runner {
                 if quarantine.incomplete.is_empty() { String::new() } else { format!("; not done: {}", quarantine.incomplete.join("; ")) }
             ));
         })?;
-        // The enrollment is undone: the user is waiting to enroll again, once cleared.
+        // The enrollment is undone: the user waits to enroll again once cleared, counted as
+        // quarantined meanwhile (not re-enrolled, not pending, as `ledger::add_user` counts).
+        let was_pending = record.awaits_re_enrollment();
+        let was_already = record.already_enrolled();
         if record.re_enrolled.take().is_some() {
             tally.re_enrolled -= 1;
         }
+        tally.pending -= was_pending as i64;
+        tally.already_enrolled -= was_already as i64;
         record.quarantine = Some(quarantine);
         tally.quarantined += 1;
         Ok(())
@@ -353,7 +356,8 @@ impl Runner {
     fn publish(&self, tally: Tally) {
         let mut progress = self.progress.lock().unwrap();
         progress.counts.re_enrolled += tally.re_enrolled;
-        progress.counts.pending -= tally.re_enrolled;
+        progress.counts.pending += tally.pending;
+        progress.counts.already_enrolled += tally.already_enrolled;
         progress.counts.anomalies += tally.flags;
         progress.counts.quarantined += tally.quarantined;
         for name in tally.flagged {
@@ -438,6 +442,8 @@ impl Runner {
                             q.cleared_at = Some(jiff::Timestamp::now());
                         }
                         tally.quarantined -= 1;
+                        // Cleared, they must enroll anew.
+                        tally.pending += 1;
                     }
                     Err(e) => {
                         failed[n] = true;
@@ -546,6 +552,9 @@ struct Tally {
     flags: i64,
     /// Users quarantined, less those cleared.
     quarantined: i64,
+    /// Change in users waiting to re-enroll, and in users counted as already enrolled.
+    pending: i64,
+    already_enrolled: i64,
     /// `<user>: <rule>` of each new flag.
     flagged: Vec<String>,
 }

@@ -138,12 +138,27 @@ impl UserRecord {
     /// An invalidated user who lost at least one factor and is expected to enroll again: not
     /// one who already held a factor from after the cutoff when the recall reached them.
     pub fn awaits_re_enrollment(&self) -> bool {
-        self.state == UserState::Invalidated && self.re_enrolled.is_none() && !self.already_enrolled() && self.lost().next().is_some()
+        if self.state != UserState::Invalidated || self.re_enrolled.is_some() {
+            return false;
+        }
+        match &self.quarantine {
+            // Held: disabled until cleared. Cleared: every factor went, so they must enroll anew.
+            Some(quarantine) => !quarantine.holds(),
+            None => !self.already_enrolled() && self.lost().next().is_some(),
+        }
     }
 
-    /// The user held a factor from after the cutoff when the recall reached them.
+    /// Only a factor enrolled at or after this counts as a re-enrollment: the cutoff, or later
+    /// where the recall ended the user's enrollments, or a quarantine took every factor.
+    pub fn re_enrollment_counts_from(&self, cutoff: jiff::Timestamp) -> jiff::Timestamp {
+        let ended = self.work.as_ref().and_then(|w| w.enrollments_ended_at);
+        [ended, self.quarantine.as_ref().map(|q| q.at)].into_iter().flatten().fold(cutoff, |a, b| a.max(b))
+    }
+
+    /// The user held a factor from after the cutoff when the recall reached them (and no
+    /// quarantine took it since).
     pub fn already_enrolled(&self) -> bool {
-        self.snapshot.as_ref().is_some_and(|s| s.enrolled_since_cutoff.is_some()) || self.work.as_ref().is_some_and(|w| !w.kept_new.is_empty())
+        self.quarantine.is_none() && self.snapshot.as_ref().is_some_and(|s| s.enrolled_since_cutoff.is_some()) || self.work.as_ref().is_some_and(|w| !w.kept_new.is_empty())
     }
 
     /// Each recorded factor kept for want of its age, as `<user>: <kind> <id>`.
