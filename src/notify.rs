@@ -54,22 +54,26 @@ pub struct WebhookSink {
 pub struct NotMeLinks {
     pub base: reqwest::Url,
     pub key: HmacKey,
+    /// The recall's uid: a link stops working with its recall, even if another takes its name.
+    pub recall_uid: String,
 }
 
 impl NotMeLinks {
     /// The link a user follows to say a new factor was not theirs: it names the recall, the
-    /// backend and the user, and carries a MAC over them so nobody can make one for another user.
+    /// backend and the user, and carries a MAC over them and the recall's uid, so nobody can
+    /// make one for another user or another recall.
     pub fn link(&self, recall: &str, backend: &str, user_id: &str) -> String {
         let mut url = self.base.clone();
-        url.query_pairs_mut().append_pair("recall", recall).append_pair("backend", backend).append_pair("user", user_id).append_pair("token", &not_me_token(&self.key, recall, backend, user_id));
+        let token = not_me_token(&self.key, &self.recall_uid, backend, user_id);
+        url.query_pairs_mut().append_pair("recall", recall).append_pair("backend", backend).append_pair("user", user_id).append_pair("token", &token);
         url.to_string()
     }
 }
 
-fn not_me_mac(key: &HmacKey, recall: &str, backend: &str, user_id: &str) -> hmac::Hmac<sha2::Sha256> {
+fn not_me_mac(key: &HmacKey, recall_uid: &str, backend: &str, user_id: &str) -> hmac::Hmac<sha2::Sha256> {
     let mut mac = key.mac();
-    mac.update(b"mfa-recall not-me v1\0");
-    for part in [recall, backend, user_id] {
+    mac.update(b"mfa-recall not-me v2\0");
+    for part in [recall_uid, backend, user_id] {
         mac.update(part.as_bytes());
         mac.update(b"\0");
     }
@@ -77,13 +81,13 @@ fn not_me_mac(key: &HmacKey, recall: &str, backend: &str, user_id: &str) -> hmac
 }
 
 /// The MAC a not-me link carries.
-pub fn not_me_token(key: &HmacKey, recall: &str, backend: &str, user_id: &str) -> String {
-    hex::encode(not_me_mac(key, recall, backend, user_id).finalize().into_bytes())
+pub fn not_me_token(key: &HmacKey, recall_uid: &str, backend: &str, user_id: &str) -> String {
+    hex::encode(not_me_mac(key, recall_uid, backend, user_id).finalize().into_bytes())
 }
 
 /// Whether `token` is the MAC of a not-me link for these (in constant time).
-pub fn not_me_token_holds(key: &HmacKey, recall: &str, backend: &str, user_id: &str, token: &str) -> bool {
-    hex::decode(token).is_ok_and(|given| not_me_mac(key, recall, backend, user_id).verify_slice(&given).is_ok())
+pub fn not_me_token_holds(key: &HmacKey, recall_uid: &str, backend: &str, user_id: &str, token: &str) -> bool {
+    hex::decode(token).is_ok_and(|given| not_me_mac(key, recall_uid, backend, user_id).verify_slice(&given).is_ok())
 }
 
 /// One new factor to tell a user about.
@@ -216,19 +220,23 @@ pub fn webhook_client() -> reqwest::Client {
 mod tests {
     use super::*;
 
+    const WEBHOOK_KNOWN_ANSWER: &str = "3433244d18158475586c9af209af7f3b5e192a93f81b7093cf6f8977373d2ae5";
+
     fn key() -> HmacKey {
         HmacKey::new(b"a key of the notify tests, 32 bytes", "a test key").unwrap()
     }
 
     #[test]
     fn not_me_links_are_for_one_user_only() {
-        let links = NotMeLinks { base: "https://mfa.example.com/v1/not-me".parse().unwrap(), key: key() };
+        let links = NotMeLinks { base: "https://mfa.example.com/v1/not-me".parse().unwrap(), key: key(), recall_uid: "uid-1".into() };
         let link: reqwest::Url = links.link("security/inc-42", "okta", "00u1&x").parse().unwrap();
         let q: std::collections::HashMap<_, _> = link.query_pairs().into_owned().collect();
-        assert_eq!(q["user"], "00u1&x");
-        assert!(not_me_token_holds(&key(), "security/inc-42", "okta", "00u1&x", &q["token"]));
-        assert!(!not_me_token_holds(&key(), "security/inc-42", "okta", "00u2", &q["token"]));
-        assert!(!not_me_token_holds(&key(), "security/inc-42", "okta", "00u1&x", "zz"));
+        assert_eq!((q["recall"].as_str(), q["user"].as_str()), ("security/inc-42", "00u1&x"));
+        assert!(not_me_token_holds(&key(), "uid-1", "okta", "00u1&x", &q["token"]));
+        assert!(!not_me_token_holds(&key(), "uid-1", "okta", "00u2", &q["token"]), "another user");
+        assert!(!not_me_token_holds(&key(), "uid-2", "okta", "00u1&x", &q["token"]), "another recall of the same name");
+        assert!(!not_me_token_holds(&key(), "uid-1", "duo", "00u1&x", &q["token"]), "another backend");
+        assert!(!not_me_token_holds(&key(), "uid-1", "okta", "00u1&x", "zz"));
     }
 
     #[test]
@@ -248,7 +256,9 @@ mod tests {
         for part in ["(totp)", "Ada@Example.com", "2026-12-06T03:00:00Z", "from ip 100.64.7.7", "https://mfa.example.com/v1/not-me?token=t"] {
             assert!(text.contains(part), "{part} missing from {text}");
         }
-        assert_eq!(webhook_signature(&key(), "1", b"{}"), webhook_signature(&key(), "1", b"{}"));
-        assert_ne!(webhook_signature(&key(), "1", b"{}"), webhook_signature(&key(), "2", b"{}"));
+        // Known answer, as any receiver computes it: HMAC-SHA-256(key, "1700000000." + body), here by
+        // python3 -c 'import hmac,hashlib;print(hmac.new(b"a key of the notify tests, 32 bytes",b"1700000000.{}",hashlib.sha256).hexdigest())'
+        assert_eq!(webhook_signature(&key(), "1700000000", b"{}"), WEBHOOK_KNOWN_ANSWER);
+        assert_ne!(webhook_signature(&key(), "1700000001", b"{}"), WEBHOOK_KNOWN_ANSWER);
     }
 }

@@ -191,6 +191,10 @@ async fn a_clearance_names_the_person_who_made_it_and_stays() {
     let rewritten = json!([{ "user": "user0001@example.com", "clearedBy": "alice", "note": "never mind" }]);
     let error = as_alice.patch("incident-42", &PatchParams::default(), &clear(rewritten)).await.unwrap_err().to_string();
     assert!(error.contains("never removed or edited"), "{error}");
+    // A copy of alice's clearance is a second one in her name: mallory may not add it.
+    let copied = json!([by_alice[0].clone(), by_alice[0].clone()]);
+    let error = as_mallory.patch("incident-42", &PatchParams::default(), &clear(copied)).await.unwrap_err().to_string();
+    assert!(error.contains("must name you as clearedBy: mallory"), "{error}");
     let kept = as_alice.get("incident-42").await.unwrap();
     assert_eq!(serde_json::to_value(&kept.spec.clearances).unwrap(), by_alice);
 

@@ -1377,7 +1377,7 @@ async fn window_notices(kind: &str) {
     let notices = mfa_recall::notify::Notices {
         smtp: Some(mfa_recall::notify::SmtpSink { host: host.into(), port: port.parse().unwrap(), security: api::SmtpSecurity::None, from: "Security <security@corp.example>".parse().unwrap(), credentials: None }),
         webhook: Some(mfa_recall::notify::WebhookSink { url: receiver.url.parse().unwrap(), key: key.clone(), http: mfa_recall::notify::webhook_client() }),
-        not_me: Some(mfa_recall::notify::NotMeLinks { base: "https://mfa-recall.corp.example/v1/not-me".parse().unwrap(), key: key.clone() }),
+        not_me: Some(mfa_recall::notify::NotMeLinks { base: "https://mfa-recall.corp.example/v1/not-me".parse().unwrap(), key: key.clone(), recall_uid: "uid-of-the-recall".into() }),
     };
     let cutoff = jiff::Timestamp::now();
     clock_moves_past(cutoff).await;

@@ -496,5 +496,22 @@ async fn a_user_who_says_not_me_is_quarantined() {
     for action in ["user.notMe", "anomaly.flagged", "user.quarantine"] {
         assert_eq!(lines.iter().filter(|l| l["action"] == action).count(), 1, "one {action} line");
     }
+    // The same link again: one report per user, nothing counted twice.
+    let again = post(url.query_pairs().into_owned().collect()).await.unwrap();
+    assert_eq!(again.status(), 200);
+    // A person clears the user while the recall runs: the running operator acts on it.
+    let clearance = json!({ "spec": { "clearances": [{ "user": victim.to_uppercase(), "clearedBy": "alice", "note": "spoke with the user" }] } });
+    recalls.patch("notme", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&clearance)).await.unwrap();
+    let recall = cluster::wait_for(&recalls, "notme", Duration::from_secs(60), |r| r.status.as_ref().is_some_and(|s| s.counts.quarantined == 0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(subject.sim.provider.user(&victim).unwrap().active, "{victim} is enabled again once cleared");
+    let counts = recall.status.unwrap().counts;
+    assert_eq!(counts.anomalies, 1, "one flag for one report: {counts:?}");
+    let lines = audit_lines(&audit_file);
+    let clears: Vec<&serde_json::Value> = lines.iter().filter(|l| l["action"] == "user.clear").collect();
+    assert_eq!(clears.len(), 1, "{clears:?}");
+    assert!(clears[0]["detail"].as_str().unwrap().starts_with("cleared by alice"), "{clears:?}");
+    assert_eq!(lines.iter().filter(|l| l["action"] == "user.notMe").count(), 1, "the second post is no second report");
     assert!(!std::fs::read_to_string(parts.file("notme-operator.log")).unwrap_or_default().contains("mfacanary-webhook-key"), "the webhook key never shows");
 }

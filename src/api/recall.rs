@@ -64,7 +64,7 @@ pub struct MfaRecallSpec {
     pub notifications: Option<Notifications>,
     /// Quarantined users a person has cleared: each is enabled again (to enroll anew) and the clearance audited with who made it. Entries are added, never edited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 10000))]
+    #[schemars(length(max = 1000))]
     pub clearances: Vec<Clearance>,
     /// Pause the recall; it resumes where it stopped when set back to false.
     #[serde(default)]

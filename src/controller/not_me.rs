@@ -5,16 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use kube::{Api, Resource};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use kube::{Api, Resource, ResourceExt};
 
 use super::Context;
-use crate::api::MfaRecall;
+use crate::api::{MfaRecall, RecallPhase};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::ledger::{LedgerStore, ResourceLedger};
 use crate::notify::not_me_token_holds;
@@ -23,21 +24,37 @@ use crate::watch::NotMe;
 pub const PATH: &str = "/v1/not-me";
 /// A form of four short fields; anything longer is not one of ours.
 const MAX_BODY: usize = 4096;
+/// The endpoint faces the internet (behind an ingress): a slow or idle client is cut off, and
+/// only so many are served at once, so it cannot take the operator's sockets.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 256;
 
 /// Serves the endpoint on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving {PATH}");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "not-me endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
             let ctx = ctx.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                     let ctx = ctx.clone();
                     async move { Ok::<_, std::convert::Infallible>(respond(&ctx, request).await) }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let connection = http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(READ_TIMEOUT * 3, connection).await;
             });
         }
     });
@@ -69,10 +86,24 @@ impl Link {
         link
     }
 
-    fn holds(&self, ctx: &Context) -> bool {
-        !self.recall.is_empty() && not_me_token_holds(&ctx.ledger_key, &self.recall, &self.backend, &self.user, &self.token)
+    /// The recall the link is for, if its MAC holds for that recall (its uid: a recall made
+    /// later under the same name is not the one the notice spoke of).
+    async fn recall(&self, ctx: &Context) -> Result<Option<MfaRecall>, String> {
+        let Some((namespace, name)) = self.recall.split_once('/') else { return Ok(None) };
+        let Some(recall) = Api::<MfaRecall>::namespaced(ctx.client.clone(), namespace).get_opt(name).await.map_err(|e| e.to_string())? else { return Ok(None) };
+        let uid = recall.uid().unwrap_or_default();
+        Ok(not_me_token_holds(&ctx.ledger_key, &uid, &self.backend, &self.user, &self.token).then_some(recall))
     }
 }
+
+/// Whether the recall still watches its window: only then does a report lead anywhere.
+fn watching(recall: &MfaRecall) -> bool {
+    let phase = recall.status.as_ref().map(|s| s.phase.clone());
+    !recall.spec.cancel && matches!(phase, Some(RecallPhase::Revoking | RecallPhase::AwaitingReEnrollment))
+}
+
+const NOT_VALID: (&str, &str) = ("This link is not valid", "Open the link exactly as it came in the message, or call your security team.");
+const OVER: (&str, &str) = ("Call your security team", "The security measure this message belonged to is over: tell your security team at once that the new factor was not yours.");
 
 async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
     if request.uri().path() != PATH {
@@ -83,8 +114,11 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
     match method {
         Method::GET => {
             let link = Link::parse(&query);
-            if !link.holds(ctx) {
-                return page(404, "This link is not valid", "Open the link exactly as it came in the message, or call your security team.");
+            match link.recall(ctx).await {
+                Ok(Some(recall)) if watching(&recall) => {}
+                Ok(Some(_)) => return page(410, OVER.0, OVER.1),
+                Ok(None) => return page(404, NOT_VALID.0, NOT_VALID.1),
+                Err(_) => return page(503, "Try again", "This page cannot be shown just now. Try again in a minute, or call your security team."),
             }
             let hidden: String = [("recall", &link.recall), ("backend", &link.backend), ("user", &link.user), ("token", &link.token)]
                 .iter()
@@ -101,11 +135,15 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
                 Err(_) => return page(413, "Too long", "That is not a form of this page."),
             };
             let link = Link::parse(&body);
-            if !link.holds(ctx) {
-                return page(404, "This link is not valid", "Open the link exactly as it came in the message, or call your security team.");
-            }
-            match report(ctx, &link).await {
-                Ok(()) => page(200, "Thank you", "Your account is being locked and its factors removed. Your security team will contact you; you do not need to do anything else."),
+            let recall = match link.recall(ctx).await {
+                Ok(Some(recall)) if watching(&recall) => recall,
+                Ok(Some(_)) => return page(410, OVER.0, OVER.1),
+                Ok(None) => return page(404, NOT_VALID.0, NOT_VALID.1),
+                Err(_) => return page(503, "Not recorded", "Your report could not be recorded just now. Try again in a minute, or call your security team at once."),
+            };
+            match report(ctx, &recall, &link).await {
+                Ok(true) => page(200, "Thank you", "Your account is being locked and its factors removed. Your security team will contact you; you do not need to do anything else."),
+                Ok(false) => page(200, "Already received", "Your report was received before; your security team will contact you."),
                 Err(why) => {
                     tracing::warn!(recall = %link.recall, backend = %link.backend, error = %why, "a not-me report could not be kept");
                     page(503, "Not recorded", "Your report could not be recorded just now. Try again in a minute, or call your security team at once.")
@@ -116,14 +154,14 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
     }
 }
 
-/// Keeps the report in the recall's ledger and the audit trail.
-async fn report(ctx: &Context, link: &Link) -> Result<(), String> {
-    let (namespace, name) = link.recall.split_once('/').ok_or("the link names no recall")?;
-    let recall = Api::<MfaRecall>::namespaced(ctx.client.clone(), namespace).get_opt(name).await.map_err(|e| e.to_string())?.ok_or("the recall no longer exists")?;
+/// Keeps the report in the recall's ledger and the audit trail; false when the user reported before.
+async fn report(ctx: &Context, recall: &MfaRecall, link: &Link) -> Result<bool, String> {
     let owner = recall.controller_owner_ref(&()).ok_or("the recall has no uid")?;
-    let ledger = ResourceLedger::new(ctx.client.clone(), namespace, owner, ctx.ledger_key.clone());
+    let ledger = ResourceLedger::new(ctx.client.clone(), &recall.namespace().unwrap_or_default(), owner, ctx.ledger_key.clone());
     let report = NotMe { backend: link.backend.clone(), user_id: link.user.clone(), at: jiff::Timestamp::now() };
-    ledger.add_report(&report).await.map_err(|e| e.to_string())?;
+    if !ledger.add_report(&report).await.map_err(|e| e.to_string())? {
+        return Ok(false);
+    }
     let event = AuditEvent {
         recall: link.recall.clone(),
         backend: Some(link.backend.clone()),
@@ -133,7 +171,8 @@ async fn report(ctx: &Context, link: &Link) -> Result<(), String> {
         detail: Some("the user said, from the notice of a new factor, that it was not them; the next check quarantines them".into()),
         ..Default::default()
     };
-    ctx.audit.record(event).map_err(|e| e.to_string())
+    ctx.audit.record(event).map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 /// A small page that loads nothing and runs nothing.

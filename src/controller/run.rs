@@ -398,6 +398,20 @@ pub(crate) fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now
     Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval, window })
 }
 
+/// The recall's clearances as the apiserver has them now; None when it cannot be read (the
+/// check goes on with those it had).
+async fn current_clearances(recall: &MfaRecall, ctx: &Context) -> Option<Vec<api::Clearance>> {
+    let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
+    match api.get_opt(&recall.name_any()).await {
+        Ok(Some(current)) => Some(current.spec.clearances),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(recall = %key(recall), error = %e, "the recall's clearances could not be read; checking with those known");
+            None
+        }
+    }
+}
+
 /// The anomaly thresholds and the sweep, from the spec.
 fn window_settings(spec: &MfaRecallSpec, started: jiff::Timestamp) -> Result<WindowSettings> {
     let a = &spec.anomalies;
@@ -464,14 +478,14 @@ async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
         }
     }
     let notices = match &recall.spec.notifications {
-        Some(spec) => Some(Arc::new(notices(spec, &namespace, ctx).await?)),
+        Some(spec) => Some(Arc::new(notices(spec, &namespace, recall.metadata.uid.as_deref(), ctx).await?)),
         None => None,
     };
     Ok(Fetched { backends, ledger, under_way, notices })
 }
 
 /// The recall's notice sinks with their Secrets read, or why they cannot be used.
-async fn notices(spec: &Notifications, namespace: &str, ctx: &Context) -> Result<Notices> {
+async fn notices(spec: &Notifications, namespace: &str, recall_uid: Option<&str>, ctx: &Context) -> Result<Notices> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let read = async |name: &str, keys: &[&str]| -> Result<Vec<String>> {
         let secret = secrets.get_opt(name).await?.ok_or_else(|| Error::Invalid(format!("Secret {namespace}/{name} named in spec.notifications not found: create it")))?;
@@ -518,7 +532,8 @@ async fn notices(spec: &Notifications, namespace: &str, ctx: &Context) -> Result
     }
     if let Some(url) = &spec.not_me_url {
         // Signed with the ledger key: only this operator makes links it will act on.
-        notices.not_me = Some(NotMeLinks { base: checked_url("spec.notifications.notMeUrl", url)?, key: ctx.ledger_key.clone() });
+        let recall_uid = recall_uid.ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
+        notices.not_me = Some(NotMeLinks { base: checked_url("spec.notifications.notMeUrl", url)?, key: ctx.ledger_key.clone(), recall_uid: recall_uid.to_string() });
     }
     Ok(notices)
 }
@@ -656,11 +671,25 @@ async fn work(
     let mut stop_wait = stop.clone();
     loop {
         // Backends are checked side by side: a slow provider must not delay what another has seen.
-        let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).check_re_enrollment(&r.job).await })).await?;
+        // Clearances are added while the recall runs: each check acts on the spec as it is now.
+        let clearances = current_clearances(recall, ctx).await;
+        let ends = futures::future::try_join_all(runs.iter().map(|r| {
+            let (clearances, stop) = (clearances.clone(), stop.clone());
+            async move {
+                let mut job = r.job.clone();
+                if let Some(clearances) = clearances {
+                    job.window.clearances = clearances;
+                }
+                runner(r, ledger, ctx, stop).check_re_enrollment(&job).await
+            }
+        }))
+        .await?;
         if ends.contains(&RunEnd::Stopped) {
             return Ok(());
         }
-        match after_check(live.status(None).counts.pending, deadline, jiff::Timestamp::now(), recall.spec.re_enrollment.on_deadline) {
+        // A quarantined user waits for a person's clearance, then to enroll: the recall is not over.
+        let counts = live.status(None).counts;
+        match after_check(counts.pending + counts.quarantined, deadline, jiff::Timestamp::now(), recall.spec.re_enrollment.on_deadline) {
             AfterCheck::Complete => break,
             AfterCheck::DisableThenComplete => {
                 let ends = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).disable_pending(&r.job).await })).await?;

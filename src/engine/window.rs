@@ -174,6 +174,8 @@ impl Runner {
             }
         }
         self.progress.lock().unwrap().events_skipped += skipped;
+        // Some logs list newest first (Graph, the Reports API): the rules judge in time order.
+        events.sort_by_key(|e| e.at);
         Ok((events, cursor))
     }
 
@@ -218,7 +220,9 @@ impl Runner {
             address,
             factor_kind: enrollment.kind.into(),
             at: enrollment.at,
-            origin: enrollment.origin.as_ref().map(|o| o.to_string()),
+            // Address and place only: a user agent is whatever the client sent, and an attacker's
+            // words have no place in a message from the security team.
+            origin: enrollment.origin.as_ref().map(|o| crate::backends::EnrollmentOrigin { user_agent: None, ..o.clone() }.to_string()),
             not_me_url: notices.not_me.as_ref().map(|links| links.link(&job.recall, &job.backend, &user.id)),
         };
         for (sink, sent) in notices.send(&notice).await {
@@ -453,8 +457,11 @@ impl Runner {
             }
         }
         for (n, (key, clearance)) in waiting.into_iter().enumerate() {
+            // Never kept for later: a clearance made before a quarantine would be one given in advance.
             if !found[n] {
-                tracing::warn!(recall = %job.recall, backend = %job.backend, user = %clearance.user, "a clearance names no quarantined user of this backend");
+                self.audit(job, None, Action::UserClear, Outcome::Skipped, |e| {
+                    e.detail = Some(format!("a clearance by {} names {}, who is not quarantined on this backend: nothing done", clearance.cleared_by, clearance.user));
+                })?;
             }
             if !failed[n] {
                 state.cleared.push(key);

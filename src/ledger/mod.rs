@@ -292,8 +292,9 @@ pub trait LedgerStore: Send + Sync {
     async fn read_reports(&self, _backend: &str) -> Result<Vec<NotMe>> {
         Ok(Vec::new())
     }
-    /// Keeps a not-me report for the recall's next check to act on.
-    async fn add_report(&self, report: &NotMe) -> Result<()> {
+    /// Keeps a not-me report for the recall's next check to act on; false when the user has
+    /// reported already (one report per user and recall).
+    async fn add_report(&self, report: &NotMe) -> Result<bool> {
         Err(crate::Error::Ledger { name: report.backend.clone(), message: "this ledger keeps no reports".into() })
     }
 }
@@ -335,9 +336,13 @@ impl LedgerStore for MemoryLedger {
     async fn read_reports(&self, backend: &str) -> Result<Vec<NotMe>> {
         Ok(self.reports.lock().unwrap().iter().filter(|r| r.backend == backend).cloned().collect())
     }
-    async fn add_report(&self, report: &NotMe) -> Result<()> {
-        self.reports.lock().unwrap().push(report.clone());
-        Ok(())
+    async fn add_report(&self, report: &NotMe) -> Result<bool> {
+        let mut reports = self.reports.lock().unwrap();
+        if reports.iter().any(|r| r.backend == report.backend && r.user_id == report.user_id) {
+            return Ok(false);
+        }
+        reports.push(report.clone());
+        Ok(true)
     }
 }
 

@@ -267,16 +267,21 @@ impl LedgerStore for ResourceLedger {
         Ok(reports.into_iter().filter(|r| r.backend == backend).collect())
     }
 
-    async fn add_report(&self, report: &NotMe) -> Result<()> {
+    async fn add_report(&self, report: &NotMe) -> Result<bool> {
         // The not-me endpoint is this object's only writer, one report at a time.
         static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let _turn = ONE_AT_A_TIME.lock().await;
         let mut reports = self.read_reports(&report.backend).await?;
+        // One report per user: the same link again, or a reload, adds nothing (and the object
+        // grows by recalled users at most).
+        if reports.iter().any(|r| r.user_id == report.user_id) {
+            return Ok(false);
+        }
         reports.push(report.clone());
         let name = format!("{}-reports", self.name(&report.backend, 0));
         let object = self.object(&name, &report.backend, 0, LedgerPart::Reports, encode(&reports)?);
         self.put(&name, &object).await?;
-        Ok(())
+        Ok(true)
     }
 }
 
