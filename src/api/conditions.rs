@@ -60,6 +60,8 @@ reasons! {
     NamesNotFound,
     FactorsOfUnknownAgeKept,
     NewFactorsLostWithRevoked,
+    /// spec.notifications names a Secret that cannot be used: the recall goes on without notices (an event).
+    NoticesUnavailable,
     // An IdentityBackend's Ready.
     Reachable,
     NotReady,

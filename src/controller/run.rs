@@ -478,22 +478,32 @@ async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
         }
     }
     let notices = match &recall.spec.notifications {
-        Some(spec) => Some(Arc::new(notices(spec, &namespace, recall.metadata.uid.as_deref(), ctx).await?)),
+        Some(spec) => match notices(spec, &namespace, recall.metadata.uid.as_deref(), ctx).await? {
+            Ok(notices) => Some(Arc::new(notices)),
+            // A sink's Secret gone or wrong must not stop the recall itself: it goes on, and says so.
+            Err(why) => {
+                ctx.publish(recall, EventType::Warning, Reason::NoticesUnavailable, format!("users will not be told of new factors: {why}")).await;
+                tracing::warn!(recall = %key(recall), error = %why, "notices unavailable");
+                None
+            }
+        },
         None => None,
     };
     Ok(Fetched { backends, ledger, under_way, notices })
 }
 
 /// The recall's notice sinks with their Secrets read, or why they cannot be used.
-async fn notices(spec: &Notifications, namespace: &str, recall_uid: Option<&str>, ctx: &Context) -> Result<Notices> {
+/// Err is a spec to fix (the recall fails with InvalidSpec); Ok(Err) a Secret that cannot be used
+/// (the recall goes on without notices, and says so).
+async fn notices(spec: &Notifications, namespace: &str, recall_uid: Option<&str>, ctx: &Context) -> Result<std::result::Result<Notices, String>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let read = async |name: &str, keys: &[&str]| -> Result<Vec<String>> {
-        let secret = secrets.get_opt(name).await?.ok_or_else(|| Error::Invalid(format!("Secret {namespace}/{name} named in spec.notifications not found: create it")))?;
+    let read = async |name: &str, keys: &[&str]| -> std::result::Result<Vec<String>, String> {
+        let secret = secrets.get_opt(name).await.map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?.ok_or_else(|| format!("Secret {namespace}/{name} named in spec.notifications not found: create it"))?;
         let data = secret.data.unwrap_or_default();
         keys.iter()
             .map(|k| {
-                let value = data.get(*k).ok_or_else(|| Error::Invalid(format!("Secret {namespace}/{name} has no key {k}, which spec.notifications needs")))?;
-                String::from_utf8(value.0.clone()).map(|v| v.trim_end().to_string()).map_err(|_| Error::Invalid(format!("Secret {namespace}/{name}: key {k} is not text")))
+                let value = data.get(*k).ok_or_else(|| format!("Secret {namespace}/{name} has no key {k}, which spec.notifications needs"))?;
+                String::from_utf8(value.0.clone()).map(|v| v.trim_end().to_string()).map_err(|_| format!("Secret {namespace}/{name}: key {k} is not text"))
             })
             .collect()
     };
@@ -516,18 +526,27 @@ async fn notices(spec: &Notifications, namespace: &str, recall_uid: Option<&str>
         }
         let from = smtp.from.parse().map_err(|e| Error::Invalid(format!("spec.notifications.smtp.from {:?} is not a mail address: {e}", smtp.from)))?;
         let credentials = match &smtp.credentials_secret_ref {
-            Some(r) => {
-                let mut pair = read(&r.name, &["username", "password"]).await?.into_iter();
-                Some((pair.next().unwrap_or_default(), pair.next().unwrap_or_default()))
-            }
+            Some(r) => match read(&r.name, &["username", "password"]).await {
+                Ok(pair) => {
+                    let mut pair = pair.into_iter();
+                    Some((pair.next().unwrap_or_default(), pair.next().unwrap_or_default()))
+                }
+                Err(why) => return Ok(Err(why)),
+            },
             None => None,
         };
         notices.smtp = Some(SmtpSink { host, port, security: smtp.security, from, credentials });
     }
     if let Some(webhook) = &spec.webhook {
         let url = checked_url("spec.notifications.webhook.url", &webhook.url)?;
-        let key = read(&webhook.secret_ref.name, &["hmac-key"]).await?.remove(0);
-        let key = HmacKey::new(key.as_bytes(), &format!("key hmac-key of Secret {namespace}/{}", webhook.secret_ref.name)).map_err(|e| Error::Invalid(e.to_string()))?;
+        let key = match read(&webhook.secret_ref.name, &["hmac-key"]).await {
+            Ok(mut keys) => keys.remove(0),
+            Err(why) => return Ok(Err(why)),
+        };
+        let key = match HmacKey::new(key.as_bytes(), &format!("key hmac-key of Secret {namespace}/{}", webhook.secret_ref.name)) {
+            Ok(key) => key,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
         notices.webhook = Some(WebhookSink { url, key, http: crate::notify::webhook_client() });
     }
     if let Some(url) = &spec.not_me_url {
@@ -535,7 +554,7 @@ async fn notices(spec: &Notifications, namespace: &str, recall_uid: Option<&str>
         let recall_uid = recall_uid.ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
         notices.not_me = Some(NotMeLinks { base: checked_url("spec.notifications.notMeUrl", url)?, key: ctx.ledger_key.clone(), recall_uid: recall_uid.to_string() });
     }
-    Ok(notices)
+    Ok(Ok(notices))
 }
 
 /// A recall asking for some of the factor kinds a backend can only revoke together is refused

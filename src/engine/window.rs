@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::{RecallJob, RunEnd, Runner};
 use crate::Result;
 use crate::api::{AnomalyAction, Clearance, FactorKind};
@@ -48,6 +50,8 @@ impl Default for WindowSettings {
 /// holds then counts as older, whatever the provider's clock says.
 const QUARANTINE_CLOCK_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
+/// Notices sent at once, after a check has kept what it found.
+const NOTICES_IN_FLIGHT: usize = 8;
 /// Pages of the stream one check reads at most: a check far behind catches up over the next ones.
 const MAX_PAGES_PER_CHECK: usize = 50;
 /// Pages of one user's own events read for the rules (their baseline and what came just before).
@@ -140,7 +144,14 @@ impl Runner {
         }
         state.events_read += events.len() as u64;
         self.ledger.write_watch(&state).await?;
+        let to_notify = std::mem::take(&mut tally.to_notify);
         self.publish(tally);
+        // Once what the check found is kept: a slow mail server delays nobody's count or flag.
+        futures::stream::iter(to_notify)
+            .map(|(user, enrollment)| async move { self.notify(job, &user, &enrollment).await })
+            .buffer_unordered(NOTICES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(RunEnd::Finished)
     }
 
@@ -192,7 +203,7 @@ impl Runner {
                 }
                 let user = record.user.clone();
                 self.audit_enrollment(job, &user, &enrollment)?;
-                self.notify(job, &user, &enrollment).await?;
+                tally.to_notify.push((user.clone(), enrollment.clone()));
                 segment.users[i].re_enrolled = Some(enrollment);
                 tally.re_enrolled += 1;
                 tally.pending -= 1;
@@ -562,6 +573,8 @@ struct Tally {
     /// Change in users waiting to re-enroll, and in users counted as already enrolled.
     pending: i64,
     already_enrolled: i64,
+    /// Re-enrollments to tell the users of, once the check's findings are kept.
+    to_notify: Vec<(UserRef, crate::backends::Enrollment)>,
     /// `<user>: <rule>` of each new flag.
     flagged: Vec<String>,
 }
