@@ -152,6 +152,7 @@ impl Runner {
             .buffer_unordered(NOTICES_IN_FLIGHT)
             .try_collect::<Vec<()>>()
             .await?;
+        self.audit.sync().await?;
         Ok(RunEnd::Finished)
     }
 
