@@ -12,6 +12,9 @@ export PATH="$CACHE/tools/bin:$PATH"
 if [ "$(cargo-deny --version 2>/dev/null)" != "cargo-deny $VERSION" ]; then
   cargo install --locked cargo-deny --version "$VERSION" --root "$CACHE/tools"
 fi
+# cargo deny reads the metadata of every platform's dependencies: have them all, not only this
+# host's (what a build downloads).
+cargo fetch --locked
 cargo deny --offline check licenses bans sources
 advisories=https://github.com/RustSec/advisory-db
 if timeout 20 git ls-remote --exit-code "$advisories" HEAD >/dev/null 2>&1; then
