@@ -24,8 +24,14 @@ start() {
       echo "mailserver: apt-get install opensmtpd failed (see $dir.apt.log): the notice tests need it" >&2; exit 1; }
   fi
   mkdir -p "$dir/mail"
-  # Delivered as nobody (OpenSMTPD never delivers as root).
+  # Delivered as nobody (OpenSMTPD never delivers as root): nobody must reach the maildirs, through
+  # folders such as mktemp's, which only their owner may enter.
   chmod 0777 "$dir/mail"
+  local up="$dir"
+  while [[ "$up" != "/" ]]; do
+    [[ -O "$up" ]] && chmod o+x "$up"
+    up="$(dirname "$up")"
+  done
   local port; port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   cat > "$dir/smtpd.conf" <<CONF
 table sink { "@" = nobody }

@@ -1282,6 +1282,67 @@ async fn window_watched(kind: &str) {
     assert_eq!(audited, flags, "{kind}: one audit line per flag, none twice");
 }
 
+/// The comparing rules and the provider's own risk verdict: three users enroll from one office
+/// address within minutes (their usual place, so only the burst shows: the third is flagged), two
+/// enroll the same authenticator device (the second is flagged, where the log names devices), and
+/// one enrolls after a sign-in the provider judged risky (where its log says so).
+async fn window_comparing_rules(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    let names = bench.target.window_users();
+    let support = window_support(kind);
+    const OFFICE: &str = "192.0.2.50";
+    let home = |i: usize| format!("198.51.100.{}", 60 + i);
+    for (i, name) in names.iter().enumerate() {
+        let from = if i < 3 { OFFICE.to_string() } else { home(i) };
+        bench.target.act(name, Activity::new(Act::SignIn, &from)).await.unwrap_or_else(|why| panic!("{kind}: {name} signs in: {why}"));
+    }
+    let cutoff = jiff::Timestamp::now();
+    clock_moves_past(cutoff).await;
+    let thresholds = Thresholds { burst_enrollments: 3, ..Thresholds::default() };
+    let window = WindowSettings { started: Some(cutoff), thresholds, baseline: jiff::SignedDuration::from_hours(1), sweep_per_check: 0, ..Default::default() };
+    let job = RecallJob { window, ..bench.job(ScopeSelector::AllUsers, cutoff) };
+    assert_eq!(bench.revoke(&job).await.failed, 0);
+
+    let mut want: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+    for (i, name) in names[..3].iter().enumerate() {
+        bench.target.act(name, Activity::new(Act::Enroll { factor: FactorKind::Totp }, OFFICE)).await.unwrap();
+        want.insert(name.clone(), if i == 2 { vec![Rule::EnrollmentBurst] } else { vec![] });
+    }
+    for (i, name) in names[3..5].iter().enumerate() {
+        // A push device where the log names devices; elsewhere the one kind every target enrolls.
+        let factor = if support.device { FactorKind::Push } else { FactorKind::Totp };
+        let shared = Activity { device: Some("device-held-by-one-attacker".into()), ..Activity::new(Act::Enroll { factor }, &home(3 + i)) };
+        bench.target.act(name, shared).await.unwrap_or_else(|why| panic!("{kind}: {name} enrolls a push device: {why}"));
+        want.insert(name.clone(), if i == 1 && support.device { vec![Rule::SharedDevice] } else { vec![] });
+    }
+    let risky = bench.target.act(&names[5], Activity::new(Act::RiskySignIn, &home(5))).await;
+    assert_eq!(risky.is_ok(), support.risky, "{kind}: a risky sign-in in the log: {risky:?}");
+    bench.target.act(&names[5], Activity::new(Act::Enroll { factor: FactorKind::Totp }, &home(5))).await.unwrap();
+    want.insert(names[5].clone(), if support.risky { vec![Rule::RiskySignIn] } else { vec![] });
+
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(90);
+    let seen = loop {
+        let (_stop, stop_rx) = watch::channel(false);
+        bench.runner(SharedProgress::default(), stop_rx).check_re_enrollment(&job).await.unwrap();
+        let segment = bench.ledger.read(kind, 0).await.unwrap();
+        let seen: BTreeMap<String, Vec<Rule>> = segment
+            .users
+            .iter()
+            .filter(|r| r.re_enrolled.is_some() || !r.flags.is_empty())
+            .map(|r| {
+                let mut rules: Vec<Rule> = r.flags.iter().map(|f| f.rule).collect();
+                rules.sort();
+                (r.user.username.clone(), rules)
+            })
+            .collect();
+        if seen.len() >= want.len() || tokio::time::Instant::now() > give_up {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(seen, want, "{kind}: re-enrolled users and their flags");
+}
+
 /// Quarantine: a user flagged in the window loses every factor (the new one too), their sessions
 /// and the use of their account; a user not flagged keeps the factor enrolled after the cutoff.
 /// A person's clearance enables the account again, audited with their name, once; the user then
@@ -1373,11 +1434,14 @@ async fn window_notices(kind: &str) {
     let mail = support::notices::MailServer::from_env();
     let receiver = support::notices::WebhookReceiver::start().await;
     let key = mfa_recall::keys::HmacKey::new(b"the conformance webhook key, 32+ bytes", "the webhook key").unwrap();
+    // Marks this run's mail: the mail server outlives a run (and retries what an earlier run left
+    // queued), and simulated users' addresses repeat across runs and providers.
+    let run = support::unique(&format!("notices-{kind}"));
     let (host, port) = mail.server.rsplit_once(':').unwrap();
     let notices = mfa_recall::notify::Notices {
         smtp: Some(mfa_recall::notify::SmtpSink { host: host.into(), port: port.parse().unwrap(), security: api::SmtpSecurity::None, from: "Security <security@corp.example>".parse().unwrap(), credentials: None }),
         webhook: Some(mfa_recall::notify::WebhookSink { url: receiver.url.parse().unwrap(), key: key.clone(), http: mfa_recall::notify::webhook_client() }),
-        not_me: Some(mfa_recall::notify::NotMeLinks { base: "https://mfa-recall.corp.example/v1/not-me".parse().unwrap(), key: key.clone(), recall_uid: "uid-of-the-recall".into() }),
+        not_me: Some(mfa_recall::notify::NotMeLinks { base: format!("https://mfa-recall.corp.example/{run}/v1/not-me").parse().unwrap(), key: key.clone(), recall_uid: "uid-of-the-recall".into() }),
     };
     let cutoff = jiff::Timestamp::now();
     clock_moves_past(cutoff).await;
@@ -1386,10 +1450,9 @@ async fn window_notices(kind: &str) {
     let counts = bench.revoke(&job).await;
     assert_eq!((counts.invalidated, counts.failed), (1, 0), "{kind}: {counts:?}");
     let address = bench.provider.address(&bench.provider.find_user(&name).await.unwrap().remove(0)).await.unwrap().expect("an address on file");
-    // The mail server outlives a test run, and simulated users' addresses repeat across runs and
-    // providers: only this provider's mail counts (its not-me link names the backend).
-    let ours = || -> Vec<String> { mail.messages(&address).iter().map(|m| support::notices::quoted_printable(m)).filter(|m| m.contains(&format!("&backend={kind}&"))).collect() };
+    let ours = || -> Vec<String> { mail.messages(&address).iter().map(|m| support::notices::quoted_printable(m)).filter(|m| m.contains(&run)).collect() };
     let earlier = ours().len();
+    assert_eq!(earlier, 0);
     bench.target.act(&name, Activity::new(Act::Enroll { factor: FactorKind::Totp }, ABROAD)).await.unwrap();
 
     let give_up = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -1411,7 +1474,7 @@ async fn window_notices(kind: &str) {
     let factor_kind = body["factorKind"].as_str().expect("a factor kind");
     let message = messages.last().unwrap();
     assert!(message.contains("Subject: A new sign-in factor was added to your account"), "{kind}: {message}");
-    for part in [format!("({factor_kind})"), name.clone(), "https://mfa-recall.corp.example/v1/not-me?recall=".into(), "100.64.7.7".into()] {
+    for part in [format!("({factor_kind})"), name.clone(), format!("https://mfa-recall.corp.example/{run}/v1/not-me?recall="), "100.64.7.7".into()] {
         assert!(message.contains(&part), "{kind}: the mail lacks {part}: {message}");
     }
     assert!(body["address"].as_str().unwrap().eq_ignore_ascii_case(&address) && body["notMeUrl"].as_str().unwrap().contains("token="), "{kind}: {body}");
@@ -1426,41 +1489,45 @@ async fn window_notices(kind: &str) {
 
 /// What a provider's log shows, from its documentation (not from the adapter): geolocation with
 /// coordinates, a proxy verdict, a user's fraud report, an enrollment by an administrator, a
-/// denied push.
+/// denied push, the device an enrollment is on, a sign-in the provider judged risky.
 struct WindowSupport {
     geo: bool,
     proxy: bool,
     fraud: bool,
     by_admin: bool,
     push_denied: bool,
+    device: bool,
+    risky: bool,
 }
 
 fn window_support(kind: &str) -> WindowSupport {
     match kind {
         // System Log: client.geographicalContext.geolocation, securityContext.isProxy,
-        // user.account.report_suspicious_activity_by_enduser, the admin as actor, user.mfa.okta_verify.deny_push.
-        "okta" => WindowSupport { geo: true, proxy: true, fraud: true, by_admin: true, push_denied: true },
+        // user.account.report_suspicious_activity_by_enduser, the admin as actor, user.mfa.okta_verify.deny_push,
+        // the Okta Verify device (device.id), user.risk.detect.
+        "okta" => WindowSupport { geo: true, proxy: true, fraud: true, by_admin: true, push_denied: true, device: true, risky: true },
         // User events carry ipAddress only; the admin API cannot enroll for a user; no push or report.
-        "keycloak" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: false },
+        "keycloak" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: false, device: false, risky: false },
         // Tenant log: location_info.latitude/longitude; no proxy verdict or ASN ("Get a log event
         // by id"); Guardian lets a user reject a push (gd_auth_rejected) but has no fraud report
         // ("Log Event Type Codes"); an administrator creating a method is a sapi entry naming the
         // user in details.request.path.
-        "auth0" => WindowSupport { geo: true, proxy: false, fraud: false, by_admin: true, push_denied: true },
+        "auth0" => WindowSupport { geo: true, proxy: false, fraud: false, by_admin: true, push_denied: true, device: false, risky: true },
         // Authentication log v2: access_device.location is city, state and country without
         // coordinates, and no proxy verdict; result fraud with reason user_marked_fraud; a denied
         // push is result denied; a device an administrator adds is only in the administrator log,
-        // whose object names the phone or token, not the user ("Administrator Logs").
-        "duo" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: false, push_denied: true },
+        // whose object names the phone or token, not the user ("Administrator Logs"); auth_device
+        // names the phone an authentication went to; no risk verdict.
+        "duo" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: false, push_denied: true, device: true, risky: false },
         // Graph: a registration ("User registered security info") carries initiatedBy.user.ipAddress
         // only, no location and no proxy verdict; "Admin registered security info" names the
         // administrator in initiatedBy.user; the sign-in log (P1) has status.errorCode 500121 for
         // MFA denied, its additionalDetails telling a declined push from "Phone App Reported Fraud".
-        "entra" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: true, push_denied: true },
+        "entra" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: true, push_denied: true, device: false, risky: true },
         // Reports API login audit: ipAddress and networkInfo (ASN, region code) without coordinates
         // or a proxy verdict; no event for a user's fraud report; 2sv_enroll is the user's own (an
         // administrator cannot enroll a user); a login_challenge failed by the Google prompt.
-        "google" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: true },
+        "google" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: true, device: false, risky: true },
         other => panic!("no window support listed for {other}"),
     }
 }
@@ -1476,11 +1543,11 @@ macro_rules! cases {
     };
 }
 
-cases!(okta: window_watched, window_quarantine, window_notices, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(entra: window_watched, window_quarantine, window_notices, methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(auth0: window_watched, window_quarantine, window_notices, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(google: window_watched, window_quarantine, window_notices, re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(duo: window_watched, window_quarantine, window_notices, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(okta: window_watched, window_quarantine, window_notices, window_comparing_rules, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(entra: window_watched, window_quarantine, window_notices, window_comparing_rules, methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(auth0: window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(google: window_watched, window_quarantine, window_notices, window_comparing_rules, re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(duo: window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
-cases!(keycloak: window_watched, window_quarantine, window_notices, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(keycloak: window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

@@ -874,7 +874,11 @@ impl IdentityProvider for Entra {
         let mut page = EventPage::default();
         for log in Log::ALL {
             let position = cursor.entry(log.key().to_string()).or_default();
+            let start = page.events.len();
             self.read_log(log, query, position, &mut page).await?;
+            // Graph lists newest first; the watch reads oldest first (several in one second keep
+            // their order so).
+            page.events[start..].reverse();
         }
         page.cursor = Some(serde_json::to_string(&cursor).expect("a map of strings and times"));
         Ok(page)

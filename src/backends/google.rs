@@ -739,6 +739,9 @@ impl IdentityProvider for Google {
                 Err(why) => page.skipped.push(why),
             }
         }
+        // The Reports API lists newest first; the watch reads oldest first (several in one
+        // second keep their order so).
+        page.events.reverse();
         let next = value["nextPageToken"].as_str().map(str::trim).filter(|t| !t.is_empty()).map(String::from);
         page.more = next.is_some();
         if query.user.is_some() {

@@ -96,13 +96,17 @@ impl Runner {
         let mut touched: BTreeMap<u32, Segment> = BTreeMap::new();
         let mut tally = Tally::default();
         self.apply_clearances(job, &mut state, &mut touched, &mut tally).await?;
+        // Users in the order the log first names them (events of one second keep the log's order),
+        // so each enrollment is judged against those before it.
         let mut named: HashMap<&str, Vec<&IdentityEvent>> = HashMap::new();
+        let mut users: Vec<&str> = Vec::new();
         for event in &events {
-            named.entry(event.user_id.as_str()).or_default().push(event);
+            let seen = named.entry(event.user_id.as_str()).or_default();
+            if seen.is_empty() {
+                users.push(event.user_id.as_str());
+            }
+            seen.push(event);
         }
-        // In the order the log has them, so each enrollment is judged against those before it.
-        let mut users: Vec<&str> = named.keys().copied().collect();
-        users.sort_by_key(|u| named[u].first().map(|e| e.at));
         for user_id in users {
             if self.stopping() {
                 return Ok(RunEnd::Stopped);
