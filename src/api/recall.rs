@@ -258,8 +258,10 @@ pub enum AnomalyAction {
 #[x_kube(validation = Rule::new("has(self.smtp) || has(self.webhook)").message("notifications needs smtp or webhook (or both)"))]
 #[serde(rename_all = "camelCase")]
 pub struct Notifications {
+    /// Mail to each user's address on file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpNotifications>,
+    /// A signed JSON POST per notice, for whatever the organisation routes notices through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookNotifications>,
     /// Where the operator's not-me endpoint is reached from users' browsers (https, or http on loopback), for example https://mfa-recall.example.com/v1/not-me. Without it, notices tell users to call the security team.
@@ -306,6 +308,7 @@ pub struct WebhookNotifications {
 /// A Secret in the MfaRecall's namespace; the admission policy crds/mfarecall-requester.yaml lets only someone who may get it name it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct NotificationSecretRef {
+    /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
