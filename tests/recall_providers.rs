@@ -414,8 +414,14 @@ async fn the_window_stream_survives_kills_with_nothing_missed_or_counted_twice()
             operator = Operator::start_with(ns, &audit_file, &log_file, &instance, &[]);
         }
     }
-    // A few more checks after the last enrollment: nothing more may be counted.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Two more checks after the last enrollment (each reads the System Log once): nothing more may be counted.
+    let log_reads = || subject.sim.stats().by_bucket.get("GET logs").copied().unwrap_or(0);
+    let reads_then = log_reads();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    while log_reads() < reads_then + 2 {
+        assert!(tokio::time::Instant::now() < give_up, "no further check within a minute\n{}", operator.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let counts = recalls.get("window").await.unwrap().status.unwrap().counts;
     assert_eq!((counts.re_enrolled, counts.anomalies), (30, 6 * 2), "every enrollment once; six from Lagos, each newNetwork and impossibleTravel: {counts:?}");
     let lines = audit_lines(&audit_file);

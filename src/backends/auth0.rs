@@ -604,7 +604,7 @@ fn identity_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
         kind,
         actor,
         client: ClientInfo {
-            ip: entry["ip"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            ip: ClientInfo::ip_of(entry["ip"].as_str()),
             user_agent: text(&entry["user_agent"]),
             geo: has_place.then_some(place),
             // Auth0's log gives neither an ASN nor a proxy verdict.

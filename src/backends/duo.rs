@@ -677,7 +677,7 @@ fn identity_event(record: &Value) -> Result<Option<IdentityEvent>, String> {
         // The authentication log records what the user did; an administrator's acts are in the administrator log.
         actor: Actor::User,
         client: ClientInfo {
-            ip: device["ip"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            ip: ClientInfo::ip_of(device["ip"].as_str()),
             user_agent: (!agent.is_empty()).then(|| agent.join("; ")),
             geo: has_place.then_some(place),
             asn: None,

@@ -269,7 +269,7 @@ fn audit_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
         user_id,
         kind,
         actor,
-        client: ClientInfo { ip: initiator["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()), ..ClientInfo::default() },
+        client: ClientInfo { ip: ClientInfo::ip_of(initiator["ipAddress"].as_str()), ..ClientInfo::default() },
         factor,
         device: None,
     }))
@@ -297,7 +297,7 @@ fn sign_in_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
         kind,
         actor: Actor::User,
         client: ClientInfo {
-            ip: entry["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            ip: ClientInfo::ip_of(entry["ipAddress"].as_str()),
             user_agent: text(&device["browser"]),
             geo: geo_of(&entry["location"]),
             asn: None,
@@ -326,7 +326,7 @@ fn risk_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
         kind: EventKind::RiskySignIn,
         actor: Actor::User,
         client: ClientInfo {
-            ip: entry["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            ip: ClientInfo::ip_of(entry["ipAddress"].as_str()),
             user_agent: None,
             geo: geo_of(&entry["location"]),
             asn: None,
@@ -681,11 +681,7 @@ impl Entra {
         }
         let entries = value["value"].as_array().map(Vec::as_slice).unwrap_or_default();
         for entry in entries {
-            match log.event(entry) {
-                Ok(Some(event)) => page.events.push(event),
-                Ok(None) => {}
-                Err(why) => page.skipped.push(why),
-            }
+            page.take(log.event(entry));
         }
         match value["@odata.nextLink"].as_str() {
             // A link elsewhere would take the token with it: that page is not read.

@@ -152,7 +152,7 @@ fn login_events(activity: &Value) -> Result<Vec<IdentityEvent>, String> {
             kind,
             actor: Actor::User,
             client: ClientInfo {
-                ip: activity["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+                ip: ClientInfo::ip_of(activity["ipAddress"].as_str()),
                 user_agent: None,
                 geo: has_geo.then_some(geo),
                 asn: network["ipAsn"].as_array().and_then(|a| a.first()).and_then(|a| a.as_u64().or_else(|| a.as_str()?.parse().ok())).and_then(|a| u32::try_from(a).ok()),

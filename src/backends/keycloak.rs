@@ -569,11 +569,7 @@ impl IdentityProvider for Keycloak {
                 next = EventCursor { at_ms: time, ids: Vec::new() };
             }
             next.ids.push(id.to_string());
-            match identity_event(entry) {
-                Ok(Some(event)) => page.events.push(event),
-                Ok(None) => {}
-                Err(why) => page.skipped.push(why),
-            }
+            page.take(identity_event(entry));
         }
         page.cursor = Some(next.to_string());
         Ok(page)
@@ -648,7 +644,7 @@ fn identity_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
         kind,
         // User events are what the user did in their own session.
         actor: Actor::User,
-        client: ClientInfo { ip: entry["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()), ..Default::default() },
+        client: ClientInfo { ip: ClientInfo::ip_of(entry["ipAddress"].as_str()), ..Default::default() },
         factor,
         device: None,
     }))

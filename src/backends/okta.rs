@@ -352,7 +352,7 @@ fn identity_event(entry: &Value) -> Result<Option<IdentityEvent>, String> {
         kind,
         actor,
         client: ClientInfo {
-            ip: client["ipAddress"].as_str().and_then(|ip| ip.trim().parse().ok()),
+            ip: ClientInfo::ip_of(client["ipAddress"].as_str()),
             user_agent: text(&client["userAgent"]["rawUserAgent"]),
             geo: has_place.then_some(place),
             asn: security["asNumber"].as_u64().and_then(|n| u32::try_from(n).ok()),
@@ -756,11 +756,7 @@ impl IdentityProvider for Okta {
         }
         let mut page = EventPage { more: entries.len() >= LOG_PAGE, cursor: next.as_deref().and_then(after_of).or(query.cursor.map(String::from)), ..Default::default() };
         for entry in &entries {
-            match identity_event(entry) {
-                Ok(Some(event)) => page.events.push(event),
-                Ok(None) => {}
-                Err(why) => page.skipped.push(why),
-            }
+            page.take(identity_event(entry));
         }
         if next.is_none() {
             page.more = false;

@@ -187,6 +187,25 @@ pub struct EventPage {
     pub more: bool,
 }
 
+impl EventPage {
+    /// Keeps what reading one log entry gave: the event, nothing (a type not watched), or why
+    /// the entry was skipped.
+    pub fn take(&mut self, read: Result<Option<IdentityEvent>, String>) {
+        match read {
+            Ok(Some(event)) => self.events.push(event),
+            Ok(None) => {}
+            Err(why) => self.skipped.push(why),
+        }
+    }
+}
+
+impl ClientInfo {
+    /// An address as a log writes it; None for a missing or garbage one.
+    pub fn ip_of(text: Option<&str>) -> Option<IpAddr> {
+        text.and_then(|ip| ip.trim().parse().ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
