@@ -602,7 +602,7 @@ fn list_logs(request: &SimRequest, state: &State) -> SimResponse {
         }
         let holds = |(field, value): &(String, String)| match field.as_str() {
             "eventType" => e.event_type == value,
-            "target.id" => (e.factor.is_some() || e.by_admin.is_some()) && state.users[e.user].id == *value || e.factor.as_ref().is_some_and(|(id, _)| id == value),
+            "target.id" => names_user_as_target(e) && state.users[e.user].id == *value || e.factor.as_ref().is_some_and(|(id, _)| id == value),
             _ => e.by_admin.is_none() && state.users[e.user].id == *value,
         };
         let matches = e.published >= since
@@ -827,6 +827,12 @@ fn display_message(event_type: &str) -> &'static str {
     }
 }
 
+/// Whether an entry lists its user among its targets: a factor's or an administrator's act on
+/// them, or a risk detection about them.
+fn names_user_as_target(e: &LogEvent) -> bool {
+    e.factor.is_some() || e.by_admin.is_some() || e.event_type == "user.risk.detect"
+}
+
 /// A System Log entry as Okta returns it.
 fn log_json(state: &State, e: &LogEvent) -> Value {
     let user = &state.users[e.user];
@@ -840,9 +846,10 @@ fn log_json(state: &State, e: &LogEvent) -> Value {
         }
         None => json!({ "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login }),
     };
-    // A person's own sign-in, push answer or report has them as its actor and no target.
+    // A person's own sign-in, push answer or report has them as its actor and no target; a risk
+    // detection names the user as its target ("Identity Threat Protection Event Types", user.risk.detect).
     let mut target = Vec::new();
-    if e.factor.is_some() || e.by_admin.is_some() {
+    if names_user_as_target(e) {
         target.push(json!({ "id": user.id, "type": "User", "alternateId": user.login, "displayName": user.login }));
     }
     if let Some((id, factor_type)) = &e.factor {
