@@ -1315,6 +1315,12 @@ async fn window_comparing_rules(kind: &str) {
         bench.target.act(name, shared).await.unwrap_or_else(|why| panic!("{kind}: {name} enrolls a push device: {why}"));
         want.insert(name.clone(), if i == 1 && support.device { vec![Rule::SharedDevice] } else { vec![] });
     }
+    // The first home user, enrolled, then gives the account a new recovery phone.
+    let weakened = bench.target.act(&names[3], Activity { device: Some("+1 555 0100".into()), ..Activity::new(Act::SecondStepWeakened, &home(3)) }).await;
+    assert_eq!(weakened.is_ok(), support.weakened, "{kind}: a weakened second step in the log: {weakened:?}");
+    if support.weakened {
+        want.insert(names[3].clone(), vec![Rule::SecondStepWeakened]);
+    }
     let risky = bench.target.act(&names[5], Activity::new(Act::RiskySignIn, &home(5))).await;
     assert_eq!(risky.is_ok(), support.risky, "{kind}: a risky sign-in in the log: {risky:?}");
     bench.target.act(&names[5], Activity::new(Act::Enroll { factor: FactorKind::Totp }, &home(5))).await.unwrap();
@@ -1507,6 +1513,8 @@ struct WindowSupport {
     risky: bool,
     /// A bypass (temporary access pass, bypass code) an administrator issued, in the stream.
     bypass: bool,
+    /// The user turning a second step off or changing their recovery phone, in the stream.
+    weakened: bool,
 }
 
 fn window_support(kind: &str) -> WindowSupport {
@@ -1514,29 +1522,31 @@ fn window_support(kind: &str) -> WindowSupport {
         // System Log: client.geographicalContext.geolocation, securityContext.isProxy,
         // user.account.report_suspicious_activity_by_enduser, the admin as actor, user.mfa.okta_verify.deny_push,
         // the Okta Verify device (device.id), user.risk.detect.
-        "okta" => WindowSupport { geo: true, proxy: true, fraud: true, by_admin: true, push_denied: true, device: true, risky: true, bypass: false },
+        "okta" => WindowSupport { geo: true, proxy: true, fraud: true, by_admin: true, push_denied: true, device: true, risky: true, bypass: false, weakened: false },
         // User events carry ipAddress only; the admin API cannot enroll for a user; no push or report.
-        "keycloak" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: false, device: false, risky: false, bypass: false },
+        "keycloak" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: false, device: false, risky: false, bypass: false, weakened: false },
         // Tenant log: location_info.latitude/longitude; no proxy verdict or ASN ("Get a log event
         // by id"); Guardian lets a user reject a push (gd_auth_rejected) but has no fraud report
         // ("Log Event Type Codes"); an administrator creating a method is a sapi entry naming the
         // user in details.request.path.
-        "auth0" => WindowSupport { geo: true, proxy: false, fraud: false, by_admin: true, push_denied: true, device: false, risky: true, bypass: false },
+        "auth0" => WindowSupport { geo: true, proxy: false, fraud: false, by_admin: true, push_denied: true, device: false, risky: true, bypass: false, weakened: false },
         // Authentication log v2: access_device.location is city, state and country without
         // coordinates, and no proxy verdict; result fraud with reason user_marked_fraud; a denied
         // push is result denied; a device an administrator adds is only in the administrator log,
         // whose object names the phone or token, not the user ("Administrator Logs"); auth_device
-        // names the phone an authentication went to; no risk verdict.
-        "duo" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: false, push_denied: true, device: true, risky: false, bypass: false },
+        // names the phone an authentication went to; no risk verdict; bypass_create in the
+        // administrator log names the user's id in its description.
+        "duo" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: false, push_denied: true, device: true, risky: false, bypass: true, weakened: false },
         // Graph: a registration ("User registered security info") carries initiatedBy.user.ipAddress
         // only, no location and no proxy verdict; "Admin registered security info" names the
         // administrator in initiatedBy.user; the sign-in log (P1) has status.errorCode 500121 for
         // MFA denied, its additionalDetails telling a declined push from "Phone App Reported Fraud".
-        "entra" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: true, push_denied: true, device: false, risky: true, bypass: true },
+        "entra" => WindowSupport { geo: false, proxy: false, fraud: true, by_admin: true, push_denied: true, device: false, risky: true, bypass: true, weakened: false },
         // Reports API login audit: ipAddress and networkInfo (ASN, region code) without coordinates
         // or a proxy verdict; no event for a user's fraud report; 2sv_enroll is the user's own (an
-        // administrator cannot enroll a user); a login_challenge failed by the Google prompt.
-        "google" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: true, device: false, risky: true, bypass: false },
+        // administrator cannot enroll a user); a login_challenge failed by the Google prompt;
+        // recovery_phone_edit and 2sv_disable.
+        "google" => WindowSupport { geo: false, proxy: false, fraud: false, by_admin: false, push_denied: true, device: false, risky: true, bypass: false, weakened: true },
         other => panic!("no window support listed for {other}"),
     }
 }

@@ -18,8 +18,9 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::auth::{duo_authorization, duo_canonical_params};
 use super::http::{Op, ProviderHttp, SecretKeys, SecretString};
@@ -56,6 +57,11 @@ const READ_EVENTS: Op = Op::new("read_events", "logs");
 /// What the stream keeps: enrollments and what should make one suspect (successful sign-ins are
 /// read only in a user's own history, where the rules need them).
 const STREAMED: [EventKind; 4] = [EventKind::FactorEnrolled, EventKind::PushDenied, EventKind::FraudReported, EventKind::BypassUsed];
+/// The administrator-log action that issues a user bypass codes (Administrator Logs).
+const BYPASS_CREATED: &str = "bypass_create";
+/// How far past this machine's clock an administrator-log record may be dated and still move the
+/// stream on (a record from further on would skip what is logged until then).
+const CLOCK_SKEW_SECONDS: i64 = 300;
 /// Reasons of a denied authentication that mean a push or call the user denied or let expire.
 const DENIED_PUSH: [&str; 3] = ["user_mistake", "no_response", "anomalous_push"];
 const ADMIN_EVENTS: Op = Op::new("admin_events", "logs");
@@ -689,6 +695,32 @@ fn identity_event(record: &Value) -> Result<Option<IdentityEvent>, String> {
     }))
 }
 
+/// An administrator-log record as an event: bypass codes issued to a user, by the administrator
+/// it names ("API" for the Admin API). `description` is serialized JSON naming the user's id.
+fn admin_event(record: &Value, digest: String) -> Result<Option<IdentityEvent>, String> {
+    if !record["action"].as_str().is_some_and(|a| a.trim().eq_ignore_ascii_case(BYPASS_CREATED)) {
+        return Ok(None);
+    }
+    let at = record["timestamp"].as_i64().and_then(|s| jiff::Timestamp::from_second(s).ok()).ok_or("an administrator-log record without a readable time")?;
+    let description = match &record["description"] {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let user_id = description["user_id"].as_str().map(str::trim).filter(|id| !id.is_empty()).ok_or_else(|| format!("administrator-log {BYPASS_CREATED} at {at}: its description names no user_id"))?;
+    let actor = record["username"].as_str().map(str::trim).filter(|n| !n.is_empty()).map_or(Actor::Unknown, |n| Actor::Other(n.to_string()));
+    Ok(Some(IdentityEvent {
+        id: format!("admin-{digest}"),
+        at,
+        user_id: user_id.to_string(),
+        kind: EventKind::BypassIssued,
+        actor,
+        // The administrator log names no client.
+        client: ClientInfo::default(),
+        factor: Some(FactorKind::RecoveryCodes),
+        device: None,
+    }))
+}
+
 /// A Duo `next_offset` ("timestamp_ms,txid") worth sending back.
 fn usable_offset(cursor: &str) -> Option<(i64, &str)> {
     let (ms, txid) = cursor.split_once(',')?;
@@ -749,7 +781,7 @@ impl IdentityProvider for Duo {
                 "enrollment: no per-user API; a user left without devices enrolls at the next sign-in only if the new-user policy is \"Require enrollment\" (check it: \"Allow access without 2FA\" would let them in with the password alone)".into(),
                 "cutoff: phones and hardware tokens show no creation time; one is deleted only when the account's logs, read two minutes after the user was reached, show neither the user enrolling a device of its kind nor an administrator creating or changing that phone number or token serial since the cutoff; it is kept (counted in keptUnknownAge) when the logs cannot be read or an administrator's record does not say which device it was".into(),
                 "detection: the authentication log shows enrollments about two minutes late, and is read for the whole account at most once a minute (Duo's advice), so a re-enrollment is seen up to about three minutes after it".into(),
-                "events: the window reads the authentication log, about two minutes late; it places addresses by city and country only (no coordinates, ASN or proxy verdict), and a device an administrator adds or a bypass code one issues is only in the administrator log, which names the device rather than the user, so neither is flagged from the window".into(),
+                "events: the window reads the authentication log, about two minutes late, and the administrator log for bypass codes an administrator issues (one more request per check); it places addresses by city and country only (no coordinates, ASN or proxy verdict), and a device an administrator adds is named in the administrator log by its number or serial, not by its user, so it is not flagged from the window".into(),
             ],
         }
     }
@@ -893,8 +925,94 @@ impl IdentityProvider for Duo {
     }
 
     async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        if query.user.is_some() {
+            return self.read_authentication_log(query, query.cursor).await;
+        }
+        // The organisation's stream: the authentication log, and the administrator log for the
+        // bypass codes an administrator issues (which the authentication log shows only in use).
+        let mut cursor = StreamCursor::read(query.cursor);
+        let mut page = self.read_authentication_log(query, cursor.authentication.as_deref()).await?;
+        cursor.authentication = page.cursor.take();
+        let mut admin = cursor.administrator.take().unwrap_or(AdminPosition { second: query.from.as_second(), read: Vec::new() });
+        page.more |= self.read_administrator_log(&mut admin, &mut page).await?;
+        cursor.administrator = Some(admin);
+        page.cursor = Some(serde_json::to_string(&cursor).expect("strings and numbers"));
+        Ok(page)
+    }
+
+    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.set_status(user, "disabled").await
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.set_status(user, "active").await
+    }
+}
+
+/// Where the organisation's stream stands in each of Duo's logs.
+#[derive(Default, Serialize, Deserialize)]
+struct StreamCursor {
+    /// The authentication log's `next_offset` ("timestamp_ms,txid").
+    authentication: Option<String>,
+    administrator: Option<AdminPosition>,
+}
+
+/// The administrator log is dated in seconds and listed from a `mintime` second on, so the
+/// position keeps which records of its second were read.
+#[derive(Serialize, Deserialize)]
+struct AdminPosition {
+    second: i64,
+    /// Digests of the records of `second` already read.
+    read: Vec<String>,
+}
+
+impl StreamCursor {
+    /// A cursor of this form, or an authentication-log offset alone as the stream kept it before
+    /// it read the administrator log.
+    fn read(cursor: Option<&str>) -> StreamCursor {
+        match cursor.map(str::trim) {
+            Some(c) if c.starts_with('{') => serde_json::from_str(c).unwrap_or_default(),
+            Some(c) => StreamCursor { authentication: Some(c.to_string()), administrator: None },
+            None => StreamCursor::default(),
+        }
+    }
+}
+
+impl Duo {
+    /// One page of the administrator log from `position` on, its bypass codes as events; whether
+    /// the page was full (more to read now).
+    async fn read_administrator_log(&self, position: &mut AdminPosition, page: &mut EventPage) -> Result<bool, ProviderError> {
+        let path = "/admin/v1/logs/administrator";
+        let envelope = self.call(ADMIN_EVENTS, Method::GET, path, &[("mintime", position.second.to_string())], &[]).await?;
+        let mut records: Vec<Value> = self.parse(path, envelope.map(|e| e.response).unwrap_or(Value::Array(vec![])))?;
+        let full = records.len() >= ADMIN_LOG_PAGE;
+        let started = position.second;
+        let latest_possible = jiff::Timestamp::now().as_second() + CLOCK_SKEW_SECONDS;
+        records.sort_by_key(|r| r["timestamp"].as_i64());
+        for record in &records {
+            let Some(second) = record["timestamp"].as_i64().filter(|s| (position.second..=latest_possible).contains(s)) else {
+                page.skipped.push(format!("an administrator-log record dated {} (reading from {}): skipped", record["timestamp"], position.second));
+                continue;
+            };
+            let digest = hex::encode(&Sha256::digest(record.to_string().as_bytes())[..12]);
+            if second > position.second {
+                position.second = second;
+                position.read.clear();
+            } else if position.read.contains(&digest) {
+                continue;
+            }
+            position.read.push(digest.clone());
+            page.take(admin_event(record, digest));
+        }
+        if full && position.second == started {
+            return Err(self.http.error(ErrorKind::Rejected, format!("the administrator log cannot be paged on from {started}: more than {ADMIN_LOG_PAGE} records in one second")));
+        }
+        Ok(full)
+    }
+
+    async fn read_authentication_log(&self, query: &EventQuery<'_>, cursor: Option<&str>) -> Result<EventPage, ProviderError> {
         let path = "/admin/v2/logs/authentication";
-        let offset = query.cursor.and_then(usable_offset);
+        let offset = cursor.and_then(usable_offset);
         // Oldest first, on from the last record read; Duo lists a record only after its delay, in
         // time order, so nothing older than that record can still appear.
         let from = offset.map_or(query.from.as_millisecond(), |(ms, _)| ms.max(query.from.as_millisecond()));
@@ -916,8 +1034,8 @@ impl IdentityProvider for Duo {
             let cursor = format!("{},{}", at.as_millisecond(), r["txid"].as_str()?.trim());
             usable_offset(&cursor).is_some().then_some(cursor)
         });
-        let mut page = EventPage { more: next.is_some() && next.as_deref() != query.cursor, ..Default::default() };
-        page.cursor = next.or(last).or(query.cursor.filter(|c| usable_offset(c).is_some()).map(String::from));
+        let mut page = EventPage { more: next.is_some() && next.as_deref() != cursor, ..Default::default() };
+        page.cursor = next.or(last).or(cursor.filter(|c| usable_offset(c).is_some()).map(String::from));
         self.note_enrollments(&records).await;
         for record in &records {
             if offset.is_some_and(|(ms, txid)| record["txid"].as_str().is_some_and(|t| t.trim() == txid) && record["isotimestamp"].as_str().and_then(|t| t.trim().parse::<jiff::Timestamp>().ok()).is_some_and(|at| at.as_millisecond() == ms)) {
@@ -931,14 +1049,6 @@ impl IdentityProvider for Duo {
             }
         }
         Ok(page)
-    }
-
-    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
-        self.set_status(user, "disabled").await
-    }
-
-    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
-        self.set_status(user, "active").await
     }
 }
 
@@ -971,6 +1081,7 @@ pub(crate) fn decode_answers(data: &[u8]) {
 mod tests {
     use super::*;
     use idp_sim::FactorKind as Sim;
+    use serde_json::json;
 
     #[test]
     fn tokens_map_by_type_and_phones_by_activation() {
@@ -1050,6 +1161,31 @@ mod tests {
         // A POST: its JSON body is signed with the request.
         duo.disable_user(&users[2]).await.unwrap();
         assert!(!provider.user(&users[2].username).unwrap().active);
+    }
+
+    #[test]
+    fn a_bypass_an_administrator_creates_names_its_user_and_who_did_it() {
+        let record = |description: Value, username: Value| json!({ "action": "BYPASS_CREATE ", "object": "Jane.Doe@Example.com", "username": username, "timestamp": 1_780_000_000, "description": description });
+        let text = json!({ "bypass": "", "count": 1, "valid_secs": 3600, "user_id": "DUABCDEFGHIJKLMNOPQR" }).to_string();
+        let event = admin_event(&record(Value::String(text), json!("Helpdesk Agent")), "d".into()).unwrap().unwrap();
+        assert_eq!((event.kind, event.user_id.as_str(), event.actor.clone(), event.id.as_str()), (EventKind::BypassIssued, "DUABCDEFGHIJKLMNOPQR", Actor::Other("Helpdesk Agent".into()), "admin-d"));
+        // A description already parsed, and no administrator named.
+        let event = admin_event(&record(json!({ "user_id": "DUABCDEFGHIJKLMNOPQR" }), Value::Null), "d".into()).unwrap().unwrap();
+        assert_eq!(event.actor, Actor::Unknown);
+        // Garbage is skipped with why; other actions are not events.
+        assert!(admin_event(&record(json!("not json"), json!("API")), "d".into()).unwrap_err().contains("names no user_id"));
+        assert!(admin_event(&json!({ "action": "bypass_create", "timestamp": "soon" }), "d".into()).is_err());
+        assert!(admin_event(&json!({ "action": "phone_create", "timestamp": 1 }), "d".into()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_stream_cursor_reads_its_own_form_and_the_older_offset_alone() {
+        let old = StreamCursor::read(Some("1780000000000,txid-1"));
+        assert_eq!((old.authentication.as_deref(), old.administrator.is_none()), (Some("1780000000000,txid-1"), true));
+        let kept = serde_json::to_string(&StreamCursor { authentication: Some("1,a".into()), administrator: Some(AdminPosition { second: 7, read: vec!["x".into()] }) }).unwrap();
+        let back = StreamCursor::read(Some(&kept));
+        assert_eq!((back.authentication.as_deref(), back.administrator.map(|a| (a.second, a.read))), (Some("1,a"), Some((7, vec!["x".to_string()]))));
+        assert!(StreamCursor::read(Some("{damaged")).authentication.is_none());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum Act {
     /// The provider's own risk engine judged a sign-in risky.
     RiskySignIn,
     BypassIssued,
+    /// The user turned their second step off, or (with `device`, the new number) changed the
+    /// phone that recovers the account.
+    SecondStepWeakened,
 }
 
 fn browser() -> String {

@@ -361,6 +361,7 @@ fn activity_type(what: Act) -> Result<&'static str, String> {
         Act::PushDenied => Ok("gd_auth_rejected"),
         Act::FraudReported => Err("Auth0's logs have no entry for a user reporting fraud: Guardian only lets the user reject a push".into()),
         Act::BypassIssued => Err("Auth0 issues no bypass codes (only a regenerated recovery code, which its log shows as an API call)".into()),
+        Act::SecondStepWeakened => Err("Auth0's log shows a removed enrollment as a Management API call, which the window does not read".into()),
     }
 }
 

@@ -126,6 +126,8 @@ struct AdminLog {
     object: String,
     /// Serialized JSON, as the log carries it.
     description: String,
+    /// The administrator's name; "API" for what was done through the Admin API.
+    by: String,
 }
 
 /// One authentication-log record: an enrollment or an authentication.
@@ -464,8 +466,9 @@ impl Duo {
     /// `/admin/v1/logs/administrator`: the earliest 1000 records at or after `mintime` (epoch
     /// seconds, optional), oldest first, as a plain list (Duo Admin API, Administrator Logs: "call
     /// this multiple times with mintime to page through the entire log"). Duo documents no delay
-    /// for this log (only for the authentication log), so none is modelled. `username` is "API"
-    /// and `description` serialized JSON, as the page says of actions taken through the API.
+    /// for this log (only for the authentication log), so none is modelled. `username` is the
+    /// administrator's name ("API" for actions taken through the API) and `description`
+    /// serialized JSON, as the page says.
     fn administrator_logs(&self, request: &SimRequest, state: &State) -> SimResponse {
         let mintime = match request.query("mintime").map(str::parse::<i64>) {
             None => 0,
@@ -479,7 +482,7 @@ impl Duo {
             .take(LOGS_MAX_LIMIT)
             .map(|l| {
                 json!({
-                    "action": l.action, "object": l.object, "username": "API", "description": l.description,
+                    "action": l.action, "object": l.object, "username": l.by, "description": l.description,
                     "timestamp": l.time.as_second(), "isotimestamp": l.time.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
                 })
             })
@@ -717,13 +720,15 @@ impl Provider for Duo {
                 Ok(None)
             }
             Act::RiskySignIn => Err("Duo's authentication log gives no risk verdict on a sign-in".into()),
+            Act::SecondStepWeakened => Err("Duo's authentication log has no entry for a removed device".into()),
             // An administrator's bypass codes are in the administrator log, under the user's name.
             Act::BypassIssued => {
                 let (id, _) = add_factor(&mut state.users[i], i, FactorKind::RecoveryCodes, at).ok_or("no bypass code")?;
                 let user_id = state.users[i].id.clone();
                 let object = state.users[i].username.clone();
                 let description = json!({ "bypass": "", "count": 1, "valid_secs": 3600, "remaining_uses": 1, "user_id": user_id, "bypass_code_ids": [id] }).to_string();
-                state.admin_logs.push(AdminLog { time: at, action: "bypass_create", object, description });
+                let by = activity.by_admin.clone().unwrap_or_else(|| "API".into());
+                state.admin_logs.push(AdminLog { time: at, action: "bypass_create", object, description, by });
                 Ok(Some(id))
             }
         }
@@ -740,8 +745,8 @@ impl Provider for Duo {
         let (id, _) = add_factor(&mut state.users[i], i, kind, now)?;
         let user = &state.users[i];
         let record = match user.phones.iter().find(|p| p.id == id) {
-            Some(phone) => AdminLog { time: now, action: "phone_create", object: logged_number(&phone.number), description: "{}".into() },
-            None => AdminLog { time: now, action: "hardtoken_create", object: logged_token(user.tokens.iter().find(|t| t.id == id)?), description: "{}".into() },
+            Some(phone) => AdminLog { time: now, action: "phone_create", object: logged_number(&phone.number), description: "{}".into(), by: "API".into() },
+            None => AdminLog { time: now, action: "hardtoken_create", object: logged_token(user.tokens.iter().find(|t| t.id == id)?), description: "{}".into(), by: "API".into() },
         };
         state.admin_logs.push(record);
         Some(id)

@@ -674,6 +674,7 @@ impl Provider for Entra {
                 risk(&mut state, "userReportedSuspiciousActivity", "high");
                 Ok(None)
             }
+            Act::SecondStepWeakened => Err("this simulator writes no \"User deleted security info\" entry".into()),
             Act::RiskySignIn => {
                 sign_in(&mut state, 0, "MFA requirement satisfied by claim in the token", "medium");
                 risk(&mut state, "unfamiliarFeatures", "medium");

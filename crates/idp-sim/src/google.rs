@@ -760,6 +760,17 @@ impl Provider for Google {
             }
             Act::FraudReported => Err("Google's login audit has no event for a user reporting a sign-in as not theirs".into()),
             Act::BypassIssued => Err("backup codes an administrator generates are not in the login audit".into()),
+            // A new recovery phone is `recovery_phone_edit` (type recovery_info_change); turning
+            // 2-Step Verification off is `2sv_disable` (type 2sv_change). Neither has parameters.
+            Act::SecondStepWeakened if activity.device.is_some() => {
+                log_event(&mut state, i, at, ip, "recovery_phone_edit", Vec::new());
+                Ok(None)
+            }
+            Act::SecondStepWeakened => {
+                state.users[i].two_sv.take().ok_or("2-Step Verification is already off")?;
+                log_event(&mut state, i, at, ip, "2sv_disable", Vec::new());
+                Ok(None)
+            }
         }
     }
 }
@@ -867,6 +878,21 @@ mod tests {
         assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
         let body: Value = serde_json::from_slice(&reply.body).unwrap();
         (body["items"].as_array().cloned().unwrap_or_default(), body["nextPageToken"].as_str().map(String::from))
+    }
+
+    #[test]
+    fn turning_2sv_off_takes_it_away_and_a_new_recovery_phone_leaves_it() {
+        let (google, token) = simulator_with_token(&[SCOPE_REPORTS]);
+        google.seed(&Seed { users: 1, ..Seed::default() });
+        google.act(&username(0), &Activity::new(Act::Enroll { factor: FactorKind::Push }, "203.0.113.5")).unwrap();
+        google.act(&username(0), &Activity { device: Some("+1 555 0100".into()), ..Activity::new(Act::SecondStepWeakened, "203.0.113.5") }).unwrap();
+        assert!(google.state.lock().unwrap().users[0].two_sv.is_some());
+        google.act(&username(0), &Activity::new(Act::SecondStepWeakened, "203.0.113.5")).unwrap();
+        assert!(google.state.lock().unwrap().users[0].two_sv.is_none());
+        assert!(google.act(&username(0), &Activity::new(Act::SecondStepWeakened, "203.0.113.5")).is_err(), "2SV is already off");
+        let (all, _) = activities(&google, &token, "startTime=2020-01-01T00:00:00Z&eventName=2sv_disable,recovery_phone_edit");
+        let kinds: Vec<(&str, &str)> = all.iter().map(|a| (a["events"][0]["type"].as_str().unwrap(), a["events"][0]["name"].as_str().unwrap())).collect();
+        assert_eq!(kinds, [("2sv_change", "2sv_disable"), ("recovery_info_change", "recovery_phone_edit")]);
     }
 
     #[test]

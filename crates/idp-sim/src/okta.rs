@@ -811,7 +811,7 @@ fn activity_event(what: Act) -> Option<&'static str> {
         Act::PushDenied => "user.mfa.okta_verify.deny_push",
         Act::FraudReported => "user.account.report_suspicious_activity_by_enduser",
         Act::RiskySignIn => "user.risk.detect",
-        Act::BypassIssued => return None,
+        Act::BypassIssued | Act::SecondStepWeakened => return None,
     })
 }
 
@@ -964,7 +964,7 @@ impl Provider for Okta {
     }
 
     fn act(&self, username: &str, activity: &Activity) -> Result<Option<String>, String> {
-        let event_type = activity_event(activity.what).ok_or("Okta's System Log has no entry for a bypass code")?;
+        let event_type = activity_event(activity.what).ok_or("the System Log entries this simulator writes have none for a bypass code or a weakened second step")?;
         let mut state = self.state.lock().unwrap();
         let index = *state.by_login.get(username).ok_or("no such user")?;
         let at = activity.at();
