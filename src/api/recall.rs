@@ -180,12 +180,12 @@ pub struct ReEnrollment {
     /// What happens to users who have not re-enrolled when the grace period ends.
     #[serde(default)]
     pub on_deadline: DeadlineAction,
-    /// How often re-enrollment is checked, as a duration from 10s to 24h (default 30s).
+    /// How often re-enrollment is checked, as a duration from 10s to 24h (default 60s).
     #[serde(default = "default_check_interval")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]{1,9})?h|([0-9]+h)?[0-9]+(\\\\.[0-9]{1,9})?m|([0-9]+h)?([0-9]+m)?[0-9]+(\\\\.[0-9]{1,9})?s)$') && duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("checkInterval must be a duration from 10s to 24h, such as 30s or 5m: hours, minutes, seconds in that order, a fraction only on the last"))]
     pub check_interval: String,
-    /// Where a backend's event log is read as a stream, pending users are also asked about directly, this many per check, going round (default 10; 0 for never): what a log with gaps missed is found by the time the sweep comes round.
+    /// Where a backend's event log is read as a stream, pending users are also asked about directly, this many per check, going round (default 1; 0 for never): what a log with gaps missed is found by the time the sweep comes round.
     #[serde(default = "default_sweep")]
     #[schemars(range(min = 0, max = 100000))]
     pub sweep_per_check: i32,
@@ -366,8 +366,12 @@ fn default_push_denials() -> i32 {
 fn default_ten_minutes() -> String {
     "10m".into()
 }
+/// One user a check: with the default interval, the sweep's two factor-list reads stay within
+/// 1 % of Okta's `/users` limit (docs/benchmarks.md, the re-enrollment window).
+pub const DEFAULT_SWEEP_PER_CHECK: i32 = 1;
+
 fn default_sweep() -> i32 {
-    10
+    DEFAULT_SWEEP_PER_CHECK
 }
 
 /// The action at the re-enrollment deadline.
@@ -389,8 +393,9 @@ fn default_true() -> bool {
 fn default_grace() -> String {
     "72h".into()
 }
+/// A minute: the stream's one log read a check stays within 1 % of Okta's `/logs` limit.
 fn default_check_interval() -> String {
-    "30s".into()
+    "60s".into()
 }
 
 /// Where a recall is.

@@ -39,7 +39,7 @@ impl Default for WindowSettings {
             started: None,
             thresholds: Thresholds::default(),
             baseline: jiff::SignedDuration::from_hours(30 * 24),
-            sweep_per_check: 10,
+            sweep_per_check: crate::api::DEFAULT_SWEEP_PER_CHECK as usize,
             action: AnomalyAction::Flag,
             clearances: Vec::new(),
         }

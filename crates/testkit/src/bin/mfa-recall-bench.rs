@@ -492,15 +492,20 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
 /// Okta's documented per-minute limits of the buckets the watch uses (IDP-NOTES.md): the share of
 /// them a check uses, at the default check interval, is what the window costs the organisation.
 const OKTA_PER_MINUTE: [(&str, f64); 2] = [("logs", 120.0), ("users", 600.0)];
-const CHECK_INTERVAL_SECONDS: f64 = 30.0;
+
+/// `reEnrollment.checkInterval`'s default, in seconds.
+fn check_interval_seconds() -> f64 {
+    let default = mfa_recall::api::ReEnrollment::default().check_interval;
+    mfa_recall::duration::CHECK_INTERVAL.parse(&default).expect("the default check interval is within its bounds").as_secs_f64()
+}
 
 /// What one check costs by bucket: requests, and the share of the bucket's per-minute limit it
-/// uses when checks run every `CHECK_INTERVAL_SECONDS`.
+/// uses when checks run at the default interval.
 fn check_cost(before: &SimStats, after: &SimStats, seconds: f64) -> Value {
     let mut by_bucket = serde_json::Map::new();
     for (bucket, limit) in OKTA_PER_MINUTE {
         let n: u64 = after.by_bucket.iter().filter(|(k, _)| k.ends_with(&format!(" {bucket}"))).map(|(k, v)| v - before.by_bucket.get(k).copied().unwrap_or(0)).sum();
-        let per_minute = n as f64 * 60.0 / CHECK_INTERVAL_SECONDS;
+        let per_minute = n as f64 * 60.0 / check_interval_seconds();
         by_bucket.insert(bucket.into(), json!({ "requests": n, "shareOfLimit": round4(per_minute / limit) }));
     }
     json!({ "requests": after.requests - before.requests, "seconds": round(seconds), "byBucket": by_bucket })
@@ -588,7 +593,7 @@ async fn window_run(args: &Args) -> Value {
     let _ = std::fs::remove_file(trail);
     json!({
         "run": "window", "users": args.users, "pending": pending, "recallSeconds": round(recall_seconds),
-        "checkIntervalSeconds": CHECK_INTERVAL_SECONDS, "enrollments": args.enrollments,
+        "checkIntervalSeconds": check_interval_seconds(), "sweepPerCheck": mfa_recall::api::DEFAULT_SWEEP_PER_CHECK, "enrollments": args.enrollments,
         "perUserPolling": polling,
         "stream": { "afterEnrollments": stream, "steady": steady,
                     "reEnrolledCounted": counted.re_enrolled - counted_before.re_enrolled, "flagged": counted.anomalies - counted_before.anomalies },
