@@ -9,9 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
@@ -84,30 +81,17 @@ impl Health {
 
 /// Serves the endpoints on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: Metrics) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /livez and /readyz");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let (health, metrics) = (health.clone(), metrics.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (status, content_type, body) = match request.uri().path() {
-                        "/metrics" => (200, crate::metrics::CONTENT_TYPE, metrics.render()),
-                        path => health.answer(path),
-                    };
-                    async move {
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", content_type)
-                            .body(Full::new(bytes::Bytes::from(body)))
-                    }
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    });
-    Ok(())
+    super::listener::serve(addr, "/metrics, /livez and /readyz", move |request| {
+        let (status, content_type, body) = match request.uri().path() {
+            "/metrics" => (200, crate::metrics::CONTENT_TYPE, metrics.render()),
+            path => health.answer(path),
+        };
+        let mut response = hyper::Response::new(Full::new(bytes::Bytes::from(body)));
+        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+        async move { response }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod backend;
 mod fixtures;
 pub mod health;
 pub mod leader;
+mod listener;
 mod not_me;
 mod recall;
 pub(crate) mod run;

@@ -5,13 +5,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use kube::{Api, Resource, ResourceExt};
 
 use super::Context;
@@ -24,41 +20,14 @@ use crate::watch::NotMe;
 pub const PATH: &str = "/v1/not-me";
 /// A form of four short fields; anything longer is not one of ours.
 const MAX_BODY: usize = 4096;
-/// The endpoint faces the internet (behind an ingress): a slow or idle client is cut off, and
-/// only so many are served at once, so it cannot take the operator's sockets.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_CONNECTIONS: usize = 256;
-
-/// Serves the endpoint on `addr` until the process ends.
+/// Serves the endpoint on `addr` until the process ends; it faces the internet (behind an
+/// ingress), which the listener's timeouts and connection cap are for.
 pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving {PATH}");
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(error = %e, "not-me endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&ctx, request).await) }
-                });
-                let connection = http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(READ_TIMEOUT * 3, connection).await;
-            });
-        }
-    });
-    Ok(())
+    super::listener::serve(addr, PATH, move |request| {
+        let ctx = ctx.clone();
+        async move { respond(&ctx, request).await }
+    })
+    .await
 }
 
 /// The fields of a not-me link, from its query or the form that repeats them.
