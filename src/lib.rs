@@ -16,6 +16,7 @@ pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod notify;
+pub mod report;
 pub mod telemetry;
 pub mod watch;
 

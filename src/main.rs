@@ -85,6 +85,28 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Print every user a recall targeted and what became of them (invalidated, excluded and by
+    /// which rule, failed and why, re-enrolled, flagged, quarantined), from its signed ledger,
+    /// one segment at a time; then, on standard error, whether the rows add up to the counts in
+    /// the recall's status.
+    Report {
+        /// The MfaRecall's name.
+        recall: String,
+        #[arg(long, short)]
+        namespace: String,
+        /// The operator's ledger key (the `key` of its ledger Secret): a ledger object that does
+        /// not verify under it stops the report.
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: mfa_recall::report::Format,
+        /// Write the rows here rather than to standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Only this backend.
+        #[arg(long)]
+        backend: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +181,15 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(1)
             }
         },
+        Command::Report { recall, namespace, key_file, format, output, backend } => match report(&recall, &namespace, &key_file, format, output.as_deref(), backend.as_deref()).await {
+            Ok(agree) => {
+                if agree { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) }
+            }
+            Err(e) => {
+                eprintln!("{namespace}/{recall}: {e}");
+                std::process::ExitCode::from(1)
+            }
+        },
         Command::Operator { namespace, audit_file, audit_file_persistent, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, not_me_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
@@ -203,4 +234,42 @@ async fn import_configmaps(recall: &str, namespace: &str, key_file: &std::path::
         lines.push("  no ledger ConfigMaps found: nothing imported".into());
     }
     Ok(lines)
+}
+
+/// Writes the report of a recall; false when a recall that is over has counts in its status that
+/// its ledger does not add up to (while it runs, status lags the ledger and that is only said).
+async fn report(recall: &str, namespace: &str, key_file: &std::path::Path, format: mfa_recall::report::Format, output: Option<&std::path::Path>, only: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
+    use mfa_recall::api::RecallPhase;
+    use mfa_recall::report::{ReportWriter, differences, report_backend};
+    let key = mfa_recall::keys::HmacKey::from_file(key_file, mfa_recall::ledger::KEY_NAME)?;
+    let client = kube::Client::try_default().await.map_err(|e| format!("no Kubernetes connection ({e}): set KUBECONFIG"))?;
+    let object = kube::Api::<mfa_recall::api::MfaRecall>::namespaced(client.clone(), namespace).get(recall).await?;
+    let owner = kube::Resource::controller_owner_ref(&object, &()).ok_or("the recall has no uid")?;
+    let ledger = mfa_recall::ledger::ResourceLedger::new(client, namespace, owner, key);
+    let backends: Vec<&String> = object.spec.backends.iter().filter(|b| only.is_none_or(|o| o == b.as_str())).collect();
+    if backends.is_empty() {
+        return Err(format!("the recall has no backend {}; it has {}", only.unwrap_or_default(), object.spec.backends.join(", ")).into());
+    }
+    let sink: Box<dyn std::io::Write> = match output {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = ReportWriter::new(format, std::io::BufWriter::new(sink));
+    out.header()?;
+    let status = object.status.unwrap_or_default();
+    let over = matches!(status.phase, RecallPhase::Completed | RecallPhase::Cancelled | RecallPhase::Failed);
+    let mut agree = true;
+    for backend in backends {
+        let counts = report_backend(&ledger, backend, &mut out).await?;
+        let shown = status.backends.iter().find(|b| &b.name == backend).map(|b| b.counts.clone()).unwrap_or_default();
+        let differ = differences(&counts, &shown);
+        if differ.is_empty() {
+            eprintln!("{backend}: {} users; the rows add up to the counts in status", counts.targeted);
+        } else {
+            eprintln!("{backend}: {} users; the rows differ from status{}: {}", counts.targeted, if over { "" } else { " (the recall is still running: status follows its ledger)" }, differ.join("; "));
+            agree &= !over;
+        }
+    }
+    out.finish()?;
+    Ok(agree)
 }

@@ -133,6 +133,34 @@ async fn one_recall_over_five_providers_survives_a_kill_with_exact_counts() {
     let twice: Vec<_> = revoked.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "revoked twice: {twice:?}");
     assert!(matches!(audit::verify(&audit_file, &audit::ChainKey::default(), None).unwrap(), Verification::Intact { .. }));
+
+    // The report, from the signed ledger: one row per targeted user, adding up to status.
+    let report_file = parts.file("multi-report.csv");
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+        .args(["report", "vendor-breach", "--namespace", ns, "--format", "csv", "--output"])
+        .arg(&report_file)
+        .arg("--key-file")
+        .arg(support::ledger_key_file(audit_file.parent().unwrap()))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&report.stderr);
+    assert!(report.status.success(), "report: {said}");
+    for (name, _) in &subjects {
+        assert!(said.contains(&format!("{name}: {USERS} users; the rows add up to the counts in status")), "{name}: {said}");
+    }
+    let mut rows = csv::Reader::from_path(&report_file).unwrap();
+    let mut by_backend: HashMap<String, (u32, u32)> = HashMap::new();
+    for row in rows.records().map(Result::unwrap) {
+        let entry = by_backend.entry(row[0].to_string()).or_default();
+        entry.0 += 1;
+        if &row[3] == "excluded" {
+            entry.1 += 1;
+            assert!(!row[4].is_empty(), "an exclusion names its rule: {row:?}");
+        }
+    }
+    for (name, _) in &subjects {
+        assert_eq!(by_backend.get(name), Some(&(USERS as u32, excluded_per_backend as u32)), "{name}: rows and exclusions");
+    }
 }
 
 /// After each SIGKILL the resumed recall works again only on the users that were in flight: a
