@@ -27,6 +27,9 @@ pub const LOG_DELAY: Bounds = Bounds { field: "logDelay", min: "0s", max: "24h",
 /// How far before the cutoff a user's usual places are read from.
 pub const BASELINE: Bounds = Bounds { field: "anomalies.baseline", min: "1h", max: "8760h", example: "720h" };
 
+/// How long an MfaBypass works once issued (the operator's --max-bypass-lifetime may cap it lower).
+pub const BYPASS_LIFETIME: Bounds = Bounds { field: "lifetime", min: "1m", max: "24h", example: "30m or 1h30m" };
+
 /// The windows of the burst and push-fatigue rules.
 pub const BURST_WITHIN: Bounds = Bounds { field: "anomalies.burstWithin", min: "1m", max: "24h", example: "10m" };
 pub const PUSH_WITHIN: Bounds = Bounds { field: "anomalies.pushWithin", min: "1m", max: "24h", example: "10m" };

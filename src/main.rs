@@ -53,6 +53,9 @@ enum Command {
         /// Recalls reconciled at once.
         #[arg(long, default_value_t = 4)]
         concurrency: u16,
+        /// The longest an MfaBypass may work once issued, such as 8h or 90m (at most 24h).
+        #[arg(long, default_value = "8h", value_parser = |text: &str| mfa_recall::duration::BYPASS_LIFETIME.parse(text))]
+        max_bypass_lifetime: std::time::Duration,
         /// Serve /metrics, /livez and /readyz on this address, for example 0.0.0.0:8080.
         #[arg(long, env = "MFA_RECALL_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
@@ -190,7 +193,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(1)
             }
         },
-        Command::Operator { namespace, audit_file, audit_file_persistent, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, not_me_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
+        Command::Operator { namespace, audit_file, audit_file_persistent, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, max_bypass_lifetime, metrics_addr, not_me_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -204,7 +207,7 @@ async fn main() -> std::process::ExitCode {
                 namespace: lease_namespace,
                 duration: std::time::Duration::from_secs(lease_seconds.max(3)),
             });
-            let settings = Settings { namespace, audit_file, audit_file_persistent, audit_stdout: !no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, metrics_addr, not_me_addr, leader_election };
+            let settings = Settings { namespace, audit_file, audit_file_persistent, audit_stdout: !no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, max_bypass_lifetime, metrics_addr, not_me_addr, leader_election };
             match controller::run(client, settings).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

@@ -150,13 +150,19 @@ impl Notices {
 
 impl SmtpSink {
     async fn send(&self, notice: &Notice) -> Result<(), String> {
-        let to: Mailbox = notice.address.parse().map_err(|e| format!("the address on file {:?} is not one mail can go to: {e}", notice.address))?;
+        self.send_text(&notice.address, &notice.subject(), notice.text()).await
+    }
+
+    /// One plain-text mail to `address`. The error never holds the body, which may carry a
+    /// user's one-time code.
+    pub async fn send_text(&self, address: &str, subject: &str, body: String) -> Result<(), String> {
+        let to: Mailbox = address.parse().map_err(|e| format!("the address on file {address:?} is not one mail can go to: {e}"))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(notice.subject())
+            .subject(subject)
             .header(ContentType::TEXT_PLAIN)
-            .body(notice.text())
+            .body(body)
             .map_err(|e| format!("building the message: {e}"))?;
         let builder = match self.security {
             SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&self.host).map_err(|e| format!("SMTP over TLS to {}: {e}", self.host))?,

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
-use mfa_recall::api::IdentityBackend;
+use mfa_recall::api::{IdentityBackend, MfaBypass};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::Parts;
@@ -197,6 +197,97 @@ async fn a_clearance_names_the_person_who_made_it_and_stays() {
     assert!(error.contains("must name you as clearedBy: mallory"), "{error}");
     let kept = as_alice.get("incident-42").await.unwrap();
     assert_eq!(serde_json::to_value(&kept.spec.clearances).unwrap(), by_alice);
+
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+}
+
+const DUAL_CONTROL: &str = include_str!("../crds/mfabypass-dual-control.yaml");
+
+/// The bypass policy in crds/mfabypass-dual-control.yaml and the MfaBypass CRD's own rules, on the
+/// real apiserver with two users bound to different roles: a bypass is requested in one's own
+/// name, approved only by someone else in theirs, and what records who did what never changes.
+#[tokio::test]
+async fn a_bypass_is_requested_by_one_person_and_approved_by_another() {
+    let admin = Parts::from_env().client().await;
+    let apply = PatchParams::apply("mfa-recall-tests").force();
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(DUAL_CONTROL).map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()).collect();
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(docs[1].clone()).unwrap();
+    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).patch(policy.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&policy)).await.unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).patch(binding.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&binding)).await.unwrap();
+
+    let namespace = support::unique("bypasses");
+    testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
+    // alice is on the helpdesk (she may request, and patch to revoke); bob is a security lead (he
+    // may approve). alice's patch would reach approvedBy too: the policy keeps her from approving her own.
+    let roles = Api::<Role>::namespaced(admin.clone(), &namespace);
+    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &namespace);
+    for (name, verbs, users) in [("bypass-requester", json!(["get", "create", "patch"]), &["alice"][..]), ("bypass-approver", json!(["get", "update", "patch"]), &["bob"][..])] {
+        let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name },
+                           "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfabypasses"], "verbs": verbs }] });
+        roles.patch(name, &apply, &Patch::Apply(role)).await.unwrap();
+        let subjects: Vec<Value> = users.iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
+        let role_binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
+                                   "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects });
+        bindings.patch(name, &apply, &Patch::Apply(role_binding)).await.unwrap();
+    }
+    let bypass = |name: &str, requested_by: &str| -> MfaBypass {
+        serde_json::from_value(json!({
+            "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaBypass", "metadata": { "name": name },
+            "spec": { "recall": "incident-42", "backend": "entra", "user": "Megan.Bowen@contoso.example", "lifetime": "30m",
+                      "reason": "verified on a video call, ticket 4711", "requestedBy": requested_by }
+        }))
+        .unwrap()
+    };
+    let as_alice = Api::<MfaBypass>::namespaced(acting_as("alice").await, &namespace);
+    let as_bob = Api::<MfaBypass>::namespaced(acting_as("bob").await, &namespace);
+
+    // The apiserver takes up a new policy within a second or so: alice asks in bob's name until refused.
+    let mut refused = None;
+    for attempt in 0..150 {
+        match as_alice.create(&PostParams::default(), &bypass(&format!("probe-{attempt}"), "bob")).await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a request in someone else's name is refused once the policy is active");
+    assert!(refused.contains("requestedBy must be your own Kubernetes user name, alice"), "the refusal says what to write: {refused}");
+    // Nobody creates one already approved, not even in the other's name.
+    let mut pre_approved = bypass("pre-approved", "alice");
+    pre_approved.spec.approved_by = Some("bob".into());
+    let error = as_alice.create(&PostParams::default(), &pre_approved).await.unwrap_err().to_string();
+    assert!(error.contains("created without approvedBy"), "{error}");
+
+    as_alice.create(&PostParams::default(), &bypass("megan", "alice")).await.expect("alice asks in her own name");
+    let approve = |by: &str| Patch::Merge(json!({ "spec": { "approvedBy": by } }));
+    // Self-approval is refused, whatever name she writes.
+    let error = as_alice.patch("megan", &PatchParams::default(), &approve("alice")).await.unwrap_err().to_string();
+    assert!(error.contains("you requested this bypass, so you cannot approve it"), "{error}");
+    let error = as_alice.patch("megan", &PatchParams::default(), &approve("bob")).await.unwrap_err().to_string();
+    assert!(error.contains("approvedBy must be your own Kubernetes user name, alice"), "{error}");
+    assert_eq!(as_bob.get("megan").await.unwrap().spec.approved_by, None, "nothing was approved");
+    // bob approves in his own name; the approval then stays as made.
+    as_bob.patch("megan", &PatchParams::default(), &approve("bob")).await.expect("a second person approves");
+    let error = as_bob.patch("megan", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "approvedBy": null } }))).await.unwrap_err().to_string();
+    assert!(error.contains("approvedBy is set once and never changed"), "{error}");
+    let error = as_bob.patch("megan", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "lifetime": "24h" } }))).await.unwrap_err().to_string();
+    assert!(error.contains("fixed once a bypass is requested"), "{error}");
+
+    // Revoking names who revoked, and sticks.
+    let revoke = |by: &str| Patch::Merge(json!({ "spec": { "revoked": true, "revokedBy": by } }));
+    let error = as_alice.patch("megan", &PatchParams::default(), &revoke("bob")).await.unwrap_err().to_string();
+    assert!(error.contains("revokedBy must be your own Kubernetes user name, alice"), "{error}");
+    let error = as_alice.patch("megan", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "revoked": true } }))).await.unwrap_err().to_string();
+    assert!(error.contains("set revoked: true and revokedBy"), "{error}");
+    as_alice.patch("megan", &PatchParams::default(), &revoke("alice")).await.expect("either may revoke in their own name");
+    let error = as_bob.patch("megan", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "revoked": false, "revokedBy": null } }))).await.unwrap_err().to_string();
+    assert!(error.contains("a revoked bypass stays revoked"), "{error}");
+    let kept = as_bob.get("megan").await.unwrap().spec;
+    assert_eq!((kept.requested_by.as_str(), kept.approved_by.as_deref(), kept.revoked, kept.revoked_by.as_deref()), ("alice", Some("bob"), true, Some("alice")));
 
     Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
     Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();

@@ -57,6 +57,10 @@ trait Target: Send + Sync {
     async fn act(&self, username: &str, activity: Activity) -> Result<Option<String>, String>;
     /// Six users who can sign in with a password alone and then enroll: the window's cast.
     fn window_users(&self) -> Vec<String>;
+    /// The real Keycloak's realm, for cases about Keycloak alone.
+    fn as_keycloak(&self) -> &KeycloakTarget {
+        panic!("{} is not Keycloak", self.kind())
+    }
 }
 
 /// Where simulated users enroll from (TEST-NET-3).
@@ -229,6 +233,9 @@ impl Target for KeycloakTarget {
     }
     fn groups_nest(&self) -> bool {
         true
+    }
+    fn as_keycloak(&self) -> &KeycloakTarget {
+        self
     }
     fn backend(&self, limits: BackendLimits) -> IdentityBackend {
         let spec = serde_json::from_value(json!({
@@ -1500,6 +1507,110 @@ async fn window_notices(kind: &str) {
     assert!(sent.iter().any(|d| d.starts_with("smtp:")) && sent.iter().any(|d| d.starts_with("webhook:")), "{kind}: {sent:?}");
 }
 
+/// A temporary bypass from the provider's own mechanism, as an approved MfaBypass issues it: good
+/// for the lifetime asked and once where the provider allows, gone at the provider once withdrawn,
+/// every request in the provider's published description. A provider without one says so in its
+/// capabilities, and issuing fails without touching anything.
+async fn bypass_issued_used_and_withdrawn(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    bench.sim().record_requests();
+    let name = bench.target.window_users()[0].clone();
+    let user = bench.provider.find_user(&name).await.unwrap().remove(0);
+    let capabilities = bench.provider.capabilities();
+    let Some(support) = capabilities.bypass.clone() else {
+        assert!(matches!(kind, "okta" | "auth0"), "{kind}: documents a bypass, but the adapter offers none");
+        assert!(capabilities.limitations.iter().any(|l| l.starts_with("bypass:")), "{kind}: says why there is none: {:?}", capabilities.limitations);
+        let before = bench.target.user(&name).await;
+        let error = bench.provider.issue_bypass(&user, Duration::from_secs(1800)).await.err().expect("no bypass to issue");
+        assert_eq!(error.kind(), ErrorKind::Config, "{kind}: {error}");
+        assert_eq!(bench.target.user(&name).await, before, "{kind}: nothing changed");
+        return;
+    };
+    assert!(!support.sent_by_provider, "{kind}: the simulators' providers return the code");
+    let lifetime = Duration::from_secs(30 * 60);
+    let before = jiff::Timestamp::now();
+    let issued = bench.provider.issue_bypass(&user, lifetime).await.unwrap_or_else(|e| panic!("{kind}: issue: {e}"));
+    let code = issued.secret.as_ref().expect("the code, shown once").expose().to_string();
+    let expected = before + jiff::SignedDuration::from_mins(30);
+    assert!(issued.expires_at.duration_since(expected).abs() < jiff::SignedDuration::from_secs(60), "{kind}: good for the lifetime asked: {} vs {expected}", issued.expires_at);
+    let provider = &bench.sim().provider;
+    provider.sign_in_with_bypass(&name, &code).unwrap_or_else(|e| panic!("{kind}: the user signs in with it: {e}"));
+    assert!(provider.sign_in_with_bypass(&name, &code).is_err(), "{kind}: good once");
+    assert!(provider.sign_in_with_bypass(&bench.target.username(2), &code).is_err(), "{kind}: good for its user only");
+
+    // Issued again (a retry after a crash, say): only the new one works, and once withdrawn, none.
+    let again = bench.provider.issue_bypass(&user, lifetime).await.unwrap();
+    let second = again.secret.as_ref().unwrap().expose().to_string();
+    bench.provider.revoke_bypass(&user, before, again.reference.as_deref()).await.unwrap_or_else(|e| panic!("{kind}: withdraw: {e}"));
+    let refused = provider.sign_in_with_bypass(&name, &second).err().unwrap_or_else(|| panic!("{kind}: a withdrawn bypass still lets the user in"));
+    assert!(!refused.is_empty());
+    bench.provider.revoke_bypass(&user, before, again.reference.as_deref()).await.unwrap_or_else(|e| panic!("{kind}: withdrawing twice: {e}"));
+    // What the user holds is as before: a bypass is not a factor they enrolled.
+    assert!(bench.provider.holds_factor_since(&user, before).await.unwrap().is_none(), "{kind}: a bypass counted as a re-enrollment");
+
+    // A lifetime the provider refuses is refused, and nothing is left behind.
+    if kind == "entra" {
+        let error = bench.provider.issue_bypass(&user, Duration::from_secs(5 * 60)).await.err().expect("Graph takes 10 minutes or more");
+        assert!(error.message().contains("lifetimeInMinutes"), "{kind}: {error}");
+    }
+    // One that ends by itself is refused after its end (Duo takes seconds; the others' shortest
+    // lifetimes are minutes, and the operator withdraws theirs at the end).
+    if kind == "duo" {
+        let short = bench.provider.issue_bypass(&user, Duration::from_secs(2)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let refused = provider.sign_in_with_bypass(&name, short.secret.as_ref().unwrap().expose()).err().expect("an expired code is refused");
+        assert!(refused.contains("expired"), "{kind}: {refused}");
+    }
+    let recorded = bench.sim().recorded_requests();
+    let description = Description::load(kind);
+    let undocumented: Vec<String> = recorded.iter().filter_map(|r| description.refuses(r)).collect();
+    assert!(undocumented.is_empty(), "{kind}: requests the published description does not define:\n{}", undocumented.join("\n"));
+}
+
+/// Keycloak's bypass is its execute-actions email: Keycloak itself mails the user's address on
+/// file (the realm's SMTP server, here the real one the parts started) a link that lets them set
+/// up the factors they lost, good for the lifetime asked. The operator never holds the link, and
+/// Keycloak has no call to withdraw it, which its capabilities say.
+async fn bypass_mailed_by_keycloak(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    let KeycloakTarget { admin, realm, url } = &*bench.target.as_keycloak();
+    let mail = support::notices::MailServer::from_env();
+    let (host, port) = mail.server.rsplit_once(':').unwrap();
+    let from = format!("{}@keycloak.corp.example", support::unique("bypass"));
+    let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}"), Some(json!({ "smtpServer": { "host": host, "port": port, "from": from } }))).await.unwrap();
+    assert!(status < 300, "configuring the realm's mail server: {status} {body}");
+    let name = bench.target.window_users()[0].clone();
+    let user = bench.provider.find_user(&name).await.unwrap().remove(0);
+    let address = bench.provider.address(&user).await.unwrap().expect("an address on file");
+    let support = bench.provider.capabilities().bypass.expect("Keycloak's execute-actions email");
+    assert!(support.sent_by_provider && !support.withdrawable, "{support:?}");
+
+    let lifetime = Duration::from_secs(20 * 60);
+    let issued = bench.provider.issue_bypass(&user, lifetime).await.unwrap_or_else(|e| panic!("keycloak: issue: {e}"));
+    assert!(issued.secret.is_none(), "the operator never holds Keycloak's link");
+    let ours = || -> Vec<String> { mail.messages(&address).into_iter().map(|m| support::notices::quoted_printable(&m)).filter(|m| m.contains(&from)).collect() };
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ours().is_empty() {
+        assert!(tokio::time::Instant::now() < give_up, "keycloak: no mail to {address} from {from}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let message = ours().remove(0);
+    let link = message.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '<' || c == '>')).find(|w| w.starts_with(url.as_str()) && w.contains("action-token?key=")).unwrap_or_else(|| panic!("keycloak: no action link in {message}")).replace("&amp;", "&");
+    // The link's token lives as long as asked.
+    let token = link.split("key=").nth(1).unwrap().split('&').next().unwrap();
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+    assert_eq!(exp - iat, lifetime.as_secs() as i64, "keycloak: {claims}");
+    assert!(jiff::Timestamp::from_second(exp).unwrap().duration_since(issued.expires_at).abs() < jiff::SignedDuration::from_secs(60), "keycloak: expires when said");
+    let page = reqwest::Client::builder().cookie_store(true).build().unwrap().get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "keycloak: the link opens");
+    let text = page.text().await.unwrap();
+    assert!(!text.to_lowercase().contains("expired"), "keycloak: the link works: {text}");
+    let error = bench.provider.revoke_bypass(&user, jiff::Timestamp::now(), None).await.err().expect("no call withdraws the link");
+    assert_eq!(error.kind(), ErrorKind::Config);
+}
+
 /// What a provider's log shows, from its documentation (not from the adapter): geolocation with
 /// coordinates, a proxy verdict, a user's fraud report, an enrollment by an administrator, a
 /// denied push, the device an enrollment is on, a sign-in the provider judged risky.
@@ -1562,11 +1673,11 @@ macro_rules! cases {
     };
 }
 
-cases!(okta: window_watched, window_quarantine, window_notices, window_comparing_rules, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(entra: window_watched, window_quarantine, window_notices, window_comparing_rules, methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(auth0: window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(google: window_watched, window_quarantine, window_notices, window_comparing_rules, re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(duo: window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(okta: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(entra: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(auth0: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(google: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(duo: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
-cases!(keycloak: window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(keycloak: bypass_mailed_by_keycloak, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

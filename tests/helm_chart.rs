@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use support::Operator;
 
 const RELEASE: &str = "mfa-recall-operator";
-const CRDS: [&str; 3] = ["identitybackends.mfarecall.io", "mfarecalls.mfarecall.io", "recallledgersegments.mfarecall.io"];
+const CRDS: [&str; 4] = ["identitybackends.mfarecall.io", "mfarecalls.mfarecall.io", "mfabypasses.mfarecall.io", "recallledgersegments.mfarecall.io"];
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mfa-recall-operator")
@@ -96,6 +96,8 @@ fn allowed_verbs() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static s
         (("mfarecall.io", "mfarecalls"), &own[..]),
         (("mfarecall.io", "identitybackends/status"), &status[..]),
         (("mfarecall.io", "mfarecalls/status"), &status[..]),
+        (("mfarecall.io", "mfabypasses"), &["get", "list", "watch"][..]),
+        (("mfarecall.io", "mfabypasses/status"), &status[..]),
         (("mfarecall.io", "mfarecalls/finalizers"), &["update"][..]),
         (("mfarecall.io", "recallledgersegments"), &["get", "list", "create", "patch"][..]),
         (("events.k8s.io", "events"), &["create", "patch"][..]),
@@ -196,6 +198,7 @@ fn the_not_me_endpoint_is_served_only_when_enabled() {
 fn chart_admission_policy_is_the_committed_one() {
     assert_chart_holds_the_committed("identitybackend-secret-access.yaml");
     assert_chart_holds_the_committed("mfarecall-requester.yaml");
+    assert_chart_holds_the_committed("mfabypass-dual-control.yaml");
 }
 
 #[test]
@@ -481,7 +484,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         crds.patch(crd, &PatchParams::default(), &Patch::Merge(&adopt)).await.unwrap();
     }
     // So are the admission policies, where `kubectl apply -f crds/` put them.
-    for policy in ["identitybackends.mfarecall.io-secret-access", "mfarecalls.mfarecall.io-requester"] {
+    for policy in ["identitybackends.mfarecall.io-secret-access", "mfarecalls.mfarecall.io-requester", "mfabypasses.mfarecall.io-dual-control"] {
         let adopted = Api::<ValidatingAdmissionPolicy>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;
         assert!(adopted.is_ok() || matches!(&adopted, Err(kube::Error::Api(s)) if s.code == 404), "{adopted:?}");
         let adopted = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;
@@ -527,6 +530,8 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         ("patch", "mfarecall.io", "mfarecalls/status", None),
         ("patch", "mfarecall.io", "identitybackends/status", None),
         ("update", "mfarecall.io", "mfarecalls/finalizers", None),
+        ("watch", "mfarecall.io", "mfabypasses", None),
+        ("patch", "mfarecall.io", "mfabypasses/status", None),
         ("create", "events.k8s.io", "events", None),
         ("patch", "events.k8s.io", "events", None),
         ("get", "", "secrets", Some("corp-okta-credentials")),
@@ -552,6 +557,9 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         (ns, "create", "mfarecall.io", "mfarecalls", None),
         (ns, "delete", "mfarecall.io", "mfarecalls", None),
         (ns, "create", "mfarecall.io", "identitybackends", None),
+        // Bypasses are requested and approved by people; the operator never writes their spec.
+        (ns, "create", "mfarecall.io", "mfabypasses", None),
+        (ns, "patch", "mfarecall.io", "mfabypasses", None),
         (ns, "get", "", "pods", None),
         (ns, "create", "", "pods", None),
         (ns, "delete", "mfarecall.io", "recallledgersegments", None),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use kube::Api;
-use mfa_recall::api::{BackendLimits, FactorKind, IdentityBackend, MfaRecall, RecallCounts, RecallPhase};
+use mfa_recall::api::{BackendLimits, BypassPhase, FactorKind, IdentityBackend, MfaBypass, MfaRecall, RecallCounts, RecallPhase};
 use mfa_recall::audit::{self, Verification};
 use idp_sim::{Census, GroupSeed, Seed, username};
 use testkit::cluster;
@@ -548,4 +548,121 @@ async fn a_user_who_says_not_me_is_quarantined() {
     assert!(clears[0]["detail"].as_str().unwrap().starts_with("cleared by alice"), "{clears:?}");
     assert_eq!(lines.iter().filter(|l| l["action"] == "user.notMe").count(), 1, "the second post is no second report");
     assert!(!std::fs::read_to_string(parts.file("notme-operator.log")).unwrap_or_default().contains("mfacanary-webhook-key"), "the webhook key never shows");
+}
+
+/// An MfaBypass on the real apiserver with the operator running: nothing is issued until a second
+/// person approves; then the provider's own code (Duo's bypass code, one use) reaches the user's
+/// address on file through the real mail server, works once, and is gone at the provider once
+/// revoked or expired. Every step is in the audit trail; no code is in status, events, the
+/// operator's log or the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bypass_is_issued_once_approved_mailed_and_withdrawn() {
+    let (parts, client, ns, _) = support::scenario("bypass").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("duo").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 12, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    cluster::create_backend(&client, ns, "corp-duo", subject.backend_spec("corp-duo-credentials", limits), &subject.secret).await.unwrap();
+    let mail = support::notices::MailServer::from_env();
+    let audit_file = parts.file("bypass-audit.jsonl");
+    let log_file = parts.file("bypass-operator.log");
+    let operator = Operator::start_with(ns, &audit_file, &log_file, &format!("op-{ns}"), &[]);
+    let sender = format!("{}@corp.example", support::unique("security"));
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "inc-7"},
+        "spec": {"reason": "INC-7", "backends": ["corp-duo"], "scope": {"users": [username(3), username(5)]},
+                 "reEnrollment": {"checkInterval": "10s", "sweepPerCheck": 0},
+                 "notifications": {"smtp": {"server": mail.server, "from": format!("Security <{sender}>"), "security": "None"}}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    cluster::wait_for(&recalls, "inc-7", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+
+    let bypasses: Api<MfaBypass> = Api::namespaced(client.clone(), ns);
+    let request = |name: &str, user: &str, lifetime: &str| -> MfaBypass {
+        serde_json::from_value(json!({
+            "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaBypass", "metadata": { "name": name },
+            "spec": { "recall": "inc-7", "backend": "corp-duo", "user": user.to_uppercase(), "lifetime": lifetime, "reason": "verified on a video call", "requestedBy": "alice" }
+        }))
+        .unwrap()
+    };
+    let phase_of = |b: &MfaBypass| b.status.as_ref().map(|s| s.phase);
+    let approve = |by: &str| kube::api::Patch::Merge(json!({ "spec": { "approvedBy": by } }));
+    let patch = kube::api::PatchParams::default();
+    let victim = username(3);
+    let ours = || -> Vec<String> { mail.messages(&victim).into_iter().map(|m| support::notices::quoted_printable(&m)).filter(|m| m.contains(&sender)).collect() };
+    // The mail server accepts a message, then delivers it to the mailbox.
+    let mail_count = async |n: usize| -> Vec<String> {
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        while ours().len() < n {
+            assert!(tokio::time::Instant::now() < give_up, "mail {n} never reached {victim}'s mailbox");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ours()
+    };
+    let code_in = |message: &str| message.lines().map(str::trim).find(|l| l.len() == 9 && l.bytes().all(|b| b.is_ascii_digit())).unwrap_or_else(|| panic!("no code in {message}")).to_string();
+
+    // Requested: nothing is issued until someone approves.
+    bypasses.create(&kube::api::PostParams::default(), &request("first", &victim, "30m")).await.unwrap();
+    cluster::wait_for(&bypasses, "first", Duration::from_secs(30), |b| phase_of(b) == Some(BypassPhase::AwaitingApproval)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(ours().is_empty(), "nothing is sent before approval");
+    bypasses.patch("first", &patch, &approve("bob")).await.unwrap();
+    let first = cluster::wait_for(&bypasses, "first", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Active)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let status = first.status.clone().unwrap();
+    assert_eq!(status.mechanism.as_deref(), Some("Duo bypass code, usable once"));
+    assert_eq!(status.delivered_to.as_deref(), Some("u***@example.com"));
+    let expires = status.expires_at.unwrap();
+    assert!(expires.duration_since(status.issued_at.unwrap() + jiff::SignedDuration::from_mins(30)).abs() < jiff::SignedDuration::from_secs(5), "{status:?}");
+    let messages = mail_count(1).await;
+    assert_eq!(messages.len(), 1, "one mail: {messages:?}");
+    let code = code_in(&messages[0]);
+    subject.sim.provider.sign_in_with_bypass(&victim, &code).expect("the user signs in with the code");
+    assert!(subject.sim.provider.sign_in_with_bypass(&victim, &code).is_err(), "good once");
+
+    // A second one, then revoked: gone at the provider.
+    bypasses.create(&kube::api::PostParams::default(), &request("second", &victim, "30m")).await.unwrap();
+    bypasses.patch("second", &patch, &approve("bob")).await.unwrap();
+    cluster::wait_for(&bypasses, "second", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Active)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let second = code_in(&mail_count(2).await[1]);
+    bypasses.patch("second", &patch, &kube::api::Patch::Merge(json!({ "spec": { "revoked": true, "revokedBy": "alice" } }))).await.unwrap();
+    let revoked = cluster::wait_for(&bypasses, "second", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Revoked)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(revoked.status.unwrap().message.contains("revoked by alice; withdrawn at the provider"));
+    assert!(subject.sim.provider.sign_in_with_bypass(&victim, &second).is_err(), "a revoked code is gone at the provider");
+
+    // A third, left to expire: withdrawn at its end, and refused after.
+    bypasses.create(&kube::api::PostParams::default(), &request("third", &victim, "1m")).await.unwrap();
+    bypasses.patch("third", &patch, &approve("bob")).await.unwrap();
+    cluster::wait_for(&bypasses, "third", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Active)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let third = code_in(&mail_count(3).await[2]);
+    cluster::wait_for(&bypasses, "third", Duration::from_secs(120), |b| phase_of(b) == Some(BypassPhase::Expired)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(subject.sim.provider.sign_in_with_bypass(&victim, &third).is_err(), "an expired code is refused");
+
+    // A user the recall did not reach gets none, and the status says why.
+    let stranger_before = subject.sim.provider.user(&username(8)).unwrap();
+    bypasses.create(&kube::api::PostParams::default(), &request("stranger", &username(8), "30m")).await.unwrap();
+    bypasses.patch("stranger", &patch, &approve("bob")).await.unwrap();
+    let refused = cluster::wait_for(&bypasses, "stranger", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Failed)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(refused.status.unwrap().message.contains("is not among the users MfaRecall inc-7 reached"), "says why");
+    assert_eq!(subject.sim.provider.user(&username(8)).unwrap(), stranger_before, "nothing issued to a stranger");
+
+    // Each step in the trail; no code anywhere but the user's mailbox.
+    let lines = audit_lines(&audit_file);
+    let steps: Vec<String> = lines.iter().filter(|l| l["detail"].as_str().is_some_and(|d| d.starts_with("MfaBypass first:"))).map(|l| l["action"].as_str().unwrap().to_string()).collect();
+    assert_eq!(steps, ["bypass.request", "bypass.approve", "bypass.issue", "bypass.deliver"], "{steps:?}");
+    assert!(lines.iter().any(|l| l["action"] == "bypass.revoke" && l["detail"].as_str().unwrap().contains("second")));
+    assert!(lines.iter().any(|l| l["action"] == "bypass.expire" && l["detail"].as_str().unwrap().contains("third")));
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap();
+    let seen = [
+        serde_json::to_string(&bypasses.list(&Default::default()).await.unwrap()).unwrap(),
+        serde_json::to_string(&events).unwrap(),
+        std::fs::read_to_string(&audit_file).unwrap(),
+        std::fs::read_to_string(&log_file).unwrap_or_default(),
+    ];
+    for code in [&code, &second, &third] {
+        for (what, text) in ["status", "events", "audit trail", "operator log"].iter().zip(&seen) {
+            assert!(!text.contains(code.as_str()), "a bypass code is in the {what}");
+        }
+    }
 }

@@ -54,6 +54,8 @@ reasons! {
     RunError,
     /// Waiting in line for a turn to revoke.
     Queued,
+    /// An MfaBypass moved to another phase (an event).
+    BypassChanged,
     // An MfaRecall's Degraded.
     NoFailures,
     UsersFailed,

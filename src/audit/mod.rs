@@ -77,6 +77,22 @@ pub enum Action {
     /// A person cleared a quarantined user, who is enabled again.
     #[serde(rename = "user.clear")]
     UserClear,
+    /// An MfaBypass's steps: asked for, approved by a second person, issued by the provider,
+    /// delivered to the user, withdrawn at its end or on request, or given up.
+    #[serde(rename = "bypass.request")]
+    BypassRequest,
+    #[serde(rename = "bypass.approve")]
+    BypassApprove,
+    #[serde(rename = "bypass.issue")]
+    BypassIssue,
+    #[serde(rename = "bypass.deliver")]
+    BypassDeliver,
+    #[serde(rename = "bypass.expire")]
+    BypassExpire,
+    #[serde(rename = "bypass.revoke")]
+    BypassRevoke,
+    #[serde(rename = "bypass.fail")]
+    BypassFail,
     /// A name in the scope that matched nobody.
     #[serde(rename = "scope.unresolved")]
     ScopeUnresolved,

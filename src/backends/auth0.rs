@@ -626,6 +626,7 @@ const ORIGIN_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(120)
 
 /// Said of every tenant: how long the log that feeds the window is there, and what it shows.
 const EVENTS_KEPT: &str = "events: Auth0 keeps its log for the plan's retention only (a day on the free plan, up to 30 days on Enterprise) and indexes it with some delay; a window not checked within the retention loses events, and a user's earlier events are read by search, which reaches 1,000 entries";
+const NO_BYPASS: &str = "bypass: the only code Auth0 lets an administrator issue is a regenerated recovery code, which works only for a user still enrolled in MFA, and a recalled user is not";
 const EVENTS_SHOW: &str = "events: Auth0's log gives no ASN, no proxy verdict and no user fraud report, so anonymising proxies and reported fraud are not flagged from it";
 
 /// Said of every tenant: a recall's groups are Auth0 roles.
@@ -645,7 +646,7 @@ impl Auth0 {
 #[async_trait]
 impl IdentityProvider for Auth0 {
     fn capabilities(&self) -> Capabilities {
-        let mut limitations = vec![ROLES_ARE_FLAT.to_string(), EVENTS_KEPT.to_string(), EVENTS_SHOW.to_string()];
+        let mut limitations = vec![ROLES_ARE_FLAT.to_string(), EVENTS_KEPT.to_string(), EVENTS_SHOW.to_string(), NO_BYPASS.to_string()];
         limitations.extend(self.limitations.lock().unwrap().iter().cloned());
         Capabilities {
             list_factors: true,
@@ -666,6 +667,7 @@ impl IdentityProvider for Auth0 {
             // Methods show `created_at`; the logs are not needed to tell a method's age.
             log_delay: None,
             inseparable: Vec::new(),
+            bypass: None,
             limitations,
         }
     }
@@ -1102,7 +1104,7 @@ mod tests {
     }
 
     /// What every tenant's capabilities say before anything is learnt from it.
-    const ALWAYS_SAID: [&str; 3] = [ROLES_ARE_FLAT, EVENTS_KEPT, EVENTS_SHOW];
+    const ALWAYS_SAID: [&str; 4] = [ROLES_ARE_FLAT, EVENTS_KEPT, EVENTS_SHOW, NO_BYPASS];
 
     /// A recall of every user and kind on this tenant, as the engine gets it.
     fn recall_job(cutoff: jiff::Timestamp) -> crate::engine::RecallJob {

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::auth::{duo_authorization, duo_canonical_params};
 use super::http::{Op, ProviderHttp, SecretKeys, SecretString};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage,
+    Age, BypassSupport, Capabilities, IssuedBypass, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage,
     UserRef, UserSnapshot, enc, selected, split,
 };
 use crate::api::{DuoProvider, FactorKind};
@@ -52,6 +52,7 @@ const LIST_MEMBERS: Op = Op::new("list_members", "admin");
 const LIST_FACTORS: Op = Op::new("list_factors", "admin");
 const DELETE_FACTOR: Op = Op::new("delete_factor", "admin");
 const UPDATE_USER: Op = Op::new("update_user", "admin");
+const ISSUE_BYPASS: Op = Op::new("issue_bypass", "admin");
 const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "logs");
 const READ_EVENTS: Op = Op::new("read_events", "logs");
 /// What the stream keeps: enrollments and what should make one suspect (successful sign-ins are
@@ -774,6 +775,12 @@ impl IdentityProvider for Duo {
                 kinds: &[FactorKind::Push, FactorKind::Sms],
                 why: "a Duo phone carries Duo Push, SMS and voice passcodes together, and deleting it ends all of them",
             }],
+            bypass: Some(BypassSupport {
+                mechanism: "Duo bypass code, usable once",
+                lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(365 * 24 * 3600),
+                sent_by_provider: false,
+                withdrawable: true,
+            }),
             limitations: vec![
                 "groups: Duo groups do not nest; a group's members are its direct members".into(),
                 "sessions: Duo has no API to end sessions; end them in the applications Duo protects".into(),
@@ -946,6 +953,35 @@ impl IdentityProvider for Duo {
 
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_status(user, "active").await
+    }
+
+    async fn issue_bypass(&self, user: &UserRef, lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
+        // One code, one use, expiring by itself; generating replaces the user's other codes
+        // (Duo's default without preserve_existing), ours from a try cut short among them. A
+        // valid_secs of 0 would never expire.
+        if lifetime.as_secs() == 0 {
+            return Err(self.http.error(ErrorKind::Config, "a Duo bypass code needs a lifetime of a second or more"));
+        }
+        let path = format!("/admin/v1/users/{}/bypass_codes", enc(&user.id));
+        let params = [("count", "1".to_string()), ("reuse_count", "1".to_string()), ("valid_secs", lifetime.as_secs().to_string())];
+        let issued_at = jiff::Timestamp::now();
+        let envelope = self.call(ISSUE_BYPASS, Method::POST, &path, &params, &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
+        let codes: Vec<String> = self.parse(&path, envelope.response)?;
+        let [code] = <[String; 1]>::try_from(codes).map_err(|codes| self.http.error(ErrorKind::Rejected, format!("Duo returned {} bypass codes for a request of one", codes.len())))?;
+        let expires_at = issued_at.checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::ZERO)).unwrap_or(issued_at);
+        Ok(IssuedBypass { secret: Some(SecretString::new(code)), expires_at, reference: None })
+    }
+
+    async fn revoke_bypass(&self, user: &UserRef, issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<(), ProviderError> {
+        // The codes made from the issuing on, allowing for Duo's clock (their ids were not returned).
+        let path = format!("/admin/v1/users/{}/bypass_codes", enc(&user.id));
+        let Some(envelope) = self.call(LIST_FACTORS, Method::GET, &path, &[("limit", "500".into())], &[StatusCode::NOT_FOUND]).await? else { return Ok(()) };
+        let codes: Vec<BypassCode> = self.parse(&path, envelope.response)?;
+        let from = issued_at.as_second() - CLOCK_SKEW_SECONDS;
+        for code in codes.into_iter().filter(|c| c.created.is_none_or(|created| created >= from)) {
+            self.call(DELETE_FACTOR, Method::DELETE, &format!("/admin/v1/bypass_codes/{}", enc(&code.bypass_code_id)), &[], &[StatusCode::NOT_FOUND]).await?;
+        }
+        Ok(())
     }
 }
 

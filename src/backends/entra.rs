@@ -36,9 +36,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::auth::{Grant, TokenSource};
-use super::http::{Op, ProviderHttp, SecretKeys};
+use super::http::{Op, ProviderHttp, SecretKeys, SecretString};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, UserPage,
+    Age, BypassSupport, Capabilities, IssuedBypass, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
 };
 use crate::api::{EntraProvider, FactorKind};
@@ -81,6 +81,7 @@ const AUDIT_LOG: Op = Op::new("audit_log", "graph");
 const SIGN_IN_LOG: Op = Op::new("sign_in_log", "graph");
 const RISK_LOG: Op = Op::new("risk_detections", "graph");
 const UPDATE_USER: Op = Op::new("update_user", "graph");
+const ISSUE_BYPASS: Op = Op::new("issue_bypass", "graph");
 
 pub struct Entra {
     http: ProviderHttp,
@@ -739,6 +740,13 @@ impl IdentityProvider for Entra {
             name_match: NameMatch::CaseInsensitive,
             log_delay: Some(self.http.log_delay(LOG_DELAY)),
             inseparable: Vec::new(),
+            // Entra's documented range; the tenant's Temporary Access Pass policy may narrow it (Graph then refuses with its reason).
+            bypass: Some(BypassSupport {
+                mechanism: "Entra Temporary Access Pass, usable once",
+                lifetimes: std::time::Duration::from_secs(10 * 60)..=std::time::Duration::from_secs(43_200 * 60),
+                sent_by_provider: false,
+                withdrawable: true,
+            }),
             limitations: vec![
                 "sessions: Graph cannot list or count a user's sessions; revokeSignInSessions ends all their refresh tokens and session cookies at once, so sessionsRevoked counts one revocation per user. Access tokens already issued stay valid until they expire (up to about an hour)".into(),
                 "factors: phone, email and software OATH methods, and Microsoft Authenticator unless passwordless, show no creation time in Graph v1.0; each is deleted only when the directory audit log, read 15 minutes (logDelay) after the user was reached, shows no registration of its kind since the cutoff, and kept (counted in keptUnknownAge) when the log cannot be read or the cutoff is older than its 7-day retention".into(),
@@ -860,8 +868,10 @@ impl IdentityProvider for Entra {
             Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
             Err(e) => tracing::debug!(backend = %self.http.backend, error = %e, "audit log unavailable; reading method creation times"),
         }
-        // Not (yet) in the audit log, or beyond its retention: methods created since the cutoff.
-        Ok(first_enrolled_since(self.methods(user).await?.into_iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created_date_time?))), cutoff))
+        // Not (yet) in the audit log, or beyond its retention: methods created since the cutoff,
+        // but for a temporary access pass.
+        let methods = self.methods(user).await?.into_iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created_date_time?)));
+        Ok(first_enrolled_since(methods.filter(|(kind, _)| *kind != FactorKind::RecoveryCodes), cutoff))
     }
 
     async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
@@ -887,6 +897,50 @@ impl IdentityProvider for Entra {
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_enabled(user, true).await
     }
+
+    async fn issue_bypass(&self, user: &UserRef, lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
+        // A user holds one pass: an earlier one (ours from a try cut short, or an administrator's) goes first.
+        self.revoke_bypass(user, jiff::Timestamp::UNIX_EPOCH, None).await?;
+        let body = json!({ "lifetimeInMinutes": lifetime.as_secs().div_ceil(60), "isUsableOnce": true });
+        let path = format!("/users/{}/authentication/temporaryAccessPassMethods", enc(&user.id));
+        let (status, value) = self.call(ISSUE_BYPASS, Method::POST, &path, &[], Some(&body)).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        let pass: TemporaryAccessPass = serde_json::from_value(value).map_err(|e| self.http.error(ErrorKind::Rejected, format!("unexpected body from POST temporaryAccessPassMethods: {e}")))?;
+        let secret = pass.temporary_access_pass.filter(|p| !p.is_empty()).ok_or_else(|| self.http.error(ErrorKind::Rejected, "Graph created a temporary access pass but did not return it"))?;
+        let start = pass.start_date_time.and_then(|s| s.parse::<jiff::Timestamp>().ok()).unwrap_or_else(jiff::Timestamp::now);
+        let minutes = pass.lifetime_in_minutes.unwrap_or(body["lifetimeInMinutes"].as_u64().unwrap_or_default());
+        let expires_at = start.checked_add(jiff::SignedDuration::from_mins(minutes.min(43_200) as i64)).unwrap_or(start);
+        Ok(IssuedBypass { secret: Some(SecretString::new(secret)), expires_at, reference: None })
+    }
+
+    async fn revoke_bypass(&self, user: &UserRef, _issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<(), ProviderError> {
+        // One pass per user, and the one a bypass issued replaced any other: every pass goes.
+        let path = format!("/users/{}/authentication/temporaryAccessPassMethods", enc(&user.id));
+        let Some(passes) = self.get::<Page<MethodId>>(LIST_FACTORS, &path, &[]).await? else { return Ok(()) };
+        for pass in passes.value {
+            let (status, value) = self.delete_method(user, "temporaryAccessPassMethods", &pass.id).await?;
+            if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+                return Err(self.http.error(ErrorKind::Rejected, format!("{status} deleting temporary access pass {}: {}", pass.id, brief(&value))));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct MethodId {
+    id: String,
+}
+
+/// A pass Graph just created: the only answer that shows `temporaryAccessPass`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TemporaryAccessPass {
+    temporary_access_pass: Option<String>,
+    start_date_time: Option<String>,
+    lifetime_in_minutes: Option<u64>,
 }
 
 /// A short, secret-free rendering of a Graph error body (`{"error": {"code", "message"}}`).

@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::auth::{Grant, RsaSigner, TokenSource};
-use super::http::{HttpReply, Op, ProviderHttp, SecretKeys};
+use super::http::{HttpReply, Op, ProviderHttp, SecretKeys, SecretString};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, UserPage,
+    Age, BypassSupport, Capabilities, IssuedBypass, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Inseparable, LoggedAge, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, selected, split,
 };
 use crate::api::{FactorKind, GoogleProvider};
@@ -62,6 +62,7 @@ const DELETE_FACTOR: Op = Op::new("delete_factor", "directory");
 const LIST_SESSIONS: Op = Op::new("list_sessions", "directory");
 const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "directory");
 const UPDATE_USER: Op = Op::new("update_user", "directory");
+const ISSUE_BYPASS: Op = Op::new("issue_bypass", "directory");
 const ENROLLMENT_EVENTS: Op = Op::new("enrollment_events", "reports");
 const LOGIN_AUDIT: Op = Op::new("login_audit", "reports");
 /// Activities per Reports API page (its maximum).
@@ -528,7 +529,15 @@ impl IdentityProvider for Google {
                 kinds: TWO_STEP_KINDS,
                 why: "Google lists no second factors and turns 2-Step Verification off as a whole",
             }],
+            // Google's codes do not expire: the operator invalidates the set at the lifetime's end.
+            bypass: Some(BypassSupport {
+                mechanism: "Google backup verification code (one of a new set, invalidated at expiry)",
+                lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(365 * 24 * 3600),
+                sent_by_provider: false,
+                withdrawable: true,
+            }),
             limitations: vec![
+                "bypass: a backup code works for a user whose 2-Step Verification is on; a user whose enrollment the recall turned off signs in with the password inside the organisation's enrollment period instead, where a code adds nothing".into(),
                 "factors: Google lists no second factors; the whole 2-Step Verification enrollment is turned off, backup codes are invalidated as a set and app passwords deleted one by one".into(),
                 "cutoff: only app passwords carry a creation time; 2-Step Verification re-enrollment is read from the Reports API (2sv_enroll), which can lag, so a re-enrollment just before the user is reached may not be seen; backup codes generated after the cutoff but before the user is reached are invalidated too; app passwords created since the cutoff end with 2-Step Verification when it is turned off (Google offers no way to keep them): counted in newFactorsLost and named in lostFactors".into(),
                 "enrollment: enforced by the Workspace 2-Step Verification policy (Admin console), not per user".into(),
@@ -763,6 +772,34 @@ impl IdentityProvider for Google {
 
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_suspended(user, false).await
+    }
+
+    async fn issue_bypass(&self, user: &UserRef, lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
+        // Generating replaces the user's set (ours from a try cut short among them); one code of
+        // the new set goes to the user, and the set is invalidated at expiry: Google's codes do
+        // not expire by themselves.
+        let issued_at = jiff::Timestamp::now();
+        let (status, _) = self.call(ISSUE_BYPASS, &self.auth, Method::POST, &self.user_path(user, "/verificationCodes/generate"), &[], None, &[StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        let codes = self.backup_codes(user).await?;
+        let code = codes.first().filter(|c| !c.is_empty()).cloned().ok_or_else(|| self.http.error(ErrorKind::Rejected, "Google generated backup codes but listed none"))?;
+        let expires_at = issued_at.checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::ZERO)).unwrap_or(issued_at);
+        Ok(IssuedBypass { secret: Some(SecretString::new(code)), expires_at, reference: Some(codes_fingerprint(&codes)) })
+    }
+
+    async fn revoke_bypass(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<(), ProviderError> {
+        // Only the set issued: one the user generated since (after enrolling anew) is theirs.
+        let codes = match self.backup_codes(user).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            codes => codes?,
+        };
+        if codes.is_empty() || reference.is_some_and(|r| r != codes_fingerprint(&codes)) {
+            return Ok(());
+        }
+        self.call(DELETE_FACTOR, &self.auth, Method::POST, &self.user_path(user, "/verificationCodes/invalidate"), &[], None, &[StatusCode::NOT_FOUND]).await?;
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef, UserSnapshot,
+    Age, BypassSupport, Capabilities, IssuedBypass, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef, UserSnapshot,
     enc, selected, split,
 };
 use crate::api::{FactorKind, KeycloakProvider};
@@ -360,6 +360,13 @@ impl IdentityProvider for Keycloak {
             name_match: NameMatch::CaseInsensitive,
             log_delay: None,
             inseparable: Vec::new(),
+            // The execute-actions email: Keycloak's own mail to the user's address on file.
+            bypass: Some(BypassSupport {
+                mechanism: "Keycloak execute-actions link to set up a new factor, mailed by Keycloak",
+                lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(24 * 3600),
+                sent_by_provider: true,
+                withdrawable: false,
+            }),
             limitations: vec![
                 "events: the realm must store user events (eventsEnabled); they give the address only, with no place, network owner or proxy verdict, so anomaly rules judge networks by address block".into(),
                 "events: the admin API cannot enroll a factor for a user, so admin events are not read".into(),
@@ -583,6 +590,32 @@ impl IdentityProvider for Keycloak {
         self.set_enabled(user, true).await
     }
 
+    async fn issue_bypass(&self, user: &UserRef, lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
+        // Keycloak mails the user a link that signs them in to set up the factors they lost (the
+        // required actions the recall set), valid for `lifespan` seconds: the operator never sees it.
+        let path = format!("/users/{}", enc(&user.id));
+        let current: Value = self.get(&path, &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        if current["email"].as_str().is_none_or(|e| !e.contains('@')) {
+            return Err(self.http.error(ErrorKind::Config, format!("user {} has no email address on file for Keycloak to send the link to", user.username)));
+        }
+        let setup = ["CONFIGURE_TOTP", "webauthn-register", "webauthn-register-passwordless", "CONFIGURE_RECOVERY_AUTHN_CODES"];
+        let mut actions: Vec<String> = current["requiredActions"].as_array().into_iter().flatten().filter_map(Value::as_str).filter(|a| setup.contains(a)).map(String::from).collect();
+        if actions.is_empty() {
+            actions.push("CONFIGURE_TOTP".into());
+        }
+        let issued_at = jiff::Timestamp::now();
+        let (status, _) = self.call(Method::PUT, &format!("{path}/execute-actions-email"), &[("lifespan", lifetime.as_secs().to_string())], Some(&json!(actions))).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        let expires_at = issued_at.checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::ZERO)).unwrap_or(issued_at);
+        Ok(IssuedBypass { secret: None, expires_at, reference: None })
+    }
+
+    async fn revoke_bypass(&self, _user: &UserRef, _issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<(), ProviderError> {
+        Err(self.http.error(ErrorKind::Config, "Keycloak has no call that withdraws a link it mailed: it stops working at its lifespan's end"))
+    }
+
     async fn address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
         let found: Option<Value> = self.get(&format!("/users/{}", enc(&user.id)), &[("briefRepresentation", "true".into())]).await?;
         Ok(found.and_then(|u| u["email"].as_str().map(str::trim).filter(|e| e.contains('@')).map(String::from)))
@@ -665,6 +698,7 @@ fn op(method: &Method, path: &str) -> Op {
         ("DELETE", _) if path.contains("/credentials/") => "delete_factor",
         ("GET", "sessions") | ("GET", "consents") => "list_sessions",
         ("POST", "logout") | ("DELETE", _) => "revoke_sessions",
+        ("PUT", "execute-actions-email") => "issue_bypass",
         ("PUT", _) => "update_user",
         ("GET", "members") | ("GET", "users") => "list_users",
         ("GET", "children") => "find_group",

@@ -360,9 +360,39 @@ pub struct Capabilities {
     /// Factor kinds the provider can only revoke together: a recall asking for some kinds of a
     /// set but not all of them is refused before anything is touched.
     pub inseparable: Vec<Inseparable>,
+    /// The provider's own temporary way in for a recalled user, which an MfaBypass issues; None
+    /// where it has none (a limitation then says what it has instead).
+    pub bypass: Option<BypassSupport>,
     /// What the provider cannot do, each as "area: why" (for example "sessions: Duo has no API to
     /// end sessions"). Copied into each recall's per-backend status.
     pub limitations: Vec<String>,
+}
+
+/// A provider's temporary bypass, as an MfaBypass's status and checks need to know it.
+#[derive(Clone, Debug)]
+pub struct BypassSupport {
+    /// What it is, for the bypass's status (for example "Entra Temporary Access Pass, usable once").
+    pub mechanism: &'static str,
+    /// The lifetimes the provider accepts.
+    pub lifetimes: std::ops::RangeInclusive<std::time::Duration>,
+    /// The provider mails it to the user's address on file itself (Keycloak's execute-actions
+    /// email), so the operator never holds it.
+    pub sent_by_provider: bool,
+    /// The provider can withdraw it before its end (`revoke_bypass`); otherwise it works until
+    /// its lifetime ends, whatever happens.
+    pub withdrawable: bool,
+}
+
+/// What a provider issued. The pass or code is shown once: delivered to the user, then dropped.
+pub struct IssuedBypass {
+    /// For the user alone; None where the provider sent it to them itself.
+    pub secret: Option<http::SecretString>,
+    /// When the provider stops taking it. The operator withdraws it then too, for providers whose
+    /// codes do not expire by themselves.
+    pub expires_at: jiff::Timestamp,
+    /// What tells exactly this one apart at withdrawal, where the provider needs it (Google's set
+    /// of backup codes, as a fingerprint that does not reveal them).
+    pub reference: Option<String>,
 }
 
 /// Kinds of factor a provider cannot tell apart or revoke one without the others.
@@ -422,6 +452,7 @@ impl Capabilities {
             (self.event_stream, "eventStream"),
             (self.disable_user, "disableUser"),
             (self.nested_groups, "nestedGroups"),
+            (self.bypass.is_some(), "bypass"),
         ]
         .into_iter()
         .filter(|(has, _)| *has)
@@ -560,6 +591,18 @@ pub trait IdentityProvider: Send + Sync {
     /// `query.cursor` or else from `query.from`. Only where `capabilities().event_stream`.
     async fn read_events(&self, _query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
         Err(ProviderError::new(ErrorKind::Config, "this provider's event log cannot be read as a stream"))
+    }
+    /// Issues the provider's temporary way in for `user`, working for `lifetime` (within
+    /// `capabilities().bypass`). What the operator issued to the user before (a retry after a
+    /// crash) is withdrawn first, so one stays. Only where `capabilities().bypass`.
+    async fn issue_bypass(&self, _user: &UserRef, _lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Config, "this provider has no temporary bypass the operator can issue"))
+    }
+    /// Withdraws what `issue_bypass` issued to `user` at `issued_at` (with its `reference`); Ok
+    /// when nothing is left of it (used, expired or withdrawn before). Never what the user set up
+    /// since.
+    async fn revoke_bypass(&self, _user: &UserRef, _issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<(), ProviderError> {
+        Err(ProviderError::new(ErrorKind::Config, "this provider has no temporary bypass the operator can withdraw"))
     }
 }
 

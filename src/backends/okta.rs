@@ -608,7 +608,9 @@ impl IdentityProvider for Okta {
             // Every factor shows `created`: the logs are not needed to tell a factor's age.
             log_delay: None,
             inseparable: Vec::new(),
+            bypass: None,
             limitations: vec![
+                "bypass: Okta's Temporary Access Code (Identity Engine, limited availability) has no documented Management API call to issue one for a user, and a temporary password (expire_password_with_temp_password) passes no MFA: issue a code in the Admin Console where the org has it".into(),
                 "groups: Okta groups do not nest; a group's members are its direct members".into(),
                 "enrollment: enforced by the Okta authenticator enrollment policy, not per user".into(),
                 "sessions: Okta has no API that lists a user's sign-in sessions or remembered devices; they are ended with the user's OAuth tokens and grants, and counted as one revocation per user".into(),

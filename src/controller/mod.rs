@@ -2,6 +2,7 @@
 //! each reconcile a `Context`.
 
 mod backend;
+mod bypass;
 #[cfg(test)]
 mod fixtures;
 pub mod health;
@@ -26,7 +27,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, watch};
 
-use crate::api::{self, IdentityBackend, MfaRecall, Reason};
+use crate::api::{self, IdentityBackend, MfaBypass, MfaRecall, Reason};
 use crate::metrics::Metrics;
 use crate::audit::AuditLog;
 use crate::backends::{self, IdentityProvider, ErrorKind, ProviderError};
@@ -53,6 +54,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Recalls that list and revoke at once; the rest wait in line.
     pub max_revoking_recalls: u16,
+    /// The longest an MfaBypass may work once issued.
+    pub max_bypass_lifetime: Duration,
     /// Where `/metrics`, `/livez` and `/readyz` are served; not served when None.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the not-me endpoint listens (what spec.notifications.notMeUrl reaches); None for none.
@@ -196,9 +199,9 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
     if let Some(addr) = settings.not_me_addr {
         not_me::serve(addr, ctx.clone()).await?;
     }
-    let (recalls, backends_api) = match &settings.namespace {
-        Some(ns) => (Api::<MfaRecall>::namespaced(client.clone(), ns), Api::<IdentityBackend>::namespaced(client.clone(), ns)),
-        None => (Api::<MfaRecall>::all(client.clone()), Api::<IdentityBackend>::all(client.clone())),
+    let (recalls, backends_api, bypasses) = match &settings.namespace {
+        Some(ns) => (Api::<MfaRecall>::namespaced(client.clone(), ns), Api::<IdentityBackend>::namespaced(client.clone(), ns), Api::<MfaBypass>::namespaced(client.clone(), ns)),
+        None => (Api::<MfaRecall>::all(client.clone()), Api::<IdentityBackend>::all(client.clone()), Api::<MfaBypass>::all(client.clone())),
     };
     let shutdown = {
         use futures::FutureExt;
@@ -225,16 +228,26 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
             }
         });
     let backend_controller = Controller::for_stream(backend_stream, backend_store)
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
         .run(backend::reconcile, backend::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "backend reconcile");
             }
         });
+    let (bypass_store, bypass_stream) = watched(bypasses, "mfabypasses", health.clone());
+    let bypass_controller = Controller::for_stream(bypass_stream, bypass_store)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(bypass::reconcile, bypass::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "bypass reconcile");
+            }
+        });
     tracing::info!(instance = %settings.instance, namespace = settings.namespace.as_deref().unwrap_or("*"), "operator started");
-    tokio::join!(recall_controller, backend_controller);
+    tokio::join!(recall_controller, backend_controller, bypass_controller);
     if *lost.borrow() {
         // Another replica may start any moment: stop now. Users in flight resume from the ledger.
         ctx.runs.stop_all(Duration::from_secs(1)).await;

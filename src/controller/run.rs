@@ -438,6 +438,7 @@ fn window_settings(spec: &MfaRecallSpec, started: jiff::Timestamp) -> Result<Win
         sweep_per_check: count(spec.re_enrollment.sweep_per_check),
         action: a.action,
         clearances: spec.clearances.clone(),
+        own_bypasses: Vec::new(),
     })
 }
 
@@ -495,7 +496,7 @@ async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
 /// The recall's notice sinks with their Secrets read, or why they cannot be used.
 /// Err is a spec to fix (the recall fails with InvalidSpec); Ok(Err) a Secret that cannot be used
 /// (the recall goes on without notices, and says so).
-async fn notices(spec: &Notifications, namespace: &str, recall_uid: Option<&str>, ctx: &Context) -> Result<std::result::Result<Notices, String>> {
+pub(super) async fn notices(spec: &Notifications, namespace: &str, recall_uid: Option<&str>, ctx: &Context) -> Result<std::result::Result<Notices, String>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let read = async |name: &str, keys: &[&str]| -> std::result::Result<Vec<String>, String> {
         let secret = secrets.get_opt(name).await.map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?.ok_or_else(|| format!("Secret {namespace}/{name} named in spec.notifications not found: create it"))?;
@@ -692,13 +693,16 @@ async fn work(
         // Backends are checked side by side: a slow provider must not delay what another has seen.
         // Clearances are added while the recall runs: each check acts on the spec as it is now.
         let clearances = current_clearances(recall, ctx).await;
+        let bypasses = super::bypass::issued_for(recall, ctx).await;
         let ends = futures::future::try_join_all(runs.iter().map(|r| {
             let (clearances, stop) = (clearances.clone(), stop.clone());
+            let own_bypasses = bypasses.get(&r.job.backend).cloned().unwrap_or_default();
             async move {
                 let mut job = r.job.clone();
                 if let Some(clearances) = clearances {
                     job.window.clearances = clearances;
                 }
+                job.window.own_bypasses = own_bypasses;
                 runner(r, ledger, ctx, stop).check_re_enrollment(&job).await
             }
         }))

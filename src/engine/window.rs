@@ -31,6 +31,8 @@ pub struct WindowSettings {
     pub action: AnomalyAction,
     /// Quarantined users people have cleared (spec.clearances).
     pub clearances: Vec<Clearance>,
+    /// What the recall's approved MfaBypasses issued on this backend, so its own are not flagged.
+    pub own_bypasses: Vec<crate::watch::OwnBypass>,
 }
 
 impl Default for WindowSettings {
@@ -42,6 +44,7 @@ impl Default for WindowSettings {
             sweep_per_check: crate::api::DEFAULT_SWEEP_PER_CHECK as usize,
             action: AnomalyAction::Flag,
             clearances: Vec::new(),
+            own_bypasses: Vec::new(),
         }
     }
 }
@@ -266,7 +269,7 @@ impl Runner {
             }
             let address = event.client.ip.map(|ip| self.ledger.pseudonym(&ip.to_string()));
             let device = event.device.as_ref().map(|d| self.ledger.pseudonym(d.expose()));
-            let judged = Judged { event, address: address.as_deref(), device: device.as_deref(), history: history.as_deref().unwrap_or_default(), cutoff: job.cutoff, recent: &state.recent };
+            let judged = Judged { event, address: address.as_deref(), device: device.as_deref(), history: history.as_deref().unwrap_or_default(), cutoff: job.cutoff, recent: &state.recent, own_bypasses: &job.window.own_bypasses };
             let findings = rules::judge(&judged, &job.window.thresholds);
             if enrolled {
                 state.remember(Recent { user_id: event.user_id.clone(), event_id: event.id.clone(), at: event.at, address, device });

@@ -8,7 +8,7 @@ pub mod rules;
 use serde::{Deserialize, Serialize};
 
 pub use event::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent, Personal};
-pub use rules::{Finding, Recent, Rule, Thresholds};
+pub use rules::{Finding, OwnBypass, Recent, Rule, Thresholds};
 
 /// What a backend's watch keeps in the ledger between checks: where its stream goes on, where the
 /// slow sweep goes on, and the recent enrollments the rules that compare users need. Written

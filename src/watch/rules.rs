@@ -138,6 +138,17 @@ pub struct Judged<'a> {
     pub cutoff: jiff::Timestamp,
     /// Other users' (and this user's earlier) enrollments in the window.
     pub recent: &'a [Recent],
+    /// Bypasses this recall's MfaBypasses issued, which are not foreign.
+    pub own_bypasses: &'a [OwnBypass],
+}
+
+/// A bypass an approved MfaBypass of the recall issued: for its user, from shortly before it was
+/// issued to shortly after it ended (provider clocks and log times differ by a little).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnBypass {
+    pub user_id: String,
+    pub from: jiff::Timestamp,
+    pub until: jiff::Timestamp,
 }
 
 /// A rule that tripped, with its evidence.
@@ -349,13 +360,18 @@ fn risky_sign_in(judged: &Judged, t: &Thresholds) -> Option<Finding> {
     finding(Rule::RiskySignIn, judged, format!("the provider judged a sign-in at {} risky ({}) before the enrollment", risky.at, risky.client), [risky.id.clone()])
 }
 
-/// Rule 10: the recall issues no bypass of its own yet, so every bypass in the window is foreign.
+/// Rule 10: a bypass issued or used for a recalled user that none of the recall's approved
+/// MfaBypasses accounts for.
 fn foreign_bypass(judged: &Judged, _: &Thresholds) -> Option<Finding> {
     let what = match judged.event.kind {
         EventKind::BypassIssued => "issued",
         EventKind::BypassUsed => "used",
         _ => return None,
     };
+    let event = judged.event;
+    if judged.own_bypasses.iter().any(|b| b.user_id == event.user_id && (b.from..=b.until).contains(&event.at)) {
+        return None;
+    }
     let by = match &judged.event.actor {
         Actor::Other(who) | Actor::Provider(who) => format!(" by {who}"),
         Actor::User => " by the user".to_string(),
@@ -420,7 +436,7 @@ mod tests {
     const LAGOS: (f64, f64) = (6.52, 3.38);
 
     fn judge_one(e: &IdentityEvent, history: &[IdentityEvent], recent: &[Recent], address: Option<&str>, device: Option<&str>) -> Vec<Rule> {
-        let judged = Judged { event: e, address, device, history, cutoff: at(CUTOFF), recent };
+        let judged = Judged { event: e, address, device, history, cutoff: at(CUTOFF), recent, own_bypasses: &[] };
         judge(&judged, &Thresholds::default()).into_iter().map(|f| f.rule).collect()
     }
 
@@ -472,7 +488,7 @@ mod tests {
         // A VPN network named as exempt is not judged.
         let mut exempt = lagos.clone();
         exempt.client.asn = Some(64500);
-        let judged = Judged { event: &exempt, address: None, device: None, history: &history, cutoff: at(CUTOFF), recent: &[] };
+        let judged = Judged { event: &exempt, address: None, device: None, history: &history, cutoff: at(CUTOFF), recent: &[], own_bypasses: &[] };
         let thresholds = Thresholds { travel_exempt_asns: [64500].into(), ..Default::default() };
         assert!(judge(&judged, &thresholds).iter().all(|f| f.rule != Rule::ImpossibleTravel));
         assert!((distance_km(AMSTERDAM, PARIS) - 430.0).abs() < 10.0);
@@ -488,7 +504,7 @@ mod tests {
         let mine = [recent("u1", "old", "2026-12-02T08:00:00Z", None, Some("phone-x"))];
         assert!(!judge_one(&enroll, &home(), &mine, None, Some("phone-x")).contains(&Rule::SharedDevice));
         let theirs = [recent("u2", "x2", "2026-12-02T08:00:00Z", None, Some("phone-x"))];
-        let judged = Judged { event: &enroll, address: None, device: Some("phone-x"), history: &home(), cutoff: at(CUTOFF), recent: &theirs };
+        let judged = Judged { event: &enroll, address: None, device: Some("phone-x"), history: &home(), cutoff: at(CUTOFF), recent: &theirs, own_bypasses: &[] };
         let found = judge(&judged, &Thresholds::default());
         let shared = found.iter().find(|f| f.rule == Rule::SharedDevice).expect("shared");
         assert_eq!(shared.event_ids, ["e1", "x2"]);
@@ -535,10 +551,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bypass_the_recall_issued_is_not_foreign_but_one_beside_it_is() {
+        let issued = event("x", EventKind::BypassIssued, "2026-12-02T09:00:00Z", "203.0.113.12", "NL", AMSTERDAM);
+        let ours = |user: &str, from: &str, until: &str| OwnBypass { user_id: user.into(), from: at(from), until: at(until) };
+        let judged = |own: &[OwnBypass]| {
+            let judged = Judged { event: &issued, address: None, device: None, history: &[], cutoff: at(CUTOFF), recent: &[], own_bypasses: own };
+            judge(&judged, &Thresholds::default()).into_iter().map(|f| f.rule).collect::<Vec<_>>()
+        };
+        assert!(judged(&[ours(&issued.user_id, "2026-12-02T08:55:00Z", "2026-12-02T09:35:00Z")]).is_empty());
+        assert_eq!(judged(&[ours("someone-else", "2026-12-02T08:55:00Z", "2026-12-02T09:35:00Z")]), [Rule::ForeignBypass], "another user's");
+        assert_eq!(judged(&[ours(&issued.user_id, "2026-12-02T07:00:00Z", "2026-12-02T08:00:00Z")]), [Rule::ForeignBypass], "an earlier one, ended");
+    }
+
+    #[test]
     fn a_disabled_rule_never_trips() {
         let mut proxied = event("e1", EventKind::FactorEnrolled, "2026-12-02T09:00:00Z", "203.0.113.12", "NL", AMSTERDAM);
         proxied.client.proxy = true;
-        let judged = Judged { event: &proxied, address: None, device: None, history: &home(), cutoff: at(CUTOFF), recent: &[] };
+        let judged = Judged { event: &proxied, address: None, device: None, history: &home(), cutoff: at(CUTOFF), recent: &[], own_bypasses: &[] };
         assert!(judge(&judged, &Thresholds { disabled: [Rule::AnonymisingProxy].into(), ..Default::default() }).is_empty());
     }
 }

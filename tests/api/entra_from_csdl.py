@@ -23,6 +23,9 @@ WANTED = [
     *[("DELETE", f"users/{{id}}/authentication/{c}/{{id}}", []) for c in (
         "emailMethods", "fido2Methods", "microsoftAuthenticatorMethods", "phoneMethods", "softwareOathMethods",
         "temporaryAccessPassMethods", "windowsHelloForBusinessMethods", "platformCredentialMethods")],
+    # An MfaBypass: list, create and delete a user's temporary access pass.
+    ("GET", "users/{id}/authentication/temporaryAccessPassMethods", []),
+    ("POST", "users/{id}/authentication/temporaryAccessPassMethods", []),
     ("GET", "groups", []),
     # "Advanced query capabilities on Microsoft Entra ID objects": a cast on transitiveMembers needs
     # ConsistencyLevel: eventual (and $count=true).
@@ -42,11 +45,23 @@ def qualified(name):
 def load(path):
     root = ET.parse(path).getroot()
     types, bound, sets, singletons = {}, {}, {}, {}
+    # Contained collections a POST may create in, unless Capabilities.InsertRestrictions says
+    # Insertable false (OData v4: an entity is created by a POST to its collection).
+    insertable, refused = set(), set()
+    for annotations in root.iter(EDM + "Annotations"):
+        for a in annotations.findall(EDM + "Annotation"):
+            if a.get("Term") == "Org.OData.Capabilities.V1.InsertRestrictions" and any(
+                    p.get("Property") == "Insertable" and p.get("Bool") == "false" for p in a.iter(EDM + "PropertyValue")):
+                refused.add(annotations.get("Target"))
     for schema in root.iter(EDM + "Schema"):
         ns = schema.get("Namespace")
         for t in schema.findall(EDM + "EntityType"):
             navs = {n.get("Name"): n.get("Type") for n in t.findall(EDM + "NavigationProperty")}
             types[f"{ns}.{t.get('Name')}"] = (qualified(t.get("BaseType") or ""), navs)
+            for n in t.findall(EDM + "NavigationProperty"):
+                target = f"microsoft.graph.{t.get('Name')}/{n.get('Name')}" if ns == "microsoft.graph" else f"{ns}.{t.get('Name')}/{n.get('Name')}"
+                if n.get("ContainsTarget") == "true" and target not in refused:
+                    insertable.add(target)
         for op in schema.findall(EDM + "Action") + schema.findall(EDM + "Function"):
             params = op.findall(EDM + "Parameter")
             if op.get("IsBound") == "true" and params:
@@ -54,7 +69,7 @@ def load(path):
         for container in schema.findall(EDM + "EntityContainer"):
             sets.update({s.get("Name"): qualified(s.get("EntityType")) for s in container.findall(EDM + "EntitySet")})
             singletons.update({s.get("Name"): qualified(s.get("Type")) for s in container.findall(EDM + "Singleton")})
-    return types, bound, sets, singletons
+    return types, bound, sets, singletons, insertable
 
 
 def ancestry(types, name):
@@ -64,8 +79,9 @@ def ancestry(types, name):
 
 
 def resolve(model, method, template):
-    types, bound, sets, singletons = model
+    types, bound, sets, singletons, insertable = model
     segments = template.split("/")
+    creatable = False
     first = segments[0]
     if first in sets:
         current, many = sets[first], True
@@ -82,9 +98,11 @@ def resolve(model, method, template):
                 raise SystemExit(f"{method} {template}: {segment} is not a {current}")
             current = segment
         elif not many:
-            nav = next((types[t][1][segment] for t in ancestry(types, current) if segment in types.get(t, ("", {}))[1]), None)
+            owner = next((t for t in ancestry(types, current) if segment in types.get(t, ("", {}))[1]), None)
+            nav = types[owner][1][segment] if owner else None
             if nav is not None:
                 many = nav.startswith("Collection(")
+                creatable = many and f"{owner}/{segment}" in insertable
                 current = qualified(nav[len("Collection("):-1] if many else nav)
                 continue
             ops = [(is_action, b) for is_action, b in bound.get(segment, []) if b in ancestry(types, current)]
@@ -93,7 +111,7 @@ def resolve(model, method, template):
             action = ops[0][0]
         else:
             raise SystemExit(f"{method} {template}: cannot follow {segment}")
-    allowed = {"POST"} if action else ({"GET"} if many else {"GET", "PATCH", "DELETE"})
+    allowed = {"POST"} if action else (({"GET", "POST"} if creatable else {"GET"}) if many else {"GET", "PATCH", "DELETE"})
     if method not in allowed:
         raise SystemExit(f"{method} {template}: only {sorted(allowed)} there")
 

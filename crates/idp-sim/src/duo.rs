@@ -98,6 +98,12 @@ struct WebauthnCredential {
 struct BypassCode {
     id: String,
     created: jiff::Timestamp,
+    /// The code a user types, for codes generated through the API (seeded ones have none to type).
+    code: Option<String>,
+    /// None: never expires (valid_secs 0).
+    expires: Option<jiff::Timestamp>,
+    /// Uses left; None: unlimited (reuse_count 0).
+    remaining_uses: Option<u32>,
 }
 
 struct User {
@@ -334,9 +340,43 @@ fn user_json(state: &State, u: &User) -> Value {
 
 fn bypass_json(u: &User, b: &BypassCode) -> Value {
     json!({
-        "bypass_code_id": b.id, "admin_email": ADMIN_EMAIL, "created": epoch(b.created), "expiration": null,
-        "remaining_uses": 1, "reuse_count": 1, "user": user_brief(u),
+        "bypass_code_id": b.id, "admin_email": ADMIN_EMAIL, "created": epoch(b.created), "expiration": b.expires.map(epoch),
+        "remaining_uses": b.remaining_uses, "reuse_count": b.remaining_uses, "user": user_brief(u),
     })
+}
+
+/// POST /admin/v1/users/{user_id}/bypass_codes (Duo Admin API, "Create Bypass Codes for User"):
+/// `count` codes (default 10, at most 10), each good `reuse_count` times (default 1; 0 without
+/// limit) for `valid_secs` (default 0: without expiry); they replace the user's other codes unless
+/// `preserve_existing`. The answer lists the new codes themselves, shown this once.
+fn create_bypass_codes(request: &SimRequest, state: &mut State, i: usize) -> SimResponse {
+    let param = |name: &str| -> Option<String> {
+        match request.header("content-type") {
+            Some(t) if t.starts_with("application/json") => request.json().and_then(|b| b.get(name).map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string()))),
+            _ => request.form_value(name),
+        }
+    };
+    let number = |name: &str, default: u64| -> Result<u64, SimResponse> { param(name).map_or(Ok(default), |v| v.parse().map_err(|_| invalid(name))) };
+    let (count, reuse, valid_secs) = match (number("count", 10), number("reuse_count", 1), number("valid_secs", 0)) {
+        (Ok(c), Ok(r), Ok(v)) => (c, r, v),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    if !(1..=10).contains(&count) {
+        return invalid("count");
+    }
+    let now = jiff::Timestamp::now();
+    let user = &mut state.users[i];
+    if param("preserve_existing").as_deref() != Some("true") {
+        user.bypass_codes.clear();
+    }
+    let mut codes = Vec::new();
+    for _ in 0..count {
+        let code = format!("{:09}", fastrand::u32(..1_000_000_000));
+        let expires = (valid_secs > 0).then(|| now.checked_add(jiff::SignedDuration::from_secs(valid_secs.min(i64::MAX as u64) as i64)).unwrap_or(jiff::Timestamp::MAX));
+        user.bypass_codes.push(BypassCode { id: duo_id("DB", i), created: now, code: Some(code.clone()), expires, remaining_uses: (reuse > 0).then_some(reuse as u32) });
+        codes.push(Value::String(code));
+    }
+    ok(Value::Array(codes))
 }
 
 /// A sub-list of one user (`/phones`, `/tokens`...), paged.
@@ -583,6 +623,7 @@ fn user_call(request: &SimRequest, state: &mut State, i: usize, rest: &[&str]) -
             let user = &state.users[i];
             user_list(request, user.bypass_codes.iter().map(|b| bypass_json(user, b)).collect())
         }
+        ("POST", ["bypass_codes"]) => create_bypass_codes(request, state, i),
         ("GET", ["groups"]) => user_list(request, state.users[i].groups.iter().map(|&g| group_json(&state.groups[g])).collect()),
         ("DELETE", ["phones", phone_id]) => {
             let phones = &mut state.users[i].phones;
@@ -734,6 +775,24 @@ impl Provider for Duo {
         }
     }
 
+    fn sign_in_with_bypass(&self, username: &str, code: &str) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap();
+        let i = *state.by_username.get(&username.to_lowercase()).ok_or("no such user")?;
+        let codes = &mut state.users[i].bypass_codes;
+        let at = codes.iter().position(|b| b.code.as_deref() == Some(code)).ok_or("Incorrect passcode. Please try again.")?;
+        if codes[at].expires.is_some_and(|e| e <= jiff::Timestamp::now()) {
+            return Err("Incorrect passcode. Please try again. (the bypass code expired)".into());
+        }
+        // A code with no uses left is gone from the user's list.
+        if let Some(left) = codes[at].remaining_uses.as_mut() {
+            *left -= 1;
+            if *left == 0 {
+                codes.remove(at);
+            }
+        }
+        Ok(())
+    }
+
     fn add_by_admin(&self, username: &str, kind: FactorKind) -> Option<String> {
         let mut state = self.state.lock().unwrap();
         let i = *state.by_username.get(&username.to_lowercase())?;
@@ -773,7 +832,7 @@ fn add_factor(user: &mut User, index: usize, kind: FactorKind, created: jiff::Ti
         }
         FactorKind::RecoveryCodes => {
             let id = duo_id("DB", index);
-            user.bypass_codes.push(BypassCode { id: id.clone(), created });
+            user.bypass_codes.push(BypassCode { id: id.clone(), created, code: None, expires: None, remaining_uses: Some(1) });
             Some((id, "bypass_code"))
         }
         FactorKind::Push | FactorKind::Sms => {

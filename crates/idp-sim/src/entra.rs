@@ -181,6 +181,22 @@ struct AuthMethod {
     phone_type: Option<&'static str>,
     /// The true creation time, shown only where Graph shows it.
     created: jiff::Timestamp,
+    /// What a temporary access pass created through Graph lets its user type.
+    pass: Option<Pass>,
+}
+
+#[derive(Clone, Debug)]
+struct Pass {
+    code: String,
+    lifetime_minutes: u64,
+    once: bool,
+    used: bool,
+}
+
+impl Pass {
+    fn expired(&self, start: jiff::Timestamp) -> bool {
+        start.checked_add(jiff::SignedDuration::from_mins(self.lifetime_minutes as i64)).is_ok_and(|end| end <= jiff::Timestamp::now())
+    }
 }
 
 impl AuthMethod {
@@ -191,7 +207,7 @@ impl AuthMethod {
             MethodType::Password => (PASSWORD_ID.to_string(), None),
             _ => (guid(), None),
         };
-        Self { id, kind, phone_type, created }
+        Self { id, kind, phone_type, created, pass: None }
     }
 
     /// The sign-in preference that makes this method the default, if it can be one.
@@ -227,10 +243,19 @@ impl AuthMethod {
             MethodType::Fido2 => json!({ "displayName": "YubiKey 5 NFC", "aaGuid": "cb69481e-8ff7-4039-93ec-0a2729a154a8", "model": "YubiKey 5 NFC", "attestationLevel": "attested", "attestationCertificates": [] }),
             MethodType::SoftwareOath => json!({ "secretKey": null }),
             MethodType::Email => json!({ "emailAddress": "recovery@contoso.example" }),
-            MethodType::TemporaryAccessPass => json!({
-                "startDateTime": rfc3339(self.created), "lifetimeInMinutes": 60, "isUsableOnce": true, "isUsable": false,
-                "methodUsabilityReason": "Expired", "temporaryAccessPass": null
-            }),
+            MethodType::TemporaryAccessPass => match &self.pass {
+                Some(pass) => {
+                    let reason = if pass.used { "OneTimeUsed" } else if pass.expired(self.created) { "Expired" } else { "EnabledByPolicy" };
+                    json!({
+                        "startDateTime": rfc3339(self.created), "lifetimeInMinutes": pass.lifetime_minutes, "isUsableOnce": pass.once,
+                        "isUsable": reason == "EnabledByPolicy", "methodUsabilityReason": reason, "temporaryAccessPass": null
+                    })
+                }
+                None => json!({
+                    "startDateTime": rfc3339(self.created), "lifetimeInMinutes": 60, "isUsableOnce": true, "isUsable": false,
+                    "methodUsabilityReason": "Expired", "temporaryAccessPass": null
+                }),
+            },
             MethodType::WindowsHello => json!({ "displayName": "CONTOSO-LAPTOP", "keyStrength": "normal" }),
             MethodType::PlatformCredential => json!({ "displayName": "Contoso Mac", "keyStrength": "normal", "platform": "macOS" }),
             MethodType::Password => json!({ "password": null }),
@@ -488,6 +513,39 @@ impl Entra {
                     _ => method_not_allowed(),
                 }
             }
+            // learn.microsoft.com/graph/api/authentication-post-temporaryaccesspassmethods (v1.0):
+            // lifetimeInMinutes 10 to 43200, one pass per user, the pass itself shown in this answer only.
+            ["users", key, "authentication", "temporaryAccessPassMethods"] => {
+                let Some(u) = state.user_index(key) else { return user_not_found(key) };
+                match verb {
+                    "GET" => {
+                        let value: Vec<Value> = state.users[u].methods.iter().filter(|m| m.kind == MethodType::TemporaryAccessPass).map(AuthMethod::to_json).collect();
+                        SimResponse::json(200, &json!({ "@odata.context": format!("{base}/v1.0/$metadata#users('{}')/authentication/temporaryAccessPassMethods", state.users[u].id), "value": value }))
+                    }
+                    "POST" => {
+                        let body = request.json().unwrap_or(Value::Null);
+                        let lifetime = body.get("lifetimeInMinutes").map_or(Some(60), Value::as_u64);
+                        let Some(lifetime) = lifetime.filter(|m| (10..=43_200).contains(m)) else {
+                            return graph_error(400, "badRequest", "The lifetimeInMinutes must be between 10 and 43200.");
+                        };
+                        if state.users[u].methods.iter().any(|m| m.kind == MethodType::TemporaryAccessPass) {
+                            return graph_error(400, "badRequest", "A Temporary Access Pass already exists for this user. Delete it before creating a new one.");
+                        }
+                        let once = body.get("isUsableOnce").and_then(Value::as_bool).unwrap_or(false);
+                        let code = format!("{}{}", URL_SAFE_NO_PAD.encode(fastrand::u64(..).to_be_bytes()), "!Tap");
+                        let admin = Activity { by_admin: Some("mfa-recall (app)".into()), ..Activity::new(Act::BypassIssued, "203.0.113.250") };
+                        let id = register(&mut state, u, MethodType::TemporaryAccessPass, jiff::Timestamp::now(), &admin);
+                        let method = state.users[u].methods.iter_mut().find(|m| m.id == id).expect("just registered");
+                        method.pass = Some(Pass { code: code.clone(), lifetime_minutes: lifetime, once, used: false });
+                        let mut answer = method.to_json();
+                        answer["temporaryAccessPass"] = json!(code);
+                        answer["createdDateTime"] = json!(rfc3339(method.created));
+                        answer["@odata.context"] = json!(format!("{base}/v1.0/$metadata#users('{}')/authentication/temporaryAccessPassMethods/$entity", state.users[u].id));
+                        SimResponse::json(201, &answer)
+                    }
+                    _ => method_not_allowed(),
+                }
+            }
             ["users", key, "authentication", collection, method_id] if verb == "DELETE" => {
                 let Some(u) = state.user_index(key) else { return user_not_found(key) };
                 delete_method(&mut state.users[u], collection, method_id)
@@ -634,6 +692,19 @@ impl Provider for Entra {
     /// Whether the tenant is licensed for the sign-in log and risk detections (it is unless told).
     fn set_premium(&self, licensed: bool) {
         self.premium.store(licensed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn sign_in_with_bypass(&self, username: &str, code: &str) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap();
+        let u = state.user_index(username).ok_or("no such user")?;
+        let method = state.users[u].methods.iter_mut().find(|m| m.pass.as_ref().is_some_and(|p| p.code == code)).ok_or("AADSTS50012: the Temporary Access Pass is not valid")?;
+        let created = method.created;
+        let pass = method.pass.as_mut().expect("found by its pass");
+        if pass.used || pass.expired(created) {
+            return Err("AADSTS50012: the Temporary Access Pass has expired or was already used".into());
+        }
+        pass.used = pass.once;
+        Ok(())
     }
 
     fn act(&self, username: &str, activity: &Activity) -> Result<Option<String>, String> {

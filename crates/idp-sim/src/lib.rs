@@ -332,6 +332,12 @@ pub trait Provider: Send + Sync + 'static {
     fn act(&self, _username: &str, _activity: &Activity) -> Result<Option<String>, String> {
         Err(format!("the {} simulator records no such activity", self.name()))
     }
+    /// The user signs in with a pass or code an administrator issued them, as the provider's
+    /// sign-in page takes it: Ok when it lets them in (using it up where it is good once), Err
+    /// with the provider's reason when not (unknown, expired, used).
+    fn sign_in_with_bypass(&self, _username: &str, _code: &str) -> Result<(), String> {
+        Err(format!("the {} simulator has no bypass to sign in with", self.name()))
+    }
 }
 
 /// Faults to inject, for tests of retries and of what a recall reports.

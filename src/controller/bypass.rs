@@ -1,0 +1,372 @@
+//! Reconcile of MfaBypass: once a second person approved it, the provider issues its own
+//! temporary way in, the pass or code goes to the user's address on file and nowhere else, and it
+//! is withdrawn at its lifetime's end or when someone revokes it. Each step is in the audit trail
+//! before status says so. A retry of an issue cut short asks the provider again, which replaces
+//! what the first try issued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, FIELD_MANAGER};
+use crate::api::{BypassPhase, IdentityBackend, MfaBypass, MfaBypassStatus, MfaRecall, Reason};
+use crate::audit::{Action as Audited, AuditEvent, Outcome};
+use crate::backends::{BypassSupport, ErrorKind, IdentityProvider, UserRef};
+use crate::ledger::{LedgerStore, ResourceLedger, UserState};
+use crate::watch::OwnBypass;
+use crate::{Error, Result};
+
+/// How soon a bypass whose provider or recall could not be reached is tried again.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// What the reconcile decided, before status is written.
+struct Step {
+    status: MfaBypassStatus,
+    requeue: Option<Duration>,
+}
+
+pub async fn reconcile(bypass: Arc<MfaBypass>, ctx: Arc<Context>) -> Result<Action> {
+    let mut status = bypass.status.clone().unwrap_or_default();
+    if status.phase.is_final() {
+        return Ok(Action::await_change());
+    }
+    let fresh = bypass.status.is_none();
+    let step = decide(&bypass, &ctx, std::mem::take(&mut status), fresh).await?;
+    let mut status = step.status;
+    status.observed_generation = bypass.metadata.generation;
+    if bypass.status.as_ref() != Some(&status) {
+        // Audit before report: each step's line is on disk before status says it happened.
+        ctx.audit.sync().await?;
+        let api: Api<MfaBypass> = Api::namespaced(ctx.client.clone(), &bypass.namespace().unwrap_or_default());
+        let patch = json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaBypass", "status": status });
+        api.patch_status(&bypass.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        let previous = bypass.status.as_ref().map(|s| s.phase);
+        if previous != Some(status.phase) {
+            let type_ = if matches!(status.phase, BypassPhase::Failed | BypassPhase::Unsupported) { EventType::Warning } else { EventType::Normal };
+            ctx.publish(&*bypass, type_, Reason::BypassChanged, format!("{:?}: {}", status.phase, status.message)).await;
+        }
+    }
+    Ok(step.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+pub fn error_policy(bypass: Arc<MfaBypass>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(bypass = %bypass.name_any(), %error, "bypass reconcile failed");
+    ctx.metrics.reconcile_error("mfabypass", error.category());
+    Action::requeue(RETRY)
+}
+
+async fn decide(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, fresh: bool) -> Result<Step> {
+    let spec = &bypass.spec;
+    let audit = |action: Audited, outcome: Outcome, detail: String| -> Result<()> {
+        ctx.audit.record(AuditEvent {
+            recall: format!("{}/{}", bypass.namespace().unwrap_or_default(), spec.recall),
+            backend: Some(spec.backend.clone()),
+            user: Some(spec.user.clone()),
+            action,
+            outcome,
+            detail: Some(format!("MfaBypass {}: {detail}", bypass.name_any())),
+            ..Default::default()
+        })?;
+        Ok(())
+    };
+    if fresh {
+        audit(Audited::BypassRequest, Outcome::Done, format!("requested by {} for {}: {}", spec.requested_by, spec.lifetime, spec.reason))?;
+        status.message = "waiting for a second person to approve (approvedBy)".into();
+    }
+    if spec.revoked {
+        let by = spec.revoked_by.as_deref().unwrap_or("someone");
+        let mut withdrawn = true;
+        if matches!(status.phase, BypassPhase::Issuing | BypassPhase::Active) {
+            withdrawn = match target(bypass, ctx).await? {
+                Ok(t) => withdraw(&*t.provider, &t.user, &status).await?,
+                Err(why) => return fail(status, &audit, format!("revoked by {by}, but could not be withdrawn at the provider: {why}; withdraw it in the provider's console")),
+            };
+        }
+        status.phase = BypassPhase::Revoked;
+        status.message = match (withdrawn, status.expires_at) {
+            (true, _) => format!("revoked by {by}; withdrawn at the provider"),
+            (false, until) => format!(
+                "revoked by {by}, but {} cannot withdraw it: it works until {}; if it may be in the wrong hands, disable the user at the provider until then",
+                bypass.spec.backend,
+                until.map_or_else(|| "its lifetime ends".to_string(), |t| t.to_string())
+            ),
+        };
+        audit(Audited::BypassRevoke, if withdrawn { Outcome::Done } else { Outcome::Skipped }, status.message.clone())?;
+        return Ok(Step { status, requeue: None });
+    }
+    match status.phase {
+        BypassPhase::AwaitingApproval => {
+            let Some(approver) = &spec.approved_by else { return Ok(Step { status, requeue: None }) };
+            let target = match target(bypass, ctx).await? {
+                Ok(target) => target,
+                Err(why) => return fail(status, &audit, why),
+            };
+            let support = match target.provider.capabilities().bypass {
+                Some(support) => support,
+                None => {
+                    let why = target.provider.capabilities().limitations.into_iter().find(|l| l.starts_with("bypass:")).unwrap_or_else(|| "bypass: this provider has none".into());
+                    audit(Audited::BypassFail, Outcome::Skipped, format!("approved by {approver}, but the backend cannot issue one: {why}"))?;
+                    status.phase = BypassPhase::Unsupported;
+                    status.message = format!("{} cannot issue a temporary bypass ({why}); nothing was issued", spec.backend);
+                    return Ok(Step { status, requeue: None });
+                }
+            };
+            let lifetime = match lifetime(spec.lifetime.as_str(), ctx.settings.max_bypass_lifetime, &support) {
+                Ok(lifetime) => lifetime,
+                Err(why) => return fail(status, &audit, why),
+            };
+            audit(Audited::BypassApprove, Outcome::Done, format!("approved by {approver} (requested by {}) for {}", spec.requested_by, humantime(lifetime)))?;
+            // Known before the provider is asked, so the window's check never takes this bypass
+            // for someone else's, however the issuing and the check interleave.
+            status.user_id = Some(target.user.id.clone());
+            status.issued_at = Some(jiff::Timestamp::now());
+            status.phase = BypassPhase::Issuing;
+            status.mechanism = Some(support.mechanism.to_string());
+            status.message = format!("approved by {approver}; issuing");
+            Ok(Step { status, requeue: Some(Duration::ZERO) })
+        }
+        BypassPhase::Issuing => issue(bypass, ctx, status, &audit).await,
+        BypassPhase::Active => {
+            let now = jiff::Timestamp::now();
+            let expires_at = status.expires_at.unwrap_or(now);
+            if expires_at > now {
+                return Ok(Step { status, requeue: Some(Duration::try_from(expires_at - now).unwrap_or(RETRY) + Duration::from_secs(1)) });
+            }
+            // Withdrawn at the provider too: Google's codes do not expire by themselves, and a
+            // provider's own expiry may lag.
+            let withdrawn = match target(bypass, ctx).await? {
+                Ok(t) => withdraw(&*t.provider, &t.user, &status).await?,
+                Err(why) => return fail(status, &audit, format!("expired, but could not be withdrawn at the provider: {why}; withdraw it in the provider's console")),
+            };
+            status.phase = BypassPhase::Expired;
+            status.message = if withdrawn { format!("expired at {expires_at}; withdrawn at the provider") } else { format!("expired at {expires_at}; the provider ended it") };
+            audit(Audited::BypassExpire, Outcome::Done, status.message.clone())?;
+            Ok(Step { status, requeue: None })
+        }
+        _ => Ok(Step { status, requeue: None }),
+    }
+}
+
+/// Issues the bypass and delivers it; on a failed delivery, withdraws it again.
+async fn issue(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, audit: &impl Fn(Audited, Outcome, String) -> Result<()>) -> Result<Step> {
+    let spec = &bypass.spec;
+    let target = match target(bypass, ctx).await? {
+        Ok(target) => target,
+        Err(why) => return fail(status, audit, why),
+    };
+    let Some(support) = target.provider.capabilities().bypass else { return fail(status, audit, format!("{} no longer offers a temporary bypass", spec.backend)) };
+    let lifetime = match lifetime(&spec.lifetime, ctx.settings.max_bypass_lifetime, &support) {
+        Ok(lifetime) => lifetime,
+        Err(why) => return fail(status, audit, why),
+    };
+    // Where it goes is settled before anything is issued: nothing is issued that cannot be delivered.
+    let (mail, address) = if support.sent_by_provider {
+        (None, None)
+    } else {
+        let Some(smtp) = target.recall.spec.notifications.as_ref().filter(|n| n.smtp.is_some()) else {
+            return fail(status, audit, format!("MfaRecall {} has no spec.notifications.smtp: a pass or code goes only to the user's address on file, by mail; add it to the recall and request the bypass again", spec.recall));
+        };
+        let sinks = match super::run::notices(smtp, &bypass.namespace().unwrap_or_default(), target.recall.metadata.uid.as_deref(), ctx).await {
+            Ok(Ok(notices)) => notices,
+            Ok(Err(why)) => return fail(status, audit, why),
+            Err(e) => return fail(status, audit, e.to_string()),
+        };
+        let address = match target.provider.address(&target.user).await {
+            Ok(Some(address)) => address,
+            Ok(None) => return fail(status, audit, format!("{} has no mail address on file for {}: set one at the provider (verified by another channel) and request the bypass again", spec.backend, spec.user)),
+            Err(e) if e.kind() == ErrorKind::Unavailable => return Ok(Step { status: with_message(status, format!("reading the address on file: {e}; trying again")), requeue: Some(RETRY) }),
+            Err(e) => return fail(status, audit, format!("reading the address on file: {e}")),
+        };
+        (sinks.smtp, Some(address))
+    };
+    let issued_at = jiff::Timestamp::now();
+    let issued = match target.provider.issue_bypass(&target.user, lifetime).await {
+        Ok(issued) => issued,
+        Err(e) if e.kind() == ErrorKind::Unavailable => return Ok(Step { status: with_message(status, format!("issuing: {e}; trying again")), requeue: Some(RETRY) }),
+        Err(e) => return fail(status, audit, format!("the provider refused to issue it: {e}")),
+    };
+    status.issued_at = Some(issued_at);
+    status.expires_at = Some(issued.expires_at);
+    status.reference = issued.reference.clone();
+    audit(Audited::BypassIssue, Outcome::Done, format!("{} issued, good until {}", support.mechanism, issued.expires_at))?;
+    let delivered_to = match (&mail, &address, &issued.secret) {
+        (Some(mail), Some(address), Some(secret)) => {
+            let body = message(&spec.user, &spec.backend, support.mechanism, secret.expose(), issued.expires_at);
+            if let Err(why) = mail.send_text(address, "Your temporary sign-in code", body).await {
+                // Nobody has it: withdraw it rather than leave a working pass behind.
+                withdraw(&*target.provider, &target.user, &status).await?;
+                return fail(status, audit, format!("could not be delivered ({why}); withdrawn at the provider"));
+            }
+            mask(address)
+        }
+        (None, _, None) => format!("the user's address on file, by {} itself", spec.backend),
+        _ => {
+            withdraw(&*target.provider, &target.user, &status).await?;
+            return fail(status, audit, "the provider's answer did not fit its documented delivery; withdrawn at the provider".into());
+        }
+    };
+    drop(issued);
+    audit(Audited::BypassDeliver, Outcome::Done, format!("delivered to {delivered_to}"))?;
+    status.phase = BypassPhase::Active;
+    status.delivered_to = Some(delivered_to);
+    status.message = format!("issued and delivered; works until {}", status.expires_at.unwrap_or(issued_at));
+    let left = status.expires_at.map(|e| e - jiff::Timestamp::now()).and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
+    Ok(Step { status, requeue: Some(left + Duration::from_secs(1)) })
+}
+
+/// How far around its issuing and its end a bypass's log entries may fall (clocks, log lag).
+const LOG_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+
+/// The bypasses the recall's MfaBypasses issued, by backend, for the window's foreignBypass rule.
+/// An unreadable list leaves the rule as it was (every bypass foreign): a flag too many, not one
+/// too few.
+pub(super) async fn issued_for(recall: &MfaRecall, ctx: &Context) -> std::collections::HashMap<String, Vec<OwnBypass>> {
+    let api: Api<MfaBypass> = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
+    let listed = match api.list(&Default::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::warn!(recall = %recall.name_any(), error = %e, "the recall's bypasses could not be read; every bypass in the window counts as foreign this check");
+            Vec::new()
+        }
+    };
+    let mut own: std::collections::HashMap<String, Vec<OwnBypass>> = std::collections::HashMap::new();
+    for bypass in listed.into_iter().filter(|b| b.spec.recall == recall.name_any()) {
+        let Some(status) = bypass.status else { continue };
+        let (Some(user_id), Some(issued_at)) = (status.user_id, status.issued_at) else { continue };
+        let ended = status.expires_at.unwrap_or(issued_at + jiff::SignedDuration::from_hours(24));
+        own.entry(bypass.spec.backend).or_default().push(OwnBypass { user_id, from: issued_at - LOG_SLACK, until: ended + LOG_SLACK });
+    }
+    own
+}
+
+/// The recall, backend, provider and recalled user a bypass names; Err says what to fix.
+struct Target {
+    recall: MfaRecall,
+    provider: Arc<dyn IdentityProvider>,
+    user: UserRef,
+}
+
+async fn target(bypass: &MfaBypass, ctx: &Context) -> Result<std::result::Result<Target, String>> {
+    let spec = &bypass.spec;
+    let namespace = bypass.namespace().unwrap_or_default();
+    let Some(recall) = Api::<MfaRecall>::namespaced(ctx.client.clone(), &namespace).get_opt(&spec.recall).await? else {
+        return Ok(Err(format!("MfaRecall {namespace}/{} not found: a bypass is for a user a recall reached", spec.recall)));
+    };
+    if !recall.spec.backends.contains(&spec.backend) {
+        return Ok(Err(format!("MfaRecall {} does not recall from {}: it names {}", spec.recall, spec.backend, recall.spec.backends.join(", "))));
+    }
+    let Some(backend) = Api::<IdentityBackend>::namespaced(ctx.client.clone(), &namespace).get_opt(&spec.backend).await? else {
+        return Ok(Err(format!("IdentityBackend {namespace}/{} not found", spec.backend)));
+    };
+    let provider = match ctx.provider(&backend).await {
+        Ok(provider) => provider,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let Some(owner) = recall.controller_owner_ref(&()) else { return Ok(Err(format!("MfaRecall {} has no uid yet", spec.recall))) };
+    let ledger = ResourceLedger::new(ctx.client.clone(), &namespace, owner, ctx.ledger_key.clone());
+    let match_key = |name: &str| provider.capabilities().name_match.key(name);
+    let wanted = match_key(&spec.user);
+    for index in ledger.segments(&spec.backend).await? {
+        let segment = ledger.read(&spec.backend, index).await?;
+        if let Some(record) = segment.users.into_iter().find(|r| match_key(&r.user.username) == wanted || r.user.id == spec.user) {
+            return Ok(match record.state {
+                UserState::Invalidated | UserState::AwaitingLogs => Ok(Target { recall, provider, user: record.user }),
+                state => Err(format!("{} was not recalled by {} ({state:?}): a bypass is only for a user the recall took factors from", spec.user, spec.recall)),
+            });
+        }
+    }
+    Ok(Err(format!("{} is not among the users MfaRecall {} reached on {} (mfa-recall report lists them)", spec.user, spec.recall, spec.backend)))
+}
+
+/// The lifetime asked for, if the operator and the provider both allow it.
+fn lifetime(text: &str, max: Duration, support: &BypassSupport) -> std::result::Result<Duration, String> {
+    let lifetime = crate::duration::BYPASS_LIFETIME.parse(text)?;
+    if lifetime > max {
+        return Err(format!("lifetime {text} is longer than the operator allows (--max-bypass-lifetime {}): request a shorter one", humantime(max)));
+    }
+    if !support.lifetimes.contains(&lifetime) {
+        return Err(format!(
+            "lifetime {text} is outside what the provider's {} takes ({} to {}): request one within it",
+            support.mechanism,
+            humantime(*support.lifetimes.start()),
+            humantime(*support.lifetimes.end())
+        ));
+    }
+    Ok(lifetime)
+}
+
+/// Withdraws the bypass at the provider; false where the provider cannot (it ends at its lifetime).
+async fn withdraw(provider: &dyn IdentityProvider, user: &UserRef, status: &MfaBypassStatus) -> Result<bool> {
+    if !provider.capabilities().bypass.is_some_and(|b| b.withdrawable) {
+        return Ok(false);
+    }
+    provider.revoke_bypass(user, status.issued_at.unwrap_or(jiff::Timestamp::UNIX_EPOCH), status.reference.as_deref()).await?;
+    Ok(true)
+}
+
+fn fail(mut status: MfaBypassStatus, audit: &impl Fn(Audited, Outcome, String) -> Result<()>, why: String) -> Result<Step> {
+    audit(Audited::BypassFail, Outcome::Failed, why.clone())?;
+    status.phase = BypassPhase::Failed;
+    status.message = why;
+    Ok(Step { status, requeue: None })
+}
+
+fn with_message(mut status: MfaBypassStatus, message: String) -> MfaBypassStatus {
+    status.message = message;
+    status
+}
+
+/// The mail to the user: the code, how long it works, and what to do if they did not ask.
+fn message(user: &str, backend: &str, mechanism: &str, code: &str, expires_at: jiff::Timestamp) -> String {
+    format!(
+        "Your security team issued a temporary sign-in code for your account {user} on {backend} ({mechanism}).\n\n  {code}\n\nIt works until {expires_at} and only for you: use it to sign in once and set up a new second factor at once. Nobody from IT will ever ask you for it.\n\nIf you did not ask your security team for a way back in, tell them at once.\n"
+    )
+}
+
+/// An address with most of its local part hidden, for status: enough to tell which one.
+fn mask(address: &str) -> String {
+    match address.split_once('@') {
+        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+        None => "***".into(),
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    let minutes = d.as_secs() / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn support(min: u64, max: u64) -> BypassSupport {
+        BypassSupport { mechanism: "a pass", lifetimes: Duration::from_secs(min)..=Duration::from_secs(max), sent_by_provider: false, withdrawable: true }
+    }
+
+    #[test]
+    fn a_lifetime_must_suit_the_operator_and_the_provider() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(lifetime("30m", hour, &support(600, 86_400)), Ok(Duration::from_secs(1800)));
+        let error = lifetime("2h", hour, &support(600, 86_400)).unwrap_err();
+        assert!(error.contains("longer than the operator allows (--max-bypass-lifetime 1h)"), "{error}");
+        let error = lifetime("5m", hour, &support(600, 86_400)).unwrap_err();
+        assert!(error.contains("outside what the provider's a pass takes (10m to 24h)"), "{error}");
+        assert!(lifetime("soon", hour, &support(60, 86_400)).unwrap_err().contains("is not a duration"));
+    }
+
+    #[test]
+    fn status_shows_which_address_but_not_all_of_it() {
+        assert_eq!(mask("megan.bowen@contoso.example"), "m***@contoso.example");
+        assert_eq!(mask("nobody"), "***");
+    }
+}
