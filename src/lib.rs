@@ -54,6 +54,10 @@ pub enum Error {
     /// The recall asks for something a backend cannot do as asked; nothing was touched.
     #[error("{0}")]
     Refused(String),
+    /// The recall would leave the organisation without a way in (the lockout guard); it waits,
+    /// checked again, until that is fixed or acknowledged. Nothing was touched.
+    #[error("{0}")]
+    LockoutRisk(String),
     /// A backend's users could not be listed on (an answer that cannot be read, a next-page
     /// link to another host, pages that lead back): the recall ends with the users listed before.
     #[error("{0}; the users listed before it were worked on and are counted, the rest were not reached")]
@@ -80,6 +84,7 @@ impl Error {
             Error::BackendNotFound(_) => "backendNotFound",
             Error::ExclusionGroupNotFound(_) => "exclusionGroupNotFound",
             Error::Refused(_) => "refused",
+            Error::LockoutRisk(_) => "lockoutRisk",
             Error::ListingFailed(_) => "listingFailed",
             Error::Finalizer(e) => match &**e {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),

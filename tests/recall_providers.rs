@@ -666,3 +666,49 @@ async fn a_bypass_is_issued_once_approved_mailed_and_withdrawn() {
         }
     }
 }
+
+/// The lockout guard on the real apiserver: a recall that reaches administrators (members of a
+/// subgroup of a privileged group included) waits with a LockoutRisk condition that says what to
+/// change, and touches nobody, while the backend's break-glass account does not exist; once a
+/// working one is named, the recall runs and leaves that account alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lockout_guard_holds_a_recall_of_admins_until_a_break_glass_account_works() {
+    let (parts, client, ns, _) = support::scenario("lockout").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("entra").await.unwrap();
+    let groups = vec![GroupSeed::new("staff", 2), GroupSeed::new("admins", 10), GroupSeed::nested("platform", 7, 3, "admins")];
+    subject.sim.provider.seed(&Seed { users: 30, groups, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    let mut spec = subject.backend_spec("corp-entra-credentials", limits);
+    spec.privileged_groups = vec!["admins".into()];
+    spec.break_glass = vec!["nobody@example.com".into()];
+    cluster::create_backend(&client, ns, "corp-entra", spec, &subject.secret).await.unwrap();
+    let operator = Operator::start(ns, &parts.file("lockout-audit.jsonl"), &parts.file("lockout-operator.log"));
+    let before = subject.sim.provider.census(None);
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "staff"},
+        "spec": {"reason": "INC-9", "backends": ["corp-entra"], "scope": {"groups": ["staff"]}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let ready = |r: &MfaRecall| r.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone())));
+    let held = cluster::wait_for(&recalls, "staff", Duration::from_secs(60), |r| ready(r).is_some_and(|(reason, _)| reason == "LockoutRisk")).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let (_, message) = ready(&held).unwrap();
+    for part in ["break-glass account nobody@example.com does not exist", "reaches members of the privileged group admins", "spec.breakGlass", "spec.acknowledgeLockoutRisk: true"] {
+        assert!(message.contains(part), "the condition says {part:?}: {message}");
+    }
+    assert_eq!(phase(&held), RecallPhase::Pending);
+    assert_eq!(subject.sim.provider.census(None), before, "nothing was touched");
+
+    // User 24 is in staff and in platform, a subgroup of admins: a working break-glass account,
+    // never recalled though the scope holds it.
+    let keeper = username(24);
+    let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
+    backends.patch("corp-entra", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "breakGlass": [keeper.to_uppercase()] } }))).await.unwrap();
+    let done = cluster::wait_for(&recalls, "staff", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let counts = done.status.unwrap().counts;
+    assert!(counts.invalidated > 10 && counts.excluded >= 1, "{counts:?}");
+    let kept = subject.sim.provider.user(&keeper).unwrap();
+    assert!(!kept.factors.is_empty() && kept.active, "the break-glass account keeps its factors: {kept:?}");
+}

@@ -34,6 +34,14 @@ pub struct IdentityBackendSpec {
     /// How long this provider's logs take to show an event, as a duration such as 2m. A factor whose creation time the provider does not give is deleted only once its logs, this long after the user's factors were listed, show it predates the cutoff. Defaults to the delay the provider documents; set it lower only for a test double.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_delay: Option<String>,
+    /// Break-glass accounts: the organisation's way in when everything else fails. No recall touches them (they are excluded as exclude.users would), and before a recall revokes anything it checks that each exists, is enabled and holds a factor; one that does not stops the recall (reason LockoutRisk) until it is fixed or the recall sets acknowledgeLockoutRisk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub break_glass: Vec<String>,
+    /// Groups whose members run the organisation (administrators). A recall that reaches any of their members, at any depth, waits (reason LockoutRisk) unless this backend names a working break-glass account or the recall sets acknowledgeLockoutRisk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub privileged_groups: Vec<String>,
 }
 
 /// The providers the operator can recall from, one block each. Every list of providers in the

@@ -43,6 +43,8 @@ reasons! {
     BackendNotFound,
     ExclusionGroupNotFound,
     FactorKindsInseparable,
+    /// The lockout guard found the recall would leave no way in; it waits until fixed or acknowledged.
+    LockoutRisk,
     ListingFailed,
     /// A ledger object failed its HMAC: the recall stopped.
     LedgerRejected,

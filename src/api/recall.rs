@@ -66,6 +66,9 @@ pub struct MfaRecallSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub clearances: Vec<Clearance>,
+    /// Run even though the lockout guard found a risk (a backend's break-glass account missing, disabled or without a factor, or privileged users recalled with none): the person who sets it accepts that the organisation may lose its way in. Can be set after the recall was created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledge_lockout_risk: bool,
     /// Pause the recall; it resumes where it stopped when set back to false.
     #[serde(default)]
     pub suspend: bool,

@@ -846,6 +846,12 @@ impl IdentityProvider for Auth0 {
         self.set_blocked(user, true).await
     }
 
+    async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        let found: Option<Value> = self.get("get_user", &Self::user_path(user, ""), &[]).await?;
+        let found = found.ok_or_else(|| self.user_gone(user))?;
+        Ok(Some(!found["blocked"].as_bool().unwrap_or(false)))
+    }
+
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_blocked(user, false).await
     }

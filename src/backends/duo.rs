@@ -951,6 +951,13 @@ impl IdentityProvider for Duo {
         self.set_status(user, "disabled").await
     }
 
+    async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        let path = format!("/admin/v1/users/{}", enc(&user.id));
+        let envelope = self.call(GET_USER, Method::GET, &path, &[], &[StatusCode::NOT_FOUND]).await?.ok_or_else(|| self.user_gone(user))?;
+        // Duo's statuses: active, bypass (no second factor asked), disabled, locked out, pending deletion.
+        Ok(envelope.response["status"].as_str().map(|s| matches!(s, "active" | "bypass")))
+    }
+
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_status(user, "active").await
     }

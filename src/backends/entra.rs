@@ -894,6 +894,11 @@ impl IdentityProvider for Entra {
         self.set_enabled(user, false).await
     }
 
+    async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        let found: Value = self.get(GET_USER, &format!("/users/{}", enc(&user.id)), &[("$select", "id,accountEnabled".into())]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(found["accountEnabled"].as_bool())
+    }
+
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_enabled(user, true).await
     }

@@ -770,6 +770,11 @@ impl IdentityProvider for Google {
         self.set_suspended(user, true).await
     }
 
+    async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        let found: Value = self.get(GET_USER, &self.user_path(user, ""), &[("projection", "basic".into())]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(Some(!found["suspended"].as_bool().unwrap_or(false)))
+    }
+
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.set_suspended(user, false).await
     }

@@ -590,6 +590,11 @@ impl IdentityProvider for Keycloak {
         self.set_enabled(user, true).await
     }
 
+    async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        let found: Value = self.get(&format!("/users/{}", enc(&user.id)), &[("briefRepresentation", "true".into())]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(found["enabled"].as_bool())
+    }
+
     async fn issue_bypass(&self, user: &UserRef, lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
         // Keycloak mails the user a link that signs them in to set up the factors they lost (the
         // required actions the recall set), valid for `lifespan` seconds: the operator never sees it.

@@ -583,6 +583,11 @@ pub trait IdentityProvider: Send + Sync {
     async fn address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
         Ok(user.username.contains('@').then(|| user.username.clone()))
     }
+    /// Whether the account may sign in (not disabled, suspended, blocked or locked); None where
+    /// the adapter cannot tell.
+    async fn enabled(&self, _user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        Ok(None)
+    }
     /// Lets a user disabled by `disable_user` sign in again (a quarantine cleared).
     async fn enable_user(&self, _user: &UserRef) -> Result<(), ProviderError> {
         Err(ProviderError::new(ErrorKind::Config, "this adapter cannot enable a user again: enable them in the provider's console"))

@@ -779,6 +779,12 @@ impl IdentityProvider for Okta {
         self.lifecycle(user, "suspend", "SUSPENDED").await
     }
 
+    async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        let (current, _) = self.get_page::<OktaUser>(GET_USER, &self.user_url(user, ""), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        // Okta's user statuses: only these can sign in (PASSWORD_EXPIRED and RECOVERY after a reset).
+        Ok(Some(matches!(current.status.as_str(), "ACTIVE" | "PASSWORD_EXPIRED" | "RECOVERY")))
+    }
+
     async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
         self.lifecycle(user, "unsuspend", "ACTIVE").await
     }

@@ -8,6 +8,7 @@ mod fixtures;
 pub mod health;
 pub mod leader;
 mod listener;
+mod lockout;
 mod not_me;
 mod recall;
 pub(crate) mod run;

@@ -342,6 +342,7 @@ fn reason(e: &Error) -> Reason {
         Error::BackendNotFound(_) => Reason::BackendNotFound,
         Error::ExclusionGroupNotFound(_) => Reason::ExclusionGroupNotFound,
         Error::Refused(_) => Reason::FactorKindsInseparable,
+        Error::LockoutRisk(_) => Reason::LockoutRisk,
         Error::ListingFailed(_) => Reason::ListingFailed,
         Error::LedgerRejected { .. } => Reason::LedgerRejected,
         Error::TrailLost(_) => Reason::AuditTrailLost,
@@ -361,6 +362,10 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
     }
     let fetched = fetch(recall, ctx).await?;
     refuse_inseparable_kinds(recall, &fetched)?;
+    // Once revocation began, the guard was passed: a resumed recall goes on.
+    if !fetched.under_way {
+        super::lockout::check(recall, &fetched.backends).await?;
+    }
     let ledger = fetched.ledger.clone();
     let runs = build(recall, &plan, fetched.backends, fetched.notices);
     // Before the runs' counts are published, so counts never go backwards, and a ledger that
@@ -584,7 +589,8 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 recall: key(recall),
                 backend: backend.name_any(),
                 scope: scope_selector(spec),
-                exclude_users: spec.scope.exclude.users.clone(),
+                // Break-glass accounts are never recalled.
+                exclude_users: spec.scope.exclude.users.iter().chain(&backend.spec.break_glass).cloned().collect(),
                 exclude_groups: spec.scope.exclude.groups.clone(),
                 kinds: spec.factors.clone(),
                 revoke_sessions: spec.revoke_sessions && provider.capabilities().revoke_sessions,
