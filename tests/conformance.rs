@@ -1534,8 +1534,18 @@ async fn bypass_issued_used_and_withdrawn(kind: &str) {
     let expected = before + jiff::SignedDuration::from_mins(30);
     assert!(issued.expires_at.duration_since(expected).abs() < jiff::SignedDuration::from_secs(60), "{kind}: good for the lifetime asked: {} vs {expected}", issued.expires_at);
     let provider = &bench.sim().provider;
+    let used = async || bench.provider.bypass_used(&user, before, issued.reference.as_deref()).await.unwrap_or_else(|e| panic!("{kind}: used? {e}"));
+    assert_eq!(used().await, Some(false), "{kind}: not used yet");
     provider.sign_in_with_bypass(&name, &code).unwrap_or_else(|e| panic!("{kind}: the user signs in with it: {e}"));
     assert!(provider.sign_in_with_bypass(&name, &code).is_err(), "{kind}: good once");
+    assert_eq!(used().await, Some(true), "{kind}: the provider tells it was used");
+    // What is left of it goes too (Google: the other codes of the set).
+    bench.provider.revoke_bypass(&user, before, issued.reference.as_deref()).await.unwrap_or_else(|e| panic!("{kind}: withdraw after use: {e}"));
+    if kind == "google" {
+        assert!(bench.provider.holds_factor_since(&user, before).await.unwrap().is_none());
+        let left = bench.sim().provider.user(&name).unwrap().factors.into_iter().filter(|f| f.kind == FactorKind::RecoveryCodes).count();
+        assert_eq!(left, 0, "{kind}: the rest of the issued set is invalidated");
+    }
     assert!(provider.sign_in_with_bypass(&bench.target.username(2), &code).is_err(), "{kind}: good for its user only");
 
     // Issued again (a retry after a crash, say): only the new one works, and once withdrawn, none.

@@ -620,6 +620,8 @@ async fn a_bypass_is_issued_once_approved_mailed_and_withdrawn() {
     let code = code_in(&messages[0]);
     subject.sim.provider.sign_in_with_bypass(&victim, &code).expect("the user signs in with the code");
     assert!(subject.sim.provider.sign_in_with_bypass(&victim, &code).is_err(), "good once");
+    let used = cluster::wait_for(&bypasses, "first", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Used)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(used.status.unwrap().used_at.is_some());
 
     // A second one, then revoked: gone at the provider.
     bypasses.create(&kube::api::PostParams::default(), &request("second", &victim, "30m")).await.unwrap();
@@ -650,7 +652,7 @@ async fn a_bypass_is_issued_once_approved_mailed_and_withdrawn() {
     // Each step in the trail; no code anywhere but the user's mailbox.
     let lines = audit_lines(&audit_file);
     let steps: Vec<String> = lines.iter().filter(|l| l["detail"].as_str().is_some_and(|d| d.starts_with("MfaBypass first:"))).map(|l| l["action"].as_str().unwrap().to_string()).collect();
-    assert_eq!(steps, ["bypass.request", "bypass.approve", "bypass.issue", "bypass.deliver"], "{steps:?}");
+    assert_eq!(steps, ["bypass.request", "bypass.approve", "bypass.issue", "bypass.deliver", "bypass.use"], "{steps:?}");
     assert!(lines.iter().any(|l| l["action"] == "bypass.revoke" && l["detail"].as_str().unwrap().contains("second")));
     assert!(lines.iter().any(|l| l["action"] == "bypass.expire" && l["detail"].as_str().unwrap().contains("third")));
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap();

@@ -81,6 +81,8 @@ pub enum BypassPhase {
     Issuing,
     /// Issued and delivered to the user; works until expiresAt (or its one use).
     Active,
+    /// The user signed in with it (where the provider tells); what is left of it was withdrawn.
+    Used,
     /// Its lifetime ended; withdrawn at the provider where it does not end by itself.
     Expired,
     /// Withdrawn at the provider on request (spec.revoked).
@@ -94,7 +96,7 @@ pub enum BypassPhase {
 impl BypassPhase {
     /// Nothing more happens to a bypass in this phase.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Expired | Self::Revoked | Self::Failed | Self::Unsupported)
+        matches!(self, Self::Used | Self::Expired | Self::Revoked | Self::Failed | Self::Unsupported)
     }
 }
 
@@ -116,6 +118,9 @@ pub struct MfaBypassStatus {
     /// When it stops working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<jiff::Timestamp>,
+    /// When the operator saw it used (checked about once a minute while it works).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<jiff::Timestamp>,
     /// What tells the issued one apart at the provider where it needs telling (Google: a fingerprint of the code set, which does not reveal the codes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,

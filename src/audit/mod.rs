@@ -87,6 +87,8 @@ pub enum Action {
     BypassIssue,
     #[serde(rename = "bypass.deliver")]
     BypassDeliver,
+    #[serde(rename = "bypass.use")]
+    BypassUse,
     #[serde(rename = "bypass.expire")]
     BypassExpire,
     #[serde(rename = "bypass.revoke")]

@@ -979,6 +979,16 @@ impl IdentityProvider for Duo {
         Ok(IssuedBypass { secret: Some(SecretString::new(code)), expires_at, reference: None })
     }
 
+    async fn bypass_used(&self, user: &UserRef, issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<Option<bool>, ProviderError> {
+        // A code good once is gone from the user's list once used; before its end nothing else
+        // removes it but an administrator.
+        let path = format!("/admin/v1/users/{}/bypass_codes", enc(&user.id));
+        let Some(envelope) = self.call(LIST_FACTORS, Method::GET, &path, &[("limit", "500".into())], &[StatusCode::NOT_FOUND]).await? else { return Ok(None) };
+        let codes: Vec<BypassCode> = self.parse(&path, envelope.response)?;
+        let from = issued_at.as_second() - CLOCK_SKEW_SECONDS;
+        Ok(Some(!codes.iter().any(|c| c.created.is_none_or(|created| created >= from))))
+    }
+
     async fn revoke_bypass(&self, user: &UserRef, issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<(), ProviderError> {
         // The codes made from the issuing on, allowing for Duo's clock (their ids were not returned).
         let path = format!("/admin/v1/users/{}/bypass_codes", enc(&user.id));

@@ -920,6 +920,13 @@ impl IdentityProvider for Entra {
         Ok(IssuedBypass { secret: Some(SecretString::new(secret)), expires_at, reference: None })
     }
 
+    async fn bypass_used(&self, user: &UserRef, _issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<Option<bool>, ProviderError> {
+        // A pass used once stays listed, unusable for the reason OneTimeUsed.
+        let path = format!("/users/{}/authentication/temporaryAccessPassMethods", enc(&user.id));
+        let passes: Option<Page<Value>> = self.get(LIST_FACTORS, &path, &[]).await?;
+        Ok(Some(passes.is_some_and(|p| p.value.iter().any(|pass| pass["methodUsabilityReason"] == "OneTimeUsed"))))
+    }
+
     async fn revoke_bypass(&self, user: &UserRef, _issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<(), ProviderError> {
         // One pass per user, and the one a bypass issued replaced any other: every pass goes.
         let path = format!("/users/{}/authentication/temporaryAccessPassMethods", enc(&user.id));

@@ -791,7 +791,18 @@ impl IdentityProvider for Google {
         let codes = self.backup_codes(user).await?;
         let code = codes.first().filter(|c| !c.is_empty()).cloned().ok_or_else(|| self.http.error(ErrorKind::Rejected, "Google generated backup codes but listed none"))?;
         let expires_at = issued_at.checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::ZERO)).unwrap_or(issued_at);
-        Ok(IssuedBypass { secret: Some(SecretString::new(code)), expires_at, reference: Some(codes_fingerprint(&codes)) })
+        // The set as issued, and as it is once the delivered code is used: what tells this set
+        // from one the user generates later. Neither reveals a code.
+        let reference = format!("{} {}", codes_fingerprint(&codes), codes_fingerprint(&codes[1..]));
+        Ok(IssuedBypass { secret: Some(SecretString::new(code)), expires_at, reference: Some(reference) })
+    }
+
+    async fn bypass_used(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<Option<bool>, ProviderError> {
+        // Google lists the codes still valid: the issued set without the delivered code is what
+        // is left once the user signed in with it.
+        let Some((_, used)) = reference.and_then(|r| r.split_once(' ')) else { return Ok(None) };
+        let codes = self.backup_codes(user).await?;
+        Ok(Some(codes_fingerprint(&codes) == used))
     }
 
     async fn revoke_bypass(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<(), ProviderError> {
@@ -800,7 +811,8 @@ impl IdentityProvider for Google {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             codes => codes?,
         };
-        if codes.is_empty() || reference.is_some_and(|r| r != codes_fingerprint(&codes)) {
+        let current = codes_fingerprint(&codes);
+        if codes.is_empty() || reference.is_some_and(|r| !r.split(' ').any(|issued| issued == current)) {
             return Ok(());
         }
         self.call(DELETE_FACTOR, &self.auth, Method::POST, &self.user_path(user, "/verificationCodes/invalidate"), &[], None, &[StatusCode::NOT_FOUND]).await?;

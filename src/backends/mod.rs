@@ -603,6 +603,11 @@ pub trait IdentityProvider: Send + Sync {
     async fn issue_bypass(&self, _user: &UserRef, _lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
         Err(ProviderError::new(ErrorKind::Config, "this provider has no temporary bypass the operator can issue"))
     }
+    /// Whether the user has used what `issue_bypass` issued at `issued_at` (with its
+    /// `reference`), where the provider tells; None where it does not.
+    async fn bypass_used(&self, _user: &UserRef, _issued_at: jiff::Timestamp, _reference: Option<&str>) -> Result<Option<bool>, ProviderError> {
+        Ok(None)
+    }
     /// Withdraws what `issue_bypass` issued to `user` at `issued_at` (with its `reference`); Ok
     /// when nothing is left of it (used, expired or withdrawn before). Never what the user set up
     /// since.

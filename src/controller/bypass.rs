@@ -24,6 +24,10 @@ use crate::{Error, Result};
 /// How soon a bypass whose provider or recall could not be reached is tried again.
 const RETRY: Duration = Duration::from_secs(30);
 
+/// How often a working bypass is checked for use, where the provider tells: one read per
+/// working bypass, of which there are few.
+const USE_CHECK: Duration = Duration::from_secs(15);
+
 /// What the reconcile decided, before status is written.
 struct Step {
     status: MfaBypassStatus,
@@ -135,7 +139,25 @@ async fn decide(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, 
             let now = jiff::Timestamp::now();
             let expires_at = status.expires_at.unwrap_or(now);
             if expires_at > now {
-                return Ok(Step { status, requeue: Some(Duration::try_from(expires_at - now).unwrap_or(RETRY) + Duration::from_secs(1)) });
+                let left = Duration::try_from(expires_at.duration_since(now)).unwrap_or(RETRY) + Duration::from_secs(1);
+                let target = match target(bypass, ctx).await? {
+                    Ok(target) => target,
+                    Err(why) => return Ok(Step { status: with_message(status, format!("cannot check whether it was used: {why}")), requeue: Some(left.min(USE_CHECK)) }),
+                };
+                let used = match target.provider.bypass_used(&target.user, status.issued_at.unwrap_or(now), status.reference.as_deref()).await {
+                    Ok(used) => used,
+                    Err(e) => return Ok(Step { status: with_message(status, format!("cannot check whether it was used: {e}")), requeue: Some(left.min(USE_CHECK)) }),
+                };
+                if used != Some(true) {
+                    return Ok(Step { status, requeue: Some(if used.is_some() { left.min(USE_CHECK) } else { left }) });
+                }
+                // What is left of it goes (Google's other codes of the set, Entra's spent pass).
+                withdraw(&*target.provider, &target.user, &status).await?;
+                status.phase = BypassPhase::Used;
+                status.used_at = Some(now);
+                status.message = format!("used by {} (seen at {now}); what was left of it was withdrawn", spec.user);
+                audit(Audited::BypassUse, Outcome::Done, status.message.clone())?;
+                return Ok(Step { status, requeue: None });
             }
             // Withdrawn at the provider too: Google's codes do not expire by themselves, and a
             // provider's own expiry may lag.
@@ -215,8 +237,7 @@ async fn issue(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, a
     status.phase = BypassPhase::Active;
     status.delivered_to = Some(delivered_to);
     status.message = format!("issued and delivered; works until {}", status.expires_at.unwrap_or(issued_at));
-    let left = status.expires_at.map(|e| e - jiff::Timestamp::now()).and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
-    Ok(Step { status, requeue: Some(left + Duration::from_secs(1)) })
+    Ok(Step { status, requeue: Some(USE_CHECK) })
 }
 
 /// How far around its issuing and its end a bypass's log entries may fall (clocks, log lag).
