@@ -30,6 +30,9 @@ pub const BASELINE: Bounds = Bounds { field: "anomalies.baseline", min: "1h", ma
 /// How long an MfaBypass works once issued (the operator's --max-bypass-lifetime may cap it lower).
 pub const BYPASS_LIFETIME: Bounds = Bounds { field: "lifetime", min: "1m", max: "24h", example: "30m or 1h30m" };
 
+/// How long a re-enrollment link works.
+pub const LINK_LIFETIME: Bounds = Bounds { field: "reEnrollment.linkLifetime", min: "10m", max: "720h", example: "24h" };
+
 /// The windows of the burst and push-fatigue rules.
 pub const BURST_WITHIN: Bounds = Bounds { field: "anomalies.burstWithin", min: "1m", max: "24h", example: "10m" };
 pub const PUSH_WITHIN: Bounds = Bounds { field: "anomalies.pushWithin", min: "1m", max: "24h", example: "10m" };

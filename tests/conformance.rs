@@ -344,6 +344,7 @@ impl Bench {
             concurrency: 8,
             window: Default::default(),
             notices: None,
+            channel: Default::default(),
         }
     }
 
@@ -1621,6 +1622,45 @@ async fn bypass_mailed_by_keycloak(kind: &str) {
     assert_eq!(error.kind(), ErrorKind::Config);
 }
 
+/// reEnrollment.via VerifiedLink with resetPassword, on real Keycloak: the recall makes the stolen
+/// password stop working and Keycloak mails the user a link, good for the lifetime asked, to set a
+/// new password and the factors they lost; the trail says which channel was used.
+async fn re_enrollment_through_a_verified_link(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    let KeycloakTarget { admin, realm, url } = bench.target.as_keycloak();
+    let mail = support::notices::MailServer::from_env();
+    let (host, port) = mail.server.rsplit_once(':').unwrap();
+    let from = format!("{}@keycloak.corp.example", support::unique("relink"));
+    let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}"), Some(json!({ "smtpServer": { "host": host, "port": port, "from": from } }))).await.unwrap();
+    assert!(status < 300, "configuring the realm's mail server: {status} {body}");
+    let name = bench.target.window_users()[1].clone();
+    admin.sign_in_from(realm, &name, "127.0.0.1").await.expect("the password works before the recall");
+    let address = bench.provider.address(&bench.provider.find_user(&name).await.unwrap().remove(0)).await.unwrap().expect("an address on file");
+    let cutoff = jiff::Timestamp::now();
+    clock_moves_past(cutoff).await;
+    let lifetime = Duration::from_secs(2 * 3600);
+    let job = RecallJob { channel: backends::EnrollmentChannel::Link { lifetime, reset_password: true }, ..bench.job(ScopeSelector::listed(vec![], vec![name.clone()]), cutoff) };
+    let counts = bench.revoke(&job).await;
+    assert_eq!((counts.invalidated, counts.failed), (1, 0), "{counts:?}");
+    let refused = admin.sign_in_from(realm, &name, "127.0.0.1").await.expect_err("the old password no longer works");
+    assert!(refused.contains("Invalid user credentials"), "refused for the password, not only for pending actions: {refused}");
+    let ours = || -> Vec<String> { mail.messages(&address).into_iter().map(|m| support::notices::quoted_printable(&m)).filter(|m| m.contains(&from)).collect() };
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ours().is_empty() {
+        assert!(tokio::time::Instant::now() < give_up, "keycloak: no link mailed to {address}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let message = ours().remove(0);
+    let link = message.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '<' || c == '>')).find(|w| w.starts_with(url.as_str()) && w.contains("action-token?key=")).unwrap_or_else(|| panic!("no link in {message}")).replace("&amp;", "&");
+    use base64::Engine;
+    let token = link.split("key=").nth(1).unwrap().split('&').next().unwrap();
+    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), lifetime.as_secs() as i64, "{claims}");
+    assert!(message.contains("Update Password") || message.contains("UPDATE_PASSWORD") || message.to_lowercase().contains("password"), "the link sets a new password: {message}");
+    let required = bench.audit_events().into_iter().find(|e| e["action"] == "enrollment.require" && e["outcome"] == "done").expect("enrollment required");
+    assert!(required["detail"].as_str().unwrap().ends_with("via a link to the address on file, the password reset"), "{required}");
+}
+
 /// What a provider's log shows, from its documentation (not from the adapter): geolocation with
 /// coordinates, a proxy verdict, a user's fraud report, an enrollment by an administrator, a
 /// denied push, the device an enrollment is on, a sign-in the provider judged risky.
@@ -1690,4 +1730,4 @@ cases!(google: bypass_issued_used_and_withdrawn, window_watched, window_quaranti
 cases!(duo: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove
 // is the same code for every adapter.
-cases!(keycloak: bypass_mailed_by_keycloak, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);
+cases!(keycloak: bypass_mailed_by_keycloak, re_enrollment_through_a_verified_link, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone);

@@ -689,7 +689,7 @@ async fn the_lockout_guard_holds_a_recall_of_admins_until_a_break_glass_account_
     let before = subject.sim.provider.census(None);
     cluster::create_recall(&client, ns, json!({
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "staff"},
-        "spec": {"reason": "INC-9", "backends": ["corp-entra"], "scope": {"groups": ["staff"]}}
+        "spec": {"reason": "INC-9", "backends": ["corp-entra"], "scope": {"groups": ["staff"]}, "reEnrollment": {"via": "VerifiedLink"}}
     }))
     .await
     .unwrap();
@@ -709,8 +709,12 @@ async fn the_lockout_guard_holds_a_recall_of_admins_until_a_break_glass_account_
     let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
     backends.patch("corp-entra", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "breakGlass": [keeper.to_uppercase()] } }))).await.unwrap();
     let done = cluster::wait_for(&recalls, "staff", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
-    let counts = done.status.unwrap().counts;
+    let status = done.status.unwrap();
+    let counts = status.counts;
     assert!(counts.invalidated > 10 && counts.excluded >= 1, "{counts:?}");
+    // Entra has no link to send: status says the users enroll at their next sign-in.
+    let via = status.backends[0].re_enrollment_via.clone().unwrap_or_default();
+    assert!(via.starts_with("NextSignIn: this provider has no link"), "{via}");
     let kept = subject.sim.provider.user(&keeper).unwrap();
     assert!(!kept.factors.is_empty() && kept.active, "the break-glass account keeps its factors: {kept:?}");
 }

@@ -145,6 +145,7 @@ impl Run {
             concurrency: 4,
             window: Default::default(),
             notices: None,
+            channel: Default::default(),
         }
     }
 

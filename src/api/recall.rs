@@ -192,11 +192,42 @@ pub struct ReEnrollment {
     #[serde(default = "default_sweep")]
     #[schemars(range(min = 0, max = 100000))]
     pub sweep_per_check: i32,
+    /// How recalled users get back in to enroll: NextSignIn (default: at their next sign-in with the password, so whoever holds the password can enroll first) or VerifiedLink (a time-limited link to their address on file, where the backend has one; its status says which channel each backend used, and a backend without a link stays at NextSignIn).
+    #[serde(default)]
+    pub via: ReEnrollmentVia,
+    /// How long a VerifiedLink works, as a duration from 10m to 720h (default 24h).
+    #[serde(default = "default_link_lifetime")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?$') && size(self) > 0 && duration(self) >= duration('10m') && duration(self) <= duration('720h')").message("linkLifetime must be whole hours and minutes from 10m to 720h, such as 24h"))]
+    pub link_lifetime: String,
+    /// With VerifiedLink: also make the current password stop working, the link setting a new one, for when the password may be compromised too (the stolen password then lets nobody enroll).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset_password: bool,
+}
+
+/// The channel through which recalled users enroll again.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReEnrollmentVia {
+    #[default]
+    NextSignIn,
+    VerifiedLink,
+}
+
+fn default_link_lifetime() -> String {
+    "24h".into()
 }
 
 impl Default for ReEnrollment {
     fn default() -> Self {
-        Self { grace_period: default_grace(), on_deadline: DeadlineAction::default(), check_interval: default_check_interval(), sweep_per_check: default_sweep() }
+        Self {
+            grace_period: default_grace(),
+            on_deadline: DeadlineAction::default(),
+            check_interval: default_check_interval(),
+            sweep_per_check: default_sweep(),
+            via: ReEnrollmentVia::default(),
+            link_lifetime: default_link_lifetime(),
+            reset_password: false,
+        }
     }
 }
 
@@ -592,6 +623,9 @@ pub struct BackendProgress {
     /// Users an anomaly rule flagged in the re-enrollment window, each as `<user>: <rule>` (the first 100; counts.anomalies has how many flags, and the audit trail each one's evidence). Review them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flagged: Vec<String>,
+    /// How this backend's users are let back in to enroll (reEnrollment.via as this backend can do it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re_enrollment_via: Option<String>,
     /// Entries of the provider's event log that could not be read and were passed by, since the operator started.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub events_skipped: u64,

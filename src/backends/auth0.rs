@@ -667,6 +667,7 @@ impl IdentityProvider for Auth0 {
             // Methods show `created_at`; the logs are not needed to tell a method's age.
             log_delay: None,
             inseparable: Vec::new(),
+            enrollment_link: None,
             bypass: None,
             limitations,
         }
@@ -788,7 +789,7 @@ impl IdentityProvider for Auth0 {
         Ok(RevokeOutcome::Revoked)
     }
 
-    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef], _channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         // Auth0 has no per-user flag: the tenant's MFA policy makes a user without factors enroll
         // at the next login. A gap is named in the limitations, not held against each user.
         self.mfa_required().await;
@@ -1126,6 +1127,7 @@ mod tests {
             concurrency: 4,
             window: Default::default(),
             notices: None,
+            channel: Default::default(),
         }
     }
 
@@ -1193,11 +1195,11 @@ mod tests {
     async fn an_mfa_policy_other_than_always_is_named() {
         let bench = bench(1, vec![Sim::Totp]).await;
         let adapter = bench.adapter();
-        adapter.require_enrollment(&bench.user(0), &[]).await.unwrap();
+        adapter.require_enrollment(&bench.user(0), &[], Default::default()).await.unwrap();
         assert!(adapter.capabilities().force_re_enrollment);
         bench.tenant.set_mfa_required(false);
         let adapter = bench.adapter();
-        adapter.require_enrollment(&bench.user(0), &[]).await.unwrap();
+        adapter.require_enrollment(&bench.user(0), &[], Default::default()).await.unwrap();
         let capabilities = adapter.capabilities();
         assert!(!capabilities.force_re_enrollment);
         assert!(capabilities.limitations.iter().any(|l| l.starts_with("enrollment:")));

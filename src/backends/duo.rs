@@ -775,6 +775,7 @@ impl IdentityProvider for Duo {
                 kinds: &[FactorKind::Push, FactorKind::Sms],
                 why: "a Duo phone carries Duo Push, SMS and voice passcodes together, and deleting it ends all of them",
             }],
+            enrollment_link: None,
             bypass: Some(BypassSupport {
                 mechanism: "Duo bypass code, usable once",
                 lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(365 * 24 * 3600),
@@ -902,7 +903,7 @@ impl IdentityProvider for Duo {
         Ok(if done.is_some() { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })
     }
 
-    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef], _channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         // Duo's new-user policy asks a user without devices to enroll (see limitations).
         Ok(())
     }

@@ -741,6 +741,7 @@ impl IdentityProvider for Entra {
             log_delay: Some(self.http.log_delay(LOG_DELAY)),
             inseparable: Vec::new(),
             // Entra's documented range; the tenant's Temporary Access Pass policy may narrow it (Graph then refuses with its reason).
+            enrollment_link: None,
             bypass: Some(BypassSupport {
                 mechanism: "Entra Temporary Access Pass, usable once",
                 lifetimes: std::time::Duration::from_secs(10 * 60)..=std::time::Duration::from_secs(43_200 * 60),
@@ -849,7 +850,7 @@ impl IdentityProvider for Entra {
         }
     }
 
-    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef], _channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         // Nothing to call: with every method deleted, Entra makes the user register at the next
         // sign-in that needs MFA (see the enrollment limitation).
         Ok(())

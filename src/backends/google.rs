@@ -530,6 +530,7 @@ impl IdentityProvider for Google {
                 why: "Google lists no second factors and turns 2-Step Verification off as a whole",
             }],
             // Google's codes do not expire: the operator invalidates the set at the lifetime's end.
+            enrollment_link: None,
             bypass: Some(BypassSupport {
                 mechanism: "Google backup verification code (one of a new set, invalidated at expiry)",
                 lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(365 * 24 * 3600),
@@ -699,7 +700,7 @@ impl IdentityProvider for Google {
             .collect())
     }
 
-    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef], _channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         // Only the Admin console's 2-Step Verification enforcement can require enrollment (see limitations).
         Ok(())
     }

@@ -361,6 +361,7 @@ impl IdentityProvider for Keycloak {
             log_delay: None,
             inseparable: Vec::new(),
             // The execute-actions email: Keycloak's own mail to the user's address on file.
+            enrollment_link: Some("Keycloak's execute-actions email (Keycloak mails the link to the address on file)"),
             bypass: Some(BypassSupport {
                 mechanism: "Keycloak execute-actions link to set up a new factor, mailed by Keycloak",
                 lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(24 * 3600),
@@ -506,7 +507,7 @@ impl IdentityProvider for Keycloak {
         Ok(if status == StatusCode::NOT_FOUND { RevokeOutcome::AlreadyGone } else { RevokeOutcome::Revoked })
     }
 
-    async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef], channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         let path = format!("/users/{}", enc(&user.id));
         let current: Value = self.get(&path, &[]).await?.ok_or_else(|| self.user_gone(user))?;
         // The PUT replaces the whole list, so merge with what the user already has to do.
@@ -516,15 +517,37 @@ impl IdentityProvider for Keycloak {
             .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
             .unwrap_or_default();
         let before = actions.len();
+        let mut lost_actions: Vec<String> = Vec::new();
         for action in lost.iter().filter_map(|f| required_action(&f.provider_type)) {
+            if !lost_actions.iter().any(|a| a == action) {
+                lost_actions.push(action.to_string());
+            }
             if !actions.iter().any(|a| a == action) {
                 actions.push(action.to_string());
             }
         }
-        if actions.len() == before {
-            return Ok(());
+        if actions.len() != before {
+            let (status, _) = self.call(Method::PUT, &path, &[], Some(&json!({ "requiredActions": actions }))).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Err(self.user_gone(user));
+            }
         }
-        let (status, _) = self.call(Method::PUT, &path, &[], Some(&json!({ "requiredActions": actions }))).await?;
+        let super::EnrollmentChannel::Link { lifetime, reset_password } = channel else { return Ok(()) };
+        if current["email"].as_str().is_none_or(|e| !e.contains('@')) {
+            return Err(self.http.error(ErrorKind::Config, format!("user {} has no email address on file for the re-enrollment link (they enroll at their next sign-in)", user.username)));
+        }
+        if reset_password {
+            // A password nobody knows: the stolen one stops working, and the link sets the user's own.
+            let (status, _) = self.call(Method::PUT, &format!("{path}/reset-password"), &[], Some(&json!({ "type": "password", "value": unguessable_password()?, "temporary": false }))).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Err(self.user_gone(user));
+            }
+            lost_actions.insert(0, "UPDATE_PASSWORD".into());
+        }
+        if lost_actions.is_empty() {
+            lost_actions.push("CONFIGURE_TOTP".into());
+        }
+        let (status, _) = self.call(Method::PUT, &format!("{path}/execute-actions-email"), &[("lifespan", lifetime.as_secs().to_string())], Some(&json!(lost_actions))).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(self.user_gone(user));
         }
@@ -627,6 +650,16 @@ impl IdentityProvider for Keycloak {
     }
 }
 
+/// A password from the system's random source that nobody is told, with the character classes
+/// common password policies ask for.
+fn unguessable_password() -> Result<String, ProviderError> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| ProviderError::new(ErrorKind::Config, "the system's random source failed"))?;
+    use base64::Engine;
+    Ok(format!("{}-Aa1", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
 /// The second factor created first at or after the cutoff: its kind, time and credential type.
 fn first_since(credentials: &[Credential], cutoff: jiff::Timestamp) -> Option<(FactorKind, jiff::Timestamp, &str)> {
     credentials
@@ -703,7 +736,8 @@ fn op(method: &Method, path: &str) -> Op {
         ("DELETE", _) if path.contains("/credentials/") => "delete_factor",
         ("GET", "sessions") | ("GET", "consents") => "list_sessions",
         ("POST", "logout") | ("DELETE", _) => "revoke_sessions",
-        ("PUT", "execute-actions-email") => "issue_bypass",
+        ("PUT", "execute-actions-email") => "send_link",
+        ("PUT", "reset-password") => "update_user",
         ("PUT", _) => "update_user",
         ("GET", "members") | ("GET", "users") => "list_users",
         ("GET", "children") => "find_group",

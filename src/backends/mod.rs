@@ -360,12 +360,26 @@ pub struct Capabilities {
     /// Factor kinds the provider can only revoke together: a recall asking for some kinds of a
     /// set but not all of them is refused before anything is touched.
     pub inseparable: Vec<Inseparable>,
+    /// The provider's time-limited link to the user's address on file through which they set up
+    /// a factor again (reEnrollment.via VerifiedLink), as status names it; None where it has none.
+    pub enrollment_link: Option<&'static str>,
     /// The provider's own temporary way in for a recalled user, which an MfaBypass issues; None
     /// where it has none (a limitation then says what it has instead).
     pub bypass: Option<BypassSupport>,
     /// What the provider cannot do, each as "area: why" (for example "sessions: Duo has no API to
     /// end sessions"). Copied into each recall's per-backend status.
     pub limitations: Vec<String>,
+}
+
+/// How a recalled user is let back in to enroll again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EnrollmentChannel {
+    /// At their next sign-in with the password (required actions or the provider's policy).
+    #[default]
+    NextSignIn,
+    /// A link to the address on file that works for `lifetime`; with `reset_password`, the
+    /// current password stops working and the link sets a new one.
+    Link { lifetime: std::time::Duration, reset_password: bool },
 }
 
 /// A provider's temporary bypass, as an MfaBypass's status and checks need to know it.
@@ -567,8 +581,9 @@ pub trait IdentityProvider: Send + Sync {
     async fn factor_ages(&self, _user: &UserRef, factors: &[FactorRef], _cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {
         Ok(vec![LoggedAge::Unknown; factors.len()])
     }
-    /// Make the user enroll again the kinds they lost at their next sign-in.
-    async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef]) -> Result<(), ProviderError>;
+    /// Make the user enroll again the kinds they lost, through `channel` (a Link only where
+    /// `capabilities().enrollment_link`).
+    async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef], channel: EnrollmentChannel) -> Result<(), ProviderError>;
     /// The first factor the user enrolled at or after `cutoff`, if any.
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError>;
     /// `enrolled_since` for the window watch, which knows where an enrollment came from from the

@@ -608,6 +608,7 @@ impl IdentityProvider for Okta {
             // Every factor shows `created`: the logs are not needed to tell a factor's age.
             log_delay: None,
             inseparable: Vec::new(),
+            enrollment_link: None,
             bypass: None,
             limitations: vec![
                 "bypass: Okta's Temporary Access Code (Identity Engine, limited availability) has no documented Management API call to issue one for a user, and a temporary password (expire_password_with_temp_password) passes no MFA: issue a code in the Admin Console where the org has it".into(),
@@ -690,7 +691,7 @@ impl IdentityProvider for Okta {
         })
     }
 
-    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef], _channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         // The authenticator enrollment policy asks users without factors to enroll at their next
         // sign-in. The only per-user API, lifecycle/reset_factors, would delete factors enrolled
         // after the cutoff.

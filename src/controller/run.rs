@@ -19,11 +19,11 @@ use super::recall::key;
 use super::{Context, status};
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Notifications, Reason, RecallPhase, ReEnrollment, SmtpSecurity};
+use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Notifications, Reason, RecallPhase, ReEnrollment, ReEnrollmentVia, SmtpSecurity};
 use crate::keys::HmacKey;
 use crate::notify::{NotMeLinks, Notices, SmtpSink, WebhookSink};
 use crate::audit::{Action, AuditEvent, Outcome};
-use crate::backends::{IdentityProvider, Membership, ScopeSelector, ErrorKind};
+use crate::backends::{EnrollmentChannel, IdentityProvider, Membership, ScopeSelector, ErrorKind};
 use crate::engine::{Progress, RecallJob, RunEnd, Runner, SharedProgress, WindowSettings};
 use crate::watch::Thresholds;
 use crate::ledger::{LedgerStore, ResourceLedger};
@@ -200,7 +200,8 @@ struct BackendRun {
 struct Live {
     base: Mutex<MfaRecallStatus>,
     /// Set once the run is built; until then the counts are those last written.
-    backends: OnceLock<Vec<(String, SharedProgress, Arc<dyn IdentityProvider>)>>,
+    /// Each backend's name, progress, adapter, and how its users re-enroll.
+    backends: OnceLock<Vec<(String, SharedProgress, Arc<dyn IdentityProvider>, String)>>,
     /// Why the run stopped, shown in Ready over what the phase says.
     problem: Mutex<Option<(Reason, String)>>,
     /// The status last written, so an unchanged one is not written again.
@@ -222,7 +223,7 @@ impl Live {
             base.started_at = Some(plan.started);
             base.deadline = Some(plan.deadline);
         }
-        let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone())).collect());
+        let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone(), channel_text(&r.job.channel, &*r.provider))).collect());
     }
 
     fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
@@ -230,12 +231,12 @@ impl Live {
         if let Some(backends) = self.backends.get() {
             status.backends = backends
                 .iter()
-                .map(|(name, progress, provider)| {
+                .map(|(name, progress, provider, via)| {
                     // Read each time: some limits show only while working (a plan without an endpoint).
                     let not_supported = provider.capabilities().limitations;
                     let p = progress.lock().unwrap();
                     let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
-                    BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone(), flagged: p.flagged.clone(), events_skipped: p.events_skipped }
+                    BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone(), flagged: p.flagged.clone(), re_enrollment_via: Some(via.clone()), events_skipped: p.events_skipped }
                 })
                 .collect();
             status.counts = status::totals(&status.backends);
@@ -388,6 +389,7 @@ pub(crate) struct Plan {
     deadline: jiff::Timestamp,
     check_interval: Duration,
     window: WindowSettings,
+    link_lifetime: Duration,
 }
 
 /// Checks what the apiserver's rules cannot (a duration's size), before anything is fetched.
@@ -400,7 +402,8 @@ pub(crate) fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now
     let deadline = started.checked_add(grace).map_err(|e| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is too long: {e}", spec.re_enrollment.grace_period)))?;
     let check_interval = duration::CHECK_INTERVAL.parse(&spec.re_enrollment.check_interval).map_err(Error::Invalid)?;
     let window = window_settings(spec, started)?;
-    Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval, window })
+    let link_lifetime = duration::LINK_LIFETIME.parse(&spec.re_enrollment.link_lifetime).map_err(Error::Invalid)?;
+    Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval, window, link_lifetime })
 }
 
 /// The recall's clearances as the apiserver has them now; None when it cannot be read (the
@@ -579,6 +582,26 @@ fn refuse_inseparable_kinds(recall: &MfaRecall, fetched: &Fetched) -> Result<()>
     Ok(())
 }
 
+/// The channel a backend's users re-enroll through: the link where asked for and the backend has
+/// one, else the next sign-in.
+fn channel(spec: &ReEnrollment, provider: &dyn IdentityProvider, link_lifetime: Duration) -> EnrollmentChannel {
+    match spec.via {
+        ReEnrollmentVia::VerifiedLink if provider.capabilities().enrollment_link.is_some() => EnrollmentChannel::Link { lifetime: link_lifetime, reset_password: spec.reset_password },
+        _ => EnrollmentChannel::NextSignIn,
+    }
+}
+
+/// The channel as status names it, with why where the link asked for could not be had.
+fn channel_text(channel: &EnrollmentChannel, provider: &dyn IdentityProvider) -> String {
+    match (channel, provider.capabilities().enrollment_link) {
+        (EnrollmentChannel::Link { lifetime, reset_password }, Some(mechanism)) => {
+            format!("VerifiedLink: {mechanism}, good for {}h{}", lifetime.as_secs() / 3600, if *reset_password { ", the password reset with it" } else { "" })
+        }
+        (_, None) => "NextSignIn: this provider has no link to send (its limitations say how users enroll)".into(),
+        (EnrollmentChannel::NextSignIn, Some(_)) => "NextSignIn".into(),
+    }
+}
+
 /// One engine job per backend.
 fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dyn IdentityProvider>)>, notices: Option<Arc<Notices>>) -> Vec<BackendRun> {
     let spec = &recall.spec;
@@ -598,6 +621,7 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 concurrency: backend.spec.limits.max_concurrency.max(1) as usize,
                 window: plan.window.clone(),
                 notices: notices.clone(),
+                channel: channel(&spec.re_enrollment, &*provider, plan.link_lifetime),
             };
             BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
         })
@@ -915,7 +939,7 @@ mod tests {
     #[test]
     fn a_valid_spec_gives_the_cutoff_deadline_and_interval() {
         let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h30m", "checkInterval": "15s" })), None, at("2026-11-28T00:00:00Z")).unwrap();
-        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(15), window: plan.window.clone() });
+        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(15), window: plan.window.clone(), link_lifetime: Duration::from_secs(24 * 3600) });
         assert_eq!(plan.window.started, Some(at("2026-11-28T00:00:00Z")));
         assert_eq!(plan.window.thresholds, crate::watch::Thresholds::default(), "the spec's defaults are the rules' defaults");
     }

@@ -41,6 +41,8 @@ pub struct RecallJob {
     pub window: WindowSettings,
     /// Where users are told of a new factor; None for no notices.
     pub notices: Option<Arc<crate::notify::Notices>>,
+    /// How users get back in to enroll again.
+    pub channel: crate::backends::EnrollmentChannel,
 }
 
 impl RecallJob {
@@ -775,9 +777,14 @@ impl Runner {
                 });
             })?;
         } else if !lost.is_empty() {
-            self.provider.require_enrollment(user, &lost).await?;
+            self.provider.require_enrollment(user, &lost, job.channel).await?;
             let kinds: Vec<&str> = lost.iter().map(|f| f.kind.as_str()).collect();
-            self.audit(job, Some(user), Action::EnrollmentRequire, Outcome::Done, |e| e.detail = Some(kinds.join(",")))?;
+            let via = match job.channel {
+                crate::backends::EnrollmentChannel::NextSignIn => String::new(),
+                crate::backends::EnrollmentChannel::Link { reset_password: true, .. } => " via a link to the address on file, the password reset".into(),
+                crate::backends::EnrollmentChannel::Link { .. } => " via a link to the address on file".into(),
+            };
+            self.audit(job, Some(user), Action::EnrollmentRequire, Outcome::Done, |e| e.detail = Some(format!("{}{via}", kinds.join(","))))?;
         }
         Ok(Steps::Done)
     }

@@ -237,7 +237,7 @@ impl IdentityProvider for FakeProvider {
         held.retain(|(id, _, _)| id != &factor.id);
         Ok(if held.len() < before { RevokeOutcome::Revoked } else { RevokeOutcome::AlreadyGone })
     }
-    async fn require_enrollment(&self, user: &UserRef, _: &[FactorRef]) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, user: &UserRef, _: &[FactorRef], _channel: crate::backends::EnrollmentChannel) -> Result<(), ProviderError> {
         self.required.lock().unwrap().push(user.id.clone());
         if let Some((after, stop)) = &*self.stop_after.lock().unwrap()
             && self.deletes.lock().unwrap().len() >= after * 2
@@ -279,6 +279,7 @@ fn job() -> RecallJob {
         concurrency: 4,
         window: Default::default(),
         notices: None,
+        channel: Default::default(),
     }
 }
 

@@ -472,6 +472,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
                 concurrency: args.in_flight as usize,
                 window: Default::default(),
                 notices: None,
+                channel: Default::default(),
             };
             runner.revoke(&job).await.unwrap();
             let invalidated = runner.progress.lock().unwrap().counts.invalidated;
@@ -562,6 +563,7 @@ async fn window_run(args: &Args) -> Value {
         concurrency: args.in_flight as usize,
         window,
         notices: None,
+        channel: Default::default(),
     };
     let t0 = Instant::now();
     runner.revoke(&job).await.unwrap();
@@ -656,7 +658,7 @@ async fn adapter_layer(provider: Arc<dyn IdentityProvider>, in_flight: usize) {
             for factor in &snapshot.factors {
                 provider.revoke_factor(&user, factor).await.unwrap();
             }
-            provider.require_enrollment(&user, &snapshot.factors).await.unwrap();
+            provider.require_enrollment(&user, &snapshot.factors, Default::default()).await.unwrap();
         }
     })
     .await;
