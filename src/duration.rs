@@ -37,6 +37,16 @@ pub const LINK_LIFETIME: Bounds = Bounds { field: "reEnrollment.linkLifetime", m
 pub const BURST_WITHIN: Bounds = Bounds { field: "anomalies.burstWithin", min: "1m", max: "24h", example: "10m" };
 pub const PUSH_WITHIN: Bounds = Bounds { field: "anomalies.pushWithin", min: "1m", max: "24h", example: "10m" };
 
+/// A whole number of minutes as people write it: 30m, 2h, 1h30m.
+pub fn text(d: Duration) -> String {
+    let minutes = d.as_secs() / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
+
 impl Bounds {
     /// `text` as a duration within the bounds; the error names the field, the value and the bounds.
     pub fn parse(&self, text: &str) -> Result<Duration, String> {

@@ -1661,6 +1661,28 @@ async fn re_enrollment_through_a_verified_link(kind: &str) {
     assert!(required["detail"].as_str().unwrap().ends_with("via a link to the address on file, the password reset"), "{required}");
 }
 
+/// reEnrollment.via VerifiedLink on Auth0: the recall has Auth0 mail the user an MFA enrollment
+/// ticket (`send_mail`), once, and the trail says the link was the channel; Auth0 cannot reset the
+/// password with it, which its capabilities say.
+async fn enrollment_ticket_mailed_by_auth0(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    let link = bench.provider.capabilities().enrollment_link.expect("Auth0's enrollment ticket");
+    assert!(!link.resets_password && !link.sets_lifetime, "{link:?}");
+    let name = bench.target.window_users()[0].clone();
+    let cutoff = jiff::Timestamp::now();
+    clock_moves_past(cutoff).await;
+    let channel = backends::EnrollmentChannel::Link { lifetime: Duration::from_secs(3600), reset_password: false };
+    let job = RecallJob { channel, ..bench.job(ScopeSelector::listed(vec![], vec![name.clone()]), cutoff) };
+    let counts = bench.revoke(&job).await;
+    assert_eq!((counts.invalidated, counts.failed), (1, 0), "{counts:?}");
+    let mailed = bench.sim().provider.links_mailed(&name);
+    assert_eq!(mailed.len(), 1, "one ticket mailed to {name}: {mailed:?}");
+    assert!(mailed[0].contains("/guardian/enroll?ticket="), "{mailed:?}");
+    assert!(bench.sim().provider.links_mailed(&bench.target.username(2)).is_empty(), "to nobody else");
+    let required = bench.audit_events().into_iter().find(|e| e["action"] == "enrollment.require" && e["outcome"] == "done").expect("enrollment required");
+    assert!(required["detail"].as_str().unwrap().ends_with("via a link to the address on file"), "{required}");
+}
+
 /// What a provider's log shows, from its documentation (not from the adapter): geolocation with
 /// coordinates, a proxy verdict, a user's fraud report, an enrollment by an administrator, a
 /// denied push, the device an enrollment is on, a sign-in the provider judged risky.
@@ -1725,7 +1747,7 @@ macro_rules! cases {
 
 cases!(okta: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(entra: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
-cases!(auth0: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(auth0: enrollment_ticket_mailed_by_auth0, bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(duo: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, admin_added_devices_kept, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 // Real Keycloak cannot have faults or limits injected; the shared HTTP plumbing those cases prove

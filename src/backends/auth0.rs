@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, Capabilities, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef,
+    Age, Capabilities, Enrollment, EnrollmentLink, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef,
     UserSnapshot, enc, selected, split,
 };
 use crate::api::{Auth0Provider, FactorKind};
@@ -667,7 +667,8 @@ impl IdentityProvider for Auth0 {
             // Methods show `created_at`; the logs are not needed to tell a method's age.
             log_delay: None,
             inseparable: Vec::new(),
-            enrollment_link: None,
+            // Auth0 sets the ticket's lifetime, and a password-change ticket is not mailed by Auth0.
+            enrollment_link: Some(EnrollmentLink { mechanism: "Auth0 MFA enrollment ticket, mailed by Auth0", sets_lifetime: false, resets_password: false }),
             bypass: None,
             limitations,
         }
@@ -789,10 +790,20 @@ impl IdentityProvider for Auth0 {
         Ok(RevokeOutcome::Revoked)
     }
 
-    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef], _channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, user: &UserRef, _lost: &[FactorRef], channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         // Auth0 has no per-user flag: the tenant's MFA policy makes a user without factors enroll
         // at the next login. A gap is named in the limitations, not held against each user.
         self.mfa_required().await;
+        if let super::EnrollmentChannel::Link { .. } = channel {
+            let body = json!({ "user_id": user.id, "send_mail": true });
+            let (status, value) = self.call("send_link", Method::POST, "/guardian/enrollments/ticket", &[], Some(&body)).await?;
+            match status {
+                StatusCode::NOT_FOUND => return Err(self.user_gone(user)),
+                StatusCode::FORBIDDEN => return Err(self.refused("/guardian/enrollments/ticket", &value)),
+                s if !s.is_success() => return Err(self.http.error(ErrorKind::Rejected, format!("{s} from POST /api/v2/guardian/enrollments/ticket: {}", brief(&value)))),
+                _ => {}
+            }
+        }
         Ok(())
     }
 

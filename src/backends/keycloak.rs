@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::auth::{Grant, TokenSource};
 use super::http::{Op, ProviderHttp, SecretKeys};
 use super::{
-    Age, BypassSupport, Capabilities, IssuedBypass, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef, UserSnapshot,
+    Age, BypassSupport, Capabilities, EnrollmentLink, IssuedBypass, Enrollment, EnrollmentOrigin, FactorRef, IdentityProvider, Membership, NameMatch, ErrorKind, ProviderError, Record, RevokeOutcome, Shown, Unreadable, UserPage, UserRef, UserSnapshot,
     enc, selected, split,
 };
 use crate::api::{FactorKind, KeycloakProvider};
@@ -361,7 +361,7 @@ impl IdentityProvider for Keycloak {
             log_delay: None,
             inseparable: Vec::new(),
             // The execute-actions email: Keycloak's own mail to the user's address on file.
-            enrollment_link: Some("Keycloak's execute-actions email (Keycloak mails the link to the address on file)"),
+            enrollment_link: Some(EnrollmentLink { mechanism: "Keycloak's execute-actions email, mailed by Keycloak", sets_lifetime: true, resets_password: true }),
             bypass: Some(BypassSupport {
                 mechanism: "Keycloak execute-actions link to set up a new factor, mailed by Keycloak",
                 lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(24 * 3600),

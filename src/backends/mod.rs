@@ -360,9 +360,9 @@ pub struct Capabilities {
     /// Factor kinds the provider can only revoke together: a recall asking for some kinds of a
     /// set but not all of them is refused before anything is touched.
     pub inseparable: Vec<Inseparable>,
-    /// The provider's time-limited link to the user's address on file through which they set up
-    /// a factor again (reEnrollment.via VerifiedLink), as status names it; None where it has none.
-    pub enrollment_link: Option<&'static str>,
+    /// The provider's link to the user's address on file through which they set up a factor
+    /// again (reEnrollment.via VerifiedLink); None where it has none.
+    pub enrollment_link: Option<EnrollmentLink>,
     /// The provider's own temporary way in for a recalled user, which an MfaBypass issues; None
     /// where it has none (a limitation then says what it has instead).
     pub bypass: Option<BypassSupport>,
@@ -380,6 +380,17 @@ pub enum EnrollmentChannel {
     /// A link to the address on file that works for `lifetime`; with `reset_password`, the
     /// current password stops working and the link sets a new one.
     Link { lifetime: std::time::Duration, reset_password: bool },
+}
+
+/// A provider's re-enrollment link, as status names it and the channel can use it.
+#[derive(Clone, Copy, Debug)]
+pub struct EnrollmentLink {
+    /// What it is (for example "Keycloak's execute-actions email").
+    pub mechanism: &'static str,
+    /// The link works for the lifetime asked; otherwise for what the provider's settings say.
+    pub sets_lifetime: bool,
+    /// The current password can be made to stop working with it, the link setting a new one.
+    pub resets_password: bool,
 }
 
 /// A provider's temporary bypass, as an MfaBypass's status and checks need to know it.

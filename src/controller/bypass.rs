@@ -124,7 +124,7 @@ async fn decide(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, 
                 Ok(lifetime) => lifetime,
                 Err(why) => return fail(status, &audit, why),
             };
-            audit(Audited::BypassApprove, Outcome::Done, format!("approved by {approver} (requested by {}) for {}", spec.requested_by, humantime(lifetime)))?;
+            audit(Audited::BypassApprove, Outcome::Done, format!("approved by {approver} (requested by {}) for {}", spec.requested_by, crate::duration::text(lifetime)))?;
             // Known before the provider is asked, so the window's check never takes this bypass
             // for someone else's, however the issuing and the check interleave.
             status.user_id = Some(target.user.id.clone());
@@ -308,14 +308,14 @@ async fn target(bypass: &MfaBypass, ctx: &Context) -> Result<std::result::Result
 fn lifetime(text: &str, max: Duration, support: &BypassSupport) -> std::result::Result<Duration, String> {
     let lifetime = crate::duration::BYPASS_LIFETIME.parse(text)?;
     if lifetime > max {
-        return Err(format!("lifetime {text} is longer than the operator allows (--max-bypass-lifetime {}): request a shorter one", humantime(max)));
+        return Err(format!("lifetime {text} is longer than the operator allows (--max-bypass-lifetime {}): request a shorter one", crate::duration::text(max)));
     }
     if !support.lifetimes.contains(&lifetime) {
         return Err(format!(
             "lifetime {text} is outside what the provider's {} takes ({} to {}): request one within it",
             support.mechanism,
-            humantime(*support.lifetimes.start()),
-            humantime(*support.lifetimes.end())
+            crate::duration::text(*support.lifetimes.start()),
+            crate::duration::text(*support.lifetimes.end())
         ));
     }
     Ok(lifetime)
@@ -357,14 +357,6 @@ fn mask(address: &str) -> String {
     }
 }
 
-fn humantime(d: Duration) -> String {
-    let minutes = d.as_secs() / 60;
-    match (minutes / 60, minutes % 60) {
-        (0, m) => format!("{m}m"),
-        (h, 0) => format!("{h}h"),
-        (h, m) => format!("{h}h{m}m"),
-    }
-}
 
 #[cfg(test)]
 mod tests {

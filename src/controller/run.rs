@@ -216,14 +216,14 @@ impl Live {
     }
 
     /// Takes the checked instants and the backends' progress into the status.
-    fn begin(&self, plan: &Plan, runs: &[BackendRun]) {
+    fn begin(&self, plan: &Plan, runs: &[BackendRun], re_enrollment: &ReEnrollment) {
         {
             let mut base = self.base.lock().unwrap();
             base.cutoff = Some(plan.cutoff);
             base.started_at = Some(plan.started);
             base.deadline = Some(plan.deadline);
         }
-        let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone(), channel_text(&r.job.channel, &*r.provider))).collect());
+        let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone(), channel_text(re_enrollment, &r.job.channel, &*r.provider))).collect());
     }
 
     fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
@@ -377,7 +377,7 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
         let recorded = r.progress.lock().unwrap().counts.targeted;
         refuse_shrunk_ledger(recall, &r.job.backend, recorded)?;
     }
-    live.begin(&plan, &runs);
+    live.begin(&plan, &runs, &recall.spec.re_enrollment);
     apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval).await
 }
 
@@ -585,20 +585,27 @@ fn refuse_inseparable_kinds(recall: &MfaRecall, fetched: &Fetched) -> Result<()>
 /// The channel a backend's users re-enroll through: the link where asked for and the backend has
 /// one, else the next sign-in.
 fn channel(spec: &ReEnrollment, provider: &dyn IdentityProvider, link_lifetime: Duration) -> EnrollmentChannel {
-    match spec.via {
-        ReEnrollmentVia::VerifiedLink if provider.capabilities().enrollment_link.is_some() => EnrollmentChannel::Link { lifetime: link_lifetime, reset_password: spec.reset_password },
+    match (spec.via, provider.capabilities().enrollment_link) {
+        (ReEnrollmentVia::VerifiedLink, Some(link)) => EnrollmentChannel::Link { lifetime: link_lifetime, reset_password: spec.reset_password && link.resets_password },
         _ => EnrollmentChannel::NextSignIn,
     }
 }
 
-/// The channel as status names it, with why where the link asked for could not be had.
-fn channel_text(channel: &EnrollmentChannel, provider: &dyn IdentityProvider) -> String {
-    match (channel, provider.capabilities().enrollment_link) {
-        (EnrollmentChannel::Link { lifetime, reset_password }, Some(mechanism)) => {
-            format!("VerifiedLink: {mechanism}, good for {}h{}", lifetime.as_secs() / 3600, if *reset_password { ", the password reset with it" } else { "" })
+/// The channel as status names it, with what of the spec the backend could not do.
+fn channel_text(spec: &ReEnrollment, channel: &EnrollmentChannel, provider: &dyn IdentityProvider) -> String {
+    let link = provider.capabilities().enrollment_link;
+    match (channel, link) {
+        (EnrollmentChannel::Link { lifetime, reset_password }, Some(link)) => {
+            let good_for = if link.sets_lifetime { format!(", good for {}", crate::duration::text(*lifetime)) } else { ", good for as long as the provider's settings say (it sets no lifetime)".into() };
+            let password = match (reset_password, spec.reset_password) {
+                (true, _) => ", the password reset with it",
+                (false, true) => ", the password not reset (this provider cannot with the link)",
+                (false, false) => "",
+            };
+            format!("VerifiedLink: {}{good_for}{password}", link.mechanism)
         }
-        (_, None) => "NextSignIn: this provider has no link to send (its limitations say how users enroll)".into(),
-        (EnrollmentChannel::NextSignIn, Some(_)) => "NextSignIn".into(),
+        (_, None) if spec.via == ReEnrollmentVia::VerifiedLink => "NextSignIn: this provider has no link to send".into(),
+        _ => "NextSignIn".into(),
     }
 }
 

@@ -29,6 +29,8 @@ WANTED = [
     ("POST", "jobs/users-exports"),
     ("GET", "jobs/{id}"),
     ("GET", "guardian/policies"),
+    # reEnrollment.via VerifiedLink: an MFA enrollment ticket Auth0 mails to the user.
+    ("POST", "guardian/enrollments/ticket"),
 ]
 
 # Query parameters Auth0's reference page documents that the SDK at this commit leaves out or names

@@ -179,6 +179,8 @@ struct State {
     plan: Plan,
     /// `GET /guardian/policies`: `all-applications` when MFA is required at every login.
     mfa_policies: Vec<String>,
+    /// Enrollment tickets mailed to users (`send_mail`), by user, as their mailbox would hold them.
+    mailed: HashMap<u32, Vec<String>>,
 }
 
 impl State {
@@ -515,6 +517,7 @@ impl Auth0 {
                 logs_by_user: HashMap::new(),
                 plan: Plan::Enterprise,
                 mfa_policies: vec!["all-applications".to_string()],
+                mailed: HashMap::new(),
             }),
         })
     }
@@ -927,13 +930,18 @@ impl Auth0 {
     }
 
     fn enrollment_ticket(&self, request: &SimRequest) -> SimResponse {
-        let user_id = request.json().and_then(|b| b.get("user_id")?.as_str().map(String::from)).unwrap_or_default();
-        if self.state.lock().unwrap().find(&user_id).is_none() {
-            return no_user();
-        }
+        let body = request.json().unwrap_or(Value::Null);
+        let user_id = body.get("user_id").and_then(Value::as_str).unwrap_or_default();
+        let mut state = self.state.lock().unwrap();
+        let Some(i) = state.find(user_id) else { return no_user() };
         let ticket = random_text(32);
         let host = request.header("host").unwrap_or("127.0.0.1");
-        SimResponse::json(200, &json!({ "ticket_id": ticket, "ticket_url": format!("http://{host}/guardian/enroll?ticket={ticket}") }))
+        let url = format!("http://{host}/guardian/enroll?ticket={ticket}");
+        // "send_mail: Send an email to the user to start the enrollment."
+        if body.get("send_mail").and_then(Value::as_bool) == Some(true) {
+            state.mailed.entry(i).or_default().push(url.clone());
+        }
+        SimResponse::json(200, &json!({ "ticket_id": ticket, "ticket_url": url }))
     }
 }
 
@@ -1102,6 +1110,11 @@ impl Provider for Auth0 {
     fn user(&self, name: &str) -> Option<UserView> {
         let state = self.state.lock().unwrap();
         state.find_by_email(name).map(|i| state.view(i))
+    }
+
+    fn links_mailed(&self, name: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state.find_by_email(name).and_then(|i| state.mailed.get(&i).cloned()).unwrap_or_default()
     }
 
     fn enroll(&self, name: &str, kind: FactorKind, from_ip: &str) -> Option<String> {

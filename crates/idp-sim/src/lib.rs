@@ -338,6 +338,10 @@ pub trait Provider: Send + Sync + 'static {
     fn sign_in_with_bypass(&self, _username: &str, _code: &str) -> Result<(), String> {
         Err(format!("the {} simulator has no bypass to sign in with", self.name()))
     }
+    /// The links the provider mailed the user itself (an enrollment ticket), oldest first.
+    fn links_mailed(&self, _username: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Faults to inject, for tests of retries and of what a recall reports.

@@ -133,6 +133,35 @@ fn rss_and_cpu(pid: u32) -> (f64, f64) {
     (hwm_kb / 1024.0, ticks / 100.0)
 }
 
+/// `mfa-recall report` of the bench recall, as an operator would run it: its wall time, peak RSS
+/// (VmHWM read every 10 ms until it exits) and rows written, and whether the rows added up to
+/// the recall's status (its exit code).
+async fn report_run(args: &Args, ns: &str, ledger_key: &std::path::Path) -> Value {
+    let output = args.work.join(format!("report-{ns}.csv"));
+    let started = Instant::now();
+    let mut child = Command::new(sibling("mfa-recall"))
+        .args(["report", "bench", "--namespace", ns, "--format", "csv"])
+        .arg("--key-file")
+        .arg(ledger_key)
+        .arg("--output")
+        .arg(&output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mfa-recall report");
+    let mut peak_mib: f64 = 0.0;
+    let status = loop {
+        peak_mib = peak_mib.max(rss_and_cpu(child.id()).0);
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = std::fs::read_to_string(&output).map(|text| text.lines().count().saturating_sub(1)).unwrap_or(0);
+    json!({ "seconds": round(seconds), "peakRssMiB": round(peak_mib), "rows": rows, "addsUpToStatus": status.success() })
+}
+
 /// The apiserver's counters so far: (all writes, writes to mfarecalls/status, its CPU seconds).
 async fn apiserver_counters(client: &Client) -> (f64, f64, f64) {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
@@ -247,6 +276,8 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     });
     let stats = sim_stats(http, &url).await;
     drop(operator);
+    // Who re-registered, for every targeted user, from the ledger the recall just wrote.
+    let report = if keep_timeline { Some(report_run(args, &ns, &ledger_key).await) } else { None };
     // The recall's own requests end with its last revocation; the re-enrollment check that
     // starts right after reads on until the end is seen in status, and is left out of the
     // request figures but not out of the CPU and 429 counts, which cover the whole window.
@@ -287,6 +318,9 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
         "invalidated": counts.invalidated,
         "failed": counts.failed,
     });
+    if let Some(report) = report {
+        result["report"] = report;
+    }
     if args.per_minute > 0 {
         // The bucket the recall leans on (Okta's users bucket): its budget in every window that
         // began after the apply and ended before the last user was done. Windows are fixed and
