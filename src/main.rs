@@ -243,11 +243,20 @@ async fn import_configmaps(recall: &str, namespace: &str, key_file: &std::path::
 /// its ledger does not add up to (while it runs, status lags the ledger and that is only said).
 async fn report(recall: &str, namespace: &str, key_file: &std::path::Path, format: mfa_recall::report::Format, output: Option<&std::path::Path>, only: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
     use mfa_recall::api::RecallPhase;
-    use mfa_recall::report::{ReportWriter, differences, report_backend};
+    use mfa_recall::report::{ReportWriter, bypasses_of, differences, report_backend};
     let key = mfa_recall::keys::HmacKey::from_file(key_file, mfa_recall::ledger::KEY_NAME)?;
     let client = kube::Client::try_default().await.map_err(|e| format!("no Kubernetes connection ({e}): set KUBECONFIG"))?;
     let object = kube::Api::<mfa_recall::api::MfaRecall>::namespaced(client.clone(), namespace).get(recall).await?;
     let owner = kube::Resource::controller_owner_ref(&object, &()).ok_or("the recall has no uid")?;
+    // Someone who may read the ledger but not the bypasses still gets the rest of the report.
+    let listed = match kube::Api::<mfa_recall::api::MfaBypass>::namespaced(client.clone(), namespace).list(&Default::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            eprintln!("the bypasses column is empty: listing MfaBypasses in {namespace}: {e}");
+            Vec::new()
+        }
+    };
+    let bypasses = bypasses_of(recall, &listed);
     let ledger = mfa_recall::ledger::ResourceLedger::new(client, namespace, owner, key);
     let backends: Vec<&String> = object.spec.backends.iter().filter(|b| only.is_none_or(|o| o == b.as_str())).collect();
     if backends.is_empty() {
@@ -263,7 +272,7 @@ async fn report(recall: &str, namespace: &str, key_file: &std::path::Path, forma
     let over = matches!(status.phase, RecallPhase::Completed | RecallPhase::Cancelled | RecallPhase::Failed);
     let mut agree = true;
     for backend in backends {
-        let counts = report_backend(&ledger, backend, &mut out).await?;
+        let counts = report_backend(&ledger, backend, &bypasses, &mut out).await?;
         let shown = status.backends.iter().find(|b| &b.name == backend).map(|b| b.counts.clone()).unwrap_or_default();
         let differ = differences(&counts, &shown);
         if differ.is_empty() {

@@ -34,6 +34,8 @@ pub struct Row<'a> {
     pub factors_revoked: String,
     pub re_enrolled_at: Option<jiff::Timestamp>,
     pub re_enrolled_kind: Option<&'static str>,
+    /// Where the enrollment came from, as the provider logged it (address, place, network, agent).
+    pub re_enrolled_from: String,
     /// Held a factor from after the cutoff when the recall reached them: not asked to re-enroll.
     pub already_enrolled: bool,
     /// Expected to enroll again and has not yet.
@@ -43,10 +45,12 @@ pub struct Row<'a> {
     /// `held`, `cleared by <person>`, or empty.
     pub quarantine: String,
     pub disabled: bool,
+    /// The user's MfaBypasses, each as `<phase> <name>` with when it was used or ends, joined by `; `.
+    pub bypasses: &'a str,
 }
 
 impl<'a> Row<'a> {
-    pub fn of(backend: &'a str, record: &'a UserRecord) -> Self {
+    pub fn of(backend: &'a str, record: &'a UserRecord, bypasses: &'a str) -> Self {
         let mut revoked = std::collections::BTreeMap::<&str, u32>::new();
         for factor in record.lost() {
             *revoked.entry(factor.kind.as_str()).or_default() += 1;
@@ -66,6 +70,7 @@ impl<'a> Row<'a> {
             factors_revoked: revoked.iter().map(|(kind, n)| format!("{kind}:{n}")).collect::<Vec<_>>().join(" "),
             re_enrolled_at: record.re_enrolled.as_ref().map(|e| e.at),
             re_enrolled_kind: record.re_enrolled.as_ref().map(|e| e.kind.as_str()),
+            re_enrolled_from: record.re_enrolled.as_ref().and_then(|e| e.origin.as_ref()).map(|o| o.to_string()).unwrap_or_default(),
             already_enrolled: record.state == UserState::Invalidated && record.re_enrolled.is_none() && record.already_enrolled(),
             pending: record.awaits_re_enrollment(),
             flags: record.flags.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>().join(" "),
@@ -76,8 +81,34 @@ impl<'a> Row<'a> {
                 None => String::new(),
             },
             disabled: record.disabled,
+            bypasses,
         }
     }
+}
+
+/// What each user's MfaBypasses came to, by backend and user id: read once, joined to the rows.
+pub type Bypasses = std::collections::HashMap<(String, String), String>;
+
+/// The bypasses of `recall` among `listed`, as the report shows them.
+pub fn bypasses_of(recall: &str, listed: &[crate::api::MfaBypass]) -> Bypasses {
+    let mut by_user = Bypasses::new();
+    for bypass in listed.iter().filter(|b| b.spec.recall == recall) {
+        let Some(status) = &bypass.status else { continue };
+        let Some(user_id) = &status.user_id else { continue };
+        let name = bypass.metadata.name.as_deref().unwrap_or_default();
+        let when = match (status.used_at, status.expires_at) {
+            (Some(used), _) => format!(" at {used}"),
+            (None, Some(ends)) => format!(" until {ends}"),
+            _ => String::new(),
+        };
+        let text = format!("{:?} {name}{when}", status.phase);
+        let entry = by_user.entry((bypass.spec.backend.clone(), user_id.clone())).or_default();
+        if !entry.is_empty() {
+            entry.push_str("; ");
+        }
+        entry.push_str(&text);
+    }
+    by_user
 }
 
 /// Writes rows in one format.
@@ -107,11 +138,13 @@ impl<W: Write> ReportWriter<W> {
                     row.factors_revoked.clone(),
                     row.re_enrolled_at.map(|t| t.to_string()).unwrap_or_default(),
                     row.re_enrolled_kind.unwrap_or_default().to_string(),
+                    row.re_enrolled_from.clone(),
                     row.already_enrolled.to_string(),
                     row.pending.to_string(),
                     row.flags.clone(),
                     row.quarantine.clone(),
                     row.disabled.to_string(),
+                    row.bypasses.to_string(),
                 ];
                 csv.write_record(cells.iter().map(|c| spreadsheet_safe(c).into_owned())).map_err(std::io::Error::other)
             }
@@ -141,7 +174,7 @@ impl<W: Write> ReportWriter<W> {
     }
 }
 
-const CSV_HEADER: [&str; 13] = ["backend", "userId", "username", "state", "note", "factorsRevoked", "reEnrolledAt", "reEnrolledKind", "alreadyEnrolled", "pending", "flags", "quarantine", "disabled"];
+const CSV_HEADER: [&str; 15] = ["backend", "userId", "username", "state", "note", "factorsRevoked", "reEnrolledAt", "reEnrolledKind", "reEnrolledFrom", "alreadyEnrolled", "pending", "flags", "quarantine", "disabled", "bypasses"];
 
 /// A cell as text a spreadsheet shows rather than runs: usernames and notes come from providers
 /// and tenants, and a leading `=`, `+`, `-`, `@`, tab or carriage return starts a formula
@@ -154,13 +187,14 @@ fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Writes every user of `backend` in the ledger, segment by segment; the counts they add up to.
-pub async fn report_backend<W: Write>(ledger: &dyn LedgerStore, backend: &str, out: &mut ReportWriter<W>) -> crate::Result<RecallCounts> {
+pub async fn report_backend<W: Write>(ledger: &dyn LedgerStore, backend: &str, bypasses: &Bypasses, out: &mut ReportWriter<W>) -> crate::Result<RecallCounts> {
     let mut counts = RecallCounts::default();
     for index in ledger.segments(backend).await? {
         let segment = ledger.read(backend, index).await?;
         for record in &segment.users {
             add_user(record, &mut counts);
-            out.write(&Row::of(backend, record)).map_err(|e| crate::Error::Invalid(format!("writing the report: {e}")))?;
+            let bypass = bypasses.get(&(backend.to_string(), record.user.id.clone())).map(String::as_str).unwrap_or_default();
+            out.write(&Row::of(backend, record, bypass)).map_err(|e| crate::Error::Invalid(format!("writing the report: {e}")))?;
         }
     }
     Ok(counts)
@@ -206,7 +240,8 @@ mod tests {
     async fn every_user_is_a_row_and_the_rows_add_up_to_the_counts() {
         let ledger = MemoryLedger::default();
         let mut reenrolled = invalidated("00u1", "Ann.Lee@Example.com", &[("f1", FactorKind::Totp), ("f2", FactorKind::Webauthn), ("f3", FactorKind::Totp)]);
-        reenrolled.re_enrolled = Some(Enrollment { kind: FactorKind::Push, at: "2026-12-06T08:00:00Z".parse().unwrap(), origin: None });
+        let origin = crate::backends::EnrollmentOrigin { ip: Some("203.0.113.9".into()), ..Default::default() };
+        reenrolled.re_enrolled = Some(Enrollment { kind: FactorKind::Push, at: "2026-12-06T08:00:00Z".parse().unwrap(), origin: Some(origin) });
         let mut flagged = invalidated("00u2", "=HYPERLINK(\"http://x\")", &[("f4", FactorKind::Sms)]);
         flagged.flags.push(Flag { rule: Rule::NewNetwork, event_id: "e1".into(), at: jiff::Timestamp::now() });
         flagged.quarantine = Some(Quarantine { at: jiff::Timestamp::now(), rules: vec![Rule::NewNetwork], factors_revoked: 1, incomplete: vec![], cleared_by: None, cleared_at: None });
@@ -219,12 +254,21 @@ mod tests {
         ledger.write(&Segment::fresh("okta", 0, Some("next".into()), vec![reenrolled, flagged])).await.unwrap();
         ledger.write(&Segment::fresh("okta", 1, None, vec![excluded, failed])).await.unwrap();
 
+        let bypass: crate::api::MfaBypass = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaBypass", "metadata": { "name": "ann-1" },
+            "spec": { "recall": "inc-1", "backend": "okta", "user": "ann.lee@example.com", "reason": "verified", "requestedBy": "alice", "approvedBy": "bob" },
+            "status": { "phase": "Used", "userId": "00u1", "usedAt": "2026-12-06T07:30:00Z" }
+        }))
+        .unwrap();
+        let other_recall = crate::api::MfaBypass { spec: crate::api::MfaBypassSpec { recall: "inc-2".into(), ..bypass.spec.clone() }, ..bypass.clone() };
+        let bypasses = bypasses_of("inc-1", &[bypass, other_recall]);
         let mut json = ReportWriter::new(Format::Json, Vec::new());
-        let counts = report_backend(&ledger, "okta", &mut json).await.unwrap();
+        let counts = report_backend(&ledger, "okta", &bypasses, &mut json).await.unwrap();
         let lines: Vec<serde_json::Value> = String::from_utf8(json.json.take().unwrap()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 4);
         assert_eq!((lines[0]["username"].as_str(), lines[0]["factorsRevoked"].as_str(), lines[0]["reEnrolledKind"].as_str(), lines[0]["pending"].as_bool()), (Some("Ann.Lee@Example.com"), Some("totp:2 webauthn:1"), Some("push"), Some(false)));
-        assert_eq!((lines[1]["flags"].as_str(), lines[1]["quarantine"].as_str()), (Some("newNetwork"), Some("held")));
+        assert_eq!((lines[0]["reEnrolledFrom"].as_str(), lines[0]["bypasses"].as_str()), (Some("ip 203.0.113.9"), Some("Used ann-1 at 2026-12-06T07:30:00Z")), "another recall's bypass is not this one's");
+        assert_eq!((lines[1]["flags"].as_str(), lines[1]["quarantine"].as_str(), lines[1]["bypasses"].as_str()), (Some("newNetwork"), Some("held"), Some("")));
         assert_eq!((lines[2]["state"].as_str(), lines[2]["note"].as_str()), (Some("excluded"), Some("excluded group Admins")));
         assert_eq!(lines[3]["state"], "failed");
         let mut expected = RecallCounts::default();
@@ -240,7 +284,7 @@ mod tests {
 
         let mut csv = ReportWriter::new(Format::Csv, Vec::new());
         csv.header().unwrap();
-        report_backend(&ledger, "okta", &mut csv).await.unwrap();
+        report_backend(&ledger, "okta", &bypasses, &mut csv).await.unwrap();
         let text = String::from_utf8(csv.csv.take().unwrap().into_inner().unwrap()).unwrap();
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();

@@ -662,8 +662,21 @@ async fn a_bypass_is_issued_once_approved_mailed_and_withdrawn() {
         std::fs::read_to_string(&audit_file).unwrap(),
         std::fs::read_to_string(&log_file).unwrap_or_default(),
     ];
+    // Who re-registered: the report names each user's bypasses, and holds no code either.
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+        .args(["report", "inc-7", "--namespace", ns, "--format", "json", "--key-file"])
+        .arg(support::ledger_key_file(audit_file.parent().unwrap()))
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "report: {}", String::from_utf8_lossy(&report.stderr));
+    let rows = String::from_utf8(report.stdout).unwrap();
+    let row: serde_json::Value = rows.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|r| r["username"].as_str().is_some_and(|u| u.eq_ignore_ascii_case(&victim))).expect("the user's row");
+    let listed = row["bypasses"].as_str().unwrap();
+    for part in ["Used first at", "Revoked second", "Expired third"] {
+        assert!(listed.contains(part), "{part}: {listed}");
+    }
     for code in [&code, &second, &third] {
-        for (what, text) in ["status", "events", "audit trail", "operator log"].iter().zip(&seen) {
+        for (what, text) in ["status", "events", "audit trail", "operator log", "report"].iter().zip(seen.iter().chain([&rows])) {
             assert!(!text.contains(code.as_str()), "a bypass code is in the {what}");
         }
     }
