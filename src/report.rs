@@ -45,6 +45,8 @@ pub struct Row<'a> {
     /// `held`, `cleared by <person>`, or empty.
     pub quarantine: String,
     pub disabled: bool,
+    /// Why the provider will not make the user enroll again (empty when it will).
+    pub at_risk: &'a str,
     /// The user's MfaBypasses, each as `<phase> <name>` with when it was used or ends, joined by `; `.
     pub bypasses: &'a str,
 }
@@ -81,6 +83,7 @@ impl<'a> Row<'a> {
                 None => String::new(),
             },
             disabled: record.disabled,
+            at_risk: record.snapshot.as_ref().and_then(|s| s.at_risk.as_deref()).filter(|_| record.state == UserState::Invalidated).unwrap_or_default(),
             bypasses,
         }
     }
@@ -144,6 +147,7 @@ impl<W: Write> ReportWriter<W> {
                     row.flags.clone(),
                     row.quarantine.clone(),
                     row.disabled.to_string(),
+                    row.at_risk.to_string(),
                     row.bypasses.to_string(),
                 ];
                 csv.write_record(cells.iter().map(|c| spreadsheet_safe(c).into_owned())).map_err(std::io::Error::other)
@@ -174,7 +178,7 @@ impl<W: Write> ReportWriter<W> {
     }
 }
 
-const CSV_HEADER: [&str; 15] = ["backend", "userId", "username", "state", "note", "factorsRevoked", "reEnrolledAt", "reEnrolledKind", "reEnrolledFrom", "alreadyEnrolled", "pending", "flags", "quarantine", "disabled", "bypasses"];
+const CSV_HEADER: [&str; 16] = ["backend", "userId", "username", "state", "note", "factorsRevoked", "reEnrolledAt", "reEnrolledKind", "reEnrolledFrom", "alreadyEnrolled", "pending", "flags", "quarantine", "disabled", "atRisk", "bypasses"];
 
 /// A cell as text a spreadsheet shows rather than runs: usernames and notes come from providers
 /// and tenants, and a leading `=`, `+`, `-`, `@`, tab or carriage return starts a formula

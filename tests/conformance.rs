@@ -1175,6 +1175,23 @@ async fn one_kind_alone(kind: &str) {
     let lost = lost_by_kind(&before, &bench.target.census(cutoff).await);
     assert_eq!(lost.keys().collect::<Vec<_>>(), ["totp"], "{kind}: only TOTP factors go");
     assert_eq!(by_name(&counts), lost, "{kind}: counts equal what the provider lost");
+    // Entra asks a user to register only when no method is left: every user who lost a TOTP and
+    // keeps another method is at risk, and the ledger says what they keep. Elsewhere nobody is.
+    let mut at_risk = Vec::new();
+    for index in bench.ledger.segments(kind).await.unwrap() {
+        for record in bench.ledger.read(kind, index).await.unwrap().users {
+            if let Some(why) = record.snapshot.and_then(|s| s.at_risk) {
+                at_risk.push(why);
+            }
+        }
+    }
+    assert_eq!(counts.at_risk, at_risk.len() as i64, "{kind}: counted as the ledger has them");
+    if kind == "entra" {
+        assert!(counts.at_risk > 0 && counts.at_risk <= counts.invalidated, "{kind}: {counts:?}");
+        assert!(at_risk.iter().all(|w| w.starts_with("keeps ") && w.contains("webauthn") && !w.contains("totp")), "{kind}: {at_risk:?}");
+    } else {
+        assert_eq!(counts.at_risk, 0, "{kind}: {at_risk:?}");
+    }
 }
 
 /// Wrong credentials: the check says so and names the Secret, never a secret value.

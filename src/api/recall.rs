@@ -519,6 +519,9 @@ pub struct RecallCounts {
     /// Invalidated users who already held a factor enrolled after the cutoff when the recall reached them: not asked to enroll again, and not counted as re-enrolled.
     #[serde(default)]
     pub already_enrolled: i64,
+    /// Invalidated users the provider will not make enroll the kinds lost again (an Entra user who keeps a method of a kind not recalled: Entra asks for registration only when no method is left); `mfa-recall report` names each, with why.
+    #[serde(default)]
+    pub at_risk: i64,
     /// Users the recall could not finish; the audit trail names each with its error.
     pub failed: i64,
     /// Users left alone by an exclusion rule.
@@ -573,6 +576,7 @@ impl RecallCounts {
         self.awaiting_logs += times * other.awaiting_logs;
         self.kept_unknown_age += times * other.kept_unknown_age;
         self.new_factors_lost += times * other.new_factors_lost;
+        self.at_risk += times * other.at_risk;
         self.names_not_found += times * other.names_not_found;
         self.failed += times * other.failed;
         self.excluded += times * other.excluded;

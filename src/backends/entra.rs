@@ -804,6 +804,17 @@ impl IdentityProvider for Entra {
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
         let methods = self.methods(user).await?;
         let enrolled_since_cutoff = first_enrolled_since(methods.iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created_date_time?))), cutoff);
+        // Methods of kinds the recall does not ask for stay; with one left, Entra asks the user
+        // to register nothing, so the kinds lost are not replaced (a temporary access pass is no
+        // way to sign in for long).
+        let mut kept: Vec<&'static str> = methods
+            .iter()
+            .filter_map(|m| method_type(&m.odata_type).map(|t| t.0))
+            .filter(|kind| !selected(*kind, kinds) && *kind != FactorKind::RecoveryCodes)
+            .map(FactorKind::as_str)
+            .collect();
+        kept.sort_unstable();
+        kept.dedup();
         let mut factors: Vec<FactorRef> = methods
             .into_iter()
             .filter_map(|m| {
@@ -814,7 +825,10 @@ impl IdentityProvider for Entra {
             .collect();
         // The engine deletes in this order: the likeliest default last.
         factors.sort_by_key(|f| deletion_rank(collection_of(&f.provider_type), &f.id));
-        Ok(UserSnapshot { factors, sessions: 1, enrolled_since_cutoff, ..Default::default() })
+        let at_risk = (!factors.is_empty() && !kept.is_empty()).then(|| {
+            format!("keeps {} (not recalled): Entra asks for registration only when no method is left, so the kinds recalled are not asked for again", kept.join(", "))
+        });
+        Ok(UserSnapshot { factors, sessions: 1, enrolled_since_cutoff, at_risk, ..Default::default() })
     }
 
     async fn factor_ages(&self, user: &UserRef, factors: &[FactorRef], cutoff: jiff::Timestamp, _taken_at: jiff::Timestamp) -> Result<Vec<LoggedAge>, ProviderError> {

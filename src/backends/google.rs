@@ -619,7 +619,7 @@ impl IdentityProvider for Google {
         let tokens: Items<OAuthToken> = self.get(LIST_SESSIONS, &self.user_path(user, "/tokens"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
         let signed_in = profile.last_login_time.as_deref().is_some_and(|t| t != NEVER);
         let handles: Vec<String> = tokens.items.into_iter().map(|t| t.client_id).collect();
-        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles, enrolled_since_cutoff, taken_at: None })
+        Ok(UserSnapshot { factors, sessions: handles.len() as u64 + signed_in as u64, session_handles: handles, enrolled_since_cutoff, at_risk: None, taken_at: None })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {

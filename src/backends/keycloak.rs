@@ -484,7 +484,7 @@ impl IdentityProvider for Keycloak {
             .filter(|c| c.additional_grants.iter().any(|g| g.get("key").and_then(Value::as_str) == Some("Offline Token")))
             .map(|c| c.client_id)
             .collect();
-        Ok(UserSnapshot { factors, sessions: (sessions.len() + offline.len()) as u64, session_handles: offline, enrolled_since_cutoff, taken_at: None })
+        Ok(UserSnapshot { factors, sessions: (sessions.len() + offline.len()) as u64, session_handles: offline, enrolled_since_cutoff, at_risk: None, taken_at: None })
     }
 
     async fn revoke_sessions(&self, user: &UserRef, snapshot: &UserSnapshot) -> Result<(), ProviderError> {

@@ -264,6 +264,11 @@ pub struct UserSnapshot {
     /// shows it: such a user is not asked to enroll again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolled_since_cutoff: Option<Enrollment>,
+    /// Why the provider will not make this user enroll the kinds lost again once the recall is
+    /// done (an Entra user who keeps a method of a kind not recalled), as the adapter saw it when
+    /// it listed the factors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk: Option<String>,
     /// When the factors were listed (set by the engine): the provider's logs must be complete up
     /// to here before a factor of unknown age is judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -258,6 +258,9 @@ pub fn add_user(record: &UserRecord, counts: &mut RecallCounts) {
             if record.disabled {
                 counts.disabled += 1;
             }
+            if record.snapshot.as_ref().is_some_and(|s| s.at_risk.is_some()) {
+                counts.at_risk += 1;
+            }
         }
     }
     let sessions_ended = match &record.work {
