@@ -1545,6 +1545,12 @@ async fn bypass_issued_used_and_withdrawn(kind: &str) {
         return;
     };
     assert!(!support.sent_by_provider, "{kind}: the simulators' providers return the code");
+    // Where the code goes: an address the user reads without the account it unlocks.
+    let address = bench.provider.bypass_address(&user).await.unwrap().expect("an address for the code");
+    match kind {
+        "entra" | "google" => assert!(address.ends_with("@home.example") && !address.eq_ignore_ascii_case(&name), "{kind}: the alternate address, not the account's own mailbox: {address}"),
+        _ => assert!(address.eq_ignore_ascii_case(&name), "{kind}: {address}"),
+    }
     let lifetime = Duration::from_secs(30 * 60);
     let before = jiff::Timestamp::now();
     let issued = bench.provider.issue_bypass(&user, lifetime).await.unwrap_or_else(|e| panic!("{kind}: issue: {e}"));

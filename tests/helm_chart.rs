@@ -321,7 +321,7 @@ fn namespace_scoped_rendering_grants_nothing_cluster_wide() {
 #[test]
 fn values_schema_rejects_bad_values() {
     let chart = chart();
-    for (set, mention) in [("replicas=two", "replicas"), ("replica=2", "replica"), ("metrics.port=0", "port"), ("image.pullPolicy=Sometimes", "pullPolicy"), ("maxBypassLifetime=2d", "maxBypassLifetime")] {
+    for (set, mention) in [("replicas=two", "replicas"), ("replica=2", "replica"), ("metrics.port=0", "port"), ("image.pullPolicy=Sometimes", "pullPolicy"), ("maxBypassLifetime=2d", "maxBypassLifetime"), ("maxBypassLifetime=25h", "maxBypassLifetime"), ("maxBypassLifetime=0m", "maxBypassLifetime")] {
         let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", OWN_LEDGER_KEY, "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "--set {set} must be refused");

@@ -628,6 +628,17 @@ async fn a_bypass_is_issued_once_approved_mailed_and_withdrawn() {
     bypasses.patch("second", &patch, &approve("bob")).await.unwrap();
     cluster::wait_for(&bypasses, "second", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Active)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     let second = code_in(&mail_count(2).await[1]);
+    // One at a time per user: a second approval while one works would take the first with it.
+    bypasses.create(&kube::api::PostParams::default(), &request("overlap", &victim, "30m")).await.unwrap();
+    bypasses.patch("overlap", &patch, &approve("bob")).await.unwrap();
+    let overlap = cluster::wait_for(&bypasses, "overlap", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Failed)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(overlap.status.unwrap().message.contains("MfaBypass second still works for this user"));
+    // Without the admission policy (not installed here) the operator still refuses self-approval.
+    bypasses.create(&kube::api::PostParams::default(), &request("selfish", &victim, "30m")).await.unwrap();
+    bypasses.patch("selfish", &patch, &approve("alice")).await.unwrap();
+    let selfish = cluster::wait_for(&bypasses, "selfish", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Failed)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(selfish.status.unwrap().message.contains("approved by its own requester alice"));
+    assert_eq!(mail_count(2).await.len(), 2, "neither sent anything");
     bypasses.patch("second", &patch, &kube::api::Patch::Merge(json!({ "spec": { "revoked": true, "revokedBy": "alice" } }))).await.unwrap();
     let revoked = cluster::wait_for(&bypasses, "second", Duration::from_secs(60), |b| phase_of(b) == Some(BypassPhase::Revoked)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     assert!(revoked.status.unwrap().message.contains("revoked by alice; withdrawn at the provider"));

@@ -112,15 +112,21 @@ pub struct MfaBypassStatus {
     /// The provider's id of the user, as the recall's ledger has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The user's name at the provider, as the recall's ledger has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
     /// When the operator asked the provider for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<jiff::Timestamp>,
     /// When it stops working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<jiff::Timestamp>,
-    /// When the operator saw it used (checked about once a minute while it works).
+    /// When the operator saw it used (checked every 15 seconds while it works).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_at: Option<jiff::Timestamp>,
+    /// When it stopped working: used, expired, revoked, or withdrawn after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<jiff::Timestamp>,
     /// What tells the issued one apart at the provider where it needs telling (Google: a fingerprint of the code set, which does not reveal the codes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,

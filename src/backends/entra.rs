@@ -918,6 +918,13 @@ impl IdentityProvider for Entra {
         self.set_enabled(user, true).await
     }
 
+    async fn bypass_address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
+        // The principal name is the mailbox the pass unlocks: the alternate addresses the user
+        // gave for self-service password reset (otherMails) are read without it.
+        let found: Value = self.get(GET_USER, &format!("/users/{}", enc(&user.id)), &[("$select", "id,otherMails".into())]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(found["otherMails"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::trim).find(|a| a.contains('@')).map(String::from))
+    }
+
     async fn issue_bypass(&self, user: &UserRef, lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
         // A user holds one pass: an earlier one (ours from a try cut short, or an administrator's) goes first.
         self.revoke_bypass(user, jiff::Timestamp::UNIX_EPOCH, None).await?;
@@ -927,7 +934,8 @@ impl IdentityProvider for Entra {
         if status == StatusCode::NOT_FOUND {
             return Err(self.user_gone(user));
         }
-        let pass: TemporaryAccessPass = serde_json::from_value(value).map_err(|e| self.http.error(ErrorKind::Rejected, format!("unexpected body from POST temporaryAccessPassMethods: {e}")))?;
+        // A fixed message: the parser's would quote the pass were it of another type.
+        let pass: TemporaryAccessPass = serde_json::from_value(value).map_err(|_| self.http.error(ErrorKind::Rejected, "unexpected body from POST temporaryAccessPassMethods"))?;
         let secret = pass.temporary_access_pass.filter(|p| !p.is_empty()).ok_or_else(|| self.http.error(ErrorKind::Rejected, "Graph created a temporary access pass but did not return it"))?;
         let start = pass.start_date_time.and_then(|s| s.parse::<jiff::Timestamp>().ok()).unwrap_or_else(jiff::Timestamp::now);
         let minutes = pass.lifetime_in_minutes.unwrap_or(body["lifetimeInMinutes"].as_u64().unwrap_or_default());

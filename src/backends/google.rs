@@ -419,7 +419,13 @@ impl Google {
     }
 
     async fn backup_codes(&self, user: &UserRef) -> Result<Vec<String>, ProviderError> {
-        let codes: Items<VerificationCode> = self.get(LIST_FACTORS, &self.user_path(user, "/verificationCodes"), &[]).await?.ok_or_else(|| self.user_gone(user))?;
+        let path = self.user_path(user, "/verificationCodes");
+        let (status, value) = self.call(LIST_FACTORS, &self.auth, Method::GET, &path, &[], None, &[StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.user_gone(user));
+        }
+        // A fixed message: the parser's would quote a code were it of another type.
+        let codes: Items<VerificationCode> = serde_json::from_value(value).map_err(|_| self.http.error(ErrorKind::Rejected, format!("unexpected body from GET {path}")))?;
         Ok(codes.items.into_iter().map(|c| c.verification_code).collect())
     }
 }
@@ -780,6 +786,12 @@ impl IdentityProvider for Google {
         self.set_suspended(user, false).await
     }
 
+    async fn bypass_address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
+        // The primary email is the mailbox the code unlocks: the recovery email is the user's own elsewhere.
+        let found: Value = self.get(GET_USER, &self.user_path(user, ""), &[("projection", "basic".into())]).await?.ok_or_else(|| self.user_gone(user))?;
+        Ok(found["recoveryEmail"].as_str().map(str::trim).filter(|a| a.contains('@')).map(String::from))
+    }
+
     async fn issue_bypass(&self, user: &UserRef, lifetime: std::time::Duration) -> Result<IssuedBypass, ProviderError> {
         // Generating replaces the user's set (ours from a try cut short among them); one code of
         // the new set goes to the user, and the set is invalidated at expiry: Google's codes do
@@ -807,13 +819,15 @@ impl IdentityProvider for Google {
     }
 
     async fn revoke_bypass(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<(), ProviderError> {
-        // Only the set issued: one the user generated since (after enrolling anew) is theirs.
+        // Only the set issued: one the user generated since (after enrolling anew) is theirs, and
+        // without the reference nothing tells the two apart.
+        let Some(reference) = reference else { return Ok(()) };
         let codes = match self.backup_codes(user).await {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             codes => codes?,
         };
         let current = codes_fingerprint(&codes);
-        if codes.is_empty() || reference.is_some_and(|r| !r.split(' ').any(|issued| issued == current)) {
+        if codes.is_empty() || !reference.split(' ').any(|issued| issued == current) {
             return Ok(());
         }
         self.call(DELETE_FACTOR, &self.auth, Method::POST, &self.user_path(user, "/verificationCodes/invalidate"), &[], None, &[StatusCode::NOT_FOUND]).await?;

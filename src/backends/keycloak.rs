@@ -537,19 +537,22 @@ impl IdentityProvider for Keycloak {
             return Err(self.http.error(ErrorKind::Config, format!("user {} has no email address on file for the re-enrollment link (they enroll at their next sign-in)", user.username)));
         }
         if reset_password {
-            // A password nobody knows: the stolen one stops working, and the link sets the user's own.
-            let (status, _) = self.call(Method::PUT, &format!("{path}/reset-password"), &[], Some(&json!({ "type": "password", "value": unguessable_password()?, "temporary": false }))).await?;
-            if status == StatusCode::NOT_FOUND {
-                return Err(self.user_gone(user));
-            }
             lost_actions.insert(0, "UPDATE_PASSWORD".into());
         }
         if lost_actions.is_empty() {
             lost_actions.push("CONFIGURE_TOTP".into());
         }
+        // The mail first: a password reset with no link sent would leave the user no way in.
         let (status, _) = self.call(Method::PUT, &format!("{path}/execute-actions-email"), &[("lifespan", lifetime.as_secs().to_string())], Some(&json!(lost_actions))).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(self.user_gone(user));
+        }
+        if reset_password {
+            // A password nobody knows: the stolen one stops working, and the link sets the user's own.
+            let (status, _) = self.call(Method::PUT, &format!("{path}/reset-password"), &[], Some(&json!({ "type": "password", "value": unguessable_password()?, "temporary": false }))).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Err(self.user_gone(user));
+            }
         }
         Ok(())
     }

@@ -619,6 +619,12 @@ pub trait IdentityProvider: Send + Sync {
     async fn enabled(&self, _user: &UserRef) -> Result<Option<bool>, ProviderError> {
         Ok(None)
     }
+    /// Where a bypass code goes: an address the user reads without signing in to the account it
+    /// unlocks. By default the address on file; where that is the account's own mailbox (Entra
+    /// principal names, Google primary emails), the alternate address the user gave.
+    async fn bypass_address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
+        self.address(user).await
+    }
     /// Lets a user disabled by `disable_user` sign in again (a quarantine cleared).
     async fn enable_user(&self, _user: &UserRef) -> Result<(), ProviderError> {
         Err(ProviderError::new(ErrorKind::Config, "this adapter cannot enable a user again: enable them in the provider's console"))

@@ -34,28 +34,44 @@ struct Step {
     requeue: Option<Duration>,
 }
 
-pub async fn reconcile(bypass: Arc<MfaBypass>, ctx: Arc<Context>) -> Result<Action> {
-    let mut status = bypass.status.clone().unwrap_or_default();
+impl Step {
+    fn wait(status: MfaBypassStatus, requeue: Duration) -> Result<Step> {
+        Ok(Step { status, requeue: Some(requeue) })
+    }
+    fn done(status: MfaBypassStatus) -> Result<Step> {
+        Ok(Step { status, requeue: None })
+    }
+}
+
+pub async fn reconcile(cached: Arc<MfaBypass>, ctx: Arc<Context>) -> Result<Action> {
+    // Decided on what the apiserver holds, not the watch's cache, which may not have seen this
+    // controller's last status write yet: a stale Issuing would issue a second pass.
+    let api: Api<MfaBypass> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(bypass) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+    let status = bypass.status.clone().unwrap_or_default();
     if status.phase.is_final() {
         return Ok(Action::await_change());
     }
-    let fresh = bypass.status.is_none();
-    let step = decide(&bypass, &ctx, std::mem::take(&mut status), fresh).await?;
-    let mut status = step.status;
-    status.observed_generation = bypass.metadata.generation;
-    if bypass.status.as_ref() != Some(&status) {
-        // Audit before report: each step's line is on disk before status says it happened.
-        ctx.audit.sync().await?;
-        let api: Api<MfaBypass> = Api::namespaced(ctx.client.clone(), &bypass.namespace().unwrap_or_default());
-        let patch = json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaBypass", "status": status });
-        api.patch_status(&bypass.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        let previous = bypass.status.as_ref().map(|s| s.phase);
-        if previous != Some(status.phase) {
-            let type_ = if matches!(status.phase, BypassPhase::Failed | BypassPhase::Unsupported) { EventType::Warning } else { EventType::Normal };
-            ctx.publish(&*bypass, type_, Reason::BypassChanged, format!("{:?}: {}", status.phase, status.message)).await;
-        }
-    }
+    let step = decide(&bypass, &ctx, &api, status, bypass.status.is_none()).await?;
+    write(&bypass, &ctx, &api, step.status, bypass.status.as_ref()).await?;
     Ok(step.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Writes `status` if it changed, after the audit lines that say why are on disk (audit before
+/// report), and publishes an event when the phase changed.
+async fn write(bypass: &MfaBypass, ctx: &Context, api: &Api<MfaBypass>, mut status: MfaBypassStatus, before: Option<&MfaBypassStatus>) -> Result<()> {
+    status.observed_generation = bypass.metadata.generation;
+    if before == Some(&status) {
+        return Ok(());
+    }
+    ctx.audit.sync().await?;
+    let patch = json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaBypass", "status": status });
+    api.patch_status(&bypass.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    if before.map(|s| s.phase) != Some(status.phase) {
+        let type_ = if matches!(status.phase, BypassPhase::Failed | BypassPhase::Unsupported) { EventType::Warning } else { EventType::Normal };
+        ctx.publish(bypass, type_, Reason::BypassChanged, format!("{:?}: {}", status.phase, status.message)).await;
+    }
+    Ok(())
 }
 
 pub fn error_policy(bypass: Arc<MfaBypass>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -64,7 +80,17 @@ pub fn error_policy(bypass: Arc<MfaBypass>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(RETRY)
 }
 
-async fn decide(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, fresh: bool) -> Result<Step> {
+/// The approval the admission policy enforces, checked again here: without the policy installed
+/// (or with someone writing status), nothing is issued on one person's say.
+fn dual_control(bypass: &MfaBypass) -> std::result::Result<&str, String> {
+    match bypass.spec.approved_by.as_deref() {
+        Some(approver) if approver != bypass.spec.requested_by => Ok(approver),
+        Some(_) => Err(format!("approved by its own requester {}: a second person must approve (install crds/mfabypass-dual-control.yaml so the apiserver refuses this)", bypass.spec.requested_by)),
+        None => Err("not approved".into()),
+    }
+}
+
+async fn decide(bypass: &MfaBypass, ctx: &Context, api: &Api<MfaBypass>, mut status: MfaBypassStatus, fresh: bool) -> Result<Step> {
     let spec = &bypass.spec;
     let audit = |action: Audited, outcome: Outcome, detail: String| -> Result<()> {
         ctx.audit.record(AuditEvent {
@@ -78,6 +104,7 @@ async fn decide(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, 
         })?;
         Ok(())
     };
+    let now = jiff::Timestamp::now();
     if fresh {
         audit(Audited::BypassRequest, Outcome::Done, format!("requested by {} for {}: {}", spec.requested_by, spec.lifetime, spec.reason))?;
         status.message = "waiting for a second person to approve (approvedBy)".into();
@@ -86,26 +113,37 @@ async fn decide(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, 
         let by = spec.revoked_by.as_deref().unwrap_or("someone");
         let mut withdrawn = true;
         if matches!(status.phase, BypassPhase::Issuing | BypassPhase::Active) {
-            withdrawn = match target(bypass, ctx).await? {
-                Ok(t) => withdraw(&*t.provider, &t.user, &status).await?,
-                Err(why) => return fail(status, &audit, format!("revoked by {by}, but could not be withdrawn at the provider: {why}; withdraw it in the provider's console")),
+            withdrawn = match issued_to(bypass, &status, ctx).await? {
+                Ok(Some((provider, user))) => match withdraw(&*provider, &user, &status).await {
+                    Ok(withdrawn) => withdrawn,
+                    Err(e) => return Step::wait(with_message(status, format!("revoked by {by}; withdrawing it at the provider failed ({e}): trying again")), RETRY),
+                },
+                Ok(None) => true,
+                Err(why) => return Step::wait(with_message(status, format!("revoked by {by}; cannot reach the provider to withdraw it ({why}): trying again")), RETRY),
             };
         }
         status.phase = BypassPhase::Revoked;
+        status.ended_at = Some(now);
         status.message = match (withdrawn, status.expires_at) {
             (true, _) => format!("revoked by {by}; withdrawn at the provider"),
             (false, until) => format!(
                 "revoked by {by}, but {} cannot withdraw it: it works until {}; if it may be in the wrong hands, disable the user at the provider until then",
-                bypass.spec.backend,
+                spec.backend,
                 until.map_or_else(|| "its lifetime ends".to_string(), |t| t.to_string())
             ),
         };
         audit(Audited::BypassRevoke, if withdrawn { Outcome::Done } else { Outcome::Skipped }, status.message.clone())?;
-        return Ok(Step { status, requeue: None });
+        return Step::done(status);
     }
     match status.phase {
         BypassPhase::AwaitingApproval => {
-            let Some(approver) = &spec.approved_by else { return Ok(Step { status, requeue: None }) };
+            if spec.approved_by.is_none() {
+                return Step::done(status);
+            }
+            let approver = match dual_control(bypass) {
+                Ok(approver) => approver,
+                Err(why) => return fail(status, &audit, why),
+            };
             let target = match target(bypass, ctx).await? {
                 Ok(target) => target,
                 Err(why) => return fail(status, &audit, why),
@@ -116,72 +154,97 @@ async fn decide(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, 
                     let why = target.provider.capabilities().limitations.into_iter().find(|l| l.starts_with("bypass:")).unwrap_or_else(|| "bypass: this provider has none".into());
                     audit(Audited::BypassFail, Outcome::Skipped, format!("approved by {approver}, but the backend cannot issue one: {why}"))?;
                     status.phase = BypassPhase::Unsupported;
+                    status.ended_at = Some(now);
                     status.message = format!("{} cannot issue a temporary bypass ({why}); nothing was issued", spec.backend);
-                    return Ok(Step { status, requeue: None });
+                    return Step::done(status);
                 }
             };
             let lifetime = match lifetime(spec.lifetime.as_str(), ctx.settings.max_bypass_lifetime, &support) {
                 Ok(lifetime) => lifetime,
                 Err(why) => return fail(status, &audit, why),
             };
+            // One at a time per user: a provider keeps one pass (Entra) or replaces the codes (Duo,
+            // Google), so a second would take the first with it, and withdrawing either the other.
+            let others = api.list(&Default::default()).await?;
+            if let Some(other) = others.items.iter().find(|b| {
+                b.metadata.name != bypass.metadata.name
+                    && b.spec.backend == spec.backend
+                    && b.status.as_ref().is_some_and(|s| matches!(s.phase, BypassPhase::Issuing | BypassPhase::Active) && s.user_id.as_deref() == Some(target.user.id.as_str()))
+            }) {
+                return fail(status, &audit, format!("MfaBypass {} still works for this user: revoke it or let it end, then request again", other.name_any()));
+            }
             audit(Audited::BypassApprove, Outcome::Done, format!("approved by {approver} (requested by {}) for {}", spec.requested_by, crate::duration::text(lifetime)))?;
             // Known before the provider is asked, so the window's check never takes this bypass
             // for someone else's, however the issuing and the check interleave.
             status.user_id = Some(target.user.id.clone());
-            status.issued_at = Some(jiff::Timestamp::now());
+            status.username = Some(target.user.username.clone());
+            status.issued_at = Some(now);
             status.phase = BypassPhase::Issuing;
             status.mechanism = Some(support.mechanism.to_string());
             status.message = format!("approved by {approver}; issuing");
-            Ok(Step { status, requeue: Some(Duration::ZERO) })
+            Step::wait(status, Duration::ZERO)
         }
-        BypassPhase::Issuing => issue(bypass, ctx, status, &audit).await,
+        BypassPhase::Issuing => {
+            if let Err(why) = dual_control(bypass) {
+                return fail(status, &audit, why);
+            }
+            issue(bypass, ctx, api, status, &audit).await
+        }
         BypassPhase::Active => {
-            let now = jiff::Timestamp::now();
             let expires_at = status.expires_at.unwrap_or(now);
+            let (provider, user) = match issued_to(bypass, &status, ctx).await? {
+                Ok(Some(found)) => found,
+                Ok(None) => return fail(status, &audit, "the user it was issued to is not known".into()),
+                Err(why) => return Step::wait(with_message(status, format!("cannot reach the provider ({why}): trying again")), RETRY),
+            };
             if expires_at > now {
                 let left = Duration::try_from(expires_at.duration_since(now)).unwrap_or(RETRY) + Duration::from_secs(1);
-                let target = match target(bypass, ctx).await? {
-                    Ok(target) => target,
-                    Err(why) => return Ok(Step { status: with_message(status, format!("cannot check whether it was used: {why}")), requeue: Some(left.min(USE_CHECK)) }),
-                };
-                let used = match target.provider.bypass_used(&target.user, status.issued_at.unwrap_or(now), status.reference.as_deref()).await {
+                let used = match provider.bypass_used(&user, status.issued_at.unwrap_or(now), status.reference.as_deref()).await {
                     Ok(used) => used,
-                    Err(e) => return Ok(Step { status: with_message(status, format!("cannot check whether it was used: {e}")), requeue: Some(left.min(USE_CHECK)) }),
+                    Err(e) => return Step::wait(with_message(status, format!("cannot check whether it was used: {e}")), left.min(USE_CHECK)),
                 };
                 if used != Some(true) {
-                    return Ok(Step { status, requeue: Some(if used.is_some() { left.min(USE_CHECK) } else { left }) });
+                    return Step::wait(status, if used.is_some() { left.min(USE_CHECK) } else { left });
                 }
-                // What is left of it goes (Google's other codes of the set, Entra's spent pass).
-                withdraw(&*target.provider, &target.user, &status).await?;
+                // Recorded as used before what is left of it goes: withdrawing first would make a
+                // retry see nothing used, and call it expired.
                 status.phase = BypassPhase::Used;
                 status.used_at = Some(now);
+                status.ended_at = Some(now);
                 status.message = format!("used by {} (seen at {now}); what was left of it was withdrawn", spec.user);
+                if let Err(e) = withdraw(&*provider, &user, &status).await {
+                    status.message = format!("used by {} (seen at {now}); withdrawing what is left of it failed ({e}): withdraw it in the provider's console", spec.user);
+                }
                 audit(Audited::BypassUse, Outcome::Done, status.message.clone())?;
-                return Ok(Step { status, requeue: None });
+                return Step::done(status);
             }
             // Withdrawn at the provider too: Google's codes do not expire by themselves, and a
             // provider's own expiry may lag.
-            let withdrawn = match target(bypass, ctx).await? {
-                Ok(t) => withdraw(&*t.provider, &t.user, &status).await?,
-                Err(why) => return fail(status, &audit, format!("expired, but could not be withdrawn at the provider: {why}; withdraw it in the provider's console")),
+            let withdrawn = match withdraw(&*provider, &user, &status).await {
+                Ok(withdrawn) => withdrawn,
+                Err(e) => return Step::wait(with_message(status, format!("expired at {expires_at}; withdrawing it at the provider failed ({e}): trying again")), RETRY),
             };
             status.phase = BypassPhase::Expired;
+            status.ended_at = Some(now);
             status.message = if withdrawn { format!("expired at {expires_at}; withdrawn at the provider") } else { format!("expired at {expires_at}; the provider ended it") };
             audit(Audited::BypassExpire, Outcome::Done, status.message.clone())?;
-            Ok(Step { status, requeue: None })
+            Step::done(status)
         }
-        _ => Ok(Step { status, requeue: None }),
+        _ => Step::done(status),
     }
 }
 
-/// Issues the bypass and delivers it; on a failed delivery, withdraws it again.
-async fn issue(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, audit: &impl Fn(Audited, Outcome, String) -> Result<()>) -> Result<Step> {
+/// Issues the bypass and delivers it. What the provider made is recorded in status before it is
+/// delivered, and withdrawn again when anything after the provider's answer fails.
+async fn issue(bypass: &MfaBypass, ctx: &Context, api: &Api<MfaBypass>, mut status: MfaBypassStatus, audit: &impl Fn(Audited, Outcome, String) -> Result<()>) -> Result<Step> {
     let spec = &bypass.spec;
-    let target = match target(bypass, ctx).await? {
-        Ok(target) => target,
-        Err(why) => return fail(status, audit, why),
+    let namespace = bypass.namespace().unwrap_or_default();
+    let (provider, user) = match issued_to(bypass, &status, ctx).await? {
+        Ok(Some(found)) => found,
+        Ok(None) => return fail(status, audit, "approved without the user it is for: request it again".into()),
+        Err(why) => return Step::wait(with_message(status, format!("cannot reach the provider ({why}): trying again")), RETRY),
     };
-    let Some(support) = target.provider.capabilities().bypass else { return fail(status, audit, format!("{} no longer offers a temporary bypass", spec.backend)) };
+    let Some(support) = provider.capabilities().bypass else { return fail(status, audit, format!("{} no longer offers a temporary bypass", spec.backend)) };
     let lifetime = match lifetime(&spec.lifetime, ctx.settings.max_bypass_lifetime, &support) {
         Ok(lifetime) => lifetime,
         Err(why) => return fail(status, audit, why),
@@ -190,45 +253,57 @@ async fn issue(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, a
     let (mail, address) = if support.sent_by_provider {
         (None, None)
     } else {
-        let Some(smtp) = target.recall.spec.notifications.as_ref().filter(|n| n.smtp.is_some()) else {
-            return fail(status, audit, format!("MfaRecall {} has no spec.notifications.smtp: a pass or code goes only to the user's address on file, by mail; add it to the recall and request the bypass again", spec.recall));
+        let recall = Api::<MfaRecall>::namespaced(ctx.client.clone(), &namespace).get_opt(&spec.recall).await?;
+        let Some(recall) = recall else { return fail(status, audit, format!("MfaRecall {} is gone; nothing was issued", spec.recall)) };
+        let Some(smtp) = recall.spec.notifications.as_ref().filter(|n| n.smtp.is_some()) else {
+            return fail(status, audit, format!("MfaRecall {} has no spec.notifications.smtp: a pass or code goes only to the user's own address, by mail; add it to the recall and request the bypass again", spec.recall));
         };
-        let sinks = match super::run::notices(smtp, &bypass.namespace().unwrap_or_default(), target.recall.metadata.uid.as_deref(), ctx).await {
+        let sinks = match super::run::notices(smtp, &namespace, recall.metadata.uid.as_deref(), ctx).await {
             Ok(Ok(notices)) => notices,
             Ok(Err(why)) => return fail(status, audit, why),
             Err(e) => return fail(status, audit, e.to_string()),
         };
-        let address = match target.provider.address(&target.user).await {
+        let address = match provider.bypass_address(&user).await {
             Ok(Some(address)) => address,
-            Ok(None) => return fail(status, audit, format!("{} has no mail address on file for {}: set one at the provider (verified by another channel) and request the bypass again", spec.backend, spec.user)),
-            Err(e) if e.kind() == ErrorKind::Unavailable => return Ok(Step { status: with_message(status, format!("reading the address on file: {e}; trying again")), requeue: Some(RETRY) }),
+            Ok(None) => return fail(status, audit, format!("{} has no address on file for {} that the user reads without the account (Entra: an alternate email for password reset; Google: a recovery email): set one, verified by another channel, and request the bypass again", spec.backend, spec.user)),
+            Err(e) if e.kind() == ErrorKind::Unavailable => return Step::wait(with_message(status, format!("reading the address on file: {e}; trying again")), RETRY),
             Err(e) => return fail(status, audit, format!("reading the address on file: {e}")),
         };
         (sinks.smtp, Some(address))
     };
     let issued_at = jiff::Timestamp::now();
-    let issued = match target.provider.issue_bypass(&target.user, lifetime).await {
+    let issued = match provider.issue_bypass(&user, lifetime).await {
         Ok(issued) => issued,
-        Err(e) if e.kind() == ErrorKind::Unavailable => return Ok(Step { status: with_message(status, format!("issuing: {e}; trying again")), requeue: Some(RETRY) }),
-        Err(e) => return fail(status, audit, format!("the provider refused to issue it: {e}")),
+        Err(e) if e.kind() == ErrorKind::Unavailable => return Step::wait(with_message(status, format!("issuing: {e}; trying again")), RETRY),
+        Err(e) => {
+            // The provider may have made it before the answer failed: best effort, ours only.
+            status.issued_at = Some(issued_at);
+            let _ = withdraw(&*provider, &user, &status).await;
+            return fail(status, audit, format!("the provider refused to issue it: {e}"));
+        }
     };
     status.issued_at = Some(issued_at);
     status.expires_at = Some(issued.expires_at);
     status.reference = issued.reference.clone();
+    status.message = "issued; delivering".into();
     audit(Audited::BypassIssue, Outcome::Done, format!("{} issued, good until {}", support.mechanism, issued.expires_at))?;
+    // What tells it apart at withdrawal is kept before anything else can fail.
+    write(bypass, ctx, api, status.clone(), bypass.status.as_ref()).await?;
     let delivered_to = match (&mail, &address, &issued.secret) {
         (Some(mail), Some(address), Some(secret)) => {
             let body = message(&spec.user, &spec.backend, support.mechanism, secret.expose(), issued.expires_at);
             if let Err(why) = mail.send_text(address, "Your temporary sign-in code", body).await {
                 // Nobody has it: withdraw it rather than leave a working pass behind.
-                withdraw(&*target.provider, &target.user, &status).await?;
+                withdraw(&*provider, &user, &status).await?;
+                status.ended_at = Some(jiff::Timestamp::now());
                 return fail(status, audit, format!("could not be delivered ({why}); withdrawn at the provider"));
             }
             mask(address)
         }
         (None, _, None) => format!("the user's address on file, by {} itself", spec.backend),
         _ => {
-            withdraw(&*target.provider, &target.user, &status).await?;
+            withdraw(&*provider, &user, &status).await?;
+            status.ended_at = Some(jiff::Timestamp::now());
             return fail(status, audit, "the provider's answer did not fit its documented delivery; withdrawn at the provider".into());
         }
     };
@@ -237,15 +312,16 @@ async fn issue(bypass: &MfaBypass, ctx: &Context, mut status: MfaBypassStatus, a
     status.phase = BypassPhase::Active;
     status.delivered_to = Some(delivered_to);
     status.message = format!("issued and delivered; works until {}", status.expires_at.unwrap_or(issued_at));
-    Ok(Step { status, requeue: Some(USE_CHECK) })
+    Step::wait(status, USE_CHECK)
 }
 
 /// How far around its issuing and its end a bypass's log entries may fall (clocks, log lag).
 const LOG_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
 
-/// The bypasses the recall's MfaBypasses issued, by backend, for the window's foreignBypass rule.
-/// An unreadable list leaves the rule as it was (every bypass foreign): a flag too many, not one
-/// too few.
+/// The bypasses the recall's MfaBypasses issued, by backend, for the window's foreignBypass rule:
+/// each from its issuing to its end (used, revoked, expired), and only those the provider may
+/// have made. An unreadable list leaves the rule as it was (every bypass foreign): a flag too
+/// many, not one too few.
 pub(super) async fn issued_for(recall: &MfaRecall, ctx: &Context) -> std::collections::HashMap<String, Vec<OwnBypass>> {
     let api: Api<MfaBypass> = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
     let listed = match api.list(&Default::default()).await {
@@ -259,15 +335,21 @@ pub(super) async fn issued_for(recall: &MfaRecall, ctx: &Context) -> std::collec
     for bypass in listed.into_iter().filter(|b| b.spec.recall == recall.name_any()) {
         let Some(status) = bypass.status else { continue };
         let (Some(user_id), Some(issued_at)) = (status.user_id, status.issued_at) else { continue };
-        let ended = status.expires_at.unwrap_or(issued_at + jiff::SignedDuration::from_hours(24));
+        // Failed before the provider was asked: nothing of it can be in the log.
+        if status.expires_at.is_none() && status.phase != BypassPhase::Issuing {
+            continue;
+        }
+        let asked = crate::duration::BYPASS_LIFETIME.parse(&bypass.spec.lifetime).ok().and_then(|d| jiff::SignedDuration::try_from(d).ok()).unwrap_or(jiff::SignedDuration::from_hours(24));
+        let works_until = status.expires_at.unwrap_or(issued_at + asked);
+        let ended = status.ended_at.map_or(works_until, |end| end.min(works_until));
         own.entry(bypass.spec.backend).or_default().push(OwnBypass { user_id, from: issued_at - LOG_SLACK, until: ended + LOG_SLACK });
     }
     own
 }
 
-/// The recall, backend, provider and recalled user a bypass names; Err says what to fix.
+/// The recall, backend, provider and recalled user a bypass names, for its approval; Err says
+/// what to fix.
 struct Target {
-    recall: MfaRecall,
     provider: Arc<dyn IdentityProvider>,
     user: UserRef,
 }
@@ -281,27 +363,54 @@ async fn target(bypass: &MfaBypass, ctx: &Context) -> Result<std::result::Result
     if !recall.spec.backends.contains(&spec.backend) {
         return Ok(Err(format!("MfaRecall {} does not recall from {}: it names {}", spec.recall, spec.backend, recall.spec.backends.join(", "))));
     }
-    let Some(backend) = Api::<IdentityBackend>::namespaced(ctx.client.clone(), &namespace).get_opt(&spec.backend).await? else {
-        return Ok(Err(format!("IdentityBackend {namespace}/{} not found", spec.backend)));
-    };
-    let provider = match ctx.provider(&backend).await {
+    let provider = match backend_provider(bypass, ctx).await? {
         Ok(provider) => provider,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(why) => return Ok(Err(why)),
     };
     let Some(owner) = recall.controller_owner_ref(&()) else { return Ok(Err(format!("MfaRecall {} has no uid yet", spec.recall))) };
     let ledger = ResourceLedger::new(ctx.client.clone(), &namespace, owner, ctx.ledger_key.clone());
     let match_key = |name: &str| provider.capabilities().name_match.key(name);
     let wanted = match_key(&spec.user);
+    // An id names one user; a name may name several (it is then refused rather than guessed).
+    let (mut by_id, mut by_name) = (None, Vec::new());
     for index in ledger.segments(&spec.backend).await? {
-        let segment = ledger.read(&spec.backend, index).await?;
-        if let Some(record) = segment.users.into_iter().find(|r| match_key(&r.user.username) == wanted || r.user.id == spec.user) {
-            return Ok(match record.state {
-                UserState::Invalidated | UserState::AwaitingLogs => Ok(Target { recall, provider, user: record.user }),
-                state => Err(format!("{} was not recalled by {} ({state:?}): a bypass is only for a user the recall took factors from", spec.user, spec.recall)),
-            });
+        for record in ledger.read(&spec.backend, index).await?.users {
+            if record.user.id == spec.user {
+                by_id = Some(record);
+            } else if match_key(&record.user.username) == wanted {
+                by_name.push(record);
+            }
         }
     }
-    Ok(Err(format!("{} is not among the users MfaRecall {} reached on {} (mfa-recall report lists them)", spec.user, spec.recall, spec.backend)))
+    let record = match (by_id, by_name.len()) {
+        (Some(record), _) => record,
+        (None, 1) => by_name.remove(0),
+        (None, 0) => return Ok(Err(format!("{} is not among the users MfaRecall {} reached on {} (mfa-recall report lists them)", spec.user, spec.recall, spec.backend))),
+        (None, n) => return Ok(Err(format!("{} names {n} users MfaRecall {} reached on {}: name one by its id (mfa-recall report lists them)", spec.user, spec.recall, spec.backend))),
+    };
+    let took_factors = record.lost().next().is_some();
+    match record.state {
+        UserState::Invalidated | UserState::AwaitingLogs if took_factors => Ok(Ok(Target { provider, user: record.user })),
+        UserState::Invalidated | UserState::AwaitingLogs => Ok(Err(format!("the recall took no factor from {}: they need no bypass", spec.user))),
+        state => Ok(Err(format!("{} was not recalled by {} ({state:?}): a bypass is only for a user the recall took factors from", spec.user, spec.recall))),
+    }
+}
+
+/// The backend's adapter; Err says what to fix.
+async fn backend_provider(bypass: &MfaBypass, ctx: &Context) -> Result<std::result::Result<Arc<dyn IdentityProvider>, String>> {
+    let namespace = bypass.namespace().unwrap_or_default();
+    let Some(backend) = Api::<IdentityBackend>::namespaced(ctx.client.clone(), &namespace).get_opt(&bypass.spec.backend).await? else {
+        return Ok(Err(format!("IdentityBackend {namespace}/{} not found", bypass.spec.backend)));
+    };
+    Ok(ctx.provider(&backend).await.map_err(|e| e.to_string()))
+}
+
+/// The adapter and the user a bypass was approved for (status.userId): what issuing, checking
+/// and withdrawing need, whatever became of the recall since. None before approval.
+async fn issued_to(bypass: &MfaBypass, status: &MfaBypassStatus, ctx: &Context) -> Result<std::result::Result<Option<(Arc<dyn IdentityProvider>, UserRef)>, String>> {
+    let Some(id) = status.user_id.clone() else { return Ok(Ok(None)) };
+    let username = status.username.clone().unwrap_or_else(|| bypass.spec.user.clone());
+    Ok(backend_provider(bypass, ctx).await?.map(|provider| Some((provider, UserRef { id, username }))))
 }
 
 /// The lifetime asked for, if the operator and the provider both allow it.
@@ -333,6 +442,7 @@ async fn withdraw(provider: &dyn IdentityProvider, user: &UserRef, status: &MfaB
 fn fail(mut status: MfaBypassStatus, audit: &impl Fn(Audited, Outcome, String) -> Result<()>, why: String) -> Result<Step> {
     audit(Audited::BypassFail, Outcome::Failed, why.clone())?;
     status.phase = BypassPhase::Failed;
+    status.ended_at.get_or_insert_with(jiff::Timestamp::now);
     status.message = why;
     Ok(Step { status, requeue: None })
 }

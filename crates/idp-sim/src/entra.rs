@@ -309,6 +309,8 @@ impl User {
             "userPrincipalName": self.upn,
             "displayName": self.upn.split('@').next().unwrap_or_default(),
             "mail": self.upn,
+            // An address outside the tenant, as users give for self-service password reset.
+            "otherMails": [format!("{}@home.example", self.upn.split('@').next().unwrap_or_default())],
             "accountEnabled": self.enabled,
             "signInSessionsValidFromDateTime": rfc3339(self.sessions_valid_from),
         })

@@ -254,6 +254,8 @@ impl Google {
             "changePasswordAtNextLogin": false,
             "ipWhitelisted": false,
             "emails": [{ "address": user.email, "primary": true }],
+            // The user's own address outside the domain, for account recovery.
+            "recoveryEmail": format!("{}@home.example", user.email.split('@').next().unwrap_or_default()),
             "customerId": CUSTOMER_ID,
             "orgUnitPath": "/",
             "isMailboxSetup": true,
