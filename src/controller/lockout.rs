@@ -68,15 +68,23 @@ async fn break_glass_problem(provider: &dyn IdentityProvider, account: &str) -> 
 /// A privileged group of `backend` with a member the recall would reach (not excluded), if any.
 async fn privileged_reached(recall: &MfaRecall, backend: &IdentityBackend, provider: &dyn IdentityProvider) -> Result<Option<String>> {
     let scope = &recall.spec.scope;
-    let members_of = async |group: &str, membership: Membership| -> Result<Vec<UserRef>> {
-        provider.all_group_members(group, membership).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::LockoutRisk(format!("{}: group {group} not found ({e}): fix the IdentityBackend's spec.privilegedGroups or the recall's scope", backend.name_any())),
-            _ => Error::Provider(e),
-        })
+    if backend.spec.privileged_groups.is_empty() {
+        return Ok(None);
+    }
+    // None: no such group (the recall's own checks name a missing scope or exclusion group).
+    let members_of = async |group: &str, membership: Membership| -> Result<Option<Vec<UserRef>>> {
+        match provider.all_group_members(group, membership).await {
+            Ok(members) => Ok(Some(members)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Provider(e)),
+        }
     };
     let mut privileged: HashMap<String, String> = HashMap::new();
     for group in &backend.spec.privileged_groups {
-        for member in members_of(group, Membership::Transitive).await? {
+        let Some(members) = members_of(group, Membership::Transitive).await? else {
+            return Err(Error::LockoutRisk(format!("{}: privileged group {group} not found: fix the IdentityBackend's spec.privilegedGroups", backend.name_any())));
+        };
+        for member in members {
             privileged.entry(member.id).or_insert_with(|| group.clone());
         }
     }
@@ -87,7 +95,10 @@ async fn privileged_reached(recall: &MfaRecall, backend: &IdentityBackend, provi
         }
     }
     for group in &scope.exclude.groups {
-        for user in members_of(group, Membership::Transitive).await? {
+        let Some(members) = members_of(group, Membership::Transitive).await? else {
+            return Err(Error::ExclusionGroupNotFound(format!("{}: exclusion group {group} not found", backend.name_any())));
+        };
+        for user in members {
             privileged.remove(&user.id);
         }
     }
@@ -104,7 +115,7 @@ async fn privileged_reached(recall: &MfaRecall, backend: &IdentityBackend, provi
     }
     let membership = if scope.direct_members_only { Membership::Direct } else { Membership::Transitive };
     for group in &scope.groups {
-        if let Some(found) = members_of(group, membership).await?.iter().find_map(|u| privileged.get(&u.id)) {
+        if let Some(found) = members_of(group, membership).await?.unwrap_or_default().iter().find_map(|u| privileged.get(&u.id)) {
             return Ok(Some(found.clone()));
         }
     }
