@@ -1706,6 +1706,32 @@ async fn enrollment_ticket_mailed_by_auth0(kind: &str) {
     assert!(required["detail"].as_str().unwrap().ends_with("via a link to the address on file"), "{required}");
 }
 
+/// reEnrollment.via VerifiedLink with resetPassword on Okta: Okta puts the user in RECOVERY (the
+/// stolen password no longer signs in) and mails them a reset link, after which the enrollment
+/// policy asks for factors. Without resetPassword Okta has no link, which its capabilities say.
+async fn reset_link_mailed_by_okta(kind: &str) {
+    let bench = Bench::start(kind, &seed(30), fast()).await;
+    bench.sim().record_requests();
+    let link = bench.provider.capabilities().enrollment_link.expect("Okta's reset email");
+    assert!(link.needs_password_reset && link.resets_password && !link.sets_lifetime, "{link:?}");
+    let name = bench.target.window_users()[0].clone();
+    assert!(bench.target.user(&name).await.active);
+    let cutoff = jiff::Timestamp::now();
+    clock_moves_past(cutoff).await;
+    let channel = backends::EnrollmentChannel::Link { lifetime: Duration::from_secs(3600), reset_password: true };
+    let job = RecallJob { channel, ..bench.job(ScopeSelector::listed(vec![], vec![name.clone()]), cutoff) };
+    let counts = bench.revoke(&job).await;
+    assert_eq!((counts.invalidated, counts.failed), (1, 0), "{counts:?}");
+    assert!(!bench.target.user(&name).await.active, "in RECOVERY: the old password signs nobody in");
+    let mailed = bench.sim().provider.links_mailed(&name);
+    assert_eq!(mailed.len(), 1, "one reset link mailed: {mailed:?}");
+    let required = bench.audit_events().into_iter().find(|e| e["action"] == "enrollment.require" && e["outcome"] == "done").expect("enrollment required");
+    assert!(required["detail"].as_str().unwrap().ends_with("via a link to the address on file, the password reset"), "{required}");
+    let recorded = bench.sim().recorded_requests();
+    let undocumented: Vec<String> = recorded.iter().filter_map(|r| Description::load(kind).refuses(r)).collect();
+    assert!(undocumented.is_empty(), "{kind}: {undocumented:?}");
+}
+
 /// What a provider's log shows, from its documentation (not from the adapter): geolocation with
 /// coordinates, a proxy verdict, a user's fraud report, an enrollment by an administrator, a
 /// denied push, the device an enrollment is on, a sign-in the provider judged risky.
@@ -1768,7 +1794,7 @@ macro_rules! cases {
     };
 }
 
-cases!(okta: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
+cases!(okta: reset_link_mailed_by_okta, bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, foreign_next_link_ends_the_listing, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(entra: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, methods_go_in_the_order_graph_allows, foreign_next_link_ends_the_listing, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(auth0: enrollment_ticket_mailed_by_auth0, bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, requests_are_documented, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);
 cases!(google: bypass_issued_used_and_withdrawn, window_watched, window_quarantine, window_notices, window_comparing_rules, re_enrollment_within_the_log_delay_is_kept, re_enrollment_counts_only_after_the_turn_off, new_app_password_lost_with_2sv_is_named, requests_are_documented, shared_quota_fails_no_user, full_recall, cutoff_respected, exclusions, resume, keeps_under_the_limit, faults, wrong_credentials, scope_union, nested_exclusions, missing_exclusion_group, one_kind_alone, failed_midway, new_factors_of_every_kind_kept);

@@ -668,7 +668,7 @@ impl IdentityProvider for Auth0 {
             log_delay: None,
             inseparable: Vec::new(),
             // Auth0 sets the ticket's lifetime, and a password-change ticket is not mailed by Auth0.
-            enrollment_link: Some(EnrollmentLink { mechanism: "Auth0 MFA enrollment ticket, mailed by Auth0", sets_lifetime: false, resets_password: false }),
+            enrollment_link: Some(EnrollmentLink { mechanism: "Auth0 MFA enrollment ticket, mailed by Auth0", sets_lifetime: false, resets_password: false, needs_password_reset: false }),
             bypass: None,
             limitations,
         }

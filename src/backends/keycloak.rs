@@ -361,7 +361,7 @@ impl IdentityProvider for Keycloak {
             log_delay: None,
             inseparable: Vec::new(),
             // The execute-actions email: Keycloak's own mail to the user's address on file.
-            enrollment_link: Some(EnrollmentLink { mechanism: "Keycloak's execute-actions email, mailed by Keycloak", sets_lifetime: true, resets_password: true }),
+            enrollment_link: Some(EnrollmentLink { mechanism: "Keycloak's execute-actions email, mailed by Keycloak", sets_lifetime: true, resets_password: true, needs_password_reset: false }),
             bypass: Some(BypassSupport {
                 mechanism: "Keycloak execute-actions link to set up a new factor, mailed by Keycloak",
                 lifetimes: std::time::Duration::from_secs(60)..=std::time::Duration::from_secs(24 * 3600),

@@ -396,6 +396,9 @@ pub struct EnrollmentLink {
     pub sets_lifetime: bool,
     /// The current password can be made to stop working with it, the link setting a new one.
     pub resets_password: bool,
+    /// The link comes only with a password reset (Okta's reset email): without
+    /// reEnrollment.resetPassword there is none.
+    pub needs_password_reset: bool,
 }
 
 /// A provider's temporary bypass, as an MfaBypass's status and checks need to know it.

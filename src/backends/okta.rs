@@ -63,6 +63,7 @@ const LIST_FACTORS: Op = Op::new("list_factors", "users");
 const DELETE_FACTOR: Op = Op::new("delete_factor", "users");
 const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "users");
 const UPDATE_STATUS: Op = Op::new("update_status", "users");
+const SEND_LINK: Op = Op::new("send_link", "users");
 const FIND_GROUP: Op = Op::new("find_group", "groups");
 const LIST_MEMBERS: Op = Op::new("list_members", "groups");
 const READ_LOG: Op = Op::new("read_log", "logs");
@@ -608,7 +609,9 @@ impl IdentityProvider for Okta {
             // Every factor shows `created`: the logs are not needed to tell a factor's age.
             log_delay: None,
             inseparable: Vec::new(),
-            enrollment_link: None,
+            // resetPassword: Okta mails a reset link and the user is in RECOVERY (no sign-in) until
+            // they use it; the enrollment policy then asks for factors.
+            enrollment_link: Some(super::EnrollmentLink { mechanism: "Okta's password-reset email, mailed by Okta (the enrollment policy then asks for factors)", sets_lifetime: false, resets_password: true, needs_password_reset: true }),
             bypass: None,
             limitations: vec![
                 "bypass: Okta's Temporary Access Code (Identity Engine, limited availability) has no documented Management API call to issue one for a user, and a temporary password (expire_password_with_temp_password) passes no MFA: issue a code in the Admin Console where the org has it".into(),
@@ -691,10 +694,18 @@ impl IdentityProvider for Okta {
         })
     }
 
-    async fn require_enrollment(&self, _user: &UserRef, _lost: &[FactorRef], _channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
+    async fn require_enrollment(&self, user: &UserRef, _lost: &[FactorRef], channel: super::EnrollmentChannel) -> Result<(), ProviderError> {
         // The authenticator enrollment policy asks users without factors to enroll at their next
         // sign-in. The only per-user API, lifecycle/reset_factors, would delete factors enrolled
         // after the cutoff.
+        if let super::EnrollmentChannel::Link { reset_password: true, .. } = channel {
+            // RECOVERY: the stolen password no longer signs in; Okta mails the user a reset link.
+            let query = [("sendEmail", "true".to_string()), ("revokeSessions", "true".to_string())];
+            let reply = self.call(SEND_LINK, Method::POST, &self.user_url(user, "/lifecycle/reset_password"), &query, &[StatusCode::NOT_FOUND]).await?;
+            if reply.status == StatusCode::NOT_FOUND {
+                return Err(self.user_gone(user));
+            }
+        }
         Ok(())
     }
 

@@ -586,7 +586,9 @@ fn refuse_inseparable_kinds(recall: &MfaRecall, fetched: &Fetched) -> Result<()>
 /// one, else the next sign-in.
 fn channel(spec: &ReEnrollment, provider: &dyn IdentityProvider, link_lifetime: Duration) -> EnrollmentChannel {
     match (spec.via, provider.capabilities().enrollment_link) {
-        (ReEnrollmentVia::VerifiedLink, Some(link)) => EnrollmentChannel::Link { lifetime: link_lifetime, reset_password: spec.reset_password && link.resets_password },
+        (ReEnrollmentVia::VerifiedLink, Some(link)) if spec.reset_password || !link.needs_password_reset => {
+            EnrollmentChannel::Link { lifetime: link_lifetime, reset_password: spec.reset_password && link.resets_password }
+        }
         _ => EnrollmentChannel::NextSignIn,
     }
 }
@@ -605,6 +607,9 @@ fn channel_text(spec: &ReEnrollment, channel: &EnrollmentChannel, provider: &dyn
             format!("VerifiedLink: {}{good_for}{password}", link.mechanism)
         }
         (_, None) if spec.via == ReEnrollmentVia::VerifiedLink => "NextSignIn: this provider has no link to send".into(),
+        (_, Some(link)) if spec.via == ReEnrollmentVia::VerifiedLink && link.needs_password_reset => {
+            format!("NextSignIn: this provider's only link is {}, which comes with a password reset: set reEnrollment.resetPassword to use it", link.mechanism)
+        }
         _ => "NextSignIn".into(),
     }
 }

@@ -117,6 +117,8 @@ struct State {
     logs_by_user: HashMap<usize, Vec<usize>>,
     /// Access tokens the token endpoint issued: scopes and expiry.
     access_tokens: HashMap<String, (Vec<String>, Timestamp)>,
+    /// Password-reset links mailed to users (`sendEmail=true`), by user.
+    mailed: HashMap<usize, Vec<String>>,
 }
 
 /// A service app allowed to use `private_key_jwt`.
@@ -671,6 +673,31 @@ fn user_route(request: &SimRequest, state: &mut State, index: usize, method: &st
             }
             SimResponse::json(200, &json!({}))
         }
+        // resetPassword (Management API): sendEmail is required; the user is in RECOVERY, unable
+        // to sign in, until they complete the reset; with sendEmail=true Okta mails the link.
+        ("POST", ["lifecycle", "reset_password"]) => {
+            let send = match request.query("sendEmail") {
+                Some("true") => true,
+                Some("false") => false,
+                _ => return error(400, "E0000001", "Api validation failed: sendEmail"),
+            };
+            if matches!(state.users[index].status, "SUSPENDED" | "DEPROVISIONED") {
+                return error(403, "E0000038", "This operation is not allowed in the user's current status.");
+            }
+            let token: String = (0..20).map(|_| fastrand::alphanumeric()).collect();
+            let url = format!("http://{}/reset_password/{token}", request.header("host").unwrap_or("127.0.0.1"));
+            let u = &mut state.users[index];
+            u.status = "RECOVERY";
+            if request.query("revokeSessions") == Some("true") {
+                u.sessions = 0;
+            }
+            if send {
+                state.mailed.entry(index).or_default().push(url);
+                SimResponse::json(200, &json!({}))
+            } else {
+                SimResponse::json(200, &json!({ "resetPasswordUrl": url }))
+            }
+        }
         ("POST", ["lifecycle", "suspend"]) => {
             let u = &mut state.users[index];
             if u.status != "ACTIVE" {
@@ -957,6 +984,11 @@ impl Provider for Okta {
     fn user(&self, username: &str) -> Option<UserView> {
         let state = self.state.lock().unwrap();
         state.by_login.get(username).map(|&i| view(&state.users[i]))
+    }
+
+    fn links_mailed(&self, username: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state.by_login.get(username).and_then(|i| state.mailed.get(i).cloned()).unwrap_or_default()
     }
 
     fn enroll(&self, username: &str, kind: FactorKind, from_ip: &str) -> Option<String> {
