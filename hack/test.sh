@@ -10,6 +10,7 @@ done
 
 hack/parts.sh all
 hack/parts.sh helm   # tests/helm_chart.rs runs the real helm (MFA_RECALL_HELM in the env file)
+hack/lua.sh >/dev/null   # tests/argocd_health.rs runs the chart's Argo CD health check
 cargo build --workspace --all-targets
 # What the workspace is built from: licenses, banned crates, sources (deny.toml).
 hack/deny.sh

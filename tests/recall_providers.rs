@@ -726,6 +726,10 @@ async fn the_lockout_guard_holds_a_recall_of_admins_until_a_break_glass_account_
     }
     assert_eq!(phase(&held), RecallPhase::Pending);
     assert_eq!(subject.sim.provider.census(None), before, "nothing was touched");
+    // Argo CD's health check says why it waits.
+    let (health, said) = support::argocd_health(&serde_json::to_value(&held).unwrap());
+    assert_eq!(health, "Degraded");
+    assert!(said.contains("privileged group admins"), "{said}");
 
     // User 24 is in staff and in platform, a subgroup of admins: a working break-glass account,
     // never recalled though the scope holds it.
@@ -733,6 +737,7 @@ async fn the_lockout_guard_holds_a_recall_of_admins_until_a_break_glass_account_
     let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
     backends.patch("corp-entra", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "breakGlass": [keeper.to_uppercase()] } }))).await.unwrap();
     let done = cluster::wait_for(&recalls, "staff", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert_eq!(support::argocd_health(&serde_json::to_value(&done).unwrap()).0, "Healthy", "every user dealt with");
     let status = done.status.unwrap();
     let counts = status.counts;
     assert!(counts.invalidated > 10 && counts.excluded >= 1, "{counts:?}");

@@ -217,3 +217,29 @@ pub async fn scenario(name: &str) -> (Parts, Client, String, String) {
     testkit::cluster::create_namespace(&client, &namespace).await.unwrap();
     (parts, client, namespace, unique(name))
 }
+
+/// The Argo CD health check shipped with the chart (charts/mfa-recall-operator/argocd), run by
+/// Debian's Lua interpreter on `object` as Argo CD hands it over: (status, message).
+pub fn argocd_health(object: &serde_json::Value) -> (String, String) {
+    fn lua(value: &serde_json::Value) -> String {
+        use serde_json::Value;
+        match value {
+            Value::Null => "nil".into(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").replace('\r', "\\r")),
+            Value::Array(items) => format!("{{{}}}", items.iter().map(lua).collect::<Vec<_>>().join(", ")),
+            Value::Object(fields) => format!("{{{}}}", fields.iter().map(|(k, v)| format!("[{}] = {}", lua(&Value::String(k.clone())), lua(v))).collect::<Vec<_>>().join(", ")),
+        }
+    }
+    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/mfa-recall-operator/argocd/mfarecall-health.lua")).unwrap();
+    let program = format!("obj = {}\nlocal hs = (function()\n{script}\nend)()\nio.write(hs.status, \"\\t\", hs.message or \"\")\n", lua(object));
+    let path = std::env::temp_dir().join(format!("mfa-recall-health-{:016x}.lua", fastrand::u64(..)));
+    std::fs::write(&path, program).unwrap();
+    let out = std::process::Command::new("lua5.4").arg(&path).output().unwrap_or_else(|e| panic!("lua5.4: {e}: the Argo CD health test needs Debian's Lua interpreter; run hack/lua.sh"));
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "the health script failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (status, message) = text.split_once('\t').unwrap_or((&text, ""));
+    (status.to_string(), message.to_string())
+}
