@@ -989,6 +989,8 @@ pub(crate) fn decode_answers(data: &[u8]) {
     crate::fuzzing::decode::<Page<Group>>(data);
     crate::fuzzing::decode::<Page<AuthMethod>>(data);
     crate::fuzzing::decode::<Page<DirectoryAudit>>(data);
+    crate::fuzzing::decode::<Page<MethodId>>(data);
+    crate::fuzzing::decode::<TemporaryAccessPass>(data);
 }
 
 #[cfg(test)]
