@@ -804,13 +804,13 @@ impl IdentityProvider for Entra {
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
         let methods = self.methods(user).await?;
         let enrolled_since_cutoff = first_enrolled_since(methods.iter().filter_map(|m| Some((method_type(&m.odata_type)?.0, m.created_date_time?))), cutoff);
-        // Methods of kinds the recall does not ask for stay; with one left, Entra asks the user
-        // to register nothing, so the kinds lost are not replaced (a temporary access pass is no
-        // way to sign in for long).
+        // Methods of kinds the recall does not ask for stay; with one left that signs in with MFA,
+        // Entra asks the user to register nothing, so the kinds lost are not replaced (a temporary
+        // access pass is no way to sign in for long, and an email method serves password reset only).
         let mut kept: Vec<&'static str> = methods
             .iter()
             .filter_map(|m| method_type(&m.odata_type).map(|t| t.0))
-            .filter(|kind| !selected(*kind, kinds) && *kind != FactorKind::RecoveryCodes)
+            .filter(|kind| !selected(*kind, kinds) && !matches!(kind, FactorKind::RecoveryCodes | FactorKind::Email))
             .map(FactorKind::as_str)
             .collect();
         kept.sort_unstable();
