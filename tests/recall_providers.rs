@@ -747,3 +747,40 @@ async fn the_lockout_guard_holds_a_recall_of_admins_until_a_break_glass_account_
     let kept = subject.sim.provider.user(&keeper).unwrap();
     assert!(!kept.factors.is_empty() && kept.active, "the break-glass account keeps its factors: {kept:?}");
 }
+
+/// GitOps: a recall applied by a GitOps tool (server-side apply under its own field manager) is
+/// never fought over: the operator's writes own only status and its finalizer, so the tool
+/// re-applies the same manifest, after the recall ran, without a conflict and without force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recall_applied_by_a_gitops_tool_is_never_fought_over() {
+    let (parts, client, ns, _) = support::scenario("gitops").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 12, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let operator = Operator::start(ns, &parts.file("gitops-audit.jsonl"), &parts.file("gitops-operator.log"));
+    let manifest = json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "from-git"},
+        "spec": {"reason": "INC-11, from git", "backends": ["corp-okta"], "scope": {"allUsers": true}, "reEnrollment": {"checkInterval": "10s"}}
+    });
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let as_gitops = kube::api::PatchParams::apply("argocd-controller");
+    recalls.patch("from-git", &as_gitops, &kube::api::Patch::Apply(&manifest)).await.unwrap();
+    let done = cluster::wait_for(&recalls, "from-git", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    // What each manager owns: the operator nothing of the spec.
+    for entry in done.metadata.managed_fields.clone().unwrap_or_default() {
+        let fields = serde_json::to_value(&entry.fields_v1).unwrap();
+        if entry.manager.as_deref() == Some("argocd-controller") {
+            assert!(fields["f:spec"].is_object(), "the tool owns the spec: {fields}");
+        } else {
+            assert!(fields.get("f:spec").is_none(), "{:?} owns part of the spec: {fields}", entry.manager);
+        }
+    }
+    // The tool re-applies, as it does on every sync: no conflict, no force, nothing changed.
+    let again = recalls.patch("from-git", &as_gitops, &kube::api::Patch::Apply(&manifest)).await.expect("re-applied without a conflict");
+    assert_eq!(again.spec, done.spec);
+    assert_eq!(again.metadata.generation, done.metadata.generation, "the spec did not change");
+    let status = recalls.get_status("from-git").await.unwrap().status.unwrap();
+    assert_eq!(status.counts.invalidated, 12, "{:?}", status.counts);
+}
