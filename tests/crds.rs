@@ -98,3 +98,38 @@ fn examples_match_the_api() {
         assert!(mfa_recall::api::secret_opts_in(&secrets[&secret], &backend), "the example Secret {secret} lets {backend} use it");
     }
 }
+
+/// crds/ is Kustomize-ready (`kubectl apply -k crds/`, or a GitOps tool pointed at it): its
+/// Kustomization (named without an extension, so `kubectl apply -f crds/` reads it not) lists
+/// every manifest in the folder, and kustomize builds exactly their objects.
+#[test]
+fn the_crds_folder_builds_with_kustomize_to_the_same_objects() {
+    use serde::Deserialize;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+    let kustomization: serde_json::Value = serde_norway::from_str(&std::fs::read_to_string(format!("{dir}/Kustomization")).unwrap()).unwrap();
+    let listed: std::collections::BTreeSet<String> = kustomization["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    let mut files = std::collections::BTreeSet::new();
+    let mut objects = std::collections::BTreeSet::new();
+    let identity = |v: &serde_json::Value| format!("{}/{}", v["kind"].as_str().unwrap_or_default(), v["metadata"]["name"].as_str().unwrap_or_default());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+            files.insert(path.file_name().unwrap().to_string_lossy().into_owned());
+            for document in serde_norway::Deserializer::from_str(&std::fs::read_to_string(&path).unwrap()) {
+                let value = serde_json::to_value(serde_norway::Value::deserialize(document).unwrap()).unwrap();
+                if !value.is_null() {
+                    objects.insert(identity(&value));
+                }
+            }
+        }
+    }
+    assert_eq!(listed, files, "crds/Kustomization lists every manifest in crds/");
+    let kubectl = std::env::var("MFA_RECALL_KUBECTL").unwrap_or_else(|_| panic!("MFA_RECALL_KUBECTL is not set: this test runs `kubectl kustomize`; build kubectl with `hack/parts.sh all` and source the env file of `hack/localparts.sh start DIR` (hack/test.sh does both)"));
+    let out = std::process::Command::new(&kubectl).args(["kustomize", dir]).output().unwrap_or_else(|e| panic!("{kubectl}: {e}"));
+    assert!(out.status.success(), "kubectl kustomize crds/: {}", String::from_utf8_lossy(&out.stderr));
+    let built: std::collections::BTreeSet<String> = serde_norway::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+        .map(|d| identity(&serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()))
+        .collect();
+    assert_eq!(built, objects, "kustomize builds the same objects as the folder holds");
+    assert!(built.contains("CustomResourceDefinition/mfabypasses.mfarecall.io") && built.contains("ValidatingAdmissionPolicy/mfabypasses.mfarecall.io-dual-control"), "{built:?}");
+}
