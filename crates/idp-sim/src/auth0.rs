@@ -938,6 +938,7 @@ impl Auth0 {
         let host = request.header("host").unwrap_or("127.0.0.1");
         let url = format!("http://{host}/guardian/enroll?ticket={ticket}");
         // "send_mail: Send an email to the user to start the enrollment."
+        // (auth0.com/docs/api/management/v2/guardian/post-ticket)
         if body.get("send_mail").and_then(Value::as_bool) == Some(true) {
             state.mailed.entry(i).or_default().push(url.clone());
         }

@@ -345,7 +345,8 @@ fn bypass_json(u: &User, b: &BypassCode) -> Value {
     })
 }
 
-/// POST /admin/v1/users/{user_id}/bypass_codes (Duo Admin API, "Create Bypass Codes for User"):
+/// POST /admin/v1/users/{user_id}/bypass_codes (Duo Admin API, "Create Bypass Codes for User",
+/// https://duo.com/docs/adminapi#create-bypass-codes-for-user):
 /// `count` codes (default 10, at most 10), each good `reuse_count` times (default 1; 0 without
 /// limit) for `valid_secs` (default 0: without expiry); they replace the user's other codes unless
 /// `preserve_existing`. The answer lists the new codes themselves, shown this once.
@@ -358,7 +359,10 @@ fn create_bypass_codes(request: &SimRequest, state: &mut State, i: usize) -> Sim
     };
     let number = |name: &str, default: u64| -> Result<u64, SimResponse> { param(name).map_or(Ok(default), |v| v.parse().map_err(|_| invalid(name))) };
     let (count, reuse, valid_secs) = match (number("count", 10), number("reuse_count", 1), number("valid_secs", 0)) {
-        (Ok(c), Ok(r), Ok(v)) => (c, r, v),
+        (Ok(c), Ok(r), Ok(v)) => match u32::try_from(r) {
+            Ok(r) => (c, r, v),
+            Err(_) => return invalid("reuse_count"),
+        },
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
     };
     if !(1..=10).contains(&count) {
@@ -373,7 +377,7 @@ fn create_bypass_codes(request: &SimRequest, state: &mut State, i: usize) -> Sim
     for _ in 0..count {
         let code = format!("{:09}", fastrand::u32(..1_000_000_000));
         let expires = (valid_secs > 0).then(|| now.checked_add(jiff::SignedDuration::from_secs(valid_secs.min(i64::MAX as u64) as i64)).unwrap_or(jiff::Timestamp::MAX));
-        user.bypass_codes.push(BypassCode { id: duo_id("DB", i), created: now, code: Some(code.clone()), expires, remaining_uses: (reuse > 0).then_some(reuse as u32) });
+        user.bypass_codes.push(BypassCode { id: duo_id("DB", i), created: now, code: Some(code.clone()), expires, remaining_uses: (reuse > 0).then_some(reuse) });
         codes.push(Value::String(code));
     }
     ok(Value::Array(codes))

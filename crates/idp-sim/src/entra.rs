@@ -309,7 +309,8 @@ impl User {
             "userPrincipalName": self.upn,
             "displayName": self.upn.split('@').next().unwrap_or_default(),
             "mail": self.upn,
-            // An address outside the tenant, as users give for self-service password reset.
+            // An address outside the tenant, as users give for self-service password reset (user
+            // resource, otherMails: learn.microsoft.com/graph/api/resources/user).
             "otherMails": [format!("{}@home.example", self.upn.split('@').next().unwrap_or_default())],
             "accountEnabled": self.enabled,
             "signInSessionsValidFromDateTime": rfc3339(self.sessions_valid_from),
@@ -516,7 +517,10 @@ impl Entra {
                 }
             }
             // learn.microsoft.com/graph/api/authentication-post-temporaryaccesspassmethods (v1.0):
-            // lifetimeInMinutes 10 to 43200, one pass per user, the pass itself shown in this answer only.
+            // lifetimeInMinutes 10 to 43200, 201 Created with the pass itself shown in this answer
+            // only; a user holds one pass (learn.microsoft.com/entra/identity/authentication/
+            // howto-authentication-temporary-access-pass: "A user can only have one Temporary Access
+            // Pass"); the error wording is ours. List and delete: .../temporaryaccesspassauthenticationmethod.
             ["users", key, "authentication", "temporaryAccessPassMethods"] => {
                 let Some(u) = state.user_index(key) else { return user_not_found(key) };
                 match verb {
@@ -537,7 +541,9 @@ impl Entra {
                         let code = format!("{}{}", URL_SAFE_NO_PAD.encode(fastrand::u64(..).to_be_bytes()), "!Tap");
                         let admin = Activity { by_admin: Some("mfa-recall (app)".into()), ..Activity::new(Act::BypassIssued, "203.0.113.250") };
                         let id = register(&mut state, u, MethodType::TemporaryAccessPass, jiff::Timestamp::now(), &admin);
-                        let method = state.users[u].methods.iter_mut().find(|m| m.id == id).expect("just registered");
+                        let Some(method) = state.users[u].methods.iter_mut().find(|m| m.id == id) else {
+                            return graph_error(500, "generalException", "The pass was not stored.");
+                        };
                         method.pass = Some(Pass { code: code.clone(), lifetime_minutes: lifetime, once, used: false });
                         let mut answer = method.to_json();
                         answer["temporaryAccessPass"] = json!(code);
@@ -699,9 +705,11 @@ impl Provider for Entra {
     fn sign_in_with_bypass(&self, username: &str, code: &str) -> Result<(), String> {
         let mut state = self.state.lock().unwrap();
         let u = state.user_index(username).ok_or("no such user")?;
-        let method = state.users[u].methods.iter_mut().find(|m| m.pass.as_ref().is_some_and(|p| p.code == code)).ok_or("AADSTS50012: the Temporary Access Pass is not valid")?;
-        let created = method.created;
-        let pass = method.pass.as_mut().expect("found by its pass");
+        let found = state.users[u].methods.iter_mut().find_map(|m| {
+            let created = m.created;
+            m.pass.as_mut().filter(|p| p.code == code).map(|pass| (created, pass))
+        });
+        let (created, pass) = found.ok_or("AADSTS50012: the Temporary Access Pass is not valid")?;
         if pass.used || pass.expired(created) {
             return Err("AADSTS50012: the Temporary Access Pass has expired or was already used".into());
         }

@@ -254,7 +254,8 @@ impl Google {
             "changePasswordAtNextLogin": false,
             "ipWhitelisted": false,
             "emails": [{ "address": user.email, "primary": true }],
-            // The user's own address outside the domain, for account recovery.
+            // The user's own address outside the domain, for account recovery (users resource,
+            // recoveryEmail: developers.google.com/admin-sdk/directory/reference/rest/v1/users).
             "recoveryEmail": format!("{}@home.example", user.email.split('@').next().unwrap_or_default()),
             "customerId": CUSTOMER_ID,
             "orgUnitPath": "/",
@@ -711,7 +712,10 @@ impl Provider for Google {
         self.act(username, &Activity::new(Act::Enroll { factor: kind }, from_ip)).ok().flatten()
     }
 
-    /// A backup code is asked for at sign-in only while 2-Step Verification is on, and is good once.
+    /// A backup code is asked for at sign-in only while 2-Step Verification is on, and is good once
+    /// (support.google.com/accounts/answer/1187538: "each backup code can be used only once");
+    /// verificationCodes.list returns "the current set of valid backup verification codes"
+    /// (developers.google.com/admin-sdk/directory/reference/rest/v1/verificationCodes/list).
     fn sign_in_with_bypass(&self, username: &str, code: &str) -> Result<(), String> {
         let mut state = self.state.lock().unwrap();
         let i = state.find(username).ok_or("no such user")?;

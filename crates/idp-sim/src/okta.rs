@@ -673,7 +673,8 @@ fn user_route(request: &SimRequest, state: &mut State, index: usize, method: &st
             }
             SimResponse::json(200, &json!({}))
         }
-        // resetPassword (Management API): sendEmail is required; the user is in RECOVERY, unable
+        // resetPassword (okta-management-openapi-spec, management-minimal.yaml, operationId
+        // resetPassword): sendEmail is required; the user is in RECOVERY, unable
         // to sign in, until they complete the reset; with sendEmail=true Okta mails the link.
         ("POST", ["lifecycle", "reset_password"]) => {
             let send = match request.query("sendEmail") {

@@ -139,7 +139,7 @@ fn rss_and_cpu(pid: u32) -> (f64, f64) {
 async fn report_run(args: &Args, ns: &str, ledger_key: &std::path::Path) -> Value {
     let output = args.work.join(format!("report-{ns}.csv"));
     let started = Instant::now();
-    let mut child = Command::new(sibling("mfa-recall"))
+    let child = Command::new(sibling("mfa-recall"))
         .args(["report", "bench", "--namespace", ns, "--format", "csv"])
         .arg("--key-file")
         .arg(ledger_key)
@@ -147,15 +147,19 @@ async fn report_run(args: &Args, ns: &str, ledger_key: &std::path::Path) -> Valu
         .arg(&output)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("start mfa-recall report");
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return json!({ "error": format!("starting mfa-recall report: {e}") }),
+    };
     let mut peak_mib: f64 = 0.0;
     let status = loop {
         peak_mib = peak_mib.max(rss_and_cpu(child.id()).0);
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => return json!({ "error": format!("waiting for mfa-recall report: {e}") }),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let seconds = started.elapsed().as_secs_f64();
     let rows = std::fs::read_to_string(&output).map(|text| text.lines().count().saturating_sub(1)).unwrap_or(0);
