@@ -159,6 +159,36 @@ impl KeycloakTarget {
         KeycloakTarget { admin, url: parts.keycloak_url, realm }
     }
 
+    /// Has the realm send its mail through the mail server the parts started, from an address of
+    /// this run's own (the server outlives runs): the server, and that address.
+    async fn mail_through_the_test_server(&self, purpose: &str) -> (support::notices::MailServer, String) {
+        let mail = support::notices::MailServer::from_env();
+        let (host, port) = mail.server.rsplit_once(':').unwrap();
+        let from = format!("{}@keycloak.corp.example", support::unique(purpose));
+        let smtp = json!({ "smtpServer": { "host": host, "port": port, "from": from } });
+        let (status, body) = self.admin.request(reqwest::Method::PUT, &format!("/{}", self.realm), Some(smtp)).await.unwrap();
+        assert!(status < 300, "configuring the realm's mail server: {status} {body}");
+        (mail, from)
+    }
+
+    /// The first mail Keycloak sent `address` from `from`, once delivered: its text, the action
+    /// link in it, and the claims of the link's token.
+    async fn mailed_action_link(&self, mail: &support::notices::MailServer, address: &str, from: &str) -> (String, String, Value) {
+        let ours = || -> Vec<String> { mail.messages(address).into_iter().map(|m| support::notices::quoted_printable(&m)).filter(|m| m.contains(from)).collect() };
+        eventually(&format!("a mail from Keycloak to {address}"), || std::future::ready(!ours().is_empty())).await;
+        let message = ours().remove(0);
+        let link = message
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c| c == '"' || c == '<' || c == '>'))
+            .find(|w| w.starts_with(self.url.as_str()) && w.contains("action-token?key="))
+            .unwrap_or_else(|| panic!("keycloak: no action link in {message}"))
+            .replace("&amp;", "&");
+        use base64::Engine;
+        let token = link.split("key=").nth(1).unwrap().split('&').next().unwrap();
+        let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        (message, link, claims)
+    }
+
     fn kind_of(credential_type: &str) -> FactorKind {
         match credential_type {
             "otp" => FactorKind::Totp,
@@ -1591,7 +1621,9 @@ async fn bypass_issued_used_and_withdrawn(kind: &str) {
     // lifetimes are minutes, and the operator withdraws theirs at the end).
     if kind == "duo" {
         let short = bench.provider.issue_bypass(&user, Duration::from_secs(2)).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The simulator dates the code when it answers, after the adapter's issuing time: a
+        // second past the expiry the adapter reports is past the simulator's too.
+        clock_moves_past(short.expires_at + jiff::SignedDuration::from_secs(1)).await;
         let refused = provider.sign_in_with_bypass(&name, short.secret.as_ref().unwrap().expose()).err().expect("an expired code is refused");
         assert!(refused.contains("expired"), "{kind}: {refused}");
     }
@@ -1607,12 +1639,8 @@ async fn bypass_issued_used_and_withdrawn(kind: &str) {
 /// Keycloak has no call to withdraw it, which its capabilities say.
 async fn bypass_mailed_by_keycloak(kind: &str) {
     let bench = Bench::start(kind, &seed(30), fast()).await;
-    let KeycloakTarget { admin, realm, url } = &*bench.target.as_keycloak();
-    let mail = support::notices::MailServer::from_env();
-    let (host, port) = mail.server.rsplit_once(':').unwrap();
-    let from = format!("{}@keycloak.corp.example", support::unique("bypass"));
-    let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}"), Some(json!({ "smtpServer": { "host": host, "port": port, "from": from } }))).await.unwrap();
-    assert!(status < 300, "configuring the realm's mail server: {status} {body}");
+    let keycloak = bench.target.as_keycloak();
+    let (mail, from) = keycloak.mail_through_the_test_server("bypass").await;
     let name = bench.target.window_users()[0].clone();
     let user = bench.provider.find_user(&name).await.unwrap().remove(0);
     let address = bench.provider.address(&user).await.unwrap().expect("an address on file");
@@ -1622,18 +1650,8 @@ async fn bypass_mailed_by_keycloak(kind: &str) {
     let lifetime = Duration::from_secs(20 * 60);
     let issued = bench.provider.issue_bypass(&user, lifetime).await.unwrap_or_else(|e| panic!("keycloak: issue: {e}"));
     assert!(issued.secret.is_none(), "the operator never holds Keycloak's link");
-    let ours = || -> Vec<String> { mail.messages(&address).into_iter().map(|m| support::notices::quoted_printable(&m)).filter(|m| m.contains(&from)).collect() };
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-    while ours().is_empty() {
-        assert!(tokio::time::Instant::now() < give_up, "keycloak: no mail to {address} from {from}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let message = ours().remove(0);
-    let link = message.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '<' || c == '>')).find(|w| w.starts_with(url.as_str()) && w.contains("action-token?key=")).unwrap_or_else(|| panic!("keycloak: no action link in {message}")).replace("&amp;", "&");
+    let (_, link, claims) = keycloak.mailed_action_link(&mail, &address, &from).await;
     // The link's token lives as long as asked.
-    let token = link.split("key=").nth(1).unwrap().split('&').next().unwrap();
-    use base64::Engine;
-    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
     let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
     assert_eq!(exp - iat, lifetime.as_secs() as i64, "keycloak: {claims}");
     assert!(jiff::Timestamp::from_second(exp).unwrap().duration_since(issued.expires_at).abs() < jiff::SignedDuration::from_secs(60), "keycloak: expires when said");
@@ -1650,12 +1668,9 @@ async fn bypass_mailed_by_keycloak(kind: &str) {
 /// new password and the factors they lost; the trail says which channel was used.
 async fn re_enrollment_through_a_verified_link(kind: &str) {
     let bench = Bench::start(kind, &seed(30), fast()).await;
-    let KeycloakTarget { admin, realm, url } = bench.target.as_keycloak();
-    let mail = support::notices::MailServer::from_env();
-    let (host, port) = mail.server.rsplit_once(':').unwrap();
-    let from = format!("{}@keycloak.corp.example", support::unique("relink"));
-    let (status, body) = admin.request(reqwest::Method::PUT, &format!("/{realm}"), Some(json!({ "smtpServer": { "host": host, "port": port, "from": from } }))).await.unwrap();
-    assert!(status < 300, "configuring the realm's mail server: {status} {body}");
+    let keycloak = bench.target.as_keycloak();
+    let (admin, realm) = (&keycloak.admin, &keycloak.realm);
+    let (mail, from) = keycloak.mail_through_the_test_server("relink").await;
     let name = bench.target.window_users()[1].clone();
     admin.sign_in_from(realm, &name, "127.0.0.1").await.expect("the password works before the recall");
     let address = bench.provider.address(&bench.provider.find_user(&name).await.unwrap().remove(0)).await.unwrap().expect("an address on file");
@@ -1667,17 +1682,7 @@ async fn re_enrollment_through_a_verified_link(kind: &str) {
     assert_eq!((counts.invalidated, counts.failed), (1, 0), "{counts:?}");
     let refused = admin.sign_in_from(realm, &name, "127.0.0.1").await.expect_err("the old password no longer works");
     assert!(refused.contains("Invalid user credentials"), "refused for the password, not only for pending actions: {refused}");
-    let ours = || -> Vec<String> { mail.messages(&address).into_iter().map(|m| support::notices::quoted_printable(&m)).filter(|m| m.contains(&from)).collect() };
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-    while ours().is_empty() {
-        assert!(tokio::time::Instant::now() < give_up, "keycloak: no link mailed to {address}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let message = ours().remove(0);
-    let link = message.split_whitespace().map(|w| w.trim_matches(|c| c == '"' || c == '<' || c == '>')).find(|w| w.starts_with(url.as_str()) && w.contains("action-token?key=")).unwrap_or_else(|| panic!("no link in {message}")).replace("&amp;", "&");
-    use base64::Engine;
-    let token = link.split("key=").nth(1).unwrap().split('&').next().unwrap();
-    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let (message, _, claims) = keycloak.mailed_action_link(&mail, &address, &from).await;
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), lifetime.as_secs() as i64, "{claims}");
     assert!(message.contains("Update Password") || message.contains("UPDATE_PASSWORD") || message.to_lowercase().contains("password"), "the link sets a new password: {message}");
     let required = bench.audit_events().into_iter().find(|e| e["action"] == "enrollment.require" && e["outcome"] == "done").expect("enrollment required");
