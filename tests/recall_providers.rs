@@ -27,6 +27,16 @@ fn ready_condition(backend: &IdentityBackend) -> Option<(String, String, String)
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// A simulated provider of `kind` seeded with `seed`, and an IdentityBackend `name` in `ns` for
+/// it, with room to go fast.
+async fn simulated_backend(client: &kube::Client, ns: &str, kind: &str, name: &str, seed: &Seed) -> SimSubject {
+    let subject = SimSubject::start(kind).await.unwrap();
+    subject.sim.provider.seed(seed);
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    cluster::create_backend(client, ns, name, subject.backend_spec(&format!("{name}-credentials"), limits), &subject.secret).await.unwrap();
+    subject
+}
+
 fn invalidated(recall: &MfaRecall) -> i64 {
     recall.status.as_ref().map(|s| s.counts.invalidated).unwrap_or(0)
 }
@@ -404,10 +414,7 @@ async fn a_deleted_ledger_segment_stops_the_recall() {
 async fn the_window_stream_survives_kills_with_nothing_missed_or_counted_twice() {
     let (parts, client, ns, _) = support::scenario("windowkills").await;
     let ns = ns.as_str();
-    let subject = SimSubject::start("okta").await.unwrap();
-    subject.sim.provider.seed(&Seed { users: 60, ..Seed::default() });
-    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
-    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let subject = simulated_backend(&client, ns, "okta", "corp-okta", &Seed { users: 60, ..Seed::default() }).await;
     // Before the recall, everyone who will enroll signs in from their home network (each their
     // own, in San Francisco: many enrollments from one address would be a burst).
     let home = |i: u32| format!("198.51.100.{}", 10 + i);
@@ -471,10 +478,7 @@ async fn the_window_stream_survives_kills_with_nothing_missed_or_counted_twice()
 async fn a_user_who_says_not_me_is_quarantined() {
     let (parts, client, ns, _) = support::scenario("notme").await;
     let ns = ns.as_str();
-    let subject = SimSubject::start("okta").await.unwrap();
-    subject.sim.provider.seed(&Seed { users: 20, ..Seed::default() });
-    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
-    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let subject = simulated_backend(&client, ns, "okta", "corp-okta", &Seed { users: 20, ..Seed::default() }).await;
     let receiver = support::notices::WebhookReceiver::start().await;
     let hook = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "notice-webhook" }, "stringData": { "hmac-key": "mfacanary-webhook-key-0123456789abcdef" } });
     Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns).create(&kube::api::PostParams::default(), &serde_json::from_value(hook).unwrap()).await.unwrap();
@@ -559,10 +563,7 @@ async fn a_user_who_says_not_me_is_quarantined() {
 async fn a_bypass_is_issued_once_approved_mailed_and_withdrawn() {
     let (parts, client, ns, _) = support::scenario("bypass").await;
     let ns = ns.as_str();
-    let subject = SimSubject::start("duo").await.unwrap();
-    subject.sim.provider.seed(&Seed { users: 12, ..Seed::default() });
-    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
-    cluster::create_backend(&client, ns, "corp-duo", subject.backend_spec("corp-duo-credentials", limits), &subject.secret).await.unwrap();
+    let subject = simulated_backend(&client, ns, "duo", "corp-duo", &Seed { users: 12, ..Seed::default() }).await;
     let mail = support::notices::MailServer::from_env();
     let audit_file = parts.file("bypass-audit.jsonl");
     let log_file = parts.file("bypass-operator.log");
@@ -755,10 +756,7 @@ async fn the_lockout_guard_holds_a_recall_of_admins_until_a_break_glass_account_
 async fn a_recall_applied_by_a_gitops_tool_is_never_fought_over() {
     let (parts, client, ns, _) = support::scenario("gitops").await;
     let ns = ns.as_str();
-    let subject = SimSubject::start("okta").await.unwrap();
-    subject.sim.provider.seed(&Seed { users: 12, ..Seed::default() });
-    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
-    cluster::create_backend(&client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let _simulator = simulated_backend(&client, ns, "okta", "corp-okta", &Seed { users: 12, ..Seed::default() }).await;
     let operator = Operator::start(ns, &parts.file("gitops-audit.jsonl"), &parts.file("gitops-operator.log"));
     let manifest = json!({
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "from-git"},
