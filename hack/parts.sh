@@ -2,20 +2,23 @@
 # Builds or fetches the real parts the tests and the demo run on, into one cache folder
 # outside the checkout, so a fresh clone on the same machine reuses them:
 #   kube-apiserver + kubectl (from k8s.io/kubernetes, staging modules pinned by replace),
-#   etcd (go.etcd.io/etcd/server/v3 in its own module), helm, and the Keycloak distribution.
-# Usage: hack/parts.sh [all|kube|etcd|helm|keycloak|env]
+#   etcd (go.etcd.io/etcd/server/v3 in its own module), helm, Prometheus Alertmanager (the signal
+#   tests fire real alerts through it), and the Keycloak distribution.
+# Usage: hack/parts.sh [all|kube|etcd|helm|alertmanager|keycloak|env]
 #   env prints the shell variables that point at the parts (eval "$(hack/parts.sh env)").
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+ALERTMANAGER_VERSION="${ALERTMANAGER_VERSION:-v0.35.0}"
 KEYCLOAK_VERSION="${KEYCLOAK_VERSION:-26.5.6}"
 CACHE="${MFA_RECALL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mfa-recall}"
 
 KUBE_DIR="$CACHE/kubernetes-$K8S_VERSION"
 ETCD_DIR="$CACHE/etcd-$ETCD_VERSION"
 HELM_DIR="$CACHE/helm-$HELM_VERSION"
+ALERTMANAGER_DIR="$CACHE/alertmanager-$ALERTMANAGER_VERSION"
 KEYCLOAK_DIR="$CACHE/keycloak-$KEYCLOAK_VERSION"
 
 log() { echo "parts: $*" >&2; }
@@ -87,6 +90,25 @@ build_helm() {
   CGO_ENABLED=0 GOBIN="$HELM_DIR" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
 }
 
+build_alertmanager() {
+  if [[ -x "$ALERTMANAGER_DIR/alertmanager" ]]; then return; fi
+  log "building alertmanager $ALERTMANAGER_VERSION"
+  # The module embeds its web UI from ui/app/dist, which is built by npm and not published with
+  # it: the source is copied and given an empty UI (the tests use only the API and the webhooks).
+  local mod="$CACHE/build/alertmanager-$ALERTMANAGER_VERSION"
+  mkdir -p "$mod" "$ALERTMANAGER_DIR"
+  (
+    cd "$mod"
+    local src
+    src="$(go mod download -json "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+    rm -rf source && cp -r "$src" source && chmod -R u+w source
+    mkdir -p source/ui/app/dist/elm source/ui/app/dist/mantine
+    echo '<!doctype html><title>Alertmanager (built without its UI)</title>' > source/ui/app/dist/elm/index.html
+    cp source/ui/app/dist/elm/index.html source/ui/app/dist/mantine/index.html
+    cd source && CGO_ENABLED=0 go build -trimpath -o "$ALERTMANAGER_DIR/alertmanager" ./cmd/alertmanager >&2
+  )
+}
+
 fetch_keycloak() {
   if [[ -x "$KEYCLOAK_DIR/bin/kc.sh" ]]; then return; fi
   log "fetching Keycloak $KEYCLOAK_VERSION from Maven Central"
@@ -107,6 +129,7 @@ print_env() {
   echo "export MFA_RECALL_KUBECTL='$KUBE_DIR/kubectl'"
   echo "export MFA_RECALL_ETCD='$ETCD_DIR/etcd'"
   echo "export MFA_RECALL_HELM='$HELM_DIR/helm'"
+  echo "export MFA_RECALL_ALERTMANAGER='$ALERTMANAGER_DIR/alertmanager'"
   echo "export MFA_RECALL_KEYCLOAK_HOME='$KEYCLOAK_DIR'"
   echo "export MFA_RECALL_KEYCLOAK_JAVA_HOME='$(find_java_home)'"
 }
@@ -115,8 +138,9 @@ case "${1:-all}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
   helm) build_helm ;;
+  alertmanager) build_alertmanager ;;
   keycloak) fetch_keycloak ;;
   env) print_env ;;
-  all) build_etcd; fetch_keycloak; build_kube ;;
-  *) echo "usage: $0 [all|kube|etcd|helm|keycloak|env]" >&2; exit 2 ;;
+  all) build_etcd; fetch_keycloak; build_kube; build_alertmanager ;;
+  *) echo "usage: $0 [all|kube|etcd|helm|alertmanager|keycloak|env]" >&2; exit 2 ;;
 esac

@@ -33,6 +33,9 @@ pub const BYPASS_LIFETIME: Bounds = Bounds { field: "lifetime", min: "1m", max: 
 /// How long a re-enrollment link works.
 pub const LINK_LIFETIME: Bounds = Bounds { field: "reEnrollment.linkLifetime", min: "10m", max: "720h", example: "24h" };
 
+/// How long after a policy's recall a signal of the same incident starts nothing.
+pub const COOLDOWN: Bounds = Bounds { field: "cooldown", min: "1m", max: "720h", example: "1h or 30m" };
+
 /// The windows of the burst and push-fatigue rules.
 pub const BURST_WITHIN: Bounds = Bounds { field: "anomalies.burstWithin", min: "1m", max: "24h", example: "10m" };
 pub const PUSH_WITHIN: Bounds = Bounds { field: "anomalies.pushWithin", min: "1m", max: "24h", example: "10m" };

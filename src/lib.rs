@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod notify;
 pub mod report;
+pub mod signals;
 pub mod telemetry;
 pub mod watch;
 

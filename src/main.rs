@@ -63,6 +63,11 @@ enum Command {
         /// leads) on this address, for example 0.0.0.0:8443 behind an ingress that terminates TLS.
         #[arg(long, env = "MFA_RECALL_NOT_ME_ADDR")]
         not_me_addr: Option<std::net::SocketAddr>,
+        /// Serve the MfaRecallPolicy signal receivers (/v1/signals/<namespace>/<policy>/<source>)
+        /// on this address, for example 0.0.0.0:8082: a port of their own, which a NetworkPolicy
+        /// can open to Alertmanager alone.
+        #[arg(long, env = "MFA_RECALL_SIGNALS_ADDR")]
+        signals_addr: Option<std::net::SocketAddr>,
         /// Work only while holding the leader Lease, so that of several replicas one acts.
         #[arg(long)]
         leader_election: bool,
@@ -193,7 +198,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(1)
             }
         },
-        Command::Operator { namespace, audit_file, audit_file_persistent, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, max_bypass_lifetime, metrics_addr, not_me_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
+        Command::Operator { namespace, audit_file, audit_file_persistent, no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, max_bypass_lifetime, metrics_addr, not_me_addr, signals_addr, leader_election, lease_name, lease_namespace, lease_seconds } => {
             mfa_recall::telemetry::init();
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
@@ -207,7 +212,7 @@ async fn main() -> std::process::ExitCode {
                 namespace: lease_namespace,
                 duration: std::time::Duration::from_secs(lease_seconds.max(3)),
             });
-            let settings = Settings { namespace, audit_file, audit_file_persistent, audit_stdout: !no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, max_bypass_lifetime, metrics_addr, not_me_addr, leader_election };
+            let settings = Settings { namespace, audit_file, audit_file_persistent, audit_stdout: !no_audit_stdout, audit_key_file, ledger_key_file, max_revoking_recalls, instance, concurrency, max_bypass_lifetime, metrics_addr, not_me_addr, signals_addr, leader_election };
             match controller::run(client, settings).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {

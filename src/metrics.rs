@@ -37,6 +37,13 @@ struct ReconcileError {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalOutcome {
+    source: &'static str,
+    /// What became of the signal, as MfaRecallPolicy status counts it (and unknownPolicy).
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Call {
     backend: String,
     operation: &'static str,
@@ -56,6 +63,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     users: Family<RecallUsers, Gauge>,
     reconcile_errors: Family<ReconcileError, Counter>,
+    signals: Family<SignalOutcome, Counter>,
     /// The backends each recall (namespace, name) has shown, to take them away when it goes.
     shown: Arc<Mutex<BTreeMap<(String, String), BTreeSet<String>>>>,
     pub provider: ProviderMetrics,
@@ -89,6 +97,8 @@ impl Default for Metrics {
         registry.register("users", "Users of each recall on each backend, by state (recall progress)", users.clone());
         let reconcile_errors = Family::<ReconcileError, Counter>::default();
         registry.register("reconcile_errors", "Reconcile errors by controller and category", reconcile_errors.clone());
+        let signals = Family::<SignalOutcome, Counter>::default();
+        registry.register("signals", "Signals received by the policies' receivers, by source and what became of them (created, duplicate, refused as unauthenticated, ...)", signals.clone());
         let provider = ProviderMetrics::default();
         registry.register("provider_requests", "Requests sent to identity providers, by answer class", provider.requests.clone());
         registry.register("provider_throttled", "Answers from identity providers that meant slow down (429 or quota errors)", provider.throttled.clone());
@@ -98,7 +108,7 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Seconds,
             provider.latency.clone(),
         );
-        Self { registry: Arc::new(registry), users, reconcile_errors, shown: Arc::default(), provider }
+        Self { registry: Arc::new(registry), users, reconcile_errors, signals, shown: Arc::default(), provider }
     }
 }
 
@@ -125,6 +135,10 @@ impl Metrics {
 
     pub fn reconcile_error(&self, controller: &'static str, category: &'static str) {
         self.reconcile_errors.get_or_create(&ReconcileError { controller, category }).inc();
+    }
+
+    pub fn signal(&self, source: &'static str, outcome: &str) {
+        self.signals.get_or_create(&SignalOutcome { source, outcome: outcome.to_string() }).inc();
     }
 
     /// Every metric, as OpenMetrics text.

@@ -66,6 +66,13 @@ reasons! {
     NewFactorsLostWithRevoked,
     /// spec.notifications names a Secret that cannot be used: the recall goes on without notices (an event).
     NoticesUnavailable,
+    // An MfaRecallPolicy's Ready.
+    /// Its condition compiled and every source's Secret is usable: signals are taken.
+    Armed,
+    /// Its condition or dedupeBy is not valid CEL, or a duration is out of range.
+    InvalidPolicy,
+    /// A source's Secret is missing, lacks its key, or holds too short a secret.
+    SecretUnusable,
     // An IdentityBackend's Ready.
     Reachable,
     NotReady,

@@ -4,12 +4,14 @@ mod backend;
 mod bypass;
 mod conditions;
 mod ledger;
+mod policy;
 mod recall;
 
 pub use backend::*;
 pub use bypass::*;
 pub use conditions::*;
 pub use ledger::*;
+pub use policy::*;
 pub use recall::*;
 
 pub const GROUP: &str = "mfarecall.io";
@@ -18,9 +20,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 
 /// The CRDs, their field descriptions as paragraphs: doc comments are wrapped for the source,
 /// and `kubectl explain` would show those line breaks mid-sentence.
-pub fn crds() -> [CustomResourceDefinition; 4] {
+pub fn crds() -> [CustomResourceDefinition; 5] {
     use kube::CustomResourceExt;
-    [IdentityBackend::crd(), MfaRecall::crd(), MfaBypass::crd(), RecallLedgerSegment::crd()].map(|crd| {
+    [IdentityBackend::crd(), MfaRecall::crd(), MfaRecallPolicy::crd(), MfaBypass::crd(), RecallLedgerSegment::crd()].map(|crd| {
         let mut value = serde_json::to_value(&crd).expect("CRDs serialize");
         unwrap_descriptions(&mut value);
         serde_json::from_value(value).expect("CRDs deserialize")

@@ -95,6 +95,9 @@ pub enum Action {
     BypassRevoke,
     #[serde(rename = "bypass.fail")]
     BypassFail,
+    /// An MfaRecallPolicy created this recall from a signal.
+    #[serde(rename = "policy.recall")]
+    PolicyRecall,
     /// A name in the scope that matched nobody.
     #[serde(rename = "scope.unresolved")]
     ScopeUnresolved,

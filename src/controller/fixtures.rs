@@ -159,7 +159,7 @@ impl Context {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let trail = Trail(std::env::temp_dir().join(format!("mfa-recall-controller-{}.jsonl", crate::telemetry::trace_id())));
-        let settings = Settings { namespace: None, audit_file: Some(trail.0.clone()), audit_file_persistent: false, audit_stdout: false, audit_key_file: None, ledger_key_file: PathBuf::new(), instance: "test".into(), concurrency: 1, max_revoking_recalls: 1, max_bypass_lifetime: std::time::Duration::from_secs(8 * 3600), metrics_addr: None, not_me_addr: None, leader_election: None };
+        let settings = Settings { namespace: None, audit_file: Some(trail.0.clone()), audit_file_persistent: false, audit_stdout: false, audit_key_file: None, ledger_key_file: PathBuf::new(), instance: "test".into(), concurrency: 1, max_revoking_recalls: 1, max_bypass_lifetime: std::time::Duration::from_secs(8 * 3600), metrics_addr: None, not_me_addr: None, signals_addr: None, leader_election: None };
         let ctx = Context {
             recorder: Recorder::new(client.clone(), Reporter { controller: "mfa-recall".into(), instance: Some("test".into()) }),
             audit: Arc::new(AuditLog::open(Some(&trail.0), "test", false).unwrap()),
@@ -169,6 +169,7 @@ impl Context {
             runs: run::Runs::default(),
             turns: run::Turns::new(1),
             metrics: Default::default(),
+            policies: Default::default(),
             providers: Mutex::new(Default::default()),
         };
         (Arc::new(ctx), ApiServerVerifier(handle), trail)

@@ -10,6 +10,7 @@ pub mod leader;
 mod listener;
 mod lockout;
 mod not_me;
+pub mod policy;
 mod recall;
 pub(crate) mod run;
 mod status;
@@ -28,7 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Mutex, watch};
 
-use crate::api::{self, IdentityBackend, MfaBypass, MfaRecall, Reason};
+use crate::api::{self, IdentityBackend, MfaBypass, MfaRecall, MfaRecallPolicy, Reason};
 use crate::metrics::Metrics;
 use crate::audit::AuditLog;
 use crate::backends::{self, IdentityProvider, ErrorKind, ProviderError};
@@ -61,6 +62,8 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the not-me endpoint listens (what spec.notifications.notMeUrl reaches); None for none.
     pub not_me_addr: Option<std::net::SocketAddr>,
+    /// Where the MfaRecallPolicy signal receivers listen; None for none.
+    pub signals_addr: Option<std::net::SocketAddr>,
     /// Of several replicas, only the holder of this Lease works; None runs without election.
     pub leader_election: Option<LeaseSettings>,
 }
@@ -85,6 +88,8 @@ pub struct Context {
     /// Turns to revoke, shared by every recall of this process.
     pub turns: run::Turns,
     pub metrics: Metrics,
+    /// The policies armed for the signal receivers.
+    pub policies: policy::Policies,
     providers: Mutex<HashMap<String, CachedProvider>>,
 }
 
@@ -194,15 +199,16 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         runs: run::Runs::default(),
         turns: run::Turns::new(settings.max_revoking_recalls),
         metrics,
+        policies: Default::default(),
         providers: Mutex::new(HashMap::new()),
     });
     // Only the leader serves it: the reports object has one writer.
     if let Some(addr) = settings.not_me_addr {
         not_me::serve(addr, ctx.clone()).await?;
     }
-    let (recalls, backends_api, bypasses) = match &settings.namespace {
-        Some(ns) => (Api::<MfaRecall>::namespaced(client.clone(), ns), Api::<IdentityBackend>::namespaced(client.clone(), ns), Api::<MfaBypass>::namespaced(client.clone(), ns)),
-        None => (Api::<MfaRecall>::all(client.clone()), Api::<IdentityBackend>::all(client.clone()), Api::<MfaBypass>::all(client.clone())),
+    let (recalls, backends_api, bypasses, policies) = match &settings.namespace {
+        Some(ns) => (Api::<MfaRecall>::namespaced(client.clone(), ns), Api::<IdentityBackend>::namespaced(client.clone(), ns), Api::<MfaBypass>::namespaced(client.clone(), ns), Api::<MfaRecallPolicy>::namespaced(client.clone(), ns)),
+        None => (Api::<MfaRecall>::all(client.clone()), Api::<IdentityBackend>::all(client.clone()), Api::<MfaBypass>::all(client.clone()), Api::<MfaRecallPolicy>::all(client.clone())),
     };
     let shutdown = {
         use futures::FutureExt;
@@ -239,16 +245,30 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
         });
     let (bypass_store, bypass_stream) = watched(bypasses, "mfabypasses", health.clone());
     let bypass_controller = Controller::for_stream(bypass_stream, bypass_store)
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
         .run(bypass::reconcile, bypass::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "bypass reconcile");
             }
         });
+    let (policy_store, policy_stream) = watched(policies, "mfarecallpolicies", health.clone());
+    // Only the leader serves them: each policy's guard against duplicates lives in one process.
+    if let Some(addr) = settings.signals_addr {
+        policy::serve(addr, ctx.clone(), policy_store.clone()).await?;
+    }
+    let policy_controller = Controller::for_stream(policy_stream, policy_store)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(policy::reconcile, policy::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "policy reconcile");
+            }
+        });
     tracing::info!(instance = %settings.instance, namespace = settings.namespace.as_deref().unwrap_or("*"), "operator started");
-    tokio::join!(recall_controller, backend_controller, bypass_controller);
+    tokio::join!(recall_controller, backend_controller, bypass_controller, policy_controller);
     if *lost.borrow() {
         // Another replica may start any moment: stop now. Users in flight resume from the ledger.
         ctx.runs.stop_all(Duration::from_secs(1)).await;

@@ -243,3 +243,59 @@ pub fn argocd_health(object: &serde_json::Value) -> (String, String) {
     let (status, message) = text.split_once('\t').unwrap_or((&text, ""));
     (status.to_string(), message.to_string())
 }
+
+/// Prometheus Alertmanager built by hack/parts.sh, as a child process on loopback.
+pub struct Alertmanager {
+    child: Child,
+    /// Where its API listens, such as http://127.0.0.1:9093.
+    pub url: String,
+    pub log_file: PathBuf,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager with `config` (YAML), alone (no cluster peers), and waits until it is ready.
+    pub async fn start(dir: &Path, config: &str) -> Self {
+        let binary = std::env::var("MFA_RECALL_ALERTMANAGER").unwrap_or_else(|_| {
+            panic!("MFA_RECALL_ALERTMANAGER is not set: the signal tests fire real alerts through Prometheus Alertmanager. Build it with `hack/parts.sh alertmanager` and source the env of `hack/localparts.sh start DIR` (or run `hack/test.sh`).")
+        });
+        let dir = dir.join(unique("alertmanager"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
+        let addr = free_addr();
+        let log_file = dir.join("alertmanager.log");
+        let log = std::fs::File::create(&log_file).unwrap();
+        let child = Command::new(&binary)
+            .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        let am = Self { child, url: format!("http://{addr}"), log_file };
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while get(&format!("{}/-/ready", am.url)).await.0 != 200 {
+            assert!(std::time::Instant::now() < give_up, "Alertmanager did not become ready:\n{}", am.log());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        am
+    }
+
+    /// Posts alerts to its v2 API, as Prometheus does.
+    pub async fn fire(&self, alerts: serde_json::Value) {
+        let response = reqwest::Client::new().post(format!("{}/api/v2/alerts", self.url)).json(&alerts).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "Alertmanager refused the alerts: {}", response.text().await.unwrap_or_default());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

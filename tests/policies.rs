@@ -1,0 +1,217 @@
+//! MfaRecallPolicy on a real kube-apiserver: a real Prometheus Alertmanager fires an alert into the
+//! operator's receiver, which starts exactly one recall (of the users the alert names) and then
+//! none for the same alert within the cooldown, nothing for a resolved alert or one the condition
+//! does not match; signed webhooks that are forged, stale, replayed or too large create nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use hmac::Mac;
+use idp_sim::{Seed, username};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use mfa_recall::api::{BackendLimits, MfaRecall, MfaRecallPolicy};
+use serde_json::json;
+use support::{Alertmanager, Operator, audit_lines};
+use testkit::cluster;
+use testkit::sims::{SimBackend, SimSubject};
+
+/// Tokens carry the canary marker: the sweep after the suite finds them wherever they leaked.
+const TOKEN: &str = "mfacanary-alertmanager-bearer-token-0123456789";
+const HMAC_KEY: &str = "mfacanary-webhook-hmac-key-0123456789abcdef";
+
+async fn secret(client: &kube::Client, ns: &str, name: &str, key: &str, value: &str) {
+    let secret = serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": { key: value } })).unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await.unwrap();
+}
+
+async fn policy(client: &kube::Client, ns: &str, spec: serde_json::Value) -> MfaRecallPolicy {
+    let policy: MfaRecallPolicy = serde_json::from_value(json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecallPolicy", "metadata": { "name": "leak" }, "spec": spec })).unwrap();
+    let policies: Api<MfaRecallPolicy> = Api::namespaced(client.clone(), ns);
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    cluster::wait_for(&policies, "leak", Duration::from_secs(60), |p| {
+        p.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await
+    .unwrap()
+}
+
+async fn recalls_of_policy(client: &kube::Client, ns: &str) -> Vec<MfaRecall> {
+    Api::<MfaRecall>::namespaced(client.clone(), ns).list(&ListParams::default().labels("mfarecall.io/policy=leak")).await.unwrap().items
+}
+
+fn outcome(policy: &MfaRecallPolicy, name: &str) -> i64 {
+    policy.status.as_ref().and_then(|s| s.outcomes.get(name).copied()).unwrap_or(0)
+}
+
+async fn backend(client: &kube::Client, ns: &str) -> SimSubject {
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 12, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    cluster::create_backend(client, ns, "corp-okta", subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    subject
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_firing_alert_from_alertmanager_starts_one_recall_of_the_users_it_names() {
+    let (parts, client, ns, _) = support::scenario("signal-am").await;
+    let ns = ns.as_str();
+    let _okta = backend(&client, ns).await;
+    secret(&client, ns, "am-token", "token", TOKEN).await;
+    let (signals_addr, metrics_addr) = (support::free_addr(), support::free_addr());
+    let audit_file = parts.file("signal-am-audit.jsonl");
+    let operator = Operator::start_with(ns, &audit_file, &parts.file("signal-am-operator.log"), &format!("op-{ns}"), &["--signals-addr", &signals_addr, "--metrics-addr", &metrics_addr]);
+    let armed = policy(&client, ns, json!({
+        "signals": { "alertmanager": { "tokenSecretRef": { "name": "am-token" } } },
+        "condition": "signal.labels.severity == \"critical\"",
+        "cooldown": "1h",
+        "template": { "reason": "credential leak runbook RB-12", "backends": ["corp-okta"], "scope": { "usersFromSignal": true },
+                      "reEnrollment": { "checkInterval": "10s", "sweepPerCheck": 0 } }
+    }))
+    .await;
+    let endpoint = format!("/v1/signals/{ns}/leak/alertmanager");
+    assert_eq!(armed.status.as_ref().unwrap().endpoints, [endpoint.clone()]);
+
+    // Alertmanager sends the firing group at once, then again every few seconds while it fires.
+    let token_file = parts.file("am-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let alertmanager = Alertmanager::start(&parts.work_dir, &format!(
+        "route: {{receiver: mfa-recall, group_by: [alertname], group_wait: 0s, group_interval: 1s, repeat_interval: 2s}}\n\
+         receivers:\n- name: mfa-recall\n  webhook_configs:\n  - url: http://{signals_addr}{endpoint}\n    send_resolved: true\n    http_config: {{authorization: {{type: Bearer, credentials_file: {}}}}}\n",
+        token_file.display()
+    ))
+    .await;
+    let (alice, bob) = (username(3), username(5));
+    let starts = jiff::Timestamp::now();
+    let leak = json!([{ "labels": { "alertname": "CredentialLeak", "severity": "critical", "user": format!("{} , {bob}", alice.to_uppercase()) },
+                        "annotations": { "summary": "credentials in a paste-site dump" }, "startsAt": starts.to_string() }]);
+    alertmanager.fire(leak.clone()).await;
+    // One that does not match the condition, in a group of its own.
+    alertmanager.fire(json!([{ "labels": { "alertname": "OddLogin", "severity": "warning", "user": username(7) }, "startsAt": starts.to_string() }])).await;
+
+    let policies: Api<MfaRecallPolicy> = Api::namespaced(client.clone(), ns);
+    let repeated = cluster::wait_for(&policies, "leak", Duration::from_secs(60), |p| outcome(p, "duplicate") >= 2 && outcome(p, "conditionFalse") >= 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator:\n{}\nalertmanager:\n{}", operator.log(), alertmanager.log()));
+    let created = recalls_of_policy(&client, ns).await;
+    assert_eq!(created.len(), 1, "one incident, one recall: {:?}", repeated.status);
+    let recall = &created[0];
+    assert_eq!(recall.spec.scope.users, [alice.to_uppercase(), bob.clone()], "the users the alert names, as it names them");
+    assert!(recall.spec.reason.starts_with("credential leak runbook RB-12 (from alertmanager signal "), "{}", recall.spec.reason);
+    let status = repeated.status.as_ref().unwrap();
+    assert_eq!((status.recalls_created, status.outcomes.get("created").copied()), (1, Some(1)));
+    assert_eq!(status.last_recall.as_deref(), Some(recall.metadata.name.as_deref().unwrap()));
+    assert!(status.last_signals.iter().any(|s| s.outcome == "duplicate" && s.recall == recall.metadata.name), "{:?}", status.last_signals);
+
+    // The recall it started runs like any other.
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let name = recall.metadata.name.clone().unwrap();
+    let done = cluster::wait_for(&recalls, &name, Duration::from_secs(60), |r| r.status.as_ref().is_some_and(|s| s.counts.invalidated == 2)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert_eq!(done.status.unwrap().counts.targeted, 2);
+
+    // Resolved: Alertmanager says so, and nothing starts.
+    let ended = jiff::Timestamp::now();
+    let mut resolved = leak.clone();
+    resolved[0]["endsAt"] = json!(ended.to_string());
+    alertmanager.fire(resolved).await;
+    cluster::wait_for(&policies, "leak", Duration::from_secs(60), |p| outcome(p, "resolved") >= 1).await.unwrap_or_else(|e| panic!("{e}\n{}", alertmanager.log()));
+    assert_eq!(recalls_of_policy(&client, ns).await.len(), 1);
+
+    // Without the token, or with another, the receiver refuses before reading the body.
+    let http = reqwest::Client::new();
+    let url = format!("http://{signals_addr}{endpoint}");
+    for auth in [None, Some("Bearer not-the-token-but-long-enough-to-look-real")] {
+        let mut request = http.post(&url).body(leak.to_string());
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        assert_eq!(request.send().await.unwrap().status().as_u16(), 401);
+    }
+    let wrong_policy = http.post(format!("http://{signals_addr}/v1/signals/{ns}/nothing/alertmanager")).bearer_auth(TOKEN).body("{}").send().await.unwrap();
+    assert_eq!(wrong_policy.status().as_u16(), 404);
+    cluster::wait_for(&policies, "leak", Duration::from_secs(30), |p| outcome(p, "unauthenticated") == 2).await.unwrap();
+    let (_, metrics) = support::get(&format!("http://{metrics_addr}/metrics")).await;
+    assert!(metrics.contains("mfa_recall_signals_total{source=\"alertmanager\",outcome=\"unauthenticated\"} 2"), "{metrics}");
+    assert!(metrics.contains("mfa_recall_signals_total{source=\"alertmanager\",outcome=\"created\"} 1"), "{metrics}");
+    assert_eq!(recalls_of_policy(&client, ns).await.len(), 1);
+
+    // The trail says which policy started the recall, from which signal.
+    let trail = audit_lines(&audit_file);
+    let started: Vec<_> = trail.iter().filter(|l| l["action"] == "policy.recall").collect();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0]["recall"], format!("{ns}/{name}"));
+    assert!(started[0]["detail"].as_str().unwrap().contains(&format!("MfaRecallPolicy {ns}/leak from alertmanager signal")));
+    assert!(!operator.log().contains(TOKEN) && !std::fs::read_to_string(&audit_file).unwrap().contains(TOKEN));
+}
+
+fn signed(key: &str, stamp: i64, body: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{stamp}.{body}").as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_webhook_starts_a_recall_and_forged_stale_replayed_or_oversized_ones_nothing() {
+    let (parts, client, ns, _) = support::scenario("signal-hook").await;
+    let ns = ns.as_str();
+    let _okta = backend(&client, ns).await;
+    secret(&client, ns, "hook-key", "hmac-key", HMAC_KEY).await;
+    let signals_addr = support::free_addr();
+    let operator = Operator::start_with(ns, &parts.file("signal-hook-audit.jsonl"), &parts.file("signal-hook-operator.log"), &format!("op-{ns}"), &["--signals-addr", &signals_addr]);
+    policy(&client, ns, json!({
+        "signals": { "webhook": { "secretRef": { "name": "hook-key" } } },
+        "dedupeBy": "signal.labels.case",
+        "maxRecallsPerHour": 2,
+        "template": { "reason": "SIEM rule 44", "backends": ["corp-okta"], "scope": { "usersFromSignal": true, "exclude": { "users": [username(2)] } } }
+    }))
+    .await;
+    let url = format!("http://{signals_addr}/v1/signals/{ns}/leak/webhook");
+    let http = reqwest::Client::new();
+    let send = async |stamp: i64, body: &str, signature: String| -> (u16, serde_json::Value) {
+        let response = http.post(&url).header("x-timestamp", stamp.to_string()).header("x-signature", signature).body(body.to_string()).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or_default())
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let body = json!({ "id": "siem-1", "labels": { "case": "C-1" }, "subjects": [username(1), username(2)], "summary": "impossible travel then MFA reset" }).to_string();
+
+    let forged = send(now, &body, signed("mfacanary-some-other-key-0123456789abcdef", now, &body)).await;
+    assert_eq!(forged.0, 401, "{forged:?}");
+    let stale = send(now - 600, &body, signed(HMAC_KEY, now - 600, &body)).await;
+    assert_eq!(stale.0, 401, "{stale:?}");
+    let huge = format!("{{\"id\":\"x\",\"summary\":\"{}\"}}", "a".repeat(2 << 20));
+    assert_eq!(send(now, &huge, signed(HMAC_KEY, now, &huge)).await.0, 413);
+    let malformed = "{\"subjects\": \"one\"}";
+    assert_eq!(send(now, malformed, signed(HMAC_KEY, now, malformed)).await.0, 400);
+    assert!(recalls_of_policy(&client, ns).await.is_empty(), "nothing created by a refused signal");
+
+    let (status, answer) = send(now, &body, signed(HMAC_KEY, now, &body)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["signals"][0]["outcome"], "created");
+    let replayed = send(now, &body, signed(HMAC_KEY, now, &body)).await;
+    assert_eq!(replayed.0, 401, "the same signed request again: {replayed:?}");
+    // Another report of the same case is the same incident.
+    let again = json!({ "id": "siem-2", "labels": { "case": "C-1" }, "subjects": [username(4)] }).to_string();
+    let (status, answer) = send(now, &again, signed(HMAC_KEY, now, &again)).await;
+    assert_eq!((status, &answer["signals"][0]["outcome"]), (200, &json!("duplicate")));
+
+    let created = recalls_of_policy(&client, ns).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].spec.scope.users, [username(1), username(2)]);
+    assert_eq!(created[0].spec.scope.exclude.users, [username(2)], "the template's exclusions hold whatever the signal names");
+
+    // Two recalls an hour at most.
+    for case in ["C-2", "C-3"] {
+        let next = json!({ "labels": { "case": case }, "subjects": [username(6)] }).to_string();
+        let (_, answer) = send(now, &next, signed(HMAC_KEY, now, &next)).await;
+        let expected = if case == "C-2" { "created" } else { "capReached" };
+        assert_eq!(answer["signals"][0]["outcome"], expected, "{case}: {answer}");
+    }
+    assert_eq!(recalls_of_policy(&client, ns).await.len(), 2);
+    let policies: Api<MfaRecallPolicy> = Api::namespaced(client.clone(), ns);
+    let seen = cluster::wait_for(&policies, "leak", Duration::from_secs(30), |p| outcome(p, "capReached") == 1).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let outcomes = seen.status.unwrap().outcomes;
+    for (name, n) in [("badSignature", 1), ("stale", 1), ("tooLarge", 1), ("malformed", 1), ("replayed", 1), ("created", 2), ("duplicate", 1)] {
+        assert_eq!(outcomes.get(name).copied(), Some(n), "{name}: {outcomes:?}");
+    }
+}
