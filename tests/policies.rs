@@ -215,3 +215,65 @@ async fn a_signed_webhook_starts_a_recall_and_forged_stale_replayed_or_oversized
         assert_eq!(outcomes.get(name).copied(), Some(n), "{name}: {outcomes:?}");
     }
 }
+
+/// A policy kept in git: applied with `kubectl apply --server-side` under the tool's own field
+/// manager, re-applied on every sync without a conflict while the operator writes its status;
+/// its Argo CD health from the status the operator wrote, Healthy when armed and Degraded with
+/// the reason when its condition is not valid CEL (and then it takes no signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_applied_by_a_gitops_tool_is_never_fought_over_and_reports_its_health() {
+    let (parts, client, ns, _) = support::scenario("signal-gitops").await;
+    let ns = ns.as_str();
+    secret(&client, ns, "hook-key", "hmac-key", HMAC_KEY).await;
+    let signals_addr = support::free_addr();
+    let operator = Operator::start_with(ns, &parts.file("signal-gitops-audit.jsonl"), &parts.file("signal-gitops-operator.log"), &format!("op-{ns}"), &["--signals-addr", &signals_addr]);
+    let kubectl = std::env::var("MFA_RECALL_KUBECTL").expect("MFA_RECALL_KUBECTL: the real kubectl, from hack/parts.sh (source the env of hack/localparts.sh)");
+    let apply = |name: &str, condition: &str| {
+        let manifest = json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecallPolicy", "metadata": { "name": name, "namespace": ns },
+            "spec": { "signals": { "webhook": { "secretRef": { "name": "hook-key" } } }, "condition": condition,
+                      "template": { "reason": "SIEM rule 44", "backends": ["corp-okta"], "scope": { "usersFromSignal": true } } } });
+        let mut child = std::process::Command::new(&kubectl)
+            .args(["apply", "--server-side", "--field-manager=argocd-controller", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(manifest.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl apply --server-side: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    apply("leak", "signal.labels.severity == \"critical\"");
+    apply("broken", "signal.labels.severity ==");
+    let policies: Api<MfaRecallPolicy> = Api::namespaced(client.clone(), ns);
+    let has_ready = |p: &MfaRecallPolicy| p.status.as_ref().is_some_and(|s| s.observed_generation == p.metadata.generation && s.conditions.iter().any(|c| c.type_ == "Ready"));
+    let broken = cluster::wait_for(&policies, "broken", Duration::from_secs(60), has_ready).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let (health, said) = support::argocd_health(&serde_json::to_value(&broken).unwrap());
+    assert_eq!(health, "Degraded");
+    assert!(said.contains("spec.condition is not valid CEL"), "{said}");
+    let refused = reqwest::Client::new().post(format!("http://{signals_addr}/v1/signals/{ns}/broken/webhook")).body("{}").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 503, "a policy that is not ready takes no signal, and the sender is told to retry");
+
+    // A signal the condition does not match, so status changes after the first write.
+    let now = jiff::Timestamp::now().as_second();
+    let body = json!({ "labels": { "severity": "low" }, "subjects": ["x"] }).to_string();
+    let sent = reqwest::Client::new().post(format!("http://{signals_addr}/v1/signals/{ns}/leak/webhook")).header("x-timestamp", now.to_string()).header("x-signature", signed(HMAC_KEY, now, &body)).body(body).send().await.unwrap();
+    assert_eq!(sent.status().as_u16(), 200);
+    let heard = cluster::wait_for(&policies, "leak", Duration::from_secs(30), |p| has_ready(p) && outcome(p, "conditionFalse") == 1).await.unwrap();
+    let (health, said) = support::argocd_health(&serde_json::to_value(&heard).unwrap());
+    assert_eq!((health.as_str(), said.as_str()), ("Healthy", "1 signals, 0 recalls started"));
+    for entry in heard.metadata.managed_fields.clone().unwrap_or_default() {
+        let fields = serde_json::to_value(&entry.fields_v1).unwrap();
+        if entry.manager.as_deref() == Some("argocd-controller") {
+            assert!(fields["f:spec"].is_object(), "the tool owns the spec: {fields}");
+        } else {
+            assert!(fields.get("f:spec").is_none(), "{:?} owns part of the spec: {fields}", entry.manager);
+        }
+    }
+    // The tool syncs again: no conflict, nothing changed, and the operator's status stays.
+    apply("leak", "signal.labels.severity == \"critical\"");
+    let again = policies.get("leak").await.unwrap();
+    assert_eq!(again.metadata.generation, heard.metadata.generation);
+    assert_eq!(again.status.map(|s| s.signals), Some(1));
+}

@@ -218,8 +218,8 @@ pub async fn scenario(name: &str) -> (Parts, Client, String, String) {
     (parts, client, namespace, unique(name))
 }
 
-/// The Argo CD health check shipped with the chart (charts/mfa-recall-operator/argocd), run by
-/// Debian's Lua interpreter on `object` as Argo CD hands it over: (status, message).
+/// The Argo CD health check shipped with the chart (charts/mfa-recall-operator/argocd) for the
+/// object's kind, run by Debian's Lua interpreter on `object` as Argo CD hands it over: (status, message).
 pub fn argocd_health(object: &serde_json::Value) -> (String, String) {
     fn lua(value: &serde_json::Value) -> String {
         use serde_json::Value;
@@ -232,7 +232,8 @@ pub fn argocd_health(object: &serde_json::Value) -> (String, String) {
             Value::Object(fields) => format!("{{{}}}", fields.iter().map(|(k, v)| format!("[{}] = {}", lua(&Value::String(k.clone())), lua(v))).collect::<Vec<_>>().join(", ")),
         }
     }
-    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/mfa-recall-operator/argocd/mfarecall-health.lua")).unwrap();
+    let kind = object["kind"].as_str().expect("the object's kind").to_lowercase();
+    let script = std::fs::read_to_string(format!("{}/charts/mfa-recall-operator/argocd/{kind}-health.lua", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let program = format!("obj = {}\nlocal hs = (function()\n{script}\nend)()\nio.write(hs.status, \"\\t\", hs.message or \"\")\n", lua(object));
     let path = std::env::temp_dir().join(format!("mfa-recall-health-{:016x}.lua", fastrand::u64(..)));
     std::fs::write(&path, program).unwrap();
