@@ -32,6 +32,8 @@ fn each_phase_has_the_health_argo_cd_expects() {
         (recall(Some("Completed"), ("True", "Completed", "10 invalidated, 9 re-enrolled"), None), "Healthy", "9 re-enrolled"),
         (recall(Some("Suspended"), ("False", "Suspended", "suspended by spec.suspend"), None), "Suspended", "spec.suspend"),
         (recall(Some("Cancelled"), ("False", "Cancelled", "cancelled by spec.cancel"), None), "Suspended", "spec.cancel"),
+        (recall(Some("Planned"), ("True", "Planned", "planned: 10 users, 12 factors (12 totp), 3 sessions"), None), "Suspended", "planned: 10 users"),
+        (recall(Some("AwaitingApproval"), ("False", "AwaitingApproval", "planned: 10 users; waiting for a second person to approve"), None), "Suspended", "second person"),
     ];
     for (object, status, says) in cases {
         let (got, message) = support::argocd_health(&object);

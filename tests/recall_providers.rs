@@ -782,3 +782,64 @@ async fn a_recall_applied_by_a_gitops_tool_is_never_fought_over() {
     let status = recalls.get_status("from-git").await.unwrap().status.unwrap();
     assert_eq!(status.counts.invalidated, 12, "{:?}", status.counts);
 }
+
+/// A recall made as a plan lists and counts, changes nothing at the provider, and keeps its
+/// plan in status (a bounded sample; the report lists every user); switched to Execute, it
+/// revokes exactly what it counted, for exactly the users it planned, and cannot go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_changes_nothing_and_its_execution_does_exactly_what_it_counted() {
+    let (parts, client, ns, _) = support::scenario("plan").await;
+    let ns = ns.as_str();
+    let seed = Seed { users: 40, groups: vec![GroupSeed::new("admins", 10)], ..Seed::default() };
+    let subject = simulated_backend(&client, ns, "okta", "corp-okta", &seed).await;
+    let audit_file = parts.file("plan-audit.jsonl");
+    let operator = Operator::start(ns, &audit_file, &parts.file("plan-operator.log"));
+    let cutoff = jiff::Timestamp::now();
+    let before = subject.sim.provider.census(Some(cutoff));
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "what-if"},
+        "spec": {"reason": "INC-12, planned first", "backends": ["corp-okta"], "cutoff": cutoff.to_string(), "mode": "Plan",
+                 "scope": {"allUsers": true, "exclude": {"users": [username(3).to_uppercase()], "groups": ["admins"]}},
+                 "reEnrollment": {"checkInterval": "10s", "sweepPerCheck": 0}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let planned = cluster::wait_for(&recalls, "what-if", Duration::from_secs(60), |r| phase(r) == RecallPhase::Planned).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let status = planned.status.unwrap();
+    let plan = status.plan.clone().expect("the plan in status");
+    // Admins are every 10th user (0, 10, 20, 30), and user 3 by name.
+    assert_eq!((plan.users, status.counts.excluded, status.counts.invalidated), (35, 5, 0), "{plan:?}");
+    assert_eq!(plan.sample.len(), mfa_recall::api::PLAN_SAMPLE, "a bounded sample");
+    assert!(plan.planned_at.is_some() && plan.lockout_risk.is_none());
+    assert!(plan.factors.values().sum::<i64>() >= 35, "every one of the 35 holds a factor: {plan:?}");
+    assert_eq!(status.backends[0].plan.as_ref().map(|p| p.users), Some(35));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Planned"));
+    assert!(ready.message.contains("planned: 35 users") && ready.message.contains("set spec.mode to Execute"), "{}", ready.message);
+    assert_eq!(subject.sim.provider.census(Some(cutoff)), before, "a plan changes nothing at the provider");
+    assert!(!audit_lines(&audit_file).iter().any(|l| l["action"] == "factor.revoke" || l["action"] == "session.revoke"));
+    // The report lists every planned user.
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+        .args(["report", "what-if", "--namespace", ns, "--format", "json", "--key-file"])
+        .arg(support::ledger_key_file(audit_file.parent().unwrap()))
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "report: {}", String::from_utf8_lossy(&report.stderr));
+    let rows: Vec<serde_json::Value> = String::from_utf8(report.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((rows.len(), rows.iter().filter(|r| r["state"] == "planned").count()), (40, 35));
+
+    // Executed: exactly the plan.
+    let execute = kube::api::Patch::Merge(json!({ "spec": { "mode": "Execute" } }));
+    recalls.patch("what-if", &kube::api::PatchParams::default(), &execute).await.unwrap();
+    let done = cluster::wait_for(&recalls, "what-if", Duration::from_secs(120), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let status = done.status.unwrap();
+    assert_eq!((status.counts.invalidated, status.counts.excluded, status.counts.failed), (plan.users, 5, 0));
+    assert_eq!(status.counts.factors_revoked, plan.factors);
+    assert_eq!(status.counts.sessions_revoked, plan.sessions);
+    assert_eq!(lost(&before, &subject.sim.provider.census(Some(cutoff))), as_u64(&plan.factors));
+    assert_eq!(status.plan.as_ref().map(|p| p.users), Some(35), "the plan stays as it was made");
+    assert!(status.started_at.unwrap() > plan.planned_at.unwrap(), "revocation's clock starts when it is let go");
+    let error = recalls.patch("what-if", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "mode": "Plan" } }))).await.unwrap_err().to_string();
+    assert!(error.contains("cannot go back to Plan"), "{error}");
+}

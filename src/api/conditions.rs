@@ -28,6 +28,8 @@ macro_rules! reasons {
 reasons! {
     // An MfaRecall's Ready and Progressing, by phase.
     Pending,
+    Planned,
+    AwaitingApproval,
     Revoking,
     AwaitingReEnrollment,
     Completed,
@@ -94,6 +96,8 @@ impl From<crate::api::RecallPhase> for Reason {
         use crate::api::RecallPhase;
         match phase {
             RecallPhase::Pending => Reason::Pending,
+            RecallPhase::Planned => Reason::Planned,
+            RecallPhase::AwaitingApproval => Reason::AwaitingApproval,
             RecallPhase::Revoking => Reason::Revoking,
             RecallPhase::AwaitingReEnrollment => Reason::AwaitingReEnrollment,
             RecallPhase::Completed => Reason::Completed,

@@ -136,6 +136,26 @@ pub struct RecallTemplate {
     /// As in an MfaRecall.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
+    /// Dual control over the recalls this policy starts: such a recall is planned first and waits in AwaitingApproval, with its plan, until a person approves it (spec.approval.approvedBy). The operator is its requester, so it can never approve one itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_approval: Option<RequireApproval>,
+}
+
+/// When a policy's recall waits for a person's approval.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequireApproval {
+    /// A recall of every user (scope.allUsers) always waits for approval (default true).
+    #[serde(default = "default_true")]
+    pub all_users: bool,
+    /// A recall whose plan finds more users than this, on all its backends together, waits for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub above_users: Option<i64>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A template's scope: every user, or named users and groups, and/or the users the signal names.

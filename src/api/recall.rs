@@ -29,6 +29,10 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new(
     "self.reason == oldSelf.reason && self.backends == oldSelf.backends && self.scope == oldSelf.scope && self.factors == oldSelf.factors && self.revokeSessions == oldSelf.revokeSessions && has(self.cutoff) == has(oldSelf.cutoff) && (!has(self.cutoff) || self.cutoff == oldSelf.cutoff)"
 ).message("reason, backends, scope, factors, revokeSessions and cutoff are fixed once a recall exists: create a new MfaRecall instead (suspend, cancel and reEnrollment can change)"))]
+#[x_kube(validation = Rule::new("oldSelf.mode != 'Execute' || self.mode == 'Execute'").message("a recall that executes cannot go back to Plan: create a new MfaRecall with mode: Plan"))]
+#[x_kube(validation = Rule::new(
+    "has(self.approval) == has(oldSelf.approval) && (!has(self.approval) || (self.approval.requestedBy == oldSelf.approval.requestedBy && has(self.approval.aboveUsers) == has(oldSelf.approval.aboveUsers) && (!has(self.approval.aboveUsers) || self.approval.aboveUsers == oldSelf.approval.aboveUsers) && (!has(oldSelf.approval.approvedBy) || (has(self.approval.approvedBy) && self.approval.approvedBy == oldSelf.approval.approvedBy))))"
+).message("approval is fixed once a recall exists, except that approvedBy is set once by the approver: create a new MfaRecall to ask otherwise"))]
 #[serde(rename_all = "camelCase")]
 pub struct MfaRecallSpec {
     /// Why this recall happens, for the audit trail (for example the incident number). Required.
@@ -69,12 +73,56 @@ pub struct MfaRecallSpec {
     /// Run even though the lockout guard found a risk (a backend's break-glass account missing, disabled or without a factor, or privileged users recalled with none): the person who sets it accepts that the organisation may lose its way in. Can be set after the recall was created.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub acknowledge_lockout_risk: bool,
+    /// Execute (default) runs the recall. Plan lists the users in scope on every backend and counts what would be revoked (status.plan) without changing anything at the providers; set it to Execute afterwards to run exactly that plan, with its scope and cutoff (`mfa-recall report` lists every user planned).
+    #[serde(default)]
+    pub mode: RecallMode,
+    /// A second person must approve the recall before anything is revoked: it is planned first and waits in AwaitingApproval with its plan. The admission policy crds/mfarecall-requester.yaml makes requestedBy and approvedBy the names Kubernetes authenticated each change with, and refuses an approval by the requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
     /// Pause the recall; it resumes where it stopped when set back to false.
     #[serde(default)]
     pub suspend: bool,
     /// Stop the recall for good; what was already done stays done and audited.
     #[serde(default)]
     pub cancel: bool,
+}
+
+/// Plan or run.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecallMode {
+    #[default]
+    Execute,
+    Plan,
+}
+
+/// Dual control over a recall (docs/policies.md).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// Your Kubernetes user name (kubectl auth whoami); for a policy's recall, the operator's.
+    #[schemars(length(min = 1, max = 512))]
+    pub requested_by: String,
+    /// Ask for approval only when the plan finds more users than this on all backends together; unset, always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub above_users: Option<i64>,
+    /// Set by a second person to approve: their Kubernetes user name, never the requester's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub approved_by: Option<String>,
+}
+
+impl Approval {
+    /// Whether the plan's `users` need a second person's approval before anything is revoked.
+    pub fn needed_for(&self, users: i64) -> bool {
+        self.above_users.is_none_or(|above| users > above)
+    }
+
+    /// Approved by someone other than the requester (the admission policy sees to that; the
+    /// operator checks again).
+    pub fn approved(&self) -> bool {
+        self.approved_by.as_ref().is_some_and(|by| *by != self.requested_by)
+    }
 }
 
 /// The users a recall targets: every user, or the union of the groups' members and the named
@@ -435,9 +483,13 @@ fn default_check_interval() -> String {
 /// Where a recall is.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RecallPhase {
-    /// Accepted, waiting for its backends to be ready.
+    /// Accepted, waiting for its backends to be ready (or listing users for its plan).
     #[default]
     Pending,
+    /// mode Plan: the plan is in status.plan and nothing was changed; set mode: Execute to run it.
+    Planned,
+    /// Planned; waiting for a second person to set approval.approvedBy.
+    AwaitingApproval,
     /// Invalidating factors and sessions.
     Revoking,
     /// Everything invalidated; waiting for users to re-enroll.
@@ -483,6 +535,9 @@ pub struct MfaRecallStatus {
     /// Ready, Progressing and Degraded, each with a reason and a message to act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// What the recall would do or did do, as planned before anything was revoked (mode Plan, or a recall that needs approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RecallPlan>,
     /// Waiting for a turn to revoke: the recall's place in line (1 is next). The operator lets a
     /// set number of recalls revoke at once (`--max-revoking-recalls`). Absent when not waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,6 +547,57 @@ pub struct MfaRecallStatus {
     /// or rewritten whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_head: Option<AuditHead>,
+}
+
+/// A recall's plan: who is in scope and what would be revoked, counted before anything is changed. Excluded, failed (snapshot refused), at risk and names not found are in counts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecallPlan {
+    /// Users the recall would invalidate.
+    pub users: i64,
+    /// Factors it would revoke, by kind.
+    #[serde(default, deserialize_with = "counts_of_known_kinds")]
+    #[schemars(with = "BTreeMap<String, i64>")]
+    pub factors: BTreeMap<FactorKind, i64>,
+    /// Factors whose creation time the provider does not give: revoked only if its logs show they predate the cutoff, else kept.
+    #[serde(default)]
+    pub factors_of_unknown_age: i64,
+    /// Sessions and offline tokens it would end.
+    #[serde(default)]
+    pub sessions: i64,
+    /// Users already holding a factor from after the cutoff: not asked to enroll again.
+    #[serde(default)]
+    pub already_enrolled: i64,
+    /// Users the provider would not make enroll again once their recalled factors are gone (an Entra user keeping a method of a kind not recalled); `mfa-recall report` names each.
+    #[serde(default)]
+    pub at_risk: i64,
+    /// The first users planned (at most 20 per backend); `mfa-recall report` lists all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<String>,
+    /// What the lockout guard found when the plan was made; the recall will not execute until it is fixed or acknowledged (spec.acknowledgeLockoutRisk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_risk: Option<String>,
+    /// When the plan was complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_at: Option<jiff::Timestamp>,
+}
+
+/// Users shown in a backend's plan sample.
+pub const PLAN_SAMPLE: usize = 20;
+
+impl RecallPlan {
+    pub fn add(&mut self, other: &RecallPlan) {
+        self.users += other.users;
+        self.factors_of_unknown_age += other.factors_of_unknown_age;
+        self.sessions += other.sessions;
+        self.already_enrolled += other.already_enrolled;
+        self.at_risk += other.at_risk;
+        for (kind, n) in &other.factors {
+            *self.factors.entry(*kind).or_default() += n;
+        }
+        let room = PLAN_SAMPLE.saturating_sub(self.sample.len());
+        self.sample.extend(other.sample.iter().take(room).cloned());
+    }
 }
 
 /// A line of an operator's audit trail.
@@ -630,6 +736,9 @@ pub struct BackendProgress {
     /// How this backend's users are let back in to enroll (reEnrollment.via as this backend can do it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub re_enrollment_via: Option<String>,
+    /// This backend's part of the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RecallPlan>,
     /// Entries of the provider's event log that could not be read and were passed by, since the operator started.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub events_skipped: u64,

@@ -95,6 +95,9 @@ pub enum Action {
     BypassRevoke,
     #[serde(rename = "bypass.fail")]
     BypassFail,
+    /// A second person approved the recall (spec.approval.approvedBy), with its plan.
+    #[serde(rename = "recall.approve")]
+    RecallApprove,
     /// An MfaRecallPolicy created this recall from a signal.
     #[serde(rename = "policy.recall")]
     PolicyRecall,

@@ -1139,6 +1139,7 @@ mod tests {
             window: Default::default(),
             notices: None,
             channel: Default::default(),
+            plan_only: false,
         }
     }
 

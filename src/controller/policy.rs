@@ -48,6 +48,8 @@ const MIN_TOKEN_BYTES: usize = 32;
 #[derive(Default)]
 pub struct Policies {
     armed: RwLock<HashMap<String, Arc<Armed>>>,
+    /// The operator's own Kubernetes user name, the requester of the recalls that need approval.
+    identity: tokio::sync::OnceCell<String>,
 }
 
 impl Policies {
@@ -387,7 +389,11 @@ async fn take(ctx: &Context, armed: &Armed, config: &Config, signal: &Signal) ->
     if armed.spec.suspend {
         return seen("suspended", None, "spec.suspend is set".into());
     }
-    let spec = match recall_spec(&armed.spec.template, signal) {
+    let requester = match operator_identity(ctx).await {
+        Ok(name) => name,
+        Err(e) => return seen("createFailed", None, format!("the operator could not learn its own user name (SelfSubjectReview), which a recall under dual control names as its requester: {e}")),
+    };
+    let spec = match recall_spec(&armed.spec.template, signal, &requester) {
         Ok(spec) => spec,
         Err(why) => return seen("noSubjects", None, why),
     };
@@ -411,9 +417,23 @@ async fn take(ctx: &Context, armed: &Armed, config: &Config, signal: &Signal) ->
     }
 }
 
+/// The operator's user name as the apiserver authenticates it, asked once.
+async fn operator_identity(ctx: &Context) -> Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let name = ctx
+        .policies
+        .identity
+        .get_or_try_init(|| async {
+            let review = Api::<SelfSubjectReview>::all(ctx.client.clone()).create(&PostParams::default(), &SelfSubjectReview::default()).await?;
+            review.status.and_then(|s| s.user_info).and_then(|u| u.username).ok_or_else(|| Error::Invalid("the apiserver's SelfSubjectReview named no user".into()))
+        })
+        .await?;
+    Ok(name.clone())
+}
+
 /// The recall a template makes for a signal: its spec read as an MfaRecall's, so every default
-/// is the one a hand-written recall gets.
-fn recall_spec(template: &RecallTemplate, signal: &Signal) -> std::result::Result<MfaRecallSpec, String> {
+/// is the one a hand-written recall gets. `requester` asks for approval where the template wants it.
+fn recall_spec(template: &RecallTemplate, signal: &Signal, requester: &str) -> std::result::Result<MfaRecallSpec, String> {
     let scope = &template.scope;
     let mut users = scope.users.clone();
     if scope.users_from_signal {
@@ -461,6 +481,12 @@ fn recall_spec(template: &RecallTemplate, signal: &Signal) -> std::result::Resul
             Err(e) => return Err(format!("template.{field}: {e}")),
         }
     }
+    if let Some(rule) = &template.require_approval {
+        let above_users = if all_users && rule.all_users { None } else { rule.above_users };
+        if (all_users && rule.all_users) || above_users.is_some() {
+            spec["approval"] = json!({ "requestedBy": requester, "aboveUsers": above_users });
+        }
+    }
     serde_json::from_value(spec).map_err(|e| format!("the template does not make a valid recall: {e}"))
 }
 
@@ -496,15 +522,32 @@ mod tests {
     #[test]
     fn a_template_takes_the_signals_users_and_keeps_its_own_exclusions() {
         let signal = Signal { source: "alertmanager", status: "firing".into(), fingerprint: "fp".into(), subjects: vec!["Alice@x".into(), "bob".into()], summary: "dump found".into(), ..Default::default() };
-        let spec = recall_spec(&template(json!({ "usersFromSignal": true, "users": ["bob", "sec-lead"], "exclude": { "groups": ["break-glass"] } })), &signal).unwrap();
+        let spec = recall_spec(&template(json!({ "usersFromSignal": true, "users": ["bob", "sec-lead"], "exclude": { "groups": ["break-glass"] } })), &signal, "op").unwrap();
         assert_eq!(spec.scope.users, ["Alice@x", "bob", "sec-lead"]);
         assert_eq!(spec.scope.exclude.groups, ["break-glass"]);
         assert_eq!(spec.reason, "credential leak runbook (from alertmanager signal fp: dump found)");
         assert_eq!(spec.factors, [api::FactorKind::Totp]);
         assert!(spec.revoke_sessions, "the default of a hand-written recall");
         let nobody = Signal { subjects: vec![], ..signal.clone() };
-        assert!(recall_spec(&template(json!({ "usersFromSignal": true })), &nobody).unwrap_err().contains("names no users"));
-        let everyone = recall_spec(&template(json!({ "allUsers": true, "exclude": { "users": ["root"] } })), &nobody).unwrap();
+        assert!(recall_spec(&template(json!({ "usersFromSignal": true })), &nobody, "op").unwrap_err().contains("names no users"));
+        let everyone = recall_spec(&template(json!({ "allUsers": true, "exclude": { "users": ["root"] } })), &nobody, "op").unwrap();
         assert_eq!((everyone.scope.all_users, everyone.scope.users.len(), everyone.scope.exclude.users.clone()), (Some(true), 0, vec!["root".to_string()]));
+        assert_eq!(everyone.approval, None);
+    }
+
+    /// The operator asks for approval in its own name: every user always, named users above the count.
+    #[test]
+    fn a_template_asks_for_approval_of_broad_recalls() {
+        let signal = Signal { source: "webhook", status: "firing".into(), fingerprint: "fp".into(), subjects: vec!["a".into(), "b".into()], ..Default::default() };
+        let with = |scope: serde_json::Value, rule: serde_json::Value| {
+            let mut t = template(scope);
+            t.require_approval = Some(serde_json::from_value(rule).unwrap());
+            recall_spec(&t, &signal, "system:serviceaccount:mfa:operator").unwrap().approval
+        };
+        let all = with(json!({ "allUsers": true }), json!({})).unwrap();
+        assert_eq!((all.requested_by.as_str(), all.above_users, all.approved_by), ("system:serviceaccount:mfa:operator", None, None));
+        assert_eq!(with(json!({ "usersFromSignal": true }), json!({})), None, "named users, no count set");
+        assert_eq!(with(json!({ "usersFromSignal": true }), json!({ "aboveUsers": 50 })).unwrap().above_users, Some(50));
+        assert_eq!(with(json!({ "allUsers": true }), json!({ "allUsers": false, "aboveUsers": 1000 })).unwrap().above_users, Some(1000));
     }
 }

@@ -19,7 +19,7 @@ use super::recall::key;
 use super::{Context, status};
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Notifications, Reason, RecallPhase, ReEnrollment, ReEnrollmentVia, SmtpSecurity};
+use crate::api::{self, BackendProgress, DeadlineAction, IdentityBackend, MfaRecall, MfaRecallSpec, MfaRecallStatus, Notifications, Reason, RecallMode, RecallPhase, ReEnrollment, ReEnrollmentVia, SmtpSecurity};
 use crate::keys::HmacKey;
 use crate::notify::{NotMeLinks, Notices, SmtpSink, WebhookSink};
 use crate::audit::{Action, AuditEvent, Outcome};
@@ -229,6 +229,7 @@ impl Live {
     fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
         let mut status = self.base.lock().unwrap().clone();
         if let Some(backends) = self.backends.get() {
+            let previous = std::mem::take(&mut status.backends);
             status.backends = backends
                 .iter()
                 .map(|(name, progress, provider, via)| {
@@ -236,10 +237,18 @@ impl Live {
                     let not_supported = provider.capabilities().limitations;
                     let p = progress.lock().unwrap();
                     let not_found = p.unresolved.iter().take(NOT_FOUND_SHOWN).cloned().collect();
-                    BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone(), flagged: p.flagged.clone(), re_enrollment_via: Some(via.clone()), events_skipped: p.events_skipped }
+                    // A plan is kept as made: one made by an earlier run is in the status it wrote.
+                    let plan = p.plan.clone().or_else(|| previous.iter().find(|b| b.name == *name).and_then(|b| b.plan.clone()));
+                    BackendProgress { name: name.clone(), listed: p.listed, counts: p.counts.clone(), not_supported, not_found, kept_factors: p.kept_factors.clone(), lost_factors: p.lost_factors.clone(), flagged: p.flagged.clone(), re_enrollment_via: Some(via.clone()), plan, events_skipped: p.events_skipped }
                 })
                 .collect();
             status.counts = status::totals(&status.backends);
+            // A plan still being made is the sum of what its backends found so far.
+            if status.plan.as_ref().is_none_or(|p| p.planned_at.is_none()) && status.backends.iter().any(|b| b.plan.is_some()) {
+                let mut total = api::RecallPlan::default();
+                status.backends.iter().filter_map(|b| b.plan.as_ref()).for_each(|p| total.add(p));
+                status.plan = Some(total);
+            }
         }
         status.observed_generation = generation;
         status::set_conditions(&mut status, generation);
@@ -362,10 +371,19 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
         change_phase(recall, ctx, live, RecallPhase::Pending).await?;
     }
     let fetched = fetch(recall, ctx).await?;
-    refuse_inseparable_kinds(recall, &fetched)?;
-    // Once revocation began, the guard was passed: a resumed recall goes on.
-    if !fetched.under_way {
-        super::lockout::check(recall, &fetched.backends).await?;
+    // Once revocation began, the checks were passed: a resumed recall goes on. A plan's ledger
+    // is no revocation yet.
+    let phase = live.base.lock().unwrap().phase;
+    let checks_due = !fetched.under_way || matches!(phase, RecallPhase::Pending | RecallPhase::Planned | RecallPhase::AwaitingApproval);
+    let mut lockout_risk = None;
+    if checks_due {
+        refuse_inseparable_kinds(recall, &fetched)?;
+        match super::lockout::check(recall, &fetched.backends).await {
+            Ok(()) => {}
+            // A plan shows the risk; only revoking waits for it to be fixed or acknowledged.
+            Err(Error::LockoutRisk(why)) if needs_plan(&recall.spec) || matches!(phase, RecallPhase::Planned | RecallPhase::AwaitingApproval) => lockout_risk = Some(why),
+            Err(e) => return Err(e),
+        }
     }
     let ledger = fetched.ledger.clone();
     let runs = build(recall, &plan, fetched.backends, fetched.notices);
@@ -378,7 +396,12 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
         refuse_shrunk_ledger(recall, &r.job.backend, recorded)?;
     }
     live.begin(&plan, &runs, &recall.spec.re_enrollment);
-    apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval).await
+    apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval, lockout_risk).await
+}
+
+/// A recall planned before anything is revoked: one in mode Plan, or one that may need approval.
+fn needs_plan(spec: &MfaRecallSpec) -> bool {
+    spec.mode == RecallMode::Plan || spec.approval.is_some()
 }
 
 /// What a spec says once checked: the instants and the interval the run keeps to.
@@ -634,6 +657,7 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 window: plan.window.clone(),
                 notices: notices.clone(),
                 channel: channel(&spec.re_enrollment, &*provider, plan.link_lifetime),
+                plan_only: false,
             };
             BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
         })
@@ -661,10 +685,11 @@ async fn apply(
     ledger: &Arc<ResourceLedger>,
     stop: watch::Receiver<bool>,
     check_interval: Duration,
+    lockout_risk: Option<String>,
 ) -> Result<()> {
     let api = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
     let writer = StatusWriter::spawn(api, recall.clone(), live.clone(), ctx.clone());
-    let outcome = work(recall, ctx, runs, ledger, live, stop, check_interval).await;
+    let outcome = work(recall, ctx, runs, ledger, live, stop, check_interval, lockout_risk).await;
     // The counts reached are written even when the run ended on an error (its condition follows).
     writer.finish().await;
     outcome
@@ -694,8 +719,21 @@ async fn work(
     live: &Arc<Live>,
     stop: watch::Receiver<bool>,
     check_interval: Duration,
+    lockout_risk: Option<String>,
 ) -> Result<()> {
     let phase = live.base.lock().unwrap().phase;
+    let plan_first = match phase {
+        RecallPhase::Planned | RecallPhase::AwaitingApproval => true,
+        RecallPhase::Pending => needs_plan(&recall.spec),
+        _ => false,
+    };
+    if plan_first {
+        match planned(recall, ctx, runs, ledger, live, stop.clone(), lockout_risk).await? {
+            Planned::Execute => {}
+            Planned::Wait(phase) => return change_phase(recall, ctx, live, phase).await,
+            Planned::Stopped => return Ok(()),
+        }
+    }
     if !matches!(phase, RecallPhase::AwaitingReEnrollment) {
         // Exclusions first, on every backend: one that cannot be resolved keeps the recall
         // Pending, with nobody touched anywhere.
@@ -771,6 +809,73 @@ async fn work(
         }
     }
     change_phase(recall, ctx, live, RecallPhase::Completed).await
+}
+
+/// Where a recall that is planned first goes once its plan is made.
+enum Planned {
+    Execute,
+    /// Planned (mode Plan) or AwaitingApproval: the run ends, and the recall waits for its spec to change.
+    Wait(RecallPhase),
+    Stopped,
+}
+
+/// Makes the recall's plan unless it is made already, then decides: wait in Planned or
+/// AwaitingApproval, or go on to revoke (audited as approved where it was). Revocation's clock
+/// (started, deadline) starts when it is let go, not when it was planned.
+async fn planned(recall: &MfaRecall, ctx: &Context, runs: &[BackendRun], ledger: &Arc<ResourceLedger>, live: &Live, stop: watch::Receiver<bool>, lockout_risk: Option<String>) -> Result<Planned> {
+    let made = live.base.lock().unwrap().plan.as_ref().is_some_and(|p| p.planned_at.is_some());
+    if !made {
+        let exclusions = futures::future::try_join_all(runs.iter().map(|r| async { runner(r, ledger, ctx, stop.clone()).resolve_exclusions(&r.job).await })).await?;
+        // Planning lists and snapshots as revoking does: it waits for a turn like revoking.
+        let Some(_turn) = ctx.turns.take(&key(recall), live, stop.clone()).await else { return Ok(Planned::Stopped) };
+        let ends = futures::future::try_join_all(runs.iter().zip(&exclusions).map(|(r, exclusions)| async {
+            let restored = r.restored.lock().unwrap().take();
+            runner(r, ledger, ctx, stop.clone()).plan(&r.job, exclusions, restored).await
+        }))
+        .await?;
+        if ends.contains(&RunEnd::Stopped) {
+            return Ok(Planned::Stopped);
+        }
+        let mut total = api::RecallPlan::default();
+        for r in runs {
+            if let Some(plan) = &r.progress.lock().unwrap().plan {
+                total.add(plan);
+            }
+        }
+        total.lockout_risk = lockout_risk.clone();
+        total.planned_at = Some(jiff::Timestamp::now());
+        live.base.lock().unwrap().plan = Some(total);
+    }
+    let users = live.base.lock().unwrap().plan.as_ref().map_or(0, |p| p.users);
+    let spec = &recall.spec;
+    if spec.mode == RecallMode::Plan {
+        return Ok(Planned::Wait(RecallPhase::Planned));
+    }
+    if let Some(approval) = &spec.approval
+        && approval.needed_for(users)
+    {
+        if !approval.approved() {
+            return Ok(Planned::Wait(RecallPhase::AwaitingApproval));
+        }
+        let approver = approval.approved_by.clone().unwrap_or_default();
+        ctx.audit.record(AuditEvent {
+            recall: key(recall),
+            action: Action::RecallApprove,
+            outcome: Outcome::Done,
+            detail: Some(format!("approved by {approver} (requested by {}) with its plan of {users} users", approval.requested_by)),
+            ..Default::default()
+        })?;
+    }
+    // Planned with the risk shown; revoking waits until it is fixed or acknowledged.
+    if let Some(why) = lockout_risk {
+        return Err(Error::LockoutRisk(why));
+    }
+    let now = jiff::Timestamp::now();
+    let grace = grace_period(&spec.re_enrollment)?;
+    let mut base = live.base.lock().unwrap();
+    base.started_at = Some(now);
+    base.deadline = Some(now.checked_add(grace).map_err(|e| Error::Invalid(format!("reEnrollment.gracePeriod {:?} is too long: {e}", spec.re_enrollment.grace_period)))?);
+    Ok(Planned::Execute)
 }
 
 /// What the re-enrollment watch does after a check.

@@ -25,7 +25,10 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
             reason = Reason::Queued;
             (false, format!("waiting for a turn to revoke, number {place} in line: the operator lets a set number of recalls revoke at once (--max-revoking-recalls)"))
         }
+        RecallPhase::Pending if status.plan.is_some() => (false, format!("planning: {} users found so far; nothing is changed until the plan is complete", status.plan.as_ref().map_or(0, |p| p.users))),
         RecallPhase::Pending => (false, "waiting to start".to_string()),
+        RecallPhase::Planned => (true, format!("{}; nothing was changed: set spec.mode to Execute to run exactly this plan", plan_text(status))),
+        RecallPhase::AwaitingApproval => (false, format!("{}; waiting for a second person to approve (spec.approval.approvedBy set to their own Kubernetes user name)", plan_text(status))),
         RecallPhase::Revoking if c.awaiting_logs > 0 => (
             false,
             format!("{} of {} users done so far; {} wait for their provider's log to tell the age of factors it shows no creation time for", c.invalidated + c.excluded + c.failed, c.targeted, c.awaiting_logs),
@@ -71,6 +74,28 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
             api::set_condition(&mut status.conditions, api::DEGRADED, true, *reason, message.join("; "), generation)
         }
     }
+}
+
+/// A plan in a sentence: users, factors by kind, sessions, exclusions, lockout risk.
+fn plan_text(status: &MfaRecallStatus) -> String {
+    let Some(plan) = &status.plan else { return "planned".into() };
+    let factors: Vec<String> = plan.factors.iter().map(|(kind, n)| format!("{n} {}", kind.as_str())).collect();
+    let mut text = format!(
+        "planned: {} users, {} factors ({}), {} sessions; {} excluded, {} could not be read",
+        plan.users,
+        plan.factors.values().sum::<i64>(),
+        if factors.is_empty() { "none".into() } else { factors.join(", ") },
+        plan.sessions,
+        status.counts.excluded,
+        status.counts.failed
+    );
+    if plan.factors_of_unknown_age > 0 {
+        text.push_str(&format!("; {} factors of unknown age, revoked only if the provider's logs show they predate the cutoff", plan.factors_of_unknown_age));
+    }
+    if let Some(risk) = &plan.lockout_risk {
+        text.push_str(&format!("; LOCKOUT RISK: {risk}"));
+    }
+    text
 }
 
 /// Writes the whole status with server-side apply under the operator's field manager.

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::Result;
-use crate::api::{FactorKind, RecallCounts};
+use crate::api::{FactorKind, RecallCounts, RecallPlan};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::backends::{IdentityProvider, LoggedAge, PageCursors, ErrorKind, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
 use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState, Work};
@@ -43,6 +43,8 @@ pub struct RecallJob {
     pub notices: Option<Arc<crate::notify::Notices>>,
     /// How users get back in to enroll again.
     pub channel: crate::backends::EnrollmentChannel,
+    /// Listing and snapshotting for a plan: segments are recorded as planned only.
+    pub plan_only: bool,
 }
 
 impl RecallJob {
@@ -74,6 +76,8 @@ pub struct Progress {
     pub events_skipped: u64,
     /// Where recalled users are in the ledger, once the window watch has built it.
     pub recalled_index: Option<Arc<window::RecalledIndex>>,
+    /// What a plan of this backend found so far.
+    pub plan: Option<RecallPlan>,
 }
 
 /// Factors kept for want of their age, named per backend in status (the audit trail has all).
@@ -338,6 +342,35 @@ impl Runner {
         }
     }
 
+    /// Lists and snapshots every user in scope into the ledger, as `revoke` does, but touches
+    /// nobody: each recorded segment is counted into the backend's plan. `revoke` later works
+    /// exactly these users. `restored`: what `restore` gave, when the caller read the ledger already.
+    pub async fn plan(&self, job: &RecallJob, exclusions: &Exclusions, restored: Option<Restored>) -> Result<RunEnd> {
+        let restored = match restored {
+            Some(restored) => restored,
+            None => self.restore(job).await?,
+        };
+        let job = RecallJob { plan_only: true, ..job.clone() };
+        let turns = Semaphore::new(job.concurrency);
+        let halt = AtomicBool::new(false);
+        let (recorded, mut to_work) = mpsc::channel::<ToWork>(1);
+        // Counted afresh from every segment, those of an earlier run's plan included.
+        self.progress.lock().unwrap().plan = Some(RecallPlan::default());
+        let tally = async {
+            while let Some(work) = to_work.recv().await {
+                let part = plan_of(&work.segment);
+                self.progress.lock().unwrap().plan.get_or_insert_default().add(&part);
+            }
+        };
+        let (listed, ()) = tokio::join!(self.record_segments(&job, exclusions, restored, recorded, &turns, &halt), tally);
+        if listed? {
+            self.progress.lock().unwrap().listed = true;
+            Ok(RunEnd::Finished)
+        } else {
+            Ok(RunEnd::Stopped)
+        }
+    }
+
     /// Stage one: hands over the unfinished segments of an earlier run, then lists, snapshots and
     /// records new ones. True once the last page has been recorded and handed over.
     async fn record_segments(
@@ -349,8 +382,15 @@ impl Runner {
         turns: &Semaphore,
         halt: &AtomicBool,
     ) -> Result<bool> {
-        for segment in restored.unfinished {
-            if recorded.send(ToWork { segment, resumed: true }).await.is_err() {
+        for mut segment in restored.unfinished {
+            // A plan's segment is worked for the first time: recorded as such before anyone in
+            // it is touched, so only a crash after that takes it up as resumed.
+            let resumed = !segment.planned_only;
+            if segment.planned_only && !job.plan_only {
+                segment.planned_only = false;
+                self.persist(&segment).await?;
+            }
+            if recorded.send(ToWork { segment, resumed }).await.is_err() {
                 return Ok(false);
             }
         }
@@ -509,6 +549,7 @@ impl Runner {
             self.audit(job, Some(&record.user), action, outcome, |e| e.detail = record.note.clone())?;
         }
         segment.audit_from = self.audit.mark();
+        segment.planned_only = job.plan_only;
         self.persist(&segment).await?;
         {
             let mut progress = self.progress.lock().unwrap();
@@ -1078,6 +1119,29 @@ fn count_finished(record: &UserRecord, counts: &mut RecallCounts) {
 }
 
 /// Where a user's steps ended.
+/// What a segment's planned users hold: what revoking them would do.
+fn plan_of(segment: &Segment) -> RecallPlan {
+    let mut plan = RecallPlan::default();
+    for record in segment.users.iter().filter(|r| r.state == UserState::Planned) {
+        plan.users += 1;
+        if plan.sample.len() < crate::api::PLAN_SAMPLE {
+            plan.sample.push(record.user.username.clone());
+        }
+        let Some(snapshot) = &record.snapshot else { continue };
+        for factor in &snapshot.factors {
+            if factor.unknown_age {
+                plan.factors_of_unknown_age += 1;
+            } else {
+                *plan.factors.entry(factor.kind).or_default() += 1;
+            }
+        }
+        plan.sessions += i64::try_from(snapshot.sessions).unwrap_or(i64::MAX);
+        plan.already_enrolled += i64::from(snapshot.enrolled_since_cutoff.is_some());
+        plan.at_risk += i64::from(snapshot.at_risk.is_some());
+    }
+    plan
+}
+
 enum Steps {
     Done,
     /// At a factor of unknown age, before the provider's logs can tell its age.

@@ -280,6 +280,7 @@ fn job() -> RecallJob {
         window: Default::default(),
         notices: None,
         channel: Default::default(),
+        plan_only: false,
     }
 }
 

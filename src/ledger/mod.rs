@@ -200,6 +200,11 @@ pub struct Segment {
     /// the segment still shows as planned (`Runner::replay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_from: Option<crate::audit::TrailMark>,
+    /// Recorded by a plan (mode Plan, or a recall awaiting approval): nobody in it has been worked
+    /// on. Cleared, and the segment recorded again, before its first user is touched, so that
+    /// only a segment revocation has begun on is taken up as resumed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planned_only: bool,
 }
 
 /// Where a page was listed from.
@@ -213,7 +218,7 @@ pub struct PageStart {
 impl Segment {
     /// A segment of freshly listed users, not yet worked on.
     pub fn fresh(backend: &str, index: u32, next_cursor: Option<String>, users: Vec<UserRecord>) -> Self {
-        Self { backend: backend.to_string(), index, next_cursor, complete: false, users, head_of_page: None, unresolved: Vec::new(), audit_from: None }
+        Self { backend: backend.to_string(), index, next_cursor, complete: false, users, head_of_page: None, unresolved: Vec::new(), audit_from: None, planned_only: false }
     }
 
     /// The users not finished yet, with their positions.

@@ -511,6 +511,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
                 window: Default::default(),
                 notices: None,
                 channel: Default::default(),
+                plan_only: false,
             };
             runner.revoke(&job).await.unwrap();
             let invalidated = runner.progress.lock().unwrap().counts.invalidated;
@@ -602,6 +603,7 @@ async fn window_run(args: &Args) -> Value {
         window,
         notices: None,
         channel: Default::default(),
+        plan_only: false,
     };
     let t0 = Instant::now();
     runner.revoke(&job).await.unwrap();
