@@ -375,6 +375,7 @@ impl Bench {
             window: Default::default(),
             notices: None,
             channel: Default::default(),
+            plan_only: false,
         }
     }
 
