@@ -146,6 +146,7 @@ impl Run {
             window: Default::default(),
             notices: None,
             channel: Default::default(),
+            plan_only: false,
         }
     }
 
