@@ -6,11 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, CustomResourceExt};
 use mfa_recall::api::{IdentityBackend, MfaBypass};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -41,12 +40,6 @@ fn the_policy_reads_the_secret_of_every_provider_block() {
 }
 
 /// A client that acts as `user` (the admin's client impersonating them).
-async fn acting_as(user: &str) -> Client {
-    let mut config = kube::Config::infer().await.unwrap();
-    config.auth_info.impersonate = Some(user.to_string());
-    Client::try_from(config).unwrap()
-}
-
 fn backend(name: &str, secret: &str, url: &str) -> IdentityBackend {
     serde_json::from_value(json!({
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "IdentityBackend",
@@ -60,11 +53,7 @@ fn backend(name: &str, secret: &str, url: &str) -> IdentityBackend {
 async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() {
     let admin = Parts::from_env().client().await;
     let apply = PatchParams::apply("mfa-recall-tests").force();
-    let docs = policy_documents();
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(docs[1].clone()).unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).patch(policy.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&policy)).await.unwrap();
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).patch(binding.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&binding)).await.unwrap();
+    let admission = support::AdmissionPolicy::install(&admin, POLICY).await;
 
     let namespace = support::unique("admission");
     testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
@@ -87,8 +76,8 @@ async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() 
         bindings.patch(name, &apply, &Patch::Apply(binding)).await.unwrap();
     }
 
-    let as_mallory = Api::<IdentityBackend>::namespaced(acting_as("mallory").await, &namespace);
-    let as_alice = Api::<IdentityBackend>::namespaced(acting_as("alice").await, &namespace);
+    let as_mallory = Api::<IdentityBackend>::namespaced(support::acting_as("mallory").await, &namespace);
+    let as_alice = Api::<IdentityBackend>::namespaced(support::acting_as("alice").await, &namespace);
     let as_admin = Api::<IdentityBackend>::namespaced(admin.clone(), &namespace);
     // The apiserver takes up a new policy within a second or so: until mallory is refused, what
     // she created is removed and she tries again.
@@ -123,24 +112,20 @@ async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() 
     assert!(error.contains("names Secret corp-okta, which you may not get"), "{error}");
     assert_eq!(as_admin.get("alice-okta").await.unwrap().spec, backend("alice-okta", "corp-okta", "https://corp.okta.com").spec, "alice's backend is unchanged");
 
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+    admission.remove().await;
 }
 
 const CLEARANCES: &str = include_str!("../crds/mfarecall-requester.yaml");
 
-/// The clearance policy in crds/mfarecall-requester.yaml, on the real apiserver with two users: a
+/// The requester policy in crds/mfarecall-requester.yaml, on the real apiserver with two users: a
 /// clearance of a quarantined user must name, as clearedBy, the person Kubernetes authenticated
-/// the request with, and a clearance once made is never removed or edited.
+/// the request with, and a clearance once made is never removed or edited; a recall under dual
+/// control is asked for in one's own name and approved only by someone else, in theirs.
 #[tokio::test]
 async fn a_clearance_names_the_person_who_made_it_and_stays() {
     let admin = Parts::from_env().client().await;
     let apply = PatchParams::apply("mfa-recall-tests").force();
-    let docs: Vec<Value> = serde_norway::Deserializer::from_str(CLEARANCES).map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()).collect();
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(docs[1].clone()).unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).patch(policy.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&policy)).await.unwrap();
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).patch(binding.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&binding)).await.unwrap();
+    let admission = support::AdmissionPolicy::install(&admin, CLEARANCES).await;
 
     let namespace = support::unique("clearances");
     testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
@@ -157,8 +142,8 @@ async fn a_clearance_names_the_person_who_made_it_and_stays() {
     }))
     .unwrap();
     Api::<mfa_recall::api::MfaRecall>::namespaced(admin.clone(), &namespace).create(&PostParams::default(), &recall).await.unwrap();
-    let as_alice = Api::<mfa_recall::api::MfaRecall>::namespaced(acting_as("alice").await, &namespace);
-    let as_mallory = Api::<mfa_recall::api::MfaRecall>::namespaced(acting_as("mallory").await, &namespace);
+    let as_alice = Api::<mfa_recall::api::MfaRecall>::namespaced(support::acting_as("alice").await, &namespace);
+    let as_mallory = Api::<mfa_recall::api::MfaRecall>::namespaced(support::acting_as("mallory").await, &namespace);
     let clear = |clearances: Value| Patch::Merge(json!({ "spec": { "clearances": clearances } }));
 
     // The apiserver takes up a new policy within a second or so: mallory creates throwaway recalls
@@ -198,8 +183,34 @@ async fn a_clearance_names_the_person_who_made_it_and_stays() {
     let kept = as_alice.get("incident-42").await.unwrap();
     assert_eq!(serde_json::to_value(&kept.spec.clearances).unwrap(), by_alice);
 
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+    // A recall under dual control: asked for in one's own name, approved by another in theirs,
+    // and who did which never changes.
+    let dual = |name: &str, requested_by: &str, approved_by: Option<&str>| -> mfa_recall::api::MfaRecall {
+        let mut recall = recall.clone();
+        recall.metadata.name = Some(name.into());
+        recall.spec.approval = Some(serde_json::from_value(json!({ "requestedBy": requested_by, "approvedBy": approved_by })).unwrap());
+        recall
+    };
+    let error = as_mallory.create(&PostParams::default(), &dual("in-alices-name", "alice", None)).await.unwrap_err().to_string();
+    assert!(error.contains("spec.approval.requestedBy must be your own Kubernetes user name, mallory"), "{error}");
+    let error = as_alice.create(&PostParams::default(), &dual("pre-approved", "alice", Some("mallory"))).await.unwrap_err().to_string();
+    assert!(error.contains("created without approvedBy"), "{error}");
+    as_alice.create(&PostParams::default(), &dual("incident-43", "alice", None)).await.expect("alice asks in her own name");
+    let approve = |by: &str| Patch::Merge(json!({ "spec": { "approval": { "approvedBy": by } } }));
+    let error = as_alice.patch("incident-43", &PatchParams::default(), &approve("alice")).await.unwrap_err().to_string();
+    assert!(error.contains("you requested this recall, so you cannot approve it"), "{error}");
+    let error = as_mallory.patch("incident-43", &PatchParams::default(), &approve("alice")).await.unwrap_err().to_string();
+    assert!(error.contains("spec.approval.approvedBy must be your own Kubernetes user name, mallory"), "{error}");
+    as_mallory.patch("incident-43", &PatchParams::default(), &approve("mallory")).await.expect("a second person approves in their own name");
+    let error = as_alice.patch("incident-43", &PatchParams::default(), &approve("alice")).await.unwrap_err().to_string();
+    assert!(error.contains("approvedBy is set once by the approver"), "{error}");
+    let dropped = Patch::Merge(json!({ "spec": { "approval": null } }));
+    let error = as_alice.patch("incident-43", &PatchParams::default(), &dropped).await.unwrap_err().to_string();
+    assert!(error.contains("approval is fixed once a recall exists"), "{error}");
+    let approval = as_alice.get("incident-43").await.unwrap().spec.approval.unwrap();
+    assert_eq!((approval.requested_by.as_str(), approval.approved_by.as_deref()), ("alice", Some("mallory")));
+
+    admission.remove().await;
 }
 
 const DUAL_CONTROL: &str = include_str!("../crds/mfabypass-dual-control.yaml");
@@ -211,11 +222,7 @@ const DUAL_CONTROL: &str = include_str!("../crds/mfabypass-dual-control.yaml");
 async fn a_bypass_is_requested_by_one_person_and_approved_by_another() {
     let admin = Parts::from_env().client().await;
     let apply = PatchParams::apply("mfa-recall-tests").force();
-    let docs: Vec<Value> = serde_norway::Deserializer::from_str(DUAL_CONTROL).map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()).collect();
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(docs[1].clone()).unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin.clone()).patch(policy.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&policy)).await.unwrap();
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).patch(binding.metadata.name.as_ref().unwrap(), &apply, &Patch::Apply(&binding)).await.unwrap();
+    let admission = support::AdmissionPolicy::install(&admin, DUAL_CONTROL).await;
 
     let namespace = support::unique("bypasses");
     testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
@@ -240,8 +247,8 @@ async fn a_bypass_is_requested_by_one_person_and_approved_by_another() {
         }))
         .unwrap()
     };
-    let as_alice = Api::<MfaBypass>::namespaced(acting_as("alice").await, &namespace);
-    let as_bob = Api::<MfaBypass>::namespaced(acting_as("bob").await, &namespace);
+    let as_alice = Api::<MfaBypass>::namespaced(support::acting_as("alice").await, &namespace);
+    let as_bob = Api::<MfaBypass>::namespaced(support::acting_as("bob").await, &namespace);
 
     // The apiserver takes up a new policy within a second or so: alice asks in bob's name until refused.
     let mut refused = None;
@@ -289,6 +296,5 @@ async fn a_bypass_is_requested_by_one_person_and_approved_by_another() {
     let kept = as_bob.get("megan").await.unwrap().spec;
     assert_eq!((kept.requested_by.as_str(), kept.approved_by.as_deref(), kept.revoked, kept.revoked_by.as_deref()), ("alice", Some("bob"), true, Some("alice")));
 
-    Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).delete(binding.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
-    Api::<ValidatingAdmissionPolicy>::all(admin).delete(policy.metadata.name.as_ref().unwrap(), &DeleteParams::default()).await.unwrap();
+    admission.remove().await;
 }

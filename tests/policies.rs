@@ -277,3 +277,89 @@ async fn a_policy_applied_by_a_gitops_tool_is_never_fought_over_and_reports_its_
     assert_eq!(again.metadata.generation, heard.metadata.generation);
     assert_eq!(again.status.map(|s| s.signals), Some(1));
 }
+
+/// A policy over every user: the recall it starts is planned and waits for approval; the
+/// operator, named as its requester, cannot approve it (nor can anyone acting in its name); a
+/// second person can, and the recall then does exactly what its plan counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_over_every_user_waits_for_an_approval_its_own_identity_cannot_give() {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let (parts, client, ns, _) = support::scenario("signal-approval").await;
+    let ns = ns.as_str();
+    let okta = backend(&client, ns).await;
+    secret(&client, ns, "hook-key", "hmac-key", HMAC_KEY).await;
+    let admission = support::AdmissionPolicy::install(&client, include_str!("../crds/mfarecall-requester.yaml")).await;
+    let apply = kube::api::PatchParams::apply("mfa-recall-tests").force();
+    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": "recall-approver" },
+                       "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }] });
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), ns).patch("recall-approver", &apply, &kube::api::Patch::Apply(role)).await.unwrap();
+    let binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": "recall-approver" },
+                          "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "recall-approver" },
+                          "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob" }] });
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns).patch("recall-approver", &apply, &kube::api::Patch::Apply(binding)).await.unwrap();
+    // The apiserver takes up a new admission policy within a second or so: wait until it refuses
+    // a recall asked for in someone else's name.
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let mut active = false;
+    for attempt in 0..150 {
+        let probe: MfaRecall = serde_json::from_value(json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": { "name": format!("probe-{attempt}") },
+            "spec": { "reason": "probe", "backends": ["nowhere"], "scope": { "users": ["x"] }, "suspend": true, "approval": { "requestedBy": "someone-else" } } })).unwrap();
+        if recalls.create(&PostParams::default(), &probe).await.is_err() {
+            active = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(active, "the admission policy never became active");
+
+    let signals_addr = support::free_addr();
+    let audit_file = parts.file("signal-approval-audit.jsonl");
+    let operator = Operator::start_with(ns, &audit_file, &parts.file("signal-approval-operator.log"), &format!("op-{ns}"), &["--signals-addr", &signals_addr]);
+    policy(&client, ns, json!({
+        "signals": { "webhook": { "secretRef": { "name": "hook-key" } } },
+        "template": { "reason": "tenant-wide credential stuffing", "backends": ["corp-okta"], "scope": { "allUsers": true, "exclude": { "users": [username(2)] } },
+                      "requireApproval": {}, "reEnrollment": { "checkInterval": "10s", "sweepPerCheck": 0 } }
+    }))
+    .await;
+    let before = okta.sim.provider.census(None);
+    let now = jiff::Timestamp::now().as_second();
+    let body = json!({ "id": "stuffing-1", "summary": "credential stuffing from a botnet" }).to_string();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{signals_addr}/v1/signals/{ns}/leak/webhook"))
+        .header("x-timestamp", now.to_string())
+        .header("x-signature", signed(HMAC_KEY, now, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["signals"][0]["outcome"], "created", "{answer}\n{}", operator.log());
+    let name = answer["signals"][0]["recall"].as_str().unwrap().to_string();
+    let phase_is = |phase: mfa_recall::api::RecallPhase| move |r: &MfaRecall| r.status.as_ref().is_some_and(|s| s.phase == phase);
+    let waiting = cluster::wait_for(&recalls, &name, Duration::from_secs(60), phase_is(mfa_recall::api::RecallPhase::AwaitingApproval)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let operator_name = Api::<SelfSubjectReview>::all(client.clone()).create(&PostParams::default(), &SelfSubjectReview::default()).await.unwrap().status.unwrap().user_info.unwrap().username.unwrap();
+    assert_eq!(waiting.spec.approval.as_ref().map(|a| a.requested_by.clone()), Some(operator_name.clone()), "the operator asks in its own name");
+    let status = waiting.status.unwrap();
+    let plan = status.plan.clone().expect("the plan it waits with");
+    assert_eq!((plan.users, status.counts.excluded, status.counts.invalidated), (11, 1, 0));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("planned: 11 users") && ready.message.contains("waiting for a second person"), "{}", ready.message);
+    assert_eq!(okta.sim.provider.census(None), before, "nothing is revoked before approval");
+
+    // The policy's identity cannot approve what it asked for.
+    let approve = |by: &str| kube::api::Patch::Merge(json!({ "spec": { "approval": { "approvedBy": by } } }));
+    let error = recalls.patch(&name, &kube::api::PatchParams::default(), &approve(&operator_name)).await.unwrap_err().to_string();
+    assert!(error.contains("you requested this recall, so you cannot approve it"), "{error}");
+    let as_bob = Api::<MfaRecall>::namespaced(support::acting_as("bob").await, ns);
+    as_bob.patch(&name, &kube::api::PatchParams::default(), &approve("bob")).await.expect("a second person approves");
+    let done = cluster::wait_for(&recalls, &name, Duration::from_secs(120), phase_is(mfa_recall::api::RecallPhase::AwaitingReEnrollment)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let counts = done.status.unwrap().counts;
+    assert_eq!((counts.invalidated, counts.excluded, counts.failed), (plan.users, 1, 0));
+    assert_eq!((counts.factors_revoked.clone(), counts.sessions_revoked), (plan.factors.clone(), plan.sessions), "exactly what the plan counted");
+    let approved: Vec<_> = audit_lines(&audit_file).into_iter().filter(|l| l["action"] == "recall.approve").collect();
+    assert_eq!(approved.len(), 1);
+    assert!(approved[0]["detail"].as_str().unwrap().contains(&format!("approved by bob (requested by {operator_name})")), "{}", approved[0]);
+    admission.remove().await;
+}

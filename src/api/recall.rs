@@ -763,6 +763,17 @@ mod tests {
         assert_eq!(serde_json::from_value::<RecallCounts>(newer).unwrap().factors_revoked, counts.factors_revoked);
     }
 
+    /// The operator's own check beside the admission policy: the requester's approval is none.
+    #[test]
+    fn approval_is_needed_above_its_count_and_given_only_by_someone_else() {
+        let approval = |above: Option<i64>, by: Option<&str>| Approval { requested_by: "system:serviceaccount:mfa:operator".into(), above_users: above, approved_by: by.map(str::to_string) };
+        assert!(approval(None, None).needed_for(0), "without a count, always");
+        assert!(!approval(Some(50), None).needed_for(50) && approval(Some(50), None).needed_for(51));
+        assert!(!approval(None, None).approved());
+        assert!(!approval(None, Some("system:serviceaccount:mfa:operator")).approved(), "the requester cannot approve");
+        assert!(approval(None, Some("bob")).approved());
+    }
+
     /// A backend's counts are flattened into its progress: a count named like one of the
     /// progress's own fields would write one key twice, and the apiserver refuses the status.
     #[test]

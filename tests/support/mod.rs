@@ -300,3 +300,41 @@ impl Drop for Alertmanager {
         let _ = self.child.wait();
     }
 }
+
+/// A client acting as `user` (impersonated by the test's admin), so RBAC and admission policies
+/// see that user's name.
+pub async fn acting_as(user: &str) -> Client {
+    let mut config = kube::Config::infer().await.unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).unwrap()
+}
+
+/// A ValidatingAdmissionPolicy and its binding from one of the committed YAML files, installed
+/// for a test; `remove` takes them away (they hold for every namespace).
+pub struct AdmissionPolicy {
+    admin: Client,
+    policy: String,
+    binding: String,
+}
+
+impl AdmissionPolicy {
+    pub async fn install(admin: &Client, yaml: &str) -> Self {
+        use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+        use serde::Deserialize;
+        let apply = PatchParams::apply("mfa-recall-tests").force();
+        let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(yaml).map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()).collect();
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(docs[0].clone()).unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(docs[1].clone()).unwrap();
+        let (policy_name, binding_name) = (policy.metadata.name.clone().unwrap(), binding.metadata.name.clone().unwrap());
+        Api::<ValidatingAdmissionPolicy>::all(admin.clone()).patch(&policy_name, &apply, &Patch::Apply(&policy)).await.unwrap();
+        Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()).patch(&binding_name, &apply, &Patch::Apply(&binding)).await.unwrap();
+        Self { admin: admin.clone(), policy: policy_name, binding: binding_name }
+    }
+
+    pub async fn remove(self) {
+        use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+        let delete = kube::api::DeleteParams::default();
+        Api::<ValidatingAdmissionPolicyBinding>::all(self.admin.clone()).delete(&self.binding, &delete).await.unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(self.admin.clone()).delete(&self.policy, &delete).await.unwrap();
+    }
+}
