@@ -3,7 +3,8 @@
 # simulated Okta in its own process, at the sizes given (default 10000 100000 1000000), each with
 # the limit (measured before and after each recall; three rounds up to 100 k users) and the
 # baseline script on the same simulator, plus one rate-limited run, and per size what watching
-# the re-enrollment window costs the provider (issue 25).
+# the re-enrollment window costs the provider (issue 25), and how fast a signal starts a recall
+# and how many duplicate signals the receiver refuses a second (issue 27).
 # Writes docs/benchmarks/results.json and docs/benchmarks/timeline-<N>.csv (and .png).
 # Usage: hack/bench.sh [USERS...]
 set -euo pipefail
@@ -34,6 +35,10 @@ for n in "${sizes[@]}"; do
   echo "bench: window, $n pending users" >&2
   target/release/mfa-recall-bench --window --users "$n" --work "$work/window-$n" >> "$results"
 done
+# Signals (issue 27): an Alertmanager notification to the first revocation, five times, and
+# 2 x 20,000 duplicates of it through the receiver.
+echo "bench: signals" >&2
+target/release/mfa-recall-bench --signals --users 10000 --rounds 5 --work "$work/signals" >> "$results"
 # Rate-limited: Okta-style per-minute limits per bucket, announced in X-Rate-Limit-* headers.
 echo "bench: rate-limited" >&2
 target/release/mfa-recall-bench --users 6000 --per-minute 12000 --no-references --work "$work/run-limited" >> "$results"

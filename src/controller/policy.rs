@@ -389,14 +389,7 @@ async fn take(ctx: &Context, armed: &Armed, config: &Config, signal: &Signal) ->
     if armed.spec.suspend {
         return seen("suspended", None, "spec.suspend is set".into());
     }
-    let requester = match operator_identity(ctx).await {
-        Ok(name) => name,
-        Err(e) => return seen("createFailed", None, format!("the operator could not learn its own user name (SelfSubjectReview), which a recall under dual control names as its requester: {e}")),
-    };
-    let spec = match recall_spec(&armed.spec.template, signal, &requester) {
-        Ok(spec) => spec,
-        Err(why) => return seen("noSubjects", None, why),
-    };
+    // Duplicates are told apart first: they are most of what an alerting system sends.
     let incident = signals::digest_hex(incident.as_bytes());
     let mut guard = armed.state.guard.lock().await;
     let now = jiff::Timestamp::now();
@@ -405,6 +398,14 @@ async fn take(ctx: &Context, armed: &Armed, config: &Config, signal: &Signal) ->
         Admission::CapReached => return seen("capReached", None, format!("{} recalls were created by this policy in the last hour (spec.maxRecallsPerHour)", armed.spec.max_recalls_per_hour)),
         Admission::Create => {}
     }
+    let requester = match operator_identity(ctx).await {
+        Ok(name) => name,
+        Err(e) => return seen("createFailed", None, format!("the operator could not learn its own user name (SelfSubjectReview), which a recall under dual control names as its requester: {e}")),
+    };
+    let spec = match recall_spec(&armed.spec.template, signal, &requester) {
+        Ok(spec) => spec,
+        Err(why) => return seen("noSubjects", None, why),
+    };
     match create(ctx, armed, spec, signal, &incident).await {
         Ok(name) => {
             guard.created(&incident, now, &name);

@@ -77,6 +77,15 @@ struct Args {
     /// With --window: users who enroll between two checks (one in ten from an address abroad, to be flagged).
     #[arg(long, default_value_t = 100)]
     enrollments: u32,
+    /// Instead of a recall: the MfaRecallPolicy signal receiver, with --users seeded users: for
+    /// --rounds rounds, the seconds from an Alertmanager notification reaching the receiver to the
+    /// first revocation at the provider; then --duplicates repeats of it, sent by 32 clients at once,
+    /// each refused as a duplicate: signals per second, and the operator's memory before and after.
+    #[arg(long)]
+    signals: bool,
+    /// With --signals: duplicate notifications sent in each of two batches.
+    #[arg(long, default_value_t = 20_000)]
+    duplicates: u32,
     /// Scratch folder.
     #[arg(long)]
     work: PathBuf,
@@ -362,6 +371,121 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
         result["recallThrottledShare"] = json!(round4(throttled.saturating_sub(refused) as f64 / (served.saturating_sub(sent)).max(1) as f64));
     }
     result
+}
+
+/// Resident memory now (MiB), from /proc.
+fn rss_now(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// One round of `--signals`: a fresh simulator, namespace, policy and operator; an Alertmanager
+/// notification naming one user, timed to the first revocation; then (first round only) two
+/// batches of its duplicates.
+async fn signals_run(args: &Args, client: &Client, http: &reqwest::Client, round_no: u32) -> Value {
+    let token = format!("00{:032x}", fastrand::u128(..));
+    let (sim, url) = start_sim(args, args.users, 0, &token);
+    let ns = format!("bench-signals-{:05x}", fastrand::u32(..0xfffff));
+    cluster::create_namespace(client, &ns).await.unwrap();
+    cluster::create_backend(client, &ns, "okta", backend_spec(args, &url), &[("api-token".to_string(), token.clone())].into()).await.unwrap();
+    let bearer = format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..));
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "am-token" }, "stringData": { "token": bearer } })).unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns).create(&Default::default(), &secret).await.unwrap();
+    let policy: mfa_recall::api::MfaRecallPolicy = serde_json::from_value(json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecallPolicy", "metadata": { "name": "leak" },
+        "spec": { "signals": { "alertmanager": { "tokenSecretRef": { "name": "am-token" } } }, "maxRecallsPerHour": 100,
+                  "template": { "reason": "benchmark", "backends": ["okta"], "scope": { "usersFromSignal": true }, "reEnrollment": { "checkInterval": "1h" } } } })).unwrap();
+    let policies: Api<mfa_recall::api::MfaRecallPolicy> = Api::namespaced(client.clone(), &ns);
+    policies.create(&Default::default(), &policy).await.unwrap();
+    let (health, receiver) = (free_addr(), free_addr());
+    let ledger_key = args.work.join("ledger.key");
+    std::fs::write(&ledger_key, format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..))).unwrap();
+    let operator = Proc(
+        Command::new(sibling("mfa-recall"))
+            .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--metrics-addr", &health.to_string(), "--signals-addr", &receiver.to_string()])
+            .arg("--audit-file")
+            .arg(args.work.join(format!("audit-{ns}.jsonl")))
+            .arg("--ledger-key-file")
+            .arg(&ledger_key)
+            .env("MFA_RECALL_LOG", std::env::var("MFA_RECALL_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(args.work.join(format!("operator-{ns}.log"))).unwrap())
+            .spawn()
+            .expect("start the operator"),
+    );
+    let pid = operator.0.id();
+    cluster::wait_for(&policies, "leak", Duration::from_secs(60), |p| p.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
+    let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), &ns);
+    cluster::wait_for(&backends, "okta", Duration::from_secs(60), |b| b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
+    let ready = Instant::now();
+    while !http.get(format!("http://{health}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "the operator's /readyz did not answer 200 within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let endpoint = format!("http://{receiver}/v1/signals/{ns}/leak/alertmanager");
+    let notification = json!({ "version": "4", "groupKey": "{}:{alertname=\"CredentialLeak\"}", "truncatedAlerts": 0, "status": "firing", "receiver": "mfa-recall",
+        "groupLabels": { "alertname": "CredentialLeak" }, "commonLabels": { "alertname": "CredentialLeak" }, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": [{ "status": "firing", "labels": { "alertname": "CredentialLeak", "user": idp_sim::username(7) }, "annotations": { "summary": "credentials in a dump" },
+                     "startsAt": jiff::Timestamp::now().to_string(), "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": format!("{:016x}", fastrand::u64(..)) }] })
+    .to_string();
+    let sent_at = jiff::Timestamp::now();
+    let t0 = Instant::now();
+    let answer = http.post(&endpoint).bearer_auth(&bearer).body(notification.clone()).send().await.unwrap();
+    let answered = t0.elapsed().as_secs_f64();
+    assert!(answer.status().is_success(), "the receiver refused the notification: {}", answer.text().await.unwrap_or_default());
+    let first_revocation = loop {
+        if let Some(ms) = sim_stats(http, &url).await.first_write_ms {
+            break (ms - sent_at.as_millisecond()) as f64 / 1000.0;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no revocation within 60 s of the signal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut result = json!({ "run": "signals", "round": round_no, "users": args.users, "secondsSignalToRecallCreated": round4(answered), "secondsSignalToFirstRevocation": round4(first_revocation) });
+    if round_no == 1 {
+        // Duplicates of the notification just taken, as Alertmanager repeats a firing group.
+        let rss_before = rss_now(pid);
+        let mut batches = Vec::new();
+        for _ in 0..2 {
+            let sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let t = Instant::now();
+            let clients: Vec<_> = (0..32)
+                .map(|_| {
+                    let (http, endpoint, bearer, body, sent, total) = (http.clone(), endpoint.clone(), bearer.clone(), notification.clone(), sent.clone(), args.duplicates);
+                    tokio::spawn(async move {
+                        let mut refused = 0u32;
+                        while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                            let response = http.post(&endpoint).bearer_auth(&bearer).body(body.clone()).send().await.unwrap();
+                            let said: Value = response.json().await.unwrap_or_default();
+                            refused += u32::from(said["signals"][0]["outcome"] == "duplicate");
+                        }
+                        refused
+                    })
+                })
+                .collect();
+            let mut duplicates = 0;
+            for client in clients {
+                duplicates += client.await.unwrap();
+            }
+            let seconds = t.elapsed().as_secs_f64();
+            assert_eq!(duplicates, args.duplicates, "every repeat was taken as a duplicate");
+            batches.push((seconds, rss_now(pid)));
+        }
+        let recalls = Api::<MfaRecall>::namespaced(client.clone(), &ns).list(&Default::default()).await.unwrap().items.len();
+        assert_eq!(recalls, 1, "one incident, one recall");
+        let (hwm, cpu) = rss_and_cpu(pid);
+        result["duplicatesPerBatch"] = json!(args.duplicates);
+        result["signalsPerSecond"] = json!(batches.iter().map(|(s, _)| round(args.duplicates as f64 / s)).collect::<Vec<_>>());
+        result["operatorRssMiB"] = json!({ "beforeDuplicates": round(rss_before), "afterFirstBatch": round(batches[0].1), "afterSecondBatch": round(batches[1].1), "peak": round(hwm) });
+        result["operatorCpuSeconds"] = json!(round(cpu));
+    }
+    drop(operator);
+    drop(sim);
+    let _ = Api::<mfa_recall::api::RecallLedgerSegment>::namespaced(client.clone(), &ns).delete_collection(&DeleteParams::default(), &Default::default()).await;
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+    result
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Requests and 429s of the competing client.
@@ -787,6 +911,12 @@ async fn main() {
     }
     let client = Client::try_default().await.expect("KUBECONFIG of the bench apiserver");
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+    if args.signals {
+        for round in 1..=args.rounds {
+            println!("{}", signals_run(&args, &client, &http, round).await);
+        }
+        return;
+    }
     if args.no_references {
         println!("{}", recall_run(&args, &client, &http, true).await);
         return;
