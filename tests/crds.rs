@@ -83,6 +83,7 @@ fn examples_match_the_api() {
                 }),
                 "MfaRecall" => serde_norway::from_value::<mfa_recall::api::MfaRecall>(value).map(|_| ()),
                 "MfaBypass" => serde_norway::from_value::<mfa_recall::api::MfaBypass>(value).map(|_| ()),
+                "MfaRecallPolicy" => serde_norway::from_value::<mfa_recall::api::MfaRecallPolicy>(value).map(|_| ()),
                 "Role" => serde_norway::from_value::<k8s_openapi::api::rbac::v1::Role>(value).map(|_| ()),
                 "Secret" => serde_norway::from_value::<k8s_openapi::api::core::v1::Secret>(value).map(|s| {
                     secrets.insert(kube::ResourceExt::name_any(&s), s);

@@ -102,6 +102,7 @@ pub struct WebhookSource {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SignalSecretRef {
+    /// The Secret's name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
@@ -219,6 +220,7 @@ pub struct MfaRecallPolicyStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SignalSeen {
+    /// When it arrived.
     pub at: jiff::Timestamp,
     /// alertmanager or webhook.
     pub source: String,
