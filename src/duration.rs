@@ -36,6 +36,9 @@ pub const LINK_LIFETIME: Bounds = Bounds { field: "reEnrollment.linkLifetime", m
 /// How long after a policy's recall a signal of the same incident starts nothing.
 pub const COOLDOWN: Bounds = Bounds { field: "cooldown", min: "1m", max: "720h", example: "1h or 30m" };
 
+/// How long the operator waits between polls of a Shared Signals transmitter.
+pub const POLL_INTERVAL: Bounds = Bounds { field: "sharedSignals.poll.interval", min: "5s", max: "1h", example: "30s or 2m" };
+
 /// The windows of the burst and push-fatigue rules.
 pub const BURST_WITHIN: Bounds = Bounds { field: "anomalies.burstWithin", min: "1m", max: "24h", example: "10m" };
 pub const PUSH_WITHIN: Bounds = Bounds { field: "anomalies.pushWithin", min: "1m", max: "24h", example: "10m" };

@@ -363,3 +363,90 @@ async fn a_policy_over_every_user_waits_for_an_approval_its_own_identity_cannot_
     assert!(approved[0]["detail"].as_str().unwrap().contains(&format!("approved by bob (requested by {operator_name})")), "{}", approved[0]);
     admission.remove().await;
 }
+
+/// A Shared Signals transmitter (the test kit's, signing with a real ES256 key): a RISC
+/// credential-compromise for two users, in one poll, recalls those two in one recall and is
+/// acknowledged; a forged SET, one for another audience, one of another issuer and one not typed
+/// as a SET are refused (reported in setErrs when polled, 400 with the RFC 8935 error when
+/// pushed) and create nothing; a pushed one naming a user the recall missed starts a follow-up
+/// of that user alone; the transmitter's stream verification is answered and starts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_signals_for_two_users_recall_those_two_and_forged_sets_nothing() {
+    let (parts, client, ns, _) = support::scenario("signal-ssf").await;
+    let ns = ns.as_str();
+    let _okta = backend(&client, ns).await;
+    const PUSH: &str = "Bearer mfacanary-ssf-push-authorization-0123456789";
+    const POLL: &str = "Bearer mfacanary-ssf-poll-authorization-0123456789";
+    secret(&client, ns, "ssf-push", "authorization", PUSH).await;
+    secret(&client, ns, "ssf-poll", "authorization", POLL).await;
+    let transmitter = testkit::ssf::Transmitter::start(POLL).await;
+    let audience = format!("https://mfa-recall.example/{ns}");
+    let signals_addr = support::free_addr();
+    let audit_file = parts.file("signal-ssf-audit.jsonl");
+    let operator = Operator::start_with(ns, &audit_file, &parts.file("signal-ssf-operator.log"), &format!("op-{ns}"), &["--signals-addr", &signals_addr]);
+    let policies: Api<MfaRecallPolicy> = Api::namespaced(client.clone(), ns);
+    let armed = policy(&client, ns, json!({
+        "signals": { "sharedSignals": { "issuer": transmitter.issuer, "audience": audience,
+                                        "push": { "authorizationSecretRef": { "name": "ssf-push" } },
+                                        "poll": { "endpoint": format!("{}/poll", transmitter.issuer), "authorizationSecretRef": { "name": "ssf-poll" }, "interval": "5s" } } },
+        "condition": "signal.labels.event == \"credential-compromise\"",
+        "dedupeBy": "signal.labels.event",
+        "template": { "reason": "RISC credential compromise", "backends": ["corp-okta"], "scope": { "usersFromSignal": true } }
+    }))
+    .await;
+    let push_url = format!("http://{signals_addr}/v1/signals/{ns}/leak/ssf");
+    assert_eq!(armed.status.unwrap().endpoints, [format!("/v1/signals/{ns}/leak/ssf")]);
+
+    let email = |i: u32| json!({ "format": "email", "email": format!("{}@example.com", username(i)) });
+    let compromise = json!({ "credential_type": "password" });
+    use testkit::ssf::{CREDENTIAL_COMPROMISE, SESSION_REVOKED, VERIFICATION};
+    // One poll's answer: the two users, and four that must be refused.
+    transmitter.queue("c-1", transmitter.set(&audience, "c-1", CREDENTIAL_COMPROMISE, compromise.clone(), email(1)));
+    transmitter.queue("c-2", transmitter.set(&audience, "c-2", CREDENTIAL_COMPROMISE, compromise.clone(), email(2)));
+    transmitter.queue("forged", transmitter.forged(&audience, "forged", CREDENTIAL_COMPROMISE, compromise.clone(), email(9)));
+    transmitter.queue("elsewhere", transmitter.set("https://someone-else.example", "elsewhere", CREDENTIAL_COMPROMISE, compromise.clone(), email(9)));
+    let stranger = transmitter.claims("https://evil.example", &audience, "stranger", CREDENTIAL_COMPROMISE, compromise.clone(), email(9));
+    transmitter.queue("stranger", transmitter.signed("secevent+jwt", &stranger));
+    let untyped = transmitter.claims(&transmitter.issuer, &audience, "untyped", CREDENTIAL_COMPROMISE, compromise.clone(), email(9));
+    transmitter.queue("untyped", transmitter.signed("JWT", &untyped));
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    while transmitter.acknowledged().1.len() < 4 || transmitter.acknowledged().0.len() < 2 {
+        assert!(std::time::Instant::now() < give_up, "the operator did not poll the transmitter: {} polls\n{}", transmitter.polls(), operator.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (acknowledged, refused) = transmitter.acknowledged();
+    assert_eq!(acknowledged.iter().collect::<std::collections::BTreeSet<_>>(), ["c-1", "c-2"].iter().map(|s| s.to_string()).collect::<Vec<_>>().iter().collect());
+    let errs: std::collections::BTreeMap<&str, &str> = refused.iter().map(|(jti, e)| (jti.as_str(), e["err"].as_str().unwrap())).collect();
+    assert_eq!(errs, [("elsewhere", "invalid_audience"), ("forged", "invalid_key"), ("stranger", "invalid_issuer"), ("untyped", "invalid_request")].into());
+    let created = recalls_of_policy(&client, ns).await;
+    assert_eq!(created.len(), 1, "one recall of the two");
+    assert_eq!(created[0].spec.scope.users, [format!("{}@example.com", username(1)), format!("{}@example.com", username(2))]);
+
+    // Pushed: refused without the Authorization the stream was set up with, or forged.
+    let forged = transmitter.forged(&audience, "p-forged", CREDENTIAL_COMPROMISE, compromise.clone(), email(9));
+    let (status, body) = transmitter.push(&push_url, PUSH, &forged).await;
+    assert_eq!((status, body["err"].as_str()), (400, Some("invalid_key")));
+    let genuine = transmitter.set(&audience, "p-3", CREDENTIAL_COMPROMISE, compromise.clone(), email(3));
+    let (status, body) = transmitter.push(&push_url, "Bearer not-it", &genuine).await;
+    assert_eq!((status, body["err"].as_str()), (401, Some("authentication_failed")));
+    // A stream verification, and an event the condition leaves alone: nothing starts.
+    let verification = transmitter.set(&audience, "v-1", VERIFICATION, json!({ "state": "VGhpcyBpcyBhbiBleGFtcGxlIHN0YXRlIHZhbHVlLgo=" }), json!({ "format": "opaque", "id": "stream-1" }));
+    assert_eq!(transmitter.push(&push_url, PUSH, &verification).await.0, 202);
+    let revoked = transmitter.set(&audience, "s-1", SESSION_REVOKED, json!({}), email(4));
+    assert_eq!(transmitter.push(&push_url, PUSH, &revoked).await.0, 202);
+    assert_eq!(recalls_of_policy(&client, ns).await.len(), 1);
+    // The same incident naming a user its recall missed: a follow-up of that user alone.
+    assert_eq!(transmitter.push(&push_url, PUSH, &genuine).await.0, 202);
+    let again = transmitter.set(&audience, "p-4", CREDENTIAL_COMPROMISE, compromise.clone(), email(1));
+    assert_eq!(transmitter.push(&push_url, PUSH, &again).await.0, 202);
+    let mut created = recalls_of_policy(&client, ns).await;
+    created.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+    assert_eq!(created.len(), 2, "user 1 again is a duplicate; user 3 is new");
+    assert!(created.iter().any(|r| r.spec.scope.users == [format!("{}@example.com", username(3))]), "{:?}", created.iter().map(|r| &r.spec.scope.users).collect::<Vec<_>>());
+    let seen = cluster::wait_for(&policies, "leak", Duration::from_secs(30), |p| outcome(p, "duplicate") == 1).await.unwrap();
+    let outcomes = seen.status.unwrap().outcomes;
+    for (name, n) in [("created", 2), ("merged", 1), ("badSignature", 2), ("wrongAudience", 1), ("unknownIssuer", 1), ("malformed", 1), ("unauthenticated", 1), ("verification", 1), ("conditionFalse", 1)] {
+        assert_eq!(outcomes.get(name).copied(), Some(n), "{name}: {outcomes:?}");
+    }
+    assert!(!operator.log().contains("mfacanary-ssf"), "no authorization in the operator's log");
+}

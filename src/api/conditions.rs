@@ -75,6 +75,8 @@ reasons! {
     InvalidPolicy,
     /// A source's Secret is missing, lacks its key, or holds too short a secret.
     SecretUnusable,
+    /// The Shared Signals transmitter's configuration or keys could not be read.
+    TransmitterUnreachable,
     // An IdentityBackend's Ready.
     Reachable,
     NotReady,

@@ -63,7 +63,7 @@ fn default_max_per_hour() -> i32 {
 
 /// The receivers a policy listens on; at least one.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.alertmanager) || has(self.webhook)").message("signals must name at least one source: alertmanager or webhook"))]
+#[x_kube(validation = Rule::new("has(self.alertmanager) || has(self.webhook) || has(self.sharedSignals)").message("signals must name at least one source: alertmanager, webhook or sharedSignals"))]
 #[serde(rename_all = "camelCase")]
 pub struct SignalSources {
     /// Prometheus Alertmanager's webhook (payload version 4), each alert one signal, authenticated by a bearer token (the receiver's http_config.authorization).
@@ -72,6 +72,59 @@ pub struct SignalSources {
     /// A generic JSON webhook signed with HMAC-SHA256 over "<X-Timestamp>.<body>" in X-Signature (sha256=<hex>), refused once older than five minutes or seen before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSource>,
+    /// An OpenID Shared Signals transmitter: Security Event Tokens signed with its keys, pushed to this receiver (RFC 8935) and/or polled from it (RFC 8936). CAEP session-revoked and credential-change and RISC credential-compromise and account-disabled are signals with labels event (the event's name), issuer and the event's own text fields (credential_type, change_type, reason, ...), and the users their subject names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_signals: Option<SharedSignalsSource>,
+}
+
+/// A Shared Signals transmitter as a source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.push) || has(self.poll)").message("sharedSignals needs push, poll or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct SharedSignalsSource {
+    /// The transmitter's issuer: every SET's iss must equal it. Its keys are found from <issuer>/.well-known/ssf-configuration unless jwksUri is given. https, or http to loopback.
+    #[schemars(length(min = 1, max = 2048))]
+    pub issuer: String,
+    /// The audience this receiver was registered with: every SET's aud must name it.
+    #[schemars(length(min = 1, max = 2048))]
+    pub audience: String,
+    /// Where the transmitter's signing keys (JWKS) are; default: the jwks_uri of its configuration. https, or http to loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub jwks_uri: Option<String>,
+    /// Push delivery: the transmitter POSTs each SET to this policy's ssf endpoint (status.endpoints) with the Authorization header value held in the Secret's key `authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<SsfPush>,
+    /// Poll delivery: the operator asks the transmitter's poll endpoint for SETs and acknowledges them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<SsfPoll>,
+}
+
+/// Push delivery (RFC 8935).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SsfPush {
+    /// The Secret whose key `authorization` holds the Authorization header the transmitter sends (at least 32 characters).
+    pub authorization_secret_ref: SignalSecretRef,
+}
+
+/// Poll delivery (RFC 8936).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SsfPoll {
+    /// The transmitter's poll endpoint for this stream. https, or http to loopback; redirects are not followed.
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: String,
+    /// The Secret whose key `authorization` holds the Authorization header sent with each poll (only to endpoint).
+    pub authorization_secret_ref: SignalSecretRef,
+    /// How long to wait between polls when the transmitter has nothing more, as a duration from 5s to 1h (default 30s).
+    #[serde(default = "default_poll_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && size(self) > 0 && duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("poll.interval must be a duration from 5s to 1h, such as 30s or 2m"))]
+    pub interval: String,
+}
+
+fn default_poll_interval() -> String {
+    "30s".into()
 }
 
 /// Alertmanager as a source.
@@ -202,7 +255,7 @@ pub struct MfaRecallPolicyStatus {
     /// The last recall it created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recall: Option<String>,
-    /// Signals by what became of them: created, duplicate, conditionFalse, conditionError, resolved, noSubjects, capReached, suspended, createFailed; and those refused before they were read: unauthenticated, badSignature, stale, replayed, malformed, tooLarge.
+    /// Signals by what became of them: created, merged (into the recall of another signal of the same incident in one delivery), duplicate, conditionFalse, conditionError, resolved, noSubjects, capReached, suspended, createFailed, verification (a Shared Signals stream check); and those refused before they were read: unauthenticated, badSignature, stale, replayed, malformed, tooLarge, unknownIssuer, wrongAudience; and pollFailed (a poll of a Shared Signals transmitter that failed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outcomes: BTreeMap<String, i64>,
     /// The latest signals, newest first (at most 20).
@@ -222,7 +275,7 @@ pub struct MfaRecallPolicyStatus {
 pub struct SignalSeen {
     /// When it arrived.
     pub at: jiff::Timestamp,
-    /// alertmanager or webhook.
+    /// alertmanager, webhook or sharedSignals.
     pub source: String,
     /// The signal's fingerprint, where it could be read.
     #[serde(default, skip_serializing_if = "String::is_empty")]

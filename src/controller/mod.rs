@@ -254,9 +254,12 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
             }
         });
     let (policy_store, policy_stream) = watched(policies, "mfarecallpolicies", health.clone());
-    // Only the leader serves them: each policy's guard against duplicates lives in one process.
+    // Only the leader serves and polls them: each policy's guard against duplicates lives in one process.
+    ctx.policies.watch(policy_store.clone());
+    tokio::spawn(policy::flush_statuses(ctx.clone()));
+    tokio::spawn(policy::poll_transmitters(ctx.clone()));
     if let Some(addr) = settings.signals_addr {
-        policy::serve(addr, ctx.clone(), policy_store.clone()).await?;
+        policy::serve(addr, ctx.clone()).await?;
     }
     let policy_controller = Controller::for_stream(policy_stream, policy_store)
         .with_config(config)

@@ -24,7 +24,8 @@ use super::{Context, FIELD_MANAGER};
 use crate::api::{self, MfaRecall, MfaRecallPolicy, MfaRecallPolicySpec, MfaRecallPolicyStatus, MfaRecallSpec, Reason, RecallTemplate, SignalSeen};
 use crate::audit::{Action as Audited, AuditEvent, Outcome};
 use crate::keys::HmacKey;
-use crate::signals::{self, Admission, Guard, Refusal, Rules, SeenSignatures, Signal, Verdict};
+use crate::backends::http::SecretString;
+use crate::signals::{self, Admission, Guard, Refusal, Rules, SeenSignatures, Signal, Verdict, ssf};
 use crate::{Error, Result};
 
 /// The recalls a policy created carry its name, and a digest of the incident they answer.
@@ -50,15 +51,32 @@ pub struct Policies {
     armed: RwLock<HashMap<String, Arc<Armed>>>,
     /// The operator's own Kubernetes user name, the requester of the recalls that need approval.
     identity: tokio::sync::OnceCell<String>,
+    /// The policies as the watch has them: an armed policy no longer there is forgotten.
+    store: std::sync::OnceLock<Store<MfaRecallPolicy>>,
 }
 
 impl Policies {
-    fn get(&self, key: &str) -> Option<Arc<Armed>> {
-        self.armed.read().unwrap().get(key).cloned()
+    /// Uses the policies' watch to tell which armed ones still exist.
+    pub fn watch(&self, store: Store<MfaRecallPolicy>) {
+        let _ = self.store.set(store);
     }
 
+    /// The armed policy `namespace/name`, while it exists as the object it was armed from.
+    fn get(&self, key: &str) -> Option<Arc<Armed>> {
+        let armed = self.armed.read().unwrap().get(key).cloned()?;
+        self.exists(&armed).then_some(armed)
+    }
+
+    /// Every armed policy that still exists; the others are forgotten.
     fn all(&self) -> Vec<Arc<Armed>> {
-        self.armed.read().unwrap().values().cloned().collect()
+        let mut armed = self.armed.write().unwrap();
+        armed.retain(|_, a| self.exists(a));
+        armed.values().cloned().collect()
+    }
+
+    fn exists(&self, armed: &Armed) -> bool {
+        let Some(store) = self.store.get() else { return true };
+        store.get(&ObjectRef::new(&armed.name).within(&armed.namespace)).is_some_and(|p| p.uid().as_deref() == Some(armed.uid.as_str()))
     }
 }
 
@@ -79,7 +97,50 @@ struct Config {
     rules: Rules,
     bearer: Option<[u8; 32]>,
     hmac: Option<HmacKey>,
+    ssf: Option<SsfConfig>,
     cooldown: Duration,
+}
+
+/// A Shared Signals source, armed: the transmitter's keys (fetched again, at most every
+/// KEYS_REFRESH, when a SET names a key they lack), and what push and poll need.
+struct SsfConfig {
+    issuer: String,
+    audience: String,
+    jwks_uri: String,
+    keys: RwLock<Arc<ssf::Keys>>,
+    refreshed: Mutex<std::time::Instant>,
+    /// Digest of the Authorization header a push must carry.
+    push: Option<[u8; 32]>,
+    poll: Option<SsfPollConfig>,
+}
+
+struct SsfPollConfig {
+    endpoint: reqwest::Url,
+    authorization: SecretString,
+    interval: Duration,
+}
+
+/// Keys are fetched again for an unknown key id at most this often: a stream of forged kids
+/// cannot make the operator hammer the transmitter.
+const KEYS_REFRESH: Duration = Duration::from_secs(30);
+/// SETs asked for per poll.
+const POLL_BATCH: u32 = 100;
+
+impl SsfConfig {
+    /// Verifies a SET, fetching the keys again once when it names a key they lack.
+    async fn verify(&self, token: &str) -> std::result::Result<ssf::Verified, ssf::SetError> {
+        let keys = self.keys.read().unwrap().clone();
+        let unknown_kid = ssf::key_id(token).is_some_and(|kid| !keys.has(&kid));
+        if unknown_kid && self.refreshed.lock().unwrap().elapsed() >= KEYS_REFRESH {
+            *self.refreshed.lock().unwrap() = std::time::Instant::now();
+            match ssf::keys(&ssf::client(), &self.jwks_uri).await {
+                Ok(fresh) => *self.keys.write().unwrap() = Arc::new(fresh),
+                Err(e) => tracing::warn!(jwks = %self.jwks_uri, error = %e, "the transmitter's keys could not be fetched again"),
+            }
+        }
+        let keys = self.keys.read().unwrap().clone();
+        ssf::verify(token, &keys, &self.issuer, &self.audience)
+    }
 }
 
 /// What a policy did, kept across re-arming (and seeded from the apiserver when first armed).
@@ -92,6 +153,15 @@ struct State {
     stats: Mutex<Stats>,
     /// Stats changed since status was written.
     dirty: AtomicBool,
+    /// What the next poll of a Shared Signals transmitter acknowledges, and when it is due.
+    poll: tokio::sync::Mutex<PollState>,
+}
+
+#[derive(Default)]
+struct PollState {
+    ack: Vec<String>,
+    set_errs: std::collections::BTreeMap<String, serde_json::Value>,
+    next: Option<tokio::time::Instant>,
 }
 
 #[derive(Default)]
@@ -110,7 +180,8 @@ impl Armed {
 
     fn endpoints(&self) -> Vec<String> {
         let sources = &self.spec.signals;
-        [("alertmanager", sources.alertmanager.is_some()), ("webhook", sources.webhook.is_some())]
+        let push = sources.shared_signals.as_ref().is_some_and(|s| s.push.is_some());
+        [("alertmanager", sources.alertmanager.is_some()), ("webhook", sources.webhook.is_some()), ("ssf", push)]
             .into_iter()
             .filter(|(_, on)| *on)
             .map(|(source, _)| format!("{PATH_PREFIX}{}/{}/{source}", self.namespace, self.name))
@@ -151,6 +222,7 @@ fn static_source(source: &str) -> &'static str {
     match source {
         "alertmanager" => "alertmanager",
         "webhook" => "webhook",
+        "sharedSignals" | "ssf" => "sharedSignals",
         _ => "unknown",
     }
 }
@@ -226,7 +298,60 @@ async fn configure(policy: &MfaRecallPolicy, ctx: &Context) -> Result<std::resul
         },
         None => None,
     };
-    Ok(Ok(Config { rules, bearer, hmac, cooldown }))
+    let ssf = match &spec.signals.shared_signals {
+        Some(source) => {
+            let push = match &source.push {
+                Some(push) => match read(&push.authorization_secret_ref.name, "authorization").await? {
+                    Ok(value) => Some(signals::token_digest(&value)),
+                    Err(why) => return Ok(Err(why)),
+                },
+                None => None,
+            };
+            let poll = match &source.poll {
+                Some(poll) => {
+                    let endpoint = match ssf::checked_url("sharedSignals.poll.endpoint", &poll.endpoint) {
+                        Ok(url) => url,
+                        Err(why) => return Ok(Err((Reason::InvalidPolicy, why))),
+                    };
+                    let interval = match crate::duration::POLL_INTERVAL.parse(&poll.interval) {
+                        Ok(interval) => interval,
+                        Err(why) => return Ok(Err((Reason::InvalidPolicy, why))),
+                    };
+                    match read(&poll.authorization_secret_ref.name, "authorization").await? {
+                        Ok(value) => match String::from_utf8(value) {
+                            Ok(text) => Some(SsfPollConfig { endpoint, authorization: SecretString::new(text), interval }),
+                            Err(_) => return Ok(Err((Reason::SecretUnusable, format!("Secret {namespace}/{}: key authorization is not text", poll.authorization_secret_ref.name)))),
+                        },
+                        Err(why) => return Ok(Err(why)),
+                    }
+                }
+                None => None,
+            };
+            let client = ssf::client();
+            let jwks_uri = match &source.jwks_uri {
+                Some(uri) => uri.clone(),
+                None => match ssf::jwks_uri(&client, &source.issuer).await {
+                    Ok(uri) => uri,
+                    Err(why) => return Ok(Err((Reason::TransmitterUnreachable, format!("the transmitter's configuration: {why}")))),
+                },
+            };
+            let keys = match ssf::keys(&client, &jwks_uri).await {
+                Ok(keys) => keys,
+                Err(why) => return Ok(Err((Reason::TransmitterUnreachable, format!("the transmitter's keys: {why}")))),
+            };
+            Some(SsfConfig {
+                issuer: source.issuer.clone(),
+                audience: source.audience.clone(),
+                jwks_uri,
+                keys: RwLock::new(Arc::new(keys)),
+                refreshed: Mutex::new(std::time::Instant::now()),
+                push,
+                poll,
+            })
+        }
+        None => None,
+    };
+    Ok(Ok(Config { rules, bearer, hmac, ssf, cooldown }))
 }
 
 /// A policy first armed in this process: its counts from its status, its guard from the recalls
@@ -246,7 +371,7 @@ async fn seeded(policy: &MfaRecallPolicy, ctx: &Context) -> Result<State> {
     let mut guard = state.guard.try_lock().expect("a new guard is not shared yet");
     for recall in created {
         let (Some(incident), Some(at)) = (recall.labels().get(INCIDENT_LABEL), recall.metadata.creation_timestamp.as_ref()) else { continue };
-        guard.created(incident, at.0, &recall.name_any());
+        guard.created(incident, at.0, &recall.name_any(), &recall.spec.scope.users);
     }
     drop(guard);
     Ok(state)
@@ -260,7 +385,7 @@ async fn write_status(ctx: &Context, armed: &Armed, status: &MfaRecallPolicyStat
 }
 
 /// Writes what signals became into each policy's status, every few seconds, until the process ends.
-async fn flush_statuses(ctx: Arc<Context>) {
+pub async fn flush_statuses(ctx: Arc<Context>) {
     loop {
         tokio::time::sleep(FLUSH_EVERY).await;
         for armed in ctx.policies.all() {
@@ -275,12 +400,11 @@ async fn flush_statuses(ctx: Arc<Context>) {
     }
 }
 
-/// Serves the receivers on `addr` until the process ends, and keeps the policies' status.
-pub async fn serve(addr: SocketAddr, ctx: Arc<Context>, store: Store<MfaRecallPolicy>) -> std::io::Result<()> {
-    tokio::spawn(flush_statuses(ctx.clone()));
+/// Serves the receivers on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
     super::listener::serve(addr, "signal receivers", move |request| {
-        let (ctx, store) = (ctx.clone(), store.clone());
-        async move { respond(&ctx, &store, request).await }
+        let ctx = ctx.clone();
+        async move { respond(&ctx, request).await }
     })
     .await
 }
@@ -294,7 +418,7 @@ fn answer(status: u16, body: serde_json::Value) -> Response<Full<bytes::Bytes>> 
         .expect("a response of fixed parts")
 }
 
-async fn respond(ctx: &Context, store: &Store<MfaRecallPolicy>, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
+async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
     let path = request.uri().path().to_string();
     let Some((namespace, name, source)) = path.strip_prefix(PATH_PREFIX).and_then(|rest| {
         let mut parts = rest.split('/');
@@ -302,13 +426,12 @@ async fn respond(ctx: &Context, store: &Store<MfaRecallPolicy>, request: Request
         (parts.3.is_none()).then_some((parts.0, parts.1, parts.2))
     }) else {
         ctx.metrics.signal("unknown", "unknownPolicy");
-        return answer(404, json!({ "error": format!("no receiver here: signals go to {PATH_PREFIX}<namespace>/<policy>/<alertmanager|webhook>") }));
+        return answer(404, json!({ "error": format!("no receiver here: signals go to {PATH_PREFIX}<namespace>/<policy>/<alertmanager|webhook|ssf>") }));
     };
     // Only a policy that still exists, as the same object, takes signals.
-    let exists = |armed: &Armed| store.get(&ObjectRef::new(name).within(namespace)).is_some_and(|p| p.uid().as_deref() == Some(armed.uid.as_str()));
     let armed = match ctx.policies.get(&format!("{namespace}/{name}")) {
-        Some(armed) if exists(&armed) => armed,
-        _ => {
+        Some(armed) => armed,
+        None => {
             ctx.metrics.signal(static_source(source), "unknownPolicy");
             return answer(404, json!({ "error": format!("no MfaRecallPolicy {namespace}/{name} takes signals here") }));
         }
@@ -316,6 +439,7 @@ async fn respond(ctx: &Context, store: &Store<MfaRecallPolicy>, request: Request
     let configured = match source {
         "alertmanager" => armed.spec.signals.alertmanager.is_some(),
         "webhook" => armed.spec.signals.webhook.is_some(),
+        "ssf" => armed.spec.signals.shared_signals.as_ref().is_some_and(|s| s.push.is_some()),
         _ => false,
     };
     if !configured {
@@ -336,6 +460,9 @@ async fn respond(ctx: &Context, store: &Store<MfaRecallPolicy>, request: Request
         armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: source.to_string(), fingerprint: String::new(), outcome: refusal.outcome().into(), recall: None, detail: refusal.message() });
         answer(refusal.status(), json!({ "error": refusal.message() }))
     };
+    if source == "ssf" {
+        return push(ctx, &armed, config, request).await;
+    }
     // Alertmanager's token is checked before the body is read: an unauthenticated sender gets
     // nothing read or parsed.
     if source == "alertmanager"
@@ -358,8 +485,7 @@ async fn respond(ctx: &Context, store: &Store<MfaRecallPolicy>, request: Request
     };
     let mut results = Vec::new();
     let mut retry = false;
-    for signal in signals {
-        let seen = take(ctx, &armed, config, &signal).await;
+    for seen in take_all(ctx, &armed, config, &signals).await {
         retry |= seen.outcome == "createFailed";
         results.push(json!({ "fingerprint": seen.fingerprint, "outcome": seen.outcome, "recall": seen.recall }));
         armed.note(ctx, seen);
@@ -368,9 +494,115 @@ async fn respond(ctx: &Context, store: &Store<MfaRecallPolicy>, request: Request
     answer(if retry { 503 } else { 200 }, json!({ "signals": results }))
 }
 
-/// What one authenticated signal becomes.
-async fn take(ctx: &Context, armed: &Armed, config: &Config, signal: &Signal) -> SignalSeen {
-    let seen = |outcome: &str, recall: Option<String>, detail: String| SignalSeen {
+/// A SET pushed by a Shared Signals transmitter (RFC 8935): 202 once taken, 400 with
+/// `{"err", "description"}` when the SET is refused, 401 without the configured Authorization.
+async fn push(ctx: &Context, armed: &Armed, config: &Config, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
+    let Some(ssf) = &config.ssf else { return answer(404, json!({ "error": "no sharedSignals source" })) };
+    let refuse = |outcome: &str, status: u16, body: serde_json::Value, detail: String| {
+        armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: String::new(), outcome: outcome.into(), recall: None, detail });
+        answer(status, body)
+    };
+    let presented = request.headers().get(hyper::header::AUTHORIZATION).map(|v| signals::token_digest(v.as_bytes().trim_ascii()));
+    if ssf.push.is_none() || presented != ssf.push {
+        return refuse("unauthenticated", 401, json!({ "err": "authentication_failed", "description": "missing or wrong Authorization header" }), "missing or wrong Authorization header".into());
+    }
+    let typed = request.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim().starts_with("application/secevent+jwt"));
+    if !typed {
+        return refuse("malformed", 400, json!({ "err": "invalid_request", "description": "Content-Type must be application/secevent+jwt" }), "Content-Type is not application/secevent+jwt".into());
+    }
+    let body = match Limited::new(request.into_body(), signals::MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return refuse("tooLarge", 413, json!({ "err": "invalid_request", "description": format!("body larger than {} bytes", signals::MAX_BODY) }), String::new()),
+    };
+    let token = String::from_utf8_lossy(&body);
+    match ssf.verify(token.trim()).await {
+        Err(e) => refuse(e.outcome(), 400, e.body(), e.description()),
+        Ok(ssf::Verified { jti, signal: None }) => {
+            armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: jti, outcome: "verification".into(), recall: None, detail: "the transmitter checked the stream".into() });
+            answer(202, json!({}))
+        }
+        Ok(ssf::Verified { signal: Some(signal), .. }) => {
+            let mut seen = take_all(ctx, armed, config, std::slice::from_ref(&signal)).await;
+            let retry = seen.iter().any(|s| s.outcome == "createFailed");
+            seen.drain(..).for_each(|s| armed.note(ctx, s));
+            // A recall that could not be created is asked for again by a transmitter that retries.
+            if retry { answer(503, json!({ "err": "temporarily_unavailable" })) } else { answer(202, json!({})) }
+        }
+    }
+}
+
+/// Polls every policy's Shared Signals transmitter when due, until the process ends.
+pub async fn poll_transmitters(ctx: Arc<Context>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for armed in ctx.policies.all() {
+            let Ok(config) = &armed.config else { continue };
+            let Some(poll) = config.ssf.as_ref().and_then(|s| s.poll.as_ref()) else { continue };
+            let mut state = armed.state.poll.lock().await;
+            if state.next.is_some_and(|next| tokio::time::Instant::now() < next) {
+                continue;
+            }
+            poll_once(&ctx, &armed, config, &mut state).await;
+            state.next = Some(tokio::time::Instant::now() + poll.interval);
+        }
+    }
+}
+
+/// One poll (RFC 8936), asking again at once while the transmitter says more are available:
+/// acknowledges what the last poll took, reports the SETs it refused, and takes the new ones.
+/// A SET whose recall could not be created is not acknowledged, so it comes again.
+async fn poll_once(ctx: &Context, armed: &Armed, config: &Config, state: &mut PollState) {
+    let (Some(ssf), Some(poll)) = (&config.ssf, config.ssf.as_ref().and_then(|s| s.poll.as_ref())) else { return };
+    let client = ssf::client();
+    for _ in 0..10 {
+        let request = ssf::PollRequest { max_events: POLL_BATCH, return_immediately: true, ack: std::mem::take(&mut state.ack), set_errs: std::mem::take(&mut state.set_errs) };
+        let answer: ssf::PollAnswer = match ssf::fetch(&client, &poll.endpoint, Some(poll.authorization.expose()), Some(&request)).await {
+            Ok(answer) => answer,
+            Err(why) => {
+                // Acknowledged next time.
+                (state.ack, state.set_errs) = (request.ack, request.set_errs);
+                armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: String::new(), outcome: "pollFailed".into(), recall: None, detail: why.clone() });
+                tracing::warn!(policy = %armed.key(), error = %why, "polling the Shared Signals transmitter failed");
+                return;
+            }
+        };
+        // The answer's SETs are one delivery: an incident's users named across them go into one recall.
+        let (mut taken, mut jtis) = (Vec::new(), Vec::new());
+        for (jti, token) in answer.sets.into_iter().take(POLL_BATCH as usize) {
+            match ssf.verify(&token).await {
+                Err(e) => {
+                    armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: jti.chars().take(256).collect(), outcome: e.outcome().into(), recall: None, detail: e.description() });
+                    state.set_errs.insert(jti, e.body());
+                }
+                Ok(ssf::Verified { signal: None, .. }) => {
+                    armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: jti.clone(), outcome: "verification".into(), recall: None, detail: "the transmitter checked the stream".into() });
+                    state.ack.push(jti);
+                }
+                Ok(ssf::Verified { signal: Some(signal), .. }) => {
+                    taken.push(signal);
+                    jtis.push(jti);
+                }
+            }
+        }
+        for (seen, jti) in take_all(ctx, armed, config, &taken).await.into_iter().zip(jtis) {
+            // Not acknowledged: the transmitter sends it again.
+            if seen.outcome != "createFailed" {
+                state.ack.push(jti);
+            }
+            armed.note(ctx, seen);
+        }
+        if !answer.more_available {
+            break;
+        }
+    }
+}
+
+/// What the signals of one delivery (an Alertmanager notification, a push, a poll's answer)
+/// become, one answer each. Those that match are grouped by incident: each incident gets one
+/// recall of all the users its signals name (or none, as a duplicate), the first signal
+/// `created` and the others `merged`.
+async fn take_all(ctx: &Context, armed: &Armed, config: &Config, signals: &[Signal]) -> Vec<SignalSeen> {
+    let seen = |signal: &Signal, outcome: &str, recall: Option<String>, detail: String| SignalSeen {
         at: jiff::Timestamp::now(),
         source: signal.source.to_string(),
         fingerprint: signal.fingerprint.chars().take(256).collect(),
@@ -378,42 +610,81 @@ async fn take(ctx: &Context, armed: &Armed, config: &Config, signal: &Signal) ->
         recall,
         detail,
     };
-    if !signal.firing() {
-        return seen("resolved", None, String::new());
+    let mut answers: Vec<Option<SignalSeen>> = vec![None; signals.len()];
+    // Incident digest, and the signals of it, in the order they came.
+    let mut incidents: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, signal) in signals.iter().enumerate() {
+        if !signal.firing() {
+            answers[i] = Some(seen(signal, "resolved", None, String::new()));
+            continue;
+        }
+        let incident = match config.rules.judge(signal) {
+            Verdict::Matches { incident } => signals::digest_hex(incident.as_bytes()),
+            Verdict::ConditionFalse => {
+                answers[i] = Some(seen(signal, "conditionFalse", None, String::new()));
+                continue;
+            }
+            Verdict::ConditionError(why) => {
+                answers[i] = Some(seen(signal, "conditionError", None, why));
+                continue;
+            }
+        };
+        if armed.spec.suspend {
+            answers[i] = Some(seen(signal, "suspended", None, "spec.suspend is set".into()));
+            continue;
+        }
+        match incidents.iter_mut().find(|(known, _)| *known == incident) {
+            Some((_, members)) => members.push(i),
+            None => incidents.push((incident, vec![i])),
+        }
     }
-    let incident = match config.rules.judge(signal) {
-        Verdict::Matches { incident } => incident,
-        Verdict::ConditionFalse => return seen("conditionFalse", None, String::new()),
-        Verdict::ConditionError(why) => return seen("conditionError", None, why),
-    };
-    if armed.spec.suspend {
-        return seen("suspended", None, "spec.suspend is set".into());
+    for (incident, members) in incidents {
+        let first = &signals[members[0]];
+        let mut subjects: Vec<String> = members.iter().flat_map(|i| signals[*i].subjects.iter().cloned()).collect();
+        subjects.sort();
+        subjects.dedup();
+        let (outcome, recall, detail) = admit(ctx, armed, config, &incident, Signal { subjects, ..first.clone() }).await;
+        for (n, i) in members.iter().enumerate() {
+            let outcome = if n > 0 && outcome == "created" { "merged" } else { outcome };
+            let detail = if n > 0 && outcome == "merged" { "taken into the recall of another signal of the same incident in this delivery".to_string() } else { detail.clone() };
+            answers[*i] = Some(seen(&signals[*i], outcome, recall.clone(), detail));
+        }
     }
+    answers.into_iter().map(|a| a.expect("every signal answered")).collect()
+}
+
+/// Admits one incident's signal through the guard and creates its recall: (outcome, recall, detail).
+async fn admit(ctx: &Context, armed: &Armed, config: &Config, incident: &str, mut signal: Signal) -> (&'static str, Option<String>, String) {
     // Duplicates are told apart first: they are most of what an alerting system sends.
-    let incident = signals::digest_hex(incident.as_bytes());
+    let from_signal = armed.spec.template.scope.users_from_signal;
     let mut guard = armed.state.guard.lock().await;
     let now = jiff::Timestamp::now();
-    match guard.admit(&incident, now, config.cooldown, usize::try_from(armed.spec.max_recalls_per_hour).unwrap_or(1)) {
-        Admission::Duplicate(recall) => return seen("duplicate", Some(recall), format!("a recall for this incident was created within the cooldown ({})", armed.spec.cooldown)),
-        Admission::CapReached => return seen("capReached", None, format!("{} recalls were created by this policy in the last hour (spec.maxRecallsPerHour)", armed.spec.max_recalls_per_hour)),
+    let mut detail = String::new();
+    match guard.admit(incident, from_signal.then_some(signal.subjects.as_slice()), now, config.cooldown, usize::try_from(armed.spec.max_recalls_per_hour).unwrap_or(1)) {
+        Admission::Duplicate(recall) => return ("duplicate", Some(recall), format!("a recall for this incident, naming every user this signal names, was created within the cooldown ({})", armed.spec.cooldown)),
+        Admission::CapReached => return ("capReached", None, format!("{} recalls were created by this policy in the last hour (spec.maxRecallsPerHour)", armed.spec.max_recalls_per_hour)),
+        Admission::FollowUp(earlier, new) => {
+            detail = format!("a follow-up of {earlier} for the {} users it did not name", new.len());
+            signal.subjects = new;
+        }
         Admission::Create => {}
     }
     let requester = match operator_identity(ctx).await {
         Ok(name) => name,
-        Err(e) => return seen("createFailed", None, format!("the operator could not learn its own user name (SelfSubjectReview), which a recall under dual control names as its requester: {e}")),
+        Err(e) => return ("createFailed", None, format!("the operator could not learn its own user name (SelfSubjectReview), which a recall under dual control names as its requester: {e}")),
     };
-    let spec = match recall_spec(&armed.spec.template, signal, &requester) {
+    let spec = match recall_spec(&armed.spec.template, &signal, &requester) {
         Ok(spec) => spec,
-        Err(why) => return seen("noSubjects", None, why),
+        Err(why) => return ("noSubjects", None, why),
     };
-    match create(ctx, armed, spec, signal, &incident).await {
+    match create(ctx, armed, spec, &signal, incident).await {
         Ok(name) => {
-            guard.created(&incident, now, &name);
-            seen("created", Some(name), String::new())
+            guard.created(incident, now, &name, &signal.subjects);
+            ("created", Some(name), detail)
         }
         Err(e) => {
             tracing::warn!(policy = %armed.key(), error = %e, "could not create the recall a signal asked for");
-            seen("createFailed", None, e.to_string())
+            ("createFailed", None, e.to_string())
         }
     }
 }

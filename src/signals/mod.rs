@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::keys::HmacKey;
 
+pub mod ssf;
+
 /// The largest body read from any source: an Alertmanager group of a few hundred alerts.
 pub const MAX_BODY: usize = 1 << 20;
 /// A signed webhook older or newer than this is refused (SIGNALS.md: five minutes).
@@ -291,48 +293,71 @@ fn run(program: &cel::Program, context: &cel::Context) -> Result<cel::Value, Str
     }
 }
 
-/// One incident, one recall within the cooldown; at most `per_hour` recalls in any hour.
+/// One incident, one recall within the cooldown; at most `per_hour` recalls in any hour. Where
+/// a policy's recalls take their users from the signals, a later signal of the same incident
+/// naming users its recalls have not reached starts a follow-up recall of just those: a repeat
+/// never hides a user.
 #[derive(Debug, Default)]
 pub struct Guard {
-    /// Incident digests and when their recall was created.
-    recent: HashMap<String, (jiff::Timestamp, String)>,
+    /// Incident digests: when their latest recall was created, its name, and every user the
+    /// incident's recalls named (in lower case, as providers compare them).
+    recent: HashMap<String, Incident>,
     /// When each recall of the last hour was created, oldest first.
     created: VecDeque<jiff::Timestamp>,
+}
+
+#[derive(Debug)]
+struct Incident {
+    at: jiff::Timestamp,
+    recall: String,
+    subjects: std::collections::HashSet<String>,
 }
 
 /// What the guard says of a matching signal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
     Create,
-    /// A recall for this incident was created within the cooldown: its name.
+    /// A recall for this incident was created within the cooldown, and it names everyone this
+    /// signal names: that recall's name.
     Duplicate(String),
+    /// The incident's recall (named) did not name these users: a recall of them alone.
+    FollowUp(String, Vec<String>),
     CapReached,
 }
 
 const HOUR: jiff::SignedDuration = jiff::SignedDuration::from_secs(3600);
 
 impl Guard {
-    pub fn admit(&mut self, incident: &str, now: jiff::Timestamp, cooldown: Duration, per_hour: usize) -> Admission {
+    /// `subjects`: the users the signal names, when the policy's recalls take them from it.
+    pub fn admit(&mut self, incident: &str, subjects: Option<&[String]>, now: jiff::Timestamp, cooldown: Duration, per_hour: usize) -> Admission {
         let cooldown = jiff::SignedDuration::try_from(cooldown).unwrap_or(jiff::SignedDuration::MAX);
-        self.recent.retain(|_, (at, _)| now.duration_since(*at) < cooldown);
+        self.recent.retain(|_, seen| now.duration_since(seen.at) < cooldown);
         while self.created.front().is_some_and(|at| now.duration_since(*at) >= HOUR) {
             self.created.pop_front();
         }
-        if let Some((_, recall)) = self.recent.get(incident) {
-            return Admission::Duplicate(recall.clone());
+        let capped = self.created.len() >= per_hour;
+        match self.recent.get(incident) {
+            Some(seen) => {
+                let new: Vec<String> = subjects.unwrap_or_default().iter().filter(|s| !seen.subjects.contains(&s.to_lowercase())).cloned().collect();
+                match (new.is_empty(), capped) {
+                    (true, _) => Admission::Duplicate(seen.recall.clone()),
+                    (false, true) => Admission::CapReached,
+                    (false, false) => Admission::FollowUp(seen.recall.clone(), new),
+                }
+            }
+            None if capped => Admission::CapReached,
+            None => Admission::Create,
         }
-        if self.created.len() >= per_hour {
-            return Admission::CapReached;
-        }
-        Admission::Create
     }
 
-    /// A recall was created for `incident` at `at` (also used to seed the guard from the recalls
-    /// a policy created before this process started).
-    pub fn created(&mut self, incident: &str, at: jiff::Timestamp, recall: &str) {
-        if self.recent.get(incident).is_none_or(|(seen, _)| *seen < at) {
-            self.recent.insert(incident.to_string(), (at, recall.to_string()));
+    /// A recall naming `subjects` was created for `incident` at `at` (also used to seed the guard
+    /// from the recalls a policy created before this process started).
+    pub fn created(&mut self, incident: &str, at: jiff::Timestamp, recall: &str, subjects: &[String]) {
+        let seen = self.recent.entry(incident.to_string()).or_insert_with(|| Incident { at, recall: recall.to_string(), subjects: Default::default() });
+        if seen.at <= at {
+            (seen.at, seen.recall) = (at, recall.to_string());
         }
+        seen.subjects.extend(subjects.iter().map(|s| s.to_lowercase()));
         let place = self.created.partition_point(|t| *t <= at);
         self.created.insert(place, at);
     }
@@ -441,13 +466,28 @@ mod tests {
         let t0 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let at = |s: i64| t0.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
         let (cooldown, mut guard) = (Duration::from_secs(600), Guard::default());
-        assert_eq!(guard.admit("a", t0, cooldown, 2), Admission::Create);
-        guard.created("a", t0, "p-1");
-        assert_eq!(guard.admit("a", at(599), cooldown, 2), Admission::Duplicate("p-1".into()));
-        assert_eq!(guard.admit("b", at(10), cooldown, 2), Admission::Create);
-        guard.created("b", at(10), "p-2");
-        assert_eq!(guard.admit("c", at(20), cooldown, 2), Admission::CapReached);
-        assert_eq!(guard.admit("a", at(600), cooldown, 2), Admission::CapReached, "out of cooldown, but two recalls this hour");
-        assert_eq!(guard.admit("a", at(3600), cooldown, 2), Admission::Create, "the first recall is an hour old");
+        assert_eq!(guard.admit("a", None, t0, cooldown, 2), Admission::Create);
+        guard.created("a", t0, "p-1", &[]);
+        assert_eq!(guard.admit("a", None, at(599), cooldown, 2), Admission::Duplicate("p-1".into()));
+        assert_eq!(guard.admit("b", None, at(10), cooldown, 2), Admission::Create);
+        guard.created("b", at(10), "p-2", &[]);
+        assert_eq!(guard.admit("c", None, at(20), cooldown, 2), Admission::CapReached);
+        assert_eq!(guard.admit("a", None, at(600), cooldown, 2), Admission::CapReached, "out of cooldown, but two recalls this hour");
+        assert_eq!(guard.admit("a", None, at(3600), cooldown, 2), Admission::Create, "the first recall is an hour old");
+    }
+
+    /// A repeat of an incident that names someone its recall did not is no duplicate: that user
+    /// gets a recall of their own; names compare in any letter case.
+    #[test]
+    fn a_repeat_naming_new_users_recalls_just_them() {
+        let t0 = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let (cooldown, mut guard) = (Duration::from_secs(600), Guard::default());
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        guard.created("leak", t0, "p-1", &names(&["Alice@x", "bob@x"]));
+        assert_eq!(guard.admit("leak", Some(&names(&["alice@X"])), t0, cooldown, 3), Admission::Duplicate("p-1".into()));
+        assert_eq!(guard.admit("leak", Some(&names(&["BOB@x", "carol@x"])), t0, cooldown, 3), Admission::FollowUp("p-1".into(), names(&["carol@x"])));
+        guard.created("leak", t0, "p-2", &names(&["carol@x"]));
+        assert_eq!(guard.admit("leak", Some(&names(&["carol@x", "alice@x"])), t0, cooldown, 3), Admission::Duplicate("p-2".into()));
+        assert_eq!(guard.admit("leak", Some(&names(&["dave@x"])), t0, cooldown, 2), Admission::CapReached, "a follow-up counts against the hour");
     }
 }

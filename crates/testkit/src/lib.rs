@@ -4,6 +4,7 @@
 //! Talks only to a Keycloak on loopback that the local-parts script started.
 
 pub mod sims;
+pub mod ssf;
 
 pub use idp_sim::CANARY;
 
