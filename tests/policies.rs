@@ -190,8 +190,8 @@ async fn a_signed_webhook_starts_a_recall_and_forged_stale_replayed_or_oversized
     assert_eq!(answer["signals"][0]["outcome"], "created");
     let replayed = send(now, &body, signed(HMAC_KEY, now, &body)).await;
     assert_eq!(replayed.0, 401, "the same signed request again: {replayed:?}");
-    // Another report of the same case is the same incident.
-    let again = json!({ "id": "siem-2", "labels": { "case": "C-1" }, "subjects": [username(4)] }).to_string();
+    // Another report of the same case, naming a user its recall named, is the same incident.
+    let again = json!({ "id": "siem-2", "labels": { "case": "C-1" }, "subjects": [username(1).to_uppercase()] }).to_string();
     let (status, answer) = send(now, &again, signed(HMAC_KEY, now, &again)).await;
     assert_eq!((status, &answer["signals"][0]["outcome"]), (200, &json!("duplicate")));
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -409,6 +409,30 @@ pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
     .await
 }
 
+/// What is read of a body past MAX_BODY before the 413 goes out: the sender, still writing,
+/// then reads the answer instead of a connection reset (a lingering close).
+const LINGER_BYTES: usize = 4 * signals::MAX_BODY;
+
+/// A body of at most MAX_BODY bytes; None for a longer one, read on (and dropped) up to
+/// LINGER_BYTES so its sender gets the refusal.
+async fn read_body(mut body: hyper::body::Incoming) -> Option<bytes::Bytes> {
+    let mut kept = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        let Some(data) = frame.data_ref() else { continue };
+        total = total.saturating_add(data.len());
+        if total <= signals::MAX_BODY {
+            kept.extend_from_slice(data);
+        } else {
+            kept.clear();
+            if total > LINGER_BYTES {
+                break;
+            }
+        }
+    }
+    (total <= signals::MAX_BODY).then(|| kept.freeze())
+}
+
 fn answer(status: u16, body: serde_json::Value) -> Response<Full<bytes::Bytes>> {
     Response::builder()
         .status(status)
@@ -470,9 +494,9 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
     {
         return refused(refusal);
     }
-    let body = match Limited::new(request.into_body(), signals::MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return refused(Refusal::TooLarge),
+    let body = match read_body(request.into_body()).await {
+        Some(body) => body,
+        None => return refused(Refusal::TooLarge),
     };
     let read = match (source, &config.hmac) {
         ("alertmanager", _) => signals::alertmanager(&body, &armed.spec.signals.alertmanager.as_ref().map(|a| a.subject_labels.clone()).unwrap_or_default()),
@@ -510,9 +534,9 @@ async fn push(ctx: &Context, armed: &Armed, config: &Config, request: Request<hy
     if !typed {
         return refuse("malformed", 400, json!({ "err": "invalid_request", "description": "Content-Type must be application/secevent+jwt" }), "Content-Type is not application/secevent+jwt".into());
     }
-    let body = match Limited::new(request.into_body(), signals::MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return refuse("tooLarge", 413, json!({ "err": "invalid_request", "description": format!("body larger than {} bytes", signals::MAX_BODY) }), String::new()),
+    let body = match read_body(request.into_body()).await {
+        Some(body) => body,
+        None => return refuse("tooLarge", 413, json!({ "err": "invalid_request", "description": format!("body larger than {} bytes", signals::MAX_BODY) }), String::new()),
     };
     let token = String::from_utf8_lossy(&body);
     match ssf.verify(token.trim()).await {
