@@ -450,3 +450,42 @@ async fn shared_signals_for_two_users_recall_those_two_and_forged_sets_nothing()
     }
     assert!(!operator.log().contains("mfacanary-ssf"), "no authorization in the operator's log");
 }
+
+/// An Okta event hook, shaped as Okta's event hooks guide shows: the one-time verification is
+/// echoed; a delivery without the hook's secret is refused; a user's report of suspicious
+/// activity recalls that user, and an event the condition leaves alone starts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_okta_event_hook_is_verified_and_a_users_report_recalls_them() {
+    let (parts, client, ns, _) = support::scenario("signal-okta").await;
+    let ns = ns.as_str();
+    let _okta = backend(&client, ns).await;
+    const SECRET: &str = "mfacanary-okta-event-hook-secret-0123456789";
+    secret(&client, ns, "okta-hook", "authorization", SECRET).await;
+    let signals_addr = support::free_addr();
+    let operator = Operator::start_with(ns, &parts.file("signal-okta-audit.jsonl"), &parts.file("signal-okta-operator.log"), &format!("op-{ns}"), &["--signals-addr", &signals_addr]);
+    policy(&client, ns, json!({
+        "signals": { "oktaEventHook": { "authorizationSecretRef": { "name": "okta-hook" } } },
+        "condition": "signal.labels.eventType == \"user.account.report_suspicious_activity_by_enduser\"",
+        "template": { "reason": "a user reported activity that was not theirs", "backends": ["corp-okta"], "scope": { "usersFromSignal": true } }
+    }))
+    .await;
+    let url = format!("http://{signals_addr}/v1/signals/{ns}/leak/okta");
+    let http = reqwest::Client::new();
+    let verified: serde_json::Value = http.get(&url).header("x-okta-verification-challenge", "K7-challenge").send().await.unwrap().json().await.unwrap();
+    assert_eq!(verified, json!({ "verification": "K7-challenge" }));
+    let event = |uuid: &str, event_type: &str, user: &str| json!({
+        "uuid": uuid, "published": jiff::Timestamp::now().to_string(), "eventType": event_type, "version": "0", "displayMessage": event_type, "severity": "WARN",
+        "actor": { "id": "00u1", "type": "User", "alternateId": user, "displayName": user }, "client": { "ipAddress": "198.51.100.7" }, "outcome": { "result": "SUCCESS" }, "target": []
+    });
+    let delivery = json!({ "eventType": "com.okta.event_hook", "eventTypeVersion": "1.0", "cloudEventsVersion": "0.1", "source": "https://corp.okta.com/api/v1/eventHooks/who1", "eventId": "d-1",
+        "eventTime": jiff::Timestamp::now().to_string(), "contentType": "application/json",
+        "data": { "events": [event("e-1", "user.account.report_suspicious_activity_by_enduser", &username(5)), event("e-2", "user.session.start", &username(6))] } });
+    let refused = http.post(&url).header("authorization", "mfacanary-not-the-secret-at-all-0123456789").json(&delivery).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(recalls_of_policy(&client, ns).await.is_empty());
+    let taken: serde_json::Value = http.post(&url).header("authorization", SECRET).json(&delivery).send().await.unwrap().json().await.unwrap();
+    assert_eq!((&taken["signals"][0]["outcome"], &taken["signals"][1]["outcome"]), (&json!("created"), &json!("conditionFalse")), "{taken}\n{}", operator.log());
+    let created = recalls_of_policy(&client, ns).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].spec.scope.users, [username(5)]);
+}

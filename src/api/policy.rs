@@ -63,7 +63,7 @@ fn default_max_per_hour() -> i32 {
 
 /// The receivers a policy listens on; at least one.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.alertmanager) || has(self.webhook) || has(self.sharedSignals)").message("signals must name at least one source: alertmanager, webhook or sharedSignals"))]
+#[x_kube(validation = Rule::new("has(self.alertmanager) || has(self.webhook) || has(self.sharedSignals) || has(self.oktaEventHook)").message("signals must name at least one source: alertmanager, webhook, sharedSignals or oktaEventHook"))]
 #[serde(rename_all = "camelCase")]
 pub struct SignalSources {
     /// Prometheus Alertmanager's webhook (payload version 4), each alert one signal, authenticated by a bearer token (the receiver's http_config.authorization).
@@ -75,6 +75,25 @@ pub struct SignalSources {
     /// An OpenID Shared Signals transmitter: Security Event Tokens signed with its keys, pushed to this receiver (RFC 8935) and/or polled from it (RFC 8936). CAEP session-revoked and credential-change and RISC credential-compromise and account-disabled are signals with labels event (the event's name), issuer and the event's own text fields (credential_type, change_type, reason, ...), and the users their subject names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_signals: Option<SharedSignalsSource>,
+    /// An Okta event hook: each System Log event it delivers is a signal with labels eventType, severity and outcome, naming the users among its targets (or its actor, when no user is a target). The hook's one-time verification is answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub okta_event_hook: Option<OktaEventHookSource>,
+}
+
+/// An Okta event hook as a source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OktaEventHookSource {
+    /// The Secret whose key `authorization` holds the hook's authentication secret, which Okta sends in the header named by header (at least 32 characters).
+    pub authorization_secret_ref: SignalSecretRef,
+    /// The header Okta sends the secret in: the hook's Authentication field (default Authorization).
+    #[serde(default = "default_okta_header")]
+    #[schemars(length(min = 1, max = 256))]
+    pub header: String,
+}
+
+fn default_okta_header() -> String {
+    "Authorization".into()
 }
 
 /// A Shared Signals transmitter as a source.
@@ -275,7 +294,7 @@ pub struct MfaRecallPolicyStatus {
 pub struct SignalSeen {
     /// When it arrived.
     pub at: jiff::Timestamp,
-    /// alertmanager, webhook or sharedSignals.
+    /// alertmanager, webhook, sharedSignals or oktaEventHook.
     pub source: String,
     /// The signal's fingerprint, where it could be read.
     #[serde(default, skip_serializing_if = "String::is_empty")]

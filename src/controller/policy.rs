@@ -96,6 +96,8 @@ struct Armed {
 struct Config {
     rules: Rules,
     bearer: Option<[u8; 32]>,
+    /// The Okta event hook's header, and a digest of the secret it must carry.
+    okta: Option<(String, [u8; 32])>,
     hmac: Option<HmacKey>,
     ssf: Option<SsfConfig>,
     cooldown: Duration,
@@ -181,7 +183,7 @@ impl Armed {
     fn endpoints(&self) -> Vec<String> {
         let sources = &self.spec.signals;
         let push = sources.shared_signals.as_ref().is_some_and(|s| s.push.is_some());
-        [("alertmanager", sources.alertmanager.is_some()), ("webhook", sources.webhook.is_some()), ("ssf", push)]
+        [("alertmanager", sources.alertmanager.is_some()), ("webhook", sources.webhook.is_some()), ("ssf", push), ("okta", sources.okta_event_hook.is_some())]
             .into_iter()
             .filter(|(_, on)| *on)
             .map(|(source, _)| format!("{PATH_PREFIX}{}/{}/{source}", self.namespace, self.name))
@@ -223,6 +225,7 @@ fn static_source(source: &str) -> &'static str {
         "alertmanager" => "alertmanager",
         "webhook" => "webhook",
         "sharedSignals" | "ssf" => "sharedSignals",
+        "oktaEventHook" | "okta" => "oktaEventHook",
         _ => "unknown",
     }
 }
@@ -351,7 +354,14 @@ async fn configure(policy: &MfaRecallPolicy, ctx: &Context) -> Result<std::resul
         }
         None => None,
     };
-    Ok(Ok(Config { rules, bearer, hmac, ssf, cooldown }))
+    let okta = match &spec.signals.okta_event_hook {
+        Some(source) => match read(&source.authorization_secret_ref.name, "authorization").await? {
+            Ok(value) => Some((source.header.clone(), signals::token_digest(&value))),
+            Err(why) => return Ok(Err(why)),
+        },
+        None => None,
+    };
+    Ok(Ok(Config { rules, bearer, okta, hmac, ssf, cooldown }))
 }
 
 /// A policy first armed in this process: its counts from its status, its guard from the recalls
@@ -450,7 +460,7 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
         (parts.3.is_none()).then_some((parts.0, parts.1, parts.2))
     }) else {
         ctx.metrics.signal("unknown", "unknownPolicy");
-        return answer(404, json!({ "error": format!("no receiver here: signals go to {PATH_PREFIX}<namespace>/<policy>/<alertmanager|webhook|ssf>") }));
+        return answer(404, json!({ "error": format!("no receiver here: signals go to {PATH_PREFIX}<namespace>/<policy>/<alertmanager|webhook|ssf|okta>") }));
     };
     // Only a policy that still exists, as the same object, takes signals.
     let armed = match ctx.policies.get(&format!("{namespace}/{name}")) {
@@ -464,8 +474,17 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
         "alertmanager" => armed.spec.signals.alertmanager.is_some(),
         "webhook" => armed.spec.signals.webhook.is_some(),
         "ssf" => armed.spec.signals.shared_signals.as_ref().is_some_and(|s| s.push.is_some()),
+        "okta" => armed.spec.signals.okta_event_hook.is_some(),
         _ => false,
     };
+    // Okta's one-time verification of a new event hook: its challenge, echoed (Okta's event hooks
+    // guide). Echoing it gives away nothing; every delivery after it carries the secret.
+    if source == "okta"
+        && request.method() == Method::GET
+        && let Some(challenge) = request.headers().get("x-okta-verification-challenge").and_then(|v| v.to_str().ok())
+    {
+        return answer(200, json!({ "verification": challenge.chars().take(1024).collect::<String>() }));
+    }
     if !configured {
         ctx.metrics.signal(static_source(source), "unknownPolicy");
         return answer(404, json!({ "error": format!("MfaRecallPolicy {namespace}/{name} has no source {source}") }));
@@ -481,24 +500,31 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
     let headers = request.headers().clone();
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
     let refused = |refusal: Refusal| {
-        armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: source.to_string(), fingerprint: String::new(), outcome: refusal.outcome().into(), recall: None, detail: refusal.message() });
+        armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: static_source(source).to_string(), fingerprint: String::new(), outcome: refusal.outcome().into(), recall: None, detail: refusal.message() });
         answer(refusal.status(), json!({ "error": refusal.message() }))
     };
     if source == "ssf" {
         return push(ctx, &armed, config, request).await;
     }
-    // Alertmanager's token is checked before the body is read: an unauthenticated sender gets
-    // nothing read or parsed.
+    // Alertmanager's token and Okta's secret are checked before the body is read: an
+    // unauthenticated sender gets nothing read or parsed.
     if source == "alertmanager"
         && let Err(refusal) = signals::check_bearer(header("authorization"), config.bearer.as_ref().unwrap_or(&[0; 32]))
     {
         return refused(refusal);
+    }
+    if source == "okta" {
+        let presented = config.okta.as_ref().and_then(|(name, _)| header(name)).map(|v| signals::token_digest(v.trim_ascii()));
+        if presented.is_none() || presented != config.okta.as_ref().map(|(_, digest)| *digest) {
+            return refused(Refusal::Unauthenticated);
+        }
     }
     let body = match read_body(request.into_body()).await {
         Some(body) => body,
         None => return refused(Refusal::TooLarge),
     };
     let read = match (source, &config.hmac) {
+        ("okta", _) => signals::okta_event_hook(&body),
         ("alertmanager", _) => signals::alertmanager(&body, &armed.spec.signals.alertmanager.as_ref().map(|a| a.subject_labels.clone()).unwrap_or_default()),
         (_, Some(key)) => signals::webhook(header("x-timestamp"), header("x-signature"), &body, key, jiff::Timestamp::now(), &mut armed.state.seen.lock().unwrap()).map(|s| vec![s]),
         (_, None) => Err(Refusal::BadSignature),

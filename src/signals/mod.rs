@@ -148,6 +148,74 @@ pub fn alertmanager(body: &[u8], subject_labels: &[String]) -> Result<Vec<Signal
         .collect()
 }
 
+/// An Okta event hook delivery (Okta's event hooks guide): System Log events under data.events.
+#[derive(Deserialize)]
+struct OktaDelivery {
+    data: OktaData,
+}
+
+#[derive(Deserialize)]
+struct OktaData {
+    #[serde(default)]
+    events: Vec<OktaEvent>,
+}
+
+/// A System Log event, the fields a signal takes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OktaEvent {
+    uuid: String,
+    event_type: String,
+    #[serde(default)]
+    display_message: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    actor: Option<OktaEntity>,
+    #[serde(default)]
+    target: Option<Vec<OktaEntity>>,
+    #[serde(default)]
+    outcome: Option<OktaOutcome>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OktaEntity {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    alternate_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OktaOutcome {
+    #[serde(default)]
+    result: Option<String>,
+}
+
+/// Each System Log event of an Okta event hook delivery, one signal each: the users among its
+/// targets, or its actor when no target is a user (a user reporting suspicious activity).
+pub fn okta_event_hook(body: &[u8]) -> Result<Vec<Signal>, Refusal> {
+    let delivery: OktaDelivery = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    delivery
+        .data
+        .events
+        .into_iter()
+        .map(|event| {
+            let is_user = |e: &&OktaEntity| e.kind.as_deref() == Some("User");
+            let mut subjects: Vec<String> = event.target.iter().flatten().filter(is_user).filter_map(|e| e.alternate_id.clone()).collect();
+            if subjects.is_empty() {
+                subjects.extend(event.actor.iter().filter(is_user).filter_map(|e| e.alternate_id.clone()));
+            }
+            let mut labels = BTreeMap::from([("eventType".to_string(), event.event_type.clone())]);
+            labels.extend(event.severity.map(|s| ("severity".to_string(), s)));
+            labels.extend(event.outcome.and_then(|o| o.result).map(|r| ("outcome".to_string(), r)));
+            let summary = event.display_message.unwrap_or_else(|| event.event_type.clone());
+            Ok(Signal { source: "oktaEventHook", status: "firing".into(), fingerprint: event.uuid, labels, annotations: BTreeMap::new(), subjects: bounded(subjects)?, summary })
+        })
+        .collect()
+}
+
 /// The generic webhook's body (docs/policies.md).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -399,6 +467,23 @@ mod tests {
         for body in [r#"{"version":"3","alerts":[]}"#, r#"{"alerts":[]}"#, "not json", r#"{"version":"4","alerts":[{"status":"pending"}]}"#, r#"{"version":"4","alerts":[{"status":"firing","labels":{"a":1}}]}"#] {
             assert!(matches!(alertmanager(body.as_bytes(), &[]), Err(Refusal::Malformed(_))), "{body}");
         }
+    }
+
+    /// The shape of Okta's event hooks guide: a user reporting suspicious activity (the user is
+    /// the actor) and an administrator resetting a user's factors (the user is a target).
+    #[test]
+    fn okta_events_name_their_target_users_or_else_their_actor() {
+        let body = br#"{"eventType":"com.okta.event_hook","eventTypeVersion":"1.0","cloudEventsVersion":"0.1","source":"https://dev.okta.com/api/v1/eventHooks/who8","eventId":"b5a1","eventTime":"2026-12-06T10:00:00.000Z","contentType":"application/json",
+          "data":{"events":[
+            {"uuid":"e-1","published":"2026-12-06T10:00:00.000Z","eventType":"user.account.report_suspicious_activity_by_enduser","version":"0","displayMessage":"User report suspicious activity","severity":"WARN",
+             "actor":{"id":"00u1","type":"User","alternateId":"Alice@Example.com","displayName":"Alice"},"target":[{"id":"evt","type":"Event","alternateId":"unknown"}],"outcome":{"result":"SUCCESS"}},
+            {"uuid":"e-2","eventType":"user.mfa.factor.reset_all","severity":"INFO","actor":{"type":"User","alternateId":"admin@example.com"},
+             "target":[{"type":"User","alternateId":"bob@example.com"},{"type":"AppInstance","alternateId":"Okta"}],"outcome":{"result":"SUCCESS"}}]}}"#;
+        let signals = okta_event_hook(body).unwrap();
+        assert_eq!(signals.len(), 2);
+        assert_eq!((signals[0].fingerprint.as_str(), signals[0].subjects.clone(), signals[0].labels["severity"].as_str()), ("e-1", vec!["Alice@Example.com".to_string()], "WARN"));
+        assert_eq!((signals[1].labels["eventType"].as_str(), signals[1].subjects.clone()), ("user.mfa.factor.reset_all", vec!["bob@example.com".to_string()]));
+        assert!(matches!(okta_event_hook(b"{\"data\":{\"events\":[{\"eventType\":\"x\"}]}}"), Err(Refusal::Malformed(_))), "an event without uuid");
     }
 
     #[test]
