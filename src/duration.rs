@@ -39,6 +39,9 @@ pub const COOLDOWN: Bounds = Bounds { field: "cooldown", min: "1m", max: "720h",
 /// How long the operator waits between polls of a Shared Signals transmitter.
 pub const POLL_INTERVAL: Bounds = Bounds { field: "sharedSignals.poll.interval", min: "5s", max: "1h", example: "30s or 2m" };
 
+/// The wait between a rollout's waves.
+pub const WAVE_PAUSE: Bounds = Bounds { field: "rollout.pause", min: "0s", max: "24h", example: "5m" };
+
 /// The windows of the burst and push-fatigue rules.
 pub const BURST_WITHIN: Bounds = Bounds { field: "anomalies.burstWithin", min: "1m", max: "24h", example: "10m" };
 pub const PUSH_WITHIN: Bounds = Bounds { field: "anomalies.pushWithin", min: "1m", max: "24h", example: "10m" };

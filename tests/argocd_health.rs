@@ -34,6 +34,7 @@ fn each_phase_has_the_health_argo_cd_expects() {
         (recall(Some("Cancelled"), ("False", "Cancelled", "cancelled by spec.cancel"), None), "Suspended", "spec.cancel"),
         (recall(Some("Planned"), ("True", "Planned", "planned: 10 users, 12 factors (12 totp), 3 sessions"), None), "Suspended", "planned: 10 users"),
         (recall(Some("AwaitingApproval"), ("False", "AwaitingApproval", "planned: 10 users; waiting for a second person to approve"), None), "Suspended", "second person"),
+        (recall(Some("Paused"), ("False", "Paused", "rollout paused: wave 2: 3 of its 10 users failed"), None), "Suspended", "wave 2"),
     ];
     for (object, status, says) in cases {
         let (got, message) = support::argocd_health(&object);

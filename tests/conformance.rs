@@ -376,6 +376,7 @@ impl Bench {
             notices: None,
             channel: Default::default(),
             plan_only: false,
+            rollout: None,
         }
     }
 

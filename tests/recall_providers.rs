@@ -843,3 +843,73 @@ async fn a_plan_changes_nothing_and_its_execution_does_exactly_what_it_counted()
     let error = recalls.patch("what-if", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "mode": "Plan" } }))).await.unwrap_err().to_string();
     assert!(error.contains("cannot go back to Plan"), "{error}");
 }
+
+/// Waves: the privileged users first, then ten at a time with a pause between; a wave in which
+/// more than 20 % of its users fail pauses the rollout, saying why, with the later waves
+/// untouched; set to go on past that wave, the rollout finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wave_with_too_many_failures_pauses_the_rollout_until_let_through() {
+    let (parts, client, ns, _) = support::scenario("waves").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 30, groups: vec![GroupSeed::new("admins", 10)], ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() };
+    let mut spec = subject.backend_spec("corp-okta-credentials", limits);
+    spec.privileged_groups = vec!["admins".into()];
+    cluster::create_backend(&client, ns, "corp-okta", spec, &subject.secret).await.unwrap();
+    let audit_file = parts.file("waves-audit.jsonl");
+    let operator = Operator::start(ns, &audit_file, &parts.file("waves-operator.log"));
+    cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "in-waves"},
+        "spec": {"reason": "INC-13, in waves", "backends": ["corp-okta"], "scope": {"allUsers": true}, "mode": "Plan", "acknowledgeLockoutRisk": true,
+                 "rollout": {"waveSize": "10", "pause": "1s", "maxFailedPercent": 20},
+                 "reEnrollment": {"checkInterval": "10s", "sweepPerCheck": 0}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
+    let planned = cluster::wait_for(&recalls, "in-waves", Duration::from_secs(60), |r| phase(r) == RecallPhase::Planned).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let plan = planned.status.unwrap().plan.unwrap();
+    assert_eq!((plan.users, plan.privileged), (30, 3), "admins are every 10th user");
+    // The plan's sample is the listing's order: the users who are not admins, in order, make
+    // waves 1 (the first ten), 2 (the next ten) and 3. Three of wave 2 will fail.
+    let admins: Vec<String> = [0, 10, 20].iter().map(|i| username(*i)).collect();
+    let others: Vec<&String> = plan.sample.iter().filter(|u| !admins.iter().any(|a| a.eq_ignore_ascii_case(u))).collect();
+    assert!(others.len() >= 13, "{:?}", plan.sample);
+    let failing: Vec<String> = others[10..13].iter().map(|u| subject.sim.provider.user(u).unwrap().id).collect();
+    subject.sim.set_faults(idp_sim::Faults { failing_paths: failing.clone(), ..Default::default() });
+
+    recalls.patch("in-waves", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "mode": "Execute" } }))).await.unwrap();
+    let paused = cluster::wait_for(&recalls, "in-waves", Duration::from_secs(60), |r| phase(r) == RecallPhase::Paused).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let status = paused.status.unwrap();
+    let rollout = status.rollout.clone().unwrap();
+    assert_eq!((rollout.waves, rollout.paused_at_wave), (4, Some(2)));
+    assert!(rollout.paused_because.contains("wave 2: 3 of its 10 users failed"), "{}", rollout.paused_because);
+    assert_eq!((status.counts.invalidated, status.counts.failed), (3 + 10 + 7, 3), "waves 0 to 2 done, wave 3 untouched");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.reason == "Paused" && ready.message.contains("set spec.rollout.continueAfterWave to 2"), "{ready:?}");
+    assert_eq!(support::argocd_health(&serde_json::to_value(&recalls.get("in-waves").await.unwrap()).unwrap()).0, "Suspended");
+    // The admins went first.
+    let trail = audit_lines(&audit_file);
+    let mut first_users: Vec<String> = Vec::new();
+    for line in trail.iter().filter(|l| l["action"] == "session.revoke") {
+        let user = line["user"].as_str().unwrap().to_lowercase();
+        if !first_users.contains(&user) {
+            first_users.push(user);
+        }
+    }
+    let mut first_three = first_users[..3].to_vec();
+    first_three.sort();
+    assert_eq!(first_three, admins.iter().map(|a| a.to_lowercase()).collect::<Vec<_>>(), "wave 0 is the privileged users");
+    // Signed out: the 20 invalidated of waves 0 to 2 (the 3 that failed were refused at their
+    // sessions already); nobody of wave 3, the last seven of the listing.
+    assert_eq!(first_users.len(), 20, "{first_users:?}");
+    assert!((23..30).all(|i| !first_users.contains(&username(i).to_lowercase())), "wave 3 untouched: {first_users:?}");
+
+    // Let wave 2 through: the rollout finishes.
+    recalls.patch("in-waves", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(json!({ "spec": { "rollout": { "continueAfterWave": 2 } } }))).await.unwrap();
+    let done = cluster::wait_for(&recalls, "in-waves", Duration::from_secs(60), |r| phase(r) == RecallPhase::AwaitingReEnrollment).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let status = done.status.unwrap();
+    assert_eq!((status.counts.invalidated, status.counts.failed, status.counts.targeted), (27, 3, 30));
+    assert_eq!(status.rollout.unwrap().wave, Some(3));
+}

@@ -147,6 +147,7 @@ impl Run {
             notices: None,
             channel: Default::default(),
             plan_only: false,
+            rollout: None,
         }
     }
 

@@ -79,12 +79,77 @@ pub struct MfaRecallSpec {
     /// A second person must approve the recall before anything is revoked: it is planned first and waits in AwaitingApproval with its plan. The admission policy crds/mfarecall-requester.yaml makes requestedBy and approvedBy the names Kubernetes authenticated each change with, and refuses an approval by the requester.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
+    /// Revoke in waves (docs/policies.md): the backends' privileged users first, then batches of a count or a share of the users, with a pause between; a wave whose failures (or the anomalies flagged in the pause after it) pass a threshold pauses the rollout. The recall is planned first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Pause the recall; it resumes where it stopped when set back to false.
     #[serde(default)]
     pub suspend: bool,
     /// Stop the recall for good; what was already done stays done and audited.
     #[serde(default)]
     pub cancel: bool,
+}
+
+/// Waves of a recall.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// The members of each backend's privileged groups (its spec.privilegedGroups) make the first wave (default true): the accounts an attacker wants most are closed first.
+    #[serde(default = "default_true")]
+    pub privileged_first: bool,
+    /// Users in each later wave, per backend: a count such as 500, or a share of the backend's planned users such as 10%.
+    #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]{0,8}%?$') && (!self.endsWith('%') || int(self.replace('%', '')) <= 100)").message("waveSize must be a count such as 500 or a share from 1% to 100%"))]
+    pub wave_size: String,
+    /// The wait after each wave before the next, as a duration from 0s to 24h (default 5m).
+    #[serde(default = "default_wave_pause")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && size(self) > 0 && duration(self) <= duration('24h')").message("pause must be a duration from 0s to 24h, such as 5m"))]
+    pub pause: String,
+    /// A wave in which more than this percentage of its users failed pauses the rollout (default 10).
+    #[serde(default = "default_max_failed_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_failed_percent: i32,
+    /// More anomalies than this flagged during the pause after a wave pause the rollout; unset, anomalies do not pause it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_anomalies: Option<i32>,
+    /// To go on after the rollout paused at a wave: that wave's number (status.rollout.pausedAtWave). Raising the thresholds goes on as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub continue_after_wave: Option<i32>,
+}
+
+fn default_wave_pause() -> String {
+    "5m".into()
+}
+
+fn default_max_failed_percent() -> i32 {
+    10
+}
+
+/// Where a rolled-out recall is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The waves, the privileged one counted (the most over the backends).
+    pub waves: i32,
+    /// The wave revoking or last revoked (0 is the privileged users' wave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<i32>,
+    /// Users done (invalidated or failed) when the wave began: the wave is judged by what it adds.
+    #[serde(default)]
+    pub done_before_wave: i64,
+    /// Users failed when the wave began.
+    #[serde(default)]
+    pub failed_before_wave: i64,
+    /// Anomalies flagged when the wave began.
+    #[serde(default)]
+    pub anomalies_before_wave: i64,
+    /// The wave at which the rollout paused; set spec.rollout.continueAfterWave to it (or raise the threshold) to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at_wave: Option<i32>,
+    /// Why the rollout paused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub paused_because: String,
 }
 
 /// Plan or run.
@@ -490,6 +555,8 @@ pub enum RecallPhase {
     Planned,
     /// Planned; waiting for a second person to set approval.approvedBy.
     AwaitingApproval,
+    /// A rollout wave passed a threshold (status.rollout says which and why); edit spec.rollout to go on.
+    Paused,
     /// Invalidating factors and sessions.
     Revoking,
     /// Everything invalidated; waiting for users to re-enroll.
@@ -538,6 +605,9 @@ pub struct MfaRecallStatus {
     /// What the recall would do or did do, as planned before anything was revoked (mode Plan, or a recall that needs approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<RecallPlan>,
+    /// Where a rolled-out recall's waves are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// Waiting for a turn to revoke: the recall's place in line (1 is next). The operator lets a
     /// set number of recalls revoke at once (`--max-revoking-recalls`). Absent when not waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -571,6 +641,9 @@ pub struct RecallPlan {
     /// Users the provider would not make enroll again once their recalled factors are gone (an Entra user keeping a method of a kind not recalled); `mfa-recall report` names each.
     #[serde(default)]
     pub at_risk: i64,
+    /// Users of the backends' privileged groups, for a rolled-out recall: its first wave.
+    #[serde(default)]
+    pub privileged: i64,
     /// The first users planned (at most 20 per backend); `mfa-recall report` lists all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample: Vec<String>,
@@ -592,6 +665,7 @@ impl RecallPlan {
         self.sessions += other.sessions;
         self.already_enrolled += other.already_enrolled;
         self.at_risk += other.at_risk;
+        self.privileged += other.privileged;
         for (kind, n) in &other.factors {
             *self.factors.entry(*kind).or_default() += n;
         }

@@ -1140,6 +1140,7 @@ mod tests {
             notices: None,
             channel: Default::default(),
             plan_only: false,
+            rollout: None,
         }
     }
 

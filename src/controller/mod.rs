@@ -12,6 +12,7 @@ mod lockout;
 mod not_me;
 pub mod policy;
 mod recall;
+mod rollout;
 pub(crate) mod run;
 mod status;
 

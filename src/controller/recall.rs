@@ -105,7 +105,7 @@ pub fn decide(spec: &MfaRecallSpec, observed: &Observed) -> Decision {
         RecallPhase::Failed if !observed.spec_changed => return Decision::Leave,
         // Planned, or waiting for approval: the run ended; a change of the spec (mode: Execute,
         // approvedBy) takes it up again.
-        RecallPhase::Planned | RecallPhase::AwaitingApproval if !observed.spec_changed && observed.run == Run::Idle => return Decision::Leave,
+        RecallPhase::Planned | RecallPhase::AwaitingApproval | RecallPhase::Paused if !observed.spec_changed && observed.run == Run::Idle => return Decision::Leave,
         _ => {}
     }
     if spec.cancel || spec.suspend {
@@ -223,11 +223,11 @@ mod tests {
         assert_eq!(decide(&spec(false, true), &seen(RecallPhase::Suspended, Run::Idle)), Decision::Stop { record: None });
     }
 
-    /// A plan, or a recall waiting for approval, is left until its spec changes (mode set to
-    /// Execute, approvedBy set); then it runs again, from its plan.
+    /// A plan, a recall waiting for approval, or a paused rollout is left until its spec changes
+    /// (mode set to Execute, approvedBy set, rollout edited); then it runs again, from its plan.
     #[test]
     fn a_planned_or_unapproved_recall_waits_for_its_spec_to_change() {
-        for phase in [RecallPhase::Planned, RecallPhase::AwaitingApproval] {
+        for phase in [RecallPhase::Planned, RecallPhase::AwaitingApproval, RecallPhase::Paused] {
             assert_eq!(decide(&spec(false, false), &seen(phase, Run::Idle)), Decision::Leave, "{phase:?}");
             let changed = Observed { spec_changed: true, ..seen(phase, Run::Idle) };
             assert_eq!(decide(&spec(false, false), &changed), Decision::Start, "{phase:?}");

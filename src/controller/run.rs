@@ -187,18 +187,20 @@ impl Runs {
 }
 
 /// One backend of a running recall.
-struct BackendRun {
-    job: RecallJob,
+pub(super) struct BackendRun {
+    pub(super) job: RecallJob,
     provider: Arc<dyn IdentityProvider>,
-    progress: SharedProgress,
+    /// The IdentityBackend's privileged groups: a rollout's first wave.
+    privileged_groups: Vec<String>,
+    pub(super) progress: SharedProgress,
     /// Where revocation continues, read from the ledger when the run began; taken by the first
     /// revocation, so the ledger is not read (nor the trail replayed) twice.
-    restored: std::sync::Mutex<Option<crate::engine::Restored>>,
+    pub(super) restored: std::sync::Mutex<Option<crate::engine::Restored>>,
 }
 
 /// The status of a recall as its owner keeps it, shared with the status writer.
-struct Live {
-    base: Mutex<MfaRecallStatus>,
+pub(super) struct Live {
+    pub(super) base: Mutex<MfaRecallStatus>,
     /// Set once the run is built; until then the counts are those last written.
     /// Each backend's name, progress, adapter, and how its users re-enroll.
     backends: OnceLock<Vec<(String, SharedProgress, Arc<dyn IdentityProvider>, String)>>,
@@ -226,7 +228,7 @@ impl Live {
         let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone(), channel_text(re_enrollment, &r.job.channel, &*r.provider))).collect());
     }
 
-    fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
+    pub(super) fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
         let mut status = self.base.lock().unwrap().clone();
         if let Some(backends) = self.backends.get() {
             let previous = std::mem::take(&mut status.backends);
@@ -274,7 +276,7 @@ impl Live {
 
     /// The one status writer of a recall: writes the status if it changed since the last write,
     /// once the audit lines behind its counts are durable. True when it wrote.
-    async fn flush(&self, api: &Api<MfaRecall>, recall: &MfaRecall, ctx: &Context) -> Result<bool> {
+    pub(super) async fn flush(&self, api: &Api<MfaRecall>, recall: &MfaRecall, ctx: &Context) -> Result<bool> {
         let status = self.status(recall.metadata.generation);
         if self.written.lock().unwrap().as_ref() == Some(&status) {
             return Ok(false);
@@ -399,9 +401,10 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
     apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval, lockout_risk).await
 }
 
-/// A recall planned before anything is revoked: one in mode Plan, or one that may need approval.
+/// A recall planned before anything is revoked: one in mode Plan, one that may need approval, or
+/// one rolled out in waves (which its plan sets out).
 fn needs_plan(spec: &MfaRecallSpec) -> bool {
-    spec.mode == RecallMode::Plan || spec.approval.is_some()
+    spec.mode == RecallMode::Plan || spec.approval.is_some() || spec.rollout.is_some()
 }
 
 /// What a spec says once checked: the instants and the interval the run keeps to.
@@ -658,8 +661,9 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 notices: notices.clone(),
                 channel: channel(&spec.re_enrollment, &*provider, plan.link_lifetime),
                 plan_only: false,
+                rollout: None,
             };
-            BackendRun { job, provider, progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
+            BackendRun { job, provider, privileged_groups: backend.spec.privileged_groups.clone(), progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
         })
         .collect()
 }
@@ -707,7 +711,7 @@ fn refuse_shrunk_ledger(recall: &MfaRecall, backend: &str, recorded: i64) -> Res
     Err(Error::LedgerShrunk { backend: backend.to_string(), recorded, counted: published })
 }
 
-fn runner(r: &BackendRun, ledger: &Arc<ResourceLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {
+pub(super) fn runner(r: &BackendRun, ledger: &Arc<ResourceLedger>, ctx: &Context, stop: watch::Receiver<bool>) -> Runner {
     Runner { provider: r.provider.clone(), ledger: ledger.clone(), audit: ctx.audit.clone(), progress: r.progress.clone(), stop }
 }
 
@@ -741,15 +745,23 @@ async fn work(
         // Held until revocation is over: a recall waiting for re-enrollment holds no turn.
         let Some(_turn) = ctx.turns.take(&key(recall), live, stop.clone()).await else { return Ok(()) };
         change_phase(recall, ctx, live, RecallPhase::Revoking).await?;
-        let ends = futures::future::try_join_all(
-            runs.iter().zip(&exclusions).map(|(r, exclusions)| async {
-                let restored = r.restored.lock().unwrap().take();
-                runner(r, ledger, ctx, stop.clone()).revoke_with(&r.job, exclusions, restored).await
-            }),
-        )
-        .await?;
-        if ends.contains(&RunEnd::Stopped) {
-            return Ok(());
+        if recall.spec.rollout.is_some() {
+            match super::rollout::waves(recall, ctx, live, runs, ledger, &exclusions, stop.clone()).await? {
+                super::rollout::Waves::Done => {}
+                super::rollout::Waves::Paused => return change_phase(recall, ctx, live, RecallPhase::Paused).await,
+                super::rollout::Waves::Stopped => return Ok(()),
+            }
+        } else {
+            let ends = futures::future::try_join_all(
+                runs.iter().zip(&exclusions).map(|(r, exclusions)| async {
+                    let restored = r.restored.lock().unwrap().take();
+                    runner(r, ledger, ctx, stop.clone()).revoke_with(&r.job, exclusions, restored).await
+                }),
+            )
+            .await?;
+            if ends.contains(&RunEnd::Stopped) {
+                return Ok(());
+            }
         }
         // Factors of unknown age wait until the providers' logs can tell their age: the recall
         // is revoking until every one is judged.
@@ -830,7 +842,17 @@ async fn planned(recall: &MfaRecall, ctx: &Context, runs: &[BackendRun], ledger:
         let Some(_turn) = ctx.turns.take(&key(recall), live, stop.clone()).await else { return Ok(Planned::Stopped) };
         let ends = futures::future::try_join_all(runs.iter().zip(&exclusions).map(|(r, exclusions)| async {
             let restored = r.restored.lock().unwrap().take();
-            runner(r, ledger, ctx, stop.clone()).plan(&r.job, exclusions, restored).await
+            // A rollout's plan records who is privileged: they make its first wave.
+            let mut job = r.job.clone();
+            if recall.spec.rollout.is_some() {
+                let mut privileged = std::collections::HashSet::new();
+                for group in &r.privileged_groups {
+                    let members = r.provider.all_group_members(group, Membership::Transitive).await.map_err(|e| e.reworded(|m| format!("privileged group {group} of the rollout's first wave: {m}")).of(&r.job.backend_key()))?;
+                    privileged.extend(members.into_iter().map(|u| u.id));
+                }
+                job.rollout = Some(Arc::new(crate::engine::RolloutGate { privileged, ..Default::default() }));
+            }
+            runner(r, ledger, ctx, stop.clone()).plan(&job, exclusions, restored).await
         }))
         .await?;
         if ends.contains(&RunEnd::Stopped) {

@@ -33,7 +33,18 @@ pub fn set_conditions(status: &mut MfaRecallStatus, generation: Option<i64>) {
             false,
             format!("{} of {} users done so far; {} wait for their provider's log to tell the age of factors it shows no creation time for", c.invalidated + c.excluded + c.failed, c.targeted, c.awaiting_logs),
         ),
+        RecallPhase::Revoking if let Some(rollout) = &status.rollout => (
+            false,
+            format!("wave {} of {} (0 is the privileged users'): {} of {} users done so far", rollout.wave.unwrap_or(0), rollout.waves.saturating_sub(1), c.invalidated + c.excluded + c.failed, c.targeted),
+        ),
         RecallPhase::Revoking => (false, format!("{} of {} users done so far", c.invalidated + c.excluded + c.failed, c.targeted)),
+        RecallPhase::Paused => (
+            false,
+            match &status.rollout {
+                Some(rollout) => format!("rollout paused: {}; to go on, set spec.rollout.continueAfterWave to {} or raise the threshold", rollout.paused_because, rollout.paused_at_wave.unwrap_or(0)),
+                None => "rollout paused".into(),
+            },
+        ),
         RecallPhase::AwaitingReEnrollment => (
             false,
             format!("all {} users invalidated, excluded or failed; {} re-enrolled, {} pending", c.targeted, c.re_enrolled, c.pending),

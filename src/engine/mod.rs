@@ -45,6 +45,36 @@ pub struct RecallJob {
     pub channel: crate::backends::EnrollmentChannel,
     /// Listing and snapshotting for a plan: segments are recorded as planned only.
     pub plan_only: bool,
+    /// A rolled-out recall: while planning, who is privileged (their places are recorded); while
+    /// revoking, which waves may be worked.
+    pub rollout: Option<Arc<RolloutGate>>,
+}
+
+/// Which users of a rolled-out recall a revocation pass works on.
+#[derive(Debug, Default)]
+pub struct RolloutGate {
+    /// Ids of the backend's privileged groups' members, while planning.
+    pub privileged: HashSet<String>,
+    /// Users per wave after the privileged ones.
+    pub wave_size: u32,
+    /// Privileged users make wave 0; otherwise they go with wave 1.
+    pub privileged_first: bool,
+    /// This pass works users of waves up to this one.
+    pub through: u32,
+    /// The last wave an earlier run started: its users and those before may have been worked on
+    /// before a restart; the users of later waves were never touched.
+    pub started_before: Option<u32>,
+}
+
+impl RolloutGate {
+    /// The wave of a planned user; one planned without a place goes first.
+    pub fn wave_of(&self, record: &UserRecord) -> u32 {
+        match record.rollout {
+            Some(crate::ledger::RolloutPlace::Privileged) => u32::from(!self.privileged_first),
+            Some(crate::ledger::RolloutPlace::Ordinal(place)) => 1 + place / self.wave_size.max(1),
+            None => 0,
+        }
+    }
 }
 
 impl RecallJob {
@@ -123,6 +153,8 @@ pub struct Restored {
     /// The next-page cursors recorded: a listing that comes back to one of them would never
     /// end, in this run or the one after a retry.
     pub cursors: PageCursors,
+    /// The next place among a rollout's users who are not privileged.
+    pub next_place: u32,
 }
 
 /// Users per segment once a recall is under way, and the most a segment's JSON may take before
@@ -222,6 +254,11 @@ impl Runner {
             }
             segment.add_counts(&mut counts);
             segment.users.iter().for_each(|r| kept.note_kept(r));
+            for record in &segment.users {
+                if let Some(crate::ledger::RolloutPlace::Ordinal(place)) = record.rollout {
+                    restored.next_place = restored.next_place.max(place.saturating_add(1));
+                }
+            }
             unresolved.extend(segment.unresolved.iter().cloned());
             if listed_scope {
                 restored.seen.extend(segment.users.iter().map(|r| r.user.id.clone()));
@@ -397,8 +434,8 @@ impl Runner {
         if restored.listed {
             return Ok(true);
         }
-        let (mut cursor, mut index, mut recorded_before, mut seen, mut cursors) =
-            (restored.cursor, restored.next_index, restored.recorded_of_next_page, restored.seen, restored.cursors);
+        let (mut cursor, mut index, mut recorded_before, mut seen, mut cursors, mut next_place) =
+            (restored.cursor, restored.next_index, restored.recorded_of_next_page, restored.seen, restored.cursors, restored.next_place);
         // Users listed and snapshotted for the next segment, and their size in the ledger; names
         // that matched nobody, recorded with the next segment (exclusions' first).
         let (mut users, mut json_bytes) = (Vec::new(), 0);
@@ -448,6 +485,17 @@ impl Runner {
                 ..UserRecord::planned(UserRef { id: String::new(), username: bad.label })
             }));
             recorded_before.clear();
+            // A rollout's plan records each user's place: which wave they go in follows from it.
+            if let Some(gate) = job.rollout.as_ref().filter(|_| job.plan_only) {
+                for record in listed.iter_mut().filter(|r| r.state == UserState::Planned) {
+                    record.rollout = Some(if gate.privileged.contains(&record.user.id) {
+                        crate::ledger::RolloutPlace::Privileged
+                    } else {
+                        next_place = next_place.saturating_add(1);
+                        crate::ledger::RolloutPlace::Ordinal(next_place - 1)
+                    });
+                }
+            }
             if index == 0 && listed.len() > HEAD_USERS {
                 let rest = listed.split_off(HEAD_USERS);
                 self.snapshot_users(job, &mut listed, turns).await;
@@ -581,7 +629,19 @@ impl Runner {
         let users = futures::stream::unfold(to_work, |mut to_work| async move { to_work.recv().await.map(|next| (next, to_work)) })
             .flat_map(|ToWork { segment, resumed }| {
                 let index = segment.index;
-                let planned: Vec<ToDo> = segment.planned().map(|(i, r)| ToDo { index, i, record: r.clone(), resumed }).collect();
+                // A rollout's pass works the users of its waves; the others stay planned. Users of
+                // a wave no earlier run started were never touched, whatever the segment says.
+                let planned: Vec<ToDo> = segment
+                    .planned()
+                    .filter_map(|(i, r)| {
+                        let resumed = match &job.rollout {
+                            None => resumed,
+                            Some(gate) if gate.wave_of(r) > gate.through => return None,
+                            Some(gate) => resumed && gate.started_before.is_some_and(|w| gate.wave_of(r) <= w),
+                        };
+                        Some(ToDo { index, i, record: r.clone(), resumed })
+                    })
+                    .collect();
                 open.lock().unwrap().insert(index, (segment, planned.len()));
                 if planned.is_empty() {
                     close(index);
@@ -1138,6 +1198,7 @@ fn plan_of(segment: &Segment) -> RecallPlan {
         plan.sessions += i64::try_from(snapshot.sessions).unwrap_or(i64::MAX);
         plan.already_enrolled += i64::from(snapshot.enrolled_since_cutoff.is_some());
         plan.at_risk += i64::from(snapshot.at_risk.is_some());
+        plan.privileged += i64::from(record.rollout == Some(crate::ledger::RolloutPlace::Privileged));
     }
     plan
 }

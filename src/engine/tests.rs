@@ -281,6 +281,7 @@ fn job() -> RecallJob {
         notices: None,
         channel: Default::default(),
         plan_only: false,
+        rollout: None,
     }
 }
 

@@ -94,6 +94,19 @@ pub struct UserRecord {
     /// Set when a flag quarantined the user (the recall's anomalies.action), until cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<Quarantine>,
+    /// Where a rolled-out recall's plan put the user: a member of the backend's privileged groups
+    /// (first wave), or the user's place among the others (which wave follows from the wave size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPlace>,
+}
+
+/// A user's place in a rollout, recorded with the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutPlace {
+    Privileged,
+    /// The user's place, from 0, among the users of the backend who are not privileged.
+    Ordinal(u32),
 }
 
 /// A user a flag quarantined: every factor they held revoked (the flagged new one with them),
@@ -123,7 +136,7 @@ impl Quarantine {
 
 impl UserRecord {
     pub fn planned(user: UserRef) -> Self {
-        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false, work: None, flags: Vec::new(), quarantine: None }
+        Self { user, state: UserState::Planned, snapshot: None, note: None, re_enrolled: None, disabled: false, work: None, flags: Vec::new(), quarantine: None, rollout: None }
     }
 
     /// The recorded factors the user lost to this recall.

@@ -1,8 +1,8 @@
 -- Argo CD health check for MfaRecall (mfarecall.io/v1alpha1), from its status as the operator
 -- writes it: Progressing while it starts or revokes, Healthy once every user is dealt with
 -- (waiting for re-enrollment, or completed), Degraded with the condition's message when the
--- recall cannot go on or users failed, Suspended when paused, cancelled, planned (mode Plan) or
--- waiting for a second person's approval.
+-- recall cannot go on or users failed, Suspended when paused, cancelled, planned (mode Plan),
+-- waiting for a second person's approval, or when a rollout wave passed a threshold.
 -- Install it under resource.customizations.health.mfarecall.io_MfaRecall in argocd-cm
 -- (charts/mfa-recall-operator/argocd/README.md).
 local hs = { status = "Progressing", message = "waiting for the operator" }
@@ -23,7 +23,7 @@ local stopped = ready ~= nil and ready.status == "False" and ready.reason ~= pha
 if phase == "Failed" or stopped then
   hs.status = "Degraded"
   hs.message = said
-elseif phase == "Suspended" or phase == "Cancelled" or phase == "Planned" or phase == "AwaitingApproval" then
+elseif phase == "Suspended" or phase == "Cancelled" or phase == "Planned" or phase == "AwaitingApproval" or phase == "Paused" then
   hs.status = "Suspended"
   hs.message = said
 elseif phase == "AwaitingReEnrollment" or phase == "Completed" then

@@ -636,6 +636,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
                 notices: None,
                 channel: Default::default(),
                 plan_only: false,
+                rollout: None,
             };
             runner.revoke(&job).await.unwrap();
             let invalidated = runner.progress.lock().unwrap().counts.invalidated;
@@ -728,6 +729,7 @@ async fn window_run(args: &Args) -> Value {
         notices: None,
         channel: Default::default(),
         plan_only: false,
+        rollout: None,
     };
     let t0 = Instant::now();
     runner.revoke(&job).await.unwrap();
