@@ -298,3 +298,56 @@ async fn a_bypass_is_requested_by_one_person_and_approved_by_another() {
 
     admission.remove().await;
 }
+
+const POLICY_SECRETS: &str = include_str!("../crds/mfarecallpolicy-secret-access.yaml");
+
+/// crds/mfarecallpolicy-secret-access.yaml on the real apiserver: whoever may write an
+/// MfaRecallPolicy but not read a Secret cannot have the operator use it, neither as a source's
+/// token nor in the notifications of the recalls the policy creates; whoever may read it can.
+#[tokio::test]
+async fn only_someone_who_may_get_a_secret_may_name_it_in_a_policy() {
+    let admin = Parts::from_env().client().await;
+    let apply = PatchParams::apply("mfa-recall-tests").force();
+    let admission = support::AdmissionPolicy::install(&admin, POLICY_SECRETS).await;
+    let namespace = support::unique("policy-secrets");
+    testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
+    let roles = Api::<Role>::namespaced(admin.clone(), &namespace);
+    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &namespace);
+    for (name, rules, users) in [
+        ("policy-author", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecallpolicies"], "verbs": ["get", "create", "update", "patch"] }]), &["alice", "mallory"][..]),
+        ("smtp-reader", json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["corp-smtp", "am-token"], "verbs": ["get"] }]), &["alice"][..]),
+    ] {
+        let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules });
+        roles.patch(name, &apply, &Patch::Apply(role)).await.unwrap();
+        let subjects: Vec<Value> = users.iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
+        let role_binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
+                                   "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects });
+        bindings.patch(name, &apply, &Patch::Apply(role_binding)).await.unwrap();
+    }
+    let policy = |name: &str, token: &str, smtp: &str| -> mfa_recall::api::MfaRecallPolicy {
+        serde_json::from_value(json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecallPolicy", "metadata": { "name": name },
+            "spec": { "signals": { "alertmanager": { "tokenSecretRef": { "name": token } } },
+                      "template": { "reason": "leak", "backends": ["okta"], "scope": { "usersFromSignal": true },
+                                    "notifications": { "smtp": { "server": "mail.attacker.example:25", "from": "x@attacker.example", "security": "StartTls", "credentialsSecretRef": { "name": smtp } } } } } }))
+        .unwrap()
+    };
+    let as_mallory = Api::<mfa_recall::api::MfaRecallPolicy>::namespaced(support::acting_as("mallory").await, &namespace);
+    let as_alice = Api::<mfa_recall::api::MfaRecallPolicy>::namespaced(support::acting_as("alice").await, &namespace);
+    // The apiserver takes up a new policy within a second or so.
+    let mut refused = None;
+    for attempt in 0..150 {
+        match as_mallory.create(&PostParams::default(), &policy(&format!("probe-{attempt}"), "am-token", "corp-smtp")).await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("mallory is refused once the policy is active");
+    assert!(refused.contains("names a Secret you may not get"), "{refused}");
+    let error = as_mallory.create(&PostParams::default(), &policy("tokens", "corp-smtp", "corp-smtp")).await.unwrap_err().to_string();
+    assert!(error.contains("names a Secret you may not get"), "a source's Secret too: {error}");
+    as_alice.create(&PostParams::default(), &policy("by-alice", "am-token", "corp-smtp")).await.expect("alice may read both Secrets");
+    admission.remove().await;
+}

@@ -377,6 +377,7 @@ impl Bench {
             channel: Default::default(),
             plan_only: false,
             rollout: None,
+            exclusions_now: None,
         }
     }
 

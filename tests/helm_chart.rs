@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use support::Operator;
 
 const RELEASE: &str = "mfa-recall-operator";
-const CRDS: [&str; 4] = ["identitybackends.mfarecall.io", "mfarecalls.mfarecall.io", "mfabypasses.mfarecall.io", "recallledgersegments.mfarecall.io"];
+const CRDS: [&str; 5] = ["identitybackends.mfarecall.io", "mfarecalls.mfarecall.io", "mfarecallpolicies.mfarecall.io", "mfabypasses.mfarecall.io", "recallledgersegments.mfarecall.io"];
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mfa-recall-operator")
@@ -93,7 +93,9 @@ fn allowed_verbs() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static s
     let status = ["get", "patch", "update"];
     [
         (("mfarecall.io", "identitybackends"), &own[..]),
-        (("mfarecall.io", "mfarecalls"), &own[..]),
+        (("mfarecall.io", "mfarecalls"), &["get", "list", "watch", "patch", "update", "create"][..]),
+        (("mfarecall.io", "mfarecallpolicies"), &["get", "list", "watch"][..]),
+        (("mfarecall.io", "mfarecallpolicies/status"), &status[..]),
         (("mfarecall.io", "identitybackends/status"), &status[..]),
         (("mfarecall.io", "mfarecalls/status"), &status[..]),
         (("mfarecall.io", "mfabypasses"), &["get", "list", "watch"][..]),
@@ -199,6 +201,7 @@ fn chart_admission_policy_is_the_committed_one() {
     assert_chart_holds_the_committed("identitybackend-secret-access.yaml");
     assert_chart_holds_the_committed("mfarecall-requester.yaml");
     assert_chart_holds_the_committed("mfabypass-dual-control.yaml");
+    assert_chart_holds_the_committed("mfarecallpolicy-secret-access.yaml");
 }
 
 #[test]
@@ -484,7 +487,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         crds.patch(crd, &PatchParams::default(), &Patch::Merge(&adopt)).await.unwrap();
     }
     // So are the admission policies, where `kubectl apply -f crds/` put them.
-    for policy in ["identitybackends.mfarecall.io-secret-access", "mfarecalls.mfarecall.io-requester", "mfabypasses.mfarecall.io-dual-control"] {
+    for policy in ["identitybackends.mfarecall.io-secret-access", "mfarecalls.mfarecall.io-requester", "mfabypasses.mfarecall.io-dual-control", "mfarecallpolicies.mfarecall.io-secret-access"] {
         let adopted = Api::<ValidatingAdmissionPolicy>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;
         assert!(adopted.is_ok() || matches!(&adopted, Err(kube::Error::Api(s)) if s.code == 404), "{adopted:?}");
         let adopted = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()).patch(policy, &PatchParams::default(), &Patch::Merge(&adopt)).await;
@@ -554,8 +557,10 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
         (ns, "delete", "", "secrets", Some("corp-okta-credentials")),
         (ns, "list", "", "secrets", None),
         (ns, "watch", "", "secrets", None),
-        (ns, "create", "mfarecall.io", "mfarecalls", None),
+        // Recalls it creates for policies (create); it never deletes one, nor writes a policy.
         (ns, "delete", "mfarecall.io", "mfarecalls", None),
+        (ns, "create", "mfarecall.io", "mfarecallpolicies", None),
+        (ns, "patch", "mfarecall.io", "mfarecallpolicies", None),
         (ns, "create", "mfarecall.io", "identitybackends", None),
         // Bypasses are requested and approved by people; the operator never writes their spec.
         (ns, "create", "mfarecall.io", "mfabypasses", None),

@@ -347,6 +347,13 @@ async fn a_policy_over_every_user_waits_for_an_approval_its_own_identity_cannot_
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert!(ready.message.contains("planned: 11 users") && ready.message.contains("waiting for a second person"), "{}", ready.message);
     assert_eq!(okta.sim.provider.census(None), before, "nothing is revoked before approval");
+    // Suspended and resumed, it waits for approval again: a pause is no way around it.
+    let suspend = |on: bool| kube::api::Patch::Merge(json!({ "spec": { "suspend": on } }));
+    recalls.patch(&name, &kube::api::PatchParams::default(), &suspend(true)).await.unwrap();
+    cluster::wait_for(&recalls, &name, Duration::from_secs(60), phase_is(mfa_recall::api::RecallPhase::Suspended)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    recalls.patch(&name, &kube::api::PatchParams::default(), &suspend(false)).await.unwrap();
+    cluster::wait_for(&recalls, &name, Duration::from_secs(60), phase_is(mfa_recall::api::RecallPhase::AwaitingApproval)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert_eq!(okta.sim.provider.census(None), before, "still nothing revoked");
 
     // The policy's identity cannot approve what it asked for.
     let approve = |by: &str| kube::api::Patch::Merge(json!({ "spec": { "approval": { "approvedBy": by } } }));

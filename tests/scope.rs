@@ -148,6 +148,7 @@ impl Run {
             channel: Default::default(),
             plan_only: false,
             rollout: None,
+            exclusions_now: None,
         }
     }
 

@@ -33,6 +33,12 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new(
     "has(self.approval) == has(oldSelf.approval) && (!has(self.approval) || (self.approval.requestedBy == oldSelf.approval.requestedBy && has(self.approval.aboveUsers) == has(oldSelf.approval.aboveUsers) && (!has(self.approval.aboveUsers) || self.approval.aboveUsers == oldSelf.approval.aboveUsers) && (!has(oldSelf.approval.approvedBy) || (has(self.approval.approvedBy) && self.approval.approvedBy == oldSelf.approval.approvedBy))))"
 ).message("approval is fixed once a recall exists, except that approvedBy is set once by the approver: create a new MfaRecall to ask otherwise"))]
+#[x_kube(validation = Rule::new(
+    "has(self.rollout) == has(oldSelf.rollout) && (!has(self.rollout) || (self.rollout.waveSize == oldSelf.rollout.waveSize && self.rollout.privilegedFirst == oldSelf.rollout.privilegedFirst))"
+).message("rollout, its waveSize and privilegedFirst are fixed once a recall exists (its plan places each user in a wave): pause, the thresholds and continueAfterWave can change"))]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.approval) || !has(oldSelf.approval.approvedBy) || (has(self.acknowledgeLockoutRisk) && self.acknowledgeLockoutRisk) == (has(oldSelf.acknowledgeLockoutRisk) && oldSelf.acknowledgeLockoutRisk)"
+).message("acknowledgeLockoutRisk cannot change once the recall is approved: the approval was given for the plan and the risk it showed"))]
 #[serde(rename_all = "camelCase")]
 pub struct MfaRecallSpec {
     /// Why this recall happens, for the audit trail (for example the incident number). Required.

@@ -1141,6 +1141,7 @@ mod tests {
             channel: Default::default(),
             plan_only: false,
             rollout: None,
+            exclusions_now: None,
         }
     }
 

@@ -262,6 +262,9 @@ pub async fn run(client: Client, settings: Settings) -> crate::Result<()> {
     if let Some(addr) = settings.signals_addr {
         policy::serve(addr, ctx.clone()).await?;
     }
+    // Reconciled when the spec changes (and each minute, for rotated Secrets), not on every
+    // status write: a policy's status changes with each signal received.
+    let policy_stream = policy_stream.predicate_filter(kube::runtime::predicates::generation, Default::default());
     let policy_controller = Controller::for_stream(policy_stream, policy_store)
         .with_config(config)
         .graceful_shutdown_on(shutdown)

@@ -129,8 +129,31 @@ const KEYS_REFRESH: Duration = Duration::from_secs(30);
 const POLL_BATCH: u32 = 100;
 
 impl SsfConfig {
+    /// The key a SET's jti is remembered under, once taken.
+    fn jti_key(&self, jti: &str) -> [u8; 32] {
+        signals::token_digest(format!("ssf-jti\n{}\n{jti}", self.issuer).as_bytes())
+    }
+
+    /// Remembers a SET taken, for as long as one of its age is accepted: the same SET again is refused.
+    fn taken(&self, armed: &Armed, jti: &str) {
+        let now = jiff::Timestamp::now().as_second();
+        let until = now.saturating_add(ssf::SET_LIFETIME.as_secs() as i64);
+        if let Err(e) = armed.state.seen.lock().unwrap().remember(self.jti_key(jti), now, until) {
+            tracing::warn!(policy = %armed.key(), error = %e.message(), "a SET taken could not be remembered");
+        }
+    }
+
+    /// Verifies a SET and refuses one taken before.
+    async fn verify(&self, armed: &Armed, token: &str) -> std::result::Result<ssf::Verified, ssf::SetError> {
+        let verified = self.verify_signature(token).await?;
+        if armed.state.seen.lock().unwrap().contains(&self.jti_key(&verified.jti), jiff::Timestamp::now().as_second()) {
+            return Err(ssf::SetError::InvalidRequest("a SET with this jti was taken before".into()));
+        }
+        Ok(verified)
+    }
+
     /// Verifies a SET, fetching the keys again once when it names a key they lack.
-    async fn verify(&self, token: &str) -> std::result::Result<ssf::Verified, ssf::SetError> {
+    async fn verify_signature(&self, token: &str) -> std::result::Result<ssf::Verified, ssf::SetError> {
         let keys = self.keys.read().unwrap().clone();
         let unknown_kid = ssf::key_id(token).is_some_and(|kid| !keys.has(&kid));
         if unknown_kid && self.refreshed.lock().unwrap().elapsed() >= KEYS_REFRESH {
@@ -141,7 +164,7 @@ impl SsfConfig {
             }
         }
         let keys = self.keys.read().unwrap().clone();
-        ssf::verify(token, &keys, &self.issuer, &self.audience)
+        ssf::verify(token, &keys, &self.issuer, &self.audience, jiff::Timestamp::now())
     }
 }
 
@@ -156,7 +179,7 @@ struct State {
     /// Stats changed since status was written.
     dirty: AtomicBool,
     /// What the next poll of a Shared Signals transmitter acknowledges, and when it is due.
-    poll: tokio::sync::Mutex<PollState>,
+    poll: Arc<tokio::sync::Mutex<PollState>>,
 }
 
 #[derive(Default)]
@@ -191,7 +214,8 @@ impl Armed {
     }
 
     /// Counts what became of one signal.
-    fn note(&self, ctx: &Context, seen: SignalSeen) {
+    fn note(&self, ctx: &Context, mut seen: SignalSeen) {
+        seen.detail = signals::clip(&seen.detail);
         ctx.metrics.signal(static_source(&seen.source), &seen.outcome);
         let mut stats = self.state.stats.lock().unwrap();
         stats.signals += 1;
@@ -234,10 +258,11 @@ pub async fn reconcile(policy: Arc<MfaRecallPolicy>, ctx: Arc<Context>) -> Resul
     let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
     let key = format!("{namespace}/{name}");
     let uid = policy.uid().unwrap_or_default();
-    let config = configure(&policy, &ctx).await?;
-    let state = match ctx.policies.get(&key) {
-        Some(armed) if armed.uid == uid => armed.state.clone(),
-        _ => Arc::new(seeded(&policy, &ctx).await?),
+    let previous = ctx.policies.get(&key).filter(|armed| armed.uid == uid);
+    let config = configure(&policy, &ctx, previous.as_deref()).await?;
+    let state = match &previous {
+        Some(armed) => armed.state.clone(),
+        None => Arc::new(seeded(&policy, &ctx).await?),
     };
     let mut conditions = policy.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     match &config {
@@ -261,8 +286,12 @@ pub fn error_policy(policy: Arc<MfaRecallPolicy>, error: &Error, ctx: Arc<Contex
 
 /// The policy's rules and secrets; Err(kube) when the apiserver could not be asked (tried
 /// again), Ok(Err) when the policy cannot take signals as it stands (its Ready says why).
-async fn configure(policy: &MfaRecallPolicy, ctx: &Context) -> Result<std::result::Result<Config, (Reason, String)>> {
+async fn configure(policy: &MfaRecallPolicy, ctx: &Context, previous: Option<&Armed>) -> Result<std::result::Result<Config, (Reason, String)>> {
     let spec = &policy.spec;
+    // Its name labels the recalls it creates.
+    if policy.name_any().len() > 63 {
+        return Ok(Err((Reason::InvalidPolicy, "a policy's name labels the recalls it creates: at most 63 characters; create it under a shorter name".into())));
+    }
     let rules = match Rules::compile(spec.condition.as_deref(), spec.dedupe_by.as_deref()) {
         Ok(rules) => rules,
         Err(why) => return Ok(Err((Reason::InvalidPolicy, why))),
@@ -330,24 +359,32 @@ async fn configure(policy: &MfaRecallPolicy, ctx: &Context) -> Result<std::resul
                 }
                 None => None,
             };
-            let client = ssf::client();
-            let jwks_uri = match &source.jwks_uri {
-                Some(uri) => uri.clone(),
-                None => match ssf::jwks_uri(&client, &source.issuer).await {
-                    Ok(uri) => uri,
-                    Err(why) => return Ok(Err((Reason::TransmitterUnreachable, format!("the transmitter's configuration: {why}")))),
-                },
-            };
-            let keys = match ssf::keys(&client, &jwks_uri).await {
-                Ok(keys) => keys,
-                Err(why) => return Ok(Err((Reason::TransmitterUnreachable, format!("the transmitter's keys: {why}")))),
+            // The keys of the same transmitter are kept across re-arming: fetched again only when
+            // a SET names a key they lack.
+            let kept = previous.and_then(|armed| armed.config.as_ref().ok()?.ssf.as_ref().filter(|_| armed.spec.signals.shared_signals.as_ref().is_some_and(|was| (&was.issuer, &was.jwks_uri) == (&source.issuer, &source.jwks_uri))));
+            let (jwks_uri, keys) = match kept {
+                Some(kept) => (kept.jwks_uri.clone(), kept.keys.read().unwrap().clone()),
+                None => {
+                    let client = ssf::client();
+                    let jwks_uri = match &source.jwks_uri {
+                        Some(uri) => uri.clone(),
+                        None => match ssf::jwks_uri(&client, &source.issuer).await {
+                            Ok(uri) => uri,
+                            Err(why) => return Ok(Err((Reason::TransmitterUnreachable, format!("the transmitter's configuration: {why}")))),
+                        },
+                    };
+                    match ssf::keys(&client, &jwks_uri).await {
+                        Ok(keys) => (jwks_uri, Arc::new(keys)),
+                        Err(why) => return Ok(Err((Reason::TransmitterUnreachable, format!("the transmitter's keys: {why}")))),
+                    }
+                }
             };
             Some(SsfConfig {
                 issuer: source.issuer.clone(),
                 audience: source.audience.clone(),
                 jwks_uri,
-                keys: RwLock::new(Arc::new(keys)),
-                refreshed: Mutex::new(std::time::Instant::now()),
+                keys: RwLock::new(keys),
+                refreshed: Mutex::new(kept.map_or_else(std::time::Instant::now, |k| *k.refreshed.lock().unwrap())),
                 push,
                 poll,
             })
@@ -452,7 +489,7 @@ fn answer(status: u16, body: serde_json::Value) -> Response<Full<bytes::Bytes>> 
         .expect("a response of fixed parts")
 }
 
-async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
+async fn respond(ctx: &Arc<Context>, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
     let path = request.uri().path().to_string();
     let Some((namespace, name, source)) = path.strip_prefix(PATH_PREFIX).and_then(|rest| {
         let mut parts = rest.split('/');
@@ -477,6 +514,10 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
         "okta" => armed.spec.signals.okta_event_hook.is_some(),
         _ => false,
     };
+    if !configured {
+        ctx.metrics.signal(static_source(source), "unknownPolicy");
+        return answer(404, json!({ "error": format!("MfaRecallPolicy {namespace}/{name} has no source {source}") }));
+    }
     // Okta's one-time verification of a new event hook: its challenge, echoed (Okta's event hooks
     // guide). Echoing it gives away nothing; every delivery after it carries the secret.
     if source == "okta"
@@ -485,17 +526,14 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
     {
         return answer(200, json!({ "verification": challenge.chars().take(1024).collect::<String>() }));
     }
-    if !configured {
-        ctx.metrics.signal(static_source(source), "unknownPolicy");
-        return answer(404, json!({ "error": format!("MfaRecallPolicy {namespace}/{name} has no source {source}") }));
-    }
     if request.method() != Method::POST {
         return answer(405, json!({ "error": "signals are POSTed" }));
     }
     let config = match &armed.config {
         Ok(config) => config,
         // Alertmanager sends again on a 5xx: the signal is not lost while the policy is fixed.
-        Err((_, why)) => return answer(503, json!({ "error": format!("MfaRecallPolicy {namespace}/{name} is not ready: {why}") })),
+        // Why it is not ready (Secret names, URLs) is for its status, not for any caller.
+        Err(_) => return answer(503, json!({ "error": format!("MfaRecallPolicy {namespace}/{name} is not ready: its status says why") })),
     };
     let headers = request.headers().clone();
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
@@ -508,16 +546,13 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
     }
     // Alertmanager's token and Okta's secret are checked before the body is read: an
     // unauthenticated sender gets nothing read or parsed.
-    if source == "alertmanager"
-        && let Err(refusal) = signals::check_bearer(header("authorization"), config.bearer.as_ref().unwrap_or(&[0; 32]))
-    {
+    let authenticated = match source {
+        "alertmanager" => signals::check_bearer(header("authorization"), config.bearer.as_ref()),
+        "okta" => signals::check_secret(config.okta.as_ref().and_then(|(name, _)| header(name)), config.okta.as_ref().map(|(_, digest)| digest)),
+        _ => Ok(()),
+    };
+    if let Err(refusal) = authenticated {
         return refused(refusal);
-    }
-    if source == "okta" {
-        let presented = config.okta.as_ref().and_then(|(name, _)| header(name)).map(|v| signals::token_digest(v.trim_ascii()));
-        if presented.is_none() || presented != config.okta.as_ref().map(|(_, digest)| *digest) {
-            return refused(Refusal::Unauthenticated);
-        }
     }
     let body = match read_body(request.into_body()).await {
         Some(body) => body,
@@ -546,14 +581,13 @@ async fn respond(ctx: &Context, request: Request<hyper::body::Incoming>) -> Resp
 
 /// A SET pushed by a Shared Signals transmitter (RFC 8935): 202 once taken, 400 with
 /// `{"err", "description"}` when the SET is refused, 401 without the configured Authorization.
-async fn push(ctx: &Context, armed: &Armed, config: &Config, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
+async fn push(ctx: &Arc<Context>, armed: &Arc<Armed>, config: &Config, request: Request<hyper::body::Incoming>) -> Response<Full<bytes::Bytes>> {
     let Some(ssf) = &config.ssf else { return answer(404, json!({ "error": "no sharedSignals source" })) };
     let refuse = |outcome: &str, status: u16, body: serde_json::Value, detail: String| {
         armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: String::new(), outcome: outcome.into(), recall: None, detail });
         answer(status, body)
     };
-    let presented = request.headers().get(hyper::header::AUTHORIZATION).map(|v| signals::token_digest(v.as_bytes().trim_ascii()));
-    if ssf.push.is_none() || presented != ssf.push {
+    if signals::check_secret(request.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes()), ssf.push.as_ref()).is_err() {
         return refuse("unauthenticated", 401, json!({ "err": "authentication_failed", "description": "missing or wrong Authorization header" }), "missing or wrong Authorization header".into());
     }
     let typed = request.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.trim().starts_with("application/secevent+jwt"));
@@ -565,15 +599,18 @@ async fn push(ctx: &Context, armed: &Armed, config: &Config, request: Request<hy
         None => return refuse("tooLarge", 413, json!({ "err": "invalid_request", "description": format!("body larger than {} bytes", signals::MAX_BODY) }), String::new()),
     };
     let token = String::from_utf8_lossy(&body);
-    match ssf.verify(token.trim()).await {
+    match ssf.verify(armed, token.trim()).await {
         Err(e) => refuse(e.outcome(), 400, e.body(), e.description()),
         Ok(ssf::Verified { jti, signal: None }) => {
             armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: jti, outcome: "verification".into(), recall: None, detail: "the transmitter checked the stream".into() });
             answer(202, json!({}))
         }
-        Ok(ssf::Verified { signal: Some(signal), .. }) => {
+        Ok(ssf::Verified { jti, signal: Some(signal) }) => {
             let mut seen = take_all(ctx, armed, config, std::slice::from_ref(&signal)).await;
             let retry = seen.iter().any(|s| s.outcome == "createFailed");
+            if !retry {
+                ssf.taken(armed, &jti);
+            }
             seen.drain(..).for_each(|s| armed.note(ctx, s));
             // A recall that could not be created is asked for again by a transmitter that retries.
             if retry { answer(503, json!({ "err": "temporarily_unavailable" })) } else { answer(202, json!({})) }
@@ -587,13 +624,17 @@ pub async fn poll_transmitters(ctx: Arc<Context>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         for armed in ctx.policies.all() {
             let Ok(config) = &armed.config else { continue };
-            let Some(poll) = config.ssf.as_ref().and_then(|s| s.poll.as_ref()) else { continue };
-            let mut state = armed.state.poll.lock().await;
+            let Some(interval) = config.ssf.as_ref().and_then(|s| s.poll.as_ref()).map(|p| p.interval) else { continue };
+            // Each policy's poll in a task of its own: a slow transmitter delays only its own.
+            let Ok(mut state) = armed.state.poll.clone().try_lock_owned() else { continue };
             if state.next.is_some_and(|next| tokio::time::Instant::now() < next) {
                 continue;
             }
-            poll_once(&ctx, &armed, config, &mut state).await;
-            state.next = Some(tokio::time::Instant::now() + poll.interval);
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                poll_once(&ctx, &armed, &mut state).await;
+                state.next = Some(tokio::time::Instant::now() + interval);
+            });
         }
     }
 }
@@ -601,7 +642,8 @@ pub async fn poll_transmitters(ctx: Arc<Context>) {
 /// One poll (RFC 8936), asking again at once while the transmitter says more are available:
 /// acknowledges what the last poll took, reports the SETs it refused, and takes the new ones.
 /// A SET whose recall could not be created is not acknowledged, so it comes again.
-async fn poll_once(ctx: &Context, armed: &Armed, config: &Config, state: &mut PollState) {
+async fn poll_once(ctx: &Arc<Context>, armed: &Arc<Armed>, state: &mut PollState) {
+    let Ok(config) = &armed.config else { return };
     let (Some(ssf), Some(poll)) = (&config.ssf, config.ssf.as_ref().and_then(|s| s.poll.as_ref())) else { return };
     let client = ssf::client();
     for _ in 0..10 {
@@ -619,7 +661,7 @@ async fn poll_once(ctx: &Context, armed: &Armed, config: &Config, state: &mut Po
         // The answer's SETs are one delivery: an incident's users named across them go into one recall.
         let (mut taken, mut jtis) = (Vec::new(), Vec::new());
         for (jti, token) in answer.sets.into_iter().take(POLL_BATCH as usize) {
-            match ssf.verify(&token).await {
+            match ssf.verify(armed, &token).await {
                 Err(e) => {
                     armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: jti.chars().take(256).collect(), outcome: e.outcome().into(), recall: None, detail: e.description() });
                     state.set_errs.insert(jti, e.body());
@@ -628,15 +670,16 @@ async fn poll_once(ctx: &Context, armed: &Armed, config: &Config, state: &mut Po
                     armed.note(ctx, SignalSeen { at: jiff::Timestamp::now(), source: "sharedSignals".into(), fingerprint: jti.clone(), outcome: "verification".into(), recall: None, detail: "the transmitter checked the stream".into() });
                     state.ack.push(jti);
                 }
-                Ok(ssf::Verified { signal: Some(signal), .. }) => {
+                Ok(ssf::Verified { jti: claimed, signal: Some(signal) }) => {
                     taken.push(signal);
-                    jtis.push(jti);
+                    jtis.push((jti, claimed));
                 }
             }
         }
-        for (seen, jti) in take_all(ctx, armed, config, &taken).await.into_iter().zip(jtis) {
+        for (seen, (jti, claimed)) in take_all(ctx, armed, config, &taken).await.into_iter().zip(jtis) {
             // Not acknowledged: the transmitter sends it again.
             if seen.outcome != "createFailed" {
+                ssf.taken(armed, &claimed);
                 state.ack.push(jti);
             }
             armed.note(ctx, seen);
@@ -651,7 +694,7 @@ async fn poll_once(ctx: &Context, armed: &Armed, config: &Config, state: &mut Po
 /// become, one answer each. Those that match are grouped by incident: each incident gets one
 /// recall of all the users its signals name (or none, as a duplicate), the first signal
 /// `created` and the others `merged`.
-async fn take_all(ctx: &Context, armed: &Armed, config: &Config, signals: &[Signal]) -> Vec<SignalSeen> {
+async fn take_all(ctx: &Arc<Context>, armed: &Arc<Armed>, config: &Config, signals: &[Signal]) -> Vec<SignalSeen> {
     let seen = |signal: &Signal, outcome: &str, recall: Option<String>, detail: String| SignalSeen {
         at: jiff::Timestamp::now(),
         source: signal.source.to_string(),
@@ -693,7 +736,12 @@ async fn take_all(ctx: &Context, armed: &Armed, config: &Config, signals: &[Sign
         let mut subjects: Vec<String> = members.iter().flat_map(|i| signals[*i].subjects.iter().cloned()).collect();
         subjects.sort();
         subjects.dedup();
-        let (outcome, recall, detail) = admit(ctx, armed, config, &incident, Signal { subjects, ..first.clone() }).await;
+        // Apart from the request: a sender that hangs up, or a connection cut at its deadline,
+        // must not leave a recall created but not in the guard (a retry would make another).
+        let (task_ctx, task_armed, signal) = (ctx.clone(), armed.clone(), Signal { subjects, ..first.clone() });
+        let (outcome, recall, detail) = tokio::spawn(async move { admit(&task_ctx, &task_armed, &incident, signal).await })
+            .await
+            .unwrap_or_else(|_| ("createFailed", None, "the admission of the signal ended early".into()));
         for (n, i) in members.iter().enumerate() {
             let outcome = if n > 0 && outcome == "created" { "merged" } else { outcome };
             let detail = if n > 0 && outcome == "merged" { "taken into the recall of another signal of the same incident in this delivery".to_string() } else { detail.clone() };
@@ -704,7 +752,8 @@ async fn take_all(ctx: &Context, armed: &Armed, config: &Config, signals: &[Sign
 }
 
 /// Admits one incident's signal through the guard and creates its recall: (outcome, recall, detail).
-async fn admit(ctx: &Context, armed: &Armed, config: &Config, incident: &str, mut signal: Signal) -> (&'static str, Option<String>, String) {
+async fn admit(ctx: &Context, armed: &Armed, incident: &str, mut signal: Signal) -> (&'static str, Option<String>, String) {
+    let Ok(config) = &armed.config else { return ("createFailed", None, "the policy is not ready".into()) };
     // Duplicates are told apart first: they are most of what an alerting system sends.
     let from_signal = armed.spec.template.scope.users_from_signal;
     let mut guard = armed.state.guard.lock().await;
@@ -730,6 +779,18 @@ async fn admit(ctx: &Context, armed: &Armed, config: &Config, incident: &str, mu
     match create(ctx, armed, spec, &signal, incident).await {
         Ok(name) => {
             guard.created(incident, now, &name, &signal.subjects);
+            let audited = ctx.audit.record(AuditEvent {
+                recall: format!("{}/{name}", armed.namespace),
+                action: Audited::PolicyRecall,
+                outcome: Outcome::Done,
+                detail: Some(format!("created by MfaRecallPolicy {} from {} signal {} ({} users named)", armed.key(), signal.source, signal.fingerprint, signal.subjects.len())),
+                ..Default::default()
+            });
+            if let Err(e) = audited {
+                // The recall exists: said as it is, and never created twice by a retry.
+                tracing::error!(policy = %armed.key(), recall = %name, error = %e, "the audit trail could not record a recall a signal started");
+                return ("created", Some(name), format!("{detail} (the audit trail could not record it: {e})"));
+            }
             ("created", Some(name), detail)
         }
         Err(e) => {
@@ -812,7 +873,7 @@ fn recall_spec(template: &RecallTemplate, signal: &Signal, requester: &str) -> s
     serde_json::from_value(spec).map_err(|e| format!("the template does not make a valid recall: {e}"))
 }
 
-/// Creates the recall, then audits it: the trail has every recall a policy started.
+/// Creates the recall (its caller records it in the guard, then audits it).
 async fn create(ctx: &Context, armed: &Armed, spec: MfaRecallSpec, signal: &Signal, incident: &str) -> Result<String> {
     let mut recall = MfaRecall::new("", spec);
     // Room for the suffix the apiserver adds.
@@ -822,13 +883,6 @@ async fn create(ctx: &Context, armed: &Armed, spec: MfaRecallSpec, signal: &Sign
     let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &armed.namespace);
     let created = api.create(&PostParams { field_manager: Some(POLICY_FIELD_MANAGER.into()), ..Default::default() }, &recall).await?;
     let name = created.name_any();
-    ctx.audit.record(AuditEvent {
-        recall: format!("{}/{name}", armed.namespace),
-        action: Audited::PolicyRecall,
-        outcome: Outcome::Done,
-        detail: Some(format!("created by MfaRecallPolicy {} from {} signal {} ({} users named)", armed.key(), signal.source, signal.fingerprint, signal.subjects.len())),
-        ..Default::default()
-    })?;
     tracing::info!(policy = %armed.key(), recall = %name, source = signal.source, "a signal started a recall");
     Ok(name)
 }

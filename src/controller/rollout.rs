@@ -91,12 +91,16 @@ pub(super) async fn waves(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Ar
     let api: Api<MfaRecall> = Api::namespaced(ctx.client.clone(), &recall.metadata.namespace.clone().unwrap_or_default());
     let mut stop_wait = stop.clone();
     for wave in next..waves {
-        let counts = live.status(None).counts;
-        (state.wave, state.done_before_wave, state.failed_before_wave, state.anomalies_before_wave) = (Some(wave), counts.invalidated + counts.failed, counts.failed, counts.anomalies);
+        // A wave taken up again after a stop keeps what it is judged against.
+        if state.wave != Some(wave) {
+            let counts = live.status(None).counts;
+            (state.wave, state.done_before_wave, state.failed_before_wave, state.anomalies_before_wave) = (Some(wave), counts.invalidated + counts.failed, counts.failed, counts.anomalies);
+        }
         live.base.lock().unwrap().rollout = Some(state.clone());
         // Recorded before the wave's first user is touched: a restart knows who may have been.
         live.flush(&api, recall, ctx).await?;
-        let through = u32::try_from(wave).unwrap_or(0);
+        // The last wave takes whoever is left, so no planned user is passed over.
+        let through = if wave + 1 == waves { u32::MAX } else { u32::try_from(wave).unwrap_or(0) };
         let ends = futures::future::try_join_all(runs.iter().zip(exclusions).zip(&sizes).map(|((r, exclusions), size)| {
             let gate = RolloutGate { wave_size: *size, privileged_first: rollout.privileged_first, through, started_before, ..Default::default() };
             let job = crate::engine::RecallJob { rollout: Some(Arc::new(gate)), ..r.job.clone() };

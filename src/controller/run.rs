@@ -218,14 +218,21 @@ impl Live {
     }
 
     /// Takes the checked instants and the backends' progress into the status.
-    fn begin(&self, plan: &Plan, runs: &[BackendRun], re_enrollment: &ReEnrollment) {
+    fn begin(&self, plan: &Plan, runs: &[BackendRun], spec: &MfaRecallSpec) {
         {
             let mut base = self.base.lock().unwrap();
             base.cutoff = Some(plan.cutoff);
             base.started_at = Some(plan.started);
             base.deadline = Some(plan.deadline);
+            // A rollout's waves and pauses do not eat into the users' time to enroll: theirs
+            // counts from the end of revocation.
+            if spec.rollout.is_some()
+                && let Some(revoked) = base.revoked_at
+            {
+                base.deadline = revoked.checked_add(plan.grace).ok();
+            }
         }
-        let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone(), channel_text(re_enrollment, &r.job.channel, &*r.provider))).collect());
+        let _ = self.backends.set(runs.iter().map(|r| (r.job.backend.clone(), r.progress.clone(), r.provider.clone(), channel_text(&spec.re_enrollment, &r.job.channel, &*r.provider))).collect());
     }
 
     pub(super) fn status(&self, generation: Option<i64>) -> MfaRecallStatus {
@@ -373,20 +380,19 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
         change_phase(recall, ctx, live, RecallPhase::Pending).await?;
     }
     let fetched = fetch(recall, ctx).await?;
-    // Once revocation began, the checks were passed: a resumed recall goes on. A plan's ledger
-    // is no revocation yet.
-    let phase = live.base.lock().unwrap().phase;
-    let checks_due = !fetched.under_way || matches!(phase, RecallPhase::Pending | RecallPhase::Planned | RecallPhase::AwaitingApproval);
+    // Once revocation began, the checks were passed: a resumed recall goes on. Until then (a
+    // plan's ledger is no revocation) they are made again, whatever the phase says.
     let mut lockout_risk = None;
-    if checks_due {
+    if !fetched.revocation_began {
         refuse_inseparable_kinds(recall, &fetched)?;
         match super::lockout::check(recall, &fetched.backends).await {
             Ok(()) => {}
             // A plan shows the risk; only revoking waits for it to be fixed or acknowledged.
-            Err(Error::LockoutRisk(why)) if needs_plan(&recall.spec) || matches!(phase, RecallPhase::Planned | RecallPhase::AwaitingApproval) => lockout_risk = Some(why),
+            Err(Error::LockoutRisk(why)) if needs_plan(&recall.spec) => lockout_risk = Some(why),
             Err(e) => return Err(e),
         }
     }
+    let revocation_began = fetched.revocation_began;
     let ledger = fetched.ledger.clone();
     let runs = build(recall, &plan, fetched.backends, fetched.notices);
     // Before the runs' counts are published, so counts never go backwards, and a ledger that
@@ -397,8 +403,11 @@ async fn execute(recall: &Arc<MfaRecall>, ctx: &Arc<Context>, live: &Arc<Live>, 
         let recorded = r.progress.lock().unwrap().counts.targeted;
         refuse_shrunk_ledger(recall, &r.job.backend, recorded)?;
     }
-    live.begin(&plan, &runs, &recall.spec.re_enrollment);
-    apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval, lockout_risk).await
+    live.begin(&plan, &runs, &recall.spec);
+    // A plan made earlier (mode Plan, switched to Execute since) is let go the same way.
+    let planned_before = live.base.lock().unwrap().plan.is_some();
+    let plan_first = !revocation_began && (needs_plan(&recall.spec) || planned_before);
+    apply(recall, ctx, live, &runs, &ledger, stop, plan.check_interval, plan_first.then_some(lockout_risk)).await
 }
 
 /// A recall planned before anything is revoked: one in mode Plan, one that may need approval, or
@@ -413,6 +422,7 @@ pub(crate) struct Plan {
     cutoff: jiff::Timestamp,
     started: jiff::Timestamp,
     deadline: jiff::Timestamp,
+    grace: jiff::SignedDuration,
     check_interval: Duration,
     window: WindowSettings,
     link_lifetime: Duration,
@@ -429,7 +439,7 @@ pub(crate) fn validate(recall: &MfaRecall, started: Option<jiff::Timestamp>, now
     let check_interval = duration::CHECK_INTERVAL.parse(&spec.re_enrollment.check_interval).map_err(Error::Invalid)?;
     let window = window_settings(spec, started)?;
     let link_lifetime = duration::LINK_LIFETIME.parse(&spec.re_enrollment.link_lifetime).map_err(Error::Invalid)?;
-    Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, check_interval, window, link_lifetime })
+    Ok(Plan { cutoff: spec.cutoff.unwrap_or(created), started, deadline, grace, check_interval, window, link_lifetime })
 }
 
 /// The recall's clearances as the apiserver has them now; None when it cannot be read (the
@@ -485,8 +495,9 @@ fn grace_period(rules: &ReEnrollment) -> Result<jiff::SignedDuration> {
 struct Fetched {
     backends: Vec<(IdentityBackend, Arc<dyn IdentityProvider>)>,
     ledger: Arc<ResourceLedger>,
-    /// The ledger holds progress already: the recall is under way.
-    under_way: bool,
+    /// A user may have been touched: the ledger holds a segment recorded for revoking (a
+    /// plan's segments are recorded as planned only until they are worked).
+    revocation_began: bool,
     notices: Option<Arc<Notices>>,
 }
 
@@ -505,10 +516,14 @@ async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
     }
     let owner = recall.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the recall has no uid yet".into()))?;
     let ledger = Arc::new(ResourceLedger::new(ctx.client.clone(), &namespace, owner, ctx.ledger_key.clone()));
-    let mut under_way = false;
+    // Segments are taken up in order, and each is recorded for revoking before its first user
+    // is touched: the first segment of each backend tells.
+    let mut revocation_began = false;
     for name in &recall.spec.backends {
-        if !ledger.segments(name).await?.is_empty() {
-            under_way = true;
+        if let Some(first) = ledger.segments(name).await?.first()
+            && !ledger.read(name, *first).await?.planned_only
+        {
+            revocation_began = true;
             break;
         }
     }
@@ -524,7 +539,7 @@ async fn fetch(recall: &MfaRecall, ctx: &Context) -> Result<Fetched> {
         },
         None => None,
     };
-    Ok(Fetched { backends, ledger, under_way, notices })
+    Ok(Fetched { backends, ledger, revocation_began, notices })
 }
 
 /// The recall's notice sinks with their Secrets read, or why they cannot be used.
@@ -596,7 +611,7 @@ pub(super) async fn notices(spec: &Notifications, namespace: &str, recall_uid: O
 /// before anything is recorded on any backend. One already under way (an operator upgraded in
 /// between) goes on as it was recorded.
 fn refuse_inseparable_kinds(recall: &MfaRecall, fetched: &Fetched) -> Result<()> {
-    if fetched.under_way {
+    if fetched.revocation_began {
         return Ok(());
     }
     for (backend, provider) in &fetched.backends {
@@ -662,6 +677,7 @@ fn build(recall: &MfaRecall, plan: &Plan, backends: Vec<(IdentityBackend, Arc<dy
                 channel: channel(&spec.re_enrollment, &*provider, plan.link_lifetime),
                 plan_only: false,
                 rollout: None,
+                exclusions_now: None,
             };
             BackendRun { job, provider, privileged_groups: backend.spec.privileged_groups.clone(), progress: Arc::new(Mutex::new(Progress::default())), restored: Default::default() }
         })
@@ -689,11 +705,11 @@ async fn apply(
     ledger: &Arc<ResourceLedger>,
     stop: watch::Receiver<bool>,
     check_interval: Duration,
-    lockout_risk: Option<String>,
+    plan_first: Option<Option<String>>,
 ) -> Result<()> {
     let api = Api::namespaced(ctx.client.clone(), &recall.namespace().unwrap_or_default());
     let writer = StatusWriter::spawn(api, recall.clone(), live.clone(), ctx.clone());
-    let outcome = work(recall, ctx, runs, ledger, live, stop, check_interval, lockout_risk).await;
+    let outcome = work(recall, ctx, runs, ledger, live, stop, check_interval, plan_first).await;
     // The counts reached are written even when the run ended on an error (its condition follows).
     writer.finish().await;
     outcome
@@ -723,15 +739,12 @@ async fn work(
     live: &Arc<Live>,
     stop: watch::Receiver<bool>,
     check_interval: Duration,
-    lockout_risk: Option<String>,
+    plan_first: Option<Option<String>>,
 ) -> Result<()> {
     let phase = live.base.lock().unwrap().phase;
-    let plan_first = match phase {
-        RecallPhase::Planned | RecallPhase::AwaitingApproval => true,
-        RecallPhase::Pending => needs_plan(&recall.spec),
-        _ => false,
-    };
-    if plan_first {
+    // Planned first (with what the lockout guard found) while revocation has not begun: a
+    // suspended, failed or restarted recall goes through its plan and approval again.
+    if let Some(lockout_risk) = plan_first {
         match planned(recall, ctx, runs, ledger, live, stop.clone(), lockout_risk).await? {
             Planned::Execute => {}
             Planned::Wait(phase) => return change_phase(recall, ctx, live, phase).await,
@@ -775,7 +788,14 @@ async fn work(
                 _ = stop_wait.changed() => return Ok(()),
             }
         }
-        live.base.lock().unwrap().revoked_at = Some(jiff::Timestamp::now());
+        {
+            let mut base = live.base.lock().unwrap();
+            let now = jiff::Timestamp::now();
+            base.revoked_at = Some(now);
+            if recall.spec.rollout.is_some() {
+                base.deadline = now.checked_add(grace_period(&recall.spec.re_enrollment)?).ok();
+            }
+        }
         change_phase(recall, ctx, live, RecallPhase::AwaitingReEnrollment).await?;
     }
 
@@ -873,12 +893,16 @@ async fn planned(recall: &MfaRecall, ctx: &Context, runs: &[BackendRun], ledger:
     if spec.mode == RecallMode::Plan {
         return Ok(Planned::Wait(RecallPhase::Planned));
     }
-    if let Some(approval) = &spec.approval
-        && approval.needed_for(users)
-    {
-        if !approval.approved() {
-            return Ok(Planned::Wait(RecallPhase::AwaitingApproval));
-        }
+    let approval = spec.approval.as_ref().filter(|a| a.needed_for(users));
+    if approval.is_some_and(|a| !a.approved()) {
+        return Ok(Planned::Wait(RecallPhase::AwaitingApproval));
+    }
+    // Planned with the risk shown; revoking waits until it is fixed or acknowledged.
+    if let Some(why) = lockout_risk {
+        return Err(Error::LockoutRisk(why));
+    }
+    // Audited once revocation is let go (a crash before its first segment is worked may write it again).
+    if let Some(approval) = approval {
         let approver = approval.approved_by.clone().unwrap_or_default();
         ctx.audit.record(AuditEvent {
             recall: key(recall),
@@ -887,10 +911,6 @@ async fn planned(recall: &MfaRecall, ctx: &Context, runs: &[BackendRun], ledger:
             detail: Some(format!("approved by {approver} (requested by {}) with its plan of {users} users", approval.requested_by)),
             ..Default::default()
         })?;
-    }
-    // Planned with the risk shown; revoking waits until it is fixed or acknowledged.
-    if let Some(why) = lockout_risk {
-        return Err(Error::LockoutRisk(why));
     }
     let now = jiff::Timestamp::now();
     let grace = grace_period(&spec.re_enrollment)?;
@@ -1078,7 +1098,7 @@ mod tests {
     #[test]
     fn a_valid_spec_gives_the_cutoff_deadline_and_interval() {
         let plan = validate(&recall(serde_json::json!({ "gracePeriod": "1h30m", "checkInterval": "15s" })), None, at("2026-11-28T00:00:00Z")).unwrap();
-        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), check_interval: Duration::from_secs(15), window: plan.window.clone(), link_lifetime: Duration::from_secs(24 * 3600) });
+        assert_eq!(plan, Plan { cutoff: at("2026-11-27T18:00:00Z"), started: at("2026-11-28T00:00:00Z"), deadline: at("2026-11-28T01:30:00Z"), grace: jiff::SignedDuration::from_mins(90), check_interval: Duration::from_secs(15), window: plan.window.clone(), link_lifetime: Duration::from_secs(24 * 3600) });
         assert_eq!(plan.window.started, Some(at("2026-11-28T00:00:00Z")));
         assert_eq!(plan.window.thresholds, crate::watch::Thresholds::default(), "the spec's defaults are the rules' defaults");
     }

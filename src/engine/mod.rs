@@ -48,6 +48,9 @@ pub struct RecallJob {
     /// A rolled-out recall: while planning, who is privileged (their places are recorded); while
     /// revoking, which waves may be worked.
     pub rollout: Option<Arc<RolloutGate>>,
+    /// The exclusions as resolved for this pass, set by `revoke_with`: a user recorded before
+    /// (by a plan, or before a restart) and excluded since is left alone, not worked.
+    pub exclusions_now: Option<Arc<Exclusions>>,
 }
 
 /// Which users of a rolled-out recall a revocation pass works on.
@@ -186,6 +189,8 @@ struct ToWork {
     segment: Segment,
     /// Recorded by an earlier run: its users may have been worked on, or have re-enrolled, since.
     resumed: bool,
+    /// Recorded by a plan, worked now: its users may have enrolled anew since it was made.
+    from_plan: bool,
 }
 
 /// A planned user of a recorded segment, on its way through stage two.
@@ -195,6 +200,7 @@ struct ToDo {
     i: usize,
     record: UserRecord,
     resumed: bool,
+    from_plan: bool,
 }
 
 /// How a run ended.
@@ -360,6 +366,7 @@ impl Runner {
             Some(restored) => restored,
             None => self.restore(job).await?,
         };
+        let job = &RecallJob { exclusions_now: Some(Arc::new(exclusions.clone())), ..job.clone() };
         let turns = Arc::new(Semaphore::new(job.concurrency));
         // Set when working on users fails in the operator itself: stop listing more.
         let halt = Arc::new(AtomicBool::new(false));
@@ -423,11 +430,12 @@ impl Runner {
             // A plan's segment is worked for the first time: recorded as such before anyone in
             // it is touched, so only a crash after that takes it up as resumed.
             let resumed = !segment.planned_only;
-            if segment.planned_only && !job.plan_only {
+            let from_plan = segment.planned_only && !job.plan_only;
+            if from_plan {
                 segment.planned_only = false;
                 self.persist(&segment).await?;
             }
-            if recorded.send(ToWork { segment, resumed }).await.is_err() {
+            if recorded.send(ToWork { segment, resumed, from_plan }).await.is_err() {
                 return Ok(false);
             }
         }
@@ -485,20 +493,10 @@ impl Runner {
                 ..UserRecord::planned(UserRef { id: String::new(), username: bad.label })
             }));
             recorded_before.clear();
-            // A rollout's plan records each user's place: which wave they go in follows from it.
-            if let Some(gate) = job.rollout.as_ref().filter(|_| job.plan_only) {
-                for record in listed.iter_mut().filter(|r| r.state == UserState::Planned) {
-                    record.rollout = Some(if gate.privileged.contains(&record.user.id) {
-                        crate::ledger::RolloutPlace::Privileged
-                    } else {
-                        next_place = next_place.saturating_add(1);
-                        crate::ledger::RolloutPlace::Ordinal(next_place - 1)
-                    });
-                }
-            }
             if index == 0 && listed.len() > HEAD_USERS {
                 let rest = listed.split_off(HEAD_USERS);
                 self.snapshot_users(job, &mut listed, turns).await;
+                place(job, &mut listed, &mut next_place);
                 let head = Segment {
                     head_of_page: Some(PageStart { cursor: cursor.clone() }),
                     unresolved: std::mem::take(&mut unresolved),
@@ -510,6 +508,7 @@ impl Runner {
                 (index, listed) = (index + 1, rest);
             }
             self.snapshot_users(job, &mut listed, turns).await;
+            place(job, &mut listed, &mut next_place);
             json_bytes += listed.iter().map(ledger::json_len).sum::<usize>();
             users.append(&mut listed);
             let last = page.next.is_none();
@@ -608,7 +607,7 @@ impl Runner {
                 count_finished(record, &mut progress.counts);
             }
         }
-        Ok(recorded.send(ToWork { segment, resumed: false }).await.is_ok())
+        Ok(recorded.send(ToWork { segment, resumed: false, from_plan: false }).await.is_ok())
     }
 
     /// Stage two: the users of all recorded segments, `concurrency` at a time across worker
@@ -627,7 +626,7 @@ impl Runner {
             }
         };
         let users = futures::stream::unfold(to_work, |mut to_work| async move { to_work.recv().await.map(|next| (next, to_work)) })
-            .flat_map(|ToWork { segment, resumed }| {
+            .flat_map(|ToWork { segment, resumed, from_plan }| {
                 let index = segment.index;
                 // A rollout's pass works the users of its waves; the others stay planned. Users of
                 // a wave no earlier run started were never touched, whatever the segment says.
@@ -639,7 +638,7 @@ impl Runner {
                             Some(gate) if gate.wave_of(r) > gate.through => return None,
                             Some(gate) => resumed && gate.started_before.is_some_and(|w| gate.wave_of(r) <= w),
                         };
-                        Some(ToDo { index, i, record: r.clone(), resumed })
+                        Some(ToDo { index, i, record: r.clone(), resumed, from_plan })
                     })
                     .collect();
                 open.lock().unwrap().insert(index, (segment, planned.len()));
@@ -745,7 +744,16 @@ impl Runner {
     }
 
     async fn work_user(&self, job: &RecallJob, mut user: ToDo) -> Result<ToDo> {
-        self.invalidate_user(job, &mut user.record, user.resumed).await?;
+        let excluded_since = job.exclusions_now.as_ref().filter(|_| user.record.work.is_none()).and_then(|e| e.rule_for(&user.record.user)).map(str::to_string);
+        match excluded_since {
+            // A break-glass account added to an exclusion after the plan is still spared.
+            Some(rule) => {
+                self.audit(job, Some(&user.record.user), Action::UserExclude, Outcome::Excluded, |e| e.detail = Some(format!("{rule} (excluded since the user was recorded)")))?;
+                user.record.state = UserState::Excluded;
+                user.record.note = Some(rule);
+            }
+            None => self.invalidate_user(job, &mut user.record, user.resumed, user.from_plan).await?,
+        }
         // A restart then finds this user's lines, and does not work on them again.
         self.audit.write_out()?;
         let mut progress = self.progress.lock().unwrap();
@@ -772,9 +780,9 @@ impl Runner {
     /// provider's logs when a factor of unknown age comes up before they can tell its age.
     /// The error is the operator's own (audit or ledger).
     /// `resumed`: the user may have been worked on before a crash and may already have re-enrolled.
-    async fn invalidate_user(&self, job: &RecallJob, record: &mut UserRecord, resumed: bool) -> Result<()> {
+    async fn invalidate_user(&self, job: &RecallJob, record: &mut UserRecord, resumed: bool, from_plan: bool) -> Result<()> {
         let mut work = record.work.take().unwrap_or_default();
-        let outcome = self.user_steps(job, record, &mut work, resumed).await;
+        let outcome = self.user_steps(job, record, &mut work, resumed, from_plan).await;
         record.work = Some(work);
         match outcome {
             Ok(Steps::Done) => record.state = UserState::Invalidated,
@@ -789,7 +797,7 @@ impl Runner {
         Ok(())
     }
 
-    async fn user_steps(&self, job: &RecallJob, record: &UserRecord, work: &mut Work, resumed: bool) -> std::result::Result<Steps, StepError> {
+    async fn user_steps(&self, job: &RecallJob, record: &UserRecord, work: &mut Work, resumed: bool, from_plan: bool) -> std::result::Result<Steps, StepError> {
         let user = &record.user;
         let none = UserSnapshot::default();
         let snapshot = record.snapshot.as_ref().unwrap_or(&none);
@@ -866,7 +874,8 @@ impl Runner {
                     seen
                 }
             }),
-            None if resumed && !lost.is_empty() => self.provider.enrolled_since(user, job.cutoff).await?,
+            // Taken up after a restart, or from a plan made a while ago: the user may have enrolled since.
+            None if (resumed || from_plan) && !lost.is_empty() => self.provider.enrolled_since(user, job.cutoff).await?,
             None => None,
         };
         if let Some(enrollment) = already {
@@ -971,7 +980,7 @@ impl Runner {
                             }
                             let mut waiting = RecallCounts::default();
                             ledger::add_user(&record, &mut waiting);
-                            self.invalidate_user(job, &mut record, false).await?;
+                            self.invalidate_user(job, &mut record, false, false).await?;
                             // Progress moves user by user; the ledger's recount below is the record.
                             let mut progress = self.progress.lock().unwrap();
                             ledger::add_user(&record, &mut progress.counts);
@@ -1178,7 +1187,20 @@ fn count_finished(record: &UserRecord, counts: &mut RecallCounts) {
     counts.add(&single);
 }
 
-/// Where a user's steps ended.
+/// A rollout's plan records the place of each user still planned once snapshotted (one whose
+/// snapshot failed is not worked, and takes no place): which wave they go in follows from it.
+fn place(job: &RecallJob, users: &mut [UserRecord], next_place: &mut u32) {
+    let Some(gate) = job.rollout.as_ref().filter(|_| job.plan_only) else { return };
+    for record in users.iter_mut().filter(|r| r.state == UserState::Planned) {
+        record.rollout = Some(if gate.privileged.contains(&record.user.id) {
+            crate::ledger::RolloutPlace::Privileged
+        } else {
+            *next_place = next_place.saturating_add(1);
+            crate::ledger::RolloutPlace::Ordinal(*next_place - 1)
+        });
+    }
+}
+
 /// What a segment's planned users hold: what revoking them would do.
 fn plan_of(segment: &Segment) -> RecallPlan {
     let mut plan = RecallPlan::default();
@@ -1203,6 +1225,7 @@ fn plan_of(segment: &Segment) -> RecallPlan {
     plan
 }
 
+/// Where a user's steps ended.
 enum Steps {
     Done,
     /// At a factor of unknown age, before the provider's logs can tell its age.

@@ -120,7 +120,7 @@ pub async fn next_page(provider: &dyn IdentityProvider, scope: &ScopeSelector, c
 }
 
 /// The users a recall leaves alone on one backend, each with the rule that spares them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Exclusions {
     by_id: HashMap<String, String>,
     /// `exclude.users` names as the provider compares them, for users the lookup did not find

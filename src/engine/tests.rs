@@ -282,6 +282,7 @@ fn job() -> RecallJob {
         channel: Default::default(),
         plan_only: false,
         rollout: None,
+        exclusions_now: None,
     }
 }
 

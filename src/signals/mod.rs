@@ -75,14 +75,14 @@ impl Refusal {
         }
     }
 
-    /// What the sender is told; names no secret and echoes nothing of the body.
+    /// What the sender is told; names no secret, and quotes of the body no more than `clip` keeps.
     pub fn message(&self) -> String {
         match self {
             Refusal::Unauthenticated => "missing or wrong Authorization bearer token".into(),
             Refusal::BadSignature => "X-Signature is missing or is not sha256=<hex HMAC-SHA256 of \"<X-Timestamp>.<body>\">".into(),
             Refusal::Stale => format!("X-Timestamp is missing or more than {} s from now", REPLAY_WINDOW.as_secs()),
             Refusal::Replayed => "this signature was received before".into(),
-            Refusal::Malformed(why) => format!("malformed body: {why}"),
+            Refusal::Malformed(why) => format!("malformed body: {}", clip(why)),
             Refusal::TooLarge => format!("body larger than {MAX_BODY} bytes"),
         }
     }
@@ -94,10 +94,27 @@ pub fn token_digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
+/// Checks a header's value (trimmed) against the digest of the expected secret.
+pub fn check_secret(presented: Option<&[u8]>, expected: Option<&[u8; 32]>) -> Result<(), Refusal> {
+    match (presented, expected) {
+        (Some(value), Some(expected)) if token_digest(value.trim_ascii()) == *expected => Ok(()),
+        _ => Err(Refusal::Unauthenticated),
+    }
+}
+
 /// Checks `Authorization: Bearer <token>` against the digest of the expected token.
-pub fn check_bearer(authorization: Option<&[u8]>, expected: &[u8; 32]) -> Result<(), Refusal> {
-    let presented = authorization.and_then(|h| h.strip_prefix(b"Bearer ")).ok_or(Refusal::Unauthenticated)?;
-    if token_digest(presented.trim_ascii()) == *expected { Ok(()) } else { Err(Refusal::Unauthenticated) }
+pub fn check_bearer(authorization: Option<&[u8]>, expected: Option<&[u8; 32]>) -> Result<(), Refusal> {
+    check_secret(Some(authorization.and_then(|h| h.strip_prefix(b"Bearer ")).ok_or(Refusal::Unauthenticated)?), expected)
+}
+
+/// Text from a sender (a parser's error quoting the body, an expression's value), cut to a size
+/// that status and answers can carry.
+pub fn clip(text: &str) -> String {
+    const MOST: usize = 200;
+    match text.char_indices().nth(MOST) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// Prometheus Alertmanager's webhook payload (notify/webhook, version 4); fields not read are ignored.
@@ -124,16 +141,16 @@ struct Alert {
 /// Each alert of an Alertmanager notification, one signal each; `subject_labels` name the labels
 /// and annotations whose values list the users an alert concerns.
 pub fn alertmanager(body: &[u8], subject_labels: &[String]) -> Result<Vec<Signal>, Refusal> {
-    let message: AlertmanagerMessage = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    let message: AlertmanagerMessage = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(clip(&e.to_string())))?;
     if message.version != "4" {
-        return Err(Refusal::Malformed(format!("payload version {:?}; this receiver reads version 4", message.version)));
+        return Err(Refusal::Malformed(format!("payload version {:?}; this receiver reads version 4", clip(&message.version))));
     }
     message
         .alerts
         .into_iter()
         .map(|alert| {
             if alert.status != "firing" && alert.status != "resolved" {
-                return Err(Refusal::Malformed(format!("alert status {:?} is neither firing nor resolved", alert.status)));
+                return Err(Refusal::Malformed(format!("alert status {:?} is neither firing nor resolved", clip(&alert.status))));
             }
             let mut subjects = Vec::new();
             for name in subject_labels {
@@ -196,7 +213,7 @@ struct OktaOutcome {
 /// Each System Log event of an Okta event hook delivery, one signal each: the users among its
 /// targets, or its actor when no target is a user (a user reporting suspicious activity).
 pub fn okta_event_hook(body: &[u8]) -> Result<Vec<Signal>, Refusal> {
-    let delivery: OktaDelivery = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    let delivery: OktaDelivery = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(clip(&e.to_string())))?;
     delivery
         .data
         .events
@@ -245,18 +262,27 @@ pub struct SeenSignatures {
 const MAX_REMEMBERED: usize = 100_000;
 
 impl SeenSignatures {
-    /// True when the signature is new (and now remembered until `expires`).
-    fn take(&mut self, signature: [u8; 32], now: i64, expires: i64) -> Result<(), Refusal> {
+    /// Refused when seen before; otherwise remembered until `expires`.
+    fn take(&mut self, key: [u8; 32], now: i64, expires: i64) -> Result<(), Refusal> {
+        if self.contains(&key, now) {
+            return Err(Refusal::Replayed);
+        }
+        self.remember(key, now, expires)
+    }
+
+    /// Seen, and not yet expired.
+    pub fn contains(&self, key: &[u8; 32], now: i64) -> bool {
+        self.seen.get(key).is_some_and(|until| *until >= now)
+    }
+
+    pub fn remember(&mut self, key: [u8; 32], now: i64, expires: i64) -> Result<(), Refusal> {
         if self.seen.len() >= MAX_REMEMBERED {
             self.seen.retain(|_, until| *until >= now);
-        }
-        if self.seen.contains_key(&signature) {
-            return Err(Refusal::Replayed);
         }
         if self.seen.len() >= MAX_REMEMBERED {
             return Err(Refusal::Malformed("too many signed requests within the replay window".into()));
         }
-        self.seen.insert(signature, expires);
+        self.seen.insert(key, expires);
         Ok(())
     }
 }
@@ -275,10 +301,10 @@ pub fn webhook(timestamp: Option<&[u8]>, signature: Option<&[u8]>, body: &[u8], 
     mac.update(b".");
     mac.update(body);
     mac.verify_slice(&presented).map_err(|_| Refusal::BadSignature)?;
-    let message: WebhookMessage = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    let message: WebhookMessage = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(clip(&e.to_string())))?;
     let status = message.status.unwrap_or_else(|| "firing".into());
     if status != "firing" && status != "resolved" {
-        return Err(Refusal::Malformed(format!("status {status:?} is neither firing nor resolved")));
+        return Err(Refusal::Malformed(format!("status {:?} is neither firing nor resolved", clip(&status))));
     }
     // Taken only once the body is known good: a bad body does not use up its signature.
     let digest: [u8; 32] = Sha256::digest(&presented).into();
@@ -287,7 +313,7 @@ pub fn webhook(timestamp: Option<&[u8]>, signature: Option<&[u8]>, body: &[u8], 
     Ok(Signal { source: "webhook", status, fingerprint, labels: message.labels, annotations: message.annotations, subjects: bounded(message.subjects)?, summary: message.summary })
 }
 
-fn bounded(mut subjects: Vec<String>) -> Result<Vec<String>, Refusal> {
+pub(crate) fn bounded(mut subjects: Vec<String>) -> Result<Vec<String>, Refusal> {
     subjects.retain(|s| !s.trim().is_empty());
     subjects.sort();
     subjects.dedup();
@@ -336,16 +362,16 @@ impl Rules {
             match run(condition, &context) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => return Verdict::ConditionFalse,
-                Ok(other) => return Verdict::ConditionError(format!("spec.condition gave {other:?}, not a bool")),
-                Err(e) => return Verdict::ConditionError(format!("spec.condition: {e}")),
+                Ok(other) => return Verdict::ConditionError(format!("spec.condition gave {}, not a bool", clip(&format!("{other:?}")))),
+                Err(e) => return Verdict::ConditionError(format!("spec.condition: {}", clip(&e))),
             }
         }
         let incident = match &self.dedupe_by {
             None => signal.fingerprint.clone(),
             Some(program) => match run(program, &context) {
                 Ok(cel::Value::String(key)) => key.to_string(),
-                Ok(other) => return Verdict::ConditionError(format!("spec.dedupeBy gave {other:?}, not a string")),
-                Err(e) => return Verdict::ConditionError(format!("spec.dedupeBy: {e}")),
+                Ok(other) => return Verdict::ConditionError(format!("spec.dedupeBy gave {}, not a string", clip(&format!("{other:?}")))),
+                Err(e) => return Verdict::ConditionError(format!("spec.dedupeBy: {}", clip(&e))),
             },
         };
         Verdict::Matches { incident }
@@ -489,10 +515,12 @@ mod tests {
     #[test]
     fn bearer_tokens_are_compared_whole() {
         let expected = token_digest(b"s3cret-token-of-enough-length-123456");
-        assert_eq!(check_bearer(Some(b"Bearer s3cret-token-of-enough-length-123456"), &expected), Ok(()));
+        assert_eq!(check_bearer(Some(b"Bearer s3cret-token-of-enough-length-123456"), Some(&expected)), Ok(()));
         for wrong in [None, Some(&b"Bearer s3cret"[..]), Some(b"Basic s3cret-token-of-enough-length-123456"), Some(b"s3cret-token-of-enough-length-123456")] {
-            assert_eq!(check_bearer(wrong, &expected), Err(Refusal::Unauthenticated));
+            assert_eq!(check_bearer(wrong, Some(&expected)), Err(Refusal::Unauthenticated));
         }
+        assert_eq!(check_bearer(Some(b"Bearer s3cret-token-of-enough-length-123456"), None), Err(Refusal::Unauthenticated), "no secret configured: nothing passes");
+        assert_eq!(clip(&"é".repeat(300)).chars().count(), 201);
     }
 
     #[test]

@@ -123,17 +123,22 @@ pub struct Verified {
     pub signal: Option<Signal>,
 }
 
-/// Checks a SET (header type, algorithm and key, signature, issuer, audience, one event) and reads its signal.
-pub fn verify(token: &str, keys: &Keys, issuer: &str, audience: &str) -> Result<Verified, SetError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| SetError::InvalidRequest(format!("not a JWT: {e}")))?;
+/// How old a SET may be (its iat), and how far ahead of the operator's clock: an older one, if
+/// ever captured, cannot be played back once its jti is forgotten (after the same time).
+pub const SET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const CLOCK_SKEW: i64 = 300;
+
+/// Checks a SET (header type, algorithm and key, signature, issuer, audience, iat, one event) and reads its signal.
+pub fn verify(token: &str, keys: &Keys, issuer: &str, audience: &str, now: jiff::Timestamp) -> Result<Verified, SetError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| SetError::InvalidRequest(super::clip(&format!("not a JWT: {e}"))))?;
     // SSF 1.0 §4.1.2 (RFC 8417 §2.3): explicitly typed, so no other JWT is taken for a SET.
     if header.typ.as_deref() != Some("secevent+jwt") {
-        return Err(SetError::InvalidRequest(format!("typ is {:?}, not secevent+jwt", header.typ)));
+        return Err(SetError::InvalidRequest(format!("typ is {:?}, not secevent+jwt", header.typ.as_deref().map(super::clip))));
     }
     let kid = header.kid.ok_or_else(|| SetError::InvalidKey("the header names no kid".into()))?;
-    let (algorithm, key) = keys.by_kid.get(&kid).ok_or_else(|| SetError::InvalidKey(format!("no key {kid:?} in the transmitter's JWKS")))?;
+    let (algorithm, key) = keys.by_kid.get(&kid).ok_or_else(|| SetError::InvalidKey(format!("no key {:?} in the transmitter's JWKS", super::clip(&kid))))?;
     if header.alg != *algorithm {
-        return Err(SetError::InvalidKey(format!("signed with {:?}, but key {kid:?} is for {algorithm:?}", header.alg)));
+        return Err(SetError::InvalidKey(format!("signed with {:?}, but key {:?} is for {algorithm:?}", header.alg, super::clip(&kid))));
     }
     let mut validation = Validation::new(*algorithm);
     validation.set_issuer(&[issuer]);
@@ -145,15 +150,20 @@ pub fn verify(token: &str, keys: &Keys, issuer: &str, audience: &str) -> Result<
         jsonwebtoken::errors::ErrorKind::InvalidIssuer => SetError::InvalidIssuer,
         jsonwebtoken::errors::ErrorKind::InvalidAudience => SetError::InvalidAudience,
         jsonwebtoken::errors::ErrorKind::InvalidSignature | jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => SetError::InvalidKey("the signature does not verify".into()),
-        _ => SetError::InvalidRequest(format!("the claims are not a SET: {e}")),
+        _ => SetError::InvalidRequest(super::clip(&format!("the claims are not a SET: {e}"))),
     })?;
-    read(claims.claims, issuer)
+    read(claims.claims, issuer, now)
 }
 
 /// The signal of a verified SET's claims.
-fn read(claims: Value, issuer: &str) -> Result<Verified, SetError> {
+fn read(claims: Value, issuer: &str, now: jiff::Timestamp) -> Result<Verified, SetError> {
     let bad = |why: &str| SetError::InvalidRequest(why.to_string());
     let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256).ok_or_else(|| bad("jti is missing or longer than 256 characters"))?.to_string();
+    let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| bad("iat is missing"))?;
+    let oldest = now.as_second().saturating_sub(SET_LIFETIME.as_secs() as i64);
+    if iat < oldest || iat > now.as_second().saturating_add(CLOCK_SKEW) {
+        return Err(bad(&format!("iat {iat} is more than {} hours old or ahead of this receiver's clock", SET_LIFETIME.as_secs() / 3600)));
+    }
     let events = claims.get("events").and_then(Value::as_object).ok_or_else(|| bad("events is missing"))?;
     // SSF 1.0 §4.1.8: one event per SET.
     let (uri, event) = match events.iter().next() {
@@ -165,17 +175,19 @@ fn read(claims: Value, issuer: &str) -> Result<Verified, SetError> {
     }
     // The subject is top-level (SSF 1.0 §4.1.1); older CAEP drafts put it in the event.
     let subject = claims.get("sub_id").or_else(|| event.get("subject")).ok_or_else(|| bad("sub_id is missing"))?;
-    let name = uri.rsplit('/').next().unwrap_or(uri).to_string();
-    let mut labels = BTreeMap::from([("event".to_string(), name.clone()), ("issuer".to_string(), issuer.to_string())]);
-    if let Some(fields) = event.as_object() {
-        for (key, value) in fields {
-            if let Some(text) = value.as_str().filter(|t| t.len() <= 1024) {
-                labels.insert(key.clone(), text.to_string());
-            }
+    let name = super::clip(uri.rsplit('/').next().unwrap_or(uri));
+    let mut labels = BTreeMap::new();
+    for (key, value) in event.as_object().into_iter().flatten().take(32) {
+        if let Some(text) = value.as_str().filter(|t| t.len() <= 1024 && key.len() <= 256) {
+            labels.insert(key.clone(), text.to_string());
         }
     }
-    let summary = event.get("reason_admin").and_then(|r| r.get("en")).and_then(Value::as_str).map_or_else(|| name.clone(), |r| format!("{name}: {r}"));
-    Ok(Verified { jti: jti.clone(), signal: Some(Signal { source: "sharedSignals", status: "firing".into(), fingerprint: jti, labels, annotations: BTreeMap::new(), subjects: subjects(subject), summary }) })
+    // Set last: an event's own fields cannot pass for them.
+    labels.insert("event".to_string(), name.clone());
+    labels.insert("issuer".to_string(), issuer.to_string());
+    let summary = event.get("reason_admin").and_then(|r| r.get("en")).and_then(Value::as_str).map_or_else(|| name.clone(), |r| format!("{name}: {}", super::clip(r)));
+    let subjects = super::bounded(subjects(subject)).map_err(|r| SetError::InvalidRequest(r.message()))?;
+    Ok(Verified { jti: jti.clone(), signal: Some(Signal { source: "sharedSignals", status: "firing".into(), fingerprint: jti, labels, annotations: BTreeMap::new(), subjects, summary }) })
 }
 
 /// The users a subject identifier names (RFC 9493): an email, an issuer's subject, an opaque id,
@@ -300,16 +312,22 @@ mod tests {
 
     #[test]
     fn a_risc_credential_compromise_reads_into_a_signal() {
+        let now = jiff::Timestamp::from_second(1520364019 + 60).unwrap();
         let claims = json!({ "iss": "https://idp.example.com/", "jti": "756E69717565206964656E746966696572", "iat": 1520364019, "aud": "636C69656E745F6964",
                              "sub_id": { "format": "email", "email": "foo@example.com" },
                              "events": { "https://schemas.openid.net/secevent/risc/event-type/credential-compromise": { "credential_type": "password" } } });
-        let verified = read(claims, "https://idp.example.com/").unwrap();
+        let verified = read(claims.clone(), "https://idp.example.com/", now).unwrap();
         let signal = verified.signal.unwrap();
         assert_eq!((signal.source, signal.fingerprint.as_str(), signal.subjects.clone()), ("sharedSignals", "756E69717565206964656E746966696572", vec!["foo@example.com".to_string()]));
         assert_eq!((signal.labels["event"].as_str(), signal.labels["credential_type"].as_str()), ("credential-compromise", "password"));
-        let two = json!({ "jti": "j", "sub_id": { "format": "email", "email": "a@x" }, "events": { "a": {}, "b": {} } });
-        assert!(matches!(read(two, "i"), Err(SetError::InvalidRequest(why)) if why.contains("exactly one")));
-        let verification = json!({ "jti": "v", "events": { VERIFICATION: { "state": "VGhpcyBpcyBhbiBleGFtcGxlIHN0YXRlIHZhbHVlLgo=" } } });
-        assert_eq!(read(verification, "i").unwrap(), Verified { jti: "v".into(), signal: None });
+        let two = json!({ "jti": "j", "iat": 1520364019, "sub_id": { "format": "email", "email": "a@x" }, "events": { "a": {}, "b": {} } });
+        assert!(matches!(read(two, "i", now), Err(SetError::InvalidRequest(why)) if why.contains("exactly one")));
+        let verification = json!({ "jti": "v", "iat": 1520364019, "events": { VERIFICATION: { "state": "VGhpcyBpcyBhbiBleGFtcGxlIHN0YXRlIHZhbHVlLgo=" } } });
+        assert_eq!(read(verification, "i", now).unwrap(), Verified { jti: "v".into(), signal: None });
+        let a_day_later = jiff::Timestamp::from_second(1520364019 + 24 * 3600 + 1).unwrap();
+        assert!(matches!(read(claims.clone(), "https://idp.example.com/", a_day_later), Err(SetError::InvalidRequest(why)) if why.contains("iat")), "too old to be taken");
+        let mut forged_label = claims;
+        forged_label["events"]["https://schemas.openid.net/secevent/risc/event-type/credential-compromise"]["event"] = json!("something-else");
+        assert_eq!(read(forged_label, "https://idp.example.com/", now).unwrap().signal.unwrap().labels["event"], "credential-compromise", "an event's field cannot pass for its name");
     }
 }

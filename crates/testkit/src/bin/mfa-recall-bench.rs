@@ -637,6 +637,7 @@ async fn layer_run(args: &Args, layer: &str) -> Value {
                 channel: Default::default(),
                 plan_only: false,
                 rollout: None,
+                exclusions_now: None,
             };
             runner.revoke(&job).await.unwrap();
             let invalidated = runner.progress.lock().unwrap().counts.invalidated;
@@ -730,6 +731,7 @@ async fn window_run(args: &Args) -> Value {
         channel: Default::default(),
         plan_only: false,
         rollout: None,
+        exclusions_now: None,
     };
     let t0 = Instant::now();
     runner.revoke(&job).await.unwrap();
