@@ -21,6 +21,15 @@ use testkit::sims::{SimBackend, SimSubject};
 const TOKEN: &str = "mfacanary-alertmanager-bearer-token-0123456789";
 const HMAC_KEY: &str = "mfacanary-webhook-hmac-key-0123456789abcdef";
 
+/// A file removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 async fn secret(client: &kube::Client, ns: &str, name: &str, key: &str, value: &str) {
     let secret = serde_json::from_value(json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": { key: value } })).unwrap();
     Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await.unwrap();
@@ -74,12 +83,14 @@ async fn a_firing_alert_from_alertmanager_starts_one_recall_of_the_users_it_name
     assert_eq!(armed.status.as_ref().unwrap().endpoints, [endpoint.clone()]);
 
     // Alertmanager sends the firing group at once, then again every few seconds while it fires.
-    let token_file = parts.file("am-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    // Alertmanager's copy of the token is kept outside the parts folder, which the canary sweep
+    // searches for credentials that leaked from the operator; removed when the test ends.
+    let token_file = TempFile(std::env::temp_dir().join(support::unique("mfa-recall-am-token")));
+    std::fs::write(&token_file.0, TOKEN).unwrap();
     let alertmanager = Alertmanager::start(&parts.work_dir, &format!(
         "route: {{receiver: mfa-recall, group_by: [alertname], group_wait: 0s, group_interval: 1s, repeat_interval: 2s}}\n\
          receivers:\n- name: mfa-recall\n  webhook_configs:\n  - url: http://{signals_addr}{endpoint}\n    send_resolved: true\n    http_config: {{authorization: {{type: Bearer, credentials_file: {}}}}}\n",
-        token_file.display()
+        token_file.0.display()
     ))
     .await;
     let (alice, bob) = (username(3), username(5));
