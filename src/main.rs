@@ -244,49 +244,8 @@ async fn import_configmaps(recall: &str, namespace: &str, key_file: &std::path::
     Ok(lines)
 }
 
-/// Writes the report of a recall; false when a recall that is over has counts in its status that
-/// its ledger does not add up to (while it runs, status lags the ledger and that is only said).
+/// Writes the report of a recall (`mfa_recall::report::write`) with the current kubeconfig.
 async fn report(recall: &str, namespace: &str, key_file: &std::path::Path, format: mfa_recall::report::Format, output: Option<&std::path::Path>, only: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
-    use mfa_recall::api::RecallPhase;
-    use mfa_recall::report::{ReportWriter, bypasses_of, differences, report_backend};
-    let key = mfa_recall::keys::HmacKey::from_file(key_file, mfa_recall::ledger::KEY_NAME)?;
     let client = kube::Client::try_default().await.map_err(|e| format!("no Kubernetes connection ({e}): set KUBECONFIG"))?;
-    let object = kube::Api::<mfa_recall::api::MfaRecall>::namespaced(client.clone(), namespace).get(recall).await?;
-    let owner = kube::Resource::controller_owner_ref(&object, &()).ok_or("the recall has no uid")?;
-    // Someone who may read the ledger but not the bypasses still gets the rest of the report.
-    let listed = match kube::Api::<mfa_recall::api::MfaBypass>::namespaced(client.clone(), namespace).list(&Default::default()).await {
-        Ok(list) => list.items,
-        Err(e) => {
-            eprintln!("the bypasses column is empty: listing MfaBypasses in {namespace}: {e}");
-            Vec::new()
-        }
-    };
-    let bypasses = bypasses_of(recall, &listed);
-    let ledger = mfa_recall::ledger::ResourceLedger::new(client, namespace, owner, key);
-    let backends: Vec<&String> = object.spec.backends.iter().filter(|b| only.is_none_or(|o| o == b.as_str())).collect();
-    if backends.is_empty() {
-        return Err(format!("the recall has no backend {}; it has {}", only.unwrap_or_default(), object.spec.backends.join(", ")).into());
-    }
-    let sink: Box<dyn std::io::Write> = match output {
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut out = ReportWriter::new(format, std::io::BufWriter::new(sink));
-    out.header()?;
-    let status = object.status.unwrap_or_default();
-    let over = matches!(status.phase, RecallPhase::Completed | RecallPhase::Cancelled | RecallPhase::Failed);
-    let mut agree = true;
-    for backend in backends {
-        let counts = report_backend(&ledger, backend, &bypasses, &mut out).await?;
-        let shown = status.backends.iter().find(|b| &b.name == backend).map(|b| b.counts.clone()).unwrap_or_default();
-        let differ = differences(&counts, &shown);
-        if differ.is_empty() {
-            eprintln!("{backend}: {} users; the rows add up to the counts in status", counts.targeted);
-        } else {
-            eprintln!("{backend}: {} users; the rows differ from status{}: {}", counts.targeted, if over { "" } else { " (the recall is still running: status follows its ledger)" }, differ.join("; "));
-            agree &= !over;
-        }
-    }
-    out.finish()?;
-    Ok(agree)
+    mfa_recall::report::write(client, recall, namespace, key_file, format, output, only).await
 }

@@ -218,6 +218,51 @@ pub fn differences(from_ledger: &RecallCounts, in_status: &RecallCounts) -> Vec<
         .collect()
 }
 
+/// Writes the report of a recall; false when a recall that is over has counts in its status that
+/// its ledger does not add up to (while it runs, status lags the ledger and that is only said).
+pub async fn write(client: kube::Client, recall: &str, namespace: &str, key_file: &std::path::Path, format: Format, output: Option<&std::path::Path>, only: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
+    use crate::api::RecallPhase;
+    let key = crate::keys::HmacKey::from_file(key_file, crate::ledger::KEY_NAME)?;
+    let object = kube::Api::<crate::api::MfaRecall>::namespaced(client.clone(), namespace).get(recall).await?;
+    let owner = kube::Resource::controller_owner_ref(&object, &()).ok_or("the recall has no uid")?;
+    // Someone who may read the ledger but not the bypasses still gets the rest of the report.
+    let listed = match kube::Api::<crate::api::MfaBypass>::namespaced(client.clone(), namespace).list(&Default::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            eprintln!("the bypasses column is empty: listing MfaBypasses in {namespace}: {e}");
+            Vec::new()
+        }
+    };
+    let bypasses = bypasses_of(recall, &listed);
+    let ledger = crate::ledger::ResourceLedger::new(client, namespace, owner, key);
+    let backends: Vec<&String> = object.spec.backends.iter().filter(|b| only.is_none_or(|o| o == b.as_str())).collect();
+    if backends.is_empty() {
+        return Err(format!("the recall has no backend {}; it has {}", only.unwrap_or_default(), object.spec.backends.join(", ")).into());
+    }
+    let sink: Box<dyn std::io::Write> = match output {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = ReportWriter::new(format, std::io::BufWriter::new(sink));
+    out.header()?;
+    let status = object.status.unwrap_or_default();
+    let over = matches!(status.phase, RecallPhase::Completed | RecallPhase::Cancelled | RecallPhase::Failed);
+    let mut agree = true;
+    for backend in backends {
+        let counts = report_backend(&ledger, backend, &bypasses, &mut out).await?;
+        let shown = status.backends.iter().find(|b| &b.name == backend).map(|b| b.counts.clone()).unwrap_or_default();
+        let differ = differences(&counts, &shown);
+        if differ.is_empty() {
+            eprintln!("{backend}: {} users; the rows add up to the counts in status", counts.targeted);
+        } else {
+            eprintln!("{backend}: {} users; the rows differ from status{}: {}", counts.targeted, if over { "" } else { " (the recall is still running: status follows its ledger)" }, differ.join("; "));
+            agree &= !over;
+        }
+    }
+    out.finish()?;
+    Ok(agree)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
