@@ -157,22 +157,9 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Audit { command: AuditCommand::Verify { file, key_file, expect_head } } => match key_file.as_deref().map(audit::ChainKey::from_file).transpose().and_then(|key| audit::verify(&file, &key.unwrap_or_default(), expect_head.as_ref())) {
-            Ok(Verification::Intact { lines, unkeyed }) => {
-                println!("{}: intact, {lines} lines", file.display());
-                if unkeyed > 0 {
-                    println!("  the first {unkeyed} lines were written before the trail was keyed: anyone could have rewritten those");
-                }
-                if expect_head.is_none() {
-                    println!("  without --expect-head, a trail cut at its end also verifies: pass the head from an MfaRecall's status.auditHead");
-                }
-                if let Some(journal) = audit::legacy_journal(&file) {
-                    println!("  {} was left by an older operator and is not part of the chain: what only it holds was reported nowhere, and was done and audited again", journal.display());
-                }
-                std::process::ExitCode::SUCCESS
-            }
-            Ok(Verification::Broken { line, why }) => {
-                println!("{}: broken at line {line}: {why}", file.display());
-                std::process::ExitCode::from(1)
+            Ok(verdict) => {
+                verdict.describe(&file, expect_head.is_some()).iter().for_each(|line| println!("{line}"));
+                if matches!(verdict, Verification::Intact { .. }) { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) }
             }
             Err(e) => {
                 eprintln!("{}: {e}", file.display());

@@ -790,6 +790,28 @@ pub enum Verification {
     Broken { line: u64, why: String },
 }
 
+impl Verification {
+    /// What to tell whoever checked `file`: the verdict, and what it does not prove.
+    pub fn describe(&self, file: &Path, with_head: bool) -> Vec<String> {
+        match self {
+            Verification::Intact { lines, unkeyed } => {
+                let mut said = vec![format!("{}: intact, {lines} lines", file.display())];
+                if *unkeyed > 0 {
+                    said.push(format!("  the first {unkeyed} lines were written before the trail was keyed: anyone could have rewritten those"));
+                }
+                if !with_head {
+                    said.push("  without --expect-head, a trail cut at its end also verifies: pass the head from an MfaRecall's status.auditHead".into());
+                }
+                if let Some(journal) = legacy_journal(file) {
+                    said.push(format!("  {} was left by an older operator and is not part of the chain: what only it holds was reported nowhere, and was done and audited again", journal.display()));
+                }
+                said
+            }
+            Verification::Broken { line, why } => vec![format!("{}: broken at line {line}: {why}", file.display())],
+        }
+    }
+}
+
 /// Checks every line of a trail: parseable, sequence numbers consecutive, each `prev` equal to
 /// the previous `hash`, and each `hash` recomputed from the line's content (under `key` when
 /// given: only lines before the first keyed one may be unkeyed). With `expect`, the trail must
