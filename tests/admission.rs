@@ -4,10 +4,8 @@
 
 mod support;
 
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use mfa_recall::api::{IdentityBackend, MfaBypass};
@@ -60,41 +58,25 @@ async fn only_someone_who_may_get_a_secret_may_name_it_in_an_identity_backend() 
     let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "corp-okta" }, "stringData": { "api-token": "mfacanary-admission" } });
     Api::<Secret>::namespaced(admin.clone(), &namespace).patch("corp-okta", &apply, &Patch::Apply(secret)).await.unwrap();
     // Both may write IdentityBackends; only alice may read the Secret.
-    let roles = Api::<Role>::namespaced(admin.clone(), &namespace);
-    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &namespace);
-    for (name, rules, users) in [
-        ("backend-author", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["identitybackends"], "verbs": ["get", "create", "update", "patch"] }]), &["alice", "mallory"][..]),
-        ("okta-secret-reader", json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["corp-okta"], "verbs": ["get"] }]), &["alice"][..]),
-    ] {
-        let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules });
-        roles.patch(name, &apply, &Patch::Apply(role)).await.unwrap();
-        let subjects: Vec<Value> = users.iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
-        let binding = json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects
-        });
-        bindings.patch(name, &apply, &Patch::Apply(binding)).await.unwrap();
-    }
+    support::grant(&admin, &namespace, "backend-author", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["identitybackends"], "verbs": ["get", "create", "update", "patch"] }]), &["alice", "mallory"]).await;
+    support::grant(&admin, &namespace, "okta-secret-reader", json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["corp-okta"], "verbs": ["get"] }]), &["alice"]).await;
 
     let as_mallory = Api::<IdentityBackend>::namespaced(support::acting_as("mallory").await, &namespace);
     let as_alice = Api::<IdentityBackend>::namespaced(support::acting_as("alice").await, &namespace);
     let as_admin = Api::<IdentityBackend>::namespaced(admin.clone(), &namespace);
     // The apiserver takes up a new policy within a second or so: until mallory is refused, what
     // she created is removed and she tries again.
-    let mut refused = None;
-    for attempt in 0..150 {
-        match as_mallory.create(&PostParams::default(), &backend(&format!("mallory-{attempt}"), "corp-okta", "https://collector.example.net")).await {
-            Ok(_) => {
+    let refused = support::refused_once_active("the Secret access admission policy", |attempt| {
+        let (as_mallory, as_admin) = (as_mallory.clone(), as_admin.clone());
+        async move {
+            let made = as_mallory.create(&PostParams::default(), &backend(&format!("mallory-{attempt}"), "corp-okta", "https://collector.example.net")).await;
+            if made.is_ok() {
                 as_admin.delete(&format!("mallory-{attempt}"), &DeleteParams::default()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
+            made
         }
-    }
-    let refused = refused.expect("mallory is refused once the policy is active").to_string();
+    })
+    .await;
     assert!(
         refused.contains(&format!("names Secret corp-okta, which you may not get in namespace {namespace}")),
         "the refusal says which Secret and why: {refused}"
@@ -124,18 +106,11 @@ const CLEARANCES: &str = include_str!("../crds/mfarecall-requester.yaml");
 #[tokio::test]
 async fn a_clearance_names_the_person_who_made_it_and_stays() {
     let admin = Parts::from_env().client().await;
-    let apply = PatchParams::apply("mfa-recall-tests").force();
     let admission = support::AdmissionPolicy::install(&admin, CLEARANCES).await;
 
     let namespace = support::unique("clearances");
     testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
-    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": "recall-editor" },
-                       "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "create", "update", "patch"] }] });
-    Api::<Role>::namespaced(admin.clone(), &namespace).patch("recall-editor", &apply, &Patch::Apply(role)).await.unwrap();
-    let subjects: Vec<Value> = ["alice", "mallory"].iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
-    let role_binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": "recall-editor" },
-                               "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "recall-editor" }, "subjects": subjects });
-    Api::<RoleBinding>::namespaced(admin.clone(), &namespace).patch("recall-editor", &apply, &Patch::Apply(role_binding)).await.unwrap();
+    support::grant(&admin, &namespace, "recall-editor", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "create", "update", "patch"] }]), &["alice", "mallory"]).await;
     let recall: mfa_recall::api::MfaRecall = serde_json::from_value(json!({
         "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": { "name": "incident-42" },
         "spec": { "reason": "INC-42", "backends": ["okta"], "scope": { "users": ["User0001@Example.com"] }, "anomalies": { "action": "Quarantine" } }
@@ -149,20 +124,14 @@ async fn a_clearance_names_the_person_who_made_it_and_stays() {
     // The apiserver takes up a new policy within a second or so: mallory creates throwaway recalls
     // that clear a user in alice's name until she is refused.
     let in_alices_name = json!([{ "user": "user0001@example.com", "clearedBy": "alice", "note": "it was her" }]);
-    let mut refused = None;
-    for attempt in 0..150 {
+    let refused = support::refused_once_active("the requester admission policy", |attempt| {
         let mut probe = recall.clone();
         probe.metadata.name = Some(format!("probe-{attempt}"));
         probe.spec.clearances = serde_json::from_value(in_alices_name.clone()).unwrap();
-        match as_mallory.create(&PostParams::default(), &probe).await {
-            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("mallory is refused once the policy is active");
+        let as_mallory = as_mallory.clone();
+        async move { as_mallory.create(&PostParams::default(), &probe).await }
+    })
+    .await;
     assert!(refused.contains("must name you as clearedBy: mallory"), "the refusal says what to write: {refused}");
     let error = as_mallory.patch("incident-42", &PatchParams::default(), &clear(in_alices_name)).await.unwrap_err().to_string();
     assert!(error.contains("must name you as clearedBy: mallory"), "{error}");
@@ -221,23 +190,14 @@ const DUAL_CONTROL: &str = include_str!("../crds/mfabypass-dual-control.yaml");
 #[tokio::test]
 async fn a_bypass_is_requested_by_one_person_and_approved_by_another() {
     let admin = Parts::from_env().client().await;
-    let apply = PatchParams::apply("mfa-recall-tests").force();
     let admission = support::AdmissionPolicy::install(&admin, DUAL_CONTROL).await;
 
     let namespace = support::unique("bypasses");
     testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
     // alice is on the helpdesk (she may request, and patch to revoke); bob is a security lead (he
     // may approve). alice's patch would reach approvedBy too: the policy keeps her from approving her own.
-    let roles = Api::<Role>::namespaced(admin.clone(), &namespace);
-    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &namespace);
     for (name, verbs, users) in [("bypass-requester", json!(["get", "create", "patch"]), &["alice"][..]), ("bypass-approver", json!(["get", "update", "patch"]), &["bob"][..])] {
-        let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name },
-                           "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfabypasses"], "verbs": verbs }] });
-        roles.patch(name, &apply, &Patch::Apply(role)).await.unwrap();
-        let subjects: Vec<Value> = users.iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
-        let role_binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
-                                   "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects });
-        bindings.patch(name, &apply, &Patch::Apply(role_binding)).await.unwrap();
+        support::grant(&admin, &namespace, name, json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfabypasses"], "verbs": verbs }]), users).await;
     }
     let bypass = |name: &str, requested_by: &str| -> MfaBypass {
         serde_json::from_value(json!({
@@ -251,17 +211,11 @@ async fn a_bypass_is_requested_by_one_person_and_approved_by_another() {
     let as_bob = Api::<MfaBypass>::namespaced(support::acting_as("bob").await, &namespace);
 
     // The apiserver takes up a new policy within a second or so: alice asks in bob's name until refused.
-    let mut refused = None;
-    for attempt in 0..150 {
-        match as_alice.create(&PostParams::default(), &bypass(&format!("probe-{attempt}"), "bob")).await {
-            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("a request in someone else's name is refused once the policy is active");
+    let refused = support::refused_once_active("the dual-control admission policy", |attempt| {
+        let (as_alice, probe) = (as_alice.clone(), bypass(&format!("probe-{attempt}"), "bob"));
+        async move { as_alice.create(&PostParams::default(), &probe).await }
+    })
+    .await;
     assert!(refused.contains("requestedBy must be your own Kubernetes user name, alice"), "the refusal says what to write: {refused}");
     // Nobody creates one already approved, not even in the other's name.
     let mut pre_approved = bypass("pre-approved", "alice");
@@ -307,23 +261,11 @@ const POLICY_SECRETS: &str = include_str!("../crds/mfarecallpolicy-secret-access
 #[tokio::test]
 async fn only_someone_who_may_get_a_secret_may_name_it_in_a_policy() {
     let admin = Parts::from_env().client().await;
-    let apply = PatchParams::apply("mfa-recall-tests").force();
     let admission = support::AdmissionPolicy::install(&admin, POLICY_SECRETS).await;
     let namespace = support::unique("policy-secrets");
     testkit::cluster::create_namespace(&admin, &namespace).await.unwrap();
-    let roles = Api::<Role>::namespaced(admin.clone(), &namespace);
-    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &namespace);
-    for (name, rules, users) in [
-        ("policy-author", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecallpolicies"], "verbs": ["get", "create", "update", "patch"] }]), &["alice", "mallory"][..]),
-        ("smtp-reader", json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["corp-smtp", "am-token"], "verbs": ["get"] }]), &["alice"][..]),
-    ] {
-        let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules });
-        roles.patch(name, &apply, &Patch::Apply(role)).await.unwrap();
-        let subjects: Vec<Value> = users.iter().map(|u| json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
-        let role_binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
-                                   "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects });
-        bindings.patch(name, &apply, &Patch::Apply(role_binding)).await.unwrap();
-    }
+    support::grant(&admin, &namespace, "policy-author", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecallpolicies"], "verbs": ["get", "create", "update", "patch"] }]), &["alice", "mallory"]).await;
+    support::grant(&admin, &namespace, "smtp-reader", json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["corp-smtp", "am-token"], "verbs": ["get"] }]), &["alice"]).await;
     let policy = |name: &str, token: &str, smtp: &str| -> mfa_recall::api::MfaRecallPolicy {
         serde_json::from_value(json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecallPolicy", "metadata": { "name": name },
             "spec": { "signals": { "alertmanager": { "tokenSecretRef": { "name": token } } },
@@ -333,18 +275,11 @@ async fn only_someone_who_may_get_a_secret_may_name_it_in_a_policy() {
     };
     let as_mallory = Api::<mfa_recall::api::MfaRecallPolicy>::namespaced(support::acting_as("mallory").await, &namespace);
     let as_alice = Api::<mfa_recall::api::MfaRecallPolicy>::namespaced(support::acting_as("alice").await, &namespace);
-    // The apiserver takes up a new policy within a second or so.
-    let mut refused = None;
-    for attempt in 0..150 {
-        match as_mallory.create(&PostParams::default(), &policy(&format!("probe-{attempt}"), "am-token", "corp-smtp")).await {
-            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("mallory is refused once the policy is active");
+    let refused = support::refused_once_active("the policy Secret access admission policy", |attempt| {
+        let (as_mallory, probe) = (as_mallory.clone(), policy(&format!("probe-{attempt}"), "am-token", "corp-smtp"));
+        async move { as_mallory.create(&PostParams::default(), &probe).await }
+    })
+    .await;
     assert!(refused.contains("names a Secret you may not get"), "{refused}");
     let error = as_mallory.create(&PostParams::default(), &policy("tokens", "corp-smtp", "corp-smtp")).await.unwrap_err().to_string();
     assert!(error.contains("names a Secret you may not get"), "a source's Secret too: {error}");

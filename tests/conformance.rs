@@ -6,6 +6,7 @@
 
 mod support;
 
+use support::eventually;
 use support::proxy::RecordingProxy;
 
 use std::collections::{BTreeMap, HashSet};
@@ -476,15 +477,6 @@ const SECOND_FACTORS: [FactorKind; 9] = [
 async fn clock_moves_past(t: jiff::Timestamp) {
     while jiff::Timestamp::now().as_millisecond() <= t.as_millisecond() {
         tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Asks `observe` until it says true; a guard against waiting for ever, not a measure of speed.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut observe: impl FnMut() -> F) {
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !observe().await {
-        assert!(tokio::time::Instant::now() < give_up, "{what}: not seen within a minute");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

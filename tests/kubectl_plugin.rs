@@ -45,14 +45,7 @@ async fn a_person_plans_another_approves_and_the_recall_is_watched_to_its_end() 
     assert_eq!(subject.sim.provider.census(None), before, "a plan changes nothing");
 
     // Approved in another person's name: a kubeconfig that impersonates bob, with the right to patch recalls.
-    let apply = kube::api::PatchParams::apply("mfa-recall-tests").force();
-    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": "approver" },
-                       "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }] });
-    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), ns).patch("approver", &apply, &kube::api::Patch::Apply(role)).await.unwrap();
-    let binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": "approver" },
-                          "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "approver" },
-                          "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "security-lead" }] });
-    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns).patch("approver", &apply, &kube::api::Patch::Apply(binding)).await.unwrap();
+    support::grant(&client, ns, "approver", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }]), &["security-lead"]).await;
     let own = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
     let mut config: serde_json::Value = serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(&own).unwrap()).unwrap();
     for user in config["users"].as_array_mut().unwrap() {

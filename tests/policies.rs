@@ -300,28 +300,16 @@ async fn a_policy_over_every_user_waits_for_an_approval_its_own_identity_cannot_
     let okta = backend(&client, ns).await;
     secret(&client, ns, "hook-key", "hmac-key", HMAC_KEY).await;
     let admission = support::AdmissionPolicy::install(&client, include_str!("../crds/mfarecall-requester.yaml")).await;
-    let apply = kube::api::PatchParams::apply("mfa-recall-tests").force();
-    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": "recall-approver" },
-                       "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }] });
-    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), ns).patch("recall-approver", &apply, &kube::api::Patch::Apply(role)).await.unwrap();
-    let binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": "recall-approver" },
-                          "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "recall-approver" },
-                          "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob" }] });
-    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns).patch("recall-approver", &apply, &kube::api::Patch::Apply(binding)).await.unwrap();
-    // The apiserver takes up a new admission policy within a second or so: wait until it refuses
-    // a recall asked for in someone else's name.
+    support::grant(&client, ns, "recall-approver", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }]), &["bob"]).await;
+    // Active once it refuses a recall asked for in someone else's name.
     let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), ns);
-    let mut active = false;
-    for attempt in 0..150 {
+    support::refused_once_active("the requester admission policy", |attempt| {
         let probe: MfaRecall = serde_json::from_value(json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": { "name": format!("probe-{attempt}") },
             "spec": { "reason": "probe", "backends": ["nowhere"], "scope": { "users": ["x"] }, "suspend": true, "approval": { "requestedBy": "someone-else" } } })).unwrap();
-        if recalls.create(&PostParams::default(), &probe).await.is_err() {
-            active = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(active, "the admission policy never became active");
+        let recalls = recalls.clone();
+        async move { recalls.create(&PostParams::default(), &probe).await }
+    })
+    .await;
 
     let signals_addr = support::free_addr();
     let audit_file = parts.file("signal-approval-audit.jsonl");
@@ -427,11 +415,7 @@ async fn shared_signals_for_two_users_recall_those_two_and_forged_sets_nothing()
     transmitter.queue("stranger", transmitter.signed("secevent+jwt", &stranger));
     let untyped = transmitter.claims(&transmitter.issuer, &audience, "untyped", CREDENTIAL_COMPROMISE, compromise.clone(), email(9));
     transmitter.queue("untyped", transmitter.signed("JWT", &untyped));
-    let give_up = std::time::Instant::now() + Duration::from_secs(30);
-    while transmitter.acknowledged().1.len() < 4 || transmitter.acknowledged().0.len() < 2 {
-        assert!(std::time::Instant::now() < give_up, "the operator did not poll the transmitter: {} polls\n{}", transmitter.polls(), operator.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually("the operator polls the transmitter, acknowledging two SETs and refusing four", || async { transmitter.acknowledged().1.len() == 4 && transmitter.acknowledged().0.len() == 2 }).await;
     let (acknowledged, refused) = transmitter.acknowledged();
     assert_eq!(acknowledged.iter().collect::<std::collections::BTreeSet<_>>(), ["c-1", "c-2"].iter().map(|s| s.to_string()).collect::<Vec<_>>().iter().collect());
     let errs: std::collections::BTreeMap<&str, &str> = refused.iter().map(|(jti, e)| (jti.as_str(), e["err"].as_str().unwrap())).collect();

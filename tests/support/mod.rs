@@ -275,11 +275,8 @@ impl Alertmanager {
             .spawn()
             .unwrap_or_else(|e| panic!("start {binary}: {e}"));
         let am = Self { child, url: format!("http://{addr}"), log_file };
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while get(&format!("{}/-/ready", am.url)).await.0 != 200 {
-            assert!(std::time::Instant::now() < give_up, "Alertmanager did not become ready:\n{}", am.log());
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let ready = format!("{}/-/ready", am.url);
+        eventually(&format!("Alertmanager ready (its log: {})", am.log_file.display()), || async { get(&ready).await.0 == 200 }).await;
         am
     }
 
@@ -337,4 +334,48 @@ impl AdmissionPolicy {
         Api::<ValidatingAdmissionPolicyBinding>::all(self.admin.clone()).delete(&self.binding, &delete).await.unwrap();
         Api::<ValidatingAdmissionPolicy>::all(self.admin.clone()).delete(&self.policy, &delete).await.unwrap();
     }
+}
+
+/// Asks `observe` until it says true; a guard against waiting for ever, not a measure of speed.
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut observe: impl FnMut() -> F) {
+    let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !observe().await {
+        assert!(tokio::time::Instant::now() < give_up, "{what}: not seen within a minute");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The apiserver takes up a new admission policy within a second or so, and says so nowhere but
+/// in its answers: `attempt` (given a fresh number each time, for a fresh object name) is made
+/// until the apiserver refuses it; the refusal.
+pub async fn refused_once_active<T, F: std::future::Future<Output = Result<T, kube::Error>>>(what: &str, mut attempt: impl FnMut(u32) -> F) -> String {
+    let refusal = std::sync::Mutex::new(None);
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    eventually(what, || {
+        let made = attempt(tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let refusal = &refusal;
+        async move {
+            match made.await {
+                Ok(_) => false,
+                Err(e) => {
+                    *refusal.lock().unwrap() = Some(e.to_string());
+                    true
+                }
+            }
+        }
+    })
+    .await;
+    refusal.into_inner().unwrap().unwrap_or_default()
+}
+
+/// A Role in `namespace` with `rules`, bound to `users`.
+pub async fn grant(admin: &Client, namespace: &str, name: &str, rules: serde_json::Value, users: &[&str]) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let apply = PatchParams::apply("mfa-recall-tests").force();
+    let role = serde_json::json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules });
+    Api::<Role>::namespaced(admin.clone(), namespace).patch(name, &apply, &Patch::Apply(role)).await.unwrap();
+    let subjects: Vec<serde_json::Value> = users.iter().map(|u| serde_json::json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
+    let binding = serde_json::json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
+                                      "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects });
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace).patch(name, &apply, &Patch::Apply(binding)).await.unwrap();
 }

@@ -194,6 +194,39 @@ async fn apiserver_counters(client: &Client) -> (f64, f64, f64) {
     (all, status, cpu)
 }
 
+/// The operator (release build, its own process) watching `ns` with `extra` arguments, once its
+/// backend `okta` is Ready and its `/readyz` answers 200: what is measured next is applied to an
+/// operator already running, as in an incident, so its start-up is not counted. Also the ledger
+/// key it signs with.
+async fn start_operator(args: &Args, client: &Client, http: &reqwest::Client, ns: &str, extra: &[&str]) -> (Proc, PathBuf) {
+    let health = free_addr();
+    let ledger_key = args.work.join("ledger.key");
+    std::fs::write(&ledger_key, format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..))).unwrap();
+    let operator = Proc(
+        Command::new(sibling("mfa-recall"))
+            .args(["operator", "--namespace", ns, "--no-audit-stdout", "--instance", "bench", "--metrics-addr", &health.to_string()])
+            .args(extra)
+            .arg("--audit-file")
+            .arg(args.work.join(format!("audit-{ns}.jsonl")))
+            .arg("--ledger-key-file")
+            .arg(&ledger_key)
+            // Quiet unless asked for (MFA_RECALL_LOG=info when looking into a run).
+            .env("MFA_RECALL_LOG", std::env::var("MFA_RECALL_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(args.work.join(format!("operator-{ns}.log"))).unwrap())
+            .spawn()
+            .expect("start the operator"),
+    );
+    let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
+    cluster::wait_for(&backends, "okta", Duration::from_secs(60), |b| b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
+    let ready = Instant::now();
+    while !http.get(format!("http://{health}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "the operator's /readyz did not answer 200 within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (operator, ledger_key)
+}
+
 /// The operator end to end: apply → every user invalidated.
 async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_timeline: bool) -> Value {
     let token = format!("00{:032x}", fastrand::u128(..));
@@ -206,38 +239,8 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     let spec = backend_spec(args, &url);
     cluster::create_backend(client, &ns, "okta", spec, &[("api-token".to_string(), token.clone())].into()).await.unwrap();
 
-    let log = std::fs::File::create(args.work.join(format!("operator-{ns}.log"))).unwrap();
-    // A free loopback port for /readyz: the recall is applied to an operator already running, as
-    // in an incident, so its start-up is not counted.
-    let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let ledger_key = args.work.join("ledger.key");
-    std::fs::write(&ledger_key, format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..))).unwrap();
-    let operator = Proc(
-        Command::new(sibling("mfa-recall"))
-            .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--concurrency", "4", "--metrics-addr", &health.to_string()])
-            .arg("--audit-file")
-            .arg(args.work.join(format!("audit-{ns}.jsonl")))
-            .arg("--ledger-key-file")
-            .arg(&ledger_key)
-            // Quiet unless asked for (MFA_RECALL_LOG=info when looking into a run).
-            .env("MFA_RECALL_LOG", std::env::var("MFA_RECALL_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the operator"),
-    );
+    let (operator, ledger_key) = start_operator(args, client, http, &ns, &["--concurrency", "4"]).await;
     let pid = operator.0.id();
-    let backends: Api<mfa_recall::api::IdentityBackend> = Api::namespaced(client.clone(), &ns);
-    cluster::wait_for(&backends, "okta", Duration::from_secs(60), |b| {
-        b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    })
-    .await
-    .unwrap();
-    let ready = Instant::now();
-    while !http.get(format!("http://{health}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(ready.elapsed() < Duration::from_secs(60), "the operator's /readyz did not answer 200 within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let before_stats = sim_stats(http, &url).await;
     let (_, sim_cpu_before) = rss_and_cpu(sim.0.id());
     let (writes_before, status_before, apiserver_cpu_before) = apiserver_counters(client).await;
@@ -396,31 +399,10 @@ async fn signals_run(args: &Args, client: &Client, http: &reqwest::Client, round
                   "template": { "reason": "benchmark", "backends": ["okta"], "scope": { "usersFromSignal": true }, "reEnrollment": { "checkInterval": "1h" } } } })).unwrap();
     let policies: Api<mfa_recall::api::MfaRecallPolicy> = Api::namespaced(client.clone(), &ns);
     policies.create(&Default::default(), &policy).await.unwrap();
-    let (health, receiver) = (free_addr(), free_addr());
-    let ledger_key = args.work.join("ledger.key");
-    std::fs::write(&ledger_key, format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..))).unwrap();
-    let operator = Proc(
-        Command::new(sibling("mfa-recall"))
-            .args(["operator", "--namespace", &ns, "--no-audit-stdout", "--instance", "bench", "--metrics-addr", &health.to_string(), "--signals-addr", &receiver.to_string()])
-            .arg("--audit-file")
-            .arg(args.work.join(format!("audit-{ns}.jsonl")))
-            .arg("--ledger-key-file")
-            .arg(&ledger_key)
-            .env("MFA_RECALL_LOG", std::env::var("MFA_RECALL_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(args.work.join(format!("operator-{ns}.log"))).unwrap())
-            .spawn()
-            .expect("start the operator"),
-    );
+    let receiver = free_addr();
+    let (operator, _) = start_operator(args, client, http, &ns, &["--signals-addr", &receiver.to_string()]).await;
     let pid = operator.0.id();
     cluster::wait_for(&policies, "leak", Duration::from_secs(60), |p| p.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
-    let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), &ns);
-    cluster::wait_for(&backends, "okta", Duration::from_secs(60), |b| b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
-    let ready = Instant::now();
-    while !http.get(format!("http://{health}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(ready.elapsed() < Duration::from_secs(60), "the operator's /readyz did not answer 200 within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let endpoint = format!("http://{receiver}/v1/signals/{ns}/leak/alertmanager");
     let notification = json!({ "version": "4", "groupKey": "{}:{alertname=\"CredentialLeak\"}", "truncatedAlerts": 0, "status": "firing", "receiver": "mfa-recall",
         "groupLabels": { "alertname": "CredentialLeak" }, "commonLabels": { "alertname": "CredentialLeak" }, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
