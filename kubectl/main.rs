@@ -80,13 +80,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    Verify {
-        file: PathBuf,
-        #[arg(long)]
-        key_file: Option<PathBuf>,
-        #[arg(long)]
-        expect_head: Option<mfa_recall::audit::Head>,
-    },
+    /// Check a trail's hash chain and name the first broken line.
+    Verify(mfa_recall::audit::VerifyArgs),
 }
 
 /// What a new recall recalls; absent for `start` of an existing plan.
@@ -164,11 +159,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
-    if let Command::Audit { command: AuditCommand::Verify { file, key_file, expect_head } } = &cli.command {
-        let key = key_file.as_deref().map(mfa_recall::audit::ChainKey::from_file).transpose()?.unwrap_or_default();
-        let verdict = mfa_recall::audit::verify(file, &key, expect_head.as_ref())?;
-        verdict.describe(file, expect_head.is_some()).iter().for_each(|line| println!("{line}"));
-        return Ok(matches!(verdict, mfa_recall::audit::Verification::Intact { .. }));
+    if let Command::Audit { command: AuditCommand::Verify(verify) } = &cli.command {
+        return Ok(verify.run() == 0);
     }
     let client = Client::try_default().await.map_err(|e| format!("no Kubernetes connection ({e}): set KUBECONFIG"))?;
     let namespace = cli.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());

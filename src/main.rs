@@ -6,7 +6,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use mfa_recall::audit::{self, Verification};
+use mfa_recall::audit;
 use mfa_recall::controller::{self, LeaseSettings, Settings};
 
 #[derive(Parser)]
@@ -136,16 +136,7 @@ enum LedgerCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check a trail's hash chain and name the first broken line.
-    Verify {
-        file: PathBuf,
-        /// The operator's audit key, for a keyed trail.
-        #[arg(long)]
-        key_file: Option<PathBuf>,
-        /// The trail must hold this line, as an MfaRecall's status.auditHead names it
-        /// (SEQ:HASH): detects a trail cut at its end or rewritten whole.
-        #[arg(long)]
-        expect_head: Option<audit::Head>,
-    },
+    Verify(audit::VerifyArgs),
 }
 
 #[tokio::main]
@@ -156,16 +147,7 @@ async fn main() -> std::process::ExitCode {
             print!("{}", mfa_recall::api::crds_yaml());
             std::process::ExitCode::SUCCESS
         }
-        Command::Audit { command: AuditCommand::Verify { file, key_file, expect_head } } => match key_file.as_deref().map(audit::ChainKey::from_file).transpose().and_then(|key| audit::verify(&file, &key.unwrap_or_default(), expect_head.as_ref())) {
-            Ok(verdict) => {
-                verdict.describe(&file, expect_head.is_some()).iter().for_each(|line| println!("{line}"));
-                if matches!(verdict, Verification::Intact { .. }) { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) }
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                std::process::ExitCode::from(2)
-            }
-        },
+        Command::Audit { command: AuditCommand::Verify(verify) } => std::process::ExitCode::from(verify.run()),
         Command::Ledger { command: LedgerCommand::ImportConfigmaps { recall, namespace, key_file } } => match import_configmaps(&recall, &namespace, &key_file).await {
             Ok(lines) => {
                 lines.iter().for_each(|line| println!("{line}"));

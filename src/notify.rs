@@ -217,6 +217,22 @@ pub fn webhook_signature(key: &HmacKey, timestamp: &str, body: &[u8]) -> String 
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// A host on this machine: the only place anything may go in clear.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A URL credentials or signed messages may be sent to: https, or http to loopback. `field`
+/// names it in the error.
+pub fn checked_url(field: &str, text: &str) -> Result<reqwest::Url, String> {
+    let url: reqwest::Url = text.parse().map_err(|e| format!("{field} {text:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(url.host_str().unwrap_or_default()) => Ok(url),
+        _ => Err(format!("{field} must be an https URL (http only to loopback): {text}")),
+    }
+}
+
 /// A client for webhooks: no redirects (a notice goes where it was configured, or nowhere).
 pub fn webhook_client() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("a client without custom TLS settings builds")

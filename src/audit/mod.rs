@@ -790,6 +790,36 @@ pub enum Verification {
     Broken { line: u64, why: String },
 }
 
+/// `audit verify`, as the operator's binary and `kubectl mfa-recall` both offer it.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    pub file: std::path::PathBuf,
+    /// The operator's audit key, for a keyed trail.
+    #[arg(long)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// The trail must hold this line, as an MfaRecall's status.auditHead names it (SEQ:HASH):
+    /// detects a trail cut at its end or rewritten whole.
+    #[arg(long)]
+    pub expect_head: Option<Head>,
+}
+
+impl VerifyArgs {
+    /// Checks the trail and says what it found: the exit code (0 intact, 1 broken, 2 unreadable).
+    pub fn run(&self) -> u8 {
+        let verdict = self.key_file.as_deref().map(ChainKey::from_file).transpose().and_then(|key| verify(&self.file, &key.unwrap_or_default(), self.expect_head.as_ref()));
+        match verdict {
+            Ok(verdict) => {
+                verdict.describe(&self.file, self.expect_head.is_some()).iter().for_each(|line| println!("{line}"));
+                u8::from(!matches!(verdict, Verification::Intact { .. }))
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", self.file.display());
+                2
+            }
+        }
+    }
+}
+
 impl Verification {
     /// What to tell whoever checked `file`: the verdict, and what it does not prove.
     pub fn describe(&self, file: &Path, with_head: bool) -> Vec<String> {

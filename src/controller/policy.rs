@@ -341,7 +341,7 @@ async fn configure(policy: &MfaRecallPolicy, ctx: &Context, previous: Option<&Ar
             };
             let poll = match &source.poll {
                 Some(poll) => {
-                    let endpoint = match ssf::checked_url("sharedSignals.poll.endpoint", &poll.endpoint) {
+                    let endpoint = match crate::notify::checked_url("sharedSignals.poll.endpoint", &poll.endpoint) {
                         Ok(url) => url,
                         Err(why) => return Ok(Err((Reason::InvalidPolicy, why))),
                     };

@@ -558,16 +558,8 @@ pub(super) async fn notices(spec: &Notifications, namespace: &str, recall_uid: O
             .collect()
     };
     // Credentials leave the cluster only over TLS, unless the other end is on this host.
-    let loopback = |host: &str| host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    let checked_url = |field: &str, text: &str| -> Result<reqwest::Url> {
-        let url: reqwest::Url = text.parse().map_err(|e| Error::Invalid(format!("{field} {text:?} is not a URL: {e}")))?;
-        let host = url.host_str().unwrap_or_default().to_string();
-        match url.scheme() {
-            "https" => Ok(url),
-            "http" if loopback(&host) => Ok(url),
-            _ => Err(Error::Invalid(format!("{field} must be an https URL (http only to loopback): {text}"))),
-        }
-    };
+    let loopback = crate::notify::is_loopback;
+    let checked_url = |field: &str, text: &str| crate::notify::checked_url(field, text).map_err(Error::Invalid);
     let mut notices = Notices::default();
     if let Some(smtp) = &spec.smtp {
         let (host, port) = smtp.server.rsplit_once(':').and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?))).ok_or_else(|| Error::Invalid(format!("spec.notifications.smtp.server {:?} must be host:port", smtp.server)))?;

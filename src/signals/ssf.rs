@@ -239,18 +239,6 @@ pub struct PollAnswer {
     pub more_available: bool,
 }
 
-/// Checks that a transmitter URL may be fetched: HTTPS, or HTTP to loopback (tests, a sidecar).
-pub fn checked_url(field: &str, text: &str) -> Result<reqwest::Url, String> {
-    let url: reqwest::Url = text.parse().map_err(|e| format!("{field} {text:?} is not a URL: {e}"))?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(format!("{field} must be an https URL (http only to loopback): {text}")),
-    }
-}
-
 /// A client that follows no redirect: the poll's Authorization header goes to the configured URL only.
 pub fn client() -> reqwest::Client {
     crate::notify::webhook_client()
@@ -282,14 +270,14 @@ pub async fn fetch<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url
 /// Where a transmitter's keys are: `jwks_uri` of its configuration (SSF 1.0 §7.1).
 pub async fn jwks_uri(client: &reqwest::Client, issuer: &str) -> Result<String, String> {
     let base = issuer.trim_end_matches('/');
-    let url = checked_url("issuer", &format!("{base}/.well-known/ssf-configuration"))?;
+    let url = crate::notify::checked_url("issuer", &format!("{base}/.well-known/ssf-configuration"))?;
     let config: Value = fetch(client, &url, None, None).await?;
     config.get("jwks_uri").and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("{url} names no jwks_uri"))
 }
 
 /// The transmitter's keys.
 pub async fn keys(client: &reqwest::Client, jwks_uri: &str) -> Result<Keys, String> {
-    let url = checked_url("jwksUri", jwks_uri)?;
+    let url = crate::notify::checked_url("jwksUri", jwks_uri)?;
     let body: Value = fetch(client, &url, None, None).await?;
     Keys::from_jwks(body.to_string().as_bytes())
 }
