@@ -334,14 +334,14 @@ impl ProviderHttp {
     }
 }
 
-pub(crate) enum ReadError {
+pub enum ReadError {
     Http(reqwest::Error),
     /// The body went past the cap.
     TooLong,
 }
 
 /// The whole answer, its body read up to `cap` bytes.
-pub(crate) async fn read_whole(outcome: Result<Response, reqwest::Error>, cap: usize) -> Result<HttpReply, ReadError> {
+pub async fn read_whole(outcome: Result<Response, reqwest::Error>, cap: usize) -> Result<HttpReply, ReadError> {
     // Taken apart rather than borrowed, so the headers are moved, not copied.
     let (head, body) = http::Response::from(outcome.map_err(ReadError::Http)?).into_parts();
     let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, cap)).await {

@@ -6,7 +6,7 @@
 pub mod legacy;
 mod resource;
 
-pub use resource::{BACKEND_LABEL, KEY_NAME, RECALL_UID_LABEL, ResourceLedger, SEGMENT_LABEL, segment_name};
+pub use resource::{BACKEND_LABEL, KEY_NAME, RECALL_UID_LABEL, ResourceLedger, SEGMENT_LABEL, read_unchecked, segment_name};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -290,6 +290,21 @@ fn watch_name(first_segment_name: &str) -> String {
     format!("{first_segment_name}-watch")
 }
 
+/// Segment `index` of `backend` of a recall as its objects hold it, with its outcomes applied,
+/// WITHOUT checking their HMACs (that needs the ledger key): for showing people who may read
+/// these objects where a recall stands (the console), never for acting on. None when the
+/// segment is not there.
+pub async fn read_unchecked(api: &Api<RecallLedgerSegment>, recall_uid: &str, backend: &str, index: u32) -> Result<Option<Segment>> {
+    let name = segment_name(recall_uid, backend, index);
+    let Some(object) = api.get_opt(&name).await? else { return Ok(None) };
+    let mut segment: Segment = decode(&object.spec.data.0).map_err(|e| rejected(&name, format!("does not decode: {e}")))?;
+    if let Some(outcomes) = api.get_opt(&outcomes_name(&name)).await? {
+        let outcomes: Outcomes = decode(&outcomes.spec.data.0).map_err(|e| rejected(&name, format!("its outcomes do not decode: {e}")))?;
+        segment.apply(outcomes).map_err(|why| rejected(&name, why))?;
+    }
+    Ok(Some(segment))
+}
+
 /// A ledger object this operator cannot vouch for.
 fn rejected(name: &str, why: String) -> crate::Error {
     crate::Error::LedgerRejected { name: name.to_string(), why }

@@ -109,6 +109,11 @@ impl Keys {
     pub fn has(&self, kid: &str) -> bool {
         self.by_kid.contains_key(kid)
     }
+
+    /// The algorithm and key of `kid`.
+    pub fn get(&self, kid: &str) -> Option<(Algorithm, &DecodingKey)> {
+        self.by_kid.get(kid).map(|(algorithm, key)| (*algorithm, key))
+    }
 }
 
 /// The key id of a token's header, to tell an unknown key (fetch the JWKS again) from a bad token.

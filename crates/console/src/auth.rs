@@ -1,0 +1,593 @@
+//! Who is asking: a person signed in with OpenID Connect (authorization code with PKCE, the ID
+//! token checked against the provider's keys), or a Kubernetes token presented (checked by
+//! TokenReview); sessions in a cookie that scripts cannot read and other sites cannot send;
+//! CSRF tokens on every form; sign-in attempts limited per client address; and the headers every
+//! answer carries (a strict Content-Security-Policy among them).
+//!
+//! The console never keeps a person's token or password: a session holds the name and groups
+//! Kubernetes will be told (by impersonation), and when they signed in.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use base64::Engine;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::Api;
+use kube::api::PostParams;
+use mfa_recall::signals::ssf::Keys;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{Cli, Shared};
+
+const SESSION_COOKIE: &str = "__Host-mfa-recall-session";
+/// Binds a sign-in's state to the browser that started it (login CSRF).
+const LOGIN_COOKIE: &str = "__Host-mfa-recall-login";
+/// An unfinished sign-in is forgotten after this.
+const SIGN_IN_WITHIN: Duration = Duration::from_secs(600);
+/// Bounds on what the console keeps in memory, whatever arrives.
+const MAX_SESSIONS: usize = 10_000;
+const MAX_PENDING: usize = 10_000;
+const MAX_ANSWER: usize = 1 << 20;
+/// A token review is asked again after this (a revoked token stops working within it).
+const TOKEN_REVIEW_FOR: Duration = Duration::from_secs(30);
+/// The JWKS is fetched again for an unknown key id at most this often.
+const JWKS_REFETCH: Duration = Duration::from_secs(30);
+
+/// The person a request acts for: the Kubernetes user name and groups it impersonates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Person {
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
+struct Session {
+    person: Person,
+    csrf: String,
+    signed_in: Instant,
+    signed_in_at: jiff::Timestamp,
+    expires: Instant,
+}
+
+struct Pending {
+    nonce: String,
+    verifier: String,
+    next: String,
+    fresh: bool,
+    started: Instant,
+    started_at: i64,
+}
+
+struct Provider {
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+}
+
+struct Oidc {
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    http: reqwest::Client,
+    provider: tokio::sync::OnceCell<Provider>,
+    keys: tokio::sync::Mutex<(Option<Keys>, Option<Instant>)>,
+}
+
+pub struct Auth {
+    public_url: String,
+    public_origin: String,
+    oidc: Option<Oidc>,
+    username_claim: String,
+    username_prefix: String,
+    groups_claim: String,
+    groups_prefix: String,
+    lifetime: Duration,
+    fresh: Duration,
+    per_minute: u32,
+    sessions: Mutex<HashMap<String, Session>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    attempts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    reviews: Mutex<HashMap<String, (Instant, Option<Person>)>>,
+}
+
+/// A request's caller: the person, and their session when they came with one (page forms check
+/// its CSRF token; a caller with a bearer token has no cookie a forged form could ride on).
+pub struct Caller {
+    pub person: Person,
+    pub csrf: Option<String>,
+    /// When the person last signed in (for a fresh sign-in before a broad recall).
+    pub signed_in: Option<Instant>,
+    pub signed_in_at: Option<jiff::Timestamp>,
+}
+
+impl Auth {
+    pub fn new(cli: &Cli, public_origin: String) -> Result<Self, String> {
+        let oidc = match &cli.oidc_issuer {
+            Some(issuer) => {
+                mfa_recall::notify::checked_url("--oidc-issuer", issuer)?;
+                let client_secret = match &cli.oidc_client_secret_file {
+                    Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("--oidc-client-secret-file {}: {e}", path.display()))?.trim().to_string()),
+                    None => None,
+                };
+                Some(Oidc {
+                    issuer: issuer.trim_end_matches('/').to_string(),
+                    client_id: cli.oidc_client_id.clone(),
+                    client_secret,
+                    http: mfa_recall::notify::webhook_client(),
+                    provider: tokio::sync::OnceCell::new(),
+                    keys: tokio::sync::Mutex::new((None, None)),
+                })
+            }
+            None => None,
+        };
+        Ok(Self {
+            public_url: cli.public_url.trim_end_matches('/').to_string(),
+            public_origin,
+            oidc,
+            username_claim: cli.oidc_username_claim.clone(),
+            username_prefix: cli.oidc_username_prefix.clone(),
+            groups_claim: cli.oidc_groups_claim.clone(),
+            groups_prefix: cli.oidc_groups_prefix.clone(),
+            lifetime: cli.session_lifetime,
+            fresh: cli.fresh_sign_in,
+            per_minute: cli.sign_ins_per_minute,
+            sessions: Mutex::default(),
+            pending: Mutex::default(),
+            attempts: Mutex::default(),
+            reviews: Mutex::default(),
+        })
+    }
+
+    /// The issuer's origin, which forms may lead to (a fresh sign-in before a broad recall).
+    pub fn issuer_origin(&self) -> Option<String> {
+        self.oidc.as_ref().and_then(|o| crate::url_origin(&o.issuer))
+    }
+
+    /// True when the person signed in within the fresh window.
+    pub fn is_fresh(&self, caller: &Caller) -> bool {
+        caller.signed_in.is_some_and(|at| at.elapsed() <= self.fresh)
+    }
+
+    /// False when `ip` has used up its sign-in attempts for this minute.
+    fn allow_attempt(&self, ip: IpAddr) -> bool {
+        let mut attempts = self.attempts.lock().unwrap();
+        if attempts.len() > MAX_PENDING {
+            attempts.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+        }
+        let entry = attempts.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Duration::from_secs(60) {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.per_minute
+    }
+
+    fn start_session(&self, person: Person) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let session = Session { person, csrf: random_token(), signed_in: now, signed_in_at: jiff::Timestamp::now(), expires: now + self.lifetime };
+        let mut sessions = self.sessions.lock().unwrap();
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| s.expires > now);
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            // Full of live sessions: the oldest goes rather than the console refusing everyone.
+            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.signed_in).map(|(k, _)| k.clone()) {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(digest(&id), session);
+        id
+    }
+
+    fn session(&self, id: &str) -> Option<Caller> {
+        let mut sessions = self.sessions.lock().unwrap();
+        let key = digest(id);
+        let session = sessions.get(&key)?;
+        if session.expires <= Instant::now() {
+            sessions.remove(&key);
+            return None;
+        }
+        Some(Caller { person: session.person.clone(), csrf: Some(session.csrf.clone()), signed_in: Some(session.signed_in), signed_in_at: Some(session.signed_in_at) })
+    }
+
+    /// The person a Kubernetes token belongs to, as TokenReview says; None when it does not
+    /// authenticate. Answers are kept briefly, by the token's hash.
+    async fn review(&self, own: &kube::Client, token: &str) -> Result<Option<Person>, kube::Error> {
+        let key = digest(token);
+        if let Some((at, person)) = self.reviews.lock().unwrap().get(&key)
+            && at.elapsed() < TOKEN_REVIEW_FOR
+        {
+            return Ok(person.clone());
+        }
+        let review = TokenReview { spec: TokenReviewSpec { token: token.to_string(), ..Default::default() }, ..Default::default() };
+        let answer = Api::<TokenReview>::all(own.clone()).create(&PostParams::default(), &review).await?;
+        let person = answer
+            .status
+            .filter(|s| s.authenticated == Some(true))
+            .and_then(|s| s.user)
+            .and_then(|u| Some(Person { username: u.username.filter(|n| !n.is_empty())?, groups: u.groups.unwrap_or_default() }));
+        let mut reviews = self.reviews.lock().unwrap();
+        if reviews.len() >= MAX_SESSIONS {
+            reviews.retain(|_, (at, _)| at.elapsed() < TOKEN_REVIEW_FOR);
+            if reviews.len() >= MAX_SESSIONS {
+                reviews.clear();
+            }
+        }
+        reviews.insert(key, (Instant::now(), person.clone()));
+        Ok(person)
+    }
+}
+
+impl Oidc {
+    async fn provider(&self) -> Result<&Provider, String> {
+        self.provider
+            .get_or_try_init(|| async {
+                let url = mfa_recall::notify::checked_url("the issuer's configuration", &format!("{}/.well-known/openid-configuration", self.issuer))?;
+                let config: Value = get_json(&self.http, self.http.get(url.clone())).await?;
+                if config.get("issuer").and_then(Value::as_str).map(|i| i.trim_end_matches('/')) != Some(self.issuer.as_str()) {
+                    return Err(format!("{url} names another issuer: {}", config.get("issuer").cloned().unwrap_or_default()));
+                }
+                let field = |name: &str| -> Result<String, String> {
+                    let text = config.get(name).and_then(Value::as_str).ok_or_else(|| format!("{url} names no {name}"))?;
+                    mfa_recall::notify::checked_url(name, text).map(|u| u.to_string())
+                };
+                Ok(Provider { authorization_endpoint: field("authorization_endpoint")?, token_endpoint: field("token_endpoint")?, jwks_uri: field("jwks_uri")? })
+            })
+            .await
+    }
+
+    /// Checks an ID token (signature by a key of the issuer's JWKS, issuer, audience, expiry) and returns its claims.
+    async fn verify(&self, token: &str) -> Result<Value, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("the ID token is not a JWT: {e}"))?;
+        let kid = header.kid.ok_or("the ID token names no key")?;
+        let mut keys = self.keys.lock().await;
+        let known = keys.0.as_ref().is_some_and(|k| k.has(&kid));
+        if !known && keys.1.is_none_or(|at| at.elapsed() >= JWKS_REFETCH) {
+            let provider = self.provider().await?;
+            let url = mfa_recall::notify::checked_url("jwks_uri", &provider.jwks_uri)?;
+            let body: Value = get_json(&self.http, self.http.get(url)).await?;
+            keys.0 = Some(Keys::from_jwks(body.to_string().as_bytes())?);
+            keys.1 = Some(Instant::now());
+        }
+        let (algorithm, key) = keys.0.as_ref().and_then(|k| k.get(&kid)).ok_or("the ID token is signed by a key the issuer does not publish")?;
+        if algorithm != header.alg {
+            return Err("the ID token's algorithm is not its key's".into());
+        }
+        let mut validation = jsonwebtoken::Validation::new(algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.client_id]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "iat"]);
+        let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| format!("the ID token does not verify: {e}"))?;
+        Ok(data.claims)
+    }
+}
+
+/// A JSON answer of at most MAX_ANSWER bytes, within 10 s, without following redirects.
+async fn get_json(http: &reqwest::Client, request: reqwest::RequestBuilder) -> Result<Value, String> {
+    use mfa_recall::backends::http::{ReadError, describe, read_whole};
+    let request = request.header(header::ACCEPT, "application/json").build().map_err(|e| e.to_string())?;
+    let url = request.url().clone();
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_whole(http.execute(request).await, MAX_ANSWER))
+        .await
+        .map_err(|_| format!("{url}: no answer within 10 s"))?
+        .map_err(|e| match e {
+            ReadError::Http(e) => format!("{url}: {}", describe(&e)),
+            ReadError::TooLong => format!("{url}: the answer is longer than {MAX_ANSWER} bytes"),
+        })?;
+    let value: Value = serde_json::from_slice(&reply.body).map_err(|e| format!("{url} answered {} with what is not JSON: {e}", reply.status))?;
+    if !reply.status.is_success() {
+        // The provider's error code and description, never the request's secrets.
+        let said = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default().chars().take(200).collect::<String>();
+        return Err(format!("{url} answered {}: {} {}", reply.status, said("error"), said("error_description")));
+    }
+    Ok(value)
+}
+
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system's random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Equal in constant time.
+fn same(a: &str, b: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// A local path to go back to after sign-in: only this console's own pages.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && !path.starts_with("/auth/") => path.to_string(),
+        _ => "/".into(),
+    }
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, console: &Shared) -> Result<Self, Self::Rejection> {
+        let api = parts.uri.path().starts_with("/api/");
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty());
+            let Some(token) = token else { return Err(unauthenticated(api, "Authorization must be `Bearer <a Kubernetes token>`")) };
+            return match console.auth.review(console.people.own(), token).await {
+                Ok(Some(person)) => Ok(Caller { person, csrf: None, signed_in: None, signed_in_at: None }),
+                Ok(None) => Err(unauthenticated(api, "the token does not authenticate with Kubernetes")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "TokenReview failed");
+                    Err((StatusCode::SERVICE_UNAVAILABLE, "the console could not ask Kubernetes who the token belongs to").into_response())
+                }
+            };
+        }
+        if !api && let Some(caller) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| console.auth.session(&id)) {
+            return Ok(caller);
+        }
+        if api {
+            return Err(unauthenticated(true, "present a Kubernetes token: Authorization: Bearer <token>"));
+        }
+        let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        Err(Redirect::to(&format!("/auth/login?next={next}")).into_response())
+    }
+}
+
+fn unauthenticated(api: bool, why: &str) -> Response {
+    let mut response = if api { (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": "unauthenticated", "message": why }))).into_response() } else { (StatusCode::UNAUTHORIZED, why.to_string()).into_response() };
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+impl Caller {
+    /// A form's CSRF token checked against the session's; a caller without a session (a
+    /// bearer token) has nothing a forged form could use.
+    pub fn check_csrf(&self, given: &str) -> Result<(), Response> {
+        match &self.csrf {
+            Some(expected) if same(expected, given) => Ok(()),
+            Some(_) => Err((StatusCode::FORBIDDEN, "this form is stale or did not come from the console: reload the page and try again").into_response()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+    /// Ask the provider for a new sign-in even when it has a session.
+    fresh: Option<String>,
+}
+
+pub async fn login(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(query): Query<LoginQuery>) -> Response {
+    let auth = &console.auth;
+    let Some(oidc) = &auth.oidc else { return Redirect::to("/auth/token").into_response() };
+    if !auth.allow_attempt(peer.ip()) {
+        return too_many();
+    }
+    let provider = match oidc.provider().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenID Connect discovery failed");
+            return (StatusCode::BAD_GATEWAY, "the sign-in provider cannot be reached; try again shortly, or sign in with a Kubernetes token at /auth/token").into_response();
+        }
+    };
+    let (state, nonce, verifier) = (random_token(), random_token(), random_token());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let fresh = query.fresh.is_some();
+    {
+        let mut pending = auth.pending.lock().unwrap();
+        pending.retain(|_, p| p.started.elapsed() < SIGN_IN_WITHIN);
+        if pending.len() >= MAX_PENDING {
+            return too_many();
+        }
+        pending.insert(state.clone(), Pending { nonce: nonce.clone(), verifier, next: local_path(query.next.as_deref()), fresh, started: Instant::now(), started_at: jiff::Timestamp::now().as_second() });
+    }
+    let mut params = vec![
+        ("response_type", "code".to_string()),
+        ("client_id", oidc.client_id.clone()),
+        ("redirect_uri", format!("{}/auth/callback", auth.public_url)),
+        ("scope", "openid profile email".to_string()),
+        ("state", state.clone()),
+        ("nonce", nonce),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256".to_string()),
+    ];
+    if fresh {
+        params.push(("prompt", "login".to_string()));
+        params.push(("max_age", "0".to_string()));
+    }
+    let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+    let separator = if provider.authorization_endpoint.contains('?') { '&' } else { '?' };
+    let mut response = Redirect::to(&format!("{}{separator}{query}", provider.authorization_endpoint)).into_response();
+    // Lax: the provider's redirect back is a top-level navigation from another site.
+    set_cookie(&mut response, &format!("{LOGIN_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600", digest(&state)));
+    response
+}
+
+#[derive(Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub async fn callback(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Query(callback): Query<Callback>) -> Response {
+    let auth = &console.auth;
+    let Some(oidc) = &auth.oidc else { return Redirect::to("/auth/token").into_response() };
+    if !auth.allow_attempt(peer.ip()) {
+        return too_many();
+    }
+    if let Some(error) = callback.error {
+        let text: String = format!("{error}: {}", callback.error_description.unwrap_or_default()).chars().take(300).collect();
+        return signed_out(StatusCode::UNAUTHORIZED, &format!("The sign-in provider refused the sign-in ({text})."));
+    }
+    let (Some(code), Some(state)) = (callback.code, callback.state) else { return signed_out(StatusCode::BAD_REQUEST, "The sign-in answer lacks its code or state.") };
+    // The state must be one this browser started (its cookie) and this console issued.
+    if !cookie(&headers, LOGIN_COOKIE).is_some_and(|bound| same(&bound, &digest(&state))) {
+        return signed_out(StatusCode::BAD_REQUEST, "This sign-in was not started in this browser. Start again.");
+    }
+    let Some(pending) = auth.pending.lock().unwrap().remove(&state).filter(|p| p.started.elapsed() < SIGN_IN_WITHIN) else {
+        return signed_out(StatusCode::BAD_REQUEST, "This sign-in expired or was already used. Start again.");
+    };
+    match finish_sign_in(auth, oidc, &code, &pending).await {
+        Ok(person) => {
+            tracing::info!(user = %person.username, "signed in with OpenID Connect");
+            let id = auth.start_session(person);
+            // A same-site page moves on, so the Strict session cookie is sent with the next request.
+            let next = html_escape(&pending.next);
+            let mut response = Html(format!("<!doctype html><meta http-equiv=\"refresh\" content=\"0;url={next}\"><title>Signed in</title><p>Signed in. <a href=\"{next}\">Continue</a></p>")).into_response();
+            set_cookie(&mut response, &format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}", auth.lifetime.as_secs()));
+            set_cookie(&mut response, &format!("{LOGIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"));
+            response
+        }
+        Err(why) => {
+            tracing::warn!(reason = %why, "sign-in refused");
+            signed_out(StatusCode::UNAUTHORIZED, &format!("The sign-in could not be completed: {why}"))
+        }
+    }
+}
+
+async fn finish_sign_in(auth: &Auth, oidc: &Oidc, code: &str, pending: &Pending) -> Result<Person, String> {
+    let provider = oidc.provider().await?;
+    let redirect_uri = format!("{}/auth/callback", auth.public_url);
+    let mut form = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", &redirect_uri), ("client_id", &oidc.client_id), ("code_verifier", &pending.verifier)];
+    if let Some(secret) = &oidc.client_secret {
+        form.push(("client_secret", secret));
+    }
+    let tokens = get_json(&oidc.http, oidc.http.post(&provider.token_endpoint).form(&form)).await?;
+    let id_token = tokens.get("id_token").and_then(Value::as_str).ok_or("the provider's answer holds no ID token")?;
+    let claims = oidc.verify(id_token).await?;
+    if !claims.get("nonce").and_then(Value::as_str).is_some_and(|n| same(n, &pending.nonce)) {
+        return Err("the ID token's nonce is not this sign-in's".into());
+    }
+    if pending.fresh {
+        // A fresh sign-in was asked for: the provider must say the person signed in after it was asked.
+        let auth_time = claims.get("auth_time").and_then(Value::as_i64).ok_or("the ID token does not say when the person signed in (auth_time)")?;
+        if auth_time + 5 < pending.started_at {
+            return Err("the provider did not ask for the password again".into());
+        }
+    }
+    let name = claims.get(&auth.username_claim).and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| format!("the ID token has no {} claim", auth.username_claim))?;
+    let groups = claims.get(&auth.groups_claim).and_then(Value::as_array).map(|g| g.iter().filter_map(Value::as_str).map(|g| format!("{}{}", auth.groups_prefix, g.trim_start_matches('/'))).take(256).collect()).unwrap_or_default();
+    let person = Person { username: format!("{}{name}", auth.username_prefix), groups };
+    if person.username.starts_with("system:") || person.groups.iter().any(|g| g.starts_with("system:")) {
+        return Err("names starting with system: are Kubernetes' own; set --oidc-username-prefix and --oidc-groups-prefix".into());
+    }
+    Ok(person)
+}
+
+pub async fn token_form(State(console): State<Shared>) -> Response {
+    console.pages.render("signin.html", minijinja::context! { oidc => console.auth.oidc.is_some() }, None)
+}
+
+#[derive(Deserialize)]
+pub struct TokenSignIn {
+    token: String,
+}
+
+pub async fn token_sign_in(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, axum::Form(form): axum::Form<TokenSignIn>) -> Response {
+    let auth = &console.auth;
+    if !auth.allow_attempt(peer.ip()) {
+        return too_many();
+    }
+    match auth.review(console.people.own(), form.token.trim()).await {
+        Ok(Some(person)) => {
+            tracing::info!(user = %person.username, "signed in with a Kubernetes token");
+            let id = auth.start_session(person);
+            let mut response = Redirect::to("/").into_response();
+            set_cookie(&mut response, &format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}", auth.lifetime.as_secs()));
+            response
+        }
+        Ok(None) => signed_out(StatusCode::UNAUTHORIZED, "That token does not authenticate with Kubernetes."),
+        Err(e) => {
+            tracing::warn!(error = %e, "TokenReview failed");
+            signed_out(StatusCode::SERVICE_UNAVAILABLE, "The console could not ask Kubernetes who the token belongs to.")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(State(console): State<Shared>, headers: HeaderMap, caller: Caller, axum::Form(form): axum::Form<CsrfForm>) -> Response {
+    if let Err(refused) = caller.check_csrf(&form.csrf) {
+        return refused;
+    }
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        console.auth.sessions.lock().unwrap().remove(&digest(&id));
+    }
+    let mut response = signed_out(StatusCode::OK, "Signed out.");
+    set_cookie(&mut response, &format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"));
+    response
+}
+
+fn signed_out(status: StatusCode, message: &str) -> Response {
+    (status, Html(format!("<!doctype html><title>mfa-recall</title><link rel=\"stylesheet\" href=\"/static/console.css\"><main><p>{}</p><p><a href=\"/auth/login\">Sign in</a></p></main>", html_escape(message)))).into_response()
+}
+
+fn too_many() -> Response {
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, "too many sign-in attempts from your address: wait a minute").into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    response
+}
+
+fn set_cookie(response: &mut Response, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+pub fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// Headers on every answer, and the origin check of every form post: a post whose Origin is
+/// another site's is refused before any handler runs.
+pub async fn security_headers(State(console): State<Shared>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if writes && !request.uri().path().starts_with("/api/") {
+        let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        if origin.is_some_and(|o| o != console.auth.public_origin) {
+            return (StatusCode::FORBIDDEN, "this form was sent from another site").into_response();
+        }
+    }
+    let is_static = request.uri().path().starts_with("/static/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let form_action = match console.auth.issuer_origin() {
+        Some(issuer) => format!("'self' {issuer}"),
+        None => "'self'".into(),
+    };
+    let policy = format!("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'");
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !is_static {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
