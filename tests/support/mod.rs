@@ -368,13 +368,19 @@ pub async fn refused_once_active<T, F: std::future::Future<Output = Result<T, ku
     refusal.into_inner().unwrap().unwrap_or_default()
 }
 
-/// A Role in `namespace` with `rules`, bound to `users`.
+/// A Role in `namespace` with `rules`, bound to `users` (a user name, or `group:NAME` for a group).
 pub async fn grant(admin: &Client, namespace: &str, name: &str, rules: serde_json::Value, users: &[&str]) {
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let apply = PatchParams::apply("mfa-recall-tests").force();
     let role = serde_json::json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": name }, "rules": rules });
     Api::<Role>::namespaced(admin.clone(), namespace).patch(name, &apply, &Patch::Apply(role)).await.unwrap();
-    let subjects: Vec<serde_json::Value> = users.iter().map(|u| serde_json::json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u })).collect();
+    let subjects: Vec<serde_json::Value> = users
+        .iter()
+        .map(|u| match u.strip_prefix("group:") {
+            Some(group) => serde_json::json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group }),
+            None => serde_json::json!({ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u }),
+        })
+        .collect();
     let binding = serde_json::json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": name },
                                       "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects });
     Api::<RoleBinding>::namespaced(admin.clone(), namespace).patch(name, &apply, &Patch::Apply(binding)).await.unwrap();

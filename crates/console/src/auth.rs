@@ -63,6 +63,9 @@ struct Pending {
     fresh: bool,
     started: Instant,
     started_at: i64,
+    /// The key of the session the browser had when this sign-in started (the session cookie is
+    /// Strict, so it comes with the console's own redirect here but not with the provider's back).
+    replaces: Option<String>,
 }
 
 struct Provider {
@@ -375,7 +378,7 @@ pub struct LoginQuery {
     fresh: Option<String>,
 }
 
-pub async fn login(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(query): Query<LoginQuery>) -> Response {
+pub async fn login(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Query(query): Query<LoginQuery>) -> Response {
     let auth = &console.auth;
     let Some(oidc) = &auth.oidc else { return Redirect::to("/auth/token").into_response() };
     if !auth.allow_attempt(peer.ip()) {
@@ -397,7 +400,7 @@ pub async fn login(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo
         if pending.len() >= MAX_PENDING {
             return too_many();
         }
-        pending.insert(state.clone(), Pending { nonce: nonce.clone(), verifier, next: local_path(query.next.as_deref()), fresh, started: Instant::now(), started_at: jiff::Timestamp::now().as_second() });
+        pending.insert(state.clone(), Pending { nonce: nonce.clone(), verifier, next: local_path(query.next.as_deref()), fresh, started: Instant::now(), started_at: jiff::Timestamp::now().as_second(), replaces: cookie(&headers, SESSION_COOKIE).map(|id| digest(&id)) });
     }
     let mut params = vec![
         ("response_type", "code".to_string()),
@@ -450,6 +453,10 @@ pub async fn callback(State(console): State<Shared>, ConnectInfo(peer): ConnectI
     match finish_sign_in(auth, oidc, &code, &pending).await {
         Ok(person) => {
             tracing::info!(user = %person.username, "signed in with OpenID Connect");
+            // A new sign-in ends the session the browser had when it started, so no older session id stays usable.
+            if let Some(old) = &pending.replaces {
+                auth.sessions.lock().unwrap().remove(old);
+            }
             let id = auth.start_session(person);
             // A same-site page moves on, so the Strict session cookie is sent with the next request.
             let next = html_escape(&pending.next);
@@ -585,7 +592,8 @@ pub async fn security_headers(State(console): State<Shared>, request: axum::extr
     }
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the console's own form posts.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     if !is_static {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

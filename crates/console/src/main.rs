@@ -139,6 +139,7 @@ fn router(console: Shared) -> Router {
         .route("/static/console.js", get(|| async { asset("text/javascript; charset=utf-8", include_str!("../static/console.js")) }))
         .route("/static/console.css", get(|| async { asset("text/css; charset=utf-8", include_str!("../static/console.css")) }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
         .nest("/api/v1", api::routes())
         .layer(axum::middleware::from_fn_with_state(console.clone(), auth::security_headers))
         .with_state(console)

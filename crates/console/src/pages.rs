@@ -368,3 +368,29 @@ pub async fn policies(State(console): State<Shared>, caller: Caller) -> Response
         Err(e) => kube_error(&console, Some(&caller), e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_renders_and_escapes_what_it_is_given() {
+        let templates = Templates::new();
+        let hostile = "<script>alert(1)</script>";
+        let recall = json!({ "name": "inc-1", "phase": "Planned", "mode": "Plan", "reason": hostile, "message": hostile, "backendsNamed": ["okta"], "scope": hostile, "backends": [], "done": 0, "targeted": 0, "startable": true,
+                             "plan": { "users": 3, "factors": "3 totp", "sample": [hostile] } });
+        for (name, page) in [
+            ("recalls.html", context! { recalls => vec![recall.clone()], namespace => "ns" }),
+            ("recall.html", context! { recall => recall.clone(), users => json!({ "rows": [{ "username": hostile }], "backend": "okta", "page": 0, "has_next": false, "truncated": false }), activity => vec![json!({ "message": hostile })], q => hostile }),
+            ("new.html", context! { backends => vec!["okta"], error => hostile, typed => json!({ "reason": hostile, "backends": [] }), broad_users => 100 }),
+            ("approvals.html", context! { recalls => vec![recall.clone()], bypasses => Vec::<String>::new() }),
+            ("bypasses.html", context! { bypasses => vec![json!({ "name": "b", "user": hostile, "awaitsApproval": true, "requestedBy": "x" })], typed => json!({}) }),
+            ("policies.html", context! { policies => vec![json!({ "name": "p", "lastSignals": [{ "detail": hostile }] })] }),
+            ("signin.html", context! { oidc => true }),
+            ("error.html", context! { title => "Not allowed", message => hostile, status => 403 }),
+        ] {
+            let html = templates.env.get_template(name).unwrap().render(context! { me => hostile, csrf => "token", ..page }).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert!(!html.contains(hostile) && html.contains("&lt;script&gt;"), "{name} does not escape what it shows");
+        }
+    }
+}

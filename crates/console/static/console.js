@@ -101,11 +101,11 @@ function apply(view) {
     if (view.approvedBy) text(root, "approvedBy", view.approvedBy);
     updateBars(root, view);
   }
-  // A plan that became ready, or an approval that arrived, changes what can be done: the page says so.
-  const page = document.querySelector("h1 [data-field=phase]");
-  if (page && document.body.dataset.shownPhase && document.body.dataset.shownPhase !== view.phase && ["Planned", "AwaitingApproval"].includes(view.phase)) {
-    const status = document.getElementById("live-status");
-    if (status) status.textContent = "Live: the plan is ready — reload to review it.";
+  // A plan that became ready, or a recall that now waits for approval, changes what can be done
+  // on its page (the plan to read, a button to press): the page is rendered again for it.
+  const shown = document.body.dataset.shownPhase;
+  if (shown && shown !== view.phase && ["Planned", "AwaitingApproval"].includes(view.phase) && document.querySelector("h1 [data-field=phase]")) {
+    window.location.reload();
   }
 }
 

@@ -1,0 +1,243 @@
+//! The console (crates/console) on loopback, with the real apiserver, the real Keycloak as the
+//! OpenID Connect provider, and the operator recalling a simulated Okta: people sign in and work
+//! in Debian's Chromium driven by playwright-core (tests/browser/console.mjs), and machines use
+//! the HTTP API with Kubernetes tokens. The console runs with a ServiceAccount that may only
+//! impersonate and ask TokenReview and SubjectAccessReview: what people may do is their own RBAC.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use idp_sim::{Seed, username};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use mfa_recall::api::{BackendLimits, MfaBypass, MfaRecall, RecallPhase};
+use serde_json::{Value, json};
+use support::{Operator, Parts};
+use testkit::cluster;
+use testkit::sims::{SimBackend, SimSubject};
+
+/// People's password in the test realm: a canary, so the sweep after the suite finds it wherever it leaked.
+const PASSWORD: &str = "mfacanary-console-Passw0rd";
+const BACKEND: &str = "corp-okta";
+
+/// What the console's ServiceAccount may do, as the chart grants it: impersonate, and ask who a
+/// token is and what a person may do. No Secret, no mfarecall.io object of its own.
+fn console_rules() -> Value {
+    json!([
+        { "apiGroups": [""], "resources": ["users", "groups", "serviceaccounts"], "verbs": ["impersonate"] },
+        { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
+        { "apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"] }
+    ])
+}
+
+/// The console binary next to this test's (`cargo build --workspace` builds it).
+fn console_binary() -> PathBuf {
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let binary = dir.join("mfa-recall-console");
+    assert!(binary.exists(), "{} is missing: build it with `cargo build -p mfa-recall-console` (hack/test.sh builds the whole workspace)", binary.display());
+    binary
+}
+
+/// The browser parts from hack/browser.sh: (Chromium, node_modules with playwright-core).
+fn browser() -> (String, String) {
+    let out = Command::new("hack/browser.sh").output().expect("hack/browser.sh runs");
+    assert!(out.status.success(), "hack/browser.sh failed (it installs Debian's chromium and playwright-core): {}", String::from_utf8_lossy(&out.stderr));
+    let env = String::from_utf8_lossy(&out.stdout).to_string();
+    let var = |name: &str| env.lines().find_map(|l| l.strip_prefix(&format!("export {name}='"))).map(|v| v.trim_end_matches('\'').to_string()).unwrap_or_else(|| panic!("hack/browser.sh printed no {name}: {env}"));
+    (var("MFA_RECALL_CHROMIUM"), var("MFA_RECALL_NODE_MODULES"))
+}
+
+struct Console {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Console {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token for ServiceAccount `name` of `namespace` (created when missing), from TokenRequest.
+async fn service_account_token(admin: &Client, namespace: &str, name: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    if accounts.get_opt(name).await.unwrap().is_none() {
+        accounts.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap()).await.unwrap();
+    }
+    let request: TokenRequest = serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
+    let answer: TokenRequest = accounts.create_subresource("token", name, &PostParams::default(), &request).await.unwrap();
+    answer.status.unwrap().token.unwrap()
+}
+
+/// A kubeconfig for the test apiserver that authenticates with `token`.
+fn kubeconfig_with_token(path: &PathBuf, token: &str) {
+    let own = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+    let mut config: Value = serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(&own).unwrap()).unwrap();
+    for user in config["users"].as_array_mut().unwrap() {
+        user["user"] = json!({ "token": token });
+    }
+    std::fs::write(path, serde_json::to_string(&config).unwrap()).unwrap();
+}
+
+/// The console's ServiceAccount with only the chart's rules; its kubeconfig.
+async fn console_identity(parts: &Parts, admin: &Client, namespace: &str) -> PathBuf {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let name = format!("mfa-recall-console-{namespace}");
+    let role: ClusterRole = serde_json::from_value(json!({ "metadata": { "name": name }, "rules": console_rules() })).unwrap();
+    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": "mfa-recall-console", "namespace": namespace }]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone()).create(&PostParams::default(), &binding).await.unwrap();
+    let token = service_account_token(admin, namespace, "mfa-recall-console").await;
+    let path = parts.file("console.kubeconfig");
+    kubeconfig_with_token(&path, &token);
+    path
+}
+
+/// A realm with the console's public client (PKCE, a groups claim) and three people: alice and
+/// bob of the security team, carol who may only look.
+async fn people_realm(parts: &Parts, realm: &str, console_url: &str) {
+    let keycloak = parts.keycloak().await;
+    let person = |name: &str, group: &str| json!({
+        "username": name, "enabled": true, "email": format!("{name}@example.test"), "emailVerified": true, "firstName": name, "lastName": "Tester",
+        "credentials": [{ "type": "password", "value": PASSWORD, "temporary": false }], "groups": [format!("/{group}")]
+    });
+    let rep = json!({
+        "realm": realm, "enabled": true, "sslRequired": "none",
+        "groups": [{ "name": "security" }, { "name": "viewers" }],
+        "clients": [{
+            "clientId": "mfa-recall-console", "enabled": true, "publicClient": true, "standardFlowEnabled": true, "directAccessGrantsEnabled": false,
+            "redirectUris": [format!("{console_url}/auth/callback")], "attributes": { "pkce.code.challenge.method": "S256" },
+            "protocolMappers": [{ "name": "groups", "protocol": "openid-connect", "protocolMapper": "oidc-group-membership-mapper",
+                "config": { "claim.name": "groups", "full.path": "false", "id.token.claim": "true", "access.token.claim": "true", "userinfo.token.claim": "true" } }]
+        }],
+        "users": [person("alice", "security"), person("bob", "security"), person("carol", "viewers")]
+    });
+    let (status, body) = keycloak.request(reqwest::Method::POST, "", Some(rep)).await.unwrap();
+    assert_eq!(status, 201, "creating realm {realm}: {body}");
+}
+
+fn start_console(parts: &Parts, kubeconfig: &PathBuf, namespace: &str, issuer: &str, addr: &str, url: &str, broad: usize) -> Console {
+    let log = parts.file("console.log");
+    let child = Command::new(console_binary())
+        .args(["--listen", addr, "--public-url", url, "--namespace", namespace, "--oidc-issuer", issuer, "--broad-scope-users", &broad.to_string()])
+        // Short, so the test can outwait the first sign-in before confirming a broad recall.
+        .args(["--fresh-sign-in", "8s"])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+        .spawn()
+        .expect("the console starts");
+    Console { child, url: url.to_string(), log }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn people_plan_start_approve_and_watch_recalls_in_a_browser() {
+    let (chromium, node_modules) = browser();
+    let (parts, admin, ns, realm) = support::scenario("console").await;
+    let ns = ns.as_str();
+
+    // A simulated Okta paced so that a recall of 40 users takes a few seconds to watch.
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 60, ..Seed::default() });
+    let limits = BackendLimits { requests_per_second: 25, max_concurrency: 2, ..Default::default() };
+    cluster::create_backend(&admin, ns, BACKEND, subject.backend_spec("corp-okta-credentials", limits), &subject.secret).await.unwrap();
+    let operator = Operator::start(ns, &parts.file("console-audit.jsonl"), &parts.file("console-operator.log"));
+
+    // The security team may do everything a recall needs; carol may look at recalls only.
+    let team = json!([
+        { "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls", "mfabypasses"], "verbs": ["get", "list", "watch", "create", "patch"] },
+        { "apiGroups": ["mfarecall.io"], "resources": ["identitybackends", "mfarecallpolicies", "recallledgersegments"], "verbs": ["get", "list"] },
+        { "apiGroups": [""], "resources": ["events"], "verbs": ["list"] }
+    ]);
+    support::grant(&admin, ns, "security-team", team, &["group:oidc:security"]).await;
+    support::grant(&admin, ns, "viewers", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls", "identitybackends"], "verbs": ["get", "list", "watch"] }]), &["group:oidc:viewers"]).await;
+
+    let addr = support::free_addr();
+    let url = format!("http://localhost:{}", addr.rsplit(':').next().unwrap());
+    people_realm(&parts, &realm, &url).await;
+    let kubeconfig = console_identity(&parts, &admin, ns).await;
+    let issuer = format!("{}/realms/{realm}", parts.keycloak_url);
+    let console = start_console(&parts, &kubeconfig, ns, &issuer, &addr, &url, 30);
+    support::eventually("the console answers", || async { support::get(&format!("{}/healthz", console.url)).await.0 == 200 }).await;
+
+    let targets: Vec<String> = (0..40).map(|i| if i % 3 == 0 { username(i).to_uppercase() } else { username(i) }).collect();
+    let shots = match std::env::var("MFA_RECALL_SCREENSHOTS") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => parts.work_dir.join("console-screenshots"),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
+    let before = subject.sim.provider.census(None);
+    let out = Command::new("node")
+        .arg("tests/browser/console.mjs")
+        .env("MFA_RECALL_CHROMIUM", &chromium)
+        .env("MFA_RECALL_NODE_MODULES", &node_modules)
+        .env("CONSOLE_URL", &console.url)
+        .env("PASSWORD", PASSWORD)
+        .env("BACKEND", BACKEND)
+        .env("TARGETS", targets.join("\n"))
+        .env("APPROVAL_TARGETS", [username(50), username(51)].join("\n"))
+        .env("BYPASS_USER", username(1))
+        .env("SHOTS", &shots)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("node runs");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "the browser scenarios failed:\n{said}\nconsole log:\n{}\noperator log:\n{}", console.log(), operator.log());
+    let result: Value = serde_json::from_str(said.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("the browser scenarios printed no result ({e}):\n{said}"));
+
+    // The recall started from the form after its plan: exactly the 40 users, in alice's name.
+    let recalls: Api<MfaRecall> = Api::namespaced(admin.clone(), ns);
+    let first = result["recall"].as_str().unwrap();
+    let done = cluster::wait_for(&recalls, first, Duration::from_secs(60), |r| r.status.as_ref().is_some_and(|s| s.phase == RecallPhase::AwaitingReEnrollment)).await.unwrap();
+    let status = done.status.unwrap();
+    assert_eq!((status.counts.targeted, status.counts.invalidated), (40, 40), "{:?}", status.counts);
+    assert_eq!(status.plan.as_ref().map(|p| p.users), Some(40));
+    // The page's counts rose while it ran, without a reload.
+    let seen: Vec<i64> = result["doneSeen"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert!(seen.len() >= 3 && seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&40), "counts the page showed, in order: {seen:?}");
+    assert_eq!(result["reloaded"], json!(false), "the page was reloaded while the recall ran");
+    assert_eq!(result["freshSignIn"], json!(true), "a broad recall asked for a fresh sign-in");
+    assert_ne!(subject.sim.provider.census(None), before);
+
+    // Approved by a second person: bob's name, as the apiserver authenticated him through the console.
+    let second = result["approvalRecall"].as_str().unwrap();
+    let approved = cluster::wait_for(&recalls, second, Duration::from_secs(60), |r| r.status.as_ref().is_some_and(|s| s.phase == RecallPhase::AwaitingReEnrollment)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let approval = approved.spec.approval.unwrap();
+    assert_eq!((approval.requested_by.as_str(), approval.approved_by.as_deref()), ("oidc:alice", Some("oidc:bob")));
+    assert_eq!(approved.status.unwrap().counts.invalidated, 2);
+
+    // carol was refused (403 on the page) and nothing of hers exists.
+    assert_eq!(result["carolStatus"], json!(403), "{result}");
+    let all = recalls.list(&ListParams::default()).await.unwrap();
+    assert!(all.items.iter().all(|r| r.spec.reason != "carol tries"), "carol's recall exists");
+    assert_eq!(all.items.len(), 2, "only alice's two recalls: {:?}", all.items.iter().map(|r| &r.metadata.name).collect::<Vec<_>>());
+
+    // The bypass: requested by alice, approved by bob.
+    let bypasses: Api<MfaBypass> = Api::namespaced(admin.clone(), ns);
+    let bypass = bypasses.list(&ListParams::default()).await.unwrap().items.into_iter().next().expect("a bypass was requested");
+    assert_eq!((bypass.spec.requested_by.as_str(), bypass.spec.approved_by.as_deref(), bypass.spec.user.as_str()), ("oidc:alice", Some("oidc:bob"), username(1).as_str()));
+
+    // The console's log names people, never their password or a token.
+    let log = console.log();
+    assert!(log.contains("signed in with OpenID Connect") && log.contains("oidc:alice"), "{log}");
+    assert!(!log.contains(PASSWORD) && !log.contains("eyJ"), "the console logged a secret:\n{log}");
+}
