@@ -4,13 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in go mvn java cargo openssl curl python3 unzip; do
+for tool in go mvn java cargo openssl curl python3 unzip node npm; do
   command -v "$tool" >/dev/null || { echo "test: $tool is missing; install it (see README, 'Requirements')" >&2; exit 1; }
 done
 
 hack/parts.sh all
 hack/parts.sh helm   # tests/helm_chart.rs runs the real helm (MFA_RECALL_HELM in the env file)
 hack/lua.sh >/dev/null   # tests/argocd_health.rs runs the chart's Argo CD health check
+hack/browser.sh >/dev/null   # tests/console.rs drives Debian's Chromium with playwright-core
 cargo build --workspace --all-targets
 # What the workspace is built from: licenses, banned crates, sources (deny.toml).
 hack/deny.sh

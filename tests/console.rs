@@ -106,7 +106,7 @@ async fn console_identity(parts: &Parts, admin: &Client, namespace: &str) -> Pat
     .unwrap();
     Api::<ClusterRoleBinding>::all(admin.clone()).create(&PostParams::default(), &binding).await.unwrap();
     let token = service_account_token(admin, namespace, "mfa-recall-console").await;
-    let path = parts.file("console.kubeconfig");
+    let path = parts.file(&format!("console-{namespace}.kubeconfig"));
     kubeconfig_with_token(&path, &token);
     path
 }
@@ -134,10 +134,13 @@ async fn people_realm(parts: &Parts, realm: &str, console_url: &str) {
     assert_eq!(status, 201, "creating realm {realm}: {body}");
 }
 
-fn start_console(parts: &Parts, kubeconfig: &PathBuf, namespace: &str, issuer: &str, addr: &str, url: &str, broad: usize) -> Console {
-    let log = parts.file("console.log");
+/// The console on `addr`, signing people in with `issuer` (or only with Kubernetes tokens).
+fn start_console(parts: &Parts, kubeconfig: &PathBuf, namespace: &str, issuer: Option<&str>, addr: &str, broad: usize) -> Console {
+    let url = format!("http://localhost:{}", addr.rsplit(':').next().unwrap());
+    let log = parts.file(&format!("console-{namespace}.log"));
     let child = Command::new(console_binary())
-        .args(["--listen", addr, "--public-url", url, "--namespace", namespace, "--oidc-issuer", issuer, "--broad-scope-users", &broad.to_string()])
+        .args(["--listen", addr, "--public-url", &url, "--namespace", namespace, "--broad-scope-users", &broad.to_string()])
+        .args(issuer.map(|i| ["--oidc-issuer", i]).into_iter().flatten())
         // Short, so the test can outwait the first sign-in before confirming a broad recall.
         .args(["--fresh-sign-in", "8s"])
         .env("KUBECONFIG", kubeconfig)
@@ -146,7 +149,7 @@ fn start_console(parts: &Parts, kubeconfig: &PathBuf, namespace: &str, issuer: &
         .stderr(std::fs::File::options().append(true).open(&log).unwrap())
         .spawn()
         .expect("the console starts");
-    Console { child, url: url.to_string(), log }
+    Console { child, url, log }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -172,11 +175,10 @@ async fn people_plan_start_approve_and_watch_recalls_in_a_browser() {
     support::grant(&admin, ns, "viewers", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls", "identitybackends"], "verbs": ["get", "list", "watch"] }]), &["group:oidc:viewers"]).await;
 
     let addr = support::free_addr();
-    let url = format!("http://localhost:{}", addr.rsplit(':').next().unwrap());
-    people_realm(&parts, &realm, &url).await;
+    people_realm(&parts, &realm, &format!("http://localhost:{}", addr.rsplit(':').next().unwrap())).await;
     let kubeconfig = console_identity(&parts, &admin, ns).await;
     let issuer = format!("{}/realms/{realm}", parts.keycloak_url);
-    let console = start_console(&parts, &kubeconfig, ns, &issuer, &addr, &url, 30);
+    let console = start_console(&parts, &kubeconfig, ns, Some(&issuer), &addr, 30);
     support::eventually("the console answers", || async { support::get(&format!("{}/healthz", console.url)).await.0 == 200 }).await;
 
     let targets: Vec<String> = (0..40).map(|i| if i % 3 == 0 { username(i).to_uppercase() } else { username(i) }).collect();
@@ -240,4 +242,115 @@ async fn people_plan_start_approve_and_watch_recalls_in_a_browser() {
     let log = console.log();
     assert!(log.contains("signed in with OpenID Connect") && log.contains("oidc:alice"), "{log}");
     assert!(!log.contains(PASSWORD) && !log.contains("eyJ"), "the console logged a secret:\n{log}");
+}
+
+/// The next server-sent event of `response` whose data is a recall for which `until` holds.
+async fn next_recall_event(response: &mut reqwest::Response, buffer: &mut String, until: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            if event.lines().any(|l| l == "event: recall") && let Ok(view) = serde_json::from_str::<Value>(&data) && until(&view) {
+                return view;
+            }
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(60), response.chunk()).await.expect("an event within a minute").unwrap().expect("the stream goes on");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
+    let (parts, admin, ns, _) = support::scenario("console-api").await;
+    let ns = ns.as_str();
+    let subject = SimSubject::start("okta").await.unwrap();
+    subject.sim.provider.seed(&Seed { users: 10, ..Seed::default() });
+    cluster::create_backend(&admin, ns, BACKEND, subject.backend_spec("corp-okta-credentials", BackendLimits::default()), &subject.secret).await.unwrap();
+    let operator = Operator::start(ns, &parts.file("console-api-audit.jsonl"), &parts.file("console-api-operator.log"));
+
+    // A SOAR tool's ServiceAccount may plan, start and follow recalls and read their users; another may do nothing.
+    let rules = json!([
+        { "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "list", "watch", "create", "patch"] },
+        { "apiGroups": ["mfarecall.io"], "resources": ["recallledgersegments"], "verbs": ["get"] }
+    ]);
+    support::grant(&admin, ns, "soar", rules, &[&format!("system:serviceaccount:{ns}:soar-bot")]).await;
+    let (bot, intruder) = (service_account_token(&admin, ns, "soar-bot").await, service_account_token(&admin, ns, "intruder").await);
+    let kubeconfig = console_identity(&parts, &admin, ns).await;
+    let console = start_console(&parts, &kubeconfig, ns, None, &support::free_addr(), 100);
+    support::eventually("the console answers", || async { support::get(&format!("{}/healthz", console.url)).await.0 == 200 }).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let api = format!("{}/api/v1/namespaces/{ns}/recalls", console.url);
+    let recalls: Api<MfaRecall> = Api::namespaced(admin.clone(), ns);
+
+    // The OpenAPI document describes what is served.
+    let doc: Value = http.get(format!("{}/api/v1/openapi.json", console.url)).send().await.unwrap().json().await.unwrap();
+    for path in ["/namespaces/{namespace}/recalls", "/namespaces/{namespace}/recalls/{name}/start", "/namespaces/{namespace}/recalls/{name}/approve", "/namespaces/{namespace}/recalls/{name}/events", "/namespaces/{namespace}/recalls/{name}/users"] {
+        assert!(doc["paths"][path].is_object(), "the OpenAPI document lacks {path}");
+    }
+
+    // No token, or one Kubernetes does not accept: 401. A token without the right: 403, and nothing is created.
+    let plan = json!({ "name": "soar-1", "spec": { "reason": "SOAR case 991", "backends": [BACKEND], "scope": { "users": [username(1), username(2).to_uppercase()] } } });
+    assert_eq!(http.post(&api).json(&plan).send().await.unwrap().status(), 401);
+    assert_eq!(http.post(&api).bearer_auth("not-a-token").json(&plan).send().await.unwrap().status(), 401);
+    let refused = http.post(&api).bearer_auth(&intruder).json(&plan).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let said: Value = refused.json().await.unwrap();
+    assert!(said["message"].as_str().unwrap().contains(&format!("system:serviceaccount:{ns}:intruder may not create mfarecalls")), "{said}");
+    assert!(recalls.list(&ListParams::default()).await.unwrap().items.is_empty(), "the refused call created a recall");
+    let bad = http.post(&api).bearer_auth(&bot).json(&json!({ "name": "soar-0", "spec": { "reason": "x", "backends": [BACKEND], "scope": { "users": ["a"] }, "factors": ["smoke-signals"] } })).send().await.unwrap();
+    assert_eq!(bad.status(), 422, "an invalid spec is refused with what to fix");
+    assert!(bad.text().await.unwrap().contains("smoke-signals"));
+
+    // A plan by default; followed by server-sent events; started; its users read.
+    let created = http.post(&api).bearer_auth(&bot).json(&plan).send().await.unwrap();
+    assert_eq!(created.status(), 201, "{:?}", created.text().await);
+    let mut events = http.get(format!("{api}/soar-1/events")).bearer_auth(&bot).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let mut buffer = String::new();
+    let planned = next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "Planned").await;
+    assert_eq!((planned["mode"].as_str(), planned["plan"]["users"].as_i64()), (Some("Plan"), Some(2)), "{planned}");
+    let started = http.post(format!("{api}/soar-1/start")).bearer_auth(&bot).send().await.unwrap();
+    assert_eq!(started.status(), 200);
+    let done = next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "AwaitingReEnrollment").await;
+    assert_eq!((done["done"].as_i64(), done["backends"][0]["invalidated"].as_i64()), (Some(2), Some(2)), "{done}\n{}", operator.log());
+    let read: Value = http.get(format!("{api}/soar-1")).bearer_auth(&bot).send().await.unwrap().json().await.unwrap();
+    assert_eq!(read["phase"], "AwaitingReEnrollment");
+    let users: Value = http.get(format!("{api}/soar-1/users?q=USER000002")).bearer_auth(&bot).send().await.unwrap().json().await.unwrap();
+    assert_eq!(users["rows"].as_array().map(Vec::len), Some(1), "{users}");
+    assert_eq!(users["rows"][0]["state"], "invalidated");
+    assert_eq!(http.get(format!("{api}/soar-1/users")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
+    assert_eq!(http.get(format!("{api}/soar-1/events")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
+
+    // The pages: a token sign-in gives a cookie scripts cannot read and other sites cannot send.
+    let form = [("token", bot.as_str())];
+    let signed_in = http.post(format!("{}/auth/token", console.url)).header("origin", &console.url).form(&form).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let set_cookie = signed_in.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set_cookie.starts_with("__Host-mfa-recall-session=") && set_cookie.contains("HttpOnly") && set_cookie.contains("Secure") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let page = http.get(format!("{}/", console.url)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("soar-1") && !html.contains(&bot), "the page lists the recall and holds no token");
+
+    // A forged form: another site's Origin, or no CSRF token, is refused and creates nothing.
+    let recall_form = [("reason", "forged"), ("backend", BACKEND), ("users", "someone"), ("csrf", "guess")];
+    let forged = http.post(format!("{}/recalls", console.url)).header("cookie", &cookie).header("origin", "https://evil.example").form(&recall_form).send().await.unwrap();
+    assert_eq!(forged.status(), 403);
+    let forged = http.post(format!("{}/recalls", console.url)).header("cookie", &cookie).header("origin", &console.url).form(&recall_form).send().await.unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(forged.text().await.unwrap().contains("did not come from the console"));
+    assert_eq!(recalls.list(&ListParams::default()).await.unwrap().items.len(), 1, "a forged form created a recall");
+
+    // Sign-in attempts are limited per address.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(http.post(format!("{}/auth/token", console.url)).header("origin", &console.url).form(&[("token", "wrong")]).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "10 attempts a minute, the first used above: {statuses:?}");
+    assert!(!console.log().contains(&bot), "the console logged a token");
 }

@@ -328,7 +328,9 @@ impl FromRequestParts<Shared> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, console: &Shared) -> Result<Self, Self::Rejection> {
-        let api = parts.uri.path().starts_with("/api/");
+        // Inside the nested API router the path is cut to what follows /api/v1: the original tells.
+        let uri = parts.extensions.get::<axum::extract::OriginalUri>().map(|o| o.0.clone()).unwrap_or_else(|| parts.uri.clone());
+        let api = uri.path().starts_with("/api/");
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty());
             let Some(token) = token else { return Err(unauthenticated(api, "Authorization must be `Bearer <a Kubernetes token>`")) };
@@ -347,7 +349,7 @@ impl FromRequestParts<Shared> for Caller {
         if api {
             return Err(unauthenticated(true, "present a Kubernetes token: Authorization: Bearer <token>"));
         }
-        let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
         Err(Redirect::to(&format!("/auth/login?next={next}")).into_response())
     }

@@ -127,7 +127,11 @@ pub fn recall(object: &MfaRecall) -> RecallView {
     } else {
         let mut parts = Vec::new();
         if !spec.scope.users.is_empty() {
-            parts.push(format!("users {}", spec.scope.users.join(", ")));
+            // A long list is cut on the page; the MfaRecall holds it whole.
+            const SHOWN: usize = 10;
+            let shown = spec.scope.users.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+            let more = spec.scope.users.len().saturating_sub(SHOWN);
+            parts.push(if more > 0 { format!("users {shown} and {more} more") } else { format!("users {shown}") });
         }
         if !spec.scope.groups.is_empty() {
             parts.push(format!("groups {}", spec.scope.groups.join(", ")));
