@@ -4,7 +4,8 @@
 # the limit (measured before and after each recall; three rounds up to 100 k users) and the
 # baseline script on the same simulator, plus one rate-limited run, and per size what watching
 # the re-enrollment window costs the provider (issue 25), and how fast a signal starts a recall
-# and how many duplicate signals the receiver refuses a second (issue 27).
+# and how many duplicate signals the receiver refuses a second (issue 27), and how fast the
+# console's pages answer and follow a status change (issue 28).
 # Writes docs/benchmarks/results.json and docs/benchmarks/timeline-<N>.csv (and .png).
 # Usage: hack/bench.sh [USERS...]
 set -euo pipefail
@@ -39,6 +40,10 @@ done
 # 2 x 20,000 duplicates of it through the receiver.
 echo "bench: signals" >&2
 target/release/mfa-recall-bench --signals --users 10000 --rounds 5 --work "$work/signals" >> "$results"
+# The console (issue 28): its pages' first byte with 200 recalls listed, and a status change to
+# the event carrying it on the page's stream, 50 times each.
+echo "bench: console" >&2
+target/release/mfa-recall-bench --console --users 200 --rounds 50 --work "$work/console" >> "$results"
 # Rate-limited: Okta-style per-minute limits per bucket, announced in X-Rate-Limit-* headers.
 echo "bench: rate-limited" >&2
 target/release/mfa-recall-bench --users 6000 --per-minute 12000 --no-references --work "$work/run-limited" >> "$results"

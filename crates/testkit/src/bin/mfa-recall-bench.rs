@@ -86,6 +86,12 @@ struct Args {
     /// With --signals: duplicate notifications sent in each of two batches.
     #[arg(long, default_value_t = 20_000)]
     duplicates: u32,
+    /// Instead of a recall: the console (mfa-recall-console) with --users recalls in its namespace
+    /// (their status written by the bench, no operator): the first byte of its pages, signed in
+    /// with a Kubernetes token, and the time from a recall's status change to the event carrying
+    /// it on the page's stream, --rounds times each.
+    #[arg(long)]
+    console: bool,
     /// Scratch folder.
     #[arg(long)]
     work: PathBuf,
@@ -380,6 +386,119 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
 fn rss_now(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// A recall's status as the operator would write it while `done` of `of` users are invalidated.
+fn bench_status(done: i64, of: i64) -> Value {
+    use mfa_recall::api::{BackendProgress, MfaRecallStatus, RecallCounts, RecallPhase};
+    let counts = RecallCounts { targeted: of, invalidated: done, pending: done, sessions_revoked: done, ..Default::default() };
+    let backend = BackendProgress { name: "okta".into(), listed: true, counts: counts.clone(), ..Default::default() };
+    json!({ "status": MfaRecallStatus { phase: RecallPhase::Revoking, counts, backends: vec![backend], ..Default::default() } })
+}
+
+/// Milliseconds at the 50th and 95th percentiles, and the most, of `samples`.
+fn percentiles_ms(mut samples: Vec<Duration>) -> Value {
+    samples.sort();
+    let at = |q: f64| round(samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0);
+    json!({ "p50": at(0.5), "p95": at(0.95), "max": at(1.0), "samples": samples.len() })
+}
+
+/// `--console`: page first byte and status-change-to-page time.
+async fn console_run(args: &Args, client: &Client, http: &reqwest::Client) -> Value {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let ns = format!("bench-console-{:05x}", fastrand::u32(..0xfffff));
+    cluster::create_namespace(client, &ns).await.unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), &ns);
+    for i in 0..args.users {
+        let recall: MfaRecall = serde_json::from_value(json!({ "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": { "name": format!("bench-{i:04}") },
+            "spec": { "reason": "bench", "backends": ["okta"], "scope": { "users": ["someone"] } } })).unwrap();
+        recalls.create(&PostParams::default(), &recall).await.unwrap();
+        recalls.patch_status(&format!("bench-{i:04}"), &PatchParams::default(), &Patch::Merge(bench_status(0, 1000))).await.unwrap();
+    }
+    // A person who may read recalls, signing in with their ServiceAccount's token.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    accounts.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "responder" } })).unwrap()).await.unwrap();
+    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": { "name": "responder" },
+        "rules": [{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls", "mfabypasses", "identitybackends"], "verbs": ["get", "list", "watch"] },
+                  { "apiGroups": ["mfarecall.io"], "resources": ["recallledgersegments"], "verbs": ["get"] }, { "apiGroups": [""], "resources": ["events"], "verbs": ["list"] }] });
+    let binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": { "name": "responder" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "responder" }, "subjects": [{ "kind": "ServiceAccount", "name": "responder", "namespace": ns }] });
+    let apply = PatchParams::apply("mfa-recall-bench");
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), &ns).patch("responder", &apply, &Patch::Apply(role)).await.unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns).patch("responder", &apply, &Patch::Apply(binding)).await.unwrap();
+    let request: TokenRequest = serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
+    let answer: TokenRequest = accounts.create_subresource("token", "responder", &PostParams::default(), &request).await.unwrap();
+    let token = answer.status.unwrap().token.unwrap();
+
+    // The console with the bench's own kubeconfig (an admin may impersonate).
+    let addr = free_addr();
+    let url = format!("http://localhost:{}", addr.port());
+    let _console = Proc(
+        Command::new(sibling("mfa-recall-console"))
+            .args(["--listen", &addr.to_string(), "--public-url", &url, "--namespace", &ns])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(args.work.join("console.log")).unwrap())
+            .spawn()
+            .expect("start the console"),
+    );
+    let started = Instant::now();
+    while !http.get(format!("{url}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the console did not answer within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed_in = plain.post(format!("{url}/auth/token")).header("origin", &url).form(&[("token", token.as_str())]).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303, "the token sign-in");
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+
+    // First byte of the recalls page (every recall listed) and of one recall's page.
+    let first_byte = |path: String| {
+        let (plain, cookie) = (plain.clone(), cookie.clone());
+        async move {
+            let mut samples = Vec::new();
+            for _ in 0..args.rounds {
+                let start = Instant::now();
+                let response = plain.get(&path).header("cookie", &cookie).send().await.unwrap();
+                samples.push(start.elapsed());
+                assert_eq!(response.status(), 200, "{path}");
+                response.bytes().await.unwrap();
+            }
+            percentiles_ms(samples)
+        }
+    };
+    let list_page = first_byte(format!("{url}/")).await;
+    let recall_page = first_byte(format!("{url}/recalls/bench-0000")).await;
+
+    // A status change to the event carrying it on the recalls page's stream.
+    let mut events = plain.get(format!("{url}/events/recalls")).header("cookie", &cookie).send().await.unwrap();
+    let mut buffer = String::new();
+    let next_done = async |events: &mut reqwest::Response, buffer: &mut String, name: &str, done: i64| loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            if let Ok(view) = serde_json::from_str::<Value>(&data)
+                && view["name"] == name
+                && view["done"] == done
+            {
+                return;
+            }
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(30), events.chunk()).await.expect("an event within 30 s").unwrap().expect("the stream goes on");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    };
+    let last = format!("bench-{:04}", args.users - 1);
+    next_done(&mut events, &mut buffer, &last, 0).await;
+    let mut to_page = Vec::new();
+    for round in 1..=args.rounds as i64 {
+        let start = Instant::now();
+        recalls.patch_status("bench-0000", &PatchParams::default(), &Patch::Merge(bench_status(round, 1000))).await.unwrap();
+        next_done(&mut events, &mut buffer, "bench-0000", round).await;
+        to_page.push(start.elapsed());
+    }
+    json!({ "run": "console", "recalls": args.users, "msFirstByteRecallsPage": list_page, "msFirstByteRecallPage": recall_page, "msStatusChangeToPageEvent": percentiles_ms(to_page) })
 }
 
 /// One round of `--signals`: a fresh simulator, namespace, policy and operator; an Alertmanager
@@ -897,6 +1016,10 @@ async fn main() {
     }
     let client = Client::try_default().await.expect("KUBECONFIG of the bench apiserver");
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+    if args.console {
+        println!("{}", console_run(&args, &client, &http).await);
+        return;
+    }
     if args.signals {
         for round in 1..=args.rounds {
             println!("{}", signals_run(&args, &client, &http, round).await);
