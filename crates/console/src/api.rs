@@ -112,7 +112,7 @@ async fn create(State(console): State<Shared>, Path(namespace): Path<String>, ca
     };
     match Api::<MfaRecall>::namespaced(client, &namespace).create(&PostParams::default(), &recall).await {
         Ok(created) => {
-            tracing::info!(user = %caller.person.username, recall = ?created.metadata.name, plan = created.spec.mode == RecallMode::Plan, "recall created through the API");
+            tracing::info!(user = %caller.person.username, recall = %created.metadata.name.clone().unwrap_or_default(), plan = created.spec.mode == RecallMode::Plan, "recall created through the API");
             (StatusCode::CREATED, Json(views::recall(&created))).into_response()
         }
         Err(e) => kube_error(e),

@@ -318,8 +318,11 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// A local path to go back to after sign-in: only this console's own pages.
 fn local_path(next: Option<&str>) -> String {
+    // A strict set of characters: a browser drops tabs and newlines from a URL and reads a
+    // backslash as a slash, which would turn `/\t/host` or `/\\host` into another site.
+    let plain = |p: &str| p.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/?=&%".contains(c));
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && !path.starts_with("/auth/") => path.to_string(),
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/auth/") && plain(path) => path.to_string(),
         _ => "/".into(),
     }
 }
@@ -600,4 +603,32 @@ pub async fn security_headers(State(console): State<Shared>, request: axum::extr
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_consoles_own_pages_are_gone_back_to_after_sign_in() {
+        for (next, to) in [
+            (Some("/recalls/inc-1?backend=okta&page=2"), "/recalls/inc-1?backend=okta&page=2"),
+            (Some("//evil.example/"), "/"),
+            (Some("/\\evil.example"), "/"),
+            (Some("/\t/evil.example"), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("/auth/logout"), "/"),
+            (Some("/a\"><script>"), "/"),
+            (None, "/"),
+        ] {
+            assert_eq!(local_path(next), to, "{next:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("x__Host-mfa-recall-session=forged; __Host-mfa-recall-session=real; other=1"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("real"));
+    }
 }

@@ -234,8 +234,9 @@ pub async fn create_recall(State(console): State<Shared>, caller: Caller, axum::
     let client = client_or_return!(console, caller);
     match Api::<MfaRecall>::namespaced(client, &console.cli.namespace).create(&PostParams::default(), &manifest).await {
         Ok(created) => {
-            tracing::info!(user = %caller.person.username, recall = ?created.metadata.name, "plan created");
-            Redirect::to(&format!("/recalls/{}", created.metadata.name.unwrap_or_default())).into_response()
+            let name = created.metadata.name.unwrap_or_default();
+            tracing::info!(user = %caller.person.username, recall = %name, "plan created");
+            Redirect::to(&format!("/recalls/{name}")).into_response()
         }
         Err(kube::Error::Api(s)) if s.code == 403 => kube_error(&console, Some(&caller), kube::Error::Api(s)),
         // Refused by validation or an admission policy: the message says what to fix, and the form keeps what was typed.
@@ -271,6 +272,7 @@ async fn act_on_recall(console: Shared, name: String, caller: Caller, form: Csrf
         Ok(o) => o,
         Err(e) => return kube_error(&console, Some(&caller), e),
     };
+    // A caller with a bearer token presented it with this very request: that is its fresh sign-in.
     if views::is_broad(&object, console.cli.broad_scope_users) && !console.auth.is_fresh(&caller) && caller.csrf.is_some() {
         let next: String = form_urlencoded::byte_serialize(format!("/recalls/{name}").as_bytes()).collect();
         return Redirect::to(&format!("/auth/login?fresh=1&next={next}")).into_response();
