@@ -322,6 +322,21 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     assert_eq!(http.get(format!("{api}/soar-1/users")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
     assert_eq!(http.get(format!("{api}/soar-1/events")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
 
+    // A recall that needs a second person: requested in the bot's name, approved by the lead's token.
+    support::grant(&admin, ns, "lead", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }]), &[&format!("system:serviceaccount:{ns}:lead")]).await;
+    let lead = service_account_token(&admin, ns, "lead").await;
+    let gated = json!({ "name": "soar-2", "spec": { "reason": "SOAR case 992", "backends": [BACKEND], "scope": { "users": [username(3)] }, "mode": "Execute", "approval": {} } });
+    let created: Value = http.post(&api).bearer_auth(&bot).json(&gated).send().await.unwrap().json().await.unwrap();
+    assert_eq!(created["requestedBy"], format!("system:serviceaccount:{ns}:soar-bot"), "{created}");
+    let mut events = http.get(format!("{api}/soar-2/events")).bearer_auth(&bot).send().await.unwrap();
+    let mut buffer = String::new();
+    next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "AwaitingApproval").await;
+    assert_eq!(http.post(format!("{api}/soar-2/approve")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
+    let approved: Value = http.post(format!("{api}/soar-2/approve")).bearer_auth(&lead).send().await.unwrap().json().await.unwrap();
+    assert_eq!(approved["approvedBy"], format!("system:serviceaccount:{ns}:lead"), "{approved}");
+    let done = next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "AwaitingReEnrollment").await;
+    assert_eq!(done["done"], 1, "{done}");
+
     // The pages: a token sign-in gives a cookie scripts cannot read and other sites cannot send.
     let form = [("token", bot.as_str())];
     let signed_in = http.post(format!("{}/auth/token", console.url)).header("origin", &console.url).form(&form).send().await.unwrap();
@@ -344,7 +359,7 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     let forged = http.post(format!("{}/recalls", console.url)).header("cookie", &cookie).header("origin", &console.url).form(&recall_form).send().await.unwrap();
     assert_eq!(forged.status(), 403);
     assert!(forged.text().await.unwrap().contains("did not come from the console"));
-    assert_eq!(recalls.list(&ListParams::default()).await.unwrap().items.len(), 1, "a forged form created a recall");
+    assert_eq!(recalls.list(&ListParams::default()).await.unwrap().items.len(), 2, "a forged form created a recall");
 
     // Sign-in attempts are limited per address.
     let mut statuses = Vec::new();
