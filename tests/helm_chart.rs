@@ -1,7 +1,8 @@
 //! The Helm chart with the real `helm` binary: lint, rendered manifests (restricted Pod Security,
 //! least-privilege RBAC in both modes), the values schema; then installed into the real test
 //! apiserver, where the operator runs under the chart's ServiceAccount and completes a recall, an
-//! access review proves what that ServiceAccount may and may not do, and uninstall keeps the CRDs.
+//! access review proves what that ServiceAccount (and the console's) may and may not do, and
+//! uninstall keeps the CRDs.
 
 mod support;
 
@@ -17,7 +18,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -87,11 +88,12 @@ fn strings(v: &Value) -> Vec<String> {
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
-/// What the operator may do, by (apiGroup, resource): the whole list, nothing beyond it.
-fn allowed_verbs() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
+/// What each component may do, by (apiGroup, resource): the whole list, nothing beyond it. The
+/// operator impersonates no one; the console reads nothing but acts as the person signed in.
+fn allowed_verbs(component: &str) -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static str>> {
     let own = ["get", "list", "watch", "patch", "update"];
     let status = ["get", "patch", "update"];
-    [
+    let operator = [
         (("mfarecall.io", "identitybackends"), &own[..]),
         (("mfarecall.io", "mfarecalls"), &["get", "list", "watch", "patch", "update", "create"][..]),
         (("mfarecall.io", "mfarecallpolicies"), &["get", "list", "watch"][..]),
@@ -105,19 +107,47 @@ fn allowed_verbs() -> BTreeMap<(&'static str, &'static str), BTreeSet<&'static s
         (("events.k8s.io", "events"), &["create", "patch"][..]),
         (("", "secrets"), &["get", "list", "watch"][..]),
         (("coordination.k8s.io", "leases"), &["get", "create", "update"][..]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k, v.iter().copied().collect()))
-    .collect()
+    ];
+    let console = [
+        (("", "users"), &["impersonate"][..]),
+        (("", "groups"), &["impersonate"][..]),
+        (("", "serviceaccounts"), &["impersonate"][..]),
+        (("authentication.k8s.io", "tokenreviews"), &["create"][..]),
+        (("authorization.k8s.io", "subjectaccessreviews"), &["create"][..]),
+    ];
+    let table: &[_] = match component {
+        "operator" => &operator,
+        "console" => &console,
+        other => panic!("a Role of an unknown component {other:?}: give it a table here"),
+    };
+    table.iter().map(|(k, v)| (*k, v.iter().copied().collect())).collect()
 }
 
-/// Every rule of every Role and ClusterRole stays inside `allowed_verbs`, without wildcards.
+/// The console's ClusterRole, rule for rule: the same as tests/console.rs grants it.
+fn console_rules() -> Value {
+    json!([
+        {"apiGroups": [""], "resources": ["users", "groups", "serviceaccounts"], "verbs": ["impersonate"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    ])
+}
+
+fn component(doc: &Value) -> &str {
+    doc["metadata"]["labels"]["app.kubernetes.io/component"].as_str().unwrap_or_default()
+}
+
+/// Every rule of every Role and ClusterRole stays inside `allowed_verbs` of its component, without
+/// wildcards; the console's ClusterRole holds exactly `console_rules`.
 fn check_rbac(docs: &[Value]) {
-    let allowed = allowed_verbs();
     let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole").collect();
     assert!(!roles.is_empty(), "the chart renders RBAC");
     for role in roles {
         let name = role["metadata"]["name"].as_str().unwrap_or_default();
+        let allowed = allowed_verbs(component(role));
+        if component(role) == "console" {
+            assert_eq!(role["kind"], "ClusterRole", "{name}: impersonation and the reviews are cluster-scoped");
+            assert_eq!(role["rules"], console_rules(), "{name}: the console's rules, and nothing else");
+        }
         assert!(role.get("aggregationRule").is_none(), "{name}: no aggregation");
         for rule in role["rules"].as_array().expect("rules") {
             assert!(rule.get("nonResourceURLs").is_none(), "{name}: no non-resource URLs: {rule}");
@@ -213,6 +243,11 @@ fn helm_lint_is_clean_in_every_mode() {
         "lint", "--strict", chart, "--set", OWN_LEDGER_KEY, "--set", "watchNamespace=security", "--set", "networkPolicy.enabled=true",
         "--set", "metrics.serviceMonitor.enabled=true", "--set", "audit.file=/var/lib/mfa-recall/audit.jsonl",
         "--set", "replicas=1", "--set", "crds.install=false",
+    ]);
+    helm_ok(&[
+        "lint", "--strict", chart, "--set", OWN_LEDGER_KEY, "--set", "console.enabled=true", "--set", "console.publicUrl=https://mfa-recall.example.com",
+        "--set", "console.oidc.issuer=https://sso.example.com/realms/corp", "--set", "console.oidc.clientSecret.existingSecret=console-oidc",
+        "--set", "console.replicas=2", "--set", "watchNamespace=security", "--set", "networkPolicy.enabled=true",
     ]);
 }
 
@@ -324,7 +359,10 @@ fn namespace_scoped_rendering_grants_nothing_cluster_wide() {
 #[test]
 fn values_schema_rejects_bad_values() {
     let chart = chart();
-    for (set, mention) in [("replicas=two", "replicas"), ("replica=2", "replica"), ("metrics.port=0", "port"), ("image.pullPolicy=Sometimes", "pullPolicy"), ("maxBypassLifetime=2d", "maxBypassLifetime"), ("maxBypassLifetime=25h", "maxBypassLifetime"), ("maxBypassLifetime=0m", "maxBypassLifetime")] {
+    for (set, mention) in [("replicas=two", "replicas"), ("replica=2", "replica"), ("metrics.port=0", "port"), ("image.pullPolicy=Sometimes", "pullPolicy"), ("maxBypassLifetime=2d", "maxBypassLifetime"), ("maxBypassLifetime=25h", "maxBypassLifetime"), ("maxBypassLifetime=0m", "maxBypassLifetime"),
+        ("console.replicas=0", "/console/replicas"), ("console.enable=true", "'enable' not allowed"), ("console.publicUrl=mfa-recall.example.com", "/console/publicUrl"),
+        ("console.oidc.issuer=http://sso.example.com", "/console/oidc/issuer"), ("console.service.port=70000", "/console/service/port"),
+        ("console.sessionLifetime=8 hours", "/console/sessionLifetime"), ("console.oidc.clientSecret.existingSecret=Console_OIDC", "/console/oidc/clientSecret/existingSecret")] {
         let out = helm(&["template", RELEASE, chart.to_str().unwrap(), "--set", OWN_LEDGER_KEY, "--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "--set {set} must be refused");
@@ -376,6 +414,108 @@ fn audit_trail_on_a_claim_with_a_keyed_chain() {
     let docs = render("ops", &["replicas=1", "audit.file=/var/lib/mfa-recall/audit.jsonl", "audit.persistence.enabled=true", "audit.persistence.existingClaim=evidence"]);
     assert!(of_kind(&docs, "PersistentVolumeClaim").is_empty());
     assert_eq!(of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["volumes"][1]["persistentVolumeClaim"]["claimName"], "evidence");
+}
+
+/// The console, off unless asked for; asked for, a restricted Deployment of the same image under
+/// a ServiceAccount of its own, whose one ClusterRole lets it impersonate and ask reviews and read
+/// nothing, not even the Secret of its OpenID Connect client (the kubelet mounts that).
+#[test]
+fn the_console_runs_restricted_under_its_own_service_account_that_reads_no_secret() {
+    let off = render("ops", &[]);
+    assert!(off.iter().all(|d| component(d) != "console"), "off by default");
+
+    const PUBLIC_URL: &str = "console.publicUrl=https://mfa-recall.example.com";
+    let docs = render("ops", &[
+        "console.enabled=true", PUBLIC_URL, "watchNamespace=security", "networkPolicy.enabled=true",
+        "console.oidc.issuer=https://sso.example.com/realms/corp", "console.oidc.clientSecret.existingSecret=console-oidc",
+    ]);
+    check_rbac(&docs);
+    let console_sa = "mfa-recall-operator-console";
+    let accounts: Vec<&str> = of_kind(&docs, "ServiceAccount").iter().map(|a| a["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(accounts, [console_sa, RELEASE], "a ServiceAccount of its own beside the operator's");
+
+    // Its one ClusterRole even with watchNamespace set (impersonation has no namespace), bound to
+    // its ServiceAccount only; nothing else binds that ServiceAccount, and no other role impersonates.
+    let cluster_roles = of_kind(&docs, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1, "the operator's rules are a Role in security");
+    assert_eq!(cluster_roles[0]["metadata"]["name"], console_sa);
+    assert_eq!(cluster_roles[0]["rules"], console_rules());
+    for binding in docs.iter().filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") {
+        let binds_console = binding["subjects"].as_array().unwrap().iter().any(|s| s["name"] == console_sa);
+        let to_console = binding["roleRef"]["name"] == console_sa;
+        assert_eq!(binds_console, to_console, "the console's ServiceAccount is bound to its own ClusterRole and nothing else: {binding}");
+        if to_console {
+            assert_eq!(binding["kind"], "ClusterRoleBinding");
+            assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": console_sa, "namespace": "ops"}]));
+        }
+    }
+    for role in docs.iter().filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole") {
+        for rule in role["rules"].as_array().unwrap() {
+            if component(role) == "console" {
+                assert!(!strings(&rule["resources"]).iter().any(|r| r.starts_with("secrets")), "no Secret access for the console: {rule}");
+                assert!(!strings(&rule["apiGroups"]).iter().any(|g| g == "mfarecall.io"), "no mfarecall.io access of its own: {rule}");
+            } else {
+                assert!(!strings(&rule["verbs"]).iter().any(|v| v == "impersonate"), "the operator impersonates no one: {rule}");
+            }
+        }
+    }
+
+    let deployments = of_kind(&docs, "Deployment");
+    assert_eq!(deployments.len(), 2);
+    let operator = deployments.iter().find(|d| d["metadata"]["name"] == RELEASE).unwrap();
+    let console = deployments.iter().find(|d| d["metadata"]["name"] == console_sa).unwrap();
+    check_restricted(console);
+    assert_eq!(console["spec"]["replicas"], 1, "sessions are in memory: one replica unless asked");
+    // Neither's selectors pick the other's pods (the operator's Service, PDB and NetworkPolicy).
+    let selects = |selector: &Value, pod_of: &Value| selector.as_object().unwrap().iter().all(|(k, v)| pod_of["spec"]["template"]["metadata"]["labels"][k] == *v);
+    assert!(!selects(&operator["spec"]["selector"]["matchLabels"], console) && !selects(&console["spec"]["selector"]["matchLabels"], operator));
+    assert!(selects(&console["spec"]["selector"]["matchLabels"], console));
+    let pod = &console["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], console_sa);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], operator["spec"]["template"]["spec"]["containers"][0]["image"], "the same image");
+    assert_eq!(container["command"], json!(["/mfa-recall-console"]));
+    let args = strings(&container["args"]);
+    for expected in [
+        "--listen=0.0.0.0:8080", "--public-url=https://mfa-recall.example.com", "--namespace=security", "--oidc-issuer=https://sso.example.com/realms/corp",
+        "--oidc-client-id=mfa-recall-console", "--oidc-client-secret-file=/etc/mfa-recall/oidc-client-secret/client-secret",
+        "--oidc-username-prefix=oidc:", "--oidc-groups-prefix=oidc:", "--broad-scope-users=100",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+    }
+    assert_eq!(container["ports"], json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(container["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http"}));
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http"}));
+    assert_eq!(container["volumeMounts"], json!([{"name": "oidc-client-secret", "mountPath": "/etc/mfa-recall/oidc-client-secret", "readOnly": true}]));
+    assert_eq!(pod["volumes"], json!([{"name": "oidc-client-secret", "secret": {"secretName": "console-oidc", "items": [{"key": "client-secret", "path": "client-secret"}]}}]));
+
+    let service = of_kind(&docs, "Service").into_iter().find(|s| s["metadata"]["name"] == console_sa).expect("the console's Service");
+    assert_eq!(service["spec"]["ports"], json!([{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]));
+    assert_eq!(service["spec"]["selector"], console["spec"]["selector"]["matchLabels"]);
+    let policies = of_kind(&docs, "NetworkPolicy");
+    let policy = policies.iter().find(|p| p["metadata"]["name"] == console_sa).expect("the console's NetworkPolicy");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], console["spec"]["selector"]["matchLabels"]);
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0]["ports"], json!([{"port": "http", "protocol": "TCP"}]), "ingress only to the console's port");
+    assert!(ingress[0]["from"].as_array().is_some_and(|f| !f.is_empty()), "from configured peers only");
+    let operator_policy = policies.iter().find(|p| p["metadata"]["name"] == RELEASE).unwrap();
+    assert_eq!(operator_policy["spec"]["ingress"].as_array().unwrap().len(), 1, "the operator's pods still take only metrics");
+
+    // A public client (PKCE alone) mounts nothing; the namespace shown follows watchNamespace, else the release's.
+    let public = render("ops", &["console.enabled=true", PUBLIC_URL, "console.namespace=incidents"]);
+    let console = of_kind(&public, "Deployment").into_iter().find(|d| d["metadata"]["name"] == console_sa).unwrap();
+    let args = strings(&console["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(args.contains(&"--namespace=incidents".to_string()) && !args.iter().any(|a| a.starts_with("--oidc-client-secret-file") || a.starts_with("--oidc-issuer")), "{args:?}");
+    assert!(console["spec"]["template"]["spec"].get("volumes").is_none());
+    let release_ns = render("ops", &["console.enabled=true", PUBLIC_URL]);
+    let console = of_kind(&release_ns, "Deployment").into_iter().find(|d| d["metadata"]["name"] == console_sa).unwrap();
+    assert!(strings(&console["spec"]["template"]["spec"]["containers"][0]["args"]).contains(&"--namespace=ops".to_string()));
+
+    // Without the address people reach it at, it cannot check a form's origin nor redirect a sign-in.
+    let unnamed = helm(&["template", RELEASE, chart().to_str().unwrap(), "--set", OWN_LEDGER_KEY, "--set", "console.enabled=true"]);
+    let stderr = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(!unnamed.status.success() && stderr.contains("console.publicUrl is required when console.enabled is true"), "{stderr}");
 }
 
 /// Uninstalls the test's release if the test stops before it does.
@@ -498,30 +638,33 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     let install = helm(&[
         "install", RELEASE, chart.to_str().unwrap(), "--namespace", ns, "--set", &format!("watchNamespace={ns}"),
         "--set", "networkPolicy.enabled=true", "--set", "audit.file=/var/lib/mfa-recall/audit.jsonl",
+        "--set", "console.enabled=true", "--set", "console.publicUrl=https://mfa-recall.example.com",
     ]);
     let stderr = String::from_utf8_lossy(&install.stderr);
     assert!(install.status.success(), "helm install failed:\n{}{stderr}", String::from_utf8_lossy(&install.stdout));
-    assert!(!stderr.contains("PodSecurity"), "the Deployment's pod template meets the restricted level: {stderr}");
+    assert!(!stderr.contains("PodSecurity"), "the Deployments' pod templates meet the restricted level: {stderr}");
     let notes = String::from_utf8_lossy(&install.stdout);
     assert!(notes.contains("kubectl apply") && notes.contains("get mfarecalls"), "NOTES tell what to apply next:\n{notes}");
+    assert!(notes.contains("https://mfa-recall.example.com"), "NOTES say where the console is served:\n{notes}");
     for crd in CRDS {
         let installed = crds.get(crd).await.unwrap();
         assert_eq!(installed.metadata.annotations.unwrap()["helm.sh/resource-policy"], "keep", "{crd} is the chart's now");
     }
 
-    // Admission enforces the restricted level on the Deployment's pod: a dry-run Pod from its
+    // Admission enforces the restricted level on the Deployments' pods: a dry-run Pod from each
     // template is accepted, and the same Pod with privilege escalation is refused.
     let manifest = helm_ok(&["get", "manifest", RELEASE, "--namespace", ns]);
-    let deployment: Value = serde_norway::Deserializer::from_str(&manifest)
-        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
-        .find(|d| d["kind"] == "Deployment")
-        .expect("the Deployment");
-    let mut pod: Pod = serde_json::from_value(json!({"metadata": {"name": "restricted-check"}, "spec": deployment["spec"]["template"]["spec"]})).unwrap();
+    let manifest: Vec<Value> = serde_norway::Deserializer::from_str(&manifest).map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap()).collect();
+    let console_sa = format!("{RELEASE}-console");
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.expect("the restricted level admits the operator's pod");
-    pod.spec.as_mut().unwrap().containers[0].security_context.as_mut().unwrap().allow_privilege_escalation = Some(true);
-    let refused = pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await;
-    assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403), "Pod Security enforcement is on: {refused:?}");
+    for name in [RELEASE, console_sa.as_str()] {
+        let deployment = manifest.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("the Deployment {name}"));
+        let mut pod: Pod = serde_json::from_value(json!({"metadata": {"name": "restricted-check"}, "spec": deployment["spec"]["template"]["spec"]})).unwrap();
+        pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.unwrap_or_else(|e| panic!("the restricted level admits {name}'s pod: {e}"));
+        pod.spec.as_mut().unwrap().containers[0].security_context.as_mut().unwrap().allow_privilege_escalation = Some(true);
+        let refused = pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await;
+        assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403), "Pod Security enforcement is on: {refused:?}");
+    }
 
     // The access review: what the operator needs, and nothing else.
     let sa = format!("system:serviceaccount:{ns}:{RELEASE}");
@@ -587,6 +730,37 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     ];
     for (namespace, verb, group, resource, name) in refused {
         assert!(!may(&client, &sa, namespace, verb, group, resource, name).await, "the ServiceAccount must be refused {verb} {group}/{resource} in {namespace:?}");
+    }
+    // The console's: impersonate people and ask who a token is and what someone may do; nothing
+    // it could read or write on its own, and none of the operator's rights.
+    let console = format!("system:serviceaccount:{ns}:{console_sa}");
+    let needed = [
+        ("impersonate", "", "users", Some("oidc:alice")),
+        ("impersonate", "", "groups", Some("oidc:incident-commanders")),
+        ("impersonate", "", "serviceaccounts", Some("automation")),
+        ("create", "authentication.k8s.io", "tokenreviews", None),
+        ("create", "authorization.k8s.io", "subjectaccessreviews", None),
+    ];
+    for (verb, group, resource, name) in needed {
+        assert!(may(&client, &console, "", verb, group, resource, name).await, "the console must be allowed to {verb} {group}/{resource}");
+    }
+    let refused = [
+        (ns, "get", "", "secrets", Some("corp-okta-credentials")),
+        (ns, "list", "", "secrets", None),
+        (other, "get", "", "secrets", None),
+        (ns, "get", "mfarecall.io", "mfarecalls", None),
+        (ns, "list", "mfarecall.io", "mfarecalls", None),
+        (ns, "create", "mfarecall.io", "mfarecalls", None),
+        (ns, "patch", "mfarecall.io", "mfabypasses/status", None),
+        (ns, "create", "mfarecall.io", "mfabypasses", None),
+        (ns, "create", "events.k8s.io", "events", None),
+        (ns, "create", "coordination.k8s.io", "leases", None),
+        (ns, "create", "", "pods", None),
+        ("", "impersonate", "authentication.k8s.io", "userextras", None),
+        ("", "create", "rbac.authorization.k8s.io", "clusterrolebindings", None),
+    ];
+    for (namespace, verb, group, resource, name) in refused {
+        assert!(!may(&client, &console, namespace, verb, group, resource, name).await, "the console must be refused {verb} {group}/{resource} in {namespace:?}");
     }
 
     // The operator itself, run here under the ServiceAccount's identity (no kubelet runs the
@@ -678,6 +852,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     release.installed = false;
     let roles: Api<Role> = Api::namespaced(client.clone(), ns);
     assert!(roles.get_opt(RELEASE).await.unwrap().is_none(), "the release's Role is gone");
+    assert!(Api::<ClusterRole>::all(client.clone()).get_opt(&console_sa).await.unwrap().is_none(), "so is the console's ClusterRole");
     for crd in CRDS {
         assert!(crds.get_opt(crd).await.unwrap().is_some(), "{crd} survives helm uninstall");
     }

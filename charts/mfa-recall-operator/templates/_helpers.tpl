@@ -50,3 +50,35 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "mfa-recall.ledgerKeySecret" -}}
 {{- default (printf "%s-ledger-key" (include "mfa-recall.fullname" .)) .Values.ledger.keySecret }}
 {{- end }}
+
+{{- /* The console's pods carry a name of their own, so the operator's selectors (Service, PDB, NetworkPolicy) never pick them. */}}
+{{- define "mfa-recall.console.fullname" -}}
+{{- printf "%s-console" (include "mfa-recall.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "mfa-recall.console.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-console" (include "mfa-recall.name" . | trunc 55 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mfa-recall.console.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mfa-recall.console.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: console
+app.kubernetes.io/part-of: mfa-recall
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "mfa-recall.console.serviceAccountName" -}}
+{{- if .Values.console.serviceAccount.create }}
+{{- default (include "mfa-recall.console.fullname" .) .Values.console.serviceAccount.name }}
+{{- else }}
+{{- required "console.serviceAccount.name is required when console.serviceAccount.create is false" .Values.console.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- /* The namespace the console shows: named, else the one the operator watches, else the release's. */}}
+{{- define "mfa-recall.console.namespace" -}}
+{{- .Values.console.namespace | default .Values.watchNamespace | default .Release.Namespace }}
+{{- end }}
