@@ -11,8 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use idp_sim::{Seed, username};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use mfa_recall::api::{BackendLimits, MfaBypass, MfaRecall, RecallPhase};
@@ -71,27 +69,6 @@ impl Drop for Console {
     }
 }
 
-/// A token for ServiceAccount `name` of `namespace` (created when missing), from TokenRequest.
-async fn service_account_token(admin: &Client, namespace: &str, name: &str) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    if accounts.get_opt(name).await.unwrap().is_none() {
-        accounts.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap()).await.unwrap();
-    }
-    let request: TokenRequest = serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
-    let answer: TokenRequest = accounts.create_subresource("token", name, &PostParams::default(), &request).await.unwrap();
-    answer.status.unwrap().token.unwrap()
-}
-
-/// A kubeconfig for the test apiserver that authenticates with `token`.
-fn kubeconfig_with_token(path: &PathBuf, token: &str) {
-    let own = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
-    let mut config: Value = serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(&own).unwrap()).unwrap();
-    for user in config["users"].as_array_mut().unwrap() {
-        user["user"] = json!({ "token": token });
-    }
-    std::fs::write(path, serde_json::to_string(&config).unwrap()).unwrap();
-}
-
 /// The console's ServiceAccount with only the chart's rules; its kubeconfig.
 async fn console_identity(parts: &Parts, admin: &Client, namespace: &str) -> PathBuf {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -105,9 +82,8 @@ async fn console_identity(parts: &Parts, admin: &Client, namespace: &str) -> Pat
     }))
     .unwrap();
     Api::<ClusterRoleBinding>::all(admin.clone()).create(&PostParams::default(), &binding).await.unwrap();
-    let token = service_account_token(admin, namespace, "mfa-recall-console").await;
     let path = parts.file(&format!("console-{namespace}.kubeconfig"));
-    kubeconfig_with_token(&path, &token);
+    support::service_account_kubeconfig(admin, namespace, "mfa-recall-console", &path).await;
     path
 }
 
@@ -274,7 +250,7 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
         { "apiGroups": ["mfarecall.io"], "resources": ["recallledgersegments"], "verbs": ["get"] }
     ]);
     support::grant(&admin, ns, "soar", rules, &[&format!("system:serviceaccount:{ns}:soar-bot")]).await;
-    let (bot, intruder) = (service_account_token(&admin, ns, "soar-bot").await, service_account_token(&admin, ns, "intruder").await);
+    let (bot, intruder) = (support::service_account_token(&admin, ns, "soar-bot").await, support::service_account_token(&admin, ns, "intruder").await);
     let kubeconfig = console_identity(&parts, &admin, ns).await;
     let console = start_console(&parts, &kubeconfig, ns, None, &support::free_addr(), 100);
     support::eventually("the console answers", || async { support::get(&format!("{}/healthz", console.url)).await.0 == 200 }).await;
@@ -324,7 +300,7 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
 
     // A recall that needs a second person: requested in the bot's name, approved by the lead's token.
     support::grant(&admin, ns, "lead", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }]), &[&format!("system:serviceaccount:{ns}:lead")]).await;
-    let lead = service_account_token(&admin, ns, "lead").await;
+    let lead = support::service_account_token(&admin, ns, "lead").await;
     let gated = json!({ "name": "soar-2", "spec": { "reason": "SOAR case 992", "backends": [BACKEND], "scope": { "users": [username(3)] }, "mode": "Execute", "approval": {} } });
     let created: Value = http.post(&api).bearer_auth(&bot).json(&gated).send().await.unwrap().json().await.unwrap();
     assert_eq!(created["requestedBy"], format!("system:serviceaccount:{ns}:soar-bot"), "{created}");
@@ -368,4 +344,16 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     }
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "10 attempts a minute, the first used above: {statuses:?}");
     assert!(!console.log().contains(&bot), "the console logged a token");
+
+    // Stopped as Kubernetes stops a pod (SIGTERM), with an event stream open: it ends and the console exits.
+    let mut console = console;
+    let stream = http.get(format!("{api}/soar-1/events")).bearer_auth(&bot).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(Command::new("kill").args(["-TERM", &console.child.id().to_string()]).status().unwrap().success());
+    support::eventually("the console exits on SIGTERM", || {
+        let exited = console.child.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(stream.text().await.is_ok(), "the event stream ended cleanly");
 }

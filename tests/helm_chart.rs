@@ -7,16 +7,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -545,34 +542,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A kubeconfig that authenticates as `namespace/name` with a fresh bearer token from the
-/// TokenRequest API, trusting the same server and CA as the admin kubeconfig. Written 0600; the
-/// token is never printed.
-async fn service_account_kubeconfig(client: &Client, namespace: &str, name: &str, path: &Path) {
-    let request = TokenRequest { spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }), ..Default::default() };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest for the chart's ServiceAccount")
-        .status
-        .expect("a token")
-        .token;
-    let admin = Kubeconfig::read().expect("the admin kubeconfig");
-    let context = admin.current_context.as_deref().expect("a current context");
-    let cluster_name = admin.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| c.cluster.clone()).unwrap();
-    let cluster = admin.clusters.iter().find(|c| c.name == cluster_name).and_then(|c| c.cluster.clone()).unwrap();
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": cluster}],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": "test", "user": name, "namespace": namespace}}],
-        "current-context": name,
-    });
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path).unwrap();
-    file.write_all(serde_norway::to_string(&config).unwrap().as_bytes()).unwrap();
-}
-
 async fn client_from(kubeconfig: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig).unwrap();
     Client::try_from(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap()).unwrap()
@@ -766,7 +735,7 @@ async fn installed_chart_runs_a_recall_under_its_service_account_and_uninstall_k
     // The operator itself, run here under the ServiceAccount's identity (no kubelet runs the
     // Deployment in this test cluster), completes a recall against a simulated Okta.
     let kubeconfig = parts.file("helm-sa.kubeconfig");
-    service_account_kubeconfig(&client, ns, RELEASE, &kubeconfig).await;
+    support::service_account_kubeconfig(&client, ns, RELEASE, &kubeconfig).await;
     let as_operator = client_from(&kubeconfig).await;
     let denied = Api::<Secret>::namespaced(as_operator.clone(), ns)
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "planted"}})).unwrap())

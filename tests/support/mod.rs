@@ -385,3 +385,39 @@ pub async fn grant(admin: &Client, namespace: &str, name: &str, rules: serde_jso
                                       "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name }, "subjects": subjects });
     Api::<RoleBinding>::namespaced(admin.clone(), namespace).patch(name, &apply, &Patch::Apply(binding)).await.unwrap();
 }
+
+/// A token of ServiceAccount `name` in `namespace` (created when missing), from TokenRequest.
+pub async fn service_account_token(admin: &Client, namespace: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    if accounts.get_opt(name).await.unwrap().is_none() {
+        accounts.create(&Default::default(), &serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap()).await.unwrap();
+    }
+    let request = TokenRequest { spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }), ..Default::default() };
+    let answer = accounts.create_token_request(name, &Default::default(), &request).await.expect("TokenRequest");
+    answer.status.and_then(|s| s.token).expect("a token")
+}
+
+/// A kubeconfig at `path` that authenticates as ServiceAccount `name` of `namespace` with a fresh
+/// token, trusting the same server and CA as the admin kubeconfig. Written 0600; the token is
+/// never printed.
+pub async fn service_account_kubeconfig(admin: &Client, namespace: &str, name: &str, path: &Path) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = service_account_token(admin, namespace, name).await;
+    let own = kube::config::Kubeconfig::read().expect("the admin kubeconfig");
+    let context = own.current_context.as_deref().expect("a current context");
+    let cluster_name = own.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| c.cluster.clone()).unwrap();
+    let cluster = own.clusters.iter().find(|c| c.name == cluster_name).and_then(|c| c.cluster.clone()).unwrap();
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "test", "user": name, "namespace": namespace}}],
+        "current-context": name,
+    });
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path).unwrap();
+    file.write_all(serde_norway::to_string(&config).unwrap().as_bytes()).unwrap();
+}

@@ -155,7 +155,7 @@ async fn events(State(console): State<Shared>, Path((namespace, name)): Path<(St
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    crate::live::changes(Api::namespaced(client, &namespace), Some(&name)).await.unwrap_or_else(kube_error)
+    crate::live::changes(Api::namespaced(client, &namespace), Some(&name), console.stopping.clone()).await.unwrap_or_else(kube_error)
 }
 
 #[derive(Deserialize)]

@@ -23,7 +23,7 @@ pub async fn recalls(State(console): State<Shared>, caller: Caller) -> Response 
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    changes(Api::namespaced(client, &console.cli.namespace), None).await.unwrap_or_else(|e| pages::kube_error(&console, Some(&caller), e))
+    changes(Api::namespaced(client, &console.cli.namespace), None, console.stopping.clone()).await.unwrap_or_else(|e| pages::kube_error(&console, Some(&caller), e))
 }
 
 pub async fn recall(State(console): State<Shared>, Path(name): Path<String>, caller: Caller) -> Response {
@@ -31,13 +31,13 @@ pub async fn recall(State(console): State<Shared>, Path(name): Path<String>, cal
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    changes(Api::namespaced(client, &console.cli.namespace), Some(&name)).await.unwrap_or_else(|e| pages::kube_error(&console, Some(&caller), e))
+    changes(Api::namespaced(client, &console.cli.namespace), Some(&name), console.stopping.clone()).await.unwrap_or_else(|e| pages::kube_error(&console, Some(&caller), e))
 }
 
 /// A stream of `recall` events (a RecallView as JSON) for each change to the recalls of `api`
 /// (or the one named), and `gone` (its name) for one deleted. Refused with the apiserver's
 /// answer when the person may not list or watch them.
-pub async fn changes(api: Api<MfaRecall>, name: Option<&str>) -> Result<Response, kube::Error> {
+pub async fn changes(api: Api<MfaRecall>, name: Option<&str>, mut stopping: tokio::sync::watch::Receiver<bool>) -> Result<Response, kube::Error> {
     let mut config = watcher::Config::default();
     let mut probe = ListParams::default().limit(1);
     if let Some(name) = name {
@@ -46,7 +46,10 @@ pub async fn changes(api: Api<MfaRecall>, name: Option<&str>) -> Result<Response
     }
     // Asked once before the stream starts, so a refusal is an HTTP status, not a stream that retries.
     api.list_metadata(&probe).await?;
-    Ok(Sse::new(events(api, config)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    let stopped = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    Ok(Sse::new(events(api, config).take_until(stopped)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
 fn events(api: Api<MfaRecall>, config: watcher::Config) -> impl Stream<Item = Result<Event, Infallible>> {

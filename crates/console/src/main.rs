@@ -85,6 +85,9 @@ pub struct Console {
     pub auth: auth::Auth,
     pub people: people::People,
     pub pages: pages::Templates,
+    /// True once the console is stopping: event streams end, so the server's graceful shutdown
+    /// does not wait on them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub type Shared = Arc<Console>;
@@ -107,12 +110,19 @@ async fn serve(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let public = url_origin(&cli.public_url).ok_or_else(|| format!("--public-url {:?} is not an http(s) URL such as https://mfa-recall.example.com", cli.public_url))?;
     let own = kube::Config::infer().await.map_err(|e| format!("no Kubernetes connection ({e})"))?;
     let auth = auth::Auth::new(&cli, public)?;
-    let console = Arc::new(Console { people: people::People::new(own)?, auth, pages: pages::Templates::new(), cli: cli.clone() });
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let console = Arc::new(Console { people: people::People::new(own)?, auth, pages: pages::Templates::new(), cli: cli.clone(), stopping });
     let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| format!("listening on {}: {e}", cli.listen))?;
     tracing::info!(listen = %cli.listen, namespace = %cli.namespace, "console serving");
     axum::serve(listener, router(console).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        // Kubernetes stops a pod with SIGTERM: open pages and event streams end cleanly.
+        .with_graceful_shutdown(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            let _ = stop.send(true);
         })
         .await?;
     Ok(())
