@@ -193,7 +193,8 @@ async fn people_plan_start_approve_and_watch_recalls_in_a_browser() {
     let seen: Vec<i64> = result["doneSeen"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     assert!(seen.len() >= 3 && seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&40), "counts the page showed, in order: {seen:?}");
     assert_eq!(result["reloaded"], json!(false), "the page was reloaded while the recall ran");
-    assert_eq!(result["freshSignIn"], json!(true), "a broad recall asked for a fresh sign-in");
+    assert_eq!(result["freshSignIn"], json!(true), "a broad recall asked for a fresh sign-in (prompt=login, max_age=0)");
+    assert_eq!(result["oldSessionAfterFreshSignIn"], json!(303), "the session before the fresh sign-in still works");
     assert_ne!(subject.sim.provider.census(None), before);
 
     // Approved by a second person: bob's name, as the apiserver authenticated him through the console.
@@ -298,6 +299,16 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     assert_eq!(http.get(format!("{api}/soar-1/users")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
     assert_eq!(http.get(format!("{api}/soar-1/events")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
 
+    // Only a finished plan starts: one whose backend does not exist never has one. A name that is
+    // not a Kubernetes name never reaches the apiserver.
+    let unplannable = json!({ "name": "soar-9", "spec": { "reason": "SOAR case 999", "backends": ["no-such-backend"], "scope": { "users": ["a"] } } });
+    assert_eq!(http.post(&api).bearer_auth(&bot).json(&unplannable).send().await.unwrap().status(), 201);
+    let early = http.post(format!("{api}/soar-9/start")).bearer_auth(&bot).send().await.unwrap();
+    assert_eq!(early.status(), 409);
+    assert!(early.text().await.unwrap().contains("only a finished plan can be started"));
+    assert_eq!(recalls.get("soar-9").await.unwrap().spec.mode, mfa_recall::api::RecallMode::Plan);
+    assert_eq!(http.post(format!("{api}/soar-1%2Fstatus/start")).bearer_auth(&bot).send().await.unwrap().status(), 400);
+
     // A recall that needs a second person: requested in the bot's name, approved by the lead's token.
     support::grant(&admin, ns, "lead", json!([{ "apiGroups": ["mfarecall.io"], "resources": ["mfarecalls"], "verbs": ["get", "patch"] }]), &[&format!("system:serviceaccount:{ns}:lead")]).await;
     let lead = support::service_account_token(&admin, ns, "lead").await;
@@ -320,6 +331,12 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     let set_cookie = signed_in.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set_cookie.starts_with("__Host-mfa-recall-session=") && set_cookie.contains("HttpOnly") && set_cookie.contains("Secure") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap().to_string();
+    // A bearer token is the API's way in, not the pages': there it is ignored (no CSRF token, no fresh sign-in).
+    let with_bearer = http.get(format!("{}/", console.url)).bearer_auth(&bot).send().await.unwrap();
+    assert_eq!((with_bearer.status().as_u16(), with_bearer.headers()["location"].to_str().unwrap()), (303, "/auth/login?next=%2F"));
+    // Without a session, an event stream and a form post are told 401 rather than sent to sign in.
+    assert_eq!(http.get(format!("{}/events/recalls", console.url)).send().await.unwrap().status(), 401);
+    assert_eq!(http.post(format!("{}/recalls", console.url)).header("origin", &console.url).form(&[("reason", "x")]).send().await.unwrap().status(), 401);
     let page = http.get(format!("{}/", console.url)).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
@@ -335,14 +352,15 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     let forged = http.post(format!("{}/recalls", console.url)).header("cookie", &cookie).header("origin", &console.url).form(&recall_form).send().await.unwrap();
     assert_eq!(forged.status(), 403);
     assert!(forged.text().await.unwrap().contains("did not come from the console"));
-    assert_eq!(recalls.list(&ListParams::default()).await.unwrap().items.len(), 2, "a forged form created a recall");
+    assert_eq!(recalls.list(&ListParams::default()).await.unwrap().items.len(), 3, "a forged form created a recall");
 
     // Sign-in attempts are limited per address.
     let mut statuses = Vec::new();
     for _ in 0..12 {
         statuses.push(http.post(format!("{}/auth/token", console.url)).header("origin", &console.url).form(&[("token", "wrong")]).send().await.unwrap().status().as_u16());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "10 attempts a minute, the first used above: {statuses:?}");
+    // 10 a minute: a bearer token Kubernetes refused and the token sign-in above were two of them.
+    assert_eq!(statuses, [[401; 8].as_slice(), &[429; 4]].concat(), "{statuses:?}");
     assert!(!console.log().contains(&bot), "the console logged a token");
 
     // Stopped as Kubernetes stops a pod (SIGTERM), with an event stream open: it ends and the console exits.

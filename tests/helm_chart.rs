@@ -503,8 +503,11 @@ fn the_console_runs_restricted_under_its_own_service_account_that_reads_no_secre
     let public = render("ops", &["console.enabled=true", PUBLIC_URL, "console.namespace=incidents"]);
     let console = of_kind(&public, "Deployment").into_iter().find(|d| d["metadata"]["name"] == console_sa).unwrap();
     let args = strings(&console["spec"]["template"]["spec"]["containers"][0]["args"]);
-    assert!(args.contains(&"--namespace=incidents".to_string()) && !args.iter().any(|a| a.starts_with("--oidc-client-secret-file") || a.starts_with("--oidc-issuer")), "{args:?}");
+    assert!(args.contains(&"--namespace=incidents".to_string()) && !args.iter().any(|a| a.starts_with("--oidc-client-secret-file") || a.starts_with("--oidc-issuer") || a.starts_with("--trusted-proxy")), "{args:?}");
     assert!(console["spec"]["template"]["spec"].get("volumes").is_none());
+    let proxied = render("ops", &["console.enabled=true", PUBLIC_URL, "console.trustedProxies={10.0.0.7,fd00::7}"]);
+    let console = of_kind(&proxied, "Deployment").into_iter().find(|d| d["metadata"]["name"] == console_sa).unwrap();
+    assert!(strings(&console["spec"]["template"]["spec"]["containers"][0]["args"]).contains(&"--trusted-proxy=10.0.0.7,fd00::7".to_string()));
     let release_ns = render("ops", &["console.enabled=true", PUBLIC_URL]);
     let console = of_kind(&release_ns, "Deployment").into_iter().find(|d| d["metadata"]["name"] == console_sa).unwrap();
     assert!(strings(&console["spec"]["template"]["spec"]["containers"][0]["args"]).contains(&"--namespace=ops".to_string()));

@@ -334,14 +334,29 @@ impl ProviderHttp {
     }
 }
 
-pub enum ReadError {
+pub(crate) enum ReadError {
     Http(reqwest::Error),
     /// The body went past the cap.
     TooLong,
 }
 
+/// Sends `request` with `client` and reads its answer as JSON: the status and the value (`null`
+/// for a body that is not JSON, so an error page still gives its status), at most `cap` bytes
+/// within `timeout`. Errors name the URL, never the request's headers or body.
+pub async fn json_answer(client: &reqwest::Client, request: reqwest::Request, cap: usize, timeout: Duration) -> Result<(StatusCode, Value), String> {
+    let url = request.url().clone();
+    let reply = tokio::time::timeout(timeout, read_whole(client.execute(request).await, cap))
+        .await
+        .map_err(|_| format!("{url}: no answer within {} s", timeout.as_secs()))?
+        .map_err(|e| match e {
+            ReadError::Http(e) => format!("{url}: {}", describe(&e)),
+            ReadError::TooLong => format!("{url}: the answer is longer than {cap} bytes"),
+        })?;
+    Ok((reply.status, serde_json::from_slice(&reply.body).unwrap_or(Value::Null)))
+}
+
 /// The whole answer, its body read up to `cap` bytes.
-pub async fn read_whole(outcome: Result<Response, reqwest::Error>, cap: usize) -> Result<HttpReply, ReadError> {
+pub(crate) async fn read_whole(outcome: Result<Response, reqwest::Error>, cap: usize) -> Result<HttpReply, ReadError> {
     // Taken apart rather than borrowed, so the headers are moved, not copied.
     let (head, body) = http::Response::from(outcome.map_err(ReadError::Http)?).into_parts();
     let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, cap)).await {

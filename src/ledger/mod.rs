@@ -475,6 +475,13 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(serde_json::from_reader(decoder)?)
 }
 
+/// As `decode`, reading at most `limit` bytes of JSON: for objects whose signature was not
+/// checked, which could otherwise expand without bound.
+pub fn decode_at_most<T: serde::de::DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T> {
+    let decoder = std::io::Read::take(flate2::read::GzDecoder::new(bytes), limit);
+    Ok(serde_json::from_reader(decoder)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use super::{LedgerStore, Outcomes, Segment, decode, encode};
+use super::{LedgerStore, Outcomes, Segment, decode, decode_at_most, encode};
 use crate::Result;
 use crate::api::{LedgerPart, RecallLedgerSegment, RecallLedgerSegmentSpec};
 use crate::keys::HmacKey;
@@ -295,11 +295,13 @@ fn watch_name(first_segment_name: &str) -> String {
 /// these objects where a recall stands (the console), never for acting on. None when the
 /// segment is not there.
 pub async fn read_unchecked(api: &Api<RecallLedgerSegment>, recall_uid: &str, backend: &str, index: u32) -> Result<Option<Segment>> {
+    // Far above what the operator writes in one object; unsigned bytes are not expanded past it.
+    const MAX_JSON: u64 = 16 << 20;
     let name = segment_name(recall_uid, backend, index);
     let Some(object) = api.get_opt(&name).await? else { return Ok(None) };
-    let mut segment: Segment = decode(&object.spec.data.0).map_err(|e| rejected(&name, format!("does not decode: {e}")))?;
+    let mut segment: Segment = decode_at_most(&object.spec.data.0, MAX_JSON).map_err(|e| rejected(&name, format!("does not decode: {e}")))?;
     if let Some(outcomes) = api.get_opt(&outcomes_name(&name)).await? {
-        let outcomes: Outcomes = decode(&outcomes.spec.data.0).map_err(|e| rejected(&name, format!("its outcomes do not decode: {e}")))?;
+        let outcomes: Outcomes = decode_at_most(&outcomes.spec.data.0, MAX_JSON).map_err(|e| rejected(&name, format!("its outcomes do not decode: {e}")))?;
         segment.apply(outcomes).map_err(|why| rejected(&name, why))?;
     }
     Ok(Some(segment))

@@ -259,17 +259,11 @@ pub async fn fetch<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url
         request = request.header(reqwest::header::AUTHORIZATION, authorization);
     }
     let request = request.header(reqwest::header::ACCEPT, "application/json").build().map_err(|e| format!("{url}: {e}"))?;
-    let reply = tokio::time::timeout(FETCH_TIMEOUT, crate::backends::http::read_whole(client.execute(request).await, MAX_ANSWER))
-        .await
-        .map_err(|_| format!("{url}: no answer within {} s", FETCH_TIMEOUT.as_secs()))?
-        .map_err(|e| match e {
-            crate::backends::http::ReadError::Http(e) => format!("{url}: {}", crate::backends::http::describe(&e)),
-            crate::backends::http::ReadError::TooLong => format!("{url}: the answer is longer than {MAX_ANSWER} bytes"),
-        })?;
-    if !reply.status.is_success() {
-        return Err(format!("{url} answered {}", reply.status));
+    let (status, value) = crate::backends::http::json_answer(client, request, MAX_ANSWER, FETCH_TIMEOUT).await?;
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}"));
     }
-    serde_json::from_slice(&reply.body).map_err(|e| format!("{url}: the answer does not parse: {e}"))
+    serde_json::from_value(value).map_err(|e| format!("{url}: the answer does not parse: {e}"))
 }
 
 /// Where a transmitter's keys are: `jwks_uri` of its configuration (SSF 1.0 §7.1).

@@ -95,9 +95,13 @@ if (SHOTS) await alice.page.screenshot({ path: path.join(SHOTS, "recall-plan.png
 await alice.page.waitForTimeout(8500);
 await alice.page.click("#confirm");
 await alice.page.waitForURL(/\/realms\//);
-result.freshSignIn = true;
+result.freshSignIn = alice.page.url().includes("prompt=login") && alice.page.url().includes("max_age=0");
 await keycloakForm(alice.page, "alice");
 await alice.page.waitForURL(`${CONSOLE}/recalls/${first}`);
+// The new sign-in ended the session the browser had.
+const renewed = (await alice.context.cookies()).find((c) => c.name === "__Host-mfa-recall-session");
+expect(renewed && renewed.value !== session.value, "the fresh sign-in kept the old session id");
+result.oldSessionAfterFreshSignIn = (await fetch(`${CONSOLE}/`, { headers: { cookie: `__Host-mfa-recall-session=${session.value}` }, redirect: "manual" })).status;
 await alice.page.waitForSelector("#confirm");
 await alice.page.click("#confirm");
 await alice.page.waitForURL(`${CONSOLE}/recalls/${first}`);
@@ -171,8 +175,8 @@ await alice.page.goto(`${CONSOLE}/policies`);
 await alice.page.waitForSelector("text=No policies.");
 await alice.page.click("header .who button");
 await alice.page.waitForSelector("text=Signed out.");
-// The old session is gone on the server too, not only its cookie in this browser.
-const replay = await fetch(`${CONSOLE}/`, { headers: { cookie: `__Host-mfa-recall-session=${session.value}` }, redirect: "manual" });
+// The session is gone on the server too, not only its cookie in this browser.
+const replay = await fetch(`${CONSOLE}/`, { headers: { cookie: `__Host-mfa-recall-session=${renewed.value}` }, redirect: "manual" });
 expect(replay.status === 303 && replay.headers.get("location").startsWith("/auth/login"), `a signed-out session still works: ${replay.status}`);
 
 await browser.close();

@@ -17,6 +17,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::ledger::UsersQuery;
+use crate::pages::{Action, is_object_name};
 use crate::{Shared, views};
 
 pub fn routes() -> Router<Shared> {
@@ -56,6 +58,10 @@ fn kube_error(e: kube::Error) -> Response {
 
 /// The caller's client once Kubernetes says they may `verb` the recalls (or the one named) in `namespace`.
 async fn allowed(console: &Shared, caller: &Caller, verb: &str, resource: &str, namespace: &str, name: Option<&str>) -> Result<kube::Client, Response> {
+    // As Kubernetes writes names, so the review is about exactly the object the call then touches.
+    if !is_object_name(namespace) || name.is_some_and(|n| !is_object_name(n)) {
+        return Err(error(StatusCode::BAD_REQUEST, "invalid", "namespaces and names are lower-case letters, digits, dashes and dots"));
+    }
     match console.people.may(&caller.person, verb, resource, namespace, name).await {
         Ok((true, _)) => console.people.client(&caller.person),
         Ok((false, reason)) => {
@@ -78,14 +84,15 @@ async fn list(State(console): State<Shared>, Path(namespace): Path<String>, call
     }
 }
 
+/// The body of a create call.
 #[derive(Deserialize)]
-struct NewRecall {
+struct NewRecallBody {
     name: String,
     /// An MfaRecall spec, as `kubectl explain mfarecall.spec` describes it.
     spec: Value,
 }
 
-async fn create(State(console): State<Shared>, Path(namespace): Path<String>, caller: Caller, body: Result<Json<NewRecall>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn create(State(console): State<Shared>, Path(namespace): Path<String>, caller: Caller, body: Result<Json<NewRecallBody>, axum::extract::rejection::JsonRejection>) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", format!("the body must be {{\"name\": ..., \"spec\": {{...an MfaRecall spec...}}}}: {}", e.body_text())),
@@ -131,20 +138,29 @@ async fn read(State(console): State<Shared>, Path((namespace, name)): Path<(Stri
 }
 
 async fn start(State(console): State<Shared>, Path((namespace, name)): Path<(String, String)>, caller: Caller) -> Response {
-    patch(&console, &caller, &namespace, &name, json!({ "spec": { "mode": "Execute" } })).await
+    act(&console, &caller, &namespace, &name, Action::Start).await
 }
 
 async fn approve(State(console): State<Shared>, Path((namespace, name)): Path<(String, String)>, caller: Caller) -> Response {
-    let me = caller.person.username.clone();
-    patch(&console, &caller, &namespace, &name, json!({ "spec": { "approval": { "approvedBy": me } } })).await
+    act(&console, &caller, &namespace, &name, Action::Approve).await
 }
 
-async fn patch(console: &Shared, caller: &Caller, namespace: &str, name: &str, patch: Value) -> Response {
+/// Starts or approves as the pages do, on the version of the recall the checks were made on.
+/// The API asks for no fresh sign-in: a caller presents its token with every call.
+async fn act(console: &Shared, caller: &Caller, namespace: &str, name: &str, action: Action) -> Response {
     let client = match allowed(console, caller, "patch", "mfarecalls", namespace, Some(name)).await {
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    match Api::<MfaRecall>::namespaced(client, namespace).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+    let api = Api::<MfaRecall>::namespaced(client, namespace);
+    let object = match api.get(name).await {
+        Ok(o) => o,
+        Err(e) => return kube_error(e),
+    };
+    if let Some(why) = action.refusal(&object, &caller.person.username) {
+        return error(StatusCode::CONFLICT, "conflict", why);
+    }
+    match api.patch(name, &PatchParams::default(), &Patch::Merge(action.patch(&object, &caller.person.username))).await {
         Ok(recall) => Json(views::recall(&recall)).into_response(),
         Err(e) => kube_error(e),
     }
@@ -158,14 +174,6 @@ async fn events(State(console): State<Shared>, Path((namespace, name)): Path<(St
     crate::live::changes(Api::namespaced(client, &namespace), Some(&name), console.stopping.clone()).await.unwrap_or_else(kube_error)
 }
 
-#[derive(Deserialize)]
-struct UsersQuery {
-    backend: Option<String>,
-    #[serde(default)]
-    page: u32,
-    q: Option<String>,
-}
-
 async fn users(State(console): State<Shared>, Path((namespace, name)): Path<(String, String)>, Query(query): Query<UsersQuery>, caller: Caller) -> Response {
     let client = match allowed(&console, &caller, "get", "recallledgersegments", &namespace, None).await {
         Ok(c) => c,
@@ -175,7 +183,7 @@ async fn users(State(console): State<Shared>, Path((namespace, name)): Path<(Str
         Ok(r) => r,
         Err(e) => return kube_error(e),
     };
-    match crate::ledger::users(client, &namespace, &recall, query.backend.as_deref(), query.page, query.q.as_deref()).await {
+    match crate::ledger::users(client, &namespace, &recall, &query).await {
         Ok(users) => Json(users).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, "ledger", e),
     }

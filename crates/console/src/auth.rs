@@ -32,12 +32,19 @@ const SESSION_COOKIE: &str = "__Host-mfa-recall-session";
 const LOGIN_COOKIE: &str = "__Host-mfa-recall-login";
 /// An unfinished sign-in is forgotten after this.
 const SIGN_IN_WITHIN: Duration = Duration::from_secs(600);
-/// Bounds on what the console keeps in memory, whatever arrives.
+/// Bounds on what the console keeps in memory, whatever arrives: sessions, unfinished sign-ins,
+/// client addresses counted by the sign-in limit, and token reviews remembered.
 const MAX_SESSIONS: usize = 10_000;
 const MAX_PENDING: usize = 10_000;
+const MAX_ADDRESSES: usize = 10_000;
+const MAX_REVIEWS: usize = 10_000;
 const MAX_ANSWER: usize = 1 << 20;
-/// A token review is asked again after this (a revoked token stops working within it).
+/// A bearer token's review is asked again after this (a revoked token stops working on the API within it).
 const TOKEN_REVIEW_FOR: Duration = Duration::from_secs(30);
+/// How far the provider's clock may be from the console's when it says when a person signed in.
+const CLOCK_SKEW: i64 = 60;
+/// The longest a session from a token whose expiry cannot be read lasts.
+const OPAQUE_TOKEN_SESSION: Duration = Duration::from_secs(3600);
 /// The JWKS is fetched again for an unknown key id at most this often.
 const JWKS_REFETCH: Duration = Duration::from_secs(30);
 
@@ -51,8 +58,10 @@ pub struct Person {
 struct Session {
     person: Person,
     csrf: String,
-    signed_in: Instant,
-    signed_in_at: jiff::Timestamp,
+    /// When the person last proved who they are, in Unix seconds: the ID token's auth_time, or
+    /// the token sign-in. A fresh sign-in is judged by this, not by when the session began.
+    authenticated_at: i64,
+    started: Instant,
     expires: Instant,
 }
 
@@ -97,17 +106,18 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     pending: Mutex<HashMap<String, Pending>>,
     attempts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    reviews: Mutex<HashMap<String, (Instant, Option<Person>)>>,
+    reviews: Mutex<HashMap<String, (Instant, Person)>>,
+    /// Proxies (the Ingress) whose X-Forwarded-For names the client, for the sign-in limit.
+    trusted_proxies: Vec<IpAddr>,
 }
 
-/// A request's caller: the person, and their session when they came with one (page forms check
-/// its CSRF token; a caller with a bearer token has no cookie a forged form could ride on).
+/// A request's caller: the person, and on the pages their session (forms check its CSRF token).
+/// An API caller presents a bearer token with each request and has no session.
 pub struct Caller {
     pub person: Person,
     pub csrf: Option<String>,
-    /// When the person last signed in (for a fresh sign-in before a broad recall).
-    pub signed_in: Option<Instant>,
-    pub signed_in_at: Option<jiff::Timestamp>,
+    /// When the person last proved who they are (Unix seconds), on the pages.
+    pub authenticated_at: Option<i64>,
 }
 
 impl Auth {
@@ -145,6 +155,7 @@ impl Auth {
             pending: Mutex::default(),
             attempts: Mutex::default(),
             reviews: Mutex::default(),
+            trusted_proxies: cli.trusted_proxies.clone(),
         })
     }
 
@@ -153,16 +164,30 @@ impl Auth {
         self.oidc.as_ref().and_then(|o| crate::url_origin(&o.issuer))
     }
 
-    /// True when the person signed in within the fresh window.
+    /// True when the person proved who they are within the fresh window.
     pub fn is_fresh(&self, caller: &Caller) -> bool {
-        caller.signed_in.is_some_and(|at| at.elapsed() <= self.fresh)
+        caller.authenticated_at.is_some_and(|at| jiff::Timestamp::now().as_second() - at <= self.fresh.as_secs() as i64)
     }
 
-    /// False when `ip` has used up its sign-in attempts for this minute.
+    /// The client's address: the connection's, or, from a trusted proxy, the last address its
+    /// X-Forwarded-For adds (the one it saw; earlier entries are the client's to write).
+    pub fn client_address(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer.ip()) {
+            return peer.ip();
+        }
+        let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last();
+        forwarded.and_then(|a| a.trim().parse().ok()).unwrap_or(peer.ip())
+    }
+
+    /// False when `ip` has used up its sign-in attempts for this minute (sign-in starts, token
+    /// sign-ins and bearer tokens Kubernetes did not accept all count).
     fn allow_attempt(&self, ip: IpAddr) -> bool {
         let mut attempts = self.attempts.lock().unwrap();
-        if attempts.len() > MAX_PENDING {
+        if attempts.len() >= MAX_ADDRESSES && !attempts.contains_key(&ip) {
             attempts.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+            if attempts.len() >= MAX_ADDRESSES {
+                return false;
+            }
         }
         let entry = attempts.entry(ip).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= Duration::from_secs(60) {
@@ -172,17 +197,22 @@ impl Auth {
         entry.1 <= self.per_minute
     }
 
-    fn start_session(&self, person: Person) -> String {
+    /// A new session for `person`, who proved who they are at `authenticated_at`, lasting at
+    /// most `lifetime`; the browser's session `replaces` (a key) ends.
+    fn start_session(&self, person: Person, authenticated_at: i64, lifetime: Duration, replaces: Option<&str>) -> String {
         let id = random_token();
         let now = Instant::now();
-        let session = Session { person, csrf: random_token(), signed_in: now, signed_in_at: jiff::Timestamp::now(), expires: now + self.lifetime };
+        let session = Session { person, csrf: random_token(), authenticated_at, started: now, expires: now + lifetime.min(self.lifetime) };
         let mut sessions = self.sessions.lock().unwrap();
+        if let Some(old) = replaces {
+            sessions.remove(old);
+        }
         if sessions.len() >= MAX_SESSIONS {
             sessions.retain(|_, s| s.expires > now);
         }
         if sessions.len() >= MAX_SESSIONS {
             // Full of live sessions: the oldest goes rather than the console refusing everyone.
-            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.signed_in).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.started).map(|(k, _)| k.clone()) {
                 sessions.remove(&oldest);
             }
         }
@@ -198,17 +228,17 @@ impl Auth {
             sessions.remove(&key);
             return None;
         }
-        Some(Caller { person: session.person.clone(), csrf: Some(session.csrf.clone()), signed_in: Some(session.signed_in), signed_in_at: Some(session.signed_in_at) })
+        Some(Caller { person: session.person.clone(), csrf: Some(session.csrf.clone()), authenticated_at: Some(session.authenticated_at) })
     }
 
     /// The person a Kubernetes token belongs to, as TokenReview says; None when it does not
-    /// authenticate. Answers are kept briefly, by the token's hash.
+    /// authenticate. Accepted tokens are remembered briefly, by their hash.
     async fn review(&self, own: &kube::Client, token: &str) -> Result<Option<Person>, kube::Error> {
         let key = digest(token);
         if let Some((at, person)) = self.reviews.lock().unwrap().get(&key)
             && at.elapsed() < TOKEN_REVIEW_FOR
         {
-            return Ok(person.clone());
+            return Ok(Some(person.clone()));
         }
         let review = TokenReview { spec: TokenReviewSpec { token: token.to_string(), ..Default::default() }, ..Default::default() };
         let answer = Api::<TokenReview>::all(own.clone()).create(&PostParams::default(), &review).await?;
@@ -217,14 +247,16 @@ impl Auth {
             .filter(|s| s.authenticated == Some(true))
             .and_then(|s| s.user)
             .and_then(|u| Some(Person { username: u.username.filter(|n| !n.is_empty())?, groups: u.groups.unwrap_or_default() }));
-        let mut reviews = self.reviews.lock().unwrap();
-        if reviews.len() >= MAX_SESSIONS {
-            reviews.retain(|_, (at, _)| at.elapsed() < TOKEN_REVIEW_FOR);
-            if reviews.len() >= MAX_SESSIONS {
-                reviews.clear();
+        if let Some(person) = &person {
+            let mut reviews = self.reviews.lock().unwrap();
+            if reviews.len() >= MAX_REVIEWS {
+                reviews.retain(|_, (at, _)| at.elapsed() < TOKEN_REVIEW_FOR);
+            }
+            // Full of live answers: this one is asked again next time rather than pushing one out.
+            if reviews.len() < MAX_REVIEWS {
+                reviews.insert(key, (Instant::now(), person.clone()));
             }
         }
-        reviews.insert(key, (Instant::now(), person.clone()));
         Ok(person)
     }
 }
@@ -257,7 +289,7 @@ impl Oidc {
             let provider = self.provider().await?;
             let url = mfa_recall::notify::checked_url("jwks_uri", &provider.jwks_uri)?;
             let body: Value = get_json(&self.http, self.http.get(url)).await?;
-            keys.0 = Some(Keys::from_jwks(body.to_string().as_bytes())?);
+            keys.0 = Some(Keys::from_jwks(&serde_json::to_vec(&body).unwrap_or_default())?);
             keys.1 = Some(Instant::now());
         }
         let (algorithm, key) = keys.0.as_ref().and_then(|k| k.get(&kid)).ok_or("the ID token is signed by a key the issuer does not publish")?;
@@ -273,23 +305,18 @@ impl Oidc {
     }
 }
 
-/// A JSON answer of at most MAX_ANSWER bytes, within 10 s, without following redirects.
+/// A JSON answer of at most MAX_ANSWER bytes, within 10 s, without following redirects; for an
+/// error, the provider's error code and description (never the request's secrets).
 async fn get_json(http: &reqwest::Client, request: reqwest::RequestBuilder) -> Result<Value, String> {
-    use mfa_recall::backends::http::{ReadError, describe, read_whole};
     let request = request.header(header::ACCEPT, "application/json").build().map_err(|e| e.to_string())?;
     let url = request.url().clone();
-    let reply = tokio::time::timeout(Duration::from_secs(10), read_whole(http.execute(request).await, MAX_ANSWER))
-        .await
-        .map_err(|_| format!("{url}: no answer within 10 s"))?
-        .map_err(|e| match e {
-            ReadError::Http(e) => format!("{url}: {}", describe(&e)),
-            ReadError::TooLong => format!("{url}: the answer is longer than {MAX_ANSWER} bytes"),
-        })?;
-    let value: Value = serde_json::from_slice(&reply.body).map_err(|e| format!("{url} answered {} with what is not JSON: {e}", reply.status))?;
-    if !reply.status.is_success() {
-        // The provider's error code and description, never the request's secrets.
+    let (status, value) = mfa_recall::backends::http::json_answer(http, request, MAX_ANSWER, Duration::from_secs(10)).await?;
+    if !status.is_success() {
         let said = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default().chars().take(200).collect::<String>();
-        return Err(format!("{url} answered {}: {} {}", reply.status, said("error"), said("error_description")));
+        return Err(format!("{url} answered {status}: {} {}", said("error"), said("error_description")));
+    }
+    if !value.is_object() {
+        return Err(format!("{url} answered with what is not a JSON object"));
     }
     Ok(value)
 }
@@ -322,7 +349,8 @@ fn local_path(next: Option<&str>) -> String {
     // backslash as a slash, which would turn `/\t/host` or `/\\host` into another site.
     let plain = |p: &str| p.chars().all(|c| c.is_ascii_alphanumeric() || "-._~/?=&%".contains(c));
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/auth/") && plain(path) => path.to_string(),
+        // Dot segments are refused too: `/./auth/...` would reach the sign-in pages.
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/auth/") && !path.contains("/.") && plain(path) => path.to_string(),
         _ => "/".into(),
     }
 }
@@ -330,27 +358,35 @@ fn local_path(next: Option<&str>) -> String {
 impl FromRequestParts<Shared> for Caller {
     type Rejection = Response;
 
+    /// The API takes a bearer token and nothing else; the pages take their session cookie and
+    /// nothing else (a bearer token there would skip the forms' CSRF tokens and the fresh
+    /// sign-in, for example behind a proxy that adds one to every request).
     async fn from_request_parts(parts: &mut Parts, console: &Shared) -> Result<Self, Self::Rejection> {
         // Inside the nested API router the path is cut to what follows /api/v1: the original tells.
         let uri = parts.extensions.get::<axum::extract::OriginalUri>().map(|o| o.0.clone()).unwrap_or_else(|| parts.uri.clone());
-        let api = uri.path().starts_with("/api/");
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        if uri.path().starts_with("/api/") {
+            let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Err(unauthenticated(true, "present a Kubernetes token: Authorization: Bearer <token>")) };
             let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty());
-            let Some(token) = token else { return Err(unauthenticated(api, "Authorization must be `Bearer <a Kubernetes token>`")) };
+            let Some(token) = token else { return Err(unauthenticated(true, "Authorization must be `Bearer <a Kubernetes token>`")) };
+            let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| console.auth.client_address(c.0, &parts.headers));
             return match console.auth.review(console.people.own(), token).await {
-                Ok(Some(person)) => Ok(Caller { person, csrf: None, signed_in: None, signed_in_at: None }),
-                Ok(None) => Err(unauthenticated(api, "the token does not authenticate with Kubernetes")),
+                Ok(Some(person)) => Ok(Caller { person, csrf: None, authenticated_at: None }),
+                // Tokens Kubernetes does not accept count against the sign-in limit, so guessing costs.
+                Ok(None) if address.is_some_and(|a| !console.auth.allow_attempt(a)) => Err(too_many()),
+                Ok(None) => Err(unauthenticated(true, "the token does not authenticate with Kubernetes")),
                 Err(e) => {
                     tracing::warn!(error = %e, "TokenReview failed");
-                    Err((StatusCode::SERVICE_UNAVAILABLE, "the console could not ask Kubernetes who the token belongs to").into_response())
+                    Err((StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": "unavailable", "message": "the console could not ask Kubernetes who the token belongs to" }))).into_response())
                 }
             };
         }
-        if !api && let Some(caller) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| console.auth.session(&id)) {
+        if let Some(caller) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| console.auth.session(&id)) {
             return Ok(caller);
         }
-        if api {
-            return Err(unauthenticated(true, "present a Kubernetes token: Authorization: Bearer <token>"));
+        // A page is sent to sign in; an event stream or a form post is told (a redirect would
+        // start a sign-in from a script, or turn the post into a GET of a form's address).
+        if parts.method != Method::GET || uri.path().starts_with("/events/") {
+            return Err(unauthenticated(false, "your session ended: reload the page to sign in again"));
         }
         let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
@@ -359,19 +395,20 @@ impl FromRequestParts<Shared> for Caller {
 }
 
 fn unauthenticated(api: bool, why: &str) -> Response {
-    let mut response = if api { (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": "unauthenticated", "message": why }))).into_response() } else { (StatusCode::UNAUTHORIZED, why.to_string()).into_response() };
+    if !api {
+        return (StatusCode::UNAUTHORIZED, why.to_string()).into_response();
+    }
+    let mut response = (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": "unauthenticated", "message": why }))).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
 }
 
 impl Caller {
-    /// A form's CSRF token checked against the session's; a caller without a session (a
-    /// bearer token) has nothing a forged form could use.
+    /// A form's CSRF token checked against the session's (pages have no caller without one).
     pub fn check_csrf(&self, given: &str) -> Result<(), Response> {
         match &self.csrf {
             Some(expected) if same(expected, given) => Ok(()),
-            Some(_) => Err((StatusCode::FORBIDDEN, "this form is stale or did not come from the console: reload the page and try again").into_response()),
-            None => Ok(()),
+            _ => Err((StatusCode::FORBIDDEN, "this form is stale or did not come from the console: reload the page and try again").into_response()),
         }
     }
 }
@@ -386,7 +423,7 @@ pub struct LoginQuery {
 pub async fn login(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Query(query): Query<LoginQuery>) -> Response {
     let auth = &console.auth;
     let Some(oidc) = &auth.oidc else { return Redirect::to("/auth/token").into_response() };
-    if !auth.allow_attempt(peer.ip()) {
+    if !auth.allow_attempt(auth.client_address(peer, &headers)) {
         return too_many();
     }
     let provider = match oidc.provider().await {
@@ -417,9 +454,13 @@ pub async fn login(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo
         ("code_challenge", challenge),
         ("code_challenge_method", "S256".to_string()),
     ];
+    // max_age makes the provider say when the person signed in (auth_time), which the fresh
+    // sign-in before a broad recall is judged by; 0 with prompt=login asks for the password again.
     if fresh {
         params.push(("prompt", "login".to_string()));
         params.push(("max_age", "0".to_string()));
+    } else {
+        params.push(("max_age", auth.lifetime.as_secs().to_string()));
     }
     let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
     let separator = if provider.authorization_endpoint.contains('?') { '&' } else { '?' };
@@ -437,12 +478,11 @@ pub struct Callback {
     error_description: Option<String>,
 }
 
-pub async fn callback(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Query(callback): Query<Callback>) -> Response {
+/// The provider's redirect back. Not counted by the sign-in limit: it only finishes a sign-in
+/// whose start was counted (its state is one this console issued to this browser).
+pub async fn callback(State(console): State<Shared>, headers: HeaderMap, Query(callback): Query<Callback>) -> Response {
     let auth = &console.auth;
     let Some(oidc) = &auth.oidc else { return Redirect::to("/auth/token").into_response() };
-    if !auth.allow_attempt(peer.ip()) {
-        return too_many();
-    }
     if let Some(error) = callback.error {
         let text: String = format!("{error}: {}", callback.error_description.unwrap_or_default()).chars().take(300).collect();
         return signed_out(StatusCode::UNAUTHORIZED, &format!("The sign-in provider refused the sign-in ({text})."));
@@ -455,29 +495,30 @@ pub async fn callback(State(console): State<Shared>, ConnectInfo(peer): ConnectI
     let Some(pending) = auth.pending.lock().unwrap().remove(&state).filter(|p| p.started.elapsed() < SIGN_IN_WITHIN) else {
         return signed_out(StatusCode::BAD_REQUEST, "This sign-in expired or was already used. Start again.");
     };
+    let clear_login = format!("{LOGIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0");
     match finish_sign_in(auth, oidc, &code, &pending).await {
-        Ok(person) => {
+        Ok((person, authenticated_at)) => {
             tracing::info!(user = %person.username, "signed in with OpenID Connect");
             // A new sign-in ends the session the browser had when it started, so no older session id stays usable.
-            if let Some(old) = &pending.replaces {
-                auth.sessions.lock().unwrap().remove(old);
-            }
-            let id = auth.start_session(person);
+            let id = auth.start_session(person, authenticated_at, auth.lifetime, pending.replaces.as_deref());
             // A same-site page moves on, so the Strict session cookie is sent with the next request.
             let next = html_escape(&pending.next);
             let mut response = Html(format!("<!doctype html><meta http-equiv=\"refresh\" content=\"0;url={next}\"><title>Signed in</title><p>Signed in. <a href=\"{next}\">Continue</a></p>")).into_response();
             set_cookie(&mut response, &format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}", auth.lifetime.as_secs()));
-            set_cookie(&mut response, &format!("{LOGIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"));
+            set_cookie(&mut response, &clear_login);
             response
         }
         Err(why) => {
             tracing::warn!(reason = %why, "sign-in refused");
-            signed_out(StatusCode::UNAUTHORIZED, &format!("The sign-in could not be completed: {why}"))
+            let mut response = signed_out(StatusCode::UNAUTHORIZED, &format!("The sign-in could not be completed: {why}"));
+            set_cookie(&mut response, &clear_login);
+            response
         }
     }
 }
 
-async fn finish_sign_in(auth: &Auth, oidc: &Oidc, code: &str, pending: &Pending) -> Result<Person, String> {
+/// The person an authorization code signs in, and when they proved who they are (Unix seconds).
+async fn finish_sign_in(auth: &Auth, oidc: &Oidc, code: &str, pending: &Pending) -> Result<(Person, i64), String> {
     let provider = oidc.provider().await?;
     let redirect_uri = format!("{}/auth/callback", auth.public_url);
     let mut form = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", &redirect_uri), ("client_id", &oidc.client_id), ("code_verifier", &pending.verifier)];
@@ -490,20 +531,22 @@ async fn finish_sign_in(auth: &Auth, oidc: &Oidc, code: &str, pending: &Pending)
     if !claims.get("nonce").and_then(Value::as_str).is_some_and(|n| same(n, &pending.nonce)) {
         return Err("the ID token's nonce is not this sign-in's".into());
     }
-    if pending.fresh {
-        // A fresh sign-in was asked for: the provider must say the person signed in after it was asked.
-        let auth_time = claims.get("auth_time").and_then(Value::as_i64).ok_or("the ID token does not say when the person signed in (auth_time)")?;
-        if auth_time + 5 < pending.started_at {
-            return Err("the provider did not ask for the password again".into());
-        }
+    let auth_time = claims.get("auth_time").and_then(Value::as_i64).ok_or("the ID token does not say when the person signed in (auth_time)")?;
+    // A fresh sign-in was asked for: the provider must say the person signed in after it was asked.
+    if pending.fresh && auth_time + CLOCK_SKEW < pending.started_at {
+        return Err("the provider did not ask for the password again".into());
     }
     let name = claims.get(&auth.username_claim).and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| format!("the ID token has no {} claim", auth.username_claim))?;
-    let groups = claims.get(&auth.groups_claim).and_then(Value::as_array).map(|g| g.iter().filter_map(Value::as_str).map(|g| format!("{}{}", auth.groups_prefix, g.trim_start_matches('/'))).take(256).collect()).unwrap_or_default();
+    // As the apiserver does: an email names a person only once the provider has verified it.
+    if auth.username_claim == "email" && claims.get("email_verified").and_then(Value::as_bool) != Some(true) {
+        return Err("the ID token's email is not verified (email_verified)".into());
+    }
+    let groups = claims.get(&auth.groups_claim).and_then(Value::as_array).map(|g| g.iter().filter_map(Value::as_str).map(|g| format!("{}{g}", auth.groups_prefix)).take(256).collect()).unwrap_or_default();
     let person = Person { username: format!("{}{name}", auth.username_prefix), groups };
     if person.username.starts_with("system:") || person.groups.iter().any(|g| g.starts_with("system:")) {
         return Err("names starting with system: are Kubernetes' own; set --oidc-username-prefix and --oidc-groups-prefix".into());
     }
-    Ok(person)
+    Ok((person, auth_time.min(jiff::Timestamp::now().as_second())))
 }
 
 pub async fn token_form(State(console): State<Shared>) -> Response {
@@ -515,15 +558,19 @@ pub struct TokenSignIn {
     token: String,
 }
 
-pub async fn token_sign_in(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, axum::Form(form): axum::Form<TokenSignIn>) -> Response {
+pub async fn token_sign_in(State(console): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, axum::Form(form): axum::Form<TokenSignIn>) -> Response {
     let auth = &console.auth;
-    if !auth.allow_attempt(peer.ip()) {
+    if !auth.allow_attempt(auth.client_address(peer, &headers)) {
         return too_many();
     }
-    match auth.review(console.people.own(), form.token.trim()).await {
+    let token = form.token.trim();
+    match auth.review(console.people.own(), token).await {
         Ok(Some(person)) => {
             tracing::info!(user = %person.username, "signed in with a Kubernetes token");
-            let id = auth.start_session(person);
+            // The session ends when the token would (a session outliving its token would let a
+            // revoked or expired one go on working); the browser's previous session ends now.
+            let replaces = cookie(&headers, SESSION_COOKIE).map(|id| digest(&id));
+            let id = auth.start_session(person, jiff::Timestamp::now().as_second(), token_lifetime(token), replaces.as_deref());
             let mut response = Redirect::to("/").into_response();
             set_cookie(&mut response, &format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}", auth.lifetime.as_secs()));
             response
@@ -536,10 +583,11 @@ pub async fn token_sign_in(State(console): State<Shared>, ConnectInfo(peer): Con
     }
 }
 
+/// A form that carries nothing but its CSRF token.
 #[derive(Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 pub async fn logout(State(console): State<Shared>, headers: HeaderMap, caller: Caller, axum::Form(form): axum::Form<CsrfForm>) -> Response {
@@ -552,6 +600,16 @@ pub async fn logout(State(console): State<Shared>, headers: HeaderMap, caller: C
     let mut response = signed_out(StatusCode::OK, "Signed out.");
     set_cookie(&mut response, &format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"));
     response
+}
+
+/// How long a token has left, read from its `exp` when it is a JWT (as ServiceAccount tokens
+/// are; TokenReview has just vouched for it); an opaque token gets a short session.
+fn token_lifetime(token: &str) -> Duration {
+    let exp = token.split('.').nth(1).and_then(|payload| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()).and_then(|json| serde_json::from_slice::<Value>(&json).ok()).and_then(|claims| claims.get("exp")?.as_i64());
+    match exp {
+        Some(exp) => Duration::from_secs(exp.saturating_sub(jiff::Timestamp::now().as_second()).max(0) as u64),
+        None => OPAQUE_TOKEN_SESSION,
+    }
 }
 
 fn signed_out(status: StatusCode, message: &str) -> Response {
@@ -574,9 +632,9 @@ pub fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-/// Headers on every answer, and the origin check of every form post: a post whose Origin is
-/// another site's is refused before any handler runs.
-pub async fn security_headers(State(console): State<Shared>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// The guard around every request: a form post whose Origin is another site's is refused before
+/// any handler runs, and every answer carries the security headers.
+pub async fn guard(State(console): State<Shared>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if writes && !request.uri().path().starts_with("/api/") {
         let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
@@ -619,10 +677,37 @@ mod tests {
             (Some("https://evil.example/"), "/"),
             (Some("/auth/logout"), "/"),
             (Some("/a\"><script>"), "/"),
+            (Some("/./auth/login"), "/"),
+            (Some("/recalls/../auth/logout"), "/"),
             (None, "/"),
         ] {
             assert_eq!(local_path(next), to, "{next:?}");
         }
+    }
+
+    #[test]
+    fn a_token_session_ends_with_the_token() {
+        let claims = |exp: i64| format!("h.{}.s", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{exp}}}")));
+        let now = jiff::Timestamp::now().as_second();
+        assert!((590..=600).contains(&token_lifetime(&claims(now + 600)).as_secs()));
+        assert_eq!(token_lifetime(&claims(now - 10)), Duration::ZERO);
+        assert_eq!(token_lifetime("opaque-static-token"), OPAQUE_TOKEN_SESSION);
+    }
+
+    #[test]
+    fn the_sign_in_limit_counts_the_client_a_trusted_proxy_names_and_no_one_else_s_word() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["console", "--public-url", "https://c.example", "--namespace", "n", "--trusted-proxy", "10.0.0.7", "--sign-ins-per-minute", "2"]).unwrap();
+        let auth = Auth::new(&cli, "https://c.example".into()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.4"));
+        let proxy: SocketAddr = "10.0.0.7:5000".parse().unwrap();
+        let stranger: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        assert_eq!(auth.client_address(proxy, &headers), "198.51.100.4".parse::<IpAddr>().unwrap(), "the address the proxy saw, not one the client wrote");
+        assert_eq!(auth.client_address(stranger, &headers), stranger.ip(), "only a trusted proxy is believed");
+        let ip = auth.client_address(proxy, &headers);
+        assert!(auth.allow_attempt(ip) && auth.allow_attempt(ip) && !auth.allow_attempt(ip));
+        assert!(auth.allow_attempt(stranger.ip()), "another client has its own count");
     }
 
     #[test]

@@ -11,7 +11,16 @@ use serde::Serialize;
 
 /// Matches shown at most for a search, and segments read at most to find them.
 const MAX_MATCHES: usize = 100;
-const MAX_SEGMENTS_SEARCHED: u32 = 1000;
+const MAX_SEGMENTS_SEARCHED: u32 = 200;
+
+/// Which users to show: a search text, or a page (ledger segment) of one backend.
+#[derive(serde::Deserialize, Default)]
+pub struct UsersQuery {
+    pub q: Option<String>,
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub page: u32,
+}
 
 #[derive(Serialize)]
 pub struct Users {
@@ -24,7 +33,8 @@ pub struct Users {
     pub truncated: bool,
 }
 
-pub async fn users(client: kube::Client, namespace: &str, recall: &MfaRecall, backend: Option<&str>, page: u32, search: Option<&str>) -> Result<Users, String> {
+pub async fn users(client: kube::Client, namespace: &str, recall: &MfaRecall, query: &UsersQuery) -> Result<Users, String> {
+    let (backend, page, search) = (query.backend.as_deref(), query.page, query.q.as_deref());
     let api: Api<RecallLedgerSegment> = Api::namespaced(client, namespace);
     let uid = recall.metadata.uid.clone().unwrap_or_default();
     let backends: Vec<String> = recall.spec.backends.clone();

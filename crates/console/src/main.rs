@@ -69,9 +69,10 @@ pub struct Cli {
     /// Sign-in attempts allowed per client address per minute.
     #[arg(long, default_value_t = 10)]
     sign_ins_per_minute: u32,
-    /// Accept plain-HTTP issuers on loopback (tests).
-    #[arg(long, hide = true)]
-    allow_loopback_http: bool,
+    /// Addresses of the proxies in front (the Ingress controller's pods) whose X-Forwarded-For
+    /// names the client, so the sign-in limit counts each client rather than the proxy (repeat or comma-separate).
+    #[arg(long = "trusted-proxy", env = "MFA_RECALL_CONSOLE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -108,6 +109,10 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let public = url_origin(&cli.public_url).ok_or_else(|| format!("--public-url {:?} is not an http(s) URL such as https://mfa-recall.example.com", cli.public_url))?;
+    // Every page and link is at the root of the origin.
+    if cli.public_url.trim_end_matches('/') != public {
+        return Err(format!("--public-url {:?} must be an origin without a path, such as https://mfa-recall.example.com: the console is served at the root", cli.public_url).into());
+    }
     let own = kube::Config::infer().await.map_err(|e| format!("no Kubernetes connection ({e})"))?;
     let auth = auth::Auth::new(&cli, public)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -151,7 +156,7 @@ fn router(console: Shared) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
         .nest("/api/v1", api::routes())
-        .layer(axum::middleware::from_fn_with_state(console.clone(), auth::security_headers))
+        .layer(axum::middleware::from_fn_with_state(console.clone(), auth::guard))
         .with_state(console)
 }
 

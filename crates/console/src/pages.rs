@@ -13,7 +13,8 @@ use mfa_recall::api::{IdentityBackend, MfaBypass, MfaRecall, MfaRecallPolicy};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, CsrfForm};
+use crate::ledger::UsersQuery;
 use crate::{Shared, views};
 
 pub struct Templates {
@@ -98,15 +99,10 @@ pub async fn recalls(State(console): State<Shared>, caller: Caller) -> Response 
     }
 }
 
-#[derive(Deserialize, Default)]
-pub struct UsersQuery {
-    q: Option<String>,
-    backend: Option<String>,
-    #[serde(default)]
-    page: u32,
-}
-
 pub async fn recall(State(console): State<Shared>, Path(name): Path<String>, Query(query): Query<UsersQuery>, caller: Caller) -> Response {
+    if let Err(refused) = valid_name(&console, &caller, &name) {
+        return refused;
+    }
     let client = client_or_return!(console, caller);
     let ns = &console.cli.namespace;
     let object = match Api::<MfaRecall>::namespaced(client.clone(), ns).get(&name).await {
@@ -114,7 +110,7 @@ pub async fn recall(State(console): State<Shared>, Path(name): Path<String>, Que
         Err(e) => return kube_error(&console, Some(&caller), e),
     };
     let view = views::recall(&object);
-    let (users, users_error) = match crate::ledger::users(client.clone(), ns, &object, query.backend.as_deref(), query.page, query.q.as_deref()).await {
+    let (users, users_error) = match crate::ledger::users(client.clone(), ns, &object, &query).await {
         Ok(users) => (Some(users), None),
         Err(e) => (None, Some(e)),
     };
@@ -245,25 +241,21 @@ pub async fn create_recall(State(console): State<Shared>, caller: Caller, axum::
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// Sets a planned recall to Execute; a broad one only after a fresh sign-in.
-pub async fn start_recall(State(console): State<Shared>, Path(name): Path<String>, caller: Caller, axum::Form(form): axum::Form<CsrfOnly>) -> Response {
-    act_on_recall(console, name, caller, form, json!({ "spec": { "mode": "Execute" } })).await
+pub async fn start_recall(State(console): State<Shared>, Path(name): Path<String>, caller: Caller, axum::Form(form): axum::Form<CsrfForm>) -> Response {
+    act_on_recall(console, name, caller, form, Action::Start).await
 }
 
 /// Approves a recall in the person's own name (the admission policy refuses anyone else's, and the requester's).
-pub async fn approve_recall(State(console): State<Shared>, Path(name): Path<String>, caller: Caller, axum::Form(form): axum::Form<CsrfOnly>) -> Response {
-    let me = caller.person.username.clone();
-    act_on_recall(console, name, caller, form, json!({ "spec": { "approval": { "approvedBy": me } } })).await
+pub async fn approve_recall(State(console): State<Shared>, Path(name): Path<String>, caller: Caller, axum::Form(form): axum::Form<CsrfForm>) -> Response {
+    act_on_recall(console, name, caller, form, Action::Approve).await
 }
 
-async fn act_on_recall(console: Shared, name: String, caller: Caller, form: CsrfOnly, patch: serde_json::Value) -> Response {
+async fn act_on_recall(console: Shared, name: String, caller: Caller, form: CsrfForm, action: Action) -> Response {
     if let Err(refused) = caller.check_csrf(&form.csrf) {
+        return refused;
+    }
+    if let Err(refused) = valid_name(&console, &caller, &name) {
         return refused;
     }
     let client = client_or_return!(console, caller);
@@ -272,15 +264,56 @@ async fn act_on_recall(console: Shared, name: String, caller: Caller, form: Csrf
         Ok(o) => o,
         Err(e) => return kube_error(&console, Some(&caller), e),
     };
-    // A caller with a bearer token presented it with this very request: that is its fresh sign-in.
-    if views::is_broad(&object, console.cli.broad_scope_users) && !console.auth.is_fresh(&caller) && caller.csrf.is_some() {
+    if let Some(why) = action.refusal(&object, &caller.person.username) {
+        return console.pages.render_status(StatusCode::CONFLICT, "error.html", context! { title => "Not now", message => why, status => 409 }, Some(&caller));
+    }
+    if views::is_broad(&object, console.cli.broad_scope_users) && !console.auth.is_fresh(&caller) {
         let next: String = form_urlencoded::byte_serialize(format!("/recalls/{name}").as_bytes()).collect();
         return Redirect::to(&format!("/auth/login?fresh=1&next={next}")).into_response();
     }
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(action.patch(&object, &caller.person.username))).await {
         Ok(_) => Redirect::to(&format!("/recalls/{name}")).into_response(),
         Err(e) => kube_error(&console, Some(&caller), e),
     }
+}
+
+/// What a person does to a recall from its page or the API.
+#[derive(Clone, Copy)]
+pub enum Action {
+    Start,
+    Approve,
+}
+
+impl Action {
+    pub fn refusal(self, object: &MfaRecall, me: &str) -> Option<String> {
+        match self {
+            Action::Start => views::refuse_start(object),
+            Action::Approve => views::refuse_approve(object, me),
+        }
+    }
+
+    /// The merge patch, at the version the checks were made on (a change since is a conflict,
+    /// not a start of something no one saw).
+    pub fn patch(self, object: &MfaRecall, me: &str) -> serde_json::Value {
+        let spec = match self {
+            Action::Start => json!({ "mode": "Execute" }),
+            Action::Approve => json!({ "approval": { "approvedBy": me } }),
+        };
+        json!({ "metadata": { "resourceVersion": object.metadata.resource_version }, "spec": spec })
+    }
+}
+
+/// A name or namespace as Kubernetes writes them (a DNS-1123 subdomain), so a path segment such
+/// as `x%2Fstatus` never reaches another object than the one checked.
+pub fn is_object_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !label.starts_with('-') && !label.ends_with('-'))
+}
+
+fn valid_name(console: &Shared, caller: &Caller, name: &str) -> Result<(), Response> {
+    if is_object_name(name) {
+        return Ok(());
+    }
+    Err(console.pages.render_status(StatusCode::BAD_REQUEST, "error.html", context! { title => "Not a recall's name", message => "names are lower-case letters, digits, dashes and dots", status => 400 }, Some(caller)))
 }
 
 pub async fn approvals(State(console): State<Shared>, caller: Caller) -> Response {
@@ -348,8 +381,11 @@ pub async fn request_bypass(State(console): State<Shared>, caller: Caller, axum:
     }
 }
 
-pub async fn approve_bypass(State(console): State<Shared>, Path(name): Path<String>, caller: Caller, axum::Form(form): axum::Form<CsrfOnly>) -> Response {
+pub async fn approve_bypass(State(console): State<Shared>, Path(name): Path<String>, caller: Caller, axum::Form(form): axum::Form<CsrfForm>) -> Response {
     if let Err(refused) = caller.check_csrf(&form.csrf) {
+        return refused;
+    }
+    if let Err(refused) = valid_name(&console, &caller, &name) {
         return refused;
     }
     let client = client_or_return!(console, caller);
@@ -374,6 +410,30 @@ pub async fn policies(State(console): State<Shared>, caller: Caller) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_kubernetes_names_reach_the_apiserver() {
+        for name in ["inc-1", "a.b-c", "recall-20261207-022657"] {
+            assert!(is_object_name(name), "{name}");
+        }
+        for name in ["", "x/status", "X", "a?b", "-a", "a-", "a..b", "..", &"a".repeat(254)] {
+            assert!(!is_object_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_recall_is_started_only_from_a_finished_plan_and_broad_until_its_plan_says_otherwise() {
+        let mut recall: MfaRecall = serde_json::from_value(json!({ "metadata": { "name": "r", "generation": 2, "resourceVersion": "7" }, "spec": { "reason": "x", "backends": ["okta"], "scope": { "users": ["a"] }, "mode": "Plan" } })).unwrap();
+        assert!(views::refuse_start(&recall).is_some(), "no plan yet");
+        assert!(views::is_broad(&recall, 100), "no plan yet says nothing of its size");
+        recall.status = Some(serde_json::from_value(json!({ "phase": "Planned", "observedGeneration": 2, "plan": { "users": 1 } })).unwrap());
+        assert!(views::refuse_start(&recall).is_none());
+        assert!(!views::is_broad(&recall, 100));
+        assert_eq!(Action::Start.patch(&recall, "me")["metadata"]["resourceVersion"], "7");
+        recall.metadata.generation = Some(3);
+        assert!(views::refuse_start(&recall).is_some(), "a plan of an older spec");
+        assert!(views::refuse_approve(&recall, "me").is_some(), "nothing to approve");
+    }
 
     #[test]
     fn every_page_renders_and_escapes_what_it_is_given() {

@@ -193,9 +193,26 @@ pub fn recall(object: &MfaRecall) -> RecallView {
     }
 }
 
-/// A recall whose start needs a fresh sign-in: over all users, or more users than `broad`.
+/// A recall whose start or approval needs a fresh sign-in: over all users, naming more users
+/// than `broad`, whose plan finds more, or with no plan yet to tell.
 pub fn is_broad(object: &MfaRecall, broad: i64) -> bool {
-    object.spec.scope.all_users == Some(true) || object.status.as_ref().and_then(|s| s.plan.as_ref()).is_some_and(|p| p.users > broad)
+    let plan = object.status.as_ref().and_then(|s| s.plan.as_ref());
+    object.spec.scope.all_users == Some(true) || object.spec.scope.users.len() as i64 > broad || plan.is_none_or(|p| p.users > broad)
+}
+
+/// Why the recall cannot be started now: only a plan the operator has finished for the current
+/// spec runs as it was shown.
+pub fn refuse_start(object: &MfaRecall) -> Option<String> {
+    (!recall(object).startable).then(|| "only a finished plan can be started: this recall is not one (or its plan is being made again); reload to see where it is".to_string())
+}
+
+/// Why `me` cannot approve the recall now.
+pub fn refuse_approve(object: &MfaRecall, me: &str) -> Option<String> {
+    let view = recall(object);
+    if !view.awaits_approval {
+        return Some("this recall is not waiting for an approval".into());
+    }
+    (view.requested_by.as_deref() == Some(me)).then(|| "you requested this recall, so you cannot approve it: a second person must".to_string())
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -229,7 +246,7 @@ pub fn bypass(object: &MfaBypass) -> BypassView {
         phase: format!("{:?}", status.phase),
         message: status.message.clone(),
         expires_at: time(status.expires_at),
-        awaits_approval: object.spec.approved_by.is_none() && !object.spec.revoked,
+        awaits_approval: status.phase == mfa_recall::api::BypassPhase::AwaitingApproval && object.spec.approved_by.is_none() && !object.spec.revoked,
     }
 }
 

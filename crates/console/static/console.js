@@ -117,7 +117,12 @@ document.addEventListener("DOMContentLoaded", () => {
   const status = document.getElementById("live-status");
   const source = new EventSource(live.dataset.live);
   source.addEventListener("open", () => { if (status) status.textContent = "Live: updated as the operator works."; });
-  source.addEventListener("error", () => { if (status) status.textContent = "Live: reconnecting…"; });
+  // A stream refused (the session ended, the rights were taken away) is closed by the browser,
+  // which does not try again: the page says so rather than showing stale counts as live.
+  source.addEventListener("error", () => {
+    if (!status) return;
+    status.textContent = source.readyState === EventSource.CLOSED ? "Not live: your session ended or you may no longer watch. Reload the page." : "Live: reconnecting…";
+  });
   source.addEventListener("recall", (event) => {
     const view = JSON.parse(event.data);
     apply(view);
