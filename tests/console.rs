@@ -221,21 +221,6 @@ async fn people_plan_start_approve_and_watch_recalls_in_a_browser() {
     assert!(!log.contains(PASSWORD) && !log.contains("eyJ"), "the console logged a secret:\n{log}");
 }
 
-/// The next server-sent event of `response` whose data is a recall for which `until` holds.
-async fn next_recall_event(response: &mut reqwest::Response, buffer: &mut String, until: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-            if event.lines().any(|l| l == "event: recall") && let Ok(view) = serde_json::from_str::<Value>(&data) && until(&view) {
-                return view;
-            }
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(60), response.chunk()).await.expect("an event within a minute").unwrap().expect("the stream goes on");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     let (parts, admin, ns, _) = support::scenario("console-api").await;
@@ -285,11 +270,11 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     assert_eq!(events.status(), 200);
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     let mut buffer = String::new();
-    let planned = next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "Planned").await;
+    let planned = testkit::sse::next(&mut events, &mut buffer, "recall", |v| v["phase"] == "Planned").await;
     assert_eq!((planned["mode"].as_str(), planned["plan"]["users"].as_i64()), (Some("Plan"), Some(2)), "{planned}");
     let started = http.post(format!("{api}/soar-1/start")).bearer_auth(&bot).send().await.unwrap();
     assert_eq!(started.status(), 200);
-    let done = next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "AwaitingReEnrollment").await;
+    let done = testkit::sse::next(&mut events, &mut buffer, "recall", |v| v["phase"] == "AwaitingReEnrollment").await;
     assert_eq!((done["done"].as_i64(), done["backends"][0]["invalidated"].as_i64()), (Some(2), Some(2)), "{done}\n{}", operator.log());
     let read: Value = http.get(format!("{api}/soar-1")).bearer_auth(&bot).send().await.unwrap().json().await.unwrap();
     assert_eq!(read["phase"], "AwaitingReEnrollment");
@@ -317,11 +302,11 @@ async fn machines_use_the_api_with_kubernetes_tokens_and_rbac_decides() {
     assert_eq!(created["requestedBy"], format!("system:serviceaccount:{ns}:soar-bot"), "{created}");
     let mut events = http.get(format!("{api}/soar-2/events")).bearer_auth(&bot).send().await.unwrap();
     let mut buffer = String::new();
-    next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "AwaitingApproval").await;
+    testkit::sse::next(&mut events, &mut buffer, "recall", |v| v["phase"] == "AwaitingApproval").await;
     assert_eq!(http.post(format!("{api}/soar-2/approve")).bearer_auth(&intruder).send().await.unwrap().status(), 403);
     let approved: Value = http.post(format!("{api}/soar-2/approve")).bearer_auth(&lead).send().await.unwrap().json().await.unwrap();
     assert_eq!(approved["approvedBy"], format!("system:serviceaccount:{ns}:lead"), "{approved}");
-    let done = next_recall_event(&mut events, &mut buffer, |v| v["phase"] == "AwaitingReEnrollment").await;
+    let done = testkit::sse::next(&mut events, &mut buffer, "recall", |v| v["phase"] == "AwaitingReEnrollment").await;
     assert_eq!(done["done"], 1, "{done}");
 
     // The pages: a token sign-in gives a cookie scripts cannot read and other sites cannot send.

@@ -6,6 +6,32 @@
 pub mod sims;
 pub mod ssf;
 
+/// Server-sent events as the console sends them, read by the tests and the bench.
+pub mod sse {
+    use serde_json::Value;
+    use std::time::Duration;
+
+    /// Reads `response`'s server-sent events (kept across calls in `buffer`) until one named
+    /// `event` whose JSON data `until` accepts; panics when none comes within a minute.
+    pub async fn next(response: &mut reqwest::Response, buffer: &mut String, event: &str, until: impl Fn(&Value) -> bool) -> Value {
+        let named = format!("event: {event}");
+        loop {
+            while let Some(end) = buffer.find("\n\n") {
+                let message: String = buffer.drain(..end + 2).collect();
+                let data: String = message.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                if message.lines().any(|l| l == named)
+                    && let Ok(value) = serde_json::from_str::<Value>(&data)
+                    && until(&value)
+                {
+                    return value;
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(60), response.chunk()).await.expect("an event within a minute").expect("the stream reads").expect("the stream goes on");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
 pub use idp_sim::CANARY;
 
 use std::collections::BTreeMap;

@@ -405,6 +405,7 @@ fn percentiles_ms(mut samples: Vec<Duration>) -> Value {
 
 /// `--console`: page first byte and status-change-to-page time.
 async fn console_run(args: &Args, client: &Client, http: &reqwest::Client) -> Value {
+    assert!(args.users >= 1 && args.rounds >= 1, "--console needs --users (the recalls listed) and --rounds of at least 1");
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     use kube::api::{Patch, PatchParams, PostParams};
@@ -475,29 +476,17 @@ async fn console_run(args: &Args, client: &Client, http: &reqwest::Client) -> Va
     // A status change to the event carrying it on the recalls page's stream.
     let mut events = plain.get(format!("{url}/events/recalls")).header("cookie", &cookie).send().await.unwrap();
     let mut buffer = String::new();
-    let next_done = async |events: &mut reqwest::Response, buffer: &mut String, name: &str, done: i64| loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            let data: String = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-            if let Ok(view) = serde_json::from_str::<Value>(&data)
-                && view["name"] == name
-                && view["done"] == done
-            {
-                return;
-            }
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(30), events.chunk()).await.expect("an event within 30 s").unwrap().expect("the stream goes on");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-    };
     let last = format!("bench-{:04}", args.users - 1);
-    next_done(&mut events, &mut buffer, &last, 0).await;
+    testkit::sse::next(&mut events, &mut buffer, "recall", |v| v["name"] == last.as_str()).await;
     let mut to_page = Vec::new();
     for round in 1..=args.rounds as i64 {
         let start = Instant::now();
         recalls.patch_status("bench-0000", &PatchParams::default(), &Patch::Merge(bench_status(round, 1000))).await.unwrap();
-        next_done(&mut events, &mut buffer, "bench-0000", round).await;
+        testkit::sse::next(&mut events, &mut buffer, "recall", |v| v["name"] == "bench-0000" && v["done"] == round).await;
         to_page.push(start.elapsed());
     }
+    drop(events);
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
     json!({ "run": "console", "recalls": args.users, "msFirstByteRecallsPage": list_page, "msFirstByteRecallPage": recall_page, "msStatusChangeToPageEvent": percentiles_ms(to_page) })
 }
 
