@@ -1,0 +1,106 @@
+-- The reference in-house identity store of crates/pg-backend: the tables a typical login service
+-- keeps (users, nested groups, factors of several kinds with their creation times, sessions,
+-- refresh tokens, remembered devices, one-time bypass codes) and an events table that triggers
+-- keep complete, whoever writes the factors. Applied by `mfa-recall-pg-backend --apply-schema`;
+-- idempotent.
+
+create table if not exists users (
+  id          text primary key,
+  username    text not null,
+  email       text,
+  enabled     boolean not null default true,
+  created_at  timestamptz not null default now()
+);
+-- People type names in any letter case: one user per name, whatever its case.
+create unique index if not exists users_username_ci on users (lower(username));
+create index if not exists users_email_ci on users (lower(email));
+
+create table if not exists groups (
+  id         text primary key,
+  name       text not null unique,
+  parent_id  text references groups (id) on delete set null
+);
+
+create table if not exists group_members (
+  group_id  text not null references groups (id) on delete cascade,
+  user_id   text not null references users (id) on delete cascade,
+  primary key (group_id, user_id)
+);
+create index if not exists group_members_user on group_members (user_id);
+
+-- created_at null: a factor from before the store kept creation times (its age is unknown).
+create table if not exists factors (
+  id          text primary key,
+  user_id     text not null references users (id) on delete cascade,
+  kind        text not null check (kind in ('totp', 'webauthn', 'passkey', 'sms', 'voice', 'email', 'push', 'recoveryCodes', 'other')),
+  type        text not null,
+  secret      bytea,
+  created_at  timestamptz
+);
+create index if not exists factors_user on factors (user_id);
+
+create table if not exists sessions (
+  id          text primary key,
+  user_id     text not null references users (id) on delete cascade,
+  created_at  timestamptz not null default now(),
+  expires_at  timestamptz not null
+);
+create index if not exists sessions_user on sessions (user_id);
+
+create table if not exists refresh_tokens (
+  id          text primary key,
+  user_id     text not null references users (id) on delete cascade,
+  token_hash  text not null,
+  expires_at  timestamptz not null
+);
+create index if not exists refresh_tokens_user on refresh_tokens (user_id);
+
+create table if not exists remembered_devices (
+  id          text primary key,
+  user_id     text not null references users (id) on delete cascade,
+  created_at  timestamptz not null default now()
+);
+create index if not exists remembered_devices_user on remembered_devices (user_id);
+
+-- Kinds a user must set up at their next sign-in (the login service reads this).
+create table if not exists required_enrollments (
+  user_id   text primary key references users (id) on delete cascade,
+  kinds     text[] not null,
+  since     timestamptz not null default now()
+);
+
+create table if not exists bypass_codes (
+  reference   text primary key,
+  user_id     text not null references users (id) on delete cascade,
+  code_hash   text not null,
+  expires_at  timestamptz not null,
+  used_at     timestamptz,
+  revoked_at  timestamptz
+);
+
+create table if not exists events (
+  seq          bigserial primary key,
+  at           timestamptz not null default clock_timestamp(),
+  user_id      text not null,
+  type         text not null,
+  factor_kind  text,
+  ip           inet,
+  user_agent   text,
+  country      text,
+  asn          integer
+);
+create index if not exists events_user_at on events (user_id, at);
+create index if not exists events_at on events (at);
+
+create or replace function record_factor_event() returns trigger language plpgsql as $$
+begin
+  if tg_op = 'INSERT' then
+    insert into events (user_id, type, factor_kind, at) values (new.user_id, 'factorEnrolled', new.kind, coalesce(new.created_at, clock_timestamp()));
+    return new;
+  end if;
+  insert into events (user_id, type, factor_kind) values (old.user_id, 'factorRemoved', old.kind);
+  return old;
+end $$;
+
+drop trigger if exists factors_events on factors;
+create trigger factors_events after insert or delete on factors for each row execute function record_factor_event();

@@ -1,0 +1,381 @@
+//! The reference backend of mfa-recall's backend protocol (docs/backend-protocol.md) over an
+//! in-house identity store kept in PostgreSQL (schema.sql). An in-house team copies it, or
+//! writes the same calls in their own language: it is the protocol, nothing more. Every SQL
+//! statement is in sql.rs.
+//!
+//!   mfa-recall-pg-backend --database-url postgres://... --token-file /secrets/token [--apply-schema]
+
+mod sql;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use base64::Engine;
+use clap::Parser;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use deadpool_postgres::tokio_postgres;
+use sha2::{Digest, Sha256};
+
+/// The media type of protocol version 1.
+const MEDIA_TYPE: &str = "application/vnd.mfa-recall.backend+json;version=1";
+const PAGE: i64 = 500;
+const MAX_PAGE: i64 = 1000;
+
+#[derive(Parser)]
+#[command(name = "mfa-recall-pg-backend", about = "mfa-recall's backend protocol over an in-house identity store in PostgreSQL", version)]
+struct Cli {
+    #[arg(long, env = "MFA_RECALL_PG_BACKEND_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// The store, with a role that may read the tables and make only the writes a recall needs (docs/backend-protocol.md).
+    #[arg(long, env = "MFA_RECALL_PG_BACKEND_DATABASE_URL")]
+    database_url: String,
+    /// A file holding the bearer token the operator presents (the `token` of the IdentityBackend's Secret).
+    #[arg(long, env = "MFA_RECALL_PG_BACKEND_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Create the tables first (schema.sql; idempotent).
+    #[arg(long)]
+    apply_schema: bool,
+    /// Connections to the store.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+}
+
+struct Backend {
+    pool: deadpool_postgres::Pool,
+    token_hash: [u8; 32],
+}
+
+type Shared = Arc<Backend>;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let token = std::fs::read_to_string(&cli.token_file).map_err(|e| format!("--token-file {}: {e}", cli.token_file.display()))?;
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err("--token-file must hold a token of at least 16 characters".into());
+    }
+    let config: tokio_postgres::Config = cli.database_url.parse().map_err(|e| format!("--database-url: {e}"))?;
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager).max_size(cli.connections).build()?;
+    if cli.apply_schema {
+        pool.get().await?.batch_execute(sql::SCHEMA).await.map_err(|e| format!("applying schema.sql: {e}"))?;
+    }
+    let backend = Arc::new(Backend { pool, token_hash: Sha256::digest(token.as_bytes()).into() });
+    let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| format!("listening on {}: {e}", cli.listen))?;
+    tracing::info!(listen = %cli.listen, "backend serving");
+    axum::serve(listener, router(backend)).await?;
+    Ok(())
+}
+
+fn router(backend: Shared) -> Router {
+    Router::new()
+        .route("/", get(negotiate))
+        .route("/users", get(users))
+        .route("/groups/{group}/members", get(group_members))
+        .route("/users/{id}", get(user))
+        .route("/users/{id}/factors", get(factors))
+        .route("/users/{id}/factors/{factor}", delete(revoke_factor))
+        .route("/users/{id}/sessions/revoke", post(revoke_sessions))
+        .route("/users/{id}/require-enrollment", post(require_enrollment))
+        .route("/users/{id}/enrollments", get(enrolled_since))
+        .route("/users/{id}/disable", post(disable))
+        .route("/users/{id}/enable", post(enable))
+        .route("/events", get(events))
+        .route("/users/{id}/bypasses", post(issue_bypass))
+        .route("/users/{id}/bypasses/{reference}", get(bypass_used).delete(revoke_bypass))
+        .layer(axum::middleware::from_fn_with_state(backend.clone(), authenticate))
+        .with_state(backend)
+}
+
+/// A protocol error: its status, code and message (shown to people: no secrets).
+struct Failure(StatusCode, &'static str, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        answer(self.0, json!({ "error": self.1, "message": self.2.chars().take(500).collect::<String>() }))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Failure {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %e, "no connection to the store");
+        Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store cannot be reached".into())
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        tracing::warn!(error = %e, "a statement failed");
+        Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store could not answer".into())
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    response
+}
+
+fn ok(body: Value) -> Result<Response, Failure> {
+    Ok(answer(StatusCode::OK, body))
+}
+
+fn done() -> Result<Response, Failure> {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn no_user(id: &str) -> Failure {
+    Failure(StatusCode::NOT_FOUND, "notFound", format!("no user {id}"))
+}
+
+/// The bearer token checked on every call, in constant time (by its hash).
+async fn authenticate(State(backend): State<Shared>, request: Request, next: Next) -> Response {
+    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    let hash: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, &backend.token_hash).is_err() {
+        return Failure(StatusCode::UNAUTHORIZED, "unauthorized", "present the IdentityBackend's token: Authorization: Bearer <token>".into()).into_response();
+    }
+    next.run(request).await
+}
+
+/// Negotiation: version 1 to a caller that accepts it, with the store's capabilities.
+async fn negotiate(headers: axum::http::HeaderMap) -> Result<Response, Failure> {
+    let accepts = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| t.split(';').map(str::trim).collect::<Vec<_>>() == ["application/vnd.mfa-recall.backend+json", "version=1"]);
+    if !accepts {
+        return Err(Failure(StatusCode::NOT_ACCEPTABLE, "invalid", format!("this backend speaks {MEDIA_TYPE}")));
+    }
+    ok(json!({
+        "protocol": "mfa-recall-backend",
+        "capabilities": {
+            "factorKinds": ["totp", "webauthn", "passkey", "sms", "voice", "email", "push", "recoveryCodes", "other"],
+            "factorCreationTime": true,
+            "revokeSessions": true,
+            "countSessions": true,
+            "requireEnrollment": true,
+            "enrollmentDetection": true,
+            "eventStream": true,
+            "disableUser": true,
+            "nestedGroups": true,
+            "nameMatch": "caseInsensitive",
+            "bypass": { "mechanism": "one-time code", "minLifetimeSeconds": 60, "maxLifetimeSeconds": 86400, "sentByBackend": false, "withdrawable": true },
+            "limitations": ["factor age: factors stored before creation times were kept have none, and are kept by a recall"],
+        }
+    }))
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    cursor: Option<String>,
+    limit: Option<i64>,
+    name: Option<String>,
+    direct: Option<bool>,
+}
+
+impl Paging {
+    fn limit(&self) -> i64 {
+        self.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE)
+    }
+}
+
+/// A page of users as rows of (id, username): the next cursor is the last id of a full page.
+fn user_page(rows: &[tokio_postgres::Row], limit: i64) -> Value {
+    let users: Vec<Value> = rows.iter().map(|r| json!({ "id": r.get::<_, String>(0), "username": r.get::<_, String>(1) })).collect();
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.get::<_, String>(0))).flatten();
+    json!({ "users": users, "next": next })
+}
+
+async fn users(State(backend): State<Shared>, Query(paging): Query<Paging>) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    if let Some(name) = &paging.name {
+        let rows = db.query(sql::USERS_NAMED, &[name]).await?;
+        return ok(json!({ "users": user_page(&rows, i64::MAX)["users"], "next": null }));
+    }
+    let limit = paging.limit();
+    let rows = db.query(sql::USERS_AFTER, &[&paging.cursor.clone().unwrap_or_default(), &limit]).await?;
+    ok(user_page(&rows, limit))
+}
+
+async fn group_members(State(backend): State<Shared>, Path(group): Path<String>, Query(paging): Query<Paging>) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    let Some(found) = db.query_opt(sql::GROUP, &[&group]).await? else { return Err(Failure(StatusCode::NOT_FOUND, "notFound", format!("no group {group}"))) };
+    let (id, limit) = (found.get::<_, String>(0), paging.limit());
+    let rows = db.query(sql::GROUP_MEMBERS_AFTER, &[&id, &paging.direct.unwrap_or(false), &paging.cursor.clone().unwrap_or_default(), &limit]).await?;
+    ok(user_page(&rows, limit))
+}
+
+async fn user(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    let row = db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    ok(json!({ "id": row.get::<_, String>(0), "username": row.get::<_, String>(1), "enabled": row.get::<_, bool>(2), "address": row.get::<_, Option<String>>(3) }))
+}
+
+async fn factors(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    let rows = db.query(sql::FACTORS, &[&id]).await?;
+    let factors: Vec<Value> = rows.iter().map(|r| json!({ "id": r.get::<_, String>(0), "kind": r.get::<_, String>(1), "type": r.get::<_, String>(2), "createdAt": r.get::<_, Option<String>>(3) })).collect();
+    let sessions: i64 = db.query_one(sql::SESSIONS, &[&id]).await?.get(0);
+    ok(json!({ "factors": factors, "sessions": sessions }))
+}
+
+async fn revoke_factor(State(backend): State<Shared>, Path((id, factor)): Path<(String, String)>) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    match db.execute(sql::DELETE_FACTOR, &[&id, &factor]).await? {
+        0 => Err(Failure(StatusCode::NOT_FOUND, "alreadyGone", format!("user {id} holds no factor {factor}"))),
+        _ => done(),
+    }
+}
+
+async fn revoke_sessions(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
+    let mut db = backend.pool.get().await?;
+    let tx = db.transaction().await?;
+    tx.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    let mut revoked = 0;
+    for statement in [sql::DELETE_SESSIONS, sql::DELETE_REFRESH_TOKENS, sql::DELETE_REMEMBERED_DEVICES] {
+        revoked += tx.execute(statement, &[&id]).await?;
+    }
+    tx.commit().await?;
+    ok(json!({ "revoked": revoked }))
+}
+
+#[derive(Deserialize)]
+struct Kinds {
+    kinds: Vec<String>,
+}
+
+async fn require_enrollment(State(backend): State<Shared>, Path(id): Path<String>, body: Result<axum::Json<Kinds>, axum::extract::rejection::JsonRejection>) -> Result<Response, Failure> {
+    let axum::Json(Kinds { kinds }) = body.map_err(|e| Failure(StatusCode::BAD_REQUEST, "invalid", format!("the body must be {{\"kinds\": [...]}}: {}", e.body_text())))?;
+    let db = backend.pool.get().await?;
+    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    db.execute(sql::REQUIRE_ENROLLMENT, &[&id, &kinds]).await?;
+    done()
+}
+
+#[derive(Deserialize)]
+struct Since {
+    since: String,
+}
+
+async fn enrolled_since(State(backend): State<Shared>, Path(id): Path<String>, Query(Since { since }): Query<Since>) -> Result<Response, Failure> {
+    let since = time(&since)?;
+    let db = backend.pool.get().await?;
+    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    let row = db.query_opt(sql::FIRST_FACTOR_SINCE, &[&id, &since]).await?;
+    ok(json!({ "enrollment": row.map(|r| json!({ "kind": r.get::<_, String>(0), "at": r.get::<_, String>(1) })) }))
+}
+
+/// An RFC 3339 time from a query, checked before it reaches the store.
+fn time(text: &str) -> Result<String, Failure> {
+    text.parse::<jiff::Timestamp>().map(|t| t.to_string()).map_err(|_| Failure(StatusCode::BAD_REQUEST, "invalid", format!("{text:?} is not an RFC 3339 time")))
+}
+
+async fn set_enabled(backend: &Backend, id: &str, enabled: bool) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    match db.execute(sql::SET_ENABLED, &[&id, &enabled]).await? {
+        0 => Err(no_user(id)),
+        _ => done(),
+    }
+}
+
+async fn disable(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
+    set_enabled(&backend, &id, false).await
+}
+
+async fn enable(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
+    set_enabled(&backend, &id, true).await
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    cursor: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    user: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>) -> Result<Response, Failure> {
+    let after: i64 = match &query.cursor {
+        Some(cursor) => cursor.parse().map_err(|_| Failure(StatusCode::BAD_REQUEST, "invalid", "cursor is not one this backend gave".into()))?,
+        None => 0,
+    };
+    let from = query.from.as_deref().map(time).transpose()?;
+    let until = query.until.as_deref().map(time).transpose()?;
+    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let db = backend.pool.get().await?;
+    // With a cursor the log goes on from it; `from` only places the first read.
+    let from = if query.cursor.is_some() { None } else { from };
+    let rows = db.query(sql::EVENTS, &[&after, &from, &until, &query.user, &limit]).await?;
+    let events: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut event = json!({ "id": r.get::<_, i64>(0).to_string(), "at": r.get::<_, String>(1), "userId": r.get::<_, String>(2), "type": r.get::<_, String>(3) });
+            for (field, value) in [("factorKind", r.get::<_, Option<String>>(4)), ("ip", r.get::<_, Option<String>>(5)), ("userAgent", r.get::<_, Option<String>>(6)), ("country", r.get::<_, Option<String>>(7))] {
+                if let Some(value) = value {
+                    event[field] = json!(value);
+                }
+            }
+            if let Some(asn) = r.get::<_, Option<i32>>(8) {
+                event["asn"] = json!(asn);
+            }
+            event
+        })
+        .collect();
+    let next = rows.last().map(|r| r.get::<_, i64>(0)).unwrap_or(after);
+    ok(json!({ "events": events, "next": next.to_string(), "more": rows.len() as i64 == limit }))
+}
+
+#[derive(Deserialize)]
+struct BypassRequest {
+    #[serde(rename = "lifetimeSeconds")]
+    lifetime_seconds: i64,
+}
+
+async fn issue_bypass(State(backend): State<Shared>, Path(id): Path<String>, body: Result<axum::Json<BypassRequest>, axum::extract::rejection::JsonRejection>) -> Result<Response, Failure> {
+    let axum::Json(request) = body.map_err(|e| Failure(StatusCode::BAD_REQUEST, "invalid", format!("the body must be {{\"lifetimeSeconds\": n}}: {}", e.body_text())))?;
+    if !(60..=86_400).contains(&request.lifetime_seconds) {
+        return Err(Failure(StatusCode::BAD_REQUEST, "invalid", "lifetimeSeconds must be from 60 to 86400".into()));
+    }
+    let mut bytes = [0u8; 15];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no randomness".into()))?;
+    let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let reference = hex::encode(&Sha256::digest(format!("reference {code}").as_bytes())[..8]);
+    let db = backend.pool.get().await?;
+    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    let expires: String = db.query_one(sql::ISSUE_BYPASS, &[&reference, &id, &hex::encode(Sha256::digest(code.as_bytes())), &(request.lifetime_seconds as f64)]).await?.get(0);
+    db.execute(sql::LOG_BYPASS_ISSUED, &[&id]).await?;
+    Ok(answer(StatusCode::CREATED, json!({ "secret": code, "expiresAt": expires, "reference": reference })))
+}
+
+async fn bypass_used(State(backend): State<Shared>, Path((id, reference)): Path<(String, String)>) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    let row = db.query_opt(sql::BYPASS_USED, &[&id, &reference]).await?.ok_or_else(|| Failure(StatusCode::NOT_FOUND, "notFound", format!("no bypass {reference} for user {id}")))?;
+    ok(json!({ "used": row.get::<_, bool>(0) }))
+}
+
+async fn revoke_bypass(State(backend): State<Shared>, Path((id, reference)): Path<(String, String)>) -> Result<Response, Failure> {
+    let db = backend.pool.get().await?;
+    match db.execute(sql::REVOKE_BYPASS, &[&id, &reference]).await? {
+        0 => Err(Failure(StatusCode::NOT_FOUND, "alreadyGone", format!("no live bypass {reference} for user {id}"))),
+        _ => done(),
+    }
+}

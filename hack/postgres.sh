@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Debian's PostgreSQL server for the in-house backend's tests and bench, on loopback, its data in a
+# folder of the caller's (initdb there; no system service, no root needed beyond installing the
+# package when it is missing). As root, the server runs as the `postgres` user the package makes,
+# since PostgreSQL refuses to run as root.
+#   hack/postgres.sh start DIR   # writes DIR/env: MFA_RECALL_POSTGRES_URL (a superuser on loopback)
+#   hack/postgres.sh stop DIR
+set -euo pipefail
+cmd="${1:-}"; dir="${2:-}"
+[[ -n "$cmd" && -n "$dir" ]] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+
+bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+install() {
+  [[ -n "$(bin_dir)" ]] && return
+  local sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  echo "postgres: installing Debian's postgresql" >&2
+  local log; log="$(mktemp)"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >"$log" 2>&1 || {
+    echo "postgres: apt-get install postgresql failed (see $log): the in-house backend's tests need it" >&2; exit 1; }
+}
+
+as_owner() {
+  if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$cmd" in
+  start)
+    install
+    bin="$(bin_dir)"
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    [[ "$(id -u)" == 0 ]] && chown postgres "$dir"
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+      as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+    fi
+    # Loopback only, its socket in the folder, no fsync (test data).
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+    echo "export MFA_RECALL_POSTGRES_URL='postgres://postgres@127.0.0.1:$port/postgres'" > "$dir/env"
+    echo "postgres: serving on 127.0.0.1:$port; source $dir/env" >&2
+    ;;
+  stop)
+    bin="$(bin_dir)"
+    [[ -n "$bin" && -f "$dir/data/postmaster.pid" ]] && as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    ;;
+  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac
