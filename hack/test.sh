@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: builds or reuses the real parts (kube-apiserver, etcd, Keycloak), starts
-# them on loopback, runs every unit and integration test, and stops the parts.
+# them and PostgreSQL on loopback, runs every unit and integration test, and stops the parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +17,12 @@ cargo build --workspace --all-targets
 hack/deny.sh
 work="$(mktemp -d /tmp/mfa-recall-test.XXXXXX)"
 # The parts' logs and data are kept only when something failed, to read.
-trap 'status=$?; hack/localparts.sh stop "$work"; if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "test: the parts logs are kept in $work" >&2; fi' EXIT
+trap 'status=$?; hack/postgres.sh stop "$work/pg"; hack/localparts.sh stop "$work"; if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "test: the parts logs are kept in $work" >&2; fi' EXIT
 hack/localparts.sh start "$work"
 source "$work/env"
+# Debian's PostgreSQL for the reference in-house backend (crates/pg-backend).
+hack/postgres.sh start "$work/pg"
+source "$work/pg/env"
 # Two at a time: each end-to-end test runs its own operator against the shared Keycloak.
 cargo test --workspace --all-targets -- --test-threads=2
 # Every credential the tests used carries a canary marker: none may be in anything the operator

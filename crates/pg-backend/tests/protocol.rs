@@ -1,0 +1,172 @@
+//! The reference backend against Debian's real PostgreSQL (hack/postgres.sh): every call of the
+//! protocol, as the operator will make them, on data shaped as an in-house store's is (mixed-case
+//! names, nested groups, factors of unknown age, sessions of three kinds).
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use deadpool_postgres::tokio_postgres;
+use serde_json::{Value, json};
+
+const MEDIA_TYPE: &str = "application/vnd.mfa-recall.backend+json;version=1";
+const TOKEN: &str = "mfacanary-pg-backend-test-token";
+
+struct Backend(Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh database on the test PostgreSQL, its URL, and a client to seed it.
+async fn database() -> (String, tokio_postgres::Client) {
+    let server = std::env::var("MFA_RECALL_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("MFA_RECALL_POSTGRES_URL is not set: these tests need Debian's PostgreSQL. Run the suite with `hack/test.sh`, or `hack/postgres.sh start /tmp/pg && source /tmp/pg/env`")
+    });
+    let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await.expect("the test PostgreSQL answers");
+    tokio::spawn(connection);
+    let name = format!("store_{:08x}", fastrand::u32(..));
+    admin.batch_execute(&format!("create database {name}")).await.unwrap();
+    let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    (url, client)
+}
+
+fn start(url: &str, dir: &std::path::Path) -> (Backend, String) {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let child = Command::new(env!("CARGO_BIN_EXE_mfa-recall-pg-backend"))
+        .args(["--database-url", url, "--listen", &addr.to_string(), "--apply-schema"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .spawn()
+        .expect("the backend starts");
+    (Backend(child), format!("http://{addr}"))
+}
+
+async fn call(http: &reqwest::Client, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = http.request(method, url).bearer_auth(TOKEN).header("accept", MEDIA_TYPE);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn every_call_of_the_protocol_on_a_real_store() {
+    let (url, db) = database().await;
+    let dir = std::env::temp_dir().join(format!("pg-backend-{:08x}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_backend, base) = start(&url, &dir);
+    let http = reqwest::Client::new();
+    let get = |path: &str| { let (http, url) = (http.clone(), format!("{base}{path}")); async move { call(&http, reqwest::Method::GET, &url, None).await } };
+    // The schema is applied at start; wait for the backend to answer.
+    let mut answered = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/")).header("accept", MEDIA_TYPE).bearer_auth(TOKEN).send().await.is_ok_and(|r| r.status() == 200) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the backend did not answer");
+
+    db.batch_execute(
+        "insert into users (id, username, email) values ('u1', 'Alice.Admin', 'ALICE@example.test'), ('u2', 'bob', 'bob@example.test'), ('u3', 'break-glass', null), ('u4', 'carol', 'carol@example.test');
+         insert into groups (id, name) values ('g-staff', 'staff');
+         insert into groups (id, name, parent_id) values ('g-admins', 'admins', 'g-staff'), ('g-bg', 'break-glass', 'g-admins');
+         insert into group_members values ('g-staff', 'u1'), ('g-admins', 'u2'), ('g-bg', 'u3'), ('g-staff', 'u2');
+         insert into factors (id, user_id, kind, type, created_at) values
+           ('f1', 'u1', 'totp', 'authenticator app', '2026-10-01T08:14:03.512Z'), ('f2', 'u1', 'webauthn', 'security key', '2026-12-07T03:01:00Z'),
+           ('f3', 'u2', 'recoveryCodes', 'backup codes', null), ('f4', 'u2', 'sms', 'text message', '2026-01-01T00:00:00Z');
+         insert into sessions (id, user_id, expires_at) values ('s1', 'u1', now() + interval '1 day'), ('s2', 'u1', now() + interval '1 day');
+         insert into refresh_tokens (id, user_id, token_hash, expires_at) values ('r1', 'u1', 'x', now() + interval '30 days');
+         insert into remembered_devices (id, user_id) values ('d1', 'u1');",
+    )
+    .await
+    .unwrap();
+
+    // Negotiation: version 1, or 406 to a caller that does not ask for it; the token on every call.
+    let (status, negotiated) = get("/").await;
+    assert_eq!((status, negotiated["protocol"].as_str()), (200, Some("mfa-recall-backend")));
+    assert_eq!(negotiated["capabilities"]["nestedGroups"], true);
+    assert_eq!(http.get(format!("{base}/")).bearer_auth(TOKEN).header("accept", "application/json").send().await.unwrap().status(), 406);
+    let refused = http.get(format!("{base}/users")).bearer_auth("mfacanary-wrong").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "unauthorized");
+
+    // Users a page at a time; names in any letter case, and by email or id.
+    let (_, first) = get("/users?limit=3").await;
+    assert_eq!(first["users"].as_array().unwrap().len(), 3);
+    let (_, rest) = get(&format!("/users?limit=3&cursor={}", first["next"].as_str().unwrap())).await;
+    assert_eq!((rest["users"][0]["id"].as_str(), rest["next"].clone()), (Some("u4"), Value::Null));
+    for name in ["alice.admin", "alice@EXAMPLE.test", "u1"] {
+        assert_eq!(get(&format!("/users?name={name}")).await.1["users"], json!([{ "id": "u1", "username": "Alice.Admin" }]), "{name}");
+    }
+    assert_eq!(get("/users?name=nobody").await.1["users"], json!([]));
+
+    // Groups: the break-glass account is in a subgroup of a subgroup.
+    let ids = |v: &Value| v["users"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&get("/groups/staff/members").await.1), ["u1", "u2", "u3"], "members of subgroups, each once");
+    assert_eq!(ids(&get("/groups/staff/members?direct=true").await.1), ["u1", "u2"]);
+    assert_eq!(ids(&get("/groups/g-bg/members").await.1), ["u3"], "by id too");
+    assert_eq!(get("/groups/nope/members").await.0, 404);
+
+    // A user's factors with creation times as stored (unknown stays unknown), and their sessions of every kind.
+    let (status, u1) = get("/users/u1/factors").await;
+    assert_eq!(status, 200);
+    assert_eq!(u1["factors"][0], json!({ "id": "f1", "kind": "totp", "type": "authenticator app", "createdAt": "2026-10-01T08:14:03.512000Z" }));
+    assert_eq!(u1["sessions"], 4);
+    assert_eq!(get("/users/u2/factors").await.1["factors"][0]["createdAt"], Value::Null);
+    assert_eq!(get("/users/nobody/factors").await, (404, json!({ "error": "notFound", "message": "no user nobody" })));
+
+    // Revocation: idempotent, the second time alreadyGone; sessions of all three kinds end.
+    let delete = |path: &str| { let (http, url) = (http.clone(), format!("{base}{path}")); async move { call(&http, reqwest::Method::DELETE, &url, None).await } };
+    let post = |path: &str, body: Option<Value>| { let (http, url) = (http.clone(), format!("{base}{path}")); async move { call(&http, reqwest::Method::POST, &url, body).await } };
+    assert_eq!(delete("/users/u1/factors/f1").await.0, 204);
+    assert_eq!(delete("/users/u1/factors/f1").await.1["error"], "alreadyGone");
+    assert_eq!(delete("/users/u2/factors/f2").await.1["error"], "alreadyGone", "another user's factor is not theirs to delete");
+    assert_eq!(post("/users/u1/sessions/revoke", None).await, (200, json!({ "revoked": 4 })));
+    assert_eq!(get("/users/u1/factors").await.1["sessions"], 0);
+    assert_eq!(post("/users/u1/require-enrollment", Some(json!({ "kinds": ["totp", "webauthn"] }))).await.0, 204);
+    let required: Vec<String> = db.query_one("select kinds from required_enrollments where user_id = 'u1'", &[]).await.unwrap().get(0);
+    assert_eq!(required, ["totp", "webauthn"]);
+    assert_eq!(post("/users/u1/require-enrollment", Some(json!({ "wrong": 1 }))).await.0, 400);
+
+    // Who enrolled since a time; disable and enable.
+    assert_eq!(get("/users/u1/enrollments?since=2026-12-07T03:00:00Z").await.1["enrollment"]["kind"], "webauthn");
+    assert_eq!(get("/users/u2/enrollments?since=2026-12-07T03:00:00Z").await.1["enrollment"], Value::Null);
+    assert_eq!(get("/users/u1/enrollments?since=yesterday").await.0, 400);
+    assert_eq!(post("/users/u4/disable", None).await.0, 204);
+    assert_eq!(get("/users/u4").await.1["enabled"], false);
+    assert_eq!(post("/users/u4/enable", None).await.0, 204);
+
+    // The event log from a cursor: the triggers recorded every enrollment and removal, in order.
+    let (_, page) = get("/events?limit=4").await;
+    assert_eq!(page["more"], true);
+    let (_, next) = get(&format!("/events?limit=100&cursor={}", page["next"].as_str().unwrap())).await;
+    let types: Vec<&str> = page["events"].as_array().unwrap().iter().chain(next["events"].as_array().unwrap()).map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["factorEnrolled", "factorEnrolled", "factorEnrolled", "factorEnrolled", "factorRemoved"]);
+    assert_eq!(next["more"], false);
+    let (_, caught_up) = get(&format!("/events?cursor={}", next["next"].as_str().unwrap())).await;
+    assert_eq!((caught_up["events"].clone(), caught_up["next"].clone()), (json!([]), next["next"].clone()), "a reader that caught up keeps its place");
+
+    // A bypass: issued once, its code never stored, used or not, withdrawn once.
+    let (status, issued) = post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 900 }))).await;
+    assert_eq!(status, 201);
+    let (code, reference) = (issued["secret"].as_str().unwrap().to_string(), issued["reference"].as_str().unwrap().to_string());
+    let stored: String = db.query_one("select code_hash from bypass_codes where reference = $1", &[&reference]).await.unwrap().get(0);
+    assert!(!stored.contains(&code) && stored.len() == 64);
+    assert_eq!(get(&format!("/users/u2/bypasses/{reference}")).await.1, json!({ "used": false }));
+    assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.0, 204);
+    assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.1["error"], "alreadyGone");
+    assert_eq!(post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 5 }))).await.0, 400);
+}
