@@ -169,4 +169,5 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.0, 204);
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.1["error"], "alreadyGone");
     assert_eq!(post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 5 }))).await.0, 400);
+    let _ = std::fs::remove_dir_all(&dir);
 }
