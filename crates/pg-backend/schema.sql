@@ -32,7 +32,7 @@ create index if not exists group_members_user on group_members (user_id);
 create table if not exists factors (
   id          text primary key,
   user_id     text not null references users (id) on delete cascade,
-  kind        text not null check (kind in ('totp', 'webauthn', 'passkey', 'sms', 'voice', 'email', 'push', 'recoveryCodes', 'other')),
+  kind        text not null check (kind in ('totp', 'hotp', 'webauthn', 'passkey', 'recoveryCodes', 'sms', 'email', 'push', 'hardwareToken', 'securityQuestion', 'appPassword')),
   type        text not null,
   secret      bytea,
   created_at  timestamptz

@@ -166,7 +166,7 @@ async fn negotiate(headers: axum::http::HeaderMap) -> Result<Response, Failure> 
     ok(json!({
         "protocol": "mfa-recall-backend",
         "capabilities": {
-            "factorKinds": ["totp", "webauthn", "passkey", "sms", "voice", "email", "push", "recoveryCodes", "other"],
+            "factorKinds": ["totp", "hotp", "webauthn", "passkey", "recoveryCodes", "sms", "email", "push", "hardwareToken", "securityQuestion", "appPassword"],
             "factorCreationTime": true,
             "revokeSessions": true,
             "countSessions": true,
