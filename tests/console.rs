@@ -33,14 +33,6 @@ fn console_rules() -> Value {
     ])
 }
 
-/// The console binary next to this test's (`cargo build --workspace` builds it).
-fn console_binary() -> PathBuf {
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
-    let binary = dir.join("mfa-recall-console");
-    assert!(binary.exists(), "{} is missing: build it with `cargo build -p mfa-recall-console` (hack/test.sh builds the whole workspace)", binary.display());
-    binary
-}
-
 /// The browser parts from hack/browser.sh: (Chromium, node_modules with playwright-core).
 fn browser() -> (String, String) {
     let out = Command::new("hack/browser.sh").output().expect("hack/browser.sh runs");
@@ -114,7 +106,7 @@ async fn people_realm(parts: &Parts, realm: &str, console_url: &str) {
 fn start_console(parts: &Parts, kubeconfig: &PathBuf, namespace: &str, issuer: Option<&str>, addr: &str, broad: usize) -> Console {
     let url = format!("http://localhost:{}", addr.rsplit(':').next().unwrap());
     let log = parts.file(&format!("console-{namespace}.log"));
-    let child = Command::new(console_binary())
+    let child = Command::new(support::workspace_binary("mfa-recall-console"))
         .args(["--listen", addr, "--public-url", &url, "--namespace", namespace, "--broad-scope-users", &broad.to_string()])
         .args(issuer.map(|i| ["--oidc-issuer", i]).into_iter().flatten())
         // Short, so the test can outwait the first sign-in before confirming a broad recall.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("[has(self.keycloak), has(self.okta), has(self.entra), has(self.auth0), has(self.google), has(self.duo)].filter(x, x).size() == 1").message("set exactly one provider block: keycloak, okta, entra, auth0, google or duo"))]
+#[x_kube(validation = Rule::new("[has(self.keycloak), has(self.okta), has(self.entra), has(self.auth0), has(self.google), has(self.duo), has(self.webhook)].filter(x, x).size() == 1").message("set exactly one provider block: keycloak, okta, entra, auth0, google, duo or webhook"))]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityBackendSpec {
     /// The provider and how to reach it: one block, named after the provider.
@@ -61,6 +61,8 @@ pub enum ProviderBlock {
     Google(GoogleProvider),
     /// A Duo account, reached through its Admin API.
     Duo(DuoProvider),
+    /// An in-house identity store, reached through the backend protocol (docs/backend-protocol.md).
+    Webhook(WebhookProvider),
 }
 
 impl ProviderBlock {
@@ -73,6 +75,7 @@ impl ProviderBlock {
             ProviderBlock::Auth0(_) => "auth0",
             ProviderBlock::Google(_) => "google",
             ProviderBlock::Duo(_) => "duo",
+            ProviderBlock::Webhook(_) => "webhook",
         }
     }
 
@@ -85,6 +88,7 @@ impl ProviderBlock {
             ProviderBlock::Auth0(p) => vec![("spec.auth0.url", &p.url)],
             ProviderBlock::Google(p) => p.url.as_deref().map(|u| ("spec.google.url", u)).into_iter().collect(),
             ProviderBlock::Duo(p) => vec![("spec.duo.url", &p.url)],
+            ProviderBlock::Webhook(p) => vec![("spec.webhook.url", &p.url)],
         }
     }
 
@@ -97,6 +101,7 @@ impl ProviderBlock {
             ProviderBlock::Auth0(p) => &p.credentials_secret_ref,
             ProviderBlock::Google(p) => &p.credentials_secret_ref,
             ProviderBlock::Duo(p) => &p.credentials_secret_ref,
+            ProviderBlock::Webhook(p) => &p.credentials_secret_ref,
         }
     }
 }
@@ -207,6 +212,17 @@ pub struct DuoProvider {
     pub url: String,
     /// Secret in this namespace with `integration-key` and `secret-key` of an Admin API application
     /// granted "Grant read resource", "Grant write resource" and "Grant read log".
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Connection to an in-house identity store that serves the backend protocol.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookProvider {
+    /// Base URL of the store's backend-protocol endpoint, for example https://auth-backend.internal:8443 (https; http only to loopback, or with spec.insecure).
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must start with https:// or http://"))]
+    pub url: String,
+    /// Secret in this namespace with key `token`: the bearer token the store expects.
     pub credentials_secret_ref: SecretRef,
 }
 

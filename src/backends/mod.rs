@@ -10,6 +10,7 @@ pub mod http;
 pub mod keycloak;
 pub mod okta;
 pub mod pacing;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -561,6 +562,11 @@ impl std::error::Error for ProviderError {}
 #[async_trait]
 pub trait IdentityProvider: Send + Sync {
     fn capabilities(&self) -> Capabilities;
+    /// What must be learnt from the provider before `capabilities` can be trusted (an in-house
+    /// store's negotiation); done once, when the adapter is made.
+    async fn prepare(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
     /// Reachability and credentials, for the IdentityBackend's Ready condition.
     async fn check(&self) -> Result<(), ProviderError>;
     /// One page of every user; `cursor` is what the previous page returned.
@@ -724,6 +730,7 @@ fn adapter(backend: &IdentityBackend, secret: Option<&Secret>, namespace: &str, 
         ProviderBlock::Auth0(p) => Arc::new(auth0::Auth0::new(http, p, &keys)?),
         ProviderBlock::Google(p) => Arc::new(google::Google::new(http, p, &keys)?),
         ProviderBlock::Duo(p) => Arc::new(duo::Duo::new(http, p, &keys)?),
+        ProviderBlock::Webhook(p) => Arc::new(webhook::Webhook::new(http, p, &keys)?),
     })
 }
 
@@ -734,6 +741,7 @@ fn credential_keys(provider: &ProviderBlock) -> &'static str {
         ProviderBlock::Okta(_) => "key api-token, or keys client-id and private-key",
         ProviderBlock::Google(_) => "key service-account.json",
         ProviderBlock::Duo(_) => "keys integration-key and secret-key",
+        ProviderBlock::Webhook(_) => "key token (the bearer token the store expects)",
     }
 }
 

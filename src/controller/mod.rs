@@ -137,6 +137,7 @@ impl Context {
             return Ok(cached.provider.clone());
         }
         let provider = backends::connect(backend, secret.as_ref(), &self.metrics.provider)?;
+        provider.prepare().await.map_err(|e| e.of(&key))?;
         cache.insert(key, CachedProvider { fingerprint, provider: provider.clone() });
         Ok(provider)
     }

@@ -421,3 +421,11 @@ pub async fn service_account_kubeconfig(admin: &Client, namespace: &str, name: &
     let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path).unwrap();
     file.write_all(serde_norway::to_string(&config).unwrap().as_bytes()).unwrap();
 }
+
+/// A binary of another workspace package, next to this test's (`cargo build --workspace` builds it).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let binary = dir.join(name);
+    assert!(binary.exists(), "{} is missing: build it with `cargo build --workspace` (hack/test.sh builds the whole workspace)", binary.display());
+    binary
+}

@@ -1,0 +1,516 @@
+//! An in-house identity store reached through the backend protocol (docs/backend-protocol.md):
+//! version 1 of `application/vnd.mfa-recall.backend+json`, negotiated before first use
+//! (`prepare`), a bearer token from the IdentityBackend's Secret (key `token`). The store lists
+//! and does; the cutoff, the ledger and the counts stay here, as for every provider: a factor the
+//! store dates at or after the cutoff is never asked to be deleted, and one it cannot date is kept.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{HttpReply, Op, ProviderHttp, SecretKeys, SecretString};
+use super::{
+    Age, BypassSupport, Capabilities, EnrollmentChannel, Enrollment, ErrorKind, FactorRef, IdentityProvider, IssuedBypass, Membership, NameMatch, ProviderError, Record, RevokeOutcome, Shown, UserPage,
+    UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
+};
+use crate::api::{FactorKind, WebhookProvider};
+use crate::watch::{Actor, ClientInfo, EventKind, EventPage, EventQuery, Geo, IdentityEvent};
+
+/// The media type of the protocol version this operator speaks.
+pub const MEDIA_TYPE: &str = "application/vnd.mfa-recall.backend+json;version=1";
+const PAGE: &str = "500";
+/// What a store may say in its own words, kept to a size a status can hold.
+const MAX_LIMITATIONS: usize = 20;
+const MAX_LIMITATION_CHARS: usize = 300;
+
+const NEGOTIATE: Op = Op::new("negotiate", "store");
+const LIST_USERS: Op = Op::new("list_users", "store");
+const GROUP_MEMBERS: Op = Op::new("group_members", "store");
+const READ_USER: Op = Op::new("read_user", "store");
+const LIST_FACTORS: Op = Op::new("list_factors", "store");
+const REVOKE_FACTOR: Op = Op::new("revoke_factor", "store");
+const REVOKE_SESSIONS: Op = Op::new("revoke_sessions", "store");
+const REQUIRE_ENROLLMENT: Op = Op::new("require_enrollment", "store");
+const ENROLLED_SINCE: Op = Op::new("enrolled_since", "store");
+const SET_ENABLED: Op = Op::new("set_enabled", "store");
+const READ_EVENTS: Op = Op::new("read_events", "events");
+const BYPASS: Op = Op::new("bypass", "store");
+
+pub struct Webhook {
+    http: ProviderHttp,
+    base: String,
+    token: SecretString,
+    secret_name: String,
+    offered: OnceLock<Offered>,
+}
+
+/// What the store said it can do, at negotiation.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Offered {
+    #[serde(default)]
+    factor_creation_time: bool,
+    #[serde(default)]
+    revoke_sessions: bool,
+    #[serde(default)]
+    count_sessions: bool,
+    #[serde(default)]
+    require_enrollment: bool,
+    #[serde(default)]
+    enrollment_detection: bool,
+    #[serde(default)]
+    event_stream: bool,
+    #[serde(default)]
+    disable_user: bool,
+    #[serde(default)]
+    nested_groups: bool,
+    #[serde(default)]
+    name_match: Option<String>,
+    #[serde(default)]
+    bypass: Option<OfferedBypass>,
+    #[serde(default)]
+    limitations: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OfferedBypass {
+    min_lifetime_seconds: u64,
+    max_lifetime_seconds: u64,
+    #[serde(default)]
+    sent_by_backend: bool,
+    #[serde(default)]
+    withdrawable: bool,
+}
+
+#[derive(Deserialize)]
+struct Negotiation {
+    protocol: String,
+    capabilities: Offered,
+}
+
+#[derive(Deserialize)]
+struct UsersAnswer {
+    users: Vec<Record<UserRef>>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FactorRecord {
+    id: String,
+    kind: String,
+    #[serde(rename = "type", default)]
+    type_: String,
+    #[serde(default, deserialize_with = "super::shown_text")]
+    created_at: Option<Shown>,
+}
+
+#[derive(Deserialize)]
+struct FactorsAnswer {
+    factors: Vec<FactorRecord>,
+    #[serde(default)]
+    sessions: u64,
+}
+
+#[derive(Deserialize)]
+struct UserAnswer {
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRecord {
+    id: String,
+    at: String,
+    user_id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    #[serde(default)]
+    factor_kind: Option<String>,
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    country: Option<String>,
+    #[serde(default)]
+    asn: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct EventsAnswer {
+    events: Vec<Value>,
+    #[serde(default)]
+    next: Option<String>,
+    #[serde(default)]
+    more: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BypassAnswer {
+    #[serde(default)]
+    secret: Option<String>,
+    expires_at: String,
+    reference: String,
+}
+
+/// A factor kind as the protocol names it: the recall's own names (voice codes are `sms`).
+fn kind_of(name: &str) -> Option<FactorKind> {
+    Some(match name {
+        "totp" => FactorKind::Totp,
+        "hotp" => FactorKind::Hotp,
+        "webauthn" => FactorKind::Webauthn,
+        "passkey" => FactorKind::Passkey,
+        "recoveryCodes" => FactorKind::RecoveryCodes,
+        "sms" | "voice" => FactorKind::Sms,
+        "email" => FactorKind::Email,
+        "push" => FactorKind::Push,
+        "hardwareToken" => FactorKind::HardwareToken,
+        "securityQuestion" => FactorKind::SecurityQuestion,
+        "appPassword" => FactorKind::AppPassword,
+        _ => return None,
+    })
+}
+
+fn event_kind(name: &str) -> Option<EventKind> {
+    Some(match name {
+        "factorEnrolled" => EventKind::FactorEnrolled,
+        "factorRemoved" => EventKind::FactorRemoved,
+        "signIn" => EventKind::SignIn,
+        "mfaChallenge" => EventKind::MfaChallenge,
+        "pushDenied" => EventKind::PushDenied,
+        "bypassIssued" => EventKind::BypassIssued,
+        "bypassUsed" => EventKind::BypassUsed,
+        "fraudReported" => EventKind::FraudReported,
+        "riskySignIn" => EventKind::RiskySignIn,
+        _ => return None,
+    })
+}
+
+/// Text a store wrote, kept short and on one line.
+fn clip(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+impl Webhook {
+    pub fn new(http: ProviderHttp, provider: &WebhookProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
+        let token = keys.get("token")?;
+        Ok(Self { http, base: provider.url.trim_end_matches('/').to_string(), token, secret_name: provider.credentials_secret_ref.name.clone(), offered: OnceLock::new() })
+    }
+
+    /// Sends a request and reads its answer; 404s are the caller's to read (None with the code).
+    async fn call(&self, op: Op, method: Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> Result<(StatusCode, Value), ProviderError> {
+        let url = format!("{}{path}", self.base);
+        let build = || {
+            let mut request = self.http.request(method.clone(), &url).query(query).header(ACCEPT, MEDIA_TYPE).bearer_auth(self.token.expose());
+            if let Some(body) = &body {
+                request = request.header(CONTENT_TYPE, MEDIA_TYPE).body(body.to_string());
+            }
+            request
+        };
+        let reply: HttpReply = self.http.send(op, build).await?;
+        let status = reply.status;
+        let value = reply.value();
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok((status, value));
+        }
+        let said = format!("{}: {}", clip(value["error"].as_str().unwrap_or("no error code"), 40), clip(value["message"].as_str().unwrap_or_default(), 300));
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                self.http.error(ErrorKind::Auth, format!("{status} from {method} {path} ({said}): check the token in Secret {} against the one the store expects", self.secret_name))
+            }
+            StatusCode::NOT_ACCEPTABLE => self.http.error(ErrorKind::Config, format!("406 from {method} {path} ({said}): the store does not speak {MEDIA_TYPE}")),
+            _ => self.http.error(ErrorKind::Rejected, format!("{status} from {method} {path}: {said}")),
+        })
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, what: &str, value: Value) -> Result<T, ProviderError> {
+        serde_json::from_value(value).map_err(|e| self.http.error(ErrorKind::Rejected, format!("the store's answer to {what} is not what the protocol says: {e}")))
+    }
+
+    /// A 404 for a user-scoped call: the user is gone.
+    fn no_user(&self, user: &UserRef) -> ProviderError {
+        self.http.error(ErrorKind::NotFound, format!("the store has no user {} (id {})", user.username, user.id))
+    }
+
+    fn user_path(user: &UserRef) -> String {
+        format!("/users/{}", enc(&user.id))
+    }
+
+    async fn negotiate(&self) -> Result<Offered, ProviderError> {
+        let (status, value) = self.call(NEGOTIATE, Method::GET, "/", &[], None).await?;
+        if status != StatusCode::OK {
+            return Err(self.http.error(ErrorKind::Config, format!("{status} from GET /: the store does not serve the backend protocol at {}", self.base)));
+        }
+        let negotiation: Negotiation = self.parse("GET /", value)?;
+        if negotiation.protocol != "mfa-recall-backend" {
+            return Err(self.http.error(ErrorKind::Config, format!("GET / names protocol {:?}, not mfa-recall-backend", clip(&negotiation.protocol, 60))));
+        }
+        Ok(negotiation.capabilities)
+    }
+
+    async fn users_page(&self, op: Op, path: &str, query: &[(&str, String)]) -> Result<Option<UserPage>, ProviderError> {
+        let (status, value) = self.call(op, Method::GET, path, query, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let answer: UsersAnswer = self.parse(path, value)?;
+        let (users, unreadable) = split(answer.users);
+        Ok(Some(UserPage { users, next: answer.next.filter(|n| !n.is_empty()), unreadable }))
+    }
+
+    async fn user(&self, user: &UserRef) -> Result<UserAnswer, ProviderError> {
+        let (status, value) = self.call(READ_USER, Method::GET, &Self::user_path(user), &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.no_user(user));
+        }
+        self.parse("GET /users/{id}", value)
+    }
+
+    async fn post(&self, op: Op, user: &UserRef, action: &str, body: Option<Value>) -> Result<Value, ProviderError> {
+        let (status, value) = self.call(op, Method::POST, &format!("{}/{action}", Self::user_path(user)), &[], body).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.no_user(user));
+        }
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for Webhook {
+    fn capabilities(&self) -> Capabilities {
+        let Some(offered) = self.offered.get() else {
+            return Capabilities { limitations: vec!["protocol: the store has not been asked yet what it can do (GET /)".into()], ..Default::default() };
+        };
+        let mut limitations: Vec<String> = offered.limitations.iter().take(MAX_LIMITATIONS).map(|l| clip(l, MAX_LIMITATION_CHARS)).collect();
+        for (has, said) in [
+            (offered.factor_creation_time, "cutoff: the store does not date factors; every factor is kept (counted in keptUnknownAge)"),
+            (offered.revoke_sessions, "sessions: the store does not end sessions"),
+            (offered.require_enrollment, "enrollment: the store cannot require a new enrollment at the next sign-in"),
+            (offered.enrollment_detection || offered.event_stream, "detection: the store cannot tell who enrolled again"),
+            (offered.disable_user, "disable: the store cannot disable users"),
+            (offered.nested_groups, "groups: the store's groups do not nest; a group's members are its direct members"),
+        ] {
+            if !has {
+                limitations.push(said.into());
+            }
+        }
+        Capabilities {
+            list_factors: true,
+            revoking_ends_enrollments: &[],
+            factor_creation_time: offered.factor_creation_time,
+            delete_factor: true,
+            revoke_sessions: offered.revoke_sessions,
+            count_sessions: offered.count_sessions,
+            force_re_enrollment: offered.require_enrollment,
+            enrollment_detection: offered.enrollment_detection || offered.event_stream,
+            event_stream: offered.event_stream,
+            disable_user: offered.disable_user,
+            nested_groups: offered.nested_groups,
+            name_match: if offered.name_match.as_deref() == Some("exact") { NameMatch::Exact } else { NameMatch::CaseInsensitive },
+            // The store's own log: no delay to wait out, and no evidence of age beyond createdAt.
+            log_delay: None,
+            inseparable: Vec::new(),
+            enrollment_link: None,
+            bypass: offered.bypass.as_ref().map(|b| BypassSupport {
+                mechanism: "the in-house store's own bypass (backend protocol)",
+                lifetimes: Duration::from_secs(b.min_lifetime_seconds)..=Duration::from_secs(b.max_lifetime_seconds.max(b.min_lifetime_seconds)),
+                sent_by_provider: b.sent_by_backend,
+                withdrawable: b.withdrawable,
+            }),
+            limitations,
+        }
+    }
+
+    async fn prepare(&self) -> Result<(), ProviderError> {
+        if self.offered.get().is_none() {
+            let offered = self.negotiate().await?;
+            let _ = self.offered.set(offered);
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), ProviderError> {
+        // Asked again at every check; what it can do is learnt once per adapter (a change of the
+        // store's capabilities is taken up when the IdentityBackend or its Secret changes).
+        let offered = self.negotiate().await?;
+        let _ = self.offered.set(offered);
+        Ok(())
+    }
+
+    async fn list_users(&self, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        let mut query = vec![("limit", PAGE.to_string())];
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_string()));
+        }
+        self.users_page(LIST_USERS, "/users", &query).await?.ok_or_else(|| self.http.error(ErrorKind::Rejected, "404 from GET /users: the store serves no user list"))
+    }
+
+    async fn group_members(&self, group: &str, membership: Membership, cursor: Option<&str>) -> Result<UserPage, ProviderError> {
+        let mut query = vec![("limit", PAGE.to_string()), ("direct", (membership == Membership::Direct).to_string())];
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_string()));
+        }
+        self.users_page(GROUP_MEMBERS, &format!("/groups/{}/members", enc(group)), &query).await?.ok_or_else(|| self.http.error(ErrorKind::NotFound, format!("the store has no group {group}")))
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        let page = self.users_page(LIST_USERS, "/users", &[("name", name.to_string())]).await?.unwrap_or_default();
+        Ok(page.users)
+    }
+
+    async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
+        let (status, value) = self.call(LIST_FACTORS, Method::GET, &format!("{}/factors", Self::user_path(user)), &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.no_user(user));
+        }
+        let answer: FactorsAnswer = self.parse("GET /users/{id}/factors", value)?;
+        let mut held = Vec::new();
+        let mut factors = Vec::new();
+        for record in answer.factors {
+            // A kind the recall has no name for is not guessed at: the user fails, named.
+            let kind = kind_of(&record.kind).ok_or_else(|| self.http.error(ErrorKind::Rejected, format!("factor {} of user {} is of kind {:?}, not one the backend protocol names", clip(&record.id, 80), user.username, clip(&record.kind, 40))))?;
+            if let Some(shown) = record.created_at {
+                held.push((kind, shown));
+            }
+            let age = Age::of(record.created_at, cutoff);
+            if selected(kind, kinds) && age != Age::Since {
+                factors.push(FactorRef::aged(record.id, kind, clip(&record.type_, 80), age));
+            }
+        }
+        Ok(UserSnapshot { factors, sessions: answer.sessions, enrolled_since_cutoff: first_enrolled_since(held, cutoff), ..Default::default() })
+    }
+
+    async fn revoke_sessions(&self, user: &UserRef, _snapshot: &UserSnapshot) -> Result<(), ProviderError> {
+        self.post(REVOKE_SESSIONS, user, "sessions/revoke", None).await.map(drop)
+    }
+
+    async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
+        let path = format!("{}/factors/{}", Self::user_path(user), enc(&factor.id));
+        match self.call(REVOKE_FACTOR, Method::DELETE, &path, &[], None).await? {
+            (StatusCode::NOT_FOUND, value) if value["error"] == "alreadyGone" => Ok(RevokeOutcome::AlreadyGone),
+            (StatusCode::NOT_FOUND, _) => Err(self.no_user(user)),
+            _ => Ok(RevokeOutcome::Revoked),
+        }
+    }
+
+    async fn require_enrollment(&self, user: &UserRef, lost: &[FactorRef], channel: EnrollmentChannel) -> Result<(), ProviderError> {
+        if channel != EnrollmentChannel::NextSignIn {
+            return Err(self.http.error(ErrorKind::Config, "the backend protocol has no re-enrollment link: use reEnrollment.via NextSignIn"));
+        }
+        let mut kinds: Vec<&str> = lost.iter().map(|f| f.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        self.post(REQUIRE_ENROLLMENT, user, "require-enrollment", Some(json!({ "kinds": kinds }))).await.map(drop)
+    }
+
+    async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        let (status, value) = self.call(ENROLLED_SINCE, Method::GET, &format!("{}/enrollments", Self::user_path(user)), &[("since", cutoff.to_string())], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.no_user(user));
+        }
+        let enrollment = &value["enrollment"];
+        if enrollment.is_null() {
+            return Ok(None);
+        }
+        let kind = enrollment["kind"].as_str().and_then(kind_of);
+        let at = enrollment["at"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        match (kind, at) {
+            (Some(kind), Some(at)) => Ok(Some(Enrollment { kind, at, origin: None })),
+            _ => Err(self.http.error(ErrorKind::Rejected, format!("the store's enrollment of user {} has no known kind or time", user.username))),
+        }
+    }
+
+    async fn disable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.post(SET_ENABLED, user, "disable", None).await.map(drop)
+    }
+
+    async fn enable_user(&self, user: &UserRef) -> Result<(), ProviderError> {
+        self.post(SET_ENABLED, user, "enable", None).await.map(drop)
+    }
+
+    async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
+        Ok(Some(self.user(user).await?.enabled))
+    }
+
+    async fn address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
+        Ok(self.user(user).await?.address.filter(|a| !a.is_empty()))
+    }
+
+    async fn bypass_address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
+        self.address(user).await
+    }
+
+    async fn read_events(&self, query: &EventQuery<'_>) -> Result<EventPage, ProviderError> {
+        let mut params = vec![("limit", PAGE.to_string())];
+        match query.cursor {
+            Some(cursor) => params.push(("cursor", cursor.to_string())),
+            None => params.push(("from", query.from.to_string())),
+        }
+        if let Some(until) = query.until {
+            params.push(("until", until.to_string()));
+        }
+        if let Some(user) = query.user {
+            params.push(("user", user.id.clone()));
+        }
+        let (_, value) = self.call(READ_EVENTS, Method::GET, "/events", &params, None).await?;
+        let answer: EventsAnswer = self.parse("GET /events", value)?;
+        let mut page = EventPage { cursor: answer.next.filter(|n| !n.is_empty()).or_else(|| query.cursor.map(str::to_string)), more: answer.more, ..Default::default() };
+        for entry in answer.events {
+            page.take(read_event(entry));
+        }
+        Ok(page)
+    }
+
+    async fn issue_bypass(&self, user: &UserRef, lifetime: Duration) -> Result<IssuedBypass, ProviderError> {
+        let value = self.post(BYPASS, user, "bypasses", Some(json!({ "lifetimeSeconds": lifetime.as_secs() }))).await?;
+        let answer: BypassAnswer = self.parse("POST /users/{id}/bypasses", value)?;
+        let expires_at = answer.expires_at.parse().map_err(|_| self.http.error(ErrorKind::Rejected, "the store's bypass has no readable expiresAt"))?;
+        Ok(IssuedBypass { secret: answer.secret.filter(|s| !s.is_empty()).map(SecretString::new), expires_at, reference: Some(clip(&answer.reference, 200)) })
+    }
+
+    async fn bypass_used(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<Option<bool>, ProviderError> {
+        let Some(reference) = reference else { return Ok(None) };
+        let (status, value) = self.call(BYPASS, Method::GET, &format!("{}/bypasses/{}", Self::user_path(user), enc(reference)), &[], None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(value["used"].as_bool())
+    }
+
+    async fn revoke_bypass(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<(), ProviderError> {
+        let Some(reference) = reference else { return Err(self.http.error(ErrorKind::Rejected, "the bypass has no reference to withdraw it by")) };
+        // 404: already gone, which is what was asked.
+        self.call(BYPASS, Method::DELETE, &format!("{}/bypasses/{}", Self::user_path(user), enc(reference)), &[], None).await.map(drop)
+    }
+}
+
+/// One event of the store's log; None for a type not watched, Err (skipped and counted) for one that does not read.
+fn read_event(entry: Value) -> Result<Option<IdentityEvent>, String> {
+    let record: EventRecord = serde_json::from_value(entry).map_err(|e| format!("an event of the store's log does not read: {e}"))?;
+    let Some(kind) = event_kind(&record.type_) else { return Ok(None) };
+    let at = record.at.parse().map_err(|_| format!("event {} has no readable time", clip(&record.id, 80)))?;
+    let client = ClientInfo {
+        ip: ClientInfo::ip_of(record.ip.as_deref()),
+        user_agent: record.user_agent.map(|a| clip(&a, 300)),
+        geo: record.country.map(|c| Geo { country: Some(clip(&c, 60)), ..Default::default() }),
+        asn: record.asn,
+        proxy: false,
+    };
+    Ok(Some(IdentityEvent { id: clip(&record.id, 200), at, user_id: record.user_id, kind, actor: Actor::Unknown, client, factor: record.factor_kind.as_deref().and_then(kind_of), device: None }))
+}

@@ -1,0 +1,124 @@
+//! A recall of an in-house identity store: the operator's `webhook:` backend speaking the backend
+//! protocol to the reference backend (crates/pg-backend) over Debian's real PostgreSQL, with data
+//! shaped as such stores are (a break-glass account in a subgroup of an excluded group, factors
+//! from after the cutoff, a factor of unknown age, sessions of three kinds).
+
+mod support;
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use kube::Api;
+use mfa_recall::api::{BackendLimits, IdentityBackend, RecallPhase};
+use serde_json::json;
+use support::Operator;
+use testkit::cluster;
+
+const TOKEN: &str = "mfacanary-inhouse-store-token";
+
+struct Backend(Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `psql` against the test PostgreSQL (database `db`), failing the test on an error.
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().expect("psql runs (Debian's postgresql-client)");
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recall_of_an_in_house_store_through_the_backend_protocol() {
+    let server = std::env::var("MFA_RECALL_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("MFA_RECALL_POSTGRES_URL is not set: this test needs Debian's PostgreSQL. Run the suite with `hack/test.sh`, or `hack/postgres.sh start /tmp/pg && source /tmp/pg/env`")
+    });
+    let (parts, client, ns, _) = support::scenario("inhouse").await;
+    let ns = ns.as_str();
+    let database = format!("store_{}", ns.replace('-', "_"));
+    psql(&server, &format!("create database {database}"));
+    let url = format!("{}/{database}", server.rsplit_once('/').unwrap().0);
+
+    let token_file = parts.file("inhouse-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let addr = support::free_addr();
+    let log = parts.file("inhouse-backend.log");
+    let _backend = Backend(
+        Command::new(support::workspace_binary("mfa-recall-pg-backend"))
+            .args(["--database-url", &url, "--listen", &addr, "--apply-schema"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("the reference backend starts"),
+    );
+    support::eventually("the reference backend answers", || async { support::get(&format!("http://{addr}/")).await.0 == 401 }).await;
+
+    // 30 staff, three of them admins, one admin the break-glass account in a subgroup of admins.
+    let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let mut seed = String::from("insert into groups (id, name) values ('g-staff', 'staff');
+        insert into groups (id, name, parent_id) values ('g-admins', 'admins', 'g-staff'), ('g-bg', 'break-glass', 'g-admins');");
+    for i in 0..30 {
+        let name = if i % 4 == 0 { format!("User.{i:02}") } else { format!("user.{i:02}") };
+        let group = match i { 2 => "g-bg", 1 | 3 => "g-admins", _ => "g-staff" };
+        seed.push_str(&format!("insert into users (id, username, email) values ('u{i:02}', '{name}', '{}@example.test');
+            insert into group_members values ('{group}', 'u{i:02}');
+            insert into factors (id, user_id, kind, type, created_at) values ('t{i:02}', 'u{i:02}', 'totp', 'authenticator app', now() - interval '30 days'), ('w{i:02}', 'u{i:02}', 'webauthn', 'security key', now() - interval '10 days');
+            insert into sessions (id, user_id, expires_at) values ('s{i:02}', 'u{i:02}', now() + interval '1 day');
+            insert into refresh_tokens (id, user_id, token_hash, expires_at) values ('r{i:02}', 'u{i:02}', 'h', now() + interval '30 days');", name.to_lowercase()));
+    }
+    // Five re-enrolled already (after the cutoff), one factor of unknown age.
+    seed.push_str("insert into factors (id, user_id, kind, type, created_at) select 'p' || id, id, 'passkey', 'passkey', now() - interval '10 minutes' from users where id in ('u05', 'u06', 'u07', 'u08', 'u09');
+        insert into factors (id, user_id, kind, type, created_at) values ('x10', 'u10', 'recoveryCodes', 'backup codes', null);");
+    psql(&url, &seed);
+    let before_events: i64 = psql(&url, "select count(*) from events").parse().unwrap();
+
+    let spec = serde_json::from_value(json!({ "webhook": { "url": format!("http://{addr}"), "credentialsSecretRef": { "name": "store-credentials" } },
+                                              "limits": BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() } })).unwrap();
+    cluster::create_backend(&client, ns, "store", spec, &[("token".to_string(), TOKEN.to_string())].into()).await.unwrap();
+    let operator = Operator::start(ns, &parts.file("inhouse-audit.jsonl"), &parts.file("inhouse-operator.log"));
+    let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
+    let ready = cluster::wait_for(&backends, "store", Duration::from_secs(60), |b| b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await;
+    let ready = ready.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let capabilities = ready.status.unwrap().capabilities;
+    assert!(capabilities.iter().any(|c| c == "eventStream") && capabilities.iter().any(|c| c == "nestedGroups"), "negotiated: {capabilities:?}");
+
+    let recall = cluster::create_recall(&client, ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": { "name": "store-breach" },
+        "spec": { "reason": "INC-29 store dump", "backends": ["store"], "cutoff": cutoff.to_string(),
+                  "scope": { "groups": ["staff"], "exclude": { "groups": ["break-glass"] } } }
+    })).await.unwrap();
+    let recalls: Api<mfa_recall::api::MfaRecall> = Api::namespaced(client.clone(), ns);
+    let done = cluster::wait_for(&recalls, "store-breach", Duration::from_secs(90), |r| r.status.as_ref().is_some_and(|s| s.phase == RecallPhase::AwaitingReEnrollment)).await;
+    let done = done.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let _ = recall;
+    let counts = done.status.unwrap().counts;
+    // Every staff member through both levels of subgroups, each once; the break-glass account excluded.
+    assert_eq!((counts.targeted, counts.excluded, counts.invalidated, counts.failed), (30, 1, 29, 0), "{counts:?}");
+    assert_eq!(counts.already_enrolled, 5, "{counts:?}");
+    assert_eq!(counts.kept_unknown_age, 1, "{counts:?}");
+
+    // In the store: every factor from before the cutoff of the 29 is gone; the new ones, the one
+    // of unknown age and the break-glass account's stay; their sessions of every kind ended.
+    let left = psql(&url, "select string_agg(id, ',' order by id) from factors");
+    assert_eq!(left, "pu05,pu06,pu07,pu08,pu09,t02,w02,x10");
+    assert_eq!(psql(&url, "select count(*) from sessions where user_id <> 'u02'"), "0");
+    assert_eq!(psql(&url, "select count(*) from refresh_tokens where user_id <> 'u02'"), "0");
+    assert_eq!(psql(&url, "select count(*) from sessions where user_id = 'u02'"), "1", "the break-glass account keeps its session");
+    let asked = psql(&url, "select string_agg(user_id, ',' order by user_id) from required_enrollments");
+    assert!(!asked.contains("u02") && !asked.contains("u05") && asked.contains("u00") && asked.contains("u29"), "asked to enroll again: {asked}");
+    // The store's log holds every removal (its triggers), read by the re-enrollment watch.
+    let removed: i64 = psql(&url, "select count(*) from events where type = 'factorRemoved'").parse().unwrap();
+    assert_eq!(removed, 58);
+    assert!(psql(&url, "select count(*) from events").parse::<i64>().unwrap() >= before_events + 58);
+
+    // A user enrolls again in the store: the operator counts them re-enrolled from the store's log.
+    psql(&url, "insert into factors (id, user_id, kind, type, created_at) values ('n00', 'u00', 'totp', 'authenticator app', now())");
+    cluster::wait_for(&recalls, "store-breach", Duration::from_secs(90), |r| r.status.as_ref().is_some_and(|s| s.counts.re_enrolled >= 1)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    assert!(!operator.log().contains(TOKEN), "the operator logged the store's token");
+}
