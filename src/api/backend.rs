@@ -329,7 +329,7 @@ mod tests {
         let rule = spec["x-kubernetes-validations"][0]["rule"].as_str().unwrap();
         let named: Vec<&str> = rule.match_indices("has(self.").map(|(at, _)| rule[at + 9..].split(')').next().unwrap()).collect();
         assert_eq!(blocks, named);
-        assert_eq!(blocks.len(), 6);
+        assert_eq!(blocks.len(), 7);
         for block in &blocks {
             assert!(spec["properties"][block].is_object(), "{block} is a property of spec");
         }
