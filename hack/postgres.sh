@@ -9,7 +9,7 @@ set -euo pipefail
 cmd="${1:-}"; dir="${2:-}"
 [[ -n "$cmd" && -n "$dir" ]] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 
-bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+bin_dir() { { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | tail -1; }
 
 install() {
   [[ -n "$(bin_dir)" ]] && return
@@ -30,15 +30,22 @@ case "$cmd" in
     bin="$(bin_dir)"
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
-    [[ "$(id -u)" == 0 ]] && chown postgres "$dir"
+    # As root the server runs as `postgres`, which must reach the folder through its parent.
+    if [[ "$(id -u)" == 0 ]]; then chown postgres "$dir"; chmod o+x "$(dirname "$dir")"; fi
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    # A password of its own (other local users may reach loopback too), readable by the owner only.
+    if [[ ! -f "$dir/password" ]]; then
+      (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$dir/password")
+      [[ "$(id -u)" == 0 ]] && chown postgres "$dir/password"
+    fi
     if [[ ! -f "$dir/data/PG_VERSION" ]]; then
-      as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+      as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=scram-sha-256 --pwfile="$dir/password" --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
     # Loopback only, its socket in the folder, no fsync (test data).
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
-    echo "export MFA_RECALL_POSTGRES_URL='postgres://postgres@127.0.0.1:$port/postgres'" > "$dir/env"
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null 2>&1 || {
+      echo "postgres: the server did not start; last lines of $dir/postgres.log:" >&2; tail -20 "$dir/postgres.log" >&2; exit 1; }
+    echo "export MFA_RECALL_POSTGRES_URL='postgres://postgres:$(cat "$dir/password")@127.0.0.1:$port/postgres'" > "$dir/env"
     echo "postgres: serving on 127.0.0.1:$port; source $dir/env" >&2
     ;;
   stop)

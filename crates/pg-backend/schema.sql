@@ -104,3 +104,17 @@ end $$;
 
 drop trigger if exists factors_events on factors;
 create trigger factors_events after insert or delete on factors for each row execute function record_factor_event();
+
+-- A factor set up again in place (a new secret, or another kind) is a new factor: its creation
+-- time moves to now, so a recall never takes it for one from before its cutoff.
+create or replace function renew_rekeyed_factor() returns trigger language plpgsql as $$
+begin
+  if new.secret is distinct from old.secret or new.kind is distinct from old.kind then
+    new.created_at := clock_timestamp();
+    insert into events (user_id, type, factor_kind) values (new.user_id, 'factorEnrolled', new.kind);
+  end if;
+  return new;
+end $$;
+
+drop trigger if exists factors_rekeyed on factors;
+create trigger factors_rekeyed before update on factors for each row execute function renew_rekeyed_factor();

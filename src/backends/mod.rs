@@ -188,11 +188,19 @@ pub struct Shown {
 }
 
 impl Shown {
-    /// An RFC 3339 text; its precision is that of its fraction of a second (none: seconds).
+    /// An RFC 3339 text; its precision is that of its last field: a fraction of a second, whole
+    /// seconds, or (a time written without them, which the parser takes) minutes or hours.
     pub fn text(text: &str) -> Option<Shown> {
         let at: jiff::Timestamp = text.parse().ok()?;
-        let fraction = text.split_once('T').map(|(_, time)| time).and_then(|time| time.split_once('.')).map_or(0, |(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
-        Some(Shown { at, unit: 10i64.pow(9 - fraction.min(9) as u32) })
+        let time = text.split_once(['T', 't', ' ']).map(|(_, time)| time).unwrap_or_default();
+        let clock = time.split(['Z', 'z', '+', '-']).next().unwrap_or_default();
+        let fraction = clock.split_once(['.', ',']).map_or(0, |(_, f)| f.bytes().take_while(u8::is_ascii_digit).count());
+        let unit = match clock.matches(':').count() {
+            0 => 3_600_000_000_000,
+            1 => 60_000_000_000,
+            _ => 10i64.pow(9 - fraction.min(9) as u32),
+        };
+        Some(Shown { at, unit })
     }
 
     pub fn seconds(seconds: i64) -> Option<Shown> {
@@ -806,6 +814,17 @@ mod tests {
         assert!(!Shown::millis(cutoff.as_millisecond() - 1).unwrap().since(cutoff));
         assert_eq!(Age::of(None, cutoff), Age::Unknown);
         assert_eq!(Age::of(Shown::seconds(cutoff.as_second() - 1), cutoff), Age::Before);
+    }
+
+    /// A time written without seconds (which the parser takes) is as precise as its last field:
+    /// a factor made at 18:00:45 and shown as 18:00 is not taken for one before an 18:00:30 cutoff.
+    #[test]
+    fn a_time_without_seconds_is_as_precise_as_its_minutes_or_hours() {
+        let cutoff: jiff::Timestamp = "2026-11-27T18:00:30Z".parse().unwrap();
+        assert!(Shown::text("2026-11-27T18:00Z").is_some_and(|s| s.since(cutoff)), "minutes");
+        assert!(Shown::text("2026-11-27T18Z").is_none_or(|s| s.since(cutoff)), "hours, where the parser takes them");
+        assert!(Shown::text("2026-11-27T17:59Z").is_some_and(|s| !s.since(cutoff)));
+        assert!(Shown::text("2026-11-27T18:00:29+00:00").is_some_and(|s| !s.since(cutoff)), "an offset's colon is not a field");
     }
 
     /// Every URL of a block goes through the transport rule before any credential is read into

@@ -4,7 +4,7 @@
 //! and does; the cutoff, the ledger and the counts stay here, as for every provider: a factor the
 //! store dates at or after the cutoff is never asked to be deleted, and one it cannot date is kept.
 
-use std::sync::OnceLock;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +46,8 @@ pub struct Webhook {
     base: String,
     token: SecretString,
     secret_name: String,
-    offered: OnceLock<Offered>,
+    /// What the store said it can do at the last negotiation (asked again at every check).
+    offered: RwLock<Option<Offered>>,
 }
 
 /// What the store said it can do, at negotiation.
@@ -97,7 +98,9 @@ struct Negotiation {
 #[derive(Deserialize)]
 struct UsersAnswer {
     users: Vec<Record<UserRef>>,
-    #[serde(default)]
+    /// Required, null on the last page: a page without it is not taken for the last (a listing
+    /// cut short would spare members of an exclusion group, or miss users in scope).
+    #[serde(deserialize_with = "Option::deserialize")]
     next: Option<String>,
 }
 
@@ -121,14 +124,10 @@ struct FactorsAnswer {
 
 #[derive(Deserialize)]
 struct UserAnswer {
-    #[serde(default = "enabled_by_default")]
+    /// Required: a break-glass account is taken as working only when the store says it is enabled.
     enabled: bool,
     #[serde(default)]
     address: Option<String>,
-}
-
-fn enabled_by_default() -> bool {
-    true
 }
 
 #[derive(Deserialize)]
@@ -177,7 +176,7 @@ fn kind_of(name: &str) -> Option<FactorKind> {
         "webauthn" => FactorKind::Webauthn,
         "passkey" => FactorKind::Passkey,
         "recoveryCodes" => FactorKind::RecoveryCodes,
-        "sms" | "voice" => FactorKind::Sms,
+        "sms" => FactorKind::Sms,
         "email" => FactorKind::Email,
         "push" => FactorKind::Push,
         "hardwareToken" => FactorKind::HardwareToken,
@@ -210,7 +209,11 @@ fn clip(text: &str, max: usize) -> String {
 impl Webhook {
     pub fn new(http: ProviderHttp, provider: &WebhookProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let token = keys.get("token")?;
-        Ok(Self { http, base: provider.url.trim_end_matches('/').to_string(), token, secret_name: provider.credentials_secret_ref.name.clone(), offered: OnceLock::new() })
+        Ok(Self { http, base: provider.url.trim_end_matches('/').to_string(), token, secret_name: provider.credentials_secret_ref.name.clone(), offered: RwLock::new(None) })
+    }
+
+    fn offered(&self) -> Option<Offered> {
+        self.offered.read().unwrap().clone()
     }
 
     /// Sends a request and reads its answer; 404s are the caller's to read (None with the code).
@@ -239,8 +242,18 @@ impl Webhook {
         })
     }
 
+    /// An answer read as the protocol shapes it. The error is clipped: it may quote the answer,
+    /// which could be a whole page of something else, or (for a bypass) a code.
     fn parse<T: serde::de::DeserializeOwned>(&self, what: &str, value: Value) -> Result<T, ProviderError> {
-        serde_json::from_value(value).map_err(|e| self.http.error(ErrorKind::Rejected, format!("the store's answer to {what} is not what the protocol says: {e}")))
+        serde_json::from_value(value).map_err(|e| self.http.error(ErrorKind::Rejected, format!("the store's answer to {what} is not what the protocol says: {}", clip(&e.to_string(), 200))))
+    }
+
+    /// A write done: 204, or 200 with a JSON object (a proxy's 200 login page is not a deletion).
+    fn done(&self, what: &str, status: StatusCode, value: &Value) -> Result<(), ProviderError> {
+        if status == StatusCode::NO_CONTENT || (status == StatusCode::OK && value.is_object()) {
+            return Ok(());
+        }
+        Err(self.http.error(ErrorKind::Rejected, format!("{status} from {what} is not an answer of the backend protocol")))
     }
 
     /// A 404 for a user-scoped call: the user is gone.
@@ -248,8 +261,16 @@ impl Webhook {
         self.http.error(ErrorKind::NotFound, format!("the store has no user {} (id {})", user.username, user.id))
     }
 
-    fn user_path(user: &UserRef) -> String {
-        format!("/users/{}", enc(&user.id))
+    /// `/users/{id}`; an id URL parsing would rewrite (a dot segment), or an unbounded one, is refused.
+    fn user_path(&self, user: &UserRef) -> Result<String, ProviderError> {
+        Ok(format!("/users/{}", self.segment("user id", &user.id)?))
+    }
+
+    fn segment(&self, what: &str, id: &str) -> Result<String, ProviderError> {
+        if id.is_empty() || id == "." || id == ".." || id.len() > 256 {
+            return Err(self.http.error(ErrorKind::Rejected, format!("the store's {what} {:?} cannot be used in a path", clip(id, 40))));
+        }
+        Ok(enc(id))
     }
 
     async fn negotiate(&self) -> Result<Offered, ProviderError> {
@@ -275,7 +296,7 @@ impl Webhook {
     }
 
     async fn user(&self, user: &UserRef) -> Result<UserAnswer, ProviderError> {
-        let (status, value) = self.call(READ_USER, Method::GET, &Self::user_path(user), &[], None).await?;
+        let (status, value) = self.call(READ_USER, Method::GET, &self.user_path(user)?, &[], None).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(self.no_user(user));
         }
@@ -283,18 +304,24 @@ impl Webhook {
     }
 
     async fn post(&self, op: Op, user: &UserRef, action: &str, body: Option<Value>) -> Result<Value, ProviderError> {
-        let (status, value) = self.call(op, Method::POST, &format!("{}/{action}", Self::user_path(user)), &[], body).await?;
+        let (status, value) = self.call(op, Method::POST, &format!("{}/{action}", self.user_path(user)?), &[], body).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(self.no_user(user));
         }
+        self.done(&format!("POST /users/{{id}}/{action}"), status, &value)?;
         Ok(value)
+    }
+
+    /// The first factor the user holds from `since` on, from their factors' creation times.
+    async fn first_factor_since(&self, user: &UserRef, since: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
+        Ok(self.snapshot(user, &[FactorKind::All], since).await?.enrolled_since_cutoff)
     }
 }
 
 #[async_trait]
 impl IdentityProvider for Webhook {
     fn capabilities(&self) -> Capabilities {
-        let Some(offered) = self.offered.get() else {
+        let Some(offered) = self.offered() else {
             return Capabilities { limitations: vec!["protocol: the store has not been asked yet what it can do (GET /)".into()], ..Default::default() };
         };
         let mut limitations: Vec<String> = offered.limitations.iter().take(MAX_LIMITATIONS).map(|l| clip(l, MAX_LIMITATION_CHARS)).collect();
@@ -302,7 +329,7 @@ impl IdentityProvider for Webhook {
             (offered.factor_creation_time, "cutoff: the store does not date factors; every factor is kept (counted in keptUnknownAge)"),
             (offered.revoke_sessions, "sessions: the store does not end sessions"),
             (offered.require_enrollment, "enrollment: the store cannot require a new enrollment at the next sign-in"),
-            (offered.enrollment_detection || offered.event_stream, "detection: the store cannot tell who enrolled again"),
+            (offered.enrollment_detection || offered.factor_creation_time, "detection: the store cannot tell who enrolled again"),
             (offered.disable_user, "disable: the store cannot disable users"),
             (offered.nested_groups, "groups: the store's groups do not nest; a group's members are its direct members"),
         ] {
@@ -318,7 +345,8 @@ impl IdentityProvider for Webhook {
             revoke_sessions: offered.revoke_sessions,
             count_sessions: offered.count_sessions,
             force_re_enrollment: offered.require_enrollment,
-            enrollment_detection: offered.enrollment_detection || offered.event_stream,
+            // Asked directly where the store answers it, else read from the factors' creation times.
+            enrollment_detection: offered.enrollment_detection || offered.factor_creation_time,
             event_stream: offered.event_stream,
             disable_user: offered.disable_user,
             nested_groups: offered.nested_groups,
@@ -338,18 +366,16 @@ impl IdentityProvider for Webhook {
     }
 
     async fn prepare(&self) -> Result<(), ProviderError> {
-        if self.offered.get().is_none() {
-            let offered = self.negotiate().await?;
-            let _ = self.offered.set(offered);
+        if self.offered().is_none() {
+            self.check().await?;
         }
         Ok(())
     }
 
+    /// Negotiates again: what the store can do is taken up at every readiness check.
     async fn check(&self) -> Result<(), ProviderError> {
-        // Asked again at every check; what it can do is learnt once per adapter (a change of the
-        // store's capabilities is taken up when the IdentityBackend or its Secret changes).
         let offered = self.negotiate().await?;
-        let _ = self.offered.set(offered);
+        *self.offered.write().unwrap() = Some(offered);
         Ok(())
     }
 
@@ -370,12 +396,17 @@ impl IdentityProvider for Webhook {
     }
 
     async fn find_user(&self, name: &str) -> Result<Vec<UserRef>, ProviderError> {
+        const MAX_NAMED: usize = 100;
         let page = self.users_page(LIST_USERS, "/users", &[("name", name.to_string())]).await?.unwrap_or_default();
+        // A store that ignored `name` would answer with a page of everyone: refused, not recalled.
+        if page.next.is_some() || page.users.len() > MAX_NAMED || !page.unreadable.is_empty() {
+            return Err(self.http.error(ErrorKind::Rejected, format!("GET /users?name= for {name:?} answered {} users{}: not an answer to a name (the store must answer only the users the name names, on one page)", page.users.len(), if page.next.is_some() { " and a next page" } else { "" })));
+        }
         Ok(page.users)
     }
 
     async fn snapshot(&self, user: &UserRef, kinds: &[FactorKind], cutoff: jiff::Timestamp) -> Result<UserSnapshot, ProviderError> {
-        let (status, value) = self.call(LIST_FACTORS, Method::GET, &format!("{}/factors", Self::user_path(user)), &[], None).await?;
+        let (status, value) = self.call(LIST_FACTORS, Method::GET, &format!("{}/factors", self.user_path(user)?), &[], None).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(self.no_user(user));
         }
@@ -390,6 +421,7 @@ impl IdentityProvider for Webhook {
             }
             let age = Age::of(record.created_at, cutoff);
             if selected(kind, kinds) && age != Age::Since {
+                self.segment("factor id", &record.id)?;
                 factors.push(FactorRef::aged(record.id, kind, clip(&record.type_, 80), age));
             }
         }
@@ -401,11 +433,11 @@ impl IdentityProvider for Webhook {
     }
 
     async fn revoke_factor(&self, user: &UserRef, factor: &FactorRef) -> Result<RevokeOutcome, ProviderError> {
-        let path = format!("{}/factors/{}", Self::user_path(user), enc(&factor.id));
+        let path = format!("{}/factors/{}", self.user_path(user)?, self.segment("factor id", &factor.id)?);
         match self.call(REVOKE_FACTOR, Method::DELETE, &path, &[], None).await? {
             (StatusCode::NOT_FOUND, value) if value["error"] == "alreadyGone" => Ok(RevokeOutcome::AlreadyGone),
             (StatusCode::NOT_FOUND, _) => Err(self.no_user(user)),
-            _ => Ok(RevokeOutcome::Revoked),
+            (status, value) => self.done("DELETE /users/{id}/factors/{factorId}", status, &value).map(|()| RevokeOutcome::Revoked),
         }
     }
 
@@ -420,7 +452,10 @@ impl IdentityProvider for Webhook {
     }
 
     async fn enrolled_since(&self, user: &UserRef, cutoff: jiff::Timestamp) -> Result<Option<Enrollment>, ProviderError> {
-        let (status, value) = self.call(ENROLLED_SINCE, Method::GET, &format!("{}/enrollments", Self::user_path(user)), &[("since", cutoff.to_string())], None).await?;
+        if !self.offered().is_some_and(|o| o.enrollment_detection) {
+            return self.first_factor_since(user, cutoff).await;
+        }
+        let (status, value) = self.call(ENROLLED_SINCE, Method::GET, &format!("{}/enrollments", self.user_path(user)?), &[("since", cutoff.to_string())], None).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(self.no_user(user));
         }
@@ -472,21 +507,27 @@ impl IdentityProvider for Webhook {
         let answer: EventsAnswer = self.parse("GET /events", value)?;
         let mut page = EventPage { cursor: answer.next.filter(|n| !n.is_empty()).or_else(|| query.cursor.map(str::to_string)), more: answer.more, ..Default::default() };
         for entry in answer.events {
-            page.take(read_event(entry));
+            // What was asked is checked here too: a store that ignored `user` or `until` would
+            // hand other users' or later events to the anomaly rules.
+            let read = read_event(entry).map(|event| event.filter(|e| query.user.is_none_or(|u| u.id == e.user_id) && query.until.is_none_or(|until| e.at < until)));
+            page.take(read);
         }
         Ok(page)
     }
 
     async fn issue_bypass(&self, user: &UserRef, lifetime: Duration) -> Result<IssuedBypass, ProviderError> {
         let value = self.post(BYPASS, user, "bypasses", Some(json!({ "lifetimeSeconds": lifetime.as_secs() }))).await?;
-        let answer: BypassAnswer = self.parse("POST /users/{id}/bypasses", value)?;
+        // Never quoted in an error: the answer holds the code.
+        let answer: BypassAnswer = serde_json::from_value(value).map_err(|_| self.http.error(ErrorKind::Rejected, "the store's answer to POST /users/{id}/bypasses is not what the protocol says"))?;
         let expires_at = answer.expires_at.parse().map_err(|_| self.http.error(ErrorKind::Rejected, "the store's bypass has no readable expiresAt"))?;
-        Ok(IssuedBypass { secret: answer.secret.filter(|s| !s.is_empty()).map(SecretString::new), expires_at, reference: Some(clip(&answer.reference, 200)) })
+        // Kept whole: a reference cut short would withdraw nothing later.
+        self.segment("bypass reference", &answer.reference)?;
+        Ok(IssuedBypass { secret: answer.secret.filter(|s| !s.is_empty()).map(SecretString::new), expires_at, reference: Some(answer.reference) })
     }
 
     async fn bypass_used(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<Option<bool>, ProviderError> {
         let Some(reference) = reference else { return Ok(None) };
-        let (status, value) = self.call(BYPASS, Method::GET, &format!("{}/bypasses/{}", Self::user_path(user), enc(reference)), &[], None).await?;
+        let (status, value) = self.call(BYPASS, Method::GET, &format!("{}/bypasses/{}", self.user_path(user)?, self.segment("bypass reference", reference)?), &[], None).await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -495,8 +536,12 @@ impl IdentityProvider for Webhook {
 
     async fn revoke_bypass(&self, user: &UserRef, _issued_at: jiff::Timestamp, reference: Option<&str>) -> Result<(), ProviderError> {
         let Some(reference) = reference else { return Err(self.http.error(ErrorKind::Rejected, "the bypass has no reference to withdraw it by")) };
-        // 404: already gone, which is what was asked.
-        self.call(BYPASS, Method::DELETE, &format!("{}/bypasses/{}", Self::user_path(user), enc(reference)), &[], None).await.map(drop)
+        let path = format!("{}/bypasses/{}", self.user_path(user)?, self.segment("bypass reference", reference)?);
+        match self.call(BYPASS, Method::DELETE, &path, &[], None).await? {
+            // Gone already, which is what was asked; any other 404 (a proxy's, a missing route) is not taken for it.
+            (StatusCode::NOT_FOUND, value) if value["error"] == "alreadyGone" => Ok(()),
+            (status, value) => self.done("DELETE /users/{id}/bypasses/{reference}", status, &value),
+        }
     }
 }
 

@@ -100,6 +100,9 @@ struct CachedProvider {
     provider: Arc<dyn IdentityProvider>,
 }
 
+/// How long an adapter may take to learn what its provider can do before it is used.
+const PREPARE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Context {
     /// The adapter for an IdentityBackend, rebuilt when its spec or Secret changed.
     pub async fn provider(&self, backend: &IdentityBackend) -> Result<Arc<dyn IdentityProvider>, ProviderError> {
@@ -130,16 +133,25 @@ impl Context {
             backend.metadata.generation.unwrap_or_default(),
             secret.as_ref().and_then(|s| s.metadata.resource_version.clone()).unwrap_or_default()
         );
-        let mut cache = self.providers.lock().await;
-        if let Some(cached) = cache.get(&key)
+        if let Some(cached) = self.providers.lock().await.get(&key)
             && cached.fingerprint == fingerprint
         {
             return Ok(cached.provider.clone());
         }
+        // Made and prepared outside the cache's lock: a store slow to negotiate holds up only
+        // what needs it, not every other backend.
         let provider = backends::connect(backend, secret.as_ref(), &self.metrics.provider)?;
-        provider.prepare().await.map_err(|e| e.of(&key))?;
-        cache.insert(key, CachedProvider { fingerprint, provider: provider.clone() });
-        Ok(provider)
+        match tokio::time::timeout(PREPARE_DEADLINE, provider.prepare()).await {
+            Ok(prepared) => prepared.map_err(|e| e.of(&key))?,
+            Err(_) => return Err(ProviderError::new(ErrorKind::Unavailable, format!("no answer to what it can do within {} s", PREPARE_DEADLINE.as_secs())).of(&key)),
+        }
+        let mut cache = self.providers.lock().await;
+        // Another task may have made one meanwhile: the first one stays, so all share it.
+        let cached = cache.entry(key).or_insert(CachedProvider { fingerprint: fingerprint.clone(), provider: provider.clone() });
+        if cached.fingerprint != fingerprint {
+            *cached = CachedProvider { fingerprint, provider: provider.clone() };
+        }
+        Ok(cached.provider.clone())
     }
 
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: Reason, note: String) {

@@ -239,6 +239,7 @@ async fn factors(State(backend): State<Shared>, Path(id): Path<String>) -> Resul
 
 async fn revoke_factor(State(backend): State<Shared>, Path((id, factor)): Path<(String, String)>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
+    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
     match db.execute(sql::DELETE_FACTOR, &[&id, &factor]).await? {
         0 => Err(Failure(StatusCode::NOT_FOUND, "alreadyGone", format!("user {id} holds no factor {factor}"))),
         _ => done(),
@@ -340,7 +341,12 @@ async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>)
             event
         })
         .collect();
-    let next = rows.last().map(|r| r.get::<_, i64>(0)).unwrap_or(after);
+    // A first read with nothing to show yet goes on from the log's end, not from its start.
+    let next = match rows.last() {
+        Some(row) => row.get::<_, i64>(0),
+        None if query.cursor.is_none() => db.query_one(sql::LAST_EVENT, &[]).await?.get(0),
+        None => after,
+    };
     ok(json!({ "events": events, "next": next.to_string(), "more": rows.len() as i64 == limit }))
 }
 
@@ -359,10 +365,13 @@ async fn issue_bypass(State(backend): State<Shared>, Path(id): Path<String>, bod
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no randomness".into()))?;
     let code = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let reference = hex::encode(&Sha256::digest(format!("reference {code}").as_bytes())[..8]);
-    let db = backend.pool.get().await?;
-    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
-    let expires: String = db.query_one(sql::ISSUE_BYPASS, &[&reference, &id, &hex::encode(Sha256::digest(code.as_bytes())), &(request.lifetime_seconds as f64)]).await?.get(0);
-    db.execute(sql::LOG_BYPASS_ISSUED, &[&id]).await?;
+    let mut db = backend.pool.get().await?;
+    let tx = db.transaction().await?;
+    tx.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    tx.execute(sql::WITHDRAW_LIVE_BYPASSES, &[&id]).await?;
+    let expires: String = tx.query_one(sql::ISSUE_BYPASS, &[&reference, &id, &hex::encode(Sha256::digest(code.as_bytes())), &(request.lifetime_seconds as f64)]).await?.get(0);
+    tx.execute(sql::LOG_BYPASS_ISSUED, &[&id]).await?;
+    tx.commit().await?;
     Ok(answer(StatusCode::CREATED, json!({ "secret": code, "expiresAt": expires, "reference": reference })))
 }
 

@@ -17,8 +17,8 @@ pub const USERS_AFTER: &str = "select id, username from users where id > $1 orde
 /// Users a name names: username or email in any letter case, or the id itself.
 pub const USERS_NAMED: &str = "select id, username from users where lower(username) = lower($1) or lower(email) = lower($1) or id = $1 order by id limit 100";
 
-/// A group by name or id.
-pub const GROUP: &str = "select id from groups where name = $1 or id = $1";
+/// A group by id, else by name.
+pub const GROUP: &str = "select id from groups where id = $1 or name = $1 order by (id = $1) desc limit 1";
 
 /// Members of a group ($1) and, unless $2 (direct only), of its subgroups at any depth, after a cursor.
 pub const GROUP_MEMBERS_AFTER: &str = "
@@ -34,8 +34,8 @@ pub const USER: &str = "select id, username, enabled, email from users where id 
 
 pub const FACTORS: &str = concat!("select id, kind, type, ", rfc3339!("created_at"), " from factors where user_id = $1 order by id");
 
-/// What a user is signed in with: sessions, refresh tokens and remembered devices.
-pub const SESSIONS: &str = "select (select count(*) from sessions where user_id = $1) + (select count(*) from refresh_tokens where user_id = $1) + (select count(*) from remembered_devices where user_id = $1)";
+/// What a user is signed in with now: live sessions and refresh tokens, and remembered devices.
+pub const SESSIONS: &str = "select (select count(*) from sessions where user_id = $1 and expires_at > now()) + (select count(*) from refresh_tokens where user_id = $1 and expires_at > now()) + (select count(*) from remembered_devices where user_id = $1)";
 
 pub const DELETE_FACTOR: &str = "delete from factors where user_id = $1 and id = $2";
 
@@ -56,7 +56,11 @@ pub const EVENTS: &str = concat!(
     "order by seq limit $5"
 );
 
+/// One live bypass per user: issuing one withdraws the earlier ones (a retried issue leaves one).
+pub const WITHDRAW_LIVE_BYPASSES: &str = "update bypass_codes set revoked_at = now() where user_id = $1 and revoked_at is null and used_at is null and expires_at > now()";
 pub const ISSUE_BYPASS: &str = concat!("insert into bypass_codes (reference, user_id, code_hash, expires_at) values ($1, $2, $3, now() + make_interval(secs => $4)) returning ", rfc3339!("expires_at"));
 pub const BYPASS_USED: &str = "select used_at is not null from bypass_codes where user_id = $1 and reference = $2";
 pub const REVOKE_BYPASS: &str = "update bypass_codes set revoked_at = now() where user_id = $1 and reference = $2 and revoked_at is null";
+/// The highest sequence number of the log: where a reader with nothing to read yet goes on from.
+pub const LAST_EVENT: &str = "select coalesce(max(seq), 0) from events";
 pub const LOG_BYPASS_ISSUED: &str = "insert into events (user_id, type) values ($1, 'bypassIssued')";

@@ -13,6 +13,15 @@ const TOKEN: &str = "mfacanary-pg-backend-test-token";
 
 struct Backend(Child);
 
+/// Removed however the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -63,9 +72,9 @@ async fn call(http: &reqwest::Client, method: reqwest::Method, url: &str, body: 
 #[tokio::test]
 async fn every_call_of_the_protocol_on_a_real_store() {
     let (url, db) = database().await;
-    let dir = std::env::temp_dir().join(format!("pg-backend-{:08x}", fastrand::u32(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_backend, base) = start(&url, &dir);
+    let dir = TempDir(std::env::temp_dir().join(format!("pg-backend-{:08x}", fastrand::u32(..))));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (_backend, base) = start(&url, &dir.0);
     let http = reqwest::Client::new();
     let get = |path: &str| { let (http, url) = (http.clone(), format!("{base}{path}")); async move { call(&http, reqwest::Method::GET, &url, None).await } };
     // The schema is applied at start; wait for the backend to answer.
@@ -89,7 +98,8 @@ async fn every_call_of_the_protocol_on_a_real_store() {
            ('f3', 'u2', 'recoveryCodes', 'backup codes', null), ('f4', 'u2', 'sms', 'text message', '2026-01-01T00:00:00Z');
          insert into sessions (id, user_id, expires_at) values ('s1', 'u1', now() + interval '1 day'), ('s2', 'u1', now() + interval '1 day');
          insert into refresh_tokens (id, user_id, token_hash, expires_at) values ('r1', 'u1', 'x', now() + interval '30 days');
-         insert into remembered_devices (id, user_id) values ('d1', 'u1');",
+         insert into remembered_devices (id, user_id) values ('d1', 'u1');
+         insert into sessions (id, user_id, expires_at) values ('s-old', 'u1', now() - interval '1 day');",
     )
     .await
     .unwrap();
@@ -124,7 +134,7 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     let (status, u1) = get("/users/u1/factors").await;
     assert_eq!(status, 200);
     assert_eq!(u1["factors"][0], json!({ "id": "f1", "kind": "totp", "type": "authenticator app", "createdAt": "2026-10-01T08:14:03.512000Z" }));
-    assert_eq!(u1["sessions"], 4);
+    assert_eq!(u1["sessions"], 4, "the expired session is not counted");
     assert_eq!(get("/users/u2/factors").await.1["factors"][0]["createdAt"], Value::Null);
     assert_eq!(get("/users/nobody/factors").await, (404, json!({ "error": "notFound", "message": "no user nobody" })));
 
@@ -134,7 +144,8 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(delete("/users/u1/factors/f1").await.0, 204);
     assert_eq!(delete("/users/u1/factors/f1").await.1["error"], "alreadyGone");
     assert_eq!(delete("/users/u2/factors/f2").await.1["error"], "alreadyGone", "another user's factor is not theirs to delete");
-    assert_eq!(post("/users/u1/sessions/revoke", None).await, (200, json!({ "revoked": 4 })));
+    assert_eq!(delete("/users/nobody/factors/f2").await.1["error"], "notFound");
+    assert_eq!(post("/users/u1/sessions/revoke", None).await, (200, json!({ "revoked": 5 })), "expired ones go too");
     assert_eq!(get("/users/u1/factors").await.1["sessions"], 0);
     assert_eq!(post("/users/u1/require-enrollment", Some(json!({ "kinds": ["totp", "webauthn"] }))).await.0, 204);
     let required: Vec<String> = db.query_one("select kinds from required_enrollments where user_id = 'u1'", &[]).await.unwrap().get(0);
@@ -158,6 +169,14 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(next["more"], false);
     let (_, caught_up) = get(&format!("/events?cursor={}", next["next"].as_str().unwrap())).await;
     assert_eq!((caught_up["events"].clone(), caught_up["next"].clone()), (json!([]), next["next"].clone()), "a reader that caught up keeps its place");
+    // A first read from a time with nothing after it goes on from the log's end, not its start.
+    let (_, from_now) = get("/events?from=2099-01-01T00:00:00Z").await;
+    assert_eq!((from_now["events"].clone(), from_now["next"].clone()), (json!([]), next["next"].clone()));
+
+    // A factor set up again in place (a new secret) is a new factor.
+    db.batch_execute("update factors set secret = 'new' where id = 'f4'").await.unwrap();
+    let rekeyed = get("/users/u2/factors").await.1["factors"].as_array().unwrap().iter().find(|f| f["id"] == "f4").unwrap()["createdAt"].as_str().unwrap().to_string();
+    assert!(rekeyed > "2026-12-01".to_string(), "re-keyed at {rekeyed}");
 
     // A bypass: issued once, its code never stored, used or not, withdrawn once.
     let (status, issued) = post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 900 }))).await;
@@ -166,8 +185,13 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     let stored: String = db.query_one("select code_hash from bypass_codes where reference = $1", &[&reference]).await.unwrap().get(0);
     assert!(!stored.contains(&code) && stored.len() == 64);
     assert_eq!(get(&format!("/users/u2/bypasses/{reference}")).await.1, json!({ "used": false }));
+    // Issued again (a retry): the earlier one is withdrawn, so one stays live.
+    let (_, again) = post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 900 }))).await;
+    let live: i64 = db.query_one("select count(*) from bypass_codes where user_id = 'u2' and revoked_at is null", &[]).await.unwrap().get(0);
+    assert_eq!(live, 1);
+    assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.1["error"], "alreadyGone", "the first was withdrawn by the second");
+    let reference = again["reference"].as_str().unwrap().to_string();
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.0, 204);
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.1["error"], "alreadyGone");
     assert_eq!(post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 5 }))).await.0, 400);
-    let _ = std::fs::remove_dir_all(&dir);
 }
