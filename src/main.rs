@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Work with in-house identity stores (the backend protocol, docs/backend-protocol.md).
+    Backend {
+        #[command(subcommand)]
+        command: BackendCommand,
+    },
     /// Work with recall ledgers.
     Ledger {
         #[command(subcommand)]
@@ -134,6 +139,13 @@ enum LedgerCommand {
 }
 
 #[derive(Subcommand)]
+enum BackendCommand {
+    /// Make the calls a recall makes of a store and say, for each, whether it answered as the
+    /// protocol says (reads only, and one delete of a factor id no store holds).
+    Check(mfa_recall::backends::webhook::CheckArgs),
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check a trail's hash chain and name the first broken line.
     Verify(audit::VerifyArgs),
@@ -148,6 +160,9 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Command::Audit { command: AuditCommand::Verify(verify) } => std::process::ExitCode::from(verify.run()),
+        Command::Backend { command: BackendCommand::Check(check) } => {
+            if check.run().await { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) }
+        }
         Command::Ledger { command: LedgerCommand::ImportConfigmaps { recall, namespace, key_file } } => match import_configmaps(&recall, &namespace, &key_file).await {
             Ok(lines) => {
                 lines.iter().for_each(|line| println!("{line}"));

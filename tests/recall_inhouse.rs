@@ -80,6 +80,22 @@ async fn a_recall_of_an_in_house_store_through_the_backend_protocol() {
     psql(&url, &seed);
     let before_events: i64 = psql(&url, "select count(*) from events").parse().unwrap();
 
+    // The protocol checker an in-house team runs against its own implementation.
+    let check = |token_file: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mfa-recall")).args(["backend", "check", &format!("http://{addr}"), "--user", "USER.05", "--group", "staff"]).arg("--token-file").arg(token_file).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (ok, said) = check(&token_file);
+    assert!(ok, "{said}");
+    for line in ["ok   GET / (negotiation)", "ok   GET /users: 30 users on the first page, the last page", "ok   GET /groups/staff/members (Direct): 27 members", "ok   GET /groups/staff/members (Transitive): 30 members",
+                 "ok   GET /users?name=USER.05: user.05 (id u05)", "ok   GET /users/{id}/factors: 3 factors (0 of unknown age), 3 sessions", "ok   DELETE /users/{id}/factors/{absent}: alreadyGone"] {
+        assert!(said.contains(line), "{line:?} missing from:\n{said}");
+    }
+    let wrong = parts.file("inhouse-wrong-token.key");
+    std::fs::write(&wrong, "mfacanary-not-the-token").unwrap();
+    let (ok, said) = check(&wrong);
+    assert!(!ok && said.contains("FAIL GET / (negotiation)") && said.contains("401"), "{said}");
+
     let spec = serde_json::from_value(json!({ "webhook": { "url": format!("http://{addr}"), "credentialsSecretRef": { "name": "store-credentials" } },
                                               "limits": BackendLimits { requests_per_second: 500, max_concurrency: 8, ..Default::default() } })).unwrap();
     cluster::create_backend(&client, ns, "store", spec, &[("token".to_string(), TOKEN.to_string())].into()).await.unwrap();

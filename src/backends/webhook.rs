@@ -559,3 +559,118 @@ fn read_event(entry: Value) -> Result<Option<IdentityEvent>, String> {
     };
     Ok(Some(IdentityEvent { id: clip(&record.id, 200), at, user_id: record.user_id, kind, actor: Actor::Unknown, client, factor: record.factor_kind.as_deref().and_then(kind_of), device: None }))
 }
+
+/// `mfa-recall backend check URL`: the calls the operator makes of a store, each said ok or what
+/// is wrong, for anyone implementing the protocol. It reads, and makes one write that changes
+/// nothing: with --user, it asks to delete a factor id no store holds, which must be answered
+/// `alreadyGone` (a recall repeats deletes after a crash).
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The store's base URL (https; http only to loopback, or with --insecure).
+    pub url: String,
+    /// A file holding the bearer token the store expects.
+    #[arg(long)]
+    pub token_file: std::path::PathBuf,
+    /// A user to look up by name (username, email or id): their factors, sessions and enrollments are read.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A group whose members are listed, directly and with its subgroups.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Allow plain http to a host other than loopback (a test lab only).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// A factor id the check asks to delete: no store holds it.
+const ABSENT_FACTOR: &str = "mfa-recall-check-absent-factor";
+
+impl CheckArgs {
+    /// Runs the check, printing a line per call; true when every call answered as the protocol says.
+    pub async fn run(&self) -> bool {
+        let token = match std::fs::read_to_string(&self.token_file) {
+            Ok(token) => token.trim().to_string(),
+            Err(e) => {
+                println!("FAIL token: {}: {e}", self.token_file.display());
+                return false;
+            }
+        };
+        let backend: crate::api::IdentityBackend = match serde_json::from_value(json!({
+            "apiVersion": "mfarecall.io/v1alpha1", "kind": "IdentityBackend", "metadata": { "name": "check", "namespace": "check" },
+            "spec": { "webhook": { "url": self.url, "credentialsSecretRef": { "name": "check" } }, "insecure": self.insecure }
+        })) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("FAIL url: {e}");
+                return false;
+            }
+        };
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "check" }, "stringData": { "token": token } })).expect("a Secret from strings");
+        // stringData is what a client writes; the adapter reads data, as the apiserver returns it.
+        let secret = k8s_openapi::api::core::v1::Secret { data: Some([("token".to_string(), k8s_openapi::ByteString(token.into_bytes()))].into()), ..secret };
+        let provider = match super::connect(&backend, Some(&secret), &crate::metrics::ProviderMetrics::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                println!("FAIL connect: {e}");
+                return false;
+            }
+        };
+        let mut ok = true;
+        let mut say = |what: &str, result: Result<String, ProviderError>| match result {
+            Ok(text) => println!("ok   {what}: {text}"),
+            Err(e) => {
+                ok = false;
+                println!("FAIL {what}: {e}");
+            }
+        };
+        if let Err(e) = provider.prepare().await {
+            say("GET / (negotiation)", Err(e));
+            return false;
+        }
+        let capabilities = provider.capabilities();
+        say("GET / (negotiation)", Ok(format!("{MEDIA_TYPE}; can: {}", capabilities.names().join(", "))));
+        for limitation in &capabilities.limitations {
+            println!("     says it cannot: {limitation}");
+        }
+        say("GET /users", provider.list_users(None).await.map(|page| format!("{} users on the first page{}{}", page.users.len(), if page.next.is_some() { ", more after" } else { ", the last page" }, if page.unreadable.is_empty() { String::new() } else { format!(", {} unreadable", page.unreadable.len()) })));
+        if let Some(group) = &self.group {
+            for membership in [Membership::Direct, Membership::Transitive] {
+                say(&format!("GET /groups/{group}/members ({membership:?})"), provider.all_group_members(group, membership).await.map(|members| format!("{} members", members.len())));
+            }
+        }
+        if let Some(name) = &self.user {
+            let found = provider.find_user(name).await;
+            let user = match &found {
+                Ok(users) if users.len() == 1 => Some(users[0].clone()),
+                _ => None,
+            };
+            say(&format!("GET /users?name={name}"), found.and_then(|users| match users.len() {
+                1 => Ok(format!("{} (id {})", users[0].username, users[0].id)),
+                n => Err(ProviderError::new(ErrorKind::NotFound, format!("{n} users answer to it; name one user"))),
+            }));
+            if let Some(user) = user {
+                let now = jiff::Timestamp::now();
+                say("GET /users/{id}/factors", provider.snapshot(&user, &[FactorKind::All], now).await.map(|s| {
+                    let unknown = s.factors.iter().filter(|f| f.unknown_age).count();
+                    format!("{} factors ({unknown} of unknown age), {} sessions", s.factors.len(), s.sessions)
+                }));
+                say("GET /users/{id}/enrollments", provider.enrolled_since(&user, now - jiff::SignedDuration::from_hours(24 * 30)).await.map(|e| match e {
+                    Some(e) => format!("a {} factor on {}", e.kind.as_str(), e.at),
+                    None => "none in the last 30 days".into(),
+                }));
+                say("GET /users/{id}", provider.enabled(&user).await.map(|enabled| format!("enabled: {}", enabled.unwrap_or(true))));
+                let absent = FactorRef::new(ABSENT_FACTOR, FactorKind::Totp, "check");
+                say("DELETE /users/{id}/factors/{absent}", provider.revoke_factor(&user, &absent).await.and_then(|outcome| match outcome {
+                    RevokeOutcome::AlreadyGone => Ok("alreadyGone, as a repeated delete must be".into()),
+                    other => Err(ProviderError::new(ErrorKind::Rejected, format!("answered {other:?} for a factor no store holds: a repeated delete must answer 404 alreadyGone"))),
+                }));
+            }
+        }
+        if capabilities.event_stream {
+            let from = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+            let query = EventQuery { cursor: None, from, until: None, user: None };
+            say("GET /events", provider.read_events(&query).await.map(|page| format!("{} events in the last hour, {} skipped, cursor {}", page.events.len(), page.skipped.len(), if page.cursor.is_some() { "given" } else { "MISSING" })));
+        }
+        ok
+    }
+}
