@@ -44,19 +44,32 @@ async fn database() -> (String, tokio_postgres::Client) {
     (url, client)
 }
 
-fn start(url: &str, dir: &std::path::Path) -> (Backend, String) {
+/// The backend on a free loopback port; with `apply`, it creates the tables first.
+fn start(url: &str, dir: &std::path::Path, apply: bool) -> (Backend, String) {
     let token_file = dir.join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let child = Command::new(env!("CARGO_BIN_EXE_mfa-recall-pg-backend"))
-        .args(["--database-url", url, "--listen", &addr.to_string(), "--apply-schema"])
+        .args(["--database-url", url, "--listen", &addr.to_string()])
+        .args(apply.then_some("--apply-schema"))
         .arg("--token-file")
         .arg(&token_file)
         .spawn()
         .expect("the backend starts");
     (Backend(child), format!("http://{addr}"))
+}
+
+/// Waits until the backend at `base` answers its negotiation.
+async fn answers(http: &reqwest::Client, base: &str) {
+    for _ in 0..100 {
+        if http.get(format!("{base}/")).header("accept", MEDIA_TYPE).bearer_auth(TOKEN).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the backend at {base} did not answer");
 }
 
 async fn call(http: &reqwest::Client, method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
@@ -74,19 +87,20 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     let (url, db) = database().await;
     let dir = TempDir(std::env::temp_dir().join(format!("pg-backend-{:08x}", fastrand::u32(..))));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let (_backend, base) = start(&url, &dir.0);
     let http = reqwest::Client::new();
+    // The tables are made by their owner; the backend then runs as the role of roles.sql, so
+    // every call below also proves those grants are enough.
+    let (owner, base) = start(&url, &dir.0, true);
+    answers(&http, &base).await;
+    drop(owner);
+    db.batch_execute("do $$ begin if not exists (select from pg_roles where rolname = 'mfa_recall_backend') then create role mfa_recall_backend login password 'mfacanary-backend-role'; end if; end $$;").await.unwrap();
+    db.batch_execute(include_str!("../roles.sql")).await.unwrap();
+    let mut as_role = reqwest::Url::parse(&url).unwrap();
+    as_role.set_username("mfa_recall_backend").unwrap();
+    as_role.set_password(Some("mfacanary-backend-role")).unwrap();
+    let (_backend, base) = start(as_role.as_str(), &dir.0, false);
+    answers(&http, &base).await;
     let get = |path: &str| { let (http, url) = (http.clone(), format!("{base}{path}")); async move { call(&http, reqwest::Method::GET, &url, None).await } };
-    // The schema is applied at start; wait for the backend to answer.
-    let mut answered = false;
-    for _ in 0..100 {
-        if http.get(format!("{base}/")).header("accept", MEDIA_TYPE).bearer_auth(TOKEN).send().await.is_ok_and(|r| r.status() == 200) {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(answered, "the backend did not answer");
 
     db.batch_execute(
         "insert into users (id, username, email) values ('u1', 'Alice.Admin', 'ALICE@example.test'), ('u2', 'bob', 'bob@example.test'), ('u3', 'break-glass', null), ('u4', 'carol', 'carol@example.test');
@@ -103,6 +117,13 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     )
     .await
     .unwrap();
+
+    // The role reads no factor secret.
+    let (role_db, connection) = tokio_postgres::connect(as_role.as_str(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let refused = role_db.query("select secret from factors", &[]).await.unwrap_err();
+    let said = refused.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(said.contains("permission denied"), "{said}");
 
     // Negotiation: version 1, or 406 to a caller that does not ask for it; the token on every call.
     let (status, negotiated) = get("/").await;
