@@ -216,8 +216,14 @@ impl Webhook {
         self.offered.read().unwrap().clone()
     }
 
-    /// Sends a request and reads its answer; 404s are the caller's to read (None with the code).
+    /// Sends a request and reads its answer: its status and body. A 2xx or a 404 is the caller's
+    /// to read; any other status is an error saying what the store said.
     async fn call(&self, op: Op, method: Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> Result<(StatusCode, Value), ProviderError> {
+        self.exchange(op, method, path, query, body).await.map(|(status, value, _)| (status, value))
+    }
+
+    /// As `call`, with the answer's Content-Type.
+    async fn exchange(&self, op: Op, method: Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> Result<(StatusCode, Value, String), ProviderError> {
         let url = format!("{}{path}", self.base);
         let build = || {
             let mut request = self.http.request(method.clone(), &url).query(query).header(ACCEPT, MEDIA_TYPE).bearer_auth(self.token.expose());
@@ -230,7 +236,8 @@ impl Webhook {
         let status = reply.status;
         let value = reply.value();
         if status.is_success() || status == StatusCode::NOT_FOUND {
-            return Ok((status, value));
+            let content_type = reply.header(CONTENT_TYPE).unwrap_or_default().to_string();
+            return Ok((status, value, content_type));
         }
         let said = format!("{}: {}", clip(value["error"].as_str().unwrap_or("no error code"), 40), clip(value["message"].as_str().unwrap_or_default(), 300));
         Err(match status {
@@ -274,9 +281,14 @@ impl Webhook {
     }
 
     async fn negotiate(&self) -> Result<Offered, ProviderError> {
-        let (status, value) = self.call(NEGOTIATE, Method::GET, "/", &[], None).await?;
+        let (status, value, content_type) = self.exchange(NEGOTIATE, Method::GET, "/", &[], None).await?;
         if status != StatusCode::OK {
             return Err(self.http.error(ErrorKind::Config, format!("{status} from GET /: the store does not serve the backend protocol at {}", self.base)));
+        }
+        // The version the store will speak is the one its answer names.
+        let speaks = |t: &str| t.split(';').map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>() == ["application/vnd.mfa-recall.backend+json", "version=1"];
+        if !speaks(&content_type) {
+            return Err(self.http.error(ErrorKind::Config, format!("GET / answered Content-Type {:?}: the store must answer {MEDIA_TYPE}, the version it speaks", clip(&content_type, 80))));
         }
         let negotiation: Negotiation = self.parse("GET /", value)?;
         if negotiation.protocol != "mfa-recall-backend" {
@@ -672,5 +684,72 @@ impl CheckArgs {
             say("GET /events", provider.read_events(&query).await.map(|page| format!("{} events in the last hour, {} skipped, cursor {}", page.events.len(), page.skipped.len(), if page.cursor.is_some() { "given" } else { "MISSING" })));
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A store on loopback that answers every request with `content_type` and `body`.
+    async fn store(content_type: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = [0u8; 8192];
+                    let _ = socket.read(&mut request).await;
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn adapter(url: &str) -> Arc<dyn IdentityProvider> {
+        let backend: crate::api::IdentityBackend = serde_json::from_value(json!({ "metadata": { "name": "store", "namespace": "ns" }, "spec": { "webhook": { "url": url, "credentialsSecretRef": { "name": "s" } } } })).unwrap();
+        let secret = k8s_openapi::api::core::v1::Secret { data: Some([("token".to_string(), k8s_openapi::ByteString(b"t0ken".to_vec()))].into()), ..Default::default() };
+        super::super::connect(&backend, Some(&secret), &crate::metrics::ProviderMetrics::default()).unwrap()
+    }
+
+    const NEGOTIATION: &str = r#"{"protocol":"mfa-recall-backend","capabilities":{"factorCreationTime":true,"revokeSessions":true}}"#;
+
+    #[tokio::test]
+    async fn a_store_is_used_only_once_it_names_the_version_it_speaks() {
+        let fresh = adapter(&store(MEDIA_TYPE, NEGOTIATION).await);
+        assert!(!fresh.capabilities().factor_creation_time, "nothing is assumed before negotiation");
+        fresh.prepare().await.unwrap();
+        let capabilities = fresh.capabilities();
+        assert!(capabilities.factor_creation_time && capabilities.revoke_sessions && !capabilities.event_stream);
+        assert!(capabilities.limitations.iter().any(|l| l.starts_with("disable:")), "what it lacks is named: {:?}", capabilities.limitations);
+        let unnamed = adapter(&store("application/json", NEGOTIATION).await);
+        let refused = unnamed.prepare().await.unwrap_err();
+        assert!(refused.to_string().contains("Content-Type"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_name_answered_with_a_page_of_everyone_is_refused() {
+        let everyone = adapter(&store(MEDIA_TYPE, r#"{"users":[{"id":"u1","username":"alice"},{"id":"u2","username":"bob"}],"next":"u2"}"#).await);
+        let refused = everyone.find_user("alice").await.unwrap_err();
+        assert!(refused.to_string().contains("not an answer to a name"), "{refused}");
+        let no_next = adapter(&store(MEDIA_TYPE, r#"{"users":[{"id":"u1","username":"alice"}]}"#).await);
+        assert!(no_next.list_users(None).await.is_err(), "a page without next is not taken for the last");
+    }
+
+    #[tokio::test]
+    async fn factors_are_dated_as_shown_and_an_unknown_kind_fails_its_user() {
+        let cutoff: jiff::Timestamp = "2026-12-07T03:00:30Z".parse().unwrap();
+        let user = UserRef { id: "u1".into(), username: "alice".into() };
+        let held = adapter(&store(MEDIA_TYPE, r#"{"factors":[{"id":"old","kind":"totp","type":"app","createdAt":"2026-10-01T00:00:00Z"},{"id":"minute","kind":"webauthn","type":"key","createdAt":"2026-12-07T03:00Z"},{"id":"undated","kind":"sms","type":"phone","createdAt":null}],"sessions":2}"#).await);
+        let snapshot = held.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap();
+        let ids: Vec<(&str, bool)> = snapshot.factors.iter().map(|f| (f.id.as_str(), f.unknown_age)).collect();
+        assert_eq!(ids, [("old", false), ("undated", true)], "the factor shown at the cutoff's minute may be after it: kept, and not recorded");
+        assert_eq!(snapshot.enrolled_since_cutoff.map(|e| e.kind), Some(FactorKind::Webauthn));
+        let strange = adapter(&store(MEDIA_TYPE, r#"{"factors":[{"id":"x","kind":"carrierPigeon","type":"bird","createdAt":"2026-10-01T00:00:00Z"}],"sessions":0}"#).await);
+        assert!(strange.snapshot(&user, &[FactorKind::All], cutoff).await.unwrap_err().to_string().contains("carrierPigeon"));
     }
 }
