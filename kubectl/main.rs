@@ -9,7 +9,6 @@
 //!   kubectl mfa-recall report NAME --key-file F
 //!   kubectl mfa-recall audit verify FILE
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -63,13 +62,8 @@ enum Command {
     /// Every user of a recall and what became of them, from its signed ledger (as `mfa-recall report`).
     Report {
         name: String,
-        /// The operator's ledger key (the `key` of its ledger Secret).
-        #[arg(long)]
-        key_file: PathBuf,
-        #[arg(long, value_enum, default_value = "csv")]
-        format: mfa_recall::report::Format,
-        #[arg(long, short)]
-        output: Option<PathBuf>,
+        #[command(flatten)]
+        options: mfa_recall::report::Options,
     },
     /// Check an audit trail file (as `mfa-recall audit verify`).
     Audit {
@@ -208,7 +202,7 @@ async fn run(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
             let recall = until(&recalls, &name, |_| false).await?;
             Ok(phase(&recall) != RecallPhase::Failed)
         }
-        Command::Report { name, key_file, format, output } => Ok(mfa_recall::report::write(client, &name, &namespace, &key_file, format, output.as_deref(), None).await?),
+        Command::Report { name, options } => Ok(mfa_recall::report::write(client, &name, &namespace, &options).await?),
         Command::Audit { .. } => unreachable!("answered above"),
     }
 }

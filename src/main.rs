@@ -107,18 +107,8 @@ enum Command {
         recall: String,
         #[arg(long, short)]
         namespace: String,
-        /// The operator's ledger key (the `key` of its ledger Secret): a ledger object that does
-        /// not verify under it stops the report.
-        #[arg(long)]
-        key_file: PathBuf,
-        #[arg(long, value_enum, default_value = "csv")]
-        format: mfa_recall::report::Format,
-        /// Write the rows here rather than to standard output.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// Only this backend.
-        #[arg(long)]
-        backend: Option<String>,
+        #[command(flatten)]
+        options: mfa_recall::report::Options,
     },
 }
 
@@ -173,7 +163,7 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::from(1)
             }
         },
-        Command::Report { recall, namespace, key_file, format, output, backend } => match report(&recall, &namespace, &key_file, format, output.as_deref(), backend.as_deref()).await {
+        Command::Report { recall, namespace, options } => match report(&recall, &namespace, &options).await {
             Ok(agree) => {
                 if agree { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(3) }
             }
@@ -229,7 +219,7 @@ async fn import_configmaps(recall: &str, namespace: &str, key_file: &std::path::
 }
 
 /// Writes the report of a recall (`mfa_recall::report::write`) with the current kubeconfig.
-async fn report(recall: &str, namespace: &str, key_file: &std::path::Path, format: mfa_recall::report::Format, output: Option<&std::path::Path>, only: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
+async fn report(recall: &str, namespace: &str, options: &mfa_recall::report::Options) -> Result<bool, Box<dyn std::error::Error>> {
     let client = kube::Client::try_default().await.map_err(|e| format!("no Kubernetes connection ({e}): set KUBECONFIG"))?;
-    mfa_recall::report::write(client, recall, namespace, key_file, format, output, only).await
+    mfa_recall::report::write(client, recall, namespace, options).await
 }

@@ -20,6 +20,23 @@ pub enum Format {
     Json,
 }
 
+/// How to write a report, the same for `mfa-recall report` and `kubectl mfa-recall report`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// The operator's ledger key (the `key` of its ledger Secret): a ledger object that does
+    /// not verify under it stops the report.
+    #[arg(long)]
+    pub key_file: std::path::PathBuf,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: Format,
+    /// Write the rows here rather than to standard output.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
+    /// Only this backend.
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
 /// One user on one backend, as the report prints them.
 #[derive(Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -220,7 +237,8 @@ pub fn differences(from_ledger: &RecallCounts, in_status: &RecallCounts) -> Vec<
 
 /// Writes the report of a recall; false when a recall that is over has counts in its status that
 /// its ledger does not add up to (while it runs, status lags the ledger and that is only said).
-pub async fn write(client: kube::Client, recall: &str, namespace: &str, key_file: &std::path::Path, format: Format, output: Option<&std::path::Path>, only: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
+pub async fn write(client: kube::Client, recall: &str, namespace: &str, options: &Options) -> Result<bool, Box<dyn std::error::Error>> {
+    let (key_file, format, output, only) = (options.key_file.as_path(), options.format, options.output.as_deref(), options.backend.as_deref());
     use crate::api::RecallPhase;
     let key = crate::keys::HmacKey::from_file(key_file, crate::ledger::KEY_NAME)?;
     let object = kube::Api::<crate::api::MfaRecall>::namespaced(client.clone(), namespace).get(recall).await?;
