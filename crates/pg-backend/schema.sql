@@ -89,8 +89,13 @@ create table if not exists events (
   country      text,
   asn          integer
 );
+-- The transaction that wrote the event: readers go through the log in (tx, seq) order and only up
+-- to the oldest transaction still running, so an event committed late is never passed over
+-- (sequence numbers are taken at insert, not at commit).
+alter table events add column if not exists tx xid8 not null default pg_current_xact_id();
 create index if not exists events_user_at on events (user_id, at);
 create index if not exists events_at on events (at);
+create index if not exists events_tx_seq on events (tx, seq);
 
 create or replace function record_factor_event() returns trigger language plpgsql as $$
 begin

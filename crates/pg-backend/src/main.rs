@@ -314,10 +314,28 @@ struct EventsQuery {
     limit: Option<i64>,
 }
 
+/// A place in the event log: the events after (transaction, sequence number) come next. Given out
+/// as `tx.seq`, opaque to the reader.
+struct Cursor(String, i64);
+
+impl Cursor {
+    fn parse(text: &str) -> Option<Cursor> {
+        let (tx, seq) = text.split_once('.')?;
+        (!tx.is_empty() && tx.len() <= 20 && tx.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+        Some(Cursor(tx.to_string(), seq.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
 async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>) -> Result<Response, Failure> {
-    let after: i64 = match &query.cursor {
-        Some(cursor) => cursor.parse().map_err(|_| Failure(StatusCode::BAD_REQUEST, "invalid", "cursor is not one this backend gave".into()))?,
-        None => 0,
+    let after = match &query.cursor {
+        Some(cursor) => Cursor::parse(cursor).ok_or_else(|| Failure(StatusCode::BAD_REQUEST, "invalid", "cursor is not one this backend gave".into()))?,
+        None => Cursor("0".into(), 0),
     };
     let from = query.from.as_deref().map(time).transpose()?;
     let until = query.until.as_deref().map(time).transpose()?;
@@ -325,7 +343,7 @@ async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>)
     let db = backend.pool.get().await?;
     // With a cursor the log goes on from it; `from` only places the first read.
     let from = if query.cursor.is_some() { None } else { from };
-    let rows = db.query(sql::EVENTS, &[&after, &from, &until, &query.user, &limit]).await?;
+    let rows = db.query(sql::EVENTS, &[&after.0, &after.1, &from, &until, &query.user, &limit]).await?;
     let events: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -343,8 +361,8 @@ async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>)
         .collect();
     // A first read with nothing to show yet goes on from the log's end, not from its start.
     let next = match rows.last() {
-        Some(row) => row.get::<_, i64>(0),
-        None if query.cursor.is_none() => db.query_one(sql::LAST_EVENT, &[]).await?.get(0),
+        Some(row) => Cursor(row.get(9), row.get(0)),
+        None if query.cursor.is_none() => Cursor(db.query_one(sql::LOG_END, &[]).await?.get(0), 0),
         None => after,
     };
     ok(json!({ "events": events, "next": next.to_string(), "more": rows.len() as i64 == limit }))

@@ -49,11 +49,14 @@ pub const FIRST_FACTOR_SINCE: &str = concat!("select kind, ", rfc3339!("created_
 
 pub const SET_ENABLED: &str = "update users set enabled = $2 where id = $1";
 
-/// Events after a cursor (a sequence number), or from a time; optionally until a time and about one user.
+/// Events after a cursor (a transaction and a sequence number), or from a time; optionally until a
+/// time and about one user. Only transactions older than every one still running are read: their
+/// events are final, and every later event sorts after them.
 pub const EVENTS: &str = concat!(
-    "select seq, ", rfc3339!("at"), ", user_id, type, factor_kind, host(ip), user_agent, country, asn from events ",
-    "where seq > $1 and at >= coalesce($2::text::timestamptz, '-infinity') and at < coalesce($3::text::timestamptz, 'infinity') and ($4::text is null or user_id = $4) ",
-    "order by seq limit $5"
+    "select seq, ", rfc3339!("at"), ", user_id, type, factor_kind, host(ip), user_agent, country, asn, tx::text from events ",
+    "where (tx, seq) > ($1::text::xid8, $2) and tx < pg_snapshot_xmin(pg_current_snapshot()) ",
+    "and at >= coalesce($3::text::timestamptz, '-infinity') and at < coalesce($4::text::timestamptz, 'infinity') and ($5::text is null or user_id = $5) ",
+    "order by tx, seq limit $6"
 );
 
 /// One live bypass per user: issuing one withdraws the earlier ones (a retried issue leaves one).
@@ -61,6 +64,7 @@ pub const WITHDRAW_LIVE_BYPASSES: &str = "update bypass_codes set revoked_at = n
 pub const ISSUE_BYPASS: &str = concat!("insert into bypass_codes (reference, user_id, code_hash, expires_at) values ($1, $2, $3, now() + make_interval(secs => $4)) returning ", rfc3339!("expires_at"));
 pub const BYPASS_USED: &str = "select used_at is not null from bypass_codes where user_id = $1 and reference = $2";
 pub const REVOKE_BYPASS: &str = "update bypass_codes set revoked_at = now() where user_id = $1 and reference = $2 and revoked_at is null";
-/// The highest sequence number of the log: where a reader with nothing to read yet goes on from.
-pub const LAST_EVENT: &str = "select coalesce(max(seq), 0) from events";
+/// The log's end: the oldest transaction still running (or the next to start); a reader with nothing
+/// to read yet goes on from there.
+pub const LOG_END: &str = "select pg_snapshot_xmin(pg_current_snapshot())::text";
 pub const LOG_BYPASS_ISSUED: &str = "insert into events (user_id, type) values ($1, 'bypassIssued')";
