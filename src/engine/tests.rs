@@ -1019,6 +1019,34 @@ fn logged(id: &str, user: &str, kind: crate::watch::EventKind, at_ms: i64, ip: &
     }
 }
 
+/// An enrollment burst is judged by time, not by the order the log first names users in: the
+/// third user's own factor removal (logged by the recall) comes first in the read, and their
+/// enrollment, the third from one address, is still flagged; the two before it are not.
+#[tokio::test]
+async fn a_burst_is_judged_by_time_whatever_order_the_log_names_users_in() {
+    use crate::watch::{EventKind, Rule, Thresholds};
+    let provider = Arc::new(FakeProvider { stream: true, ..FakeProvider::with_users(30) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let runner = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit(), progress: progress.clone(), stop: watch::channel(false).1 };
+    let window = WindowSettings { sweep_per_check: 0, thresholds: Thresholds { burst_enrollments: 3, ..Thresholds::default() }, ..Default::default() };
+    let job = RecallJob { window, ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    let after = CUTOFF_MS + 60_000;
+    *provider.events.lock().unwrap() = vec![
+        logged("r7", "u007", EventKind::FactorRemoved, after, "203.0.113.200", "NL"),
+        logged("e3", "u003", EventKind::FactorEnrolled, after + 1_000, "192.0.2.50", "DE"),
+        logged("e5", "u005", EventKind::FactorEnrolled, after + 2_000, "192.0.2.50", "DE"),
+        logged("e7", "u007", EventKind::FactorEnrolled, after + 3_000, "192.0.2.50", "DE"),
+    ];
+    for (user, at) in [("u003", after + 1_000), ("u005", after + 2_000), ("u007", after + 3_000)] {
+        provider.factors.lock().unwrap().get_mut(user).unwrap().push((format!("{user}-new"), FactorKind::Totp, at));
+    }
+    assert_eq!(runner.check_re_enrollment(&job).await.unwrap(), RunEnd::Finished);
+    let flagged = progress.lock().unwrap().flagged.clone();
+    assert_eq!(flagged, [format!("u007: {}", Rule::EnrollmentBurst.as_str())]);
+}
+
 /// The stream names who enrolled: only they are asked about (plus the sweep's few), each flag is
 /// audited and counted once, and the cursor kept in the ledger means a second check reads nothing again.
 #[tokio::test]

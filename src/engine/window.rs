@@ -99,8 +99,14 @@ impl Runner {
         let mut touched: BTreeMap<u32, Segment> = BTreeMap::new();
         let mut tally = Tally::default();
         self.apply_clearances(job, &mut state, &mut touched, &mut tally).await?;
-        // Users in the order the log first names them (events of one second keep the log's order),
-        // so each enrollment is judged against those before it.
+        // The enrollments of this read are remembered in the log's order before anyone is judged,
+        // and the rules that compare users see those before the one judged: the order users are
+        // taken in (the log's first mention, which may be a removal the recall itself logged)
+        // changes no verdict.
+        for event in events.iter().filter(|e| e.kind == EventKind::FactorEnrolled) {
+            state.remember(self.recent(event));
+        }
+        // Users in the order the log first names them (events of one second keep the log's order).
         let mut named: HashMap<&str, Vec<&IdentityEvent>> = HashMap::new();
         let mut users: Vec<&str> = Vec::new();
         for event in &events {
@@ -127,10 +133,7 @@ impl Runner {
                 }
             }
             let Some((segment_index, i)) = found else {
-                // Not recalled here: only its enrollments matter, to the rules that compare users.
-                for event in user_events.iter().filter(|e| e.kind == EventKind::FactorEnrolled) {
-                    state.remember(self.recent(event));
-                }
+                // Not recalled here: only its enrollments mattered, to the rules that compare users.
                 continue;
             };
             let segment = touched.get_mut(&segment_index).expect("read above");
@@ -269,11 +272,9 @@ impl Runner {
             }
             let address = event.client.ip.map(|ip| self.ledger.pseudonym(&ip.to_string()));
             let device = event.device.as_ref().map(|d| self.ledger.pseudonym(d.expose()));
-            let judged = Judged { event, address: address.as_deref(), device: device.as_deref(), history: history.as_deref().unwrap_or_default(), cutoff: job.cutoff, recent: &state.recent, own_bypasses: &job.window.own_bypasses };
+            let before = state.recent.iter().position(|r| r.event_id == event.id).unwrap_or(state.recent.len());
+            let judged = Judged { event, address: address.as_deref(), device: device.as_deref(), history: history.as_deref().unwrap_or_default(), cutoff: job.cutoff, recent: &state.recent[..before], own_bypasses: &job.window.own_bypasses };
             let findings = rules::judge(&judged, &job.window.thresholds);
-            if enrolled {
-                state.remember(Recent { user_id: event.user_id.clone(), event_id: event.id.clone(), at: event.at, address, device });
-            }
             let record = &mut segment.users[i];
             let mut tripped: Vec<Rule> = Vec::new();
             for finding in findings {
