@@ -5,60 +5,24 @@
 
 mod support;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::Api;
 use mfa_recall::api::{BackendLimits, IdentityBackend, RecallPhase};
 use serde_json::json;
 use support::Operator;
+use support::store::Store;
 use testkit::cluster;
 
 const TOKEN: &str = "mfacanary-inhouse-store-token";
 
-struct Backend(Child);
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `psql` against the test PostgreSQL (database `db`), failing the test on an error.
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql").args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().expect("psql runs (Debian's postgresql-client)");
-    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recall_of_an_in_house_store_through_the_backend_protocol() {
-    let server = std::env::var("MFA_RECALL_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("MFA_RECALL_POSTGRES_URL is not set: this test needs Debian's PostgreSQL. Run the suite with `hack/test.sh`, or `hack/postgres.sh start /tmp/pg && source /tmp/pg/env`")
-    });
     let (parts, client, ns, _) = support::scenario("inhouse").await;
     let ns = ns.as_str();
-    let database = format!("store_{}", ns.replace('-', "_"));
-    psql(&server, &format!("create database {database}"));
-    let url = format!("{}/{database}", server.rsplit_once('/').unwrap().0);
-
-    // `.key`: the canary sweep passes over key files (the token is still a canary wherever else it lands).
-    let token_file = parts.file("inhouse-token.key");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let addr = support::free_addr();
-    let log = parts.file("inhouse-backend.log");
-    let _backend = Backend(
-        Command::new(support::workspace_binary("mfa-recall-pg-backend"))
-            .args(["--database-url", &url, "--listen", &addr, "--apply-schema"])
-            .arg("--token-file")
-            .arg(&token_file)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-            .spawn()
-            .expect("the reference backend starts"),
-    );
-    support::eventually("the reference backend answers", || async { support::get(&format!("http://{addr}/")).await.0 == 401 }).await;
+    let store = Store::start(TOKEN).await;
+    let (addr, token_file) = (store.url.trim_start_matches("http://").to_string(), store.token_file.clone());
 
     // 30 staff, three of them admins, one admin the break-glass account in a subgroup of admins.
     let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
@@ -77,8 +41,8 @@ async fn a_recall_of_an_in_house_store_through_the_backend_protocol() {
     // Five re-enrolled already (after the cutoff), one factor of unknown age.
     seed.push_str("insert into factors (id, user_id, kind, type, created_at) select 'p' || id, id, 'passkey', 'passkey', now() - interval '10 minutes' from users where id in ('u05', 'u06', 'u07', 'u08', 'u09');
         insert into factors (id, user_id, kind, type, created_at) values ('x10', 'u10', 'recoveryCodes', 'backup codes', null);");
-    psql(&url, &seed);
-    let before_events: i64 = psql(&url, "select count(*) from events").parse().unwrap();
+    store.psql(&seed);
+    let before_events: i64 = store.psql("select count(*) from events").parse().unwrap();
 
     // The protocol checker an in-house team runs against its own implementation.
     let check = |token_file: &std::path::Path| {
@@ -125,21 +89,21 @@ async fn a_recall_of_an_in_house_store_through_the_backend_protocol() {
 
     // In the store: every factor from before the cutoff of the 29 is gone; the new ones, the one
     // of unknown age and the break-glass account's stay; their sessions of every kind ended.
-    let left = psql(&url, "select string_agg(id, ',' order by id) from factors");
+    let left = store.psql("select string_agg(id, ',' order by id) from factors");
     assert_eq!(left, "pu05,pu06,pu07,pu08,pu09,t02,w02,x10");
-    assert_eq!(psql(&url, "select count(*) from sessions where user_id <> 'u02'"), "0");
-    assert_eq!(psql(&url, "select count(*) from refresh_tokens where user_id <> 'u02'"), "0");
-    assert_eq!(psql(&url, "select count(*) from remembered_devices where user_id <> 'u02'"), "0");
-    assert_eq!(psql(&url, "select count(*) from sessions where user_id = 'u02'"), "1", "the break-glass account keeps its session");
-    let asked = psql(&url, "select string_agg(user_id, ',' order by user_id) from required_enrollments");
+    assert_eq!(store.psql("select count(*) from sessions where user_id <> 'u02'"), "0");
+    assert_eq!(store.psql("select count(*) from refresh_tokens where user_id <> 'u02'"), "0");
+    assert_eq!(store.psql("select count(*) from remembered_devices where user_id <> 'u02'"), "0");
+    assert_eq!(store.psql("select count(*) from sessions where user_id = 'u02'"), "1", "the break-glass account keeps its session");
+    let asked = store.psql("select string_agg(user_id, ',' order by user_id) from required_enrollments");
     assert!(!asked.contains("u02") && !asked.contains("u05") && asked.contains("u00") && asked.contains("u29"), "asked to enroll again: {asked}");
     // The store's log holds every removal (its triggers), read by the re-enrollment watch.
-    let removed: i64 = psql(&url, "select count(*) from events where type = 'factorRemoved'").parse().unwrap();
+    let removed: i64 = store.psql("select count(*) from events where type = 'factorRemoved'").parse().unwrap();
     assert_eq!(removed, 58);
-    assert!(psql(&url, "select count(*) from events").parse::<i64>().unwrap() >= before_events + 58);
+    assert!(store.psql("select count(*) from events").parse::<i64>().unwrap() >= before_events + 58);
 
     // A user enrolls again in the store: the operator counts them re-enrolled from the store's log.
-    psql(&url, "insert into factors (id, user_id, kind, type, created_at) values ('n00', 'u00', 'totp', 'authenticator app', now())");
+    store.psql("insert into factors (id, user_id, kind, type, created_at) values ('n00', 'u00', 'totp', 'authenticator app', now())");
     cluster::wait_for(&recalls, "store-breach", Duration::from_secs(90), |r| r.status.as_ref().is_some_and(|s| s.counts.re_enrolled >= 1)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     assert!(!operator.log().contains(TOKEN), "the operator logged the store's token");
 }

@@ -97,10 +97,16 @@ create index if not exists events_user_at on events (user_id, at);
 create index if not exists events_at on events (at);
 create index if not exists events_tx_seq on events (tx, seq);
 
+-- The login service names the client for the log in the transaction that writes the factor
+-- (`select set_config('app.client_ip', '203.0.113.9', true)`, and app.user_agent,
+-- app.client_country, app.client_asn from its geolocation); unset, they stay null.
 create or replace function record_factor_event() returns trigger language plpgsql as $$
 begin
   if tg_op = 'INSERT' then
-    insert into events (user_id, type, factor_kind, at) values (new.user_id, 'factorEnrolled', new.kind, coalesce(new.created_at, clock_timestamp()));
+    insert into events (user_id, type, factor_kind, at, ip, user_agent, country, asn)
+    values (new.user_id, 'factorEnrolled', new.kind, coalesce(new.created_at, clock_timestamp()),
+            nullif(current_setting('app.client_ip', true), '')::inet, nullif(current_setting('app.user_agent', true), ''),
+            nullif(current_setting('app.client_country', true), ''), nullif(current_setting('app.client_asn', true), '')::integer);
     return new;
   end if;
   insert into events (user_id, type, factor_kind) values (old.user_id, 'factorRemoved', old.kind);

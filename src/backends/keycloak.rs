@@ -617,7 +617,7 @@ impl IdentityProvider for Keycloak {
     }
 
     async fn enabled(&self, user: &UserRef) -> Result<Option<bool>, ProviderError> {
-        let found: Value = self.get(&format!("/users/{}", enc(&user.id)), &[("briefRepresentation", "true".into())]).await?.ok_or_else(|| self.user_gone(user))?;
+        let found: Value = self.get(&format!("/users/{}", enc(&user.id)), &[]).await?.ok_or_else(|| self.user_gone(user))?;
         Ok(found["enabled"].as_bool())
     }
 
@@ -648,7 +648,7 @@ impl IdentityProvider for Keycloak {
     }
 
     async fn address(&self, user: &UserRef) -> Result<Option<String>, ProviderError> {
-        let found: Option<Value> = self.get(&format!("/users/{}", enc(&user.id)), &[("briefRepresentation", "true".into())]).await?;
+        let found: Option<Value> = self.get(&format!("/users/{}", enc(&user.id)), &[]).await?;
         Ok(found.and_then(|u| u["email"].as_str().map(str::trim).filter(|e| e.contains('@')).map(String::from)))
     }
 }

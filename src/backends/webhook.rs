@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http::{HttpReply, Op, ProviderHttp, SecretKeys, SecretString};
-use super::{
+use super::{EnrollmentOrigin, 
     Age, BypassSupport, Capabilities, EnrollmentChannel, Enrollment, ErrorKind, FactorRef, IdentityProvider, IssuedBypass, Membership, NameMatch, ProviderError, Record, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
 };
@@ -209,7 +209,7 @@ fn clip(text: &str, max: usize) -> String {
 impl Webhook {
     pub fn new(http: ProviderHttp, provider: &WebhookProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
         let token = keys.get("token")?;
-        Ok(Self { http, base: provider.url.trim_end_matches('/').to_string(), token, secret_name: provider.credentials_secret_ref.name.clone(), offered: RwLock::new(None) })
+        Ok(Self { http, base: provider.url.trim_end_matches('/').to_string(), token, secret_name: keys.name.to_string(), offered: RwLock::new(None) })
     }
 
     fn offered(&self) -> Option<Offered> {
@@ -478,7 +478,7 @@ impl IdentityProvider for Webhook {
         let kind = enrollment["kind"].as_str().and_then(kind_of);
         let at = enrollment["at"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
         match (kind, at) {
-            (Some(kind), Some(at)) => Ok(Some(Enrollment { kind, at, origin: None })),
+            (Some(kind), Some(at)) => Ok(Some(Enrollment { kind, at, origin: origin_of(enrollment) })),
             _ => Err(self.http.error(ErrorKind::Rejected, format!("the store's enrollment of user {} has no known kind or time", user.username))),
         }
     }
@@ -528,7 +528,14 @@ impl IdentityProvider for Webhook {
     }
 
     async fn issue_bypass(&self, user: &UserRef, lifetime: Duration) -> Result<IssuedBypass, ProviderError> {
-        let value = self.post(BYPASS, user, "bypasses", Some(json!({ "lifetimeSeconds": lifetime.as_secs() }))).await?;
+        let (status, value) = self.call(BYPASS, Method::POST, &format!("{}/bypasses", self.user_path(user)?), &[], Some(json!({ "lifetimeSeconds": lifetime.as_secs() }))).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.no_user(user));
+        }
+        // 201 with the bypass (a 200 with a JSON object is taken too, as for every write).
+        if status != StatusCode::CREATED {
+            self.done("POST /users/{id}/bypasses", status, &value)?;
+        }
         // Never quoted in an error: the answer holds the code.
         let answer: BypassAnswer = serde_json::from_value(value).map_err(|_| self.http.error(ErrorKind::Rejected, "the store's answer to POST /users/{id}/bypasses is not what the protocol says"))?;
         let expires_at = answer.expires_at.parse().map_err(|_| self.http.error(ErrorKind::Rejected, "the store's bypass has no readable expiresAt"))?;
@@ -555,6 +562,18 @@ impl IdentityProvider for Webhook {
             (status, value) => self.done("DELETE /users/{id}/bypasses/{reference}", status, &value),
         }
     }
+}
+
+/// Where an enrollment came from, as the store's answer names it (clipped; None when it names nothing).
+fn origin_of(enrollment: &Value) -> Option<EnrollmentOrigin> {
+    let text = |field: &str, max: usize| enrollment[field].as_str().map(|t| clip(t, max));
+    let origin = EnrollmentOrigin {
+        ip: enrollment["ip"].as_str().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()).map(|ip| ip.to_string()),
+        user_agent: text("userAgent", 300),
+        geo: text("country", 60),
+        asn: enrollment["asn"].as_u64().and_then(|a| u32::try_from(a).ok()),
+    };
+    (origin != EnrollmentOrigin::default()).then_some(origin)
 }
 
 /// One event of the store's log; None for a type not watched, Err (skipped and counted) for one that does not read.

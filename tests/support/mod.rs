@@ -4,6 +4,7 @@
 
 pub mod notices;
 pub mod proxy;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,11 @@
-//! A loopback proxy in front of a real server (Keycloak) that keeps the shape of every request
-//! passing through it, as the simulators do (`Simulator::record_requests`): what a published API
-//! description judges, values left out (they may be credentials).
+//! A loopback proxy in front of a real server (Keycloak, the reference in-house backend) that
+//! keeps the shape of every request passing through it, as the simulators do
+//! (`Simulator::record_requests`): what a published API description judges, values left out (they
+//! may be credentials). It injects the simulators' faults too (`idp_sim::Faults`), standing for
+//! the network and load balancers between the operator and a server that cannot fail on request.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Full};
@@ -10,13 +13,20 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use idp_sim::{RecordedRequest, parse_query};
+use idp_sim::{Faults, Injected, RecordedRequest, parse_query};
 use tokio::net::TcpListener;
 
 pub struct RecordingProxy {
     pub url: String,
-    recorded: Arc<Mutex<BTreeSet<RecordedRequest>>>,
+    shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Shared {
+    recorded: Mutex<BTreeSet<RecordedRequest>>,
+    faults: Mutex<Faults>,
+    injected: AtomicU64,
 }
 
 impl Drop for RecordingProxy {
@@ -25,14 +35,26 @@ impl Drop for RecordingProxy {
     }
 }
 
+/// A request the proxy closed without an answer (`Faults::drop_rate`).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("connection dropped by the proxy's fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
 impl RecordingProxy {
     /// Forwards every request to `upstream` (its origin), recording its shape.
     pub async fn start(upstream: &str) -> RecordingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let recorded: Arc<Mutex<BTreeSet<RecordedRequest>>> = Arc::default();
+        let shared: Arc<Shared> = Arc::default();
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let (upstream, kept) = (upstream.trim_end_matches('/').to_string(), recorded.clone());
+        let (upstream, kept) = (upstream.trim_end_matches('/').to_string(), shared.clone());
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (client, upstream, kept) = (client.clone(), upstream.clone(), kept.clone());
@@ -42,20 +64,29 @@ impl RecordingProxy {
                 });
             }
         });
-        RecordingProxy { url, recorded, server }
+        RecordingProxy { url, shared, server }
     }
 
     pub fn recorded(&self) -> Vec<RecordedRequest> {
-        self.recorded.lock().unwrap().iter().cloned().collect()
+        self.shared.recorded.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// Faults for the requests from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    /// How many requests met a fault.
+    pub fn faults_injected(&self) -> u64 {
+        self.shared.injected.load(Ordering::Relaxed)
     }
 }
 
-async fn forward(
-    client: reqwest::Client,
-    upstream: String,
-    kept: Arc<Mutex<BTreeSet<RecordedRequest>>>,
-    request: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+fn answer(status: u16, content_type: &str, body: &[u8]) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder().status(status).header("content-type", content_type).body(Full::new(Bytes::copy_from_slice(body))).unwrap()
+}
+
+async fn forward(client: reqwest::Client, upstream: String, shared: Arc<Shared>, request: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Dropped> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut query: Vec<String> = parts.uri.query().map(parse_query).unwrap_or_default().into_iter().map(|(k, _)| k).collect();
@@ -64,7 +95,28 @@ async fn forward(
     let mut headers: Vec<String> = parts.headers.keys().map(|h| h.as_str().to_string()).collect();
     headers.sort();
     headers.dedup();
-    kept.lock().unwrap().insert(RecordedRequest { method: parts.method.to_string(), path: parts.uri.path().to_string(), query, headers });
+    shared.recorded.lock().unwrap().insert(RecordedRequest { method: parts.method.to_string(), path: parts.uri.path().to_string(), query, headers });
+
+    let (fault, slow) = shared.faults.lock().unwrap().pick(parts.uri.path());
+    if let Some(slow) = slow {
+        tokio::time::sleep(slow).await;
+    }
+    if let Some(fault) = fault {
+        shared.injected.fetch_add(1, Ordering::Relaxed);
+        return match fault {
+            Injected::Permanent => Ok(answer(500, "application/json", br#"{"error": "injected permanent failure"}"#)),
+            Injected::Throttled => {
+                let mut throttled = answer(429, "application/json", br#"{"error": "throttled", "message": "injected"}"#);
+                throttled.headers_mut().insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+                Ok(throttled)
+            }
+            Injected::Dropped => Err(Dropped),
+            Injected::Unavailable => Ok(answer(503, "application/json", br#"{"error": "unavailable", "message": "injected"}"#)),
+            // Cut off in the server's own media type, so the client reads it as the answer it asked for.
+            Injected::Malformed => Ok(answer(200, parts.headers.get("accept").and_then(|a| a.to_str().ok()).filter(|a| !a.contains(',') && !a.contains('*')).unwrap_or("application/json"), idp_sim::MALFORMED_BODY)),
+        };
+    }
+
     let target = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut outgoing = client.request(parts.method.clone(), &target).body(body);
     for (name, value) in parts.headers.iter().filter(|(name, _)| *name != hyper::header::HOST) {

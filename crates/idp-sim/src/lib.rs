@@ -366,6 +366,50 @@ pub struct Faults {
     pub foreign_links: bool,
 }
 
+/// What a fault does to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Injected {
+    /// A 500, every time (`failing_paths`).
+    Permanent,
+    /// The provider's own throttled answer.
+    Throttled,
+    /// The connection closed without an answer.
+    Dropped,
+    /// A 503.
+    Unavailable,
+    /// A 200 whose JSON body is cut off mid-way (`MALFORMED_BODY`).
+    Malformed,
+}
+
+/// The body of a malformed answer.
+pub const MALFORMED_BODY: &[u8] = b"{\"id\": \"trunc";
+
+impl Faults {
+    /// The fault a request to `path` meets, if any, and how long it is held first.
+    pub fn pick(&mut self, path: &str) -> (Option<Injected>, Option<Duration>) {
+        // Ids such as Auth0's `auth0|…` arrive percent-encoded in the path: match both spellings.
+        let decoded = if self.failing_paths.is_empty() { String::new() } else { percent_decode(path) };
+        if self.failing_paths.iter().any(|p| path.contains(p.as_str()) || decoded.contains(p.as_str())) {
+            return (Some(Injected::Permanent), None);
+        }
+        if self.throttle_next > 0 {
+            self.throttle_next -= 1;
+            return (Some(Injected::Throttled), None);
+        }
+        let slow = (self.slow_rate > 0.0 && fastrand::f64() < self.slow_rate).then(|| Duration::from_millis(self.slow_ms));
+        let fault = if self.drop_rate > 0.0 && fastrand::f64() < self.drop_rate {
+            Some(Injected::Dropped)
+        } else if self.error_rate > 0.0 && fastrand::f64() < self.error_rate {
+            Some(Injected::Unavailable)
+        } else if self.malformed_rate > 0.0 && fastrand::f64() < self.malformed_rate {
+            Some(Injected::Malformed)
+        } else {
+            None
+        };
+        (fault, slow)
+    }
+}
+
 /// Where `foreign_links` sends links: a loopback address nothing listens on.
 pub const FOREIGN_ORIGIN: &str = "http://127.0.0.2:9";
 
@@ -561,28 +605,15 @@ impl Simulator {
     }
 
     fn pick_fault(&self, request: &SimRequest) -> (Option<Disposition>, Option<Duration>) {
-        let mut faults = self.faults.lock().unwrap();
-        // Ids such as Auth0's `auth0|…` arrive percent-encoded in the path: match both spellings.
-        let decoded = if faults.failing_paths.is_empty() { String::new() } else { percent_decode(&request.path) };
-        if faults.failing_paths.iter().any(|p| request.path.contains(p.as_str()) || decoded.contains(p.as_str())) {
-            return (Some(Disposition::Answer(SimResponse::json(500, &json!({ "error": "injected permanent failure" })))), None);
-        }
-        if faults.throttle_next > 0 {
-            faults.throttle_next -= 1;
-            return (Some(Disposition::Answer(self.provider.throttled(jiff::Timestamp::now().as_second() + 1))), None);
-        }
-        let slow = (faults.slow_rate > 0.0 && fastrand::f64() < faults.slow_rate).then(|| Duration::from_millis(faults.slow_ms));
-        if faults.drop_rate > 0.0 && fastrand::f64() < faults.drop_rate {
-            return (Some(Disposition::Drop), slow);
-        }
-        if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
-            return (Some(Disposition::Answer(SimResponse::json(503, &json!({ "error": "injected unavailability" })))), slow);
-        }
-        if faults.malformed_rate > 0.0 && fastrand::f64() < faults.malformed_rate {
-            let cut = SimResponse { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: b"{\"id\": \"trunc".to_vec() };
-            return (Some(Disposition::Answer(cut)), slow);
-        }
-        (None, slow)
+        let (fault, slow) = self.faults.lock().unwrap().pick(&request.path);
+        let disposition = fault.map(|fault| match fault {
+            Injected::Permanent => Disposition::Answer(SimResponse::json(500, &json!({ "error": "injected permanent failure" }))),
+            Injected::Throttled => Disposition::Answer(self.provider.throttled(jiff::Timestamp::now().as_second() + 1)),
+            Injected::Dropped => Disposition::Drop,
+            Injected::Unavailable => Disposition::Answer(SimResponse::json(503, &json!({ "error": "injected unavailability" }))),
+            Injected::Malformed => Disposition::Answer(SimResponse { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: MALFORMED_BODY.to_vec() }),
+        });
+        (disposition, slow)
     }
 
     /// Counts the request against its bucket's window. Returns the reset (epoch s) when the

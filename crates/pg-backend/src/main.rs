@@ -281,7 +281,19 @@ async fn enrolled_since(State(backend): State<Shared>, Path(id): Path<String>, Q
     let db = backend.pool.get().await?;
     db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
     let row = db.query_opt(sql::FIRST_FACTOR_SINCE, &[&id, &since]).await?;
-    ok(json!({ "enrollment": row.map(|r| json!({ "kind": r.get::<_, String>(0), "at": r.get::<_, String>(1) })) }))
+    let enrollment = row.map(|r| {
+        let mut enrollment = json!({ "kind": r.get::<_, String>(0), "at": r.get::<_, String>(1) });
+        for (field, value) in [("ip", r.get::<_, Option<String>>(2)), ("userAgent", r.get::<_, Option<String>>(3)), ("country", r.get::<_, Option<String>>(4))] {
+            if let Some(value) = value {
+                enrollment[field] = json!(value);
+            }
+        }
+        if let Some(asn) = r.get::<_, Option<i32>>(5) {
+            enrollment["asn"] = json!(asn);
+        }
+        enrollment
+    });
+    ok(json!({ "enrollment": enrollment }))
 }
 
 /// An RFC 3339 time from a query, checked before it reaches the store.

@@ -45,7 +45,12 @@ pub const DELETE_REMEMBERED_DEVICES: &str = "delete from remembered_devices wher
 
 pub const REQUIRE_ENROLLMENT: &str = "insert into required_enrollments (user_id, kinds) values ($1, $2) on conflict (user_id) do update set kinds = excluded.kinds, since = now()";
 
-pub const FIRST_FACTOR_SINCE: &str = concat!("select kind, ", rfc3339!("created_at"), " from factors where user_id = $1 and created_at >= $2::text::timestamptz order by created_at limit 1");
+/// The first factor created from a time, with the client its enrollment event names.
+pub const FIRST_FACTOR_SINCE: &str = concat!(
+    "select f.kind, ", rfc3339!("f.created_at"), ", host(e.ip), e.user_agent, e.country, e.asn from factors f ",
+    "left join lateral (select ip, user_agent, country, asn from events e where e.user_id = f.user_id and e.type = 'factorEnrolled' and e.factor_kind = f.kind and e.at = f.created_at order by seq desc limit 1) e on true ",
+    "where f.user_id = $1 and f.created_at >= $2::text::timestamptz order by f.created_at limit 1"
+);
 
 pub const SET_ENABLED: &str = "update users set enabled = $2 where id = $1";
 
