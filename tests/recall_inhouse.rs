@@ -107,3 +107,72 @@ async fn a_recall_of_an_in_house_store_through_the_backend_protocol() {
     cluster::wait_for(&recalls, "store-breach", Duration::from_secs(90), |r| r.status.as_ref().is_some_and(|s| s.counts.re_enrolled >= 1)).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     assert!(!operator.log().contains(TOKEN), "the operator logged the store's token");
 }
+
+/// Mutual TLS: a store that knows the operator by its client certificate alone (no token),
+/// behind a private authority. The adapter with the Secret's tls.crt, tls.key and ca.crt reads
+/// and revokes; a certificate another authority signed is refused, as is a store whose own
+/// certificate ca.crt does not vouch for, and a client certificate over plain http is refused
+/// before anything is sent. The protocol checker speaks mutual TLS too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_knows_the_operator_by_its_client_certificate() {
+    use mfa_recall::backends::{self, ErrorKind, FactorRef};
+    let certificates = support::store::Certificates::make();
+    let store = Store::start_with(None, Some(&certificates)).await;
+    store.psql("insert into users (id, username, email) values ('u1', 'Alice.Admin', 'alice@example.test');
+        insert into factors (id, user_id, kind, type, created_at) values ('f1', 'u1', 'totp', 'authenticator app', now() - interval '1 day');");
+    let backend = |url: &str| -> IdentityBackend {
+        let spec = serde_json::from_value(json!({ "webhook": { "url": url, "credentialsSecretRef": { "name": "store-tls" } } })).unwrap();
+        let mut backend = IdentityBackend::new("store", spec);
+        backend.metadata.namespace = Some("inhouse".into());
+        backend
+    };
+    let secret = |files: &[(&str, &str)]| -> k8s_openapi::api::core::v1::Secret {
+        let data = files.iter().map(|(key, file)| (key.to_string(), k8s_openapi::ByteString(certificates.read(file).into_bytes()))).collect();
+        k8s_openapi::api::core::v1::Secret { metadata: kube::api::ObjectMeta { name: Some("store-tls".into()), ..Default::default() }, data: Some(data), ..Default::default() }
+    };
+    let trusted = secret(&[("tls.crt", "client.crt"), ("tls.key", "client.key"), ("ca.crt", "ca.crt")]);
+
+    let provider = backends::connect(&backend(&store.url), Some(&trusted), &Default::default()).unwrap();
+    provider.prepare().await.unwrap_or_else(|e| panic!("negotiation over mutual TLS: {e}\n{}", store.log()));
+    let alice = provider.find_user("ALICE.ADMIN").await.unwrap().remove(0);
+    let snapshot = provider.snapshot(&alice, &[mfa_recall::api::FactorKind::All], jiff::Timestamp::now()).await.unwrap();
+    assert_eq!(snapshot.factors.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["f1"]);
+    let factor: &FactorRef = &snapshot.factors[0];
+    provider.revoke_factor(&alice, factor).await.unwrap();
+    assert_eq!(store.psql("select count(*) from factors"), "0");
+
+    // Refused: a certificate from another authority; none at all; a store certificate ca.crt does not vouch for.
+    for (why, files) in [
+        ("another authority's client certificate", vec![("tls.crt", "rogue.crt"), ("tls.key", "rogue.key"), ("ca.crt", "ca.crt")]),
+        ("the store's certificate from an authority not in ca.crt", vec![("tls.crt", "client.crt"), ("tls.key", "client.key"), ("ca.crt", "other-ca.crt")]),
+    ] {
+        let provider = backends::connect(&backend(&store.url), Some(&secret(&files)), &Default::default()).unwrap();
+        let error = provider.check().await.expect_err(why);
+        assert!(error.to_string().contains("inhouse/store-tls"), "{why}: the Secret is named: {error}");
+    }
+    let token_only: k8s_openapi::api::core::v1::Secret = k8s_openapi::api::core::v1::Secret {
+        data: Some([("token".to_string(), k8s_openapi::ByteString(TOKEN.as_bytes().to_vec())), ("ca.crt".to_string(), k8s_openapi::ByteString(certificates.read("ca.crt").into_bytes()))].into()),
+        ..trusted.clone()
+    };
+    let error = backends::connect(&backend(&store.url), Some(&token_only), &Default::default()).unwrap().check().await.expect_err("no client certificate");
+    assert!(!error.to_string().contains(TOKEN), "{error}");
+    let plain = backends::connect(&backend(&store.url.replace("https://", "http://")), Some(&trusted), &Default::default()).err().expect("a client certificate over http");
+    assert_eq!(plain.kind(), ErrorKind::Config, "{plain}");
+    assert!(plain.to_string().contains("https://"), "{plain}");
+    let half = backends::connect(&backend(&store.url), Some(&secret(&[("tls.crt", "client.crt")])), &Default::default()).err().expect("a certificate without its key");
+    assert!(half.to_string().contains("tls.key"), "{half}");
+
+    // The protocol checker, as an in-house team runs it against a store behind mutual TLS.
+    let check = |cert: &str, key: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mfa-recall"))
+            .args(["backend", "check", &store.url, "--user", "alice.admin"])
+            .arg("--cert-file").arg(certificates.path(cert)).arg("--key-file").arg(certificates.path(key)).arg("--ca-file").arg(certificates.path("ca.crt"))
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (ok, said) = check("client.crt", "client.key");
+    assert!(ok && said.contains("ok   GET / (negotiation)") && said.contains("ok   GET /users?name=alice.admin: Alice.Admin (id u1)"), "{said}");
+    let (ok, said) = check("rogue.crt", "rogue.key");
+    assert!(!ok && said.contains("FAIL GET / (negotiation)"), "{said}");
+}

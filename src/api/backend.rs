@@ -222,7 +222,7 @@ pub struct WebhookProvider {
     /// Base URL of the store's backend-protocol endpoint, for example https://auth-backend.internal:8443 (https; http only to loopback, or with spec.insecure).
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must start with https:// or http://"))]
     pub url: String,
-    /// Secret in this namespace with key `token`: the bearer token the store expects.
+    /// Secret in this namespace with what the store knows the operator by: key `token` (a bearer token), keys `tls.crt` and `tls.key` (a client certificate for mutual TLS; https only), or both; with `ca.crt`, the only authorities trusted for the store's certificate.
     pub credentials_secret_ref: SecretRef,
 }
 

@@ -137,17 +137,17 @@ pub struct ProviderHttp {
     plain_http_anywhere: bool,
 }
 
+/// Every provider's client: connections time out, and a redirect is never followed (on 307 and
+/// 308 it would send a token request's body, a client secret or a signed assertion, to whatever
+/// host Location names, and a foreign host's answer would be taken as the provider's).
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).redirect(reqwest::redirect::Policy::none())
+}
+
 impl ProviderHttp {
     pub fn new(backend: &str, limits: Limits, metrics: ProviderMetrics) -> Result<Self, ProviderError> {
         // REQUEST_TIMEOUT is applied around each exchange in `send_reading`.
-        // A redirect is never followed: on 307 and 308 it would send a token request's body (a
-        // client secret, a signed assertion) to whatever host Location names, and a foreign
-        // host's answer would be taken as the provider's.
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ProviderError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
+        let client = client_builder().build().map_err(|e| ProviderError::new(ErrorKind::Config, format!("HTTP client: {e}")))?;
         Ok(Self {
             client,
             throttle: Throttle::new(&limits),
@@ -158,6 +158,26 @@ impl ProviderHttp {
             max_response_bytes: limits.max_response_bytes,
             plain_http_anywhere: false,
         })
+    }
+
+    /// Presents a client certificate (`identity`: a PEM certificate chain and its private key)
+    /// and, with `roots` (PEM), trusts only those certificate authorities for the server's
+    /// certificate: an in-house store behind mutual TLS and a private CA.
+    pub fn with_client_tls(mut self, identity: Option<&[u8]>, roots: Option<&[u8]>) -> Result<Self, ProviderError> {
+        let mut builder = client_builder();
+        if let Some(pem) = identity {
+            let identity = reqwest::Identity::from_pem(pem).map_err(|_| self.error(ErrorKind::Config, "the client certificate and key do not read as PEM (tls.crt, then tls.key)"))?;
+            builder = builder.identity(identity);
+        }
+        if let Some(pem) = roots {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|_| self.error(ErrorKind::Config, "ca.crt does not read as PEM certificates"))?;
+            if roots.is_empty() {
+                return Err(self.error(ErrorKind::Config, "ca.crt holds no certificate"));
+            }
+            builder = builder.tls_certs_only(roots);
+        }
+        self.client = builder.build().map_err(|e| self.error(ErrorKind::Config, format!("HTTP client with the client certificate: {e}")))?;
+        Ok(self)
     }
 
     /// Lets credentials go over http:// to any host (the IdentityBackend's `insecure`).

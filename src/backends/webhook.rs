@@ -1,6 +1,8 @@
 //! An in-house identity store reached through the backend protocol (docs/backend-protocol.md):
 //! version 1 of `application/vnd.mfa-recall.backend+json`, negotiated before first use
-//! (`prepare`), a bearer token from the IdentityBackend's Secret (key `token`). The store lists
+//! (`prepare`), authenticated by the IdentityBackend's Secret: a bearer token (key `token`), a
+//! client certificate for mutual TLS (`tls.crt`, `tls.key`), or both; `ca.crt`, when present, is
+//! the only authority trusted for the store's own certificate. The store lists
 //! and does; the cutoff, the ledger and the counts stay here, as for every provider: a factor the
 //! store dates at or after the cutoff is never asked to be deleted, and one it cannot date is kept.
 
@@ -14,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http::{HttpReply, Op, ProviderHttp, SecretKeys, SecretString};
-use super::{EnrollmentOrigin, 
-    Age, BypassSupport, Capabilities, EnrollmentChannel, Enrollment, ErrorKind, FactorRef, IdentityProvider, IssuedBypass, Membership, NameMatch, ProviderError, Record, RevokeOutcome, Shown, UserPage,
+use super::{
+    Age, BypassSupport, Capabilities, EnrollmentChannel, Enrollment, EnrollmentOrigin, ErrorKind, FactorRef, IdentityProvider, IssuedBypass, Membership, NameMatch, ProviderError, Record, RevokeOutcome, Shown, UserPage,
     UserRef, UserSnapshot, enc, first_enrolled_since, selected, split,
 };
 use crate::api::{FactorKind, WebhookProvider};
@@ -44,7 +46,12 @@ const BYPASS: Op = Op::new("bypass", "store");
 pub struct Webhook {
     http: ProviderHttp,
     base: String,
-    token: SecretString,
+    /// None where the store authenticates the operator by its client certificate alone.
+    token: Option<SecretString>,
+    /// A client certificate is presented (mutual TLS).
+    client_certificate: bool,
+    /// The Secret shapes the TLS connection: a client certificate, or the authorities trusted.
+    tls_from_secret: bool,
     secret_name: String,
     /// What the store said it can do at the last negotiation (asked again at every check).
     offered: RwLock<Option<Offered>>,
@@ -208,8 +215,22 @@ fn clip(text: &str, max: usize) -> String {
 
 impl Webhook {
     pub fn new(http: ProviderHttp, provider: &WebhookProvider, keys: &SecretKeys) -> Result<Self, ProviderError> {
-        let token = keys.get("token")?;
-        Ok(Self { http, base: provider.url.trim_end_matches('/').to_string(), token, secret_name: keys.name.to_string(), offered: RwLock::new(None) })
+        let token = keys.get_opt("token")?;
+        let identity = match (keys.get_opt("tls.crt")?, keys.get_opt("tls.key")?) {
+            (Some(certificate), Some(key)) => Some(format!("{}\n{}", certificate.expose(), key.expose())),
+            (None, None) => None,
+            _ => return Err(http.error(ErrorKind::Config, format!("Secret {} holds one of tls.crt and tls.key: a client certificate needs both", keys.name))),
+        };
+        if token.is_none() && identity.is_none() {
+            return Err(http.error(ErrorKind::Config, format!("Secret {} holds neither token nor tls.crt and tls.key: the store needs one to know the operator", keys.name)));
+        }
+        let base = provider.url.trim_end_matches('/').to_string();
+        if identity.is_some() && !base.to_ascii_lowercase().starts_with("https://") {
+            return Err(http.error(ErrorKind::Config, format!("a client certificate is presented only over TLS: spec.webhook.url must be https://, not {base}")));
+        }
+        let roots = keys.get_opt("ca.crt")?;
+        let http = if identity.is_some() || roots.is_some() { http.with_client_tls(identity.as_deref().map(str::as_bytes), roots.as_ref().map(|r| r.expose().as_bytes()))? } else { http };
+        Ok(Self { http, base, token, client_certificate: identity.is_some(), tls_from_secret: identity.is_some() || roots.is_some(), secret_name: keys.name.to_string(), offered: RwLock::new(None) })
     }
 
     fn offered(&self) -> Option<Offered> {
@@ -226,7 +247,10 @@ impl Webhook {
     async fn exchange(&self, op: Op, method: Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> Result<(StatusCode, Value, String), ProviderError> {
         let url = format!("{}{path}", self.base);
         let build = || {
-            let mut request = self.http.request(method.clone(), &url).query(query).header(ACCEPT, MEDIA_TYPE).bearer_auth(self.token.expose());
+            let mut request = self.http.request(method.clone(), &url).query(query).header(ACCEPT, MEDIA_TYPE);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token.expose());
+            }
             if let Some(body) = &body {
                 request = request.header(CONTENT_TYPE, MEDIA_TYPE).body(body.to_string());
             }
@@ -242,7 +266,12 @@ impl Webhook {
         let said = format!("{}: {}", clip(value["error"].as_str().unwrap_or("no error code"), 40), clip(value["message"].as_str().unwrap_or_default(), 300));
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                self.http.error(ErrorKind::Auth, format!("{status} from {method} {path} ({said}): check the token in Secret {} against the one the store expects", self.secret_name))
+                let credentials = match (&self.token, self.client_certificate) {
+                    (Some(_), true) => "the token and the client certificate",
+                    (Some(_), false) => "the token",
+                    (None, _) => "the client certificate",
+                };
+                self.http.error(ErrorKind::Auth, format!("{status} from {method} {path} ({said}): check {credentials} in Secret {} against what the store expects", self.secret_name))
             }
             StatusCode::NOT_ACCEPTABLE => self.http.error(ErrorKind::Config, format!("406 from {method} {path} ({said}): the store does not speak {MEDIA_TYPE}")),
             _ => self.http.error(ErrorKind::Rejected, format!("{status} from {method} {path}: {said}")),
@@ -281,7 +310,7 @@ impl Webhook {
     }
 
     async fn negotiate(&self) -> Result<Offered, ProviderError> {
-        let (status, value, content_type) = self.exchange(NEGOTIATE, Method::GET, "/", &[], None).await?;
+        let (status, value, content_type) = self.exchange(NEGOTIATE, Method::GET, "/", &[], None).await.map_err(|e| self.handshake_hint(e))?;
         if status != StatusCode::OK {
             return Err(self.http.error(ErrorKind::Config, format!("{status} from GET /: the store does not serve the backend protocol at {}", self.base)));
         }
@@ -295,6 +324,15 @@ impl Webhook {
             return Err(self.http.error(ErrorKind::Config, format!("GET / names protocol {:?}, not mfa-recall-backend", clip(&negotiation.protocol, 60))));
         }
         Ok(negotiation.capabilities)
+    }
+
+    /// A store that cannot be reached at all, when TLS is of the Secret's making (a client
+    /// certificate, or ca.crt): says where to look, as a refused token would.
+    fn handshake_hint(&self, error: ProviderError) -> ProviderError {
+        if error.kind() != ErrorKind::Unavailable || !self.tls_from_secret {
+            return error;
+        }
+        self.http.error(ErrorKind::Unavailable, format!("{}: if the TLS handshake was refused, check tls.crt, tls.key and ca.crt in Secret {} against the store's certificate and the authority it trusts", error.message(), self.secret_name))
     }
 
     async fn users_page(&self, op: Op, path: &str, query: &[(&str, String)]) -> Result<Option<UserPage>, ProviderError> {
@@ -600,8 +638,17 @@ pub struct CheckArgs {
     /// The store's base URL (https; http only to loopback, or with --insecure).
     pub url: String,
     /// A file holding the bearer token the store expects.
+    #[arg(long, required_unless_present = "cert_file")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// A PEM file with the client certificate for mutual TLS (with --key-file).
+    #[arg(long, requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's PEM private key.
+    #[arg(long, requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// PEM certificates of the only authorities trusted for the store's certificate.
     #[arg(long)]
-    pub token_file: std::path::PathBuf,
+    pub ca_file: Option<std::path::PathBuf>,
     /// A user to look up by name (username, email or id): their factors, sessions and enrollments are read.
     #[arg(long)]
     pub user: Option<String>,
@@ -619,13 +666,18 @@ const ABSENT_FACTOR: &str = "mfa-recall-check-absent-factor";
 impl CheckArgs {
     /// Runs the check, printing a line per call; true when every call answered as the protocol says.
     pub async fn run(&self) -> bool {
-        let token = match std::fs::read_to_string(&self.token_file) {
-            Ok(token) => token.trim().to_string(),
-            Err(e) => {
-                println!("FAIL token: {}: {e}", self.token_file.display());
-                return false;
-            }
-        };
+        // The Secret an IdentityBackend would hold, from the files given.
+        let mut data = std::collections::BTreeMap::new();
+        for (key, file) in [("token", &self.token_file), ("tls.crt", &self.cert_file), ("tls.key", &self.key_file), ("ca.crt", &self.ca_file)] {
+            let Some(file) = file else { continue };
+            match std::fs::read_to_string(file) {
+                Ok(text) => data.insert(key.to_string(), k8s_openapi::ByteString(if key == "token" { text.trim().as_bytes().to_vec() } else { text.into_bytes() })),
+                Err(e) => {
+                    println!("FAIL {key}: {}: {e}", file.display());
+                    return false;
+                }
+            };
+        }
         let backend: crate::api::IdentityBackend = match serde_json::from_value(json!({
             "apiVersion": "mfarecall.io/v1alpha1", "kind": "IdentityBackend", "metadata": { "name": "check", "namespace": "check" },
             "spec": { "webhook": { "url": self.url, "credentialsSecretRef": { "name": "check" } }, "insecure": self.insecure }
@@ -636,9 +688,7 @@ impl CheckArgs {
                 return false;
             }
         };
-        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({ "metadata": { "name": "check" }, "stringData": { "token": token } })).expect("a Secret from strings");
-        // stringData is what a client writes; the adapter reads data, as the apiserver returns it.
-        let secret = k8s_openapi::api::core::v1::Secret { data: Some([("token".to_string(), k8s_openapi::ByteString(token.into_bytes()))].into()), ..secret };
+        let secret = k8s_openapi::api::core::v1::Secret { metadata: kube::api::ObjectMeta { name: Some("check".into()), ..Default::default() }, data: Some(data), ..Default::default() };
         let provider = match super::connect(&backend, Some(&secret), &crate::metrics::ProviderMetrics::default()) {
             Ok(p) => p,
             Err(e) => {

@@ -36,10 +36,58 @@ pub fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A certificate authority, the store's server certificate (for 127.0.0.1) and a client
+/// certificate it signed, made with Debian's openssl; and a second authority's client
+/// certificate, which the store must refuse. Each `.crt` with its `.key`.
+pub struct Certificates {
+    pub dir: PathBuf,
+}
+
+impl Certificates {
+    pub fn make() -> Certificates {
+        let dir = std::env::temp_dir().join(format!("mfa-recall-certs-{:08x}", fastrand::u32(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl runs (Debian's openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.crt"), "-days", "2",
+                      "-subj", &format!("/CN=mfa-recall test {ca}"), "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+        }
+        for (name, ca, extensions) in [("server", "ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"), ("client", "ca", "extendedKeyUsage=clientAuth"), ("rogue", "other-ca", "extendedKeyUsage=clientAuth")] {
+            std::fs::write(dir.join(format!("{name}.ext")), format!("basicConstraints=CA:FALSE\n{extensions}\n")).unwrap();
+            openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN=mfa-recall test {name}")]);
+            openssl(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", &format!("{ca}.crt"), "-CAkey", &format!("{ca}.key"), "-CAcreateserial", "-out", &format!("{name}.crt"), "-days", "2", "-extfile", &format!("{name}.ext")]);
+        }
+        Certificates { dir }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path(file)).unwrap()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Store {
     /// A fresh database with the schema applied and the backend serving it on loopback, `token`
     /// its bearer token (a test credential: it carries the canary marker).
     pub async fn start(token: &str) -> Store {
+        Self::start_with(Some(token), None).await
+    }
+
+    /// As `start`, serving https with `certificates`' server certificate and requiring a client
+    /// certificate their authority signed; with `token`, a bearer token as well.
+    pub async fn start_with(token: Option<&str>, certificates: Option<&Certificates>) -> Store {
         let server_url = std::env::var("MFA_RECALL_POSTGRES_URL").unwrap_or_else(|_| {
             panic!("MFA_RECALL_POSTGRES_URL is not set: this test needs Debian's PostgreSQL. Run the suite with `hack/test.sh`, or `hack/postgres.sh start /tmp/pg && source /tmp/pg/env`")
         });
@@ -50,19 +98,21 @@ impl Store {
         std::fs::create_dir_all(&dir).unwrap();
         // `.key`: the canary sweep passes over key files (the token is still a canary wherever else it lands).
         let token_file = dir.join("token.key");
-        std::fs::write(&token_file, token).unwrap();
+        std::fs::write(&token_file, token.unwrap_or_default()).unwrap();
         let addr = super::free_addr();
         let log = dir.join("backend.log");
-        let backend = Command::new(super::workspace_binary("mfa-recall-pg-backend"))
-            .args(["--database-url", &database_url, "--listen", &addr, "--apply-schema"])
-            .arg("--token-file")
-            .arg(&token_file)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-            .spawn()
-            .expect("the reference backend starts");
-        let store = Store { url: format!("http://{addr}"), database_url, token_file, token: token.to_string(), server_url, database, dir, backend };
-        super::eventually("the reference backend answers", || async { super::get(&format!("{}/", store.url)).await.0 == 401 }).await;
+        let mut command = Command::new(super::workspace_binary("mfa-recall-pg-backend"));
+        command.args(["--database-url", &database_url, "--listen", &addr, "--apply-schema"]);
+        if token.is_some() {
+            command.arg("--token-file").arg(&token_file);
+        }
+        if let Some(certificates) = certificates {
+            command.arg("--tls-cert").arg(certificates.path("server.crt")).arg("--tls-key").arg(certificates.path("server.key")).arg("--client-ca").arg(certificates.path("ca.crt"));
+        }
+        let backend = command.stdout(std::fs::File::create(&log).unwrap()).stderr(std::fs::File::options().append(true).open(&log).unwrap()).spawn().expect("the reference backend starts");
+        let scheme = if certificates.is_some() { "https" } else { "http" };
+        let store = Store { url: format!("{scheme}://{addr}"), database_url, token_file, token: token.unwrap_or_default().to_string(), server_url, database, dir, backend };
+        super::eventually("the reference backend listens", || std::future::ready(std::net::TcpStream::connect(&addr).is_ok())).await;
         store
     }
 

@@ -4,8 +4,10 @@
 //! statement is in sql.rs.
 //!
 //!   mfa-recall-pg-backend --database-url postgres://... --token-file /secrets/token [--apply-schema]
+//!   mfa-recall-pg-backend ... --tls-cert server.crt --tls-key server.key --client-ca operator-ca.crt
 
 mod sql;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,8 +40,16 @@ struct Cli {
     #[arg(long, env = "MFA_RECALL_PG_BACKEND_DATABASE_URL")]
     database_url: String,
     /// A file holding the bearer token the operator presents (the `token` of the IdentityBackend's Secret).
-    #[arg(long, env = "MFA_RECALL_PG_BACKEND_TOKEN_FILE")]
-    token_file: PathBuf,
+    #[arg(long, env = "MFA_RECALL_PG_BACKEND_TOKEN_FILE", required_unless_present = "client_ca")]
+    token_file: Option<PathBuf>,
+    /// Serve over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this PEM authority (mutual TLS; needs --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Create the tables first (schema.sql; idempotent).
     #[arg(long)]
     apply_schema: bool,
@@ -50,7 +60,8 @@ struct Cli {
 
 struct Backend {
     pool: deadpool_postgres::Pool,
-    token_hash: [u8; 32],
+    /// None where only the client certificate, checked in the handshake, knows the operator.
+    token_hash: Option<[u8; 32]>,
 }
 
 type Shared = Arc<Backend>;
@@ -68,21 +79,33 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let token = std::fs::read_to_string(&cli.token_file).map_err(|e| format!("--token-file {}: {e}", cli.token_file.display()))?;
-    let token = token.trim();
-    if token.len() < 16 {
-        return Err("--token-file must hold a token of at least 16 characters".into());
-    }
+    let token_hash = match &cli.token_file {
+        Some(file) => {
+            let token = std::fs::read_to_string(file).map_err(|e| format!("--token-file {}: {e}", file.display()))?;
+            if token.trim().len() < 16 {
+                return Err("--token-file must hold a token of at least 16 characters".into());
+            }
+            Some(Sha256::digest(token.trim().as_bytes()).into())
+        }
+        None => None,
+    };
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(certificate), Some(key)) => Some(tls::config(certificate, key, cli.client_ca.as_deref())?),
+        _ => None,
+    };
     let config: tokio_postgres::Config = cli.database_url.parse().map_err(|e| format!("--database-url: {e}"))?;
     let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
     let pool = deadpool_postgres::Pool::builder(manager).max_size(cli.connections).build()?;
     if cli.apply_schema {
         pool.get().await?.batch_execute(sql::SCHEMA).await.map_err(|e| format!("applying schema.sql: {e}"))?;
     }
-    let backend = Arc::new(Backend { pool, token_hash: Sha256::digest(token.as_bytes()).into() });
+    let backend = Arc::new(Backend { pool, token_hash });
     let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| format!("listening on {}: {e}", cli.listen))?;
-    tracing::info!(listen = %cli.listen, "backend serving");
-    axum::serve(listener, router(backend)).await?;
+    tracing::info!(listen = %cli.listen, tls = tls.is_some(), client_certificates = cli.client_ca.is_some(), "backend serving");
+    match tls {
+        Some(config) => axum::serve(tls::TlsListener::new(listener, config)?, router(backend)).await?,
+        None => axum::serve(listener, router(backend)).await?,
+    }
     Ok(())
 }
 
@@ -149,9 +172,10 @@ fn no_user(id: &str) -> Failure {
 
 /// The bearer token checked on every call, in constant time (by its hash).
 async fn authenticate(State(backend): State<Shared>, request: Request, next: Next) -> Response {
+    let Some(expected) = &backend.token_hash else { return next.run(request).await };
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
     let hash: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-    if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, &backend.token_hash).is_err() {
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, expected).is_err() {
         return Failure(StatusCode::UNAUTHORIZED, "unauthorized", "present the IdentityBackend's token: Authorization: Bearer <token>".into()).into_response();
     }
     next.run(request).await
