@@ -119,10 +119,15 @@ create trigger factors_events after insert or delete on factors for each row exe
 -- A factor set up again in place (a new secret, or another kind) is a new factor: its creation
 -- time moves to now, so a recall never takes it for one from before its cutoff.
 create or replace function renew_rekeyed_factor() returns trigger language plpgsql as $$
+declare
+  now_ timestamptz := clock_timestamp();
 begin
   if new.secret is distinct from old.secret or new.kind is distinct from old.kind then
-    new.created_at := clock_timestamp();
-    insert into events (user_id, type, factor_kind) values (new.user_id, 'factorEnrolled', new.kind);
+    new.created_at := now_;
+    insert into events (user_id, type, factor_kind, at, ip, user_agent, country, asn)
+    values (new.user_id, 'factorEnrolled', new.kind, now_,
+            nullif(current_setting('app.client_ip', true), '')::inet, nullif(current_setting('app.user_agent', true), ''),
+            nullif(current_setting('app.client_country', true), ''), nullif(current_setting('app.client_asn', true), '')::integer);
   end if;
   return new;
 end $$;

@@ -13,7 +13,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use idp_sim::{Faults, Injected, RecordedRequest, parse_query};
+use idp_sim::{Faults, Injected, RateLimits, RecordedRequest, parse_query};
 use tokio::net::TcpListener;
 
 pub struct RecordingProxy {
@@ -27,6 +27,11 @@ struct Shared {
     recorded: Mutex<BTreeSet<RecordedRequest>>,
     faults: Mutex<Faults>,
     injected: AtomicU64,
+    /// One quota over every request (`RateLimits::default` per `window_seconds`), as a gateway in
+    /// front of a store keeps it: the window's start (epoch s) and the requests it has taken.
+    limits: Mutex<Option<RateLimits>>,
+    window: Mutex<(u64, u64)>,
+    throttled: AtomicU64,
 }
 
 impl Drop for RecordingProxy {
@@ -80,6 +85,37 @@ impl RecordingProxy {
     pub fn faults_injected(&self) -> u64 {
         self.shared.injected.load(Ordering::Relaxed)
     }
+
+    /// A quota from now on: `limits.default` requests per `limits.window_seconds`, windows aligned
+    /// to the clock; over it, 429 with Retry-After to the window's end. Announced nowhere.
+    pub fn set_limits(&self, limits: RateLimits) {
+        *self.shared.limits.lock().unwrap() = limits.default.is_some().then_some(limits);
+    }
+
+    /// How many requests were answered 429 for the quota.
+    pub fn throttled(&self) -> u64 {
+        self.shared.throttled.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Seconds until the quota's window ends, when this request is over it.
+    fn over_quota(&self) -> Option<u64> {
+        let limits = self.limits.lock().unwrap().clone()?;
+        let (window, limit) = (limits.window_seconds.max(1), limits.default?);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let start = now - now % window;
+        let mut current = self.window.lock().unwrap();
+        if current.0 != start {
+            *current = (start, 0);
+        }
+        if current.1 >= limit {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Some(start + window - now);
+        }
+        current.1 += 1;
+        None
+    }
 }
 
 fn answer(status: u16, content_type: &str, body: &[u8]) -> hyper::Response<Full<Bytes>> {
@@ -97,6 +133,11 @@ async fn forward(client: reqwest::Client, upstream: String, shared: Arc<Shared>,
     headers.dedup();
     shared.recorded.lock().unwrap().insert(RecordedRequest { method: parts.method.to_string(), path: parts.uri.path().to_string(), query, headers });
 
+    if let Some(wait) = shared.over_quota() {
+        let mut throttled = answer(429, "application/json", br#"{"error": "throttled", "message": "over the quota"}"#);
+        throttled.headers_mut().insert("retry-after", hyper::header::HeaderValue::from(wait.max(1)));
+        return Ok(throttled);
+    }
     let (fault, slow) = shared.faults.lock().unwrap().pick(parts.uri.path());
     if let Some(slow) = slow {
         tokio::time::sleep(slow).await;

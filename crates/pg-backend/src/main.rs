@@ -30,6 +30,14 @@ use sha2::{Digest, Sha256};
 const MEDIA_TYPE: &str = "application/vnd.mfa-recall.backend+json;version=1";
 const PAGE: i64 = 500;
 const MAX_PAGE: i64 = 1000;
+/// The most users a name may name: more is an answer the operator cannot take as exact.
+const MAX_NAMED: usize = 100;
+/// How long a request may take, from its headers to its answer.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a client may take to send a request's headers (and a kept-alive connection may idle).
+const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The kinds a factor may be, as the protocol names them.
+const KINDS: [&str; 11] = ["totp", "hotp", "webauthn", "passkey", "recoveryCodes", "sms", "email", "push", "hardwareToken", "securityQuestion", "appPassword"];
 
 #[derive(Parser)]
 #[command(name = "mfa-recall-pg-backend", about = "mfa-recall's backend protocol over an in-house identity store in PostgreSQL", version)]
@@ -103,10 +111,27 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| format!("listening on {}: {e}", cli.listen))?;
     tracing::info!(listen = %cli.listen, tls = tls.is_some(), client_certificates = cli.client_ca.is_some(), "backend serving");
     match tls {
-        Some(config) => axum::serve(tls::TlsListener::new(listener, config)?, router(backend)).await?,
-        None => axum::serve(listener, router(backend)).await?,
+        Some(config) => serve(tls::TlsListener::new(listener, config)?, router(backend)).await,
+        None => serve(listener, router(backend)).await,
     }
     Ok(())
+}
+
+/// Serves `app` on every connection `listener` accepts, each request's headers due within
+/// HEADER_DEADLINE (axum::serve sets no deadline, so a client that never finished its headers
+/// would hold its connection for good).
+async fn serve<L: axum::serve::Listener>(mut listener: L, app: Router) {
+    loop {
+        let (io, _) = listener.accept().await;
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_DEADLINE)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .await;
+        });
+    }
 }
 
 fn router(backend: Shared) -> Router {
@@ -125,8 +150,21 @@ fn router(backend: Shared) -> Router {
         .route("/events", get(events))
         .route("/users/{id}/bypasses", post(issue_bypass))
         .route("/users/{id}/bypasses/{reference}", get(bypass_used).delete(revoke_bypass))
+        .fallback(async || Failure(StatusCode::NOT_FOUND, "notFound", "no such call in the backend protocol".into()))
+        .method_not_allowed_fallback(async || Failure(StatusCode::METHOD_NOT_ALLOWED, "invalid", "the backend protocol has no such method on this path".into()))
         .layer(axum::middleware::from_fn_with_state(backend.clone(), authenticate))
         .with_state(backend)
+}
+
+/// A query string read as `T`, or the protocol's JSON error saying what is wrong with it.
+struct Q<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Q<T> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Failure> {
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(value)| Q(value)).map_err(|e| Failure(StatusCode::BAD_REQUEST, "invalid", e.body_text()))
+    }
 }
 
 /// A protocol error: its status, code and message (shown to people: no secrets).
@@ -172,13 +210,19 @@ fn no_user(id: &str) -> Failure {
 
 /// The bearer token checked on every call, in constant time (by its hash).
 async fn authenticate(State(backend): State<Shared>, request: Request, next: Next) -> Response {
-    let Some(expected) = &backend.token_hash else { return next.run(request).await };
-    let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+    if let Some(expected) = &backend.token_hash {
+        // The scheme's name is case-insensitive (RFC 9110).
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map_or("", |(_, token)| token);
     let hash: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-    if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, expected).is_err() {
-        return Failure(StatusCode::UNAUTHORIZED, "unauthorized", "present the IdentityBackend's token: Authorization: Bearer <token>".into()).into_response();
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&hash, expected).is_err() {
+            return Failure(StatusCode::UNAUTHORIZED, "unauthorized", "present the IdentityBackend's token: Authorization: Bearer <token>".into()).into_response();
+        }
     }
-    next.run(request).await
+    // A body sent slowly, or a statement that does not end, holds a connection no longer than this.
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("the request took longer than {} s", REQUEST_DEADLINE.as_secs())).into_response(),
+    }
 }
 
 /// Negotiation: version 1 to a caller that accepts it, with the store's capabilities.
@@ -190,7 +234,7 @@ async fn negotiate(headers: axum::http::HeaderMap) -> Result<Response, Failure> 
     ok(json!({
         "protocol": "mfa-recall-backend",
         "capabilities": {
-            "factorKinds": ["totp", "hotp", "webauthn", "passkey", "recoveryCodes", "sms", "email", "push", "hardwareToken", "securityQuestion", "appPassword"],
+            "factorKinds": KINDS,
             "factorCreationTime": true,
             "revokeSessions": true,
             "countSessions": true,
@@ -220,63 +264,70 @@ impl Paging {
     }
 }
 
-/// A page of users as rows of (id, username): the next cursor is the last id of a full page.
+/// A page of users from rows of (id, username) read with one row more than `limit`: the next
+/// cursor is the page's last id when that row shows more follow, else null.
 fn user_page(rows: &[tokio_postgres::Row], limit: i64) -> Value {
-    let users: Vec<Value> = rows.iter().map(|r| json!({ "id": r.get::<_, String>(0), "username": r.get::<_, String>(1) })).collect();
-    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.get::<_, String>(0))).flatten();
+    let page = &rows[..rows.len().min(limit as usize)];
+    let users: Vec<Value> = page.iter().map(|r| json!({ "id": r.get::<_, String>(0), "username": r.get::<_, String>(1) })).collect();
+    let next = (rows.len() > page.len()).then(|| page.last().map(|r| r.get::<_, String>(0))).flatten();
     json!({ "users": users, "next": next })
 }
 
-async fn users(State(backend): State<Shared>, Query(paging): Query<Paging>) -> Result<Response, Failure> {
+async fn users(State(backend): State<Shared>, Q(paging): Q<Paging>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
     if let Some(name) = &paging.name {
-        let rows = db.query(sql::USERS_NAMED, &[name]).await?;
-        return ok(json!({ "users": user_page(&rows, i64::MAX)["users"], "next": null }));
+        let rows = db.query(&db.prepare_cached(sql::USERS_NAMED).await?, &[name, &(MAX_NAMED as i64 + 1)]).await?;
+        if rows.len() > MAX_NAMED {
+            return Err(Failure(StatusCode::BAD_REQUEST, "invalid", format!("more than {MAX_NAMED} users match {name:?}: name one of them by id or username")));
+        }
+        return ok(json!({ "users": user_page(&rows, MAX_NAMED as i64)["users"], "next": null }));
     }
     let limit = paging.limit();
-    let rows = db.query(sql::USERS_AFTER, &[&paging.cursor.clone().unwrap_or_default(), &limit]).await?;
+    let rows = db.query(&db.prepare_cached(sql::USERS_AFTER).await?, &[&paging.cursor.clone().unwrap_or_default(), &(limit + 1)]).await?;
     ok(user_page(&rows, limit))
 }
 
-async fn group_members(State(backend): State<Shared>, Path(group): Path<String>, Query(paging): Query<Paging>) -> Result<Response, Failure> {
+async fn group_members(State(backend): State<Shared>, Path(group): Path<String>, Q(paging): Q<Paging>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
-    let Some(found) = db.query_opt(sql::GROUP, &[&group]).await? else { return Err(Failure(StatusCode::NOT_FOUND, "notFound", format!("no group {group}"))) };
+    let Some(found) = db.query_opt(&db.prepare_cached(sql::GROUP).await?, &[&group]).await? else { return Err(Failure(StatusCode::NOT_FOUND, "notFound", format!("no group {group}"))) };
     let (id, limit) = (found.get::<_, String>(0), paging.limit());
-    let rows = db.query(sql::GROUP_MEMBERS_AFTER, &[&id, &paging.direct.unwrap_or(false), &paging.cursor.clone().unwrap_or_default(), &limit]).await?;
+    let rows = db.query(&db.prepare_cached(sql::GROUP_MEMBERS_AFTER).await?, &[&id, &paging.direct.unwrap_or(false), &paging.cursor.clone().unwrap_or_default(), &(limit + 1)]).await?;
     ok(user_page(&rows, limit))
 }
 
 async fn user(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
-    let row = db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    let row = db.query_opt(&db.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
     ok(json!({ "id": row.get::<_, String>(0), "username": row.get::<_, String>(1), "enabled": row.get::<_, bool>(2), "address": row.get::<_, Option<String>>(3) }))
 }
 
 async fn factors(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
-    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
-    let rows = db.query(sql::FACTORS, &[&id]).await?;
+    db.query_opt(&db.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    let rows = db.query(&db.prepare_cached(sql::FACTORS).await?, &[&id]).await?;
     let factors: Vec<Value> = rows.iter().map(|r| json!({ "id": r.get::<_, String>(0), "kind": r.get::<_, String>(1), "type": r.get::<_, String>(2), "createdAt": r.get::<_, Option<String>>(3) })).collect();
-    let sessions: i64 = db.query_one(sql::SESSIONS, &[&id]).await?.get(0);
+    let sessions: i64 = db.query_one(&db.prepare_cached(sql::SESSIONS).await?, &[&id]).await?.get(0);
     ok(json!({ "factors": factors, "sessions": sessions }))
 }
 
 async fn revoke_factor(State(backend): State<Shared>, Path((id, factor)): Path<(String, String)>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
-    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
-    match db.execute(sql::DELETE_FACTOR, &[&id, &factor]).await? {
-        0 => Err(Failure(StatusCode::NOT_FOUND, "alreadyGone", format!("user {id} holds no factor {factor}"))),
-        _ => done(),
+    if db.execute(&db.prepare_cached(sql::DELETE_FACTOR).await?, &[&id, &factor]).await? > 0 {
+        return done();
     }
+    // Nothing deleted: gone already, or no such user.
+    db.query_opt(&db.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    Err(Failure(StatusCode::NOT_FOUND, "alreadyGone", format!("user {id} holds no factor {factor}")))
 }
 
 async fn revoke_sessions(State(backend): State<Shared>, Path(id): Path<String>) -> Result<Response, Failure> {
     let mut db = backend.pool.get().await?;
     let tx = db.transaction().await?;
-    tx.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
-    let mut revoked = 0;
+    tx.query_opt(&tx.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    // Expired ones go too; what is counted is what the factors call counted as live.
+    let mut revoked: i64 = 0;
     for statement in [sql::DELETE_SESSIONS, sql::DELETE_REFRESH_TOKENS, sql::DELETE_REMEMBERED_DEVICES] {
-        revoked += tx.execute(statement, &[&id]).await?;
+        revoked += tx.query_one(statement, &[&id]).await?.get::<_, i64>(0);
     }
     tx.commit().await?;
     ok(json!({ "revoked": revoked }))
@@ -289,9 +340,12 @@ struct Kinds {
 
 async fn require_enrollment(State(backend): State<Shared>, Path(id): Path<String>, body: Result<axum::Json<Kinds>, axum::extract::rejection::JsonRejection>) -> Result<Response, Failure> {
     let axum::Json(Kinds { kinds }) = body.map_err(|e| Failure(StatusCode::BAD_REQUEST, "invalid", format!("the body must be {{\"kinds\": [...]}}: {}", e.body_text())))?;
+    if kinds.is_empty() || kinds.iter().any(|k| !KINDS.contains(&k.as_str())) {
+        return Err(Failure(StatusCode::BAD_REQUEST, "invalid", format!("kinds must name one or more of {}", KINDS.join(", "))));
+    }
     let db = backend.pool.get().await?;
-    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
-    db.execute(sql::REQUIRE_ENROLLMENT, &[&id, &kinds]).await?;
+    db.query_opt(&db.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    db.execute(&db.prepare_cached(sql::REQUIRE_ENROLLMENT).await?, &[&id, &kinds]).await?;
     done()
 }
 
@@ -300,11 +354,11 @@ struct Since {
     since: String,
 }
 
-async fn enrolled_since(State(backend): State<Shared>, Path(id): Path<String>, Query(Since { since }): Query<Since>) -> Result<Response, Failure> {
+async fn enrolled_since(State(backend): State<Shared>, Path(id): Path<String>, Q(Since { since }): Q<Since>) -> Result<Response, Failure> {
     let since = time(&since)?;
     let db = backend.pool.get().await?;
-    db.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
-    let row = db.query_opt(sql::FIRST_FACTOR_SINCE, &[&id, &since]).await?;
+    db.query_opt(&db.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    let row = db.query_opt(&db.prepare_cached(sql::FIRST_FACTOR_SINCE).await?, &[&id, &since]).await?;
     let enrollment = row.map(|r| {
         let mut enrollment = json!({ "kind": r.get::<_, String>(0), "at": r.get::<_, String>(1) });
         for (field, value) in [("ip", r.get::<_, Option<String>>(2)), ("userAgent", r.get::<_, Option<String>>(3)), ("country", r.get::<_, Option<String>>(4))] {
@@ -327,7 +381,7 @@ fn time(text: &str) -> Result<String, Failure> {
 
 async fn set_enabled(backend: &Backend, id: &str, enabled: bool) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
-    match db.execute(sql::SET_ENABLED, &[&id, &enabled]).await? {
+    match db.execute(&db.prepare_cached(sql::SET_ENABLED).await?, &[&id, &enabled]).await? {
         0 => Err(no_user(id)),
         _ => done(),
     }
@@ -357,8 +411,9 @@ struct Cursor(String, i64);
 impl Cursor {
     fn parse(text: &str) -> Option<Cursor> {
         let (tx, seq) = text.split_once('.')?;
-        (!tx.is_empty() && tx.len() <= 20 && tx.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
-        Some(Cursor(tx.to_string(), seq.parse().ok()?))
+        // A transaction id is a 64-bit number (xid8).
+        let tx: u64 = tx.parse().ok().filter(|_| tx.bytes().all(|b| b.is_ascii_digit()))?;
+        Some(Cursor(tx.to_string(), seq.parse().ok().filter(|seq: &i64| *seq >= 0)?))
     }
 }
 
@@ -368,7 +423,7 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>) -> Result<Response, Failure> {
+async fn events(State(backend): State<Shared>, Q(query): Q<EventsQuery>) -> Result<Response, Failure> {
     let after = match &query.cursor {
         Some(cursor) => Cursor::parse(cursor).ok_or_else(|| Failure(StatusCode::BAD_REQUEST, "invalid", "cursor is not one this backend gave".into()))?,
         None => Cursor("0".into(), 0),
@@ -379,7 +434,9 @@ async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>)
     let db = backend.pool.get().await?;
     // With a cursor the log goes on from it; `from` only places the first read.
     let from = if query.cursor.is_some() { None } else { from };
-    let rows = db.query(sql::EVENTS, &[&after.0, &after.1, &from, &until, &query.user, &limit]).await?;
+    let mut rows = db.query(&db.prepare_cached(sql::EVENTS).await?, &[&after.0, &after.1, &from, &until, &query.user, &(limit + 1)]).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
     let events: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -398,10 +455,10 @@ async fn events(State(backend): State<Shared>, Query(query): Query<EventsQuery>)
     // A first read with nothing to show yet goes on from the log's end, not from its start.
     let next = match rows.last() {
         Some(row) => Cursor(row.get(9), row.get(0)),
-        None if query.cursor.is_none() => Cursor(db.query_one(sql::LOG_END, &[]).await?.get(0), 0),
+        None if query.cursor.is_none() => Cursor(db.query_one(&db.prepare_cached(sql::LOG_END).await?, &[]).await?.get(0), 0),
         None => after,
     };
-    ok(json!({ "events": events, "next": next.to_string(), "more": rows.len() as i64 == limit }))
+    ok(json!({ "events": events, "next": next.to_string(), "more": more }))
 }
 
 #[derive(Deserialize)]
@@ -421,23 +478,24 @@ async fn issue_bypass(State(backend): State<Shared>, Path(id): Path<String>, bod
     let reference = hex::encode(&Sha256::digest(format!("reference {code}").as_bytes())[..8]);
     let mut db = backend.pool.get().await?;
     let tx = db.transaction().await?;
-    tx.query_opt(sql::USER, &[&id]).await?.ok_or_else(|| no_user(&id))?;
-    tx.execute(sql::WITHDRAW_LIVE_BYPASSES, &[&id]).await?;
-    let expires: String = tx.query_one(sql::ISSUE_BYPASS, &[&reference, &id, &hex::encode(Sha256::digest(code.as_bytes())), &(request.lifetime_seconds as f64)]).await?.get(0);
-    tx.execute(sql::LOG_BYPASS_ISSUED, &[&id]).await?;
+    tx.query_opt(&tx.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    tx.execute(&tx.prepare_cached(sql::WITHDRAW_LIVE_BYPASSES).await?, &[&id]).await?;
+    let expires: String = tx.query_one(&tx.prepare_cached(sql::ISSUE_BYPASS).await?, &[&reference, &id, &hex::encode(Sha256::digest(code.as_bytes())), &(request.lifetime_seconds as f64)]).await?.get(0);
+    tx.execute(&tx.prepare_cached(sql::LOG_BYPASS_ISSUED).await?, &[&id]).await?;
     tx.commit().await?;
     Ok(answer(StatusCode::CREATED, json!({ "secret": code, "expiresAt": expires, "reference": reference })))
 }
 
 async fn bypass_used(State(backend): State<Shared>, Path((id, reference)): Path<(String, String)>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
-    let row = db.query_opt(sql::BYPASS_USED, &[&id, &reference]).await?.ok_or_else(|| Failure(StatusCode::NOT_FOUND, "notFound", format!("no bypass {reference} for user {id}")))?;
+    let row = db.query_opt(&db.prepare_cached(sql::BYPASS_USED).await?, &[&id, &reference]).await?.ok_or_else(|| Failure(StatusCode::NOT_FOUND, "notFound", format!("no bypass {reference} for user {id}")))?;
     ok(json!({ "used": row.get::<_, bool>(0) }))
 }
 
 async fn revoke_bypass(State(backend): State<Shared>, Path((id, reference)): Path<(String, String)>) -> Result<Response, Failure> {
     let db = backend.pool.get().await?;
-    match db.execute(sql::REVOKE_BYPASS, &[&id, &reference]).await? {
+    db.query_opt(&db.prepare_cached(sql::USER).await?, &[&id]).await?.ok_or_else(|| no_user(&id))?;
+    match db.execute(&db.prepare_cached(sql::REVOKE_BYPASS).await?, &[&id, &reference]).await? {
         0 => Err(Failure(StatusCode::NOT_FOUND, "alreadyGone", format!("no live bypass {reference} for user {id}"))),
         _ => done(),
     }

@@ -1,4 +1,4 @@
-//! Every statement the backend runs, in one place to read and review. Times go in and out as
+//! Every statement the backend runs, in one place to read and review (each prepared once per connection). Times go in and out as
 //! RFC 3339 text (`$n::text::timestamptz` in, `to_char(... 'UTC' ...)` out), so no driver type mapping
 //! stands between the store and the protocol.
 
@@ -15,10 +15,10 @@ pub const SCHEMA: &str = include_str!("../schema.sql");
 pub const USERS_AFTER: &str = "select id, username from users where id > $1 order by id limit $2";
 
 /// Users a name names: username or email in any letter case, or the id itself.
-pub const USERS_NAMED: &str = "select id, username from users where lower(username) = lower($1) or lower(email) = lower($1) or id = $1 order by id limit 100";
+pub const USERS_NAMED: &str = "select id, username from users where lower(username) = lower($1) or lower(email) = lower($1) or id = $1 order by id limit $2";
 
-/// A group by id, else by name.
-pub const GROUP: &str = "select id from groups where id = $1 or name = $1 order by (id = $1) desc limit 1";
+/// A group by id, else by name as written, else by name in any letter case.
+pub const GROUP: &str = "select id from groups where id = $1 or lower(name) = lower($1) order by (id = $1) desc, (name = $1) desc, id limit 1";
 
 /// Members of a group ($1) and, unless $2 (direct only), of its subgroups at any depth, after a cursor.
 pub const GROUP_MEMBERS_AFTER: &str = "
@@ -39,9 +39,10 @@ pub const SESSIONS: &str = "select (select count(*) from sessions where user_id 
 
 pub const DELETE_FACTOR: &str = "delete from factors where user_id = $1 and id = $2";
 
-pub const DELETE_SESSIONS: &str = "delete from sessions where user_id = $1";
-pub const DELETE_REFRESH_TOKENS: &str = "delete from refresh_tokens where user_id = $1";
-pub const DELETE_REMEMBERED_DEVICES: &str = "delete from remembered_devices where user_id = $1";
+/// Each deletes every row of the user's and counts those that were live.
+pub const DELETE_SESSIONS: &str = "with gone as (delete from sessions where user_id = $1 returning expires_at) select count(*) filter (where expires_at > now()) from gone";
+pub const DELETE_REFRESH_TOKENS: &str = "with gone as (delete from refresh_tokens where user_id = $1 returning expires_at) select count(*) filter (where expires_at > now()) from gone";
+pub const DELETE_REMEMBERED_DEVICES: &str = "with gone as (delete from remembered_devices where user_id = $1 returning id) select count(*) from gone";
 
 pub const REQUIRE_ENROLLMENT: &str = "insert into required_enrollments (user_id, kinds) values ($1, $2) on conflict (user_id) do update set kinds = excluded.kinds, since = now()";
 

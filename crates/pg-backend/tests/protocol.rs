@@ -139,6 +139,13 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(first["users"].as_array().unwrap().len(), 3);
     let (_, rest) = get(&format!("/users?limit=3&cursor={}", first["next"].as_str().unwrap())).await;
     assert_eq!((rest["users"][0]["id"].as_str(), rest["next"].clone()), (Some("u4"), Value::Null));
+    assert_eq!(get("/users?limit=4").await.1["next"], Value::Null, "a full page with nothing after it is the last");
+    // Every refusal in the protocol's JSON shape: a query that does not read, a call that is not one.
+    let (status, bad) = get("/groups/staff/members?direct=yes").await;
+    assert_eq!((status, bad["error"].as_str()), (400, Some("invalid")), "{bad}");
+    assert_eq!(get("/no/such/call").await, (404, json!({ "error": "notFound", "message": "no such call in the backend protocol" })));
+    // The scheme of Authorization in any letter case.
+    assert_eq!(http.get(format!("{base}/users?limit=1")).header("authorization", format!("bearer {TOKEN}")).header("accept", MEDIA_TYPE).send().await.unwrap().status(), 200);
     for name in ["alice.admin", "alice@EXAMPLE.test", "u1"] {
         assert_eq!(get(&format!("/users?name={name}")).await.1["users"], json!([{ "id": "u1", "username": "Alice.Admin" }]), "{name}");
     }
@@ -150,6 +157,7 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(ids(&get("/groups/staff/members?direct=true").await.1), ["u1", "u2"]);
     assert_eq!(ids(&get("/groups/g-bg/members").await.1), ["u3"], "by id too");
     assert_eq!(get("/groups/nope/members").await.0, 404);
+    assert_eq!(ids(&get("/groups/Break-Glass/members").await.1), ["u3"], "a group's name in any letter case");
 
     // A user's factors with creation times as stored (unknown stays unknown), and their sessions of every kind.
     let (status, u1) = get("/users/u1/factors").await;
@@ -166,12 +174,15 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(delete("/users/u1/factors/f1").await.1["error"], "alreadyGone");
     assert_eq!(delete("/users/u2/factors/f2").await.1["error"], "alreadyGone", "another user's factor is not theirs to delete");
     assert_eq!(delete("/users/nobody/factors/f2").await.1["error"], "notFound");
-    assert_eq!(post("/users/u1/sessions/revoke", None).await, (200, json!({ "revoked": 5 })), "expired ones go too");
+    assert_eq!(post("/users/u1/sessions/revoke", None).await, (200, json!({ "revoked": 4 })), "the live ones counted, as the factors call counted them");
+    assert_eq!(db.query_one("select count(*) from sessions where user_id = 'u1'", &[]).await.unwrap().get::<_, i64>(0), 0, "expired ones go too");
     assert_eq!(get("/users/u1/factors").await.1["sessions"], 0);
     assert_eq!(post("/users/u1/require-enrollment", Some(json!({ "kinds": ["totp", "webauthn"] }))).await.0, 204);
     let required: Vec<String> = db.query_one("select kinds from required_enrollments where user_id = 'u1'", &[]).await.unwrap().get(0);
     assert_eq!(required, ["totp", "webauthn"]);
     assert_eq!(post("/users/u1/require-enrollment", Some(json!({ "wrong": 1 }))).await.0, 400);
+    assert_eq!(post("/users/u1/require-enrollment", Some(json!({ "kinds": ["carrierPigeon"] }))).await.1["error"], "invalid", "only the protocol's kinds");
+    assert_eq!(post("/users/u1/require-enrollment", Some(json!({ "kinds": [] }))).await.0, 400);
 
     // Who enrolled since a time; disable and enable.
     assert_eq!(get("/users/u1/enrollments?since=2026-12-07T03:00:00Z").await.1["enrollment"]["kind"], "webauthn");
@@ -209,9 +220,15 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     let users: Vec<&str> = both["events"].as_array().unwrap().iter().map(|e| e["userId"].as_str().unwrap()).collect();
     assert_eq!(users, ["u1", "u3"], "{both}");
     assert_eq!(get("/events?cursor=12").await.0, 400, "a cursor the backend never gave is refused");
+    assert_eq!(get("/events?cursor=99999999999999999999.0").await.0, 400, "past any transaction id");
+    let (_, exact) = get(&format!("/events?cursor={cursor}&limit=2")).await;
+    assert_eq!(exact["more"], false, "a full page with nothing after it: nothing more to read");
 
-    // A factor set up again in place (a new secret) is a new factor.
-    db.batch_execute("update factors set secret = 'new' where id = 'f4'").await.unwrap();
+    // A factor set up again in place (a new secret) is a new factor, enrolled from where the login
+    // service says (its app.client_* settings).
+    db.batch_execute("begin; select set_config('app.client_ip', '203.0.113.9', true); update factors set secret = 'new' where id = 'f4'; commit").await.unwrap();
+    let since = get("/users/u2/enrollments?since=2026-12-01T00:00:00Z").await.1;
+    assert_eq!((since["enrollment"]["kind"].as_str(), since["enrollment"]["ip"].as_str()), (Some("sms"), Some("203.0.113.9")), "{since}");
     let rekeyed = get("/users/u2/factors").await.1["factors"].as_array().unwrap().iter().find(|f| f["id"] == "f4").unwrap()["createdAt"].as_str().unwrap().to_string();
     assert!(rekeyed > "2026-12-01".to_string(), "re-keyed at {rekeyed}");
 
@@ -230,5 +247,11 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     let reference = again["reference"].as_str().unwrap().to_string();
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.0, 204);
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.1["error"], "alreadyGone");
+    assert_eq!(delete(&format!("/users/nobody/bypasses/{reference}")).await.1["error"], "notFound", "no such user is not alreadyGone");
     assert_eq!(post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 5 }))).await.0, 400);
+
+    // A name that names more users than one answer may hold is refused, not cut short.
+    db.batch_execute("insert into users (id, username, email) select 'shared-' || i, 'shared-' || i, 'Team@example.test' from generate_series(1, 101) i").await.unwrap();
+    let (status, many) = get("/users?name=team@example.test").await;
+    assert_eq!((status, many["error"].as_str()), (400, Some("invalid")), "{many}");
 }
