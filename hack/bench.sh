@@ -5,7 +5,8 @@
 # baseline script on the same simulator, plus one rate-limited run, and per size what watching
 # the re-enrollment window costs the provider (issue 25), and how fast a signal starts a recall
 # and how many duplicate signals the receiver refuses a second (issue 27), and how fast the
-# console's pages answer and follow a status change (issue 28).
+# console's pages answer and follow a status change (issue 28), and a recall of an in-house store
+# through the reference backend (issue 29).
 # Writes docs/benchmarks/results.json and docs/benchmarks/timeline-<N>.csv (and .png).
 # Usage: hack/bench.sh [USERS...]
 set -euo pipefail
@@ -16,9 +17,11 @@ read -r -a sizes <<< "${sizes[*]}"
 "$PWD/hack/parts.sh" all
 cargo build --release --workspace --bins
 work="$(mktemp -d /tmp/mfa-recall-bench.XXXXXX)"
-trap 'hack/localparts.sh stop "$work/parts"' EXIT
+trap 'hack/localparts.sh stop "$work/parts"; hack/postgres.sh stop "$work/pg"' EXIT
 hack/localparts.sh start "$work/parts"
 source "$work/parts/env"
+hack/postgres.sh start "$work/pg"
+source "$work/pg/env"
 "$MFA_RECALL_KUBECTL" apply -f crds/ > /dev/null
 "$MFA_RECALL_KUBECTL" wait --for=condition=Established crd/mfarecalls.mfarecall.io crd/identitybackends.mfarecall.io --timeout=30s > /dev/null
 
@@ -44,6 +47,10 @@ target/release/mfa-recall-bench --signals --users 10000 --rounds 5 --work "$work
 # the event carrying it on the page's stream, 50 times each.
 echo "bench: console" >&2
 target/release/mfa-recall-bench --console --users 200 --rounds 50 --work "$work/console" >> "$results"
+# An in-house store (issue 29): 100 k users through the backend protocol, the reference backend
+# over Debian's PostgreSQL, with the backend's and PostgreSQL's CPU.
+echo "bench: in-house store" >&2
+target/release/mfa-recall-bench --inhouse --users 100000 --work "$work/inhouse" >> "$results"
 # Rate-limited: Okta-style per-minute limits per bucket, announced in X-Rate-Limit-* headers.
 echo "bench: rate-limited" >&2
 target/release/mfa-recall-bench --users 6000 --per-minute 12000 --no-references --work "$work/run-limited" >> "$results"

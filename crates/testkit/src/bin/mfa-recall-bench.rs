@@ -92,6 +92,12 @@ struct Args {
     /// it on the page's stream, --rounds times each.
     #[arg(long)]
     console: bool,
+    /// Instead of a recall of the simulated Okta: a recall of an in-house store through the
+    /// backend protocol, the reference backend (mfa-recall-pg-backend) over Debian's PostgreSQL
+    /// (MFA_RECALL_POSTGRES_URL, from hack/postgres.sh) seeded with --users users; the wall time,
+    /// and the CPU of the operator, the backend and PostgreSQL.
+    #[arg(long)]
+    inhouse: bool,
     /// Scratch folder.
     #[arg(long)]
     work: PathBuf,
@@ -201,10 +207,10 @@ async fn apiserver_counters(client: &Client) -> (f64, f64, f64) {
 }
 
 /// The operator (release build, its own process) watching `ns` with `extra` arguments, once its
-/// backend `okta` is Ready and its `/readyz` answers 200: what is measured next is applied to an
+/// backend `backend` is Ready and its `/readyz` answers 200: what is measured next is applied to an
 /// operator already running, as in an incident, so its start-up is not counted. Also the ledger
 /// key it signs with.
-async fn start_operator(args: &Args, client: &Client, http: &reqwest::Client, ns: &str, extra: &[&str]) -> (Proc, PathBuf) {
+async fn start_operator(args: &Args, client: &Client, http: &reqwest::Client, ns: &str, backend: &str, extra: &[&str]) -> (Proc, PathBuf) {
     let health = free_addr();
     let ledger_key = args.work.join("ledger.key");
     std::fs::write(&ledger_key, format!("{:032x}{:032x}", fastrand::u128(..), fastrand::u128(..))).unwrap();
@@ -224,13 +230,135 @@ async fn start_operator(args: &Args, client: &Client, http: &reqwest::Client, ns
             .expect("start the operator"),
     );
     let backends: Api<IdentityBackend> = Api::namespaced(client.clone(), ns);
-    cluster::wait_for(&backends, "okta", Duration::from_secs(60), |b| b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
+    cluster::wait_for(&backends, backend, Duration::from_secs(60), |b| b.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
     let ready = Instant::now();
     while !http.get(format!("http://{health}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
         assert!(ready.elapsed() < Duration::from_secs(60), "the operator's /readyz did not answer 200 within 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (operator, ledger_key)
+}
+
+/// `psql` against `url`: what it printed, trimmed; panics on an error.
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().expect("psql runs (Debian's postgresql-client)");
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// CPU seconds of every PostgreSQL process so far: the live ones', and what the server's exited
+/// connection processes used (their parent's counts of waited-for children).
+fn postgres_cpu_seconds() -> f64 {
+    let mut ticks = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+        // utime, stime, cutime, cstime (fields 14 to 17 of stat; 12 to 15 after the name).
+        ticks += fields.get(11..15).map_or(0.0, |t| t.iter().sum());
+    }
+    ticks / 100.0
+}
+
+/// A recall of an in-house store: the operator, the reference backend and PostgreSQL on this
+/// machine, all users of a store seeded as a login service's tables are (three factors, a
+/// session, a refresh token each, every event logged by the store's triggers).
+async fn inhouse_run(args: &Args, client: &Client, http: &reqwest::Client) -> Value {
+    let server = std::env::var("MFA_RECALL_POSTGRES_URL").expect("MFA_RECALL_POSTGRES_URL: start PostgreSQL with hack/postgres.sh start DIR and source DIR/env");
+    let database = format!("bench_{:08x}", fastrand::u32(..));
+    psql(&server, &format!("create database {database}"));
+    let url = format!("{}/{database}", server.rsplit_once('/').unwrap().0);
+    let token = format!("bench-token-{:032x}", fastrand::u128(..));
+    let token_file = args.work.join("store-token.key");
+    std::fs::write(&token_file, &token).unwrap();
+    let listen = free_addr();
+    let store = Proc(
+        Command::new(sibling("mfa-recall-pg-backend"))
+            .args(["--database-url", &url, "--listen", &listen.to_string(), "--apply-schema", "--connections", "16"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(args.work.join("pg-backend.log")).unwrap())
+            .spawn()
+            .expect("start mfa-recall-pg-backend"),
+    );
+    let up = Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(up.elapsed() < Duration::from_secs(60), "the reference backend did not listen within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seeding = Instant::now();
+    let last = args.users as i64 - 1;
+    psql(&url, &format!(
+        "insert into users (id, username, email) select 'u' || lpad(i::text, 7, '0'), 'user' || lpad(i::text, 7, '0') || '@example.com', 'user' || lpad(i::text, 7, '0') || '@example.com' from generate_series(0, {last}) i;
+         insert into factors (id, user_id, kind, type, secret, created_at) select 'f' || lpad(i::text, 7, '0') || '-' || k, 'u' || lpad(i::text, 7, '0'), k, k, 'secret', now() - interval '30 days' from generate_series(0, {last}) i, unnest(array['totp', 'webauthn', 'recoveryCodes']) k;
+         insert into sessions (id, user_id, expires_at) select 's' || lpad(i::text, 7, '0'), 'u' || lpad(i::text, 7, '0'), now() + interval '1 day' from generate_series(0, {last}) i;
+         insert into refresh_tokens (id, user_id, token_hash, expires_at) select 'r' || lpad(i::text, 7, '0'), 'u' || lpad(i::text, 7, '0'), 'hash', now() + interval '30 days' from generate_series(0, {last}) i;
+         analyze;"
+    ));
+    eprintln!("bench: in-house store with {} users seeded in {:.1} s", args.users, seeding.elapsed().as_secs_f64());
+
+    let ns = format!("bench-{:05x}", fastrand::u32(..0xfffff));
+    cluster::create_namespace(client, &ns).await.unwrap();
+    let limits = BackendLimits { requests_per_second: 100_000, max_concurrency: args.in_flight, ..BackendLimits::default() };
+    let spec = serde_json::from_value(json!({ "webhook": { "url": format!("http://{listen}"), "credentialsSecretRef": { "name": "store-credentials" } }, "limits": limits })).unwrap();
+    cluster::create_backend(client, &ns, "store", spec, &[("token".to_string(), token.clone())].into()).await.unwrap();
+    let (operator, _) = start_operator(args, client, http, &ns, "store", &["--concurrency", "4"]).await;
+    let (_, operator_cpu_before) = rss_and_cpu(operator.0.id());
+    let (_, backend_cpu_before) = rss_and_cpu(store.0.id());
+    let postgres_before = postgres_cpu_seconds();
+    let t0 = Instant::now();
+    cluster::create_recall(client, &ns, json!({
+        "apiVersion": "mfarecall.io/v1alpha1", "kind": "MfaRecall", "metadata": {"name": "bench"},
+        "spec": {"reason": "benchmark", "backends": ["store"], "scope": {"allUsers": true}, "reEnrollment": {"gracePeriod": "72h", "checkInterval": "1h"}}
+    }))
+    .await
+    .unwrap();
+    let recalls: Api<MfaRecall> = Api::namespaced(client.clone(), &ns);
+    let (done_secs, counts) = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(recall) = recalls.get_status("bench").await else { continue };
+        let Some(status) = recall.status else { continue };
+        let c = status.counts;
+        if status.backends.iter().all(|b| b.listed) && c.targeted == args.users as i64 && c.invalidated + c.excluded + c.failed == c.targeted {
+            break (t0.elapsed().as_secs_f64(), c);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3600), "not done after an hour: {c:?}");
+    };
+    let (operator_rss, operator_cpu) = rss_and_cpu(operator.0.id());
+    let (backend_rss, backend_cpu) = rss_and_cpu(store.0.id());
+    let postgres_cpu = postgres_cpu_seconds() - postgres_before;
+    drop(operator);
+    drop(store);
+    let factors_left: i64 = psql(&url, "select count(*) from factors").parse().unwrap_or(-1);
+    let sessions_left: i64 = psql(&url, "select (select count(*) from sessions) + (select count(*) from refresh_tokens)").parse().unwrap_or(-1);
+    let removals: i64 = psql(&url, "select count(*) from events where type = 'factorRemoved'").parse().unwrap_or(-1);
+    let _ = Api::<mfa_recall::api::RecallLedgerSegment>::namespaced(client.clone(), &ns).delete_collection(&DeleteParams::default(), &Default::default()).await;
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+    psql(&server, &format!("drop database {database} with (force)"));
+    json!({
+        "run": "inhouse",
+        "users": args.users,
+        "secondsToAllInvalidated": round(done_secs),
+        "usersPerSecond": round(args.users as f64 / done_secs),
+        "invalidated": counts.invalidated,
+        "failed": counts.failed,
+        "factorsRevoked": counts.factors_revoked.values().sum::<i64>(),
+        "sessionsRevoked": counts.sessions_revoked,
+        "factorsLeftInStore": factors_left,
+        "sessionsLeftInStore": sessions_left,
+        "factorRemovedEvents": removals,
+        "operatorCpuSeconds": round(operator_cpu - operator_cpu_before),
+        "operatorPeakRssMiB": round(operator_rss),
+        "backendCpuSeconds": round(backend_cpu - backend_cpu_before),
+        "backendPeakRssMiB": round(backend_rss),
+        "postgresCpuSeconds": round(postgres_cpu),
+        "inFlight": args.in_flight,
+    })
 }
 
 /// The operator end to end: apply → every user invalidated.
@@ -245,7 +373,7 @@ async fn recall_run(args: &Args, client: &Client, http: &reqwest::Client, keep_t
     let spec = backend_spec(args, &url);
     cluster::create_backend(client, &ns, "okta", spec, &[("api-token".to_string(), token.clone())].into()).await.unwrap();
 
-    let (operator, ledger_key) = start_operator(args, client, http, &ns, &["--concurrency", "4"]).await;
+    let (operator, ledger_key) = start_operator(args, client, http, &ns, "okta", &["--concurrency", "4"]).await;
     let pid = operator.0.id();
     let before_stats = sim_stats(http, &url).await;
     let (_, sim_cpu_before) = rss_and_cpu(sim.0.id());
@@ -508,7 +636,7 @@ async fn signals_run(args: &Args, client: &Client, http: &reqwest::Client, round
     let policies: Api<mfa_recall::api::MfaRecallPolicy> = Api::namespaced(client.clone(), &ns);
     policies.create(&Default::default(), &policy).await.unwrap();
     let receiver = free_addr();
-    let (operator, _) = start_operator(args, client, http, &ns, &["--signals-addr", &receiver.to_string()]).await;
+    let (operator, _) = start_operator(args, client, http, &ns, "okta", &["--signals-addr", &receiver.to_string()]).await;
     let pid = operator.0.id();
     cluster::wait_for(&policies, "leak", Duration::from_secs(60), |p| p.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))).await.unwrap();
     let endpoint = format!("http://{receiver}/v1/signals/{ns}/leak/alertmanager");
@@ -1007,6 +1135,10 @@ async fn main() {
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
     if args.console {
         println!("{}", console_run(&args, &client, &http).await);
+        return;
+    }
+    if args.inhouse {
+        println!("{}", inhouse_run(&args, &client, &http).await);
         return;
     }
     if args.signals {
