@@ -4,6 +4,7 @@
 # package when it is missing). As root, the server runs as the `postgres` user the package makes,
 # since PostgreSQL refuses to run as root.
 #   hack/postgres.sh start DIR   # writes DIR/env: MFA_RECALL_POSTGRES_URL (a superuser on loopback)
+#                                # and MFA_RECALL_POSTGRES_CA (the authority of its TLS certificate)
 #   hack/postgres.sh stop DIR
 set -euo pipefail
 cmd="${1:-}"; dir="${2:-}"
@@ -41,11 +42,24 @@ case "$cmd" in
     if [[ ! -f "$dir/data/PG_VERSION" ]]; then
       as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=scram-sha-256 --pwfile="$dir/password" --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
+    # TLS on, with a certificate from a test authority of its own (DIR/ca.crt), so the reference
+    # backend's connection to PostgreSQL is tested as it runs beside a real database.
+    if [[ ! -f "$dir/ca.crt" ]]; then
+      command -v openssl >/dev/null || { echo "postgres: openssl is missing (Debian's openssl package)" >&2; exit 1; }
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/ca.key" -out "$dir/ca.crt" -days 30 \
+        -subj "/CN=mfa-recall test PostgreSQL CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+      printf 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$dir/server.ext"
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -out "$dir/server.crt" -days 30 -extfile "$dir/server.ext" 2>/dev/null
+      chmod 600 "$dir/server.key" "$dir/ca.key"
+      if [[ "$(id -u)" == 0 ]]; then chown postgres "$dir/server.key" "$dir/server.crt"; fi
+    fi
     # Loopback only, its socket in the folder, no fsync (test data).
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null 2>&1 || {
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null 2>&1 || {
       echo "postgres: the server did not start; last lines of $dir/postgres.log:" >&2; tail -20 "$dir/postgres.log" >&2; exit 1; }
-    echo "export MFA_RECALL_POSTGRES_URL='postgres://postgres:$(cat "$dir/password")@127.0.0.1:$port/postgres'" > "$dir/env"
+    { echo "export MFA_RECALL_POSTGRES_URL='postgres://postgres:$(cat "$dir/password")@127.0.0.1:$port/postgres'"
+      echo "export MFA_RECALL_POSTGRES_CA='$dir/ca.crt'"; } > "$dir/env"
     echo "postgres: serving on 127.0.0.1:$port; source $dir/env" >&2
     ;;
   stop)

@@ -103,6 +103,10 @@ impl Store {
         let log = dir.join("backend.log");
         let mut command = Command::new(super::workspace_binary("mfa-recall-pg-backend"));
         command.args(["--database-url", &database_url, "--listen", &addr, "--apply-schema"]);
+        // The authority of the test server's TLS certificate (hack/postgres.sh): the backend reaches it over TLS.
+        if let Ok(ca) = std::env::var("MFA_RECALL_POSTGRES_CA") {
+            command.arg("--database-ca").arg(ca);
+        }
         if token.is_some() {
             command.arg("--token-file").arg(&token_file);
         }

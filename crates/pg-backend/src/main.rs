@@ -34,6 +34,8 @@ const MAX_PAGE: i64 = 1000;
 const MAX_NAMED: usize = 100;
 /// How long a request may take, from its headers to its answer.
 const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long one statement may run (the server's statement_timeout), within the request's deadline.
+const STATEMENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
 /// How long a client may take to send a request's headers (and a kept-alive connection may idle).
 const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// The kinds a factor may be, as the protocol names them.
@@ -44,9 +46,12 @@ const KINDS: [&str; 11] = ["totp", "hotp", "webauthn", "passkey", "recoveryCodes
 struct Cli {
     #[arg(long, env = "MFA_RECALL_PG_BACKEND_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
-    /// The store, with a role that may read the tables and make only the writes a recall needs (docs/backend-protocol.md).
+    /// The store, with a role that may read the tables and make only the writes a recall needs (roles.sql). TLS is used when the server offers it (sslmode=require to insist, sslmode=disable to refuse it).
     #[arg(long, env = "MFA_RECALL_PG_BACKEND_DATABASE_URL")]
     database_url: String,
+    /// PEM authorities for the database server's certificate (else the system's).
+    #[arg(long, env = "MFA_RECALL_PG_BACKEND_DATABASE_CA")]
+    database_ca: Option<PathBuf>,
     /// A file holding the bearer token the operator presents (the `token` of the IdentityBackend's Secret).
     #[arg(long, env = "MFA_RECALL_PG_BACKEND_TOKEN_FILE", required_unless_present = "client_ca")]
     token_file: Option<PathBuf>,
@@ -80,7 +85,14 @@ async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // With its causes: "error performing TLS handshake" alone does not say the certificate was refused.
+            let mut said = e.to_string();
+            let mut cause = e.source();
+            while let Some(inner) = cause {
+                said.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            eprintln!("error: {said}");
             std::process::ExitCode::from(1)
         }
     }
@@ -101,11 +113,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         (Some(certificate), Some(key)) => Some(tls::config(certificate, key, cli.client_ca.as_deref())?),
         _ => None,
     };
-    let config: tokio_postgres::Config = cli.database_url.parse().map_err(|e| format!("--database-url: {e}"))?;
-    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let mut config: tokio_postgres::Config = cli.database_url.parse().map_err(|e| format!("--database-url: {e}"))?;
+    // A statement ends before its request's deadline, so an abandoned request leaves no statement
+    // running on a connection that goes back to the pool. One set in the URL's options wins.
+    let options = format!("-c statement_timeout={} {}", STATEMENT_DEADLINE.as_millis(), config.get_options().unwrap_or_default());
+    config.options(options.trim());
+    let manager = deadpool_postgres::Manager::new(config, tls::to_database(cli.database_ca.as_deref())?);
     let pool = deadpool_postgres::Pool::builder(manager).max_size(cli.connections).build()?;
     if cli.apply_schema {
-        pool.get().await?.batch_execute(sql::SCHEMA).await.map_err(|e| format!("applying schema.sql: {e}"))?;
+        pool.get().await?.batch_execute(sql::SCHEMA).await?;
     }
     let backend = Arc::new(Backend { pool, token_hash });
     let listener = tokio::net::TcpListener::bind(cli.listen).await.map_err(|e| format!("listening on {}: {e}", cli.listen))?;
@@ -185,7 +201,9 @@ impl From<deadpool_postgres::PoolError> for Failure {
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
-        tracing::warn!(error = %e, "a statement failed");
+        // tokio-postgres says "db error"; what the server said is its source.
+        let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+        tracing::warn!(error = %e, detail, "a statement failed");
         Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store could not answer".into())
     }
 }
@@ -327,7 +345,7 @@ async fn revoke_sessions(State(backend): State<Shared>, Path(id): Path<String>) 
     // Expired ones go too; what is counted is what the factors call counted as live.
     let mut revoked: i64 = 0;
     for statement in [sql::DELETE_SESSIONS, sql::DELETE_REFRESH_TOKENS, sql::DELETE_REMEMBERED_DEVICES] {
-        revoked += tx.query_one(statement, &[&id]).await?.get::<_, i64>(0);
+        revoked += tx.query_one(&tx.prepare_cached(statement).await?, &[&id]).await?.get::<_, i64>(0);
     }
     tx.commit().await?;
     ok(json!({ "revoked": revoked }))
@@ -456,6 +474,10 @@ async fn events(State(backend): State<Shared>, Q(query): Q<EventsQuery>) -> Resu
     let next = match rows.last() {
         Some(row) => Cursor(row.get(9), row.get(0)),
         None if query.cursor.is_none() => Cursor(db.query_one(&db.prepare_cached(sql::LOG_END).await?, &[]).await?.get(0), 0),
+        // A cursor from past the log's end would skip every event to come: refused, not kept.
+        None if !db.query_one(&db.prepare_cached(sql::CURSOR_POSSIBLE).await?, &[&after.0]).await?.get::<_, bool>(0) => {
+            return Err(Failure(StatusCode::BAD_REQUEST, "invalid", "cursor is not one this backend gave".into()));
+        }
         None => after,
     };
     ok(json!({ "events": events, "next": next.to_string(), "more": more }))

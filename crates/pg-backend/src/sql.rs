@@ -69,7 +69,11 @@ pub const EVENTS: &str = concat!(
 pub const WITHDRAW_LIVE_BYPASSES: &str = "update bypass_codes set revoked_at = now() where user_id = $1 and revoked_at is null and used_at is null and expires_at > now()";
 pub const ISSUE_BYPASS: &str = concat!("insert into bypass_codes (reference, user_id, code_hash, expires_at) values ($1, $2, $3, now() + make_interval(secs => $4)) returning ", rfc3339!("expires_at"));
 pub const BYPASS_USED: &str = "select used_at is not null from bypass_codes where user_id = $1 and reference = $2";
-pub const REVOKE_BYPASS: &str = "update bypass_codes set revoked_at = now() where user_id = $1 and reference = $2 and revoked_at is null";
+/// Withdraws a bypass that could still be used; one used, expired or withdrawn already is gone.
+pub const REVOKE_BYPASS: &str = "update bypass_codes set revoked_at = now() where user_id = $1 and reference = $2 and revoked_at is null and used_at is null and expires_at > now()";
+/// Whether a cursor's transaction is one this server could have given: at most the next it would
+/// assign (a log's end given out while nothing ran is that one).
+pub const CURSOR_POSSIBLE: &str = "select $1::text::xid8 <= pg_snapshot_xmax(pg_current_snapshot())";
 /// The log's end: the oldest transaction still running (or the next to start); a reader with nothing
 /// to read yet goes on from there.
 pub const LOG_END: &str = "select pg_snapshot_xmin(pg_current_snapshot())::text";

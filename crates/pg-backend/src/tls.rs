@@ -1,6 +1,7 @@
 //! Serving the protocol over TLS, and with `--client-ca` over mutual TLS: only a client whose
 //! certificate that authority signed completes a handshake. Handshakes run off the accept loop
 //! (each in its own task, with a deadline), so a client that stalls one holds up nobody else.
+//! And TLS to PostgreSQL, whenever the server offers it and `sslmode` does not say no.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,6 +38,27 @@ pub fn config(certificate: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
     let mut config = builder.with_single_cert(chain, key).map_err(|e| format!("--tls-cert and --tls-key: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// How connections to PostgreSQL are made secure: the server's certificate checked against the
+/// authorities in `ca` (PEM), else the system's.
+pub fn to_database(ca: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let config = match ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in CertificateDer::pem_file_iter(path).map_err(|e| format!("--database-ca {}: {e}", path.display()))? {
+                roots.add(certificate.map_err(|e| format!("--database-ca {}: {e}", path.display()))?).map_err(|e| format!("--database-ca {}: {e}", path.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder.with_platform_verifier().map_err(|e| format!("the system's certificate authorities: {e}"))?.with_no_client_auth()
+        }
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// Connections that completed their handshake, for `axum::serve`.

@@ -51,7 +51,12 @@ fn start(url: &str, dir: &std::path::Path, apply: bool) -> (Backend, String) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let child = Command::new(env!("CARGO_BIN_EXE_mfa-recall-pg-backend"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mfa-recall-pg-backend"));
+    // The authority of the test server's TLS certificate (hack/postgres.sh).
+    if let Ok(ca) = std::env::var("MFA_RECALL_POSTGRES_CA") {
+        command.env("MFA_RECALL_PG_BACKEND_DATABASE_CA", ca);
+    }
+    let child = command
         .args(["--database-url", url, "--listen", &addr.to_string()])
         .args(apply.then_some("--apply-schema"))
         .arg("--token-file")
@@ -98,8 +103,22 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     let mut as_role = reqwest::Url::parse(&url).unwrap();
     as_role.set_username("mfa_recall_backend").unwrap();
     as_role.set_password(Some("mfacanary-backend-role")).unwrap();
-    let (_backend, base) = start(as_role.as_str(), &dir.0, false);
+    // As beside a real database: TLS insisted on, the server's certificate checked.
+    let mut over_tls = as_role.clone();
+    over_tls.set_query(Some("sslmode=require"));
+    let (_backend, base) = start(over_tls.as_str(), &dir.0, false);
     answers(&http, &base).await;
+    assert_eq!(http.get(format!("{base}/users")).bearer_auth(TOKEN).header("accept", MEDIA_TYPE).send().await.unwrap().status(), 200);
+    let tls: Vec<bool> = db.query("select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) where a.usename = 'mfa_recall_backend'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(!tls.is_empty() && tls.iter().all(|t| *t), "the backend's connections are all over TLS: {tls:?}");
+    // A server certificate no given authority signed: the backend does not start.
+    let refused = Command::new(env!("CARGO_BIN_EXE_mfa-recall-pg-backend"))
+        .args(["--database-url", over_tls.as_str(), "--apply-schema", "--database-ca", "/etc/ssl/certs/ca-certificates.crt", "--token-file"])
+        .arg(dir.0.join("token"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("certificate"), "{said}");
     let get = |path: &str| { let (http, url) = (http.clone(), format!("{base}{path}")); async move { call(&http, reqwest::Method::GET, &url, None).await } };
 
     db.batch_execute(
@@ -221,6 +240,7 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(users, ["u1", "u3"], "{both}");
     assert_eq!(get("/events?cursor=12").await.0, 400, "a cursor the backend never gave is refused");
     assert_eq!(get("/events?cursor=99999999999999999999.0").await.0, 400, "past any transaction id");
+    assert_eq!(get("/events?cursor=18446744073709551615.0").await.0, 400, "past any transaction the server has begun");
     let (_, exact) = get(&format!("/events?cursor={cursor}&limit=2")).await;
     assert_eq!(exact["more"], false, "a full page with nothing after it: nothing more to read");
 
@@ -248,7 +268,24 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.0, 204);
     assert_eq!(delete(&format!("/users/u2/bypasses/{reference}")).await.1["error"], "alreadyGone");
     assert_eq!(delete(&format!("/users/nobody/bypasses/{reference}")).await.1["error"], "notFound", "no such user is not alreadyGone");
+    // One that can no longer be used (expired) is gone already.
+    let (_, expiring) = post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 900 }))).await;
+    db.batch_execute("update bypass_codes set expires_at = now() - interval '1 second' where revoked_at is null").await.unwrap();
+    assert_eq!(delete(&format!("/users/u2/bypasses/{}", expiring["reference"].as_str().unwrap())).await.1["error"], "alreadyGone");
     assert_eq!(post("/users/u2/bypasses", Some(json!({ "lifetimeSeconds": 5 }))).await.0, 400);
+
+    // A statement held up (a lock taken by another session) ends at the statement timeout, which
+    // the URL's options may set, and the call answers 503 rather than waiting on.
+    let mut impatient = over_tls.clone();
+    impatient.set_query(Some("sslmode=require&options=-c%20statement_timeout%3D500"));
+    let (_impatient_backend, impatient_base) = start(impatient.as_str(), &dir.0, false);
+    answers(&http, &impatient_base).await;
+    late.batch_execute("begin; lock table users in access exclusive mode").await.unwrap();
+    let started = std::time::Instant::now();
+    let (status, held) = call(&http, reqwest::Method::GET, &format!("{impatient_base}/users/u1"), None).await;
+    late.batch_execute("rollback").await.unwrap();
+    assert_eq!((status, held["message"].as_str()), (503, Some("the store could not answer")), "{held}");
+    assert!(started.elapsed() < Duration::from_secs(10), "ended by the statement timeout, not the request's deadline: {:?}", started.elapsed());
 
     // A name that names more users than one answer may hold is refused, not cut short.
     db.batch_execute("insert into users (id, username, email) select 'shared-' || i, 'shared-' || i, 'Team@example.test' from generate_series(1, 101) i").await.unwrap();

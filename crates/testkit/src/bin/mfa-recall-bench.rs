@@ -278,6 +278,8 @@ async fn inhouse_run(args: &Args, client: &Client, http: &reqwest::Client) -> Va
     let store = Proc(
         Command::new(sibling("mfa-recall-pg-backend"))
             .args(["--database-url", &url, "--listen", &listen.to_string(), "--apply-schema", "--connections", "16"])
+            // Over TLS, as beside a real database (hack/postgres.sh's authority).
+            .args(std::env::var("MFA_RECALL_POSTGRES_CA").map(|ca| vec!["--database-ca".to_string(), ca]).unwrap_or_default())
             .arg("--token-file")
             .arg(&token_file)
             .env("RUST_LOG", "warn")
