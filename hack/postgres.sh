@@ -4,7 +4,8 @@
 # package when it is missing). As root, the server runs as the `postgres` user the package makes,
 # since PostgreSQL refuses to run as root.
 #   hack/postgres.sh start DIR   # writes DIR/env: MFA_RECALL_POSTGRES_URL (a superuser on loopback)
-#                                # and MFA_RECALL_POSTGRES_CA (the authority of its TLS certificate)
+#                                # MFA_RECALL_POSTGRES_CA (the authority of its TLS certificate) and
+#                                # MFA_RECALL_POSTGRES_DIR (this folder: the bench reads the server's pid)
 #   hack/postgres.sh stop DIR
 set -euo pipefail
 cmd="${1:-}"; dir="${2:-}"
@@ -44,7 +45,8 @@ case "$cmd" in
     fi
     # TLS on, with a certificate from a test authority of its own (DIR/ca.crt), so the reference
     # backend's connection to PostgreSQL is tested as it runs beside a real database.
-    if [[ ! -f "$dir/ca.crt" ]]; then
+    # Made again when missing or within a day of its end (a folder reused for weeks).
+    if [[ ! -f "$dir/server.crt" ]] || ! openssl x509 -checkend 86400 -noout -in "$dir/server.crt" >/dev/null 2>&1; then
       command -v openssl >/dev/null || { echo "postgres: openssl is missing (Debian's openssl package)" >&2; exit 1; }
       openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/ca.key" -out "$dir/ca.crt" -days 30 \
         -subj "/CN=mfa-recall test PostgreSQL CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
@@ -59,7 +61,8 @@ case "$cmd" in
       -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null 2>&1 || {
       echo "postgres: the server did not start; last lines of $dir/postgres.log:" >&2; tail -20 "$dir/postgres.log" >&2; exit 1; }
     { echo "export MFA_RECALL_POSTGRES_URL='postgres://postgres:$(cat "$dir/password")@127.0.0.1:$port/postgres'"
-      echo "export MFA_RECALL_POSTGRES_CA='$dir/ca.crt'"; } > "$dir/env"
+      echo "export MFA_RECALL_POSTGRES_CA='$dir/ca.crt'"
+      echo "export MFA_RECALL_POSTGRES_DIR='$dir'"; } > "$dir/env"
     echo "postgres: serving on 127.0.0.1:$port; source $dir/env" >&2
     ;;
   stop)

@@ -159,6 +159,10 @@ async fn the_store_knows_the_operator_by_its_client_certificate() {
     let plain = backends::connect(&backend(&store.url.replace("https://", "http://")), Some(&trusted), &Default::default()).err().expect("a client certificate over http");
     assert_eq!(plain.kind(), ErrorKind::Config, "{plain}");
     assert!(plain.to_string().contains("https://"), "{plain}");
+    let authority_only = secret(&[("ca.crt", "ca.crt")]);
+    let token_and_authority = k8s_openapi::api::core::v1::Secret { data: Some([("token".to_string(), k8s_openapi::ByteString(TOKEN.as_bytes().to_vec()))].into_iter().chain(authority_only.data.clone().unwrap()).collect()), ..authority_only };
+    let plain = backends::connect(&backend(&store.url.replace("https://", "http://")), Some(&token_and_authority), &Default::default()).err().expect("ca.crt over http");
+    assert!(plain.to_string().contains("ca.crt"), "an authority given for http is refused, not ignored: {plain}");
     let half = backends::connect(&backend(&store.url), Some(&secret(&[("tls.crt", "client.crt")])), &Default::default()).err().expect("a certificate without its key");
     assert!(half.to_string().contains("tls.key"), "{half}");
 

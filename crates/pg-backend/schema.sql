@@ -21,6 +21,9 @@ create table if not exists groups (
   parent_id  text references groups (id) on delete set null
 );
 
+-- As for users: one group per name, whatever its case, so a name typed in another case names one group.
+create unique index if not exists groups_name_ci on groups (lower(name));
+
 create table if not exists group_members (
   group_id  text not null references groups (id) on delete cascade,
   user_id   text not null references users (id) on delete cascade,

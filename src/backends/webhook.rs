@@ -225,10 +225,11 @@ impl Webhook {
             return Err(http.error(ErrorKind::Config, format!("Secret {} holds neither token nor tls.crt and tls.key: the store needs one to know the operator", keys.name)));
         }
         let base = provider.url.trim_end_matches('/').to_string();
-        if identity.is_some() && !base.to_ascii_lowercase().starts_with("https://") {
-            return Err(http.error(ErrorKind::Config, format!("a client certificate is presented only over TLS: spec.webhook.url must be https://, not {base}")));
-        }
         let roots = keys.get_opt("ca.crt")?;
+        if (identity.is_some() || roots.is_some()) && !base.to_ascii_lowercase().starts_with("https://") {
+            let given = if identity.is_some() { "a client certificate (tls.crt, tls.key)" } else { "ca.crt" };
+            return Err(http.error(ErrorKind::Config, format!("Secret {} holds {given}, which only TLS uses: spec.webhook.url must be https://, not {base}", keys.name)));
+        }
         let http = if identity.is_some() || roots.is_some() { http.with_client_tls(identity.as_deref().map(str::as_bytes), roots.as_ref().map(|r| r.expose().as_bytes()))? } else { http };
         Ok(Self { http, base, token, client_certificate: identity.is_some(), tls_from_secret: identity.is_some() || roots.is_some(), secret_name: keys.name.to_string(), offered: RwLock::new(None) })
     }

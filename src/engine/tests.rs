@@ -60,6 +60,8 @@ struct FakeProvider {
     malformed: Vec<Unreadable>,
     /// The organisation's event log, served as a stream two events a page when `stream` is set.
     stream: bool,
+    /// Events a page of the stream holds (2 unless set).
+    events_per_page: usize,
     events: Mutex<Vec<crate::watch::IdentityEvent>>,
     /// Users asked about one by one (`enrolled_since`).
     asked: Mutex<Vec<String>>,
@@ -125,7 +127,7 @@ impl FakeProvider {
         let factors = (0..n)
             .map(|i| (format!("u{i:03}"), vec![(format!("u{i:03}-totp"), FactorKind::Totp, 10), (format!("u{i:03}-key"), FactorKind::Webauthn, 20)]))
             .collect();
-        Self { factors: Mutex::new(factors), page: 10, ..Default::default() }
+        Self { factors: Mutex::new(factors), page: 10, events_per_page: 2, ..Default::default() }
     }
 }
 
@@ -138,7 +140,7 @@ impl IdentityProvider for FakeProvider {
         let events = self.events.lock().unwrap();
         let start: usize = query.cursor.map_or(0, |c| c.parse().unwrap());
         let fits = |e: &crate::watch::IdentityEvent| e.at >= query.from && query.until.is_none_or(|u| e.at < u) && query.user.is_none_or(|u| u.id == e.user_id);
-        let page: Vec<_> = events[start.min(events.len())..].iter().take(2).cloned().collect();
+        let page: Vec<_> = events[start.min(events.len())..].iter().take(self.events_per_page).cloned().collect();
         let next = (start + page.len()).to_string();
         let more = start + page.len() < events.len();
         Ok(crate::watch::EventPage { events: page.into_iter().filter(fits).collect(), skipped: Vec::new(), cursor: Some(next), more })
@@ -1045,6 +1047,37 @@ async fn a_burst_is_judged_by_time_whatever_order_the_log_names_users_in() {
     assert_eq!(runner.check_re_enrollment(&job).await.unwrap(), RunEnd::Finished);
     let flagged = progress.lock().unwrap().flagged.clone();
     assert_eq!(flagged, [format!("u007: {}", Rule::EnrollmentBurst.as_str())]);
+}
+
+/// A read with more enrollments than are remembered between checks: the earliest are still
+/// judged against those before them (the cap applies once the read is judged), so a burst at the
+/// start of a mass re-enrollment is flagged.
+#[tokio::test]
+async fn a_burst_at_the_start_of_a_read_larger_than_what_is_remembered_is_flagged() {
+    use crate::watch::{EventKind, RECENT_KEPT, Rule, Thresholds};
+    let provider = Arc::new(FakeProvider { stream: true, events_per_page: 1_000, ..FakeProvider::with_users(30) });
+    let ledger = Arc::new(MemoryLedger::default());
+    let progress = SharedProgress::default();
+    let runner = Runner { provider: provider.clone(), ledger: ledger.clone(), audit: audit(), progress: progress.clone(), stop: watch::channel(false).1 };
+    let window = WindowSettings { sweep_per_check: 0, thresholds: Thresholds { burst_enrollments: 3, ..Thresholds::default() }, ..Default::default() };
+    let job = RecallJob { window, ..job() };
+    assert_eq!(runner.revoke(&job).await.unwrap(), RunEnd::Finished);
+    let after = CUTOFF_MS + 60_000;
+    let mut events = vec![
+        logged("e3", "u003", EventKind::FactorEnrolled, after + 1_000, "192.0.2.50", "DE"),
+        logged("e5", "u005", EventKind::FactorEnrolled, after + 2_000, "192.0.2.50", "DE"),
+        logged("e7", "u007", EventKind::FactorEnrolled, after + 3_000, "192.0.2.50", "DE"),
+    ];
+    // Then more enrollments than are remembered, by users of other recalls, from elsewhere.
+    events.extend((0..RECENT_KEPT + 10).map(|n| logged(&format!("x{n}"), &format!("other-{n}"), EventKind::FactorEnrolled, after + 10_000 + n as i64, &format!("198.51.100.{}", n % 200), "US")));
+    *provider.events.lock().unwrap() = events;
+    for (user, at) in [("u003", after + 1_000), ("u005", after + 2_000), ("u007", after + 3_000)] {
+        provider.factors.lock().unwrap().get_mut(user).unwrap().push((format!("{user}-new"), FactorKind::Totp, at));
+    }
+    assert_eq!(runner.check_re_enrollment(&job).await.unwrap(), RunEnd::Finished);
+    let flagged = progress.lock().unwrap().flagged.clone();
+    assert_eq!(flagged, [format!("u007: {}", Rule::EnrollmentBurst.as_str())]);
+    assert_eq!(ledger.read_watch("fake").await.unwrap().unwrap().recent.len(), RECENT_KEPT, "what is remembered stays capped");
 }
 
 /// The stream names who enrolled: only they are asked about (plus the sweep's few), each flag is

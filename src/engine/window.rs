@@ -3,7 +3,7 @@
 //! names is confirmed with one read of their own; the anomaly rules judge what recalled users
 //! did; and a slow sweep asks about a few pending users per check, for what a log with gaps missed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -99,13 +99,19 @@ impl Runner {
         let mut touched: BTreeMap<u32, Segment> = BTreeMap::new();
         let mut tally = Tally::default();
         self.apply_clearances(job, &mut state, &mut touched, &mut tally).await?;
-        // The enrollments of this read are remembered in the log's order before anyone is judged,
-        // and the rules that compare users see those before the one judged: the order users are
-        // taken in (the log's first mention, which may be a removal the recall itself logged)
-        // changes no verdict.
+        // The enrollments remembered from earlier reads, then this read's in the log's order, all
+        // known before anyone is judged; the rules that compare users see those before the one
+        // judged, so the order users are taken in (the log's first mention, which may be a
+        // removal the recall itself logged) changes no verdict. Kept whole while judging: the
+        // cap on what is remembered applies once the read is judged.
+        let mut known: Vec<Recent> = state.recent.clone();
+        let mut ids: HashSet<String> = known.iter().map(|r| r.event_id.clone()).collect();
         for event in events.iter().filter(|e| e.kind == EventKind::FactorEnrolled) {
-            state.remember(self.recent(event));
+            if ids.insert(event.id.clone()) {
+                known.push(self.recent(event));
+            }
         }
+        let new_from = state.recent.len();
         // Users in the order the log first names them (events of one second keep the log's order).
         let mut named: HashMap<&str, Vec<&IdentityEvent>> = HashMap::new();
         let mut users: Vec<&str> = Vec::new();
@@ -141,7 +147,10 @@ impl Runner {
             if enrolled.is_some() && segment.users[i].awaits_re_enrollment() {
                 self.confirm(job, segment, i, enrolled, &mut tally).await?;
             }
-            self.judge(job, &mut state, segment, i, user_events, &mut tally).await?;
+            self.judge(job, &known, segment, i, user_events, &mut tally).await?;
+        }
+        for recent in known.drain(new_from..) {
+            state.remember(recent);
         }
         self.sweep(job, &mut state, &mut touched, &mut tally).await?;
         let mut changed: Vec<Segment> = touched.into_values().collect();
@@ -259,7 +268,7 @@ impl Runner {
 
     /// Runs the rules over the user's events of this read; new flags go to the trail and the
     /// user's record.
-    async fn judge(&self, job: &RecallJob, state: &mut WatchState, segment: &mut Segment, i: usize, events: &[&IdentityEvent], tally: &mut Tally) -> Result<()> {
+    async fn judge(&self, job: &RecallJob, known: &[Recent], segment: &mut Segment, i: usize, events: &[&IdentityEvent], tally: &mut Tally) -> Result<()> {
         let mut history: Option<Vec<IdentityEvent>> = None;
         for event in events {
             let enrolled = event.kind == EventKind::FactorEnrolled;
@@ -272,8 +281,8 @@ impl Runner {
             }
             let address = event.client.ip.map(|ip| self.ledger.pseudonym(&ip.to_string()));
             let device = event.device.as_ref().map(|d| self.ledger.pseudonym(d.expose()));
-            let before = state.recent.iter().position(|r| r.event_id == event.id).unwrap_or(state.recent.len());
-            let judged = Judged { event, address: address.as_deref(), device: device.as_deref(), history: history.as_deref().unwrap_or_default(), cutoff: job.cutoff, recent: &state.recent[..before], own_bypasses: &job.window.own_bypasses };
+            let before = known.iter().position(|r| r.event_id == event.id).unwrap_or(known.len());
+            let judged = Judged { event, address: address.as_deref(), device: device.as_deref(), history: history.as_deref().unwrap_or_default(), cutoff: job.cutoff, recent: &known[..before], own_bypasses: &job.window.own_bypasses };
             let findings = rules::judge(&judged, &job.window.thresholds);
             let record = &mut segment.users[i];
             let mut tripped: Vec<Rule> = Vec::new();

@@ -85,14 +85,7 @@ async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // With its causes: "error performing TLS handshake" alone does not say the certificate was refused.
-            let mut said = e.to_string();
-            let mut cause = e.source();
-            while let Some(inner) = cause {
-                said.push_str(&format!(": {inner}"));
-                cause = inner.source();
-            }
-            eprintln!("error: {said}");
+            eprintln!("error: {}", with_causes(e.as_ref()));
             std::process::ExitCode::from(1)
         }
     }
@@ -114,6 +107,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         _ => None,
     };
     let mut config: tokio_postgres::Config = cli.database_url.parse().map_err(|e| format!("--database-url: {e}"))?;
+    if insists_on_tls(&config, &cli.database_url) {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     // A statement ends before its request's deadline, so an abandoned request leaves no statement
     // running on a connection that goes back to the pool. One set in the URL's options wins.
     let options = format!("-c statement_timeout={} {}", STATEMENT_DEADLINE.as_millis(), config.get_options().unwrap_or_default());
@@ -172,6 +168,29 @@ fn router(backend: Shared) -> Router {
         .with_state(backend)
 }
 
+/// Whether TLS is insisted on though the URL does not say: tokio-postgres's default,
+/// sslmode=prefer, goes on in plain text when anyone on the path says the server has no TLS, so
+/// off this machine it is required unless the URL names an sslmode.
+fn insists_on_tls(config: &tokio_postgres::Config, url: &str) -> bool {
+    let local = config.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    !local && !url.contains("sslmode=")
+}
+
+/// An error and its causes on one line: "db error" or "error performing TLS handshake" alone does
+/// not say what the server said or why the certificate was refused.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        said.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    said
+}
+
 /// A query string read as `T`, or the protocol's JSON error saying what is wrong with it.
 struct Q<T>(T);
 
@@ -194,16 +213,14 @@ impl IntoResponse for Failure {
 
 impl From<deadpool_postgres::PoolError> for Failure {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %e, "no connection to the store");
+        tracing::warn!(error = %with_causes(&e), "no connection to the store");
         Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store cannot be reached".into())
     }
 }
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
-        // tokio-postgres says "db error"; what the server said is its source.
-        let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
-        tracing::warn!(error = %e, detail, "a statement failed");
+        tracing::warn!(error = %with_causes(&e), "a statement failed");
         Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store could not answer".into())
     }
 }
@@ -449,7 +466,10 @@ async fn events(State(backend): State<Shared>, Q(query): Q<EventsQuery>) -> Resu
     let from = query.from.as_deref().map(time).transpose()?;
     let until = query.until.as_deref().map(time).transpose()?;
     let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
-    let db = backend.pool.get().await?;
+    let mut db = backend.pool.get().await?;
+    // One snapshot for the page and for where the log ends: read apart, a transaction that ended
+    // in between would fall behind the end given out, and its events would never be read.
+    let db = db.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await?;
     // With a cursor the log goes on from it; `from` only places the first read.
     let from = if query.cursor.is_some() { None } else { from };
     let mut rows = db.query(&db.prepare_cached(sql::EVENTS).await?, &[&after.0, &after.1, &from, &until, &query.user, &(limit + 1)]).await?;
@@ -520,5 +540,21 @@ async fn revoke_bypass(State(backend): State<Shared>, Path((id, reference)): Pat
     match db.execute(&db.prepare_cached(sql::REVOKE_BYPASS).await?, &[&id, &reference]).await? {
         0 => Err(Failure(StatusCode::NOT_FOUND, "alreadyGone", format!("no live bypass {reference} for user {id}"))),
         _ => done(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_insisted_on_off_this_machine_unless_the_url_says() {
+        let insists = |url: &str| insists_on_tls(&url.parse().unwrap(), url);
+        assert!(insists("postgres://backend@db.internal/store"));
+        assert!(insists("postgres://backend@10.0.0.5:5432/store"));
+        assert!(!insists("postgres://backend@db.internal/store?sslmode=disable"), "the URL's own choice");
+        assert!(!insists("postgres://backend@127.0.0.1/store"));
+        assert!(!insists("postgres://backend@localhost/store"));
+        assert!(!insists("host=/var/run/postgresql user=backend dbname=store"), "a Unix socket");
     }
 }

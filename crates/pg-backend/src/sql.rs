@@ -17,8 +17,8 @@ pub const USERS_AFTER: &str = "select id, username from users where id > $1 orde
 /// Users a name names: username or email in any letter case, or the id itself.
 pub const USERS_NAMED: &str = "select id, username from users where lower(username) = lower($1) or lower(email) = lower($1) or id = $1 order by id limit $2";
 
-/// A group by id, else by name as written, else by name in any letter case.
-pub const GROUP: &str = "select id from groups where id = $1 or lower(name) = lower($1) order by (id = $1) desc, (name = $1) desc, id limit 1";
+/// A group by id, else by name in any letter case (one group per name, whatever its case: schema.sql).
+pub const GROUP: &str = "select id from groups where id = $1 or lower(name) = lower($1) order by (id = $1) desc limit 1";
 
 /// Members of a group ($1) and, unless $2 (direct only), of its subgroups at any depth, after a cursor.
 pub const GROUP_MEMBERS_AFTER: &str = "

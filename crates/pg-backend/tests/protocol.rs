@@ -111,14 +111,25 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(http.get(format!("{base}/users")).bearer_auth(TOKEN).header("accept", MEDIA_TYPE).send().await.unwrap().status(), 200);
     let tls: Vec<bool> = db.query("select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid) where a.usename = 'mfa_recall_backend'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert!(!tls.is_empty() && tls.iter().all(|t| *t), "the backend's connections are all over TLS: {tls:?}");
-    // A server certificate no given authority signed: the backend does not start.
+    // A server certificate the given authority did not sign: the backend does not start, and says why.
+    let other_ca = dir.0.join("other-ca.crt");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=another authority", "-keyout"])
+        .arg(dir.0.join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .expect("openssl runs (Debian's openssl)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let refused = Command::new(env!("CARGO_BIN_EXE_mfa-recall-pg-backend"))
-        .args(["--database-url", over_tls.as_str(), "--apply-schema", "--database-ca", "/etc/ssl/certs/ca-certificates.crt", "--token-file"])
+        .args(["--database-url", over_tls.as_str(), "--apply-schema", "--database-ca"])
+        .arg(&other_ca)
+        .arg("--token-file")
         .arg(dir.0.join("token"))
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && said.contains("certificate"), "{said}");
+    assert!(!refused.status.success() && said.contains("invalid peer certificate: UnknownIssuer"), "{said}");
     let get = |path: &str| { let (http, url) = (http.clone(), format!("{base}{path}")); async move { call(&http, reqwest::Method::GET, &url, None).await } };
 
     db.batch_execute(
@@ -177,6 +188,7 @@ async fn every_call_of_the_protocol_on_a_real_store() {
     assert_eq!(ids(&get("/groups/g-bg/members").await.1), ["u3"], "by id too");
     assert_eq!(get("/groups/nope/members").await.0, 404);
     assert_eq!(ids(&get("/groups/Break-Glass/members").await.1), ["u3"], "a group's name in any letter case");
+    assert!(db.batch_execute("insert into groups (id, name) values ('g-x', 'STAFF')").await.is_err(), "one group per name, whatever its case");
 
     // A user's factors with creation times as stored (unknown stays unknown), and their sessions of every kind.
     let (status, u1) = get("/users/u1/factors").await;

@@ -246,19 +246,26 @@ fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// CPU seconds of every PostgreSQL process so far: the live ones', and what the server's exited
-/// connection processes used (their parent's counts of waited-for children).
+/// CPU seconds of the PostgreSQL server so far: its postmaster's (hack/postgres.sh's folder,
+/// MFA_RECALL_POSTGRES_DIR, names it), with what its exited connection processes used (the
+/// postmaster's counts of waited-for children), and its live children's.
 fn postgres_cpu_seconds() -> f64 {
-    let mut ticks = 0.0;
+    let dir = std::env::var("MFA_RECALL_POSTGRES_DIR").expect("MFA_RECALL_POSTGRES_DIR: start PostgreSQL with hack/postgres.sh start DIR and source DIR/env");
+    let pid_file = std::fs::read_to_string(format!("{dir}/data/postmaster.pid")).expect("the server's postmaster.pid");
+    let postmaster: u32 = pid_file.lines().next().and_then(|l| l.trim().parse().ok()).expect("a pid on postmaster.pid's first line");
+    // Fields after the name: state, ppid, ..., utime (12th), stime, cutime, cstime.
+    let fields = |pid: &str| -> Vec<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect()).unwrap_or_default()
+    };
+    let own = fields(&postmaster.to_string());
+    let mut ticks: f64 = own.get(11..15).map_or(0.0, |t| t.iter().sum());
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        if !head.ends_with("(postgres") {
-            continue;
+        let pid = entry.file_name().to_string_lossy().to_string();
+        let child = fields(&pid);
+        if child.get(1).is_some_and(|ppid| *ppid == postmaster as f64) {
+            ticks += child.get(11..13).map_or(0.0, |t| t.iter().sum());
         }
-        let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-        // utime, stime, cutime, cstime (fields 14 to 17 of stat; 12 to 15 after the name).
-        ticks += fields.get(11..15).map_or(0.0, |t| t.iter().sum());
     }
     ticks / 100.0
 }
@@ -339,6 +346,9 @@ async fn inhouse_run(args: &Args, client: &Client, http: &reqwest::Client) -> Va
     let factors_left: i64 = psql(&url, "select count(*) from factors").parse().unwrap_or(-1);
     let sessions_left: i64 = psql(&url, "select (select count(*) from sessions) + (select count(*) from refresh_tokens)").parse().unwrap_or(-1);
     let removals: i64 = psql(&url, "select count(*) from events where type = 'factorRemoved'").parse().unwrap_or(-1);
+    // The store itself says every user lost every factor and session, each removal logged.
+    let users = args.users as i64;
+    assert_eq!((counts.invalidated, counts.failed, factors_left, sessions_left, removals), (users, 0, 0, 0, 3 * users), "the store after the recall");
     let _ = Api::<mfa_recall::api::RecallLedgerSegment>::namespaced(client.clone(), &ns).delete_collection(&DeleteParams::default(), &Default::default()).await;
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
     psql(&server, &format!("drop database {database} with (force)"));
