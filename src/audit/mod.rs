@@ -121,8 +121,8 @@ pub enum Outcome {
     /// Revoked by the provider with a factor the recall deleted just before (one device, one link).
     RevokedWithLinked,
     AlreadyGone,
-    /// Gone when a resumed recall came to delete it: most likely deleted by this recall's own
-    /// attempt before a restart, whose line did not reach the trail; counted as revoked.
+    /// Gone when a resumed recall came to delete it, or when a deletion whose answer was lost was
+    /// retried: most likely deleted by this recall's own attempt before; counted as revoked.
     GoneSinceEarlierAttempt,
     Done,
     Skipped,

@@ -137,6 +137,27 @@ pub struct ProviderHttp {
     plain_http_anywhere: bool,
 }
 
+tokio::task_local! {
+    /// Set when a request that changes something may have taken effect without its answer
+    /// reaching us: see `noting_unanswered_writes`.
+    static UNANSWERED_WRITE: std::cell::Cell<bool>;
+}
+
+/// Runs `call`, and says whether a request of it that changes something may have taken effect
+/// at the provider without its answer arriving (a connection cut or a timeout after the request
+/// went, a success whose body was cut off), so that what a retry then finds gone is most likely
+/// the call's own doing.
+pub async fn noting_unanswered_writes<T>(call: impl std::future::Future<Output = T>) -> (T, bool) {
+    UNANSWERED_WRITE.scope(std::cell::Cell::new(false), async { (call.await, UNANSWERED_WRITE.with(std::cell::Cell::get)) }).await
+}
+
+/// Notes an attempt of a request that changes something whose answer did not arrive whole.
+fn note_unanswered(method: &reqwest::Method) {
+    if method != reqwest::Method::GET && method != reqwest::Method::HEAD {
+        let _ = UNANSWERED_WRITE.try_with(|unanswered| unanswered.set(true));
+    }
+}
+
 /// Every provider's client: connections time out, and a redirect is never followed (on 307 and
 /// 308 it would send a token request's body, a client secret or a signed assertion, to whatever
 /// host Location names, and a foreign host's answer would be taken as the provider's).
@@ -266,6 +287,7 @@ impl ProviderHttp {
                 .build()
                 .map_err(|e| self.error(ErrorKind::Config, format!("building a {} request: {}", op.name, describe(&e))))?;
             let started = Instant::now();
+            let method = this_try.method().clone();
             let outcome = {
                 let admission = self.throttle.admit(op.bucket).await;
                 // One timer for the whole exchange, answer and body: reqwest's own total timeout
@@ -302,7 +324,10 @@ impl ProviderHttp {
                         self.throttle.recover();
                         let body = read(&reply);
                         match &body {
-                            Some(Err(_)) if is_cut_off_json(&reply) => (None, format!("malformed JSON body from {}", what())),
+                            Some(Err(_)) if is_cut_off_json(&reply) => {
+                                note_unanswered(&method);
+                                (None, format!("malformed JSON body from {}", what()))
+                            }
                             _ => return Ok((reply, body)),
                         }
                     }
@@ -319,10 +344,15 @@ impl ProviderHttp {
                     if !(e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() || e.is_decode()) {
                         return Err(self.error(ErrorKind::Unavailable, format!("{}: {}", what(), describe(&e))));
                     }
+                    // Not connected: the request never went. Otherwise it may have.
+                    if !e.is_connect() {
+                        note_unanswered(&method);
+                    }
                     (None, format!("{}: {}", what(), describe(&e)))
                 }
                 Err(_elapsed) => {
                     self.metrics.call(&self.backend, op.name, None, false, started.elapsed());
+                    note_unanswered(&method);
                     (None, format!("{}: no answer within {} s", what(), REQUEST_TIMEOUT.as_secs()))
                 }
             };
@@ -719,6 +749,32 @@ mod tests {
         let response = http.send(TEST_OP, || http.request(Method::GET, &url)).await.unwrap();
         assert_eq!(response.status, StatusCode::NOT_FOUND);
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A write whose first attempt was read and then cut off without an answer may have taken
+    /// effect: the call says so (what its retry finds gone is most likely its own doing). A read
+    /// cut off, or a write answered with an error, says nothing of the kind.
+    #[tokio::test]
+    async fn a_write_whose_answer_was_lost_is_noted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let http = ProviderHttp::new("ns/test", Limits { requests_per_second: 1000, max_concurrency: 2, log_delay: None, ..Default::default() }, ProviderMetrics::default()).unwrap();
+        // The first connection reads the request and closes; the next answers 404.
+        let cut_then_gone = || loopback(|n, mut socket| async move {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            if n > 0 {
+                let _ = socket.write_all(b"HTTP/1.1 404 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+            }
+        });
+        let (url, _) = cut_then_gone().await;
+        let (reply, unanswered) = noting_unanswered_writes(http.send(TEST_OP, || http.request(Method::DELETE, &url))).await;
+        assert_eq!((reply.unwrap().status, unanswered), (StatusCode::NOT_FOUND, true));
+        let (url, _) = cut_then_gone().await;
+        let (reply, unanswered) = noting_unanswered_writes(http.send(TEST_OP, || http.request(Method::GET, &url))).await;
+        assert_eq!((reply.unwrap().status, unanswered), (StatusCode::NOT_FOUND, false), "a read changes nothing");
+        let (url, _) = scripted_server(vec![503]).await;
+        let (reply, unanswered) = noting_unanswered_writes(http.send(TEST_OP, || http.request(Method::DELETE, &url))).await;
+        assert_eq!((reply.unwrap().status, unanswered), (StatusCode::OK, false), "an error answer is an answer");
     }
 
     /// A redirect could carry a token request's body to another host and make that host's answer

@@ -20,6 +20,7 @@ use crate::Result;
 use crate::api::{FactorKind, RecallCounts, RecallPlan};
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::backends::{IdentityProvider, LoggedAge, PageCursors, ErrorKind, ProviderError, RevokeOutcome, ScopeSelector, UserRef, UserSnapshot};
+use crate::backends::http::noting_unanswered_writes;
 use crate::ledger::{self, LedgerStore, PageStart, Segment, UserRecord, UserState, Work};
 
 /// What to recall on one backend.
@@ -846,15 +847,17 @@ impl Runner {
                     }
                 }
             }
-            match self.provider.revoke_factor(user, factor).await? {
+            let (outcome, unanswered) = noting_unanswered_writes(self.provider.revoke_factor(user, factor)).await;
+            match outcome? {
                 RevokeOutcome::AfterOthers(_) => after_others.push(factor),
-                outcome => self.record_revoke(job, user, factor, outcome, work, resumed)?,
+                outcome => self.record_revoke(job, user, factor, outcome, work, resumed || unanswered)?,
             }
         }
         for factor in after_others {
-            match self.provider.revoke_factor(user, factor).await? {
+            let (outcome, unanswered) = noting_unanswered_writes(self.provider.revoke_factor(user, factor)).await;
+            match outcome? {
                 RevokeOutcome::AfterOthers(refusal) => return Err(refusal.reworded(|m| format!("{m} (refused again once the user's other factors were dealt with)")).of(&job.backend_key()).into()),
-                outcome => self.record_revoke(job, user, factor, outcome, work, resumed)?,
+                outcome => self.record_revoke(job, user, factor, outcome, work, resumed || unanswered)?,
             }
         }
         // A user who already held a factor from after the cutoff when reached, or a resumed
@@ -899,8 +902,10 @@ impl Runner {
         Ok(Steps::Done)
     }
 
-    /// Records and audits a factor's deletion (or its absence).
-    fn record_revoke(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, outcome: RevokeOutcome, work: &mut Work, resumed: bool) -> Result<()> {
+    /// Records and audits a factor's deletion (or its absence). `own_attempt_before`: this recall
+    /// may already have deleted it without learning so (the user taken up again after a crash, or
+    /// a deletion whose answer was lost and retried), so finding it gone counts as the recall's.
+    fn record_revoke(&self, job: &RecallJob, user: &UserRef, factor: &crate::backends::FactorRef, outcome: RevokeOutcome, work: &mut Work, own_attempt_before: bool) -> Result<()> {
         if matches!(outcome, RevokeOutcome::Revoked | RevokeOutcome::RevokedTaking(_)) && self.provider.capabilities().revoking_ends_enrollments.contains(&factor.kind) {
             work.enrollments_ended_at = Some(jiff::Timestamp::now());
         }
@@ -922,9 +927,10 @@ impl Runner {
                 work.revoked.push(factor.id.clone());
                 Outcome::RevokedWithLinked
             }
-            // A user taken up again after a crash most likely lost it to this recall's attempt
-            // before; otherwise it went by other hands and is not counted.
-            RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked if resumed => {
+            // A user taken up again after a crash, or a deletion retried after its answer was
+            // lost, most likely lost it to this recall's attempt before; otherwise it went by
+            // other hands and is not counted.
+            RevokeOutcome::AlreadyGone | RevokeOutcome::WentWithLinked if own_attempt_before => {
                 work.revoked.push(factor.id.clone());
                 Outcome::GoneSinceEarlierAttempt
             }

@@ -40,7 +40,7 @@ impl Drop for RecordingProxy {
     }
 }
 
-/// A request the proxy closed without an answer (`Faults::drop_rate`).
+/// A request the proxy closed without an answer (`Faults::drop_rate`, `Faults::lost_rate`).
 #[derive(Debug)]
 struct Dropped;
 
@@ -142,7 +142,8 @@ async fn forward(client: reqwest::Client, upstream: String, shared: Arc<Shared>,
     if let Some(slow) = slow {
         tokio::time::sleep(slow).await;
     }
-    if let Some(fault) = fault {
+    let lost = fault == Some(Injected::Lost);
+    if let Some(fault) = fault.filter(|_| !lost) {
         shared.injected.fetch_add(1, Ordering::Relaxed);
         return match fault {
             Injected::Permanent => Ok(answer(500, "application/json", br#"{"error": "injected permanent failure"}"#)),
@@ -155,6 +156,7 @@ async fn forward(client: reqwest::Client, upstream: String, shared: Arc<Shared>,
             Injected::Unavailable => Ok(answer(503, "application/json", br#"{"error": "unavailable", "message": "injected"}"#)),
             // Cut off in the server's own media type, so the client reads it as the answer it asked for.
             Injected::Malformed => Ok(answer(200, parts.headers.get("accept").and_then(|a| a.to_str().ok()).filter(|a| !a.contains(',') && !a.contains('*')).unwrap_or("application/json"), idp_sim::MALFORMED_BODY)),
+            Injected::Lost => unreachable!("a lost answer is forwarded first"),
         };
     }
 
@@ -172,5 +174,10 @@ async fn forward(client: reqwest::Client, upstream: String, shared: Arc<Shared>,
         response = response.header(name, value);
     }
     let bytes = answer.bytes().await.unwrap_or_default();
+    // Carried out by the server; its answer lost on the way back.
+    if lost {
+        shared.injected.fetch_add(1, Ordering::Relaxed);
+        return Err(Dropped);
+    }
     Ok(response.body(Full::new(bytes)).unwrap())
 }

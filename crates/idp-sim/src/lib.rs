@@ -359,6 +359,9 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Share of requests answered 200 with a JSON body cut off mid-way.
     pub malformed_rate: f64,
+    /// Share of requests carried out, their connection then closed before the answer (a write
+    /// that took effect, its answer lost on the way).
+    pub lost_rate: f64,
     /// Requests whose path contains one of these always get 500 (a permanent failure).
     pub failing_paths: Vec<String>,
     /// Links in answers (next pages) point at another host, as a compromised or misconfigured
@@ -379,6 +382,8 @@ pub enum Injected {
     Unavailable,
     /// A 200 whose JSON body is cut off mid-way (`MALFORMED_BODY`).
     Malformed,
+    /// Carried out, then the connection closed before the answer.
+    Lost,
 }
 
 /// The body of a malformed answer.
@@ -403,6 +408,8 @@ impl Faults {
             Some(Injected::Unavailable)
         } else if self.malformed_rate > 0.0 && fastrand::f64() < self.malformed_rate {
             Some(Injected::Malformed)
+        } else if self.lost_rate > 0.0 && fastrand::f64() < self.lost_rate {
+            Some(Injected::Lost)
         } else {
             None
         };
@@ -570,7 +577,7 @@ impl Simulator {
                 stats.requests_to_last_write = stats.requests;
             }
         }
-        let (fault, slow) = self.pick_fault(&request);
+        let (fault, slow, lost) = self.pick_fault(&request);
         if let Some(slow) = slow {
             tokio::time::sleep(slow).await;
         }
@@ -593,6 +600,10 @@ impl Simulator {
         {
             *writes.entry(format!("{} {}", request.method, request.path)).or_default() += 1;
         }
+        if lost {
+            self.stats.lock().unwrap().faults += 1;
+            return Disposition::Drop;
+        }
         if self.faults.lock().unwrap().foreign_links
             && let Some(host) = request.header("host")
         {
@@ -604,16 +615,20 @@ impl Simulator {
         Disposition::Answer(response)
     }
 
-    fn pick_fault(&self, request: &SimRequest) -> (Option<Disposition>, Option<Duration>) {
+    /// The answer a fault gives instead of the provider's, and how long it is held; `Lost` gives
+    /// none here (the request is carried out first, see `dispatch`).
+    fn pick_fault(&self, request: &SimRequest) -> (Option<Disposition>, Option<Duration>, bool) {
         let (fault, slow) = self.faults.lock().unwrap().pick(&request.path);
-        let disposition = fault.map(|fault| match fault {
+        let lost = fault == Some(Injected::Lost);
+        let disposition = fault.filter(|_| !lost).map(|fault| match fault {
             Injected::Permanent => Disposition::Answer(SimResponse::json(500, &json!({ "error": "injected permanent failure" }))),
             Injected::Throttled => Disposition::Answer(self.provider.throttled(jiff::Timestamp::now().as_second() + 1)),
             Injected::Dropped => Disposition::Drop,
             Injected::Unavailable => Disposition::Answer(SimResponse::json(503, &json!({ "error": "injected unavailability" }))),
             Injected::Malformed => Disposition::Answer(SimResponse { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: MALFORMED_BODY.to_vec() }),
+            Injected::Lost => Disposition::Drop,
         });
-        (disposition, slow)
+        (disposition, slow, lost)
     }
 
     /// Counts the request against its bucket's window. Returns the reset (epoch s) when the
